@@ -1,0 +1,259 @@
+// The `cpn` command line: `serve` runs the control plane; `route`, `nodes`, `drain` talk to one.
+
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Metadata } from '@grpc/grpc-js';
+import { LEVELS } from '../core/model.js';
+import { ListNodesResponse, type RegistryClient } from '../gen/cpn/v1/registry.js';
+import { RouteResponse, type SchedulerClient } from '../gen/cpn/v1/scheduler.js';
+import { Level } from '../gen/cpn/v1/types.js';
+import { createLogger, type LogLevel } from '../ops/log.js';
+import { loadTopology } from '../ops/topology.js';
+import { ConfigError } from '../ops/yaml-config.js';
+import { startServer } from '../server/server.js';
+import { ROUTE_RESPONSE_TRAILER } from '../server/services.js';
+import { MemoryStore } from '../store/memory/memory-store.js';
+import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
+import { call, CliError, connect } from './client.js';
+import { formatExplain, formatNodes, formatPlacementCard } from './format.js';
+
+export const DEMO_TOPOLOGY = fileURLToPath(new URL('../../simulations/topologies/demo-national.yaml', import.meta.url));
+
+function integer(min: number, max: number) {
+  return (value: string): number => {
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
+      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}, got "${value}"`);
+    }
+    return parsed;
+  };
+}
+
+function positiveNumber(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed <= 0) throw new InvalidArgumentError(`expected a number > 0, got "${value}"`);
+  return parsed;
+}
+
+function levelArg(value: string, previous: Level[] = []): Level[] {
+  const name = value.toUpperCase().replace(/^LEVEL_/, '');
+  const index = (LEVELS as readonly string[]).indexOf(name);
+  if (index < 0) throw new InvalidArgumentError(`expected one of ${LEVELS.join(', ')}, got "${value}"`);
+  return [...previous, (index + 1) as Level];
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+const serverOption = () =>
+  new Option('--server <host:port>', 'control plane address').default('localhost:50051').env('CPN_SERVER');
+const timeoutOption = () =>
+  new Option('--timeout-ms <ms>', 'deadline for the call').default(5000).argParser(integer(1, 3_600_000));
+
+async function withClients<T>(
+  opts: { server: string; timeoutMs: number },
+  run: (clients: { registry: RegistryClient; scheduler: SchedulerClient; deadline: Date }) => Promise<T>,
+): Promise<T> {
+  const clients = connect(opts.server, opts.timeoutMs);
+  try {
+    return await run({ registry: clients.registry, scheduler: clients.scheduler, deadline: clients.deadline() });
+  } finally {
+    clients.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('cpn')
+    .description(
+      'Computing-power network scheduler: routes each inference request to the cheapest node that meets its latency budget.',
+    )
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('run the gRPC control plane (Registry, Scheduler, health, reflection)')
+    .addOption(new Option('--port <port>', 'gRPC port (0 picks a free one)').default(50051).env('CPN_PORT').argParser(integer(0, 65535)))
+    .addOption(new Option('--host <host>', 'address to bind; 0.0.0.0 to accept remote clients').default('127.0.0.1').env('CPN_HOST'))
+    .addOption(new Option('--store <kind>', 'registry store').choices(['memory']).default('memory').env('CPN_STORE'))
+    .option('--topology <file>', 'register the nodes of this topology YAML at start (as permanent nodes)')
+    .option('--demo', `shorthand for --topology ${DEMO_TOPOLOGY.replace(/^.*simulations/, 'simulations')}`)
+    .addOption(new Option('--reservation-ttl-s <s>', 'how long a placement holds its slot without Release').default(30).argParser(integer(1, 3600)))
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error', 'silent']).default('info').env('CPN_LOG_LEVEL'))
+    .addOption(new Option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long in-flight calls may finish').default(10_000).argParser(integer(0, 600_000)))
+    .action(async (opts) => {
+      const logger = createLogger(opts.logLevel as LogLevel);
+      const topologyFile: string | undefined = opts.topology ?? (opts.demo ? DEMO_TOPOLOGY : undefined);
+      const topology = topologyFile === undefined ? undefined : await loadTopology(topologyFile);
+      const store = new MemoryStore({
+        clock: Date.now,
+        latency: DEFAULT_LATENCY_MODEL,
+        regionCentroids: topology?.regionCentroids,
+      });
+      for (const spec of topology?.nodes ?? []) await store.registerNode(spec, { ttlS: 0, permanent: true });
+      const server = await startServer({
+        store,
+        logger,
+        host: opts.host,
+        port: opts.port,
+        reservationTtlMs: opts.reservationTtlS * 1000,
+      });
+      logger.info('control plane serving', {
+        address: server.address,
+        store: opts.store,
+        topology: topologyFile,
+        nodes: topology?.nodes.length ?? 0,
+        reservationTtlS: opts.reservationTtlS,
+      });
+      const serverFlag = server.port === 50051 ? '' : ` --server localhost:${server.port}`;
+      process.stdout.write(
+        [
+          `cpn control plane listening on ${server.address} (${opts.store} store, ${topology?.nodes.length ?? 0} nodes${topologyFile ? ` from ${topologyFile.replace(/^.*\/simulations/, 'simulations')}` : ''})`,
+          'Try, in another terminal:',
+          `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 2000${serverFlag}     # loose budget: cheapest hub`,
+          `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 30${serverFlag}       # tight budget: nearby node`,
+          `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 30 --explain${serverFlag}`,
+          `  npx cpn nodes --region CN-GD${serverFlag}`,
+          'Stop with Ctrl-C.',
+          '',
+        ].join('\n'),
+      );
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info('shutting down', { signal, graceMs: opts.graceMs });
+          server.shutdown(opts.graceMs).then(resolve);
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+      logger.info('stopped', {});
+    });
+
+  program
+    .command('route')
+    .description('ask for a placement: the cheapest node that meets the latency budget (reserves a slot)')
+    .requiredOption('--model <name>', 'model to run, e.g. qwen3-32b')
+    .option('--region <code>', 'client region, e.g. CN-GD')
+    .option('--access-point <name>', 'client access point (measured latencies are looked up by it first)')
+    .option('--lat <deg>', 'client latitude', Number)
+    .option('--lon <deg>', 'client longitude', Number)
+    .requiredOption('--budget-ms <ms>', 'time-to-first-token budget in ms', positiveNumber)
+    .addOption(new Option('--input-tokens <n>', 'prompt tokens').default(256).argParser(integer(0, 100_000_000)))
+    .addOption(new Option('--cached-tokens <n>', 'prompt tokens expected to hit the prefix cache').default(0).argParser(integer(0, 100_000_000)))
+    .addOption(new Option('--output-tokens <n>', 'maximum output tokens').default(256).argParser(integer(0, 100_000_000)))
+    .option('--level <level>', 'allowed level (repeatable): CENTER, PROVINCE, EDGE, TERMINAL', levelArg)
+    .option('--allow-region <code>', 'allowed node region (repeatable)', collect)
+    .option('--degraded', 'if nothing meets the budget, take the lowest-TTFT node with a slot')
+    .addOption(new Option('--fallbacks <n>', 'ordered alternatives to return').default(2).argParser(integer(0, 16)))
+    .option('--tenant <name>', 'tenant to bill', '')
+    .option('--explain', 'show every node with its estimate and verdict')
+    .option('--json', 'print the RouteResponse as JSON')
+    .addOption(serverOption())
+    .addOption(timeoutOption())
+    .addHelpText(
+      'after',
+      '\nThe placement holds one slot until Release or the server\'s reservation TTL (30 s by default).\n' +
+        'Exit codes: 0 placed, 1 not placed or the call failed (the reason is printed), 2 bad usage.',
+    )
+    .action(async (opts) => {
+      if (!opts.region && !opts.accessPoint && opts.lat === undefined) {
+        throw new CliError('give the client position: --region CN-GD, --access-point NAME or --lat/--lon', 2);
+      }
+      if ((opts.lat === undefined) !== (opts.lon === undefined)) throw new CliError('give --lat and --lon together', 2);
+      const request = {
+        requestId: '',
+        tenant: opts.tenant,
+        model: opts.model,
+        client: {
+          region: opts.region ?? '',
+          accessPoint: opts.accessPoint ?? '',
+          location: opts.lat === undefined ? undefined : { lat: opts.lat, lon: opts.lon },
+        },
+        latencyBudgetMs: opts.budgetMs,
+        inputTokens: opts.inputTokens,
+        cachedInputTokens: opts.cachedTokens,
+        maxOutputTokens: opts.outputTokens,
+        allowedLevels: opts.level ?? [],
+        allowedRegions: opts.allowRegion ?? [],
+        allowDegraded: Boolean(opts.degraded),
+        explain: Boolean(opts.explain),
+        maxFallbacks: opts.fallbacks,
+      };
+      await withClients(opts, async ({ scheduler, deadline }) => {
+        try {
+          const response = await call(scheduler, scheduler.route, request, new Metadata(), deadline, opts.server);
+          if (opts.json) {
+            process.stdout.write(`${JSON.stringify(RouteResponse.toJSON(response), null, 2)}\n`);
+            return;
+          }
+          if (opts.explain) process.stdout.write(`${formatExplain(response.explain, response.explainTotal)}\n\n`);
+          process.stdout.write(`${formatPlacementCard(response, opts.budgetMs)}\n`);
+        } catch (error) {
+          const trailer = error instanceof CliError ? error.trailers?.get(ROUTE_RESPONSE_TRAILER)[0] : undefined;
+          if (trailer instanceof Buffer) {
+            const partial = RouteResponse.decode(trailer);
+            if (opts.json) process.stdout.write(`${JSON.stringify(RouteResponse.toJSON(partial), null, 2)}\n`);
+            else process.stdout.write(`${formatExplain(partial.explain, partial.explainTotal)}\n\n`);
+          }
+          throw error;
+        }
+      });
+    });
+
+  program
+    .command('nodes')
+    .description('list registered nodes with their state, load and reservations')
+    .option('--level <level>', 'only this level: CENTER, PROVINCE, EDGE, TERMINAL', (value: string) => levelArg(value)[0])
+    .option('--region <code>', 'only this region')
+    .option('--model <name>', 'only nodes serving this model')
+    .option('--json', 'print the ListNodesResponse as JSON')
+    .addOption(serverOption())
+    .addOption(timeoutOption())
+    .action(async (opts) => {
+      await withClients(opts, async ({ registry, deadline }) => {
+        const request = { level: opts.level ?? Level.LEVEL_UNSPECIFIED, region: opts.region ?? '', model: opts.model ?? '' };
+        const response = await call(registry, registry.listNodes, request, new Metadata(), deadline, opts.server);
+        process.stdout.write(
+          opts.json ? `${JSON.stringify(ListNodesResponse.toJSON(response), null, 2)}\n` : `${formatNodes(response.nodes)}\n`,
+        );
+      });
+    });
+
+  program
+    .command('drain')
+    .description('stop new placements on a node (existing ones finish); --undo lifts the drain')
+    .argument('<node>', 'node id')
+    .option('--undo', 'make the node schedulable again')
+    .addOption(serverOption())
+    .addOption(timeoutOption())
+    .action(async (nodeId: string, opts) => {
+      await withClients(opts, async ({ registry, deadline }) => {
+        const request = { nodeId, drain: !opts.undo };
+        await call(registry, registry.drainNode, request, new Metadata(), deadline, opts.server);
+        process.stdout.write(`${nodeId} ${opts.undo ? 'is schedulable again' : 'is draining: no new placements'}\n`);
+      });
+    });
+
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv as string[], { from: 'user' });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0 ? 0 : 2;
+    }
+    if (error instanceof CliError) {
+      process.stderr.write(`cpn: ${error.message}\n`);
+      return error.exitCode;
+    }
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`cpn: ${(error as Error).message ?? String(error)}\n`);
+    return 1;
+  }
+}

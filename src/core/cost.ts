@@ -1,0 +1,48 @@
+// Time and money of one request on one model offer: prefill, queueing and price.
+
+import type { ModelOffer, NodeSpec } from './model.js';
+
+export interface RequestSize {
+  readonly inputTokens: number;
+  readonly cachedInputTokens: number;
+  readonly maxOutputTokens: number;
+}
+
+/**
+ * Time-of-use pricing hook: the factor applied to a node's list price at `nowMs` (1 = list).
+ * Must be pure and return a finite number > 0.
+ */
+export type PriceMultiplier = (node: NodeSpec, nowMs: number) => number;
+
+export const LIST_PRICE: PriceMultiplier = () => 1;
+
+/** Only uncached input tokens are prefilled; cache hits skip prefill. */
+export function prefillMs(size: RequestSize, offer: ModelOffer): number {
+  return ((size.inputTokens - size.cachedInputTokens) / offer.prefillTokensPerS) * 1000;
+}
+
+/** How long the request occupies a slot: prefill, then decoding every output token. */
+export function serviceMs(size: RequestSize, offer: ModelOffer): number {
+  return prefillMs(size, offer) + (size.maxOutputTokens / offer.decodeTokensPerS) * 1000;
+}
+
+/**
+ * Expected wait for a slot when `load` requests are already on the offer. Zero while a slot is
+ * free; otherwise the requests ahead drain `maxConcurrency` at a time, each taking about as long
+ * as this request would (its own service time is the proxy for the unknown ones ahead).
+ */
+export function queueMs(size: RequestSize, offer: ModelOffer, load: number): number {
+  if (load < offer.maxConcurrency) return 0;
+  const ahead = load - offer.maxConcurrency + 1;
+  return (ahead / offer.maxConcurrency) * serviceMs(size, offer);
+}
+
+/** Cost in currency units: uncached input, cache-hit input and output, each at its own rate. */
+export function requestCost(size: RequestSize, offer: ModelOffer, multiplier: number): number {
+  const { price } = offer;
+  const perMillion =
+    (size.inputTokens - size.cachedInputTokens) * price.inputPerMtok +
+    size.cachedInputTokens * price.cachedInputPerMtok +
+    size.maxOutputTokens * price.outputPerMtok;
+  return (perMillion / 1e6) * multiplier;
+}

@@ -1,0 +1,122 @@
+// Network round-trip estimates between a client position and a node.
+// Sources, best first: measured samples, coordinates, configured region defaults.
+
+import type { LatLon, Level, NodeSpec } from './model.js';
+
+export type LatencySource = 'MEASURED' | 'COORDINATES' | 'REGION_DEFAULT';
+
+export interface ClientPosition {
+  readonly region: string;
+  readonly accessPoint: string;
+  readonly location: LatLon | undefined;
+}
+
+export interface RttEstimate {
+  readonly rttMs: number;
+  readonly source: LatencySource;
+}
+
+/** A smoothed measurement of the RTT from an access point or region to a node. */
+export interface LatencySample {
+  readonly rttMs: number;
+  readonly updatedAtMs: number;
+  readonly count: number;
+}
+
+export interface LatencyModel {
+  /** Light in fibre covers about 200 km per millisecond. */
+  readonly fiberKmPerMs: number;
+  /** Real routes are longer than great circles; multiplies the distance term. */
+  readonly routeStretch: number;
+  /** Added per node level: the last hops from the backbone into the site. */
+  readonly accessOverheadMs: Readonly<Record<Level, number>>;
+  /** Added when client and node are in different regions (inter-provincial backbone hops). */
+  readonly crossRegionPenaltyMs: number;
+  /** Used when neither samples nor coordinates are available. */
+  readonly sameRegionRttMs: number;
+  readonly crossRegionRttMs: number;
+  /** Where a client is when it names only its region. */
+  readonly regionCentroids: ReadonlyMap<string, LatLon>;
+  /** Samples older than this are ignored. */
+  readonly sampleMaxAgeMs: number;
+  /** Weight of a new sample in the exponentially weighted moving average (0..1]. */
+  readonly sampleSmoothing: number;
+}
+
+export const DEFAULT_LATENCY_MODEL: LatencyModel = {
+  fiberKmPerMs: 200,
+  routeStretch: 2,
+  accessOverheadMs: { CENTER: 6, PROVINCE: 3, EDGE: 1, TERMINAL: 0.5 },
+  crossRegionPenaltyMs: 5,
+  sameRegionRttMs: 8,
+  crossRegionRttMs: 45,
+  regionCentroids: new Map(),
+  sampleMaxAgeMs: 5 * 60 * 1000,
+  sampleSmoothing: 0.3,
+};
+
+const EARTH_RADIUS_KM = 6371.0088;
+
+export function greatCircleKm(a: LatLon, b: LatLon): number {
+  const rad = Math.PI / 180;
+  const dLat = (b.lat - a.lat) * rad;
+  const dLon = (b.lon - a.lon) * rad;
+  const h = Math.sin(dLat / 2) ** 2 + Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(dLon / 2) ** 2;
+  return 2 * EARTH_RADIUS_KM * Math.asin(Math.min(1, Math.sqrt(h)));
+}
+
+/** Folds a new measurement into the previous sample (EWMA). */
+export function smoothSample(
+  previous: LatencySample | undefined,
+  rttMs: number,
+  nowMs: number,
+  model: Pick<LatencyModel, 'sampleSmoothing' | 'sampleMaxAgeMs'>,
+): LatencySample {
+  if (previous === undefined || nowMs - previous.updatedAtMs > model.sampleMaxAgeMs) {
+    return { rttMs, updatedAtMs: nowMs, count: 1 };
+  }
+  const alpha = model.sampleSmoothing;
+  return {
+    rttMs: alpha * rttMs + (1 - alpha) * previous.rttMs,
+    updatedAtMs: nowMs,
+    count: previous.count + 1,
+  };
+}
+
+/** Looks up a measured sample from a position (access point or region) to a node. */
+export type SampleLookup = (from: string, nodeId: string) => LatencySample | undefined;
+
+/** Where the client is on the map: its own coordinates, else its region's centroid. */
+export function clientLocation(client: ClientPosition, model: LatencyModel): LatLon | undefined {
+  return client.location ?? model.regionCentroids.get(client.region);
+}
+
+/**
+ * Estimates the RTT from `client` to `node`. A fresh measured sample from the access point wins,
+ * then one from the region; then coordinates (client location or region centroid, and the node's
+ * location); then the region default.
+ */
+export function estimateRtt(
+  client: ClientPosition,
+  node: NodeSpec,
+  model: LatencyModel,
+  samples: SampleLookup,
+  nowMs: number,
+): RttEstimate {
+  for (const from of [client.accessPoint, client.region]) {
+    if (from === '') continue;
+    const sample = samples(from, node.id);
+    if (sample !== undefined && nowMs - sample.updatedAtMs <= model.sampleMaxAgeMs) {
+      return { rttMs: sample.rttMs, source: 'MEASURED' };
+    }
+  }
+  const overheadMs = model.accessOverheadMs[node.level];
+  const crossRegionMs = client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
+  const from = clientLocation(client, model);
+  if (from !== undefined && node.location !== undefined) {
+    const distanceMs = ((greatCircleKm(from, node.location) * 2) / model.fiberKmPerMs) * model.routeStretch;
+    return { rttMs: distanceMs + overheadMs + crossRegionMs, source: 'COORDINATES' };
+  }
+  const baseMs = client.region === node.region ? model.sameRegionRttMs : model.crossRegionRttMs;
+  return { rttMs: baseMs + overheadMs, source: 'REGION_DEFAULT' };
+}

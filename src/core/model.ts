@@ -1,0 +1,102 @@
+// Domain types shared by the core, the stores, the server and the simulator.
+// Proto types never reach past src/server; everything inside speaks these.
+
+export const LEVELS = ['CENTER', 'PROVINCE', 'EDGE', 'TERMINAL'] as const;
+export type Level = (typeof LEVELS)[number];
+
+export const NODE_ID_PATTERN = /^[a-z0-9][a-z0-9.-]{0,62}$/;
+
+export interface LatLon {
+  readonly lat: number;
+  readonly lon: number;
+}
+
+export interface Gpu {
+  readonly type: string;
+  readonly count: number;
+  readonly memoryGib: number;
+}
+
+/** Prices in currency units (CNY) per million tokens. */
+export interface Price {
+  readonly inputPerMtok: number;
+  readonly outputPerMtok: number;
+  readonly cachedInputPerMtok: number;
+}
+
+export interface ModelOffer {
+  readonly model: string;
+  readonly maxConcurrency: number;
+  readonly maxQueue: number;
+  readonly prefillTokensPerS: number;
+  readonly decodeTokensPerS: number;
+  readonly price: Price;
+}
+
+export interface NodeSpec {
+  readonly id: string;
+  readonly level: Level;
+  readonly region: string;
+  readonly parentId: string;
+  readonly endpoint: string;
+  readonly location: LatLon | undefined;
+  readonly gpus: readonly Gpu[];
+  readonly models: readonly ModelOffer[];
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface ModelLoad {
+  readonly model: string;
+  readonly active: number;
+  readonly queued: number;
+}
+
+export interface NodeStatus {
+  readonly nodeId: string;
+  readonly load: readonly ModelLoad[];
+  readonly gpuUtilization: number;
+  readonly kvCacheUtilization: number;
+  readonly healthy: boolean;
+}
+
+export type NodeState = 'READY' | 'DRAINING' | 'DOWN' | 'UNHEALTHY';
+
+/**
+ * A node as a store holds it. `lastSeenMs` is the later of registration and the last status
+ * report; a non-permanent node whose `lastSeenMs` is older than `ttlS` is DOWN.
+ */
+export interface NodeRecord {
+  readonly spec: NodeSpec;
+  readonly ttlS: number;
+  readonly permanent: boolean;
+  readonly registeredAtMs: number;
+  readonly lastSeenMs: number;
+  readonly status: NodeStatus | undefined;
+  /** When the last status report arrived; reservations made before it are in that report. */
+  readonly statusAtMs: number | undefined;
+  readonly draining: boolean;
+}
+
+/** State of a node at `nowMs`. Staleness wins over everything: a silent node is DOWN. */
+export function nodeState(node: NodeRecord, nowMs: number): NodeState {
+  if (!node.permanent && nowMs - node.lastSeenMs > node.ttlS * 1000) return 'DOWN';
+  if (node.status !== undefined && !node.status.healthy) return 'UNHEALTHY';
+  if (node.draining) return 'DRAINING';
+  return 'READY';
+}
+
+export function findOffer(spec: NodeSpec, model: string): ModelOffer | undefined {
+  return spec.models.find((offer) => offer.model === model);
+}
+
+/** Requests on (node, model) according to the node's last status report. */
+export function reportedLoad(node: NodeRecord, model: string): number {
+  const load = node.status?.load.find((entry) => entry.model === model);
+  return load === undefined ? 0 : load.active + load.queued;
+}
+
+export interface Usage {
+  readonly inputTokens: number;
+  readonly cachedInputTokens: number;
+  readonly outputTokens: number;
+}

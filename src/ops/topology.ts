@@ -1,0 +1,146 @@
+// Topology files: regions, model list prices, capacity profiles and nodes, in YAML.
+// A node takes its GPUs and model offers from a profile; its prices are the model's list price
+// times the profile's (or the node's own) price factor. See simulations/topologies/*.yaml.
+
+import { z } from 'zod';
+import { LEVELS, type LatLon, type ModelOffer, NODE_ID_PATTERN, type NodeSpec } from '../core/model.js';
+import { ConfigError, YamlSource } from './yaml-config.js';
+
+const positive = z.number().positive();
+const latitude = z.number().min(-90).max(90);
+const longitude = z.number().min(-180).max(180);
+
+const regionSchema = z.strictObject({ name: z.string().min(1), lat: latitude, lon: longitude });
+
+const priceSchema = z.strictObject({
+  input_per_mtok: z.number().nonnegative(),
+  output_per_mtok: z.number().nonnegative(),
+  cached_input_per_mtok: z.number().nonnegative(),
+});
+
+const gpuSchema = z.strictObject({
+  type: z.string().min(1),
+  count: z.number().int().positive(),
+  memory_gib: positive,
+});
+
+const offerSchema = z.strictObject({
+  max_concurrency: z.number().int().positive(),
+  max_queue: z.number().int().nonnegative(),
+  prefill_tokens_per_s: positive,
+  decode_tokens_per_s: positive,
+});
+
+const profileSchema = z.strictObject({
+  price_factor: positive.default(1),
+  gpus: z.array(gpuSchema).min(1),
+  offers: z.record(z.string().min(1), offerSchema),
+});
+
+const nodeSchema = z.strictObject({
+  id: z.string().regex(NODE_ID_PATTERN, 'must match [a-z0-9][a-z0-9.-]{0,62}'),
+  level: z.enum(LEVELS),
+  region: z.string().min(1),
+  parent: z.string().optional(),
+  endpoint: z.string().optional(),
+  name: z.string().optional(),
+  lat: latitude,
+  lon: longitude,
+  profile: z.string().min(1),
+  price_factor: positive.optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+});
+
+export const topologySchema = z.strictObject({
+  version: z.literal(1),
+  regions: z.record(z.string().min(1), regionSchema),
+  models: z.record(z.string().min(1), priceSchema),
+  profiles: z.record(z.string().min(1), profileSchema),
+  nodes: z.array(nodeSchema).min(1),
+});
+
+export interface Topology {
+  readonly file: string;
+  readonly nodes: readonly NodeSpec[];
+  readonly regionCentroids: ReadonlyMap<string, LatLon>;
+  readonly regionNames: ReadonlyMap<string, string>;
+}
+
+/** Rounds a price to 1e-6 CNY per Mtok so that YAML factors like 0.7 do not print as 0.69999. */
+const roundPrice = (value: number): number => Math.round(value * 1e6) / 1e6;
+
+/** Loads and validates a topology; throws ConfigError naming file, line and field of every problem. */
+export async function loadTopology(file: string): Promise<Topology> {
+  return buildTopology(await YamlSource.load(file));
+}
+
+export function parseTopology(file: string, text: string): Topology {
+  return buildTopology(YamlSource.parse(file, text));
+}
+
+function buildTopology(source: YamlSource): Topology {
+  const doc = source.validate(topologySchema);
+  const problems: string[] = [];
+  for (const [name, profile] of Object.entries(doc.profiles)) {
+    for (const model of Object.keys(profile.offers)) {
+      if (!(model in doc.models)) {
+        problems.push(source.problem(['profiles', name, 'offers', model], `names model ${model}, which is not under models`));
+      }
+    }
+  }
+  const ids = new Set<string>();
+  doc.nodes.forEach((node, index) => {
+    const at = (field: string) => ['nodes', index, field];
+    if (ids.has(node.id)) problems.push(source.problem(at('id'), `${node.id} is used by an earlier node`));
+    ids.add(node.id);
+    if (!(node.region in doc.regions)) {
+      problems.push(source.problem(at('region'), `${node.region} is not under regions`));
+    }
+    if (!(node.profile in doc.profiles)) {
+      problems.push(source.problem(at('profile'), `${node.profile} is not under profiles`));
+    }
+  });
+  doc.nodes.forEach((node, index) => {
+    if (node.parent !== undefined && !ids.has(node.parent)) {
+      problems.push(source.problem(['nodes', index, 'parent'], `${node.parent} is not a node of this topology`));
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const nodes = doc.nodes.map((node): NodeSpec => {
+    const profile = doc.profiles[node.profile] as z.output<typeof profileSchema>;
+    const factor = node.price_factor ?? profile.price_factor;
+    const models = Object.entries(profile.offers).map(([model, offer]): ModelOffer => {
+      const list = doc.models[model] as z.output<typeof priceSchema>;
+      return {
+        model,
+        maxConcurrency: offer.max_concurrency,
+        maxQueue: offer.max_queue,
+        prefillTokensPerS: offer.prefill_tokens_per_s,
+        decodeTokensPerS: offer.decode_tokens_per_s,
+        price: {
+          inputPerMtok: roundPrice(list.input_per_mtok * factor),
+          outputPerMtok: roundPrice(list.output_per_mtok * factor),
+          cachedInputPerMtok: roundPrice(list.cached_input_per_mtok * factor),
+        },
+      };
+    });
+    return {
+      id: node.id,
+      level: node.level,
+      region: node.region,
+      parentId: node.parent ?? '',
+      endpoint: node.endpoint ?? `https://${node.id}.infer.example.net`,
+      location: { lat: node.lat, lon: node.lon },
+      gpus: profile.gpus.map((gpu) => ({ type: gpu.type, count: gpu.count, memoryGib: gpu.memory_gib })),
+      models,
+      labels: { ...(node.name ? { name: node.name } : {}), profile: node.profile, ...node.labels },
+    };
+  });
+  return {
+    file: source.file,
+    nodes,
+    regionCentroids: new Map(Object.entries(doc.regions).map(([code, r]) => [code, { lat: r.lat, lon: r.lon }])),
+    regionNames: new Map(Object.entries(doc.regions).map(([code, r]) => [code, r.name])),
+  };
+}

@@ -1,0 +1,109 @@
+// The control plane's domain operations, between the gRPC adapters and the core: it owns this
+// replica's reservations, reads the clock, and asks the store. No proto types here.
+
+import type { PriceMultiplier } from '../core/cost.js';
+import { LIST_PRICE } from '../core/cost.js';
+import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../core/latency.js';
+import { type NodeRecord, type NodeState, nodeState, type Usage } from '../core/model.js';
+import { type Reservation, ReservationBook } from '../core/reservations.js';
+import { decideRoute, type RouteDecision, type RouteRequest } from '../core/scheduler.js';
+import type { Clock, Store } from '../store/store.js';
+
+export interface ControlPlaneOptions {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly reservationTtlMs: number;
+  /** Unique per replica; prefixes reservation ids. */
+  readonly replicaId: string;
+  readonly latency?: Partial<LatencyModel>;
+  readonly priceMultiplier?: PriceMultiplier;
+}
+
+export type RouteResult =
+  | { readonly decision: Extract<RouteDecision, { kind: 'placed' }>; readonly reservation: Reservation }
+  | { readonly decision: Extract<RouteDecision, { kind: 'infeasible' }>; readonly reservation?: undefined }
+  | { readonly decision: Extract<RouteDecision, { kind: 'placed' }>; readonly reservation?: undefined; readonly cancelled: true };
+
+export class ControlPlane {
+  readonly store: Store;
+  readonly reservations: ReservationBook;
+  readonly latency: LatencyModel;
+  private readonly clock: Clock;
+  private readonly priceMultiplier: PriceMultiplier;
+
+  constructor(options: ControlPlaneOptions) {
+    this.store = options.store;
+    this.clock = options.clock;
+    this.reservations = new ReservationBook(options.reservationTtlMs, `${options.replicaId}-`);
+    this.priceMultiplier = options.priceMultiplier ?? LIST_PRICE;
+    this.latency = {
+      ...DEFAULT_LATENCY_MODEL,
+      regionCentroids: options.store.regionCentroids(),
+      ...options.latency,
+    };
+  }
+
+  now(): number {
+    return this.clock();
+  }
+
+  /**
+   * Decides and, if placed, reserves a slot — unless `isCancelled()` says the caller has gone,
+   * in which case nothing is reserved.
+   */
+  route(request: RouteRequest, isCancelled: () => boolean = () => false): RouteResult {
+    const nowMs = this.clock();
+    this.reservations.expire(nowMs);
+    const decision = decideRoute(request, {
+      view: this.store.view,
+      reservations: this.reservations,
+      latency: this.latency,
+      priceMultiplier: this.priceMultiplier,
+      nowMs,
+    });
+    if (decision.kind === 'infeasible') return { decision };
+    if (isCancelled()) return { decision, cancelled: true };
+    const reservation = this.reservations.reserve(decision.placement.nodeId, request.model, request.tenant, nowMs);
+    return { decision, reservation };
+  }
+
+  /** Frees the slot and records usage; idempotent (a second call returns released = false). */
+  async release(reservationId: string, usage: Usage, success: boolean): Promise<{ released: boolean; nodeId: string }> {
+    const reservation = this.reservations.release(reservationId);
+    if (reservation === undefined) return { released: false, nodeId: '' };
+    const node = this.store.getNode(reservation.nodeId);
+    await this.store.recordUsage({
+      reservationId,
+      tenant: reservation.tenant,
+      nodeId: reservation.nodeId,
+      level: node?.spec.level,
+      region: node?.spec.region ?? '',
+      model: reservation.model,
+      usage,
+      success,
+      atMs: this.clock(),
+    });
+    return { released: true, nodeId: reservation.nodeId };
+  }
+
+  stateOf(node: NodeRecord): NodeState {
+    return nodeState(node, this.clock());
+  }
+
+  /** Reservations on the node not yet covered by its last status report, per model. */
+  reservedOn(node: NodeRecord): Map<string, number> {
+    this.reservations.expire(this.clock());
+    return this.reservations.pendingByModel(
+      node.spec.id,
+      node.statusAtMs,
+      node.spec.models.map((offer) => offer.model),
+    );
+  }
+
+  /** Housekeeping: expired reservations, long-dead nodes, stale latency samples. */
+  async sweep(downGraceMs: number): Promise<{ expiredReservations: number; removedNodes: string[] }> {
+    const expired = this.reservations.expire(this.clock());
+    const { removedNodes } = await this.store.sweep(downGraceMs);
+    return { expiredReservations: expired.length, removedNodes };
+  }
+}

@@ -1,0 +1,106 @@
+// Domain values out to proto messages. (Proto in to domain is validate.ts.)
+
+import type { LatencySource } from '../core/latency.js';
+import { LEVELS, type Level, type NodeRecord, type NodeSpec, type NodeState, type NodeStatus } from '../core/model.js';
+import type { Estimate, ExplainEntry, Placement, Verdict } from '../core/scheduler.js';
+import * as pbScheduler from '../gen/cpn/v1/scheduler.js';
+import * as pbTypes from '../gen/cpn/v1/types.js';
+
+export const levelToProto = (level: Level): pbTypes.Level => (LEVELS.indexOf(level) + 1) as pbTypes.Level;
+
+const NODE_STATE: Readonly<Record<NodeState, pbTypes.NodeState>> = {
+  READY: pbTypes.NodeState.NODE_STATE_READY,
+  DRAINING: pbTypes.NodeState.NODE_STATE_DRAINING,
+  DOWN: pbTypes.NodeState.NODE_STATE_DOWN,
+  UNHEALTHY: pbTypes.NodeState.NODE_STATE_UNHEALTHY,
+};
+export const nodeStateToProto = (state: NodeState): pbTypes.NodeState => NODE_STATE[state];
+
+const LATENCY_SOURCE: Readonly<Record<LatencySource, pbScheduler.LatencySource>> = {
+  MEASURED: pbScheduler.LatencySource.LATENCY_SOURCE_MEASURED,
+  COORDINATES: pbScheduler.LatencySource.LATENCY_SOURCE_COORDINATES,
+  REGION_DEFAULT: pbScheduler.LatencySource.LATENCY_SOURCE_REGION_DEFAULT,
+};
+
+export const verdictToProto = (verdict: Verdict): pbScheduler.Verdict =>
+  pbScheduler.Verdict[`VERDICT_${verdict}` as keyof typeof pbScheduler.Verdict] as pbScheduler.Verdict;
+
+export function specToProto(spec: NodeSpec): pbTypes.NodeSpec {
+  return {
+    id: spec.id,
+    level: levelToProto(spec.level),
+    region: spec.region,
+    parentId: spec.parentId,
+    endpoint: spec.endpoint,
+    location: spec.location === undefined ? undefined : { lat: spec.location.lat, lon: spec.location.lon },
+    gpus: spec.gpus.map((gpu) => ({ type: gpu.type, count: gpu.count, memoryGib: gpu.memoryGib })),
+    models: spec.models.map((offer) => ({
+      model: offer.model,
+      maxConcurrency: offer.maxConcurrency,
+      maxQueue: offer.maxQueue,
+      prefillTokensPerS: offer.prefillTokensPerS,
+      decodeTokensPerS: offer.decodeTokensPerS,
+      price: { ...offer.price },
+    })),
+    labels: { ...spec.labels },
+  };
+}
+
+function statusToProto(status: NodeStatus): pbTypes.NodeStatus {
+  return {
+    nodeId: status.nodeId,
+    load: status.load.map((entry) => ({ ...entry })),
+    gpuUtilization: status.gpuUtilization,
+    kvCacheUtilization: status.kvCacheUtilization,
+    healthy: status.healthy,
+  };
+}
+
+/** `reserved`: pending reservations per model on this node. */
+export function nodeToProto(
+  node: NodeRecord,
+  state: NodeState,
+  reserved: ReadonlyMap<string, number>,
+): pbTypes.Node {
+  return {
+    spec: specToProto(node.spec),
+    status: node.status === undefined ? undefined : statusToProto(node.status),
+    state: nodeStateToProto(state),
+    reserved: [...reserved].map(([model, count]) => ({ model, reserved: count })),
+    registeredAt: new Date(node.registeredAtMs),
+    lastSeenAt: new Date(node.lastSeenMs),
+    ttlS: node.ttlS,
+    permanent: node.permanent,
+  };
+}
+
+export function estimateToProto(estimate: Estimate): pbScheduler.Estimate {
+  return {
+    networkRttMs: estimate.networkRttMs,
+    queueMs: estimate.queueMs,
+    prefillMs: estimate.prefillMs,
+    ttftMs: estimate.ttftMs,
+    cost: estimate.cost,
+    latencySource: LATENCY_SOURCE[estimate.latencySource],
+  };
+}
+
+export function placementToProto(placement: Placement): pbScheduler.Placement {
+  return {
+    nodeId: placement.nodeId,
+    endpoint: placement.endpoint,
+    level: levelToProto(placement.level),
+    region: placement.region,
+    estimate: estimateToProto(placement.estimate),
+  };
+}
+
+export function explainToProto(entry: ExplainEntry): pbScheduler.ExplainEntry {
+  return {
+    nodeId: entry.nodeId,
+    estimate: entry.estimate === undefined ? undefined : estimateToProto(entry.estimate),
+    verdict: verdictToProto(entry.verdict),
+    level: levelToProto(entry.level),
+    region: entry.region,
+  };
+}

@@ -1,0 +1,120 @@
+// Starts the gRPC control plane: Registry, Scheduler, the standard health service and server
+// reflection, with explicit message-size limits, a housekeeping timer and graceful shutdown.
+
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import type { PriceMultiplier } from '../core/cost.js';
+import type { LatencyModel } from '../core/latency.js';
+import { RegistryService } from '../gen/cpn/v1/registry.js';
+import { SchedulerService } from '../gen/cpn/v1/scheduler.js';
+import type { Logger } from '../ops/log.js';
+import type { Clock, Store } from '../store/store.js';
+import { ControlPlane } from './control-plane.js';
+import { registryService, schedulerService } from './services.js';
+
+export const SERVICE_NAMES = ['cpn.v1.Registry', 'cpn.v1.Scheduler'] as const;
+/** Large enough for a node spec with hundreds of models, small enough to refuse abuse. */
+export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** ListNodes of a national registry (10⁵ nodes) must fit. */
+export const MAX_SEND_MESSAGE_BYTES = 256 * 1024 * 1024;
+
+export interface ServerOptions {
+  readonly store: Store;
+  readonly logger: Logger;
+  /** Host to bind; 127.0.0.1 by default so that nothing is exposed by accident. */
+  readonly host?: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly clock?: Clock;
+  readonly reservationTtlMs?: number;
+  readonly explainLimit?: number;
+  readonly latency?: Partial<LatencyModel>;
+  readonly priceMultiplier?: PriceMultiplier;
+  /** How long a DOWN node stays listed before the sweeper removes it. */
+  readonly downGraceMs?: number;
+  readonly sweepIntervalMs?: number;
+}
+
+export interface RunningServer {
+  readonly port: number;
+  readonly address: string;
+  readonly plane: ControlPlane;
+  /**
+   * Graceful stop: health goes NOT_SERVING, new calls are refused, in-flight calls finish;
+   * after `graceMs` the rest are cancelled.
+   */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+const protoDir = fileURLToPath(new URL('../../proto', import.meta.url));
+
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const clock = options.clock ?? Date.now;
+  const plane = new ControlPlane({
+    store: options.store,
+    clock,
+    reservationTtlMs: options.reservationTtlMs ?? 30_000,
+    replicaId: randomBytes(4).toString('hex'),
+    latency: options.latency,
+    priceMultiplier: options.priceMultiplier,
+  });
+  const server = new Server({
+    'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
+  });
+  server.addService(RegistryService, registryService(plane, options.logger));
+  server.addService(SchedulerService, schedulerService(plane, options.logger, { explainLimit: options.explainLimit ?? 500 }));
+
+  const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((name) => [name, 'NOT_SERVING'])) });
+  health.addToServer(server);
+  const definitions = loadSync(['cpn/v1/registry.proto', 'cpn/v1/scheduler.proto', healthProtoPath], {
+    includeDirs: [protoDir],
+  });
+  new ReflectionService(definitions).addToServer(server);
+
+  const host = options.host ?? '127.0.0.1';
+  const target = host.includes(':') ? `[${host}]:${options.port}` : `${host}:${options.port}`;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(target, ServerCredentials.createInsecure(), (error, boundPort) =>
+      error ? reject(new Error(`cannot listen on ${target}: ${error.message}`)) : resolve(boundPort),
+    ),
+  );
+  const setServing = (serving: boolean) => {
+    for (const name of ['', ...SERVICE_NAMES]) health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');
+  };
+  setServing(true);
+
+  const downGraceMs = options.downGraceMs ?? 10 * 60_000;
+  const sweeper = setInterval(() => {
+    plane.sweep(downGraceMs).then(
+      ({ removedNodes }) => {
+        for (const node of removedNodes) options.logger.info('node expired and removed', { node });
+      },
+      (error: unknown) => options.logger.error('sweep failed', { err: String(error) }),
+    );
+  }, options.sweepIntervalMs ?? 5_000);
+  sweeper.unref();
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    address: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
+    plane,
+    shutdown(graceMs = 10_000) {
+      stopping ??= new Promise<void>((resolve) => {
+        clearInterval(sweeper);
+        setServing(false);
+        const force = setTimeout(() => server.forceShutdown(), graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      return stopping;
+    },
+  };
+}

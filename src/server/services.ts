@@ -1,0 +1,119 @@
+// gRPC adapters for Registry and Scheduler: validate → control plane → convert. No logic here
+// beyond mapping; decisions live in the core, status codes in errors.ts.
+
+import { Metadata, status } from '@grpc/grpc-js';
+import type { RouteDecision } from '../core/scheduler.js';
+import type { RegistryServer } from '../gen/cpn/v1/registry.js';
+import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
+import type { ControlPlane } from './control-plane.js';
+import { explainToProto, nodeToProto, placementToProto } from './convert.js';
+import { ApiError, type ErrorSink, failedPrecondition, infeasibleError, notFound, unary } from './errors.js';
+import {
+  checkNodeId,
+  toLatencyReports,
+  toNodeFilter,
+  toNodeSpec,
+  toNodeStatus,
+  toRegisterOptions,
+  toReservationId,
+  toRouteRequest,
+  toUsage,
+} from './validate.js';
+
+/** Trailing-metadata key that carries a serialized RouteResponse (explain list) on a failed Route. */
+export const ROUTE_RESPONSE_TRAILER = 'cpn-route-response-bin';
+
+export interface EventSink extends ErrorSink {
+  info(message: string, fields: Record<string, unknown>): void;
+}
+
+export function registryService(plane: ControlPlane, log: EventSink): RegistryServer {
+  const nodeMessage = (nodeId: string) => {
+    const node = plane.store.getNode(nodeId);
+    if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
+    return nodeToProto(node, plane.stateOf(node), plane.reservedOn(node));
+  };
+  return {
+    registerNode: unary('RegisterNode', log, async (request) => {
+      const spec = toNodeSpec(request.spec);
+      const options = toRegisterOptions(request);
+      const { node, created } = await plane.store.registerNode(spec, options);
+      log.info(created ? 'node registered' : 'node re-registered', { node: spec.id, level: spec.level, region: spec.region });
+      return { node: nodeToProto(node, plane.stateOf(node), plane.reservedOn(node)), created };
+    }),
+    reportStatus: unary('ReportStatus', log, async (request) => {
+      const nodeId = checkNodeId('node_id', request.nodeId);
+      const status = toNodeStatus(request, plane.store.getNode(nodeId)?.spec);
+      const outcome = await plane.store.reportStatus(status);
+      if (outcome.kind === 'unknown_node') throw notFound(`node ${nodeId} is not registered; call RegisterNode first`);
+      if (outcome.kind === 'expired') {
+        throw failedPrecondition(
+          `node ${nodeId}'s registration expired at ${new Date(outcome.expiredAtMs).toISOString()}; call RegisterNode again`,
+        );
+      }
+      return { state: nodeToProto(outcome.node, plane.stateOf(outcome.node), new Map()).state };
+    }),
+    deregisterNode: unary('DeregisterNode', log, async (request) => {
+      const nodeId = checkNodeId('node_id', request.nodeId);
+      if (!(await plane.store.deregisterNode(nodeId))) throw notFound(`node ${nodeId} is not registered`);
+      log.info('node deregistered', { node: nodeId });
+      return {};
+    }),
+    drainNode: unary('DrainNode', log, async (request) => {
+      const nodeId = checkNodeId('node_id', request.nodeId);
+      const node = await plane.store.setDraining(nodeId, request.drain);
+      if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
+      log.info(request.drain ? 'node draining' : 'node drain lifted', { node: nodeId });
+      return { node: nodeMessage(nodeId) };
+    }),
+    getNode: unary('GetNode', log, async (request) => ({ node: nodeMessage(checkNodeId('node_id', request.nodeId)) })),
+    listNodes: unary('ListNodes', log, async (request) => {
+      const nodes = plane.store.listNodes(toNodeFilter(request));
+      return { nodes: nodes.map((node) => nodeToProto(node, plane.stateOf(node), plane.reservedOn(node))) };
+    }),
+    reportLatency: unary('ReportLatency', log, async (request) => ({
+      accepted: await plane.store.reportLatency(toLatencyReports(request)),
+    })),
+  };
+}
+
+export interface SchedulerOptions {
+  /** At most this many explain entries are returned (explain_total says how many there were). */
+  readonly explainLimit: number;
+}
+
+export function schedulerService(plane: ControlPlane, log: EventSink, options: SchedulerOptions): SchedulerServer {
+  const explainOf = (decision: RouteDecision) => ({
+    explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
+    explainTotal: decision.explain.length,
+  });
+  return {
+    route: unary('Route', log, async (request: RouteRequest, call): Promise<RouteResponse> => {
+      const result = plane.route(toRouteRequest(request), () => call.cancelled);
+      const { decision } = result;
+      if (decision.kind === 'infeasible') {
+        const partial = RouteResponse.create({ summary: decision.summary, ...explainOf(decision) });
+        const trailers = new Metadata();
+        if (request.explain) trailers.set(ROUTE_RESPONSE_TRAILER, Buffer.from(RouteResponse.encode(partial).finish()));
+        throw infeasibleError(decision.reason, decision.summary, trailers);
+      }
+      if (result.reservation === undefined) {
+        // The caller cancelled or its deadline passed; grpc-js drops this answer, nothing was reserved.
+        throw new ApiError(status.CANCELLED, 'call cancelled before a slot was reserved');
+      }
+      return {
+        placement: placementToProto(decision.placement),
+        reservationId: result.reservation.id,
+        reservationExpiresAt: new Date(result.reservation.expiresAtMs),
+        fallbacks: decision.fallbacks.map(placementToProto),
+        degraded: decision.degraded,
+        summary: decision.summary,
+        ...explainOf(decision),
+      };
+    }),
+    release: unary('Release', log, async (request) => {
+      const reservationId = toReservationId(request.reservationId);
+      return plane.release(reservationId, toUsage(request.usage), request.success);
+    }),
+  };
+}

@@ -1,0 +1,255 @@
+// Boundary validation: proto messages in, domain values out. Every field is checked once here;
+// a failure is INVALID_ARGUMENT naming the field, the bad value and what is allowed.
+
+import { LEVELS, type Level, type LatLon, type ModelOffer, NODE_ID_PATTERN, type NodeSpec, type NodeStatus } from '../core/model.js';
+import { MAX_FALLBACKS, type RouteRequest } from '../core/scheduler.js';
+import type { Usage } from '../core/model.js';
+import { Level as ProtoLevel } from '../gen/cpn/v1/types.js';
+import type * as pbTypes from '../gen/cpn/v1/types.js';
+import type * as pbRegistry from '../gen/cpn/v1/registry.js';
+import type * as pbScheduler from '../gen/cpn/v1/scheduler.js';
+import type { LatencyReport, NodeFilter } from '../store/store.js';
+import { invalidArgument } from './errors.js';
+
+export const LIMITS = {
+  nameChars: 128,
+  regionChars: 32,
+  endpointChars: 512,
+  labels: 64,
+  labelKeyChars: 63,
+  labelValueChars: 256,
+  gpus: 64,
+  models: 256,
+  tokens: 100_000_000,
+  budgetMs: 3_600_000,
+  ttlS: 86_400,
+  concurrency: 1_000_000,
+  latencySamples: 10_000,
+  rttMs: 60_000,
+  allowedRegions: 64,
+} as const;
+
+const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$/;
+const REGION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+const NAME_PATTERN = /^[\x21-\x7e]+$/;
+
+/** Shows a bad value without echoing megabytes back. */
+function show(value: unknown): string {
+  if (typeof value === 'string') {
+    return value.length > 40 ? `a ${value.length}-character string starting "${value.slice(0, 20)}"` : JSON.stringify(value);
+  }
+  return String(value);
+}
+
+function fail(field: string, value: unknown, allowed: string): never {
+  throw invalidArgument(`${field} must be ${allowed}, got ${show(value)}`);
+}
+
+function checkString(field: string, value: string, maxChars: number, pattern: RegExp, what: string): string {
+  if (value.length === 0) throw invalidArgument(`${field} is required (${what})`);
+  if (value.length > maxChars || !pattern.test(value)) fail(field, value, `${what}, at most ${maxChars} characters`);
+  return value;
+}
+
+export const checkNodeId = (field: string, value: string): string =>
+  checkString(field, value, 63, NODE_ID_PATTERN, 'a node id matching [a-z0-9][a-z0-9.-]{0,62}');
+
+export const checkModel = (field: string, value: string): string =>
+  checkString(field, value, LIMITS.nameChars, MODEL_PATTERN, 'a model name of letters, digits and ._:/@+-');
+
+export const checkRegion = (field: string, value: string): string =>
+  checkString(field, value, LIMITS.regionChars, REGION_PATTERN, 'a region code like CN-GD');
+
+function optionalString(field: string, value: string, maxChars: number): string {
+  if (value.length > maxChars || (value !== '' && !NAME_PATTERN.test(value))) {
+    fail(field, value, `printable ASCII without spaces, at most ${maxChars} characters`);
+  }
+  return value;
+}
+
+function checkNumber(field: string, value: number, min: number, max: number, minExclusive = false): number {
+  const low = minExclusive ? value <= min : value < min;
+  if (!Number.isFinite(value) || low || value > max) {
+    fail(field, value, `a finite number ${minExclusive ? '>' : '>='} ${min} and <= ${max}`);
+  }
+  return value;
+}
+
+function checkInteger(field: string, value: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) fail(field, value, `an integer from ${min} to ${max}`);
+  return value;
+}
+
+export function toLevel(field: string, value: ProtoLevel): Level {
+  const level = LEVELS[value - 1];
+  if (level === undefined || value < ProtoLevel.LEVEL_CENTER) {
+    fail(field, value, 'one of LEVEL_CENTER (1), LEVEL_PROVINCE (2), LEVEL_EDGE (3), LEVEL_TERMINAL (4)');
+  }
+  return level;
+}
+
+function toLocation(field: string, value: pbTypes.Location | undefined): LatLon | undefined {
+  if (value === undefined) return undefined;
+  return { lat: checkNumber(`${field}.lat`, value.lat, -90, 90), lon: checkNumber(`${field}.lon`, value.lon, -180, 180) };
+}
+
+function toOffer(field: string, offer: pbTypes.ModelOffer): ModelOffer {
+  const price = offer.price;
+  if (price === undefined) throw invalidArgument(`${field}.price is required`);
+  return {
+    model: checkModel(`${field}.model`, offer.model),
+    maxConcurrency: checkInteger(`${field}.max_concurrency`, offer.maxConcurrency, 1, LIMITS.concurrency),
+    maxQueue: checkInteger(`${field}.max_queue`, offer.maxQueue, 0, LIMITS.concurrency),
+    prefillTokensPerS: checkNumber(`${field}.prefill_tokens_per_s`, offer.prefillTokensPerS, 0, 1e9, true),
+    decodeTokensPerS: checkNumber(`${field}.decode_tokens_per_s`, offer.decodeTokensPerS, 0, 1e9, true),
+    price: {
+      inputPerMtok: checkNumber(`${field}.price.input_per_mtok`, price.inputPerMtok, 0, 1e6),
+      outputPerMtok: checkNumber(`${field}.price.output_per_mtok`, price.outputPerMtok, 0, 1e6),
+      cachedInputPerMtok: checkNumber(`${field}.price.cached_input_per_mtok`, price.cachedInputPerMtok, 0, 1e6),
+    },
+  };
+}
+
+export function toNodeSpec(spec: pbTypes.NodeSpec | undefined): NodeSpec {
+  if (spec === undefined) throw invalidArgument('spec is required');
+  if (spec.gpus.length > LIMITS.gpus) fail('spec.gpus', `${spec.gpus.length} entries`, `at most ${LIMITS.gpus} entries`);
+  if (spec.models.length === 0) throw invalidArgument('spec.models must list at least one ModelOffer');
+  if (spec.models.length > LIMITS.models) fail('spec.models', `${spec.models.length} entries`, `at most ${LIMITS.models} entries`);
+  const labels = Object.entries(spec.labels);
+  if (labels.length > LIMITS.labels) fail('spec.labels', `${labels.length} entries`, `at most ${LIMITS.labels} entries`);
+  for (const [key, value] of labels) {
+    optionalString(`spec.labels key`, key, LIMITS.labelKeyChars);
+    if (key === '') throw invalidArgument('spec.labels keys must not be empty');
+    if (value.length > LIMITS.labelValueChars) fail(`spec.labels[${key}]`, value, `at most ${LIMITS.labelValueChars} characters`);
+  }
+  const models = spec.models.map((offer, index) => toOffer(`spec.models[${index}]`, offer));
+  const seen = new Set<string>();
+  models.forEach((offer, index) => {
+    if (seen.has(offer.model)) throw invalidArgument(`spec.models[${index}].model ${offer.model} is listed twice`);
+    seen.add(offer.model);
+  });
+  return {
+    id: checkNodeId('spec.id', spec.id),
+    level: toLevel('spec.level', spec.level),
+    region: checkRegion('spec.region', spec.region),
+    parentId: spec.parentId === '' ? '' : checkNodeId('spec.parent_id', spec.parentId),
+    endpoint: checkString('spec.endpoint', spec.endpoint, LIMITS.endpointChars, NAME_PATTERN, 'an address like host:port or a URL'),
+    location: toLocation('spec.location', spec.location),
+    gpus: spec.gpus.map((gpu, index) => ({
+      type: checkString(`spec.gpus[${index}].type`, gpu.type, LIMITS.nameChars, NAME_PATTERN, 'a GPU type like H800'),
+      count: checkInteger(`spec.gpus[${index}].count`, gpu.count, 1, 1_000_000),
+      memoryGib: checkNumber(`spec.gpus[${index}].memory_gib`, gpu.memoryGib, 0, 1e6, true),
+    })),
+    models,
+    labels: Object.fromEntries(labels),
+  };
+}
+
+export function toRegisterOptions(request: pbRegistry.RegisterNodeRequest): { ttlS: number; permanent: boolean } {
+  if (request.permanent) return { ttlS: 0, permanent: true };
+  if (request.ttlS === 0) {
+    throw invalidArgument(
+      `ttl_s is required: seconds from 1 to ${LIMITS.ttlS} after which a silent node is DOWN (or set permanent = true for a node without an agent)`,
+    );
+  }
+  return { ttlS: checkInteger('ttl_s', request.ttlS, 1, LIMITS.ttlS), permanent: false };
+}
+
+export function toNodeStatus(status: pbTypes.NodeStatus, offered: NodeSpec | undefined): NodeStatus {
+  const nodeId = checkNodeId('node_id', status.nodeId);
+  const load = status.load.map((entry, index) => {
+    const field = `load[${index}]`;
+    const model = checkModel(`${field}.model`, entry.model);
+    if (offered !== undefined && !offered.models.some((offer) => offer.model === model)) {
+      throw invalidArgument(`${field}.model ${model} is not offered by node ${nodeId}; register the model first`);
+    }
+    return {
+      model,
+      active: checkInteger(`${field}.active`, entry.active, 0, LIMITS.concurrency),
+      queued: checkInteger(`${field}.queued`, entry.queued, 0, LIMITS.concurrency),
+    };
+  });
+  return {
+    nodeId,
+    load,
+    gpuUtilization: checkNumber('gpu_utilization', status.gpuUtilization, 0, 1),
+    kvCacheUtilization: checkNumber('kv_cache_utilization', status.kvCacheUtilization, 0, 1),
+    healthy: status.healthy,
+  };
+}
+
+export function toNodeFilter(request: pbRegistry.ListNodesRequest): NodeFilter {
+  return {
+    level: request.level === ProtoLevel.LEVEL_UNSPECIFIED ? undefined : toLevel('level', request.level),
+    region: request.region === '' ? undefined : checkRegion('region', request.region),
+    model: request.model === '' ? undefined : checkModel('model', request.model),
+  };
+}
+
+export function toLatencyReports(request: pbRegistry.ReportLatencyRequest): LatencyReport[] {
+  if (request.samples.length === 0) throw invalidArgument('samples must hold at least one LatencySample');
+  if (request.samples.length > LIMITS.latencySamples) {
+    fail('samples', `${request.samples.length} entries`, `at most ${LIMITS.latencySamples} entries per call`);
+  }
+  return request.samples.map((sample, index) => ({
+    from: checkString(`samples[${index}].from`, sample.from, LIMITS.nameChars, NAME_PATTERN, 'an access point or region name'),
+    nodeId: checkNodeId(`samples[${index}].node_id`, sample.nodeId),
+    rttMs: checkNumber(`samples[${index}].rtt_ms`, sample.rttMs, 0, LIMITS.rttMs),
+  }));
+}
+
+export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest {
+  const client = request.client;
+  const region = client?.region ? checkRegion('client.region', client.region) : '';
+  const accessPoint = optionalString('client.access_point', client?.accessPoint ?? '', LIMITS.nameChars);
+  const location = toLocation('client.location', client?.location);
+  if (region === '' && accessPoint === '' && location === undefined) {
+    throw invalidArgument('client is required: give client.region (e.g. CN-GD), client.access_point or client.location');
+  }
+  const inputTokens = checkInteger('input_tokens', request.inputTokens, 0, LIMITS.tokens);
+  const cachedInputTokens = checkInteger('cached_input_tokens', request.cachedInputTokens, 0, LIMITS.tokens);
+  if (cachedInputTokens > inputTokens) {
+    throw invalidArgument(
+      `cached_input_tokens must be <= input_tokens (${inputTokens}), got ${cachedInputTokens}: cache hits are part of the input`,
+    );
+  }
+  return {
+    requestId: optionalString('request_id', request.requestId, LIMITS.nameChars),
+    tenant: optionalString('tenant', request.tenant, LIMITS.nameChars),
+    model: checkModel('model', request.model),
+    client: { region, accessPoint, location },
+    latencyBudgetMs: checkNumber('latency_budget_ms', request.latencyBudgetMs, 0, LIMITS.budgetMs, true),
+    inputTokens,
+    cachedInputTokens,
+    maxOutputTokens: checkInteger('max_output_tokens', request.maxOutputTokens, 0, LIMITS.tokens),
+    allowedLevels: request.allowedLevels.map((level, index) => toLevel(`allowed_levels[${index}]`, level)),
+    allowedRegions: toAllowedRegions(request.allowedRegions),
+    allowDegraded: request.allowDegraded,
+    explain: request.explain,
+    maxFallbacks: checkInteger('max_fallbacks', request.maxFallbacks, 0, MAX_FALLBACKS),
+  };
+}
+
+function toAllowedRegions(regions: readonly string[]): string[] {
+  if (regions.length > LIMITS.allowedRegions) {
+    fail('allowed_regions', `${regions.length} entries`, `at most ${LIMITS.allowedRegions} entries`);
+  }
+  return regions.map((region, index) => checkRegion(`allowed_regions[${index}]`, region));
+}
+
+export function toUsage(usage: pbScheduler.Usage | undefined): Usage {
+  if (usage === undefined) return { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
+  const inputTokens = checkInteger('usage.input_tokens', usage.inputTokens, 0, LIMITS.tokens);
+  const cachedInputTokens = checkInteger('usage.cached_input_tokens', usage.cachedInputTokens, 0, LIMITS.tokens);
+  if (cachedInputTokens > inputTokens) {
+    throw invalidArgument(`usage.cached_input_tokens must be <= usage.input_tokens (${inputTokens}), got ${cachedInputTokens}`);
+  }
+  return {
+    inputTokens,
+    cachedInputTokens,
+    outputTokens: checkInteger('usage.output_tokens', usage.outputTokens, 0, LIMITS.tokens),
+  };
+}
+
+export const toReservationId = (value: string): string =>
+  checkString('reservation_id', value, LIMITS.nameChars, NAME_PATTERN, 'the reservation_id returned by Route');

@@ -1,0 +1,72 @@
+// The registry's storage contract. The memory store (embedded default) and the etcd store
+// implement it; one contract test suite runs against both.
+//
+// Reads used on the Route hot path are synchronous and served from memory (`view`); writes are
+// asynchronous because a distributed store must reach its backend before acknowledging them.
+
+import type { LatLon, Level, NodeRecord, NodeSpec, NodeStatus, Usage } from '../core/model.js';
+import type { RoutingView } from '../core/scheduler.js';
+
+export interface RegisterOptions {
+  /** Seconds without registration or status after which the node is DOWN. Ignored if permanent. */
+  readonly ttlS: number;
+  /** Operator-managed node that never expires. */
+  readonly permanent: boolean;
+}
+
+export interface NodeFilter {
+  readonly level?: Level | undefined;
+  readonly region?: string | undefined;
+  readonly model?: string | undefined;
+}
+
+export interface LatencyReport {
+  readonly from: string;
+  readonly nodeId: string;
+  readonly rttMs: number;
+}
+
+export interface UsageRecord {
+  readonly reservationId: string;
+  readonly tenant: string;
+  readonly nodeId: string;
+  /** Undefined when the node was deregistered before the release. */
+  readonly level: Level | undefined;
+  readonly region: string;
+  readonly model: string;
+  readonly usage: Usage;
+  readonly success: boolean;
+  readonly atMs: number;
+}
+
+/** Result of a status report: accepted, or why not. */
+export type StatusOutcome =
+  | { readonly kind: 'accepted'; readonly node: NodeRecord }
+  | { readonly kind: 'unknown_node' }
+  | { readonly kind: 'expired'; readonly expiredAtMs: number };
+
+export interface Store {
+  /** Registers `spec`, replacing an earlier registration of the same id (admin state is kept). */
+  registerNode(spec: NodeSpec, options: RegisterOptions): Promise<{ node: NodeRecord; created: boolean }>;
+  /** Records a status report and renews the node's registration. An expired node must register again. */
+  reportStatus(status: NodeStatus): Promise<StatusOutcome>;
+  /** Returns false if the node was not registered. */
+  deregisterNode(nodeId: string): Promise<boolean>;
+  /** Sets or clears DRAINING. Returns undefined if the node is not registered. */
+  setDraining(nodeId: string, draining: boolean): Promise<NodeRecord | undefined>;
+  getNode(nodeId: string): NodeRecord | undefined;
+  /** Nodes matching every given filter, ordered by id. */
+  listNodes(filter: NodeFilter): NodeRecord[];
+  /** Folds measured RTTs into the smoothed samples; returns how many were accepted. */
+  reportLatency(reports: readonly LatencyReport[]): Promise<number>;
+  recordUsage(record: UsageRecord): Promise<void>;
+  /** Where clients of a region are, for latency estimates when they give no coordinates. */
+  regionCentroids(): ReadonlyMap<string, LatLon>;
+  /** Synchronous view for the routing core. */
+  readonly view: RoutingView;
+  /** Removes nodes that have been DOWN for longer than `graceMs` and stale latency samples. */
+  sweep(graceMs: number): Promise<{ removedNodes: string[]; removedSamples: number }>;
+  close(): Promise<void>;
+}
+
+export type Clock = () => number;
