@@ -1,7 +1,13 @@
 // Human-readable output for the CLI: tables and the placement card.
 
 import Table from 'cli-table3';
-import { LatencySource, type Placement, type RouteResponse, Verdict, type ExplainEntry } from '../gen/cpn/v1/scheduler.js';
+import {
+  type ExplainEntry,
+  LatencySource,
+  type Placement,
+  type RouteResponse,
+  Verdict,
+} from '../gen/cpn/v1/scheduler.js';
 import { Level, type Node, NodeState } from '../gen/cpn/v1/types.js';
 
 const stripPrefix = (name: string | undefined, prefix: string): string =>
@@ -22,8 +28,21 @@ function table(head: string[]): Table.Table {
   return new Table({
     head,
     chars: {
-      top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '',
-      'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ',
+      top: '',
+      'top-mid': '',
+      'top-left': '',
+      'top-right': '',
+      bottom: '',
+      'bottom-mid': '',
+      'bottom-left': '',
+      'bottom-right': '',
+      left: '',
+      'left-mid': '',
+      mid: '',
+      'mid-mid': '',
+      right: '',
+      'right-mid': '',
+      middle: '  ',
     },
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   });
@@ -45,7 +64,13 @@ export function formatPlacementCard(response: RouteResponse, budgetMs: number): 
   if (response.fallbacks.length > 0) {
     const fallbacks = table(['fallback', 'level', 'region', 'ttft_ms', 'cost']);
     for (const f of response.fallbacks) {
-      fallbacks.push([f.nodeId, levelName(f.level), f.region, ms(f.estimate?.ttftMs), money(f.estimate?.cost)]);
+      fallbacks.push([
+        f.nodeId,
+        levelName(f.level),
+        f.region,
+        ms(f.estimate?.ttftMs),
+        money(f.estimate?.cost),
+      ]);
     }
     lines.push('', fallbacks.toString());
   }
@@ -54,7 +79,18 @@ export function formatPlacementCard(response: RouteResponse, budgetMs: number): 
 }
 
 export function formatExplain(entries: readonly ExplainEntry[], total: number): string {
-  const out = table(['node', 'level', 'region', 'verdict', 'rtt_ms', 'queue_ms', 'prefill_ms', 'ttft_ms', 'cost', 'latency']);
+  const out = table([
+    'node',
+    'level',
+    'region',
+    'verdict',
+    'rtt_ms',
+    'queue_ms',
+    'prefill_ms',
+    'ttft_ms',
+    'cost',
+    'latency',
+  ]);
   for (const entry of entries) {
     const e = entry.estimate;
     out.push([

@@ -1,8 +1,9 @@
 // The `cpn` command line: `serve` runs the control plane; `route`, `nodes`, `drain` talk to one.
 
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { Metadata } from '@grpc/grpc-js';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
 import { LEVELS } from '../core/model.js';
 import { ListNodesResponse, type RegistryClient } from '../gen/cpn/v1/registry.js';
 import { RouteResponse, type SchedulerClient } from '../gen/cpn/v1/scheduler.js';
@@ -13,11 +14,12 @@ import { ConfigError } from '../ops/yaml-config.js';
 import { startServer } from '../server/server.js';
 import { ROUTE_RESPONSE_TRAILER } from '../server/services.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
-import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
-import { call, CliError, connect } from './client.js';
+import { CliError, call, connect } from './client.js';
 import { formatExplain, formatNodes, formatPlacementCard } from './format.js';
 
-export const DEMO_TOPOLOGY = fileURLToPath(new URL('../../simulations/topologies/demo-national.yaml', import.meta.url));
+export const DEMO_TOPOLOGY = fileURLToPath(
+  new URL('../../simulations/topologies/demo-national.yaml', import.meta.url),
+);
 
 function integer(min: number, max: number) {
   return (value: string): number => {
@@ -31,7 +33,8 @@ function integer(min: number, max: number) {
 
 function positiveNumber(value: string): number {
   const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed <= 0) throw new InvalidArgumentError(`expected a number > 0, got "${value}"`);
+  if (!Number.isFinite(parsed) || parsed <= 0)
+    throw new InvalidArgumentError(`expected a number > 0, got "${value}"`);
   return parsed;
 }
 
@@ -55,7 +58,11 @@ async function withClients<T>(
 ): Promise<T> {
   const clients = connect(opts.server, opts.timeoutMs);
   try {
-    return await run({ registry: clients.registry, scheduler: clients.scheduler, deadline: clients.deadline() });
+    return await run({
+      registry: clients.registry,
+      scheduler: clients.scheduler,
+      deadline: clients.deadline(),
+    });
   } finally {
     clients.close();
   }
@@ -73,14 +80,38 @@ export function buildProgram(): Command {
   program
     .command('serve')
     .description('run the gRPC control plane (Registry, Scheduler, health, reflection)')
-    .addOption(new Option('--port <port>', 'gRPC port (0 picks a free one)').default(50051).env('CPN_PORT').argParser(integer(0, 65535)))
-    .addOption(new Option('--host <host>', 'address to bind; 0.0.0.0 to accept remote clients').default('127.0.0.1').env('CPN_HOST'))
-    .addOption(new Option('--store <kind>', 'registry store').choices(['memory']).default('memory').env('CPN_STORE'))
+    .addOption(
+      new Option('--port <port>', 'gRPC port (0 picks a free one)')
+        .default(50051)
+        .env('CPN_PORT')
+        .argParser(integer(0, 65535)),
+    )
+    .addOption(
+      new Option('--host <host>', 'address to bind; 0.0.0.0 to accept remote clients')
+        .default('127.0.0.1')
+        .env('CPN_HOST'),
+    )
+    .addOption(
+      new Option('--store <kind>', 'registry store').choices(['memory']).default('memory').env('CPN_STORE'),
+    )
     .option('--topology <file>', 'register the nodes of this topology YAML at start (as permanent nodes)')
     .option('--demo', `shorthand for --topology ${DEMO_TOPOLOGY.replace(/^.*simulations/, 'simulations')}`)
-    .addOption(new Option('--reservation-ttl-s <s>', 'how long a placement holds its slot without Release').default(30).argParser(integer(1, 3600)))
-    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error', 'silent']).default('info').env('CPN_LOG_LEVEL'))
-    .addOption(new Option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long in-flight calls may finish').default(10_000).argParser(integer(0, 600_000)))
+    .addOption(
+      new Option('--reservation-ttl-s <s>', 'how long a placement holds its slot without Release')
+        .default(30)
+        .argParser(integer(1, 3600)),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level')
+        .choices(['debug', 'info', 'warn', 'error', 'silent'])
+        .default('info')
+        .env('CPN_LOG_LEVEL'),
+    )
+    .addOption(
+      new Option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long in-flight calls may finish')
+        .default(10_000)
+        .argParser(integer(0, 600_000)),
+    )
     .action(async (opts) => {
       const logger = createLogger(opts.logLevel as LogLevel);
       const topologyFile: string | undefined = opts.topology ?? (opts.demo ? DEMO_TOPOLOGY : undefined);
@@ -138,13 +169,25 @@ export function buildProgram(): Command {
     .option('--lat <deg>', 'client latitude', Number)
     .option('--lon <deg>', 'client longitude', Number)
     .requiredOption('--budget-ms <ms>', 'time-to-first-token budget in ms', positiveNumber)
-    .addOption(new Option('--input-tokens <n>', 'prompt tokens').default(256).argParser(integer(0, 100_000_000)))
-    .addOption(new Option('--cached-tokens <n>', 'prompt tokens expected to hit the prefix cache').default(0).argParser(integer(0, 100_000_000)))
-    .addOption(new Option('--output-tokens <n>', 'maximum output tokens').default(256).argParser(integer(0, 100_000_000)))
+    .addOption(
+      new Option('--input-tokens <n>', 'prompt tokens').default(256).argParser(integer(0, 100_000_000)),
+    )
+    .addOption(
+      new Option('--cached-tokens <n>', 'prompt tokens expected to hit the prefix cache')
+        .default(0)
+        .argParser(integer(0, 100_000_000)),
+    )
+    .addOption(
+      new Option('--output-tokens <n>', 'maximum output tokens')
+        .default(256)
+        .argParser(integer(0, 100_000_000)),
+    )
     .option('--level <level>', 'allowed level (repeatable): CENTER, PROVINCE, EDGE, TERMINAL', levelArg)
     .option('--allow-region <code>', 'allowed node region (repeatable)', collect)
     .option('--degraded', 'if nothing meets the budget, take the lowest-TTFT node with a slot')
-    .addOption(new Option('--fallbacks <n>', 'ordered alternatives to return').default(2).argParser(integer(0, 16)))
+    .addOption(
+      new Option('--fallbacks <n>', 'ordered alternatives to return').default(2).argParser(integer(0, 16)),
+    )
     .option('--tenant <name>', 'tenant to bill', '')
     .option('--explain', 'show every node with its estimate and verdict')
     .option('--json', 'print the RouteResponse as JSON')
@@ -152,14 +195,15 @@ export function buildProgram(): Command {
     .addOption(timeoutOption())
     .addHelpText(
       'after',
-      '\nThe placement holds one slot until Release or the server\'s reservation TTL (30 s by default).\n' +
+      "\nThe placement holds one slot until Release or the server's reservation TTL (30 s by default).\n" +
         'Exit codes: 0 placed, 1 not placed or the call failed (the reason is printed), 2 bad usage.',
     )
     .action(async (opts) => {
       if (!opts.region && !opts.accessPoint && opts.lat === undefined) {
         throw new CliError('give the client position: --region CN-GD, --access-point NAME or --lat/--lon', 2);
       }
-      if ((opts.lat === undefined) !== (opts.lon === undefined)) throw new CliError('give --lat and --lon together', 2);
+      if ((opts.lat === undefined) !== (opts.lon === undefined))
+        throw new CliError('give --lat and --lon together', 2);
       const request = {
         requestId: '',
         tenant: opts.tenant,
@@ -181,18 +225,28 @@ export function buildProgram(): Command {
       };
       await withClients(opts, async ({ scheduler, deadline }) => {
         try {
-          const response = await call(scheduler, scheduler.route, request, new Metadata(), deadline, opts.server);
+          const response = await call(
+            scheduler,
+            scheduler.route,
+            request,
+            new Metadata(),
+            deadline,
+            opts.server,
+          );
           if (opts.json) {
             process.stdout.write(`${JSON.stringify(RouteResponse.toJSON(response), null, 2)}\n`);
             return;
           }
-          if (opts.explain) process.stdout.write(`${formatExplain(response.explain, response.explainTotal)}\n\n`);
+          if (opts.explain)
+            process.stdout.write(`${formatExplain(response.explain, response.explainTotal)}\n\n`);
           process.stdout.write(`${formatPlacementCard(response, opts.budgetMs)}\n`);
         } catch (error) {
-          const trailer = error instanceof CliError ? error.trailers?.get(ROUTE_RESPONSE_TRAILER)[0] : undefined;
+          const trailer =
+            error instanceof CliError ? error.trailers?.get(ROUTE_RESPONSE_TRAILER)[0] : undefined;
           if (trailer instanceof Buffer) {
             const partial = RouteResponse.decode(trailer);
-            if (opts.json) process.stdout.write(`${JSON.stringify(RouteResponse.toJSON(partial), null, 2)}\n`);
+            if (opts.json)
+              process.stdout.write(`${JSON.stringify(RouteResponse.toJSON(partial), null, 2)}\n`);
             else process.stdout.write(`${formatExplain(partial.explain, partial.explainTotal)}\n\n`);
           }
           throw error;
@@ -203,7 +257,11 @@ export function buildProgram(): Command {
   program
     .command('nodes')
     .description('list registered nodes with their state, load and reservations')
-    .option('--level <level>', 'only this level: CENTER, PROVINCE, EDGE, TERMINAL', (value: string) => levelArg(value)[0])
+    .option(
+      '--level <level>',
+      'only this level: CENTER, PROVINCE, EDGE, TERMINAL',
+      (value: string) => levelArg(value)[0],
+    )
     .option('--region <code>', 'only this region')
     .option('--model <name>', 'only nodes serving this model')
     .option('--json', 'print the ListNodesResponse as JSON')
@@ -211,10 +269,23 @@ export function buildProgram(): Command {
     .addOption(timeoutOption())
     .action(async (opts) => {
       await withClients(opts, async ({ registry, deadline }) => {
-        const request = { level: opts.level ?? Level.LEVEL_UNSPECIFIED, region: opts.region ?? '', model: opts.model ?? '' };
-        const response = await call(registry, registry.listNodes, request, new Metadata(), deadline, opts.server);
+        const request = {
+          level: opts.level ?? Level.LEVEL_UNSPECIFIED,
+          region: opts.region ?? '',
+          model: opts.model ?? '',
+        };
+        const response = await call(
+          registry,
+          registry.listNodes,
+          request,
+          new Metadata(),
+          deadline,
+          opts.server,
+        );
         process.stdout.write(
-          opts.json ? `${JSON.stringify(ListNodesResponse.toJSON(response), null, 2)}\n` : `${formatNodes(response.nodes)}\n`,
+          opts.json
+            ? `${JSON.stringify(ListNodesResponse.toJSON(response), null, 2)}\n`
+            : `${formatNodes(response.nodes)}\n`,
         );
       });
     });
@@ -230,7 +301,9 @@ export function buildProgram(): Command {
       await withClients(opts, async ({ registry, deadline }) => {
         const request = { nodeId, drain: !opts.undo };
         await call(registry, registry.drainNode, request, new Metadata(), deadline, opts.server);
-        process.stdout.write(`${nodeId} ${opts.undo ? 'is schedulable again' : 'is draining: no new placements'}\n`);
+        process.stdout.write(
+          `${nodeId} ${opts.undo ? 'is schedulable again' : 'is draining: no new placements'}\n`,
+        );
       });
     });
 
@@ -243,7 +316,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) {
-      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0 ? 0 : 2;
+      return error.code === 'commander.helpDisplayed' ||
+        error.code === 'commander.version' ||
+        error.exitCode === 0
+        ? 0
+        : 2;
     }
     if (error instanceof CliError) {
       process.stderr.write(`cpn: ${error.message}\n`);

@@ -111,7 +111,8 @@ export function estimateRtt(
     }
   }
   const overheadMs = model.accessOverheadMs[node.level];
-  const crossRegionMs = client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
+  const crossRegionMs =
+    client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
   const from = clientLocation(client, model);
   if (from !== undefined && node.location !== undefined) {
     const distanceMs = ((greatCircleKm(from, node.location) * 2) / model.fiberKmPerMs) * model.routeStretch;

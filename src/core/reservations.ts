@@ -78,7 +78,11 @@ export class ReservationBook {
   }
 
   /** Pending reservations per model on `nodeId` (see `pending`), for display. */
-  pendingByModel(nodeId: string, statusAtMs: number | undefined, models: readonly string[]): Map<string, number> {
+  pendingByModel(
+    nodeId: string,
+    statusAtMs: number | undefined,
+    models: readonly string[],
+  ): Map<string, number> {
     const result = new Map<string, number>();
     for (const model of models) {
       const count = this.pending(nodeId, model, statusAtMs);

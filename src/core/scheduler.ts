@@ -6,8 +6,14 @@
 // that shells can record metrics and logs without the core doing I/O. Reserving the chosen slot is
 // the caller's next step (see ReservationBook), so that a cancelled call can skip it.
 
-import { prefillMs, queueMs, type PriceMultiplier, requestCost, type RequestSize } from './cost.js';
-import { type ClientPosition, estimateRtt, type LatencyModel, type LatencySource, type SampleLookup } from './latency.js';
+import { type PriceMultiplier, prefillMs, queueMs, type RequestSize, requestCost } from './cost.js';
+import {
+  type ClientPosition,
+  estimateRtt,
+  type LatencyModel,
+  type LatencySource,
+  type SampleLookup,
+} from './latency.js';
 import { findOffer, type Level, type ModelOffer, type NodeRecord, nodeState, reportedLoad } from './model.js';
 
 export const MAX_FALLBACKS = 16;
@@ -169,7 +175,9 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
       if (request.explain) evaluated.push(entry);
       continue;
     }
-    const load = reportedLoad(node, request.model) + ctx.reservations.pending(node.spec.id, request.model, node.statusAtMs);
+    const load =
+      reportedLoad(node, request.model) +
+      ctx.reservations.pending(node.spec.id, request.model, node.statusAtMs);
     const estimate = estimateOn(request, node, offer, load, ctx);
     const hasSlot = load < offer.maxConcurrency + offer.maxQueue;
     const entry: Evaluated = { node, offer, verdict: 'FEASIBLE', estimate, hasSlot };
@@ -374,7 +382,8 @@ function describeCounts(counts: DecisionCounts, bestTtftMs: number | undefined):
   for (const verdict of Object.keys(VERDICT_WORDS) as RejectionVerdict[]) {
     const count = counts.rejected[verdict];
     if (count === undefined) continue;
-    const best = verdict === 'OVER_BUDGET' && bestTtftMs !== undefined ? ` (best ${formatMs(bestTtftMs)})` : '';
+    const best =
+      verdict === 'OVER_BUDGET' && bestTtftMs !== undefined ? ` (best ${formatMs(bestTtftMs)})` : '';
     parts.push(`${count} ${VERDICT_WORDS[verdict]}${best}`);
   }
   return `${counts.serving} node${counts.serving === 1 ? ' serves' : 's serve'} it, ${parts.join(', ')}`;
@@ -385,7 +394,11 @@ function requestScope(request: RouteRequest): string {
   return `model ${request.model} within ${request.latencyBudgetMs} ms${from ? ` from ${from}` : ''}`;
 }
 
-function infeasibleSummary(request: RouteRequest, counts: DecisionCounts, bestTtftMs: number | undefined): string {
+function infeasibleSummary(
+  request: RouteRequest,
+  counts: DecisionCounts,
+  bestTtftMs: number | undefined,
+): string {
   if (counts.serving === 0) return `${requestScope(request)}: no registered node serves this model`;
   return `${requestScope(request)}: ${describeCounts(counts, bestTtftMs)}`;
 }

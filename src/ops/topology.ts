@@ -3,7 +3,7 @@
 // times the profile's (or the node's own) price factor. See simulations/topologies/*.yaml.
 
 import { z } from 'zod';
-import { LEVELS, type LatLon, type ModelOffer, NODE_ID_PATTERN, type NodeSpec } from '../core/model.js';
+import { type LatLon, LEVELS, type ModelOffer, NODE_ID_PATTERN, type NodeSpec } from '../core/model.js';
 import { ConfigError, YamlSource } from './yaml-config.js';
 
 const positive = z.number().positive();
@@ -84,7 +84,12 @@ function buildTopology(source: YamlSource): Topology {
   for (const [name, profile] of Object.entries(doc.profiles)) {
     for (const model of Object.keys(profile.offers)) {
       if (!(model in doc.models)) {
-        problems.push(source.problem(['profiles', name, 'offers', model], `names model ${model}, which is not under models`));
+        problems.push(
+          source.problem(
+            ['profiles', name, 'offers', model],
+            `names model ${model}, which is not under models`,
+          ),
+        );
       }
     }
   }
@@ -102,7 +107,9 @@ function buildTopology(source: YamlSource): Topology {
   });
   doc.nodes.forEach((node, index) => {
     if (node.parent !== undefined && !ids.has(node.parent)) {
-      problems.push(source.problem(['nodes', index, 'parent'], `${node.parent} is not a node of this topology`));
+      problems.push(
+        source.problem(['nodes', index, 'parent'], `${node.parent} is not a node of this topology`),
+      );
     }
   });
   if (problems.length > 0) throw new ConfigError(problems);
@@ -140,7 +147,9 @@ function buildTopology(source: YamlSource): Topology {
   return {
     file: source.file,
     nodes,
-    regionCentroids: new Map(Object.entries(doc.regions).map(([code, r]) => [code, { lat: r.lat, lon: r.lon }])),
+    regionCentroids: new Map(
+      Object.entries(doc.regions).map(([code, r]) => [code, { lat: r.lat, lon: r.lon }]),
+    ),
     regionNames: new Map(Object.entries(doc.regions).map(([code, r]) => [code, r.name])),
   };
 }

@@ -86,6 +86,9 @@ export class YamlSource {
     throw new ConfigError(
       result.error.issues.map((issue) => {
         const path = issue.path.filter((segment): segment is PathSegment => typeof segment !== 'symbol');
+        if (issue.code === 'invalid_type' && issue.input === undefined) {
+          return this.problem(path, `is required (${issue.expected})`);
+        }
         const got = issue.code === 'unrecognized_keys' ? '' : `, got ${describeValue(issue.input)}`;
         return this.problem(path, `${issue.message}${got}`);
       }),

@@ -22,7 +22,11 @@ export interface ControlPlaneOptions {
 export type RouteResult =
   | { readonly decision: Extract<RouteDecision, { kind: 'placed' }>; readonly reservation: Reservation }
   | { readonly decision: Extract<RouteDecision, { kind: 'infeasible' }>; readonly reservation?: undefined }
-  | { readonly decision: Extract<RouteDecision, { kind: 'placed' }>; readonly reservation?: undefined; readonly cancelled: true };
+  | {
+      readonly decision: Extract<RouteDecision, { kind: 'placed' }>;
+      readonly reservation?: undefined;
+      readonly cancelled: true;
+    };
 
 export class ControlPlane {
   readonly store: Store;
@@ -63,12 +67,21 @@ export class ControlPlane {
     });
     if (decision.kind === 'infeasible') return { decision };
     if (isCancelled()) return { decision, cancelled: true };
-    const reservation = this.reservations.reserve(decision.placement.nodeId, request.model, request.tenant, nowMs);
+    const reservation = this.reservations.reserve(
+      decision.placement.nodeId,
+      request.model,
+      request.tenant,
+      nowMs,
+    );
     return { decision, reservation };
   }
 
   /** Frees the slot and records usage; idempotent (a second call returns released = false). */
-  async release(reservationId: string, usage: Usage, success: boolean): Promise<{ released: boolean; nodeId: string }> {
+  async release(
+    reservationId: string,
+    usage: Usage,
+    success: boolean,
+  ): Promise<{ released: boolean; nodeId: string }> {
     const reservation = this.reservations.release(reservationId);
     if (reservation === undefined) return { released: false, nodeId: '' };
     const node = this.store.getNode(reservation.nodeId);

@@ -1,7 +1,14 @@
 // Domain values out to proto messages. (Proto in to domain is validate.ts.)
 
 import type { LatencySource } from '../core/latency.js';
-import { LEVELS, type Level, type NodeRecord, type NodeSpec, type NodeState, type NodeStatus } from '../core/model.js';
+import {
+  LEVELS,
+  type Level,
+  type NodeRecord,
+  type NodeSpec,
+  type NodeState,
+  type NodeStatus,
+} from '../core/model.js';
 import type { Estimate, ExplainEntry, Placement, Verdict } from '../core/scheduler.js';
 import * as pbScheduler from '../gen/cpn/v1/scheduler.js';
 import * as pbTypes from '../gen/cpn/v1/types.js';

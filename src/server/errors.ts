@@ -18,7 +18,8 @@ export class ApiError extends Error {
 
 export const invalidArgument = (message: string): ApiError => new ApiError(status.INVALID_ARGUMENT, message);
 export const notFound = (message: string): ApiError => new ApiError(status.NOT_FOUND, message);
-export const failedPrecondition = (message: string): ApiError => new ApiError(status.FAILED_PRECONDITION, message);
+export const failedPrecondition = (message: string): ApiError =>
+  new ApiError(status.FAILED_PRECONDITION, message);
 
 const INFEASIBLE_STATUS: Readonly<Record<InfeasibleReason, status>> = {
   NO_LIVE_NODE: status.NOT_FOUND,
@@ -28,7 +29,8 @@ const INFEASIBLE_STATUS: Readonly<Record<InfeasibleReason, status>> = {
 
 const INFEASIBLE_ADVICE: Readonly<Record<InfeasibleReason, string>> = {
   NO_LIVE_NODE: 'register a node that serves the model, or check that its agent is reporting',
-  NO_NODE_WITHIN_CONSTRAINTS: 'raise latency_budget_ms, widen allowed_levels/allowed_regions, or set allow_degraded',
+  NO_NODE_WITHIN_CONSTRAINTS:
+    'raise latency_budget_ms, widen allowed_levels/allowed_regions, or set allow_degraded',
   ALL_FULL: 'retry shortly, raise latency_budget_ms, or set allow_degraded',
 };
 
@@ -57,7 +59,10 @@ export function unary<Req, Res>(
           callback({ code: error.code, details: error.message, metadata: error.trailers });
           return;
         }
-        sink.error('internal error in RPC handler', { method, err: String((error as Error)?.stack ?? error) });
+        sink.error('internal error in RPC handler', {
+          method,
+          err: String((error as Error)?.stack ?? error),
+        });
         callback({ code: status.INTERNAL, details: `internal error in ${method}; see the server log` });
       },
     );

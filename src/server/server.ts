@@ -67,9 +67,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
   });
   server.addService(RegistryService, registryService(plane, options.logger));
-  server.addService(SchedulerService, schedulerService(plane, options.logger, { explainLimit: options.explainLimit ?? 500 }));
+  server.addService(
+    SchedulerService,
+    schedulerService(plane, options.logger, { explainLimit: options.explainLimit ?? 500 }),
+  );
 
-  const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((name) => [name, 'NOT_SERVING'])) });
+  const health = new HealthImplementation({
+    '': 'NOT_SERVING',
+    ...Object.fromEntries(SERVICE_NAMES.map((name) => [name, 'NOT_SERVING'])),
+  });
   health.addToServer(server);
   const definitions = loadSync(['cpn/v1/registry.proto', 'cpn/v1/scheduler.proto', healthProtoPath], {
     includeDirs: [protoDir],

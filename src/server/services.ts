@@ -38,14 +38,19 @@ export function registryService(plane: ControlPlane, log: EventSink): RegistrySe
       const spec = toNodeSpec(request.spec);
       const options = toRegisterOptions(request);
       const { node, created } = await plane.store.registerNode(spec, options);
-      log.info(created ? 'node registered' : 'node re-registered', { node: spec.id, level: spec.level, region: spec.region });
+      log.info(created ? 'node registered' : 'node re-registered', {
+        node: spec.id,
+        level: spec.level,
+        region: spec.region,
+      });
       return { node: nodeToProto(node, plane.stateOf(node), plane.reservedOn(node)), created };
     }),
     reportStatus: unary('ReportStatus', log, async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
       const status = toNodeStatus(request, plane.store.getNode(nodeId)?.spec);
       const outcome = await plane.store.reportStatus(status);
-      if (outcome.kind === 'unknown_node') throw notFound(`node ${nodeId} is not registered; call RegisterNode first`);
+      if (outcome.kind === 'unknown_node')
+        throw notFound(`node ${nodeId} is not registered; call RegisterNode first`);
       if (outcome.kind === 'expired') {
         throw failedPrecondition(
           `node ${nodeId}'s registration expired at ${new Date(outcome.expiredAtMs).toISOString()}; call RegisterNode again`,
@@ -66,7 +71,9 @@ export function registryService(plane: ControlPlane, log: EventSink): RegistrySe
       log.info(request.drain ? 'node draining' : 'node drain lifted', { node: nodeId });
       return { node: nodeMessage(nodeId) };
     }),
-    getNode: unary('GetNode', log, async (request) => ({ node: nodeMessage(checkNodeId('node_id', request.nodeId)) })),
+    getNode: unary('GetNode', log, async (request) => ({
+      node: nodeMessage(checkNodeId('node_id', request.nodeId)),
+    })),
     listNodes: unary('ListNodes', log, async (request) => {
       const nodes = plane.store.listNodes(toNodeFilter(request));
       return { nodes: nodes.map((node) => nodeToProto(node, plane.stateOf(node), plane.reservedOn(node))) };
@@ -82,7 +89,11 @@ export interface SchedulerOptions {
   readonly explainLimit: number;
 }
 
-export function schedulerService(plane: ControlPlane, log: EventSink, options: SchedulerOptions): SchedulerServer {
+export function schedulerService(
+  plane: ControlPlane,
+  log: EventSink,
+  options: SchedulerOptions,
+): SchedulerServer {
   const explainOf = (decision: RouteDecision) => ({
     explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
     explainTotal: decision.explain.length,
@@ -94,7 +105,8 @@ export function schedulerService(plane: ControlPlane, log: EventSink, options: S
       if (decision.kind === 'infeasible') {
         const partial = RouteResponse.create({ summary: decision.summary, ...explainOf(decision) });
         const trailers = new Metadata();
-        if (request.explain) trailers.set(ROUTE_RESPONSE_TRAILER, Buffer.from(RouteResponse.encode(partial).finish()));
+        if (request.explain)
+          trailers.set(ROUTE_RESPONSE_TRAILER, Buffer.from(RouteResponse.encode(partial).finish()));
         throw infeasibleError(decision.reason, decision.summary, trailers);
       }
       if (result.reservation === undefined) {

@@ -1,13 +1,21 @@
 // Boundary validation: proto messages in, domain values out. Every field is checked once here;
 // a failure is INVALID_ARGUMENT naming the field, the bad value and what is allowed.
 
-import { LEVELS, type Level, type LatLon, type ModelOffer, NODE_ID_PATTERN, type NodeSpec, type NodeStatus } from '../core/model.js';
-import { MAX_FALLBACKS, type RouteRequest } from '../core/scheduler.js';
 import type { Usage } from '../core/model.js';
-import { Level as ProtoLevel } from '../gen/cpn/v1/types.js';
-import type * as pbTypes from '../gen/cpn/v1/types.js';
+import {
+  type LatLon,
+  LEVELS,
+  type Level,
+  type ModelOffer,
+  NODE_ID_PATTERN,
+  type NodeSpec,
+  type NodeStatus,
+} from '../core/model.js';
+import { MAX_FALLBACKS, type RouteRequest } from '../core/scheduler.js';
 import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import type * as pbScheduler from '../gen/cpn/v1/scheduler.js';
+import type * as pbTypes from '../gen/cpn/v1/types.js';
+import { Level as ProtoLevel } from '../gen/cpn/v1/types.js';
 import type { LatencyReport, NodeFilter } from '../store/store.js';
 import { invalidArgument } from './errors.js';
 
@@ -36,7 +44,9 @@ const NAME_PATTERN = /^[\x21-\x7e]+$/;
 /** Shows a bad value without echoing megabytes back. */
 function show(value: unknown): string {
   if (typeof value === 'string') {
-    return value.length > 40 ? `a ${value.length}-character string starting "${value.slice(0, 20)}"` : JSON.stringify(value);
+    return value.length > 40
+      ? `a ${value.length}-character string starting "${value.slice(0, 20)}"`
+      : JSON.stringify(value);
   }
   return String(value);
 }
@@ -47,7 +57,8 @@ function fail(field: string, value: unknown, allowed: string): never {
 
 function checkString(field: string, value: string, maxChars: number, pattern: RegExp, what: string): string {
   if (value.length === 0) throw invalidArgument(`${field} is required (${what})`);
-  if (value.length > maxChars || !pattern.test(value)) fail(field, value, `${what}, at most ${maxChars} characters`);
+  if (value.length > maxChars || !pattern.test(value))
+    fail(field, value, `${what}, at most ${maxChars} characters`);
   return value;
 }
 
@@ -76,7 +87,8 @@ function checkNumber(field: string, value: number, min: number, max: number, min
 }
 
 function checkInteger(field: string, value: number, min: number, max: number): number {
-  if (!Number.isSafeInteger(value) || value < min || value > max) fail(field, value, `an integer from ${min} to ${max}`);
+  if (!Number.isSafeInteger(value) || value < min || value > max)
+    fail(field, value, `an integer from ${min} to ${max}`);
   return value;
 }
 
@@ -90,7 +102,10 @@ export function toLevel(field: string, value: ProtoLevel): Level {
 
 function toLocation(field: string, value: pbTypes.Location | undefined): LatLon | undefined {
   if (value === undefined) return undefined;
-  return { lat: checkNumber(`${field}.lat`, value.lat, -90, 90), lon: checkNumber(`${field}.lon`, value.lon, -180, 180) };
+  return {
+    lat: checkNumber(`${field}.lat`, value.lat, -90, 90),
+    lon: checkNumber(`${field}.lon`, value.lon, -180, 180),
+  };
 }
 
 function toOffer(field: string, offer: pbTypes.ModelOffer): ModelOffer {
@@ -105,27 +120,37 @@ function toOffer(field: string, offer: pbTypes.ModelOffer): ModelOffer {
     price: {
       inputPerMtok: checkNumber(`${field}.price.input_per_mtok`, price.inputPerMtok, 0, 1e6),
       outputPerMtok: checkNumber(`${field}.price.output_per_mtok`, price.outputPerMtok, 0, 1e6),
-      cachedInputPerMtok: checkNumber(`${field}.price.cached_input_per_mtok`, price.cachedInputPerMtok, 0, 1e6),
+      cachedInputPerMtok: checkNumber(
+        `${field}.price.cached_input_per_mtok`,
+        price.cachedInputPerMtok,
+        0,
+        1e6,
+      ),
     },
   };
 }
 
 export function toNodeSpec(spec: pbTypes.NodeSpec | undefined): NodeSpec {
   if (spec === undefined) throw invalidArgument('spec is required');
-  if (spec.gpus.length > LIMITS.gpus) fail('spec.gpus', `${spec.gpus.length} entries`, `at most ${LIMITS.gpus} entries`);
+  if (spec.gpus.length > LIMITS.gpus)
+    fail('spec.gpus', `${spec.gpus.length} entries`, `at most ${LIMITS.gpus} entries`);
   if (spec.models.length === 0) throw invalidArgument('spec.models must list at least one ModelOffer');
-  if (spec.models.length > LIMITS.models) fail('spec.models', `${spec.models.length} entries`, `at most ${LIMITS.models} entries`);
+  if (spec.models.length > LIMITS.models)
+    fail('spec.models', `${spec.models.length} entries`, `at most ${LIMITS.models} entries`);
   const labels = Object.entries(spec.labels);
-  if (labels.length > LIMITS.labels) fail('spec.labels', `${labels.length} entries`, `at most ${LIMITS.labels} entries`);
+  if (labels.length > LIMITS.labels)
+    fail('spec.labels', `${labels.length} entries`, `at most ${LIMITS.labels} entries`);
   for (const [key, value] of labels) {
     optionalString(`spec.labels key`, key, LIMITS.labelKeyChars);
     if (key === '') throw invalidArgument('spec.labels keys must not be empty');
-    if (value.length > LIMITS.labelValueChars) fail(`spec.labels[${key}]`, value, `at most ${LIMITS.labelValueChars} characters`);
+    if (value.length > LIMITS.labelValueChars)
+      fail(`spec.labels[${key}]`, value, `at most ${LIMITS.labelValueChars} characters`);
   }
   const models = spec.models.map((offer, index) => toOffer(`spec.models[${index}]`, offer));
   const seen = new Set<string>();
   models.forEach((offer, index) => {
-    if (seen.has(offer.model)) throw invalidArgument(`spec.models[${index}].model ${offer.model} is listed twice`);
+    if (seen.has(offer.model))
+      throw invalidArgument(`spec.models[${index}].model ${offer.model} is listed twice`);
     seen.add(offer.model);
   });
   return {
@@ -133,10 +158,22 @@ export function toNodeSpec(spec: pbTypes.NodeSpec | undefined): NodeSpec {
     level: toLevel('spec.level', spec.level),
     region: checkRegion('spec.region', spec.region),
     parentId: spec.parentId === '' ? '' : checkNodeId('spec.parent_id', spec.parentId),
-    endpoint: checkString('spec.endpoint', spec.endpoint, LIMITS.endpointChars, NAME_PATTERN, 'an address like host:port or a URL'),
+    endpoint: checkString(
+      'spec.endpoint',
+      spec.endpoint,
+      LIMITS.endpointChars,
+      NAME_PATTERN,
+      'an address like host:port or a URL',
+    ),
     location: toLocation('spec.location', spec.location),
     gpus: spec.gpus.map((gpu, index) => ({
-      type: checkString(`spec.gpus[${index}].type`, gpu.type, LIMITS.nameChars, NAME_PATTERN, 'a GPU type like H800'),
+      type: checkString(
+        `spec.gpus[${index}].type`,
+        gpu.type,
+        LIMITS.nameChars,
+        NAME_PATTERN,
+        'a GPU type like H800',
+      ),
       count: checkInteger(`spec.gpus[${index}].count`, gpu.count, 1, 1_000_000),
       memoryGib: checkNumber(`spec.gpus[${index}].memory_gib`, gpu.memoryGib, 0, 1e6, true),
     })),
@@ -145,7 +182,10 @@ export function toNodeSpec(spec: pbTypes.NodeSpec | undefined): NodeSpec {
   };
 }
 
-export function toRegisterOptions(request: pbRegistry.RegisterNodeRequest): { ttlS: number; permanent: boolean } {
+export function toRegisterOptions(request: pbRegistry.RegisterNodeRequest): {
+  ttlS: number;
+  permanent: boolean;
+} {
   if (request.permanent) return { ttlS: 0, permanent: true };
   if (request.ttlS === 0) {
     throw invalidArgument(
@@ -161,7 +201,9 @@ export function toNodeStatus(status: pbTypes.NodeStatus, offered: NodeSpec | und
     const field = `load[${index}]`;
     const model = checkModel(`${field}.model`, entry.model);
     if (offered !== undefined && !offered.models.some((offer) => offer.model === model)) {
-      throw invalidArgument(`${field}.model ${model} is not offered by node ${nodeId}; register the model first`);
+      throw invalidArgument(
+        `${field}.model ${model} is not offered by node ${nodeId}; register the model first`,
+      );
     }
     return {
       model,
@@ -192,7 +234,13 @@ export function toLatencyReports(request: pbRegistry.ReportLatencyRequest): Late
     fail('samples', `${request.samples.length} entries`, `at most ${LIMITS.latencySamples} entries per call`);
   }
   return request.samples.map((sample, index) => ({
-    from: checkString(`samples[${index}].from`, sample.from, LIMITS.nameChars, NAME_PATTERN, 'an access point or region name'),
+    from: checkString(
+      `samples[${index}].from`,
+      sample.from,
+      LIMITS.nameChars,
+      NAME_PATTERN,
+      'an access point or region name',
+    ),
     nodeId: checkNodeId(`samples[${index}].node_id`, sample.nodeId),
     rttMs: checkNumber(`samples[${index}].rtt_ms`, sample.rttMs, 0, LIMITS.rttMs),
   }));
@@ -204,7 +252,9 @@ export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest 
   const accessPoint = optionalString('client.access_point', client?.accessPoint ?? '', LIMITS.nameChars);
   const location = toLocation('client.location', client?.location);
   if (region === '' && accessPoint === '' && location === undefined) {
-    throw invalidArgument('client is required: give client.region (e.g. CN-GD), client.access_point or client.location');
+    throw invalidArgument(
+      'client is required: give client.region (e.g. CN-GD), client.access_point or client.location',
+    );
   }
   const inputTokens = checkInteger('input_tokens', request.inputTokens, 0, LIMITS.tokens);
   const cachedInputTokens = checkInteger('cached_input_tokens', request.cachedInputTokens, 0, LIMITS.tokens);
@@ -240,9 +290,16 @@ function toAllowedRegions(regions: readonly string[]): string[] {
 export function toUsage(usage: pbScheduler.Usage | undefined): Usage {
   if (usage === undefined) return { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
   const inputTokens = checkInteger('usage.input_tokens', usage.inputTokens, 0, LIMITS.tokens);
-  const cachedInputTokens = checkInteger('usage.cached_input_tokens', usage.cachedInputTokens, 0, LIMITS.tokens);
+  const cachedInputTokens = checkInteger(
+    'usage.cached_input_tokens',
+    usage.cachedInputTokens,
+    0,
+    LIMITS.tokens,
+  );
   if (cachedInputTokens > inputTokens) {
-    throw invalidArgument(`usage.cached_input_tokens must be <= usage.input_tokens (${inputTokens}), got ${cachedInputTokens}`);
+    throw invalidArgument(
+      `usage.cached_input_tokens must be <= usage.input_tokens (${inputTokens}), got ${cachedInputTokens}`,
+    );
   }
   return {
     inputTokens,
@@ -252,4 +309,10 @@ export function toUsage(usage: pbScheduler.Usage | undefined): Usage {
 }
 
 export const toReservationId = (value: string): string =>
-  checkString('reservation_id', value, LIMITS.nameChars, NAME_PATTERN, 'the reservation_id returned by Route');
+  checkString(
+    'reservation_id',
+    value,
+    LIMITS.nameChars,
+    NAME_PATTERN,
+    'the reservation_id returned by Route',
+  );

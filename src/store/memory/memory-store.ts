@@ -1,7 +1,7 @@
 // Embedded in-process store: the default for `cpn serve`, the simulator's store, and the oracle
 // the etcd store is tested against. Everything lives in maps; nothing survives a restart.
 
-import { type LatencySample, type LatencyModel, smoothSample } from '../../core/latency.js';
+import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
 import { type LatLon, type NodeRecord, type NodeSpec, type NodeStatus, nodeState } from '../../core/model.js';
 import type { RoutingView } from '../../core/scheduler.js';
 import type {
@@ -39,7 +39,10 @@ export class MemoryStore implements Store {
     };
   }
 
-  async registerNode(spec: NodeSpec, options: RegisterOptions): Promise<{ node: NodeRecord; created: boolean }> {
+  async registerNode(
+    spec: NodeSpec,
+    options: RegisterOptions,
+  ): Promise<{ node: NodeRecord; created: boolean }> {
     const nowMs = this.options.clock();
     const previous = this.nodes.get(spec.id);
     const node: NodeRecord = {
@@ -109,7 +112,10 @@ export class MemoryStore implements Store {
         byNode = new Map();
         this.samples.set(report.from, byNode);
       }
-      byNode.set(report.nodeId, smoothSample(byNode.get(report.nodeId), report.rttMs, nowMs, this.options.latency));
+      byNode.set(
+        report.nodeId,
+        smoothSample(byNode.get(report.nodeId), report.rttMs, nowMs, this.options.latency),
+      );
       accepted += 1;
     }
     return accepted;

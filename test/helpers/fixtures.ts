@@ -1,0 +1,119 @@
+// Builders for nodes, requests and routing contexts used across tests.
+
+import { DEFAULT_LATENCY_MODEL, type LatencyModel, type LatencySample } from '../../src/core/latency.js';
+import type { Level, ModelOffer, NodeRecord, NodeSpec, NodeStatus } from '../../src/core/model.js';
+import { ReservationBook } from '../../src/core/reservations.js';
+import type { RouteContext, RouteRequest, RoutingView } from '../../src/core/scheduler.js';
+
+export const GUANGZHOU = { lat: 23.129, lon: 113.264 };
+
+export function offer(
+  overrides: Partial<ModelOffer> & { price?: Partial<ModelOffer['price']> } = {},
+): ModelOffer {
+  return {
+    model: 'm',
+    maxConcurrency: 4,
+    maxQueue: 0,
+    prefillTokensPerS: 10_000,
+    decodeTokensPerS: 50,
+    ...overrides,
+    price: { inputPerMtok: 1, outputPerMtok: 4, cachedInputPerMtok: 0.1, ...overrides.price },
+  };
+}
+
+export interface NodeOptions {
+  id: string;
+  level?: Level;
+  region?: string;
+  /** Kilometres east of Guangzhou along its parallel (0 = in Guangzhou). */
+  km?: number;
+  offers?: ModelOffer[];
+  price?: number;
+  draining?: boolean;
+  status?: Omit<NodeStatus, 'nodeId'>;
+  statusAtMs?: number;
+  lastSeenMs?: number;
+  ttlS?: number;
+  permanent?: boolean;
+}
+
+/** ~1° of longitude at Guangzhou's latitude in km. */
+const KM_PER_DEG_LON = 111.195 * Math.cos((GUANGZHOU.lat * Math.PI) / 180);
+
+export function spec(options: NodeOptions): NodeSpec {
+  return {
+    id: options.id,
+    level: options.level ?? 'PROVINCE',
+    region: options.region ?? 'CN-GD',
+    parentId: '',
+    endpoint: `${options.id}:8000`,
+    location: { lat: GUANGZHOU.lat, lon: GUANGZHOU.lon + (options.km ?? 0) / KM_PER_DEG_LON },
+    gpus: [{ type: 'L20', count: 8, memoryGib: 48 }],
+    models: options.offers ?? [
+      offer(options.price === undefined ? {} : { price: { inputPerMtok: options.price } }),
+    ],
+    labels: {},
+  };
+}
+
+export function record(options: NodeOptions, nowMs = 0): NodeRecord {
+  return {
+    spec: spec(options),
+    ttlS: options.ttlS ?? 30,
+    permanent: options.permanent ?? false,
+    registeredAtMs: nowMs,
+    lastSeenMs: options.lastSeenMs ?? options.statusAtMs ?? nowMs,
+    status: options.status === undefined ? undefined : { nodeId: options.id, ...options.status },
+    statusAtMs: options.status === undefined ? undefined : (options.statusAtMs ?? nowMs),
+    draining: options.draining ?? false,
+  };
+}
+
+export function request(overrides: Partial<RouteRequest> = {}): RouteRequest {
+  return {
+    requestId: 'r1',
+    tenant: 't',
+    model: 'm',
+    client: { region: 'CN-GD', accessPoint: '', location: GUANGZHOU },
+    latencyBudgetMs: 1000,
+    inputTokens: 1000,
+    cachedInputTokens: 0,
+    maxOutputTokens: 100,
+    allowedLevels: [],
+    allowedRegions: [],
+    allowDegraded: false,
+    explain: true,
+    maxFallbacks: 2,
+    ...overrides,
+  };
+}
+
+/** A routing view over a fixed list of nodes, with optional measured samples keyed "from|node". */
+export function view(nodes: readonly NodeRecord[], samples: Record<string, LatencySample> = {}): RoutingView {
+  return {
+    nodesServing: (model) => nodes.filter((node) => node.spec.models.some((o) => o.model === model)),
+    allNodes: () => nodes,
+    latencySample: (from, nodeId) => samples[`${from}|${nodeId}`],
+  };
+}
+
+/** Simple latency model: RTT = 2 × km / 200 × stretch 1, no overheads. */
+export const FLAT_LATENCY: LatencyModel = {
+  ...DEFAULT_LATENCY_MODEL,
+  routeStretch: 1,
+  accessOverheadMs: { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 },
+  crossRegionPenaltyMs: 0,
+};
+
+export function context(
+  nodes: readonly NodeRecord[],
+  extra: Partial<RouteContext> & { samples?: Record<string, LatencySample> } = {},
+): RouteContext {
+  return {
+    view: view(nodes, extra.samples),
+    reservations: extra.reservations ?? new ReservationBook(30_000, 'test-'),
+    latency: extra.latency ?? FLAT_LATENCY,
+    priceMultiplier: extra.priceMultiplier ?? (() => 1),
+    nowMs: extra.nowMs ?? 0,
+  };
+}

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_LATENCY_MODEL, estimateRtt, greatCircleKm, smoothSample } from '../../src/core/latency.js';
+import { spec } from '../helpers/fixtures.js';
+
+const BEIJING = { lat: 39.904, lon: 116.407 };
+const SHANGHAI = { lat: 31.23, lon: 121.474 };
+
+describe('latency estimates', () => {
+  it('great-circle distance Beijing–Shanghai is about 1067 km', () => {
+    expect(greatCircleKm(BEIJING, SHANGHAI)).toBeGreaterThan(1060);
+    expect(greatCircleKm(BEIJING, SHANGHAI)).toBeLessThan(1075);
+    expect(greatCircleKm(BEIJING, BEIJING)).toBe(0);
+  });
+
+  it('coordinates: distance × 2 / fibre speed × stretch + level overhead + cross-region penalty', () => {
+    const node = { ...spec({ id: 'n', level: 'EDGE', region: 'CN-SH' }), location: SHANGHAI };
+    const client = { region: 'CN-BJ', accessPoint: '', location: BEIJING };
+    const estimate = estimateRtt(client, node, DEFAULT_LATENCY_MODEL, () => undefined, 0);
+    const km = greatCircleKm(BEIJING, SHANGHAI);
+    expect(estimate.source).toBe('COORDINATES');
+    expect(estimate.rttMs).toBeCloseTo(((km * 2) / 200) * 2 + 1 + 5, 9);
+  });
+
+  it('uses the region centroid when the client gives only its region', () => {
+    const node = { ...spec({ id: 'n', level: 'PROVINCE', region: 'CN-BJ' }), location: BEIJING };
+    const model = { ...DEFAULT_LATENCY_MODEL, regionCentroids: new Map([['CN-BJ', BEIJING]]) };
+    const estimate = estimateRtt(
+      { region: 'CN-BJ', accessPoint: '', location: undefined },
+      node,
+      model,
+      () => undefined,
+      0,
+    );
+    expect(estimate).toEqual({ rttMs: 3, source: 'COORDINATES' });
+  });
+
+  it('falls back to region defaults without coordinates', () => {
+    const node = { ...spec({ id: 'n', level: 'CENTER', region: 'CN-GS' }), location: undefined };
+    const client = { region: 'CN-GD', accessPoint: '', location: undefined };
+    expect(estimateRtt(client, node, DEFAULT_LATENCY_MODEL, () => undefined, 0)).toEqual({
+      rttMs: 45 + 6,
+      source: 'REGION_DEFAULT',
+    });
+    const local = { region: 'CN-GS', accessPoint: '', location: undefined };
+    expect(estimateRtt(local, node, DEFAULT_LATENCY_MODEL, () => undefined, 0)).toEqual({
+      rttMs: 8 + 6,
+      source: 'REGION_DEFAULT',
+    });
+  });
+
+  it('smooths samples with an EWMA and restarts after they go stale', () => {
+    const model = { sampleSmoothing: 0.5, sampleMaxAgeMs: 1000 };
+    const first = smoothSample(undefined, 10, 0, model);
+    const second = smoothSample(first, 20, 100, model);
+    expect(second).toEqual({ rttMs: 15, updatedAtMs: 100, count: 2 });
+    expect(smoothSample(second, 40, 5000, model)).toEqual({ rttMs: 40, updatedAtMs: 5000, count: 1 });
+  });
+});

@@ -1,0 +1,309 @@
+import { describe, expect, it } from 'vitest';
+import { requestCost } from '../../src/core/cost.js';
+import { ReservationBook } from '../../src/core/reservations.js';
+import { decideRoute, type RouteDecision, type Verdict } from '../../src/core/scheduler.js';
+import { context, offer, record, request } from '../helpers/fixtures.js';
+
+function placedOn(decision: RouteDecision): string {
+  if (decision.kind !== 'placed')
+    throw new Error(`expected a placement, got ${decision.kind}: ${decision.summary}`);
+  return decision.placement.nodeId;
+}
+
+function verdictOf(decision: RouteDecision, nodeId: string): Verdict | undefined {
+  return decision.explain.find((entry) => entry.nodeId === nodeId)?.verdict;
+}
+
+describe('decideRoute: cheapest feasible', () => {
+  // FLAT_LATENCY: RTT = km / 100 ms; prefill of 1000 tokens at 10k tok/s = 100 ms.
+  const cases = [
+    {
+      name: 'the cheapest feasible node wins',
+      nodes: [record({ id: 'near-dear', km: 0, price: 2 }), record({ id: 'far-cheap', km: 500, price: 1 })],
+      budgetMs: 1000,
+      want: 'far-cheap',
+    },
+    {
+      name: 'an over-budget node is never chosen even when cheaper',
+      nodes: [record({ id: 'near-dear', km: 0, price: 2 }), record({ id: 'far-cheap', km: 6000, price: 1 })],
+      budgetMs: 150,
+      want: 'near-dear',
+    },
+    {
+      name: 'equal cost: the lower TTFT wins',
+      nodes: [record({ id: 'a-far', km: 300 }), record({ id: 'b-near', km: 100 })],
+      budgetMs: 1000,
+      want: 'b-near',
+    },
+    {
+      name: 'equal cost and TTFT: the smaller id wins, whatever the input order',
+      nodes: [record({ id: 'node-b' }), record({ id: 'node-c' }), record({ id: 'node-a' })],
+      budgetMs: 1000,
+      want: 'node-a',
+    },
+    {
+      name: 'a node exactly at the budget is feasible',
+      nodes: [record({ id: 'exact', km: 0, price: 1 })],
+      budgetMs: 100,
+      want: 'exact',
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      expect(placedOn(decideRoute(request({ latencyBudgetMs: c.budgetMs }), context(c.nodes)))).toBe(c.want);
+    });
+  }
+
+  it('returns ordered fallbacks, at most max_fallbacks, and marks them in explain', () => {
+    const nodes = [1, 2, 3, 4, 5].map((price) => record({ id: `n${price}`, price }));
+    const decision = decideRoute(request({ maxFallbacks: 3 }), context(nodes));
+    expect(placedOn(decision)).toBe('n1');
+    if (decision.kind !== 'placed') return;
+    expect(decision.fallbacks.map((f) => f.nodeId)).toEqual(['n2', 'n3', 'n4']);
+    expect(verdictOf(decision, 'n4')).toBe('FALLBACK');
+    expect(verdictOf(decision, 'n5')).toBe('FEASIBLE');
+    expect(decision.counts.feasible).toBe(5);
+  });
+
+  it('applies the price multiplier (time-of-use pricing) before comparing', () => {
+    const nodes = [record({ id: 'a', price: 1 }), record({ id: 'b', price: 1.5 })];
+    const offPeakB = (node: { id: string }) => (node.id === 'b' ? 0.5 : 1);
+    const decision = decideRoute(request(), context(nodes, { priceMultiplier: offPeakB }));
+    expect(placedOn(decision)).toBe('b');
+  });
+});
+
+describe('decideRoute: exclusions carry the right verdict', () => {
+  const nowMs = 100_000;
+  const good = record({ id: 'good', price: 5 }, nowMs);
+  const cases: {
+    name: string;
+    bad: ReturnType<typeof record>;
+    overrides?: Parameters<typeof request>[0];
+    verdict: Verdict;
+  }[] = [
+    { name: 'draining', bad: record({ id: 'bad', price: 1, draining: true }, nowMs), verdict: 'DRAINING' },
+    {
+      name: 'down (silent past its TTL)',
+      bad: record({ id: 'bad', price: 1, lastSeenMs: nowMs - 31_000, ttlS: 30 }, nowMs),
+      verdict: 'DOWN',
+    },
+    {
+      name: 'unhealthy',
+      bad: record(
+        {
+          id: 'bad',
+          price: 1,
+          status: { load: [], gpuUtilization: 0, kvCacheUtilization: 0, healthy: false },
+        },
+        nowMs,
+      ),
+      verdict: 'UNHEALTHY',
+    },
+    {
+      name: 'wrong model',
+      bad: record({ id: 'bad', offers: [offer({ model: 'other', price: { inputPerMtok: 0.01 } })] }, nowMs),
+      verdict: 'MODEL_NOT_SERVED',
+    },
+    {
+      name: 'wrong level',
+      bad: record({ id: 'bad', price: 1, level: 'CENTER' }, nowMs),
+      overrides: { allowedLevels: ['PROVINCE'] },
+      verdict: 'LEVEL_EXCLUDED',
+    },
+    {
+      name: 'wrong region',
+      bad: record({ id: 'bad', price: 1, region: 'CN-GZ' }, nowMs),
+      overrides: { allowedRegions: ['CN-GD'] },
+      verdict: 'REGION_EXCLUDED',
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name} → ${c.verdict}`, () => {
+      const decision = decideRoute(request(c.overrides), context([c.bad, good], { nowMs }));
+      expect(placedOn(decision)).toBe('good');
+      expect(verdictOf(decision, 'bad')).toBe(c.verdict);
+    });
+  }
+
+  it('a permanent node never goes DOWN however long it is silent', () => {
+    const node = record({ id: 'static', permanent: true, lastSeenMs: 0 });
+    expect(placedOn(decideRoute(request(), context([node], { nowMs: 10 * 86_400_000 })))).toBe('static');
+  });
+});
+
+describe('decideRoute: estimates', () => {
+  it('a measured sample overrides the coordinate estimate; a stale one does not', () => {
+    const node = record({ id: 'n', km: 0, permanent: true }, 0);
+    const fresh = decideRoute(
+      request(),
+      context([node], { samples: { 'CN-GD|n': { rttMs: 80, updatedAtMs: 0, count: 3 } } }),
+    );
+    expect(fresh.kind === 'placed' && fresh.placement.estimate).toMatchObject({
+      networkRttMs: 80,
+      latencySource: 'MEASURED',
+    });
+    const stale = decideRoute(
+      request(),
+      context([node], { nowMs: 6 * 60_000, samples: { 'CN-GD|n': { rttMs: 80, updatedAtMs: 0, count: 3 } } }),
+    );
+    expect(stale.kind === 'placed' && stale.placement.estimate.latencySource).toBe('COORDINATES');
+  });
+
+  it('an access-point sample wins over a region sample', () => {
+    const node = record({ id: 'n' });
+    const samples = {
+      'ap-7|n': { rttMs: 2, updatedAtMs: 0, count: 1 },
+      'CN-GD|n': { rttMs: 40, updatedAtMs: 0, count: 1 },
+    };
+    const client = { region: 'CN-GD', accessPoint: 'ap-7', location: undefined };
+    const decision = decideRoute(request({ client }), context([node], { samples }));
+    expect(decision.kind === 'placed' && decision.placement.estimate.networkRttMs).toBe(2);
+  });
+
+  it('prices cache-hit tokens at the cache rate and skips their prefill', () => {
+    const node = record({
+      id: 'n',
+      offers: [offer({ price: { inputPerMtok: 2, cachedInputPerMtok: 0.2, outputPerMtok: 8 } })],
+    });
+    const decision = decideRoute(
+      request({ inputTokens: 1000, cachedInputTokens: 600, maxOutputTokens: 100 }),
+      context([node]),
+    );
+    if (decision.kind !== 'placed') throw new Error(decision.summary);
+    expect(decision.placement.estimate.cost).toBeCloseTo((400 * 2 + 600 * 0.2 + 100 * 8) / 1e6, 12);
+    expect(decision.placement.estimate.prefillMs).toBeCloseTo(40, 9);
+  });
+
+  it('adds the expected queue wait when every slot is taken', () => {
+    // 4 slots all busy; this request is 1st in the queue: waits 1/4 of a service time (100 ms prefill + 2000 ms decode).
+    const node = record({
+      id: 'n',
+      offers: [offer({ maxConcurrency: 4, maxQueue: 4 })],
+      status: {
+        load: [{ model: 'm', active: 4, queued: 0 }],
+        gpuUtilization: 1,
+        kvCacheUtilization: 0.5,
+        healthy: true,
+      },
+    });
+    const decision = decideRoute(request(), context([node]));
+    if (decision.kind !== 'placed') throw new Error(decision.summary);
+    expect(decision.placement.estimate.queueMs).toBeCloseTo(525, 9);
+    expect(decision.placement.estimate.ttftMs).toBeCloseTo(625, 9);
+  });
+});
+
+describe('decideRoute: nothing feasible', () => {
+  it('NO_LIVE_NODE when no node serves the model', () => {
+    const decision = decideRoute(request({ model: 'missing' }), context([record({ id: 'n' })]));
+    expect(decision).toMatchObject({ kind: 'infeasible', reason: 'NO_LIVE_NODE' });
+    expect(decision.summary).toContain('no registered node serves this model');
+  });
+
+  it('NO_LIVE_NODE when every serving node is down', () => {
+    const nodes = [record({ id: 'n', lastSeenMs: 0, ttlS: 1 })];
+    expect(decideRoute(request(), context(nodes, { nowMs: 5000 }))).toMatchObject({
+      kind: 'infeasible',
+      reason: 'NO_LIVE_NODE',
+    });
+  });
+
+  it('NO_NODE_WITHIN_CONSTRAINTS with counts per reason and the best TTFT seen', () => {
+    const nodes = [
+      record({ id: 'a', km: 1000 }),
+      record({ id: 'b', km: 2000 }),
+      record({ id: 'c', draining: true }),
+    ];
+    const decision = decideRoute(request({ latencyBudgetMs: 20 }), context(nodes));
+    expect(decision).toMatchObject({ kind: 'infeasible', reason: 'NO_NODE_WITHIN_CONSTRAINTS' });
+    if (decision.kind !== 'infeasible') return;
+    expect(decision.counts.rejected).toEqual({ OVER_BUDGET: 2, DRAINING: 1 });
+    expect(decision.bestTtftMs).toBeCloseTo(110, 1);
+    expect(decision.summary).toBe(
+      'model m within 20 ms from CN-GD: 3 nodes serve it, 1 draining, 2 over budget (best 110.0 ms)',
+    );
+  });
+
+  it('ALL_FULL when a node would meet the budget but has no slot', () => {
+    const full = record({
+      id: 'full',
+      offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
+      status: {
+        load: [{ model: 'm', active: 1, queued: 0 }],
+        gpuUtilization: 1,
+        kvCacheUtilization: 1,
+        healthy: true,
+      },
+    });
+    const decision = decideRoute(
+      request({ latencyBudgetMs: 200 }),
+      context([full, record({ id: 'far', km: 15_000 })]),
+    );
+    expect(decision).toMatchObject({ kind: 'infeasible', reason: 'ALL_FULL' });
+    expect(verdictOf(decision, 'full')).toBe('AT_CAPACITY');
+  });
+
+  it('degraded mode takes the lowest-TTFT node that has a slot', () => {
+    const nodes = [record({ id: 'far', km: 3000 }), record({ id: 'farther', km: 5000, price: 0.1 })];
+    const decision = decideRoute(request({ latencyBudgetMs: 50, allowDegraded: true }), context(nodes));
+    expect(decision).toMatchObject({ kind: 'placed', degraded: true, fallbacks: [] });
+    expect(placedOn(decision)).toBe('far');
+    expect(verdictOf(decision, 'far')).toBe('DEGRADED_SELECTED');
+  });
+
+  it('degraded mode still refuses a full node', () => {
+    const full = record({
+      id: 'full',
+      offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
+      status: {
+        load: [{ model: 'm', active: 1, queued: 0 }],
+        gpuUtilization: 1,
+        kvCacheUtilization: 1,
+        healthy: true,
+      },
+    });
+    expect(decideRoute(request({ allowDegraded: true }), context([full]))).toMatchObject({
+      kind: 'infeasible',
+      reason: 'ALL_FULL',
+    });
+  });
+});
+
+describe('decideRoute with reservations', () => {
+  it('counts reservations made after the last status report, not those before it', () => {
+    const book = new ReservationBook(30_000, 't-');
+    book.reserve('n', 'm', 't', 0);
+    book.reserve('n', 'm', 't', 0);
+    const capacityThree = [offer({ maxConcurrency: 3, maxQueue: 0 })];
+    const before = record({ id: 'n', offers: capacityThree });
+    // 2 reserved + 0 reported < 3: one slot left.
+    expect(decideRoute(request(), context([before], { reservations: book })).kind).toBe('placed');
+    book.reserve('n', 'm', 't', 0);
+    expect(decideRoute(request(), context([before], { reservations: book }))).toMatchObject({
+      reason: 'ALL_FULL',
+    });
+    // A report at t=10 that says only 1 request is active covers all three reservations.
+    const reported = record({
+      id: 'n',
+      offers: capacityThree,
+      statusAtMs: 10,
+      status: {
+        load: [{ model: 'm', active: 1, queued: 0 }],
+        gpuUtilization: 0.3,
+        kvCacheUtilization: 0.1,
+        healthy: true,
+      },
+    });
+    expect(decideRoute(request(), context([reported], { reservations: book, nowMs: 10 })).kind).toBe(
+      'placed',
+    );
+  });
+
+  it('cost function is the DESIGN formula', () => {
+    const o = offer({ price: { inputPerMtok: 3, outputPerMtok: 12, cachedInputPerMtok: 0.3 } });
+    expect(
+      requestCost({ inputTokens: 2_000_000, cachedInputTokens: 1_000_000, maxOutputTokens: 500_000 }, o, 2),
+    ).toBeCloseTo(((1e6 * 3 + 1e6 * 0.3 + 5e5 * 12) / 1e6) * 2, 9);
+  });
+});
