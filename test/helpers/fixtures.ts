@@ -8,7 +8,7 @@ import type { RouteContext, RouteRequest, RoutingView } from '../../src/core/sch
 export const GUANGZHOU = { lat: 23.129, lon: 113.264 };
 
 export function offer(
-  overrides: Partial<ModelOffer> & { price?: Partial<ModelOffer['price']> } = {},
+  overrides: Partial<Omit<ModelOffer, 'price'>> & { price?: Partial<ModelOffer['price']> } = {},
 ): ModelOffer {
   return {
     model: 'm',
