@@ -1,0 +1,85 @@
+// A real control plane on 127.0.0.1 (port 0) over real gRPC, with clients and promise helpers.
+
+import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../../src/core/latency.js';
+import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import { SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
+import { silentLogger } from '../../src/ops/log.js';
+import { type RunningServer, startServer } from '../../src/server/server.js';
+import { MemoryStore } from '../../src/store/memory/memory-store.js';
+
+export interface TestServer {
+  readonly server: RunningServer;
+  readonly store: MemoryStore;
+  readonly registry: RegistryClient;
+  readonly scheduler: SchedulerClient;
+  readonly address: string;
+  /** Moves the server's clock forward. */
+  advance(ms: number): void;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(
+  options: { reservationTtlMs?: number; latency?: Partial<LatencyModel> } = {},
+): Promise<TestServer> {
+  let now = Date.UTC(2026, 10, 22, 12);
+  const clock = () => now;
+  const store = new MemoryStore({ clock, latency: DEFAULT_LATENCY_MODEL });
+  const server = await startServer({
+    store,
+    logger: silentLogger,
+    port: 0,
+    clock,
+    reservationTtlMs: options.reservationTtlMs ?? 30_000,
+    latency: options.latency,
+  });
+  const address = `127.0.0.1:${server.port}`;
+  const registry = new RegistryClient(address, credentials.createInsecure());
+  const scheduler = new SchedulerClient(address, credentials.createInsecure());
+  return {
+    server,
+    store,
+    registry,
+    scheduler,
+    address,
+    advance: (ms) => {
+      now += ms;
+    },
+    async close() {
+      registry.close();
+      scheduler.close();
+      await server.shutdown(1000);
+    },
+  };
+}
+
+type Callback<Res> = (error: ServiceError | null, response: Res) => void;
+type Unary<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: { deadline?: Date },
+  callback: Callback<Res>,
+) => unknown;
+
+export type Outcome<Res> = { ok: true; value: Res } | { ok: false; error: ServiceError };
+
+/** Calls a unary RPC and resolves with its result or its error (never rejects). */
+export function rpc<Req, Res>(
+  client: object,
+  method: Unary<Req, Res>,
+  request: Req,
+  options: { deadline?: Date } = { deadline: new Date(Date.now() + 10_000) },
+): Promise<Outcome<Res>> {
+  return new Promise((resolve) => {
+    method.call(client, request, new Metadata(), options, (error, value) =>
+      resolve(error === null ? { ok: true, value } : { ok: false, error }),
+    );
+  });
+}
+
+/** Like rpc, but throws on error. */
+export async function ok<Req, Res>(client: object, method: Unary<Req, Res>, request: Req): Promise<Res> {
+  const outcome = await rpc(client, method, request);
+  if (!outcome.ok) throw new Error(`RPC failed: ${outcome.error.code} ${outcome.error.details}`);
+  return outcome.value;
+}

@@ -1,0 +1,507 @@
+// Every RPC and every status code over real gRPC on loopback.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { type Client, credentials, loadPackageDefinition, status } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { RegisterNodeRequest } from '../../src/gen/cpn/v1/registry.js';
+import { LatencySource, type RouteRequest, RouteResponse, Verdict } from '../../src/gen/cpn/v1/scheduler.js';
+import { Level, type NodeSpec, NodeState } from '../../src/gen/cpn/v1/types.js';
+import { ROUTE_RESPONSE_TRAILER } from '../../src/server/services.js';
+import { ok, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
+
+const GUANGZHOU = { lat: 23.129, lon: 113.264 };
+
+function nodeSpec(
+  id: string,
+  overrides: Partial<NodeSpec> = {},
+  capacity = { maxConcurrency: 2, maxQueue: 1 },
+): NodeSpec {
+  return {
+    id,
+    level: Level.LEVEL_PROVINCE,
+    region: 'CN-GD',
+    parentId: '',
+    endpoint: `https://${id}.example:8000`,
+    location: GUANGZHOU,
+    gpus: [{ type: 'L20', count: 8, memoryGib: 48 }],
+    models: [
+      {
+        model: 'qwen3-32b',
+        ...capacity,
+        prefillTokensPerS: 16_000,
+        decodeTokensPerS: 45,
+        price: { inputPerMtok: 2, outputPerMtok: 8, cachedInputPerMtok: 0.2 },
+      },
+    ],
+    labels: { site: 'test' },
+    ...overrides,
+  };
+}
+
+function routeRequest(overrides: Partial<RouteRequest> = {}): RouteRequest {
+  return {
+    requestId: 'req-1',
+    tenant: 'acme',
+    model: 'qwen3-32b',
+    client: { region: 'CN-GD', accessPoint: '', location: undefined },
+    latencyBudgetMs: 500,
+    inputTokens: 256,
+    cachedInputTokens: 0,
+    maxOutputTokens: 128,
+    allowedLevels: [],
+    allowedRegions: [],
+    allowDegraded: false,
+    explain: false,
+    maxFallbacks: 2,
+    ...overrides,
+  };
+}
+
+const register = (t: TestServer, spec: NodeSpec, ttlS = 30, permanent = false) =>
+  ok<RegisterNodeRequest, unknown>(t.registry, t.registry.registerNode, { spec, ttlS, permanent });
+
+describe('gRPC control plane', () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer({ reservationTtlMs: 30_000 });
+    return () => t.close();
+  });
+
+  describe('Registry', () => {
+    it('registers, gets, lists with filters, re-registers and deregisters', async () => {
+      const created = await ok(t.registry, t.registry.registerNode, {
+        spec: nodeSpec('prov-gd'),
+        ttlS: 30,
+        permanent: false,
+      });
+      expect(created.created).toBe(true);
+      expect(created.node?.state).toBe(NodeState.NODE_STATE_READY);
+      await register(t, nodeSpec('edge-sz', { level: Level.LEVEL_EDGE }));
+      await register(t, nodeSpec('hub-gs', { level: Level.LEVEL_CENTER, region: 'CN-GS' }));
+      const again = await ok(t.registry, t.registry.registerNode, {
+        spec: nodeSpec('prov-gd'),
+        ttlS: 60,
+        permanent: false,
+      });
+      expect(again.created).toBe(false);
+
+      const got = await ok(t.registry, t.registry.getNode, { nodeId: 'prov-gd' });
+      expect(got.node?.spec).toEqual(nodeSpec('prov-gd'));
+      expect(got.node?.ttlS).toBe(60);
+
+      const ids = async (level: Level, region: string, model: string) =>
+        (await ok(t.registry, t.registry.listNodes, { level, region, model })).nodes.map((n) => n.spec?.id);
+      expect(await ids(Level.LEVEL_UNSPECIFIED, '', '')).toEqual(['edge-sz', 'hub-gs', 'prov-gd']);
+      expect(await ids(Level.LEVEL_EDGE, '', '')).toEqual(['edge-sz']);
+      expect(await ids(Level.LEVEL_UNSPECIFIED, 'CN-GS', '')).toEqual(['hub-gs']);
+      expect(await ids(Level.LEVEL_UNSPECIFIED, '', 'qwen3-32b')).toHaveLength(3);
+      expect(await ids(Level.LEVEL_UNSPECIFIED, '', 'other')).toEqual([]);
+
+      await ok(t.registry, t.registry.deregisterNode, { nodeId: 'edge-sz' });
+      const gone = await rpc(t.registry, t.registry.getNode, { nodeId: 'edge-sz' });
+      expect(gone.ok || gone.error.code).toBe(status.NOT_FOUND);
+      const twice = await rpc(t.registry, t.registry.deregisterNode, { nodeId: 'edge-sz' });
+      expect(twice.ok || twice.error.code).toBe(status.NOT_FOUND);
+    });
+
+    it('keeps a node alive with status reports; a silent node goes DOWN and must register again', async () => {
+      await register(t, nodeSpec('n1'), 10);
+      const load = [{ model: 'qwen3-32b', active: 1, queued: 0 }];
+      const report = { nodeId: 'n1', load, gpuUtilization: 0.4, kvCacheUtilization: 0.2, healthy: true };
+      t.advance(8_000);
+      expect((await ok(t.registry, t.registry.reportStatus, report)).state).toBe(NodeState.NODE_STATE_READY);
+      t.advance(8_000);
+      const node = (await ok(t.registry, t.registry.getNode, { nodeId: 'n1' })).node;
+      expect(node?.state).toBe(NodeState.NODE_STATE_READY);
+      expect(node?.status?.load).toEqual(load);
+      t.advance(3_000);
+      expect((await ok(t.registry, t.registry.getNode, { nodeId: 'n1' })).node?.state).toBe(
+        NodeState.NODE_STATE_DOWN,
+      );
+      const late = await rpc(t.registry, t.registry.reportStatus, report);
+      expect(late.ok || [late.error.code, late.error.details]).toEqual([
+        status.FAILED_PRECONDITION,
+        expect.stringContaining('call RegisterNode again'),
+      ]);
+      const unknown = await rpc(t.registry, t.registry.reportStatus, { ...report, nodeId: 'nobody' });
+      expect(unknown.ok || unknown.error.code).toBe(status.NOT_FOUND);
+      const wrongModel = await rpc(t.registry, t.registry.reportStatus, {
+        ...report,
+        load: [{ model: 'not-offered', active: 1, queued: 0 }],
+      });
+      expect(wrongModel.ok || wrongModel.error.code).toBe(status.INVALID_ARGUMENT);
+    });
+
+    it('reports an unhealthy node as UNHEALTHY and routes around it', async () => {
+      await register(t, nodeSpec('sick'));
+      await ok(t.registry, t.registry.reportStatus, {
+        nodeId: 'sick',
+        load: [],
+        gpuUtilization: 0,
+        kvCacheUtilization: 0,
+        healthy: false,
+      });
+      expect((await ok(t.registry, t.registry.getNode, { nodeId: 'sick' })).node?.state).toBe(
+        NodeState.NODE_STATE_UNHEALTHY,
+      );
+      const routed = await rpc(t.scheduler, t.scheduler.route, routeRequest());
+      expect(routed.ok || routed.error.code).toBe(status.NOT_FOUND);
+    });
+
+    it('drains and undrains a node; routing follows', async () => {
+      await register(t, nodeSpec('cheap'));
+      await register(
+        t,
+        nodeSpec('dear', {
+          models: nodeSpec('x').models.map((m) => ({
+            ...m,
+            price: { inputPerMtok: 9, outputPerMtok: 36, cachedInputPerMtok: 0.9 },
+          })),
+        }),
+      );
+      const nodeOf = async () => (await ok(t.scheduler, t.scheduler.route, routeRequest())).placement?.nodeId;
+      expect(await nodeOf()).toBe('cheap');
+      const drained = await ok(t.registry, t.registry.drainNode, { nodeId: 'cheap', drain: true });
+      expect(drained.node?.state).toBe(NodeState.NODE_STATE_DRAINING);
+      expect(await nodeOf()).toBe('dear');
+      await ok(t.registry, t.registry.drainNode, { nodeId: 'cheap', drain: false });
+      expect(await nodeOf()).toBe('cheap');
+      const missing = await rpc(t.registry, t.registry.drainNode, { nodeId: 'missing', drain: true });
+      expect(missing.ok || missing.error.code).toBe(status.NOT_FOUND);
+    });
+
+    it('uses reported latency samples in place of the coordinate estimate', async () => {
+      await register(t, nodeSpec('n1'));
+      const before = await ok(t.scheduler, t.scheduler.route, routeRequest());
+      expect(before.placement?.estimate?.latencySource).toBe(LatencySource.LATENCY_SOURCE_REGION_DEFAULT);
+      const accepted = await ok(t.registry, t.registry.reportLatency, {
+        samples: [
+          { from: 'CN-GD', nodeId: 'n1', rttMs: 4.5 },
+          { from: 'CN-GD', nodeId: 'unknown-node', rttMs: 1 },
+        ],
+      });
+      expect(accepted.accepted).toBe(1);
+      const after = await ok(t.scheduler, t.scheduler.route, routeRequest());
+      expect(after.placement?.estimate).toMatchObject({
+        networkRttMs: 4.5,
+        latencySource: LatencySource.LATENCY_SOURCE_MEASURED,
+      });
+    });
+  });
+
+  describe('Scheduler', () => {
+    it('places with a full estimate, a reservation and fallbacks', async () => {
+      await register(t, nodeSpec('a'));
+      await register(t, nodeSpec('b', { location: { lat: 24.8, lon: 113.6 } }));
+      const response = await ok(
+        t.scheduler,
+        t.scheduler.route,
+        routeRequest({
+          latencyBudgetMs: 100,
+          client: { region: 'CN-GD', accessPoint: '', location: GUANGZHOU },
+        }),
+      );
+      expect(response.placement).toMatchObject({
+        nodeId: 'a',
+        endpoint: 'https://a.example:8000',
+        level: Level.LEVEL_PROVINCE,
+        region: 'CN-GD',
+      });
+      const e = response.placement?.estimate;
+      expect(e?.latencySource).toBe(LatencySource.LATENCY_SOURCE_COORDINATES);
+      expect(e?.ttftMs).toBeCloseTo((e?.networkRttMs ?? 0) + (e?.queueMs ?? 0) + (e?.prefillMs ?? 0), 9);
+      expect(e?.prefillMs).toBeCloseTo(16, 9);
+      expect(e?.cost).toBeCloseTo((256 * 2 + 128 * 8) / 1e6, 12);
+      expect(response.reservationId).not.toBe('');
+      expect(response.reservationExpiresAt?.getTime()).toBe(Date.UTC(2026, 10, 22, 12) + 30_000);
+      expect(response.fallbacks.map((f) => f.nodeId)).toEqual(['b']);
+      expect(response.summary).toContain('placed on a');
+    });
+
+    it('NOT_FOUND when no live node serves the model', async () => {
+      await register(t, nodeSpec('a'));
+      const outcome = await rpc(t.scheduler, t.scheduler.route, routeRequest({ model: 'deepseek-r1' }));
+      expect(outcome.ok || [outcome.error.code, outcome.error.details]).toEqual([
+        status.NOT_FOUND,
+        expect.stringContaining('no registered node serves this model'),
+      ]);
+    });
+
+    it('FAILED_PRECONDITION when nodes serve it but none meets the budget even idle, with explain in the trailer', async () => {
+      await register(t, nodeSpec('a'));
+      const outcome = await rpc(
+        t.scheduler,
+        t.scheduler.route,
+        routeRequest({ latencyBudgetMs: 5, explain: true }),
+      );
+      expect(outcome.ok).toBe(false);
+      if (outcome.ok) return;
+      expect(outcome.error.code).toBe(status.FAILED_PRECONDITION);
+      expect(outcome.error.details).toMatch(
+        /model qwen3-32b within 5 ms from CN-GD: 1 node serves it, 1 over budget \(best \d+\.\d ms\); raise latency_budget_ms/,
+      );
+      const trailer = outcome.error.metadata.get(ROUTE_RESPONSE_TRAILER)[0];
+      expect(trailer).toBeInstanceOf(Buffer);
+      const partial = RouteResponse.decode(trailer as Buffer);
+      expect(partial.explain.map((x) => [x.nodeId, x.verdict])).toEqual([['a', Verdict.VERDICT_OVER_BUDGET]]);
+      expect(partial.explainTotal).toBe(1);
+    });
+
+    it('RESOURCE_EXHAUSTED after max_concurrency + max_queue placements, until a Release or the TTL', async () => {
+      await register(t, nodeSpec('only', {}, { maxConcurrency: 2, maxQueue: 1 }));
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i += 1) {
+        ids.push(
+          (await ok(t.scheduler, t.scheduler.route, routeRequest({ latencyBudgetMs: 60_000 }))).reservationId,
+        );
+      }
+      const full = await rpc(t.scheduler, t.scheduler.route, routeRequest({ latencyBudgetMs: 60_000 }));
+      expect(full.ok || [full.error.code, full.error.details]).toEqual([
+        status.RESOURCE_EXHAUSTED,
+        expect.stringContaining('1 at capacity'),
+      ]);
+      const listed = (await ok(t.registry, t.registry.getNode, { nodeId: 'only' })).node;
+      expect(listed?.reserved).toEqual([{ model: 'qwen3-32b', reserved: 3 }]);
+
+      const usage = { inputTokens: 256, cachedInputTokens: 64, outputTokens: 100 };
+      expect(
+        await ok(t.scheduler, t.scheduler.release, { reservationId: ids[0] as string, usage, success: true }),
+      ).toEqual({ released: true, nodeId: 'only' });
+      expect(
+        await ok(t.scheduler, t.scheduler.release, { reservationId: ids[0] as string, usage, success: true }),
+      ).toEqual({ released: false, nodeId: '' });
+      expect(t.store.usageRecords()).toHaveLength(1);
+      expect(t.store.usageRecords()[0]).toMatchObject({
+        tenant: 'acme',
+        nodeId: 'only',
+        model: 'qwen3-32b',
+        usage,
+      });
+
+      expect((await rpc(t.scheduler, t.scheduler.route, routeRequest({ latencyBudgetMs: 60_000 }))).ok).toBe(
+        true,
+      );
+      expect((await rpc(t.scheduler, t.scheduler.route, routeRequest({ latencyBudgetMs: 60_000 }))).ok).toBe(
+        false,
+      );
+      t.advance(30_000);
+      expect((await rpc(t.scheduler, t.scheduler.route, routeRequest({ latencyBudgetMs: 60_000 }))).ok).toBe(
+        true,
+      );
+    });
+
+    it('degraded placement when allowed', async () => {
+      await register(t, nodeSpec('a'));
+      const response = await ok(
+        t.scheduler,
+        t.scheduler.route,
+        routeRequest({ latencyBudgetMs: 5, allowDegraded: true, explain: true }),
+      );
+      expect(response.degraded).toBe(true);
+      expect(response.placement?.nodeId).toBe('a');
+      expect(response.explain[0]?.verdict).toBe(Verdict.VERDICT_DEGRADED_SELECTED);
+    });
+
+    it('an expired deadline reserves nothing', async () => {
+      await register(t, nodeSpec('one', {}, { maxConcurrency: 1, maxQueue: 0 }));
+      const late = await rpc(t.scheduler, t.scheduler.route, routeRequest(), {
+        deadline: new Date(Date.now() - 1000),
+      });
+      expect(late.ok || late.error.code).toBe(status.DEADLINE_EXCEEDED);
+      expect((await rpc(t.scheduler, t.scheduler.route, routeRequest())).ok).toBe(true);
+    });
+  });
+
+  describe('malformed input → INVALID_ARGUMENT, and the server keeps serving', () => {
+    const routeCases: { name: string; request: Partial<RouteRequest>; mentions: string }[] = [
+      { name: 'empty model', request: { model: '' }, mentions: 'model is required' },
+      {
+        name: 'budget 0',
+        request: { latencyBudgetMs: 0 },
+        mentions: 'latency_budget_ms must be a finite number > 0',
+      },
+      { name: 'negative budget', request: { latencyBudgetMs: -5 }, mentions: 'got -5' },
+      { name: 'NaN budget', request: { latencyBudgetMs: Number.NaN }, mentions: 'got NaN' },
+      {
+        name: 'infinite budget',
+        request: { latencyBudgetMs: Number.POSITIVE_INFINITY },
+        mentions: 'got Infinity',
+      },
+      {
+        name: 'cached > input',
+        request: { inputTokens: 10, cachedInputTokens: 11 },
+        mentions: 'cached_input_tokens must be <= input_tokens (10), got 11',
+      },
+      {
+        name: '200 kB model name',
+        request: { model: 'm'.repeat(200_000) },
+        mentions: 'a 200000-character string',
+      },
+      {
+        name: 'unspecified allowed level',
+        request: { allowedLevels: [Level.LEVEL_UNSPECIFIED] },
+        mentions: 'allowed_levels[0] must be one of LEVEL_CENTER',
+      },
+      { name: 'unknown allowed level', request: { allowedLevels: [9 as Level] }, mentions: 'got 9' },
+      { name: 'no client position', request: { client: undefined }, mentions: 'client is required' },
+      {
+        name: 'too many fallbacks',
+        request: { maxFallbacks: 17 },
+        mentions: 'max_fallbacks must be an integer from 0 to 16',
+      },
+      { name: 'bad region', request: { allowedRegions: ['CN GD'] }, mentions: 'allowed_regions[0]' },
+    ];
+    it.each(routeCases)('Route: $name', async ({ request, mentions }) => {
+      await register(t, nodeSpec('a'));
+      const outcome = await rpc(t.scheduler, t.scheduler.route, routeRequest(request));
+      expect(outcome.ok || outcome.error.code).toBe(status.INVALID_ARGUMENT);
+      if (!outcome.ok) expect(outcome.error.details).toContain(mentions);
+      expect((await rpc(t.scheduler, t.scheduler.route, routeRequest())).ok).toBe(true);
+    });
+
+    const registerCases: { name: string; request: RegisterNodeRequest; mentions: string }[] = [
+      {
+        name: 'unspecified level',
+        request: { spec: nodeSpec('a', { level: Level.LEVEL_UNSPECIFIED }), ttlS: 30, permanent: false },
+        mentions: 'spec.level must be one of',
+      },
+      {
+        name: 'bad node id',
+        request: { spec: nodeSpec('Bad_ID'), ttlS: 30, permanent: false },
+        mentions: 'spec.id must be a node id matching',
+      },
+      {
+        name: 'missing spec',
+        request: { spec: undefined, ttlS: 30, permanent: false },
+        mentions: 'spec is required',
+      },
+      {
+        name: 'ttl 0 without permanent',
+        request: { spec: nodeSpec('a'), ttlS: 0, permanent: false },
+        mentions: 'ttl_s is required',
+      },
+      {
+        name: 'no models',
+        request: { spec: nodeSpec('a', { models: [] }), ttlS: 30, permanent: false },
+        mentions: 'spec.models must list at least one',
+      },
+      {
+        name: 'zero concurrency',
+        request: { spec: nodeSpec('a', {}, { maxConcurrency: 0, maxQueue: 0 }), ttlS: 30, permanent: false },
+        mentions: 'spec.models[0].max_concurrency',
+      },
+      {
+        name: 'latitude 91',
+        request: { spec: nodeSpec('a', { location: { lat: 91, lon: 0 } }), ttlS: 30, permanent: false },
+        mentions: 'spec.location.lat',
+      },
+    ];
+    it.each(registerCases)('RegisterNode: $name', async ({ request, mentions }) => {
+      const outcome = await rpc(t.registry, t.registry.registerNode, request);
+      expect(outcome.ok || outcome.error.code).toBe(status.INVALID_ARGUMENT);
+      if (!outcome.ok) expect(outcome.error.details).toContain(mentions);
+      expect(
+        (
+          await rpc(t.registry, t.registry.registerNode, {
+            spec: nodeSpec('fine'),
+            ttlS: 30,
+            permanent: false,
+          })
+        ).ok,
+      ).toBe(true);
+    });
+
+    it('other RPCs validate too', async () => {
+      const calls = [
+        rpc(t.registry, t.registry.getNode, { nodeId: '' }),
+        rpc(t.registry, t.registry.drainNode, { nodeId: '-x', drain: true }),
+        rpc(t.registry, t.registry.listNodes, { level: 7 as Level, region: '', model: '' }),
+        rpc(t.registry, t.registry.reportLatency, { samples: [] }),
+        rpc(t.registry, t.registry.reportLatency, { samples: [{ from: 'CN-GD', nodeId: 'a', rttMs: -1 }] }),
+        rpc(t.scheduler, t.scheduler.release, { reservationId: '', usage: undefined, success: true }),
+        rpc(t.scheduler, t.scheduler.release, {
+          reservationId: 'r',
+          usage: { inputTokens: 1, cachedInputTokens: 2, outputTokens: 0 },
+          success: true,
+        }),
+      ];
+      for (const outcome of await Promise.all(calls))
+        expect(outcome.ok || outcome.error.code).toBe(status.INVALID_ARGUMENT);
+    });
+  });
+});
+
+describe('standard services', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(() => t.close());
+
+  it('health answers SERVING for the server and each service', async () => {
+    const definition = loadPackageDefinition(loadSync(healthProtoPath, { enums: String })) as unknown as {
+      grpc: {
+        health: {
+          v1: {
+            Health: new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => Client;
+          };
+        };
+      };
+    };
+    const health = new definition.grpc.health.v1.Health(t.address, credentials.createInsecure()) as Client & {
+      check(
+        request: { service: string },
+        callback: (error: Error | null, response: { status: string }) => void,
+      ): void;
+    };
+    for (const service of ['', 'cpn.v1.Registry', 'cpn.v1.Scheduler']) {
+      const response = await new Promise<{ status: string }>((resolve, reject) =>
+        health.check({ service }, (error, value) => (error ? reject(error) : resolve(value))),
+      );
+      expect(response.status).toBe('SERVING');
+    }
+    health.close();
+  });
+
+  it('reflection lists cpn.v1.Scheduler and cpn.v1.Registry', async () => {
+    const reflectionDir = join(
+      dirname(createRequire(import.meta.url).resolve('@grpc/reflection')),
+      '../proto',
+    );
+    const definition = loadPackageDefinition(
+      loadSync('grpc/reflection/v1/reflection.proto', { includeDirs: [reflectionDir] }),
+    ) as unknown as {
+      grpc: {
+        reflection: {
+          v1: {
+            ServerReflection: new (
+              address: string,
+              creds: ReturnType<typeof credentials.createInsecure>,
+            ) => Client;
+          };
+        };
+      };
+    };
+    const reflection = new definition.grpc.reflection.v1.ServerReflection(
+      t.address,
+      credentials.createInsecure(),
+    ) as Client & {
+      serverReflectionInfo(): NodeJS.ReadWriteStream & { write(message: unknown): boolean; end(): void };
+    };
+    const stream = reflection.serverReflectionInfo();
+    const names = await new Promise<string[]>((resolve, reject) => {
+      stream.on('data', (response: { listServicesResponse?: { service: { name: string }[] } }) =>
+        resolve(response.listServicesResponse?.service.map((s) => s.name) ?? []),
+      );
+      stream.on('error', reject);
+      stream.write({ listServices: '*' });
+    });
+    stream.end();
+    reflection.close();
+    expect(names).toEqual(
+      expect.arrayContaining(['cpn.v1.Scheduler', 'cpn.v1.Registry', 'grpc.health.v1.Health']),
+    );
+  });
+});
