@@ -1,0 +1,68 @@
+// Runs the built `cpn` command (bin/cpn.js → dist/) as a child process.
+
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+export const CPN_BIN = join(import.meta.dirname, '../../bin/cpn.js');
+
+export interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export function runCli(args: readonly string[], timeoutMs = 20_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CPN_BIN, ...args], { timeout: timeoutMs }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface ServeProcess {
+  readonly child: ChildProcess;
+  readonly address: string;
+  stdout(): string;
+  /** Sends `signal` and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `cpn serve` with `args` on a free port; resolves once it prints where it listens. */
+export function startServe(args: readonly string[], timeoutMs = 20_000): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [CPN_BIN, 'serve', '--port', '0', '--log-level', 'warn', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`cpn serve did not start in ${timeoutMs} ms; stderr: ${err}`));
+    }, timeoutMs);
+    child.stderr?.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /listening on (\S+)/.exec(out);
+      if (match?.[1]) {
+        clearTimeout(timer);
+        resolve({
+          child,
+          address: match[1],
+          stdout: () => out,
+          stop: (signal = 'SIGTERM') => {
+            if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+            return exited;
+          },
+        });
+      }
+    });
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`cpn serve exited with ${code} before listening; stderr: ${err}`));
+    });
+  });
+}

@@ -1,0 +1,184 @@
+// The five-minute tour of the README, run for real: `cpn serve --demo` and the client commands.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, type ServeProcess, startServe } from '../helpers/cli.js';
+
+describe('cpn CLI against the demo topology', () => {
+  let serve: ServeProcess;
+  let server: string[];
+  beforeAll(async () => {
+    serve = await startServe(['--demo']);
+    server = ['--server', serve.address];
+  });
+  afterAll(async () => {
+    await serve?.stop('SIGKILL');
+  });
+
+  it('prints how to send a first request', () => {
+    expect(serve.stdout()).toContain('69 nodes from simulations/topologies/demo-national.yaml');
+    expect(serve.stdout()).toContain('npx cpn route --model qwen3-32b --region CN-GD --budget-ms 2000');
+  });
+
+  it('a loose budget places on a cheap western hub, and the card shows the whole estimate', async () => {
+    const result = await runCli([
+      'route',
+      '--model',
+      'qwen3-32b',
+      '--region',
+      'CN-GD',
+      '--budget-ms',
+      '2000',
+      ...server,
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(
+      /^Placed on hub-(gz-guian|gs-qingyang|nx-zhongwei|nm-horinger) {2}\(CENTER, CN-\w\w\)/,
+    );
+    for (const label of ['network RTT', 'queue', 'prefill', 'TTFT', 'cost', 'reservation'])
+      expect(result.stdout).toContain(label);
+    expect(result.stdout).toContain('(coordinates)');
+  });
+
+  it('a 30 ms budget places on a nearby edge or province node', async () => {
+    const result = await runCli([
+      'route',
+      '--model',
+      'qwen3-32b',
+      '--region',
+      'CN-GD',
+      '--budget-ms',
+      '30',
+      ...server,
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/^Placed on \S+ {2}\((EDGE|PROVINCE), CN-GD\)/);
+  });
+
+  it('--explain lists every node with its verdict; --json is machine-readable', async () => {
+    const explained = await runCli([
+      'route',
+      '--model',
+      'qwen3-32b',
+      '--region',
+      'CN-GD',
+      '--budget-ms',
+      '30',
+      '--explain',
+      ...server,
+    ]);
+    expect(explained.code).toBe(0);
+    for (const verdict of ['SELECTED', 'FALLBACK', 'OVER_BUDGET', 'MODEL_NOT_SERVED'])
+      expect(explained.stdout).toContain(verdict);
+    const json = await runCli([
+      'route',
+      '--model',
+      'qwen3-8b',
+      '--region',
+      'CN-SH',
+      '--budget-ms',
+      '50',
+      '--json',
+      ...server,
+    ]);
+    expect(json.code).toBe(0);
+    const parsed = JSON.parse(json.stdout);
+    expect(parsed.placement.estimate.latencySource).toBe('LATENCY_SOURCE_COORDINATES');
+    expect(parsed.reservationId).toBeTruthy();
+  });
+
+  it('draining the chosen node moves the next placement elsewhere; --undo brings it back', async () => {
+    const route = () =>
+      runCli([
+        'route',
+        '--model',
+        'qwen3-32b',
+        '--region',
+        'CN-GD',
+        '--budget-ms',
+        '30',
+        '--json',
+        ...server,
+      ]);
+    const first = JSON.parse((await route()).stdout).placement.nodeId as string;
+    const drained = await runCli(['drain', first, ...server]);
+    expect(drained.code).toBe(0);
+    expect(drained.stdout).toContain(`${first} is draining`);
+    const nodes = await runCli(['nodes', '--region', 'CN-GD', ...server]);
+    expect(nodes.stdout).toMatch(new RegExp(`${first.replace(/\./g, '\\.')}\\s+\\S+\\s+CN-GD\\s+DRAINING`));
+    const second = JSON.parse((await route()).stdout).placement.nodeId as string;
+    expect(second).not.toBe(first);
+    expect((await runCli(['drain', first, '--undo', ...server])).code).toBe(0);
+    expect(JSON.parse((await route()).stdout).placement.nodeId).toBe(first);
+  });
+
+  it('nodes filters by level and prints JSON', async () => {
+    const result = await runCli(['nodes', '--level', 'center', '--json', ...server]);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout).nodes).toHaveLength(8);
+  });
+
+  it('fails with one line and exit 1 when nothing is feasible', async () => {
+    const tight = await runCli([
+      'route',
+      '--model',
+      'qwen3-32b',
+      '--region',
+      'CN-GD',
+      '--budget-ms',
+      '1',
+      ...server,
+    ]);
+    expect(tight.code).toBe(1);
+    expect(tight.stderr.trim().split('\n')).toHaveLength(1);
+    expect(tight.stderr).toMatch(
+      /^cpn: FAILED_PRECONDITION: model qwen3-32b within 1 ms from CN-GD: \d+ nodes serve it/,
+    );
+    const unknown = await runCli([
+      'route',
+      '--model',
+      'gpt-x',
+      '--region',
+      'CN-GD',
+      '--budget-ms',
+      '100',
+      ...server,
+    ]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/^cpn: NOT_FOUND: /);
+  });
+
+  it('rejects bad usage with exit 2 and answers --help with exit 0', async () => {
+    const bad = await runCli(['route', '--model', 'm', '--region', 'CN-GD', '--budget-ms', '-3', ...server]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('expected a number > 0, got "-3"');
+    const noPosition = await runCli(['route', '--model', 'm', '--budget-ms', '3', ...server]);
+    expect(noPosition.code).toBe(2);
+    expect(noPosition.stderr).toContain('give the client position');
+    const help = await runCli(['route', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('--budget-ms <ms>');
+  });
+});
+
+describe('cpn CLI failures and lifecycle', () => {
+  it('says where it tried to connect when no server is there', async () => {
+    const result = await runCli(['nodes', '--server', '127.0.0.1:1', '--timeout-ms', '2000']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^cpn: (UNAVAILABLE|DEADLINE_EXCEEDED): .*127\.0\.0\.1:1/);
+  });
+
+  it('refuses an invalid topology with file:line and exit 2', async () => {
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(await mkdtemp(join(tmpdir(), 'cpn-')), 'bad.yaml');
+    await writeFile(file, 'version: 1\nregions: {}\nmodels: {}\nprofiles: {}\nnodes: []\n');
+    const result = await runCli(['serve', '--port', '0', '--topology', file]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`${file}:5: nodes`);
+  });
+
+  it('exits 0 on SIGTERM', async () => {
+    const serve = await startServe([]);
+    expect(await serve.stop('SIGTERM')).toBe(0);
+  });
+});
