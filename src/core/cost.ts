@@ -1,6 +1,6 @@
 // Time and money of one request on one model offer: prefill, queueing and price.
 
-import type { ModelOffer, NodeSpec } from './model.js';
+import type { ModelOffer, NodeSpec, Price } from './model.js';
 
 export interface RequestSize {
   readonly inputTokens: number;
@@ -9,12 +9,16 @@ export interface RequestSize {
 }
 
 /**
- * Time-of-use pricing hook: the factor applied to a node's list price at `nowMs` (1 = list).
- * Must be pure and return a finite number > 0.
+ * Time-of-use pricing hook: `at` gives the factor applied to a node's list price at `nowMs`
+ * (1 = list price). It must be pure, finite, and never below `floor`: the scheduler relies on the
+ * floor to stop scanning price tiers early, so a wrong floor makes it miss cheaper nodes.
  */
-export type PriceMultiplier = (node: NodeSpec, nowMs: number) => number;
+export interface PriceMultiplier {
+  at(node: NodeSpec, nowMs: number): number;
+  readonly floor: number;
+}
 
-export const LIST_PRICE: PriceMultiplier = () => 1;
+export const LIST_PRICE: PriceMultiplier = { at: () => 1, floor: 1 };
 
 /** Only uncached input tokens are prefilled; cache hits skip prefill. */
 export function prefillMs(size: RequestSize, offer: ModelOffer): number {
@@ -38,8 +42,7 @@ export function queueMs(size: RequestSize, offer: ModelOffer, load: number): num
 }
 
 /** Cost in currency units: uncached input, cache-hit input and output, each at its own rate. */
-export function requestCost(size: RequestSize, offer: ModelOffer, multiplier: number): number {
-  const { price } = offer;
+export function requestCost(size: RequestSize, price: Price, multiplier: number): number {
   const perMillion =
     (size.inputTokens - size.cachedInputTokens) * price.inputPerMtok +
     size.cachedInputTokens * price.cachedInputPerMtok +

@@ -83,29 +83,48 @@ export function smoothSample(
   };
 }
 
-/** Looks up a measured sample from a position (access point or region) to a node. */
-export type SampleLookup = (from: string, nodeId: string) => LatencySample | undefined;
+/** Smoothed samples measured from an access point or region, by node id. */
+export type SamplesFrom = (from: string) => ReadonlyMap<string, LatencySample> | undefined;
+
+/** What estimateRtt needs about a client, looked up once per request rather than once per node. */
+export interface PreparedClient {
+  readonly region: string;
+  readonly location: LatLon | undefined;
+  /** Sample maps to try in order: from the access point, then from the region. */
+  readonly sampleMaps: readonly ReadonlyMap<string, LatencySample>[];
+}
 
 /** Where the client is on the map: its own coordinates, else its region's centroid. */
 export function clientLocation(client: ClientPosition, model: LatencyModel): LatLon | undefined {
   return client.location ?? model.regionCentroids.get(client.region);
 }
 
+export function prepareClient(
+  client: ClientPosition,
+  model: LatencyModel,
+  samplesFrom: SamplesFrom,
+): PreparedClient {
+  const sampleMaps: ReadonlyMap<string, LatencySample>[] = [];
+  for (const from of [client.accessPoint, client.region]) {
+    const samples = from === '' ? undefined : samplesFrom(from);
+    if (samples !== undefined) sampleMaps.push(samples);
+  }
+  return { region: client.region, location: clientLocation(client, model), sampleMaps };
+}
+
 /**
- * Estimates the RTT from `client` to `node`. A fresh measured sample from the access point wins,
+ * Estimates the RTT from a client to `node`. A fresh measured sample from the access point wins,
  * then one from the region; then coordinates (client location or region centroid, and the node's
  * location); then the region default.
  */
-export function estimateRtt(
-  client: ClientPosition,
+export function estimateRttFor(
+  client: PreparedClient,
   node: NodeSpec,
   model: LatencyModel,
-  samples: SampleLookup,
   nowMs: number,
 ): RttEstimate {
-  for (const from of [client.accessPoint, client.region]) {
-    if (from === '') continue;
-    const sample = samples(from, node.id);
+  for (const samples of client.sampleMaps) {
+    const sample = samples.get(node.id);
     if (sample !== undefined && nowMs - sample.updatedAtMs <= model.sampleMaxAgeMs) {
       return { rttMs: sample.rttMs, source: 'MEASURED' };
     }
@@ -113,11 +132,22 @@ export function estimateRtt(
   const overheadMs = model.accessOverheadMs[node.level];
   const crossRegionMs =
     client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
-  const from = clientLocation(client, model);
-  if (from !== undefined && node.location !== undefined) {
-    const distanceMs = ((greatCircleKm(from, node.location) * 2) / model.fiberKmPerMs) * model.routeStretch;
+  if (client.location !== undefined && node.location !== undefined) {
+    const distanceMs =
+      ((greatCircleKm(client.location, node.location) * 2) / model.fiberKmPerMs) * model.routeStretch;
     return { rttMs: distanceMs + overheadMs + crossRegionMs, source: 'COORDINATES' };
   }
   const baseMs = client.region === node.region ? model.sameRegionRttMs : model.crossRegionRttMs;
   return { rttMs: baseMs + overheadMs, source: 'REGION_DEFAULT' };
+}
+
+/** One-off form of estimateRttFor. */
+export function estimateRtt(
+  client: ClientPosition,
+  node: NodeSpec,
+  model: LatencyModel,
+  samplesFrom: SamplesFrom,
+  nowMs: number,
+): RttEstimate {
+  return estimateRttFor(prepareClient(client, model, samplesFrom), node, model, nowMs);
 }

@@ -9,12 +9,22 @@
 import { type PriceMultiplier, prefillMs, queueMs, type RequestSize, requestCost } from './cost.js';
 import {
   type ClientPosition,
-  estimateRtt,
+  estimateRttFor,
   type LatencyModel,
   type LatencySource,
-  type SampleLookup,
+  type PreparedClient,
+  prepareClient,
+  type SamplesFrom,
 } from './latency.js';
-import { findOffer, type Level, type ModelOffer, type NodeRecord, nodeState, reportedLoad } from './model.js';
+import {
+  findOffer,
+  type Level,
+  type ModelOffer,
+  type NodeRecord,
+  nodeState,
+  type Price,
+  reportedLoad,
+} from './model.js';
 
 export const MAX_FALLBACKS = 16;
 
@@ -82,6 +92,8 @@ export interface ExplainEntry {
 /** Rejections per verdict, and how many nodes serve the model at all. */
 export interface DecisionCounts {
   readonly serving: number;
+  /** Nodes actually evaluated; fewer than `serving` when dearer price tiers were skipped. */
+  readonly evaluated: number;
   readonly feasible: number;
   readonly rejected: Readonly<Partial<Record<RejectionVerdict, number>>>;
 }
@@ -115,13 +127,23 @@ export type RouteDecision =
       readonly summary: string;
     };
 
+/** Nodes whose offer of one model has exactly this price, by node id. */
+export interface PriceTier {
+  readonly price: Price;
+  readonly nodes: ReadonlyMap<string, NodeRecord>;
+}
+
 /** What the core needs to read from a registry. Implementations serve it from memory. */
 export interface RoutingView {
-  /** Every registered node whose spec offers `model`, in any state. */
-  nodesServing(model: string): Iterable<NodeRecord>;
+  /**
+   * Every registered node (in any state) that offers `model`, grouped by the price of that offer.
+   * Operators price in tiers, so there are few tiers and the scheduler can visit them cheapest
+   * first and stop early instead of scanning every node.
+   */
+  priceTiers(model: string): Iterable<PriceTier>;
   /** Every registered node; read only when explain is requested. */
   allNodes(): Iterable<NodeRecord>;
-  readonly latencySample: SampleLookup;
+  readonly samplesFrom: SamplesFrom;
 }
 
 /** Reservations not yet covered by the node's last status report (see ReservationBook.pending). */
@@ -145,55 +167,72 @@ interface Evaluated {
   readonly hasSlot: boolean;
 }
 
-/** Decides where `request` goes. Never throws for expected outcomes; see RouteDecision. */
+/**
+ * Decides where `request` goes. Never throws for expected outcomes; see RouteDecision.
+ *
+ * Price tiers are visited cheapest first. Once the best 1 + max_fallbacks feasible nodes are
+ * known and the next tier cannot beat the worst of them even at the multiplier floor, the rest
+ * is skipped (counts then cover the evaluated nodes only). Explain, degraded and infeasible
+ * decisions see every node, so their counts are complete.
+ */
 export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDecision {
   const levels = request.allowedLevels.length > 0 ? new Set(request.allowedLevels) : undefined;
   const regions = request.allowedRegions.length > 0 ? new Set(request.allowedRegions) : undefined;
+  const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
   const rejected: Partial<Record<RejectionVerdict, number>> = {};
   const reject = (entry: Evaluated, verdict: RejectionVerdict): void => {
     entry.verdict = verdict;
     rejected[verdict] = (rejected[verdict] ?? 0) + 1;
   };
 
+  const tiers = [...ctx.view.priceTiers(request.model)]
+    .map((tier) => ({ tier, floorCost: requestCost(request, tier.price, ctx.priceMultiplier.floor) }))
+    .sort((a, b) => a.floorCost - b.floorCost);
   const evaluated: Evaluated[] = [];
   const best = new TopK<Evaluated>(1 + Math.min(request.maxFallbacks, MAX_FALLBACKS), byCostThenTtftThenId);
   let serving = 0;
+  let visited = 0;
   let live = 0;
   let feasible = 0;
   let bestTtftMs: number | undefined;
 
-  for (const node of ctx.view.nodesServing(request.model)) {
-    const offer = findOffer(node.spec, request.model);
-    if (offer === undefined) continue;
-    serving += 1;
-    const state = nodeState(node, ctx.nowMs);
-    if (state === 'READY' || state === 'DRAINING') live += 1;
-    const precheck = precheckVerdict(node, state, levels, regions);
-    if (precheck !== undefined) {
-      const entry: Evaluated = { node, offer, verdict: precheck, estimate: undefined, hasSlot: false };
-      reject(entry, precheck);
-      if (request.explain) evaluated.push(entry);
-      continue;
+  for (const { tier } of tiers) serving += tier.nodes.size;
+  for (const { tier, floorCost } of tiers) {
+    const worst = best.worst();
+    if (!request.explain && worst !== undefined && floorCost > (worst.estimate as Estimate).cost) break;
+    for (const node of tier.nodes.values()) {
+      const offer = findOffer(node.spec, request.model);
+      if (offer === undefined) continue;
+      visited += 1;
+      const state = nodeState(node, ctx.nowMs);
+      if (state === 'READY' || state === 'DRAINING') live += 1;
+      const precheck = precheckVerdict(node, state, levels, regions);
+      if (precheck !== undefined) {
+        const entry: Evaluated = { node, offer, verdict: precheck, estimate: undefined, hasSlot: false };
+        reject(entry, precheck);
+        if (request.explain) evaluated.push(entry);
+        continue;
+      }
+      const load =
+        reportedLoad(node, request.model) +
+        ctx.reservations.pending(node.spec.id, request.model, node.statusAtMs);
+      const estimate = estimateFor(request, client, node, offer, load, ctx);
+      const hasSlot = load < offer.maxConcurrency + offer.maxQueue;
+      const entry: Evaluated = { node, offer, verdict: 'FEASIBLE', estimate, hasSlot };
+      bestTtftMs = bestTtftMs === undefined ? estimate.ttftMs : Math.min(bestTtftMs, estimate.ttftMs);
+      if (estimate.ttftMs - estimate.queueMs > request.latencyBudgetMs) reject(entry, 'OVER_BUDGET');
+      else if (!hasSlot) reject(entry, 'AT_CAPACITY');
+      else if (estimate.ttftMs > request.latencyBudgetMs) reject(entry, 'QUEUE_OVER_BUDGET');
+      else {
+        feasible += 1;
+        best.offer(entry);
+      }
+      // Degraded mode needs the rejected-but-usable nodes too.
+      if (request.explain || request.allowDegraded) evaluated.push(entry);
     }
-    const load =
-      reportedLoad(node, request.model) +
-      ctx.reservations.pending(node.spec.id, request.model, node.statusAtMs);
-    const estimate = estimateOn(request, node, offer, load, ctx);
-    const hasSlot = load < offer.maxConcurrency + offer.maxQueue;
-    const entry: Evaluated = { node, offer, verdict: 'FEASIBLE', estimate, hasSlot };
-    bestTtftMs = bestTtftMs === undefined ? estimate.ttftMs : Math.min(bestTtftMs, estimate.ttftMs);
-    if (estimate.ttftMs - estimate.queueMs > request.latencyBudgetMs) reject(entry, 'OVER_BUDGET');
-    else if (!hasSlot) reject(entry, 'AT_CAPACITY');
-    else if (estimate.ttftMs > request.latencyBudgetMs) reject(entry, 'QUEUE_OVER_BUDGET');
-    else {
-      feasible += 1;
-      best.offer(entry);
-    }
-    // Degraded mode needs the rejected-but-usable nodes too.
-    if (request.explain || request.allowDegraded) evaluated.push(entry);
   }
 
-  const counts: DecisionCounts = { serving, feasible, rejected };
+  const counts: DecisionCounts = { serving, evaluated: visited, feasible, rejected };
   const chosen = best.sorted();
   const [first, ...rest] = chosen;
   if (first !== undefined) {
@@ -264,7 +303,19 @@ export function estimateOn(
   load: number,
   ctx: Pick<RouteContext, 'view' | 'latency' | 'priceMultiplier' | 'nowMs'>,
 ): Estimate {
-  const rtt = estimateRtt(request.client, node.spec, ctx.latency, ctx.view.latencySample, ctx.nowMs);
+  const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
+  return estimateFor(request, client, node, offer, load, ctx);
+}
+
+function estimateFor(
+  request: RouteRequest,
+  client: PreparedClient,
+  node: NodeRecord,
+  offer: ModelOffer,
+  load: number,
+  ctx: Pick<RouteContext, 'latency' | 'priceMultiplier' | 'nowMs'>,
+): Estimate {
+  const rtt = estimateRttFor(client, node.spec, ctx.latency, ctx.nowMs);
   const prefill = prefillMs(request, offer);
   const queue = queueMs(request, offer, load);
   return {
@@ -272,7 +323,7 @@ export function estimateOn(
     queueMs: queue,
     prefillMs: prefill,
     ttftMs: rtt.rttMs + queue + prefill,
-    cost: requestCost(request, offer, ctx.priceMultiplier(node.spec, ctx.nowMs)),
+    cost: requestCost(request, offer.price, ctx.priceMultiplier.at(node.spec, ctx.nowMs)),
     latencySource: rtt.source,
   };
 }
@@ -386,7 +437,10 @@ function describeCounts(counts: DecisionCounts, bestTtftMs: number | undefined):
       verdict === 'OVER_BUDGET' && bestTtftMs !== undefined ? ` (best ${formatMs(bestTtftMs)})` : '';
     parts.push(`${count} ${VERDICT_WORDS[verdict]}${best}`);
   }
-  return `${counts.serving} node${counts.serving === 1 ? ' serves' : 's serve'} it, ${parts.join(', ')}`;
+  const skipped = counts.serving - counts.evaluated;
+  const scope =
+    skipped > 0 ? `; ${counts.evaluated} evaluated cheapest first (${skipped} dearer skipped)` : '';
+  return `${counts.serving} node${counts.serving === 1 ? ' serves' : 's serve'} it${scope}, ${parts.join(', ')}`;
 }
 
 function requestScope(request: RouteRequest): string {
@@ -430,6 +484,11 @@ class TopK<T> {
     while (index > 0 && compare(item, items[index - 1] as T) < 0) index -= 1;
     items.splice(index, 0, item);
     if (items.length > this.k) items.pop();
+  }
+
+  /** The k-th item once k are held; undefined before. */
+  worst(): T | undefined {
+    return this.items.length === this.k ? this.items[this.items.length - 1] : undefined;
   }
 
   sorted(): T[] {

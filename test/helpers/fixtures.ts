@@ -1,9 +1,10 @@
 // Builders for nodes, requests and routing contexts used across tests.
 
+import { LIST_PRICE } from '../../src/core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel, type LatencySample } from '../../src/core/latency.js';
 import type { Level, ModelOffer, NodeRecord, NodeSpec, NodeStatus } from '../../src/core/model.js';
 import { ReservationBook } from '../../src/core/reservations.js';
-import type { RouteContext, RouteRequest, RoutingView } from '../../src/core/scheduler.js';
+import type { PriceTier, RouteContext, RouteRequest, RoutingView } from '../../src/core/scheduler.js';
 
 export const GUANGZHOU = { lat: 23.129, lon: 113.264 };
 
@@ -90,10 +91,26 @@ export function request(overrides: Partial<RouteRequest> = {}): RouteRequest {
 
 /** A routing view over a fixed list of nodes, with optional measured samples keyed "from|node". */
 export function view(nodes: readonly NodeRecord[], samples: Record<string, LatencySample> = {}): RoutingView {
+  const sampleMaps = new Map<string, Map<string, LatencySample>>();
+  for (const [key, sample] of Object.entries(samples)) {
+    const [from, nodeId] = key.split('|') as [string, string];
+    if (!sampleMaps.has(from)) sampleMaps.set(from, new Map());
+    sampleMaps.get(from)?.set(nodeId, sample);
+  }
   return {
-    nodesServing: (model) => nodes.filter((node) => node.spec.models.some((o) => o.model === model)),
+    priceTiers: (model) => {
+      const tiers = new Map<string, PriceTier & { nodes: Map<string, NodeRecord> }>();
+      for (const node of nodes) {
+        const o = node.spec.models.find((x) => x.model === model);
+        if (o === undefined) continue;
+        const key = JSON.stringify(o.price);
+        if (!tiers.has(key)) tiers.set(key, { price: o.price, nodes: new Map() });
+        tiers.get(key)?.nodes.set(node.spec.id, node);
+      }
+      return tiers.values();
+    },
     allNodes: () => nodes,
-    latencySample: (from, nodeId) => samples[`${from}|${nodeId}`],
+    samplesFrom: (from) => sampleMaps.get(from),
   };
 }
 
@@ -113,7 +130,7 @@ export function context(
     view: view(nodes, extra.samples),
     reservations: extra.reservations ?? new ReservationBook(30_000, 'test-'),
     latency: extra.latency ?? FLAT_LATENCY,
-    priceMultiplier: extra.priceMultiplier ?? (() => 1),
+    priceMultiplier: extra.priceMultiplier ?? LIST_PRICE,
     nowMs: extra.nowMs ?? 0,
   };
 }

@@ -67,7 +67,7 @@ describe('decideRoute: cheapest feasible', () => {
 
   it('applies the price multiplier (time-of-use pricing) before comparing', () => {
     const nodes = [record({ id: 'a', price: 1 }), record({ id: 'b', price: 1.5 })];
-    const offPeakB = (node: { id: string }) => (node.id === 'b' ? 0.5 : 1);
+    const offPeakB = { at: (node: { id: string }) => (node.id === 'b' ? 0.5 : 1), floor: 0.5 };
     const decision = decideRoute(request(), context(nodes, { priceMultiplier: offPeakB }));
     expect(placedOn(decision)).toBe('b');
   });
@@ -303,7 +303,11 @@ describe('decideRoute with reservations', () => {
   it('cost function is the DESIGN formula', () => {
     const o = offer({ price: { inputPerMtok: 3, outputPerMtok: 12, cachedInputPerMtok: 0.3 } });
     expect(
-      requestCost({ inputTokens: 2_000_000, cachedInputTokens: 1_000_000, maxOutputTokens: 500_000 }, o, 2),
+      requestCost(
+        { inputTokens: 2_000_000, cachedInputTokens: 1_000_000, maxOutputTokens: 500_000 },
+        o.price,
+        2,
+      ),
     ).toBeCloseTo(((1e6 * 3 + 1e6 * 0.3 + 5e5 * 12) / 1e6) * 2, 9);
   });
 });

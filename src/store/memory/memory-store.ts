@@ -2,7 +2,14 @@
 // the etcd store is tested against. Everything lives in maps; nothing survives a restart.
 
 import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
-import { type LatLon, type NodeRecord, type NodeSpec, type NodeStatus, nodeState } from '../../core/model.js';
+import {
+  type LatLon,
+  type NodeRecord,
+  type NodeSpec,
+  type NodeStatus,
+  nodeState,
+  type Price,
+} from '../../core/model.js';
 import type { RoutingView } from '../../core/scheduler.js';
 import type {
   Clock,
@@ -22,7 +29,8 @@ export interface MemoryStoreOptions {
 
 export class MemoryStore implements Store {
   private readonly nodes = new Map<string, NodeRecord>();
-  private readonly byModel = new Map<string, Map<string, NodeRecord>>();
+  /** model → price key → tier of nodes offering the model at that price */
+  private readonly byModel = new Map<string, Map<string, { price: Price; nodes: Map<string, NodeRecord> }>>();
   /** from (access point or region) → node id → smoothed sample */
   private readonly samples = new Map<string, Map<string, LatencySample>>();
   private readonly usage: UsageRecord[] = [];
@@ -31,11 +39,10 @@ export class MemoryStore implements Store {
 
   constructor(private readonly options: MemoryStoreOptions) {
     this.centroids = options.regionCentroids ?? new Map();
-    const empty = new Map<string, NodeRecord>();
     this.view = {
-      nodesServing: (model) => (this.byModel.get(model) ?? empty).values(),
+      priceTiers: (model) => this.byModel.get(model)?.values() ?? [],
       allNodes: () => this.nodes.values(),
-      latencySample: (from, nodeId) => this.samples.get(from)?.get(nodeId),
+      samplesFrom: (from) => this.samples.get(from),
     };
   }
 
@@ -92,7 +99,9 @@ export class MemoryStore implements Store {
   }
 
   listNodes(filter: NodeFilter): NodeRecord[] {
-    const source = filter.model ? (this.byModel.get(filter.model)?.values() ?? []) : this.nodes.values();
+    const source = filter.model
+      ? [...(this.byModel.get(filter.model)?.values() ?? [])].flatMap((tier) => [...tier.nodes.values()])
+      : this.nodes.values();
     const result: NodeRecord[] = [];
     for (const node of source) {
       if (filter.level !== undefined && node.spec.level !== filter.level) continue;
@@ -162,21 +171,33 @@ export class MemoryStore implements Store {
     if (previous !== undefined && previous.spec !== node.spec) this.remove(previous);
     this.nodes.set(node.spec.id, node);
     for (const offer of node.spec.models) {
-      let serving = this.byModel.get(offer.model);
-      if (serving === undefined) {
-        serving = new Map();
-        this.byModel.set(offer.model, serving);
+      let tiers = this.byModel.get(offer.model);
+      if (tiers === undefined) {
+        tiers = new Map();
+        this.byModel.set(offer.model, tiers);
       }
-      serving.set(node.spec.id, node);
+      const key = priceKey(offer.price);
+      let tier = tiers.get(key);
+      if (tier === undefined) {
+        tier = { price: offer.price, nodes: new Map() };
+        tiers.set(key, tier);
+      }
+      tier.nodes.set(node.spec.id, node);
     }
   }
 
   private remove(node: NodeRecord): void {
     this.nodes.delete(node.spec.id);
     for (const offer of node.spec.models) {
-      const serving = this.byModel.get(offer.model);
-      serving?.delete(node.spec.id);
-      if (serving?.size === 0) this.byModel.delete(offer.model);
+      const tiers = this.byModel.get(offer.model);
+      const key = priceKey(offer.price);
+      const tier = tiers?.get(key);
+      tier?.nodes.delete(node.spec.id);
+      if (tier?.nodes.size === 0) tiers?.delete(key);
+      if (tiers?.size === 0) this.byModel.delete(offer.model);
     }
   }
 }
+
+const priceKey = (price: Price): string =>
+  `${price.inputPerMtok}/${price.outputPerMtok}/${price.cachedInputPerMtok}`;
