@@ -19,14 +19,11 @@ export interface ControlPlaneOptions {
   readonly priceMultiplier?: PriceMultiplier;
 }
 
-export type RouteResult =
-  | { readonly decision: Extract<RouteDecision, { kind: 'placed' }>; readonly reservation: Reservation }
-  | { readonly decision: Extract<RouteDecision, { kind: 'infeasible' }>; readonly reservation?: undefined }
-  | {
-      readonly decision: Extract<RouteDecision, { kind: 'placed' }>;
-      readonly reservation?: undefined;
-      readonly cancelled: true;
-    };
+/** The decision, and the reservation made for it (undefined when infeasible or the caller left). */
+export interface RouteResult {
+  readonly decision: RouteDecision;
+  readonly reservation: Reservation | undefined;
+}
 
 export class ControlPlane {
   readonly store: Store;
@@ -65,8 +62,7 @@ export class ControlPlane {
       priceMultiplier: this.priceMultiplier,
       nowMs,
     });
-    if (decision.kind === 'infeasible') return { decision };
-    if (isCancelled()) return { decision, cancelled: true };
+    if (decision.kind === 'infeasible' || isCancelled()) return { decision, reservation: undefined };
     const reservation = this.reservations.reserve(
       decision.placement.nodeId,
       request.model,

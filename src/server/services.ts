@@ -6,7 +6,7 @@ import type { RouteDecision } from '../core/scheduler.js';
 import type { RegistryServer } from '../gen/cpn/v1/registry.js';
 import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
 import type { ControlPlane } from './control-plane.js';
-import { explainToProto, nodeToProto, placementToProto } from './convert.js';
+import { explainToProto, nodeStateToProto, nodeToProto, placementToProto } from './convert.js';
 import { ApiError, type ErrorSink, failedPrecondition, infeasibleError, notFound, unary } from './errors.js';
 import {
   checkNodeId,
@@ -56,7 +56,7 @@ export function registryService(plane: ControlPlane, log: EventSink): RegistrySe
           `node ${nodeId}'s registration expired at ${new Date(outcome.expiredAtMs).toISOString()}; call RegisterNode again`,
         );
       }
-      return { state: nodeToProto(outcome.node, plane.stateOf(outcome.node), new Map()).state };
+      return { state: nodeStateToProto(plane.stateOf(outcome.node)) };
     }),
     deregisterNode: unary('DeregisterNode', log, async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);

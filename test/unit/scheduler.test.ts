@@ -14,6 +14,20 @@ function verdictOf(decision: RouteDecision, nodeId: string): Verdict | undefined
   return decision.explain.find((entry) => entry.nodeId === nodeId)?.verdict;
 }
 
+/** A node whose `active` requests fill `slots` slots and whose queue holds `queue` more places. */
+function busyNode(id: string, slots: number, active: number, queue = 0) {
+  return record({
+    id,
+    offers: [offer({ maxConcurrency: slots, maxQueue: queue })],
+    status: {
+      load: [{ model: 'm', active, queued: 0 }],
+      gpuUtilization: 1,
+      kvCacheUtilization: 1,
+      healthy: true,
+    },
+  });
+}
+
 describe('decideRoute: cheapest feasible', () => {
   // FLAT_LATENCY: RTT = km / 100 ms; prefill of 1000 tokens at 10k tok/s = 100 ms.
   const cases = [
@@ -177,16 +191,7 @@ describe('decideRoute: estimates', () => {
 
   it('adds the expected queue wait when every slot is taken', () => {
     // 4 slots all busy; this request is 1st in the queue: waits 1/4 of a service time (100 ms prefill + 2000 ms decode).
-    const node = record({
-      id: 'n',
-      offers: [offer({ maxConcurrency: 4, maxQueue: 4 })],
-      status: {
-        load: [{ model: 'm', active: 4, queued: 0 }],
-        gpuUtilization: 1,
-        kvCacheUtilization: 0.5,
-        healthy: true,
-      },
-    });
+    const node = busyNode('n', 4, 4, 4);
     const decision = decideRoute(request(), context([node]));
     if (decision.kind !== 'placed') throw new Error(decision.summary);
     expect(decision.placement.estimate.queueMs).toBeCloseTo(525, 9);
@@ -226,16 +231,7 @@ describe('decideRoute: nothing feasible', () => {
   });
 
   it('ALL_FULL when a node would meet the budget but has no slot', () => {
-    const full = record({
-      id: 'full',
-      offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
-      status: {
-        load: [{ model: 'm', active: 1, queued: 0 }],
-        gpuUtilization: 1,
-        kvCacheUtilization: 1,
-        healthy: true,
-      },
-    });
+    const full = busyNode('full', 1, 1);
     const decision = decideRoute(
       request({ latencyBudgetMs: 200 }),
       context([full, record({ id: 'far', km: 15_000 })]),
@@ -253,16 +249,7 @@ describe('decideRoute: nothing feasible', () => {
   });
 
   it('degraded mode still refuses a full node', () => {
-    const full = record({
-      id: 'full',
-      offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
-      status: {
-        load: [{ model: 'm', active: 1, queued: 0 }],
-        gpuUtilization: 1,
-        kvCacheUtilization: 1,
-        healthy: true,
-      },
-    });
+    const full = busyNode('full', 1, 1);
     expect(decideRoute(request({ allowDegraded: true }), context([full]))).toMatchObject({
       kind: 'infeasible',
       reason: 'ALL_FULL',
