@@ -63,7 +63,9 @@ export type NodeState = 'READY' | 'DRAINING' | 'DOWN' | 'UNHEALTHY';
 
 /**
  * A node as a store holds it. `lastSeenMs` is the later of registration and the last status
- * report; a non-permanent node whose `lastSeenMs` is older than `ttlS` is DOWN.
+ * report. The node is DOWN from `expiresAtMs` on: the memory store sets it to `lastSeenMs + ttlS`;
+ * the etcd store leaves it at infinity while the node's lease keeps its key alive (etcd expires
+ * the lease, and the key's deletion removes the node). Permanent nodes never expire.
  */
 export interface NodeRecord {
   readonly spec: NodeSpec;
@@ -71,6 +73,7 @@ export interface NodeRecord {
   readonly permanent: boolean;
   readonly registeredAtMs: number;
   readonly lastSeenMs: number;
+  readonly expiresAtMs: number;
   readonly status: NodeStatus | undefined;
   /** When the last status report arrived; reservations made before it are in that report. */
   readonly statusAtMs: number | undefined;
@@ -79,10 +82,15 @@ export interface NodeRecord {
 
 /** State of a node at `nowMs`. Staleness wins over everything: a silent node is DOWN. */
 export function nodeState(node: NodeRecord, nowMs: number): NodeState {
-  if (!node.permanent && nowMs - node.lastSeenMs > node.ttlS * 1000) return 'DOWN';
+  if (nowMs > node.expiresAtMs) return 'DOWN';
   if (node.status !== undefined && !node.status.healthy) return 'UNHEALTHY';
   if (node.draining) return 'DRAINING';
   return 'READY';
+}
+
+/** When a node seen at `lastSeenMs` expires without another report. */
+export function leaseExpiry(lastSeenMs: number, ttlS: number, permanent: boolean): number {
+  return permanent ? Number.POSITIVE_INFINITY : lastSeenMs + ttlS * 1000;
 }
 
 export function findOffer(spec: NodeSpec, model: string): ModelOffer | undefined {

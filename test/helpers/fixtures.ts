@@ -2,7 +2,7 @@
 
 import { LIST_PRICE } from '../../src/core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel, type LatencySample } from '../../src/core/latency.js';
-import type { Level, ModelOffer, NodeRecord, NodeSpec, NodeStatus } from '../../src/core/model.js';
+import { type Level, leaseExpiry, type ModelOffer, type NodeRecord, type NodeSpec, type NodeStatus } from '../../src/core/model.js';
 import { ReservationBook } from '../../src/core/reservations.js';
 import type { PriceTier, RouteContext, RouteRequest, RoutingView } from '../../src/core/scheduler.js';
 
@@ -58,12 +58,14 @@ export function spec(options: NodeOptions): NodeSpec {
 }
 
 export function record(options: NodeOptions, nowMs = 0): NodeRecord {
+  const lastSeenMs = options.lastSeenMs ?? options.statusAtMs ?? nowMs;
   return {
     spec: spec(options),
     ttlS: options.ttlS ?? 30,
     permanent: options.permanent ?? false,
     registeredAtMs: nowMs,
-    lastSeenMs: options.lastSeenMs ?? options.statusAtMs ?? nowMs,
+    lastSeenMs,
+    expiresAtMs: leaseExpiry(lastSeenMs, options.ttlS ?? 30, options.permanent ?? false),
     status: options.status === undefined ? undefined : { nodeId: options.id, ...options.status },
     statusAtMs: options.status === undefined ? undefined : (options.statusAtMs ?? nowMs),
     draining: options.draining ?? false,
