@@ -22,6 +22,22 @@ interface Entry extends Reservation {
 
 const keyOf = (nodeId: string, model: string): string => `${nodeId}\u0000${model}`;
 
+/**
+ * Reservation ids say where the slot was taken: `<book prefix><sequence>~<node id>~<model>`, so
+ * that a Release reaching another replica can still record usage against the right node and model.
+ * ('~' appears in neither node ids nor model names.)
+ */
+function formatReservationId(prefix: string, sequence: number, nodeId: string, model: string): string {
+  return `${prefix}${sequence.toString(36)}~${nodeId}~${model}`;
+}
+
+/** The node and model a reservation id names, or undefined if it is not one of ours. */
+export function parseReservationId(id: string): { nodeId: string; model: string } | undefined {
+  const parts = id.split('~');
+  if (parts.length !== 3 || !parts[1] || !parts[2]) return undefined;
+  return { nodeId: parts[1], model: parts[2] };
+}
+
 export class ReservationBook {
   /** Insertion order = creation order = expiry order, because every reservation has the same TTL. */
   private readonly byId = new Map<string, Entry>();
@@ -46,7 +62,7 @@ export class ReservationBook {
   reserve(nodeId: string, model: string, tenant: string, nowMs: number): Reservation {
     this.sequence += 1;
     const entry: Entry = {
-      id: `${this.idPrefix}${this.sequence.toString(36)}`,
+      id: formatReservationId(this.idPrefix, this.sequence, nodeId, model),
       nodeId,
       model,
       tenant,

@@ -5,7 +5,7 @@ import type { PriceMultiplier } from '../core/cost.js';
 import { LIST_PRICE } from '../core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../core/latency.js';
 import { type NodeRecord, type NodeState, nodeState, type Usage } from '../core/model.js';
-import { type Reservation, ReservationBook } from '../core/reservations.js';
+import { parseReservationId, type Reservation, ReservationBook } from '../core/reservations.js';
 import { decideRoute, type RouteDecision, type RouteRequest } from '../core/scheduler.js';
 import type { Clock, Store } from '../store/store.js';
 
@@ -72,27 +72,32 @@ export class ControlPlane {
     return { decision, reservation };
   }
 
-  /** Frees the slot and records usage; idempotent (a second call returns released = false). */
+  /**
+   * Frees the slot if this replica made the reservation, and records usage in the shared store
+   * whichever replica made it (the id names the node and model). Idempotent: usage is recorded
+   * once per reservation, and a repeated Release answers released = false.
+   */
   async release(
     reservationId: string,
     usage: Usage,
     success: boolean,
   ): Promise<{ released: boolean; nodeId: string }> {
-    const reservation = this.reservations.release(reservationId);
-    if (reservation === undefined) return { released: false, nodeId: '' };
-    const node = this.store.getNode(reservation.nodeId);
-    await this.store.recordUsage({
+    const local = this.reservations.release(reservationId);
+    const where = local ?? parseReservationId(reservationId);
+    if (where === undefined) return { released: false, nodeId: '' };
+    const node = this.store.getNode(where.nodeId);
+    const recorded = await this.store.recordUsage({
       reservationId,
-      tenant: reservation.tenant,
-      nodeId: reservation.nodeId,
+      tenant: local?.tenant ?? '',
+      nodeId: where.nodeId,
       level: node?.spec.level,
       region: node?.spec.region ?? '',
-      model: reservation.model,
+      model: where.model,
       usage,
       success,
       atMs: this.clock(),
     });
-    return { released: true, nodeId: reservation.nodeId };
+    return { released: local !== undefined || recorded, nodeId: where.nodeId };
   }
 
   stateOf(node: NodeRecord): NodeState {

@@ -2,6 +2,7 @@
 
 import { type Metadata, type ServerUnaryCall, type sendUnaryData, status } from '@grpc/grpc-js';
 import type { InfeasibleReason } from '../core/scheduler.js';
+import { StoreUnavailableError } from '../store/store.js';
 
 /** An error whose gRPC status and message go to the caller as they are. */
 export class ApiError extends Error {
@@ -55,6 +56,13 @@ export function unary<Req, Res>(
     handler(call.request, call).then(
       (response) => callback(null, response),
       (error: unknown) => {
+        if (error instanceof StoreUnavailableError) {
+          callback({
+            code: status.UNAVAILABLE,
+            details: `${method} failed: ${error.message}; retry when the store is back`,
+          });
+          return;
+        }
         if (error instanceof ApiError) {
           callback({ code: error.code, details: error.message, metadata: error.trailers });
           return;

@@ -11,7 +11,8 @@ interface MutableTier extends PriceTier {
   readonly nodes: Map<string, NodeRecord>;
 }
 
-const priceKey = (price: Price): string => `${price.inputPerMtok}/${price.outputPerMtok}/${price.cachedInputPerMtok}`;
+const priceKey = (price: Price): string =>
+  `${price.inputPerMtok}/${price.outputPerMtok}/${price.cachedInputPerMtok}`;
 
 export class RegistryIndex {
   private readonly nodes = new Map<string, NodeRecord>();

@@ -59,7 +59,11 @@ export interface Store {
   listNodes(filter: NodeFilter): NodeRecord[];
   /** Folds measured RTTs into the smoothed samples; returns how many were accepted. */
   reportLatency(reports: readonly LatencyReport[]): Promise<number>;
-  recordUsage(record: UsageRecord): Promise<void>;
+  /**
+   * Records usage once per reservation id, whichever replica the Release reached. Returns false
+   * when that reservation's usage was already recorded.
+   */
+  recordUsage(record: UsageRecord): Promise<boolean>;
   /** Where clients of a region are, for latency estimates when they give no coordinates. */
   regionCentroids(): ReadonlyMap<string, LatLon>;
   /** Synchronous view for the routing core. */
@@ -70,3 +74,14 @@ export interface Store {
 }
 
 export type Clock = () => number;
+
+/** The backend cannot be reached: the write did not happen. Maps to gRPC UNAVAILABLE. */
+export class StoreUnavailableError extends Error {
+  constructor(
+    message: string,
+    readonly sinceMs?: number,
+  ) {
+    super(message);
+    this.name = 'StoreUnavailableError';
+  }
+}

@@ -2,7 +2,14 @@
 
 import { LIST_PRICE } from '../../src/core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel, type LatencySample } from '../../src/core/latency.js';
-import { type Level, leaseExpiry, type ModelOffer, type NodeRecord, type NodeSpec, type NodeStatus } from '../../src/core/model.js';
+import {
+  type Level,
+  leaseExpiry,
+  type ModelOffer,
+  type NodeRecord,
+  type NodeSpec,
+  type NodeStatus,
+} from '../../src/core/model.js';
 import { ReservationBook } from '../../src/core/reservations.js';
 import type { PriceTier, RouteContext, RouteRequest, RoutingView } from '../../src/core/scheduler.js';
 

@@ -271,7 +271,7 @@ describe('gRPC control plane', () => {
       ).toEqual({ released: true, nodeId: 'only' });
       expect(
         await ok(t.scheduler, t.scheduler.release, { reservationId: ids[0] as string, usage, success: true }),
-      ).toEqual({ released: false, nodeId: '' });
+      ).toEqual({ released: false, nodeId: 'only' });
       expect(t.store.usageRecords()).toHaveLength(1);
       expect(t.store.usageRecords()[0]).toMatchObject({
         tenant: 'acme',
@@ -290,6 +290,22 @@ describe('gRPC control plane', () => {
       expect((await rpc(t.scheduler, t.scheduler.route, routeRequest({ latencyBudgetMs: 60_000 }))).ok).toBe(
         true,
       );
+    });
+
+    it('a Release of another replica’s reservation records usage once', async () => {
+      await register(t, nodeSpec('only'));
+      const usage = { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 };
+      const foreign = { reservationId: 'peer9-1f~only~qwen3-32b', usage, success: true };
+      expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({ released: true, nodeId: 'only' });
+      expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
+        released: false,
+        nodeId: 'only',
+      });
+      expect(t.store.usageRecords().map((u) => [u.reservationId, u.nodeId, u.model])).toEqual([
+        ['peer9-1f~only~qwen3-32b', 'only', 'qwen3-32b'],
+      ]);
+      const unknown = { reservationId: 'not-a-reservation', usage, success: true };
+      expect(await ok(t.scheduler, t.scheduler.release, unknown)).toEqual({ released: false, nodeId: '' });
     });
 
     it('degraded placement when allowed', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ReservationBook } from '../../src/core/reservations.js';
+import { parseReservationId, ReservationBook } from '../../src/core/reservations.js';
 
 describe('ReservationBook', () => {
   it('gives unique ids with the book prefix', () => {
@@ -41,6 +41,13 @@ describe('ReservationBook', () => {
     expect(book.release(old.id)?.id).toBe(old.id);
     expect(book.pending('n', 'm', 50)).toBe(1);
     expect(book.pendingByModel('n', 50, ['m', 'other'])).toEqual(new Map([['m', 1]]));
+  });
+
+  it('ids name the node and model, so another replica can account for them', () => {
+    const book = new ReservationBook(1000, 'r7-');
+    const reservation = book.reserve('edge-gd.1', 'org/model:v2', 't', 0);
+    expect(parseReservationId(reservation.id)).toEqual({ nodeId: 'edge-gd.1', model: 'org/model:v2' });
+    expect(parseReservationId('garbage')).toBeUndefined();
   });
 
   it('rejects a non-positive TTL', () => {

@@ -2,7 +2,13 @@
 // the etcd store is tested against. Everything lives in maps; nothing survives a restart.
 
 import { type LatencyModel, smoothSample } from '../../core/latency.js';
-import { type LatLon, leaseExpiry, type NodeRecord, type NodeSpec, type NodeStatus } from '../../core/model.js';
+import {
+  type LatLon,
+  leaseExpiry,
+  type NodeRecord,
+  type NodeSpec,
+  type NodeStatus,
+} from '../../core/model.js';
 import type { RoutingView } from '../../core/scheduler.js';
 import { RegistryIndex } from '../registry-index.js';
 import type {
@@ -31,7 +37,10 @@ export class MemoryStore implements Store {
     this.centroids = options.regionCentroids ?? new Map();
   }
 
-  async registerNode(spec: NodeSpec, options: RegisterOptions): Promise<{ node: NodeRecord; created: boolean }> {
+  async registerNode(
+    spec: NodeSpec,
+    options: RegisterOptions,
+  ): Promise<{ node: NodeRecord; created: boolean }> {
     const nowMs = this.options.clock();
     const previous = this.index.get(spec.id);
     const node: NodeRecord = {
@@ -90,15 +99,21 @@ export class MemoryStore implements Store {
     let accepted = 0;
     for (const { from, nodeId, rttMs } of reports) {
       if (this.index.get(nodeId) === undefined) continue;
-      this.index.setSample(from, nodeId, smoothSample(this.index.getSample(from, nodeId), rttMs, nowMs, this.options.latency));
+      this.index.setSample(
+        from,
+        nodeId,
+        smoothSample(this.index.getSample(from, nodeId), rttMs, nowMs, this.options.latency),
+      );
       accepted += 1;
     }
     return accepted;
   }
 
-  async recordUsage(record: UsageRecord): Promise<void> {
+  async recordUsage(record: UsageRecord): Promise<boolean> {
     // Keyed by reservation: a Release retried after a lost answer is recorded once.
-    if (!this.usage.has(record.reservationId)) this.usage.set(record.reservationId, record);
+    if (this.usage.has(record.reservationId)) return false;
+    this.usage.set(record.reservationId, record);
+    return true;
   }
 
   /** Usage recorded so far, oldest first. */

@@ -1,0 +1,702 @@
+// The Store on etcd (DESIGN.md §5). etcd holds the registry, leases and what must survive a
+// restart; each replica routes from a watch-fed in-memory cache (RegistryIndex).
+//
+// Keys under the prefix (default /cpn/v1/), values JSON so that etcdctl shows them readably:
+//   nodes/<id>                spec, TTL, lease id          on the node's lease (unless permanent)
+//   load/<id>                 last flushed status          on the node's lease
+//   admin/<id>                {draining}                   no lease: an operator's drain outlives agents
+//   latency/<from>/<node>     smoothed RTT sample
+//   usage/<reservation id>    one usage record per Release (created once, whichever replica releases)
+//
+// Liveness belongs to etcd: a node's lease is renewed by its status reports (at most every TTL/3
+// per replica), and when it lapses etcd deletes the node's keys, which every replica's watch sees.
+// Status summaries reach etcd at most every statusFlushMs per node and only on a material change.
+// The cache relists when the watch is cancelled (e.g. after compaction), when a probe finds the
+// watch behind etcd (a silent stall), and periodically as a backstop.
+
+import { handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
+import {
+  ClientClosedError,
+  Etcd3,
+  GRPCCancelledError,
+  GRPCDeadlineExceededError,
+  GRPCUnavailableError,
+  type IKeyValue,
+  isRecoverableError,
+  type Watcher,
+} from 'etcd3';
+import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
+import type { LatLon, NodeRecord, NodeSpec, NodeStatus } from '../../core/model.js';
+import type { RoutingView } from '../../core/scheduler.js';
+import type { Logger } from '../../ops/log.js';
+import { RegistryIndex } from '../registry-index.js';
+import {
+  type Clock,
+  type LatencyReport,
+  type NodeFilter,
+  type RegisterOptions,
+  type StatusOutcome,
+  type Store,
+  StoreUnavailableError,
+  type UsageRecord,
+} from '../store.js';
+
+export interface EtcdTls {
+  readonly ca: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+}
+
+export interface EtcdStoreOptions {
+  readonly endpoints: readonly string[];
+  readonly prefix?: string;
+  readonly tls?: EtcdTls;
+  /** Deadline of every unary etcd call. */
+  readonly callTimeoutMs?: number;
+  /** A node's status reaches etcd at most this often (and only on a material change). */
+  readonly statusFlushMs?: number;
+  /** How often a probe checks that the watch is not behind etcd. */
+  readonly probeIntervalMs?: number;
+  /** Full relist as a backstop against anything the watch missed. */
+  readonly relistIntervalMs?: number;
+  readonly clock?: Clock;
+  readonly latency: Pick<LatencyModel, 'sampleSmoothing' | 'sampleMaxAgeMs'>;
+  readonly regionCentroids?: ReadonlyMap<string, LatLon>;
+  readonly logger: Logger;
+}
+
+interface NodeDoc {
+  readonly spec: NodeSpec;
+  readonly ttlS: number;
+  readonly permanent: boolean;
+  readonly registeredAtMs: number;
+  /** etcd lease id (decimal string); "0" for permanent nodes. */
+  readonly leaseId: string;
+}
+
+interface LoadDoc {
+  readonly status: NodeStatus;
+  readonly statusAtMs: number;
+}
+
+interface AdminDoc {
+  readonly draining: boolean;
+}
+
+export interface EtcdStoreStats {
+  /** Puts, deletes and transactions sent to etcd. */
+  writes: number;
+  statusReports: number;
+  statusFlushes: number;
+  keepalives: number;
+  relists: number;
+}
+
+const KINDS = ['nodes', 'load', 'admin', 'latency', 'usage'] as const;
+type Kind = (typeof KINDS)[number];
+
+/** Errors that mean etcd could not be reached in time, as opposed to a refused request. */
+function isUnreachable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  return (
+    isRecoverableError(error) ||
+    isBrokenCircuitError(error) ||
+    error instanceof GRPCDeadlineExceededError ||
+    error instanceof GRPCUnavailableError ||
+    error instanceof GRPCCancelledError ||
+    error instanceof ClientClosedError ||
+    error instanceof KeepaliveTimeout
+  );
+}
+
+class KeepaliveTimeout extends Error {}
+
+/** The first key after every key starting with `prefix`. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i -= 1) {
+    if ((end[i] as number) < 0xff) {
+      end[i] = (end[i] as number) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+export class EtcdStore implements Store {
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly clock: Clock;
+  private readonly callTimeoutMs: number;
+  private readonly statusFlushMs: number;
+  private readonly index = new RegistryIndex();
+  private readonly nodeDocs = new Map<string, NodeDoc>();
+  private readonly loadDocs = new Map<string, LoadDoc>();
+  private readonly adminDocs = new Map<string, AdminDoc>();
+  /** Last mod revision applied per key, so that a late watch event never undoes a newer write. */
+  private readonly revisions = new Map<string, number>();
+  /** Last status this replica wrote to etcd, per node. */
+  private readonly flushed = new Map<string, LoadDoc>();
+  private readonly keptAliveAtMs = new Map<string, number>();
+  private watcher: Watcher | undefined;
+  /** Highest revision the cache has seen from a list or the watch. */
+  private seenRevision = 0;
+  private probe: { revision: number; atMs: number } | undefined;
+  private lastConfirmedMs: number;
+  private unreachableSinceMs: number | undefined;
+  private resyncing: Promise<void> | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private closed = false;
+  readonly stats: EtcdStoreStats = {
+    writes: 0,
+    statusReports: 0,
+    statusFlushes: 0,
+    keepalives: 0,
+    relists: 0,
+  };
+  readonly view: RoutingView = this.index.view;
+
+  private constructor(private readonly options: EtcdStoreOptions) {
+    this.prefix = options.prefix ?? '/cpn/v1/';
+    this.clock = options.clock ?? Date.now;
+    this.callTimeoutMs = options.callTimeoutMs ?? 2000;
+    this.statusFlushMs = options.statusFlushMs ?? 2000;
+    this.lastConfirmedMs = this.clock();
+    const callTimeoutMs = this.callTimeoutMs;
+    this.client = new Etcd3({
+      hosts: [...options.endpoints],
+      credentials: options.tls
+        ? { rootCertificate: options.tls.ca, privateKey: options.tls.key, certChain: options.tls.cert }
+        : undefined,
+      dialTimeout: callTimeoutMs,
+      // Unary calls get a deadline; streams (watch, keepalive) must not.
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+      // One retry on another host, not three: writes must fail fast when etcd is gone.
+      faultHandling: { global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }) },
+    });
+  }
+
+  /** Connects, loads the registry and starts watching. Fails if etcd cannot be reached. */
+  static async open(options: EtcdStoreOptions): Promise<EtcdStore> {
+    const store = new EtcdStore(options);
+    try {
+      await store.resync();
+    } catch (error) {
+      store.client.close();
+      throw error;
+    }
+    store.every(options.probeIntervalMs ?? 2000, () => store.probeWatch());
+    store.every(options.relistIntervalMs ?? 60_000, () => store.resync());
+    return store;
+  }
+
+  /** Milliseconds since the cache last confirmed it is current with etcd. */
+  stalenessMs(): number {
+    return Math.max(0, this.clock() - this.lastConfirmedMs);
+  }
+
+  /** When etcd became unreachable, if it is now. */
+  unreachableSince(): number | undefined {
+    return this.unreachableSinceMs;
+  }
+
+  async registerNode(
+    spec: NodeSpec,
+    options: RegisterOptions,
+  ): Promise<{ node: NodeRecord; created: boolean }> {
+    const previous = this.nodeDocs.get(spec.id) ?? (await this.fetchDoc<NodeDoc>('nodes', spec.id));
+    const leaseId = options.permanent
+      ? '0'
+      : (await this.call('grant a lease', () => this.client.leaseClient.leaseGrant({ TTL: options.ttlS })))
+          .ID;
+    const doc: NodeDoc = {
+      spec,
+      ttlS: options.ttlS,
+      permanent: options.permanent,
+      registeredAtMs: this.clock(),
+      leaseId,
+    };
+    const response = await this.call('register the node', () =>
+      this.client.kv.txn({
+        success: [
+          {
+            request_put: {
+              key: this.key('nodes', spec.id),
+              value: Buffer.from(JSON.stringify(doc)),
+              lease: leaseId,
+            },
+          },
+          { request_delete_range: { key: this.key('load', spec.id) } },
+        ],
+      }),
+    );
+    this.stats.writes += 1;
+    if (previous !== undefined && previous.leaseId !== '0' && previous.leaseId !== leaseId) {
+      await this.revoke(previous.leaseId);
+    }
+    const revision = Number(response.header.revision);
+    this.apply('nodes', spec.id, doc, revision);
+    this.apply('load', spec.id, undefined, revision);
+    this.keptAliveAtMs.set(spec.id, this.clock());
+    this.flushed.delete(spec.id);
+    return { node: this.index.get(spec.id) as NodeRecord, created: previous === undefined };
+  }
+
+  async reportStatus(status: NodeStatus): Promise<StatusOutcome> {
+    this.stats.statusReports += 1;
+    const doc = this.nodeDocs.get(status.nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', status.nodeId));
+    if (doc === undefined) return { kind: 'unknown_node' };
+    const nowMs = this.clock();
+    if (!doc.permanent && nowMs - (this.keptAliveAtMs.get(status.nodeId) ?? 0) >= (doc.ttlS * 1000) / 3) {
+      const ttl = await this.keepAlive(doc.leaseId);
+      if (ttl !== undefined && ttl <= 0) {
+        this.forget(status.nodeId);
+        return { kind: 'expired', expiredAtMs: nowMs };
+      }
+      // While etcd is unreachable the report still counts locally, and etcd refreshes every lease
+      // when it comes back, so a node that kept reporting is not expired by the outage.
+      if (ttl !== undefined) this.keptAliveAtMs.set(status.nodeId, nowMs);
+    }
+    const load: LoadDoc = { status, statusAtMs: nowMs };
+    this.loadDocs.set(status.nodeId, load);
+    this.rebuild(status.nodeId);
+    if (this.shouldFlush(doc, load)) {
+      try {
+        await this.call('flush the status', () =>
+          this.client.kv.put({
+            key: this.key('load', status.nodeId),
+            value: Buffer.from(JSON.stringify(load)),
+            lease: doc.leaseId,
+          }),
+        );
+        this.stats.writes += 1;
+        this.stats.statusFlushes += 1;
+        this.flushed.set(status.nodeId, load);
+      } catch (error) {
+        if (!(error instanceof StoreUnavailableError)) throw error;
+      }
+    }
+    return { kind: 'accepted', node: this.index.get(status.nodeId) as NodeRecord };
+  }
+
+  async deregisterNode(nodeId: string): Promise<boolean> {
+    const doc = this.nodeDocs.get(nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', nodeId));
+    if (doc === undefined) return false;
+    const response = await this.call('deregister the node', () =>
+      this.client.kv.txn({
+        success: (['nodes', 'load', 'admin'] as const).map((kind) => ({
+          request_delete_range: { key: this.key(kind, nodeId) },
+        })),
+      }),
+    );
+    this.stats.writes += 1;
+    if (doc.leaseId !== '0') await this.revoke(doc.leaseId);
+    const revision = Number(response.header.revision);
+    for (const kind of ['nodes', 'load', 'admin'] as const) this.apply(kind, nodeId, undefined, revision);
+    return true;
+  }
+
+  async setDraining(nodeId: string, draining: boolean): Promise<NodeRecord | undefined> {
+    const doc = this.nodeDocs.get(nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', nodeId));
+    if (doc === undefined) return undefined;
+    const key = this.key('admin', nodeId);
+    const response = await this.call(draining ? 'drain the node' : 'undrain the node', async () =>
+      draining
+        ? await this.client.kv.put({ key, value: Buffer.from(JSON.stringify({ draining: true })) })
+        : await this.client.kv.deleteRange({ key }),
+    );
+    this.stats.writes += 1;
+    this.apply('admin', nodeId, draining ? { draining: true } : undefined, Number(response.header.revision));
+    return this.index.get(nodeId);
+  }
+
+  getNode(nodeId: string): NodeRecord | undefined {
+    return this.index.get(nodeId);
+  }
+
+  listNodes(filter: NodeFilter): NodeRecord[] {
+    return this.index.list(filter);
+  }
+
+  async reportLatency(reports: readonly LatencyReport[]): Promise<number> {
+    const nowMs = this.clock();
+    const puts: { from: string; nodeId: string; sample: LatencySample }[] = [];
+    for (const { from, nodeId, rttMs } of reports) {
+      if (this.index.get(nodeId) === undefined) continue;
+      const sample = smoothSample(this.index.getSample(from, nodeId), rttMs, nowMs, this.options.latency);
+      this.index.setSample(from, nodeId, sample);
+      puts.push({ from, nodeId, sample });
+    }
+    // etcd allows 128 operations per transaction.
+    for (let start = 0; start < puts.length; start += 100) {
+      const batch = puts.slice(start, start + 100);
+      const response = await this.call('store latency samples', () =>
+        this.client.kv.txn({
+          success: batch.map(({ from, nodeId, sample }) => ({
+            request_put: {
+              key: this.key('latency', `${from}/${nodeId}`),
+              value: Buffer.from(JSON.stringify(sample)),
+            },
+          })),
+        }),
+      );
+      this.stats.writes += 1;
+      // Record the revision, so that the watch echo of an earlier put cannot undo this one.
+      const revision = Number(response.header.revision);
+      for (const { from, nodeId, sample } of batch)
+        this.apply('latency', `${from}/${nodeId}`, sample, revision);
+    }
+    return puts.length;
+  }
+
+  async recordUsage(record: UsageRecord): Promise<boolean> {
+    const key = this.key('usage', record.reservationId);
+    const response = await this.call('record usage', () =>
+      this.client.kv.txn({
+        compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [{ request_put: { key, value: Buffer.from(JSON.stringify(record)) } }],
+      }),
+    );
+    this.stats.writes += 1;
+    return response.succeeded;
+  }
+
+  /** Usage records in etcd, oldest reservation first (read straight from etcd). */
+  async usageRecords(): Promise<UsageRecord[]> {
+    const start = Buffer.from(this.key('usage', ''));
+    const response = await this.call('read usage', () =>
+      this.client.kv.range({ key: start, range_end: prefixEnd(start) }),
+    );
+    return response.kvs
+      .sort((a, b) => Number(a.create_revision) - Number(b.create_revision))
+      .map((kv) => JSON.parse(kv.value.toString()) as UsageRecord);
+  }
+
+  regionCentroids(): ReadonlyMap<string, LatLon> {
+    return this.options.regionCentroids ?? new Map();
+  }
+
+  async sweep(_graceMs: number): Promise<{ removedNodes: string[]; removedSamples: number }> {
+    // Nodes expire with their leases; only stale latency samples need removing.
+    const nowMs = this.clock();
+    const stale = [...this.index.allSamples()].filter(
+      ([, , sample]) => nowMs - sample.updatedAtMs > this.options.latency.sampleMaxAgeMs,
+    );
+    for (let start = 0; start < stale.length; start += 100) {
+      const batch = stale.slice(start, start + 100);
+      await this.call('remove stale latency samples', () =>
+        this.client.kv.txn({
+          success: batch.map(([from, nodeId]) => ({
+            request_delete_range: { key: this.key('latency', `${from}/${nodeId}`) },
+          })),
+        }),
+      );
+      this.stats.writes += 1;
+      for (const [from, nodeId] of batch) this.index.deleteSample(from, nodeId);
+    }
+    return { removedNodes: [], removedSamples: stale.length };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const timer of this.timers) clearInterval(timer);
+    await this.watcher?.cancel().catch(() => undefined);
+    this.client.close();
+  }
+
+  // ---- cache maintenance ------------------------------------------------------------------
+
+  /** Lists everything under the prefix at revision R and watches from R + 1. Idempotent while running. */
+  resync(): Promise<void> {
+    this.resyncing ??= this.doResync().finally(() => {
+      this.resyncing = undefined;
+    });
+    return this.resyncing;
+  }
+
+  private async doResync(): Promise<void> {
+    const start = Buffer.from(this.prefix);
+    const listedAtMs = this.clock();
+    const response = await this.call('list the registry', () =>
+      this.client.kv.range({ key: start, range_end: prefixEnd(start) }),
+    );
+    const revision = Number(response.header.revision);
+    this.stats.relists += 1;
+    const before = new Set(this.nodeDocs.keys());
+    this.nodeDocs.clear();
+    this.adminDocs.clear();
+    this.revisions.clear();
+    this.index.clear();
+    const localLoads = new Map(this.loadDocs);
+    this.loadDocs.clear();
+    for (const kv of response.kvs) this.applyKeyValue(kv, false);
+    // A status this replica received but did not flush is newer than what etcd has.
+    for (const [nodeId, load] of localLoads) {
+      const listed = this.loadDocs.get(nodeId);
+      if (this.nodeDocs.has(nodeId) && (listed === undefined || listed.statusAtMs < load.statusAtMs)) {
+        this.loadDocs.set(nodeId, load);
+      }
+    }
+    for (const nodeId of new Set([...before, ...this.nodeDocs.keys()])) this.rebuild(nodeId);
+    this.seenRevision = Math.max(this.seenRevision, revision);
+    this.confirm(listedAtMs);
+    await this.watchFrom(revision + 1);
+  }
+
+  private async watchFrom(revision: number): Promise<void> {
+    const previous = this.watcher;
+    this.watcher = undefined;
+    await previous?.cancel().catch(() => undefined);
+    if (this.closed) return;
+    const watcher = await this.client.watch().prefix(this.prefix).startRevision(String(revision)).create();
+    watcher.on('put', (kv) => this.applyKeyValue(kv, false));
+    watcher.on('delete', (kv) => this.applyKeyValue(kv, true));
+    watcher.on('data', (response) => {
+      this.seenRevision = Math.max(this.seenRevision, Number(response.header.revision));
+    });
+    watcher.on('error', (error) => {
+      // Cancelled by etcd, e.g. because the revision was compacted: start over from a fresh list.
+      this.options.logger.warn('etcd watch cancelled; relisting', { err: error.message });
+      if (this.watcher === watcher) this.resync().catch(() => undefined);
+    });
+    this.watcher = watcher;
+  }
+
+  /**
+   * Detects a silent watch stall: the newest key under the prefix has a revision the watch has
+   * not delivered even one probe interval later. Also measures reachability and staleness.
+   */
+  private async probeWatch(): Promise<void> {
+    const start = Buffer.from(this.prefix);
+    const probedAtMs = this.clock();
+    const response = await this.call('probe the registry', () =>
+      this.client.kv.range({
+        key: start,
+        range_end: prefixEnd(start),
+        sort_target: 'Mod',
+        sort_order: 'Descend',
+        limit: 1,
+        keys_only: true,
+      }),
+    );
+    const newest = Number(response.kvs[0]?.mod_revision ?? 0);
+    if (this.seenRevision >= newest) {
+      this.confirm(probedAtMs);
+      this.probe = undefined;
+      return;
+    }
+    if (this.probe !== undefined && this.seenRevision < this.probe.revision) {
+      this.options.logger.warn('etcd watch is behind; relisting', { seen: this.seenRevision, newest });
+      this.probe = undefined;
+      await this.resync();
+      return;
+    }
+    this.probe ??= { revision: newest, atMs: probedAtMs };
+  }
+
+  private confirm(atMs: number): void {
+    this.lastConfirmedMs = Math.max(this.lastConfirmedMs, atMs);
+  }
+
+  private applyKeyValue(kv: IKeyValue, deleted: boolean): void {
+    const parsed = this.parseKey(kv.key.toString());
+    if (parsed === undefined) return;
+    const revision = Number(kv.mod_revision);
+    this.seenRevision = Math.max(this.seenRevision, revision);
+    let value: unknown;
+    if (!deleted) {
+      try {
+        value = JSON.parse(kv.value.toString());
+      } catch {
+        this.options.logger.warn('ignoring an unreadable etcd value', { key: kv.key.toString() });
+        return;
+      }
+    }
+    this.apply(parsed.kind, parsed.id, value, revision);
+  }
+
+  private apply(kind: Kind, id: string, value: unknown, revision: number): void {
+    const key = `${kind}/${id}`;
+    if ((this.revisions.get(key) ?? 0) > revision) return;
+    this.revisions.set(key, revision);
+    switch (kind) {
+      case 'nodes':
+        if (value === undefined) this.forget(id);
+        else this.nodeDocs.set(id, value as NodeDoc);
+        break;
+      case 'load': {
+        const load = value as LoadDoc | undefined;
+        const current = this.loadDocs.get(id);
+        if (load === undefined) this.loadDocs.delete(id);
+        else if (current === undefined || current.statusAtMs <= load.statusAtMs) this.loadDocs.set(id, load);
+        break;
+      }
+      case 'admin':
+        if (value === undefined) this.adminDocs.delete(id);
+        else this.adminDocs.set(id, value as AdminDoc);
+        break;
+      case 'latency': {
+        const slash = id.lastIndexOf('/');
+        const from = id.slice(0, slash);
+        const nodeId = id.slice(slash + 1);
+        if (value === undefined) this.index.deleteSample(from, nodeId);
+        else this.index.setSample(from, nodeId, value as LatencySample);
+        return;
+      }
+      case 'usage':
+        return;
+    }
+    this.rebuild(id);
+  }
+
+  /** Recomposes the cached record of a node from its nodes/, load/ and admin/ documents. */
+  private rebuild(nodeId: string): void {
+    const doc = this.nodeDocs.get(nodeId);
+    if (doc === undefined) {
+      this.index.remove(nodeId);
+      return;
+    }
+    const load = this.loadDocs.get(nodeId);
+    this.index.put({
+      spec: doc.spec,
+      ttlS: doc.ttlS,
+      permanent: doc.permanent,
+      registeredAtMs: doc.registeredAtMs,
+      lastSeenMs: Math.max(doc.registeredAtMs, load?.statusAtMs ?? 0),
+      // The lease decides: while the key exists the node is not expired.
+      expiresAtMs: Number.POSITIVE_INFINITY,
+      status: load?.status,
+      statusAtMs: load?.statusAtMs,
+      draining: this.adminDocs.get(nodeId)?.draining ?? false,
+    });
+  }
+
+  private forget(nodeId: string): void {
+    this.nodeDocs.delete(nodeId);
+    this.loadDocs.delete(nodeId);
+    this.flushed.delete(nodeId);
+    this.keptAliveAtMs.delete(nodeId);
+    this.index.remove(nodeId);
+  }
+
+  /**
+   * Flush when the last flush is old enough and something an operator or router would act on
+   * changed: health, the models reported, a model's load by at least a tenth of its capacity
+   * (and at least 1), or GPU or KV-cache utilisation by 0.1.
+   */
+  private shouldFlush(doc: NodeDoc, load: LoadDoc): boolean {
+    const last = this.flushed.get(doc.spec.id);
+    if (last === undefined) return true;
+    if (load.statusAtMs - last.statusAtMs < this.statusFlushMs) return false;
+    const a = last.status;
+    const b = load.status;
+    if (a.healthy !== b.healthy || a.load.length !== b.load.length) return true;
+    if (Math.abs(a.gpuUtilization - b.gpuUtilization) >= 0.1) return true;
+    if (Math.abs(a.kvCacheUtilization - b.kvCacheUtilization) >= 0.1) return true;
+    return b.load.some((entry) => {
+      const before = a.load.find((x) => x.model === entry.model);
+      if (before === undefined) return true;
+      const offer = doc.spec.models.find((x) => x.model === entry.model);
+      const capacity = offer === undefined ? 10 : offer.maxConcurrency + offer.maxQueue;
+      const delta = Math.abs(entry.active + entry.queued - before.active - before.queued);
+      return delta >= Math.max(1, capacity / 10);
+    });
+  }
+
+  // ---- etcd calls -------------------------------------------------------------------------
+
+  private key(kind: Kind, id: string): Buffer {
+    return Buffer.from(`${this.prefix}${kind}/${id}`);
+  }
+
+  private parseKey(key: string): { kind: Kind; id: string } | undefined {
+    if (!key.startsWith(this.prefix)) return undefined;
+    const rest = key.slice(this.prefix.length);
+    const slash = rest.indexOf('/');
+    const kind = rest.slice(0, slash) as Kind;
+    if (slash < 0 || !KINDS.includes(kind)) return undefined;
+    return { kind, id: rest.slice(slash + 1) };
+  }
+
+  private async fetchDoc<T>(kind: Kind, id: string): Promise<T | undefined> {
+    const response = await this.call('read the registry', () =>
+      this.client.kv.range({ key: this.key(kind, id) }),
+    );
+    const kv = response.kvs[0];
+    return kv === undefined ? undefined : (JSON.parse(kv.value.toString()) as T);
+  }
+
+  /** Renews a lease once; returns its remaining TTL (≤ 0: expired), or undefined if etcd is unreachable. */
+  private async keepAlive(leaseId: string): Promise<number | undefined> {
+    try {
+      const response = await this.call('renew the node lease', async () => {
+        const stream = await this.client.leaseClient.leaseKeepAlive();
+        try {
+          return await new Promise<{ TTL: string }>((resolve, reject) => {
+            const timer = setTimeout(
+              () => reject(new KeepaliveTimeout('keepalive timed out')),
+              this.callTimeoutMs,
+            );
+            stream.on('data', (data: { TTL: string }) => {
+              clearTimeout(timer);
+              resolve(data);
+            });
+            stream.on('error', (error: Error) => {
+              clearTimeout(timer);
+              reject(error);
+            });
+            stream.write({ ID: leaseId });
+          });
+        } finally {
+          stream.end();
+        }
+      });
+      this.stats.keepalives += 1;
+      return Number(response.TTL);
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) return undefined;
+      throw error;
+    }
+  }
+
+  private async revoke(leaseId: string): Promise<void> {
+    try {
+      await this.client.leaseClient.leaseRevoke({ ID: leaseId });
+    } catch {
+      // Already expired or revoked: nothing is attached to it any more.
+    }
+  }
+
+  /** Runs an etcd call; any failure to reach etcd becomes StoreUnavailableError. */
+  private async call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      const result = await run();
+      if (this.unreachableSinceMs !== undefined) {
+        this.options.logger.info('etcd reachable again', {
+          unreachableForMs: this.clock() - this.unreachableSinceMs,
+        });
+        this.unreachableSinceMs = undefined;
+      }
+      return result;
+    } catch (error) {
+      if (!isUnreachable(error)) throw error;
+      const message = (error as Error).message ?? String(error);
+      if (this.unreachableSinceMs === undefined) {
+        this.unreachableSinceMs = this.clock();
+        this.options.logger.warn('etcd unreachable', { err: message });
+      }
+      throw new StoreUnavailableError(
+        `etcd is unreachable (${this.options.endpoints.join(',')}): could not ${what}: ${message}`,
+        this.unreachableSinceMs,
+      );
+    }
+  }
+
+  private every(intervalMs: number, run: () => Promise<void>): void {
+    const timer = setInterval(() => {
+      run().catch(() => undefined);
+    }, intervalMs);
+    timer.unref();
+    this.timers.push(timer);
+  }
+}

@@ -1,0 +1,179 @@
+// The Store contract: one suite, run unchanged against every Store implementation
+// (test/unit/memory-store.test.ts, test/etcd/etcd-store.test.ts).
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type NodeRecord, type NodeSpec, nodeState } from '../../src/core/model.js';
+import type { Store, UsageRecord } from '../../src/store/store.js';
+import { offer, spec } from '../helpers/fixtures.js';
+
+export interface StoreHarness {
+  readonly store: Store;
+  /** The store's current time. */
+  now(): number;
+  /** Lets `ms` of the store's time pass (a fake clock moves; a real one is waited for). */
+  pass(ms: number): Promise<void>;
+  /** Resolves once `check` holds: at once for a synchronous store, within seconds for a distributed one. */
+  settle(check: () => boolean): Promise<void>;
+  /** Usage as the store persisted it. */
+  usage(): Promise<readonly UsageRecord[]>;
+  close(): Promise<void>;
+}
+
+const node = (id: string, overrides: Partial<NodeSpec> = {}): NodeSpec => ({ ...spec({ id }), ...overrides });
+const status = (nodeId: string, active: number, healthy = true) => ({
+  nodeId,
+  load: [{ model: 'm', active, queued: 0 }],
+  gpuUtilization: 0.5,
+  kvCacheUtilization: 0.25,
+  healthy,
+});
+
+export function storeContract(name: string, makeHarness: () => Promise<StoreHarness>): void {
+  describe(`Store contract: ${name}`, () => {
+    let h: StoreHarness;
+    beforeEach(async () => {
+      h = await makeHarness();
+    });
+    afterEach(async () => {
+      await h.close();
+    });
+    const ready = (record: NodeRecord | undefined) =>
+      record !== undefined && nodeState(record, h.now()) === 'READY';
+
+    it('registers, replaces and reads back a node', async () => {
+      const first = await h.store.registerNode(node('a'), { ttlS: 30, permanent: false });
+      expect(first.created).toBe(true);
+      expect(first.node.spec).toEqual(node('a'));
+      expect(ready(h.store.getNode('a'))).toBe(true);
+      const replaced = await h.store.registerNode(node('a', { endpoint: 'new:1' }), {
+        ttlS: 60,
+        permanent: false,
+      });
+      expect(replaced.created).toBe(false);
+      expect(h.store.getNode('a')?.spec.endpoint).toBe('new:1');
+      expect(h.store.getNode('a')?.ttlS).toBe(60);
+      expect(h.store.getNode('missing')).toBeUndefined();
+    });
+
+    it('lists by level, region and model, ordered by id', async () => {
+      await h.store.registerNode(node('c', { level: 'EDGE' }), { ttlS: 30, permanent: false });
+      await h.store.registerNode(node('a', { region: 'CN-SH' }), { ttlS: 30, permanent: false });
+      await h.store.registerNode(node('b', { models: [offer({ model: 'other' })] }), {
+        ttlS: 30,
+        permanent: true,
+      });
+      const ids = (nodes: NodeRecord[]) => nodes.map((n) => n.spec.id);
+      expect(ids(h.store.listNodes({}))).toEqual(['a', 'b', 'c']);
+      expect(ids(h.store.listNodes({ level: 'EDGE' }))).toEqual(['c']);
+      expect(ids(h.store.listNodes({ region: 'CN-SH' }))).toEqual(['a']);
+      expect(ids(h.store.listNodes({ model: 'm' }))).toEqual(['a', 'c']);
+      expect(ids(h.store.listNodes({ model: 'other', region: 'CN-GD' }))).toEqual(['b']);
+    });
+
+    it('groups each model’s nodes into price tiers and moves a node when its price changes', async () => {
+      const priced = (id: string, inputPerMtok: number) =>
+        node(id, { models: [offer({ price: { inputPerMtok } })] });
+      await h.store.registerNode(priced('a', 1), { ttlS: 30, permanent: false });
+      await h.store.registerNode(priced('b', 1), { ttlS: 30, permanent: false });
+      await h.store.registerNode(priced('c', 2), { ttlS: 30, permanent: false });
+      const tiers = () =>
+        [...h.store.view.priceTiers('m')]
+          .map((tier) => [tier.price.inputPerMtok, [...tier.nodes.keys()].sort()] as const)
+          .sort((x, y) => x[0] - y[0]);
+      expect(tiers()).toEqual([
+        [1, ['a', 'b']],
+        [2, ['c']],
+      ]);
+      await h.store.registerNode(priced('b', 2), { ttlS: 30, permanent: false });
+      expect(tiers()).toEqual([
+        [1, ['a']],
+        [2, ['b', 'c']],
+      ]);
+    });
+
+    it('accepts status from registered nodes only, and shows it', async () => {
+      expect((await h.store.reportStatus(status('ghost', 1))).kind).toBe('unknown_node');
+      await h.store.registerNode(node('a'), { ttlS: 30, permanent: false });
+      const outcome = await h.store.reportStatus(status('a', 3));
+      expect(outcome.kind).toBe('accepted');
+      const record = h.store.getNode('a');
+      expect(record?.status?.load).toEqual([{ model: 'm', active: 3, queued: 0 }]);
+      expect(record?.statusAtMs).toBeGreaterThanOrEqual(record?.registeredAtMs ?? Number.POSITIVE_INFINITY);
+      await h.store.reportStatus(status('a', 0, false));
+      expect(nodeState(h.store.getNode('a') as NodeRecord, h.now())).toBe('UNHEALTHY');
+    });
+
+    it('drains and undrains; a drain survives re-registration; unknown nodes are refused', async () => {
+      await h.store.registerNode(node('a'), { ttlS: 30, permanent: false });
+      expect((await h.store.setDraining('a', true))?.draining).toBe(true);
+      expect(nodeState(h.store.getNode('a') as NodeRecord, h.now())).toBe('DRAINING');
+      await h.store.registerNode(node('a'), { ttlS: 30, permanent: false });
+      expect(h.store.getNode('a')?.draining).toBe(true);
+      expect((await h.store.setDraining('a', false))?.draining).toBe(false);
+      expect(await h.store.setDraining('missing', true)).toBeUndefined();
+    });
+
+    it('deregisters once', async () => {
+      await h.store.registerNode(node('a'), { ttlS: 30, permanent: false });
+      expect(await h.store.deregisterNode('a')).toBe(true);
+      expect(h.store.getNode('a')).toBeUndefined();
+      expect(h.store.listNodes({})).toEqual([]);
+      expect([...h.store.view.priceTiers('m')]).toEqual([]);
+      expect(await h.store.deregisterNode('a')).toBe(false);
+    });
+
+    it('smooths latency samples for registered nodes and ignores unknown ones', async () => {
+      await h.store.registerNode(node('a'), { ttlS: 30, permanent: false });
+      expect(
+        await h.store.reportLatency([
+          { from: 'ap-1', nodeId: 'a', rttMs: 10 },
+          { from: 'ap-1', nodeId: 'ghost', rttMs: 1 },
+        ]),
+      ).toBe(1);
+      await h.store.reportLatency([{ from: 'ap-1', nodeId: 'a', rttMs: 20 }]);
+      const sample = h.store.view.samplesFrom('ap-1')?.get('a');
+      expect(sample?.count).toBe(2);
+      expect(sample?.rttMs).toBeGreaterThan(10);
+      expect(sample?.rttMs).toBeLessThan(20);
+      expect(h.store.view.samplesFrom('ap-1')?.get('ghost')).toBeUndefined();
+    });
+
+    it('records usage once per reservation', async () => {
+      const record: UsageRecord = {
+        reservationId: 'r-1',
+        tenant: 't',
+        nodeId: 'a',
+        level: 'EDGE',
+        region: 'CN-GD',
+        model: 'm',
+        usage: { inputTokens: 10, cachedInputTokens: 4, outputTokens: 7 },
+        success: true,
+        atMs: 1,
+      };
+      await h.store.recordUsage(record);
+      await h.store.recordUsage({
+        ...record,
+        usage: { inputTokens: 99, cachedInputTokens: 0, outputTokens: 0 },
+      });
+      await h.store.recordUsage({ ...record, reservationId: 'r-2' });
+      const usage = await h.usage();
+      expect(usage.map((u) => u.reservationId)).toEqual(['r-1', 'r-2']);
+      expect(usage[0]?.usage.inputTokens).toBe(10);
+    });
+
+    it('keeps a reporting node; a silent one stops being READY after its TTL; a permanent one stays', async () => {
+      await h.store.registerNode(node('talker'), { ttlS: 2, permanent: false });
+      await h.store.registerNode(node('silent'), { ttlS: 2, permanent: false });
+      await h.store.registerNode(node('static'), { ttlS: 0, permanent: true });
+      for (let i = 0; i < 8; i += 1) {
+        await h.pass(500);
+        expect((await h.store.reportStatus(status('talker', i))).kind).toBe('accepted');
+      }
+      await h.settle(() => !ready(h.store.getNode('silent')));
+      expect(ready(h.store.getNode('talker'))).toBe(true);
+      expect(ready(h.store.getNode('static'))).toBe(true);
+      const late = await h.store.reportStatus(status('silent', 1));
+      expect(['expired', 'unknown_node']).toContain(late.kind);
+    });
+  });
+}

@@ -1,0 +1,155 @@
+// The etcd store against a real etcd: the shared contract, then what only a distributed store has.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
+import { silentLogger } from '../../src/ops/log.js';
+import { EtcdStore } from '../../src/store/etcd/etcd-store.js';
+import { StoreUnavailableError } from '../../src/store/store.js';
+import { storeContract } from '../contract/store-contract.js';
+import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
+import { spec } from '../helpers/fixtures.js';
+
+let etcd: EtcdServer;
+let namespaces = 0;
+beforeAll(async () => {
+  etcd = await startEtcd();
+});
+afterAll(async () => {
+  await etcd?.destroy();
+});
+
+const open = (prefix: string, extra: Partial<Parameters<typeof EtcdStore.open>[0]> = {}) =>
+  EtcdStore.open({
+    endpoints: [etcd.endpoint],
+    prefix,
+    latency: DEFAULT_LATENCY_MODEL,
+    logger: silentLogger,
+    callTimeoutMs: 1000,
+    probeIntervalMs: 200,
+    ...extra,
+  });
+
+storeContract('etcd', async () => {
+  // Each test gets its own prefix on the shared etcd, so nothing leaks between them.
+  namespaces += 1;
+  const store = await open(`/cpn-test-${namespaces}/`);
+  return {
+    store,
+    now: () => Date.now(),
+    pass: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    settle: (check) => eventually(check, 10_000),
+    usage: () => store.usageRecords(),
+    close: () => store.close(),
+  };
+});
+
+describe('etcd store: replicas, watch, outages', () => {
+  it('a registration through one replica reaches another through the watch; so do drains and deregistrations', async () => {
+    const a = await open('/cpn-replicas/');
+    const b = await open('/cpn-replicas/');
+    try {
+      await a.registerNode(spec({ id: 'n1' }), { ttlS: 30, permanent: false });
+      await eventually(() => b.getNode('n1') !== undefined, 1000);
+      await b.setDraining('n1', true);
+      await eventually(() => a.getNode('n1')?.draining === true, 1000);
+      await a.reportStatus({
+        nodeId: 'n1',
+        load: [{ model: 'm', active: 2, queued: 1 }],
+        gpuUtilization: 0.5,
+        kvCacheUtilization: 0.1,
+        healthy: true,
+      });
+      await eventually(() => b.getNode('n1')?.status?.load[0]?.queued === 1, 1000);
+      await b.deregisterNode('n1');
+      await eventually(() => a.getNode('n1') === undefined, 1000);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('writes only material status changes to etcd, at most every statusFlushMs', async () => {
+    const store = await open('/cpn-flush/', { statusFlushMs: 60_000 });
+    try {
+      await store.registerNode(spec({ id: 'busy' }), { ttlS: 30, permanent: false });
+      for (let i = 0; i < 50; i += 1) {
+        await store.reportStatus({
+          nodeId: 'busy',
+          load: [{ model: 'm', active: i % 3, queued: 0 }],
+          gpuUtilization: 0.5,
+          kvCacheUtilization: 0.1,
+          healthy: true,
+        });
+      }
+      expect(store.stats.statusReports).toBe(50);
+      expect(store.stats.statusFlushes).toBe(1);
+      // The replica itself routes with the newest report.
+      expect(store.getNode('busy')?.status?.load[0]?.active).toBe(49 % 3);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('relists after a watch is cancelled by compaction and does not lose later writes', async () => {
+    const a = await open('/cpn-compact/');
+    const b = await open('/cpn-compact/');
+    try {
+      await a.registerNode(spec({ id: 'before' }), { ttlS: 30, permanent: false });
+      await eventually(() => b.getNode('before') !== undefined, 1000);
+      const relists = b.stats.relists;
+      // Force b's watch back to a compacted revision: compact everything, then make b re-watch from 1.
+      const { Etcd3 } = await import('etcd3');
+      const admin = new Etcd3({ hosts: etcd.endpoint });
+      const head = await admin.kv.range({ key: Buffer.from('/cpn-compact/') });
+      await admin.kv.compact({ revision: head.header.revision, physical: true });
+      admin.close();
+      await (b as unknown as { watchFrom(revision: number): Promise<void> }).watchFrom(1);
+      await a.registerNode(spec({ id: 'after' }), { ttlS: 30, permanent: false });
+      await eventually(() => b.getNode('after') !== undefined && b.stats.relists > relists, 5000);
+      expect(b.getNode('before')).toBeDefined();
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('serves from its cache while etcd is down, fails writes fast, and resyncs when it returns', async () => {
+    const local = await startEtcd();
+    const store = await EtcdStore.open({
+      endpoints: [local.endpoint],
+      latency: DEFAULT_LATENCY_MODEL,
+      logger: silentLogger,
+      callTimeoutMs: 1000,
+      probeIntervalMs: 200,
+    });
+    try {
+      await store.registerNode(spec({ id: 'kept' }), { ttlS: 30, permanent: false });
+      await local.stop();
+      expect(store.getNode('kept')).toBeDefined();
+      const started = Date.now();
+      await expect(
+        store.registerNode(spec({ id: 'during' }), { ttlS: 30, permanent: false }),
+      ).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(Date.now() - started).toBeLessThan(5000);
+      await eventually(() => store.unreachableSince() !== undefined && store.stalenessMs() > 400, 5000);
+      // A node that keeps reporting during the outage is accepted locally.
+      expect(
+        (
+          await store.reportStatus({
+            nodeId: 'kept',
+            load: [],
+            gpuUtilization: 0,
+            kvCacheUtilization: 0,
+            healthy: true,
+          })
+        ).kind,
+      ).toBe('accepted');
+      await local.start();
+      await eventually(() => store.stalenessMs() < 1000, 15_000);
+      await store.registerNode(spec({ id: 'after' }), { ttlS: 30, permanent: false });
+      expect(store.listNodes({}).map((n) => n.spec.id)).toEqual(['after', 'kept']);
+    } finally {
+      await store.close();
+      await local.destroy();
+    }
+  });
+});

@@ -1,0 +1,136 @@
+// Starts a real etcd (Debian's etcd-server) on free loopback ports with a temporary data dir.
+// Fails loudly, with the install command, when no etcd binary is found: etcd tests never skip.
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface EtcdServer {
+  readonly endpoint: string;
+  readonly dataDir: string;
+  /** Stops etcd (SIGTERM), keeping the data dir. */
+  stop(): Promise<void>;
+  /** Starts etcd again on the same ports and data dir. */
+  start(): Promise<void>;
+  /** Stops etcd and removes the data dir. */
+  destroy(): Promise<void>;
+}
+
+export function etcdBinary(): string {
+  const candidates = [process.env.CPN_ETCD_BIN, '/usr/bin/etcd', '/usr/local/bin/etcd'].filter(
+    Boolean,
+  ) as string[];
+  for (const candidate of candidates) {
+    try {
+      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  throw new Error(
+    'etcd tests need a real etcd binary and none was found. Install it with: apt-get update && apt-get install -y etcd-server (or set CPN_ETCD_BIN)',
+  );
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
+}
+
+export async function startEtcd(): Promise<EtcdServer> {
+  const binary = etcdBinary();
+  const dataDir = mkdtempSync(join(tmpdir(), 'cpn-etcd-'));
+  const clientPort = await freePort();
+  const peerPort = await freePort();
+  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const peer = `http://127.0.0.1:${peerPort}`;
+  let child: ChildProcess | undefined;
+  let log = '';
+
+  const start = () =>
+    new Promise<void>((resolve, reject) => {
+      log = '';
+      const proc = spawn(
+        binary,
+        [
+          '--name=cpn-test',
+          `--data-dir=${dataDir}`,
+          `--listen-client-urls=${endpoint}`,
+          `--advertise-client-urls=${endpoint}`,
+          `--listen-peer-urls=${peer}`,
+          `--initial-advertise-peer-urls=${peer}`,
+          `--initial-cluster=cpn-test=${peer}`,
+          '--logger=zap',
+          '--log-outputs=stderr',
+          '--auto-compaction-retention=0',
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      child = proc;
+      const timer = setTimeout(() => {
+        proc.kill('SIGKILL');
+        reject(new Error(`etcd did not become ready in 20 s:\n${log.slice(-2000)}`));
+      }, 20_000);
+      proc.stderr?.on('data', (chunk: Buffer) => {
+        log += chunk.toString();
+        if (log.includes('serving client traffic')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`etcd exited with ${code} before it was ready:\n${log.slice(-2000)}`));
+      });
+    });
+
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      const proc = child;
+      child = undefined;
+      if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) {
+        resolve();
+        return;
+      }
+      const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      proc.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      proc.kill('SIGTERM');
+    });
+
+  await start();
+  return {
+    endpoint,
+    dataDir,
+    stop,
+    start,
+    async destroy() {
+      await stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves once `check()` holds, polling every `everyMs`; fails after `timeoutMs`. */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  everyMs = 25,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
