@@ -1,19 +1,22 @@
 // The `cpn` command line: `serve` runs the control plane; `route`, `nodes`, `drain` talk to one.
 
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Metadata } from '@grpc/grpc-js';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
-import { LEVELS } from '../core/model.js';
-import { ListNodesResponse, type RegistryClient } from '../gen/cpn/v1/registry.js';
+import { type LatLon, LEVELS } from '../core/model.js';
+import { GetStoreStatusResponse, ListNodesResponse, type RegistryClient } from '../gen/cpn/v1/registry.js';
 import { RouteResponse, type SchedulerClient } from '../gen/cpn/v1/scheduler.js';
 import { Level } from '../gen/cpn/v1/types.js';
-import { createLogger, type LogLevel } from '../ops/log.js';
+import { createLogger, type Logger, type LogLevel } from '../ops/log.js';
 import { loadTopology } from '../ops/topology.js';
 import { ConfigError } from '../ops/yaml-config.js';
 import { startServer } from '../server/server.js';
 import { ROUTE_RESPONSE_TRAILER } from '../server/services.js';
+import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
+import type { Store } from '../store/store.js';
 import { CliError, call, connect } from './client.js';
 import { formatExplain, formatNodes, formatPlacementCard } from './format.js';
 
@@ -68,6 +71,79 @@ async function withClients<T>(
   }
 }
 
+interface StoreFlags {
+  store: 'memory' | 'etcd';
+  etcdEndpoints?: string;
+  etcdPrefix: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdTimeoutMs: number;
+  statusFlushMs: number;
+}
+
+async function openStore(
+  flags: StoreFlags,
+  regionCentroids: ReadonlyMap<string, LatLon> | undefined,
+  logger: Logger,
+): Promise<Store> {
+  if (flags.store === 'memory') {
+    return new MemoryStore({ clock: Date.now, latency: DEFAULT_LATENCY_MODEL, regionCentroids });
+  }
+  const endpoints = (flags.etcdEndpoints ?? '')
+    .split(',')
+    .map((endpoint) => endpoint.trim())
+    .filter(Boolean);
+  if (endpoints.length === 0) {
+    throw new CliError(
+      '--store etcd needs --etcd-endpoints (or CPN_ETCD_ENDPOINTS), e.g. http://127.0.0.1:2379',
+      2,
+    );
+  }
+  for (const endpoint of endpoints) {
+    if (!/^https?:\/\/[^/\s]+$/.test(endpoint)) {
+      throw new CliError(
+        `--etcd-endpoints: "${endpoint}" must look like http://host:port or https://host:port`,
+        2,
+      );
+    }
+  }
+  if ((flags.etcdCert === undefined) !== (flags.etcdKey === undefined)) {
+    throw new CliError('--etcd-cert and --etcd-key go together', 2);
+  }
+  const read = async (flag: string, file: string | undefined) => {
+    if (file === undefined) return undefined;
+    try {
+      return await readFile(file);
+    } catch (error) {
+      throw new CliError(`${flag} ${file}: ${(error as Error).message}`, 2);
+    }
+  };
+  const ca = await read('--etcd-ca', flags.etcdCa);
+  const tls =
+    ca === undefined && flags.etcdCert === undefined
+      ? undefined
+      : {
+          ca,
+          cert: await read('--etcd-cert', flags.etcdCert),
+          key: await read('--etcd-key', flags.etcdKey),
+        };
+  try {
+    return await EtcdStore.open({
+      endpoints,
+      prefix: flags.etcdPrefix,
+      tls,
+      callTimeoutMs: flags.etcdTimeoutMs,
+      statusFlushMs: flags.statusFlushMs,
+      latency: DEFAULT_LATENCY_MODEL,
+      regionCentroids,
+      logger,
+    });
+  } catch (error) {
+    throw new CliError(`cannot start on etcd: ${(error as Error).message}`);
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command('cpn')
     .description(
@@ -92,7 +168,43 @@ export function buildProgram(): Command {
         .env('CPN_HOST'),
     )
     .addOption(
-      new Option('--store <kind>', 'registry store').choices(['memory']).default('memory').env('CPN_STORE'),
+      new Option(
+        '--store <kind>',
+        'registry store: memory (embedded, not shared) or etcd (shared by replicas)',
+      )
+        .choices(['memory', 'etcd'])
+        .default('memory')
+        .env('CPN_STORE'),
+    )
+    .addOption(
+      new Option(
+        '--etcd-endpoints <urls>',
+        'comma-separated etcd client URLs, e.g. http://127.0.0.1:2379',
+      ).env('CPN_ETCD_ENDPOINTS'),
+    )
+    .addOption(
+      new Option('--etcd-prefix <prefix>', 'key prefix in etcd').default('/cpn/v1/').env('CPN_ETCD_PREFIX'),
+    )
+    .addOption(new Option('--etcd-ca <file>', 'CA certificate for etcd over TLS').env('CPN_ETCD_CA'))
+    .addOption(
+      new Option('--etcd-cert <file>', 'client certificate for etcd (with --etcd-key)').env('CPN_ETCD_CERT'),
+    )
+    .addOption(new Option('--etcd-key <file>', 'client key for etcd (with --etcd-cert)').env('CPN_ETCD_KEY'))
+    .addOption(
+      new Option(
+        '--etcd-timeout-ms <ms>',
+        'deadline of every etcd call; writes fail with UNAVAILABLE after it',
+      )
+        .default(2000)
+        .argParser(integer(100, 60_000)),
+    )
+    .addOption(
+      new Option(
+        '--status-flush-ms <ms>',
+        'a node status reaches etcd at most this often (and only on change)',
+      )
+        .default(2000)
+        .argParser(integer(0, 600_000)),
     )
     .option('--topology <file>', 'register the nodes of this topology YAML at start (as permanent nodes)')
     .option('--demo', `shorthand for --topology ${DEMO_TOPOLOGY.replace(/^.*simulations/, 'simulations')}`)
@@ -116,11 +228,7 @@ export function buildProgram(): Command {
       const logger = createLogger(opts.logLevel as LogLevel);
       const topologyFile: string | undefined = opts.topology ?? (opts.demo ? DEMO_TOPOLOGY : undefined);
       const topology = topologyFile === undefined ? undefined : await loadTopology(topologyFile);
-      const store = new MemoryStore({
-        clock: Date.now,
-        latency: DEFAULT_LATENCY_MODEL,
-        regionCentroids: topology?.regionCentroids,
-      });
+      const store = await openStore(opts, topology?.regionCentroids, logger);
       for (const spec of topology?.nodes ?? []) await store.registerNode(spec, { ttlS: 0, permanent: true });
       const server = await startServer({
         store,
@@ -152,7 +260,10 @@ export function buildProgram(): Command {
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           logger.info('shutting down', { signal, graceMs: opts.graceMs });
-          server.shutdown(opts.graceMs).then(resolve);
+          server
+            .shutdown(opts.graceMs)
+            .then(() => store.close())
+            .then(resolve);
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
@@ -286,6 +397,39 @@ export function buildProgram(): Command {
           opts.json
             ? `${JSON.stringify(ListNodesResponse.toJSON(response), null, 2)}\n`
             : `${formatNodes(response.nodes)}\n`,
+        );
+      });
+    });
+
+  program
+    .command('status')
+    .description("show the control plane's store: kind, reachability, cache staleness, node count")
+    .option('--json', 'print the GetStoreStatusResponse as JSON')
+    .addOption(serverOption())
+    .addOption(timeoutOption())
+    .action(async (opts) => {
+      await withClients(opts, async ({ registry, deadline }) => {
+        const response = await call(
+          registry,
+          registry.getStoreStatus,
+          {},
+          new Metadata(),
+          deadline,
+          opts.server,
+        );
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(GetStoreStatusResponse.toJSON(response), null, 2)}\n`);
+          return;
+        }
+        const since = response.unreachableSince ? ` since ${response.unreachableSince.toISOString()}` : '';
+        process.stdout.write(
+          [
+            `store      ${response.kind}`,
+            `reachable  ${response.reachable ? 'yes' : `NO${since}`}`,
+            `staleness  ${response.stalenessS.toFixed(1)} s`,
+            `nodes      ${response.nodes}`,
+            '',
+          ].join('\n'),
         );
       });
     });

@@ -81,6 +81,17 @@ export function registryService(plane: ControlPlane, log: EventSink): RegistrySe
     reportLatency: unary('ReportLatency', log, async (request) => ({
       accepted: await plane.store.reportLatency(toLatencyReports(request)),
     })),
+    getStoreStatus: unary('GetStoreStatus', log, async () => {
+      const health = plane.store.health();
+      return {
+        kind: health.kind,
+        reachable: health.reachable,
+        stalenessS: health.stalenessMs / 1000,
+        unreachableSince:
+          health.unreachableSinceMs === undefined ? undefined : new Date(health.unreachableSinceMs),
+        nodes: plane.store.listNodes({}).length,
+      };
+    }),
   };
 }
 

@@ -39,6 +39,14 @@ export interface UsageRecord {
   readonly atMs: number;
 }
 
+export interface StoreHealth {
+  readonly kind: 'memory' | 'etcd';
+  readonly reachable: boolean;
+  /** Milliseconds since the cache last confirmed it is current. */
+  readonly stalenessMs: number;
+  readonly unreachableSinceMs: number | undefined;
+}
+
 /** Result of a status report: accepted, or why not. */
 export type StatusOutcome =
   | { readonly kind: 'accepted'; readonly node: NodeRecord }
@@ -66,6 +74,8 @@ export interface Store {
   recordUsage(record: UsageRecord): Promise<boolean>;
   /** Where clients of a region are, for latency estimates when they give no coordinates. */
   regionCentroids(): ReadonlyMap<string, LatLon>;
+  /** How current this replica's view is. */
+  health(): StoreHealth;
   /** Synchronous view for the routing core. */
   readonly view: RoutingView;
   /** Removes nodes that have been DOWN for longer than `graceMs` and stale latency samples. */

@@ -112,6 +112,26 @@ describe('etcd store: replicas, watch, outages', () => {
     }
   });
 
+  it('recovers from a lost lease: the node leaves the cache, its agent is told to register again, and can', async () => {
+    const store = await open('/cpn-lost-lease/');
+    const { Etcd3 } = await import('etcd3');
+    const admin = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      await store.registerNode(spec({ id: 'n1' }), { ttlS: 30, permanent: false });
+      const stored = await admin.get('/cpn-lost-lease/nodes/n1').json();
+      await admin.leaseClient.leaseRevoke({ ID: (stored as { leaseId: string }).leaseId });
+      await eventually(() => store.getNode('n1') === undefined, 2000);
+      const report = { nodeId: 'n1', load: [], gpuUtilization: 0, kvCacheUtilization: 0, healthy: true };
+      expect(['unknown_node', 'expired']).toContain((await store.reportStatus(report)).kind);
+      await store.registerNode(spec({ id: 'n1' }), { ttlS: 30, permanent: false });
+      expect((await store.reportStatus(report)).kind).toBe('accepted');
+      expect(store.getNode('n1')).toBeDefined();
+    } finally {
+      admin.close();
+      await store.close();
+    }
+  });
+
   it('serves from its cache while etcd is down, fails writes fast, and resyncs when it returns', async () => {
     const local = await startEtcd();
     const store = await EtcdStore.open({

@@ -37,12 +37,14 @@ import {
   type RegisterOptions,
   type StatusOutcome,
   type Store,
+  type StoreHealth,
   StoreUnavailableError,
   type UsageRecord,
 } from '../store.js';
 
 export interface EtcdTls {
-  readonly ca: Buffer;
+  /** Absent: the system's root certificates. */
+  readonly ca?: Buffer;
   readonly cert?: Buffer;
   readonly key?: Buffer;
 }
@@ -166,7 +168,11 @@ export class EtcdStore implements Store {
     this.client = new Etcd3({
       hosts: [...options.endpoints],
       credentials: options.tls
-        ? { rootCertificate: options.tls.ca, privateKey: options.tls.key, certChain: options.tls.cert }
+        ? {
+            rootCertificate: options.tls.ca as Buffer,
+            privateKey: options.tls.key,
+            certChain: options.tls.cert,
+          }
         : undefined,
       dialTimeout: callTimeoutMs,
       // Unary calls get a deadline; streams (watch, keepalive) must not.
@@ -198,6 +204,15 @@ export class EtcdStore implements Store {
   /** When etcd became unreachable, if it is now. */
   unreachableSince(): number | undefined {
     return this.unreachableSinceMs;
+  }
+
+  health(): StoreHealth {
+    return {
+      kind: 'etcd',
+      reachable: this.unreachableSinceMs === undefined,
+      stalenessMs: this.stalenessMs(),
+      unreachableSinceMs: this.unreachableSinceMs,
+    };
   }
 
   async registerNode(

@@ -18,6 +18,7 @@ import type {
   RegisterOptions,
   StatusOutcome,
   Store,
+  StoreHealth,
   UsageRecord,
 } from '../store.js';
 
@@ -119,6 +120,10 @@ export class MemoryStore implements Store {
   /** Usage recorded so far, oldest first. */
   usageRecords(): readonly UsageRecord[] {
     return [...this.usage.values()];
+  }
+
+  health(): StoreHealth {
+    return { kind: 'memory', reachable: true, stalenessMs: 0, unreachableSinceMs: undefined };
   }
 
   regionCentroids(): ReadonlyMap<string, LatLon> {

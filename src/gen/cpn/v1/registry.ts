@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Timestamp } from "../../google/protobuf/timestamp.js";
 import {
   Level,
   levelFromJSON,
@@ -106,6 +107,21 @@ export interface ReportLatencyRequest {
 
 export interface ReportLatencyResponse {
   accepted: number;
+}
+
+export interface GetStoreStatusRequest {
+}
+
+export interface GetStoreStatusResponse {
+  /** "memory" or "etcd". */
+  kind: string;
+  /** Whether the last call to the backing store succeeded. */
+  reachable: boolean;
+  /** Seconds since this replica's cache last confirmed it is current (0 for the memory store). */
+  stalenessS: number;
+  /** Set while the store is unreachable: since when. */
+  unreachableSince?: Date | undefined;
+  nodes: number;
 }
 
 function createBaseRegisterNodeRequest(): RegisterNodeRequest {
@@ -1201,6 +1217,199 @@ export const ReportLatencyResponse: MessageFns<ReportLatencyResponse> = {
   },
 };
 
+function createBaseGetStoreStatusRequest(): GetStoreStatusRequest {
+  return {};
+}
+
+export const GetStoreStatusRequest: MessageFns<GetStoreStatusRequest> = {
+  encode(_: GetStoreStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetStoreStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetStoreStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetStoreStatusRequest {
+    return {};
+  },
+
+  toJSON(_: GetStoreStatusRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetStoreStatusRequest>, I>>(base?: I): GetStoreStatusRequest {
+    return GetStoreStatusRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetStoreStatusRequest>, I>>(_: I): GetStoreStatusRequest {
+    const message = createBaseGetStoreStatusRequest();
+    return message;
+  },
+};
+
+function createBaseGetStoreStatusResponse(): GetStoreStatusResponse {
+  return { kind: "", reachable: false, stalenessS: 0, unreachableSince: undefined, nodes: 0 };
+}
+
+export const GetStoreStatusResponse: MessageFns<GetStoreStatusResponse> = {
+  encode(message: GetStoreStatusResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.reachable !== false) {
+      writer.uint32(16).bool(message.reachable);
+    }
+    if (message.stalenessS !== 0) {
+      writer.uint32(25).double(message.stalenessS);
+    }
+    if (message.unreachableSince !== undefined) {
+      Timestamp.encode(toTimestamp(message.unreachableSince), writer.uint32(34).fork()).join();
+    }
+    if (message.nodes !== 0) {
+      writer.uint32(40).uint32(message.nodes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetStoreStatusResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetStoreStatusResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.reachable = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.stalenessS = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.unreachableSince = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.nodes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetStoreStatusResponse {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      reachable: isSet(object.reachable) ? globalThis.Boolean(object.reachable) : false,
+      stalenessS: isSet(object.stalenessS)
+        ? globalThis.Number(object.stalenessS)
+        : isSet(object.staleness_s)
+        ? globalThis.Number(object.staleness_s)
+        : 0,
+      unreachableSince: isSet(object.unreachableSince)
+        ? fromJsonTimestamp(object.unreachableSince)
+        : isSet(object.unreachable_since)
+        ? fromJsonTimestamp(object.unreachable_since)
+        : undefined,
+      nodes: isSet(object.nodes) ? globalThis.Number(object.nodes) : 0,
+    };
+  },
+
+  toJSON(message: GetStoreStatusResponse): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.reachable !== false) {
+      obj.reachable = message.reachable;
+    }
+    if (message.stalenessS !== 0) {
+      obj.stalenessS = floatToJson(message.stalenessS);
+    }
+    if (message.unreachableSince !== undefined) {
+      obj.unreachableSince = message.unreachableSince.toISOString();
+    }
+    if (message.nodes !== 0) {
+      obj.nodes = Math.round(message.nodes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetStoreStatusResponse>, I>>(base?: I): GetStoreStatusResponse {
+    return GetStoreStatusResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetStoreStatusResponse>, I>>(object: I): GetStoreStatusResponse {
+    const message = createBaseGetStoreStatusResponse();
+    message.kind = object.kind ?? "";
+    message.reachable = object.reachable ?? false;
+    message.stalenessS = object.stalenessS ?? 0;
+    message.unreachableSince = object.unreachableSince ?? undefined;
+    message.nodes = object.nodes ?? 0;
+    return message;
+  },
+};
+
 /** Registry: what nodes exist, their state, load and network latency. */
 export type RegistryService = typeof RegistryService;
 export const RegistryService = {
@@ -1277,6 +1486,18 @@ export const RegistryService = {
       Buffer.from(ReportLatencyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReportLatencyResponse => ReportLatencyResponse.decode(value),
   },
+  /** How current this replica's view of the registry is: the store, its reachability and staleness. */
+  getStoreStatus: {
+    path: "/cpn.v1.Registry/GetStoreStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetStoreStatusRequest): Buffer =>
+      Buffer.from(GetStoreStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetStoreStatusRequest => GetStoreStatusRequest.decode(value),
+    responseSerialize: (value: GetStoreStatusResponse): Buffer =>
+      Buffer.from(GetStoreStatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetStoreStatusResponse => GetStoreStatusResponse.decode(value),
+  },
 } as const;
 
 export interface RegistryServer extends UntypedServiceImplementation {
@@ -1292,6 +1513,8 @@ export interface RegistryServer extends UntypedServiceImplementation {
   listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
   /** Measured round-trip times from access points or regions to nodes; they override estimates. */
   reportLatency: handleUnaryCall<ReportLatencyRequest, ReportLatencyResponse>;
+  /** How current this replica's view of the registry is: the store, its reachability and staleness. */
+  getStoreStatus: handleUnaryCall<GetStoreStatusRequest, GetStoreStatusResponse>;
 }
 
 export interface RegistryClient extends Client {
@@ -1405,6 +1628,22 @@ export interface RegistryClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReportLatencyResponse) => void,
   ): ClientUnaryCall;
+  /** How current this replica's view of the registry is: the store, its reachability and staleness. */
+  getStoreStatus(
+    request: GetStoreStatusRequest,
+    callback: (error: ServiceError | null, response: GetStoreStatusResponse) => void,
+  ): ClientUnaryCall;
+  getStoreStatus(
+    request: GetStoreStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetStoreStatusResponse) => void,
+  ): ClientUnaryCall;
+  getStoreStatus(
+    request: GetStoreStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetStoreStatusResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const RegistryClient = makeGenericClientConstructor(RegistryService, "cpn.v1.Registry") as unknown as {
@@ -1428,6 +1667,28 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000);
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (t.seconds || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

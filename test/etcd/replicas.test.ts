@@ -1,0 +1,198 @@
+// Two `cpn serve --store etcd` processes on one real etcd, talked to over gRPC.
+import { credentials, status } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RegisterNodeRequest, RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import { type RouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
+import { Level, type NodeSpec } from '../../src/gen/cpn/v1/types.js';
+import { type ServeProcess, startServe } from '../helpers/cli.js';
+import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
+import { ok, rpc } from '../helpers/grpc.js';
+
+interface Replica {
+  readonly serve: ServeProcess;
+  readonly registry: RegistryClient;
+  readonly scheduler: SchedulerClient;
+}
+
+const nodeSpec = (id: string, inputPerMtok: number): NodeSpec => ({
+  id,
+  level: Level.LEVEL_PROVINCE,
+  region: 'CN-GD',
+  parentId: '',
+  endpoint: `${id}:8000`,
+  location: { lat: 23.1, lon: 113.3 },
+  gpus: [{ type: 'L20', count: 8, memoryGib: 48 }],
+  models: [
+    {
+      model: 'm',
+      maxConcurrency: 8,
+      maxQueue: 8,
+      prefillTokensPerS: 10_000,
+      decodeTokensPerS: 50,
+      price: { inputPerMtok, outputPerMtok: inputPerMtok * 4, cachedInputPerMtok: inputPerMtok / 10 },
+    },
+  ],
+  labels: {},
+});
+
+const routeRequest: RouteRequest = {
+  requestId: '',
+  tenant: 't',
+  model: 'm',
+  client: { region: 'CN-GD', accessPoint: '', location: undefined },
+  latencyBudgetMs: 1000,
+  inputTokens: 100,
+  cachedInputTokens: 0,
+  maxOutputTokens: 10,
+  allowedLevels: [],
+  allowedRegions: [],
+  allowDegraded: false,
+  explain: false,
+  maxFallbacks: 0,
+};
+
+describe('several replicas on one etcd', () => {
+  let etcd: EtcdServer;
+  let a: Replica;
+  let b: Replica;
+  const replica = async (): Promise<Replica> => {
+    const serve = await startServe([
+      '--store',
+      'etcd',
+      '--etcd-endpoints',
+      etcd.endpoint,
+      '--etcd-timeout-ms',
+      '1000',
+    ]);
+    return {
+      serve,
+      registry: new RegistryClient(serve.address, credentials.createInsecure()),
+      scheduler: new SchedulerClient(serve.address, credentials.createInsecure()),
+    };
+  };
+  const routedOn = async (r: Replica) => {
+    const outcome = await rpc(r.scheduler, r.scheduler.route, routeRequest);
+    return outcome.ok ? outcome.value.placement?.nodeId : `error ${outcome.error.code}`;
+  };
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+    a = await replica();
+    b = await replica();
+  });
+  afterAll(async () => {
+    for (const r of [a, b]) {
+      r?.registry.close();
+      r?.scheduler.close();
+      await r?.serve.stop('SIGKILL');
+    }
+    await etcd?.destroy();
+  });
+
+  it('a node registered through A is routable through B within a second', async () => {
+    const register: RegisterNodeRequest = { spec: nodeSpec('cheap', 1), ttlS: 60, permanent: false };
+    await ok(a.registry, a.registry.registerNode, register);
+    const registeredAt = Date.now();
+    await eventually(async () => (await routedOn(b)) === 'cheap', 1000, 20);
+    expect(Date.now() - registeredAt).toBeLessThan(1000);
+  });
+
+  it('a drain through B is honoured by A', async () => {
+    await ok(a.registry, a.registry.registerNode, { spec: nodeSpec('dear', 5), ttlS: 60, permanent: false });
+    await eventually(
+      async () =>
+        (await ok(b.registry, b.registry.listNodes, { level: 0, region: '', model: '' })).nodes.length === 2,
+      1000,
+      20,
+    );
+    await ok(b.registry, b.registry.drainNode, { nodeId: 'cheap', drain: true });
+    await eventually(async () => (await routedOn(a)) === 'dear', 1000, 20);
+    await ok(a.registry, a.registry.drainNode, { nodeId: 'cheap', drain: false });
+    await eventually(async () => (await routedOn(b)) === 'cheap', 1000, 20);
+  });
+
+  it('a node whose lease expires disappears from both replicas', async () => {
+    await ok(a.registry, a.registry.registerNode, {
+      spec: nodeSpec('ephemeral', 0.5),
+      ttlS: 2,
+      permanent: false,
+    });
+    await eventually(async () => (await routedOn(b)) === 'ephemeral', 1000, 20);
+    const gone = async (r: Replica) => {
+      const outcome = await rpc(r.registry, r.registry.getNode, { nodeId: 'ephemeral' });
+      return !outcome.ok && outcome.error.code === status.NOT_FOUND;
+    };
+    await eventually(async () => (await gone(a)) && (await gone(b)), 10_000, 100);
+    expect(await routedOn(a)).toBe('cheap');
+  });
+
+  it('B keeps serving after A is killed', async () => {
+    await a.serve.stop('SIGKILL');
+    expect(await routedOn(b)).toBe('cheap');
+    const status = await ok(b.registry, b.registry.getStoreStatus, {});
+    expect(status).toMatchObject({ kind: 'etcd', reachable: true });
+  });
+});
+
+describe('a replica while etcd is down', () => {
+  it('routes from its cache, reports staleness, fails writes fast with UNAVAILABLE, and recovers', async () => {
+    const etcd = await startEtcd();
+    const serve = await startServe([
+      '--store',
+      'etcd',
+      '--etcd-endpoints',
+      etcd.endpoint,
+      '--etcd-timeout-ms',
+      '1000',
+    ]);
+    const registry = new RegistryClient(serve.address, credentials.createInsecure());
+    const scheduler = new SchedulerClient(serve.address, credentials.createInsecure());
+    try {
+      await ok(registry, registry.registerNode, { spec: nodeSpec('before', 1), ttlS: 60, permanent: false });
+      await etcd.stop();
+
+      expect((await ok(scheduler, scheduler.route, routeRequest)).placement?.nodeId).toBe('before');
+      const started = Date.now();
+      const refused = await rpc(registry, registry.registerNode, {
+        spec: nodeSpec('during', 1),
+        ttlS: 60,
+        permanent: false,
+      });
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(refused.ok || [refused.error.code, refused.error.details]).toEqual([
+        status.UNAVAILABLE,
+        expect.stringContaining('etcd is unreachable'),
+      ]);
+      await eventually(
+        async () => {
+          const health = await ok(registry, registry.getStoreStatus, {});
+          return !health.reachable && health.stalenessS > 0.5 && health.unreachableSince !== undefined;
+        },
+        10_000,
+        100,
+      );
+
+      await etcd.start();
+      await eventually(
+        async () =>
+          (
+            await rpc(registry, registry.registerNode, {
+              spec: nodeSpec('after', 2),
+              ttlS: 60,
+              permanent: false,
+            })
+          ).ok,
+        20_000,
+        200,
+      );
+      const listed = await ok(registry, registry.listNodes, { level: 0, region: '', model: '' });
+      expect(listed.nodes.map((n) => n.spec?.id)).toEqual(['after', 'before']);
+      expect((await ok(registry, registry.getStoreStatus, {})).reachable).toBe(true);
+    } finally {
+      registry.close();
+      scheduler.close();
+      await serve.stop('SIGKILL');
+      await etcd.destroy();
+    }
+  });
+});
