@@ -94,6 +94,9 @@ export interface EtcdStoreStats {
   relists: number;
 }
 
+/** Keys per page when listing; a node document is a few kB at most. */
+const LIST_PAGE = 500;
+
 const KINDS = ['nodes', 'load', 'admin', 'latency', 'usage'] as const;
 type Kind = (typeof KINDS)[number];
 
@@ -175,6 +178,7 @@ export class EtcdStore implements Store {
           }
         : undefined,
       dialTimeout: callTimeoutMs,
+      grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
       // Unary calls get a deadline; streams (watch, keepalive) must not.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
       // One retry on another host, not three: writes must fail fast when etcd is gone.
@@ -430,12 +434,8 @@ export class EtcdStore implements Store {
   }
 
   private async doResync(): Promise<void> {
-    const start = Buffer.from(this.prefix);
     const listedAtMs = this.clock();
-    const response = await this.call('list the registry', () =>
-      this.client.kv.range({ key: start, range_end: prefixEnd(start) }),
-    );
-    const revision = Number(response.header.revision);
+    const { kvs, revision } = await this.listAll();
     this.stats.relists += 1;
     const before = new Set(this.nodeDocs.keys());
     this.nodeDocs.clear();
@@ -444,7 +444,7 @@ export class EtcdStore implements Store {
     this.index.clear();
     const localLoads = new Map(this.loadDocs);
     this.loadDocs.clear();
-    for (const kv of response.kvs) this.applyKeyValue(kv, false);
+    for (const kv of kvs) this.applyKeyValue(kv, false);
     // A status this replica received but did not flush is newer than what etcd has.
     for (const [nodeId, load] of localLoads) {
       const listed = this.loadDocs.get(nodeId);
@@ -456,6 +456,24 @@ export class EtcdStore implements Store {
     this.seenRevision = Math.max(this.seenRevision, revision);
     this.confirm(listedAtMs);
     await this.watchFrom(revision + 1);
+  }
+
+  /** Every key under the prefix at one revision, read in pages so no response grows unbounded. */
+  private async listAll(): Promise<{ kvs: IKeyValue[]; revision: number }> {
+    const end = prefixEnd(Buffer.from(this.prefix));
+    const kvs: IKeyValue[] = [];
+    let from = Buffer.from(this.prefix);
+    let revision: number | undefined;
+    for (;;) {
+      const page = await this.call('list the registry', () =>
+        this.client.kv.range({ key: from, range_end: end, limit: LIST_PAGE, revision: revision ?? 0 }),
+      );
+      revision ??= Number(page.header.revision);
+      kvs.push(...page.kvs);
+      const last = page.kvs[page.kvs.length - 1];
+      if (!page.more || last === undefined) return { kvs, revision };
+      from = Buffer.concat([last.key, Buffer.from([0])]);
+    }
   }
 
   private async watchFrom(revision: number): Promise<void> {
