@@ -1,6 +1,7 @@
 // Human-readable output for the CLI: tables and the placement card.
 
 import Table from 'cli-table3';
+import type { PricingPolicy } from '../gen/cpn/v1/registry.js';
 import {
   type ExplainEntry,
   LatencySource,
@@ -130,4 +131,18 @@ export function formatNodes(nodes: readonly Node[]): string {
     ]);
   }
   return `${out.toString()}\n${nodes.length} node${nodes.length === 1 ? '' : 's'}`;
+}
+
+export function describePolicy(policy: PricingPolicy | undefined): string {
+  if (policy === undefined || policy.rules.length === 0) return 'list prices';
+  const rules = policy.rules.map((rule) => {
+    const scope = [
+      rule.level === Level.LEVEL_UNSPECIFIED ? '' : levelName(rule.level),
+      rule.region,
+      rule.model,
+    ].filter(Boolean);
+    const window = rule.windowed ? ` ${rule.fromHour}:00-${rule.toHour}:00` : '';
+    return `×${rule.factor} ${scope.length > 0 ? scope.join('/') : 'all'}${window}`;
+  });
+  return `${rules.join('; ')} (UTC${policy.utcOffsetHours >= 0 ? '+' : ''}${policy.utcOffsetHours})`;
 }

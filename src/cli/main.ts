@@ -6,7 +6,12 @@ import { Metadata } from '@grpc/grpc-js';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
 import { type LatLon, LEVELS } from '../core/model.js';
-import { GetStoreStatusResponse, ListNodesResponse, type RegistryClient } from '../gen/cpn/v1/registry.js';
+import {
+  GetPricingResponse,
+  GetStoreStatusResponse,
+  ListNodesResponse,
+  type RegistryClient,
+} from '../gen/cpn/v1/registry.js';
 import { RouteResponse, type SchedulerClient } from '../gen/cpn/v1/scheduler.js';
 import { Level } from '../gen/cpn/v1/types.js';
 import { createLogger, type Logger, type LogLevel } from '../ops/log.js';
@@ -18,7 +23,8 @@ import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
 import type { Store } from '../store/store.js';
 import { CliError, call, connect } from './client.js';
-import { formatExplain, formatNodes, formatPlacementCard } from './format.js';
+import { describePolicy, formatExplain, formatNodes, formatPlacementCard } from './format.js';
+import { loadPricingPolicy } from './pricing-file.js';
 
 export const DEMO_TOPOLOGY = fileURLToPath(
   new URL('../../simulations/topologies/demo-national.yaml', import.meta.url),
@@ -431,6 +437,84 @@ export function buildProgram(): Command {
             '',
           ].join('\n'),
         );
+      });
+    });
+
+  const pricing = program
+    .command('pricing')
+    .description('time-of-use pricing: show the policy, schedule a change, cancel one');
+
+  pricing
+    .command('show')
+    .description('the policy in force now, the base policy, and scheduled changes')
+    .option('--json', 'print the GetPricingResponse as JSON')
+    .addOption(serverOption())
+    .addOption(timeoutOption())
+    .action(async (opts) => {
+      await withClients(opts, async ({ registry, deadline }) => {
+        const response = await call(registry, registry.getPricing, {}, new Metadata(), deadline, opts.server);
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(GetPricingResponse.toJSON(response), null, 2)}\n`);
+          return;
+        }
+        const lines = [
+          `in force now: ${describePolicy(response.effective)}`,
+          `base:         ${describePolicy(response.current)}`,
+        ];
+        for (const change of response.scheduled) {
+          lines.push(
+            `scheduled ${change.id} at ${change.at?.toISOString()}: ${describePolicy(change.policy)}`,
+          );
+        }
+        process.stdout.write(`${lines.join('\n')}\n`);
+      });
+    });
+
+  pricing
+    .command('schedule')
+    .description('schedule a pricing policy (YAML file) to take effect at a time on every replica')
+    .requiredOption(
+      '--file <policy.yaml>',
+      'the policy: utc_offset_hours and rules [{level, region, model, factor, window: "00-08"}]',
+    )
+    .requiredOption('--at <time>', 'ISO 8601 time, e.g. 2026-12-01T00:00:00+08:00, or "now"')
+    .addOption(serverOption())
+    .addOption(timeoutOption())
+    .addHelpText(
+      'after',
+      '\nExample policy (half price at western hubs from 00:00 to 08:00 China time):\n' +
+        '  utc_offset_hours: 8\n  rules:\n    - { level: CENTER, factor: 0.5, window: "00-08" }\n',
+    )
+    .action(async (opts) => {
+      const at = opts.at === 'now' ? new Date() : new Date(opts.at);
+      if (Number.isNaN(at.getTime()))
+        throw new CliError(`--at: "${opts.at}" is not an ISO 8601 time or "now"`, 2);
+      const policy = await loadPricingPolicy(opts.file);
+      await withClients(opts, async ({ registry, deadline }) => {
+        const response = await call(
+          registry,
+          registry.schedulePricing,
+          { at, policy },
+          new Metadata(),
+          deadline,
+          opts.server,
+        );
+        process.stdout.write(
+          `scheduled ${response.scheduled?.id} for ${response.scheduled?.at?.toISOString()}\n`,
+        );
+      });
+    });
+
+  pricing
+    .command('cancel')
+    .description('cancel a scheduled pricing change')
+    .argument('<id>', 'id printed by `cpn pricing schedule`')
+    .addOption(serverOption())
+    .addOption(timeoutOption())
+    .action(async (id: string, opts) => {
+      await withClients(opts, async ({ registry, deadline }) => {
+        await call(registry, registry.cancelPricing, { id }, new Metadata(), deadline, opts.server);
+        process.stdout.write(`cancelled ${id}\n`);
       });
     });
 

@@ -9,12 +9,12 @@ export interface RequestSize {
 }
 
 /**
- * Time-of-use pricing hook: `at` gives the factor applied to a node's list price at `nowMs`
+ * Time-of-use pricing hook: `at` gives the factor applied to a node's list price for a model at `nowMs`
  * (1 = list price). It must be pure, finite, and never below `floor`: the scheduler relies on the
  * floor to stop scanning price tiers early, so a wrong floor makes it miss cheaper nodes.
  */
 export interface PriceMultiplier {
-  at(node: NodeSpec, nowMs: number): number;
+  at(node: NodeSpec, model: string, nowMs: number): number;
   readonly floor: number;
 }
 

@@ -323,7 +323,7 @@ function estimateFor(
     queueMs: queue,
     prefillMs: prefill,
     ttftMs: rtt.rttMs + queue + prefill,
-    cost: requestCost(request, offer.price, ctx.priceMultiplier.at(node.spec, ctx.nowMs)),
+    cost: requestCost(request, offer.price, ctx.priceMultiplier.at(node.spec, request.model, ctx.nowMs)),
     latencySource: rtt.source,
   };
 }

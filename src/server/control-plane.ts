@@ -2,9 +2,9 @@
 // replica's reservations, reads the clock, and asks the store. No proto types here.
 
 import type { PriceMultiplier } from '../core/cost.js';
-import { LIST_PRICE } from '../core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../core/latency.js';
 import { type NodeRecord, type NodeState, nodeState, type Usage } from '../core/model.js';
+import { effectivePolicy, type PricingPolicy, policyMultiplier } from '../core/pricing.js';
 import { parseReservationId, type Reservation, ReservationBook } from '../core/reservations.js';
 import { decideRoute, type RouteDecision, type RouteRequest } from '../core/scheduler.js';
 import type { Clock, Store } from '../store/store.js';
@@ -16,6 +16,7 @@ export interface ControlPlaneOptions {
   /** Unique per replica; prefixes reservation ids. */
   readonly replicaId: string;
   readonly latency?: Partial<LatencyModel>;
+  /** Fixed pricing hook (tests, simulations); by default the store's time-of-use policy. */
   readonly priceMultiplier?: PriceMultiplier;
 }
 
@@ -30,13 +31,14 @@ export class ControlPlane {
   readonly reservations: ReservationBook;
   readonly latency: LatencyModel;
   private readonly clock: Clock;
-  private readonly priceMultiplier: PriceMultiplier;
+  private readonly fixedMultiplier: PriceMultiplier | undefined;
+  private multiplierFor: { policy: PricingPolicy; multiplier: PriceMultiplier } | undefined;
 
   constructor(options: ControlPlaneOptions) {
     this.store = options.store;
     this.clock = options.clock;
     this.reservations = new ReservationBook(options.reservationTtlMs, `${options.replicaId}-`);
-    this.priceMultiplier = options.priceMultiplier ?? LIST_PRICE;
+    this.fixedMultiplier = options.priceMultiplier;
     this.latency = {
       ...DEFAULT_LATENCY_MODEL,
       regionCentroids: options.store.regionCentroids(),
@@ -59,7 +61,7 @@ export class ControlPlane {
       view: this.store.view,
       reservations: this.reservations,
       latency: this.latency,
-      priceMultiplier: this.priceMultiplier,
+      priceMultiplier: this.priceMultiplierAt(nowMs),
       nowMs,
     });
     if (decision.kind === 'infeasible' || isCancelled()) return { decision, reservation: undefined };
@@ -100,6 +102,15 @@ export class ControlPlane {
     return { released: local !== undefined || recorded, nodeId: where.nodeId };
   }
 
+  /** The pricing hook in force at `nowMs`: the store's policy, switching exactly at scheduled times. */
+  priceMultiplierAt(nowMs: number): PriceMultiplier {
+    if (this.fixedMultiplier !== undefined) return this.fixedMultiplier;
+    const policy = effectivePolicy(this.store.pricing(), nowMs);
+    if (this.multiplierFor?.policy !== policy)
+      this.multiplierFor = { policy, multiplier: policyMultiplier(policy) };
+    return this.multiplierFor.multiplier;
+  }
+
   stateOf(node: NodeRecord): NodeState {
     return nodeState(node, this.clock());
   }
@@ -114,10 +125,8 @@ export class ControlPlane {
     );
   }
 
-  /** Housekeeping: expired reservations, long-dead nodes, stale latency samples. */
-  async sweep(downGraceMs: number): Promise<{ expiredReservations: number; removedNodes: string[] }> {
-    const expired = this.reservations.expire(this.clock());
-    const { removedNodes } = await this.store.sweep(downGraceMs);
-    return { expiredReservations: expired.length, removedNodes };
+  /** This replica's housekeeping: drops reservations whose TTL has ended. */
+  expireReservations(): number {
+    return this.reservations.expire(this.clock()).length;
   }
 }

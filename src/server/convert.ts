@@ -9,7 +9,9 @@ import {
   type NodeState,
   type NodeStatus,
 } from '../core/model.js';
+import type { PricingPolicy, ScheduledPricing } from '../core/pricing.js';
 import type { Estimate, ExplainEntry, Placement, Verdict } from '../core/scheduler.js';
+import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import * as pbScheduler from '../gen/cpn/v1/scheduler.js';
 import * as pbTypes from '../gen/cpn/v1/types.js';
 
@@ -110,4 +112,23 @@ export function explainToProto(entry: ExplainEntry): pbScheduler.ExplainEntry {
     level: levelToProto(entry.level),
     region: entry.region,
   };
+}
+
+export function pricingPolicyToProto(policy: PricingPolicy): pbRegistry.PricingPolicy {
+  return {
+    utcOffsetHours: policy.utcOffsetHours,
+    rules: policy.rules.map((rule) => ({
+      level: rule.level === undefined ? pbTypes.Level.LEVEL_UNSPECIFIED : levelToProto(rule.level),
+      region: rule.region ?? '',
+      model: rule.model ?? '',
+      factor: rule.factor,
+      windowed: rule.window !== undefined,
+      fromHour: rule.window?.fromHour ?? 0,
+      toHour: rule.window?.toHour ?? 0,
+    })),
+  };
+}
+
+export function scheduledPricingToProto(change: ScheduledPricing): pbRegistry.ScheduledPricing {
+  return { id: change.id, at: new Date(change.atMs), policy: pricingPolicyToProto(change.policy) };
 }

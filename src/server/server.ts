@@ -11,6 +11,7 @@ import type { PriceMultiplier } from '../core/cost.js';
 import type { LatencyModel } from '../core/latency.js';
 import { RegistryService } from '../gen/cpn/v1/registry.js';
 import { SchedulerService } from '../gen/cpn/v1/scheduler.js';
+import { type ClusterJobs, startClusterJobs } from '../ops/jobs/jobs.js';
 import type { Logger } from '../ops/log.js';
 import type { Clock, Store } from '../store/store.js';
 import { ControlPlane } from './control-plane.js';
@@ -37,12 +38,16 @@ export interface ServerOptions {
   /** How long a DOWN node stays listed before the sweeper removes it. */
   readonly downGraceMs?: number;
   readonly sweepIntervalMs?: number;
+  /** Leader-only cron jobs (sweep, price changes); on unless false. */
+  readonly clusterJobs?: boolean;
 }
 
 export interface RunningServer {
   readonly port: number;
   readonly address: string;
   readonly plane: ControlPlane;
+  /** Leader-only jobs, unless disabled. */
+  readonly jobs: ClusterJobs | undefined;
   /**
    * Graceful stop: health goes NOT_SERVING, new calls are refused, in-flight calls finish;
    * after `graceMs` the rest are cancelled.
@@ -94,25 +99,30 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
   setServing(true);
 
-  const downGraceMs = options.downGraceMs ?? 10 * 60_000;
-  const sweeper = setInterval(() => {
-    plane.sweep(downGraceMs).then(
-      ({ removedNodes }) => {
-        for (const node of removedNodes) options.logger.info('node expired and removed', { node });
-      },
-      (error: unknown) => options.logger.error('sweep failed', { err: String(error) }),
-    );
-  }, options.sweepIntervalMs ?? 5_000);
+  // Reservations are this replica's own; cluster-wide housekeeping runs on the elected leader.
+  const sweeper = setInterval(() => plane.expireReservations(), options.sweepIntervalMs ?? 5_000);
   sweeper.unref();
+  const jobs =
+    options.clusterJobs === false
+      ? undefined
+      : startClusterJobs({
+          store: options.store,
+          leadership: options.store.leadership('jobs', 10),
+          logger: options.logger,
+          clock,
+          downGraceMs: options.downGraceMs,
+        });
 
   let stopping: Promise<void> | undefined;
   return {
     port,
     address: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
     plane,
+    jobs,
     shutdown(graceMs = 10_000) {
       stopping ??= new Promise<void>((resolve) => {
         clearInterval(sweeper);
+        jobs?.stop().catch(() => undefined);
         setServing(false);
         const force = setTimeout(() => server.forceShutdown(), graceMs);
         server.tryShutdown(() => {

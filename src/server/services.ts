@@ -1,12 +1,21 @@
 // gRPC adapters for Registry and Scheduler: validate → control plane → convert. No logic here
 // beyond mapping; decisions live in the core, status codes in errors.ts.
 
+import { randomBytes } from 'node:crypto';
 import { Metadata, status } from '@grpc/grpc-js';
+import { effectivePolicy } from '../core/pricing.js';
 import type { RouteDecision } from '../core/scheduler.js';
 import type { RegistryServer } from '../gen/cpn/v1/registry.js';
 import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
 import type { ControlPlane } from './control-plane.js';
-import { explainToProto, nodeStateToProto, nodeToProto, placementToProto } from './convert.js';
+import {
+  explainToProto,
+  nodeStateToProto,
+  nodeToProto,
+  placementToProto,
+  pricingPolicyToProto,
+  scheduledPricingToProto,
+} from './convert.js';
 import { ApiError, type ErrorSink, failedPrecondition, infeasibleError, notFound, unary } from './errors.js';
 import {
   checkNodeId,
@@ -14,9 +23,12 @@ import {
   toNodeFilter,
   toNodeSpec,
   toNodeStatus,
+  toPricingId,
+  toPricingPolicy,
   toRegisterOptions,
   toReservationId,
   toRouteRequest,
+  toScheduleTime,
   toUsage,
 } from './validate.js';
 
@@ -91,6 +103,35 @@ export function registryService(plane: ControlPlane, log: EventSink): RegistrySe
           health.unreachableSinceMs === undefined ? undefined : new Date(health.unreachableSinceMs),
         nodes: plane.store.listNodes({}).length,
       };
+    }),
+    schedulePricing: unary('SchedulePricing', log, async (request) => {
+      const nowMs = plane.now();
+      const change = {
+        id: `p-${nowMs.toString(36)}-${randomBytes(3).toString('hex')}`,
+        atMs: toScheduleTime(request.at, nowMs),
+        policy: toPricingPolicy(request.policy),
+      };
+      await plane.store.schedulePricing(change);
+      log.info('price change scheduled', {
+        id: change.id,
+        at: new Date(change.atMs).toISOString(),
+        rules: change.policy.rules.length,
+      });
+      return { scheduled: scheduledPricingToProto(change) };
+    }),
+    getPricing: unary('GetPricing', log, async () => {
+      const state = plane.store.pricing();
+      return {
+        effective: pricingPolicyToProto(effectivePolicy(state, plane.now())),
+        current: pricingPolicyToProto(state.current),
+        scheduled: [...state.scheduled].sort((a, b) => a.atMs - b.atMs).map(scheduledPricingToProto),
+      };
+    }),
+    cancelPricing: unary('CancelPricing', log, async (request) => {
+      const id = toPricingId(request.id);
+      if (!(await plane.store.cancelPricing(id))) throw notFound(`no scheduled price change ${id}`);
+      log.info('price change cancelled', { id });
+      return {};
     }),
   };
 }

@@ -11,6 +11,7 @@ import {
   type NodeSpec,
   type NodeStatus,
 } from '../core/model.js';
+import type { PriceRule, PricingPolicy } from '../core/pricing.js';
 import { MAX_FALLBACKS, type RouteRequest } from '../core/scheduler.js';
 import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import type * as pbScheduler from '../gen/cpn/v1/scheduler.js';
@@ -316,3 +317,45 @@ export const toReservationId = (value: string): string =>
     NAME_PATTERN,
     'the reservation_id returned by Route',
   );
+
+export function toPricingPolicy(policy: pbRegistry.PricingPolicy | undefined): PricingPolicy {
+  if (policy === undefined)
+    throw invalidArgument('policy is required (an empty rule list means list prices)');
+  if (policy.rules.length > 256)
+    fail('policy.rules', `${policy.rules.length} entries`, 'at most 256 entries');
+  return {
+    utcOffsetHours: checkNumber('policy.utc_offset_hours', policy.utcOffsetHours, -12, 14),
+    rules: policy.rules.map((rule, index): PriceRule => {
+      const field = `policy.rules[${index}]`;
+      if (rule.windowed) {
+        checkNumber(`${field}.from_hour`, rule.fromHour, 0, 24);
+        checkNumber(`${field}.to_hour`, rule.toHour, 0, 24);
+        if (rule.fromHour === rule.toHour) {
+          throw invalidArgument(
+            `${field}: from_hour and to_hour are both ${rule.fromHour}; give a window of non-zero length`,
+          );
+        }
+      }
+      return {
+        level:
+          rule.level === ProtoLevel.LEVEL_UNSPECIFIED ? undefined : toLevel(`${field}.level`, rule.level),
+        region: rule.region === '' ? undefined : checkRegion(`${field}.region`, rule.region),
+        model: rule.model === '' ? undefined : checkModel(`${field}.model`, rule.model),
+        factor: checkNumber(`${field}.factor`, rule.factor, 0, 100, true),
+        window: rule.windowed ? { fromHour: rule.fromHour, toHour: rule.toHour } : undefined,
+      };
+    }),
+  };
+}
+
+export function toScheduleTime(at: Date | undefined, nowMs: number): number {
+  if (at === undefined) throw invalidArgument('at is required: when the policy takes effect');
+  const atMs = at.getTime();
+  if (!Number.isFinite(atMs)) fail('at', at, 'a valid timestamp');
+  const yearMs = 366 * 24 * 3600 * 1000;
+  if (atMs > nowMs + yearMs) fail('at', at.toISOString(), 'within a year from now');
+  return atMs;
+}
+
+export const toPricingId = (value: string): string =>
+  checkString('id', value, LIMITS.nameChars, NAME_PATTERN, 'the id returned by SchedulePricing');

@@ -5,7 +5,9 @@
 // asynchronous because a distributed store must reach its backend before acknowledging them.
 
 import type { LatLon, Level, NodeRecord, NodeSpec, NodeStatus, Usage } from '../core/model.js';
+import type { PricingState, ScheduledPricing } from '../core/pricing.js';
 import type { RoutingView } from '../core/scheduler.js';
+import type { Leadership } from '../ops/jobs/leadership.js';
 
 export interface RegisterOptions {
   /** Seconds without registration or status after which the node is DOWN. Ignored if permanent. */
@@ -74,6 +76,16 @@ export interface Store {
   recordUsage(record: UsageRecord): Promise<boolean>;
   /** Where clients of a region are, for latency estimates when they give no coordinates. */
   regionCentroids(): ReadonlyMap<string, LatLon>;
+  /** Time-of-use pricing: the current policy and the scheduled changes (synchronous, cached). */
+  pricing(): PricingState;
+  /** Schedules `change.policy` to take effect at `change.atMs` on every replica. */
+  schedulePricing(change: ScheduledPricing): Promise<void>;
+  /** Returns false if no such scheduled change exists. */
+  cancelPricing(id: string): Promise<boolean>;
+  /** Leader-only housekeeping: makes the latest change due by `nowMs` current and drops due ones. */
+  foldDuePricing(nowMs: number): Promise<number>;
+  /** Election among the replicas sharing this store, for cluster-wide jobs. */
+  leadership(name: string, ttlS: number): Leadership;
   /** How current this replica's view is. */
   health(): StoreHealth;
   /** Synchronous view for the routing core. */

@@ -161,6 +161,28 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       expect(usage[0]?.usage.inputTokens).toBe(10);
     });
 
+    it('schedules, cancels and folds price changes', async () => {
+      const half = {
+        utcOffsetHours: 8,
+        rules: [{ level: undefined, region: undefined, model: 'm', factor: 0.5, window: undefined }],
+      };
+      const t0 = h.now();
+      await h.store.schedulePricing({ id: 'later', atMs: t0 + 2000, policy: half });
+      await h.store.schedulePricing({ id: 'sooner', atMs: t0 + 1000, policy: half });
+      await h.store.schedulePricing({ id: 'dropped', atMs: t0 + 1500, policy: half });
+      expect(await h.store.cancelPricing('dropped')).toBe(true);
+      expect(await h.store.cancelPricing('dropped')).toBe(false);
+      expect(
+        h.store
+          .pricing()
+          .scheduled.map((c) => c.id)
+          .sort(),
+      ).toEqual(['later', 'sooner']);
+      expect(await h.store.foldDuePricing(t0 + 1000)).toBe(1);
+      expect(h.store.pricing().current).toEqual(half);
+      expect(h.store.pricing().scheduled.map((c) => c.id)).toEqual(['later']);
+    });
+
     it('keeps a reporting node; a silent one stops being READY after its TTL; a permanent one stays', async () => {
       await h.store.registerNode(node('talker'), { ttlS: 2, permanent: false });
       await h.store.registerNode(node('silent'), { ttlS: 2, permanent: false });

@@ -1,6 +1,7 @@
 // The etcd store against a real etcd: the shared contract, then what only a distributed store has.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
+import { effectivePolicy } from '../../src/core/pricing.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { EtcdStore } from '../../src/store/etcd/etcd-store.js';
 import { StoreUnavailableError } from '../../src/store/store.js';
@@ -129,6 +130,64 @@ describe('etcd store: replicas, watch, outages', () => {
     } finally {
       admin.close();
       await store.close();
+    }
+  });
+
+  it('elects one leader; a leader whose lease is lost stops leading at once and another takes over', async () => {
+    const a = await open('/cpn-election/');
+    const b = await open('/cpn-election/');
+    const la = a.leadership('jobs', 2);
+    const lb = b.leadership('jobs', 2);
+    const { Etcd3 } = await import('etcd3');
+    const admin = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      await eventually(() => la.isLeader() || lb.isLeader(), 5000);
+      expect(la.isLeader() && lb.isLeader()).toBe(false);
+      const [leader, follower] = la.isLeader() ? [la, lb] : [lb, la];
+      const changes: boolean[] = [];
+      leader.onChange((now) => changes.push(now));
+      const held = await admin.kv.range({ key: Buffer.from('/cpn-election/election/jobs') });
+      await admin.leaseClient.leaseRevoke({ ID: held.kvs[0]?.lease ?? '0' });
+      const revokedAt = Date.now();
+      await eventually(() => !leader.isLeader(), 2000, 10);
+      expect(Date.now() - revokedAt).toBeLessThan(2000);
+      expect(changes).toEqual([false]);
+      await eventually(() => follower.isLeader() || leader.isLeader(), 5000);
+      expect(la.isLeader() && lb.isLeader()).toBe(false);
+    } finally {
+      admin.close();
+      await la.close();
+      await lb.close();
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('a price change scheduled through one replica takes effect on another at its time, and folds once due', async () => {
+    const a = await open('/cpn-pricing/');
+    const b = await open('/cpn-pricing/');
+    try {
+      const atMs = Date.now() + 60_000;
+      const policy = {
+        utcOffsetHours: 8,
+        rules: [
+          { level: 'CENTER' as const, region: undefined, model: undefined, factor: 0.5, window: undefined },
+        ],
+      };
+      await a.schedulePricing({ id: 'half', atMs, policy });
+      await eventually(() => b.pricing().scheduled.length === 1, 1000);
+      expect(effectivePolicy(b.pricing(), atMs - 1).rules).toEqual([]);
+      expect(effectivePolicy(b.pricing(), atMs)).toEqual(policy);
+      expect(await a.foldDuePricing(atMs - 1)).toBe(0);
+      expect(await a.foldDuePricing(atMs)).toBe(1);
+      await eventually(
+        () => b.pricing().scheduled.length === 0 && b.pricing().current.rules.length === 1,
+        1000,
+      );
+      expect(await b.cancelPricing('half')).toBe(false);
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 

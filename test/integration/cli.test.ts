@@ -177,6 +177,36 @@ describe('cpn CLI failures and lifecycle', () => {
     expect(result.stderr).toContain(`${file}:5: nodes`);
   });
 
+  it('schedules a pricing policy from a file and shows it in force', async () => {
+    const serve = await startServe([]);
+    const server = ['--server', serve.address];
+    const scheduled = await runCli([
+      'pricing',
+      'schedule',
+      '--file',
+      'simulations/pricing/off-peak-west.yaml',
+      '--at',
+      'now',
+      ...server,
+    ]);
+    expect(scheduled.code, scheduled.stderr).toBe(0);
+    expect(scheduled.stdout).toMatch(/^scheduled p-\S+ for 20\d\d-/);
+    const shown = await runCli(['pricing', 'show', ...server]);
+    expect(shown.stdout).toContain('in force now: ×0.5 CENTER 0:00-8:00 (UTC+8)');
+    const badTime = await runCli([
+      'pricing',
+      'schedule',
+      '--file',
+      'simulations/pricing/off-peak-west.yaml',
+      '--at',
+      'soon',
+      ...server,
+    ]);
+    expect(badTime.code).toBe(2);
+    expect(badTime.stderr).toContain('--at: "soon" is not an ISO 8601 time');
+    expect(await serve.stop('SIGTERM')).toBe(0);
+  });
+
   it('exits 0 on SIGTERM', async () => {
     const serve = await startServe([]);
     expect(await serve.stop('SIGTERM')).toBe(0);

@@ -330,6 +330,72 @@ describe('gRPC control plane', () => {
     });
   });
 
+  describe('time-of-use pricing', () => {
+    const offPeakHalfPrice = {
+      utcOffsetHours: 8,
+      rules: [
+        {
+          level: Level.LEVEL_PROVINCE,
+          region: '',
+          model: '',
+          factor: 0.5,
+          windowed: false,
+          fromHour: 0,
+          toHour: 0,
+        },
+      ],
+    };
+
+    it('a scheduled price change takes effect at its time, and the leader folds it into the current policy', async () => {
+      await register(t, nodeSpec('a', {}, { maxConcurrency: 100, maxQueue: 0 }), 3600);
+      const cost = async () =>
+        (await ok(t.scheduler, t.scheduler.route, routeRequest())).placement?.estimate?.cost ?? 0;
+      const before = await cost();
+      const at = new Date(Date.UTC(2026, 10, 22, 12) + 60_000);
+      const { scheduled } = await ok(t.registry, t.registry.schedulePricing, {
+        at,
+        policy: offPeakHalfPrice,
+      });
+      expect(scheduled?.at).toEqual(at);
+      expect(await cost()).toBeCloseTo(before, 12);
+      t.advance(59_999);
+      expect(await cost()).toBeCloseTo(before, 12);
+      t.advance(1);
+      expect(await cost()).toBeCloseTo(before / 2, 12);
+
+      const pending = await ok(t.registry, t.registry.getPricing, {});
+      expect(pending.scheduled.map((c) => c.id)).toEqual([scheduled?.id]);
+      expect(pending.effective?.rules).toHaveLength(1);
+      expect(pending.current?.rules).toHaveLength(0);
+      await t.server.jobs?.runOnce();
+      const folded = await ok(t.registry, t.registry.getPricing, {});
+      expect(folded.scheduled).toEqual([]);
+      expect(folded.current?.rules).toHaveLength(1);
+      expect(await cost()).toBeCloseTo(before / 2, 12);
+    });
+
+    it('cancels a scheduled change; refuses unknown ids and bad policies', async () => {
+      const at = new Date(Date.UTC(2026, 10, 23));
+      const { scheduled } = await ok(t.registry, t.registry.schedulePricing, {
+        at,
+        policy: offPeakHalfPrice,
+      });
+      await ok(t.registry, t.registry.cancelPricing, { id: scheduled?.id ?? '' });
+      expect((await ok(t.registry, t.registry.getPricing, {})).scheduled).toEqual([]);
+      const again = await rpc(t.registry, t.registry.cancelPricing, { id: scheduled?.id ?? '' });
+      expect(again.ok || again.error.code).toBe(status.NOT_FOUND);
+      const zero = {
+        ...offPeakHalfPrice,
+        rules: [{ ...offPeakHalfPrice.rules[0], factor: 0 }],
+      } as typeof offPeakHalfPrice;
+      const bad = await rpc(t.registry, t.registry.schedulePricing, { at, policy: zero });
+      expect(bad.ok || [bad.error.code, bad.error.details]).toEqual([
+        status.INVALID_ARGUMENT,
+        expect.stringContaining('policy.rules[0].factor'),
+      ]);
+    });
+  });
+
   describe('malformed input → INVALID_ARGUMENT, and the server keeps serving', () => {
     const routeCases: { name: string; request: Partial<RouteRequest>; mentions: string }[] = [
       { name: 'empty model', request: { model: '' }, mentions: 'model is required' },

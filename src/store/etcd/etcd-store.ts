@@ -7,6 +7,9 @@
 //   admin/<id>                {draining}                   no lease: an operator's drain outlives agents
 //   latency/<from>/<node>     smoothed RTT sample
 //   usage/<reservation id>    one usage record per Release (created once, whichever replica releases)
+//   pricing/current           the time-of-use pricing policy in force
+//   pricing/scheduled/<id>    a policy that takes effect at its time on every replica
+//   election/<job>            the leader of cluster-wide jobs, on the leader's lease
 //
 // Liveness belongs to etcd: a node's lease is renewed by its status reports (at most every TTL/3
 // per replica), and when it lapses etcd deletes the node's keys, which every replica's watch sees.
@@ -14,6 +17,7 @@
 // The cache relists when the watch is cancelled (e.g. after compaction), when a probe finds the
 // watch behind etcd (a silent stall), and periodically as a backstop.
 
+import { hostname } from 'node:os';
 import { handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import {
   ClientClosedError,
@@ -27,7 +31,15 @@ import {
 } from 'etcd3';
 import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
 import type { LatLon, NodeRecord, NodeSpec, NodeStatus } from '../../core/model.js';
+import {
+  duePricing,
+  LIST_PRICES,
+  type PricingPolicy,
+  type PricingState,
+  type ScheduledPricing,
+} from '../../core/pricing.js';
 import type { RoutingView } from '../../core/scheduler.js';
+import type { Leadership } from '../../ops/jobs/leadership.js';
 import type { Logger } from '../../ops/log.js';
 import { RegistryIndex } from '../registry-index.js';
 import {
@@ -41,6 +53,7 @@ import {
   StoreUnavailableError,
   type UsageRecord,
 } from '../store.js';
+import { EtcdLeadership } from './etcd-leadership.js';
 
 export interface EtcdTls {
   /** Absent: the system's root certificates. */
@@ -97,7 +110,7 @@ export interface EtcdStoreStats {
 /** Keys per page when listing; a node document is a few kB at most. */
 const LIST_PAGE = 500;
 
-const KINDS = ['nodes', 'load', 'admin', 'latency', 'usage'] as const;
+const KINDS = ['nodes', 'load', 'admin', 'latency', 'usage', 'pricing', 'election'] as const;
 type Kind = (typeof KINDS)[number];
 
 /** Errors that mean etcd could not be reached in time, as opposed to a refused request. */
@@ -143,6 +156,9 @@ export class EtcdStore implements Store {
   /** Last status this replica wrote to etcd, per node. */
   private readonly flushed = new Map<string, LoadDoc>();
   private readonly keptAliveAtMs = new Map<string, number>();
+  private currentPricing: PricingPolicy = LIST_PRICES;
+  private readonly scheduledPricing = new Map<string, ScheduledPricing>();
+  private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
   private watcher: Watcher | undefined;
   /** Highest revision the cache has seen from a list or the watch. */
   private seenRevision = 0;
@@ -208,6 +224,66 @@ export class EtcdStore implements Store {
   /** When etcd became unreachable, if it is now. */
   unreachableSince(): number | undefined {
     return this.unreachableSinceMs;
+  }
+
+  pricing(): PricingState {
+    return this.pricingState;
+  }
+
+  async schedulePricing(change: ScheduledPricing): Promise<void> {
+    const response = await this.call('schedule a price change', () =>
+      this.client.kv.put({
+        key: this.key('pricing', `scheduled/${change.id}`),
+        value: Buffer.from(JSON.stringify(change)),
+      }),
+    );
+    this.stats.writes += 1;
+    this.apply('pricing', `scheduled/${change.id}`, change, Number(response.header.revision));
+  }
+
+  async cancelPricing(id: string): Promise<boolean> {
+    const response = await this.call('cancel a price change', () =>
+      this.client.kv.deleteRange({ key: this.key('pricing', `scheduled/${id}`) }),
+    );
+    this.stats.writes += 1;
+    this.apply('pricing', `scheduled/${id}`, undefined, Number(response.header.revision));
+    return Number(response.deleted) > 0;
+  }
+
+  async foldDuePricing(nowMs: number): Promise<number> {
+    const due = duePricing(this.pricingState, nowMs);
+    const latest = due[due.length - 1];
+    if (latest === undefined) return 0;
+    const response = await this.call('apply due price changes', () =>
+      this.client.kv.txn({
+        success: [
+          {
+            request_put: {
+              key: this.key('pricing', 'current'),
+              value: Buffer.from(JSON.stringify(latest.policy)),
+            },
+          },
+          ...due.map((change) => ({
+            request_delete_range: { key: this.key('pricing', `scheduled/${change.id}`) },
+          })),
+        ],
+      }),
+    );
+    this.stats.writes += 1;
+    const revision = Number(response.header.revision);
+    this.apply('pricing', 'current', latest.policy, revision);
+    for (const change of due) this.apply('pricing', `scheduled/${change.id}`, undefined, revision);
+    return due.length;
+  }
+
+  leadership(name: string, ttlS: number): Leadership {
+    return new EtcdLeadership({
+      client: this.client,
+      key: `${this.prefix}election/${name}`,
+      identity: `${hostname()}:${process.pid}`,
+      ttlS,
+      logger: this.options.logger,
+    });
   }
 
   health(): StoreHealth {
@@ -441,6 +517,9 @@ export class EtcdStore implements Store {
     this.nodeDocs.clear();
     this.adminDocs.clear();
     this.revisions.clear();
+    this.scheduledPricing.clear();
+    this.currentPricing = LIST_PRICES;
+    this.pricingState = { current: LIST_PRICES, scheduled: [] };
     this.index.clear();
     const localLoads = new Map(this.loadDocs);
     this.loadDocs.clear();
@@ -576,7 +655,14 @@ export class EtcdStore implements Store {
         else this.index.setSample(from, nodeId, value as LatencySample);
         return;
       }
+      case 'pricing':
+        if (id === 'current') this.currentPricing = (value as PricingPolicy | undefined) ?? LIST_PRICES;
+        else if (value === undefined) this.scheduledPricing.delete(id.slice('scheduled/'.length));
+        else this.scheduledPricing.set(id.slice('scheduled/'.length), value as ScheduledPricing);
+        this.pricingState = { current: this.currentPricing, scheduled: [...this.scheduledPricing.values()] };
+        return;
       case 'usage':
+      case 'election':
         return;
     }
     this.rebuild(id);

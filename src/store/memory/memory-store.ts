@@ -9,7 +9,9 @@ import {
   type NodeSpec,
   type NodeStatus,
 } from '../../core/model.js';
+import { duePricing, LIST_PRICES, type PricingState, type ScheduledPricing } from '../../core/pricing.js';
 import type { RoutingView } from '../../core/scheduler.js';
+import { type Leadership, SoleLeader } from '../../ops/jobs/leadership.js';
 import { RegistryIndex } from '../registry-index.js';
 import type {
   Clock,
@@ -32,6 +34,7 @@ export class MemoryStore implements Store {
   private readonly index = new RegistryIndex();
   private readonly usage = new Map<string, UsageRecord>();
   private readonly centroids: ReadonlyMap<string, LatLon>;
+  private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
   readonly view: RoutingView = this.index.view;
 
   constructor(private readonly options: MemoryStoreOptions) {
@@ -120,6 +123,40 @@ export class MemoryStore implements Store {
   /** Usage recorded so far, oldest first. */
   usageRecords(): readonly UsageRecord[] {
     return [...this.usage.values()];
+  }
+
+  pricing(): PricingState {
+    return this.pricingState;
+  }
+
+  async schedulePricing(change: ScheduledPricing): Promise<void> {
+    this.pricingState = {
+      current: this.pricingState.current,
+      scheduled: [...this.pricingState.scheduled.filter((c) => c.id !== change.id), change],
+    };
+  }
+
+  async cancelPricing(id: string): Promise<boolean> {
+    const scheduled = this.pricingState.scheduled.filter((change) => change.id !== id);
+    if (scheduled.length === this.pricingState.scheduled.length) return false;
+    this.pricingState = { current: this.pricingState.current, scheduled };
+    return true;
+  }
+
+  async foldDuePricing(nowMs: number): Promise<number> {
+    const due = duePricing(this.pricingState, nowMs);
+    const latest = due[due.length - 1];
+    if (latest === undefined) return 0;
+    const folded = new Set(due.map((change) => change.id));
+    this.pricingState = {
+      current: latest.policy,
+      scheduled: this.pricingState.scheduled.filter((change) => !folded.has(change.id)),
+    };
+    return due.length;
+  }
+
+  leadership(): Leadership {
+    return new SoleLeader();
   }
 
   health(): StoreHealth {

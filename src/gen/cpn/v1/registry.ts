@@ -124,6 +124,63 @@ export interface GetStoreStatusResponse {
   nodes: number;
 }
 
+/** Multiplies list prices of the matching nodes and models; several matching rules multiply. */
+export interface PriceRule {
+  /** LEVEL_UNSPECIFIED: any level. */
+  level: Level;
+  /** Empty: any region. */
+  region: string;
+  /** Empty: any model. */
+  model: string;
+  /** > 0; 0.5 is half price. */
+  factor: number;
+  /**
+   * With windowed = true the rule applies only from from_hour to to_hour (local time, 0..24);
+   * a window that ends before it starts wraps past midnight.
+   */
+  windowed: boolean;
+  fromHour: number;
+  toHour: number;
+}
+
+export interface PricingPolicy {
+  rules: PriceRule[];
+  /** Local time of the windows, as an offset from UTC in hours (China: 8). */
+  utcOffsetHours: number;
+}
+
+export interface ScheduledPricing {
+  id: string;
+  at?: Date | undefined;
+  policy?: PricingPolicy | undefined;
+}
+
+export interface SchedulePricingRequest {
+  at?: Date | undefined;
+  policy?: PricingPolicy | undefined;
+}
+
+export interface SchedulePricingResponse {
+  scheduled?: ScheduledPricing | undefined;
+}
+
+export interface GetPricingRequest {
+}
+
+export interface GetPricingResponse {
+  /** In force now (the latest due scheduled change, else current). */
+  effective?: PricingPolicy | undefined;
+  current?: PricingPolicy | undefined;
+  scheduled: ScheduledPricing[];
+}
+
+export interface CancelPricingRequest {
+  id: string;
+}
+
+export interface CancelPricingResponse {
+}
+
 function createBaseRegisterNodeRequest(): RegisterNodeRequest {
   return { spec: undefined, ttlS: 0, permanent: false };
 }
@@ -1410,6 +1467,805 @@ export const GetStoreStatusResponse: MessageFns<GetStoreStatusResponse> = {
   },
 };
 
+function createBasePriceRule(): PriceRule {
+  return { level: 0, region: "", model: "", factor: 0, windowed: false, fromHour: 0, toHour: 0 };
+}
+
+export const PriceRule: MessageFns<PriceRule> = {
+  encode(message: PriceRule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.level !== 0) {
+      writer.uint32(8).int32(message.level);
+    }
+    if (message.region !== "") {
+      writer.uint32(18).string(message.region);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.factor !== 0) {
+      writer.uint32(33).double(message.factor);
+    }
+    if (message.windowed !== false) {
+      writer.uint32(40).bool(message.windowed);
+    }
+    if (message.fromHour !== 0) {
+      writer.uint32(49).double(message.fromHour);
+    }
+    if (message.toHour !== 0) {
+      writer.uint32(57).double(message.toHour);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PriceRule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePriceRule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.level = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.region = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.factor = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.windowed = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.fromHour = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.toHour = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PriceRule {
+    return {
+      level: isSet(object.level) ? levelFromJSON(object.level) : 0,
+      region: isSet(object.region) ? globalThis.String(object.region) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      factor: isSet(object.factor) ? globalThis.Number(object.factor) : 0,
+      windowed: isSet(object.windowed) ? globalThis.Boolean(object.windowed) : false,
+      fromHour: isSet(object.fromHour)
+        ? globalThis.Number(object.fromHour)
+        : isSet(object.from_hour)
+        ? globalThis.Number(object.from_hour)
+        : 0,
+      toHour: isSet(object.toHour)
+        ? globalThis.Number(object.toHour)
+        : isSet(object.to_hour)
+        ? globalThis.Number(object.to_hour)
+        : 0,
+    };
+  },
+
+  toJSON(message: PriceRule): unknown {
+    const obj: any = {};
+    if (message.level !== 0) {
+      obj.level = levelToJSON(message.level);
+    }
+    if (message.region !== "") {
+      obj.region = message.region;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.factor !== 0) {
+      obj.factor = floatToJson(message.factor);
+    }
+    if (message.windowed !== false) {
+      obj.windowed = message.windowed;
+    }
+    if (message.fromHour !== 0) {
+      obj.fromHour = floatToJson(message.fromHour);
+    }
+    if (message.toHour !== 0) {
+      obj.toHour = floatToJson(message.toHour);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PriceRule>, I>>(base?: I): PriceRule {
+    return PriceRule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PriceRule>, I>>(object: I): PriceRule {
+    const message = createBasePriceRule();
+    message.level = object.level ?? 0;
+    message.region = object.region ?? "";
+    message.model = object.model ?? "";
+    message.factor = object.factor ?? 0;
+    message.windowed = object.windowed ?? false;
+    message.fromHour = object.fromHour ?? 0;
+    message.toHour = object.toHour ?? 0;
+    return message;
+  },
+};
+
+function createBasePricingPolicy(): PricingPolicy {
+  return { rules: [], utcOffsetHours: 0 };
+}
+
+export const PricingPolicy: MessageFns<PricingPolicy> = {
+  encode(message: PricingPolicy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.rules) {
+      PriceRule.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.utcOffsetHours !== 0) {
+      writer.uint32(17).double(message.utcOffsetHours);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PricingPolicy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePricingPolicy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.rules.push(PriceRule.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.utcOffsetHours = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PricingPolicy {
+    return {
+      rules: globalThis.Array.isArray(object?.rules) ? object.rules.map((e: any) => PriceRule.fromJSON(e)) : [],
+      utcOffsetHours: isSet(object.utcOffsetHours)
+        ? globalThis.Number(object.utcOffsetHours)
+        : isSet(object.utc_offset_hours)
+        ? globalThis.Number(object.utc_offset_hours)
+        : 0,
+    };
+  },
+
+  toJSON(message: PricingPolicy): unknown {
+    const obj: any = {};
+    if (message.rules?.length) {
+      obj.rules = message.rules.map((e) => PriceRule.toJSON(e));
+    }
+    if (message.utcOffsetHours !== 0) {
+      obj.utcOffsetHours = floatToJson(message.utcOffsetHours);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PricingPolicy>, I>>(base?: I): PricingPolicy {
+    return PricingPolicy.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PricingPolicy>, I>>(object: I): PricingPolicy {
+    const message = createBasePricingPolicy();
+    message.rules = object.rules?.map((e) => PriceRule.fromPartial(e)) || [];
+    message.utcOffsetHours = object.utcOffsetHours ?? 0;
+    return message;
+  },
+};
+
+function createBaseScheduledPricing(): ScheduledPricing {
+  return { id: "", at: undefined, policy: undefined };
+}
+
+export const ScheduledPricing: MessageFns<ScheduledPricing> = {
+  encode(message: ScheduledPricing, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(18).fork()).join();
+    }
+    if (message.policy !== undefined) {
+      PricingPolicy.encode(message.policy, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ScheduledPricing {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseScheduledPricing();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.policy = PricingPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ScheduledPricing {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+      policy: isSet(object.policy) ? PricingPolicy.fromJSON(object.policy) : undefined,
+    };
+  },
+
+  toJSON(message: ScheduledPricing): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    if (message.policy !== undefined) {
+      obj.policy = PricingPolicy.toJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ScheduledPricing>, I>>(base?: I): ScheduledPricing {
+    return ScheduledPricing.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ScheduledPricing>, I>>(object: I): ScheduledPricing {
+    const message = createBaseScheduledPricing();
+    message.id = object.id ?? "";
+    message.at = object.at ?? undefined;
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? PricingPolicy.fromPartial(object.policy)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSchedulePricingRequest(): SchedulePricingRequest {
+  return { at: undefined, policy: undefined };
+}
+
+export const SchedulePricingRequest: MessageFns<SchedulePricingRequest> = {
+  encode(message: SchedulePricingRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(10).fork()).join();
+    }
+    if (message.policy !== undefined) {
+      PricingPolicy.encode(message.policy, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SchedulePricingRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSchedulePricingRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.policy = PricingPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SchedulePricingRequest {
+    return {
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+      policy: isSet(object.policy) ? PricingPolicy.fromJSON(object.policy) : undefined,
+    };
+  },
+
+  toJSON(message: SchedulePricingRequest): unknown {
+    const obj: any = {};
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    if (message.policy !== undefined) {
+      obj.policy = PricingPolicy.toJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SchedulePricingRequest>, I>>(base?: I): SchedulePricingRequest {
+    return SchedulePricingRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SchedulePricingRequest>, I>>(object: I): SchedulePricingRequest {
+    const message = createBaseSchedulePricingRequest();
+    message.at = object.at ?? undefined;
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? PricingPolicy.fromPartial(object.policy)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSchedulePricingResponse(): SchedulePricingResponse {
+  return { scheduled: undefined };
+}
+
+export const SchedulePricingResponse: MessageFns<SchedulePricingResponse> = {
+  encode(message: SchedulePricingResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.scheduled !== undefined) {
+      ScheduledPricing.encode(message.scheduled, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SchedulePricingResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSchedulePricingResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.scheduled = ScheduledPricing.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SchedulePricingResponse {
+    return { scheduled: isSet(object.scheduled) ? ScheduledPricing.fromJSON(object.scheduled) : undefined };
+  },
+
+  toJSON(message: SchedulePricingResponse): unknown {
+    const obj: any = {};
+    if (message.scheduled !== undefined) {
+      obj.scheduled = ScheduledPricing.toJSON(message.scheduled);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SchedulePricingResponse>, I>>(base?: I): SchedulePricingResponse {
+    return SchedulePricingResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SchedulePricingResponse>, I>>(object: I): SchedulePricingResponse {
+    const message = createBaseSchedulePricingResponse();
+    message.scheduled = (object.scheduled !== undefined && object.scheduled !== null)
+      ? ScheduledPricing.fromPartial(object.scheduled)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetPricingRequest(): GetPricingRequest {
+  return {};
+}
+
+export const GetPricingRequest: MessageFns<GetPricingRequest> = {
+  encode(_: GetPricingRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPricingRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPricingRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetPricingRequest {
+    return {};
+  },
+
+  toJSON(_: GetPricingRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPricingRequest>, I>>(base?: I): GetPricingRequest {
+    return GetPricingRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPricingRequest>, I>>(_: I): GetPricingRequest {
+    const message = createBaseGetPricingRequest();
+    return message;
+  },
+};
+
+function createBaseGetPricingResponse(): GetPricingResponse {
+  return { effective: undefined, current: undefined, scheduled: [] };
+}
+
+export const GetPricingResponse: MessageFns<GetPricingResponse> = {
+  encode(message: GetPricingResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.effective !== undefined) {
+      PricingPolicy.encode(message.effective, writer.uint32(10).fork()).join();
+    }
+    if (message.current !== undefined) {
+      PricingPolicy.encode(message.current, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.scheduled) {
+      ScheduledPricing.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPricingResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPricingResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.effective = PricingPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.current = PricingPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.scheduled.push(ScheduledPricing.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPricingResponse {
+    return {
+      effective: isSet(object.effective) ? PricingPolicy.fromJSON(object.effective) : undefined,
+      current: isSet(object.current) ? PricingPolicy.fromJSON(object.current) : undefined,
+      scheduled: globalThis.Array.isArray(object?.scheduled)
+        ? object.scheduled.map((e: any) => ScheduledPricing.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: GetPricingResponse): unknown {
+    const obj: any = {};
+    if (message.effective !== undefined) {
+      obj.effective = PricingPolicy.toJSON(message.effective);
+    }
+    if (message.current !== undefined) {
+      obj.current = PricingPolicy.toJSON(message.current);
+    }
+    if (message.scheduled?.length) {
+      obj.scheduled = message.scheduled.map((e) => ScheduledPricing.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPricingResponse>, I>>(base?: I): GetPricingResponse {
+    return GetPricingResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPricingResponse>, I>>(object: I): GetPricingResponse {
+    const message = createBaseGetPricingResponse();
+    message.effective = (object.effective !== undefined && object.effective !== null)
+      ? PricingPolicy.fromPartial(object.effective)
+      : undefined;
+    message.current = (object.current !== undefined && object.current !== null)
+      ? PricingPolicy.fromPartial(object.current)
+      : undefined;
+    message.scheduled = object.scheduled?.map((e) => ScheduledPricing.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCancelPricingRequest(): CancelPricingRequest {
+  return { id: "" };
+}
+
+export const CancelPricingRequest: MessageFns<CancelPricingRequest> = {
+  encode(message: CancelPricingRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelPricingRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelPricingRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CancelPricingRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: CancelPricingRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CancelPricingRequest>, I>>(base?: I): CancelPricingRequest {
+    return CancelPricingRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelPricingRequest>, I>>(object: I): CancelPricingRequest {
+    const message = createBaseCancelPricingRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseCancelPricingResponse(): CancelPricingResponse {
+  return {};
+}
+
+export const CancelPricingResponse: MessageFns<CancelPricingResponse> = {
+  encode(_: CancelPricingResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelPricingResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelPricingResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): CancelPricingResponse {
+    return {};
+  },
+
+  toJSON(_: CancelPricingResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CancelPricingResponse>, I>>(base?: I): CancelPricingResponse {
+    return CancelPricingResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelPricingResponse>, I>>(_: I): CancelPricingResponse {
+    const message = createBaseCancelPricingResponse();
+    return message;
+  },
+};
+
 /** Registry: what nodes exist, their state, load and network latency. */
 export type RegistryService = typeof RegistryService;
 export const RegistryService = {
@@ -1498,6 +2354,38 @@ export const RegistryService = {
       Buffer.from(GetStoreStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetStoreStatusResponse => GetStoreStatusResponse.decode(value),
   },
+  /** Schedules a time-of-use pricing policy to take effect at a time; every replica switches then. */
+  schedulePricing: {
+    path: "/cpn.v1.Registry/SchedulePricing" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SchedulePricingRequest): Buffer =>
+      Buffer.from(SchedulePricingRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SchedulePricingRequest => SchedulePricingRequest.decode(value),
+    responseSerialize: (value: SchedulePricingResponse): Buffer =>
+      Buffer.from(SchedulePricingResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SchedulePricingResponse => SchedulePricingResponse.decode(value),
+  },
+  /** The policy in force now, the current base policy, and the scheduled changes. */
+  getPricing: {
+    path: "/cpn.v1.Registry/GetPricing" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetPricingRequest): Buffer => Buffer.from(GetPricingRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetPricingRequest => GetPricingRequest.decode(value),
+    responseSerialize: (value: GetPricingResponse): Buffer => Buffer.from(GetPricingResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetPricingResponse => GetPricingResponse.decode(value),
+  },
+  cancelPricing: {
+    path: "/cpn.v1.Registry/CancelPricing" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelPricingRequest): Buffer => Buffer.from(CancelPricingRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelPricingRequest => CancelPricingRequest.decode(value),
+    responseSerialize: (value: CancelPricingResponse): Buffer =>
+      Buffer.from(CancelPricingResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelPricingResponse => CancelPricingResponse.decode(value),
+  },
 } as const;
 
 export interface RegistryServer extends UntypedServiceImplementation {
@@ -1515,6 +2403,11 @@ export interface RegistryServer extends UntypedServiceImplementation {
   reportLatency: handleUnaryCall<ReportLatencyRequest, ReportLatencyResponse>;
   /** How current this replica's view of the registry is: the store, its reachability and staleness. */
   getStoreStatus: handleUnaryCall<GetStoreStatusRequest, GetStoreStatusResponse>;
+  /** Schedules a time-of-use pricing policy to take effect at a time; every replica switches then. */
+  schedulePricing: handleUnaryCall<SchedulePricingRequest, SchedulePricingResponse>;
+  /** The policy in force now, the current base policy, and the scheduled changes. */
+  getPricing: handleUnaryCall<GetPricingRequest, GetPricingResponse>;
+  cancelPricing: handleUnaryCall<CancelPricingRequest, CancelPricingResponse>;
 }
 
 export interface RegistryClient extends Client {
@@ -1643,6 +2536,53 @@ export interface RegistryClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetStoreStatusResponse) => void,
+  ): ClientUnaryCall;
+  /** Schedules a time-of-use pricing policy to take effect at a time; every replica switches then. */
+  schedulePricing(
+    request: SchedulePricingRequest,
+    callback: (error: ServiceError | null, response: SchedulePricingResponse) => void,
+  ): ClientUnaryCall;
+  schedulePricing(
+    request: SchedulePricingRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SchedulePricingResponse) => void,
+  ): ClientUnaryCall;
+  schedulePricing(
+    request: SchedulePricingRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SchedulePricingResponse) => void,
+  ): ClientUnaryCall;
+  /** The policy in force now, the current base policy, and the scheduled changes. */
+  getPricing(
+    request: GetPricingRequest,
+    callback: (error: ServiceError | null, response: GetPricingResponse) => void,
+  ): ClientUnaryCall;
+  getPricing(
+    request: GetPricingRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetPricingResponse) => void,
+  ): ClientUnaryCall;
+  getPricing(
+    request: GetPricingRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetPricingResponse) => void,
+  ): ClientUnaryCall;
+  cancelPricing(
+    request: CancelPricingRequest,
+    callback: (error: ServiceError | null, response: CancelPricingResponse) => void,
+  ): ClientUnaryCall;
+  cancelPricing(
+    request: CancelPricingRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelPricingResponse) => void,
+  ): ClientUnaryCall;
+  cancelPricing(
+    request: CancelPricingRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelPricingResponse) => void,
   ): ClientUnaryCall;
 }
 
