@@ -78,8 +78,26 @@ export function parseTopology(file: string, text: string): Topology {
   return buildTopology(YamlSource.parse(file, text));
 }
 
+export type TopologyDoc = z.output<typeof topologySchema>;
+
+/** Parses and validates a topology file into its document form (before expansion). */
+export async function loadTopologyDoc(file: string): Promise<TopologyDoc> {
+  return (await YamlSource.load(file)).validate(topologySchema);
+}
+
 function buildTopology(source: YamlSource): Topology {
-  const doc = source.validate(topologySchema);
+  return expandTopology(source.validate(topologySchema), source.file, (path, message) =>
+    source.problem(path, message),
+  );
+}
+
+/** Checks cross-references and expands every node's profile into a NodeSpec. */
+export function expandTopology(
+  doc: TopologyDoc,
+  file: string,
+  problem: (path: (string | number)[], message: string) => string,
+): Topology {
+  const source = { problem };
   const problems: string[] = [];
   for (const [name, profile] of Object.entries(doc.profiles)) {
     for (const model of Object.keys(profile.offers)) {
@@ -145,7 +163,7 @@ function buildTopology(source: YamlSource): Topology {
     };
   });
   return {
-    file: source.file,
+    file,
     nodes,
     regionCentroids: new Map(
       Object.entries(doc.regions).map(([code, r]) => [code, { lat: r.lat, lon: r.lon }]),

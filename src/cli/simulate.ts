@@ -1,0 +1,97 @@
+// `cpn simulate`: runs a scenario's policies, shows progress, writes the outputs, prints a summary.
+
+import { join } from 'node:path';
+import { SingleBar } from 'cli-progress';
+import Table from 'cli-table3';
+import { simulate, writeOutputs } from '../sim/run.js';
+import { loadScenario, POLICIES, type PolicyName, parseDuration, type Scenario } from '../sim/scenario.js';
+import { CliError } from './client.js';
+
+export interface SimulateFlags {
+  out?: string;
+  seed?: number;
+  policy?: string[];
+  duration?: string;
+}
+
+function formatSimTime(ms: number): string {
+  const h = Math.floor(ms / 3_600_000);
+  const m = Math.floor((ms % 3_600_000) / 60_000);
+  return `${h}h${String(m).padStart(2, '0')}m`;
+}
+
+export async function runSimulate(file: string, flags: SimulateFlags): Promise<void> {
+  let scenario: Scenario = await loadScenario(file);
+  if (flags.seed !== undefined) scenario = { ...scenario, seed: flags.seed };
+  if (flags.policy !== undefined) {
+    for (const policy of flags.policy) {
+      if (!(POLICIES as readonly string[]).includes(policy)) {
+        throw new CliError(`--policy: "${policy}" is not one of ${POLICIES.join(', ')}`, 2);
+      }
+    }
+    scenario = { ...scenario, policies: flags.policy as PolicyName[] };
+  }
+  if (flags.duration !== undefined) {
+    const duration = parseDuration(flags.duration);
+    if (duration === undefined || duration <= 0)
+      throw new CliError(`--duration: "${flags.duration}" is not a duration like 90s, 30m, 2h`, 2);
+    if (duration <= scenario.warmup)
+      throw new CliError(`--duration ${flags.duration} must be longer than the warmup`, 2);
+    scenario = { ...scenario, duration };
+  }
+  const outDir = flags.out ?? join('sim-out', scenario.name);
+  const tty = process.stderr.isTTY === true;
+  const startedAt = Date.now();
+  const bar = tty
+    ? new SingleBar({
+        format: '{policy} [{bar}] {percentage}% | sim {simTime} | {rate} req/s | ETA {eta_formatted}',
+        hideCursor: true,
+        stream: process.stderr,
+      })
+    : undefined;
+  const output = await simulate(scenario, (policy, index) => {
+    const label = `${policy} (${index + 1}/${scenario.policies.length})`;
+    const policyStart = Date.now();
+    let nextTenth = 1;
+    bar?.start(scenario.duration, 0, { policy: label, simTime: '0h00m', rate: 0 });
+    return (simulatedMs, requests) => {
+      const seconds = (Date.now() - policyStart) / 1000;
+      const rate = seconds > 0 ? Math.round(requests / seconds) : 0;
+      if (bar) {
+        bar.update(simulatedMs, { policy: label, simTime: formatSimTime(simulatedMs), rate });
+        if (simulatedMs >= scenario.duration) bar.stop();
+        return;
+      }
+      while (simulatedMs >= (nextTenth * scenario.duration) / 10 && nextTenth <= 10) {
+        process.stderr.write(
+          `${label}: ${nextTenth * 10}% (simulated ${formatSimTime(simulatedMs)}, ${requests} requests, ${rate} req/s)\n`,
+        );
+        nextTenth += 1;
+      }
+    };
+  });
+  const files = await writeOutputs(outDir, scenario, output);
+
+  const table = new Table({
+    head: ['policy', 'requests', 'rejected', 'SLO met', 'TTFT p50 ms', 'p95 ms', 'p99 ms', 'CNY / Mtok'],
+    style: { head: [], border: [] },
+  });
+  const policies = output.summary.policies as Record<string, Record<string, unknown>>;
+  for (const [policy, s] of Object.entries(policies)) {
+    const rejected = Object.values(s.rejected as Record<string, number>).reduce((a, b) => a + b, 0);
+    const ttft = s.ttft_ms as Record<string, number | null>;
+    table.push([
+      policy,
+      String(s.requests),
+      String(rejected),
+      `${(((s.slo_attainment as number) ?? 0) * 100).toFixed(2)} %`,
+      String(ttft.p50 ?? '-'),
+      String(ttft.p95 ?? '-'),
+      String(ttft.p99 ?? '-'),
+      String(s.cost_per_mtok_cny),
+    ]);
+  }
+  process.stdout.write(
+    `${scenario.name}: ${formatSimTime(scenario.duration)} simulated, seed ${scenario.seed}, ${((Date.now() - startedAt) / 1000).toFixed(1)} s\n${table.toString()}\nwrote ${files.join(', ')}\n`,
+  );
+}

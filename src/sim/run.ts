@@ -1,0 +1,157 @@
+// Runs a scenario for each of its policies and writes summary.json, timeseries.csv and report.html.
+
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { LEVELS, type Level } from '../core/model.js';
+import { loadTopology, type Topology } from '../ops/topology.js';
+import { generateNational } from './national.js';
+import { renderReport } from './report.js';
+import type { PolicyName, Scenario } from './scenario.js';
+import { type PolicyResult, type Progress, runPolicy } from './simulate.js';
+import { round } from './stats.js';
+
+export async function buildTopology(scenario: Scenario): Promise<Topology> {
+  const t = scenario.topology;
+  const topology = await loadOrGenerate(scenario);
+  if (t.capacity_scale === 1) return topology;
+  const scale = (n: number, min: number) => Math.max(min, Math.round(n * t.capacity_scale));
+  return {
+    ...topology,
+    nodes: topology.nodes.map((spec) => ({
+      ...spec,
+      models: spec.models.map((offer) => ({
+        ...offer,
+        maxConcurrency: scale(offer.maxConcurrency, 1),
+        maxQueue: scale(offer.maxQueue, 0),
+      })),
+    })),
+  };
+}
+
+async function loadOrGenerate(scenario: Scenario): Promise<Topology> {
+  const t = scenario.topology;
+  // Paths in a scenario are relative to the working directory.
+  const path = (file: string) => (file.startsWith('/') ? file : resolve(file));
+  if ('file' in t) return loadTopology(path(t.file));
+  return generateNational({
+    base: path(t.base),
+    hubs: t.hubs,
+    provinces: t.provinces,
+    edgesPerProvince: t.edges_per_province,
+    terminalsPerEdge: t.terminals_per_edge,
+    priceFactors: t.price_factors,
+  });
+}
+
+export interface SimulationOutput {
+  readonly summary: Record<string, unknown>;
+  readonly results: readonly PolicyResult[];
+  readonly topology: Topology;
+}
+
+export async function simulate(
+  scenario: Scenario,
+  onProgress?: (policy: PolicyName, index: number) => Progress,
+): Promise<SimulationOutput> {
+  const topology = await buildTopology(scenario);
+  const results: PolicyResult[] = [];
+  for (const [index, policy] of scenario.policies.entries()) {
+    results.push(await runPolicy(scenario, topology, policy, onProgress?.(policy, index)));
+  }
+  return { summary: summarize(scenario, topology, results), results, topology };
+}
+
+function byKey(map: Map<string, { summary(): Record<string, unknown> }>): Record<string, unknown> {
+  return Object.fromEntries([...map.keys()].sort().map((key) => [key, map.get(key)?.summary()]));
+}
+
+/** The summary: deterministic for a scenario and seed (no wall-clock times, sorted keys). */
+export function summarize(
+  scenario: Scenario,
+  topology: Topology,
+  results: readonly PolicyResult[],
+): Record<string, unknown> {
+  const nodesByLevel = Object.fromEntries(
+    LEVELS.map((level) => [level, topology.nodes.filter((n) => n.level === level).length]),
+  );
+  return {
+    scenario: scenario.name,
+    description: scenario.description ?? '',
+    seed: scenario.seed,
+    duration_s: scenario.duration / 1000,
+    warmup_s: scenario.warmup / 1000,
+    nodes: nodesByLevel,
+    policies: Object.fromEntries(
+      results.map((r) => [
+        r.policy,
+        {
+          ...r.total.summary(),
+          simulated_requests: r.simulatedRequests,
+          utilization_by_level: Object.fromEntries(
+            LEVELS.map((level) => [level, round(r.utilizationByLevel[level], 6)]),
+          ),
+          by_region: byKey(r.byRegion),
+          by_class: byKey(r.byClass),
+        },
+      ]),
+    ),
+  };
+}
+
+export function timeseriesCsv(
+  scenario: Scenario,
+  topology: Topology,
+  results: readonly PolicyResult[],
+): string {
+  const slots: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  for (const spec of topology.nodes)
+    for (const offer of spec.models) slots[spec.level] += offer.maxConcurrency;
+  const header = [
+    'policy',
+    'bucket_start_s',
+    'arrivals',
+    'placed',
+    'rejected',
+    'slo_attainment',
+    'mean_ttft_ms',
+    'cost_cny',
+    ...LEVELS.map((level) => `utilization_${level.toLowerCase()}`),
+  ];
+  const rows = [header.join(',')];
+  for (const r of results) {
+    for (const b of r.buckets) {
+      const length = Math.min(scenario.bucket, scenario.duration - b.startMs);
+      rows.push(
+        [
+          r.policy,
+          b.startMs / 1000,
+          b.arrivals,
+          b.placed,
+          b.rejected,
+          b.arrivals === 0 ? '' : round(b.sloMet / b.arrivals, 6),
+          b.ttftCount === 0 ? '' : round(b.ttftSumMs / b.ttftCount, 3),
+          round(b.costCny, 6),
+          ...LEVELS.map((level) =>
+            slots[level] === 0 ? 0 : round(b.busySlotMs[level] / (slots[level] * length), 6),
+          ),
+        ].join(','),
+      );
+    }
+  }
+  return `${rows.join('\n')}\n`;
+}
+
+export async function writeOutputs(
+  dir: string,
+  scenario: Scenario,
+  output: SimulationOutput,
+): Promise<string[]> {
+  await mkdir(dir, { recursive: true });
+  const files = {
+    'summary.json': `${JSON.stringify(output.summary, null, 2)}\n`,
+    'timeseries.csv': timeseriesCsv(scenario, output.topology, output.results),
+    'report.html': renderReport(scenario, output),
+  };
+  for (const [name, content] of Object.entries(files)) await writeFile(join(dir, name), content);
+  return Object.keys(files).map((name) => join(dir, name));
+}

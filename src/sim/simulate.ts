@@ -1,0 +1,509 @@
+// One policy's run of a scenario: a discrete-event loop on a virtual clock. Arrivals come from a
+// seeded stream that is the same for every policy (common random numbers), so differences between
+// policies come from the policies alone. Placement uses the same core and memory store as
+// `cpn serve`; a request's reservation is released when it completes.
+
+import { requestCost } from '../core/cost.js';
+import { DEFAULT_LATENCY_MODEL, estimateRtt } from '../core/latency.js';
+import { findOffer, LEVELS, type Level, type NodeSpec } from '../core/model.js';
+import type { PriceRule } from '../core/pricing.js';
+import {
+  deriveSeed,
+  exponential,
+  lognormal,
+  lognormalFromMeanP95,
+  type Rng,
+  seededRng,
+} from '../core/rng.js';
+import type { RouteRequest } from '../core/scheduler.js';
+import type { Topology } from '../ops/topology.js';
+import { ControlPlane } from '../server/control-plane.js';
+import { MemoryStore } from '../store/memory/memory-store.js';
+import { EventQueue } from './event-queue.js';
+import { type BaselineChoice, leastLoaded, nearest, randomNode } from './policies.js';
+import {
+  DEFAULT_DAILY_CURVE,
+  POPULATION_M,
+  type PolicyName,
+  type Scenario,
+  type ScenarioEvent,
+} from './scenario.js';
+import { Station } from './station.js';
+import { Outcomes, type RejectionReason } from './stats.js';
+
+const HOUR_MS = 3_600_000;
+/** Simulated time 0 is this instant plus start_hour: midnight China time, so pricing windows line up. */
+const EPOCH_MS = Date.UTC(2026, 0, 1) - 8 * HOUR_MS;
+
+interface SimJob {
+  readonly serviceMs: number;
+  readonly request: Arrival;
+  readonly prefillMs: number;
+  readonly rttMs: number;
+  readonly level: Level;
+  readonly reservationId: string | undefined;
+  readonly key: string;
+  /** When it reached the node's station (its wait starts here). */
+  readonly queuedAtMs: number;
+}
+
+/** One simulated request, drawn identically for every policy. */
+interface Arrival {
+  readonly index: number;
+  readonly atMs: number;
+  readonly region: string;
+  readonly classIndex: number;
+  readonly inputTokens: number;
+  readonly cachedInputTokens: number;
+  readonly outputTokens: number;
+  readonly rttFactor: number;
+  readonly serviceFactor: number;
+}
+
+type SimEvent =
+  | { readonly kind: 'arrival'; readonly arrival: Arrival }
+  | { readonly kind: 'finish'; readonly job: SimJob }
+  | { readonly kind: 'event'; readonly apply: () => void };
+
+export interface BucketSeries {
+  readonly startMs: number;
+  arrivals: number;
+  placed: number;
+  rejected: number;
+  sloMet: number;
+  costCny: number;
+  ttftSumMs: number;
+  ttftCount: number;
+  readonly busySlotMs: Record<Level, number>;
+}
+
+export interface PolicyResult {
+  readonly policy: PolicyName;
+  readonly total: Outcomes;
+  readonly byRegion: Map<string, Outcomes>;
+  readonly byClass: Map<string, Outcomes>;
+  /** Busy slot-milliseconds / available slot-milliseconds after warmup, per level. */
+  readonly utilizationByLevel: Record<Level, number>;
+  readonly buckets: BucketSeries[];
+  readonly simulatedRequests: number;
+}
+
+export type Progress = (simulatedMs: number, requests: number) => void;
+
+/** Region weights: the scenario's, else population, restricted to regions the topology knows. */
+function regionWeights(scenario: Scenario, topology: Topology): [string, number][] {
+  const given = scenario.demand.region_weights;
+  const regions = [...topology.regionCentroids.keys()].sort();
+  return regions
+    .map((region): [string, number] => [region, given ? (given[region] ?? 0) : (POPULATION_M[region] ?? 1)])
+    .filter(([, w]) => w > 0);
+}
+
+export class ArrivalStream {
+  private readonly rng: Rng;
+  private index = 0;
+  private readonly curve: readonly number[];
+  private readonly classShares: number[];
+  private readonly tokenParams: {
+    input: { mu: number; sigma: number };
+    output: { mu: number; sigma: number };
+  }[];
+
+  constructor(
+    private readonly scenario: Scenario,
+    private readonly weights: [string, number][],
+    private readonly surgeFactor: (region: string, atMs: number) => number,
+  ) {
+    this.rng = seededRng(deriveSeed(scenario.seed, 'arrivals'));
+    this.curve = scenario.demand.daily_curve ?? DEFAULT_DAILY_CURVE;
+    const totalShare = scenario.demand.classes.reduce((sum, c) => sum + c.share, 0);
+    this.classShares = scenario.demand.classes.map((c) => c.share / totalShare);
+    this.tokenParams = scenario.demand.classes.map((c) => ({
+      input: lognormalFromMeanP95(c.input_tokens.mean, c.input_tokens.p95),
+      output: lognormalFromMeanP95(c.output_tokens.mean, c.output_tokens.p95),
+    }));
+  }
+
+  /** Arrivals per ms at `atMs`, and the weights of regions then. */
+  private rateAt(atMs: number): { perMs: number; weights: number[] } {
+    const hour = Math.floor(this.scenario.demand.start_hour + atMs / HOUR_MS) % 24;
+    const weights = this.weights.map(([region, weight]) => weight * this.surgeFactor(region, atMs));
+    const base = this.weights.reduce((sum, [, w]) => sum + w, 0);
+    const surged = weights.reduce((sum, w) => sum + w, 0);
+    return {
+      perMs: (this.scenario.demand.rate_per_s / 1000) * (this.curve[hour] ?? 1) * (surged / base),
+      weights,
+    };
+  }
+
+  /** The next arrival after `fromMs` before `untilMs`, or undefined. Rates are piecewise constant between `boundaries`. */
+  next(fromMs: number, untilMs: number, boundaries: readonly number[]): Arrival | undefined {
+    let t = fromMs;
+    for (;;) {
+      const { perMs, weights } = this.rateAt(t);
+      const nextHour =
+        (Math.floor((t + this.scenario.demand.start_hour * HOUR_MS) / HOUR_MS) + 1) * HOUR_MS -
+        this.scenario.demand.start_hour * HOUR_MS;
+      const boundary = Math.min(nextHour, ...boundaries.filter((b) => b > t), untilMs);
+      const gap = perMs > 0 ? exponential(this.rng, perMs) : Number.POSITIVE_INFINITY;
+      if (t + gap >= boundary) {
+        if (boundary >= untilMs) return undefined;
+        t = boundary;
+        continue;
+      }
+      t += gap;
+      return this.draw(t, weights);
+    }
+  }
+
+  private draw(atMs: number, weights: number[]): Arrival {
+    const rng = this.rng;
+    const region = pickWeighted(
+      rng,
+      weights,
+      this.weights.map(([r]) => r),
+    );
+    const classIndex = pickWeighted(
+      rng,
+      this.classShares,
+      this.classShares.map((_, i) => i),
+    );
+    const cls = this.scenario.demand.classes[classIndex] as Scenario['demand']['classes'][number];
+    const params = this.tokenParams[classIndex] as (typeof this.tokenParams)[number];
+    const inputTokens = Math.max(1, Math.round(lognormal(rng, params.input.mu, params.input.sigma)));
+    const outputTokens = Math.max(1, Math.round(lognormal(rng, params.output.mu, params.output.sigma)));
+    const { rtt_jitter, service_noise } = this.scenario.network;
+    return {
+      index: this.index++,
+      atMs,
+      region,
+      classIndex,
+      inputTokens,
+      cachedInputTokens: Math.floor(inputTokens * cls.cached_share),
+      outputTokens,
+      rttFactor: lognormal(rng, -(rtt_jitter * rtt_jitter) / 2, rtt_jitter),
+      serviceFactor: lognormal(rng, -(service_noise * service_noise) / 2, service_noise),
+    };
+  }
+}
+
+function pickWeighted<T>(rng: Rng, weights: readonly number[], values: readonly T[]): T {
+  const total = weights.reduce((sum, w) => sum + w, 0);
+  let u = rng.next() * total;
+  for (let i = 0; i < weights.length; i += 1) {
+    u -= weights[i] as number;
+    if (u < 0) return values[i] as T;
+  }
+  return values[values.length - 1] as T;
+}
+
+function windowed(event: ScenarioEvent, atMs: number): boolean {
+  return 'for' in event && atMs >= event.at && atMs < event.at + event.for;
+}
+
+/** Runs one policy over the scenario. */
+export async function runPolicy(
+  scenario: Scenario,
+  topology: Topology,
+  policy: PolicyName,
+  progress?: Progress,
+): Promise<PolicyResult> {
+  let now = 0;
+  const clock = () => EPOCH_MS + scenario.demand.start_hour * HOUR_MS + now;
+  const latency = { ...DEFAULT_LATENCY_MODEL, regionCentroids: topology.regionCentroids };
+  const store = new MemoryStore({ clock, latency, regionCentroids: topology.regionCentroids });
+  const specs = new Map<string, NodeSpec>();
+  for (const spec of topology.nodes) {
+    specs.set(spec.id, spec);
+    await store.registerNode(spec, { ttlS: 0, permanent: true });
+  }
+  // Reservations live until the request completes: the simulated load is exact.
+  const plane = new ControlPlane({
+    store,
+    clock,
+    reservationTtlMs: 400 * 24 * HOUR_MS,
+    replicaId: 'sim',
+    latency,
+  });
+  const policyRng = seededRng(deriveSeed(scenario.seed, `policy-${policy}`));
+
+  // Scenario events.
+  const events = scenario.events;
+  const surgeFactor = (region: string, atMs: number) =>
+    events.reduce(
+      (f, e) => (e.kind === 'surge' && e.region === region && windowed(e, atMs) ? f * e.factor : f),
+      1,
+    );
+  const linkPenaltyMs = (a: string, b: string, atMs: number) =>
+    events.reduce(
+      (ms, e) =>
+        e.kind === 'link_degraded' && (e.region === a || e.region === b) && windowed(e, atMs)
+          ? ms + e.add_ms
+          : ms,
+      0,
+    );
+  const queue = new EventQueue<SimEvent>();
+  const boundaries: number[] = [];
+  for (const [i, event] of events.entries()) {
+    if (event.kind === 'price_change') {
+      const rules = event.multipliers.map(
+        (m): PriceRule => ({
+          level: m.level,
+          region: m.region,
+          model: m.model,
+          factor: m.factor,
+          window: m.window
+            ? { fromHour: Number(m.window.split('-')[0]), toHour: Number(m.window.split('-')[1]) }
+            : undefined,
+        }),
+      );
+      await store.schedulePricing({
+        id: `scenario-${i}`,
+        atMs: clock() + event.at - now,
+        policy: { rules, utcOffsetHours: event.utc_offset_hours },
+      });
+      continue;
+    }
+    boundaries.push(event.at, event.at + event.for);
+    if (event.kind === 'node_down' || event.kind === 'region_down') {
+      const affected = topology.nodes.filter((n) =>
+        event.kind === 'node_down' ? n.id === event.node : n.region === event.region,
+      );
+      queue.push(event.at, {
+        kind: 'event',
+        apply: () => affected.forEach((n) => void store.deregisterNode(n.id)),
+      });
+      queue.push(event.at + event.for, {
+        kind: 'event',
+        apply: () => affected.forEach((n) => void store.registerNode(n, { ttlS: 0, permanent: true })),
+      });
+    }
+  }
+
+  // Measurement.
+  const total = new Outcomes();
+  const byRegion = new Map<string, Outcomes>();
+  const byClass = new Map<string, Outcomes>();
+  const outcomesFor = (arrival: Arrival) => {
+    const cls = scenario.demand.classes[arrival.classIndex]?.name ?? '?';
+    if (!byRegion.has(arrival.region)) byRegion.set(arrival.region, new Outcomes());
+    if (!byClass.has(cls)) byClass.set(cls, new Outcomes());
+    return [total, byRegion.get(arrival.region) as Outcomes, byClass.get(cls) as Outcomes];
+  };
+  const counted = (arrival: Arrival) => arrival.atMs >= scenario.warmup;
+  const bucketCount = Math.ceil(scenario.duration / scenario.bucket);
+  const buckets: BucketSeries[] = Array.from({ length: bucketCount }, (_, i) => ({
+    startMs: i * scenario.bucket,
+    arrivals: 0,
+    placed: 0,
+    rejected: 0,
+    sloMet: 0,
+    costCny: 0,
+    ttftSumMs: 0,
+    ttftCount: 0,
+    busySlotMs: { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 },
+  }));
+  const bucketAt = (atMs: number) =>
+    buckets[Math.min(bucketCount - 1, Math.floor(atMs / scenario.bucket))] as BucketSeries;
+  const slotsByLevel: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  for (const spec of topology.nodes)
+    for (const offer of spec.models) slotsByLevel[spec.level] += offer.maxConcurrency;
+  const busy: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  const busyAfterWarmup: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  let integratedTo = 0;
+  const integrate = (toMs: number) => {
+    const end = Math.min(toMs, scenario.duration);
+    while (integratedTo < end) {
+      const bucketEnd = Math.min(end, (Math.floor(integratedTo / scenario.bucket) + 1) * scenario.bucket);
+      const dt = bucketEnd - integratedTo;
+      const bucket = bucketAt(integratedTo);
+      for (const level of LEVELS) {
+        bucket.busySlotMs[level] += busy[level] * dt;
+        if (integratedTo >= scenario.warmup) busyAfterWarmup[level] += busy[level] * dt;
+      }
+      integratedTo = bucketEnd;
+    }
+  };
+
+  const stations = new Map<string, Station<SimJob>>();
+  const stationFor = (nodeId: string, model: string) => {
+    const key = `${nodeId}\u0000${model}`;
+    let station = stations.get(key);
+    if (station === undefined) {
+      const offer = findOffer(specs.get(nodeId) as NodeSpec, model);
+      station = new Station<SimJob>(offer?.maxConcurrency ?? 1, offer?.maxQueue ?? 0);
+      stations.set(key, station);
+    }
+    return { key, station };
+  };
+
+  const reject = (arrival: Arrival, reason: RejectionReason) => {
+    if (!counted(arrival)) return;
+    for (const o of outcomesFor(arrival)) o.rejected[reason] += 1;
+    bucketAt(arrival.atMs).rejected += 1;
+  };
+
+  const started = (job: SimJob, waitMs: number) => {
+    busy[job.level] += 1;
+    const { request } = job;
+    if (!counted(request)) return;
+    const ttftMs = job.rttMs + waitMs + job.prefillMs;
+    const met = ttftMs <= (scenario.demand.classes[request.classIndex]?.latency_budget_ms ?? 0);
+    for (const o of outcomesFor(request)) {
+      o.ttftMs.record(ttftMs);
+      if (met) o.sloMet += 1;
+    }
+    const bucket = bucketAt(request.atMs);
+    bucket.ttftSumMs += ttftMs;
+    bucket.ttftCount += 1;
+    if (met) bucket.sloMet += 1;
+  };
+
+  const place = (arrival: Arrival) => {
+    const cls = scenario.demand.classes[arrival.classIndex] as Scenario['demand']['classes'][number];
+    const request: RouteRequest = {
+      requestId: '',
+      tenant: '',
+      model: cls.model,
+      client: { region: arrival.region, accessPoint: '', location: undefined },
+      latencyBudgetMs: cls.latency_budget_ms,
+      inputTokens: arrival.inputTokens,
+      cachedInputTokens: arrival.cachedInputTokens,
+      maxOutputTokens: arrival.outputTokens,
+      allowedLevels: cls.allowed_levels ?? [],
+      allowedRegions: [],
+      allowDegraded: false,
+      explain: false,
+      maxFallbacks: 0,
+    };
+    let nodeId: string;
+    let reservationId: string | undefined;
+    if (policy === 'cheapest-feasible') {
+      const result = plane.route(request);
+      if (result.decision.kind === 'infeasible' || result.reservation === undefined) {
+        reject(arrival, result.decision.kind === 'infeasible' ? result.decision.reason : 'ALL_FULL');
+        return;
+      }
+      nodeId = result.decision.placement.nodeId;
+      reservationId = result.reservation.id;
+    } else {
+      const ctx = { view: store.view, reservations: plane.reservations, latency, nowMs: clock() };
+      const pick = policy === 'nearest' ? nearest : policy === 'least-loaded' ? leastLoaded : randomNode;
+      const choice: BaselineChoice = pick(request, ctx, policyRng);
+      if (choice.kind === 'infeasible') {
+        reject(arrival, choice.reason);
+        return;
+      }
+      nodeId = choice.node.spec.id;
+      reservationId = plane.reservations.reserve(nodeId, cls.model, '', clock()).id;
+    }
+    const spec = specs.get(nodeId) as NodeSpec;
+    const offer = findOffer(spec, cls.model);
+    if (offer === undefined)
+      throw new Error(`policy ${policy} placed ${cls.model} on ${nodeId}, which does not serve it`);
+    const estimate = estimateRtt(request.client, spec, latency, store.view.samplesFrom, clock());
+    const rttMs = estimate.rttMs * arrival.rttFactor + linkPenaltyMs(arrival.region, spec.region, now);
+    const prefillMs =
+      ((arrival.inputTokens - arrival.cachedInputTokens) / offer.prefillTokensPerS) *
+      1000 *
+      arrival.serviceFactor;
+    const decodeMs = (arrival.outputTokens / offer.decodeTokensPerS) * 1000 * arrival.serviceFactor;
+    const { key, station } = stationFor(nodeId, cls.model);
+    const job: SimJob = {
+      serviceMs: prefillMs + decodeMs,
+      request: arrival,
+      prefillMs,
+      rttMs,
+      level: spec.level,
+      reservationId,
+      key,
+      queuedAtMs: now,
+    };
+    // The request reaches the node after half a round trip; we model its queue from arrival for simplicity.
+    const outcome = station.arrive(job, now);
+    if (outcome.kind === 'rejected') {
+      if (reservationId) plane.reservations.release(reservationId);
+      reject(arrival, 'NODE_QUEUE_FULL');
+      return;
+    }
+    if (counted(arrival)) {
+      const cost = requestCost(
+        {
+          inputTokens: arrival.inputTokens,
+          cachedInputTokens: arrival.cachedInputTokens,
+          maxOutputTokens: arrival.outputTokens,
+        },
+        offer.price,
+        plane.priceMultiplierAt(clock()).at(spec, cls.model, clock()),
+      );
+      for (const o of outcomesFor(arrival)) {
+        o.placed += 1;
+        o.costCny += cost;
+        o.inputTokens += arrival.inputTokens;
+        o.cachedInputTokens += arrival.cachedInputTokens;
+        o.outputTokens += arrival.outputTokens;
+      }
+      const bucket = bucketAt(arrival.atMs);
+      bucket.placed += 1;
+      bucket.costCny += cost;
+    }
+    if (outcome.kind === 'started') {
+      started(job, 0);
+      queue.push(outcome.finishMs, { kind: 'finish', job });
+    }
+  };
+
+  const finish = (job: SimJob) => {
+    busy[job.level] -= 1;
+    if (job.reservationId) plane.reservations.release(job.reservationId);
+    const station = stations.get(job.key) as Station<SimJob>;
+    const next = station.finish(now);
+    if (next !== undefined) {
+      started(next.job, now - next.job.queuedAtMs);
+      queue.push(next.finishMs, { kind: 'finish', job: next.job });
+    }
+  };
+
+  const stream = new ArrivalStream(scenario, regionWeights(scenario, topology), surgeFactor);
+  const scheduleNextArrival = (fromMs: number) => {
+    const arrival = stream.next(fromMs, scenario.duration, boundaries);
+    if (arrival) queue.push(arrival.atMs, { kind: 'arrival', arrival });
+  };
+  scheduleNextArrival(0);
+
+  let simulated = 0;
+  let nextProgressMs = 0;
+  for (let item = queue.pop(); item !== undefined; item = queue.pop()) {
+    integrate(item.timeMs);
+    now = item.timeMs;
+    const event = item.event;
+    if (event.kind === 'arrival') {
+      simulated += 1;
+      if (counted(event.arrival)) {
+        for (const o of outcomesFor(event.arrival)) o.requests += 1;
+        bucketAt(event.arrival.atMs).arrivals += 1;
+      }
+      place(event.arrival);
+      scheduleNextArrival(now);
+    } else if (event.kind === 'finish') {
+      finish(event.job);
+    } else {
+      event.apply();
+    }
+    if (progress && now >= nextProgressMs) {
+      progress(Math.min(now, scenario.duration), simulated);
+      nextProgressMs = now + scenario.duration / 200;
+    }
+  }
+  integrate(scenario.duration);
+  progress?.(scenario.duration, simulated);
+
+  const measuredMs = scenario.duration - scenario.warmup;
+  const utilizationByLevel = Object.fromEntries(
+    LEVELS.map((level) => [
+      level,
+      slotsByLevel[level] === 0 ? 0 : busyAfterWarmup[level] / (slotsByLevel[level] * measuredMs),
+    ]),
+  ) as Record<Level, number>;
+  return { policy, total, byRegion, byClass, utilizationByLevel, buckets, simulatedRequests: simulated };
+}
