@@ -1,11 +1,236 @@
-// report.html: placeholder until the charted report lands; self-contained, no network access.
+// report.html: one self-contained page (inline SVG and CSS, no scripts, no network) that a
+// planner reads at a glance: SLO attainment and cost per policy, load and utilisation by level over
+// time with the scenario's events marked, TTFT percentiles, and the worst regions.
+
+import { LEVELS } from '../core/model.js';
 import type { SimulationOutput } from './run.js';
 import type { Scenario } from './scenario.js';
 
-const escape = (text: string) => text.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2'];
+const LEVEL_COLORS: Record<string, string> = {
+  CENTER: '#1d4ed8',
+  PROVINCE: '#16a34a',
+  EDGE: '#ea580c',
+  TERMINAL: '#9333ea',
+};
+
+const esc = (text: string): string =>
+  text.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string,
+  );
+
+type PolicySummary = {
+  slo_attainment: number;
+  cost_per_mtok_cny: number;
+  ttft_ms: { p50: number | null; p95: number | null; p99: number | null };
+  by_region: Record<string, { slo_attainment: number; requests: number }>;
+  requests: number;
+};
+
+function barChart(
+  title: string,
+  labels: string[],
+  values: number[],
+  format: (v: number) => string,
+  max?: number,
+): string {
+  const width = 460;
+  const rowHeight = 28;
+  const labelWidth = 140;
+  const top = max ?? Math.max(...values, 1e-9);
+  const rows = labels
+    .map((label, i) => {
+      const value = values[i] ?? 0;
+      const barWidth = Math.max(1, ((width - labelWidth - 80) * value) / top);
+      const y = 10 + i * rowHeight;
+      return `<text x="0" y="${y + 17}" class="label">${esc(label)}</text><rect x="${labelWidth}" y="${y + 4}" width="${barWidth.toFixed(1)}" height="18" fill="${COLORS[i % COLORS.length]}"/><text x="${(labelWidth + barWidth + 6).toFixed(1)}" y="${y + 17}" class="value">${esc(format(value))}</text>`;
+    })
+    .join('');
+  const height = 20 + labels.length * rowHeight;
+  return `<figure><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img">${rows}</svg></figure>`;
+}
+
+interface Series {
+  readonly name: string;
+  readonly color: string;
+  readonly values: readonly number[];
+}
+
+/** Simulated seconds → China clock time, e.g. 19:30. */
+type ClockLabel = (seconds: number) => string;
+
+function lineChart(
+  title: string,
+  xs: readonly number[],
+  series: readonly Series[],
+  events: readonly { atS: number; label: string }[],
+  yFormat: (v: number) => string,
+  clock: ClockLabel,
+): string {
+  const width = 940;
+  const height = 260;
+  const left = 60;
+  const bottom = 30;
+  const xMax = Math.max(...xs, 1);
+  const yMax = Math.max(...series.flatMap((s) => s.values), 1e-9);
+  const x = (v: number) => left + ((width - left - 10) * v) / xMax;
+  const y = (v: number) => height - bottom - ((height - bottom - 10) * v) / yMax;
+  const lines = series
+    .map((s) => {
+      const points = s.values.map((v, i) => `${x(xs[i] ?? 0).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+      return `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${points}"/>`;
+    })
+    .join('');
+  const ticks = [0, 0.25, 0.5, 0.75, 1]
+    .map(
+      (f) =>
+        `<text x="${left - 6}" y="${y(f * yMax) + 4}" class="axis" text-anchor="end">${esc(yFormat(f * yMax))}</text><line x1="${left}" x2="${width - 10}" y1="${y(f * yMax)}" y2="${y(f * yMax)}" class="grid"/>`,
+    )
+    .join('');
+  const xTicks = Array.from({ length: 7 }, (_, i) => (i * xMax) / 6)
+    .map((v) => `<text x="${x(v)}" y="${height - 10}" class="axis" text-anchor="middle">${clock(v)}</text>`)
+    .join('');
+  const marks = events
+    .map(
+      (e) =>
+        `<line x1="${x(e.atS)}" x2="${x(e.atS)}" y1="10" y2="${height - bottom}" class="event"/><text x="${x(e.atS) + 3}" y="22" class="event-label">${esc(e.label)}</text>`,
+    )
+    .join('');
+  const legend = series
+    .map((s) => `<span class="key" style="--c:${s.color}">${esc(s.name)}</span>`)
+    .join(' ');
+  return `<figure><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img">${ticks}${marks}${lines}${xTicks}</svg><div class="legend">${legend}</div></figure>`;
+}
 
 export function renderReport(scenario: Scenario, output: SimulationOutput): string {
-  return `<!doctype html><meta charset="utf-8"><title>cpn simulation: ${escape(scenario.name)}</title><pre>${escape(
-    JSON.stringify(output.summary, null, 2),
-  )}</pre>\n`;
+  const summary = output.summary as {
+    policies: Record<string, PolicySummary>;
+    nodes: Record<string, number>;
+  };
+  const policies = Object.keys(summary.policies);
+  const p = (name: string) => summary.policies[name] as PolicySummary;
+  const pct = (v: number) => `${(v * 100).toFixed(2)} %`;
+
+  const slo = barChart(
+    'SLO attainment (share of requests whose measured TTFT met the budget)',
+    policies,
+    policies.map((n) => p(n).slo_attainment),
+    pct,
+    1,
+  );
+  const cost = barChart(
+    'Cost per million tokens (CNY)',
+    policies,
+    policies.map((n) => p(n).cost_per_mtok_cny),
+    (v) => v.toFixed(3),
+  );
+  const ttft = ['p50', 'p95', 'p99']
+    .map((q) =>
+      barChart(
+        `TTFT ${q} (ms)`,
+        policies,
+        policies.map((n) => p(n).ttft_ms[q as 'p50'] ?? 0),
+        (v) => v.toFixed(1),
+      ),
+    )
+    .join('');
+
+  const events = scenario.events.map((e) => ({
+    atS: e.at / 1000,
+    label:
+      e.kind === 'surge'
+        ? `surge ×${e.factor} ${e.region}`
+        : e.kind === 'node_down'
+          ? `${e.node} down`
+          : e.kind === 'region_down'
+            ? `${e.region} down`
+            : e.kind === 'link_degraded'
+              ? `${e.region} +${e.add_ms} ms`
+              : 'price change',
+  }));
+  const clock: ClockLabel = (seconds) => {
+    const minutes = Math.round(scenario.demand.start_hour * 60 + seconds / 60);
+    return `${String(Math.floor(minutes / 60) % 24).padStart(2, '0')}:${String(minutes % 60).padStart(2, '0')}`;
+  };
+  const first = output.results[0];
+  const xs = first?.buckets.map((b) => b.startMs / 1000) ?? [];
+  const load = lineChart(
+    'Arrivals per bucket',
+    xs,
+    [{ name: 'requests', color: '#334155', values: first?.buckets.map((b) => b.arrivals) ?? [] }],
+    events,
+    (v) => v.toFixed(0),
+    clock,
+  );
+  const slots: Record<string, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  for (const spec of output.topology.nodes)
+    for (const offer of spec.models) slots[spec.level] = (slots[spec.level] ?? 0) + offer.maxConcurrency;
+  const utilization = output.results
+    .map((r) =>
+      lineChart(
+        `Utilisation by level over time — ${r.policy}`,
+        xs,
+        LEVELS.map((level) => ({
+          name: level,
+          color: LEVEL_COLORS[level] as string,
+          values: r.buckets.map((b) => {
+            const length = Math.min(scenario.bucket, scenario.duration - b.startMs);
+            return slots[level] ? b.busySlotMs[level] / ((slots[level] as number) * length) : 0;
+          }),
+        })),
+        events,
+        pct,
+        clock,
+      ),
+    )
+    .join('');
+  const sloOverTime = lineChart(
+    'SLO attainment over time',
+    xs,
+    output.results.map((r, i) => ({
+      name: r.policy,
+      color: COLORS[i % COLORS.length] as string,
+      values: r.buckets.map((b) => (b.arrivals === 0 ? 1 : b.sloMet / b.arrivals)),
+    })),
+    events,
+    pct,
+    clock,
+  );
+
+  const worst = policies
+    .map((name) => {
+      const regions = Object.entries(p(name).by_region)
+        .sort((a, b) => a[1].slo_attainment - b[1].slo_attainment || (a[0] < b[0] ? -1 : 1))
+        .slice(0, 5)
+        .map(([region, s]) => `<td>${esc(region)} ${pct(s.slo_attainment)}</td>`)
+        .join('');
+      return `<tr><th>${esc(name)}</th>${regions}</tr>`;
+    })
+    .join('');
+  const nodes = Object.entries(summary.nodes)
+    .map(([level, n]) => `${n} ${level}`)
+    .join(', ');
+
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cpn simulation: ${esc(scenario.name)}</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#0f172a;max-width:1000px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
+figure{margin:8px 0 16px} figcaption{font-weight:600;margin-bottom:4px}
+.row{display:flex;flex-wrap:wrap;gap:24px}
+.label{font-size:12px;fill:#0f172a}.value{font-size:12px;fill:#334155}.axis{font-size:11px;fill:#475569}
+.grid{stroke:#e2e8f0}.event{stroke:#f59e0b;stroke-dasharray:4 3}.event-label{font-size:11px;fill:#b45309}
+.legend{font-size:12px}.key::before{content:"";display:inline-block;width:10px;height:10px;background:var(--c);margin:0 4px 0 12px}
+table{border-collapse:collapse}td,th{border:1px solid #e2e8f0;padding:4px 8px;text-align:left}
+</style></head><body>
+<h1>${esc(scenario.name)}</h1>
+<p>${esc(scenario.description ?? '')}<br>${(scenario.duration / 3_600_000).toFixed(2)} h simulated from ${scenario.demand.start_hour}:00 (China time), seed ${scenario.seed}; ${esc(nodes)} nodes; policies compared on identical arrivals.</p>
+<h2>SLO and cost per policy</h2><div class="row">${slo}${cost}</div>
+<h2>Load and SLO over time (China time; dashed lines mark scenario events)</h2>${load}${sloOverTime}
+<h2>Utilisation by level</h2>${utilization}
+<h2>Time to first token</h2><div class="row">${ttft}</div>
+<h2>Worst regions (lowest SLO attainment)</h2><table>${worst}</table>
+</body></html>
+`;
 }

@@ -6,14 +6,18 @@ import { z } from 'zod';
 import { LEVELS } from '../core/model.js';
 import { YamlSource } from '../ops/yaml-config.js';
 
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+const DURATION = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$/;
+const PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/g;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** "90s", "30m", "2h", "24h", "500ms" → milliseconds. */
+/** "90s", "30m", "2h", "1h30m", "500ms" → milliseconds. */
 export function parseDuration(text: string): number | undefined {
-  const match = DURATION.exec(text.trim());
-  if (!match) return undefined;
-  return Number(match[1]) * (UNIT_MS[match[2] as string] as number);
+  const trimmed = text.trim();
+  if (!DURATION.test(trimmed)) return undefined;
+  let ms = 0;
+  for (const [, amount, unit] of trimmed.matchAll(PART))
+    ms += Number(amount) * (UNIT_MS[unit as string] as number);
+  return ms;
 }
 
 const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -21,7 +25,7 @@ const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   if (ms === undefined || !Number.isFinite(ms) || ms < 0) {
     ctx.addIssue({
       code: 'custom',
-      message: 'must be a duration like 90s, 30m, 2h or 24h (a bare number is seconds)',
+      message: 'must be a duration like 90s, 30m, 1h30m or 24h (a bare number is seconds)',
     });
     return z.NEVER;
   }

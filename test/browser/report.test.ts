@@ -1,0 +1,66 @@
+// Opens a real report.html in headless Chromium: charts rendered, no console errors, no network.
+import { mkdir, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { simulate, writeOutputs } from '../../src/sim/run.js';
+import { loadScenario } from '../../src/sim/scenario.js';
+import { launchChromium } from '../helpers/browser.js';
+
+describe('report.html in a browser', () => {
+  let browser: Browser;
+  beforeAll(async () => {
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('renders its charts with no console errors and no network requests', async () => {
+    const scenario = await loadScenario('simulations/province-surge.yaml');
+    const short = {
+      ...scenario,
+      duration: 20 * 60_000,
+      warmup: 0,
+      bucket: 2 * 60_000,
+      policies: ['cheapest-feasible' as const, 'nearest' as const],
+      events: scenario.events.map((e) => ({ ...e, at: 5 * 60_000 })),
+    };
+    const dir = await mkdtemp(join(tmpdir(), 'cpn-report-'));
+    await writeOutputs(dir, short, await simulate(short));
+
+    const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    const consoleErrors: string[] = [];
+    const requests: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') consoleErrors.push(message.text());
+    });
+    page.on('pageerror', (error) => consoleErrors.push(error.message));
+    page.on('request', (request) => {
+      if (!request.url().startsWith('file:')) requests.push(request.url());
+    });
+    await page.goto(pathToFileURL(join(dir, 'report.html')).href);
+
+    const charts = await page.locator('svg').count();
+    expect(charts).toBeGreaterThanOrEqual(6);
+    // Every chart drew something: bars or lines.
+    const emptyCharts = await page
+      .locator('svg')
+      .evaluateAll(
+        (svgs) => svgs.filter((svg) => svg.querySelectorAll('rect, polyline').length === 0).length,
+      );
+    expect(emptyCharts).toBe(0);
+    const box = await page.locator('svg').first().boundingBox();
+    expect(box?.width ?? 0).toBeGreaterThan(100);
+    expect(await page.locator('.event-label').first().textContent()).toContain('surge');
+    expect(consoleErrors).toEqual([]);
+    expect(requests).toEqual([]);
+
+    const artifacts = join('test-artifacts');
+    await mkdir(artifacts, { recursive: true });
+    await page.screenshot({ path: join(artifacts, 'report.png'), fullPage: true });
+    await page.close();
+  }, 120_000);
+});
