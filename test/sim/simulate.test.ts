@@ -1,0 +1,92 @@
+// The simulator end to end on small runs: arithmetic, determinism, policy sanity.
+import { describe, expect, it } from 'vitest';
+import { simulate, timeseriesCsv } from '../../src/sim/run.js';
+import { loadScenario, type Scenario } from '../../src/sim/scenario.js';
+
+type PolicyOut = {
+  requests: number;
+  placed: number;
+  slo_attainment: number;
+  cost_per_mtok_cny: number;
+  ttft_ms: { p50: number };
+};
+
+describe('simulate', () => {
+  it('measures TTFT as RTT + prefill when nothing queues (no noise, fixed sizes)', async () => {
+    const base = await loadScenario('simulations/national-day.yaml');
+    const scenario: Scenario = {
+      ...base,
+      duration: 10 * 60_000,
+      warmup: 0,
+      topology: { file: 'simulations/topologies/demo-national.yaml', capacity_scale: 1 },
+      demand: {
+        ...base.demand,
+        rate_per_s: 0.5,
+        region_weights: { 'CN-GD': 1 },
+        classes: [
+          {
+            name: 'fixed',
+            share: 1,
+            model: 'qwen3-32b',
+            latency_budget_ms: 30,
+            input_tokens: { mean: 256, p95: 256 },
+            output_tokens: { mean: 100, p95: 100 },
+            cached_share: 0,
+            allowed_levels: undefined,
+          },
+        ],
+      },
+      events: [],
+      policies: ['cheapest-feasible'],
+      network: { rtt_jitter: 0, service_noise: 0 },
+    };
+    const { summary } = await simulate(scenario);
+    const out = (summary.policies as Record<string, PolicyOut>)['cheapest-feasible'] as PolicyOut;
+    expect(out.requests).toBeGreaterThan(50);
+    expect(out.slo_attainment).toBe(1);
+    // The demo's Guangdong provincial node: 3.0 ms RTT + 256 tokens / 16,000 tok/s = 19.0 ms (within 1 %).
+    expect(Math.abs(out.ttft_ms.p50 - 19) / 19).toBeLessThan(0.01);
+    // Cost: (256 × 2.5 + 100 × 10) CNY per Mtok at the province's 1.25 × list price.
+    expect(out.cost_per_mtok_cny).toBeCloseTo((256 * 2.5 + 100 * 10) / 356, 4);
+  });
+
+  it('gives a byte-identical summary for the same scenario and seed, and a different one for another seed', async () => {
+    const base = await loadScenario('simulations/province-surge.yaml');
+    const small = {
+      ...base,
+      duration: 5 * 60_000,
+      warmup: 0,
+      bucket: 60_000,
+      events: base.events.map((e) => ({ ...e, at: 2 * 60_000 })),
+    };
+    const first = await simulate(small);
+    const second = await simulate(small);
+    expect(JSON.stringify(second.summary)).toBe(JSON.stringify(first.summary));
+    expect(timeseriesCsv(small, second.topology, second.results)).toBe(
+      timeseriesCsv(small, first.topology, first.results),
+    );
+    const other = await simulate({ ...small, seed: small.seed + 1 });
+    expect(JSON.stringify(other.summary)).not.toBe(JSON.stringify(first.summary));
+  });
+
+  it('national day at the evening peak: cheapest-feasible is cheapest among policies at least as good; nearest costs more', async () => {
+    const base = await loadScenario('simulations/national-day.yaml');
+    const peak = {
+      ...base,
+      duration: 15 * 60_000,
+      warmup: 2 * 60_000,
+      bucket: 5 * 60_000,
+      demand: { ...base.demand, start_hour: 19 },
+    };
+    const { summary } = await simulate(peak);
+    const policies = summary.policies as Record<string, PolicyOut>;
+    const cheapest = policies['cheapest-feasible'] as PolicyOut;
+    for (const [name, out] of Object.entries(policies)) {
+      expect(out.requests).toBe(cheapest.requests);
+      if (name !== 'cheapest-feasible' && out.slo_attainment >= cheapest.slo_attainment) {
+        expect(out.cost_per_mtok_cny, name).toBeGreaterThan(cheapest.cost_per_mtok_cny);
+      }
+    }
+    expect((policies.nearest as PolicyOut).cost_per_mtok_cny).toBeGreaterThan(cheapest.cost_per_mtok_cny);
+  }, 120_000);
+});
