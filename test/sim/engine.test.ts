@@ -22,7 +22,7 @@ describe('event queue', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: 20 }), { maxLength: 300 }), (times) => {
         const queue = new EventQueue<number>();
-        times.forEach((time, index) => queue.push(time, index));
+        for (const [index, time] of times.entries()) queue.push(time, index);
         const popped: { time: number; index: number }[] = [];
         for (let item = queue.pop(); item; item = queue.pop())
           popped.push({ time: item.timeMs, index: item.event });
