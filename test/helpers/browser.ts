@@ -2,24 +2,14 @@
 // launch a fresh temporary profile). Fails loudly with the
 // install command when Chromium is missing: browser tests never skip.
 
-import { execFileSync } from 'node:child_process';
 import { type Browser, chromium } from 'playwright-core';
+import { findBinary } from './binaries.js';
 
 export function chromiumBinary(): string {
-  for (const candidate of [
-    process.env.CPN_CHROMIUM_BIN,
-    '/usr/bin/chromium',
-    '/usr/bin/chromium-browser',
-  ].filter(Boolean) as string[]) {
-    try {
-      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
-      return candidate;
-    } catch {
-      // next
-    }
-  }
-  throw new Error(
-    'browser tests need Chromium and none was found. Install it with: apt-get update && apt-get install -y chromium (or set CPN_CHROMIUM_BIN)',
+  return findBinary(
+    'browser tests need Chromium',
+    [process.env.CPN_CHROMIUM_BIN, '/usr/bin/chromium', '/usr/bin/chromium-browser'],
+    'apt-get update && apt-get install -y chromium (or set CPN_CHROMIUM_BIN)',
   );
 }
 

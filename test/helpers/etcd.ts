@@ -1,11 +1,12 @@
 // Starts a real etcd (Debian's etcd-server) on free loopback ports with a temporary data dir.
 // Fails loudly, with the install command, when no etcd binary is found: etcd tests never skip.
 
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findBinary } from './binaries.js';
 
 export interface EtcdServer {
   readonly endpoint: string;
@@ -19,19 +20,10 @@ export interface EtcdServer {
 }
 
 export function etcdBinary(): string {
-  const candidates = [process.env.CPN_ETCD_BIN, '/usr/bin/etcd', '/usr/local/bin/etcd'].filter(
-    Boolean,
-  ) as string[];
-  for (const candidate of candidates) {
-    try {
-      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
-      return candidate;
-    } catch {
-      // try the next one
-    }
-  }
-  throw new Error(
-    'etcd tests need a real etcd binary and none was found. Install it with: apt-get update && apt-get install -y etcd-server (or set CPN_ETCD_BIN)',
+  return findBinary(
+    'etcd tests need a real etcd binary',
+    [process.env.CPN_ETCD_BIN, '/usr/bin/etcd', '/usr/local/bin/etcd'],
+    'apt-get update && apt-get install -y etcd-server (or set CPN_ETCD_BIN)',
   );
 }
 
