@@ -1,5 +1,5 @@
-// Seeded pseudo-random numbers for the simulator and any randomised policy. The core never calls
-// Math.random: whoever needs randomness passes an Rng, so every run can be replayed from its seed.
+// Seeded pseudo-random numbers for the simulator and any randomised policy. The core never uses the
+// global generator: whoever needs randomness passes an Rng, so every run replays from its seed.
 
 export interface Rng {
   /** Uniform in [0, 1). */
