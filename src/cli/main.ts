@@ -245,6 +245,18 @@ export function buildProgram(): Command {
         port: opts.port,
         reservationTtlMs: opts.reservationTtlS * 1000,
       });
+      // Handle signals before announcing the address: whoever reads it may signal at once.
+      const stopped = new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info('shutting down', { signal, graceMs: opts.graceMs });
+          server
+            .shutdown(opts.graceMs)
+            .then(() => store.close())
+            .then(resolve);
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
       logger.info('control plane serving', {
         address: server.address,
         store: opts.store,
@@ -265,17 +277,7 @@ export function buildProgram(): Command {
           '',
         ].join('\n'),
       );
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          logger.info('shutting down', { signal, graceMs: opts.graceMs });
-          server
-            .shutdown(opts.graceMs)
-            .then(() => store.close())
-            .then(resolve);
-        };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
-      });
+      await stopped;
       logger.info('stopped', {});
     });
 
