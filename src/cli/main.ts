@@ -228,6 +228,12 @@ export function buildProgram(): Command {
         .env('CPN_LOG_LEVEL'),
     )
     .addOption(
+      new Option('--metrics-port <port>', 'HTTP port for /metrics, /healthz and /readyz (0: any free port)')
+        .default(9464)
+        .env('CPN_METRICS_PORT')
+        .argParser(integer(0, 65535)),
+    )
+    .addOption(
       new Option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long in-flight calls may finish')
         .default(10_000)
         .argParser(integer(0, 600_000)),
@@ -244,6 +250,7 @@ export function buildProgram(): Command {
         host: opts.host,
         port: opts.port,
         reservationTtlMs: opts.reservationTtlS * 1000,
+        metricsPort: opts.metricsPort,
       });
       // Handle signals before announcing the address: whoever reads it may signal at once.
       const stopped = new Promise<void>((resolve) => {
@@ -259,6 +266,7 @@ export function buildProgram(): Command {
       });
       logger.info('control plane serving', {
         address: server.address,
+        metricsPort: server.metricsPort,
         store: opts.store,
         topology: topologyFile,
         nodes: topology?.nodes.length ?? 0,
@@ -273,6 +281,7 @@ export function buildProgram(): Command {
           `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 30${serverFlag}       # tight budget: nearby node`,
           `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 30 --explain${serverFlag}`,
           `  npx cpn nodes --region CN-GD${serverFlag}`,
+          `Metrics and probes: http://${server.address.replace(/:\d+$/, '')}:${server.metricsPort}/metrics, /healthz, /readyz`,
           'Stop with Ctrl-C.',
           '',
         ].join('\n'),

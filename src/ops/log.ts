@@ -1,5 +1,7 @@
-// Structured JSON-lines logging to stderr. Small on purpose; the operations work replaces the
-// sink with pino behind the same interface.
+// Structured logs: pino, JSON lines on stderr (stdout stays for what a person asked to see).
+// One line per notable event; per-request lines only at debug.
+
+import pino from 'pino';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
@@ -10,19 +12,30 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
-const RANK: Readonly<Record<LogLevel, number>> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 };
-
-export function createLogger(
-  level: LogLevel,
-  write: (line: string) => void = (line) => process.stderr.write(line),
-): Logger {
-  const emit =
-    (at: Exclude<LogLevel, 'silent'>) =>
-    (message: string, fields: Record<string, unknown> = {}) => {
-      if (RANK[at] < RANK[level]) return;
-      write(`${JSON.stringify({ level: at, time: new Date().toISOString(), msg: message, ...fields })}\n`);
-    };
-  return { debug: emit('debug'), info: emit('info'), warn: emit('warn'), error: emit('error') };
+/** A pino logger behind the Logger interface; `destination` is a file descriptor (2 = stderr). */
+export function createLogger(level: LogLevel, destination = 2): Logger {
+  const log = pino(
+    {
+      level,
+      base: { service: 'cpn' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      // Never print credentials, whatever a caller passes in.
+      redact: { paths: ['password', '*.password', 'key', '*.key', 'token', '*.token'], censor: '[redacted]' },
+    },
+    pino.destination({ fd: destination, sync: true }),
+  );
+  return {
+    debug: (message, fields = {}) => log.debug(fields, message),
+    info: (message, fields = {}) => log.info(fields, message),
+    warn: (message, fields = {}) => log.warn(fields, message),
+    error: (message, fields = {}) => log.error(fields, message),
+  };
 }
 
-export const silentLogger: Logger = createLogger('silent');
+export const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+};

@@ -43,6 +43,14 @@ export interface ErrorSink {
   error(message: string, fields: Record<string, unknown>): void;
 }
 
+/** Told about every finished RPC (for metrics). */
+export interface RpcObserver {
+  rpcDone(method: string, code: status): void;
+  storeError(): void;
+}
+
+const NO_OBSERVER: RpcObserver = { rpcDone() {}, storeError() {} };
+
 /**
  * Wraps a unary handler: ApiErrors go to the caller with their code; anything else is a bug and
  * becomes INTERNAL (logged with its stack, never its details sent to the caller).
@@ -51,12 +59,18 @@ export function unary<Req, Res>(
   method: string,
   sink: ErrorSink,
   handler: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+  observer: RpcObserver = NO_OBSERVER,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) => {
     handler(call.request, call).then(
-      (response) => callback(null, response),
+      (response) => {
+        observer.rpcDone(method, status.OK);
+        callback(null, response);
+      },
       (error: unknown) => {
         if (error instanceof StoreUnavailableError) {
+          observer.storeError();
+          observer.rpcDone(method, status.UNAVAILABLE);
           callback({
             code: status.UNAVAILABLE,
             details: `${method} failed: ${error.message}; retry when the store is back`,
@@ -64,6 +78,7 @@ export function unary<Req, Res>(
           return;
         }
         if (error instanceof ApiError) {
+          observer.rpcDone(method, error.code);
           callback({ code: error.code, details: error.message, metadata: error.trailers });
           return;
         }
@@ -71,6 +86,7 @@ export function unary<Req, Res>(
           method,
           err: String((error as Error)?.stack ?? error),
         });
+        observer.rpcDone(method, status.INTERNAL);
         callback({ code: status.INTERNAL, details: `internal error in ${method}; see the server log` });
       },
     );

@@ -3,7 +3,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
@@ -11,8 +11,10 @@ import type { PriceMultiplier } from '../core/cost.js';
 import type { LatencyModel } from '../core/latency.js';
 import { RegistryService } from '../gen/cpn/v1/registry.js';
 import { SchedulerService } from '../gen/cpn/v1/scheduler.js';
+import { startOpsHttp } from '../ops/http.js';
 import { type ClusterJobs, startClusterJobs } from '../ops/jobs/jobs.js';
 import type { Logger } from '../ops/log.js';
+import { ControlPlaneMetrics } from '../ops/metrics.js';
 import type { Clock, Store } from '../store/store.js';
 import { ControlPlane } from './control-plane.js';
 import { registryService, schedulerService } from './services.js';
@@ -40,6 +42,11 @@ export interface ServerOptions {
   readonly sweepIntervalMs?: number;
   /** Leader-only cron jobs (sweep, price changes); on unless false. */
   readonly clusterJobs?: boolean;
+  /** Serve /metrics, /healthz, /readyz on this port (0: any free port); off when undefined. */
+  readonly metricsPort?: number;
+  readonly metricsHost?: string;
+  /** /readyz stays ready while the store is unreachable for at most this long. */
+  readonly maxStalenessS?: number;
 }
 
 export interface RunningServer {
@@ -48,6 +55,9 @@ export interface RunningServer {
   readonly plane: ControlPlane;
   /** Leader-only jobs, unless disabled. */
   readonly jobs: ClusterJobs | undefined;
+  readonly metrics: ControlPlaneMetrics;
+  /** Port of /metrics, /healthz and /readyz, if served. */
+  readonly metricsPort: number | undefined;
   /**
    * Graceful stop: health goes NOT_SERVING, new calls are refused, in-flight calls finish;
    * after `graceMs` the rest are cancelled.
@@ -71,10 +81,30 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
   });
-  server.addService(RegistryService, registryService(plane, options.logger));
+  const leadership = options.clusterJobs === false ? undefined : options.store.leadership('jobs', 10);
+  const metrics = new ControlPlaneMetrics({
+    store: options.store,
+    clock,
+    reservedOn: (nodeId) => {
+      const node = options.store.getNode(nodeId);
+      return node === undefined ? new Map() : plane.reservedOn(node);
+    },
+    isLeader: () => leadership?.isLeader() ?? false,
+  });
+  const observer = {
+    rpcDone: (method: string, code: number) => metrics.recordRpc(method, status[code] ?? String(code)),
+    storeError: () => metrics.recordStoreError(),
+  };
+  server.addService(RegistryService, registryService(plane, options.logger, observer));
   server.addService(
     SchedulerService,
-    schedulerService(plane, options.logger, { explainLimit: options.explainLimit ?? 500 }),
+    schedulerService(
+      plane,
+      options.logger,
+      { explainLimit: options.explainLimit ?? 500 },
+      observer,
+      (d, budget, s) => metrics.recordDecision(d, budget, s),
+    ),
   );
 
   const health = new HealthImplementation({
@@ -103,14 +133,40 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const sweeper = setInterval(() => plane.expireReservations(), options.sweepIntervalMs ?? 5_000);
   sweeper.unref();
   const jobs =
-    options.clusterJobs === false
+    leadership === undefined
       ? undefined
       : startClusterJobs({
           store: options.store,
-          leadership: options.store.leadership('jobs', 10),
+          leadership,
           logger: options.logger,
           clock,
           downGraceMs: options.downGraceMs,
+        });
+  let serving = true;
+  const maxStalenessS = options.maxStalenessS ?? 30;
+  const http =
+    options.metricsPort === undefined
+      ? undefined
+      : await startOpsHttp({
+          host: options.metricsHost ?? host,
+          port: options.metricsPort,
+          registry: metrics.registry,
+          readiness: () => {
+            if (!serving) return { ready: false, reason: 'shutting down' };
+            const health = options.store.health();
+            if (health.reachable || health.stalenessMs <= maxStalenessS * 1000) {
+              return {
+                ready: true,
+                reason: health.reachable
+                  ? 'serving'
+                  : `store unreachable, cache ${(health.stalenessMs / 1000).toFixed(1)} s old`,
+              };
+            }
+            return {
+              ready: false,
+              reason: `store unreachable and cache ${(health.stalenessMs / 1000).toFixed(1)} s old (limit ${maxStalenessS} s)`,
+            };
+          },
         });
 
   let stopping: Promise<void> | undefined;
@@ -119,15 +175,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     address: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
     plane,
     jobs,
+    metrics,
+    metricsPort: http?.port,
     shutdown(graceMs = 10_000) {
       stopping ??= new Promise<void>((resolve) => {
+        serving = false;
         clearInterval(sweeper);
         jobs?.stop().catch(() => undefined);
         setServing(false);
         const force = setTimeout(() => server.forceShutdown(), graceMs);
         server.tryShutdown(() => {
           clearTimeout(force);
-          resolve();
+          (http?.close() ?? Promise.resolve()).then(resolve);
         });
       });
       return stopping;

@@ -16,7 +16,15 @@ import {
   pricingPolicyToProto,
   scheduledPricingToProto,
 } from './convert.js';
-import { ApiError, type ErrorSink, failedPrecondition, infeasibleError, notFound, unary } from './errors.js';
+import {
+  ApiError,
+  type ErrorSink,
+  failedPrecondition,
+  infeasibleError,
+  notFound,
+  type RpcObserver,
+  unary as unaryHandler,
+} from './errors.js';
 import {
   checkNodeId,
   toLatencyReports,
@@ -39,7 +47,8 @@ export interface EventSink extends ErrorSink {
   info(message: string, fields: Record<string, unknown>): void;
 }
 
-export function registryService(plane: ControlPlane, log: EventSink): RegistryServer {
+export function registryService(plane: ControlPlane, log: EventSink, observer?: RpcObserver): RegistryServer {
+  const unary: typeof unaryHandler = (method, sink, handler) => unaryHandler(method, sink, handler, observer);
   const nodeMessage = (nodeId: string) => {
     const node = plane.store.getNode(nodeId);
     if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
@@ -145,14 +154,24 @@ export function schedulerService(
   plane: ControlPlane,
   log: EventSink,
   options: SchedulerOptions,
+  observer?: RpcObserver,
+  recordDecision?: (decision: RouteDecision, budgetMs: number, seconds: number) => void,
 ): SchedulerServer {
+  const unary: typeof unaryHandler = (method, sink, handler) => unaryHandler(method, sink, handler, observer);
   const explainOf = (decision: RouteDecision) => ({
     explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
     explainTotal: decision.explain.length,
   });
   return {
     route: unary('Route', log, async (request: RouteRequest, call): Promise<RouteResponse> => {
-      const result = plane.route(toRouteRequest(request), () => call.cancelled);
+      const routeRequest = toRouteRequest(request);
+      const started = process.hrtime.bigint();
+      const result = plane.route(routeRequest, () => call.cancelled);
+      recordDecision?.(
+        result.decision,
+        routeRequest.latencyBudgetMs,
+        Number(process.hrtime.bigint() - started) / 1e9,
+      );
       const { decision } = result;
       if (decision.kind === 'infeasible') {
         const partial = RouteResponse.create({ summary: decision.summary, ...explainOf(decision) });

@@ -23,16 +23,24 @@ export function runCli(args: readonly string[], timeoutMs = 20_000): Promise<Cli
 export interface ServeProcess {
   readonly child: ChildProcess;
   readonly address: string;
+  /** Base URL of /metrics, /healthz, /readyz. */
+  metricsUrl(): string;
   stdout(): string;
-  /** Sends `signal` and resolves with the exit code. */
+  /** Sends `signal` (unless it has exited) and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Resolves with the exit code once the process has exited, without signalling it. */
+  exited(): Promise<number | null>;
 }
 
 /** Starts `cpn serve` with `args` on a free port; resolves once it prints where it listens. */
 export function startServe(args: readonly string[], timeoutMs = 20_000): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [CPN_BIN, 'serve', '--port', '0', '--log-level', 'warn', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [CPN_BIN, 'serve', '--port', '0', '--metrics-port', '0', '--log-level', 'warn', ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   let err = '';
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -52,7 +60,9 @@ export function startServe(args: readonly string[], timeoutMs = 20_000): Promise
         resolve({
           child,
           address: match[1],
+          metricsUrl: () => /Metrics and probes: (http:\/\/\S+?)\/metrics/.exec(out)?.[1] ?? '',
           stdout: () => out,
+          exited: () => exited,
           stop: (signal = 'SIGTERM') => {
             if (child.exitCode === null && child.signalCode === null) child.kill(signal);
             return exited;

@@ -1,0 +1,152 @@
+// Prometheus metrics for one control-plane process (prom-client, on its own Registry so several
+// servers in one process — tests — do not collide). The core never records: the server hands each
+// decision (its trace) to recordDecision, and gauges are read from the store at scrape time.
+
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { LEVELS, nodeState } from '../core/model.js';
+import type { RouteDecision } from '../core/scheduler.js';
+import type { Store } from '../store/store.js';
+
+export interface MetricsSources {
+  readonly store: Store;
+  readonly clock: () => number;
+  /** Reservations this replica holds, per node and model (see ControlPlane.reservedOn). */
+  readonly reservedOn: (nodeId: string) => ReadonlyMap<string, number>;
+  readonly isLeader: () => boolean;
+}
+
+export class ControlPlaneMetrics {
+  readonly registry = new Registry();
+  private readonly decisions: Counter<'outcome' | 'level'>;
+  private readonly decisionSeconds: Histogram;
+  private readonly slackSeconds: Histogram<'level'>;
+  private readonly rpcs: Counter<'method' | 'code'>;
+  private readonly storeErrors: Counter;
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'cpn_' });
+    // prom-client exports these gauges with a counter's _total suffix, which promtool rejects.
+    this.registry.removeSingleMetric('cpn_nodejs_active_handles_total');
+    this.registry.removeSingleMetric('cpn_nodejs_active_requests_total');
+    this.registry.removeSingleMetric('cpn_nodejs_active_resources_total');
+    this.decisions = new Counter({
+      name: 'cpn_route_decisions_total',
+      help: 'Route decisions by outcome (placed, degraded, or why not) and chosen level',
+      labelNames: ['outcome', 'level'],
+      registers,
+    });
+    this.decisionSeconds = new Histogram({
+      name: 'cpn_route_decision_seconds',
+      help: 'Time to decide a route (core decision and reservation), seconds',
+      buckets: [
+        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+        0.1,
+      ],
+      registers,
+    });
+    this.slackSeconds = new Histogram({
+      name: 'cpn_placement_slack_seconds',
+      help: 'Latency budget minus estimated TTFT of placements, seconds (negative when degraded)',
+      labelNames: ['level'],
+      buckets: [-1, -0.1, 0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.rpcs = new Counter({
+      name: 'cpn_rpc_requests_total',
+      help: 'gRPC requests handled, by method and status code',
+      labelNames: ['method', 'code'],
+      registers,
+    });
+    this.storeErrors = new Counter({
+      name: 'cpn_store_errors_total',
+      help: 'Store operations that failed because the store was unreachable',
+      registers,
+    });
+    new Gauge({
+      name: 'cpn_nodes',
+      help: 'Registered nodes by level, region and state',
+      labelNames: ['level', 'region', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        const nowMs = sources.clock();
+        for (const node of sources.store.listNodes({})) {
+          this.inc({ level: node.spec.level, region: node.spec.region, state: nodeState(node, nowMs) });
+        }
+      },
+    });
+    new Gauge({
+      name: 'cpn_slots',
+      help: 'Inference slots (max_concurrency summed over models) by level and region',
+      labelNames: ['level', 'region'],
+      registers,
+      collect() {
+        this.reset();
+        for (const node of sources.store.listNodes({})) {
+          const slots = node.spec.models.reduce((sum, offer) => sum + offer.maxConcurrency, 0);
+          this.inc({ level: node.spec.level, region: node.spec.region }, slots);
+        }
+      },
+    });
+    new Gauge({
+      name: 'cpn_reserved_slots',
+      help: 'Slots reserved by this replica and not yet covered by a status report, by level and region',
+      labelNames: ['level', 'region'],
+      registers,
+      collect() {
+        this.reset();
+        for (const node of sources.store.listNodes({})) {
+          let reserved = 0;
+          for (const count of sources.reservedOn(node.spec.id).values()) reserved += count;
+          if (reserved > 0) this.inc({ level: node.spec.level, region: node.spec.region }, reserved);
+        }
+      },
+    });
+    new Gauge({
+      name: 'cpn_store_staleness_seconds',
+      help: 'Seconds since the registry cache last confirmed it is current with its store',
+      registers,
+      collect() {
+        this.set(sources.store.health().stalenessMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'cpn_store_reachable',
+      help: '1 when the last call to the store succeeded',
+      registers,
+      collect() {
+        this.set(sources.store.health().reachable ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'cpn_leader',
+      help: '1 while this replica runs the cluster-wide jobs',
+      registers,
+      collect() {
+        this.set(sources.isLeader() ? 1 : 0);
+      },
+    });
+    // Make every level appear from the start, so dashboards have series before the first route.
+    for (const level of LEVELS) this.decisions.inc({ outcome: 'placed', level }, 0);
+  }
+
+  recordDecision(decision: RouteDecision, budgetMs: number, seconds: number): void {
+    this.decisionSeconds.observe(seconds);
+    if (decision.kind === 'infeasible') {
+      this.decisions.inc({ outcome: decision.reason.toLowerCase(), level: 'none' });
+      return;
+    }
+    const level = decision.placement.level;
+    this.decisions.inc({ outcome: decision.degraded ? 'degraded' : 'placed', level });
+    this.slackSeconds.observe({ level }, (budgetMs - decision.placement.estimate.ttftMs) / 1000);
+  }
+
+  recordRpc(method: string, code: string): void {
+    this.rpcs.inc({ method, code });
+  }
+
+  recordStoreError(): void {
+    this.storeErrors.inc();
+  }
+}
