@@ -26,6 +26,7 @@ import type { Store } from '../store/store.js';
 import { CliError, call, connect } from './client.js';
 import { describePolicy, formatExplain, formatNodes, formatPlacementCard } from './format.js';
 import { loadPricingPolicy } from './pricing-file.js';
+import { applyServeConfig } from './serve-config.js';
 import { runSimulate } from './simulate.js';
 
 export const DEMO_TOPOLOGY = fileURLToPath(
@@ -165,6 +166,12 @@ export function buildProgram(): Command {
     .command('serve')
     .description('run the gRPC control plane (Registry, Scheduler, health, reflection)')
     .addOption(
+      new Option(
+        '--config <file>',
+        'YAML with the same settings in snake_case (flags and CPN_* variables win)',
+      ).env('CPN_CONFIG'),
+    )
+    .addOption(
       new Option('--port <port>', 'gRPC port (0 picks a free one)')
         .default(50051)
         .env('CPN_PORT')
@@ -212,6 +219,7 @@ export function buildProgram(): Command {
         'a node status reaches etcd at most this often (and only on change)',
       )
         .default(2000)
+        .env('CPN_STATUS_FLUSH_MS')
         .argParser(integer(0, 600_000)),
     )
     .option('--topology <file>', 'register the nodes of this topology YAML at start (as permanent nodes)')
@@ -219,6 +227,7 @@ export function buildProgram(): Command {
     .addOption(
       new Option('--reservation-ttl-s <s>', 'how long a placement holds its slot without Release')
         .default(30)
+        .env('CPN_RESERVATION_TTL_S')
         .argParser(integer(1, 3600)),
     )
     .addOption(
@@ -236,13 +245,17 @@ export function buildProgram(): Command {
     .addOption(
       new Option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long in-flight calls may finish')
         .default(10_000)
+        .env('CPN_GRACE_MS')
         .argParser(integer(0, 600_000)),
     )
-    .action(async (opts) => {
+    .action(async (_opts, command: Command) => {
+      if (command.getOptionValue('config') !== undefined)
+        await applyServeConfig(command, command.getOptionValue('config'));
+      const opts = command.opts();
       const logger = createLogger(opts.logLevel as LogLevel);
       const topologyFile: string | undefined = opts.topology ?? (opts.demo ? DEMO_TOPOLOGY : undefined);
       const topology = topologyFile === undefined ? undefined : await loadTopology(topologyFile);
-      const store = await openStore(opts, topology?.regionCentroids, logger);
+      const store = await openStore(opts as StoreFlags, topology?.regionCentroids, logger);
       for (const spec of topology?.nodes ?? []) await store.registerNode(spec, { ttlS: 0, permanent: true });
       const server = await startServer({
         store,

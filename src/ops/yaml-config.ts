@@ -84,13 +84,15 @@ export class YamlSource {
     const result = schema.safeParse(this.data, { reportInput: true });
     if (result.success) return result.data;
     throw new ConfigError(
-      result.error.issues.map((issue) => {
+      result.error.issues.flatMap((issue) => {
         const path = issue.path.filter((segment): segment is PathSegment => typeof segment !== 'symbol');
+        if (issue.code === 'unrecognized_keys') {
+          return issue.keys.map((key) => this.problem([...path, key], 'is not a known key here (misspelt?)'));
+        }
         if (issue.code === 'invalid_type' && issue.input === undefined) {
           return this.problem(path, `is required (${issue.expected})`);
         }
-        const got = issue.code === 'unrecognized_keys' ? '' : `, got ${describeValue(issue.input)}`;
-        return this.problem(path, `${issue.message}${got}`);
+        return this.problem(path, `${issue.message}, got ${describeValue(issue.input)}`);
       }),
     );
   }

@@ -33,12 +33,17 @@ export interface ServeProcess {
 }
 
 /** Starts `cpn serve` with `args` on a free port; resolves once it prints where it listens. */
-export function startServe(args: readonly string[], timeoutMs = 20_000): Promise<ServeProcess> {
+export function startServe(
+  args: readonly string[],
+  timeoutMs = 20_000,
+  env: Record<string, string> = {},
+): Promise<ServeProcess> {
   const child = spawn(
     process.execPath,
     [CPN_BIN, 'serve', '--port', '0', '--metrics-port', '0', '--log-level', 'warn', ...args],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
     },
   );
   let out = '';

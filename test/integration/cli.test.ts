@@ -207,6 +207,46 @@ describe('cpn CLI failures and lifecycle', () => {
     expect(await serve.stop('SIGTERM')).toBe(0);
   });
 
+  it('reads a --config file; CPN_* variables and flags win over it; a bad file stops it with file:line', async () => {
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = await mkdtemp(join(tmpdir(), 'cpn-config-'));
+    const file = join(dir, 'cpn.yaml');
+    await writeFile(file, 'demo: true\nreservation_ttl_s: 45\n');
+    const heldFor = async (extraArgs: string[], env: Record<string, string> = {}) => {
+      const serve = await startServe(['--config', file, ...extraArgs], 20_000, env);
+      try {
+        expect(serve.stdout()).toContain('69 nodes');
+        const before = Date.now();
+        const routed = await runCli([
+          'route',
+          '--model',
+          'qwen3-8b',
+          '--region',
+          'CN-GD',
+          '--budget-ms',
+          '500',
+          '--json',
+          '--server',
+          serve.address,
+        ]);
+        return (Date.parse(JSON.parse(routed.stdout).reservationExpiresAt) - before) / 1000;
+      } finally {
+        await serve.stop('SIGTERM');
+      }
+    };
+    expect(await heldFor([])).toBeCloseTo(45, -1);
+    expect(await heldFor(['--reservation-ttl-s', '20'])).toBeCloseTo(20, -1);
+    expect(await heldFor([], { CPN_RESERVATION_TTL_S: '25' })).toBeCloseTo(25, -1);
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, 'port: 0\nreservation_ttl_s: 0\nlogg: x\n');
+    const refused = await runCli(['serve', '--config', bad]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${bad}:2: reservation_ttl_s Too small`);
+    expect(refused.stderr).toContain(`${bad}:3: logg is not a known key here`);
+  });
+
   it('exits 0 on SIGTERM', async () => {
     const serve = await startServe([]);
     expect(await serve.stop('SIGTERM')).toBe(0);

@@ -1,0 +1,145 @@
+// No helm binary can be installed here, so the chart is checked structurally: every .Values path a
+// template uses exists, every value is used, every key is commented, each template is well-formed
+// YAML once template directives are stripped, the ConfigMap only sets variables the CLI reads, and
+// the Grafana dashboard only queries metrics the server exports.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
+import { ControlPlaneMetrics } from '../../src/ops/metrics.js';
+import { MemoryStore } from '../../src/store/memory/memory-store.js';
+
+const chart = 'helm/cpn';
+const templates = readdirSync(join(chart, 'templates')).map((file) => ({
+  file,
+  text: readFileSync(join(chart, 'templates', file), 'utf8'),
+}));
+const valuesText = readFileSync(join(chart, 'values.yaml'), 'utf8');
+const values = parse(valuesText) as Record<string, unknown>;
+
+const used = [
+  ...new Set(
+    templates.flatMap(({ text }) =>
+      [...text.matchAll(/\.Values\.([A-Za-z0-9_.]+)/g)].map((m) => m[1] as string),
+    ),
+  ),
+];
+
+function leafPaths(value: unknown, prefix: string[] = []): string[] {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length > 0) {
+    return Object.entries(value).flatMap(([key, child]) => leafPaths(child, [...prefix, key]));
+  }
+  return [prefix.join('.')];
+}
+
+function lookup(path: string): unknown {
+  return path
+    .split('.')
+    .reduce<unknown>(
+      (node, key) =>
+        node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[key] : undefined,
+      values,
+    );
+}
+
+describe('helm chart', () => {
+  it('has Chart.yaml apiVersion v2 and the expected templates', () => {
+    expect(parse(readFileSync(join(chart, 'Chart.yaml'), 'utf8'))).toMatchObject({
+      apiVersion: 'v2',
+      name: 'cpn',
+    });
+    expect(templates.map((t) => t.file).sort()).toEqual(
+      [
+        '_helpers.tpl',
+        'configmap.yaml',
+        'deployment.yaml',
+        'etcd.yaml',
+        'hpa.yaml',
+        'pdb.yaml',
+        'service.yaml',
+        'servicemonitor.yaml',
+      ].sort(),
+    );
+  });
+
+  it('every .Values path used by a template exists in values.yaml', () => {
+    expect(used.length).toBeGreaterThan(15);
+    expect(used.filter((path) => lookup(path) === undefined)).toEqual([]);
+  });
+
+  it('every key in values.yaml is used by a template (itself or a parent passed whole)', () => {
+    const unused = leafPaths(values).filter(
+      (leaf) => !used.some((path) => leaf === path || leaf.startsWith(`${path}.`)),
+    );
+    expect(unused).toEqual([]);
+  });
+
+  it('every key in values.yaml has a comment above it (the resources subtree is Kubernetes’ own)', () => {
+    const lines = valuesText.split('\n');
+    const uncommented = lines.flatMap((line, index) => {
+      const key = /^(\s*)([A-Za-z][A-Za-z0-9]*):/.exec(line);
+      if (!key) return [];
+      const previous = lines[index - 1]?.trim() ?? '';
+      const inResources = /^\s{4}(cpu|memory):/.test(line);
+      return previous.startsWith('#') || inResources ? [] : [`${index + 1}: ${line.trim()}`];
+    });
+    expect(uncommented).toEqual([]);
+  });
+
+  it('each template is well-formed YAML once template directives are stripped', () => {
+    for (const { file, text } of templates.filter((t) => t.file.endsWith('.yaml'))) {
+      const stripped = text
+        .split('\n')
+        .filter((line) => !/^\s*\{\{-?.*-?\}\}\s*$/.test(line))
+        .map((line) => line.replace(/\{\{-?.*?-?\}\}/g, 'x'))
+        .join('\n');
+      const documents = parseAllDocuments(stripped);
+      const errors = (Array.isArray(documents) ? documents : [documents]).flatMap((doc) =>
+        doc.errors.map((e) => e.message),
+      );
+      expect(errors, file).toEqual([]);
+      expect(stripped, file).toMatch(/^kind: /m);
+    }
+  });
+
+  it('the ConfigMap sets only CPN_* variables that cpn serve reads', () => {
+    const cli = readFileSync('src/cli/main.ts', 'utf8');
+    const read = new Set([...cli.matchAll(/\.env\('(CPN_[A-Z_]+)'\)/g)].map((m) => m[1]));
+    const configmap = templates.find((t) => t.file === 'configmap.yaml')?.text ?? '';
+    const set = [...configmap.matchAll(/^\s+(CPN_[A-Z_]+):/gm)].map((m) => m[1]);
+    expect(set.length).toBeGreaterThan(5);
+    expect(set.filter((name) => !read.has(name))).toEqual([]);
+  });
+
+  it('the Dockerfile runs as non-root and the chart points at its ports', () => {
+    const dockerfile = readFileSync('Dockerfile', 'utf8');
+    expect(dockerfile).toMatch(/^USER 10001:10001$/m);
+    expect(dockerfile).toMatch(/^FROM .* AS build$/m);
+    expect(dockerfile).toMatch(/^EXPOSE 50051 9464$/m);
+    expect(lookup('service.grpcPort')).toBe(50051);
+    expect(lookup('service.metricsPort')).toBe(9464);
+  });
+});
+
+describe('grafana dashboard', () => {
+  it('queries only metrics the control plane exports', async () => {
+    const dashboard = readFileSync('ops/grafana/cpn-dashboard.json', 'utf8');
+    JSON.parse(dashboard);
+    const store = new MemoryStore({ clock: Date.now, latency: DEFAULT_LATENCY_MODEL });
+    const metrics = new ControlPlaneMetrics({
+      store,
+      clock: Date.now,
+      reservedOn: () => new Map(),
+      isLeader: () => false,
+    });
+    const exported = new Set((await metrics.registry.getMetricsAsJSON()).map((m) => m.name));
+    const queried = [
+      ...new Set(
+        [...dashboard.matchAll(/\b(cpn_[a-z_]+?)(_bucket|_count|_sum)?\b/g)].map((m) => m[1] as string),
+      ),
+    ];
+    expect(queried.length).toBeGreaterThan(6);
+    expect(queried.filter((name) => !exported.has(name))).toEqual([]);
+  });
+});
