@@ -14,7 +14,7 @@ import {
 } from '../gen/cpn/v1/registry.js';
 import { RouteResponse, type SchedulerClient } from '../gen/cpn/v1/scheduler.js';
 import { Level } from '../gen/cpn/v1/types.js';
-import { createLogger, type Logger, type LogLevel } from '../ops/log.js';
+import { createLogger, type LogFormat, type Logger, type LogLevel } from '../ops/log.js';
 import { loadTopology } from '../ops/topology.js';
 import { ConfigError } from '../ops/yaml-config.js';
 import { startServer } from '../server/server.js';
@@ -237,6 +237,12 @@ export function buildProgram(): Command {
         .env('CPN_LOG_LEVEL'),
     )
     .addOption(
+      new Option('--log-format <format>', 'json lines (default) or pretty, for a person at a terminal')
+        .choices(['json', 'pretty'])
+        .default('json')
+        .env('CPN_LOG_FORMAT'),
+    )
+    .addOption(
       new Option('--metrics-port <port>', 'HTTP port for /metrics, /healthz and /readyz (0: any free port)')
         .default(9464)
         .env('CPN_METRICS_PORT')
@@ -252,7 +258,7 @@ export function buildProgram(): Command {
       if (command.getOptionValue('config') !== undefined)
         await applyServeConfig(command, command.getOptionValue('config'));
       const opts = command.opts();
-      const logger = createLogger(opts.logLevel as LogLevel);
+      const logger = createLogger(opts.logLevel as LogLevel, 2, opts.logFormat as LogFormat);
       const topologyFile: string | undefined = opts.topology ?? (opts.demo ? DEMO_TOPOLOGY : undefined);
       const topology = topologyFile === undefined ? undefined : await loadTopology(topologyFile);
       const store = await openStore(opts as StoreFlags, topology?.regionCentroids, logger);
@@ -280,6 +286,12 @@ export function buildProgram(): Command {
       logger.info('control plane serving', {
         address: server.address,
         metricsPort: server.metricsPort,
+        config: Object.fromEntries(
+          Object.entries(opts).map(([key, value]) => [
+            key,
+            { value, from: command.getOptionValueSource(key) },
+          ]),
+        ),
         store: opts.store,
         topology: topologyFile,
         nodes: topology?.nodes.length ?? 0,

@@ -24,6 +24,7 @@ export const serveConfigSchema = z.strictObject({
   demo: z.boolean().optional(),
   reservation_ttl_s: z.number().int().min(1).max(3600).optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).optional(),
+  log_format: z.enum(['json', 'pretty']).optional(),
   metrics_port: port.optional(),
   grace_ms: z.number().int().min(0).max(600_000).optional(),
 });

@@ -1,6 +1,7 @@
 // Structured logs: pino, JSON lines on stderr (stdout stays for what a person asked to see).
 // One line per notable event; per-request lines only at debug.
 
+import { writeSync } from 'node:fs';
 import pino from 'pino';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -12,8 +13,31 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
-/** A pino logger behind the Logger interface; `destination` is a file descriptor (2 = stderr). */
-export function createLogger(level: LogLevel, destination = 2): Logger {
+export type LogFormat = 'json' | 'pretty';
+
+/** One readable line per record: `12:00:01 INFO  node registered node=edge-1 level=EDGE`. */
+function prettyLine(line: string): string {
+  const { time, level, msg, service: _service, ...fields } = JSON.parse(line) as Record<string, unknown>;
+  const clock = typeof time === 'string' ? time.slice(11, 19) : '';
+  const rest = Object.entries(fields)
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+    .join(' ');
+  return `${clock} ${String(level).toUpperCase().padEnd(5)} ${String(msg)}${rest ? ` ${rest}` : ''}\n`;
+}
+
+/**
+ * A pino logger behind the Logger interface, writing to file descriptor `destination` (2 = stderr):
+ * JSON lines by default, or readable lines with format 'pretty'.
+ */
+export function createLogger(level: LogLevel, destination = 2, format: LogFormat = 'json'): Logger {
+  const sink =
+    format === 'json'
+      ? pino.destination({ fd: destination, sync: true })
+      : {
+          write(line: string) {
+            writeSync(destination, prettyLine(line));
+          },
+        };
   const log = pino(
     {
       level,
@@ -23,7 +47,7 @@ export function createLogger(level: LogLevel, destination = 2): Logger {
       // Never print credentials, whatever a caller passes in.
       redact: { paths: ['password', '*.password', 'key', '*.key', 'token', '*.token'], censor: '[redacted]' },
     },
-    pino.destination({ fd: destination, sync: true }),
+    sink,
   );
   return {
     debug: (message, fields = {}) => log.debug(fields, message),

@@ -90,6 +90,19 @@ export class ControlPlaneMetrics {
       },
     });
     new Gauge({
+      name: 'cpn_gpus',
+      help: 'GPUs of registered nodes by level and region',
+      labelNames: ['level', 'region'],
+      registers,
+      collect() {
+        this.reset();
+        for (const node of sources.store.listNodes({})) {
+          const gpus = node.spec.gpus.reduce((sum, gpu) => sum + gpu.count, 0);
+          this.inc({ level: node.spec.level, region: node.spec.region }, gpus);
+        }
+      },
+    });
+    new Gauge({
       name: 'cpn_reserved_slots',
       help: 'Slots reserved by this replica and not yet covered by a status report, by level and region',
       labelNames: ['level', 'region'],

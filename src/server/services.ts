@@ -45,6 +45,7 @@ export const ROUTE_RESPONSE_TRAILER = 'cpn-route-response-bin';
 
 export interface EventSink extends ErrorSink {
   info(message: string, fields: Record<string, unknown>): void;
+  debug(message: string, fields: Record<string, unknown>): void;
 }
 
 export function registryService(plane: ControlPlane, log: EventSink, observer?: RpcObserver): RegistryServer {

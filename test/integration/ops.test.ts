@@ -75,6 +75,7 @@ describe('metrics and probes', () => {
       expect(text).toMatch(/^cpn_reserved_slots\{level="PROVINCE",region="CN-GD"\} 5$/m);
       expect(text).toMatch(/^cpn_placement_slack_seconds_count\{level="PROVINCE"\} 5$/m);
       expect(text).toMatch(/^cpn_store_reachable 1$/m);
+      expect(text).toMatch(/^cpn_gpus\{level="CENTER",region="CN-GS"\} 4096$/m);
       expect(text).toMatch(/^cpn_leader 1$/m);
       expect(text).toMatch(/^cpn_process_resident_memory_bytes \d+/m);
       const checked = await promtool(text);
