@@ -7,6 +7,7 @@
 // the caller's next step (see ReservationBook), so that a cancelled call can skip it.
 
 import { type PriceMultiplier, prefillMs, queueMs, type RequestSize, requestCost } from './cost.js';
+import type { GeoGrid } from './geo-grid.js';
 import {
   type ClientPosition,
   estimateRttFor,
@@ -131,6 +132,8 @@ export type RouteDecision =
 export interface PriceTier {
   readonly price: Price;
   readonly nodes: ReadonlyMap<string, NodeRecord>;
+  /** The same nodes by location; lets a tight budget visit only nodes near enough to meet it. */
+  readonly grid?: GeoGrid<NodeRecord>;
 }
 
 /** What the core needs to read from a registry. Implementations serve it from memory. */
@@ -176,9 +179,53 @@ interface Evaluated {
  * decisions see every node, so their counts are complete.
  */
 export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDecision {
+  const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
+  // A node farther than this cannot meet the budget on distance alone (unless measured closer):
+  // visit only nodes within it. If that finds nothing feasible, decide again over every node so
+  // that the reasons and counts of the answer are exact.
+  const radiusKm =
+    client.location === undefined || request.explain
+      ? undefined
+      : (request.latencyBudgetMs * ctx.latency.fiberKmPerMs) / (2 * ctx.latency.routeStretch);
+  if (radiusKm !== undefined) {
+    const near = decide(request, ctx, client, radiusKm);
+    if (near.kind === 'placed' && !near.degraded) return near;
+  }
+  return decide(request, ctx, client, undefined);
+}
+
+/** Nodes of `tier` that may meet the budget: within `radiusKm`, or measured close enough. */
+function nearbyNodes(
+  tier: PriceTier,
+  client: PreparedClient,
+  radiusKm: number,
+  budgetMs: number,
+): Iterable<NodeRecord> {
+  const center = client.location;
+  if (tier.grid === undefined || center === undefined) return tier.nodes.values();
+  const near = tier.grid.near(center, radiusKm);
+  if (near === undefined) return tier.nodes.values();
+  const seen = new Set<string>();
+  for (const samples of client.sampleMaps) {
+    for (const [nodeId, sample] of samples) {
+      if (sample.rttMs > budgetMs || seen.has(nodeId)) continue;
+      const node = tier.nodes.get(nodeId);
+      if (node === undefined || tier.grid.covers(nodeId, center, radiusKm)) continue;
+      seen.add(nodeId);
+      near.push(node);
+    }
+  }
+  return near;
+}
+
+function decide(
+  request: RouteRequest,
+  ctx: RouteContext,
+  client: PreparedClient,
+  radiusKm: number | undefined,
+): RouteDecision {
   const levels = request.allowedLevels.length > 0 ? new Set(request.allowedLevels) : undefined;
   const regions = request.allowedRegions.length > 0 ? new Set(request.allowedRegions) : undefined;
-  const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
   const rejected: Partial<Record<RejectionVerdict, number>> = {};
   const reject = (entry: Evaluated, verdict: RejectionVerdict): void => {
     entry.verdict = verdict;
@@ -200,7 +247,11 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   for (const { tier, floorCost } of tiers) {
     const worst = best.worst();
     if (!request.explain && worst !== undefined && floorCost > (worst.estimate as Estimate).cost) break;
-    for (const node of tier.nodes.values()) {
+    const candidates =
+      radiusKm === undefined
+        ? tier.nodes.values()
+        : nearbyNodes(tier, client, radiusKm, request.latencyBudgetMs);
+    for (const node of candidates) {
       const offer = findOffer(node.spec, request.model);
       if (offer === undefined) continue;
       visited += 1;

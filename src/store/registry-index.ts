@@ -2,6 +2,7 @@
 // price tiers (see RoutingView.priceTiers), and smoothed latency samples. The memory store
 // mutates it directly; the etcd store feeds it from a watch.
 
+import { GeoGrid } from '../core/geo-grid.js';
 import type { LatencySample } from '../core/latency.js';
 import type { NodeRecord, Price } from '../core/model.js';
 import type { PriceTier, RoutingView } from '../core/scheduler.js';
@@ -9,6 +10,7 @@ import type { NodeFilter } from './store.js';
 
 interface MutableTier extends PriceTier {
   readonly nodes: Map<string, NodeRecord>;
+  readonly grid: GeoGrid<NodeRecord>;
 }
 
 const priceKey = (price: Price): string =>
@@ -66,10 +68,11 @@ export class RegistryIndex {
       const key = priceKey(offer.price);
       let tier = tiers.get(key);
       if (tier === undefined) {
-        tier = { price: offer.price, nodes: new Map() };
+        tier = { price: offer.price, nodes: new Map(), grid: new GeoGrid() };
         tiers.set(key, tier);
       }
       tier.nodes.set(node.spec.id, node);
+      tier.grid.set(node.spec.id, node.spec.location, node);
     }
   }
 
@@ -121,6 +124,7 @@ export class RegistryIndex {
       const key = priceKey(offer.price);
       const tier = tiers?.get(key);
       tier?.nodes.delete(node.spec.id);
+      tier?.grid.delete(node.spec.id);
       if (tier?.nodes.size === 0) tiers?.delete(key);
       if (tiers?.size === 0) this.byModel.delete(offer.model);
     }
