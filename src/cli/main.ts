@@ -211,6 +211,7 @@ export function buildProgram(): Command {
         'deadline of every etcd call; writes fail with UNAVAILABLE after it',
       )
         .default(2000)
+        .env('CPN_ETCD_TIMEOUT_MS')
         .argParser(integer(100, 60_000)),
     )
     .addOption(
@@ -222,8 +223,18 @@ export function buildProgram(): Command {
         .env('CPN_STATUS_FLUSH_MS')
         .argParser(integer(0, 600_000)),
     )
-    .option('--topology <file>', 'register the nodes of this topology YAML at start (as permanent nodes)')
-    .option('--demo', `shorthand for --topology ${DEMO_TOPOLOGY.replace(/^.*simulations/, 'simulations')}`)
+    .addOption(
+      new Option(
+        '--topology <file>',
+        'register the nodes of this topology YAML at start (as permanent nodes)',
+      ).env('CPN_TOPOLOGY'),
+    )
+    .addOption(
+      new Option(
+        '--demo',
+        `shorthand for --topology ${DEMO_TOPOLOGY.replace(/^.*simulations/, 'simulations')}`,
+      ).env('CPN_DEMO'),
+    )
     .addOption(
       new Option('--reservation-ttl-s <s>', 'how long a placement holds its slot without Release')
         .default(30)
