@@ -107,11 +107,6 @@ export class ReservationBook {
     return result;
   }
 
-  get(id: string): Reservation | undefined {
-    const entry = this.byId.get(id);
-    return entry === undefined ? undefined : publicView(entry);
-  }
-
   /** Drops every reservation whose TTL has ended by `nowMs`; returns them. */
   expire(nowMs: number): Reservation[] {
     const expired: Reservation[] = [];

@@ -71,7 +71,7 @@ export class ControlPlaneMetrics {
       collect() {
         this.reset();
         const nowMs = sources.clock();
-        for (const node of sources.store.listNodes({})) {
+        for (const node of sources.store.view.allNodes()) {
           this.inc({ level: node.spec.level, region: node.spec.region, state: nodeState(node, nowMs) });
         }
       },
@@ -83,7 +83,7 @@ export class ControlPlaneMetrics {
       registers,
       collect() {
         this.reset();
-        for (const node of sources.store.listNodes({})) {
+        for (const node of sources.store.view.allNodes()) {
           const slots = node.spec.models.reduce((sum, offer) => sum + offer.maxConcurrency, 0);
           this.inc({ level: node.spec.level, region: node.spec.region }, slots);
         }
@@ -96,7 +96,7 @@ export class ControlPlaneMetrics {
       registers,
       collect() {
         this.reset();
-        for (const node of sources.store.listNodes({})) {
+        for (const node of sources.store.view.allNodes()) {
           const gpus = node.spec.gpus.reduce((sum, gpu) => sum + gpu.count, 0);
           this.inc({ level: node.spec.level, region: node.spec.region }, gpus);
         }
@@ -109,7 +109,7 @@ export class ControlPlaneMetrics {
       registers,
       collect() {
         this.reset();
-        for (const node of sources.store.listNodes({})) {
+        for (const node of sources.store.view.allNodes()) {
           let reserved = 0;
           for (const count of sources.reservedOn(node.spec.id).values()) reserved += count;
           if (reserved > 0) this.inc({ level: node.spec.level, region: node.spec.region }, reserved);

@@ -63,7 +63,6 @@ export interface Topology {
   readonly file: string;
   readonly nodes: readonly NodeSpec[];
   readonly regionCentroids: ReadonlyMap<string, LatLon>;
-  readonly regionNames: ReadonlyMap<string, string>;
 }
 
 /** Rounds a price to 1e-6 CNY per Mtok so that YAML factors like 0.7 do not print as 0.69999. */
@@ -168,6 +167,5 @@ export function expandTopology(
     regionCentroids: new Map(
       Object.entries(doc.regions).map(([code, r]) => [code, { lat: r.lat, lon: r.lon }]),
     ),
-    regionNames: new Map(Object.entries(doc.regions).map(([code, r]) => [code, r.name])),
   };
 }

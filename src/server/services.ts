@@ -111,7 +111,7 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
         stalenessS: health.stalenessMs / 1000,
         unreachableSince:
           health.unreachableSinceMs === undefined ? undefined : new Date(health.unreachableSinceMs),
-        nodes: plane.store.listNodes({}).length,
+        nodes: count(plane.store.view.allNodes()),
       };
     }),
     schedulePricing: unary('SchedulePricing', log, async (request) => {
@@ -200,4 +200,10 @@ export function schedulerService(
       return plane.release(reservationId, toUsage(request.usage), request.success);
     }),
   };
+}
+
+function count(items: Iterable<unknown>): number {
+  let n = 0;
+  for (const _ of items) n += 1;
+  return n;
 }

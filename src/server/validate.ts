@@ -1,7 +1,6 @@
 // Boundary validation: proto messages in, domain values out. Every field is checked once here;
 // a failure is INVALID_ARGUMENT naming the field, the bad value and what is allowed.
 
-import type { Usage } from '../core/model.js';
 import {
   type LatLon,
   LEVELS,
@@ -10,6 +9,7 @@ import {
   NODE_ID_PATTERN,
   type NodeSpec,
   type NodeStatus,
+  type Usage,
 } from '../core/model.js';
 import type { PriceRule, PricingPolicy } from '../core/pricing.js';
 import { MAX_FALLBACKS, type RouteRequest } from '../core/scheduler.js';

@@ -30,10 +30,6 @@ export class EventQueue<E> {
     heap[index] = item;
   }
 
-  peekTime(): number | undefined {
-    return this.heap[0]?.timeMs;
-  }
-
   pop(): Scheduled<E> | undefined {
     const heap = this.heap;
     const top = heap[0];

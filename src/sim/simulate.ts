@@ -19,6 +19,7 @@ import type { RouteRequest } from '../core/scheduler.js';
 import type { Topology } from '../ops/topology.js';
 import { ControlPlane } from '../server/control-plane.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
+import { registerPermanent } from '../store/store.js';
 import { EventQueue } from './event-queue.js';
 import { type BaselineChoice, leastLoaded, nearest, randomNode } from './policies.js';
 import {
@@ -212,11 +213,8 @@ export async function runPolicy(
   const clock = () => EPOCH_MS + scenario.demand.start_hour * HOUR_MS + now;
   const latency = { ...DEFAULT_LATENCY_MODEL, regionCentroids: topology.regionCentroids };
   const store = new MemoryStore({ clock, latency, regionCentroids: topology.regionCentroids });
-  const specs = new Map<string, NodeSpec>();
-  for (const spec of topology.nodes) {
-    specs.set(spec.id, spec);
-    await store.registerNode(spec, { ttlS: 0, permanent: true });
-  }
+  const specs = new Map(topology.nodes.map((spec) => [spec.id, spec]));
+  await registerPermanent(store, topology.nodes);
   // Reservations live until the request completes: the simulated load is exact.
   const plane = new ControlPlane({
     store,
@@ -275,7 +273,7 @@ export async function runPolicy(
       });
       queue.push(event.at + event.for, {
         kind: 'event',
-        apply: () => affected.forEach((n) => void store.registerNode(n, { ttlS: 0, permanent: true })),
+        apply: () => void registerPermanent(store, affected),
       });
     }
   }

@@ -107,3 +107,8 @@ export class StoreUnavailableError extends Error {
     this.name = 'StoreUnavailableError';
   }
 }
+
+/** Registers operator-managed nodes (e.g. a topology file's) that never expire. */
+export async function registerPermanent(store: Store, specs: Iterable<NodeSpec>): Promise<void> {
+  for (const spec of specs) await store.registerNode(spec, { ttlS: 0, permanent: true });
+}

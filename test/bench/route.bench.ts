@@ -17,6 +17,7 @@ import { silentLogger } from '../../src/ops/log.js';
 import { loadTopology } from '../../src/ops/topology.js';
 import { startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { registerPermanent } from '../../src/store/store.js';
 
 const MODELS = Array.from({ length: 20 }, (_, i) => `model-${i}`);
 
@@ -115,8 +116,7 @@ for (const size of sizes) {
     latency: DEFAULT_LATENCY_MODEL,
     regionCentroids: topology.regionCentroids,
   });
-  for (const spec of nationalNodes(size, topology.regionCentroids))
-    await store.registerNode(spec, { ttlS: 0, permanent: true });
+  await registerPermanent(store, nationalNodes(size, topology.regionCentroids));
   const latency = { ...DEFAULT_LATENCY_MODEL, regionCentroids: topology.regionCentroids };
   const book = new ReservationBook(30_000, 'b-');
   const client = topology.regionCentroids.get('CN-GD') as LatLon;
@@ -154,7 +154,7 @@ process.stdout.write('\nRoute over gRPC on loopback (demo topology, 69 nodes)\n'
     latency: DEFAULT_LATENCY_MODEL,
     regionCentroids: topology.regionCentroids,
   });
-  for (const spec of topology.nodes) await store.registerNode(spec, { ttlS: 0, permanent: true });
+  await registerPermanent(store, topology.nodes);
   const server = await startServer({ store, logger: silentLogger, port: 0, reservationTtlMs: 1000 });
   const address = `127.0.0.1:${server.port}`;
   const registry = new RegistryClient(address, credentials.createInsecure());

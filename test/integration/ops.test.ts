@@ -10,6 +10,7 @@ import { silentLogger } from '../../src/ops/log.js';
 import { loadTopology } from '../../src/ops/topology.js';
 import { startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { registerPermanent } from '../../src/store/store.js';
 import { findBinary } from '../helpers/binaries.js';
 import { startServe } from '../helpers/cli.js';
 import { ok } from '../helpers/grpc.js';
@@ -29,7 +30,7 @@ async function demoServer() {
     latency: DEFAULT_LATENCY_MODEL,
     regionCentroids: topology.regionCentroids,
   });
-  for (const spec of topology.nodes) await store.registerNode(spec, { ttlS: 0, permanent: true });
+  await registerPermanent(store, topology.nodes);
   const server = await startServer({ store, logger: silentLogger, port: 0, metricsPort: 0 });
   const scheduler = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
   return { server, scheduler, base: `http://127.0.0.1:${server.metricsPort}` };

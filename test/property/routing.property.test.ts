@@ -6,6 +6,7 @@ import { ReservationBook } from '../../src/core/reservations.js';
 import { decideRoute, estimateOn, type RouteRequest } from '../../src/core/scheduler.js';
 import { ControlPlane } from '../../src/server/control-plane.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { registerPermanent } from '../../src/store/store.js';
 import { context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
 
 const NOW = 1_000_000;
@@ -167,7 +168,10 @@ describe('routing invariants (property)', () => {
       fc.asyncProperty(topologyOf(3), fc.array(op, { minLength: 30, maxLength: 150 }), async (nodes, ops) => {
         let now = NOW;
         const store = new MemoryStore({ clock: () => now, latency: FLAT_LATENCY });
-        for (const node of nodes) await store.registerNode(node.spec, { ttlS: 0, permanent: true });
+        await registerPermanent(
+          store,
+          nodes.map((node) => node.spec),
+        );
         const plane = new ControlPlane({
           store,
           clock: () => now,
