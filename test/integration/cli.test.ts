@@ -9,6 +9,19 @@ describe('cpn CLI against the demo topology', () => {
     serve = await startServe(['--demo']);
     server = ['--server', serve.address];
   });
+  /** `cpn route` for qwen3-32b from Guangdong with a budget, against the demo server. */
+  const routeInGuangdong = (budgetMs: string, ...flags: string[]) =>
+    runCli([
+      'route',
+      '--model',
+      'qwen3-32b',
+      '--region',
+      'CN-GD',
+      '--budget-ms',
+      budgetMs,
+      ...flags,
+      ...server,
+    ]);
   afterAll(async () => {
     await serve?.stop('SIGKILL');
   });
@@ -19,16 +32,7 @@ describe('cpn CLI against the demo topology', () => {
   });
 
   it('a loose budget places on a cheap western hub, and the card shows the whole estimate', async () => {
-    const result = await runCli([
-      'route',
-      '--model',
-      'qwen3-32b',
-      '--region',
-      'CN-GD',
-      '--budget-ms',
-      '2000',
-      ...server,
-    ]);
+    const result = await routeInGuangdong('2000');
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(
       /^Placed on hub-(gz-guian|gs-qingyang|nx-zhongwei|nm-horinger) {2}\(CENTER, CN-\w\w\)/,
@@ -39,32 +43,13 @@ describe('cpn CLI against the demo topology', () => {
   });
 
   it('a 30 ms budget places on a nearby edge or province node', async () => {
-    const result = await runCli([
-      'route',
-      '--model',
-      'qwen3-32b',
-      '--region',
-      'CN-GD',
-      '--budget-ms',
-      '30',
-      ...server,
-    ]);
+    const result = await routeInGuangdong('30');
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/^Placed on \S+ {2}\((EDGE|PROVINCE), CN-GD\)/);
   });
 
   it('--explain lists every node with its verdict; --json is machine-readable', async () => {
-    const explained = await runCli([
-      'route',
-      '--model',
-      'qwen3-32b',
-      '--region',
-      'CN-GD',
-      '--budget-ms',
-      '30',
-      '--explain',
-      ...server,
-    ]);
+    const explained = await routeInGuangdong('30', '--explain');
     expect(explained.code).toBe(0);
     for (const verdict of ['SELECTED', 'FALLBACK', 'OVER_BUDGET', 'MODEL_NOT_SERVED'])
       expect(explained.stdout).toContain(verdict);
@@ -86,18 +71,7 @@ describe('cpn CLI against the demo topology', () => {
   });
 
   it('draining the chosen node moves the next placement elsewhere; --undo brings it back', async () => {
-    const route = () =>
-      runCli([
-        'route',
-        '--model',
-        'qwen3-32b',
-        '--region',
-        'CN-GD',
-        '--budget-ms',
-        '30',
-        '--json',
-        ...server,
-      ]);
+    const route = () => routeInGuangdong('30', '--json');
     const first = JSON.parse((await route()).stdout).placement.nodeId as string;
     const drained = await runCli(['drain', first, ...server]);
     expect(drained.code).toBe(0);
@@ -117,16 +91,7 @@ describe('cpn CLI against the demo topology', () => {
   });
 
   it('fails with one line and exit 1 when nothing is feasible', async () => {
-    const tight = await runCli([
-      'route',
-      '--model',
-      'qwen3-32b',
-      '--region',
-      'CN-GD',
-      '--budget-ms',
-      '1',
-      ...server,
-    ]);
+    const tight = await routeInGuangdong('1');
     expect(tight.code).toBe(1);
     expect(tight.stderr.trim().split('\n')).toHaveLength(1);
     expect(tight.stderr).toMatch(
