@@ -242,6 +242,15 @@ export function buildProgram(): Command {
         .argParser(integer(1, 3600)),
     )
     .addOption(
+      new Option(
+        '--max-explain-nodes <n>',
+        'an explained Route evaluates at most this many nodes; the answer says how many it left out',
+      )
+        .default(5000)
+        .env('CPN_MAX_EXPLAIN_NODES')
+        .argParser(integer(1, 1_000_000)),
+    )
+    .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(['debug', 'info', 'warn', 'error', 'silent'])
         .default('info')
@@ -280,6 +289,7 @@ export function buildProgram(): Command {
         host: opts.host,
         port: opts.port,
         reservationTtlMs: opts.reservationTtlS * 1000,
+        maxExplainNodes: opts.maxExplainNodes,
         metricsPort: opts.metricsPort,
       });
       // Handle signals before announcing the address: whoever reads it may signal at once.

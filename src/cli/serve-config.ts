@@ -23,6 +23,7 @@ export const serveConfigSchema = z.strictObject({
   topology: z.string().min(1).optional(),
   demo: z.boolean().optional(),
   reservation_ttl_s: z.number().int().min(1).max(3600).optional(),
+  max_explain_nodes: z.number().int().min(1).max(1_000_000).optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).optional(),
   log_format: z.enum(['json', 'pretty']).optional(),
   metrics_port: port.optional(),

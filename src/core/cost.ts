@@ -9,20 +9,30 @@ export interface RequestSize {
 }
 
 /**
- * Time-of-use pricing hook: `at` gives the factor applied to a node's list price for a model at `nowMs`
- * (1 = list price). It must be pure, finite, and never below `floor`: the scheduler relies on the
- * floor to stop scanning price tiers early, so a wrong floor makes it miss cheaper nodes.
+ * Time-of-use pricing hook: `at` gives the factor applied to a node's list price for a model at
+ * `nowMs` (1 = list price). It must be pure, finite and > 0, and depend on the node's level and
+ * region only: the candidate index groups nodes by (level, region) and prices a whole group with
+ * one factor, so a hook that looked at anything else would be applied wrongly.
  */
 export interface PriceMultiplier {
-  at(node: NodeSpec, model: string, nowMs: number): number;
-  readonly floor: number;
+  at(where: Pick<NodeSpec, 'level' | 'region'>, model: string, nowMs: number): number;
+  /**
+   * Optional: a time after `nowMs` before which no factor changes (the next window edge), so a
+   * caller may reuse what it derived from the factors until then. Without it, nothing is reused.
+   */
+  stableUntil?(nowMs: number): number;
 }
 
-export const LIST_PRICE: PriceMultiplier = { at: () => 1, floor: 1 };
+export const LIST_PRICE: PriceMultiplier = { at: () => 1, stableUntil: () => Number.POSITIVE_INFINITY };
 
 /** Only uncached input tokens are prefilled; cache hits skip prefill. */
 export function prefillMs(size: RequestSize, offer: ModelOffer): number {
-  return ((size.inputTokens - size.cachedInputTokens) / offer.prefillTokensPerS) * 1000;
+  return prefillMsAt(size, offer.prefillTokensPerS);
+}
+
+/** Prefill time at `tokensPerS`; never larger at a faster rate (the index's bounds rely on it). */
+export function prefillMsAt(size: RequestSize, tokensPerS: number): number {
+  return ((size.inputTokens - size.cachedInputTokens) / tokensPerS) * 1000;
 }
 
 /** How long the request occupies a slot: prefill, then decoding every output token. */

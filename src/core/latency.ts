@@ -55,7 +55,7 @@ export const DEFAULT_LATENCY_MODEL: LatencyModel = {
   sampleSmoothing: 0.3,
 };
 
-const EARTH_RADIUS_KM = 6371.0088;
+export const EARTH_RADIUS_KM = 6371.0088;
 
 export function greatCircleKm(a: LatLon, b: LatLon): number {
   const rad = Math.PI / 180;
@@ -129,6 +129,15 @@ export function estimateRttFor(
       return { rttMs: sample.rttMs, source: 'MEASURED' };
     }
   }
+  return unsampledRtt(client, node, model);
+}
+
+/** The RTT when no fresh measured sample applies: by coordinates, else the region default. */
+export function unsampledRtt(
+  client: Pick<PreparedClient, 'region' | 'location'>,
+  node: Pick<NodeSpec, 'level' | 'region' | 'location'>,
+  model: LatencyModel,
+): RttEstimate {
   const overheadMs = model.accessOverheadMs[node.level];
   const crossRegionMs =
     client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;

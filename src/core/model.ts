@@ -5,6 +5,9 @@ export const LEVELS = ['CENTER', 'PROVINCE', 'EDGE', 'TERMINAL'] as const;
 export type Level = (typeof LEVELS)[number];
 
 export const NODE_ID_PATTERN = /^[a-z0-9][a-z0-9.-]{0,62}$/;
+export const MAX_NODE_ID_CHARS = 63;
+export const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$/;
+export const MAX_MODEL_CHARS = 128;
 
 export interface LatLon {
   readonly lat: number;

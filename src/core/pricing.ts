@@ -65,13 +65,27 @@ function inWindow(window: PriceRule['window'], hour: number): boolean {
   return fromHour <= toHour ? hour >= fromHour && hour < toHour : hour >= fromHour || hour < toHour;
 }
 
-/** The multiplier hook for the scheduler. Its floor is the lowest product any node can see. */
+/** The multiplier hook for the scheduler: rules match on level, region and model only. */
 export function policyMultiplier(policy: PricingPolicy): PriceMultiplier {
-  if (policy.rules.length === 0) return { at: () => 1, floor: 1 };
-  const floor = policy.rules.reduce((product, rule) => product * Math.min(1, rule.factor), 1);
+  if (policy.rules.length === 0) return { at: () => 1, stableUntil: () => Number.POSITIVE_INFINITY };
+  const edges = [
+    ...new Set(
+      policy.rules.flatMap((rule) => (rule.window ? [rule.window.fromHour, rule.window.toHour] : [])),
+    ),
+  ];
   return {
-    floor,
-    at(node: NodeSpec, model: string, nowMs: number): number {
+    stableUntil(nowMs: number): number {
+      if (edges.length === 0) return Number.POSITIVE_INFINITY;
+      const hour = hourOfDay(nowMs, policy.utcOffsetHours);
+      let next = 24;
+      for (const edge of edges) {
+        const ahead = (((edge - hour) % 24) + 24) % 24;
+        if (ahead > 0) next = Math.min(next, ahead);
+      }
+      // A little early, never late: rounding must not carry the reuse past an edge.
+      return nowMs + Math.max(0, next * 3_600_000 - 1);
+    },
+    at(node: Pick<NodeSpec, 'level' | 'region'>, model: string, nowMs: number): number {
       const hour = hourOfDay(nowMs, policy.utcOffsetHours);
       let factor = 1;
       for (const rule of policy.rules) {

@@ -4,54 +4,129 @@
 // older reservations are already inside the report (or finished). So a reservation stops counting
 // toward load once a later report arrives, but stays releasable until Release or its TTL, so that
 // usage can still be recorded against it.
+//
+// Two clocks: the wall clock (what status reports are stamped with, and what a client is told)
+// and a monotonic one for expiry, so that stepping the wall clock back cannot keep slots held.
+
+import { MAX_MODEL_CHARS, MAX_NODE_ID_CHARS, MODEL_PATTERN, NODE_ID_PATTERN } from './model.js';
+
+/** An id Route issued: `<replica>.<sequence>.<token>~<node id>~<model>`. */
+export type ReservationId = string & { readonly __brand: 'ReservationId' };
+
+export const REPLICA_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,23}$/;
+const MAX_REPLICA_CHARS = 24;
+/** A sequence number below 2^53 in base 36. */
+const MAX_SEQUENCE_CHARS = 11;
+/** 64 random bits in hex: a client cannot guess another's reservation. */
+export const RESERVATION_TOKEN_CHARS = 16;
+/** The longest id the format allows; Release accepts every id up to this length. */
+export const MAX_RESERVATION_ID_CHARS =
+  MAX_REPLICA_CHARS +
+  1 +
+  MAX_SEQUENCE_CHARS +
+  1 +
+  RESERVATION_TOKEN_CHARS +
+  1 +
+  MAX_NODE_ID_CHARS +
+  1 +
+  MAX_MODEL_CHARS;
 
 export interface Reservation {
-  readonly id: string;
+  readonly id: ReservationId;
   readonly nodeId: string;
   readonly model: string;
   /** Who the usage is billed to at Release. */
   readonly tenant: string;
+  /** Wall clock: compared with the wall time of the node's status reports. */
   readonly createdAtMs: number;
+  /** Wall clock, for the client; expiry itself runs on the monotonic clock. */
   readonly expiresAtMs: number;
 }
 
 interface Entry extends Reservation {
+  readonly expiresAtMonotonicMs: number;
   /** Still counted toward load: not released, not expired, not yet covered by a status report. */
   pending: boolean;
 }
 
-const keyOf = (nodeId: string, model: string): string => `${nodeId}\u0000${model}`;
-
-/**
- * Reservation ids say where the slot was taken: `<book prefix><sequence>~<node id>~<model>`, so
- * that a Release reaching another replica can still record usage against the right node and model.
- * ('~' appears in neither node ids nor model names.)
- */
-function formatReservationId(prefix: string, sequence: number, nodeId: string, model: string): string {
-  return `${prefix}${sequence.toString(36)}~${nodeId}~${model}`;
+/** Per node, per model: nested maps, so the hot path builds no key strings. */
+class PerOffer<T> {
+  private readonly byNode = new Map<string, Map<string, T>>();
+  get(nodeId: string, model: string): T | undefined {
+    return this.byNode.get(nodeId)?.get(model);
+  }
+  set(nodeId: string, model: string, value: T): void {
+    let byModel = this.byNode.get(nodeId);
+    if (byModel === undefined) {
+      byModel = new Map();
+      this.byNode.set(nodeId, byModel);
+    }
+    byModel.set(model, value);
+  }
+  delete(nodeId: string, model: string): void {
+    const byModel = this.byNode.get(nodeId);
+    if (byModel === undefined) return;
+    byModel.delete(model);
+    if (byModel.size === 0) this.byNode.delete(nodeId);
+  }
 }
 
-/** The node and model a reservation id names, or undefined if it is not one of ours. */
-export function parseReservationId(id: string): { nodeId: string; model: string } | undefined {
+/** The replica, node and model a reservation id names, or undefined if it is not one of ours. */
+export function parseReservationId(
+  id: string,
+):
+  | { readonly id: ReservationId; readonly replica: string; readonly nodeId: string; readonly model: string }
+  | undefined {
+  if (id.length > MAX_RESERVATION_ID_CHARS) return undefined;
   const parts = id.split('~');
-  if (parts.length !== 3 || !parts[1] || !parts[2]) return undefined;
-  return { nodeId: parts[1], model: parts[2] };
+  if (parts.length !== 3) return undefined;
+  const [head, nodeId, model] = parts as [string, string, string];
+  const [replica, sequence, token, ...extra] = head.split('.');
+  if (
+    extra.length > 0 ||
+    replica === undefined ||
+    !REPLICA_ID_PATTERN.test(replica) ||
+    sequence === undefined ||
+    !/^[0-9a-z]{1,11}$/.test(sequence) ||
+    token === undefined ||
+    !/^[0-9a-f]{16}$/.test(token) ||
+    !NODE_ID_PATTERN.test(nodeId) ||
+    model.length > MAX_MODEL_CHARS ||
+    !MODEL_PATTERN.test(model)
+  ) {
+    return undefined;
+  }
+  return { id: id as ReservationId, replica, nodeId, model };
+}
+
+export interface ReservationBookOptions {
+  readonly ttlMs: number;
+  /** Unique per book (per replica), matching REPLICA_ID_PATTERN, so ids never collide. */
+  readonly replicaId: string;
+  /** RESERVATION_TOKEN_CHARS lowercase hex characters, unpredictable in production. */
+  readonly newToken: () => string;
 }
 
 export class ReservationBook {
-  /** Insertion order = creation order = expiry order, because every reservation has the same TTL. */
+  readonly ttlMs: number;
+  /** Insertion order = expiry order: every reservation has the same TTL on a monotonic clock. */
   private readonly byId = new Map<string, Entry>();
   /** Per (node, model): reservations in creation order that may still be pending. */
-  private readonly queues = new Map<string, Entry[]>();
-  private readonly pendingCounts = new Map<string, number>();
+  private readonly queues = new PerOffer<Entry[]>();
+  private readonly pendingCounts = new PerOffer<number>();
   private sequence = 0;
+  private readonly replicaId: string;
+  private readonly newToken: () => string;
 
-  /** `idPrefix` must be unique per book (e.g. per replica) so ids never collide across replicas. */
-  constructor(
-    readonly ttlMs: number,
-    private readonly idPrefix: string,
-  ) {
-    if (!(ttlMs > 0)) throw new RangeError(`reservation TTL must be > 0 ms, got ${ttlMs}`);
+  constructor(options: ReservationBookOptions) {
+    if (!(options.ttlMs > 0)) throw new RangeError(`reservation TTL must be > 0 ms, got ${options.ttlMs}`);
+    if (!REPLICA_ID_PATTERN.test(options.replicaId))
+      throw new RangeError(
+        `replica id must match ${REPLICA_ID_PATTERN}, got ${JSON.stringify(options.replicaId)}`,
+      );
+    this.ttlMs = options.ttlMs;
+    this.replicaId = options.replicaId;
+    this.newToken = options.newToken;
   }
 
   /** Live reservations (not released, not expired at the last sweep). */
@@ -59,26 +134,35 @@ export class ReservationBook {
     return this.byId.size;
   }
 
-  reserve(nodeId: string, model: string, tenant: string, nowMs: number): Reservation {
+  reserve(
+    nodeId: string,
+    model: string,
+    tenant: string,
+    wallNowMs: number,
+    monotonicNowMs: number,
+  ): Reservation {
     this.sequence += 1;
+    const token = this.newToken();
+    if (!/^[0-9a-f]{16}$/.test(token))
+      throw new RangeError('reservation token must be 16 lowercase hex characters');
     const entry: Entry = {
-      id: formatReservationId(this.idPrefix, this.sequence, nodeId, model),
+      id: `${this.replicaId}.${this.sequence.toString(36)}.${token}~${nodeId}~${model}` as ReservationId,
       nodeId,
       model,
       tenant,
-      createdAtMs: nowMs,
-      expiresAtMs: nowMs + this.ttlMs,
+      createdAtMs: wallNowMs,
+      expiresAtMs: wallNowMs + this.ttlMs,
+      expiresAtMonotonicMs: monotonicNowMs + this.ttlMs,
       pending: true,
     };
     this.byId.set(entry.id, entry);
-    const key = keyOf(nodeId, model);
-    let queue = this.queues.get(key);
+    let queue = this.queues.get(nodeId, model);
     if (queue === undefined) {
       queue = [];
-      this.queues.set(key, queue);
+      this.queues.set(nodeId, model, queue);
     }
     queue.push(entry);
-    this.pendingCounts.set(key, (this.pendingCounts.get(key) ?? 0) + 1);
+    this.pendingCounts.set(nodeId, model, (this.pendingCounts.get(nodeId, model) ?? 0) + 1);
     return publicView(entry);
   }
 
@@ -107,11 +191,11 @@ export class ReservationBook {
     return result;
   }
 
-  /** Drops every reservation whose TTL has ended by `nowMs`; returns them. */
-  expire(nowMs: number): Reservation[] {
+  /** Drops every reservation whose TTL has ended by `monotonicNowMs`; returns them. */
+  expire(monotonicNowMs: number): Reservation[] {
     const expired: Reservation[] = [];
     for (const entry of this.byId.values()) {
-      if (entry.expiresAtMs > nowMs) break;
+      if (entry.expiresAtMonotonicMs > monotonicNowMs) break;
       this.retire(entry);
       expired.push(publicView(entry));
     }
@@ -120,11 +204,10 @@ export class ReservationBook {
 
   /**
    * Reservations on (node, model) not yet covered by a status report that arrived at
-   * `statusAtMs` (undefined: no report yet, so all count). Call `expire(nowMs)` first.
+   * `statusAtMs` (undefined: no report yet, so all count). Call `expire` first.
    */
   pending(nodeId: string, model: string, statusAtMs: number | undefined): number {
-    const key = keyOf(nodeId, model);
-    const queue = this.queues.get(key);
+    const queue = this.queues.get(nodeId, model);
     if (queue === undefined) return 0;
     let covered = 0;
     while (covered < queue.length) {
@@ -132,32 +215,32 @@ export class ReservationBook {
       if (head.pending && (statusAtMs === undefined || head.createdAtMs >= statusAtMs)) break;
       if (head.pending) {
         head.pending = false;
-        this.decrementPending(key);
+        this.decrementPending(nodeId, model);
       }
       covered += 1;
     }
     if (covered > 0) queue.splice(0, covered);
-    if (queue.length === 0) this.queues.delete(key);
-    return this.pendingCounts.get(key) ?? 0;
+    if (queue.length === 0) this.queues.delete(nodeId, model);
+    return this.pendingCounts.get(nodeId, model) ?? 0;
   }
 
   private retire(entry: Entry): void {
     this.byId.delete(entry.id);
     if (entry.pending) {
       entry.pending = false;
-      this.decrementPending(keyOf(entry.nodeId, entry.model));
+      this.decrementPending(entry.nodeId, entry.model);
     }
   }
 
-  private decrementPending(key: string): void {
-    const count = (this.pendingCounts.get(key) ?? 0) - 1;
+  private decrementPending(nodeId: string, model: string): void {
+    const count = (this.pendingCounts.get(nodeId, model) ?? 0) - 1;
     if (count > 0) {
-      this.pendingCounts.set(key, count);
+      this.pendingCounts.set(nodeId, model, count);
       return;
     }
     // Nothing pending left: whatever the queue still holds is retired or covered.
-    this.pendingCounts.delete(key);
-    this.queues.delete(key);
+    this.pendingCounts.delete(nodeId, model);
+    this.queues.delete(nodeId, model);
   }
 }
 

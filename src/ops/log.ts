@@ -3,15 +3,11 @@
 
 import { writeSync } from 'node:fs';
 import pino from 'pino';
+import type { Logger } from '../common/logger.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
-export interface Logger {
-  debug(message: string, fields?: Record<string, unknown>): void;
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-}
+export type { Logger } from '../common/logger.js';
 
 export type LogFormat = 'json' | 'pretty';
 

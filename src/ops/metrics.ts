@@ -4,7 +4,7 @@
 
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { LEVELS, nodeState } from '../core/model.js';
-import type { RouteDecision } from '../core/scheduler.js';
+import type { RouteDecision } from '../core/routing/index.js';
 import type { Store } from '../store/store.js';
 
 export interface MetricsSources {
@@ -146,6 +146,10 @@ export class ControlPlaneMetrics {
 
   recordDecision(decision: RouteDecision, budgetMs: number, seconds: number): void {
     this.decisionSeconds.observe(seconds);
+    if (decision.kind === 'refused') {
+      this.decisions.inc({ outcome: 'refused', level: 'none' });
+      return;
+    }
     if (decision.kind === 'infeasible') {
       this.decisions.inc({ outcome: decision.reason.toLowerCase(), level: 'none' });
       return;

@@ -10,7 +10,7 @@ import {
   type NodeStatus,
 } from '../core/model.js';
 import type { PricingPolicy, ScheduledPricing } from '../core/pricing.js';
-import type { Estimate, ExplainEntry, Placement, Verdict } from '../core/scheduler.js';
+import type { Estimate, ExplainEntry, Placement, Verdict } from '../core/routing/index.js';
 import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import * as pbScheduler from '../gen/cpn/v1/scheduler.js';
 import * as pbTypes from '../gen/cpn/v1/types.js';

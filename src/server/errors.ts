@@ -1,7 +1,7 @@
 // The one place where outcomes become gRPC status codes.
 
 import { type Metadata, type ServerUnaryCall, type sendUnaryData, status } from '@grpc/grpc-js';
-import type { InfeasibleReason } from '../core/scheduler.js';
+import type { InfeasibleReason, Refusal } from '../core/routing/index.js';
 import { StoreUnavailableError } from '../store/store.js';
 
 /** An error whose gRPC status and message go to the caller as they are. */
@@ -37,6 +37,13 @@ const INFEASIBLE_ADVICE: Readonly<Record<InfeasibleReason, string>> = {
 
 export function infeasibleError(reason: InfeasibleReason, summary: string, trailers?: Metadata): ApiError {
   return new ApiError(INFEASIBLE_STATUS[reason], `${summary}; ${INFEASIBLE_ADVICE[reason]}`, trailers);
+}
+
+/** An admission rule turned the request away (quota, rate): RESOURCE_EXHAUSTED, with when to retry. */
+export function refusedError(refusal: Refusal, summary: string): ApiError {
+  const retry =
+    refusal.retryAfterMs === undefined ? '' : `; retry after ${Math.ceil(refusal.retryAfterMs / 1000)} s`;
+  return new ApiError(status.RESOURCE_EXHAUSTED, `${summary}${retry}`);
 }
 
 export interface ErrorSink {

@@ -15,8 +15,8 @@ import { startOpsHttp } from '../ops/http.js';
 import { type ClusterJobs, startClusterJobs } from '../ops/jobs/jobs.js';
 import type { Logger } from '../ops/log.js';
 import { ControlPlaneMetrics } from '../ops/metrics.js';
+import { ControlPlane } from '../plane/control-plane.js';
 import type { Clock, Store } from '../store/store.js';
-import { ControlPlane } from './control-plane.js';
 import { registryService, schedulerService } from './services.js';
 
 export const SERVICE_NAMES = ['cpn.v1.Registry', 'cpn.v1.Scheduler'] as const;
@@ -33,8 +33,12 @@ export interface ServerOptions {
   /** 0 picks a free port. */
   readonly port: number;
   readonly clock?: Clock;
+  /** Never steps back; reservation expiry runs on it (performance.now() unless given). */
+  readonly monotonicClock?: Clock;
   readonly reservationTtlMs?: number;
   readonly explainLimit?: number;
+  /** Explain evaluates at most this many nodes (the answer says how many it left out). */
+  readonly maxExplainNodes?: number;
   readonly latency?: Partial<LatencyModel>;
   readonly priceMultiplier?: PriceMultiplier;
   /** How long a DOWN node stays listed before the sweeper removes it. */
@@ -72,10 +76,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const plane = new ControlPlane({
     store: options.store,
     clock,
+    monotonicClock: options.monotonicClock,
     reservationTtlMs: options.reservationTtlMs ?? 30_000,
     replicaId: randomBytes(4).toString('hex'),
     latency: options.latency,
     priceMultiplier: options.priceMultiplier,
+    maxExplainNodes: options.maxExplainNodes,
   });
   const server = new Server({
     'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
@@ -85,10 +91,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const metrics = new ControlPlaneMetrics({
     store: options.store,
     clock,
-    reservedOn: (nodeId) => {
-      const node = options.store.getNode(nodeId);
-      return node === undefined ? new Map() : plane.reservedOn(node);
-    },
+    reservedOn: (nodeId) => plane.reservedOn(nodeId),
     isLeader: () => leadership?.isLeader() ?? false,
   });
   const observer = {

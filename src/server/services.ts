@@ -1,13 +1,11 @@
 // gRPC adapters for Registry and Scheduler: validate → control plane → convert. No logic here
 // beyond mapping; decisions live in the core, status codes in errors.ts.
 
-import { randomBytes } from 'node:crypto';
 import { Metadata, status } from '@grpc/grpc-js';
-import { effectivePolicy } from '../core/pricing.js';
-import type { RouteDecision } from '../core/scheduler.js';
+import type { RouteDecision } from '../core/routing/index.js';
 import type { RegistryServer } from '../gen/cpn/v1/registry.js';
 import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
-import type { ControlPlane } from './control-plane.js';
+import type { ControlPlane, NodeView } from '../plane/control-plane.js';
 import {
   explainToProto,
   nodeStateToProto,
@@ -23,6 +21,7 @@ import {
   infeasibleError,
   notFound,
   type RpcObserver,
+  refusedError,
   unary as unaryHandler,
 } from './errors.js';
 import {
@@ -48,29 +47,24 @@ export interface EventSink extends ErrorSink {
   debug(message: string, fields: Record<string, unknown>): void;
 }
 
+const viewToProto = (view: NodeView) => nodeToProto(view.record, view.state, view.reserved);
+
 export function registryService(plane: ControlPlane, log: EventSink, observer?: RpcObserver): RegistryServer {
   const unary: typeof unaryHandler = (method, sink, handler) => unaryHandler(method, sink, handler, observer);
-  const nodeMessage = (nodeId: string) => {
-    const node = plane.store.getNode(nodeId);
-    if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
-    return nodeToProto(node, plane.stateOf(node), plane.reservedOn(node));
-  };
   return {
     registerNode: unary('RegisterNode', log, async (request) => {
       const spec = toNodeSpec(request.spec);
-      const options = toRegisterOptions(request);
-      const { node, created } = await plane.store.registerNode(spec, options);
+      const { node, created } = await plane.registerNode(spec, toRegisterOptions(request));
       log.info(created ? 'node registered' : 'node re-registered', {
         node: spec.id,
         level: spec.level,
         region: spec.region,
       });
-      return { node: nodeToProto(node, plane.stateOf(node), plane.reservedOn(node)), created };
+      return { node: viewToProto(node), created };
     }),
     reportStatus: unary('ReportStatus', log, async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
-      const status = toNodeStatus(request, plane.store.getNode(nodeId)?.spec);
-      const outcome = await plane.store.reportStatus(status);
+      const outcome = await plane.reportStatus(toNodeStatus(request, plane.specOf(nodeId)));
       if (outcome.kind === 'unknown_node')
         throw notFound(`node ${nodeId} is not registered; call RegisterNode first`);
       if (outcome.kind === 'expired') {
@@ -78,50 +72,49 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
           `node ${nodeId}'s registration expired at ${new Date(outcome.expiredAtMs).toISOString()}; call RegisterNode again`,
         );
       }
-      return { state: nodeStateToProto(plane.stateOf(outcome.node)) };
+      return { state: nodeStateToProto(outcome.node.state) };
     }),
     deregisterNode: unary('DeregisterNode', log, async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
-      if (!(await plane.store.deregisterNode(nodeId))) throw notFound(`node ${nodeId} is not registered`);
+      if (!(await plane.deregisterNode(nodeId))) throw notFound(`node ${nodeId} is not registered`);
       log.info('node deregistered', { node: nodeId });
       return {};
     }),
     drainNode: unary('DrainNode', log, async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
-      const node = await plane.store.setDraining(nodeId, request.drain);
+      const node = await plane.setDraining(nodeId, request.drain);
       if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
       log.info(request.drain ? 'node draining' : 'node drain lifted', { node: nodeId });
-      return { node: nodeMessage(nodeId) };
+      return { node: viewToProto(node) };
     }),
-    getNode: unary('GetNode', log, async (request) => ({
-      node: nodeMessage(checkNodeId('node_id', request.nodeId)),
+    getNode: unary('GetNode', log, async (request) => {
+      const nodeId = checkNodeId('node_id', request.nodeId);
+      const node = plane.getNode(nodeId);
+      if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
+      return { node: viewToProto(node) };
+    }),
+    listNodes: unary('ListNodes', log, async (request) => ({
+      nodes: plane.listNodes(toNodeFilter(request)).map(viewToProto),
     })),
-    listNodes: unary('ListNodes', log, async (request) => {
-      const nodes = plane.store.listNodes(toNodeFilter(request));
-      return { nodes: nodes.map((node) => nodeToProto(node, plane.stateOf(node), plane.reservedOn(node))) };
-    }),
     reportLatency: unary('ReportLatency', log, async (request) => ({
-      accepted: await plane.store.reportLatency(toLatencyReports(request)),
+      accepted: await plane.reportLatency(toLatencyReports(request)),
     })),
     getStoreStatus: unary('GetStoreStatus', log, async () => {
-      const health = plane.store.health();
+      const { health, nodes } = plane.storeStatus();
       return {
         kind: health.kind,
         reachable: health.reachable,
         stalenessS: health.stalenessMs / 1000,
         unreachableSince:
           health.unreachableSinceMs === undefined ? undefined : new Date(health.unreachableSinceMs),
-        nodes: count(plane.store.view.allNodes()),
+        nodes,
       };
     }),
     schedulePricing: unary('SchedulePricing', log, async (request) => {
-      const nowMs = plane.now();
-      const change = {
-        id: `p-${nowMs.toString(36)}-${randomBytes(3).toString('hex')}`,
-        atMs: toScheduleTime(request.at, nowMs),
-        policy: toPricingPolicy(request.policy),
-      };
-      await plane.store.schedulePricing(change);
+      const change = await plane.schedulePricing(
+        toPricingPolicy(request.policy),
+        toScheduleTime(request.at, plane.now()),
+      );
       log.info('price change scheduled', {
         id: change.id,
         at: new Date(change.atMs).toISOString(),
@@ -130,16 +123,16 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
       return { scheduled: scheduledPricingToProto(change) };
     }),
     getPricing: unary('GetPricing', log, async () => {
-      const state = plane.store.pricing();
+      const pricing = plane.pricing();
       return {
-        effective: pricingPolicyToProto(effectivePolicy(state, plane.now())),
-        current: pricingPolicyToProto(state.current),
-        scheduled: [...state.scheduled].sort((a, b) => a.atMs - b.atMs).map(scheduledPricingToProto),
+        effective: pricingPolicyToProto(pricing.effective),
+        current: pricingPolicyToProto(pricing.current),
+        scheduled: pricing.scheduled.map(scheduledPricingToProto),
       };
     }),
     cancelPricing: unary('CancelPricing', log, async (request) => {
       const id = toPricingId(request.id);
-      if (!(await plane.store.cancelPricing(id))) throw notFound(`no scheduled price change ${id}`);
+      if (!(await plane.cancelPricing(id))) throw notFound(`no scheduled price change ${id}`);
       log.info('price change cancelled', { id });
       return {};
     }),
@@ -159,21 +152,22 @@ export function schedulerService(
   recordDecision?: (decision: RouteDecision, budgetMs: number, seconds: number) => void,
 ): SchedulerServer {
   const unary: typeof unaryHandler = (method, sink, handler) => unaryHandler(method, sink, handler, observer);
-  const explainOf = (decision: RouteDecision) => ({
+  const explainOf = (decision: Exclude<RouteDecision, { kind: 'refused' }>) => ({
     explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
-    explainTotal: decision.explain.length,
+    explainTotal: decision.explain.length + decision.explainOmitted,
   });
   return {
     route: unary('Route', log, async (request: RouteRequest, call): Promise<RouteResponse> => {
       const routeRequest = toRouteRequest(request);
       const started = process.hrtime.bigint();
-      const result = plane.route(routeRequest, () => call.cancelled);
+      const result = plane.route(routeRequest, { isCancelled: () => call.cancelled });
       recordDecision?.(
         result.decision,
         routeRequest.latencyBudgetMs,
         Number(process.hrtime.bigint() - started) / 1e9,
       );
       const { decision } = result;
+      if (decision.kind === 'refused') throw refusedError(decision.refusal, decision.summary);
       if (decision.kind === 'infeasible') {
         const partial = RouteResponse.create({ summary: decision.summary, ...explainOf(decision) });
         const trailers = new Metadata();
@@ -200,10 +194,4 @@ export function schedulerService(
       return plane.release(reservationId, toUsage(request.usage), request.success);
     }),
   };
-}
-
-function count(items: Iterable<unknown>): number {
-  let n = 0;
-  for (const _ of items) n += 1;
-  return n;
 }

@@ -5,6 +5,8 @@ import {
   type LatLon,
   LEVELS,
   type Level,
+  MAX_MODEL_CHARS,
+  MODEL_PATTERN,
   type ModelOffer,
   NODE_ID_PATTERN,
   type NodeSpec,
@@ -12,7 +14,8 @@ import {
   type Usage,
 } from '../core/model.js';
 import type { PriceRule, PricingPolicy } from '../core/pricing.js';
-import { MAX_FALLBACKS, type RouteRequest } from '../core/scheduler.js';
+import { MAX_RESERVATION_ID_CHARS, parseReservationId, type ReservationId } from '../core/reservations.js';
+import { MAX_FALLBACKS, type RouteRequest } from '../core/routing/index.js';
 import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import type * as pbScheduler from '../gen/cpn/v1/scheduler.js';
 import type * as pbTypes from '../gen/cpn/v1/types.js';
@@ -21,7 +24,7 @@ import type { LatencyReport, NodeFilter } from '../store/store.js';
 import { invalidArgument } from './errors.js';
 
 export const LIMITS = {
-  nameChars: 128,
+  nameChars: MAX_MODEL_CHARS,
   regionChars: 32,
   endpointChars: 512,
   labels: 64,
@@ -38,7 +41,6 @@ export const LIMITS = {
   allowedRegions: 64,
 } as const;
 
-const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$/;
 const REGION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
 const NAME_PATTERN = /^[\x21-\x7e]+$/;
 
@@ -309,14 +311,14 @@ export function toUsage(usage: pbScheduler.Usage | undefined): Usage {
   };
 }
 
-export const toReservationId = (value: string): string =>
-  checkString(
-    'reservation_id',
-    value,
-    LIMITS.nameChars,
-    NAME_PATTERN,
-    'the reservation_id returned by Route',
-  );
+/** A reservation id as Route issues it; the length limit comes from the id's format. */
+export function toReservationId(value: string): ReservationId {
+  const what = 'the reservation_id returned by Route (<replica>.<sequence>.<token>~<node id>~<model>)';
+  checkString('reservation_id', value, MAX_RESERVATION_ID_CHARS, NAME_PATTERN, what);
+  const parsed = parseReservationId(value);
+  if (parsed === undefined) fail('reservation_id', value, what);
+  return parsed.id;
+}
 
 export function toPricingPolicy(policy: pbRegistry.PricingPolicy | undefined): PricingPolicy {
   if (policy === undefined)

@@ -1,12 +1,13 @@
 // One policy's run of a scenario: a discrete-event loop on a virtual clock. Arrivals come from a
 // seeded stream that is the same for every policy (common random numbers), so differences between
-// policies come from the policies alone. Placement uses the same core and memory store as
-// `cpn serve`; a request's reservation is released when it completes.
+// policies come from the policies alone. Every policy places through the same control plane,
+// core pipeline and memory store as `cpn serve` (the policies differ only in ranking); a
+// request's reservation is released when it completes.
 
-import { requestCost } from '../core/cost.js';
-import { DEFAULT_LATENCY_MODEL, estimateRtt } from '../core/latency.js';
+import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
 import { findOffer, LEVELS, type Level, type NodeSpec } from '../core/model.js';
 import type { PriceRule } from '../core/pricing.js';
+import type { ReservationId } from '../core/reservations.js';
 import {
   deriveSeed,
   exponential,
@@ -15,13 +16,18 @@ import {
   type Rng,
   seededRng,
 } from '../core/rng.js';
-import type { RouteRequest } from '../core/scheduler.js';
+import {
+  CHEAPEST_FEASIBLE,
+  LEAST_LOADED,
+  NEAREST,
+  type RouteRequest,
+  type RoutingPolicy,
+  randomPolicy,
+} from '../core/routing/index.js';
 import type { Topology } from '../ops/topology.js';
-import { ControlPlane } from '../server/control-plane.js';
+import { ControlPlane } from '../plane/control-plane.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
-import { registerPermanent } from '../store/store.js';
 import { EventQueue } from './event-queue.js';
-import { type BaselineChoice, leastLoaded, nearest, randomNode } from './policies.js';
 import {
   DEFAULT_DAILY_CURVE,
   POPULATION_M,
@@ -33,6 +39,7 @@ import { Station } from './station.js';
 import { Outcomes, type RejectionReason } from './stats.js';
 
 const HOUR_MS = 3_600_000;
+const NO_USAGE = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
 /** Simulated time 0 is this instant plus start_hour: midnight China time, so pricing windows line up. */
 const EPOCH_MS = Date.UTC(2026, 0, 1) - 8 * HOUR_MS;
 
@@ -42,7 +49,7 @@ interface SimJob {
   readonly prefillMs: number;
   readonly rttMs: number;
   readonly level: Level;
-  readonly reservationId: string | undefined;
+  readonly reservationId: ReservationId;
   readonly key: string;
   /** When it reached the node's station (its wait starts here). */
   readonly queuedAtMs: number;
@@ -214,16 +221,34 @@ export async function runPolicy(
   const latency = { ...DEFAULT_LATENCY_MODEL, regionCentroids: topology.regionCentroids };
   const store = new MemoryStore({ clock, latency, regionCentroids: topology.regionCentroids });
   const specs = new Map(topology.nodes.map((spec) => [spec.id, spec]));
-  await registerPermanent(store, topology.nodes);
-  // Reservations live until the request completes: the simulated load is exact.
+  let reservations = 0;
+  // Reservations live until the request completes: the simulated load is exact. The plane's
+  // clocks are the virtual clock; usage is counted here, not metered into the store.
   const plane = new ControlPlane({
     store,
     clock,
+    monotonicClock: clock,
     reservationTtlMs: 400 * 24 * HOUR_MS,
     replicaId: 'sim',
     latency,
+    meterUsage: false,
+    newReservationToken: () => (reservations++).toString(16).padStart(16, '0'),
   });
+  const register = async (nodes: readonly NodeSpec[]) => {
+    for (const spec of nodes) await plane.registerNode(spec, { ttlS: 0, permanent: true });
+  };
+  await register(topology.nodes);
   const policyRng = seededRng(deriveSeed(scenario.seed, `policy-${policy}`));
+  const routingPolicy: RoutingPolicy =
+    policy === 'cheapest-feasible'
+      ? CHEAPEST_FEASIBLE
+      : policy === 'nearest'
+        ? NEAREST
+        : policy === 'least-loaded'
+          ? LEAST_LOADED
+          : randomPolicy(policyRng);
+  // With usage unmetered, release frees the slot before its first await: the effect is immediate.
+  const release = (id: ReservationId) => void plane.release(id, NO_USAGE, true);
 
   // Scenario events.
   const events = scenario.events;
@@ -255,11 +280,11 @@ export async function runPolicy(
             : undefined,
         }),
       );
-      await store.schedulePricing({
-        id: `scenario-${i}`,
-        atMs: clock() + event.at - now,
-        policy: { rules, utcOffsetHours: event.utc_offset_hours },
-      });
+      await plane.schedulePricing(
+        { rules, utcOffsetHours: event.utc_offset_hours },
+        clock() + event.at - now,
+        `scenario-${i}`,
+      );
       continue;
     }
     boundaries.push(event.at, event.at + event.for);
@@ -269,11 +294,11 @@ export async function runPolicy(
       );
       queue.push(event.at, {
         kind: 'event',
-        apply: () => affected.forEach((n) => void store.deregisterNode(n.id)),
+        apply: () => affected.forEach((n) => void plane.deregisterNode(n.id)),
       });
       queue.push(event.at + event.for, {
         kind: 'event',
-        apply: () => void registerPermanent(store, affected),
+        apply: () => void register(affected),
       });
     }
   }
@@ -374,33 +399,21 @@ export async function runPolicy(
       explain: false,
       maxFallbacks: 0,
     };
-    let nodeId: string;
-    let reservationId: string | undefined;
-    if (policy === 'cheapest-feasible') {
-      const result = plane.route(request);
-      if (result.decision.kind === 'infeasible' || result.reservation === undefined) {
-        reject(arrival, result.decision.kind === 'infeasible' ? result.decision.reason : 'ALL_FULL');
-        return;
-      }
-      nodeId = result.decision.placement.nodeId;
-      reservationId = result.reservation.id;
-    } else {
-      const ctx = { view: store.view, reservations: plane.reservations, latency, nowMs: clock() };
-      const pick = policy === 'nearest' ? nearest : policy === 'least-loaded' ? leastLoaded : randomNode;
-      const choice: BaselineChoice = pick(request, ctx, policyRng);
-      if (choice.kind === 'infeasible') {
-        reject(arrival, choice.reason);
-        return;
-      }
-      nodeId = choice.node.spec.id;
-      reservationId = plane.reservations.reserve(nodeId, cls.model, '', clock()).id;
+    const result = plane.route(request, { policy: routingPolicy });
+    const { decision, reservation } = result;
+    if (decision.kind !== 'placed' || reservation === undefined) {
+      reject(arrival, decision.kind === 'infeasible' ? decision.reason : 'ALL_FULL');
+      return;
     }
+    const { placement } = decision;
+    const nodeId = placement.nodeId;
+    const reservationId = reservation.id;
     const spec = specs.get(nodeId) as NodeSpec;
     const offer = findOffer(spec, cls.model);
     if (offer === undefined)
       throw new Error(`policy ${policy} placed ${cls.model} on ${nodeId}, which does not serve it`);
-    const estimate = estimateRtt(request.client, spec, latency, store.view.samplesFrom, clock());
-    const rttMs = estimate.rttMs * arrival.rttFactor + linkPenaltyMs(arrival.region, spec.region, now);
+    const rttMs =
+      placement.estimate.networkRttMs * arrival.rttFactor + linkPenaltyMs(arrival.region, spec.region, now);
     const prefillMs =
       ((arrival.inputTokens - arrival.cachedInputTokens) / offer.prefillTokensPerS) *
       1000 *
@@ -420,20 +433,12 @@ export async function runPolicy(
     // The request reaches the node after half a round trip; we model its queue from arrival for simplicity.
     const outcome = station.arrive(job, now);
     if (outcome.kind === 'rejected') {
-      if (reservationId) plane.reservations.release(reservationId);
+      release(reservationId);
       reject(arrival, 'NODE_QUEUE_FULL');
       return;
     }
     if (counted(arrival)) {
-      const cost = requestCost(
-        {
-          inputTokens: arrival.inputTokens,
-          cachedInputTokens: arrival.cachedInputTokens,
-          maxOutputTokens: arrival.outputTokens,
-        },
-        offer.price,
-        plane.priceMultiplierAt(clock()).at(spec, cls.model, clock()),
-      );
+      const cost = placement.estimate.cost;
       for (const o of outcomesFor(arrival)) {
         o.placed += 1;
         o.costCny += cost;
@@ -453,7 +458,7 @@ export async function runPolicy(
 
   const finish = (job: SimJob) => {
     busy[job.level] -= 1;
-    if (job.reservationId) plane.reservations.release(job.reservationId);
+    release(job.reservationId);
     const station = stations.get(job.key) as Station<SimJob>;
     const next = station.finish(now);
     if (next !== undefined) {

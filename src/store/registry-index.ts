@@ -1,30 +1,21 @@
-// The in-memory registry both stores route from: nodes by id, each model's nodes grouped into
-// price tiers (see RoutingView.priceTiers), and smoothed latency samples. The memory store
-// mutates it directly; the etcd store feeds it from a watch.
+// The in-memory registry both stores route from: nodes by id, the candidate index the routing
+// core searches (see core/routing/candidate-index.ts), and smoothed latency samples. The memory
+// store mutates it directly; the etcd store feeds it from a watch.
 
-import { GeoGrid } from '../core/geo-grid.js';
 import type { LatencySample } from '../core/latency.js';
-import type { NodeRecord, Price } from '../core/model.js';
-import type { PriceTier, RoutingView } from '../core/scheduler.js';
+import type { NodeRecord } from '../core/model.js';
+import { CandidateIndex, type RoutingView } from '../core/routing/index.js';
 import type { NodeFilter } from './store.js';
-
-interface MutableTier extends PriceTier {
-  readonly nodes: Map<string, NodeRecord>;
-  readonly grid: GeoGrid<NodeRecord>;
-}
-
-const priceKey = (price: Price): string =>
-  `${price.inputPerMtok}/${price.outputPerMtok}/${price.cachedInputPerMtok}`;
 
 export class RegistryIndex {
   private readonly nodes = new Map<string, NodeRecord>();
-  /** model → price key → tier */
-  private readonly byModel = new Map<string, Map<string, MutableTier>>();
+  private readonly candidates = new CandidateIndex();
   /** from (access point or region) → node id → smoothed sample */
   private readonly samples = new Map<string, Map<string, LatencySample>>();
   readonly view: RoutingView = {
-    priceTiers: (model) => this.byModel.get(model)?.values() ?? [],
+    candidates: (model) => this.candidates.candidates(model),
     allNodes: () => this.nodes.values(),
+    nodeCount: () => this.nodes.size,
     samplesFrom: (from) => this.samples.get(from),
   };
 
@@ -42,8 +33,9 @@ export class RegistryIndex {
 
   /** Nodes matching every given filter, ordered by id. */
   list(filter: NodeFilter): NodeRecord[] {
+    const byModel = filter.model ? this.candidates.candidates(filter.model) : undefined;
     const source = filter.model
-      ? [...(this.byModel.get(filter.model)?.values() ?? [])].flatMap((tier) => [...tier.nodes.values()])
+      ? [...(byModel?.byId.values() ?? [])].map((found) => found.entry.record)
       : this.nodes.values();
     const result: NodeRecord[] = [];
     for (const node of source) {
@@ -56,31 +48,16 @@ export class RegistryIndex {
 
   /** Inserts or replaces the node with the same id. */
   put(node: NodeRecord): void {
-    const previous = this.nodes.get(node.spec.id);
-    if (previous !== undefined && previous.spec !== node.spec) this.unindex(previous);
     this.nodes.set(node.spec.id, node);
-    for (const offer of node.spec.models) {
-      let tiers = this.byModel.get(offer.model);
-      if (tiers === undefined) {
-        tiers = new Map();
-        this.byModel.set(offer.model, tiers);
-      }
-      const key = priceKey(offer.price);
-      let tier = tiers.get(key);
-      if (tier === undefined) {
-        tier = { price: offer.price, nodes: new Map(), grid: new GeoGrid() };
-        tiers.set(key, tier);
-      }
-      tier.nodes.set(node.spec.id, node);
-      tier.grid.set(node.spec.id, node.spec.location, node);
-    }
+    this.candidates.put(node);
   }
 
   /** Removes the node and its latency samples; returns it, or undefined if it was not there. */
   remove(nodeId: string): NodeRecord | undefined {
     const node = this.nodes.get(nodeId);
     if (node === undefined) return undefined;
-    this.unindex(node);
+    this.nodes.delete(nodeId);
+    this.candidates.remove(nodeId);
     for (const byNode of this.samples.values()) byNode.delete(nodeId);
     return node;
   }
@@ -113,20 +90,7 @@ export class RegistryIndex {
 
   clear(): void {
     this.nodes.clear();
-    this.byModel.clear();
+    this.candidates.clear();
     this.samples.clear();
-  }
-
-  private unindex(node: NodeRecord): void {
-    this.nodes.delete(node.spec.id);
-    for (const offer of node.spec.models) {
-      const tiers = this.byModel.get(offer.model);
-      const key = priceKey(offer.price);
-      const tier = tiers?.get(key);
-      tier?.nodes.delete(node.spec.id);
-      tier?.grid.delete(node.spec.id);
-      if (tier?.nodes.size === 0) tiers?.delete(key);
-      if (tiers?.size === 0) this.byModel.delete(offer.model);
-    }
   }
 }

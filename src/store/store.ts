@@ -4,10 +4,10 @@
 // Reads used on the Route hot path are synchronous and served from memory (`view`); writes are
 // asynchronous because a distributed store must reach its backend before acknowledging them.
 
+import type { Leadership } from '../common/leadership.js';
 import type { LatLon, Level, NodeRecord, NodeSpec, NodeStatus, Usage } from '../core/model.js';
 import type { PricingState, ScheduledPricing } from '../core/pricing.js';
-import type { RoutingView } from '../core/scheduler.js';
-import type { Leadership } from '../ops/jobs/leadership.js';
+import type { RoutingView } from '../core/routing/index.js';
 
 export interface RegisterOptions {
   /** Seconds without registration or status after which the node is DOWN. Ignored if permanent. */

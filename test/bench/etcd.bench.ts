@@ -6,7 +6,7 @@
 import { Etcd3 } from 'etcd3';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import { silentLogger } from '../../src/ops/log.js';
-import { ControlPlane } from '../../src/server/control-plane.js';
+import { ControlPlane } from '../../src/plane/control-plane.js';
 import { EtcdStore } from '../../src/store/etcd/etcd-store.js';
 import { startEtcd } from '../helpers/etcd.js';
 import { offer, request, spec } from '../helpers/fixtures.js';

@@ -1,185 +1,323 @@
-// Route decision cost at national scale. Prints ratios against baselines measured in the same run,
-// because these machines are shared and noisy:
-//   - core: decideRoute vs. a bare loop that only computes the great-circle distance to every node
-//     serving the model (the least any scan-everything router must do);
-//   - gRPC: a Route round trip vs. a GetNode round trip on the same server.
-// Run: npm run bench   (CPN_BENCH_NODES=10000,100000 to choose sizes)
+// Route decision cost, printed as ratios against baselines measured in the same run (these
+// machines are shared and noisy):
+//   1. core decisions at 10⁴ and 10⁵ nodes, for three price lists (4 tiers; one price per node;
+//      one price per node under a time-of-use policy), per budget case, p50 and p99, each against
+//      a full scan of the same registry (evaluate every serving node, keep the cheapest feasible);
+//   2. gRPC Route throughput, 5,000 nodes of distinct prices, 32 in flight, against a no-work
+//      server of the same service (Route answers a fixed recorded response), same process layout;
+//   3. a client flooding impossible requests (32 in flight) at 20,000 nodes: the share of another
+//      client's throughput that survives, against the share the no-work server keeps.
+// Run: npm run bench   (CPN_BENCH_NODES=10000,100000; CPN_BENCH_SECONDS=1 per measurement;
+// CPN_BENCH_PARTS=core,grpc,flood)
 
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { credentials, Metadata } from '@grpc/grpc-js';
-import { LIST_PRICE } from '../../src/core/cost.js';
-import { DEFAULT_LATENCY_MODEL, greatCircleKm } from '../../src/core/latency.js';
-import { type LatLon, LEVELS, type Level, type NodeSpec } from '../../src/core/model.js';
+import { LIST_PRICE, type PriceMultiplier } from '../../src/core/cost.js';
+import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../../src/core/latency.js';
+import { findOffer, type NodeRecord, nodeState, reportedLoad } from '../../src/core/model.js';
+import { policyMultiplier } from '../../src/core/pricing.js';
 import { ReservationBook } from '../../src/core/reservations.js';
-import { decideRoute, type RouteRequest } from '../../src/core/scheduler.js';
-import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import {
+  decideRoute,
+  type Estimate,
+  estimateOn,
+  type RouteContext,
+  type RouteRequest,
+} from '../../src/core/routing/index.js';
 import { RouteRequest as ProtoRouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
-import { silentLogger } from '../../src/ops/log.js';
 import { loadTopology } from '../../src/ops/topology.js';
-import { startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 import { registerPermanent } from '../../src/store/store.js';
+import {
+  BENCH_MODELS,
+  clientAt,
+  nationalRegistry,
+  type PriceMode,
+  seeded,
+  TIME_OF_USE,
+} from './registry-gen.js';
 
-const MODELS = Array.from({ length: 20 }, (_, i) => `model-${i}`);
+const SECONDS = Number(process.env.CPN_BENCH_SECONDS ?? 1);
+const PARTS = new Set((process.env.CPN_BENCH_PARTS ?? 'core,grpc,flood').split(','));
+const topology = await loadTopology('simulations/topologies/demo-national.yaml');
+const centroids = topology.regionCentroids;
+const out = (line: string) => process.stdout.write(`${line}\n`);
 
-/** mulberry32: a small seeded PRNG so every run benchmarks the same topology. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/** 03:00 China time: the night windows of the time-of-use policy are in force. */
+const NOW = Date.UTC(2026, 10, 22, 19, 0, 0);
+
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
 }
 
-function nationalNodes(count: number, centroids: ReadonlyMap<string, LatLon>): NodeSpec[] {
-  const random = rng(42);
-  const regions = [...centroids.entries()];
-  const levelShares: [Level, number][] = [
-    ['CENTER', 0.001],
-    ['PROVINCE', 0.01],
-    ['EDGE', 0.6],
-    ['TERMINAL', 1],
-  ];
-  return Array.from({ length: count }, (_, i) => {
-    const [region, centre] = regions[Math.floor(random() * regions.length)] as [string, LatLon];
-    const roll = random();
-    const level = (levelShares.find(([, share]) => roll < share)?.[0] ?? 'EDGE') as Level;
-    const models = MODELS.filter(() => random() < 0.2);
-    if (models.length === 0) models.push(MODELS[i % MODELS.length] as string);
-    const factor = [0.6, 1.25, 2.2, 3][LEVELS.indexOf(level)] as number;
+/** Runs `op` over `requests` (round robin) for SECONDS; returns per-call µs p50, p99 and the count. */
+function measure(requests: readonly RouteRequest[], op: (request: RouteRequest) => unknown) {
+  for (let i = 0; i < Math.min(200, requests.length); i += 1) op(requests[i] as RouteRequest);
+  const samples: number[] = [];
+  const started = process.hrtime.bigint();
+  const limitNs = BigInt(Math.round(SECONDS * 1e9));
+  let i = 0;
+  while (process.hrtime.bigint() - started < limitNs && samples.length < 200_000) {
+    const request = requests[i++ % requests.length] as RouteRequest;
+    const t0 = process.hrtime.bigint();
+    op(request);
+    samples.push(Number(process.hrtime.bigint() - t0) / 1e3);
+  }
+  const sorted = Float64Array.from(samples).sort();
+  return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), count: samples.length };
+}
+
+/** The plain rule over every node: what a router without an index does. */
+function fullScan(request: RouteRequest, ctx: RouteContext): string | undefined {
+  let best: { id: string; estimate: Estimate } | undefined;
+  for (const node of ctx.view.allNodes() as Iterable<NodeRecord>) {
+    const offer = findOffer(node.spec, request.model);
+    if (offer === undefined || nodeState(node, ctx.nowMs) !== 'READY') continue;
+    const load = reportedLoad(node, request.model);
+    if (load >= offer.maxConcurrency + offer.maxQueue) continue;
+    const estimate = estimateOn(request, node, offer, load, ctx);
+    if (estimate.ttftMs > request.latencyBudgetMs) continue;
+    if (best === undefined || estimate.cost < best.estimate.cost) best = { id: node.spec.id, estimate };
+  }
+  return best?.id;
+}
+
+function requestsFor(budgetMs: number, extra: Partial<RouteRequest>, seed: number): RouteRequest[] {
+  const random = seeded(seed);
+  return Array.from({ length: 4096 }, (_, i) => {
+    const { region, location } = clientAt(random, centroids);
     return {
-      id: `n${i}`,
-      level,
-      region,
-      parentId: '',
-      endpoint: `n${i}:8000`,
-      location: { lat: centre.lat + (random() - 0.5) * 3, lon: centre.lon + (random() - 0.5) * 3 },
-      gpus: [{ type: 'L20', count: 8, memoryGib: 48 }],
-      models: models.map((model) => ({
-        model,
-        maxConcurrency: 16,
-        maxQueue: 16,
-        prefillTokensPerS: 10_000 + random() * 30_000,
-        decodeTokensPerS: 50,
-        price: { inputPerMtok: 2 * factor, outputPerMtok: 8 * factor, cachedInputPerMtok: 0.2 * factor },
-      })),
-      labels: {},
+      requestId: '',
+      tenant: '',
+      model: BENCH_MODELS[i % BENCH_MODELS.length] as string,
+      client: { region, accessPoint: '', location },
+      latencyBudgetMs: budgetMs,
+      inputTokens: 200 + Math.floor(random() * 4000),
+      cachedInputTokens: 0,
+      maxOutputTokens: 50 + Math.floor(random() * 1000),
+      allowedLevels: [],
+      allowedRegions: [],
+      allowDegraded: false,
+      explain: false,
+      maxFallbacks: 2,
+      ...extra,
     };
   });
 }
 
-function timeOps(label: string, budgetMs: number, op: () => void): number {
-  const started = process.hrtime.bigint();
-  let ops = 0;
-  while (Number(process.hrtime.bigint() - started) / 1e6 < budgetMs && ops < 1_000_000) {
-    op();
-    ops += 1;
-  }
-  const perOpUs = Number(process.hrtime.bigint() - started) / 1e3 / ops;
-  process.stdout.write(`  ${label.padEnd(64)} ${perOpUs.toFixed(1).padStart(9)} µs/op  (${ops} ops)\n`);
-  return perOpUs;
-}
+const fmt = (us: number) =>
+  (us >= 1000 ? `${(us / 1000).toFixed(1)} ms` : `${us.toFixed(1)} µs`).padStart(10);
 
-async function timeAsync(label: string, count: number, op: () => Promise<void>): Promise<number> {
-  for (let i = 0; i < 50; i += 1) await op();
-  const started = process.hrtime.bigint();
-  for (let i = 0; i < count; i += 1) await op();
-  const perOpUs = Number(process.hrtime.bigint() - started) / 1e3 / count;
-  process.stdout.write(`  ${label.padEnd(64)} ${perOpUs.toFixed(1).padStart(9)} µs/op  (${count} ops)\n`);
-  return perOpUs;
-}
-
-const topology = await loadTopology('simulations/topologies/demo-national.yaml');
-const sizes = (process.env.CPN_BENCH_NODES ?? '1000,10000,100000').split(',').map(Number);
-const request = (i: number, latencyBudgetMs: number): RouteRequest => ({
-  requestId: '',
-  tenant: '',
-  model: MODELS[i % MODELS.length] as string,
-  client: { region: 'CN-GD', accessPoint: '', location: undefined },
-  latencyBudgetMs,
-  inputTokens: 256,
-  cachedInputTokens: 0,
-  maxOutputTokens: 256,
-  allowedLevels: [],
-  allowedRegions: [],
-  allowDegraded: false,
-  explain: false,
-  maxFallbacks: 2,
-});
-
-process.stdout.write('Route decision (core, in process)\n');
-for (const size of sizes) {
-  const store = new MemoryStore({
-    clock: () => 0,
-    latency: DEFAULT_LATENCY_MODEL,
-    regionCentroids: topology.regionCentroids,
-  });
-  await registerPermanent(store, nationalNodes(size, topology.regionCentroids));
-  const latency = { ...DEFAULT_LATENCY_MODEL, regionCentroids: topology.regionCentroids };
-  const book = new ReservationBook(30_000, 'b-');
-  const client = topology.regionCentroids.get('CN-GD') as LatLon;
-  let i = 0;
-  let sink = 0;
-  process.stdout.write(`${size} nodes (~${Math.round(size * 0.2)} serve each model)\n`);
-  const baseline = timeOps('baseline: distance to every serving node', 1500, () => {
-    for (const tier of store.view.priceTiers(MODELS[i++ % MODELS.length] as string)) {
-      for (const node of tier.nodes.values())
-        if (node.spec.location) sink += greatCircleKm(client, node.spec.location);
-    }
-  });
-  const cases: [string, number][] = [
-    ['loose budget 2000 ms (a cheap hub wins)', 2000],
-    ['tight budget 15 ms (only nearby edges)', 15],
-    ['impossible budget 1 ms (every node seen)', 1],
+if (PARTS.has('core')) {
+  out('1. Route decisions in process: p50 / p99 per decision, and as a ratio to a full scan');
+  const sizes = (process.env.CPN_BENCH_NODES ?? '10000,100000').split(',').map(Number);
+  const latency: LatencyModel = { ...DEFAULT_LATENCY_MODEL, regionCentroids: centroids };
+  const lists: [string, PriceMode, PriceMultiplier][] = [
+    ['(a) 4 price tiers', 'tiers', LIST_PRICE],
+    ['(b) one price per node', 'distinct', LIST_PRICE],
+    ['(c) (b) + time-of-use policy', 'distinct', policyMultiplier(TIME_OF_USE)],
   ];
-  for (const [label, budgetMs] of cases) {
-    let placed = 0;
-    const perOp = timeOps(`decideRoute, ${label}`, 1500, () => {
-      const ctx = { view: store.view, reservations: book, latency, priceMultiplier: LIST_PRICE, nowMs: 0 };
-      if (decideRoute(request(i++, budgetMs), ctx).kind === 'placed') placed += 1;
-    });
-    process.stdout.write(
-      `    ratio to baseline ${(perOp / baseline).toFixed(3)}, placed ${placed > 0 ? 'yes' : 'no'}\n`,
-    );
+  const cases: [string, number, Partial<RouteRequest>][] = [
+    ['loose 2000 ms', 2000, {}],
+    ['tight 80 ms', 80, {}],
+    ['tight 30 ms', 30, {}],
+    ['impossible 1 ms', 1, {}],
+    ['degraded (1 ms, allow_degraded)', 1, { allowDegraded: true }],
+    ['explain (loose, cap 5000 nodes)', 2000, { explain: true }],
+  ];
+  for (const size of sizes) {
+    const specsByMode = new Map<PriceMode, ReturnType<typeof nationalRegistry>>();
+    for (const [listName, mode, multiplier] of lists) {
+      let specs = specsByMode.get(mode);
+      if (specs === undefined) {
+        specs = nationalRegistry(size, mode, centroids);
+        specsByMode.set(mode, specs);
+      }
+      const store = new MemoryStore({ clock: () => NOW, latency, regionCentroids: centroids });
+      await registerPermanent(store, specs);
+      const ctx: RouteContext = {
+        view: store.view,
+        reservations: new ReservationBook({
+          ttlMs: 30_000,
+          replicaId: 'bench',
+          newToken: () => '0'.repeat(16),
+        }),
+        latency,
+        priceMultiplier: multiplier,
+        nowMs: NOW,
+        maxExplainNodes: 5000,
+      };
+      out(`\n${size} nodes, ${listName}`);
+      out(
+        `  ${'case'.padEnd(34)} ${'p50'.padStart(10)} ${'p99'.padStart(10)}   full-scan p50 / p99      ratio p50 / p99   placed`,
+      );
+      const loose = requestsFor(2000, {}, 1);
+      const scan = measure(loose.slice(0, 512), (request) => fullScan(request, ctx));
+      let feasibleP50 = Number.NaN;
+      for (const [label, budgetMs, extra] of cases) {
+        const requests = requestsFor(budgetMs, extra, 1);
+        let placed = 0;
+        const m = measure(requests, (request) => {
+          if (decideRoute(request, ctx).kind === 'placed') placed += 1;
+        });
+        if (label === 'tight 80 ms') feasibleP50 = m.p50;
+        const share = ((100 * placed) / Math.max(1, m.count + Math.min(200, requests.length))).toFixed(0);
+        const versus =
+          budgetMs === 1 && !extra.explain && Number.isFinite(feasibleP50)
+            ? `  (${(m.p50 / feasibleP50).toFixed(1)}× a feasible 80 ms decision)`
+            : '';
+        out(
+          `  ${label.padEnd(34)} ${fmt(m.p50)} ${fmt(m.p99)}   ${fmt(scan.p50)} /${fmt(scan.p99)}   ${(m.p50 / scan.p50).toFixed(4).padStart(7)} / ${(m.p99 / scan.p99).toFixed(4).padEnd(7)}  ${share.padStart(3)} %${versus}`,
+        );
+      }
+    }
   }
-  if (sink < 0) process.stdout.write('unreachable\n');
 }
 
-process.stdout.write('\nRoute over gRPC on loopback (demo topology, 69 nodes)\n');
-{
-  const store = new MemoryStore({
-    clock: Date.now,
-    latency: DEFAULT_LATENCY_MODEL,
-    regionCentroids: topology.regionCentroids,
+interface ServerProcess {
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+async function startServerProcess(
+  mode: 'real' | 'nowork',
+  nodes: number,
+  prices: PriceMode,
+): Promise<ServerProcess> {
+  const child: ChildProcessWithoutNullStreams = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'test/bench/route-server.ts', mode, String(nodes), prices],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += String(chunk);
   });
-  await registerPermanent(store, topology.nodes);
-  const server = await startServer({ store, logger: silentLogger, port: 0, reservationTtlMs: 1000 });
-  const address = `127.0.0.1:${server.port}`;
-  const registry = new RegistryClient(address, credentials.createInsecure());
-  const scheduler = new SchedulerClient(address, credentials.createInsecure());
-  const getNode = () =>
-    new Promise<void>((resolve, reject) =>
-      registry.getNode({ nodeId: 'prov-gd-guangzhou' }, new Metadata(), {}, (error) =>
-        error ? reject(error) : resolve(),
-      ),
+  const port = await new Promise<number>((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(
+      () => reject(new Error(`bench server did not start in 120 s: ${stderr}`)),
+      120_000,
     );
-  const route = () =>
-    new Promise<void>((resolve, reject) =>
-      scheduler.route(protoRequest, new Metadata(), {}, (error) => (error ? reject(error) : resolve())),
-    );
-  const protoRequest = ProtoRouteRequest.fromPartial({
-    model: 'qwen3-32b',
-    client: { region: 'CN-GD' },
-    latencyBudgetMs: 2000,
-    inputTokens: 256,
-    maxOutputTokens: 256,
+    child.stdout.on('data', (chunk) => {
+      buffered += String(chunk);
+      const match = /READY (\d+)/.exec(buffered);
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`bench server exited with ${code}: ${stderr}`)));
   });
-  const baseline = await timeAsync('baseline: GetNode round trip', 2000, getNode);
-  const routed = await timeAsync('Route round trip', 2000, route);
-  process.stdout.write(`  ratio Route / GetNode: ${(routed / baseline).toFixed(2)}\n`);
-  registry.close();
-  scheduler.close();
-  await server.shutdown(1000);
+  return {
+    port,
+    async stop() {
+      child.stdin.end();
+      const exited = once(child, 'exit');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+function protoRequests(budgets: readonly number[], seed: number): ProtoRouteRequest[] {
+  const random = seeded(seed);
+  return Array.from({ length: 2048 }, (_, i) => {
+    const { region, location } = clientAt(random, centroids);
+    return ProtoRouteRequest.fromPartial({
+      model: BENCH_MODELS[i % BENCH_MODELS.length],
+      client: { region, location },
+      latencyBudgetMs: budgets[i % budgets.length],
+      inputTokens: 200 + Math.floor(random() * 4000),
+      maxOutputTokens: 50 + Math.floor(random() * 1000),
+      maxFallbacks: 2,
+    });
+  });
+}
+
+/** Closed loop: `inFlight` calls at a time for `seconds`; returns completed calls per second. */
+async function load(
+  client: SchedulerClient,
+  requests: readonly ProtoRouteRequest[],
+  inFlight: number,
+  seconds: number,
+  stop?: { stopped: boolean },
+): Promise<{ perSecond: number; ok: number; failed: number }> {
+  let ok = 0;
+  let failed = 0;
+  let next = 0;
+  const until = Date.now() + seconds * 1000;
+  const worker = async () => {
+    while (Date.now() < until && !stop?.stopped) {
+      const request = requests[next++ % requests.length] as ProtoRouteRequest;
+      await new Promise<void>((resolve) =>
+        client.route(request, new Metadata(), { deadline: Date.now() + 10_000 }, (error) => {
+          if (error) failed += 1;
+          else ok += 1;
+          resolve();
+        }),
+      );
+    }
+  };
+  const started = Date.now();
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return { perSecond: (ok + failed) / ((Date.now() - started) / 1000), ok, failed };
+}
+
+const grpcSeconds = Math.max(2, 3 * SECONDS);
+
+if (PARTS.has('grpc')) {
+  out('\n2. gRPC Route throughput: 5,000 nodes of distinct prices, 32 in flight, budgets 30/80/300/2000 ms');
+  const requests = protoRequests([30, 80, 300, 2000], 7);
+  const rates: Record<string, number> = {};
+  for (const mode of ['nowork', 'real'] as const) {
+    const server = await startServerProcess(mode, 5000, 'distinct');
+    const client = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+    await load(client, requests, 32, 1);
+    const result = await load(client, requests, 32, grpcSeconds);
+    rates[mode] = result.perSecond;
+    out(
+      `  ${mode === 'real' ? 'cpn Route' : 'no-work server (fixed answer)'}`.padEnd(36) +
+        `${result.perSecond.toFixed(0).padStart(7)} routes/s  (${result.ok} ok, ${result.failed} refused)`,
+    );
+    client.close();
+    await server.stop();
+  }
+  out(`  ratio cpn / no-work: ${((rates.real ?? 0) / (rates.nowork ?? 1)).toFixed(2)}  (target ≥ 0.9)`);
+}
+
+if (PARTS.has('flood')) {
+  out('\n3. Flood of impossible requests (budget 1 ms, 32 in flight) at 20,000 nodes; victim: 8 in flight');
+  const victimRequests = protoRequests([30, 80, 300, 2000], 11);
+  const floodRequests = protoRequests([1], 13);
+  const shares: Record<string, number> = {};
+  for (const mode of ['nowork', 'real'] as const) {
+    const server = await startServerProcess(mode, 20_000, 'distinct');
+    const victim = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+    const flooder = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure(), {
+      'grpc.use_local_subchannel_pool': 1,
+    });
+    await load(victim, victimRequests, 8, 1);
+    const alone = await load(victim, victimRequests, 8, grpcSeconds);
+    const stop = { stopped: false };
+    const flood = load(flooder, floodRequests, 32, grpcSeconds + 2, stop);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const flooded = await load(victim, victimRequests, 8, grpcSeconds);
+    stop.stopped = true;
+    const floodResult = await flood;
+    shares[mode] = flooded.perSecond / alone.perSecond;
+    out(
+      `  ${mode === 'real' ? 'cpn' : 'no-work server'}`.padEnd(18) +
+        `victim alone ${alone.perSecond.toFixed(0).padStart(6)}/s, under flood ${flooded.perSecond.toFixed(0).padStart(6)}/s` +
+        ` (share kept ${(shares[mode] ?? 0).toFixed(2)}); flood served ${floodResult.perSecond.toFixed(0)}/s`,
+    );
+    victim.close();
+    flooder.close();
+    await server.stop();
+  }
+  out(
+    `  share kept by cpn / share kept by the no-work server: ${((shares.real ?? 0) / (shares.nowork ?? 1)).toFixed(2)}  (target ≥ 0.8)`,
+  );
 }

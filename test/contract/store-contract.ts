@@ -70,24 +70,26 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       expect(ids(h.store.listNodes({ model: 'other', region: 'CN-GD' }))).toEqual(['b']);
     });
 
-    it('groups each model’s nodes into price tiers and moves a node when its price changes', async () => {
+    it('indexes each model’s nodes at their current price and reindexes a node when its price changes', async () => {
       const priced = (id: string, inputPerMtok: number) =>
         node(id, { models: [offer({ price: { inputPerMtok } })] });
       await h.store.registerNode(priced('a', 1), { ttlS: 30, permanent: false });
       await h.store.registerNode(priced('b', 1), { ttlS: 30, permanent: false });
       await h.store.registerNode(priced('c', 2), { ttlS: 30, permanent: false });
-      const tiers = () =>
-        [...h.store.view.priceTiers('m')]
-          .map((tier) => [tier.price.inputPerMtok, [...tier.nodes.keys()].sort()] as const)
-          .sort((x, y) => x[0] - y[0]);
-      expect(tiers()).toEqual([
-        [1, ['a', 'b']],
-        [2, ['c']],
+      const indexed = () =>
+        [...(h.store.view.candidates('m')?.byId.values() ?? [])]
+          .map(({ entry }) => [entry.id, entry.offer.price.inputPerMtok] as const)
+          .sort((x, y) => (x[0] < y[0] ? -1 : 1));
+      expect(indexed()).toEqual([
+        ['a', 1],
+        ['b', 1],
+        ['c', 2],
       ]);
       await h.store.registerNode(priced('b', 2), { ttlS: 30, permanent: false });
-      expect(tiers()).toEqual([
-        [1, ['a']],
-        [2, ['b', 'c']],
+      expect(indexed()).toEqual([
+        ['a', 1],
+        ['b', 2],
+        ['c', 2],
       ]);
     });
 
@@ -118,7 +120,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       expect(await h.store.deregisterNode('a')).toBe(true);
       expect(h.store.getNode('a')).toBeUndefined();
       expect(h.store.listNodes({})).toEqual([]);
-      expect([...h.store.view.priceTiers('m')]).toEqual([]);
+      expect(h.store.view.candidates('m')).toBeUndefined();
       expect(await h.store.deregisterNode('a')).toBe(false);
     });
 

@@ -3,11 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import { effectivePolicy } from '../../src/core/pricing.js';
 import { silentLogger } from '../../src/ops/log.js';
+import { ControlPlane } from '../../src/plane/control-plane.js';
 import { EtcdStore } from '../../src/store/etcd/etcd-store.js';
 import { StoreUnavailableError } from '../../src/store/store.js';
 import { storeContract } from '../contract/store-contract.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { spec } from '../helpers/fixtures.js';
+import { request, spec } from '../helpers/fixtures.js';
 
 let etcd: EtcdServer;
 let namespaces = 0;
@@ -44,6 +45,35 @@ storeContract('etcd', async () => {
 });
 
 describe('etcd store: replicas, watch, outages', () => {
+  it('a reservation is released once whichever replica each Release reaches', async () => {
+    const stores = [await open('/cpn-release/'), await open('/cpn-release/')] as const;
+    try {
+      const [a, b] = stores.map(
+        (store, i) =>
+          new ControlPlane({ store, clock: Date.now, reservationTtlMs: 30_000, replicaId: `replica-${i}` }),
+      ) as [ControlPlane, ControlPlane];
+      await stores[0].registerNode(spec({ id: 'n1' }), { ttlS: 30, permanent: false });
+      await eventually(() => stores[1].getNode('n1') !== undefined, 1000);
+      const usage = { inputTokens: 10, cachedInputTokens: 0, outputTokens: 5 };
+      for (const [first, second] of [
+        [a, b],
+        [b, a],
+      ] as const) {
+        const placed = first.route(request({ explain: false }));
+        if (placed.reservation === undefined) throw new Error(placed.decision.summary);
+        const id = placed.reservation.id;
+        expect(await second.release(id, usage, true)).toEqual({ released: true, nodeId: 'n1' });
+        expect(await first.release(id, usage, true)).toEqual({ released: false, nodeId: 'n1' });
+        expect(await second.release(id, usage, true)).toEqual({ released: false, nodeId: 'n1' });
+      }
+      // The reserving replica freed its slot too, at the Release that reached it.
+      expect(a.reservationCount() + b.reservationCount()).toBe(0);
+      expect((await stores[0].usageRecords()).map((record) => record.nodeId)).toEqual(['n1', 'n1']);
+    } finally {
+      await Promise.all(stores.map((store) => store.close()));
+    }
+  });
+
   it('a registration through one replica reaches another through the watch; so do drains and deregistrations', async () => {
     const a = await open('/cpn-replicas/');
     const b = await open('/cpn-replicas/');

@@ -11,7 +11,12 @@ import {
   type NodeStatus,
 } from '../../src/core/model.js';
 import { ReservationBook } from '../../src/core/reservations.js';
-import type { PriceTier, RouteContext, RouteRequest, RoutingView } from '../../src/core/scheduler.js';
+import {
+  CandidateIndex,
+  type RouteContext,
+  type RouteRequest,
+  type RoutingView,
+} from '../../src/core/routing/index.js';
 
 export const GUANGZHOU = { lat: 23.129, lon: 113.264 };
 
@@ -98,7 +103,16 @@ export function request(overrides: Partial<RouteRequest> = {}): RouteRequest {
   };
 }
 
-/** A routing view over a fixed list of nodes, with optional measured samples keyed "from|node". */
+/** A reservation book with deterministic tokens, for tests. */
+export function book(ttlMs = 30_000, replicaId = 'test'): ReservationBook {
+  let next = 0;
+  return new ReservationBook({ ttlMs, replicaId, newToken: () => (next++).toString(16).padStart(16, '0') });
+}
+
+/**
+ * A routing view over a fixed list of nodes — through the real candidate index — with optional
+ * measured samples keyed "from|node".
+ */
 export function view(nodes: readonly NodeRecord[], samples: Record<string, LatencySample> = {}): RoutingView {
   const sampleMaps = new Map<string, Map<string, LatencySample>>();
   for (const [key, sample] of Object.entries(samples)) {
@@ -106,19 +120,12 @@ export function view(nodes: readonly NodeRecord[], samples: Record<string, Laten
     if (!sampleMaps.has(from)) sampleMaps.set(from, new Map());
     sampleMaps.get(from)?.set(nodeId, sample);
   }
+  const index = new CandidateIndex();
+  for (const node of nodes) index.put(node);
   return {
-    priceTiers: (model) => {
-      const tiers = new Map<string, PriceTier & { nodes: Map<string, NodeRecord> }>();
-      for (const node of nodes) {
-        const o = node.spec.models.find((x) => x.model === model);
-        if (o === undefined) continue;
-        const key = JSON.stringify(o.price);
-        if (!tiers.has(key)) tiers.set(key, { price: o.price, nodes: new Map() });
-        tiers.get(key)?.nodes.set(node.spec.id, node);
-      }
-      return tiers.values();
-    },
+    candidates: (model) => index.candidates(model),
     allNodes: () => nodes,
+    nodeCount: () => nodes.length,
     samplesFrom: (from) => sampleMaps.get(from),
   };
 }
@@ -137,9 +144,11 @@ export function context(
 ): RouteContext {
   return {
     view: view(nodes, extra.samples),
-    reservations: extra.reservations ?? new ReservationBook(30_000, 'test-'),
+    reservations: extra.reservations ?? book(),
     latency: extra.latency ?? FLAT_LATENCY,
     priceMultiplier: extra.priceMultiplier ?? LIST_PRICE,
     nowMs: extra.nowMs ?? 0,
+    ...(extra.policy === undefined ? {} : { policy: extra.policy }),
+    ...(extra.maxExplainNodes === undefined ? {} : { maxExplainNodes: extra.maxExplainNodes }),
   };
 }

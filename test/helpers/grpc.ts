@@ -14,8 +14,10 @@ export interface TestServer {
   readonly registry: RegistryClient;
   readonly scheduler: SchedulerClient;
   readonly address: string;
-  /** Moves the server's clock forward. */
+  /** Moves the server's clocks (wall and monotonic) forward. */
   advance(ms: number): void;
+  /** Steps the wall clock alone, as an NTP correction or an operator would. */
+  stepWallClock(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -23,6 +25,7 @@ export async function startTestServer(
   options: { reservationTtlMs?: number; latency?: Partial<LatencyModel> } = {},
 ): Promise<TestServer> {
   let now = Date.UTC(2026, 10, 22, 12);
+  let monotonic = 0;
   const clock = () => now;
   const store = new MemoryStore({ clock, latency: DEFAULT_LATENCY_MODEL });
   const server = await startServer({
@@ -30,6 +33,7 @@ export async function startTestServer(
     logger: silentLogger,
     port: 0,
     clock,
+    monotonicClock: () => monotonic,
     reservationTtlMs: options.reservationTtlMs ?? 30_000,
     latency: options.latency,
   });
@@ -43,6 +47,10 @@ export async function startTestServer(
     scheduler,
     address,
     advance: (ms) => {
+      now += ms;
+      monotonic += ms;
+    },
+    stepWallClock: (ms) => {
       now += ms;
     },
     async close() {

@@ -292,20 +292,54 @@ describe('gRPC control plane', () => {
       );
     });
 
+    it('reservations expire on the monotonic clock: stepping the wall clock back does not keep slots held', async () => {
+      await register(t, nodeSpec('only', {}, { maxConcurrency: 1, maxQueue: 0 }));
+      const route = () => rpc(t.scheduler, t.scheduler.route, routeRequest({ latencyBudgetMs: 60_000 }));
+      expect((await route()).ok).toBe(true);
+      expect((await route()).ok).toBe(false);
+      t.stepWallClock(-3_600_000);
+      t.advance(29_000);
+      expect((await route()).ok).toBe(false);
+      t.advance(1_000);
+      expect((await route()).ok).toBe(true);
+    });
+
+    it('every id Route issues is accepted by Release, with the longest node id and model name', async () => {
+      const nodeId = `n${'0'.repeat(62)}`;
+      const model = `M${'m'.repeat(127)}`;
+      const base = nodeSpec(nodeId);
+      await register(t, { ...base, models: base.models.map((offer) => ({ ...offer, model })) });
+      const placed = await ok(
+        t.scheduler,
+        t.scheduler.route,
+        routeRequest({ model, latencyBudgetMs: 60_000 }),
+      );
+      expect(placed.reservationId.length).toBeGreaterThan(200);
+      const usage = { inputTokens: 1, cachedInputTokens: 0, outputTokens: 1 };
+      const release = () =>
+        ok(t.scheduler, t.scheduler.release, { reservationId: placed.reservationId, usage, success: true });
+      expect(await release()).toEqual({ released: true, nodeId });
+      expect(await release()).toEqual({ released: false, nodeId });
+    });
+
     it('a Release of another replica’s reservation records usage once', async () => {
       await register(t, nodeSpec('only'));
       const usage = { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 };
-      const foreign = { reservationId: 'peer9-1f~only~qwen3-32b', usage, success: true };
+      const foreign = { reservationId: 'peer9.1f.0123456789abcdef~only~qwen3-32b', usage, success: true };
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({ released: true, nodeId: 'only' });
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
         released: false,
         nodeId: 'only',
       });
       expect(t.store.usageRecords().map((u) => [u.reservationId, u.nodeId, u.model])).toEqual([
-        ['peer9-1f~only~qwen3-32b', 'only', 'qwen3-32b'],
+        ['peer9.1f.0123456789abcdef~only~qwen3-32b', 'only', 'qwen3-32b'],
       ]);
-      const unknown = { reservationId: 'not-a-reservation', usage, success: true };
-      expect(await ok(t.scheduler, t.scheduler.release, unknown)).toEqual({ released: false, nodeId: '' });
+      const malformed = await rpc(t.scheduler, t.scheduler.release, {
+        reservationId: 'not-a-reservation',
+        usage,
+        success: true,
+      });
+      expect(malformed.ok || malformed.error.code).toBe(status.INVALID_ARGUMENT);
     });
 
     it('degraded placement when allowed', async () => {

@@ -81,17 +81,6 @@ describe('time-of-use pricing', () => {
     });
   }
 
-  it('the floor is at most every multiplier the policy can produce', () => {
-    expect(multiplier.floor).toBe(0.5);
-    for (let h = 0; h < 48; h += 0.5) {
-      for (const level of ['CENTER', 'EDGE', 'PROVINCE'] as const) {
-        expect(multiplier.at(spec({ id: 'n', level }), 'm', chinaMidnight + h * hour)).toBeGreaterThanOrEqual(
-          multiplier.floor,
-        );
-      }
-    }
-  });
-
   it('the latest due scheduled change is in force; later ones wait; due ones fold oldest first', () => {
     const base = { utcOffsetHours: 8, rules: [] };
     const half = { utcOffsetHours: 8, rules: [rule({ factor: 0.5 })] };

@@ -1,18 +1,30 @@
 import { describe, expect, it } from 'vitest';
-import { parseReservationId, ReservationBook } from '../../src/core/reservations.js';
+import { MAX_MODEL_CHARS, MAX_NODE_ID_CHARS } from '../../src/core/model.js';
+import {
+  MAX_RESERVATION_ID_CHARS,
+  parseReservationId,
+  ReservationBook,
+} from '../../src/core/reservations.js';
+import { book as newBook } from '../helpers/fixtures.js';
 
 describe('ReservationBook', () => {
-  it('gives unique ids with the book prefix', () => {
-    const book = new ReservationBook(1000, 'replica-a-');
-    const ids = [0, 1, 2].map(() => book.reserve('n', 'm', 't', 0).id);
+  it('gives unique ids that start with the replica id and carry an unguessable token', () => {
+    const tokens = ['00000000000000aa', '00000000000000bb', '00000000000000cc'];
+    const book = new ReservationBook({
+      ttlMs: 1000,
+      replicaId: 'replica-a',
+      newToken: () => tokens.shift() ?? '',
+    });
+    const ids = [0, 1, 2].map(() => book.reserve('n', 'm', 't', 0, 0).id);
     expect(new Set(ids).size).toBe(3);
-    for (const id of ids) expect(id.startsWith('replica-a-')).toBe(true);
+    for (const id of ids) expect(id.startsWith('replica-a.')).toBe(true);
+    expect(ids[0]).toBe('replica-a.1.00000000000000aa~n~m');
   });
 
   it('release is idempotent: releasing twice frees one slot', () => {
-    const book = new ReservationBook(1000, 'r-');
-    const first = book.reserve('n', 'm', 't', 0);
-    book.reserve('n', 'm', 't', 0);
+    const book = newBook(1000);
+    const first = book.reserve('n', 'm', 't', 0, 0);
+    book.reserve('n', 'm', 't', 0, 0);
     expect(book.pending('n', 'm', undefined)).toBe(2);
     expect(book.release(first.id)?.nodeId).toBe('n');
     expect(book.release(first.id)).toBeUndefined();
@@ -20,10 +32,10 @@ describe('ReservationBook', () => {
     expect(book.release('never-issued')).toBeUndefined();
   });
 
-  it('expires reservations at their TTL, and an expired one cannot be released', () => {
-    const book = new ReservationBook(1000, 'r-');
-    const early = book.reserve('n', 'm', 't', 0);
-    book.reserve('n', 'm', 't', 500);
+  it('expires reservations at their TTL on the monotonic clock, and an expired one cannot be released', () => {
+    const book = newBook(1000);
+    const early = book.reserve('n', 'm', 't', 0, 0);
+    book.reserve('n', 'm', 't', 500, 500);
     expect(book.expire(999)).toHaveLength(0);
     expect(book.expire(1000).map((r) => r.id)).toEqual([early.id]);
     expect(book.pending('n', 'm', undefined)).toBe(1);
@@ -31,11 +43,21 @@ describe('ReservationBook', () => {
     expect(book.size).toBe(1);
   });
 
+  it('expiry ignores the wall clock: reserved after the wall clock stepped back, still expired on time', () => {
+    const book = newBook(1000);
+    const before = book.reserve('n', 'm', 't', 1_000_000, 10);
+    // The wall clock steps back an hour; the monotonic clock keeps going.
+    const after = book.reserve('n', 'm', 't', 1_000_000 - 3_600_000, 20);
+    expect(book.expire(1010).map((r) => r.id)).toEqual([before.id]);
+    expect(book.expire(1020).map((r) => r.id)).toEqual([after.id]);
+    expect(book.size).toBe(0);
+  });
+
   it('a status report covers the reservations made before it, but they stay releasable', () => {
-    const book = new ReservationBook(10_000, 'r-');
-    const old = book.reserve('n', 'm', 't', 0);
-    book.reserve('n', 'm', 't', 100);
-    book.reserve('n', 'other', 't', 0);
+    const book = newBook(10_000);
+    const old = book.reserve('n', 'm', 't', 0, 0);
+    book.reserve('n', 'm', 't', 100, 100);
+    book.reserve('n', 'other', 't', 0, 0);
     expect(book.pending('n', 'm', 50)).toBe(1);
     expect(book.pending('n', 'other', 50)).toBe(0);
     expect(book.release(old.id)?.id).toBe(old.id);
@@ -43,14 +65,41 @@ describe('ReservationBook', () => {
     expect(book.pendingByModel('n', 50, ['m', 'other'])).toEqual(new Map([['m', 1]]));
   });
 
-  it('ids name the node and model, so another replica can account for them', () => {
-    const book = new ReservationBook(1000, 'r7-');
-    const reservation = book.reserve('edge-gd.1', 'org/model:v2', 't', 0);
-    expect(parseReservationId(reservation.id)).toEqual({ nodeId: 'edge-gd.1', model: 'org/model:v2' });
-    expect(parseReservationId('garbage')).toBeUndefined();
+  it('ids name the replica, node and model, so another replica can account for them', () => {
+    const book = newBook(1000, 'r7');
+    const reservation = book.reserve('edge-gd.1', 'org/model:v2', 't', 0, 0);
+    expect(parseReservationId(reservation.id)).toEqual({
+      id: reservation.id,
+      replica: 'r7',
+      nodeId: 'edge-gd.1',
+      model: 'org/model:v2',
+    });
+    for (const bad of [
+      'garbage',
+      'r7.1.0~n~m',
+      'r7.1.000000000000000g~n~m',
+      'r7.1.0000000000000000~N~m',
+      'a~b~c~d',
+    ])
+      expect(parseReservationId(bad)).toBeUndefined();
   });
 
-  it('rejects a non-positive TTL', () => {
-    expect(() => new ReservationBook(0, 'r-')).toThrow(/TTL must be > 0/);
+  it('the longest node id and model name give an id within the limit that parses back', () => {
+    const longestReplica = 'r'.repeat(24);
+    const book = new ReservationBook({
+      ttlMs: 1000,
+      replicaId: longestReplica,
+      newToken: () => 'f'.repeat(16),
+    });
+    const nodeId = `n${'9'.repeat(MAX_NODE_ID_CHARS - 1)}`;
+    const model = `M${'x'.repeat(MAX_MODEL_CHARS - 1)}`;
+    const { id } = book.reserve(nodeId, model, 't', 0, 0);
+    expect(id.length).toBeLessThanOrEqual(MAX_RESERVATION_ID_CHARS);
+    expect(parseReservationId(id)).toMatchObject({ nodeId, model, replica: longestReplica });
+  });
+
+  it('rejects a non-positive TTL and a malformed replica id', () => {
+    expect(() => newBook(0)).toThrow(/TTL must be > 0/);
+    expect(() => newBook(1000, 'Bad_Replica')).toThrow(/replica id must match/);
   });
 });

@@ -1,8 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { requestCost } from '../../src/core/cost.js';
-import { ReservationBook } from '../../src/core/reservations.js';
-import { decideRoute, type RouteDecision, type Verdict } from '../../src/core/scheduler.js';
-import { context, offer, record, request } from '../helpers/fixtures.js';
+import {
+  CHECKS,
+  decideRoute,
+  PHASE_ORDER,
+  type RouteDecision,
+  VERDICT_ORDER,
+  type Verdict,
+} from '../../src/core/routing/index.js';
+import { context, book as newBook, offer, record, request } from '../helpers/fixtures.js';
 
 function placedOn(decision: RouteDecision): string {
   if (decision.kind !== 'placed')
@@ -11,6 +17,7 @@ function placedOn(decision: RouteDecision): string {
 }
 
 function verdictOf(decision: RouteDecision, nodeId: string): Verdict | undefined {
+  if (decision.kind === 'refused') return undefined;
   return decision.explain.find((entry) => entry.nodeId === nodeId)?.verdict;
 }
 
@@ -80,10 +87,83 @@ describe('decideRoute: cheapest feasible', () => {
   });
 
   it('applies the price multiplier (time-of-use pricing) before comparing', () => {
-    const nodes = [record({ id: 'a', price: 1 }), record({ id: 'b', price: 1.5 })];
-    const offPeakB = { at: (node: { id: string }) => (node.id === 'b' ? 0.5 : 1), floor: 0.5 };
+    const nodes = [record({ id: 'a', price: 1 }), record({ id: 'b', price: 1.5, region: 'CN-GX' })];
+    const offPeakB = { at: (node: { region: string }) => (node.region === 'CN-GX' ? 0.5 : 1) };
     const decision = decideRoute(request(), context(nodes, { priceMultiplier: offPeakB }));
     expect(placedOn(decision)).toBe('b');
+  });
+});
+
+describe('the checks list', () => {
+  it('runs phases in order: what the index answers, then the record, then the estimate', () => {
+    const phases = CHECKS.map((check) => PHASE_ORDER.indexOf(check.phase));
+    expect(phases.every((phase) => phase >= 0)).toBe(true);
+    expect([...phases].sort((a, b) => a - b)).toEqual(phases);
+  });
+
+  it('derives the explain order: chosen first, then the checks read backwards', () => {
+    expect(VERDICT_ORDER.slice(0, 4)).toEqual(['SELECTED', 'DEGRADED_SELECTED', 'FALLBACK', 'FEASIBLE']);
+    expect(VERDICT_ORDER.slice(4)).toEqual(CHECKS.map((check) => check.verdict).reverse());
+    expect(new Set(VERDICT_ORDER).size).toBe(VERDICT_ORDER.length);
+  });
+
+  it('a node failing several checks gets the first one in list order', () => {
+    // Draining, at an excluded level and far over budget: the level check comes first.
+    const bad = record({ id: 'bad', level: 'CENTER', draining: true, km: 9000 });
+    const decision = decideRoute(
+      request({ allowedLevels: ['PROVINCE'], latencyBudgetMs: 150 }),
+      context([bad, record({ id: 'good' })]),
+    );
+    expect(verdictOf(decision, 'bad')).toBe('LEVEL_EXCLUDED');
+  });
+});
+
+describe('decideRoute: admission, explain cap and bounded counts', () => {
+  it('an admission rule refuses before any node is looked at', () => {
+    const decision = decideRoute(request(), {
+      ...context([record({ id: 'n' })]),
+      admission: [
+        () => ({ rule: 'quota', message: 'tenant t is over its monthly quota', retryAfterMs: 5000 }),
+      ],
+    });
+    expect(decision).toMatchObject({ kind: 'refused', refusal: { rule: 'quota' } });
+    expect(decision.summary).toContain('refused by quota: tenant t is over its monthly quota');
+  });
+
+  it('explain stops at the cap, keeps the chosen node and says how many it left out', () => {
+    const nodes = Array.from({ length: 30 }, (_, i) =>
+      record({ id: `n${String(i).padStart(2, '0')}`, price: 30 - i }),
+    );
+    const decision = decideRoute(request(), context(nodes, { maxExplainNodes: 10 }));
+    if (decision.kind !== 'placed') throw new Error(decision.summary);
+    expect(decision.placement.nodeId).toBe('n29');
+    expect(decision.explain).toHaveLength(10);
+    expect(decision.explainOmitted).toBe(20);
+    expect(decision.explain[0]).toMatchObject({ nodeId: 'n29', verdict: 'SELECTED' });
+    expect(decision.summary).toContain('20 left out by the explain cap');
+  });
+
+  it('without explain, nodes too far for the budget are counted but not evaluated', () => {
+    const far = Array.from({ length: 40 }, (_, i) => record({ id: `far-${i}`, km: 4000 + i * 10 }));
+    const nodes = [record({ id: 'near', draining: true }), ...far];
+    const decision = decideRoute(
+      request({ explain: false, latencyBudgetMs: 20, inputTokens: 100 }),
+      context(nodes),
+    );
+    if (decision.kind !== 'infeasible') throw new Error(decision.summary);
+    const { counts } = decision;
+    expect(decision.reason).toBe('NO_NODE_WITHIN_CONSTRAINTS');
+    expect(counts.serving).toBe(41);
+    expect(counts.evaluated).toBeLessThan(41);
+    expect(counts.rejected.DRAINING).toBe(1);
+    expect(counts.unevaluated).toBe(41 - counts.evaluated);
+    // The nearest ready node: 2 × 4000 km / 200 km/ms + 10 ms of prefill.
+    expect(decision.bestTtftMs).toBeCloseTo(50, 0);
+    expect(decision.summary).toContain('1 draining');
+    expect(decision.summary).toContain('(best 49.9 ms)');
+    expect(decision.summary).toMatch(
+      /\d+ too far to meet the budget( \(best 49\.9 ms\))? \(not evaluated\)$/,
+    );
   });
 });
 
@@ -259,14 +339,14 @@ describe('decideRoute: nothing feasible', () => {
 
 describe('decideRoute with reservations', () => {
   it('counts reservations made after the last status report, not those before it', () => {
-    const book = new ReservationBook(30_000, 't-');
-    book.reserve('n', 'm', 't', 0);
-    book.reserve('n', 'm', 't', 0);
+    const book = newBook();
+    book.reserve('n', 'm', 't', 0, 0);
+    book.reserve('n', 'm', 't', 0, 0);
     const capacityThree = [offer({ maxConcurrency: 3, maxQueue: 0 })];
     const before = record({ id: 'n', offers: capacityThree });
     // 2 reserved + 0 reported < 3: one slot left.
     expect(decideRoute(request(), context([before], { reservations: book })).kind).toBe('placed');
-    book.reserve('n', 'm', 't', 0);
+    book.reserve('n', 'm', 't', 0, 0);
     expect(decideRoute(request(), context([before], { reservations: book }))).toMatchObject({
       reason: 'ALL_FULL',
     });

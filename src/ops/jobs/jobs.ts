@@ -5,9 +5,9 @@
 // Losing leadership stops the tasks at once; each run also re-checks leadership before writing.
 
 import cron, { type ScheduledTask } from 'node-cron';
+import type { Leadership } from '../../common/leadership.js';
+import type { Logger } from '../../common/logger.js';
 import type { Store } from '../../store/store.js';
-import type { Logger } from '../log.js';
-import type { Leadership } from './leadership.js';
 
 export interface ClusterJobsOptions {
   readonly store: Store;

@@ -5,8 +5,8 @@
 // that cannot renew stops believing it leads before etcd can hand the key to another replica.
 
 import type { Etcd3, Lease } from 'etcd3';
-import type { Leadership } from '../../ops/jobs/leadership.js';
-import type { Logger } from '../../ops/log.js';
+import type { Leadership } from '../../common/leadership.js';
+import type { Logger } from '../../common/logger.js';
 
 export interface EtcdLeadershipOptions {
   readonly client: Etcd3;

@@ -29,6 +29,8 @@ import {
   isRecoverableError,
   type Watcher,
 } from 'etcd3';
+import type { Leadership } from '../../common/leadership.js';
+import type { Logger } from '../../common/logger.js';
 import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
 import type { LatLon, NodeRecord, NodeSpec, NodeStatus } from '../../core/model.js';
 import {
@@ -38,9 +40,7 @@ import {
   type PricingState,
   type ScheduledPricing,
 } from '../../core/pricing.js';
-import type { RoutingView } from '../../core/scheduler.js';
-import type { Leadership } from '../../ops/jobs/leadership.js';
-import type { Logger } from '../../ops/log.js';
+import type { RoutingView } from '../../core/routing/index.js';
 import { RegistryIndex } from '../registry-index.js';
 import {
   type Clock,

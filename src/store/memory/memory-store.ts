@@ -1,6 +1,7 @@
 // Embedded in-process store: the default for `cpn serve`, the simulator's store, and the oracle
 // the etcd store is tested against. Everything lives in maps; nothing survives a restart.
 
+import { type Leadership, SoleLeader } from '../../common/leadership.js';
 import { type LatencyModel, smoothSample } from '../../core/latency.js';
 import {
   type LatLon,
@@ -10,8 +11,7 @@ import {
   type NodeStatus,
 } from '../../core/model.js';
 import { duePricing, LIST_PRICES, type PricingState, type ScheduledPricing } from '../../core/pricing.js';
-import type { RoutingView } from '../../core/scheduler.js';
-import { type Leadership, SoleLeader } from '../../ops/jobs/leadership.js';
+import type { RoutingView } from '../../core/routing/index.js';
 import { RegistryIndex } from '../registry-index.js';
 import type {
   Clock,

@@ -1,4 +1,4 @@
-// Who runs cluster-wide jobs. A single process with the memory store is always the leader; on
+// Who runs cluster-wide jobs (shared by the stores, which elect, and ops, whose jobs obey). A single process with the memory store is always the leader; on
 // etcd the replicas elect one (see store/etcd/etcd-leadership.ts).
 
 export interface Leadership {

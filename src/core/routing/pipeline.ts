@@ -1,0 +1,857 @@
+// The routing decision as a declared pipeline:
+//
+//   admission → candidates (index) → checks → estimate → rank → pick → decision with its trace
+//
+// Admission rules may refuse a request before any node is looked at. Candidates come from the
+// candidate index, visited best-first by the policy's lower bound (cheapest first for the
+// production rule) and only within reach of the budget; each node goes through the checks list
+// in order, is estimated once it has passed the checks that need no estimate, and the feasible
+// ones are ranked by the policy. The search stops once no unvisited cell can beat the ranked
+// nodes, so a decision's work follows what it must look at, not the size of the registry.
+//
+// Infeasible and degraded answers are bounded the same way: counts come from what was visited
+// plus what the index counts per group (see DecisionCounts), and the best TTFT and the degraded
+// pick come from a nearest-first search. Explain evaluates every node, up to a cap.
+//
+// Pure: time, registry, reservations, prices and the policy's randomness come in through the
+// context.
+
+import { type PriceMultiplier, prefillMs, queueMs, requestCost } from '../cost.js';
+import {
+  EARTH_RADIUS_KM,
+  estimateRttFor,
+  type LatencyModel,
+  type PreparedClient,
+  prepareClient,
+  type RttEstimate,
+  type SamplesFrom,
+  unsampledRtt,
+} from '../latency.js';
+import { findOffer, LEVELS, type ModelOffer, type NodeRecord, nodeState, reportedLoad } from '../model.js';
+import type { AdmissionRule } from './admission.js';
+import {
+  type Cell,
+  capAngleLowerBound,
+  type IndexedNode,
+  type IndexGroup,
+  LEVEL_BIT,
+  type ModelCandidates,
+  unitVector,
+  type Vec3,
+} from './candidate-index.js';
+import {
+  type Candidate,
+  type CheckScope,
+  type Checks,
+  type EstimatedCandidate,
+  type EstimatedCheck,
+  estimatedChecks,
+  type GroupCheck,
+  groupChecks,
+  type ListedCheck,
+  listedChecks,
+  VERDICT_RANK,
+  VERDICT_WORDS,
+} from './checks.js';
+import { MinHeap } from './heap.js';
+import { CHEAPEST_FEASIBLE, compareIds, type RoutingPolicy } from './policy.js';
+import {
+  type DecisionCounts,
+  type Estimate,
+  type ExplainEntry,
+  type InfeasibleReason,
+  MAX_FALLBACKS,
+  type Placement,
+  type RejectionVerdict,
+  type RouteDecision,
+  type RouteRequest,
+  type Verdict,
+} from './types.js';
+
+/** Explain evaluates at most this many nodes unless the context says otherwise. */
+export const DEFAULT_MAX_EXPLAIN_NODES = 5_000;
+
+/** What the core reads from a registry. Stores serve it from memory. */
+export interface RoutingView {
+  /** The nodes that offer `model` (in any state), indexed; undefined when none does. */
+  candidates(model: string): ModelCandidates | undefined;
+  /** Every registered node; read only for explain. */
+  allNodes(): Iterable<NodeRecord>;
+  /** How many nodes allNodes() yields. */
+  nodeCount(): number;
+  readonly samplesFrom: SamplesFrom;
+}
+
+/** Reservations not yet covered by the node's last status report (see ReservationBook.pending). */
+export interface PendingReservations {
+  pending(nodeId: string, model: string, statusAtMs: number | undefined): number;
+}
+
+export interface RouteContext {
+  readonly view: RoutingView;
+  readonly reservations: PendingReservations;
+  readonly latency: LatencyModel;
+  readonly priceMultiplier: PriceMultiplier;
+  readonly nowMs: number;
+  /** Cheapest-feasible unless given. */
+  readonly policy?: RoutingPolicy;
+  readonly admission?: readonly AdmissionRule[];
+  readonly maxExplainNodes?: number;
+}
+
+/** Per-request state shared by the stages. */
+interface Prepared {
+  readonly request: RouteRequest;
+  readonly ctx: RouteContext;
+  readonly policy: RoutingPolicy;
+  readonly scope: CheckScope;
+  readonly client: PreparedClient;
+  readonly clientVector: Vec3 | undefined;
+  readonly groupChecks: readonly GroupCheck[];
+  readonly listedChecks: readonly ListedCheck[];
+  readonly estimatedChecks: readonly EstimatedCheck[];
+  /** Milliseconds of round trip per radian of great circle. */
+  readonly msPerRad: number;
+}
+
+/** Decides where `request` goes. Never throws for expected outcomes; see RouteDecision. */
+export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDecision {
+  for (const rule of ctx.admission ?? []) {
+    const refusal = rule(request, ctx.nowMs);
+    if (refusal !== undefined)
+      return {
+        kind: 'refused',
+        refusal,
+        summary: `${requestScope(request)}: refused by ${refusal.rule}: ${refusal.message}`,
+      };
+  }
+  const p = prepare(request, ctx);
+  const candidates = ctx.view.candidates(request.model);
+  const search = new Search(p, candidates);
+  search.feasible();
+
+  const ranked = search.ranked.sorted();
+  let chosenIndex = -1;
+  if (ranked.length > 0) chosenIndex = p.policy.pick === undefined ? 0 : p.policy.pick(ranked);
+  const chosen = ranked[chosenIndex];
+  let degraded: EstimatedCandidate | undefined;
+  if (chosen === undefined && request.allowDegraded && candidates !== undefined)
+    degraded = search.nearest((c) => c.hasSlot);
+
+  const marks = new Map<string, Verdict>();
+  let fallbacks: EstimatedCandidate[] = [];
+  if (chosen !== undefined) {
+    marks.set(chosen.node.spec.id, 'SELECTED');
+    const k = Math.min(request.maxFallbacks, MAX_FALLBACKS);
+    fallbacks = ranked.filter((_, index) => index !== chosenIndex).slice(0, k);
+    for (const fallback of fallbacks) marks.set(fallback.node.spec.id, 'FALLBACK');
+  } else if (degraded !== undefined) {
+    marks.set(degraded.node.spec.id, 'DEGRADED_SELECTED');
+  }
+
+  let counts = search.counts(candidates?.size ?? 0);
+  let live = search.live > 0;
+  let explain: ExplainEntry[] = [];
+  let explainOmitted = 0;
+  let bestTtftMs: number | undefined;
+  if (request.explain) {
+    const full = explainAll(p, marks, candidates);
+    explain = full.entries;
+    explainOmitted = full.omitted;
+    if (full.omitted === 0) {
+      // Every node was evaluated: the counts are exact.
+      counts = full.counts;
+      live = full.live;
+      bestTtftMs = full.bestTtftMs;
+    }
+  }
+
+  const placed = chosen ?? degraded;
+  if (placed !== undefined) {
+    const placement = placementOf(placed, request.model);
+    return {
+      kind: 'placed',
+      placement,
+      fallbacks: fallbacks.map((entry) => placementOf(entry, request.model)),
+      degraded: chosen === undefined,
+      counts,
+      explain,
+      explainOmitted,
+      summary: placedSummary(request, placement, counts, chosen === undefined, explainOmitted),
+    };
+  }
+
+  if (!live && candidates !== undefined)
+    live = candidates.hasLiveNode((node) => {
+      const state = nodeState(node, ctx.nowMs);
+      return state === 'READY' || state === 'DRAINING';
+    });
+  if (bestTtftMs === undefined && candidates !== undefined)
+    bestTtftMs = search.nearest(() => true)?.estimate.ttftMs;
+  const full = (counts.rejected.AT_CAPACITY ?? 0) + (counts.rejected.QUEUE_OVER_BUDGET ?? 0);
+  const reason: InfeasibleReason = !live
+    ? 'NO_LIVE_NODE'
+    : full > 0
+      ? 'ALL_FULL'
+      : 'NO_NODE_WITHIN_CONSTRAINTS';
+  return {
+    kind: 'infeasible',
+    reason,
+    bestTtftMs,
+    counts,
+    explain,
+    explainOmitted,
+    summary: infeasibleSummary(request, counts, bestTtftMs, explainOmitted),
+  };
+}
+
+const phasesOf = new WeakMap<Checks, Pick<Prepared, 'groupChecks' | 'listedChecks' | 'estimatedChecks'>>();
+
+/** A policy's checks split by phase, once per checks list. */
+function checksByPhase(checks: Checks): Pick<Prepared, 'groupChecks' | 'listedChecks' | 'estimatedChecks'> {
+  let phases = phasesOf.get(checks);
+  if (phases === undefined) {
+    phases = {
+      groupChecks: groupChecks(checks),
+      listedChecks: listedChecks(checks),
+      estimatedChecks: estimatedChecks(checks),
+    };
+    phasesOf.set(checks, phases);
+  }
+  return phases;
+}
+
+/** Tells one decision's per-group scratch values from the previous decision's. */
+let decisionStamp = 0;
+
+function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
+  const policy = ctx.policy ?? CHEAPEST_FEASIBLE;
+  const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
+  return {
+    request,
+    ctx,
+    policy,
+    scope: {
+      request,
+      levels: request.allowedLevels.length > 0 ? new Set(request.allowedLevels) : undefined,
+      regions: request.allowedRegions.length > 0 ? new Set(request.allowedRegions) : undefined,
+    },
+    client,
+    clientVector: client.location === undefined ? undefined : unitVector(client.location),
+    ...checksByPhase(policy.checks),
+    msPerRad: ((EARTH_RADIUS_KM * 2) / ctx.latency.fiberKmPerMs) * ctx.latency.routeStretch,
+  };
+}
+
+/** A fresh measured sample from the client's access point or region, as estimateRttFor takes it. */
+function isSampled(p: Prepared, nodeId: string): boolean {
+  for (const samples of p.client.sampleMaps) {
+    const sample = samples.get(nodeId);
+    if (sample !== undefined && p.ctx.nowMs - sample.updatedAtMs <= p.ctx.latency.sampleMaxAgeMs) return true;
+  }
+  return false;
+}
+
+/**
+ * The model's multiplier floor (the lowest factor any of its groups has now), cached on the
+ * model's candidates for as long as the multiplier says its factors stay put.
+ */
+interface FloorCache {
+  readonly multiplier: PriceMultiplier;
+  readonly groupsVersion: number;
+  readonly fromMs: number;
+  readonly untilMs: number;
+  readonly floor: number;
+}
+const floorCaches = new WeakMap<ModelCandidates, FloorCache>();
+
+interface ScratchBounds {
+  rttLowerBoundMs: number;
+  costLowerBound: number;
+  ttftLowerBoundMs: number;
+}
+
+/** One decision's searches over the index, and what they counted. */
+class Search {
+  readonly ranked: Ranked;
+  live = 0;
+  private evaluated = 0;
+  private feasibleCount = 0;
+  private readonly rejected: Partial<Record<RejectionVerdict, number>> = {};
+  /** By group id: 1 when a group check rejects the group (its nodes are counted, never visited). */
+  private readonly excluded: Uint8Array | undefined;
+  /** By group id: the price multiplier now, NaN until needed. */
+  /** This decision's mark on the groups' scratch values. */
+  private readonly stamp = ++decisionStamp;
+  private modelFloor: number | undefined;
+  private readonly minOverheadByMask = new Float64Array(16).fill(Number.NaN);
+  private readonly cellBounds: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
+  /** Nodes with a fresh measured RTT from the client (see sampledNodes). */
+  private readonly sampled: readonly IndexedNode[];
+
+  constructor(
+    private readonly p: Prepared,
+    private readonly candidates: ModelCandidates | undefined,
+  ) {
+    const capacity =
+      p.policy.collect === 'all'
+        ? Number.POSITIVE_INFINITY
+        : 1 + Math.min(p.request.maxFallbacks, MAX_FALLBACKS);
+    this.ranked = new Ranked(capacity, p.policy);
+    const groups = candidates?.groups() ?? [];
+    const active = p.groupChecks.filter((check) => check.active(p.scope));
+    if (active.length > 0) {
+      this.excluded = new Uint8Array(groups.length);
+      for (const group of groups) {
+        const failed = active.find((check) => check.rejects(group, p.scope));
+        if (failed === undefined) continue;
+        this.excluded[group.id] = 1;
+        if (group.size > 0) this.reject(failed.verdict, group.size);
+      }
+    }
+    this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
+  }
+
+  counts(serving: number): DecisionCounts {
+    let rejectedTotal = 0;
+    for (const count of Object.values(this.rejected)) rejectedTotal += count ?? 0;
+    return {
+      serving,
+      evaluated: this.evaluated,
+      unevaluated: serving - this.feasibleCount - rejectedTotal,
+      feasible: this.feasibleCount,
+      rejected: { ...this.rejected },
+    };
+  }
+
+  private reject(verdict: RejectionVerdict, count: number): void {
+    this.rejected[verdict] = (this.rejected[verdict] ?? 0) + count;
+  }
+
+  private isExcluded(group: IndexGroup): boolean {
+    return this.excluded !== undefined && this.excluded[group.id] === 1;
+  }
+
+  /**
+   * Nodes with a fresh measured RTT from the client: their distance says nothing about their
+   * latency, so the searches evaluate them one by one, and skip them inside cells.
+   */
+  private sampledNodes(candidates: ModelCandidates): IndexedNode[] {
+    const { p } = this;
+    const found: IndexedNode[] = [];
+    if (p.client.sampleMaps.length === 0) return found;
+    const seen = new Set<string>();
+    for (const samples of p.client.sampleMaps) {
+      for (const [nodeId, sample] of samples) {
+        if (seen.has(nodeId) || p.ctx.nowMs - sample.updatedAtMs > p.ctx.latency.sampleMaxAgeMs) continue;
+        seen.add(nodeId);
+        const indexed = candidates.byId.get(nodeId);
+        if (indexed !== undefined && !this.isExcluded(indexed.group)) found.push(indexed.entry);
+      }
+    }
+    return found;
+  }
+
+  /** The group's scratch, filled for this decision: multiplier and RTT bases. */
+  private scratchOf(group: IndexGroup): IndexGroup['scratch'] {
+    const scratch = group.scratch;
+    if (scratch.stamp !== this.stamp) {
+      const { p } = this;
+      const latency = p.ctx.latency;
+      const clientRegion = p.client.region;
+      const overheadMs = latency.accessOverheadMs[group.level];
+      scratch.stamp = this.stamp;
+      scratch.multiplier = p.ctx.priceMultiplier.at(group, p.request.model, p.ctx.nowMs);
+      scratch.coordinateBaseMs =
+        overheadMs +
+        (clientRegion !== '' && clientRegion !== group.region ? latency.crossRegionPenaltyMs : 0);
+      scratch.regionDefaultMs =
+        overheadMs + (clientRegion === group.region ? latency.sameRegionRttMs : latency.crossRegionRttMs);
+    }
+    return scratch;
+  }
+
+  private multiplierOf(group: IndexGroup): number {
+    return this.scratchOf(group).multiplier;
+  }
+
+  /** The lowest multiplier of any group of the model now. */
+  private floorOfModel(): number {
+    if (this.modelFloor !== undefined) return this.modelFloor;
+    const candidates = this.candidates as ModelCandidates;
+    const { priceMultiplier, nowMs } = this.p.ctx;
+    const cached = floorCaches.get(candidates);
+    if (
+      cached !== undefined &&
+      cached.multiplier === priceMultiplier &&
+      cached.groupsVersion === candidates.groupsVersion &&
+      nowMs >= cached.fromMs &&
+      nowMs < cached.untilMs
+    ) {
+      this.modelFloor = cached.floor;
+      return cached.floor;
+    }
+    let floor = Number.POSITIVE_INFINITY;
+    for (const group of candidates.groups()) floor = Math.min(floor, this.multiplierOf(group));
+    const untilMs = priceMultiplier.stableUntil?.(nowMs) ?? nowMs;
+    floorCaches.set(candidates, {
+      multiplier: priceMultiplier,
+      groupsVersion: candidates.groupsVersion,
+      fromMs: nowMs,
+      untilMs,
+      floor,
+    });
+    this.modelFloor = floor;
+    return floor;
+  }
+
+  private minOverhead(levelMask: number): number {
+    let value = this.minOverheadByMask[levelMask] as number;
+    if (Number.isNaN(value)) {
+      value = Number.POSITIVE_INFINITY;
+      for (const level of LEVELS)
+        if ((levelMask & LEVEL_BIT[level]) !== 0)
+          value = Math.min(value, this.p.ctx.latency.accessOverheadMs[level]);
+      this.minOverheadByMask[levelMask] = value;
+    }
+    return value;
+  }
+
+  /**
+   * Lower bounds of RTT, TTFT and cost over every node of `cell`, written into `this.cellBounds`
+   * (no allocation: this runs for every cell a search touches).
+   */
+  private bound(cell: Cell): ScratchBounds {
+    const { p } = this;
+    let coordinateBaseMs: number;
+    let regionDefaultMs: number;
+    let multiplier: number;
+    const groups = cell.groups;
+    if (groups !== undefined) {
+      coordinateBaseMs = Number.POSITIVE_INFINITY;
+      regionDefaultMs = Number.POSITIVE_INFINITY;
+      multiplier = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < groups.length; i += 1) {
+        const scratch = this.scratchOf(groups[i] as IndexGroup);
+        coordinateBaseMs = Math.min(coordinateBaseMs, scratch.coordinateBaseMs);
+        regionDefaultMs = Math.min(regionDefaultMs, scratch.regionDefaultMs);
+        multiplier = Math.min(multiplier, scratch.multiplier);
+      }
+    } else {
+      const latency = p.ctx.latency;
+      coordinateBaseMs = this.minOverhead(cell.levelMask);
+      regionDefaultMs = coordinateBaseMs + Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs);
+      multiplier = this.floorOfModel();
+    }
+    let rttLowerBoundMs: number;
+    const vector = p.clientVector;
+    if (vector === undefined || cell.spatial === 'unlocated') rttLowerBoundMs = regionDefaultMs;
+    else if (cell.spatial === 'mixed') rttLowerBoundMs = Math.min(coordinateBaseMs, regionDefaultMs);
+    else rttLowerBoundMs = capAngleLowerBound(cell, vector) * p.msPerRad + coordinateBaseMs;
+    const request = p.request;
+    const uncached = request.inputTokens - request.cachedInputTokens;
+    const prefillLowerBoundMs =
+      cell.maxPrefillTokensPerS > 0 ? (uncached / cell.maxPrefillTokensPerS) * 1000 : 0;
+    // requestCost's formula, term for term, on the cell's cheapest prices: never above a node's.
+    const perMillion =
+      uncached * cell.minInputPerMtok +
+      request.cachedInputTokens * cell.minCachedInputPerMtok +
+      request.maxOutputTokens * cell.minOutputPerMtok;
+    const out = this.cellBounds;
+    out.rttLowerBoundMs = rttLowerBoundMs;
+    out.costLowerBound = (perMillion / 1e6) * multiplier;
+    out.ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
+    return out;
+  }
+
+  /** Whether every node of `cell` is in an excluded group. */
+  private cellExcluded(cell: Cell): boolean {
+    if (this.excluded === undefined) return false;
+    const levels = this.p.scope.levels;
+    if (levels !== undefined) {
+      let allowedMask = 0;
+      for (const level of levels) allowedMask |= LEVEL_BIT[level];
+      if ((cell.levelMask & allowedMask) === 0) return true;
+    }
+    return cell.groups?.every((group) => this.isExcluded(group)) ?? false;
+  }
+
+  /** Whether a cell visit should evaluate `entry` (the rest is counted or evaluated elsewhere). */
+  private visits(entry: IndexedNode): boolean {
+    return !entry.removed && !this.isExcluded(entry.group) && !isSampled(this.p, entry.id);
+  }
+
+  /** Checks a node; returns it estimated if it passed every check before the estimate. */
+  private evaluate(entry: IndexedNode, count: boolean, rtt?: RttEstimate): EstimatedCandidate | undefined {
+    const { p } = this;
+    const node = entry.record;
+    const state = nodeState(node, p.ctx.nowMs);
+    if (count) {
+      this.evaluated += 1;
+      if (state === 'READY' || state === 'DRAINING') this.live += 1;
+    }
+    const listed: Candidate = { stage: 'listed', node, offer: entry.offer, state };
+    for (const check of p.listedChecks) {
+      if (check.rejects(listed, p.scope)) {
+        if (count) this.reject(check.verdict, 1);
+        return undefined;
+      }
+    }
+    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rtt);
+  }
+
+  /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
+  private judge(candidate: EstimatedCandidate): void {
+    const { p } = this;
+    for (const check of p.estimatedChecks) {
+      if (check.rejects(candidate, p.scope)) {
+        this.reject(check.verdict, 1);
+        return;
+      }
+    }
+    this.feasibleCount += 1;
+    this.ranked.offer(candidate);
+  }
+
+  /**
+   * The feasible nodes the policy ranks best: cells in order of the policy's lower bound, skipping
+   * cells that cannot meet the budget, until no cell left can beat the ranked nodes.
+   */
+  feasible(): void {
+    if (this.candidates === undefined) return;
+    const { p } = this;
+    const budgetMs = p.request.latencyBudgetMs;
+    for (const entry of this.sampled) {
+      const candidate = this.evaluate(entry, true);
+      if (candidate !== undefined) this.judge(candidate);
+    }
+    const frontier = new MinHeap<Cell>();
+    const lowerBound = p.policy.lowerBound;
+    // A hair over the budget: the OVER_BUDGET check computes (rtt + queue + prefill) − queue,
+    // which may round one ulp below rtt + prefill. Nodes in the hair are simply evaluated.
+    const reachMs = budgetMs + Math.abs(budgetMs) * 1e-12 + 1e-12;
+    const consider = (cell: Cell) => {
+      if (this.cellExcluded(cell)) return;
+      const bounds = this.bound(cell);
+      if (bounds.ttftLowerBoundMs > reachMs) return;
+      frontier.push(lowerBound === undefined ? 0 : lowerBound(bounds), cell);
+    };
+    for (const root of this.candidates.roots()) consider(root);
+    const score = p.policy.score;
+    while (frontier.size > 0) {
+      if (score !== undefined && lowerBound !== undefined) {
+        const worst = this.ranked.worst();
+        if (worst !== undefined && frontier.peekKey() > score(worst)) break;
+      }
+      const cell = frontier.pop() as Cell;
+      for (const child of cell.children) consider(child);
+      for (const entry of cell.items) {
+        if (!this.visits(entry)) continue;
+        // The node's own bounds first, from its coordinates and price alone: most nodes of a
+        // visited cell stop here, counted as not evaluated.
+        const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
+        if (rtt.rttMs + prefillMs(p.request, entry.offer) > reachMs) continue;
+        if (score !== undefined && lowerBound !== undefined) {
+          const worst = this.ranked.worst();
+          if (worst !== undefined) {
+            const cost = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
+            if (lowerBound({ costLowerBound: cost, rttLowerBoundMs: rtt.rttMs }) > score(worst)) continue;
+          }
+        }
+        const candidate = this.evaluate(entry, true, rtt);
+        if (candidate !== undefined) this.judge(candidate);
+      }
+    }
+  }
+
+  /**
+   * The lowest-TTFT node (then cheapest, then smallest id) that passes the checks before the
+   * estimate and `accept`, searched nearest first; undefined if none does. Counts nothing.
+   */
+  nearest(accept: (candidate: EstimatedCandidate) => boolean): EstimatedCandidate | undefined {
+    if (this.candidates === undefined) return undefined;
+    const { p } = this;
+    let best: EstimatedCandidate | undefined;
+    const offer = (entry: IndexedNode, rtt?: RttEstimate) => {
+      const candidate = this.evaluate(entry, false, rtt);
+      if (candidate === undefined || !accept(candidate)) return;
+      if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) best = candidate;
+    };
+    for (const entry of this.sampled) offer(entry);
+    const frontier = new MinHeap<Cell>();
+    const push = (cell: Cell) => {
+      if (!this.cellExcluded(cell)) frontier.push(this.bound(cell).ttftLowerBoundMs, cell);
+    };
+    for (const root of this.candidates.roots()) push(root);
+    while (frontier.size > 0 && frontier.peekKey() <= (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY)) {
+      const cell = frontier.pop() as Cell;
+      for (const child of cell.children) push(child);
+      for (const entry of cell.items) {
+        if (!this.visits(entry)) continue;
+        // TTFT is at least RTT + prefill (the queue only adds), so a node that cannot beat the
+        // best even idle is passed over.
+        const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
+        if (best !== undefined && rtt.rttMs + prefillMs(p.request, entry.offer) > best.estimate.ttftMs)
+          continue;
+        offer(entry, rtt);
+      }
+    }
+    return best;
+  }
+}
+
+/** `rtt`, when given, must be what estimateRttFor would say (the caller knows no sample applies). */
+function estimateCandidate(
+  p: Prepared,
+  listed: Extract<Candidate, { stage: 'listed' }>,
+  multiplier: number,
+  knownRtt?: RttEstimate,
+): EstimatedCandidate {
+  const { node, offer } = listed;
+  const model = p.request.model;
+  const load = reportedLoad(node, model) + p.ctx.reservations.pending(node.spec.id, model, node.statusAtMs);
+  const rtt = knownRtt ?? estimateRttFor(p.client, node.spec, p.ctx.latency, p.ctx.nowMs);
+  return {
+    stage: 'estimated',
+    node,
+    offer,
+    state: listed.state,
+    estimate: estimateWith(p.request, offer, load, rtt, multiplier),
+    load,
+    hasSlot: load < offer.maxConcurrency + offer.maxQueue,
+  };
+}
+
+/** The estimate of DESIGN §3 from its parts: RTT + queue + prefill, and the priced tokens. */
+function estimateWith(
+  request: RouteRequest,
+  offer: ModelOffer,
+  load: number,
+  rtt: RttEstimate,
+  multiplier: number,
+): Estimate {
+  const prefill = prefillMs(request, offer);
+  const queue = queueMs(request, offer, load);
+  return {
+    networkRttMs: rtt.rttMs,
+    queueMs: queue,
+    prefillMs: prefill,
+    ttftMs: rtt.rttMs + queue + prefill,
+    cost: requestCost(request, offer.price, multiplier),
+    latencySource: rtt.source,
+  };
+}
+
+/** TTFT and cost of `request` on `offer` of `node` carrying `load` requests. */
+export function estimateOn(
+  request: RouteRequest,
+  node: NodeRecord,
+  offer: ModelOffer,
+  load: number,
+  ctx: Pick<RouteContext, 'view' | 'latency' | 'priceMultiplier' | 'nowMs'>,
+): Estimate {
+  const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
+  const rtt = estimateRttFor(client, node.spec, ctx.latency, ctx.nowMs);
+  return estimateWith(request, offer, load, rtt, ctx.priceMultiplier.at(node.spec, request.model, ctx.nowMs));
+}
+
+function byTtftThenCostThenId(a: EstimatedCandidate, b: EstimatedCandidate): number {
+  return (
+    a.estimate.ttftMs - b.estimate.ttftMs ||
+    a.estimate.cost - b.estimate.cost ||
+    compareIds(a.node.spec.id, b.node.spec.id)
+  );
+}
+
+/** The best `capacity` candidates under the policy's order (all of them when unbounded). */
+class Ranked {
+  private readonly items: EstimatedCandidate[] = [];
+  constructor(
+    private readonly capacity: number,
+    private readonly policy: RoutingPolicy,
+  ) {}
+
+  offer(item: EstimatedCandidate): void {
+    const { items } = this;
+    if (this.capacity === Number.POSITIVE_INFINITY) {
+      items.push(item);
+      return;
+    }
+    const compare = this.policy.compare;
+    if (items.length === this.capacity && compare(item, items[items.length - 1] as EstimatedCandidate) >= 0)
+      return;
+    let index = items.length;
+    while (index > 0 && compare(item, items[index - 1] as EstimatedCandidate) < 0) index -= 1;
+    items.splice(index, 0, item);
+    if (items.length > this.capacity) items.pop();
+  }
+
+  /** The last ranked item once the ranking is full; undefined before. */
+  worst(): EstimatedCandidate | undefined {
+    return this.items.length === this.capacity ? this.items[this.items.length - 1] : undefined;
+  }
+
+  /** Best first; with unbounded capacity, in the order they were offered (see RoutingPolicy.collect). */
+  sorted(): readonly EstimatedCandidate[] {
+    return this.items;
+  }
+}
+
+function placementOf(candidate: EstimatedCandidate, model: string): Placement {
+  const { spec } = candidate.node;
+  return {
+    nodeId: spec.id,
+    endpoint: spec.endpoint,
+    level: spec.level,
+    region: spec.region,
+    model,
+    estimate: candidate.estimate,
+  };
+}
+
+/** The first check `node` fails (with its estimate when it got that far), or FEASIBLE. */
+function verdictOf(
+  p: Prepared,
+  node: NodeRecord,
+): { verdict: Verdict; candidate: EstimatedCandidate | undefined; live: boolean } {
+  const offer = findOffer(node.spec, p.request.model);
+  if (offer === undefined) return { verdict: 'MODEL_NOT_SERVED', candidate: undefined, live: false };
+  const state = nodeState(node, p.ctx.nowMs);
+  const live = state === 'READY' || state === 'DRAINING';
+  const group = p.groupChecks.find((check) => check.rejects(node.spec, p.scope));
+  if (group !== undefined) return { verdict: group.verdict, candidate: undefined, live };
+  const listed: Candidate = { stage: 'listed', node, offer, state };
+  const before = p.listedChecks.find((check) => check.rejects(listed, p.scope));
+  if (before !== undefined) return { verdict: before.verdict, candidate: undefined, live };
+  const multiplier = p.ctx.priceMultiplier.at(node.spec, p.request.model, p.ctx.nowMs);
+  const candidate = estimateCandidate(p, listed, multiplier);
+  const after = p.estimatedChecks.find((check) => check.rejects(candidate, p.scope));
+  return { verdict: after?.verdict ?? 'FEASIBLE', candidate, live };
+}
+
+/**
+ * Every node with its verdict — the chosen first, then the rest in registry order — up to the
+ * explain cap; sorted chosen first, then the closest misses. When no node was left out, the
+ * counts, liveness and best TTFT it gathered are exact.
+ */
+function explainAll(
+  p: Prepared,
+  marks: ReadonlyMap<string, Verdict>,
+  candidates: ModelCandidates | undefined,
+): {
+  entries: ExplainEntry[];
+  omitted: number;
+  counts: DecisionCounts;
+  live: boolean;
+  bestTtftMs: number | undefined;
+} {
+  const cap = Math.max(marks.size, p.ctx.maxExplainNodes ?? DEFAULT_MAX_EXPLAIN_NODES);
+  const entries: ExplainEntry[] = [];
+  const rejected: Partial<Record<RejectionVerdict, number>> = {};
+  let serving = 0;
+  let feasible = 0;
+  let live = false;
+  let bestTtftMs: number | undefined;
+  const visit = (node: NodeRecord) => {
+    const { verdict, candidate, live: isLive } = verdictOf(p, node);
+    live ||= isLive;
+    if (verdict !== 'MODEL_NOT_SERVED') serving += 1;
+    if (verdict === 'FEASIBLE') feasible += 1;
+    else if (verdict !== 'MODEL_NOT_SERVED')
+      rejected[verdict as RejectionVerdict] = (rejected[verdict as RejectionVerdict] ?? 0) + 1;
+    if (candidate !== undefined)
+      bestTtftMs =
+        bestTtftMs === undefined
+          ? candidate.estimate.ttftMs
+          : Math.min(bestTtftMs, candidate.estimate.ttftMs);
+    entries.push({
+      nodeId: node.spec.id,
+      level: node.spec.level,
+      region: node.spec.region,
+      verdict: marks.get(node.spec.id) ?? verdict,
+      estimate: candidate?.estimate,
+    });
+  };
+  for (const nodeId of marks.keys()) {
+    const node = candidates?.byId.get(nodeId)?.entry.record;
+    if (node !== undefined) visit(node);
+  }
+  for (const node of p.ctx.view.allNodes()) {
+    if (entries.length >= cap) break;
+    if (!marks.has(node.spec.id)) visit(node);
+  }
+  entries.sort(
+    (a, b) =>
+      (VERDICT_RANK.get(a.verdict) ?? 0) - (VERDICT_RANK.get(b.verdict) ?? 0) ||
+      (a.estimate?.cost ?? 0) - (b.estimate?.cost ?? 0) ||
+      (a.estimate?.ttftMs ?? 0) - (b.estimate?.ttftMs ?? 0) ||
+      compareIds(a.nodeId, b.nodeId),
+  );
+  return {
+    entries,
+    omitted: Math.max(0, p.ctx.view.nodeCount() - entries.length),
+    counts: { serving, evaluated: serving, unevaluated: 0, feasible, rejected },
+    live,
+    bestTtftMs,
+  };
+}
+
+function formatMs(ms: number): string {
+  return `${ms.toFixed(1)} ms`;
+}
+
+function describeCounts(counts: DecisionCounts, bestTtftMs: number | undefined, placed: boolean): string {
+  const parts: string[] = [];
+  if (counts.feasible > 0) parts.push(`${counts.feasible} feasible`);
+  for (const [verdict, words] of VERDICT_WORDS) {
+    const count = counts.rejected[verdict];
+    if (count === undefined) continue;
+    const best =
+      verdict === 'OVER_BUDGET' && bestTtftMs !== undefined ? ` (best ${formatMs(bestTtftMs)})` : '';
+    parts.push(`${count} ${words}${best}`);
+  }
+  if (counts.unevaluated > 0) {
+    const best =
+      counts.rejected.OVER_BUDGET === undefined && bestTtftMs !== undefined
+        ? ` (best ${formatMs(bestTtftMs)})`
+        : '';
+    parts.push(
+      placed
+        ? `${counts.unevaluated} not evaluated (dearer than the choice or too far for the budget)`
+        : `${counts.unevaluated} too far to meet the budget${best} (not evaluated)`,
+    );
+  }
+  return `${counts.serving} node${counts.serving === 1 ? ' serves' : 's serve'} it, ${parts.join(', ')}`;
+}
+
+function requestScope(request: RouteRequest): string {
+  const from = request.client.accessPoint || request.client.region;
+  return `model ${request.model} within ${request.latencyBudgetMs} ms${from ? ` from ${from}` : ''}`;
+}
+
+function explainNote(omitted: number): string {
+  return omitted > 0 ? `; explain lists the first nodes only (${omitted} left out by the explain cap)` : '';
+}
+
+function infeasibleSummary(
+  request: RouteRequest,
+  counts: DecisionCounts,
+  bestTtftMs: number | undefined,
+  omitted: number,
+): string {
+  if (counts.serving === 0) return `${requestScope(request)}: no registered node serves this model`;
+  return `${requestScope(request)}: ${describeCounts(counts, bestTtftMs, false)}${explainNote(omitted)}`;
+}
+
+function placedSummary(
+  request: RouteRequest,
+  placement: Placement,
+  counts: DecisionCounts,
+  degraded: boolean,
+  omitted: number,
+): string {
+  const how = degraded ? 'DEGRADED placement on' : 'placed on';
+  return `${requestScope(request)}: ${how} ${placement.nodeId} (${placement.level}, ${placement.region}), TTFT ${formatMs(
+    placement.estimate.ttftMs,
+  )}, cost ${placement.estimate.cost.toPrecision(3)}; ${describeCounts(counts, undefined, true)}${explainNote(omitted)}`;
+}

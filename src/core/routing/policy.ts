@@ -1,0 +1,88 @@
+// Routing policies: how feasible nodes are ranked and one is picked. Feasibility is the checks
+// list (checks.ts) and is the same for every policy, so the simulator's baselines differ from
+// the production rule only in ranking, never in which nodes they may use.
+
+import type { Rng } from '../rng.js';
+import { CHECKS, type Checks, type EstimatedCandidate } from './checks.js';
+
+/** Lower bounds that hold for every node of an index cell, for one request. */
+export interface CellBounds {
+  readonly costLowerBound: number;
+  readonly rttLowerBoundMs: number;
+}
+
+export interface RoutingPolicy {
+  readonly name: PolicyName;
+  readonly checks: Checks;
+  /** Orders feasible nodes, best first; a total order (the node id settles ties). */
+  compare(a: EstimatedCandidate, b: EstimatedCandidate): number;
+  /**
+   * The first key of `compare`, and a lower bound of it for a cell. With both, the search visits
+   * cells in bound order and stops once no cell can beat the ranked nodes it holds. Without,
+   * every node within reach of the budget is evaluated.
+   */
+  readonly score?: (candidate: EstimatedCandidate) => number;
+  readonly lowerBound?: (bounds: CellBounds) => number;
+  /**
+   * 'ranked': the best 1 + max_fallbacks, in `compare` order. 'all': every feasible node goes to
+   * `pick` in the order the search met them — fixed by the registry's history, not by chance.
+   */
+  readonly collect: 'ranked' | 'all';
+  /** Chooses from the feasible nodes, in `compare` order; the rest of the top become fallbacks. */
+  readonly pick?: (ranked: readonly EstimatedCandidate[]) => number;
+}
+
+export const POLICY_NAMES = ['cheapest-feasible', 'nearest', 'least-loaded', 'random'] as const;
+export type PolicyName = (typeof POLICY_NAMES)[number];
+
+export function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The routing rule (DESIGN §3): lowest cost, then lower TTFT, then the smaller node id. */
+export const CHEAPEST_FEASIBLE: RoutingPolicy = {
+  name: 'cheapest-feasible',
+  checks: CHECKS,
+  compare: (a, b) =>
+    a.estimate.cost - b.estimate.cost ||
+    a.estimate.ttftMs - b.estimate.ttftMs ||
+    compareIds(a.node.spec.id, b.node.spec.id),
+  score: (c) => c.estimate.cost,
+  lowerBound: (bounds) => bounds.costLowerBound,
+  collect: 'ranked',
+};
+
+/** Lowest network RTT among feasible nodes. */
+export const NEAREST: RoutingPolicy = {
+  name: 'nearest',
+  checks: CHECKS,
+  compare: (a, b) =>
+    a.estimate.networkRttMs - b.estimate.networkRttMs || compareIds(a.node.spec.id, b.node.spec.id),
+  score: (c) => c.estimate.networkRttMs,
+  lowerBound: (bounds) => bounds.rttLowerBoundMs,
+  collect: 'ranked',
+};
+
+const loadShare = (c: EstimatedCandidate): number => c.load / (c.offer.maxConcurrency + c.offer.maxQueue);
+
+/** Lowest share of capacity in use among feasible nodes. */
+export const LEAST_LOADED: RoutingPolicy = {
+  name: 'least-loaded',
+  checks: CHECKS,
+  compare: (a, b) => loadShare(a) - loadShare(b) || compareIds(a.node.spec.id, b.node.spec.id),
+  collect: 'ranked',
+};
+
+/**
+ * Any feasible node, uniformly at random from `rng`. The draw indexes the nodes in search order,
+ * which is the same for the same registry history, so a seeded run is reproducible.
+ */
+export function randomPolicy(rng: Rng): RoutingPolicy {
+  return {
+    name: 'random',
+    checks: CHECKS,
+    compare: (a, b) => compareIds(a.node.spec.id, b.node.spec.id),
+    collect: 'all',
+    pick: (ranked) => Math.floor(rng.next() * ranked.length),
+  };
+}

@@ -1,0 +1,318 @@
+// The control plane: the only door to routing, releasing, registry commands, pricing and usage,
+// for the gRPC server and the simulator alike. It owns the clocks (wall time for records, a
+// monotonic one for reservation expiry), this replica's reservations and the admission rules,
+// and keeps its store private. No proto types, no transport: the server validates, calls a
+// method here, and converts the answer.
+
+import { randomBytes } from 'node:crypto';
+import type { PriceMultiplier } from '../core/cost.js';
+import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../core/latency.js';
+import {
+  type NodeRecord,
+  type NodeSpec,
+  type NodeState,
+  type NodeStatus,
+  nodeState,
+  type Usage,
+} from '../core/model.js';
+import {
+  effectivePolicy,
+  type PricingPolicy,
+  type PricingState,
+  policyMultiplier,
+  type ScheduledPricing,
+} from '../core/pricing.js';
+import {
+  parseReservationId,
+  type Reservation,
+  ReservationBook,
+  type ReservationId,
+} from '../core/reservations.js';
+import {
+  type AdmissionRule,
+  CHEAPEST_FEASIBLE,
+  DEFAULT_MAX_EXPLAIN_NODES,
+  decideRoute,
+  type RouteDecision,
+  type RouteRequest,
+  type RoutingPolicy,
+} from '../core/routing/index.js';
+import type {
+  Clock,
+  LatencyReport,
+  NodeFilter,
+  RegisterOptions,
+  Store,
+  StoreHealth,
+} from '../store/store.js';
+
+export interface ControlPlaneOptions {
+  readonly store: Store;
+  /** Wall clock (ms since the epoch): timestamps, leases, pricing windows. */
+  readonly clock: Clock;
+  /** Never steps back; reservation expiry runs on it. performance.now() unless given. */
+  readonly monotonicClock?: Clock;
+  readonly reservationTtlMs: number;
+  /** Unique per replica ([a-z0-9-], at most 24 characters); starts every reservation id. */
+  readonly replicaId: string;
+  readonly latency?: Partial<LatencyModel>;
+  /** Fixed pricing hook (tests, simulations); by default the store's time-of-use policy. */
+  readonly priceMultiplier?: PriceMultiplier;
+  /** Rules run before every decision (quota, throttling). */
+  readonly admission?: readonly AdmissionRule[];
+  /** Explain evaluates at most this many nodes. */
+  readonly maxExplainNodes?: number;
+  /**
+   * Record usage in the store at Release (default). A simulation turns it off: it counts usage
+   * itself, and millions of records would only fill memory.
+   */
+  readonly meterUsage?: boolean;
+  /** 16 hex characters of unpredictable token per reservation; crypto-random unless given. */
+  readonly newReservationToken?: () => string;
+}
+
+/** The decision, and the reservation made for it (undefined when not placed or the caller left). */
+export interface RouteResult {
+  readonly decision: RouteDecision;
+  readonly reservation: Reservation | undefined;
+}
+
+export interface RouteOptions {
+  /** Cheapest-feasible unless given (the simulator's baselines pass theirs). */
+  readonly policy?: RoutingPolicy;
+  /** Asked after deciding: if the caller has gone, nothing is reserved. */
+  readonly isCancelled?: () => boolean;
+}
+
+/** A node as callers see it: its record, its state now and this replica's pending reservations. */
+export interface NodeView {
+  readonly record: NodeRecord;
+  readonly state: NodeState;
+  readonly reserved: ReadonlyMap<string, number>;
+}
+
+export type StatusResult =
+  | { readonly kind: 'accepted'; readonly node: NodeView }
+  | { readonly kind: 'unknown_node' }
+  | { readonly kind: 'expired'; readonly expiredAtMs: number };
+
+export interface ReleaseResult {
+  /** True only for the call that freed the reservation, on whichever replica it arrived. */
+  readonly released: boolean;
+  readonly nodeId: string;
+}
+
+export interface PricingView {
+  readonly effective: PricingPolicy;
+  readonly current: PricingPolicy;
+  readonly scheduled: readonly ScheduledPricing[];
+}
+
+const performanceClock: Clock = () => performance.now();
+
+export class ControlPlane {
+  private readonly store: Store;
+  private readonly reservations: ReservationBook;
+  readonly latency: LatencyModel;
+  private readonly clock: Clock;
+  private readonly monotonicClock: Clock;
+  private readonly fixedMultiplier: PriceMultiplier | undefined;
+  private readonly admission: readonly AdmissionRule[];
+  private readonly maxExplainNodes: number;
+  private readonly meterUsage: boolean;
+  private multiplierFor: { policy: PricingPolicy; multiplier: PriceMultiplier } | undefined;
+
+  constructor(options: ControlPlaneOptions) {
+    this.store = options.store;
+    this.clock = options.clock;
+    this.monotonicClock = options.monotonicClock ?? performanceClock;
+    this.reservations = new ReservationBook({
+      ttlMs: options.reservationTtlMs,
+      replicaId: options.replicaId,
+      newToken: options.newReservationToken ?? (() => randomBytes(8).toString('hex')),
+    });
+    this.fixedMultiplier = options.priceMultiplier;
+    this.admission = options.admission ?? [];
+    this.maxExplainNodes = options.maxExplainNodes ?? DEFAULT_MAX_EXPLAIN_NODES;
+    this.meterUsage = options.meterUsage ?? true;
+    this.latency = {
+      ...DEFAULT_LATENCY_MODEL,
+      regionCentroids: options.store.regionCentroids(),
+      ...options.latency,
+    };
+  }
+
+  /** Wall-clock time now (ms). */
+  now(): number {
+    return this.clock();
+  }
+
+  // --- Scheduling -------------------------------------------------------------------------------
+
+  /** Decides and, if placed, reserves a slot — unless the caller has gone by then. */
+  route(request: RouteRequest, options: RouteOptions = {}): RouteResult {
+    const nowMs = this.clock();
+    const monotonicMs = this.monotonicClock();
+    this.reservations.expire(monotonicMs);
+    const decision = decideRoute(request, {
+      view: this.store.view,
+      reservations: this.reservations,
+      latency: this.latency,
+      priceMultiplier: this.priceMultiplierAt(nowMs),
+      nowMs,
+      policy: options.policy ?? CHEAPEST_FEASIBLE,
+      admission: this.admission,
+      maxExplainNodes: this.maxExplainNodes,
+    });
+    if (decision.kind !== 'placed' || options.isCancelled?.() === true)
+      return { decision, reservation: undefined };
+    const reservation = this.reservations.reserve(
+      decision.placement.nodeId,
+      request.model,
+      request.tenant,
+      nowMs,
+      monotonicMs,
+    );
+    return { decision, reservation };
+  }
+
+  /**
+   * Frees the slot if this replica made the reservation, and records usage once in the shared
+   * store whichever replica the call reached (the id names the node and model). `released` is true
+   * only for the call that did it: a repeat — here or on another replica — answers false.
+   */
+  async release(reservationId: ReservationId, usage: Usage, success: boolean): Promise<ReleaseResult> {
+    const local = this.reservations.release(reservationId);
+    const where = local ?? parseReservationId(reservationId);
+    if (where === undefined) return { released: false, nodeId: '' };
+    if (!this.meterUsage) return { released: local !== undefined, nodeId: where.nodeId };
+    const node = this.store.getNode(where.nodeId);
+    const recorded = await this.store.recordUsage({
+      reservationId,
+      tenant: local?.tenant ?? '',
+      nodeId: where.nodeId,
+      level: node?.spec.level,
+      region: node?.spec.region ?? '',
+      model: where.model,
+      usage,
+      success,
+      atMs: this.clock(),
+    });
+    return { released: recorded, nodeId: where.nodeId };
+  }
+
+  /** This replica's housekeeping: drops reservations whose TTL has ended; returns how many. */
+  expireReservations(): number {
+    return this.reservations.expire(this.monotonicClock()).length;
+  }
+
+  /** Reservations this replica holds (not released, not yet swept). */
+  reservationCount(): number {
+    return this.reservations.size;
+  }
+
+  // --- Registry ---------------------------------------------------------------------------------
+
+  async registerNode(
+    spec: NodeSpec,
+    options: RegisterOptions,
+  ): Promise<{ node: NodeView; created: boolean }> {
+    const { node, created } = await this.store.registerNode(spec, options);
+    return { node: this.viewOf(node), created };
+  }
+
+  async reportStatus(status: NodeStatus): Promise<StatusResult> {
+    const outcome = await this.store.reportStatus(status);
+    return outcome.kind === 'accepted' ? { kind: 'accepted', node: this.viewOf(outcome.node) } : outcome;
+  }
+
+  /** Returns false if the node was not registered. */
+  deregisterNode(nodeId: string): Promise<boolean> {
+    return this.store.deregisterNode(nodeId);
+  }
+
+  /** Sets or clears DRAINING; undefined if the node is not registered. */
+  async setDraining(nodeId: string, draining: boolean): Promise<NodeView | undefined> {
+    const node = await this.store.setDraining(nodeId, draining);
+    return node === undefined ? undefined : this.viewOf(node);
+  }
+
+  getNode(nodeId: string): NodeView | undefined {
+    const node = this.store.getNode(nodeId);
+    return node === undefined ? undefined : this.viewOf(node);
+  }
+
+  /** The registered spec of a node, for validating its status report; undefined if unknown. */
+  specOf(nodeId: string): NodeSpec | undefined {
+    return this.store.getNode(nodeId)?.spec;
+  }
+
+  listNodes(filter: NodeFilter): NodeView[] {
+    return this.store.listNodes(filter).map((node) => this.viewOf(node));
+  }
+
+  reportLatency(reports: readonly LatencyReport[]): Promise<number> {
+    return this.store.reportLatency(reports);
+  }
+
+  storeStatus(): { readonly health: StoreHealth; readonly nodes: number } {
+    return { health: this.store.health(), nodes: this.store.view.nodeCount() };
+  }
+
+  // --- Pricing ----------------------------------------------------------------------------------
+
+  /**
+   * Schedules `policy` to take effect at `atMs` on every replica; returns the change with its id
+   * (a fresh one unless `id` is given — a simulation names its changes after its events).
+   */
+  async schedulePricing(policy: PricingPolicy, atMs: number, id?: string): Promise<ScheduledPricing> {
+    const change = {
+      id: id ?? `p-${this.clock().toString(36)}-${randomBytes(3).toString('hex')}`,
+      atMs,
+      policy,
+    };
+    await this.store.schedulePricing(change);
+    return change;
+  }
+
+  /** Returns false if no such scheduled change exists. */
+  cancelPricing(id: string): Promise<boolean> {
+    return this.store.cancelPricing(id);
+  }
+
+  pricing(): PricingView {
+    const state: PricingState = this.store.pricing();
+    return {
+      effective: effectivePolicy(state, this.clock()),
+      current: state.current,
+      scheduled: [...state.scheduled].sort((a, b) => a.atMs - b.atMs),
+    };
+  }
+
+  /** The pricing hook in force at `nowMs`: the store's policy, switching exactly at scheduled times. */
+  priceMultiplierAt(nowMs: number): PriceMultiplier {
+    if (this.fixedMultiplier !== undefined) return this.fixedMultiplier;
+    const policy = effectivePolicy(this.store.pricing(), nowMs);
+    if (this.multiplierFor?.policy !== policy)
+      this.multiplierFor = { policy, multiplier: policyMultiplier(policy) };
+    return this.multiplierFor.multiplier;
+  }
+
+  // --- Views ------------------------------------------------------------------------------------
+
+  /** Reservations on the node not yet covered by its last status report, per model. */
+  reservedOn(nodeId: string): Map<string, number> {
+    const node = this.store.getNode(nodeId);
+    if (node === undefined) return new Map();
+    this.reservations.expire(this.monotonicClock());
+    return this.reservations.pendingByModel(
+      node.spec.id,
+      node.statusAtMs,
+      node.spec.models.map((offer) => offer.model),
+    );
+  }
+
+  private viewOf(node: NodeRecord): NodeView {
+    return { record: node, state: nodeState(node, this.clock()), reserved: this.reservedOn(node.spec.id) };
+  }
+}

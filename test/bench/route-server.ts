@@ -1,0 +1,86 @@
+// A control-plane process for the gRPC benchmarks, in one of two modes with the same process
+// layout (one child process, loopback, same gRPC server options):
+//   real    — `startServer` over a memory store holding a seeded national registry;
+//   nowork  — the same Scheduler service whose Route returns a fixed answer recorded from the real
+//             one (or a fixed FAILED_PRECONDITION for a budget under 2 ms): the gRPC floor.
+// Prints "READY <port>" once serving; exits when its standard input closes.
+// Usage: node --import tsx test/bench/route-server.ts real|nowork NODES tiers|distinct
+
+import { Server, ServerCredentials, status } from '@grpc/grpc-js';
+import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
+import { type SchedulerServer, SchedulerService } from '../../src/gen/cpn/v1/scheduler.js';
+import { silentLogger } from '../../src/ops/log.js';
+import { loadTopology } from '../../src/ops/topology.js';
+import { MAX_RECEIVE_MESSAGE_BYTES, MAX_SEND_MESSAGE_BYTES, startServer } from '../../src/server/server.js';
+import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { registerPermanent } from '../../src/store/store.js';
+import { nationalRegistry, type PriceMode } from './registry-gen.js';
+
+const [mode = 'real', nodesArg = '5000', priceMode = 'distinct'] = process.argv.slice(2);
+const topology = await loadTopology('simulations/topologies/demo-national.yaml');
+const store = new MemoryStore({
+  clock: Date.now,
+  latency: DEFAULT_LATENCY_MODEL,
+  regionCentroids: topology.regionCentroids,
+});
+await registerPermanent(
+  store,
+  nationalRegistry(Number(nodesArg), priceMode as PriceMode, topology.regionCentroids),
+);
+const real = await startServer({
+  store,
+  logger: silentLogger,
+  port: 0,
+  reservationTtlMs: 1000,
+  clusterJobs: false,
+});
+let port = real.port;
+
+if (mode === 'nowork') {
+  // Record one real answer, then serve it from a bare server of the same service.
+  const { SchedulerClient, RouteRequest } = await import('../../src/gen/cpn/v1/scheduler.js');
+  const { credentials, Metadata } = await import('@grpc/grpc-js');
+  const client = new SchedulerClient(`127.0.0.1:${real.port}`, credentials.createInsecure());
+  const recorded = await new Promise<unknown>((resolve, reject) =>
+    client.route(
+      RouteRequest.fromPartial({
+        model: 'qwen3-32b',
+        client: { region: 'CN-GD' },
+        latencyBudgetMs: 80,
+        inputTokens: 512,
+        maxOutputTokens: 256,
+        maxFallbacks: 2,
+      }),
+      new Metadata(),
+      {},
+      (error, response) => (error ? reject(error) : resolve(response)),
+    ),
+  );
+  client.close();
+  await real.shutdown(100);
+  const server = new Server({
+    'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
+  });
+  const service: SchedulerServer = {
+    route: (call, callback) => {
+      if (call.request.latencyBudgetMs < 2) {
+        callback({ code: status.FAILED_PRECONDITION, details: 'fixed answer: nothing within the budget' });
+        return;
+      }
+      callback(null, recorded as never);
+    },
+    release: (_call, callback) => callback(null, { released: true, nodeId: 'n0' }),
+  };
+  server.addService(SchedulerService, service);
+  port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    ),
+  );
+}
+
+process.stdout.write(`READY ${port}\n`);
+process.stdin.resume();
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('close', () => process.exit(0));

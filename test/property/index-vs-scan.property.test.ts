@@ -1,0 +1,389 @@
+// The candidate index and its best-first search must never change a decision: over random
+// registries — a few price tiers or one price per node, time-of-use multipliers, measured RTTs that
+// beat or lose to coordinates, nodes on both sides of the antimeridian and near the poles, every
+// constraint, updates after the index was built — the decision equals a plain scan of every node
+// written here, independently of the pipeline: same placement, same fallbacks in order, same
+// degraded pick, same reason and best TTFT. Counts are exact with explain, and lower bounds with
+// the documented remainder (`unevaluated`) without.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_LATENCY_MODEL, type LatencyModel, type LatencySample } from '../../src/core/latency.js';
+import { LEVELS, type Level, type NodeRecord } from '../../src/core/model.js';
+import { type PriceRule, policyMultiplier } from '../../src/core/pricing.js';
+import type { ReservationBook } from '../../src/core/reservations.js';
+import {
+  CandidateIndex,
+  decideRoute,
+  type Estimate,
+  estimateOn,
+  type RejectionVerdict,
+  type RouteContext,
+  type RouteRequest,
+  type RoutingView,
+} from '../../src/core/routing/index.js';
+import { FLAT_LATENCY, book as newBook, offer, record, request } from '../helpers/fixtures.js';
+
+const NOW = Date.UTC(2026, 5, 1, 3, 0, 0);
+const MODELS = ['m', 'n'];
+const REGIONS = ['CN-GD', 'CN-SC', 'US-AK', 'NZ-CH'];
+
+const CENTROIDS: LatencyModel = {
+  ...DEFAULT_LATENCY_MODEL,
+  regionCentroids: new Map([
+    ['CN-GD', { lat: 23.1, lon: 113.3 }],
+    ['NZ-CH', { lat: -43.5, lon: 172.6 }],
+  ]),
+};
+
+/** Where nodes and clients are: China, around the antimeridian, near either pole. */
+const placeArb = fc.oneof(
+  // A province: dense enough that cells split and a budget's reach cuts through them.
+  fc.record({
+    lat: fc.double({ min: 21, max: 25, noNaN: true }),
+    lon: fc.double({ min: 110, max: 116, noNaN: true }),
+  }),
+  fc.record({
+    lat: fc.double({ min: 18, max: 50, noNaN: true }),
+    lon: fc.double({ min: 75, max: 130, noNaN: true }),
+  }),
+  fc.record({
+    lat: fc.double({ min: -60, max: 65, noNaN: true }),
+    lon: fc.oneof(
+      fc.double({ min: 175, max: 180, noNaN: true }),
+      fc.double({ min: -180, max: -175, noNaN: true }),
+    ),
+  }),
+  fc.record({
+    lat: fc.oneof(
+      fc.double({ min: 84, max: 90, noNaN: true }),
+      fc.double({ min: -90, max: -84, noNaN: true }),
+    ),
+    lon: fc.double({ min: -180, max: 180, noNaN: true }),
+  }),
+);
+
+const priceArb = (mode: 'tiers' | 'distinct') =>
+  mode === 'tiers'
+    ? fc.record({
+        inputPerMtok: fc.constantFrom(1, 2, 4),
+        outputPerMtok: fc.constantFrom(4, 8),
+        cachedInputPerMtok: fc.constantFrom(0.1, 0.4),
+      })
+    : fc.record({
+        inputPerMtok: fc.double({ min: 0.2, max: 5, noNaN: true }),
+        outputPerMtok: fc.double({ min: 0.5, max: 20, noNaN: true }),
+        cachedInputPerMtok: fc.double({ min: 0, max: 1, noNaN: true }),
+      });
+
+const nodeArb = (index: number, mode: 'tiers' | 'distinct') =>
+  fc
+    .record({
+      place: fc.option(placeArb, { freq: 6 }),
+      // Mostly one level and region, so that groups are large enough to hold trees.
+      level: fc.constantFrom('EDGE', 'EDGE', 'EDGE', ...LEVELS),
+      region: fc.constantFrom('CN-GD', 'CN-GD', 'CN-GD', ...REGIONS),
+      models: fc.subarray(MODELS, { minLength: 1 }),
+      prices: fc.tuple(priceArb(mode), priceArb(mode)),
+      maxConcurrency: fc.integer({ min: 1, max: 4 }),
+      maxQueue: fc.integer({ min: 0, max: 2 }),
+      prefill: fc.constantFrom(10_000, 40_000, 160_000),
+      active: fc.integer({ min: 0, max: 6 }),
+      draining: fc.boolean(),
+      silentMs: fc.constantFrom(0, 0, 0, 0, 60_000),
+      healthy: fc.constantFrom(true, true, true, true, false),
+    })
+    .map((n): NodeRecord => {
+      const base = record(
+        {
+          id: `node-${String(index).padStart(3, '0')}`,
+          level: n.level,
+          region: n.region,
+          draining: n.draining,
+          offers: n.models.map((model, i) =>
+            offer({
+              model,
+              maxConcurrency: n.maxConcurrency,
+              maxQueue: n.maxQueue,
+              prefillTokensPerS: n.prefill,
+              price: n.prices[i],
+            }),
+          ),
+          status: {
+            load: n.models.map((model) => ({
+              model,
+              active: Math.min(n.active, n.maxConcurrency),
+              queued: Math.max(0, n.active - n.maxConcurrency),
+            })),
+            gpuUtilization: 0.5,
+            kvCacheUtilization: 0.5,
+            healthy: n.healthy,
+          },
+          statusAtMs: NOW - n.silentMs,
+          ttlS: 30,
+        },
+        NOW - n.silentMs,
+      );
+      return { ...base, spec: { ...base.spec, location: n.place ?? undefined } };
+    });
+
+const ruleArb = fc.record({
+  level: fc.option(fc.constantFrom(...LEVELS), { nil: undefined }),
+  region: fc.option(fc.constantFrom(...REGIONS), { nil: undefined }),
+  model: fc.option(fc.constantFrom(...MODELS), { nil: undefined }),
+  factor: fc.constantFrom(0.3, 0.5, 0.8, 1.2, 2),
+  window: fc.option(fc.constantFrom({ fromHour: 0, toHour: 8 }, { fromHour: 22, toHour: 6 }), {
+    nil: undefined,
+  }),
+});
+
+const scenarioArb = fc
+  .record({
+    count: fc.integer({ min: 1, max: 120 }),
+    mode: fc.constantFrom('tiers' as const, 'distinct' as const),
+  })
+  .chain(({ count, mode }) =>
+    fc.record({
+      nodes: fc.tuple(...Array.from({ length: count }, (_, i) => nodeArb(i, mode))),
+      samples: fc.array(
+        fc.record({
+          node: fc.nat(count - 1),
+          from: fc.constantFrom('ap-1', 'CN-GD'),
+          rttMs: fc.double({ min: 0.2, max: 400, noNaN: true }),
+          stale: fc.boolean(),
+        }),
+        { maxLength: 10 },
+      ),
+      rules: fc.array(ruleArb, { maxLength: 3 }),
+      reservations: fc.array(fc.record({ node: fc.nat(count - 1), model: fc.constantFrom(...MODELS) }), {
+        maxLength: 6,
+      }),
+      // Updates after the index was built: removals and re-registrations at a new price.
+      removed: fc.array(fc.nat(count - 1), { maxLength: 5 }),
+      repriced: fc.array(fc.record({ node: fc.nat(count - 1), factor: fc.constantFrom(0.5, 3) }), {
+        maxLength: 5,
+      }),
+      client: fc.record({
+        place: fc.option(placeArb, { freq: 4 }),
+        region: fc.constantFrom('CN-GD', 'NZ-CH', 'XX-NONE'),
+        accessPoint: fc.constantFrom('', 'ap-1'),
+      }),
+      request: fc.record({
+        model: fc.constantFrom(...MODELS),
+        budget: fc.oneof(
+          fc.integer({ min: 1, max: 60 }),
+          fc.integer({ min: 60, max: 400 }),
+          fc.integer({ min: 400, max: 3000 }),
+        ),
+        input: fc.oneof(fc.integer({ min: 0, max: 400 }), fc.integer({ min: 0, max: 8000 })),
+        cachedShare: fc.double({ min: 0, max: 1, noNaN: true }),
+        output: fc.integer({ min: 0, max: 2000 }),
+        levels: fc.subarray([...LEVELS]),
+        regions: fc.subarray(REGIONS),
+        degraded: fc.boolean(),
+        fallbacks: fc.integer({ min: 0, max: 4 }),
+        explain: fc.boolean(),
+      }),
+      latency: fc.constantFrom(FLAT_LATENCY, DEFAULT_LATENCY_MODEL, CENTROIDS),
+    }),
+  );
+
+type Scenario = typeof scenarioArb extends fc.Arbitrary<infer T> ? T : never;
+
+interface Judged {
+  readonly node: NodeRecord;
+  readonly verdict: RejectionVerdict | 'FEASIBLE';
+  readonly estimate: Estimate | undefined;
+  readonly hasSlot: boolean;
+}
+
+/** The routing rule of DESIGN §3, one node at a time, over every node. */
+function fullScan(
+  nodes: readonly NodeRecord[],
+  req: RouteRequest,
+  ctx: RouteContext,
+  reservations: ReservationBook,
+) {
+  const judged: Judged[] = [];
+  let live = 0;
+  for (const node of nodes) {
+    const o = node.spec.models.find((x) => x.model === req.model);
+    if (o === undefined) continue;
+    const down = ctx.nowMs > node.expiresAtMs;
+    const state = down
+      ? 'DOWN'
+      : node.status !== undefined && !node.status.healthy
+        ? 'UNHEALTHY'
+        : node.draining
+          ? 'DRAINING'
+          : 'READY';
+    if (state === 'READY' || state === 'DRAINING') live += 1;
+    const reject = (verdict: RejectionVerdict) =>
+      judged.push({ node, verdict, estimate: undefined, hasSlot: false });
+    if (req.allowedLevels.length > 0 && !req.allowedLevels.includes(node.spec.level))
+      reject('LEVEL_EXCLUDED');
+    else if (req.allowedRegions.length > 0 && !req.allowedRegions.includes(node.spec.region))
+      reject('REGION_EXCLUDED');
+    else if (state !== 'READY') reject(state);
+    else {
+      const load =
+        (node.status?.load.find((l) => l.model === req.model)?.active ?? 0) +
+        (node.status?.load.find((l) => l.model === req.model)?.queued ?? 0) +
+        reservations.pending(node.spec.id, req.model, node.statusAtMs);
+      const estimate = estimateOn(req, node, o, load, ctx);
+      const hasSlot = load < o.maxConcurrency + o.maxQueue;
+      const verdict =
+        estimate.ttftMs - estimate.queueMs > req.latencyBudgetMs
+          ? 'OVER_BUDGET'
+          : !hasSlot
+            ? 'AT_CAPACITY'
+            : estimate.ttftMs > req.latencyBudgetMs
+              ? 'QUEUE_OVER_BUDGET'
+              : 'FEASIBLE';
+      judged.push({ node, verdict, estimate, hasSlot });
+    }
+  }
+  const id = (j: Judged) => j.node.spec.id;
+  const byId = (a: Judged, b: Judged) => (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0);
+  const est = (j: Judged) => j.estimate as Estimate;
+  const feasible = judged
+    .filter((j) => j.verdict === 'FEASIBLE')
+    .sort((a, b) => est(a).cost - est(b).cost || est(a).ttftMs - est(b).ttftMs || byId(a, b));
+  const estimated = judged.filter((j) => j.estimate !== undefined);
+  const byTtft = (a: Judged, b: Judged) =>
+    est(a).ttftMs - est(b).ttftMs || est(a).cost - est(b).cost || byId(a, b);
+  const degraded = estimated.filter((j) => j.hasSlot).sort(byTtft)[0];
+  const rejected: Partial<Record<RejectionVerdict, number>> = {};
+  for (const j of judged) if (j.verdict !== 'FEASIBLE') rejected[j.verdict] = (rejected[j.verdict] ?? 0) + 1;
+  const full = (rejected.AT_CAPACITY ?? 0) + (rejected.QUEUE_OVER_BUDGET ?? 0);
+  return {
+    feasible,
+    degraded,
+    serving: judged.length,
+    rejected,
+    bestTtftMs: estimated.length === 0 ? undefined : Math.min(...estimated.map((j) => est(j).ttftMs)),
+    reason: live === 0 ? 'NO_LIVE_NODE' : full > 0 ? 'ALL_FULL' : 'NO_NODE_WITHIN_CONSTRAINTS',
+  };
+}
+
+function setUp(s: Scenario) {
+  // Build the index, search it once (so its trees exist), then apply updates on top.
+  const index = new CandidateIndex();
+  let nodes = [...s.nodes] as NodeRecord[];
+  for (const node of nodes) index.put(node);
+  for (const model of MODELS) index.candidates(model)?.roots();
+  for (const i of s.removed) {
+    const id = (s.nodes[i] as NodeRecord).spec.id;
+    index.remove(id);
+    nodes = nodes.filter((node) => node.spec.id !== id);
+  }
+  for (const { node: i, factor } of s.repriced) {
+    const current = nodes.find((node) => node.spec.id === (s.nodes[i] as NodeRecord).spec.id);
+    if (current === undefined) continue;
+    const models = current.spec.models.map((o) => ({
+      ...o,
+      price: {
+        ...o.price,
+        inputPerMtok: o.price.inputPerMtok * factor,
+        outputPerMtok: o.price.outputPerMtok * factor,
+      },
+    }));
+    const updated = { ...current, spec: { ...current.spec, models } };
+    index.put(updated);
+    nodes = nodes.map((node) => (node === current ? updated : node));
+  }
+  const samples = new Map<string, Map<string, LatencySample>>();
+  for (const sample of s.samples) {
+    const nodeId = (s.nodes[sample.node] as NodeRecord).spec.id;
+    if (!samples.has(sample.from)) samples.set(sample.from, new Map());
+    samples.get(sample.from)?.set(nodeId, {
+      rttMs: sample.rttMs,
+      updatedAtMs: sample.stale ? NOW - 3_600_000 : NOW - 1000,
+      count: 1,
+    });
+  }
+  const view: RoutingView = {
+    candidates: (model) => index.candidates(model),
+    allNodes: () => nodes,
+    nodeCount: () => nodes.length,
+    samplesFrom: (from) => samples.get(from),
+  };
+  const reservations = newBook();
+  for (const r of s.reservations)
+    reservations.reserve((s.nodes[r.node] as NodeRecord).spec.id, r.model, 't', NOW, 0);
+  const r = s.request;
+  const client = s.client;
+  const req = request({
+    model: r.model,
+    client: { region: client.region, accessPoint: client.accessPoint, location: client.place ?? undefined },
+    latencyBudgetMs: r.budget,
+    inputTokens: r.input,
+    cachedInputTokens: Math.floor(r.input * r.cachedShare),
+    maxOutputTokens: r.output,
+    allowedLevels: r.levels as Level[],
+    allowedRegions: r.regions,
+    allowDegraded: r.degraded,
+    maxFallbacks: r.fallbacks,
+    explain: r.explain,
+  });
+  const ctx: RouteContext = {
+    view,
+    reservations,
+    latency: s.latency,
+    priceMultiplier: policyMultiplier({ rules: s.rules as PriceRule[], utcOffsetHours: 8 }),
+    nowMs: NOW,
+    maxExplainNodes: 1000,
+  };
+  return { nodes, req, ctx, reservations };
+}
+
+describe('candidate index (property)', () => {
+  it('decides exactly as a full scan of every node', () => {
+    fc.assert(
+      fc.property(scenarioArb, (s) => {
+        const { nodes, req, ctx, reservations } = setUp(s);
+        const decision = decideRoute(req, ctx);
+        const scan = fullScan(nodes, req, ctx, reservations);
+        const k = 1 + req.maxFallbacks;
+        if (decision.kind === 'refused') throw new Error('no admission rule was given');
+        if (scan.feasible.length > 0) {
+          expect(decision.kind).toBe('placed');
+          if (decision.kind !== 'placed') return;
+          expect(decision.degraded).toBe(false);
+          expect(decision.placement.nodeId).toBe(scan.feasible[0]?.node.spec.id);
+          expect(decision.placement.estimate).toEqual(scan.feasible[0]?.estimate);
+          expect(decision.fallbacks.map((f) => f.nodeId)).toEqual(
+            scan.feasible.slice(1, k).map((j) => j.node.spec.id),
+          );
+        } else if (req.allowDegraded && scan.degraded !== undefined) {
+          expect(decision).toMatchObject({ kind: 'placed', degraded: true, fallbacks: [] });
+          if (decision.kind === 'placed') expect(decision.placement.nodeId).toBe(scan.degraded.node.spec.id);
+        } else {
+          expect(decision.kind).toBe('infeasible');
+          if (decision.kind !== 'infeasible') return;
+          expect(decision.reason).toBe(scan.reason);
+          expect(decision.bestTtftMs).toBe(scan.bestTtftMs);
+        }
+        const { counts } = decision;
+        expect(counts.serving).toBe(scan.serving);
+        let rejectedTotal = 0;
+        for (const [verdict, count] of Object.entries(counts.rejected)) {
+          rejectedTotal += count;
+          expect(count).toBeLessThanOrEqual(scan.rejected[verdict as RejectionVerdict] ?? 0);
+        }
+        expect(counts.feasible).toBeLessThanOrEqual(scan.feasible.length);
+        expect(counts.unevaluated).toBe(counts.serving - counts.feasible - rejectedTotal);
+        // Level and region exclusions come from the index's groups: always exact.
+        expect(counts.rejected.LEVEL_EXCLUDED).toBe(scan.rejected.LEVEL_EXCLUDED);
+        expect(counts.rejected.REGION_EXCLUDED).toBe(scan.rejected.REGION_EXCLUDED);
+        if (req.explain) {
+          // Explain evaluated every node: the counts are a full scan's.
+          expect(counts.unevaluated).toBe(0);
+          expect(counts.rejected).toEqual(scan.rejected);
+          expect(counts.feasible).toBe(scan.feasible.length);
+          expect(decision.explain.filter((e) => e.verdict !== 'MODEL_NOT_SERVED')).toHaveLength(scan.serving);
+        }
+      }),
+      { numRuns: 600 },
+    );
+  });
+});

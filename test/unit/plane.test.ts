@@ -1,0 +1,117 @@
+// The control plane as the only door: replicas sharing a store, metering switched off for
+// simulations, admission before the decision, and policies that differ only in ranking.
+import { describe, expect, it } from 'vitest';
+import { seededRng } from '../../src/core/rng.js';
+import { LEAST_LOADED, NEAREST, type RoutingPolicy, randomPolicy } from '../../src/core/routing/index.js';
+import { ControlPlane } from '../../src/plane/control-plane.js';
+import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { FLAT_LATENCY, request, spec } from '../helpers/fixtures.js';
+
+const usage = { inputTokens: 10, cachedInputTokens: 0, outputTokens: 5 };
+
+async function planes(count: number, extra: Partial<ConstructorParameters<typeof ControlPlane>[0]> = {}) {
+  let now = 1_000_000;
+  const store = new MemoryStore({ clock: () => now, latency: FLAT_LATENCY });
+  const made = Array.from(
+    { length: count },
+    (_, i) =>
+      new ControlPlane({
+        store,
+        clock: () => now,
+        monotonicClock: () => now,
+        reservationTtlMs: 30_000,
+        replicaId: `replica-${i}`,
+        latency: FLAT_LATENCY,
+        ...extra,
+      }),
+  );
+  return { store, planes: made, advance: (ms: number) => (now += ms) };
+}
+
+describe('ControlPlane', () => {
+  it('a second Release of one id answers false on either replica', async () => {
+    const { planes: [a, b] = [], store } = await planes(2);
+    if (a === undefined || b === undefined) throw new Error('two planes');
+    await a.registerNode(spec({ id: 'n' }), { ttlS: 30, permanent: false });
+    const placed = a.route(request({ explain: false }));
+    if (placed.reservation === undefined) throw new Error(placed.decision.summary);
+    const id = placed.reservation.id;
+    expect(await b.release(id, usage, true)).toEqual({ released: true, nodeId: 'n' });
+    expect(await a.release(id, usage, true)).toEqual({ released: false, nodeId: 'n' });
+    expect(await b.release(id, usage, true)).toEqual({ released: false, nodeId: 'n' });
+    expect(a.reservationCount()).toBe(0);
+    expect(store.usageRecords()).toHaveLength(1);
+  });
+
+  it('without metering (simulations) Release frees the slot once and records nothing', async () => {
+    const { planes: [plane] = [], store } = await planes(1, { meterUsage: false });
+    if (plane === undefined) throw new Error('one plane');
+    await plane.registerNode(spec({ id: 'n' }), { ttlS: 30, permanent: false });
+    const placed = plane.route(request({ explain: false }));
+    if (placed.reservation === undefined) throw new Error(placed.decision.summary);
+    expect(plane.reservationCount()).toBe(1);
+    expect(await plane.release(placed.reservation.id, usage, true)).toMatchObject({ released: true });
+    expect(await plane.release(placed.reservation.id, usage, true)).toMatchObject({ released: false });
+    expect(plane.reservationCount()).toBe(0);
+    expect(store.usageRecords()).toHaveLength(0);
+  });
+
+  it('an admission rule refuses and reserves nothing', async () => {
+    const { planes: [plane] = [] } = await planes(1, {
+      admission: [
+        (req) =>
+          req.tenant === 'over'
+            ? { rule: 'quota', message: 'over quota', retryAfterMs: undefined }
+            : undefined,
+      ],
+    });
+    if (plane === undefined) throw new Error('one plane');
+    await plane.registerNode(spec({ id: 'n' }), { ttlS: 30, permanent: false });
+    expect(plane.route(request({ tenant: 'over' }))).toMatchObject({
+      decision: { kind: 'refused' },
+      reservation: undefined,
+    });
+    expect(plane.route(request({ tenant: 'fine' })).decision.kind).toBe('placed');
+    expect(plane.reservationCount()).toBe(1);
+  });
+
+  const baselines: [string, RoutingPolicy][] = [
+    ['nearest', NEAREST],
+    ['least-loaded', LEAST_LOADED],
+    ['random', randomPolicy(seededRng(7))],
+  ];
+  for (const [name, policy] of baselines) {
+    it(`the ${name} baseline honours allowed levels, regions and the budget`, async () => {
+      const { planes: [plane] = [] } = await planes(1);
+      if (plane === undefined) throw new Error('one plane');
+      // The nearest and least loaded nodes are the excluded ones.
+      await plane.registerNode(spec({ id: 'center', level: 'CENTER', km: 0 }), {
+        ttlS: 30,
+        permanent: false,
+      });
+      await plane.registerNode(spec({ id: 'other-region', region: 'CN-GX', km: 1 }), {
+        ttlS: 30,
+        permanent: false,
+      });
+      await plane.registerNode(spec({ id: 'too-far', km: 9000 }), { ttlS: 30, permanent: false });
+      await plane.registerNode(spec({ id: 'allowed', km: 50 }), { ttlS: 30, permanent: false });
+      for (let i = 0; i < 20; i += 1) {
+        const result = plane.route(
+          request({
+            explain: false,
+            latencyBudgetMs: 150,
+            allowedLevels: ['PROVINCE'],
+            allowedRegions: ['CN-GD'],
+          }),
+          { policy },
+        );
+        expect(result.decision.kind === 'placed' && result.decision.placement.nodeId).toBe('allowed');
+        if (result.reservation) await plane.release(result.reservation.id, usage, true);
+      }
+      const none = plane.route(request({ explain: false, latencyBudgetMs: 150, allowedRegions: ['CN-SH'] }), {
+        policy,
+      });
+      expect(none.decision).toMatchObject({ kind: 'infeasible', reason: 'NO_NODE_WITHIN_CONSTRAINTS' });
+    });
+  }
+});
