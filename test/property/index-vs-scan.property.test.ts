@@ -270,7 +270,7 @@ function setUp(s: Scenario) {
   const index = new CandidateIndex();
   let nodes = [...s.nodes] as NodeRecord[];
   for (const node of nodes) index.put(node);
-  for (const model of MODELS) index.candidates(model)?.roots();
+  for (const model of MODELS) index.candidates(model)?.tree();
   for (const i of s.removed) {
     const id = (s.nodes[i] as NodeRecord).spec.id;
     index.remove(id);

@@ -6,9 +6,12 @@
 // Nothing here assumes few prices: a cell's cost bound for a request is its per-kind minimum
 // prices weighted by the request's own token mix, so the search (pipeline.ts) can visit cells
 // cheapest first and stop as soon as no cell can beat what it has, and can skip cells too far to
-// meet the budget, whatever the price list. Updates are cheap: a status report swaps the record
-// in place; new nodes wait in a small unsorted cell and removals leave tombstones until the next
-// lazy rebuild.
+// meet the budget, whatever the price list.
+//
+// The tree lives in typed arrays (one slot per cell, one per node in leaf order): a search walks
+// contiguous memory instead of chasing objects, which is most of its cost at national scale.
+// Updates are cheap: a status report swaps the record in place; new nodes wait in a short list
+// that every search scans, and removals leave tombstones, until the next lazy rebuild.
 
 import type { LatLon, Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 
@@ -30,33 +33,13 @@ export interface Vec3 {
   readonly z: number;
 }
 
-/**
- * A cell of a group's tree: bounds that hold for every node below it.
- * - `cap`: every node lies within `radiusRad` of `center` on the unit sphere;
- * - `unlocated`: no node has coordinates (its RTT is the region default);
- * - `mixed`: no spatial bound (the unsorted cell of recent insertions).
- */
-export interface Cell {
-  readonly spatial: 'cap' | 'unlocated' | 'mixed';
-  readonly center: Vec3;
-  readonly radiusRad: number;
-  readonly minInputPerMtok: number;
-  readonly minOutputPerMtok: number;
-  readonly minCachedInputPerMtok: number;
-  readonly maxPrefillTokensPerS: number;
-  /** Bit LEVEL_BIT[level] set for every level present. */
-  readonly levelMask: number;
-  /** The distinct groups present, or undefined when there are more than MAX_CELL_GROUPS. */
-  readonly groups: readonly IndexGroup[] | undefined;
-  readonly children: readonly Cell[];
-  readonly items: readonly IndexedNode[];
-}
-
 const LEAF_SIZE = 8;
 
 export const LEVEL_BIT: Readonly<Record<Level, number>> = { CENTER: 1, PROVINCE: 2, EDGE: 4, TERMINAL: 8 };
-/** Absorbs rounding in acos so that a cap's bound never exceeds a true distance. */
-const ANGLE_SLACK_RAD = 1e-7;
+/** Absorbs rounding in acos so that a bound from unit vectors never exceeds a true distance. */
+export const ANGLE_SLACK_RAD = 1e-7;
+/** A cell lists its distinct groups only up to this many; a more mixed cell bounds by the model's. */
+const MAX_CELL_GROUPS = 8;
 
 export function unitVector(location: LatLon): Vec3 {
   const rad = Math.PI / 180;
@@ -68,12 +51,7 @@ export function unitVector(location: LatLon): Vec3 {
 /** Angle between two unit vectors, in radians. */
 export function angleBetween(a: Vec3, b: Vec3): number {
   const dot = a.x * b.x + a.y * b.y + a.z * b.z;
-  return Math.acos(Math.max(-1, Math.min(1, dot)));
-}
-
-/** A lower bound of the angle from `point` to any node of a `cap` cell. */
-export function capAngleLowerBound(cell: Cell, point: Vec3): number {
-  return Math.max(0, angleBetween(point, cell.center) - cell.radiusRad);
+  return Math.acos(dot >= 1 ? 1 : dot <= -1 ? -1 : dot);
 }
 
 /** Nodes of one model that share a level and a region: one price multiplier, one access overhead. */
@@ -84,16 +62,67 @@ export interface IndexGroup {
   readonly region: string;
   /** Live nodes in the group. */
   size: number;
-  /**
-   * What one decision derived for the group (multiplier, RTT bases), valid while `stamp` is that
-   * decision's. Decisions run one at a time to completion, so one slot per group suffices and a
-   * decision allocates nothing per group.
-   */
-  readonly scratch: { stamp: number; multiplier: number; coordinateBaseMs: number; regionDefaultMs: number };
 }
 
-/** A cell lists its distinct groups only up to this many; a more mixed cell bounds by the model's. */
-const MAX_CELL_GROUPS = 8;
+/**
+ * What one decision derives per group (multiplier, RTT bases), by group id, valid where `stamp`
+ * is that decision's. Decisions run one at a time to completion, so one slot per group suffices
+ * and a decision allocates nothing per group.
+ */
+export interface GroupScratch {
+  stamp: Float64Array;
+  multiplier: Float64Array;
+  coordinateBaseMs: Float64Array;
+  regionDefaultMs: Float64Array;
+}
+
+function scratchFor(groups: number): GroupScratch {
+  return {
+    stamp: new Float64Array(groups),
+    multiplier: new Float64Array(groups),
+    coordinateBaseMs: new Float64Array(groups),
+    regionDefaultMs: new Float64Array(groups),
+  };
+}
+
+/** Spatial kind of a cell: every node has coordinates (a cap bounds them), or none has. */
+export const CAP = 0;
+export const UNLOCATED = 1;
+
+/**
+ * A built tree, cells in depth-first order, each a slot in the arrays below. Cell c is a leaf
+ * when `left[c]` is -1; its nodes are `items[itemStart[c] .. itemEnd[c])`. Node slots hold what
+ * the searches' per-node bounds read, in the same order as `items`.
+ */
+export interface FlatTree {
+  readonly cells: number;
+  readonly roots: Int32Array;
+  readonly spatial: Uint8Array;
+  /** Cap centre (unit vector) and radius in radians. */
+  readonly cx: Float64Array;
+  readonly cy: Float64Array;
+  readonly cz: Float64Array;
+  readonly radius: Float64Array;
+  readonly minInput: Float64Array;
+  readonly minOutput: Float64Array;
+  readonly minCached: Float64Array;
+  readonly maxPrefill: Float64Array;
+  readonly levelMask: Uint8Array;
+  /** The cell's distinct groups are `cellGroups[groupStart[c] .. +groupCount[c]]`; -1: too many. */
+  readonly groupStart: Int32Array;
+  readonly groupCount: Int32Array;
+  readonly cellGroups: Int32Array;
+  readonly left: Int32Array;
+  readonly right: Int32Array;
+  readonly itemStart: Int32Array;
+  readonly itemEnd: Int32Array;
+  readonly items: readonly IndexedNode[];
+  /** Per node slot: unit vector (NaN when unlocated) and group id. */
+  readonly ix: Float64Array;
+  readonly iy: Float64Array;
+  readonly iz: Float64Array;
+  readonly itemGroup: Int32Array;
+}
 
 /**
  * Every node offering one model, in one tree: cells split by place and by price, and each knows
@@ -104,16 +133,17 @@ export class ModelCandidates {
   readonly byId = new Map<string, { entry: IndexedNode; group: IndexGroup }>();
   private readonly groupsByKey = new Map<string, IndexGroup>();
   private groupList: IndexGroup[] = [];
-  private tree: Cell[] | undefined;
-  /** Nodes added since the last build, scanned in one cell without a spatial bound. */
-  private recent: IndexedNode[] = [];
-  private cachedRoots: readonly Cell[] | undefined;
+  private flat: FlatTree | undefined;
+  /** Nodes added since the last build: every search scans them one by one. */
+  private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
   private built = 0;
   /** A node recently found live, checked first by hasLiveNode. */
   private liveHint: IndexedNode | undefined;
   /** Bumped whenever a group appears: what was derived from the group list is stale. */
   groupsVersion = 0;
+  /** Per-decision values by group id (see GroupScratch); replaced, stamps cleared, as groups grow. */
+  scratch: GroupScratch = scratchFor(8);
 
   constructor(readonly model: string) {}
 
@@ -131,16 +161,12 @@ export class ModelCandidates {
     const key = `${level}/${region}`;
     let group = this.groupsByKey.get(key);
     if (group === undefined) {
-      group = {
-        id: this.groupList.length,
-        level,
-        region,
-        size: 0,
-        scratch: { stamp: 0, multiplier: 0, coordinateBaseMs: 0, regionDefaultMs: 0 },
-      };
+      group = { id: this.groupList.length, level, region, size: 0 };
       this.groupsByKey.set(key, group);
       this.groupList.push(group);
       this.groupsVersion += 1;
+      if (this.scratch.stamp.length < this.groupList.length)
+        this.scratch = scratchFor(this.groupList.length * 2);
     }
     const location = record.spec.location;
     const entry: IndexedNode = {
@@ -153,8 +179,7 @@ export class ModelCandidates {
     };
     group.size += 1;
     this.byId.set(entry.id, { entry, group });
-    this.recent.push(entry);
-    this.cachedRoots = undefined;
+    this.recentEntries.push(entry);
   }
 
   remove(nodeId: string): void {
@@ -166,20 +191,21 @@ export class ModelCandidates {
     this.tombstones += 1;
   }
 
-  /** The cells to start a search from; rebuilds the tree first if updates have piled up. */
-  roots(): readonly Cell[] {
+  /** The built tree, rebuilt first if updates have piled up. */
+  tree(): FlatTree {
     if (
-      this.tree === undefined ||
-      this.recent.length > 32 + Math.sqrt(this.built) ||
+      this.flat === undefined ||
+      this.recentEntries.length > 32 + Math.sqrt(this.built) ||
       this.tombstones > Math.max(32, this.built / 4)
     ) {
       this.rebuild();
     }
-    if (this.cachedRoots === undefined) {
-      const tree = this.tree as Cell[];
-      this.cachedRoots = this.recent.length === 0 ? tree : [...tree, buildLeaf(this.recent, 'mixed')];
-    }
-    return this.cachedRoots;
+    return this.flat as FlatTree;
+  }
+
+  /** Nodes added since the tree was built (some may be removed since): scanned by every search. */
+  recent(): readonly IndexedNode[] {
+    return this.recentEntries;
   }
 
   /**
@@ -200,92 +226,177 @@ export class ModelCandidates {
 
   private rebuild(): void {
     const live: IndexedNode[] = [];
-    for (const cell of this.tree ?? []) collectLive(cell, live);
-    for (const entry of this.recent) if (!entry.removed) live.push(entry);
-    const located = live.filter((entry) => entry.position !== undefined);
-    const unlocated = live.filter((entry) => entry.position === undefined);
-    const tree: Cell[] = [];
-    if (located.length > 0) tree.push(buildCell(located, 0));
-    if (unlocated.length > 0) tree.push(buildCell(unlocated, 1));
-    this.tree = tree;
-    this.cachedRoots = undefined;
-    this.recent = [];
+    for (const entry of this.flat?.items ?? []) if (!entry.removed) live.push(entry);
+    for (const entry of this.recentEntries) if (!entry.removed) live.push(entry);
+    this.flat = buildTree(live);
+    this.recentEntries = [];
     this.tombstones = 0;
     this.built = live.length;
   }
 }
 
-function collectLive(cell: Cell, into: IndexedNode[]): void {
-  for (const entry of cell.items) if (!entry.removed) into.push(entry);
-  for (const child of cell.children) collectLive(child, into);
+/** Growable columns while building; frozen into typed arrays at the end. */
+class TreeBuilder {
+  spatial: number[] = [];
+  cx: number[] = [];
+  cy: number[] = [];
+  cz: number[] = [];
+  radius: number[] = [];
+  minInput: number[] = [];
+  minOutput: number[] = [];
+  minCached: number[] = [];
+  maxPrefill: number[] = [];
+  levelMask: number[] = [];
+  groupStart: number[] = [];
+  groupCount: number[] = [];
+  cellGroups: number[] = [];
+  left: number[] = [];
+  right: number[] = [];
+  itemStart: number[] = [];
+  itemEnd: number[] = [];
+  items: IndexedNode[] = [];
+
+  /** Adds a cell bounding `nodes`; returns its index. Children and items are set by the caller. */
+  cell(nodes: readonly IndexedNode[], spatial: number): number {
+    const c = this.spatial.length;
+    let minInput = Number.POSITIVE_INFINITY;
+    let minOutput = Number.POSITIVE_INFINITY;
+    let minCached = Number.POSITIVE_INFINITY;
+    let maxPrefill = 0;
+    let levelMask = 0;
+    let groups: number[] | undefined = [];
+    let sx = 0;
+    let sy = 0;
+    let sz = 0;
+    for (const { offer, position, group } of nodes) {
+      minInput = Math.min(minInput, offer.price.inputPerMtok);
+      minOutput = Math.min(minOutput, offer.price.outputPerMtok);
+      minCached = Math.min(minCached, offer.price.cachedInputPerMtok);
+      maxPrefill = Math.max(maxPrefill, offer.prefillTokensPerS);
+      levelMask |= LEVEL_BIT[group.level];
+      if (groups !== undefined && !groups.includes(group.id))
+        groups = groups.length < MAX_CELL_GROUPS ? [...groups, group.id] : undefined;
+      if (position !== undefined) {
+        sx += position.x;
+        sy += position.y;
+        sz += position.z;
+      }
+    }
+    let center: Vec3 = { x: 1, y: 0, z: 0 };
+    let radiusRad = Math.PI;
+    if (spatial === CAP) {
+      const norm = Math.hypot(sx, sy, sz);
+      center = norm > 1e-9 ? { x: sx / norm, y: sy / norm, z: sz / norm } : (nodes[0]?.position ?? center);
+      radiusRad = 0;
+      for (const { position } of nodes) {
+        if (position !== undefined) radiusRad = Math.max(radiusRad, angleBetween(center, position));
+      }
+      radiusRad += ANGLE_SLACK_RAD;
+    }
+    this.spatial.push(spatial);
+    this.cx.push(center.x);
+    this.cy.push(center.y);
+    this.cz.push(center.z);
+    this.radius.push(radiusRad);
+    this.minInput.push(minInput);
+    this.minOutput.push(minOutput);
+    this.minCached.push(minCached);
+    this.maxPrefill.push(maxPrefill);
+    this.levelMask.push(levelMask);
+    this.groupStart.push(this.cellGroups.length);
+    this.groupCount.push(groups === undefined ? -1 : groups.length);
+    if (groups !== undefined) this.cellGroups.push(...groups);
+    this.left.push(-1);
+    this.right.push(-1);
+    this.itemStart.push(0);
+    this.itemEnd.push(0);
+    return c;
+  }
+
+  /**
+   * A median-split tree. Levels alternate between splitting by place and by price (whichever
+   * axis of that kind is widest), so cells become both small on the map and narrow in price; a
+   * kind with no spread (one site, one price) yields to the other.
+   */
+  build(nodes: IndexedNode[], depth: number, spatial: number): number {
+    const c = this.cell(nodes, spatial);
+    let split: { key: SplitKey; spread: number } | undefined;
+    if (nodes.length > LEAF_SIZE) {
+      const byPlace = spatial === CAP ? widest(nodes, SPATIAL_KEYS, false) : { key: X, spread: 0 };
+      const byPrice = widest(nodes, PRICE_KEYS, true);
+      const preferPlace = depth % 2 === 0;
+      split = preferPlace ? byPlace : byPrice;
+      if (split.spread <= 1e-9) split = preferPlace ? byPrice : byPlace;
+      if (split.spread <= 1e-9) split = undefined;
+    }
+    if (split === undefined) {
+      this.itemStart[c] = this.items.length;
+      for (const node of nodes) this.items.push(node);
+      this.itemEnd[c] = this.items.length;
+      return c;
+    }
+    const key = split.key;
+    nodes.sort((a, b) => key(a) - key(b));
+    const middle = nodes.length >> 1;
+    this.left[c] = this.build(nodes.slice(0, middle), depth + 1, spatial);
+    this.right[c] = this.build(nodes.slice(middle), depth + 1, spatial);
+    return c;
+  }
+
+  freeze(roots: readonly number[]): FlatTree {
+    const n = this.items.length;
+    const ix = new Float64Array(n);
+    const iy = new Float64Array(n);
+    const iz = new Float64Array(n);
+    const itemGroup = new Int32Array(n);
+    this.items.forEach((item, i) => {
+      ix[i] = item.position?.x ?? Number.NaN;
+      iy[i] = item.position?.y ?? Number.NaN;
+      iz[i] = item.position?.z ?? Number.NaN;
+      itemGroup[i] = item.group.id;
+    });
+    return {
+      cells: this.spatial.length,
+      roots: Int32Array.from(roots),
+      spatial: Uint8Array.from(this.spatial),
+      cx: Float64Array.from(this.cx),
+      cy: Float64Array.from(this.cy),
+      cz: Float64Array.from(this.cz),
+      radius: Float64Array.from(this.radius),
+      minInput: Float64Array.from(this.minInput),
+      minOutput: Float64Array.from(this.minOutput),
+      minCached: Float64Array.from(this.minCached),
+      maxPrefill: Float64Array.from(this.maxPrefill),
+      levelMask: Uint8Array.from(this.levelMask),
+      groupStart: Int32Array.from(this.groupStart),
+      groupCount: Int32Array.from(this.groupCount),
+      cellGroups: Int32Array.from(this.cellGroups),
+      left: Int32Array.from(this.left),
+      right: Int32Array.from(this.right),
+      itemStart: Int32Array.from(this.itemStart),
+      itemEnd: Int32Array.from(this.itemEnd),
+      items: this.items,
+      ix,
+      iy,
+      iz,
+      itemGroup,
+    };
+  }
 }
 
-function buildLeaf(items: readonly IndexedNode[], spatial: Cell['spatial']): Cell {
-  return makeCell(items, spatial, [], items);
-}
-
-/** Every cell is made here, with its fields in one order: the search reads them on its hot path. */
-function makeCell(
-  all: readonly IndexedNode[],
-  spatial: Cell['spatial'],
-  children: readonly Cell[],
-  items: readonly IndexedNode[],
-): Cell {
-  let minInputPerMtok = Number.POSITIVE_INFINITY;
-  let minOutputPerMtok = Number.POSITIVE_INFINITY;
-  let minCachedInputPerMtok = Number.POSITIVE_INFINITY;
-  let maxPrefillTokensPerS = 0;
-  let levelMask = 0;
-  let groups: IndexGroup[] | undefined = [];
-  let sx = 0;
-  let sy = 0;
-  let sz = 0;
-  for (const { offer, position, group } of all) {
-    minInputPerMtok = Math.min(minInputPerMtok, offer.price.inputPerMtok);
-    minOutputPerMtok = Math.min(minOutputPerMtok, offer.price.outputPerMtok);
-    minCachedInputPerMtok = Math.min(minCachedInputPerMtok, offer.price.cachedInputPerMtok);
-    maxPrefillTokensPerS = Math.max(maxPrefillTokensPerS, offer.prefillTokensPerS);
-    levelMask |= LEVEL_BIT[group.level];
-    if (groups !== undefined && !groups.includes(group))
-      groups = groups.length < MAX_CELL_GROUPS ? [...groups, group] : undefined;
-    if (position !== undefined) {
-      sx += position.x;
-      sy += position.y;
-      sz += position.z;
-    }
-  }
-  let center: Vec3 = { x: 1, y: 0, z: 0 };
-  let radiusRad = Math.PI;
-  if (spatial === 'cap') {
-    const norm = Math.hypot(sx, sy, sz);
-    center = norm > 1e-9 ? { x: sx / norm, y: sy / norm, z: sz / norm } : (all[0]?.position ?? center);
-    radiusRad = 0;
-    for (const { position } of all) {
-      if (position !== undefined) radiusRad = Math.max(radiusRad, angleBetween(center, position));
-    }
-    radiusRad += ANGLE_SLACK_RAD;
-  }
-  return {
-    spatial,
-    center,
-    radiusRad,
-    minInputPerMtok,
-    minOutputPerMtok,
-    minCachedInputPerMtok,
-    maxPrefillTokensPerS,
-    levelMask,
-    groups,
-    children,
-    items,
-  };
+function buildTree(live: readonly IndexedNode[]): FlatTree {
+  const builder = new TreeBuilder();
+  const roots: number[] = [];
+  const located = live.filter((entry) => entry.position !== undefined);
+  const unlocated = live.filter((entry) => entry.position === undefined);
+  if (located.length > 0) roots.push(builder.build(located, 0, CAP));
+  if (unlocated.length > 0) roots.push(builder.build(unlocated, 1, UNLOCATED));
+  return builder.freeze(roots);
 }
 
 type SplitKey = (entry: IndexedNode) => number;
-const SPATIAL_KEYS: readonly SplitKey[] = [
-  (e) => e.position?.x ?? 0,
-  (e) => e.position?.y ?? 0,
-  (e) => e.position?.z ?? 0,
-];
+const X: SplitKey = (e) => e.position?.x ?? 0;
+const SPATIAL_KEYS: readonly SplitKey[] = [X, (e) => e.position?.y ?? 0, (e) => e.position?.z ?? 0];
 const PRICE_KEYS: readonly SplitKey[] = [
   (e) => e.offer.price.inputPerMtok,
   (e) => e.offer.price.outputPerMtok,
@@ -313,30 +424,6 @@ function widest(items: readonly IndexedNode[], keys: readonly SplitKey[], relati
     if (value > best.spread) best = { key, spread: value };
   }
   return best;
-}
-
-/**
- * A median-split tree. Levels alternate between splitting by place and by price (whichever axis
- * of that kind is widest), so cells become both small on the map and narrow in price; a kind
- * with no spread (one site, one price) yields to the other.
- */
-function buildCell(items: IndexedNode[], depth: number): Cell {
-  const located = items[0]?.position !== undefined;
-  const spatial: Cell['spatial'] = located ? 'cap' : 'unlocated';
-  if (items.length <= LEAF_SIZE) return buildLeaf(items, spatial);
-  const byPlace = located
-    ? widest(items, SPATIAL_KEYS, false)
-    : { key: SPATIAL_KEYS[0] as SplitKey, spread: 0 };
-  const byPrice = widest(items, PRICE_KEYS, true);
-  const preferPlace = depth % 2 === 0;
-  let split = preferPlace ? byPlace : byPrice;
-  if (split.spread <= 1e-9) split = preferPlace ? byPrice : byPlace;
-  if (split.spread <= 1e-9) return buildLeaf(items, spatial);
-  const key = split.key;
-  items.sort((a, b) => key(a) - key(b));
-  const middle = items.length >> 1;
-  const children = [buildCell(items.slice(0, middle), depth + 1), buildCell(items.slice(middle), depth + 1)];
-  return makeCell(items, spatial, children, []);
 }
 
 /** Whether two specs place a node identically in the index (same level, region, place, offers). */

@@ -29,6 +29,11 @@ export class MinHeap<T> {
     values[index] = value;
   }
 
+  clear(): void {
+    this.keys.length = 0;
+    this.values.length = 0;
+  }
+
   /** Removes and returns the value with the smallest key; undefined when empty. */
   pop(): T | undefined {
     const { keys, values } = this;

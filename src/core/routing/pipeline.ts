@@ -30,12 +30,15 @@ import {
 import { findOffer, LEVELS, type ModelOffer, type NodeRecord, nodeState, reportedLoad } from '../model.js';
 import type { AdmissionRule } from './admission.js';
 import {
-  type Cell,
-  capAngleLowerBound,
+  ANGLE_SLACK_RAD,
+  angleBetween,
+  type FlatTree,
+  type GroupScratch,
   type IndexedNode,
   type IndexGroup,
   LEVEL_BIT,
   type ModelCandidates,
+  UNLOCATED,
   unitVector,
   type Vec3,
 } from './candidate-index.js';
@@ -280,12 +283,18 @@ class Search {
   private readonly rejected: Partial<Record<RejectionVerdict, number>> = {};
   /** By group id: 1 when a group check rejects the group (its nodes are counted, never visited). */
   private readonly excluded: Uint8Array | undefined;
-  /** By group id: the price multiplier now, NaN until needed. */
+  /** Levels the request allows, as LEVEL_BIT bits (all when unconstrained). */
+  private readonly allowedLevelMask: number;
+  /** The model's groups, by id, and their per-decision values. */
+  private readonly groups: readonly IndexGroup[];
+  private readonly scratch: GroupScratch | undefined;
   /** This decision's mark on the groups' scratch values. */
   private readonly stamp = ++decisionStamp;
   private modelFloor: number | undefined;
   private readonly minOverheadByMask = new Float64Array(16).fill(Number.NaN);
   private readonly cellBounds: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
+  /** The best-first frontier: cell indices keyed by a lower bound. */
+  private readonly frontier = new MinHeap<number>();
   /** Nodes with a fresh measured RTT from the client (see sampledNodes). */
   private readonly sampled: readonly IndexedNode[];
 
@@ -299,6 +308,14 @@ class Search {
         : 1 + Math.min(p.request.maxFallbacks, MAX_FALLBACKS);
     this.ranked = new Ranked(capacity, p.policy);
     const groups = candidates?.groups() ?? [];
+    this.groups = groups;
+    this.scratch = candidates?.scratch;
+    let allowedLevelMask = 15;
+    if (p.scope.levels !== undefined) {
+      allowedLevelMask = 0;
+      for (const level of p.scope.levels) allowedLevelMask |= LEVEL_BIT[level];
+    }
+    this.allowedLevelMask = allowedLevelMask;
     const active = p.groupChecks.filter((check) => check.active(p.scope));
     if (active.length > 0) {
       this.excluded = new Uint8Array(groups.length);
@@ -352,27 +369,26 @@ class Search {
     return found;
   }
 
-  /** The group's scratch, filled for this decision: multiplier and RTT bases. */
-  private scratchOf(group: IndexGroup): IndexGroup['scratch'] {
-    const scratch = group.scratch;
-    if (scratch.stamp !== this.stamp) {
-      const { p } = this;
-      const latency = p.ctx.latency;
-      const clientRegion = p.client.region;
-      const overheadMs = latency.accessOverheadMs[group.level];
-      scratch.stamp = this.stamp;
-      scratch.multiplier = p.ctx.priceMultiplier.at(group, p.request.model, p.ctx.nowMs);
-      scratch.coordinateBaseMs =
-        overheadMs +
-        (clientRegion !== '' && clientRegion !== group.region ? latency.crossRegionPenaltyMs : 0);
-      scratch.regionDefaultMs =
-        overheadMs + (clientRegion === group.region ? latency.sameRegionRttMs : latency.crossRegionRttMs);
-    }
-    return scratch;
+  /** Fills group `g`'s scratch for this decision: multiplier and RTT bases. */
+  private fill(g: number): void {
+    const scratch = this.scratch as GroupScratch;
+    if (scratch.stamp[g] === this.stamp) return;
+    const { p } = this;
+    const group = this.groups[g] as IndexGroup;
+    const latency = p.ctx.latency;
+    const clientRegion = p.client.region;
+    const overheadMs = latency.accessOverheadMs[group.level];
+    scratch.stamp[g] = this.stamp;
+    scratch.multiplier[g] = p.ctx.priceMultiplier.at(group, p.request.model, p.ctx.nowMs);
+    scratch.coordinateBaseMs[g] =
+      overheadMs + (clientRegion !== '' && clientRegion !== group.region ? latency.crossRegionPenaltyMs : 0);
+    scratch.regionDefaultMs[g] =
+      overheadMs + (clientRegion === group.region ? latency.sameRegionRttMs : latency.crossRegionRttMs);
   }
 
   private multiplierOf(group: IndexGroup): number {
-    return this.scratchOf(group).multiplier;
+    this.fill(group.id);
+    return (this.scratch as GroupScratch).multiplier[group.id] as number;
   }
 
   /** The lowest multiplier of any group of the model now. */
@@ -418,45 +434,54 @@ class Search {
   }
 
   /**
-   * Lower bounds of RTT, TTFT and cost over every node of `cell`, written into `this.cellBounds`
-   * (no allocation: this runs for every cell a search touches).
+   * Lower bounds of RTT, TTFT and cost over every node of cell `c`, written into
+   * `this.cellBounds` (no allocation: this runs for every cell a search touches).
    */
-  private bound(cell: Cell): ScratchBounds {
+  private bound(tree: FlatTree, c: number): ScratchBounds {
     const { p } = this;
     let coordinateBaseMs: number;
     let regionDefaultMs: number;
     let multiplier: number;
-    const groups = cell.groups;
-    if (groups !== undefined) {
+    const count = tree.groupCount[c] as number;
+    if (count >= 0) {
       coordinateBaseMs = Number.POSITIVE_INFINITY;
       regionDefaultMs = Number.POSITIVE_INFINITY;
       multiplier = Number.POSITIVE_INFINITY;
-      for (let i = 0; i < groups.length; i += 1) {
-        const scratch = this.scratchOf(groups[i] as IndexGroup);
-        coordinateBaseMs = Math.min(coordinateBaseMs, scratch.coordinateBaseMs);
-        regionDefaultMs = Math.min(regionDefaultMs, scratch.regionDefaultMs);
-        multiplier = Math.min(multiplier, scratch.multiplier);
+      const start = tree.groupStart[c] as number;
+      const scratch = this.scratch as GroupScratch;
+      for (let i = start; i < start + count; i += 1) {
+        const g = tree.cellGroups[i] as number;
+        this.fill(g);
+        coordinateBaseMs = Math.min(coordinateBaseMs, scratch.coordinateBaseMs[g] as number);
+        regionDefaultMs = Math.min(regionDefaultMs, scratch.regionDefaultMs[g] as number);
+        multiplier = Math.min(multiplier, scratch.multiplier[g] as number);
       }
     } else {
       const latency = p.ctx.latency;
-      coordinateBaseMs = this.minOverhead(cell.levelMask);
+      coordinateBaseMs = this.minOverhead(tree.levelMask[c] as number);
       regionDefaultMs = coordinateBaseMs + Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs);
       multiplier = this.floorOfModel();
     }
     let rttLowerBoundMs: number;
     const vector = p.clientVector;
-    if (vector === undefined || cell.spatial === 'unlocated') rttLowerBoundMs = regionDefaultMs;
-    else if (cell.spatial === 'mixed') rttLowerBoundMs = Math.min(coordinateBaseMs, regionDefaultMs);
-    else rttLowerBoundMs = capAngleLowerBound(cell, vector) * p.msPerRad + coordinateBaseMs;
+    if (vector === undefined || tree.spatial[c] === UNLOCATED) rttLowerBoundMs = regionDefaultMs;
+    else {
+      // The chord is never longer than the arc it spans: a square root instead of an acos.
+      const dx = vector.x - (tree.cx[c] as number);
+      const dy = vector.y - (tree.cy[c] as number);
+      const dz = vector.z - (tree.cz[c] as number);
+      const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - (tree.radius[c] as number) - ANGLE_SLACK_RAD;
+      rttLowerBoundMs = (angle > 0 ? angle * p.msPerRad : 0) + coordinateBaseMs;
+    }
     const request = p.request;
     const uncached = request.inputTokens - request.cachedInputTokens;
-    const prefillLowerBoundMs =
-      cell.maxPrefillTokensPerS > 0 ? (uncached / cell.maxPrefillTokensPerS) * 1000 : 0;
+    const maxPrefill = tree.maxPrefill[c] as number;
+    const prefillLowerBoundMs = maxPrefill > 0 ? (uncached / maxPrefill) * 1000 : 0;
     // requestCost's formula, term for term, on the cell's cheapest prices: never above a node's.
     const perMillion =
-      uncached * cell.minInputPerMtok +
-      request.cachedInputTokens * cell.minCachedInputPerMtok +
-      request.maxOutputTokens * cell.minOutputPerMtok;
+      uncached * (tree.minInput[c] as number) +
+      request.cachedInputTokens * (tree.minCached[c] as number) +
+      request.maxOutputTokens * (tree.minOutput[c] as number);
     const out = this.cellBounds;
     out.rttLowerBoundMs = rttLowerBoundMs;
     out.costLowerBound = (perMillion / 1e6) * multiplier;
@@ -464,19 +489,49 @@ class Search {
     return out;
   }
 
-  /** Whether every node of `cell` is in an excluded group. */
-  private cellExcluded(cell: Cell): boolean {
-    if (this.excluded === undefined) return false;
-    const levels = this.p.scope.levels;
-    if (levels !== undefined) {
-      let allowedMask = 0;
-      for (const level of levels) allowedMask |= LEVEL_BIT[level];
-      if ((cell.levelMask & allowedMask) === 0) return true;
-    }
-    return cell.groups?.every((group) => this.isExcluded(group)) ?? false;
+  /**
+   * A cheap lower bound of the RTT of node slot `i` when no sample applies: the chord between the
+   * unit vectors (never longer than the arc; less a hair for rounding) instead of the haversine.
+   */
+  private slotRttLowerBound(tree: FlatTree, i: number): number {
+    const g = tree.itemGroup[i] as number;
+    this.fill(g);
+    const scratch = this.scratch as GroupScratch;
+    const client = this.p.clientVector;
+    const x = tree.ix[i] as number;
+    if (client === undefined || Number.isNaN(x)) return scratch.regionDefaultMs[g] as number;
+    const dx = client.x - x;
+    const dy = client.y - (tree.iy[i] as number);
+    const dz = client.z - (tree.iz[i] as number);
+    const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - ANGLE_SLACK_RAD;
+    return (angle > 0 ? angle * this.p.msPerRad : 0) + (scratch.coordinateBaseMs[g] as number);
   }
 
-  /** Whether a cell visit should evaluate `entry` (the rest is counted or evaluated elsewhere). */
+  /** The same bound for a node not in the tree (a recent insertion). */
+  private entryRttLowerBound(entry: IndexedNode): number {
+    const g = entry.group.id;
+    this.fill(g);
+    const scratch = this.scratch as GroupScratch;
+    const client = this.p.clientVector;
+    const position = entry.position;
+    if (client === undefined || position === undefined) return scratch.regionDefaultMs[g] as number;
+    const angle = angleBetween(client, position) - ANGLE_SLACK_RAD;
+    return (angle > 0 ? angle * this.p.msPerRad : 0) + (scratch.coordinateBaseMs[g] as number);
+  }
+
+  /** Whether every node of cell `c` is in an excluded group. */
+  private cellExcluded(tree: FlatTree, c: number): boolean {
+    if (this.excluded === undefined) return false;
+    if (((tree.levelMask[c] as number) & this.allowedLevelMask) === 0) return true;
+    const count = tree.groupCount[c] as number;
+    if (count < 0) return false;
+    const start = tree.groupStart[c] as number;
+    for (let i = start; i < start + count; i += 1)
+      if (this.excluded[tree.cellGroups[i] as number] !== 1) return false;
+    return true;
+  }
+
+  /** Whether a search should look at `entry` (the rest is counted or evaluated elsewhere). */
   private visits(entry: IndexedNode): boolean {
     return !entry.removed && !this.isExcluded(entry.group) && !isSampled(this.p, entry.id);
   }
@@ -518,50 +573,70 @@ class Search {
    * cells that cannot meet the budget, until no cell left can beat the ranked nodes.
    */
   feasible(): void {
-    if (this.candidates === undefined) return;
+    const candidates = this.candidates;
+    if (candidates === undefined) return;
     const { p } = this;
     const budgetMs = p.request.latencyBudgetMs;
+    // A hair over the budget: the OVER_BUDGET check computes (rtt + queue + prefill) − queue,
+    // which may round one ulp below rtt + prefill. Nodes in the hair are simply evaluated.
+    const reachMs = budgetMs + Math.abs(budgetMs) * 1e-12 + 1e-12;
+    const lowerBound = p.policy.lowerBound;
+    const score = p.policy.score;
+    const nodeBounds = { costLowerBound: 0, rttLowerBoundMs: 0 };
+    /** The node's own bounds first, from its place and price alone; then the checks. */
+    const visit = (entry: IndexedNode, rttLowerBoundMs: number) => {
+      const prefill = prefillMs(p.request, entry.offer);
+      if (rttLowerBoundMs + prefill > reachMs) return;
+      const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
+      if (rtt.rttMs + prefill > reachMs) return;
+      if (score !== undefined && lowerBound !== undefined) {
+        const worst = this.ranked.worst();
+        if (worst !== undefined) {
+          nodeBounds.costLowerBound = requestCost(
+            p.request,
+            entry.offer.price,
+            this.multiplierOf(entry.group),
+          );
+          nodeBounds.rttLowerBoundMs = rtt.rttMs;
+          if (lowerBound(nodeBounds) > score(worst)) return;
+        }
+      }
+      const candidate = this.evaluate(entry, true, rtt);
+      if (candidate !== undefined) this.judge(candidate);
+    };
     for (const entry of this.sampled) {
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined) this.judge(candidate);
     }
-    const frontier = new MinHeap<Cell>();
-    const lowerBound = p.policy.lowerBound;
-    // A hair over the budget: the OVER_BUDGET check computes (rtt + queue + prefill) − queue,
-    // which may round one ulp below rtt + prefill. Nodes in the hair are simply evaluated.
-    const reachMs = budgetMs + Math.abs(budgetMs) * 1e-12 + 1e-12;
-    const consider = (cell: Cell) => {
-      if (this.cellExcluded(cell)) return;
-      const bounds = this.bound(cell);
+    const tree = candidates.tree();
+    for (const entry of candidates.recent())
+      if (this.visits(entry)) visit(entry, this.entryRttLowerBound(entry));
+    const frontier = this.frontier;
+    const consider = (c: number) => {
+      if (this.cellExcluded(tree, c)) return;
+      const bounds = this.bound(tree, c);
       if (bounds.ttftLowerBoundMs > reachMs) return;
-      frontier.push(lowerBound === undefined ? 0 : lowerBound(bounds), cell);
+      frontier.push(lowerBound === undefined ? 0 : lowerBound(bounds), c);
     };
-    for (const root of this.candidates.roots()) consider(root);
-    const score = p.policy.score;
+    for (const root of tree.roots) consider(root);
     while (frontier.size > 0) {
       if (score !== undefined && lowerBound !== undefined) {
         const worst = this.ranked.worst();
         if (worst !== undefined && frontier.peekKey() > score(worst)) break;
       }
-      const cell = frontier.pop() as Cell;
-      for (const child of cell.children) consider(child);
-      for (const entry of cell.items) {
-        if (!this.visits(entry)) continue;
-        // The node's own bounds first, from its coordinates and price alone: most nodes of a
-        // visited cell stop here, counted as not evaluated.
-        const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
-        if (rtt.rttMs + prefillMs(p.request, entry.offer) > reachMs) continue;
-        if (score !== undefined && lowerBound !== undefined) {
-          const worst = this.ranked.worst();
-          if (worst !== undefined) {
-            const cost = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
-            if (lowerBound({ costLowerBound: cost, rttLowerBoundMs: rtt.rttMs }) > score(worst)) continue;
-          }
-        }
-        const candidate = this.evaluate(entry, true, rtt);
-        if (candidate !== undefined) this.judge(candidate);
+      const c = frontier.pop() as number;
+      const left = tree.left[c] as number;
+      if (left >= 0) {
+        consider(left);
+        consider(tree.right[c] as number);
+        continue;
+      }
+      for (let i = tree.itemStart[c] as number; i < (tree.itemEnd[c] as number); i += 1) {
+        const entry = tree.items[i] as IndexedNode;
+        if (this.visits(entry)) visit(entry, this.slotRttLowerBound(tree, i));
       }
     }
+    frontier.clear();
   }
 
   /**
@@ -569,33 +644,49 @@ class Search {
    * estimate and `accept`, searched nearest first; undefined if none does. Counts nothing.
    */
   nearest(accept: (candidate: EstimatedCandidate) => boolean): EstimatedCandidate | undefined {
-    if (this.candidates === undefined) return undefined;
+    const candidates = this.candidates;
+    if (candidates === undefined) return undefined;
     const { p } = this;
     let best: EstimatedCandidate | undefined;
-    const offer = (entry: IndexedNode, rtt?: RttEstimate) => {
+    // TTFT is at least RTT + prefill (the queue only adds): a node that cannot beat the best even
+    // idle is passed over before its exact RTT is worked out.
+    const visit = (entry: IndexedNode, rttLowerBoundMs: number | undefined) => {
+      let rtt: RttEstimate | undefined;
+      if (best !== undefined && rttLowerBoundMs !== undefined) {
+        const prefill = prefillMs(p.request, entry.offer);
+        const bestMs = best.estimate.ttftMs;
+        if (rttLowerBoundMs + prefill > bestMs) return;
+        rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
+        if (rtt.rttMs + prefill > bestMs) return;
+      } else if (rttLowerBoundMs !== undefined)
+        rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
       const candidate = this.evaluate(entry, false, rtt);
       if (candidate === undefined || !accept(candidate)) return;
       if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) best = candidate;
     };
-    for (const entry of this.sampled) offer(entry);
-    const frontier = new MinHeap<Cell>();
-    const push = (cell: Cell) => {
-      if (!this.cellExcluded(cell)) frontier.push(this.bound(cell).ttftLowerBoundMs, cell);
+    for (const entry of this.sampled) visit(entry, undefined);
+    const tree = candidates.tree();
+    for (const entry of candidates.recent())
+      if (this.visits(entry)) visit(entry, this.entryRttLowerBound(entry));
+    const frontier = this.frontier;
+    const push = (c: number) => {
+      if (!this.cellExcluded(tree, c)) frontier.push(this.bound(tree, c).ttftLowerBoundMs, c);
     };
-    for (const root of this.candidates.roots()) push(root);
+    for (const root of tree.roots) push(root);
     while (frontier.size > 0 && frontier.peekKey() <= (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY)) {
-      const cell = frontier.pop() as Cell;
-      for (const child of cell.children) push(child);
-      for (const entry of cell.items) {
-        if (!this.visits(entry)) continue;
-        // TTFT is at least RTT + prefill (the queue only adds), so a node that cannot beat the
-        // best even idle is passed over.
-        const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
-        if (best !== undefined && rtt.rttMs + prefillMs(p.request, entry.offer) > best.estimate.ttftMs)
-          continue;
-        offer(entry, rtt);
+      const c = frontier.pop() as number;
+      const left = tree.left[c] as number;
+      if (left >= 0) {
+        push(left);
+        push(tree.right[c] as number);
+        continue;
+      }
+      for (let i = tree.itemStart[c] as number; i < (tree.itemEnd[c] as number); i += 1) {
+        const entry = tree.items[i] as IndexedNode;
+        if (this.visits(entry)) visit(entry, this.slotRttLowerBound(tree, i));
       }
     }
+    frontier.clear();
     return best;
   }
 }
