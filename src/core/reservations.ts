@@ -109,8 +109,14 @@ export interface ReservationBookOptions {
 
 export class ReservationBook {
   readonly ttlMs: number;
-  /** Insertion order = expiry order: every reservation has the same TTL on a monotonic clock. */
   private readonly byId = new Map<string, Entry>();
+  /**
+   * Every reservation in creation order, which is expiry order (one TTL, a monotonic clock);
+   * released ones stay until expiry passes them. A queue, not the Map: iterating a Map from its
+   * start walks the slots of every entry deleted since it was last compacted.
+   */
+  private order: Entry[] = [];
+  private head = 0;
   /** Per (node, model): reservations in creation order that may still be pending. */
   private readonly queues = new PerOffer<Entry[]>();
   private readonly pendingCounts = new PerOffer<number>();
@@ -156,6 +162,7 @@ export class ReservationBook {
       pending: true,
     };
     this.byId.set(entry.id, entry);
+    this.order.push(entry);
     let queue = this.queues.get(nodeId, model);
     if (queue === undefined) {
       queue = [];
@@ -194,10 +201,18 @@ export class ReservationBook {
   /** Drops every reservation whose TTL has ended by `monotonicNowMs`; returns them. */
   expire(monotonicNowMs: number): Reservation[] {
     const expired: Reservation[] = [];
-    for (const entry of this.byId.values()) {
+    const { order } = this;
+    while (this.head < order.length) {
+      const entry = order[this.head] as Entry;
       if (entry.expiresAtMonotonicMs > monotonicNowMs) break;
+      this.head += 1;
+      if (this.byId.get(entry.id) !== entry) continue;
       this.retire(entry);
       expired.push(publicView(entry));
+    }
+    if (this.head > 1024 && this.head * 2 > order.length) {
+      this.order = order.slice(this.head);
+      this.head = 0;
     }
     return expired;
   }

@@ -110,6 +110,23 @@ export interface PricingView {
 
 const performanceClock: Clock = () => performance.now();
 
+/**
+ * 64-bit random tokens in hex, drawn from the CSPRNG 4 KiB at a time: one system call per 512
+ * reservations instead of one each, which shows on the Route hot path.
+ */
+function pooledRandomTokens(): () => string {
+  let pool = Buffer.alloc(0);
+  let offset = 0;
+  return () => {
+    if (offset + 8 > pool.length) {
+      pool = randomBytes(4096);
+      offset = 0;
+    }
+    offset += 8;
+    return pool.toString('hex', offset - 8, offset);
+  };
+}
+
 export class ControlPlane {
   private readonly store: Store;
   private readonly reservations: ReservationBook;
@@ -129,7 +146,7 @@ export class ControlPlane {
     this.reservations = new ReservationBook({
       ttlMs: options.reservationTtlMs,
       replicaId: options.replicaId,
-      newToken: options.newReservationToken ?? (() => randomBytes(8).toString('hex')),
+      newToken: options.newReservationToken ?? pooledRandomTokens(),
     });
     this.fixedMultiplier = options.priceMultiplier;
     this.admission = options.admission ?? [];

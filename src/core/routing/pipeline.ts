@@ -612,11 +612,20 @@ class Search {
     for (const entry of candidates.recent())
       if (this.visits(entry)) visit(entry, this.entryRttLowerBound(entry));
     const frontier = this.frontier;
+    const tieScore = p.policy.tieScore;
+    const tieLowerBound = p.policy.tieLowerBound;
     const consider = (c: number) => {
       if (this.cellExcluded(tree, c)) return;
       const bounds = this.bound(tree, c);
       if (bounds.ttftLowerBoundMs > reachMs) return;
-      frontier.push(lowerBound === undefined ? 0 : lowerBound(bounds), c);
+      const key = lowerBound === undefined ? 0 : lowerBound(bounds);
+      if (score !== undefined && tieScore !== undefined && tieLowerBound !== undefined) {
+        // A cell that can at best tie the worst ranked node on the first key must beat it on the
+        // second to matter.
+        const worst = this.ranked.worst();
+        if (worst !== undefined && key === score(worst) && tieLowerBound(bounds) > tieScore(worst)) return;
+      }
+      frontier.push(key, c);
     };
     for (const root of tree.roots) consider(root);
     while (frontier.size > 0) {

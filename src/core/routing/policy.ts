@@ -24,6 +24,12 @@ export interface RoutingPolicy {
   readonly score?: (candidate: EstimatedCandidate) => number;
   readonly lowerBound?: (bounds: CellBounds) => number;
   /**
+   * The second key of `compare`, and a lower bound of it for a cell: where many nodes share one
+   * score (a price tier), a cell whose first bound only ties the ranked nodes can still be cut.
+   */
+  readonly tieScore?: (candidate: EstimatedCandidate) => number;
+  readonly tieLowerBound?: (bounds: CellBounds & { readonly ttftLowerBoundMs: number }) => number;
+  /**
    * 'ranked': the best 1 + max_fallbacks, in `compare` order. 'all': every feasible node goes to
    * `pick` in the order the search met them — fixed by the registry's history, not by chance.
    */
@@ -49,6 +55,8 @@ export const CHEAPEST_FEASIBLE: RoutingPolicy = {
     compareIds(a.node.spec.id, b.node.spec.id),
   score: (c) => c.estimate.cost,
   lowerBound: (bounds) => bounds.costLowerBound,
+  tieScore: (c) => c.estimate.ttftMs,
+  tieLowerBound: (bounds) => bounds.ttftLowerBoundMs,
   collect: 'ranked',
 };
 
