@@ -32,12 +32,16 @@ import type { AdmissionRule } from './admission.js';
 import {
   ANGLE_SLACK_RAD,
   angleBetween,
+  C,
+  CELL_STRIDE,
   type FlatTree,
   type GroupScratch,
   type IndexedNode,
   type IndexGroup,
   LEVEL_BIT,
   type ModelCandidates,
+  S,
+  SLOT_STRIDE,
   UNLOCATED,
   unitVector,
   type Vec3,
@@ -442,12 +446,14 @@ class Search {
     let coordinateBaseMs: number;
     let regionDefaultMs: number;
     let multiplier: number;
-    const count = tree.groupCount[c] as number;
+    const cells = tree.cells;
+    const at = c * CELL_STRIDE;
+    const count = cells[at + C.groupCount] as number;
     if (count >= 0) {
       coordinateBaseMs = Number.POSITIVE_INFINITY;
       regionDefaultMs = Number.POSITIVE_INFINITY;
       multiplier = Number.POSITIVE_INFINITY;
-      const start = tree.groupStart[c] as number;
+      const start = cells[at + C.groupStart] as number;
       const scratch = this.scratch as GroupScratch;
       for (let i = start; i < start + count; i += 1) {
         const g = tree.cellGroups[i] as number;
@@ -458,30 +464,31 @@ class Search {
       }
     } else {
       const latency = p.ctx.latency;
-      coordinateBaseMs = this.minOverhead(tree.levelMask[c] as number);
+      coordinateBaseMs = this.minOverhead(cells[at + C.levelMask] as number);
       regionDefaultMs = coordinateBaseMs + Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs);
       multiplier = this.floorOfModel();
     }
     let rttLowerBoundMs: number;
     const vector = p.clientVector;
-    if (vector === undefined || tree.spatial[c] === UNLOCATED) rttLowerBoundMs = regionDefaultMs;
+    if (vector === undefined || cells[at + C.spatial] === UNLOCATED) rttLowerBoundMs = regionDefaultMs;
     else {
       // The chord is never longer than the arc it spans: a square root instead of an acos.
-      const dx = vector.x - (tree.cx[c] as number);
-      const dy = vector.y - (tree.cy[c] as number);
-      const dz = vector.z - (tree.cz[c] as number);
-      const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - (tree.radius[c] as number) - ANGLE_SLACK_RAD;
+      const dx = vector.x - (cells[at + C.cx] as number);
+      const dy = vector.y - (cells[at + C.cy] as number);
+      const dz = vector.z - (cells[at + C.cz] as number);
+      const angle =
+        Math.sqrt(dx * dx + dy * dy + dz * dz) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
       rttLowerBoundMs = (angle > 0 ? angle * p.msPerRad : 0) + coordinateBaseMs;
     }
     const request = p.request;
     const uncached = request.inputTokens - request.cachedInputTokens;
-    const maxPrefill = tree.maxPrefill[c] as number;
+    const maxPrefill = cells[at + C.maxPrefill] as number;
     const prefillLowerBoundMs = maxPrefill > 0 ? (uncached / maxPrefill) * 1000 : 0;
     // requestCost's formula, term for term, on the cell's cheapest prices: never above a node's.
     const perMillion =
-      uncached * (tree.minInput[c] as number) +
-      request.cachedInputTokens * (tree.minCached[c] as number) +
-      request.maxOutputTokens * (tree.minOutput[c] as number);
+      uncached * (cells[at + C.minInput] as number) +
+      request.cachedInputTokens * (cells[at + C.minCached] as number) +
+      request.maxOutputTokens * (cells[at + C.minOutput] as number);
     const out = this.cellBounds;
     out.rttLowerBoundMs = rttLowerBoundMs;
     out.costLowerBound = (perMillion / 1e6) * multiplier;
@@ -494,15 +501,16 @@ class Search {
    * unit vectors (never longer than the arc; less a hair for rounding) instead of the haversine.
    */
   private slotRttLowerBound(tree: FlatTree, i: number): number {
-    const g = tree.itemGroup[i] as number;
+    const slot = i * SLOT_STRIDE;
+    const g = tree.slots[slot + S.group] as number;
     this.fill(g);
     const scratch = this.scratch as GroupScratch;
     const client = this.p.clientVector;
-    const x = tree.ix[i] as number;
+    const x = tree.slots[slot + S.x] as number;
     if (client === undefined || Number.isNaN(x)) return scratch.regionDefaultMs[g] as number;
     const dx = client.x - x;
-    const dy = client.y - (tree.iy[i] as number);
-    const dz = client.z - (tree.iz[i] as number);
+    const dy = client.y - (tree.slots[slot + S.y] as number);
+    const dz = client.z - (tree.slots[slot + S.z] as number);
     const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - ANGLE_SLACK_RAD;
     return (angle > 0 ? angle * this.p.msPerRad : 0) + (scratch.coordinateBaseMs[g] as number);
   }
@@ -522,10 +530,11 @@ class Search {
   /** Whether every node of cell `c` is in an excluded group. */
   private cellExcluded(tree: FlatTree, c: number): boolean {
     if (this.excluded === undefined) return false;
-    if (((tree.levelMask[c] as number) & this.allowedLevelMask) === 0) return true;
-    const count = tree.groupCount[c] as number;
+    const at = c * CELL_STRIDE;
+    if (((tree.cells[at + C.levelMask] as number) & this.allowedLevelMask) === 0) return true;
+    const count = tree.cells[at + C.groupCount] as number;
     if (count < 0) return false;
-    const start = tree.groupStart[c] as number;
+    const start = tree.cells[at + C.groupStart] as number;
     for (let i = start; i < start + count; i += 1)
       if (this.excluded[tree.cellGroups[i] as number] !== 1) return false;
     return true;
@@ -634,13 +643,18 @@ class Search {
         if (worst !== undefined && frontier.peekKey() > score(worst)) break;
       }
       const c = frontier.pop() as number;
-      const left = tree.left[c] as number;
+      const at = c * CELL_STRIDE;
+      const left = tree.cells[at + C.left] as number;
       if (left >= 0) {
         consider(left);
-        consider(tree.right[c] as number);
+        consider(tree.cells[at + C.right] as number);
         continue;
       }
-      for (let i = tree.itemStart[c] as number; i < (tree.itemEnd[c] as number); i += 1) {
+      for (
+        let i = tree.cells[at + C.itemStart] as number;
+        i < (tree.cells[at + C.itemEnd] as number);
+        i += 1
+      ) {
         const entry = tree.items[i] as IndexedNode;
         if (this.visits(entry)) visit(entry, this.slotRttLowerBound(tree, i));
       }
@@ -684,13 +698,18 @@ class Search {
     for (const root of tree.roots) push(root);
     while (frontier.size > 0 && frontier.peekKey() <= (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY)) {
       const c = frontier.pop() as number;
-      const left = tree.left[c] as number;
+      const at = c * CELL_STRIDE;
+      const left = tree.cells[at + C.left] as number;
       if (left >= 0) {
         push(left);
-        push(tree.right[c] as number);
+        push(tree.cells[at + C.right] as number);
         continue;
       }
-      for (let i = tree.itemStart[c] as number; i < (tree.itemEnd[c] as number); i += 1) {
+      for (
+        let i = tree.cells[at + C.itemStart] as number;
+        i < (tree.cells[at + C.itemEnd] as number);
+        i += 1
+      ) {
         const entry = tree.items[i] as IndexedNode;
         if (this.visits(entry)) visit(entry, this.slotRttLowerBound(tree, i));
       }
