@@ -39,6 +39,8 @@ export interface ServerOptions {
   readonly explainLimit?: number;
   /** Explain evaluates at most this many nodes (the answer says how many it left out). */
   readonly maxExplainNodes?: number;
+  /** Explained routes run one at a time; at most this many wait (default 16), the rest are refused. */
+  readonly explainQueue?: number;
   readonly latency?: Partial<LatencyModel>;
   readonly priceMultiplier?: PriceMultiplier;
   /** How long a DOWN node stays listed before the sweeper removes it. */
@@ -104,7 +106,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     schedulerService(
       plane,
       options.logger,
-      { explainLimit: options.explainLimit ?? 500 },
+      { explainLimit: options.explainLimit ?? 500, explainQueue: options.explainQueue ?? 16 },
       observer,
       (d, budget, s) => metrics.recordDecision(d, budget, s),
     ),

@@ -142,6 +142,41 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
 export interface SchedulerOptions {
   /** At most this many explain entries are returned (explain_total says how many there were). */
   readonly explainLimit: number;
+  /** Explained routes wait in a queue of at most this many behind the one running. */
+  readonly explainQueue: number;
+}
+
+/**
+ * Explained routes evaluate thousands of nodes each: they run one at a time, each after the event
+ * loop has served what was waiting, so a client asking for explain cannot starve plain routes;
+ * beyond `maxWaiting` queued ones the call is refused with the limit named.
+ */
+export class ExplainGate {
+  private running = false;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly maxWaiting: number) {}
+
+  async run<T>(work: () => T): Promise<T> {
+    if (this.running) {
+      if (this.waiting.length >= this.maxWaiting) {
+        throw new ApiError(
+          status.RESOURCE_EXHAUSTED,
+          `explain is limited to ${this.maxWaiting + 1} requests at once (one runs, ${this.maxWaiting} wait); retry shortly, or route without explain`,
+        );
+      }
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+    this.running = true;
+    try {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      return work();
+    } finally {
+      const next = this.waiting.shift();
+      if (next === undefined) this.running = false;
+      else next();
+    }
+  }
 }
 
 export function schedulerService(
@@ -152,6 +187,7 @@ export function schedulerService(
   recordDecision?: (decision: RouteDecision, budgetMs: number, seconds: number) => void,
 ): SchedulerServer {
   const unary: typeof unaryHandler = (method, sink, handler) => unaryHandler(method, sink, handler, observer);
+  const explainGate = new ExplainGate(options.explainQueue);
   const explainOf = (decision: Exclude<RouteDecision, { kind: 'refused' }>) => ({
     explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
     explainTotal: decision.explain.length + decision.explainOmitted,
@@ -159,13 +195,17 @@ export function schedulerService(
   return {
     route: unary('Route', log, async (request: RouteRequest, call): Promise<RouteResponse> => {
       const routeRequest = toRouteRequest(request);
-      const started = process.hrtime.bigint();
-      const result = plane.route(routeRequest, { isCancelled: () => call.cancelled });
-      recordDecision?.(
-        result.decision,
-        routeRequest.latencyBudgetMs,
-        Number(process.hrtime.bigint() - started) / 1e9,
-      );
+      const route = () => {
+        const started = process.hrtime.bigint();
+        const routed = plane.route(routeRequest, { isCancelled: () => call.cancelled });
+        recordDecision?.(
+          routed.decision,
+          routeRequest.latencyBudgetMs,
+          Number(process.hrtime.bigint() - started) / 1e9,
+        );
+        return routed;
+      };
+      const result = routeRequest.explain ? await explainGate.run(route) : route();
       const { decision } = result;
       if (decision.kind === 'refused') throw refusedError(decision.refusal, decision.summary);
       if (decision.kind === 'infeasible') {

@@ -275,12 +275,19 @@ export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest 
     inputTokens,
     cachedInputTokens,
     maxOutputTokens: checkInteger('max_output_tokens', request.maxOutputTokens, 0, LIMITS.tokens),
-    allowedLevels: request.allowedLevels.map((level, index) => toLevel(`allowed_levels[${index}]`, level)),
+    allowedLevels: toAllowedLevels(request.allowedLevels),
     allowedRegions: toAllowedRegions(request.allowedRegions),
     allowDegraded: request.allowDegraded,
     explain: request.explain,
     maxFallbacks: checkInteger('max_fallbacks', request.maxFallbacks, 0, MAX_FALLBACKS),
   };
+}
+
+function toAllowedLevels(levels: readonly ProtoLevel[]): Level[] {
+  if (levels.length > LEVELS.length) {
+    fail('allowed_levels', `${levels.length} entries`, `at most ${LEVELS.length} entries (one per level)`);
+  }
+  return levels.map((level, index) => toLevel(`allowed_levels[${index}]`, level));
 }
 
 function toAllowedRegions(regions: readonly string[]): string[] {

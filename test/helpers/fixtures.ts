@@ -150,5 +150,6 @@ export function context(
     nowMs: extra.nowMs ?? 0,
     ...(extra.policy === undefined ? {} : { policy: extra.policy }),
     ...(extra.maxExplainNodes === undefined ? {} : { maxExplainNodes: extra.maxExplainNodes }),
+    ...(extra.maxVisits === undefined ? {} : { maxVisits: extra.maxVisits }),
   };
 }

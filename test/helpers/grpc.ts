@@ -22,7 +22,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  options: { reservationTtlMs?: number; latency?: Partial<LatencyModel> } = {},
+  options: { reservationTtlMs?: number; latency?: Partial<LatencyModel>; explainQueue?: number } = {},
 ): Promise<TestServer> {
   let now = Date.UTC(2026, 10, 22, 12);
   let monotonic = 0;
@@ -36,6 +36,7 @@ export async function startTestServer(
     monotonicClock: () => monotonic,
     reservationTtlMs: options.reservationTtlMs ?? 30_000,
     latency: options.latency,
+    explainQueue: options.explainQueue,
   });
   const address = `127.0.0.1:${server.port}`;
   const registry = new RegistryClient(address, credentials.createInsecure());

@@ -463,6 +463,11 @@ describe('gRPC control plane', () => {
       { name: 'unknown allowed level', request: { allowedLevels: [9 as Level] }, mentions: 'got 9' },
       { name: 'no client position', request: { client: undefined }, mentions: 'client is required' },
       {
+        name: 'more allowed levels than there are levels',
+        request: { allowedLevels: [1, 2, 3, 4, 1] as Level[] },
+        mentions: 'allowed_levels must be at most 4 entries',
+      },
+      {
         name: 'too many fallbacks',
         request: { maxFallbacks: 17 },
         mentions: 'max_fallbacks must be an integer from 0 to 16',

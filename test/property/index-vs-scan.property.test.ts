@@ -62,26 +62,31 @@ const placeArb = fc.oneof(
   }),
 );
 
-const priceArb = (mode: 'tiers' | 'distinct') =>
-  mode === 'tiers'
-    ? fc.record({
-        inputPerMtok: fc.constantFrom(1, 2, 4),
-        outputPerMtok: fc.constantFrom(4, 8),
-        cachedInputPerMtok: fc.constantFrom(0.1, 0.4),
-      })
-    : fc.record({
-        inputPerMtok: fc.double({ min: 0.2, max: 5, noNaN: true }),
-        outputPerMtok: fc.double({ min: 0.5, max: 20, noNaN: true }),
-        cachedInputPerMtok: fc.double({ min: 0, max: 1, noNaN: true }),
-      });
+type PriceMode = 'flat' | 'tiers' | 'distinct';
 
-const nodeArb = (index: number, mode: 'tiers' | 'distinct') =>
+const priceArb = (mode: PriceMode) =>
+  mode === 'flat'
+    ? fc.constant({ inputPerMtok: 2, outputPerMtok: 8, cachedInputPerMtok: 0.2 })
+    : mode === 'tiers'
+      ? fc.record({
+          inputPerMtok: fc.constantFrom(1, 2, 4),
+          outputPerMtok: fc.constantFrom(4, 8),
+          cachedInputPerMtok: fc.constantFrom(0.1, 0.4),
+        })
+      : fc.record({
+          inputPerMtok: fc.double({ min: 0.2, max: 5, noNaN: true }),
+          outputPerMtok: fc.double({ min: 0.5, max: 20, noNaN: true }),
+          cachedInputPerMtok: fc.double({ min: 0, max: 1, noNaN: true }),
+        });
+
+const nodeArb = (index: number, mode: PriceMode, mixed: boolean) =>
   fc
     .record({
       place: fc.option(placeArb, { freq: 6 }),
-      // Mostly one level and region, so that groups are large enough to hold trees.
-      level: fc.constantFrom('EDGE', 'EDGE', 'EDGE', ...LEVELS),
-      region: fc.constantFrom('CN-GD', 'CN-GD', 'CN-GD', ...REGIONS),
+      // Mostly one level and region, so that groups are large enough to hold trees; or every
+      // (level, region) mixed, so that cells hold more groups than they list.
+      level: mixed ? fc.constantFrom(...LEVELS) : fc.constantFrom('EDGE', 'EDGE', 'EDGE', ...LEVELS),
+      region: mixed ? fc.constantFrom(...REGIONS) : fc.constantFrom('CN-GD', 'CN-GD', 'CN-GD', ...REGIONS),
       models: fc.subarray(MODELS, { minLength: 1 }),
       prices: fc.tuple(priceArb(mode), priceArb(mode)),
       maxConcurrency: fc.integer({ min: 1, max: 4 }),
@@ -139,11 +144,12 @@ const ruleArb = fc.record({
 const scenarioArb = fc
   .record({
     count: fc.integer({ min: 1, max: 120 }),
-    mode: fc.constantFrom('tiers' as const, 'distinct' as const),
+    mode: fc.constantFrom<PriceMode>('flat', 'tiers', 'distinct'),
+    mixed: fc.boolean(),
   })
-  .chain(({ count, mode }) =>
+  .chain(({ count, mode, mixed }) =>
     fc.record({
-      nodes: fc.tuple(...Array.from({ length: count }, (_, i) => nodeArb(i, mode))),
+      nodes: fc.tuple(...Array.from({ length: count }, (_, i) => nodeArb(i, mode, mixed))),
       samples: fc.array(
         fc.record({
           node: fc.nat(count - 1),
@@ -158,10 +164,13 @@ const scenarioArb = fc
         maxLength: 6,
       }),
       // Updates after the index was built: removals and re-registrations at a new price.
-      removed: fc.array(fc.nat(count - 1), { maxLength: 5 }),
+      // Enough of them, sometimes, to trigger a rebuild (more than 32 + √n pending changes).
+      removed: fc.array(fc.nat(count - 1), { maxLength: 45 }),
       repriced: fc.array(fc.record({ node: fc.nat(count - 1), factor: fc.constantFrom(0.5, 3) }), {
-        maxLength: 5,
+        maxLength: 45,
       }),
+      readded: fc.array(fc.nat(count - 1), { maxLength: 10 }),
+      explainCap: fc.constantFrom(3, 40, 1000),
       client: fc.record({
         place: fc.option(placeArb, { freq: 4 }),
         region: fc.constantFrom('CN-GD', 'NZ-CH', 'XX-NONE'),
@@ -173,6 +182,7 @@ const scenarioArb = fc
           fc.integer({ min: 1, max: 60 }),
           fc.integer({ min: 60, max: 400 }),
           fc.integer({ min: 400, max: 3000 }),
+          fc.double({ min: 0.5, max: 500, noNaN: true }),
         ),
         input: fc.oneof(fc.integer({ min: 0, max: 400 }), fc.integer({ min: 0, max: 8000 })),
         cachedShare: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -232,7 +242,7 @@ function fullScan(
       const estimate = estimateOn(req, node, o, load, ctx);
       const hasSlot = load < o.maxConcurrency + o.maxQueue;
       const verdict =
-        estimate.ttftMs - estimate.queueMs > req.latencyBudgetMs
+        estimate.networkRttMs + estimate.prefillMs > req.latencyBudgetMs
           ? 'OVER_BUDGET'
           : !hasSlot
             ? 'AT_CAPACITY'
@@ -291,6 +301,14 @@ function setUp(s: Scenario) {
     index.put(updated);
     nodes = nodes.map((node) => (node === current ? updated : node));
   }
+  // A removed node registered again under the same id.
+  for (const i of s.readded) {
+    const original = s.nodes[i] as NodeRecord;
+    if (nodes.some((node) => node.spec.id === original.spec.id)) continue;
+    index.put(original);
+    nodes.push(original);
+  }
+  for (const model of MODELS) index.candidates(model)?.tree();
   const samples = new Map<string, Map<string, LatencySample>>();
   for (const sample of s.samples) {
     const nodeId = (s.nodes[sample.node] as NodeRecord).spec.id;
@@ -331,7 +349,7 @@ function setUp(s: Scenario) {
     latency: s.latency,
     priceMultiplier: policyMultiplier({ rules: s.rules as PriceRule[], utcOffsetHours: 8 }),
     nowMs: NOW,
-    maxExplainNodes: 1000,
+    maxExplainNodes: s.explainCap,
   };
   return { nodes, req, ctx, reservations };
 }
@@ -371,11 +389,13 @@ describe('candidate index (property)', () => {
           expect(count).toBeLessThanOrEqual(scan.rejected[verdict as RejectionVerdict] ?? 0);
         }
         expect(counts.feasible).toBeLessThanOrEqual(scan.feasible.length);
-        expect(counts.unevaluated).toBe(counts.serving - counts.feasible - rejectedTotal);
+        expect(counts.unevaluated).toBeGreaterThanOrEqual(0);
+        expect(counts.feasible + rejectedTotal + counts.unevaluated).toBe(scan.serving);
+        expect(counts.truncated).toBe(false);
         // Level and region exclusions come from the index's groups: always exact.
         expect(counts.rejected.LEVEL_EXCLUDED).toBe(scan.rejected.LEVEL_EXCLUDED);
         expect(counts.rejected.REGION_EXCLUDED).toBe(scan.rejected.REGION_EXCLUDED);
-        if (req.explain) {
+        if (req.explain && decision.explainOmitted === 0) {
           // Explain evaluated every node: the counts are a full scan's.
           expect(counts.unevaluated).toBe(0);
           expect(counts.rejected).toEqual(scan.rejected);

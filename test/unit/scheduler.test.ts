@@ -378,3 +378,50 @@ describe('decideRoute with reservations', () => {
     ).toBeCloseTo(((1e6 * 3 + 1e6 * 0.3 + 5e5 * 12) / 1e6) * 2, 9);
   });
 });
+
+describe('decideRoute: bounded work', () => {
+  const full = (id: string, km: number) =>
+    record({
+      id,
+      km,
+      offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
+      status: {
+        load: [{ model: 'm', active: 1, queued: 0 }],
+        gpuUtilization: 1,
+        kvCacheUtilization: 1,
+        healthy: true,
+      },
+    });
+
+  it('a saturated fleet stops at the work cap, says so, and still answers ALL_FULL', () => {
+    const nodes = Array.from({ length: 60 }, (_, i) => full(`full-${String(i).padStart(2, '0')}`, i));
+    const decision = decideRoute(request({ explain: false }), context(nodes, { maxVisits: 10 }));
+    if (decision.kind !== 'infeasible') throw new Error(decision.summary);
+    expect(decision.reason).toBe('ALL_FULL');
+    expect(decision.counts.truncated).toBe(true);
+    expect(decision.counts.evaluated).toBeLessThanOrEqual(10);
+    expect(decision.counts.unevaluated).toBeGreaterThanOrEqual(50);
+    expect(decision.summary).toContain('stopped at its work cap');
+  });
+
+  it('under the cap the same fleet is answered exactly', () => {
+    const nodes = [
+      ...Array.from({ length: 60 }, (_, i) => full(`full-${i}`, i)),
+      record({ id: 'free', km: 70 }),
+    ];
+    const decision = decideRoute(request({ explain: false }), context(nodes));
+    expect(decision).toMatchObject({ kind: 'placed', counts: { truncated: false } });
+    expect(placedOn(decision)).toBe('free');
+  });
+
+  it('explain spends its cap on nodes that serve the model before the others', () => {
+    const others = Array.from({ length: 30 }, (_, i) =>
+      record({ id: `other-${i}`, offers: [offer({ model: 'x' })] }),
+    );
+    const serving = Array.from({ length: 5 }, (_, i) => record({ id: `serving-${i}` }));
+    const decision = decideRoute(request(), context([...others, ...serving], { maxExplainNodes: 8 }));
+    if (decision.kind !== 'placed') throw new Error(decision.summary);
+    expect(decision.explain.filter((e) => e.verdict !== 'MODEL_NOT_SERVED')).toHaveLength(5);
+    expect(decision.explainOmitted).toBe(27);
+  });
+});

@@ -146,8 +146,9 @@ export class ModelCandidates {
   private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
   private built = 0;
-  /** A node recently found live, checked first by hasLiveNode. */
+  /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
+  private liveCursor = -1;
   /** Bumped whenever a group appears: what was derived from the group list is stale. */
   groupsVersion = 0;
   /** Per-decision values by group id (see GroupScratch); replaced, stamps cleared, as groups grow. */
@@ -217,19 +218,30 @@ export class ModelCandidates {
   }
 
   /**
-   * Whether any node offering the model is live by `isLive`. Remembers the last live node
-   * found, so the common answer costs one check.
+   * Whether any node offering the model is live by `isLive`, checking at most `maxChecks` nodes:
+   * first the last live node found, then onwards from where the previous call stopped, so that
+   * repeated calls cover every node in turn. `checkedAll` says whether the answer is exact.
    */
-  hasLiveNode(isLive: (record: NodeRecord) => boolean): boolean {
+  hasLiveNode(
+    isLive: (record: NodeRecord) => boolean,
+    maxChecks: number,
+  ): { live: boolean; checkedAll: boolean } {
     const hint = this.liveHint;
-    if (hint !== undefined && !hint.removed && isLive(hint.record)) return true;
-    for (const { entry } of this.byId.values()) {
-      if (isLive(entry.record)) {
+    if (hint !== undefined && !hint.removed && isLive(hint.record)) return { live: true, checkedAll: true };
+    const built = this.flat?.items ?? [];
+    const recent = this.recentEntries;
+    const total = built.length + recent.length;
+    const checks = Math.min(maxChecks, total);
+    for (let k = 0; k < checks; k += 1) {
+      this.liveCursor = (this.liveCursor + 1) % total;
+      const at = this.liveCursor;
+      const entry = (at < built.length ? built[at] : recent[at - built.length]) as IndexedNode;
+      if (!entry.removed && isLive(entry.record)) {
         this.liveHint = entry;
-        return true;
+        return { live: true, checkedAll: true };
       }
     }
-    return false;
+    return { live: false, checkedAll: checks === total };
   }
 
   private rebuild(): void {

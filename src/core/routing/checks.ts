@@ -114,8 +114,9 @@ export const CHECKS = [
     verdict: 'OVER_BUDGET',
     phase: 'after-estimate',
     words: 'over budget',
-    // Even idle the node would be late: network and prefill alone exceed the budget.
-    rejects: (c, scope) => c.estimate.ttftMs - c.estimate.queueMs > scope.request.latencyBudgetMs,
+    // Even idle the node would be late: network and prefill alone exceed the budget. (Summed
+    // directly, not as TTFT − queue, which rounds differently: the index bounds this very sum.)
+    rejects: (c, scope) => c.estimate.networkRttMs + c.estimate.prefillMs > scope.request.latencyBudgetMs,
   },
   {
     verdict: 'AT_CAPACITY',

@@ -77,6 +77,11 @@ import {
 
 /** Explain evaluates at most this many nodes unless the context says otherwise. */
 export const DEFAULT_MAX_EXPLAIN_NODES = 5_000;
+/**
+ * A decision examines at most this many nodes (searches and liveness together) unless the context
+ * says otherwise: a few milliseconds, whatever the registry and however full it is.
+ */
+export const DEFAULT_MAX_VISITS = 8_192;
 
 /** What the core reads from a registry. Stores serve it from memory. */
 export interface RoutingView {
@@ -104,6 +109,8 @@ export interface RouteContext {
   readonly policy?: RoutingPolicy;
   readonly admission?: readonly AdmissionRule[];
   readonly maxExplainNodes?: number;
+  /** Work cap of one decision, in nodes examined (DEFAULT_MAX_VISITS). */
+  readonly maxVisits?: number;
 }
 
 /** Per-request state shared by the stages. */
@@ -188,11 +195,14 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
     };
   }
 
-  if (!live && candidates !== undefined)
-    live = candidates.hasLiveNode((node) => {
+  if (!live && candidates !== undefined) {
+    const found = candidates.hasLiveNode((node) => {
       const state = nodeState(node, ctx.nowMs);
       return state === 'READY' || state === 'DRAINING';
-    });
+    }, search.visitsLeft());
+    live = found.live;
+    if (!found.checkedAll) counts = { ...counts, truncated: true };
+  }
   if (bestTtftMs === undefined && candidates !== undefined)
     bestTtftMs = search.nearest(() => true)?.estimate.ttftMs;
   const full = (counts.rejected.AT_CAPACITY ?? 0) + (counts.rejected.QUEUE_OVER_BUDGET ?? 0);
@@ -299,6 +309,9 @@ class Search {
   private readonly cellBounds: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
   /** The best-first frontier: cell indices keyed by a lower bound. */
   private readonly frontier = new MinHeap<number>();
+  /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
+  private budget: number;
+  private truncated = false;
   /** Nodes with a fresh measured RTT from the client (see sampledNodes). */
   private readonly sampled: readonly IndexedNode[];
 
@@ -311,6 +324,7 @@ class Search {
         ? Number.POSITIVE_INFINITY
         : 1 + Math.min(p.request.maxFallbacks, MAX_FALLBACKS);
     this.ranked = new Ranked(capacity, p.policy);
+    this.budget = p.ctx.maxVisits ?? DEFAULT_MAX_VISITS;
     const groups = candidates?.groups() ?? [];
     this.groups = groups;
     this.scratch = candidates?.scratch;
@@ -333,6 +347,20 @@ class Search {
     this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
   }
 
+  visitsLeft(): number {
+    return Math.max(0, this.budget);
+  }
+
+  /** Spends one node of the work cap; false (and the decision marked truncated) when none is left. */
+  private spend(): boolean {
+    if (this.budget > 0) {
+      this.budget -= 1;
+      return true;
+    }
+    this.truncated = true;
+    return false;
+  }
+
   counts(serving: number): DecisionCounts {
     let rejectedTotal = 0;
     for (const count of Object.values(this.rejected)) rejectedTotal += count ?? 0;
@@ -342,6 +370,7 @@ class Search {
       unevaluated: serving - this.feasibleCount - rejectedTotal,
       feasible: this.feasibleCount,
       rejected: { ...this.rejected },
+      truncated: this.truncated,
     };
   }
 
@@ -586,9 +615,9 @@ class Search {
     if (candidates === undefined) return;
     const { p } = this;
     const budgetMs = p.request.latencyBudgetMs;
-    // A hair over the budget: the OVER_BUDGET check computes (rtt + queue + prefill) − queue,
-    // which may round one ulp below rtt + prefill. Nodes in the hair are simply evaluated.
-    const reachMs = budgetMs + Math.abs(budgetMs) * 1e-12 + 1e-12;
+    // The OVER_BUDGET check sums RTT and prefill exactly as the node bound below does, so the
+    // budget itself is the reach.
+    const reachMs = budgetMs;
     const lowerBound = p.policy.lowerBound;
     const score = p.policy.score;
     const nodeBounds = { costLowerBound: 0, rttLowerBoundMs: 0 };
@@ -614,12 +643,16 @@ class Search {
       if (candidate !== undefined) this.judge(candidate);
     };
     for (const entry of this.sampled) {
+      if (!this.spend()) return;
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined) this.judge(candidate);
     }
     const tree = candidates.tree();
-    for (const entry of candidates.recent())
-      if (this.visits(entry)) visit(entry, this.entryRttLowerBound(entry));
+    for (const entry of candidates.recent()) {
+      if (!this.visits(entry)) continue;
+      if (!this.spend()) return;
+      visit(entry, this.entryRttLowerBound(entry));
+    }
     const frontier = this.frontier;
     const tieScore = p.policy.tieScore;
     const tieLowerBound = p.policy.tieLowerBound;
@@ -656,7 +689,12 @@ class Search {
         i += 1
       ) {
         const entry = tree.items[i] as IndexedNode;
-        if (this.visits(entry)) visit(entry, this.slotRttLowerBound(tree, i));
+        if (!this.visits(entry)) continue;
+        if (!this.spend()) {
+          frontier.clear();
+          return;
+        }
+        visit(entry, this.slotRttLowerBound(tree, i));
       }
     }
     frontier.clear();
@@ -687,10 +725,10 @@ class Search {
       if (candidate === undefined || !accept(candidate)) return;
       if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) best = candidate;
     };
-    for (const entry of this.sampled) visit(entry, undefined);
+    for (const entry of this.sampled) if (this.spend()) visit(entry, undefined);
     const tree = candidates.tree();
     for (const entry of candidates.recent())
-      if (this.visits(entry)) visit(entry, this.entryRttLowerBound(entry));
+      if (this.visits(entry) && this.spend()) visit(entry, this.entryRttLowerBound(entry));
     const frontier = this.frontier;
     const push = (c: number) => {
       if (!this.cellExcluded(tree, c)) frontier.push(this.bound(tree, c).ttftLowerBoundMs, c);
@@ -711,7 +749,12 @@ class Search {
         i += 1
       ) {
         const entry = tree.items[i] as IndexedNode;
-        if (this.visits(entry)) visit(entry, this.slotRttLowerBound(tree, i));
+        if (!this.visits(entry)) continue;
+        if (!this.spend()) {
+          frontier.clear();
+          return best;
+        }
+        visit(entry, this.slotRttLowerBound(tree, i));
       }
     }
     frontier.clear();
@@ -895,9 +938,14 @@ function explainAll(
     const node = candidates?.byId.get(nodeId)?.entry.record;
     if (node !== undefined) visit(node);
   }
+  // Nodes that serve the model first, so the cap never spends itself on the others.
+  for (const { entry } of candidates?.byId.values() ?? []) {
+    if (entries.length >= cap) break;
+    if (!marks.has(entry.id)) visit(entry.record);
+  }
   for (const node of p.ctx.view.allNodes()) {
     if (entries.length >= cap) break;
-    if (!marks.has(node.spec.id)) visit(node);
+    if (findOffer(node.spec, p.request.model) === undefined) visit(node);
   }
   entries.sort(
     (a, b) =>
@@ -909,7 +957,7 @@ function explainAll(
   return {
     entries,
     omitted: Math.max(0, p.ctx.view.nodeCount() - entries.length),
-    counts: { serving, evaluated: serving, unevaluated: 0, feasible, rejected },
+    counts: { serving, evaluated: serving, unevaluated: 0, feasible, rejected, truncated: false },
     live,
     bestTtftMs,
   };
@@ -948,6 +996,12 @@ function requestScope(request: RouteRequest): string {
   return `model ${request.model} within ${request.latencyBudgetMs} ms${from ? ` from ${from}` : ''}`;
 }
 
+function truncationNote(counts: DecisionCounts): string {
+  return counts.truncated
+    ? `; the search stopped at its work cap (${counts.evaluated} nodes evaluated), so this answer is judged from the nodes examined`
+    : '';
+}
+
 function explainNote(omitted: number): string {
   return omitted > 0 ? `; explain lists the first nodes only (${omitted} left out by the explain cap)` : '';
 }
@@ -959,7 +1013,7 @@ function infeasibleSummary(
   omitted: number,
 ): string {
   if (counts.serving === 0) return `${requestScope(request)}: no registered node serves this model`;
-  return `${requestScope(request)}: ${describeCounts(counts, bestTtftMs, false)}${explainNote(omitted)}`;
+  return `${requestScope(request)}: ${describeCounts(counts, bestTtftMs, false)}${truncationNote(counts)}${explainNote(omitted)}`;
 }
 
 function placedSummary(
@@ -972,5 +1026,5 @@ function placedSummary(
   const how = degraded ? 'DEGRADED placement on' : 'placed on';
   return `${requestScope(request)}: ${how} ${placement.nodeId} (${placement.level}, ${placement.region}), TTFT ${formatMs(
     placement.estimate.ttftMs,
-  )}, cost ${placement.estimate.cost.toPrecision(3)}; ${describeCounts(counts, undefined, true)}${explainNote(omitted)}`;
+  )}, cost ${placement.estimate.cost.toPrecision(3)}; ${describeCounts(counts, undefined, true)}${truncationNote(counts)}${explainNote(omitted)}`;
 }

@@ -79,6 +79,12 @@ export interface DecisionCounts {
   readonly unevaluated: number;
   readonly feasible: number;
   readonly rejected: Readonly<Partial<Record<RejectionVerdict, number>>>;
+  /**
+   * The search stopped at its work cap (RouteContext.maxVisits) before it could rule the rest
+   * out: the placement is the best of the nodes examined, and the reason is judged from them.
+   * Happens only when a huge number of nodes are within reach yet refused (a saturated fleet).
+   */
+  readonly truncated: boolean;
 }
 
 /**
