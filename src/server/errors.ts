@@ -4,7 +4,11 @@ import { type Metadata, type ServerUnaryCall, type sendUnaryData, status } from 
 import type { InfeasibleReason, Refusal } from '../core/routing/index.js';
 import { StoreUnavailableError } from '../store/store.js';
 
-/** An error whose gRPC status and message go to the caller as they are. */
+/**
+ * An error whose gRPC status and message go to the caller as they are. It is an expected outcome
+ * (a refusal, a bad field), not a fault: no stack trace is captured, which would cost more than
+ * the decision that led to it.
+ */
 export class ApiError extends Error {
   constructor(
     readonly code: status,
@@ -12,7 +16,10 @@ export class ApiError extends Error {
     /** Trailing metadata for the caller, e.g. the explain list of an infeasible Route. */
     readonly trailers?: Metadata,
   ) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message);
+    Error.stackTraceLimit = limit;
     this.name = 'ApiError';
   }
 }
