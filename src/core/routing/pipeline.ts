@@ -191,7 +191,12 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
       counts,
       explain,
       explainOmitted,
-      summary: placedSummary(request, placement, counts, chosen === undefined, explainOmitted),
+      // Written on first read: most callers (the simulator) never read it.
+      get summary() {
+        const text = placedSummary(request, placement, counts, chosen === undefined, explainOmitted);
+        Object.defineProperty(this, 'summary', { value: text, enumerable: true });
+        return text;
+      },
     };
   }
 
@@ -218,7 +223,11 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
     counts,
     explain,
     explainOmitted,
-    summary: infeasibleSummary(request, counts, bestTtftMs, explainOmitted),
+    get summary() {
+      const text = infeasibleSummary(request, counts, bestTtftMs, explainOmitted);
+      Object.defineProperty(this, 'summary', { value: text, enumerable: true });
+      return text;
+    },
   };
 }
 
@@ -288,6 +297,13 @@ interface ScratchBounds {
   ttftLowerBoundMs: number;
 }
 
+/**
+ * Scratch shared by all decisions: they run one at a time, synchronously, to completion, so one
+ * frontier and one bounds record serve them all and a decision allocates neither.
+ */
+const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
+const FRONTIER = new MinHeap<number>();
+
 /** One decision's searches over the index, and what they counted. */
 class Search {
   readonly ranked: Ranked;
@@ -305,10 +321,9 @@ class Search {
   /** This decision's mark on the groups' scratch values. */
   private readonly stamp = ++decisionStamp;
   private modelFloor: number | undefined;
-  private readonly minOverheadByMask = new Float64Array(16).fill(Number.NaN);
-  private readonly cellBounds: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
+  private readonly cellBounds = SCRATCH_BOUNDS;
   /** The best-first frontier: cell indices keyed by a lower bound. */
-  private readonly frontier = new MinHeap<number>();
+  private readonly frontier = FRONTIER;
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
   private budget: number;
   private truncated = false;
@@ -455,14 +470,10 @@ class Search {
   }
 
   private minOverhead(levelMask: number): number {
-    let value = this.minOverheadByMask[levelMask] as number;
-    if (Number.isNaN(value)) {
-      value = Number.POSITIVE_INFINITY;
-      for (const level of LEVELS)
-        if ((levelMask & LEVEL_BIT[level]) !== 0)
-          value = Math.min(value, this.p.ctx.latency.accessOverheadMs[level]);
-      this.minOverheadByMask[levelMask] = value;
-    }
+    const overheads = this.p.ctx.latency.accessOverheadMs;
+    let value = Number.POSITIVE_INFINITY;
+    for (const level of LEVELS)
+      if ((levelMask & LEVEL_BIT[level]) !== 0) value = Math.min(value, overheads[level]);
     return value;
   }
 
@@ -654,6 +665,7 @@ class Search {
       visit(entry, this.entryRttLowerBound(entry));
     }
     const frontier = this.frontier;
+    frontier.clear();
     const tieScore = p.policy.tieScore;
     const tieLowerBound = p.policy.tieLowerBound;
     const consider = (c: number) => {
@@ -730,6 +742,7 @@ class Search {
     for (const entry of candidates.recent())
       if (this.visits(entry) && this.spend()) visit(entry, this.entryRttLowerBound(entry));
     const frontier = this.frontier;
+    frontier.clear();
     const push = (c: number) => {
       if (!this.cellExcluded(tree, c)) frontier.push(this.bound(tree, c).ttftLowerBoundMs, c);
     };
