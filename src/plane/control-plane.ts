@@ -157,6 +157,8 @@ export class ControlPlane {
       regionCentroids: options.store.regionCentroids(),
       ...options.latency,
     };
+    // A Release that reached another replica frees the slot here, where it was taken.
+    if (this.meterUsage) options.store.onUsageRecorded((id) => this.reservations.release(id));
   }
 
   /** Wall-clock time now (ms). */
@@ -195,8 +197,9 @@ export class ControlPlane {
 
   /**
    * Frees the slot if this replica made the reservation, and records usage once in the shared
-   * store whichever replica the call reached (the id names the node and model). `released` is true
-   * only for the call that did it: a repeat — here or on another replica — answers false.
+   * store whichever replica the call reached (the id names the node and model); the replica that
+   * made it frees its slot when it learns of the record. `released` is true only for the call that
+   * did it: a repeat — here or on another replica — answers false.
    */
   async release(reservationId: ReservationId, usage: Usage, success: boolean): Promise<ReleaseResult> {
     const local = this.reservations.release(reservationId);

@@ -74,6 +74,13 @@ export interface Store {
    * when that reservation's usage was already recorded.
    */
   recordUsage(record: UsageRecord): Promise<boolean>;
+  /**
+   * Calls `listener` with the reservation id of every usage record this replica learns of — its
+   * own and other replicas' (on etcd through the watch, so late, possibly twice, and again for old
+   * records after a relist). The control plane frees its own reservation when another replica
+   * recorded the Release: the slot is freed where it was taken.
+   */
+  onUsageRecorded(listener: (reservationId: string) => void): void;
   /** Where clients of a region are, for latency estimates when they give no coordinates. */
   regionCentroids(): ReadonlyMap<string, LatLon>;
   /** Time-of-use pricing: the current policy and the scheduled changes (synchronous, cached). */

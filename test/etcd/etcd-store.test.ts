@@ -62,11 +62,13 @@ describe('etcd store: replicas, watch, outages', () => {
         const placed = first.route(request({ explain: false }));
         if (placed.reservation === undefined) throw new Error(placed.decision.summary);
         const id = placed.reservation.id;
+        expect(first.reservationCount()).toBe(1);
         expect(await second.release(id, usage, true)).toEqual({ released: true, nodeId: 'n1' });
+        // The reserving replica frees its slot when the usage record reaches it through the watch.
+        await eventually(() => first.reservationCount() === 0, 2000);
         expect(await first.release(id, usage, true)).toEqual({ released: false, nodeId: 'n1' });
         expect(await second.release(id, usage, true)).toEqual({ released: false, nodeId: 'n1' });
       }
-      // The reserving replica freed its slot too, at the Release that reached it.
       expect(a.reservationCount() + b.reservationCount()).toBe(0);
       expect((await stores[0].usageRecords()).map((record) => record.nodeId)).toEqual(['n1', 'n1']);
     } finally {

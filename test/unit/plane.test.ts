@@ -36,7 +36,11 @@ describe('ControlPlane', () => {
     const placed = a.route(request({ explain: false }));
     if (placed.reservation === undefined) throw new Error(placed.decision.summary);
     const id = placed.reservation.id;
+    expect(a.reservationCount()).toBe(1);
     expect(await b.release(id, usage, true)).toEqual({ released: true, nodeId: 'n' });
+    // The slot is freed where it was taken, without a Release reaching that replica.
+    expect(a.reservationCount()).toBe(0);
+    expect(a.getNode('n')?.reserved.size).toBe(0);
     expect(await a.release(id, usage, true)).toEqual({ released: false, nodeId: 'n' });
     expect(await b.release(id, usage, true)).toEqual({ released: false, nodeId: 'n' });
     expect(a.reservationCount()).toBe(0);

@@ -160,6 +160,7 @@ export class EtcdStore implements Store {
   private readonly scheduledPricing = new Map<string, ScheduledPricing>();
   private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
   private watcher: Watcher | undefined;
+  private readonly usageListeners: ((reservationId: string) => void)[] = [];
   /** Highest revision the cache has seen from a list or the watch. */
   private seenRevision = 0;
   private probe: { revision: number; atMs: number } | undefined;
@@ -456,6 +457,10 @@ export class EtcdStore implements Store {
     return response.succeeded;
   }
 
+  onUsageRecorded(listener: (reservationId: string) => void): void {
+    this.usageListeners.push(listener);
+  }
+
   /** Usage records in etcd, oldest reservation first (read straight from etcd). */
   async usageRecords(): Promise<UsageRecord[]> {
     const start = Buffer.from(this.key('usage', ''));
@@ -662,6 +667,8 @@ export class EtcdStore implements Store {
         this.pricingState = { current: this.currentPricing, scheduled: [...this.scheduledPricing.values()] };
         return;
       case 'usage':
+        if (value !== undefined) for (const listener of this.usageListeners) listener(id);
+        return;
       case 'election':
         return;
     }

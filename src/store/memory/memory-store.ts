@@ -33,6 +33,7 @@ export interface MemoryStoreOptions {
 export class MemoryStore implements Store {
   private readonly index = new RegistryIndex();
   private readonly usage = new Map<string, UsageRecord>();
+  private readonly usageListeners: ((reservationId: string) => void)[] = [];
   private readonly centroids: ReadonlyMap<string, LatLon>;
   private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
   readonly view: RoutingView = this.index.view;
@@ -117,7 +118,12 @@ export class MemoryStore implements Store {
     // Keyed by reservation: a Release retried after a lost answer is recorded once.
     if (this.usage.has(record.reservationId)) return false;
     this.usage.set(record.reservationId, record);
+    for (const listener of this.usageListeners) listener(record.reservationId);
     return true;
+  }
+
+  onUsageRecorded(listener: (reservationId: string) => void): void {
+    this.usageListeners.push(listener);
   }
 
   /** Usage recorded so far, oldest first. */
