@@ -114,6 +114,10 @@ const KINDS = ['nodes', 'load', 'admin', 'latency', 'usage', 'pricing', 'electio
 type Kind = (typeof KINDS)[number];
 
 /** Errors that mean etcd could not be reached in time, as opposed to a refused request. */
+/** Transport failures that etcd3 passes on as generic errors, recognised by their words. */
+const TRANSPORT_FAILURE =
+  /UNAVAILABLE|Channel closed|ECONNREFUSED|ECONNRESET|No connection established|Connection dropped/i;
+
 function isUnreachable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   return (
@@ -123,7 +127,8 @@ function isUnreachable(error: unknown): boolean {
     error instanceof GRPCUnavailableError ||
     error instanceof GRPCCancelledError ||
     error instanceof ClientClosedError ||
-    error instanceof KeepaliveTimeout
+    error instanceof KeepaliveTimeout ||
+    TRANSPORT_FAILURE.test(error.message)
   );
 }
 
