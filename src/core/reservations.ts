@@ -170,7 +170,7 @@ export class ReservationBook {
     }
     queue.push(entry);
     this.pendingCounts.set(nodeId, model, (this.pendingCounts.get(nodeId, model) ?? 0) + 1);
-    return publicView(entry);
+    return entry;
   }
 
   /**
@@ -181,7 +181,7 @@ export class ReservationBook {
     const entry = this.byId.get(id);
     if (entry === undefined) return undefined;
     this.retire(entry);
-    return publicView(entry);
+    return entry;
   }
 
   /** Pending reservations per model on `nodeId` (see `pending`), for display. */
@@ -208,7 +208,7 @@ export class ReservationBook {
       this.head += 1;
       if (this.byId.get(entry.id) !== entry) continue;
       this.retire(entry);
-      expired.push(publicView(entry));
+      expired.push(entry);
     }
     if (this.head > 1024 && this.head * 2 > order.length) {
       this.order = order.slice(this.head);
@@ -257,15 +257,4 @@ export class ReservationBook {
     this.pendingCounts.delete(nodeId, model);
     this.queues.delete(nodeId, model);
   }
-}
-
-function publicView(entry: Entry): Reservation {
-  return {
-    id: entry.id,
-    nodeId: entry.nodeId,
-    model: entry.model,
-    tenant: entry.tenant,
-    createdAtMs: entry.createdAtMs,
-    expiresAtMs: entry.expiresAtMs,
-  };
 }

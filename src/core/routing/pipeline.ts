@@ -27,7 +27,15 @@ import {
   type SamplesFrom,
   unsampledRtt,
 } from '../latency.js';
-import { findOffer, LEVELS, type ModelOffer, type NodeRecord, nodeState, reportedLoad } from '../model.js';
+import {
+  findOffer,
+  LEVELS,
+  type ModelOffer,
+  type NodeRecord,
+  type NodeState,
+  nodeState,
+  reportedLoad,
+} from '../model.js';
 import type { AdmissionRule } from './admission.js';
 import {
   ANGLE_SLACK_RAD,
@@ -324,6 +332,12 @@ class Search {
   private readonly cellBounds = SCRATCH_BOUNDS;
   /** The best-first frontier: cell indices keyed by a lower bound. */
   private readonly frontier = FRONTIER;
+  private readonly listed: { stage: 'listed'; node: NodeRecord; offer: ModelOffer; state: NodeState } = {
+    stage: 'listed',
+    node: undefined as unknown as NodeRecord,
+    offer: undefined as unknown as ModelOffer,
+    state: 'READY',
+  };
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
   private budget: number;
   private truncated = false;
@@ -594,7 +608,11 @@ class Search {
       this.evaluated += 1;
       if (state === 'READY' || state === 'DRAINING') this.live += 1;
     }
-    const listed: Candidate = { stage: 'listed', node, offer: entry.offer, state };
+    // One record reused for every node: the checks read it and keep nothing.
+    const listed = this.listed;
+    listed.node = node;
+    listed.offer = entry.offer;
+    listed.state = state;
     for (const check of p.listedChecks) {
       if (check.rejects(listed, p.scope)) {
         if (count) this.reject(check.verdict, 1);
