@@ -84,6 +84,40 @@ export function record(options: NodeOptions, nowMs = 0): NodeRecord {
   };
 }
 
+/**
+ * A node as the property tests draw it: its offers, `active` requests on each (those beyond a
+ * model's slots queued), a status report `silentMs` before `nowMs`, and a 30 s TTL.
+ */
+export function loadedRecord(
+  options: Omit<NodeOptions, 'status' | 'statusAtMs' | 'ttlS'> & {
+    offers: ModelOffer[];
+    active: number;
+    healthy: boolean;
+    silentMs: number;
+  },
+  nowMs: number,
+): NodeRecord {
+  const { active, healthy, silentMs, ...rest } = options;
+  return record(
+    {
+      ...rest,
+      status: {
+        load: options.offers.map((o) => ({
+          model: o.model,
+          active: Math.min(active, o.maxConcurrency),
+          queued: Math.max(0, active - o.maxConcurrency),
+        })),
+        gpuUtilization: 0.5,
+        kvCacheUtilization: 0.5,
+        healthy,
+      },
+      statusAtMs: nowMs - silentMs,
+      ttlS: 30,
+    },
+    nowMs - silentMs,
+  );
+}
+
 export function request(overrides: Partial<RouteRequest> = {}): RouteRequest {
   return {
     requestId: 'r1',

@@ -21,7 +21,7 @@ import {
   type RouteRequest,
   type RoutingView,
 } from '../../src/core/routing/index.js';
-import { FLAT_LATENCY, book as newBook, offer, record, request } from '../helpers/fixtures.js';
+import { FLAT_LATENCY, loadedRecord, book as newBook, offer, request } from '../helpers/fixtures.js';
 
 const NOW = Date.UTC(2026, 5, 1, 3, 0, 0);
 const MODELS = ['m', 'n'];
@@ -98,7 +98,7 @@ const nodeArb = (index: number, mode: PriceMode, mixed: boolean) =>
       healthy: fc.constantFrom(true, true, true, true, false),
     })
     .map((n): NodeRecord => {
-      const base = record(
+      const base = loadedRecord(
         {
           id: `node-${String(index).padStart(3, '0')}`,
           level: n.level,
@@ -113,20 +113,11 @@ const nodeArb = (index: number, mode: PriceMode, mixed: boolean) =>
               price: n.prices[i],
             }),
           ),
-          status: {
-            load: n.models.map((model) => ({
-              model,
-              active: Math.min(n.active, n.maxConcurrency),
-              queued: Math.max(0, n.active - n.maxConcurrency),
-            })),
-            gpuUtilization: 0.5,
-            kvCacheUtilization: 0.5,
-            healthy: n.healthy,
-          },
-          statusAtMs: NOW - n.silentMs,
-          ttlS: 30,
+          active: n.active,
+          healthy: n.healthy,
+          silentMs: n.silentMs,
         },
-        NOW - n.silentMs,
+        NOW,
       );
       return { ...base, spec: { ...base.spec, location: n.place ?? undefined } };
     });

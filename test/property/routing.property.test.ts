@@ -7,7 +7,7 @@ import { decideRoute, estimateOn, type RouteRequest } from '../../src/core/routi
 import { ControlPlane } from '../../src/plane/control-plane.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 import { registerPermanent } from '../../src/store/store.js';
-import { context, FLAT_LATENCY, book as newBook, offer, record, request } from '../helpers/fixtures.js';
+import { context, FLAT_LATENCY, loadedRecord, book as newBook, offer, request } from '../helpers/fixtures.js';
 
 const NOW = 1_000_000;
 const MODELS = ['m', 'n'];
@@ -31,7 +31,7 @@ const nodeArb = (index: number) =>
     })
     .map(
       (n): NodeRecord =>
-        record(
+        loadedRecord(
           {
             id: `node-${String(index).padStart(2, '0')}`,
             level: n.level,
@@ -47,20 +47,11 @@ const nodeArb = (index: number) =>
                 price: { inputPerMtok: n.price },
               }),
             ),
-            status: {
-              load: n.models.map((model) => ({
-                model,
-                active: Math.min(n.active, n.maxConcurrency),
-                queued: Math.max(0, n.active - n.maxConcurrency),
-              })),
-              gpuUtilization: 0.5,
-              kvCacheUtilization: 0.5,
-              healthy: n.healthy,
-            },
-            statusAtMs: NOW - n.silentMs,
-            ttlS: 30,
+            active: n.active,
+            healthy: n.healthy,
+            silentMs: n.silentMs,
           },
-          NOW - n.silentMs,
+          NOW,
         ),
     );
 

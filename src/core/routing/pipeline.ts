@@ -682,42 +682,61 @@ class Search {
       if (!this.spend()) return;
       visit(entry, this.entryRttLowerBound(entry));
     }
-    const frontier = this.frontier;
-    frontier.clear();
     const tieScore = p.policy.tieScore;
     const tieLowerBound = p.policy.tieLowerBound;
-    const consider = (c: number) => {
+    this.walk(
+      tree,
+      (bounds) => {
+        if (bounds.ttftLowerBoundMs > reachMs) return undefined;
+        const key = lowerBound === undefined ? 0 : lowerBound(bounds);
+        if (score !== undefined && tieScore !== undefined && tieLowerBound !== undefined) {
+          // A cell that can at best tie the worst ranked node on the first key must beat it on
+          // the second to matter.
+          const worst = this.ranked.worst();
+          if (worst !== undefined && key === score(worst) && tieLowerBound(bounds) > tieScore(worst))
+            return undefined;
+        }
+        return key;
+      },
+      (topKey) => {
+        if (score === undefined || lowerBound === undefined) return false;
+        const worst = this.ranked.worst();
+        return worst !== undefined && topKey > score(worst);
+      },
+      visit,
+    );
+  }
+
+  /**
+   * Walks `tree` best-first: `keyOf` gives a cell its key from its bounds (undefined: skip it),
+   * `done` ends the walk given the smallest key left, and every node of a leaf reached goes to
+   * `visit` with a lower bound of its RTT. Ends early when the work cap is spent.
+   */
+  private walk(
+    tree: FlatTree,
+    keyOf: (bounds: ScratchBounds) => number | undefined,
+    done: (topKey: number) => boolean,
+    visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
+  ): void {
+    const frontier = this.frontier;
+    frontier.clear();
+    const push = (c: number) => {
       if (this.cellExcluded(tree, c)) return;
-      const bounds = this.bound(tree, c);
-      if (bounds.ttftLowerBoundMs > reachMs) return;
-      const key = lowerBound === undefined ? 0 : lowerBound(bounds);
-      if (score !== undefined && tieScore !== undefined && tieLowerBound !== undefined) {
-        // A cell that can at best tie the worst ranked node on the first key must beat it on the
-        // second to matter.
-        const worst = this.ranked.worst();
-        if (worst !== undefined && key === score(worst) && tieLowerBound(bounds) > tieScore(worst)) return;
-      }
-      frontier.push(key, c);
+      const key = keyOf(this.bound(tree, c));
+      if (key !== undefined) frontier.push(key, c);
     };
-    for (const root of tree.roots) consider(root);
-    while (frontier.size > 0) {
-      if (score !== undefined && lowerBound !== undefined) {
-        const worst = this.ranked.worst();
-        if (worst !== undefined && frontier.peekKey() > score(worst)) break;
-      }
+    for (const root of tree.roots) push(root);
+    while (frontier.size > 0 && !done(frontier.peekKey())) {
       const c = frontier.pop() as number;
       const at = c * CELL_STRIDE;
       const left = tree.cells[at + C.left] as number;
       if (left >= 0) {
-        consider(left);
-        consider(tree.cells[at + C.right] as number);
+        push(left);
+        push(tree.cells[at + C.right] as number);
         continue;
       }
-      for (
-        let i = tree.cells[at + C.itemStart] as number;
-        i < (tree.cells[at + C.itemEnd] as number);
-        i += 1
-      ) {
+      const end = tree.cells[at + C.itemEnd] as number;
+      for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         const entry = tree.items[i] as IndexedNode;
         if (!this.visits(entry)) continue;
         if (!this.spend()) {
@@ -759,36 +778,12 @@ class Search {
     const tree = candidates.tree();
     for (const entry of candidates.recent())
       if (this.visits(entry) && this.spend()) visit(entry, this.entryRttLowerBound(entry));
-    const frontier = this.frontier;
-    frontier.clear();
-    const push = (c: number) => {
-      if (!this.cellExcluded(tree, c)) frontier.push(this.bound(tree, c).ttftLowerBoundMs, c);
-    };
-    for (const root of tree.roots) push(root);
-    while (frontier.size > 0 && frontier.peekKey() <= (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY)) {
-      const c = frontier.pop() as number;
-      const at = c * CELL_STRIDE;
-      const left = tree.cells[at + C.left] as number;
-      if (left >= 0) {
-        push(left);
-        push(tree.cells[at + C.right] as number);
-        continue;
-      }
-      for (
-        let i = tree.cells[at + C.itemStart] as number;
-        i < (tree.cells[at + C.itemEnd] as number);
-        i += 1
-      ) {
-        const entry = tree.items[i] as IndexedNode;
-        if (!this.visits(entry)) continue;
-        if (!this.spend()) {
-          frontier.clear();
-          return best;
-        }
-        visit(entry, this.slotRttLowerBound(tree, i));
-      }
-    }
-    frontier.clear();
+    this.walk(
+      tree,
+      (bounds) => bounds.ttftLowerBoundMs,
+      (topKey) => topKey > (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY),
+      visit,
+    );
     return best;
   }
 }
