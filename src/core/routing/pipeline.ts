@@ -190,22 +190,15 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
 
   const placed = chosen ?? degraded;
   if (placed !== undefined) {
-    const placement = placementOf(placed, request.model);
-    return {
-      kind: 'placed',
-      placement,
-      fallbacks: fallbacks.map((entry) => placementOf(entry, request.model)),
-      degraded: chosen === undefined,
+    return new PlacedDecision(
+      request,
+      placementOf(placed, request.model),
+      fallbacks.map((entry) => placementOf(entry, request.model)),
+      chosen === undefined,
       counts,
       explain,
       explainOmitted,
-      // Written on first read: most callers (the simulator) never read it.
-      get summary() {
-        const text = placedSummary(request, placement, counts, chosen === undefined, explainOmitted);
-        Object.defineProperty(this, 'summary', { value: text, enumerable: true });
-        return text;
-      },
-    };
+    );
   }
 
   if (!live && candidates !== undefined) {
@@ -224,19 +217,62 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
     : full > 0
       ? 'ALL_FULL'
       : 'NO_NODE_WITHIN_CONSTRAINTS';
-  return {
-    kind: 'infeasible',
-    reason,
-    bestTtftMs,
-    counts,
-    explain,
-    explainOmitted,
-    get summary() {
-      const text = infeasibleSummary(request, counts, bestTtftMs, explainOmitted);
-      Object.defineProperty(this, 'summary', { value: text, enumerable: true });
-      return text;
-    },
-  };
+  return new InfeasibleDecision(request, reason, bestTtftMs, counts, explain, explainOmitted);
+}
+
+/**
+ * The decisions as values whose summary is written on first read: most callers (the simulator)
+ * never read it, and formatting it costs as much as a small decision.
+ */
+class PlacedDecision {
+  readonly kind = 'placed';
+  #request: RouteRequest;
+  #summary: string | undefined;
+
+  constructor(
+    request: RouteRequest,
+    readonly placement: Placement,
+    readonly fallbacks: readonly Placement[],
+    readonly degraded: boolean,
+    readonly counts: DecisionCounts,
+    readonly explain: readonly ExplainEntry[],
+    readonly explainOmitted: number,
+  ) {
+    this.#request = request;
+  }
+
+  get summary(): string {
+    this.#summary ??= placedSummary(
+      this.#request,
+      this.placement,
+      this.counts,
+      this.degraded,
+      this.explainOmitted,
+    );
+    return this.#summary;
+  }
+}
+
+class InfeasibleDecision {
+  readonly kind = 'infeasible';
+  #request: RouteRequest;
+  #summary: string | undefined;
+
+  constructor(
+    request: RouteRequest,
+    readonly reason: InfeasibleReason,
+    readonly bestTtftMs: number | undefined,
+    readonly counts: DecisionCounts,
+    readonly explain: readonly ExplainEntry[],
+    readonly explainOmitted: number,
+  ) {
+    this.#request = request;
+  }
+
+  get summary(): string {
+    this.#summary ??= infeasibleSummary(this.#request, this.counts, this.bestTtftMs, this.explainOmitted);
+    return this.#summary;
+  }
 }
 
 const phasesOf = new WeakMap<Checks, Pick<Prepared, 'groupChecks' | 'listedChecks' | 'estimatedChecks'>>();
@@ -260,6 +296,7 @@ let decisionStamp = 0;
 
 function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
   const policy = ctx.policy ?? CHEAPEST_FEASIBLE;
+  const phases = checksByPhase(policy.checks);
   const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
   return {
     request,
@@ -272,7 +309,9 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
     },
     client,
     clientVector: client.location === undefined ? undefined : unitVector(client.location),
-    ...checksByPhase(policy.checks),
+    groupChecks: phases.groupChecks,
+    listedChecks: phases.listedChecks,
+    estimatedChecks: phases.estimatedChecks,
     msPerRad: ((EARTH_RADIUS_KM * 2) / ctx.latency.fiberKmPerMs) * ctx.latency.routeStretch,
   };
 }
