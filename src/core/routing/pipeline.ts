@@ -160,15 +160,10 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   if (chosen === undefined && request.allowDegraded && candidates !== undefined)
     degraded = search.nearest((c) => c.hasSlot);
 
-  const marks = new Map<string, Verdict>();
   let fallbacks: EstimatedCandidate[] = [];
   if (chosen !== undefined) {
-    marks.set(chosen.node.spec.id, 'SELECTED');
     const k = Math.min(request.maxFallbacks, MAX_FALLBACKS);
     fallbacks = ranked.filter((_, index) => index !== chosenIndex).slice(0, k);
-    for (const fallback of fallbacks) marks.set(fallback.node.spec.id, 'FALLBACK');
-  } else if (degraded !== undefined) {
-    marks.set(degraded.node.spec.id, 'DEGRADED_SELECTED');
   }
 
   let counts = search.counts(candidates?.size ?? 0);
@@ -177,6 +172,10 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   let explainOmitted = 0;
   let bestTtftMs: number | undefined;
   if (request.explain) {
+    const marks = new Map<string, Verdict>();
+    if (chosen !== undefined) marks.set(chosen.node.spec.id, 'SELECTED');
+    for (const fallback of fallbacks) marks.set(fallback.node.spec.id, 'FALLBACK');
+    if (degraded !== undefined) marks.set(degraded.node.spec.id, 'DEGRADED_SELECTED');
     const full = explainAll(p, marks, candidates);
     explain = full.entries;
     explainOmitted = full.omitted;
@@ -350,6 +349,14 @@ interface ScratchBounds {
  */
 const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 const FRONTIER = new MinHeap<number>();
+/** The record every node is checked through before its estimate: the checks read it and keep nothing. */
+const LISTED: { stage: 'listed'; node: NodeRecord; offer: ModelOffer; state: NodeState } = {
+  stage: 'listed',
+  node: undefined as unknown as NodeRecord,
+  offer: undefined as unknown as ModelOffer,
+  state: 'READY',
+};
+const NO_NODES: readonly IndexedNode[] = [];
 
 /** One decision's searches over the index, and what they counted. */
 class Search {
@@ -371,12 +378,7 @@ class Search {
   private readonly cellBounds = SCRATCH_BOUNDS;
   /** The best-first frontier: cell indices keyed by a lower bound. */
   private readonly frontier = FRONTIER;
-  private readonly listed: { stage: 'listed'; node: NodeRecord; offer: ModelOffer; state: NodeState } = {
-    stage: 'listed',
-    node: undefined as unknown as NodeRecord,
-    offer: undefined as unknown as ModelOffer,
-    state: 'READY',
-  };
+  private readonly listed = LISTED;
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
   private budget: number;
   private truncated = false;
@@ -454,10 +456,10 @@ class Search {
    * Nodes with a fresh measured RTT from the client: their distance says nothing about their
    * latency, so the searches evaluate them one by one, and skip them inside cells.
    */
-  private sampledNodes(candidates: ModelCandidates): IndexedNode[] {
+  private sampledNodes(candidates: ModelCandidates): readonly IndexedNode[] {
     const { p } = this;
+    if (p.client.sampleMaps.length === 0) return NO_NODES;
     const found: IndexedNode[] = [];
-    if (p.client.sampleMaps.length === 0) return found;
     const seen = new Set<string>();
     for (const samples of p.client.sampleMaps) {
       for (const [nodeId, sample] of samples) {
