@@ -209,10 +209,12 @@ export function schedulerService(
       const { decision } = result;
       if (decision.kind === 'refused') throw refusedError(decision.refusal, decision.summary);
       if (decision.kind === 'infeasible') {
-        const partial = RouteResponse.create({ summary: decision.summary, ...explainOf(decision) });
-        const trailers = new Metadata();
-        if (request.explain)
+        let trailers: Metadata | undefined;
+        if (request.explain) {
+          const partial = RouteResponse.create({ summary: decision.summary, ...explainOf(decision) });
+          trailers = new Metadata();
           trailers.set(ROUTE_RESPONSE_TRAILER, Buffer.from(RouteResponse.encode(partial).finish()));
+        }
         throw infeasibleError(decision.reason, decision.summary, trailers);
       }
       if (result.reservation === undefined) {
