@@ -117,6 +117,8 @@ export class ReservationBook {
    */
   private order: Entry[] = [];
   private head = 0;
+  /** Entries in `order` released before expiry; compacted away once they are most of it. */
+  private stale = 0;
   /** Per (node, model): reservations in creation order that may still be pending. */
   private readonly queues = new PerOffer<Entry[]>();
   private readonly pendingCounts = new PerOffer<number>();
@@ -163,6 +165,7 @@ export class ReservationBook {
     };
     this.byId.set(entry.id, entry);
     this.order.push(entry);
+    this.compact();
     let queue = this.queues.get(nodeId, model);
     if (queue === undefined) {
       queue = [];
@@ -181,6 +184,7 @@ export class ReservationBook {
     const entry = this.byId.get(id);
     if (entry === undefined) return undefined;
     this.retire(entry);
+    this.stale += 1;
     return entry;
   }
 
@@ -206,7 +210,10 @@ export class ReservationBook {
       const entry = order[this.head] as Entry;
       if (entry.expiresAtMonotonicMs > monotonicNowMs) break;
       this.head += 1;
-      if (this.byId.get(entry.id) !== entry) continue;
+      if (this.byId.get(entry.id) !== entry) {
+        this.stale = Math.max(0, this.stale - 1);
+        continue;
+      }
       this.retire(entry);
       expired.push(entry);
     }
@@ -237,6 +244,23 @@ export class ReservationBook {
     if (covered > 0) queue.splice(0, covered);
     if (queue.length === 0) this.queues.delete(nodeId, model);
     return this.pendingCounts.get(nodeId, model) ?? 0;
+  }
+
+  /** Entries the book still tracks (live ones and released ones not yet compacted away). */
+  tracked(): number {
+    return this.order.length - this.head;
+  }
+
+  /**
+   * Drops released entries from the expiry queue once they outnumber the live ones: with a long
+   * TTL (a simulation holds slots until requests finish) they would otherwise pile up forever.
+   */
+  private compact(): void {
+    const tracked = this.order.length - this.head;
+    if (this.stale < 1024 || this.stale * 2 < tracked) return;
+    this.order = this.order.slice(this.head).filter((entry) => this.byId.get(entry.id) === entry);
+    this.head = 0;
+    this.stale = 0;
   }
 
   private retire(entry: Entry): void {

@@ -103,3 +103,20 @@ describe('ReservationBook', () => {
     expect(() => newBook(1000, 'Bad_Replica')).toThrow(/replica id must match/);
   });
 });
+
+describe('ReservationBook memory', () => {
+  it('stays bounded by what is held, however many were reserved and released under a long TTL', () => {
+    const book = newBook(1e12);
+    for (let i = 0; i < 20_000; i += 1) {
+      const { id } = book.reserve(`n${i % 50}`, 'm', 't', i, i);
+      book.release(id);
+    }
+    expect(book.size).toBe(0);
+    expect(book.tracked()).toBeLessThan(2100);
+    // Live reservations survive compaction and still expire in order.
+    const kept = book.reserve('n', 'm', 't', 0, 30_000);
+    for (let i = 0; i < 5_000; i += 1) book.release(book.reserve('x', 'm', 't', 0, 30_000).id);
+    expect(book.pending('n', 'm', undefined)).toBe(1);
+    expect(book.expire(30_000 + 1e12).map((r) => r.id)).toEqual([kept.id]);
+  });
+});
