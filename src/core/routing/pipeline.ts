@@ -745,11 +745,14 @@ class Search {
         return worst !== undefined && topKey > score(worst);
       },
       visit,
+      // Among cells that tie on the first bound (one price tier), the likeliest winners first.
+      tieLowerBound,
     );
   }
 
   /**
    * Walks `tree` best-first: `keyOf` gives a cell its key from its bounds (undefined: skip it),
+   * `tieOf` orders cells of equal key,
    * `done` ends the walk given the smallest key left, and every node of a leaf reached goes to
    * `visit` with a lower bound of its RTT. Ends early when the work cap is spent.
    */
@@ -758,13 +761,15 @@ class Search {
     keyOf: (bounds: ScratchBounds) => number | undefined,
     done: (topKey: number) => boolean,
     visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
+    tieOf?: (bounds: ScratchBounds) => number,
   ): void {
     const frontier = this.frontier;
     frontier.clear();
     const push = (c: number) => {
       if (this.cellExcluded(tree, c)) return;
-      const key = keyOf(this.bound(tree, c));
-      if (key !== undefined) frontier.push(key, c);
+      const bounds = this.bound(tree, c);
+      const key = keyOf(bounds);
+      if (key !== undefined) frontier.push(key, c, tieOf === undefined ? 0 : tieOf(bounds));
     };
     for (const root of tree.roots) push(root);
     while (frontier.size > 0 && !done(frontier.peekKey())) {
