@@ -31,8 +31,24 @@ const LATENCY_SOURCE: Readonly<Record<LatencySource, pbScheduler.LatencySource>>
   REGION_DEFAULT: pbScheduler.LatencySource.LATENCY_SOURCE_REGION_DEFAULT,
 };
 
-export const verdictToProto = (verdict: Verdict): pbScheduler.Verdict =>
-  pbScheduler.Verdict[`VERDICT_${verdict}` as keyof typeof pbScheduler.Verdict] as pbScheduler.Verdict;
+/** Every verdict has its wire value: a new check is a compile error here until it has one. */
+const VERDICT_TO_PROTO: Readonly<Record<Verdict, pbScheduler.Verdict>> = {
+  SELECTED: pbScheduler.Verdict.VERDICT_SELECTED,
+  FALLBACK: pbScheduler.Verdict.VERDICT_FALLBACK,
+  FEASIBLE: pbScheduler.Verdict.VERDICT_FEASIBLE,
+  DEGRADED_SELECTED: pbScheduler.Verdict.VERDICT_DEGRADED_SELECTED,
+  MODEL_NOT_SERVED: pbScheduler.Verdict.VERDICT_MODEL_NOT_SERVED,
+  LEVEL_EXCLUDED: pbScheduler.Verdict.VERDICT_LEVEL_EXCLUDED,
+  REGION_EXCLUDED: pbScheduler.Verdict.VERDICT_REGION_EXCLUDED,
+  DOWN: pbScheduler.Verdict.VERDICT_DOWN,
+  UNHEALTHY: pbScheduler.Verdict.VERDICT_UNHEALTHY,
+  DRAINING: pbScheduler.Verdict.VERDICT_DRAINING,
+  OVER_BUDGET: pbScheduler.Verdict.VERDICT_OVER_BUDGET,
+  AT_CAPACITY: pbScheduler.Verdict.VERDICT_AT_CAPACITY,
+  QUEUE_OVER_BUDGET: pbScheduler.Verdict.VERDICT_QUEUE_OVER_BUDGET,
+};
+
+export const verdictToProto = (verdict: Verdict): pbScheduler.Verdict => VERDICT_TO_PROTO[verdict];
 
 export function specToProto(spec: NodeSpec): pbTypes.NodeSpec {
   return {
