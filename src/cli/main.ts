@@ -22,7 +22,7 @@ import { ROUTE_RESPONSE_TRAILER } from '../server/services.js';
 import { POLICIES } from '../sim/scenario.js';
 import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
-import { registerPermanent, type Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import { CliError, call, connect } from './client.js';
 import { describePolicy, formatExplain, formatNodes, formatPlacementCard } from './format.js';
 import { loadPricingPolicy } from './pricing-file.js';
@@ -282,7 +282,6 @@ export function buildProgram(): Command {
       const topologyFile: string | undefined = opts.topology ?? (opts.demo ? DEMO_TOPOLOGY : undefined);
       const topology = topologyFile === undefined ? undefined : await loadTopology(topologyFile);
       const store = await openStore(opts as StoreFlags, topology?.regionCentroids, logger);
-      await registerPermanent(store, topology?.nodes ?? []);
       const server = await startServer({
         store,
         logger,
@@ -290,6 +289,7 @@ export function buildProgram(): Command {
         port: opts.port,
         reservationTtlMs: opts.reservationTtlS * 1000,
         maxExplainNodes: opts.maxExplainNodes,
+        permanentNodes: topology?.nodes ?? [],
         metricsPort: opts.metricsPort,
       });
       // Handle signals before announcing the address: whoever reads it may signal at once.

@@ -9,6 +9,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import type { PriceMultiplier } from '../core/cost.js';
 import type { LatencyModel } from '../core/latency.js';
+import type { NodeSpec } from '../core/model.js';
 import { RegistryService } from '../gen/cpn/v1/registry.js';
 import { SchedulerService } from '../gen/cpn/v1/scheduler.js';
 import { startOpsHttp } from '../ops/http.js';
@@ -39,6 +40,8 @@ export interface ServerOptions {
   readonly explainLimit?: number;
   /** Explain evaluates at most this many nodes (the answer says how many it left out). */
   readonly maxExplainNodes?: number;
+  /** Nodes registered as permanent (operator-managed, never expiring) before serving starts. */
+  readonly permanentNodes?: readonly NodeSpec[];
   /** Explained routes run one at a time; at most this many wait (default 16), the rest are refused. */
   readonly explainQueue?: number;
   readonly latency?: Partial<LatencyModel>;
@@ -85,6 +88,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     priceMultiplier: options.priceMultiplier,
     maxExplainNodes: options.maxExplainNodes,
   });
+  // Operator-managed nodes (a topology file's) go in through the plane before the port opens.
+  for (const spec of options.permanentNodes ?? [])
+    await plane.registerNode(spec, { ttlS: 0, permanent: true });
   const server = new Server({
     'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
