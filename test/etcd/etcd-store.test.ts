@@ -256,7 +256,21 @@ describe('etcd store: replicas, watch, outages', () => {
       ).toBe('accepted');
       await local.start();
       await eventually(() => store.stalenessMs() < 1000, 15_000);
-      await store.registerNode(spec({ id: 'after' }), { ttlS: 30, permanent: false });
+      // The etcd3 client's circuit breaker may still hold writes back for a moment after the
+      // cache is current again; a write must go through within a bounded time, and until then
+      // each attempt must fail as UNAVAILABLE, never as something else.
+      await eventually(
+        () =>
+          store.registerNode(spec({ id: 'after' }), { ttlS: 30, permanent: false }).then(
+            () => true,
+            (error: unknown) => {
+              expect(error).toBeInstanceOf(StoreUnavailableError);
+              return false;
+            },
+          ),
+        15_000,
+        200,
+      );
       expect(store.listNodes({}).map((n) => n.spec.id)).toEqual(['after', 'kept']);
     } finally {
       await store.close();
