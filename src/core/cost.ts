@@ -53,9 +53,23 @@ export function queueMs(size: RequestSize, offer: ModelOffer, load: number): num
 
 /** Cost in currency units: uncached input, cache-hit input and output, each at its own rate. */
 export function requestCost(size: RequestSize, price: Price, multiplier: number): number {
+  return costAt(size, price.inputPerMtok, price.outputPerMtok, price.cachedInputPerMtok, multiplier);
+}
+
+/**
+ * requestCost on prices given one by one. Never larger for smaller prices, so the candidate index
+ * bounds a cell with its cheapest price of each kind through this very formula.
+ */
+export function costAt(
+  size: RequestSize,
+  inputPerMtok: number,
+  outputPerMtok: number,
+  cachedInputPerMtok: number,
+  multiplier: number,
+): number {
   const perMillion =
-    (size.inputTokens - size.cachedInputTokens) * price.inputPerMtok +
-    size.cachedInputTokens * price.cachedInputPerMtok +
-    size.maxOutputTokens * price.outputPerMtok;
+    (size.inputTokens - size.cachedInputTokens) * inputPerMtok +
+    size.cachedInputTokens * cachedInputPerMtok +
+    size.maxOutputTokens * outputPerMtok;
   return (perMillion / 1e6) * multiplier;
 }

@@ -91,6 +91,11 @@ export function nodeState(node: NodeRecord, nowMs: number): NodeState {
   return 'READY';
 }
 
+/** Up, whether or not it takes new work: a model with only DOWN or UNHEALTHY nodes has no live node. */
+export function isLive(state: NodeState): boolean {
+  return state === 'READY' || state === 'DRAINING';
+}
+
 /** When a node seen at `lastSeenMs` expires without another report. */
 export function leaseExpiry(lastSeenMs: number, ttlS: number, permanent: boolean): number {
   return permanent ? Number.POSITIVE_INFINITY : lastSeenMs + ttlS * 1000;

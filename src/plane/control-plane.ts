@@ -268,7 +268,9 @@ export class ControlPlane {
   }
 
   listNodes(filter: NodeFilter): NodeView[] {
-    return this.store.listNodes(filter).map((node) => this.viewOf(node));
+    this.reservations.expire(this.monotonicClock());
+    const nowMs = this.clock();
+    return this.store.listNodes(filter).map((node) => this.viewAt(node, nowMs));
   }
 
   reportLatency(reports: readonly LatencyReport[]): Promise<number> {
@@ -325,6 +327,10 @@ export class ControlPlane {
     const node = this.store.getNode(nodeId);
     if (node === undefined) return new Map();
     this.reservations.expire(this.monotonicClock());
+    return this.pendingOn(node);
+  }
+
+  private pendingOn(node: NodeRecord): Map<string, number> {
     return this.reservations.pendingByModel(
       node.spec.id,
       node.statusAtMs,
@@ -333,6 +339,12 @@ export class ControlPlane {
   }
 
   private viewOf(node: NodeRecord): NodeView {
-    return { record: node, state: nodeState(node, this.clock()), reserved: this.reservedOn(node.spec.id) };
+    this.reservations.expire(this.monotonicClock());
+    return this.viewAt(node, this.clock());
+  }
+
+  /** The view of `node` at `nowMs`; reservations must have been expired first. */
+  private viewAt(node: NodeRecord, nowMs: number): NodeView {
+    return { record: node, state: nodeState(node, nowMs), reserved: this.pendingOn(node) };
   }
 }

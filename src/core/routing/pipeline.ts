@@ -16,7 +16,7 @@
 // Pure: time, registry, reservations, prices and the policy's randomness come in through the
 // context.
 
-import { type PriceMultiplier, prefillMs, queueMs, requestCost } from '../cost.js';
+import { costAt, type PriceMultiplier, prefillMs, prefillMsAt, queueMs, requestCost } from '../cost.js';
 import {
   EARTH_RADIUS_KM,
   estimateRttFor,
@@ -29,6 +29,7 @@ import {
 } from '../latency.js';
 import {
   findOffer,
+  isLive,
   LEVELS,
   type ModelOffer,
   type NodeRecord,
@@ -201,10 +202,7 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   }
 
   if (!live && candidates !== undefined) {
-    const found = candidates.hasLiveNode((node) => {
-      const state = nodeState(node, ctx.nowMs);
-      return state === 'READY' || state === 'DRAINING';
-    }, search.visitsLeft());
+    const found = candidates.hasLiveNode((node) => isLive(nodeState(node, ctx.nowMs)), search.visitsLeft());
     live = found.live;
     if (!found.checkedAll) counts = { ...counts, truncated: true };
   }
@@ -575,18 +573,17 @@ class Search {
         Math.sqrt(dx * dx + dy * dy + dz * dz) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
       rttLowerBoundMs = (angle > 0 ? angle * p.msPerRad : 0) + coordinateBaseMs;
     }
-    const request = p.request;
-    const uncached = request.inputTokens - request.cachedInputTokens;
     const maxPrefill = cells[at + C.maxPrefill] as number;
-    const prefillLowerBoundMs = maxPrefill > 0 ? (uncached / maxPrefill) * 1000 : 0;
-    // requestCost's formula, term for term, on the cell's cheapest prices: never above a node's.
-    const perMillion =
-      uncached * (cells[at + C.minInput] as number) +
-      request.cachedInputTokens * (cells[at + C.minCached] as number) +
-      request.maxOutputTokens * (cells[at + C.minOutput] as number);
+    const prefillLowerBoundMs = maxPrefill > 0 ? prefillMsAt(p.request, maxPrefill) : 0;
     const out = this.cellBounds;
     out.rttLowerBoundMs = rttLowerBoundMs;
-    out.costLowerBound = (perMillion / 1e6) * multiplier;
+    out.costLowerBound = costAt(
+      p.request,
+      cells[at + C.minInput] as number,
+      cells[at + C.minOutput] as number,
+      cells[at + C.minCached] as number,
+      multiplier,
+    );
     out.ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
     return out;
   }
@@ -647,7 +644,7 @@ class Search {
     const state = nodeState(node, p.ctx.nowMs);
     if (count) {
       this.evaluated += 1;
-      if (state === 'READY' || state === 'DRAINING') this.live += 1;
+      if (isLive(state)) this.live += 1;
     }
     // One record reused for every node: the checks read it and keep nothing.
     const listed = this.listed;
@@ -951,7 +948,7 @@ function verdictOf(
   const offer = findOffer(node.spec, p.request.model);
   if (offer === undefined) return { verdict: 'MODEL_NOT_SERVED', candidate: undefined, live: false };
   const state = nodeState(node, p.ctx.nowMs);
-  const live = state === 'READY' || state === 'DRAINING';
+  const live = isLive(state);
   const group = p.groupChecks.find((check) => check.rejects(node.spec, p.scope));
   if (group !== undefined) return { verdict: group.verdict, candidate: undefined, live };
   const listed: Candidate = { stage: 'listed', node, offer, state };
