@@ -123,13 +123,32 @@ export function estimateRttFor(
   model: LatencyModel,
   nowMs: number,
 ): RttEstimate {
-  for (const samples of client.sampleMaps) {
-    const sample = samples.get(node.id);
-    if (sample !== undefined && nowMs - sample.updatedAtMs <= model.sampleMaxAgeMs) {
-      return { rttMs: sample.rttMs, source: 'MEASURED' };
-    }
-  }
+  const sample = freshSample(client, node.id, model, nowMs);
+  if (sample !== undefined) return { rttMs: sample.rttMs, source: 'MEASURED' };
   return unsampledRtt(client, node, model);
+}
+
+/** Whether a measured sample is young enough to use at `nowMs`. */
+export function isFresh(
+  sample: LatencySample,
+  model: Pick<LatencyModel, 'sampleMaxAgeMs'>,
+  nowMs: number,
+): boolean {
+  return nowMs - sample.updatedAtMs <= model.sampleMaxAgeMs;
+}
+
+/** The sample estimateRttFor uses for `nodeId`: from the access point first, then the region. */
+export function freshSample(
+  client: PreparedClient,
+  nodeId: string,
+  model: Pick<LatencyModel, 'sampleMaxAgeMs'>,
+  nowMs: number,
+): LatencySample | undefined {
+  for (const samples of client.sampleMaps) {
+    const sample = samples.get(nodeId);
+    if (sample !== undefined && isFresh(sample, model, nowMs)) return sample;
+  }
+  return undefined;
 }
 
 /** The RTT when no fresh measured sample applies: by coordinates, else the region default. */

@@ -20,6 +20,8 @@ import { costAt, type PriceMultiplier, prefillMs, prefillMsAt, queueMs, requestC
 import {
   EARTH_RADIUS_KM,
   estimateRttFor,
+  freshSample,
+  isFresh,
   type LatencyModel,
   type PreparedClient,
   prepareClient,
@@ -315,11 +317,7 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
 
 /** A fresh measured sample from the client's access point or region, as estimateRttFor takes it. */
 function isSampled(p: Prepared, nodeId: string): boolean {
-  for (const samples of p.client.sampleMaps) {
-    const sample = samples.get(nodeId);
-    if (sample !== undefined && p.ctx.nowMs - sample.updatedAtMs <= p.ctx.latency.sampleMaxAgeMs) return true;
-  }
-  return false;
+  return freshSample(p.client, nodeId, p.ctx.latency, p.ctx.nowMs) !== undefined;
 }
 
 /**
@@ -461,7 +459,7 @@ class Search {
     const seen = new Set<string>();
     for (const samples of p.client.sampleMaps) {
       for (const [nodeId, sample] of samples) {
-        if (seen.has(nodeId) || p.ctx.nowMs - sample.updatedAtMs > p.ctx.latency.sampleMaxAgeMs) continue;
+        if (seen.has(nodeId) || !isFresh(sample, p.ctx.latency, p.ctx.nowMs)) continue;
         seen.add(nodeId);
         const indexed = candidates.byId.get(nodeId);
         if (indexed !== undefined && !this.isExcluded(indexed.group)) found.push(indexed.entry);
