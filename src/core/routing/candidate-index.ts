@@ -149,8 +149,6 @@ export class ModelCandidates {
   /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
-  /** Bumped whenever a group appears: what was derived from the group list is stale. */
-  groupsVersion = 0;
   /** Per-decision values by group id (see GroupScratch); replaced, stamps cleared, as groups grow. */
   scratch: GroupScratch = scratchFor(8);
 
@@ -173,7 +171,6 @@ export class ModelCandidates {
       group = { id: this.groupList.length, level, region, size: 0 };
       this.groupsByKey.set(key, group);
       this.groupList.push(group);
-      this.groupsVersion += 1;
       if (this.scratch.stamp.length < this.groupList.length)
         this.scratch = scratchFor(this.groupList.length * 2);
     }

@@ -326,7 +326,8 @@ function isSampled(p: Prepared, nodeId: string): boolean {
  */
 interface FloorCache {
   readonly multiplier: PriceMultiplier;
-  readonly groupsVersion: number;
+  /** Groups are never dropped, so their count tells whether one has appeared since. */
+  readonly groups: number;
   readonly fromMs: number;
   readonly untilMs: number;
   readonly floor: number;
@@ -499,7 +500,7 @@ class Search {
     if (
       cached !== undefined &&
       cached.multiplier === priceMultiplier &&
-      cached.groupsVersion === candidates.groupsVersion &&
+      cached.groups === candidates.groups().length &&
       nowMs >= cached.fromMs &&
       nowMs < cached.untilMs
     ) {
@@ -511,7 +512,7 @@ class Search {
     const untilMs = priceMultiplier.stableUntil?.(nowMs) ?? nowMs;
     floorCaches.set(candidates, {
       multiplier: priceMultiplier,
-      groupsVersion: candidates.groupsVersion,
+      groups: candidates.groups().length,
       fromMs: nowMs,
       untilMs,
       floor,
