@@ -27,25 +27,31 @@ export class MinHeap<T> {
     return k < key || (k === key && (this.ties[i] as number) < tie);
   }
 
+  /** Copies slot `from` into slot `to`. */
+  private move(to: number, from: number): void {
+    this.keys[to] = this.keys[from] as number;
+    this.ties[to] = this.ties[from] as number;
+    this.values[to] = this.values[from] as T;
+  }
+
+  private put(index: number, key: number, tie: number, value: T): void {
+    this.keys[index] = key;
+    this.ties[index] = tie;
+    this.values[index] = value;
+  }
+
   push(key: number, value: T, tie = 0): void {
-    const { keys, ties, values } = this;
-    let index = keys.length;
-    keys.push(key);
-    ties.push(tie);
-    values.push(value);
+    let index = this.keys.length;
+    this.put(index, key, tie, value);
     while (index > 0) {
       const parent = (index - 1) >> 1;
-      const parentKey = keys[parent] as number;
+      const parentKey = this.keys[parent] as number;
       // Rise only past a parent that orders strictly after (key, tie).
-      if (!(key < parentKey || (key === parentKey && tie < (ties[parent] as number)))) break;
-      keys[index] = keys[parent] as number;
-      ties[index] = ties[parent] as number;
-      values[index] = values[parent] as T;
+      if (!(key < parentKey || (key === parentKey && tie < (this.ties[parent] as number)))) break;
+      this.move(index, parent);
       index = parent;
     }
-    keys[index] = key;
-    ties[index] = tie;
-    values[index] = value;
+    this.put(index, key, tie, value);
   }
 
   /** Removes and returns the value with the smallest (key, tie); undefined when empty. */
@@ -57,24 +63,19 @@ export class MinHeap<T> {
     const lastTie = ties.pop() as number;
     const lastValue = values.pop() as T;
     const size = keys.length;
-    if (size > 0) {
-      let index = 0;
-      for (;;) {
-        const left = 2 * index + 1;
-        if (left >= size) break;
-        const right = left + 1;
-        const child =
-          right < size && this.less(right, keys[left] as number, ties[left] as number) ? right : left;
-        if (!this.less(child, lastKey, lastTie)) break;
-        keys[index] = keys[child] as number;
-        ties[index] = ties[child] as number;
-        values[index] = values[child] as T;
-        index = child;
-      }
-      keys[index] = lastKey;
-      ties[index] = lastTie;
-      values[index] = lastValue;
+    if (size === 0) return top;
+    let index = 0;
+    for (;;) {
+      const left = 2 * index + 1;
+      if (left >= size) break;
+      const right = left + 1;
+      const child =
+        right < size && this.less(right, keys[left] as number, ties[left] as number) ? right : left;
+      if (!this.less(child, lastKey, lastTie)) break;
+      this.move(index, child);
+      index = child;
     }
+    this.put(index, lastKey, lastTie, lastValue);
     return top;
   }
 }
