@@ -118,6 +118,35 @@ export function loadedRecord(
   );
 }
 
+/** What the property tests draw for a request. */
+export interface DrawnRequest {
+  readonly model: string;
+  readonly budget: number;
+  readonly input: number;
+  readonly cachedShare: number;
+  readonly output: number;
+  readonly levels: readonly Level[];
+  readonly regions: readonly string[];
+  readonly degraded: boolean;
+  readonly fallbacks: number;
+}
+
+/** A request from what a property test drew; `overrides` (client, explain) win. */
+export function drawnRequest(r: DrawnRequest, overrides: Partial<RouteRequest> = {}): RouteRequest {
+  return request({
+    model: r.model,
+    latencyBudgetMs: r.budget,
+    inputTokens: r.input,
+    cachedInputTokens: Math.floor(r.input * r.cachedShare),
+    maxOutputTokens: r.output,
+    allowedLevels: r.levels,
+    allowedRegions: r.regions,
+    allowDegraded: r.degraded,
+    maxFallbacks: r.fallbacks,
+    ...overrides,
+  });
+}
+
 export function request(overrides: Partial<RouteRequest> = {}): RouteRequest {
   return {
     requestId: 'r1',

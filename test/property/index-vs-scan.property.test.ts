@@ -21,7 +21,7 @@ import {
   type RouteRequest,
   type RoutingView,
 } from '../../src/core/routing/index.js';
-import { FLAT_LATENCY, loadedRecord, book as newBook, offer, request } from '../helpers/fixtures.js';
+import { drawnRequest, FLAT_LATENCY, loadedRecord, book as newBook, offer } from '../helpers/fixtures.js';
 
 const NOW = Date.UTC(2026, 5, 1, 3, 0, 0);
 const MODELS = ['m', 'n'];
@@ -321,19 +321,13 @@ function setUp(s: Scenario) {
     reservations.reserve((s.nodes[r.node] as NodeRecord).spec.id, r.model, 't', NOW, 0);
   const r = s.request;
   const client = s.client;
-  const req = request({
-    model: r.model,
-    client: { region: client.region, accessPoint: client.accessPoint, location: client.place ?? undefined },
-    latencyBudgetMs: r.budget,
-    inputTokens: r.input,
-    cachedInputTokens: Math.floor(r.input * r.cachedShare),
-    maxOutputTokens: r.output,
-    allowedLevels: r.levels as Level[],
-    allowedRegions: r.regions,
-    allowDegraded: r.degraded,
-    maxFallbacks: r.fallbacks,
-    explain: r.explain,
-  });
+  const req = drawnRequest(
+    { ...r, levels: r.levels as Level[] },
+    {
+      client: { region: client.region, accessPoint: client.accessPoint, location: client.place ?? undefined },
+      explain: r.explain,
+    },
+  );
   const ctx: RouteContext = {
     view,
     reservations,

@@ -7,7 +7,15 @@ import { decideRoute, estimateOn, type RouteRequest } from '../../src/core/routi
 import { ControlPlane } from '../../src/plane/control-plane.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 import { registerPermanent } from '../../src/store/store.js';
-import { context, FLAT_LATENCY, loadedRecord, book as newBook, offer, request } from '../helpers/fixtures.js';
+import {
+  context,
+  drawnRequest,
+  FLAT_LATENCY,
+  loadedRecord,
+  book as newBook,
+  offer,
+  request,
+} from '../helpers/fixtures.js';
 
 const NOW = 1_000_000;
 const MODELS = ['m', 'n'];
@@ -73,21 +81,7 @@ const requestArb = fc
     degraded: fc.boolean(),
     fallbacks: fc.integer({ min: 0, max: 5 }),
   })
-  .map(
-    (r): RouteRequest =>
-      request({
-        model: r.model,
-        latencyBudgetMs: r.budget,
-        inputTokens: r.input,
-        cachedInputTokens: Math.floor(r.input * r.cachedShare),
-        maxOutputTokens: r.output,
-        allowedLevels: r.levels as Level[],
-        allowedRegions: r.regions,
-        allowDegraded: r.degraded,
-        maxFallbacks: r.fallbacks,
-        explain: false,
-      }),
-  );
+  .map((r): RouteRequest => drawnRequest({ ...r, levels: r.levels as Level[] }, { explain: false }));
 
 /** Independent statement of feasibility (DESIGN.md §3), using the core only for the numbers. */
 function feasibleNodes(nodes: readonly NodeRecord[], req: RouteRequest, book: ReservationBook) {
