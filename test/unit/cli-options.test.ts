@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildProgram } from '../../src/cli/main.js';
-import { serveConfigSchema } from '../../src/cli/serve-config.js';
+import { serveConfigSchema } from '../../src/cli/serve-settings.js';
 
 describe('cpn serve settings', () => {
   const serve = buildProgram().commands.find((command) => command.name() === 'serve');

@@ -6,6 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
+import { envOf, SERVE_SETTINGS, type SettingKey } from '../../src/cli/serve-settings.js';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import { ControlPlaneMetrics } from '../../src/ops/metrics.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
@@ -104,8 +105,7 @@ describe('helm chart', () => {
   });
 
   it('the ConfigMap sets only CPN_* variables that cpn serve reads', () => {
-    const cli = readFileSync('src/cli/main.ts', 'utf8');
-    const read = new Set([...cli.matchAll(/\.env\('(CPN_[A-Z_]+)'\)/g)].map((m) => m[1]));
+    const read = new Set((Object.keys(SERVE_SETTINGS) as SettingKey[]).map(envOf));
     const configmap = templates.find((t) => t.file === 'configmap.yaml')?.text ?? '';
     const set = [...configmap.matchAll(/^\s+(CPN_[A-Z_]+):/gm)].map((m) => m[1]);
     expect(set.length).toBeGreaterThan(5);
