@@ -3,11 +3,13 @@
 
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { BOOTSTRAP_KEY_ID, claimedKeyId, MIN_BOOTSTRAP_KEY_CHARS } from '../auth/api-keys.js';
 import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
 import type { LatLon } from '../core/model.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../ops/log.js';
 import { loadTopology } from '../ops/topology.js';
-import { startServer } from '../server/server.js';
+import type { ControlPlane } from '../plane/control-plane.js';
+import { isLoopback, startServer } from '../server/server.js';
 import { EtcdStore } from '../store/etcd/etcd-store.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
 import type { Store } from '../store/store.js';
@@ -17,6 +19,56 @@ import type { ServeSettings } from './serve-settings.js';
 export const DEMO_TOPOLOGY = fileURLToPath(
   new URL('../../simulations/topologies/demo-national.yaml', import.meta.url),
 );
+
+/** Reads a file a flag names; a failure names the flag. */
+async function read(flag: string, file: string): Promise<Buffer>;
+async function read(flag: string, file: string | undefined): Promise<Buffer | undefined>;
+async function read(flag: string, file: string | undefined): Promise<Buffer | undefined> {
+  if (file === undefined) return undefined;
+  try {
+    return await readFile(file);
+  } catch (error) {
+    throw new CliError(`${flag} ${file}: ${(error as Error).message}`, 2);
+  }
+}
+
+/** The TLS material of --tls-cert / --tls-key / --tls-client-ca, or undefined for plaintext. */
+async function serverTls(settings: ServeSettings) {
+  if ((settings.tlsCert === undefined) !== (settings.tlsKey === undefined))
+    throw new CliError('--tls-cert and --tls-key go together', 2);
+  if (settings.tlsCert === undefined || settings.tlsKey === undefined) {
+    if (settings.tlsClientCa !== undefined)
+      throw new CliError('--tls-client-ca needs --tls-cert and --tls-key (client certificates need TLS)', 2);
+    return undefined;
+  }
+  return {
+    cert: await read('--tls-cert', settings.tlsCert),
+    key: await read('--tls-key', settings.tlsKey),
+    clientCa: await read('--tls-client-ca', settings.tlsClientCa),
+  };
+}
+
+/** The bootstrap operator secret: CPN_BOOTSTRAP_OPERATOR_KEY, or the file --bootstrap-operator-key-file names. */
+async function bootstrapKey(settings: ServeSettings): Promise<string | undefined> {
+  const fromEnv = process.env.CPN_BOOTSTRAP_OPERATOR_KEY;
+  if (fromEnv !== undefined && settings.bootstrapOperatorKeyFile !== undefined)
+    throw new CliError('give CPN_BOOTSTRAP_OPERATOR_KEY or --bootstrap-operator-key-file, not both', 2);
+  const secret =
+    fromEnv ??
+    (settings.bootstrapOperatorKeyFile === undefined
+      ? undefined
+      : (await read('--bootstrap-operator-key-file', settings.bootstrapOperatorKeyFile))
+          .toString('utf8')
+          .trim());
+  if (secret === undefined) return undefined;
+  if (claimedKeyId(secret) !== BOOTSTRAP_KEY_ID) {
+    throw new CliError(
+      `the bootstrap operator key must be at least ${MIN_BOOTSTRAP_KEY_CHARS} printable characters without spaces, not of the cpn_<id>_<secret> form (try: openssl rand -base64 32)`,
+      2,
+    );
+  }
+  return secret;
+}
 
 /** The store `serve` runs on: the embedded memory store, or etcd (validated flags, TLS files read). */
 export async function openStore(
@@ -48,14 +100,6 @@ export async function openStore(
   if ((flags.etcdCert === undefined) !== (flags.etcdKey === undefined)) {
     throw new CliError('--etcd-cert and --etcd-key go together', 2);
   }
-  const read = async (flag: string, file: string | undefined) => {
-    if (file === undefined) return undefined;
-    try {
-      return await readFile(file);
-    } catch (error) {
-      throw new CliError(`${flag} ${file}: ${(error as Error).message}`, 2);
-    }
-  };
   const ca = await read('--etcd-ca', flags.etcdCa);
   const tls =
     ca === undefined && flags.etcdCert === undefined
@@ -92,10 +136,21 @@ export async function runControlPlane(
   const logger = createLogger(settings.logLevel as LogLevel, 2, settings.logFormat as LogFormat);
   const topologyFile = settings.topology ?? (settings.demo ? DEMO_TOPOLOGY : undefined);
   const topology = topologyFile === undefined ? undefined : await loadTopology(topologyFile);
+  const tls = await serverTls(settings);
+  const bootstrapOperatorKey = await bootstrapKey(settings);
+  if (settings.auth === 'none' && !isLoopback(settings.host)) {
+    throw new CliError(
+      `--auth none is allowed only on a loopback address (the server would make anyone who reaches ${settings.host} an operator); bind --host 127.0.0.1 or use API keys`,
+      2,
+    );
+  }
   const store = await openStore(settings, topology?.regionCentroids, logger);
   const server = await startServer({
     store,
     logger,
+    auth: settings.auth,
+    tls,
+    bootstrapOperatorKey,
     host: settings.host,
     port: settings.port,
     reservationTtlMs: settings.reservationTtlS * 1000,
@@ -115,6 +170,13 @@ export async function runControlPlane(
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  if (settings.auth === 'none')
+    logger.warn(
+      'authentication is off (--auth none): every caller is an operator; use only for experiments',
+      {},
+    );
+  const demoKeys =
+    settings.demo && settings.auth === 'api-key' ? await createDemoKeys(server.plane) : undefined;
   logger.info('control plane serving', {
     address: server.address,
     metricsPort: server.metricsPort,
@@ -127,7 +189,8 @@ export async function runControlPlane(
   const serverFlag = server.port === 50051 ? '' : ` --server localhost:${server.port}`;
   process.stdout.write(
     [
-      `cpn control plane listening on ${server.address} (${settings.store} store, ${topology?.nodes.length ?? 0} nodes${topologyFile ? ` from ${topologyFile.replace(/^.*\/simulations/, 'simulations')}` : ''})`,
+      `cpn control plane listening on ${server.address}${tls ? ' (TLS)' : ''} (${settings.store} store, ${topology?.nodes.length ?? 0} nodes${topologyFile ? ` from ${topologyFile.replace(/^.*\/simulations/, 'simulations')}` : ''})`,
+      ...authLines(settings, demoKeys, bootstrapOperatorKey !== undefined),
       'Try, in another terminal:',
       `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 2000${serverFlag}     # loose budget: cheapest hub`,
       `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 30${serverFlag}       # tight budget: nearby node`,
@@ -140,4 +203,35 @@ export async function runControlPlane(
   );
   await stopped;
   logger.info('stopped', {});
+}
+
+interface DemoKeys {
+  readonly operator: string;
+  readonly client: string;
+}
+
+/** `--demo`: an operator key, and a tenant `demo` with a client key, for the README's tour. */
+async function createDemoKeys(plane: ControlPlane): Promise<DemoKeys> {
+  await plane.accounts.createTenant('demo', 'Demo tenant');
+  const operator = await plane.accounts.createApiKey({ role: 'operator', name: 'demo operator' });
+  const client = await plane.accounts.createApiKey({ role: 'client', name: 'demo client', tenant: 'demo' });
+  if (operator.kind !== 'created' || client.kind !== 'created')
+    throw new Error('could not create the demo keys');
+  return { operator: operator.secret, client: client.secret };
+}
+
+function authLines(settings: ServeSettings, demo: DemoKeys | undefined, bootstrap: boolean): string[] {
+  if (settings.auth === 'none')
+    return ['WARNING: authentication is off (--auth none): every caller is an operator.'];
+  if (demo !== undefined) {
+    return [
+      'Demo credentials (shown once; the secrets are stored only as hashes):',
+      `  export CPN_API_KEY=${demo.operator}     # operator: every command`,
+      `  client key of tenant "demo": ${demo.client}     # Route and Release only`,
+    ];
+  }
+  if (bootstrap) return ['Authentication: API keys; the bootstrap operator key is installed.'];
+  return [
+    'Authentication: API keys. No operator key is installed yet: set CPN_BOOTSTRAP_OPERATOR_KEY (or --bootstrap-operator-key-file) and restart, or use --demo.',
+  ];
 }

@@ -113,6 +113,28 @@ export const SERVE_SETTINGS = {
     help: 'HTTP port for /metrics, /healthz and /readyz (0: any free port)',
     default: 9464,
   },
+  auth: {
+    kind: choice('api-key', 'none'),
+    arg: '<mode>',
+    help: 'api-key: every call needs "authorization: Bearer <key>" or a client certificate; none: everyone is an operator (loopback only, for experiments)',
+    default: 'api-key',
+  },
+  bootstrapOperatorKeyFile: {
+    kind: text,
+    arg: '<file>',
+    help: 'install the secret in this file as the operator key "bootstrap" (or set CPN_BOOTSTRAP_OPERATOR_KEY to the secret itself); at least 32 printable characters',
+  },
+  tlsCert: {
+    kind: text,
+    arg: '<file>',
+    help: 'serve gRPC over TLS with this certificate (PEM, with --tls-key)',
+  },
+  tlsKey: { kind: text, arg: '<file>', help: 'private key of --tls-cert (PEM)' },
+  tlsClientCa: {
+    kind: text,
+    arg: '<file>',
+    help: 'require client certificates signed by this CA (mTLS); the subject CN names the role: operator, planner, agent:<node>, client:<tenant>',
+  },
   graceMs: {
     kind: int(0, 600_000),
     arg: '<ms>',

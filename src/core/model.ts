@@ -6,6 +6,9 @@ export type Level = (typeof LEVELS)[number];
 
 export const NODE_ID_PATTERN = /^[a-z0-9][a-z0-9.-]{0,62}$/;
 export const MAX_NODE_ID_CHARS = 63;
+/** A tenant name: a DNS label (lowercase letters, digits, inner hyphens), as in keys, bills and ids. */
+export const TENANT_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+export const MAX_TENANT_CHARS = 63;
 export const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$/;
 export const MAX_MODEL_CHARS = 128;
 

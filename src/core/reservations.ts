@@ -8,9 +8,20 @@
 // Two clocks: the wall clock (what status reports are stamped with, and what a client is told)
 // and a monotonic one for expiry, so that stepping the wall clock back cannot keep slots held.
 
-import { MAX_MODEL_CHARS, MAX_NODE_ID_CHARS, MODEL_PATTERN, NODE_ID_PATTERN } from './model.js';
+import {
+  MAX_MODEL_CHARS,
+  MAX_NODE_ID_CHARS,
+  MAX_TENANT_CHARS,
+  MODEL_PATTERN,
+  NODE_ID_PATTERN,
+  TENANT_PATTERN,
+} from './model.js';
 
-/** An id Route issued: `<replica>.<sequence>.<token>~<node id>~<model>`. */
+/**
+ * An id Route issued: `<replica>.<sequence>.<token>~<node id>~<model>~<tenant>` (the tenant is
+ * empty for an operator's untenanted route). It carries what a Release on any replica needs: where
+ * to record usage, and whose reservation it is.
+ */
 export type ReservationId = string & { readonly __brand: 'ReservationId' };
 
 export const REPLICA_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,23}$/;
@@ -29,7 +40,9 @@ export const MAX_RESERVATION_ID_CHARS =
   1 +
   MAX_NODE_ID_CHARS +
   1 +
-  MAX_MODEL_CHARS;
+  MAX_MODEL_CHARS +
+  1 +
+  MAX_TENANT_CHARS;
 
 export interface Reservation {
   readonly id: ReservationId;
@@ -71,16 +84,20 @@ class PerOffer<T> {
   }
 }
 
-/** The replica, node and model a reservation id names, or undefined if it is not one of ours. */
-export function parseReservationId(
-  id: string,
-):
-  | { readonly id: ReservationId; readonly replica: string; readonly nodeId: string; readonly model: string }
-  | undefined {
+export interface ParsedReservationId {
+  readonly id: ReservationId;
+  readonly replica: string;
+  readonly nodeId: string;
+  readonly model: string;
+  readonly tenant: string;
+}
+
+/** What a reservation id names, or undefined if it does not have the format Route issues. */
+export function parseReservationId(id: string): ParsedReservationId | undefined {
   if (id.length > MAX_RESERVATION_ID_CHARS) return undefined;
   const parts = id.split('~');
-  if (parts.length !== 3) return undefined;
-  const [head, nodeId, model] = parts as [string, string, string];
+  if (parts.length !== 4) return undefined;
+  const [head, nodeId, model, tenant] = parts as [string, string, string, string];
   const [replica, sequence, token, ...extra] = head.split('.');
   if (
     extra.length > 0 ||
@@ -92,11 +109,12 @@ export function parseReservationId(
     !/^[0-9a-f]{16}$/.test(token) ||
     !NODE_ID_PATTERN.test(nodeId) ||
     model.length > MAX_MODEL_CHARS ||
-    !MODEL_PATTERN.test(model)
+    !MODEL_PATTERN.test(model) ||
+    (tenant !== '' && !TENANT_PATTERN.test(tenant))
   ) {
     return undefined;
   }
-  return { id: id as ReservationId, replica, nodeId, model };
+  return { id: id as ReservationId, replica, nodeId, model, tenant };
 }
 
 export interface ReservationBookOptions {
@@ -154,7 +172,7 @@ export class ReservationBook {
     if (!/^[0-9a-f]{16}$/.test(token))
       throw new RangeError('reservation token must be 16 lowercase hex characters');
     const entry: Entry = {
-      id: `${this.replicaId}.${this.sequence.toString(36)}.${token}~${nodeId}~${model}` as ReservationId,
+      id: `${this.replicaId}.${this.sequence.toString(36)}.${token}~${nodeId}~${model}~${tenant}` as ReservationId,
       nodeId,
       model,
       tenant,

@@ -22,6 +22,7 @@ export class ControlPlaneMetrics {
   private readonly slackSeconds: Histogram<'level'>;
   private readonly rpcs: Counter<'method' | 'code'>;
   private readonly storeErrors: Counter;
+  private readonly authFailures: Counter<'reason'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -61,6 +62,12 @@ export class ControlPlaneMetrics {
     this.storeErrors = new Counter({
       name: 'cpn_store_errors_total',
       help: 'Store operations that failed because the store was unreachable',
+      registers,
+    });
+    this.authFailures = new Counter({
+      name: 'cpn_auth_failures_total',
+      help: 'Calls refused by authentication (missing, malformed, unknown_key, wrong_secret, revoked, expired, busy, bad_certificate) or by role (forbidden)',
+      labelNames: ['reason'],
       registers,
     });
     new Gauge({
@@ -165,5 +172,9 @@ export class ControlPlaneMetrics {
 
   recordStoreError(): void {
     this.storeErrors.inc();
+  }
+
+  recordAuthFailure(reason: string): void {
+    this.authFailures.inc({ reason });
   }
 }

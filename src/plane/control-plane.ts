@@ -45,6 +45,7 @@ import type {
   Store,
   StoreHealth,
 } from '../store/store.js';
+import { Accounts } from './accounts.js';
 
 export interface ControlPlaneOptions {
   readonly store: Store;
@@ -102,6 +103,13 @@ export interface ReleaseResult {
   readonly nodeId: string;
 }
 
+/** A Release refused because the reservation is another tenant's: nothing freed, nothing recorded. */
+export interface ReleaseRefused {
+  readonly refused: 'other_tenant';
+  /** The tenant the reservation belongs to ('' for an untenanted one). */
+  readonly owner: string;
+}
+
 export interface PricingView {
   readonly effective: PricingPolicy;
   readonly current: PricingPolicy;
@@ -128,6 +136,8 @@ function pooledRandomTokens(): () => string {
 }
 
 export class ControlPlane {
+  /** Tenants and API keys. */
+  readonly accounts: Accounts;
   private readonly store: Store;
   private readonly reservations: ReservationBook;
   readonly latency: LatencyModel;
@@ -142,6 +152,7 @@ export class ControlPlane {
   constructor(options: ControlPlaneOptions) {
     this.store = options.store;
     this.clock = options.clock;
+    this.accounts = new Accounts(options.store.accounts, options.clock);
     this.monotonicClock = options.monotonicClock ?? performanceClock;
     this.reservations = new ReservationBook({
       ttlMs: options.reservationTtlMs,
@@ -199,17 +210,33 @@ export class ControlPlane {
    * Frees the slot if this replica made the reservation, and records usage once in the shared
    * store whichever replica the call reached (the id names the node and model); the replica that
    * made it frees its slot when it learns of the record. `released` is true only for the call that
-   * did it: a repeat — here or on another replica — answers false.
+   * did it: a repeat — here or on another replica — answers false. With `caller`, only that
+   * tenant's reservations may be released.
    */
-  async release(reservationId: ReservationId, usage: Usage, success: boolean): Promise<ReleaseResult> {
-    const local = this.reservations.release(reservationId);
-    const where = local ?? parseReservationId(reservationId);
+  release(reservationId: ReservationId, usage: Usage, success: boolean): Promise<ReleaseResult>;
+  release(
+    reservationId: ReservationId,
+    usage: Usage,
+    success: boolean,
+    caller: { readonly tenant: string } | undefined,
+  ): Promise<ReleaseResult | ReleaseRefused>;
+  async release(
+    reservationId: ReservationId,
+    usage: Usage,
+    success: boolean,
+    caller?: { readonly tenant: string },
+  ): Promise<ReleaseResult | ReleaseRefused> {
+    const where = parseReservationId(reservationId);
     if (where === undefined) return { released: false, nodeId: '' };
+    // The id names its tenant (and cannot be forged into another's: its token is unguessable).
+    if (caller !== undefined && where.tenant !== caller.tenant)
+      return { refused: 'other_tenant', owner: where.tenant };
+    const local = this.reservations.release(reservationId);
     if (!this.meterUsage) return { released: local !== undefined, nodeId: where.nodeId };
     const node = this.store.getNode(where.nodeId);
     const recorded = await this.store.recordUsage({
       reservationId,
-      tenant: local?.tenant ?? '',
+      tenant: where.tenant,
       nodeId: where.nodeId,
       level: node?.spec.level,
       region: node?.spec.region ?? '',

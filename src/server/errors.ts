@@ -1,8 +1,7 @@
 // The one place where outcomes become gRPC status codes.
 
-import { type Metadata, type ServerUnaryCall, type sendUnaryData, status } from '@grpc/grpc-js';
+import { type Metadata, status } from '@grpc/grpc-js';
 import type { InfeasibleReason, Refusal } from '../core/routing/index.js';
-import { StoreUnavailableError } from '../store/store.js';
 
 /**
  * An error whose gRPC status and message go to the caller as they are. It is an expected outcome
@@ -51,58 +50,4 @@ export function refusedError(refusal: Refusal, summary: string): ApiError {
   const retry =
     refusal.retryAfterMs === undefined ? '' : `; retry after ${Math.ceil(refusal.retryAfterMs / 1000)} s`;
   return new ApiError(status.RESOURCE_EXHAUSTED, `${summary}${retry}`);
-}
-
-export interface ErrorSink {
-  error(message: string, fields: Record<string, unknown>): void;
-}
-
-/** Told about every finished RPC (for metrics). */
-export interface RpcObserver {
-  rpcDone(method: string, code: status): void;
-  storeError(): void;
-}
-
-const NO_OBSERVER: RpcObserver = { rpcDone() {}, storeError() {} };
-
-/**
- * Wraps a unary handler: ApiErrors go to the caller with their code; anything else is a bug and
- * becomes INTERNAL (logged with its stack, never its details sent to the caller).
- */
-export function unary<Req, Res>(
-  method: string,
-  sink: ErrorSink,
-  handler: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
-  observer: RpcObserver = NO_OBSERVER,
-): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => {
-    handler(call.request, call).then(
-      (response) => {
-        observer.rpcDone(method, status.OK);
-        callback(null, response);
-      },
-      (error: unknown) => {
-        if (error instanceof StoreUnavailableError) {
-          observer.storeError();
-          observer.rpcDone(method, status.UNAVAILABLE);
-          callback({
-            code: status.UNAVAILABLE,
-            details: `${method} failed: ${error.message}; retry when the store is back`,
-          });
-          return;
-        }
-        if (error instanceof ApiError) {
-          observer.rpcDone(method, error.code);
-          callback({ code: error.code, details: error.message, metadata: error.trailers });
-          return;
-        }
-        sink.error('internal error in RPC handler', {
-          method,
-          err: String((error as Error)?.stack ?? error),
-        });
-        observer.rpcDone(method, status.INTERNAL);
-        callback({ code: status.INTERNAL, details: `internal error in ${method}; see the server log` });
-      },
-    );
-  };
 }

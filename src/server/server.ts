@@ -7,9 +7,11 @@ import { Server, ServerCredentials, status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { Authenticator, type AuthMode } from '../auth/authenticator.js';
 import type { PriceMultiplier } from '../core/cost.js';
 import type { LatencyModel } from '../core/latency.js';
 import type { NodeSpec } from '../core/model.js';
+import { AccountsService } from '../gen/cpn/v1/accounts.js';
 import { RegistryService } from '../gen/cpn/v1/registry.js';
 import { SchedulerService } from '../gen/cpn/v1/scheduler.js';
 import { startOpsHttp } from '../ops/http.js';
@@ -18,9 +20,12 @@ import type { Logger } from '../ops/log.js';
 import { ControlPlaneMetrics } from '../ops/metrics.js';
 import { ControlPlane } from '../plane/control-plane.js';
 import type { Clock, Store } from '../store/store.js';
+import { CallGate } from './access.js';
+import { accountsService } from './accounts-service.js';
+import type { RpcContext } from './rpc.js';
 import { registryService, schedulerService } from './services.js';
 
-export const SERVICE_NAMES = ['cpn.v1.Registry', 'cpn.v1.Scheduler'] as const;
+export const SERVICE_NAMES = ['cpn.v1.Registry', 'cpn.v1.Scheduler', 'cpn.v1.Accounts'] as const;
 /** Large enough for a node spec with hundreds of models, small enough to refuse abuse. */
 export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** ListNodes of a national registry (10⁵ nodes) must fit. */
@@ -56,6 +61,20 @@ export interface ServerOptions {
   readonly metricsHost?: string;
   /** /readyz stays ready while the store is unreachable for at most this long. */
   readonly maxStalenessS?: number;
+  /**
+   * 'api-key' (default): every RPC but health and reflection needs a credential. 'none': every
+   * caller is an operator — refused unless `host` is a loopback address.
+   */
+  readonly auth?: AuthMode;
+  /** Serve TLS; with `clientCa`, require client certificates signed by it (mTLS identities). */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer; readonly clientCa?: Buffer };
+  /** Installed as the operator key `bootstrap` before serving (CPN_BOOTSTRAP_OPERATOR_KEY). */
+  readonly bootstrapOperatorKey?: string;
+}
+
+/** Addresses `--auth none` may bind: nothing beyond this machine can reach them. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 export interface RunningServer {
@@ -74,10 +93,26 @@ export interface RunningServer {
   shutdown(graceMs?: number): Promise<void>;
 }
 
+function credentialsFor(tls: ServerOptions['tls']): ServerCredentials {
+  if (tls === undefined) return ServerCredentials.createInsecure();
+  return ServerCredentials.createSsl(
+    tls.clientCa ?? null,
+    [{ private_key: tls.key, cert_chain: tls.cert }],
+    tls.clientCa !== undefined,
+  );
+}
+
 const protoDir = fileURLToPath(new URL('../../proto', import.meta.url));
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const clock = options.clock ?? Date.now;
+  const host = options.host ?? '127.0.0.1';
+  const authMode = options.auth ?? 'api-key';
+  if (authMode === 'none' && !isLoopback(host)) {
+    throw new Error(
+      `--auth none would let anyone who reaches ${host} act as an operator; it is allowed only on a loopback address (127.0.0.1, ::1)`,
+    );
+  }
   const plane = new ControlPlane({
     store: options.store,
     clock,
@@ -88,6 +123,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     priceMultiplier: options.priceMultiplier,
     maxExplainNodes: options.maxExplainNodes,
   });
+  if (options.bootstrapOperatorKey !== undefined)
+    await plane.accounts.installBootstrapKey(options.bootstrapOperatorKey);
   // Operator-managed nodes (a topology file's) go in through the plane before the port opens.
   for (const spec of options.permanentNodes ?? [])
     await plane.registerNode(spec, { ttlS: 0, permanent: true });
@@ -102,36 +139,44 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     reservedOn: (nodeId) => plane.reservedOn(nodeId),
     isLeader: () => leadership?.isLeader() ?? false,
   });
-  const observer = {
-    rpcDone: (method: string, code: number) => metrics.recordRpc(method, status[code] ?? String(code)),
-    storeError: () => metrics.recordStoreError(),
+  const context: RpcContext = {
+    sink: options.logger,
+    observer: {
+      rpcDone: (method: string, code: number) => metrics.recordRpc(method, status[code] ?? String(code)),
+      storeError: () => metrics.recordStoreError(),
+    },
+    gate: new CallGate(new Authenticator({ mode: authMode, accounts: options.store.accounts, clock }), {
+      authFailed: (reason) => metrics.recordAuthFailure(reason),
+    }),
   };
-  server.addService(RegistryService, registryService(plane, options.logger, observer));
+  server.addService(RegistryService, registryService(plane, options.logger, context));
   server.addService(
     SchedulerService,
     schedulerService(
       plane,
-      options.logger,
       { explainLimit: options.explainLimit ?? 500, explainQueue: options.explainQueue ?? 16 },
-      observer,
+      context,
       (d, budget, s) => metrics.recordDecision(d, budget, s),
     ),
   );
+  server.addService(AccountsService, accountsService(plane, options.logger, context));
 
   const health = new HealthImplementation({
     '': 'NOT_SERVING',
     ...Object.fromEntries(SERVICE_NAMES.map((name) => [name, 'NOT_SERVING'])),
   });
   health.addToServer(server);
-  const definitions = loadSync(['cpn/v1/registry.proto', 'cpn/v1/scheduler.proto', healthProtoPath], {
-    includeDirs: [protoDir],
-  });
+  const definitions = loadSync(
+    ['cpn/v1/registry.proto', 'cpn/v1/scheduler.proto', 'cpn/v1/accounts.proto', healthProtoPath],
+    {
+      includeDirs: [protoDir],
+    },
+  );
   new ReflectionService(definitions).addToServer(server);
 
-  const host = options.host ?? '127.0.0.1';
   const target = host.includes(':') ? `[${host}]:${options.port}` : `${host}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(target, ServerCredentials.createInsecure(), (error, boundPort) =>
+    server.bindAsync(target, credentialsFor(options.tls), (error, boundPort) =>
       error ? reject(new Error(`cannot listen on ${target}: ${error.message}`)) : resolve(boundPort),
     ),
   );

@@ -6,6 +6,7 @@ import type { RouteDecision } from '../core/routing/index.js';
 import type { RegistryServer } from '../gen/cpn/v1/registry.js';
 import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
 import type { ControlPlane, NodeView } from '../plane/control-plane.js';
+import { ownNode, tenantFor } from './access.js';
 import {
   explainToProto,
   nodeStateToProto,
@@ -14,16 +15,8 @@ import {
   pricingPolicyToProto,
   scheduledPricingToProto,
 } from './convert.js';
-import {
-  ApiError,
-  type ErrorSink,
-  failedPrecondition,
-  infeasibleError,
-  notFound,
-  type RpcObserver,
-  refusedError,
-  unary as unaryHandler,
-} from './errors.js';
+import { ApiError, failedPrecondition, infeasibleError, notFound, refusedError } from './errors.js';
+import { type ErrorSink, type RpcContext, unaryMethods } from './rpc.js';
 import {
   checkNodeId,
   toLatencyReports,
@@ -49,11 +42,12 @@ export interface EventSink extends ErrorSink {
 
 const viewToProto = (view: NodeView) => nodeToProto(view.record, view.state, view.reserved);
 
-export function registryService(plane: ControlPlane, log: EventSink, observer?: RpcObserver): RegistryServer {
-  const unary: typeof unaryHandler = (method, sink, handler) => unaryHandler(method, sink, handler, observer);
+export function registryService(plane: ControlPlane, log: EventSink, context: RpcContext): RegistryServer {
+  const unary = unaryMethods(context);
   return {
-    registerNode: unary('RegisterNode', log, async (request) => {
+    registerNode: unary('RegisterNode', async (request, _call, caller) => {
       const spec = toNodeSpec(request.spec);
+      ownNode(caller, 'RegisterNode', spec.id);
       const { node, created } = await plane.registerNode(spec, toRegisterOptions(request));
       log.info(created ? 'node registered' : 'node re-registered', {
         node: spec.id,
@@ -62,8 +56,9 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
       });
       return { node: viewToProto(node), created };
     }),
-    reportStatus: unary('ReportStatus', log, async (request) => {
+    reportStatus: unary('ReportStatus', async (request, _call, caller) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
+      ownNode(caller, 'ReportStatus', nodeId);
       const outcome = await plane.reportStatus(toNodeStatus(request, plane.specOf(nodeId)));
       if (outcome.kind === 'unknown_node')
         throw notFound(`node ${nodeId} is not registered; call RegisterNode first`);
@@ -74,32 +69,34 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
       }
       return { state: nodeStateToProto(outcome.node.state) };
     }),
-    deregisterNode: unary('DeregisterNode', log, async (request) => {
+    deregisterNode: unary('DeregisterNode', async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
       if (!(await plane.deregisterNode(nodeId))) throw notFound(`node ${nodeId} is not registered`);
       log.info('node deregistered', { node: nodeId });
       return {};
     }),
-    drainNode: unary('DrainNode', log, async (request) => {
+    drainNode: unary('DrainNode', async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
       const node = await plane.setDraining(nodeId, request.drain);
       if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
       log.info(request.drain ? 'node draining' : 'node drain lifted', { node: nodeId });
       return { node: viewToProto(node) };
     }),
-    getNode: unary('GetNode', log, async (request) => {
+    getNode: unary('GetNode', async (request) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
       const node = plane.getNode(nodeId);
       if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
       return { node: viewToProto(node) };
     }),
-    listNodes: unary('ListNodes', log, async (request) => ({
+    listNodes: unary('ListNodes', async (request) => ({
       nodes: plane.listNodes(toNodeFilter(request)).map(viewToProto),
     })),
-    reportLatency: unary('ReportLatency', log, async (request) => ({
-      accepted: await plane.reportLatency(toLatencyReports(request)),
-    })),
-    getStoreStatus: unary('GetStoreStatus', log, async () => {
+    reportLatency: unary('ReportLatency', async (request, _call, caller) => {
+      const reports = toLatencyReports(request);
+      for (const report of reports) ownNode(caller, 'ReportLatency', report.nodeId);
+      return { accepted: await plane.reportLatency(reports) };
+    }),
+    getStoreStatus: unary('GetStoreStatus', async () => {
       const { health, nodes } = plane.storeStatus();
       return {
         kind: health.kind,
@@ -110,7 +107,7 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
         nodes,
       };
     }),
-    schedulePricing: unary('SchedulePricing', log, async (request) => {
+    schedulePricing: unary('SchedulePricing', async (request) => {
       const change = await plane.schedulePricing(
         toPricingPolicy(request.policy),
         toScheduleTime(request.at, plane.now()),
@@ -122,7 +119,7 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
       });
       return { scheduled: scheduledPricingToProto(change) };
     }),
-    getPricing: unary('GetPricing', log, async () => {
+    getPricing: unary('GetPricing', async () => {
       const pricing = plane.pricing();
       return {
         effective: pricingPolicyToProto(pricing.effective),
@@ -130,7 +127,7 @@ export function registryService(plane: ControlPlane, log: EventSink, observer?: 
         scheduled: pricing.scheduled.map(scheduledPricingToProto),
       };
     }),
-    cancelPricing: unary('CancelPricing', log, async (request) => {
+    cancelPricing: unary('CancelPricing', async (request) => {
       const id = toPricingId(request.id);
       if (!(await plane.cancelPricing(id))) throw notFound(`no scheduled price change ${id}`);
       log.info('price change cancelled', { id });
@@ -181,20 +178,22 @@ export class ExplainGate {
 
 export function schedulerService(
   plane: ControlPlane,
-  log: EventSink,
   options: SchedulerOptions,
-  observer?: RpcObserver,
+  context: RpcContext,
   recordDecision?: (decision: RouteDecision, budgetMs: number, seconds: number) => void,
 ): SchedulerServer {
-  const unary: typeof unaryHandler = (method, sink, handler) => unaryHandler(method, sink, handler, observer);
+  const unary = unaryMethods(context);
   const explainGate = new ExplainGate(options.explainQueue);
   const explainOf = (decision: Exclude<RouteDecision, { kind: 'refused' }>) => ({
     explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
     explainTotal: decision.explain.length + decision.explainOmitted,
   });
   return {
-    route: unary('Route', log, async (request: RouteRequest, call): Promise<RouteResponse> => {
-      const routeRequest = toRouteRequest(request);
+    route: unary('Route', async (request: RouteRequest, call, caller): Promise<RouteResponse> => {
+      const validated = toRouteRequest(request);
+      // The tenant comes from the credential, never from the body.
+      const tenant = tenantFor(caller, 'Route', validated.tenant);
+      const routeRequest = tenant === validated.tenant ? validated : { ...validated, tenant };
       const route = () => {
         const started = process.hrtime.bigint();
         const routed = plane.route(routeRequest, { isCancelled: () => call.cancelled });
@@ -231,9 +230,21 @@ export function schedulerService(
         ...explainOf(decision),
       };
     }),
-    release: unary('Release', log, async (request) => {
+    release: unary('Release', async (request, _call, caller) => {
       const reservationId = toReservationId(request.reservationId);
-      return plane.release(reservationId, toUsage(request.usage), request.success);
+      const result = await plane.release(
+        reservationId,
+        toUsage(request.usage),
+        request.success,
+        caller.role === 'client' ? { tenant: caller.tenant } : undefined,
+      );
+      if ('refused' in result) {
+        throw new ApiError(
+          status.PERMISSION_DENIED,
+          `Release: reservation ${reservationId} is not tenant ${caller.role === 'client' ? caller.tenant : ''}'s; a client releases only its own tenant's reservations`,
+        );
+      }
+      return result;
     }),
   };
 }

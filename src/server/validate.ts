@@ -6,11 +6,13 @@ import {
   LEVELS,
   type Level,
   MAX_MODEL_CHARS,
+  MAX_TENANT_CHARS,
   MODEL_PATTERN,
   type ModelOffer,
   NODE_ID_PATTERN,
   type NodeSpec,
   type NodeStatus,
+  TENANT_PATTERN,
   type Usage,
 } from '../core/model.js';
 import type { PriceRule, PricingPolicy } from '../core/pricing.js';
@@ -67,6 +69,19 @@ function checkString(field: string, value: string, maxChars: number, pattern: Re
 
 export const checkNodeId = (field: string, value: string): string =>
   checkString(field, value, 63, NODE_ID_PATTERN, 'a node id matching [a-z0-9][a-z0-9.-]{0,62}');
+
+export const checkTenant = (field: string, value: string): string =>
+  checkString(
+    field,
+    value,
+    MAX_TENANT_CHARS,
+    TENANT_PATTERN,
+    'a tenant name: lowercase letters, digits and inner hyphens',
+  );
+
+/** A tenant name, or empty for none. */
+export const optionalTenant = (field: string, value: string): string =>
+  value === '' ? value : checkTenant(field, value);
 
 export const checkModel = (field: string, value: string): string =>
   checkString(field, value, LIMITS.nameChars, MODEL_PATTERN, 'a model name of letters, digits and ._:/@+-');
@@ -268,7 +283,7 @@ export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest 
   }
   return {
     requestId: optionalString('request_id', request.requestId, LIMITS.nameChars),
-    tenant: optionalString('tenant', request.tenant, LIMITS.nameChars),
+    tenant: optionalTenant('tenant', request.tenant),
     model: checkModel('model', request.model),
     client: { region, accessPoint, location },
     latencyBudgetMs: checkNumber('latency_budget_ms', request.latencyBudgetMs, 0, LIMITS.budgetMs, true),

@@ -8,6 +8,7 @@ import type { Leadership } from '../common/leadership.js';
 import type { LatLon, Level, NodeRecord, NodeSpec, NodeStatus, Usage } from '../core/model.js';
 import type { PricingState, ScheduledPricing } from '../core/pricing.js';
 import type { RoutingView } from '../core/routing/index.js';
+import type { AccountsStore } from './accounts.js';
 
 export interface RegisterOptions {
   /** Seconds without registration or status after which the node is DOWN. Ignored if permanent. */
@@ -97,6 +98,8 @@ export interface Store {
   health(): StoreHealth;
   /** Synchronous view for the routing core. */
   readonly view: RoutingView;
+  /** Tenants and API keys. */
+  readonly accounts: AccountsStore;
   /** Removes nodes that have been DOWN for longer than `graceMs` and stale latency samples. */
   sweep(graceMs: number): Promise<{ removedNodes: string[]; removedSamples: number }>;
   close(): Promise<void>;

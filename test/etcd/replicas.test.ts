@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RegisterNodeRequest, RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { type RouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level, type NodeSpec } from '../../src/gen/cpn/v1/types.js';
-import { type ServeProcess, startServe } from '../helpers/cli.js';
+import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { ok, rpc } from '../helpers/grpc.js';
+import { bearer, ok, rpc } from '../helpers/grpc.js';
 
 interface Replica {
   readonly serve: ServeProcess;
@@ -66,8 +66,8 @@ describe('several replicas on one etcd', () => {
     ]);
     return {
       serve,
-      registry: new RegistryClient(serve.address, credentials.createInsecure()),
-      scheduler: new SchedulerClient(serve.address, credentials.createInsecure()),
+      registry: new RegistryClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
+      scheduler: new SchedulerClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
     };
   };
   const routedOn = async (r: Replica) => {
@@ -145,8 +145,16 @@ describe('a replica while etcd is down', () => {
       '--etcd-timeout-ms',
       '1000',
     ]);
-    const registry = new RegistryClient(serve.address, credentials.createInsecure());
-    const scheduler = new SchedulerClient(serve.address, credentials.createInsecure());
+    const registry = new RegistryClient(
+      serve.address,
+      credentials.createInsecure(),
+      bearer(CLI_OPERATOR_KEY),
+    );
+    const scheduler = new SchedulerClient(
+      serve.address,
+      credentials.createInsecure(),
+      bearer(CLI_OPERATOR_KEY),
+    );
     try {
       await ok(registry, registry.registerNode, { spec: nodeSpec('before', 1), ttlS: 60, permanent: false });
       await etcd.stop();

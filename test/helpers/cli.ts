@@ -11,12 +11,26 @@ export interface CliResult {
   readonly stderr: string;
 }
 
-export function runCli(args: readonly string[], timeoutMs = 20_000): Promise<CliResult> {
+/** The operator key `startServe` installs, and `runCli` sends unless `env` says otherwise. */
+export const CLI_OPERATOR_KEY = 'cli-test-operator-key-0123456789abcdef01234';
+
+export function runCli(
+  args: readonly string[],
+  timeoutMs = 20_000,
+  env: Record<string, string | undefined> = {},
+): Promise<CliResult> {
+  const childEnv: Record<string, string | undefined> = { ...process.env, CPN_API_KEY: CLI_OPERATOR_KEY, ...env };
+  for (const [name, value] of Object.entries(childEnv)) if (value === undefined) delete childEnv[name];
   return new Promise((resolve) => {
-    execFile(process.execPath, [CPN_BIN, ...args], { timeout: timeoutMs }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [CPN_BIN, ...args],
+      { timeout: timeoutMs, env: childEnv },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -43,7 +57,7 @@ export function startServe(
     [CPN_BIN, 'serve', '--port', '0', '--metrics-port', '0', '--log-level', 'warn', ...args],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env },
+      env: { ...process.env, CPN_BOOTSTRAP_OPERATOR_KEY: CLI_OPERATOR_KEY, ...env },
     },
   );
   let out = '';

@@ -1,12 +1,34 @@
 // A real control plane on 127.0.0.1 (port 0) over real gRPC, with clients and promise helpers.
 
-import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import {
+  type ChannelOptions,
+  credentials,
+  InterceptingCall,
+  type Interceptor,
+  Metadata,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../../src/core/latency.js';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
+
+/** The operator key every test server installs (CPN_BOOTSTRAP_OPERATOR_KEY in CLI tests). */
+export const TEST_OPERATOR_KEY = 'test-operator-key-0123456789abcdef0123456789';
+
+/** Client options that send `authorization: Bearer <key>` on every call. */
+export function bearer(key: string): ChannelOptions & { interceptors: Interceptor[] } {
+  const interceptor: Interceptor = (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${key}`);
+        next(metadata, listener);
+      },
+    });
+  return { interceptors: [interceptor] };
+}
 
 export interface TestServer {
   readonly server: RunningServer;
@@ -37,10 +59,11 @@ export async function startTestServer(
     reservationTtlMs: options.reservationTtlMs ?? 30_000,
     latency: options.latency,
     explainQueue: options.explainQueue,
+    bootstrapOperatorKey: TEST_OPERATOR_KEY,
   });
   const address = `127.0.0.1:${server.port}`;
-  const registry = new RegistryClient(address, credentials.createInsecure());
-  const scheduler = new SchedulerClient(address, credentials.createInsecure());
+  const registry = new RegistryClient(address, credentials.createInsecure(), bearer(TEST_OPERATOR_KEY));
+  const scheduler = new SchedulerClient(address, credentials.createInsecure(), bearer(TEST_OPERATOR_KEY));
   return {
     server,
     store,

@@ -325,14 +325,14 @@ describe('gRPC control plane', () => {
     it('a Release of another replica’s reservation records usage once', async () => {
       await register(t, nodeSpec('only'));
       const usage = { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 };
-      const foreign = { reservationId: 'peer9.1f.0123456789abcdef~only~qwen3-32b', usage, success: true };
+      const foreign = { reservationId: 'peer9.1f.0123456789abcdef~only~qwen3-32b~acme', usage, success: true };
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({ released: true, nodeId: 'only' });
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
         released: false,
         nodeId: 'only',
       });
       expect(t.store.usageRecords().map((u) => [u.reservationId, u.nodeId, u.model])).toEqual([
-        ['peer9.1f.0123456789abcdef~only~qwen3-32b', 'only', 'qwen3-32b'],
+        ['peer9.1f.0123456789abcdef~only~qwen3-32b~acme', 'only', 'qwen3-32b'],
       ]);
       const malformed = await rpc(t.scheduler, t.scheduler.release, {
         reservationId: 'not-a-reservation',

@@ -12,8 +12,8 @@ import { startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 import { registerPermanent } from '../../src/store/store.js';
 import { findBinary } from '../helpers/binaries.js';
-import { startServe } from '../helpers/cli.js';
-import { ok } from '../helpers/grpc.js';
+import { CLI_OPERATOR_KEY, startServe } from '../helpers/cli.js';
+import { bearer, ok, TEST_OPERATOR_KEY } from '../helpers/grpc.js';
 
 const route = RouteRequest.fromPartial({
   model: 'qwen3-32b',
@@ -31,8 +31,18 @@ async function demoServer() {
     regionCentroids: topology.regionCentroids,
   });
   await registerPermanent(store, topology.nodes);
-  const server = await startServer({ store, logger: silentLogger, port: 0, metricsPort: 0 });
-  const scheduler = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+  const server = await startServer({
+    store,
+    logger: silentLogger,
+    port: 0,
+    metricsPort: 0,
+    bootstrapOperatorKey: TEST_OPERATOR_KEY,
+  });
+  const scheduler = new SchedulerClient(
+    `127.0.0.1:${server.port}`,
+    credentials.createInsecure(),
+    bearer(TEST_OPERATOR_KEY),
+  );
   return { server, scheduler, base: `http://127.0.0.1:${server.metricsPort}` };
 }
 
@@ -137,7 +147,11 @@ describe('metrics and probes', () => {
 describe('graceful shutdown under load', () => {
   it('answers every accepted Route for real when SIGTERM lands mid-burst, then exits 0 within the grace period', async () => {
     const serve = await startServe(['--demo', '--grace-ms', '5000']);
-    const scheduler = new SchedulerClient(serve.address, credentials.createInsecure());
+    const scheduler = new SchedulerClient(
+      serve.address,
+      credentials.createInsecure(),
+      bearer(CLI_OPERATOR_KEY),
+    );
     const codes: number[] = [];
     let answered = 0;
     let midBurst: () => void = () => undefined;

@@ -105,9 +105,9 @@ describe('helm chart', () => {
   });
 
   it('the ConfigMap sets only CPN_* variables that cpn serve reads', () => {
-    const read = new Set((Object.keys(SERVE_SETTINGS) as SettingKey[]).map(envOf));
+    const read = new Set<string>((Object.keys(SERVE_SETTINGS) as SettingKey[]).map(envOf));
     const configmap = templates.find((t) => t.file === 'configmap.yaml')?.text ?? '';
-    const set = [...configmap.matchAll(/^\s+(CPN_[A-Z_]+):/gm)].map((m) => m[1]);
+    const set = [...configmap.matchAll(/^\s+(CPN_[A-Z_]+):/gm)].map((m) => m[1] as string);
     expect(set.length).toBeGreaterThan(5);
     expect(set.filter((name) => !read.has(name))).toEqual([]);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_MODEL_CHARS, MAX_NODE_ID_CHARS } from '../../src/core/model.js';
+import { MAX_MODEL_CHARS, MAX_NODE_ID_CHARS, MAX_TENANT_CHARS } from '../../src/core/model.js';
 import {
   MAX_RESERVATION_ID_CHARS,
   parseReservationId,
@@ -18,7 +18,7 @@ describe('ReservationBook', () => {
     const ids = [0, 1, 2].map(() => book.reserve('n', 'm', 't', 0, 0).id);
     expect(new Set(ids).size).toBe(3);
     for (const id of ids) expect(id.startsWith('replica-a.')).toBe(true);
-    expect(ids[0]).toBe('replica-a.1.00000000000000aa~n~m');
+    expect(ids[0]).toBe('replica-a.1.00000000000000aa~n~m~t');
   });
 
   it('release is idempotent: releasing twice frees one slot', () => {
@@ -65,26 +65,32 @@ describe('ReservationBook', () => {
     expect(book.pendingByModel('n', 50, ['m', 'other'])).toEqual(new Map([['m', 1]]));
   });
 
-  it('ids name the replica, node and model, so another replica can account for them', () => {
+  it('ids name the replica, node, model and tenant, so another replica can account for them', () => {
     const book = newBook(1000, 'r7');
-    const reservation = book.reserve('edge-gd.1', 'org/model:v2', 't', 0, 0);
+    const reservation = book.reserve('edge-gd.1', 'org/model:v2', 'acme-2', 0, 0);
     expect(parseReservationId(reservation.id)).toEqual({
       id: reservation.id,
       replica: 'r7',
       nodeId: 'edge-gd.1',
       model: 'org/model:v2',
+      tenant: 'acme-2',
     });
+    const untenanted = book.reserve('n', 'm', '', 0, 0);
+    expect(parseReservationId(untenanted.id)?.tenant).toBe('');
     for (const bad of [
       'garbage',
-      'r7.1.0~n~m',
-      'r7.1.000000000000000g~n~m',
-      'r7.1.0000000000000000~N~m',
+      'r7.1.0~n~m~t',
+      'r7.1.000000000000000g~n~m~t',
+      'r7.1.0000000000000000~N~m~t',
+      'r7.1.0000000000000000~n~m',
+      'r7.1.0000000000000000~n~m~Acme',
+      'r7.1.0000000000000000~n~m~t~x',
       'a~b~c~d',
     ])
       expect(parseReservationId(bad)).toBeUndefined();
   });
 
-  it('the longest node id and model name give an id within the limit that parses back', () => {
+  it('the longest node id, model name and tenant give an id within the limit that parses back', () => {
     const longestReplica = 'r'.repeat(24);
     const book = new ReservationBook({
       ttlMs: 1000,
@@ -93,9 +99,10 @@ describe('ReservationBook', () => {
     });
     const nodeId = `n${'9'.repeat(MAX_NODE_ID_CHARS - 1)}`;
     const model = `M${'x'.repeat(MAX_MODEL_CHARS - 1)}`;
-    const { id } = book.reserve(nodeId, model, 't', 0, 0);
+    const tenant = `t${'0'.repeat(MAX_TENANT_CHARS - 1)}`;
+    const { id } = book.reserve(nodeId, model, tenant, 0, 0);
     expect(id.length).toBeLessThanOrEqual(MAX_RESERVATION_ID_CHARS);
-    expect(parseReservationId(id)).toMatchObject({ nodeId, model, replica: longestReplica });
+    expect(parseReservationId(id)).toMatchObject({ nodeId, model, tenant, replica: longestReplica });
   });
 
   it('rejects a non-positive TTL and a malformed replica id', () => {

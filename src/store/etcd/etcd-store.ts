@@ -41,6 +41,7 @@ import {
   type ScheduledPricing,
 } from '../../core/pricing.js';
 import type { RoutingView } from '../../core/routing/index.js';
+import { AccountsCache, type AccountsStore, type ApiKeyRecord, type TenantRecord } from '../accounts.js';
 import { RegistryIndex } from '../registry-index.js';
 import {
   type Clock,
@@ -110,7 +111,17 @@ export interface EtcdStoreStats {
 /** Keys per page when listing; a node document is a few kB at most. */
 const LIST_PAGE = 500;
 
-const KINDS = ['nodes', 'load', 'admin', 'latency', 'usage', 'pricing', 'election'] as const;
+const KINDS = [
+  'nodes',
+  'load',
+  'admin',
+  'latency',
+  'usage',
+  'pricing',
+  'election',
+  'keys',
+  'tenants',
+] as const;
 type Kind = (typeof KINDS)[number];
 
 /** Errors that mean etcd could not be reached in time, as opposed to a refused request. */
@@ -153,6 +164,7 @@ export class EtcdStore implements Store {
   private readonly callTimeoutMs: number;
   private readonly statusFlushMs: number;
   private readonly index = new RegistryIndex();
+  private readonly accountsCache = new AccountsCache();
   private readonly nodeDocs = new Map<string, NodeDoc>();
   private readonly loadDocs = new Map<string, LoadDoc>();
   private readonly adminDocs = new Map<string, AdminDoc>();
@@ -477,6 +489,33 @@ export class EtcdStore implements Store {
       .map((kv) => JSON.parse(kv.value.toString()) as UsageRecord);
   }
 
+  /** Tenants and keys: read from the watch-fed cache, written to etcd first (read-your-writes). */
+  readonly accounts: AccountsStore = {
+    apiKey: (id) => this.accountsCache.apiKey(id),
+    apiKeys: () => this.accountsCache.apiKeys(),
+    tenant: (name) => this.accountsCache.tenant(name),
+    tenants: () => this.accountsCache.tenants(),
+    putApiKey: async (record) => {
+      const response = await this.call('store the API key', () =>
+        this.client.kv.put({ key: this.key('keys', record.id), value: Buffer.from(JSON.stringify(record)) }),
+      );
+      this.stats.writes += 1;
+      this.apply('keys', record.id, record, Number(response.header.revision));
+    },
+    createTenant: async (record) => {
+      const key = this.key('tenants', record.name);
+      const response = await this.call('create the tenant', () =>
+        this.client.kv.txn({
+          compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+          success: [{ request_put: { key, value: Buffer.from(JSON.stringify(record)) } }],
+        }),
+      );
+      this.stats.writes += 1;
+      if (response.succeeded) this.apply('tenants', record.name, record, Number(response.header.revision));
+      return response.succeeded;
+    },
+  };
+
   regionCentroids(): ReadonlyMap<string, LatLon> {
     return this.options.regionCentroids ?? new Map();
   }
@@ -673,6 +712,14 @@ export class EtcdStore implements Store {
         return;
       case 'usage':
         if (value !== undefined) for (const listener of this.usageListeners) listener(id);
+        return;
+      case 'keys':
+        if (value === undefined) this.accountsCache.keys.delete(id);
+        else this.accountsCache.keys.set(id, value as ApiKeyRecord);
+        return;
+      case 'tenants':
+        if (value === undefined) this.accountsCache.tenantsByName.delete(id);
+        else this.accountsCache.tenantsByName.set(id, value as TenantRecord);
         return;
       case 'election':
         return;

@@ -12,6 +12,7 @@ import {
 } from '../../core/model.js';
 import { duePricing, LIST_PRICES, type PricingState, type ScheduledPricing } from '../../core/pricing.js';
 import type { RoutingView } from '../../core/routing/index.js';
+import { MemoryAccounts } from '../accounts.js';
 import { RegistryIndex } from '../registry-index.js';
 import type {
   Clock,
@@ -37,6 +38,7 @@ export class MemoryStore implements Store {
   private readonly centroids: ReadonlyMap<string, LatLon>;
   private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
   readonly view: RoutingView = this.index.view;
+  readonly accounts = new MemoryAccounts();
 
   constructor(private readonly options: MemoryStoreOptions) {
     this.centroids = options.regionCentroids ?? new Map();

@@ -1,0 +1,85 @@
+// The wrapper every unary RPC runs in: the gate (credential and role) first, then the handler;
+// ApiErrors go to the caller with their code, an unreachable store becomes UNAVAILABLE, anything
+// else is a bug and becomes INTERNAL (logged with its stack, never its details sent to the caller).
+
+import { type ServerUnaryCall, type sendUnaryData, status } from '@grpc/grpc-js';
+import type { Identity } from '../auth/identity.js';
+import { StoreUnavailableError } from '../store/store.js';
+import type { CallGate, MethodName } from './access.js';
+import { ApiError } from './errors.js';
+
+export interface ErrorSink {
+  error(message: string, fields: Record<string, unknown>): void;
+}
+
+/** Told about every finished RPC (for metrics). */
+export interface RpcObserver {
+  rpcDone(method: string, code: status): void;
+  storeError(): void;
+}
+
+const NO_OBSERVER: RpcObserver = { rpcDone() {}, storeError() {} };
+
+export interface RpcContext {
+  readonly sink: ErrorSink;
+  readonly gate: CallGate;
+  readonly observer?: RpcObserver;
+}
+
+export type UnaryHandler<Req, Res> = (
+  request: Req,
+  call: ServerUnaryCall<Req, Res>,
+  caller: Identity,
+) => Promise<Res>;
+
+/** Builds the grpc-js handlers of one service: `unary('Route', handler)`. */
+export function unaryMethods(context: RpcContext) {
+  const observer = context.observer ?? NO_OBSERVER;
+  return function unary<Req, Res>(
+    method: MethodName,
+    handler: UnaryHandler<Req, Res>,
+  ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+    const fail = (error: unknown, callback: sendUnaryData<Res>) => {
+      if (error instanceof StoreUnavailableError) {
+        observer.storeError();
+        observer.rpcDone(method, status.UNAVAILABLE);
+        callback({
+          code: status.UNAVAILABLE,
+          details: `${method} failed: ${error.message}; retry when the store is back`,
+        });
+        return;
+      }
+      if (error instanceof ApiError) {
+        observer.rpcDone(method, error.code);
+        callback({ code: error.code, details: error.message, metadata: error.trailers });
+        return;
+      }
+      context.sink.error('internal error in RPC handler', {
+        method,
+        err: String((error as Error)?.stack ?? error),
+      });
+      observer.rpcDone(method, status.INTERNAL);
+      callback({ code: status.INTERNAL, details: `internal error in ${method}; see the server log` });
+    };
+    return (call, callback) => {
+      let admitted: Identity | Promise<Identity>;
+      try {
+        admitted = context.gate.admit(method, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
+      } catch (error) {
+        fail(error, callback);
+        return;
+      }
+      const result =
+        admitted instanceof Promise
+          ? admitted.then((caller) => handler(call.request, call, caller))
+          : handler(call.request, call, admitted);
+      result.then(
+        (response) => {
+          observer.rpcDone(method, status.OK);
+          callback(null, response);
+        },
+        (error: unknown) => fail(error, callback),
+      );
+    };
+  };
+}
