@@ -50,7 +50,7 @@ async function serverTls(settings: ServeSettings) {
 
 /** The bootstrap operator secret: CPN_BOOTSTRAP_OPERATOR_KEY, or the file --bootstrap-operator-key-file names. */
 async function bootstrapKey(settings: ServeSettings): Promise<string | undefined> {
-  const fromEnv = process.env.CPN_BOOTSTRAP_OPERATOR_KEY;
+  const fromEnv = process.env.CPN_BOOTSTRAP_OPERATOR_KEY || undefined;
   if (fromEnv !== undefined && settings.bootstrapOperatorKeyFile !== undefined)
     throw new CliError('give CPN_BOOTSTRAP_OPERATOR_KEY or --bootstrap-operator-key-file, not both', 2);
   const secret =

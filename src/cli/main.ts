@@ -3,6 +3,7 @@
 
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../ops/yaml-config.js';
+import { keysCommand, tenantsCommand } from './accounts.js';
 import { drainCommand, nodesCommand, statusCommand } from './nodes.js';
 import { pricingCommand } from './pricing.js';
 import { routeCommand } from './route.js';
@@ -26,6 +27,8 @@ export function buildProgram(): Command {
     pricingCommand(),
     simulateCommand(),
     drainCommand(),
+    tenantsCommand(),
+    keysCommand(),
   ]) {
     inherit(command, program);
     program.addCommand(command);

@@ -4,6 +4,7 @@
 
 import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { type Command, Option } from 'commander';
+import { AccountsClient } from '../gen/cpn/v1/accounts.js';
 import { RegistryClient } from '../gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../gen/cpn/v1/scheduler.js';
 import { integer } from './args.js';
@@ -55,6 +56,7 @@ type UnaryMethod<Req, Res> = (
 export interface Session {
   readonly registry: RegistryClient;
   readonly scheduler: SchedulerClient;
+  readonly accounts: AccountsClient;
   /** Calls a generated unary method with the deadline and the credential; failures → CliError. */
   call<Req, Res>(client: object, method: UnaryMethod<Req, Res>, request: Req): Promise<Res>;
 }
@@ -77,12 +79,14 @@ export async function withSession<T>(flags: ClientFlags, body: (session: Session
   const creds = credentials.createInsecure();
   const registry = new RegistryClient(flags.server, creds);
   const scheduler = new SchedulerClient(flags.server, creds);
+  const accounts = new AccountsClient(flags.server, creds);
   const metadata = new Metadata();
   if (flags.apiKey !== undefined && flags.apiKey !== '')
     metadata.set('authorization', `Bearer ${flags.apiKey}`);
   const session: Session = {
     registry,
     scheduler,
+    accounts,
     call<Req, Res>(client: object, method: UnaryMethod<Req, Res>, request: Req): Promise<Res> {
       return new Promise((resolve, reject) => {
         const deadline = new Date(Date.now() + flags.timeoutMs);
@@ -98,6 +102,7 @@ export async function withSession<T>(flags: ClientFlags, body: (session: Session
   } finally {
     registry.close();
     scheduler.close();
+    accounts.close();
   }
 }
 

@@ -19,7 +19,11 @@ export function runCli(
   timeoutMs = 20_000,
   env: Record<string, string | undefined> = {},
 ): Promise<CliResult> {
-  const childEnv: Record<string, string | undefined> = { ...process.env, CPN_API_KEY: CLI_OPERATOR_KEY, ...env };
+  const childEnv: Record<string, string | undefined> = {
+    ...process.env,
+    CPN_API_KEY: CLI_OPERATOR_KEY,
+    ...env,
+  };
   for (const [name, value] of Object.entries(childEnv)) if (value === undefined) delete childEnv[name];
   return new Promise((resolve) => {
     execFile(

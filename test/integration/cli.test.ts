@@ -5,25 +5,77 @@ import { runCli, type ServeProcess, startServe } from '../helpers/cli.js';
 describe('cpn CLI against the demo topology', () => {
   let serve: ServeProcess;
   let server: string[];
+  let demoKey = '';
+  let demoClientKey = '';
+  /** The CLI as the README's reader runs it: with the operator key `serve --demo` printed. */
+  const cli = (args: readonly string[], env: Record<string, string | undefined> = {}) =>
+    runCli(args, 20_000, { CPN_API_KEY: demoKey, ...env });
   beforeAll(async () => {
-    serve = await startServe(['--demo']);
+    serve = await startServe(['--demo'], 20_000, { CPN_BOOTSTRAP_OPERATOR_KEY: '' });
     server = ['--server', serve.address];
+    demoKey = /export CPN_API_KEY=(\S+)/.exec(serve.stdout())?.[1] ?? '';
+    demoClientKey = /client key of tenant "demo": (\S+)/.exec(serve.stdout())?.[1] ?? '';
   });
   /** `cpn route` for qwen3-32b from Guangdong with a budget, against the demo server. */
   const routeInGuangdong = (budgetMs: string, ...flags: string[]) =>
-    runCli([
-      'route',
-      '--model',
-      'qwen3-32b',
-      '--region',
-      'CN-GD',
-      '--budget-ms',
-      budgetMs,
-      ...flags,
-      ...server,
-    ]);
+    cli(['route', '--model', 'qwen3-32b', '--region', 'CN-GD', '--budget-ms', budgetMs, ...flags, ...server]);
   afterAll(async () => {
     await serve?.stop('SIGKILL');
+  });
+
+  it('prints demo credentials once: an operator key to export, and a client key of tenant demo', () => {
+    expect(demoKey).toMatch(/^cpn_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+    expect(demoClientKey).toMatch(/^cpn_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+  });
+
+  it('without a key a command says how to get one; a client key routes but cannot list nodes', async () => {
+    const anonymous = await cli(['nodes', ...server], { CPN_API_KEY: undefined });
+    expect(anonymous.code).toBe(1);
+    expect(anonymous.stderr).toMatch(/UNAUTHENTICATED: .*set CPN_API_KEY/);
+    const placed = await cli(
+      ['route', '--model', 'qwen3-32b', '--region', 'CN-GD', '--budget-ms', '2000', '--json', ...server],
+      {
+        CPN_API_KEY: demoClientKey,
+      },
+    );
+    expect(placed.code).toBe(0);
+    expect(JSON.parse(placed.stdout).reservationId).toMatch(/~demo$/);
+    const nodes = await cli(['nodes', ...server], { CPN_API_KEY: demoClientKey });
+    expect(nodes.code).toBe(1);
+    expect(nodes.stderr).toMatch(/PERMISSION_DENIED: ListNodes needs role operator or planner/);
+  });
+
+  it('operators manage tenants and keys; a revoked key stops working', async () => {
+    expect(
+      (await cli(['tenants', 'create', 'acme-auto', '--display-name', 'Acme Auto', ...server])).stdout,
+    ).toContain('created tenant acme-auto');
+    const tenants = await cli(['tenants', 'list', ...server]);
+    expect(tenants.stdout).toMatch(/acme-auto.*Acme Auto/);
+    const created = await cli([
+      'keys',
+      'create',
+      '--role',
+      'client',
+      '--tenant',
+      'acme-auto',
+      '--name',
+      'fleet',
+      '--json',
+      ...server,
+    ]);
+    expect(created.code).toBe(0);
+    const { key, secret } = JSON.parse(created.stdout);
+    const route = ['route', '--model', 'qwen3-32b', '--region', 'CN-GD', '--budget-ms', '2000', ...server];
+    expect((await cli(route, { CPN_API_KEY: secret })).code).toBe(0);
+    const listed = await cli(['keys', 'list', '--tenant', 'acme-auto', ...server]);
+    expect(listed.stdout).toContain(key.id);
+    expect(listed.stdout).not.toContain(secret);
+    expect((await cli(['keys', 'revoke', key.id, ...server])).stdout).toContain(`revoked ${key.id}`);
+    const refused = await cli(route, { CPN_API_KEY: secret });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/UNAUTHENTICATED: .*revoked/);
+    const badRole = await cli(['keys', 'create', '--role', 'root', ...server]);
+    expect(badRole.code).toBe(2);
   });
 
   it('prints how to send a first request', () => {
@@ -53,7 +105,7 @@ describe('cpn CLI against the demo topology', () => {
     expect(explained.code).toBe(0);
     for (const verdict of ['SELECTED', 'FALLBACK', 'OVER_BUDGET', 'MODEL_NOT_SERVED'])
       expect(explained.stdout).toContain(verdict);
-    const json = await runCli([
+    const json = await cli([
       'route',
       '--model',
       'qwen3-8b',
@@ -73,19 +125,19 @@ describe('cpn CLI against the demo topology', () => {
   it('draining the chosen node moves the next placement elsewhere; --undo brings it back', async () => {
     const route = () => routeInGuangdong('30', '--json');
     const first = JSON.parse((await route()).stdout).placement.nodeId as string;
-    const drained = await runCli(['drain', first, ...server]);
+    const drained = await cli(['drain', first, ...server]);
     expect(drained.code).toBe(0);
     expect(drained.stdout).toContain(`${first} is draining`);
-    const nodes = await runCli(['nodes', '--region', 'CN-GD', ...server]);
+    const nodes = await cli(['nodes', '--region', 'CN-GD', ...server]);
     expect(nodes.stdout).toMatch(new RegExp(`${first.replace(/\./g, '\\.')}\\s+\\S+\\s+CN-GD\\s+DRAINING`));
     const second = JSON.parse((await route()).stdout).placement.nodeId as string;
     expect(second).not.toBe(first);
-    expect((await runCli(['drain', first, '--undo', ...server])).code).toBe(0);
+    expect((await cli(['drain', first, '--undo', ...server])).code).toBe(0);
     expect(JSON.parse((await route()).stdout).placement.nodeId).toBe(first);
   });
 
   it('nodes filters by level and prints JSON', async () => {
-    const result = await runCli(['nodes', '--level', 'center', '--json', ...server]);
+    const result = await cli(['nodes', '--level', 'center', '--json', ...server]);
     expect(result.code).toBe(0);
     expect(JSON.parse(result.stdout).nodes).toHaveLength(8);
   });
@@ -97,7 +149,7 @@ describe('cpn CLI against the demo topology', () => {
     expect(tight.stderr).toMatch(
       /^cpn: FAILED_PRECONDITION: model qwen3-32b within 1 ms from CN-GD: \d+ nodes serve it/,
     );
-    const unknown = await runCli([
+    const unknown = await cli([
       'route',
       '--model',
       'gpt-x',
@@ -112,19 +164,51 @@ describe('cpn CLI against the demo topology', () => {
   });
 
   it('rejects bad usage with exit 2 and answers --help with exit 0', async () => {
-    const bad = await runCli(['route', '--model', 'm', '--region', 'CN-GD', '--budget-ms', '-3', ...server]);
+    const bad = await cli(['route', '--model', 'm', '--region', 'CN-GD', '--budget-ms', '-3', ...server]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('expected a number > 0, got "-3"');
-    const noPosition = await runCli(['route', '--model', 'm', '--budget-ms', '3', ...server]);
+    const noPosition = await cli(['route', '--model', 'm', '--budget-ms', '3', ...server]);
     expect(noPosition.code).toBe(2);
     expect(noPosition.stderr).toContain('give the client position');
-    const help = await runCli(['route', '--help']);
+    const help = await cli(['route', '--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('--budget-ms <ms>');
   });
 });
 
 describe('cpn CLI failures and lifecycle', () => {
+  it('--auth none is refused on a non-loopback address, and warns on loopback', async () => {
+    const exposed = await runCli([
+      'serve',
+      '--auth',
+      'none',
+      '--host',
+      '0.0.0.0',
+      '--port',
+      '0',
+      '--metrics-port',
+      '0',
+    ]);
+    expect(exposed.code).toBe(2);
+    expect(exposed.stderr).toMatch(/--auth none is allowed only on a loopback address/);
+    const open = await startServe(['--auth', 'none', '--log-level', 'warn']);
+    try {
+      expect(open.stdout()).toContain('WARNING: authentication is off');
+      const nodes = await runCli(['nodes', '--server', open.address], 20_000, { CPN_API_KEY: undefined });
+      expect(nodes.code).toBe(0);
+    } finally {
+      await open.stop();
+    }
+  });
+
+  it('refuses a bootstrap key that is too short, naming the rule', async () => {
+    const result = await runCli(['serve', '--port', '0', '--metrics-port', '0'], 20_000, {
+      CPN_BOOTSTRAP_OPERATOR_KEY: 'short',
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/bootstrap operator key must be at least 32 printable characters/);
+  });
+
   it('says where it tried to connect when no server is there', async () => {
     const result = await runCli(['nodes', '--server', '127.0.0.1:1', '--timeout-ms', '2000']);
     expect(result.code).toBe(1);

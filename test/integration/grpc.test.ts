@@ -325,7 +325,11 @@ describe('gRPC control plane', () => {
     it('a Release of another replica’s reservation records usage once', async () => {
       await register(t, nodeSpec('only'));
       const usage = { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 };
-      const foreign = { reservationId: 'peer9.1f.0123456789abcdef~only~qwen3-32b~acme', usage, success: true };
+      const foreign = {
+        reservationId: 'peer9.1f.0123456789abcdef~only~qwen3-32b~acme',
+        usage,
+        success: true,
+      };
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({ released: true, nodeId: 'only' });
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
         released: false,
@@ -561,7 +565,7 @@ describe('standard services', () => {
   });
   afterAll(() => t.close());
 
-  it('health answers SERVING for the server and each service', async () => {
+  it('health answers SERVING for the server and each service, without a credential', async () => {
     const definition = loadPackageDefinition(loadSync(healthProtoPath, { enums: String })) as unknown as {
       grpc: {
         health: {
