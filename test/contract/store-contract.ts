@@ -163,6 +163,30 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       expect(usage[0]?.usage.inputTokens).toBe(10);
     });
 
+    it('keeps tenants (created once) and API keys (replaced by id), listed in order', async () => {
+      const accounts = h.store.accounts;
+      expect(await accounts.createTenant({ name: 'beta', displayName: 'B', createdAtMs: 1 })).toBe(true);
+      expect(await accounts.createTenant({ name: 'acme', displayName: 'A', createdAtMs: 2 })).toBe(true);
+      expect(await accounts.createTenant({ name: 'acme', displayName: 'again', createdAtMs: 3 })).toBe(false);
+      expect(accounts.tenant('acme')?.displayName).toBe('A');
+      expect(accounts.tenants().map((t) => t.name)).toEqual(['acme', 'beta']);
+      const key = {
+        id: '00000000000000b1',
+        name: 'ci',
+        role: 'client' as const,
+        tenant: 'acme',
+        createdAtMs: 1,
+        salt: 'c2FsdA==',
+        hash: 'aGFzaA==',
+        kdf: { n: 1024, r: 8, p: 1 },
+      };
+      await accounts.putApiKey(key);
+      await accounts.putApiKey({ ...key, id: '00000000000000a1', role: 'planner', tenant: undefined });
+      expect(accounts.apiKeys().map((k) => k.id)).toEqual(['00000000000000a1', '00000000000000b1']);
+      await accounts.putApiKey({ ...key, revokedAtMs: 5 });
+      expect(accounts.apiKey('00000000000000b1')).toMatchObject({ tenant: 'acme', revokedAtMs: 5 });
+    });
+
     it('schedules, cancels and folds price changes', async () => {
       const half = {
         utcOffsetHours: 8,

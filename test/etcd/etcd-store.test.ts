@@ -1,5 +1,6 @@
 // The etcd store against a real etcd: the shared contract, then what only a distributed store has.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Authenticator } from '../../src/auth/authenticator.js';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import { effectivePolicy } from '../../src/core/pricing.js';
 import { silentLogger } from '../../src/ops/log.js';
@@ -71,6 +72,43 @@ describe('etcd store: replicas, watch, outages', () => {
       }
       expect(a.reservationCount() + b.reservationCount()).toBe(0);
       expect((await stores[0].usageRecords()).map((record) => record.nodeId)).toEqual(['n1', 'n1']);
+    } finally {
+      await Promise.all(stores.map((store) => store.close()));
+    }
+  });
+
+  it('a key revoked through one replica stops working on another as soon as the watch delivers it', async () => {
+    const stores = [await open('/cpn-keys/'), await open('/cpn-keys/')] as const;
+    try {
+      const [a, b] = stores.map(
+        (store, i) =>
+          new ControlPlane({ store, clock: Date.now, reservationTtlMs: 30_000, replicaId: `replica-${i}` }),
+      ) as [ControlPlane, ControlPlane];
+      expect(await a.accounts.createTenant('acme', 'Acme')).toMatchObject({ kind: 'created' });
+      // Another replica refuses the same name, even before its watch has shown it the tenant.
+      expect(await b.accounts.createTenant('acme', 'Acme again')).toMatchObject({ kind: 'exists' });
+      const created = await a.accounts.createApiKey({ role: 'client', name: 'fleet', tenant: 'acme' });
+      if (created.kind !== 'created') throw new Error(created.kind);
+      const authenticator = new Authenticator({
+        mode: 'api-key',
+        accounts: stores[1].accounts,
+        clock: Date.now,
+      });
+      await eventually(() => stores[1].accounts.apiKey(created.record.id) !== undefined, 2000);
+      expect(await authenticator.authenticate(`Bearer ${created.secret}`, undefined)).toMatchObject({
+        ok: true,
+        identity: { role: 'client', tenant: 'acme' },
+      });
+      await a.accounts.revokeApiKey(created.record.id);
+      await eventually(() => {
+        const outcome = authenticator.authenticate(`Bearer ${created.secret}`, undefined);
+        return !(outcome instanceof Promise) && !outcome.ok && outcome.failure === 'revoked';
+      }, 2000);
+      // A fresh store lists what is in etcd.
+      const third = await open('/cpn-keys/');
+      expect(third.accounts.apiKey(created.record.id)?.revokedAtMs).toBeGreaterThan(0);
+      expect(third.accounts.tenants().map((t) => t.name)).toEqual(['acme']);
+      await third.close();
     } finally {
       await Promise.all(stores.map((store) => store.close()));
     }
