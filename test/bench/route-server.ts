@@ -1,10 +1,12 @@
-// A control-plane process for the gRPC benchmarks, in one of two modes with the same process
+// A control-plane process for the gRPC benchmarks, in one of three modes with the same process
 // layout (one child process, loopback, same gRPC server options):
-//   real    — `startServer` over a memory store holding a seeded national registry;
+//   real    — `startServer` over a memory store holding a seeded national registry, auth off
+//             (the routing work alone, for the comparison with the no-work server);
+//   auth    — the same with API keys on: clients send BENCH_CLIENT_KEY, a client key of a tenant;
 //   nowork  — the same Scheduler service whose Route returns a fixed answer recorded from the real
 //             one (or a fixed FAILED_PRECONDITION for a budget under 2 ms): the gRPC floor.
 // Prints "READY <port>" once serving; exits when its standard input closes.
-// Usage: node --import tsx test/bench/route-server.ts real|nowork NODES tiers|distinct
+// Usage: node --import tsx test/bench/route-server.ts real|auth|nowork NODES tiers|distinct
 
 import { Server, ServerCredentials, status } from '@grpc/grpc-js';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
@@ -33,7 +35,14 @@ const real = await startServer({
   port: 0,
   reservationTtlMs: 1000,
   clusterJobs: false,
+  auth: mode === 'auth' ? 'api-key' : 'none',
 });
+if (mode === 'auth') {
+  await real.plane.accounts.createTenant('bench', 'Bench tenant');
+  const created = await real.plane.accounts.createApiKey({ role: 'client', name: 'bench', tenant: 'bench' });
+  if (created.kind !== 'created') throw new Error(`cannot create the bench key: ${created.kind}`);
+  process.stdout.write(`KEY ${created.secret}\n`);
+}
 let port = real.port;
 
 if (mode === 'nowork') {

@@ -12,7 +12,7 @@
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { credentials, Metadata } from '@grpc/grpc-js';
+import { credentials, InterceptingCall, type Interceptor, Metadata } from '@grpc/grpc-js';
 import { LIST_PRICE, type PriceMultiplier } from '../../src/core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../../src/core/latency.js';
 import { findOffer, type NodeRecord, nodeState, reportedLoad } from '../../src/core/model.js';
@@ -193,11 +193,13 @@ if (PARTS.has('core')) {
 
 interface ServerProcess {
   readonly port: number;
+  /** The client key to send (auth mode only). */
+  readonly key: string | undefined;
   stop(): Promise<void>;
 }
 
 async function startServerProcess(
-  mode: 'real' | 'nowork',
+  mode: 'real' | 'auth' | 'nowork',
   nodes: number,
   prices: PriceMode,
 ): Promise<ServerProcess> {
@@ -210,8 +212,8 @@ async function startServerProcess(
   child.stderr.on('data', (chunk) => {
     stderr += String(chunk);
   });
+  let buffered = '';
   const port = await new Promise<number>((resolve, reject) => {
-    let buffered = '';
     const timer = setTimeout(
       () => reject(new Error(`bench server did not start in 120 s: ${stderr}`)),
       120_000,
@@ -228,6 +230,7 @@ async function startServerProcess(
   });
   return {
     port,
+    key: /KEY (\S+)/.exec(buffered)?.[1],
     async stop() {
       child.stdin.end();
       const exited = once(child, 'exit');
@@ -236,6 +239,17 @@ async function startServerProcess(
       clearTimeout(timer);
     },
   };
+}
+
+/** Sends `authorization: Bearer <key>` on every call. */
+function bearerInterceptor(key: string): Interceptor {
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${key}`);
+        next(metadata, listener);
+      },
+    });
 }
 
 function protoRequests(budgets: readonly number[], seed: number): ProtoRouteRequest[] {
@@ -288,20 +302,32 @@ if (PARTS.has('grpc')) {
   out('\n2. gRPC Route throughput: 5,000 nodes of distinct prices, 32 in flight, budgets 30/80/300/2000 ms');
   const requests = protoRequests([30, 80, 300, 2000], 7);
   const rates: Record<string, number> = {};
-  for (const mode of ['nowork', 'real'] as const) {
+  const names = {
+    nowork: 'no-work server (fixed answer)',
+    real: 'cpn Route, auth off',
+    auth: 'cpn Route, client API key',
+  } as const;
+  for (const mode of ['nowork', 'real', 'auth'] as const) {
     const server = await startServerProcess(mode, 5000, 'distinct');
-    const client = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+    const client = new SchedulerClient(
+      `127.0.0.1:${server.port}`,
+      credentials.createInsecure(),
+      server.key === undefined ? {} : { interceptors: [bearerInterceptor(server.key)] },
+    );
     await load(client, requests, 32, 1);
     const result = await load(client, requests, 32, grpcSeconds);
     rates[mode] = result.perSecond;
     out(
-      `  ${mode === 'real' ? 'cpn Route' : 'no-work server (fixed answer)'}`.padEnd(36) +
+      `  ${names[mode]}`.padEnd(36) +
         `${result.perSecond.toFixed(0).padStart(7)} routes/s  (${result.ok} ok, ${result.failed} refused)`,
     );
     client.close();
     await server.stop();
   }
   out(`  ratio cpn / no-work: ${((rates.real ?? 0) / (rates.nowork ?? 1)).toFixed(2)}  (target ≥ 0.9)`);
+  out(
+    `  cost of auth: auth-off rate / API-key rate = ${((rates.real ?? 0) / (rates.auth ?? 1)).toFixed(2)}  (target ≤ 1.2)`,
+  );
 }
 
 if (PARTS.has('flood')) {
