@@ -5,6 +5,7 @@
 
 import { BOOTSTRAP_KEY_ID, generateApiKey, hashApiKey, verifyApiKey } from '../auth/api-keys.js';
 import type { Role } from '../auth/identity.js';
+import type { Package } from '../core/quota.js';
 import type { AccountsStore, ApiKeyRecord, TenantRecord } from '../store/accounts.js';
 import type { Clock } from '../store/store.js';
 
@@ -53,6 +54,20 @@ export class Accounts {
 
   tenants(): TenantRecord[] {
     return this.store.tenants();
+  }
+
+  /** Sets or removes the tenant's package; undefined if there is no such tenant. */
+  async setPackage(tenant: string, pkg: Package | undefined): Promise<TenantRecord | undefined> {
+    const record = this.store.tenant(tenant);
+    if (record === undefined) return undefined;
+    const next: TenantRecord = {
+      name: record.name,
+      displayName: record.displayName,
+      createdAtMs: record.createdAtMs,
+    };
+    const updated = pkg === undefined ? next : { ...next, package: pkg };
+    await this.store.putTenant(updated);
+    return updated;
   }
 
   async createApiKey(request: NewApiKey): Promise<CreateKeyResult> {

@@ -22,6 +22,7 @@ import {
   policyMultiplier,
   type ScheduledPricing,
 } from '../core/pricing.js';
+import type { Ledger } from '../core/quota.js';
 import {
   parseReservationId,
   type Reservation,
@@ -36,6 +37,7 @@ import {
   type RouteDecision,
   type RouteRequest,
   type RoutingPolicy,
+  refusedDecision,
 } from '../core/routing/index.js';
 import type {
   Clock,
@@ -46,6 +48,7 @@ import type {
   StoreHealth,
 } from '../store/store.js';
 import { Accounts } from './accounts.js';
+import { DEFAULT_LATE_RELEASE_GRACE_MS, Metering, unitPrices } from './metering.js';
 
 export interface ControlPlaneOptions {
   readonly store: Store;
@@ -70,6 +73,8 @@ export interface ControlPlaneOptions {
   readonly meterUsage?: boolean;
   /** 16 hex characters of unpredictable token per reservation; crypto-random unless given. */
   readonly newReservationToken?: () => string;
+  /** A metered reservation can still be released (and billed) this long after it expired. */
+  readonly lateReleaseGraceMs?: number;
 }
 
 /** The decision, and the reservation made for it (undefined when not placed or the caller left). */
@@ -101,6 +106,19 @@ export interface ReleaseResult {
   /** True only for the call that freed the reservation, on whichever replica it arrived. */
   readonly released: boolean;
   readonly nodeId: string;
+  /** Metered tenants: the points counted, and those given back (held − counted). */
+  readonly settledPoints?: number;
+  readonly returnedPoints?: number;
+}
+
+/** A routed request of a tenant: metered against its package when it has one. */
+export interface MeteredRouteResult extends RouteResult {
+  /** Over quota under THROTTLE: rate-limited and placed within the package's throttle budget. */
+  readonly throttled: boolean;
+  /** Over quota under PAY_AS_YOU_GO (or THROTTLE): billed at list price / counted as over quota. */
+  readonly overQuota: boolean;
+  /** Points of the tenant's quota held until Release. */
+  readonly reservedPoints: number;
 }
 
 /** A Release refused because the reservation is another tenant's: nothing freed, nothing recorded. */
@@ -138,6 +156,7 @@ function pooledRandomTokens(): () => string {
 export class ControlPlane {
   /** Tenants and API keys. */
   readonly accounts: Accounts;
+  private readonly metering: Metering;
   private readonly store: Store;
   private readonly reservations: ReservationBook;
   readonly latency: LatencyModel;
@@ -153,6 +172,10 @@ export class ControlPlane {
     this.store = options.store;
     this.clock = options.clock;
     this.accounts = new Accounts(options.store.accounts, options.clock);
+    this.metering = new Metering(options.store.accounts, options.store.ledgers, {
+      lateReleaseGraceMs: options.lateReleaseGraceMs ?? DEFAULT_LATE_RELEASE_GRACE_MS,
+      reservationTtlMs: options.reservationTtlMs,
+    });
     this.monotonicClock = options.monotonicClock ?? performanceClock;
     this.reservations = new ReservationBook({
       ttlMs: options.reservationTtlMs,
@@ -168,8 +191,14 @@ export class ControlPlane {
       regionCentroids: options.store.regionCentroids(),
       ...options.latency,
     };
-    // A Release that reached another replica frees the slot here, where it was taken.
-    if (this.meterUsage) options.store.onUsageRecorded((id) => this.reservations.release(id));
+    // A Release that reached another replica frees the slot here, where it was taken: unmetered
+    // ones through their usage record, metered ones through the ledger's recent log.
+    if (this.meterUsage) {
+      options.store.onUsageRecorded((id) => this.reservations.release(id));
+      options.store.ledgers.onLedgerChanged((ledger) => {
+        for (const id of Metering.recentIds(ledger)) this.reservations.release(id);
+      });
+    }
   }
 
   /** Wall-clock time now (ms). */
@@ -207,6 +236,63 @@ export class ControlPlane {
   }
 
   /**
+   * Routes a tenant's request: admission by its package (model, quota, throttle) before the
+   * decision, the points held in the shared ledger after it. A tenant without a package is routed
+   * as `route` does. The slot is reserved before the (asynchronous) hold, so that concurrent
+   * requests see it; it is given back if the hold is refused.
+   */
+  async routeMetered(request: RouteRequest, options: RouteOptions = {}): Promise<MeteredRouteResult> {
+    const unmetered = { throttled: false, overQuota: false, reservedPoints: 0 };
+    const admission = this.metering.admit(request, this.clock());
+    if (admission.kind === 'unmetered') return { ...this.route(request, options), ...unmetered };
+    if (admission.kind === 'refused')
+      return { decision: refusedDecision(request, admission.refusal), reservation: undefined, ...unmetered };
+    const routed = this.route(admission.request, options);
+    const reservation = routed.reservation;
+    if (reservation === undefined || routed.decision.kind !== 'placed')
+      return { ...routed, ...unmetered, throttled: admission.throttled };
+    const placement = routed.decision.placement;
+    const offer = this.store.getNode(placement.nodeId)?.spec.models.find((o) => o.model === request.model);
+    let held: Awaited<ReturnType<Metering['hold']>>;
+    try {
+      held = await this.metering.hold(
+        admission,
+        reservation.id,
+        {
+          level: placement.level,
+          model: request.model,
+          prices: unitPrices(offer?.price ?? { inputPerMtok: 0, outputPerMtok: 0, cachedInputPerMtok: 0 }),
+        },
+        reservation.expiresAtMs,
+        this.clock(),
+      );
+    } catch (error) {
+      this.reservations.release(reservation.id);
+      throw error;
+    }
+    if (held.kind === 'refused') {
+      this.reservations.release(reservation.id);
+      return { decision: refusedDecision(request, held.refusal), reservation: undefined, ...unmetered };
+    }
+    if (options.isCancelled?.() === true) {
+      this.reservations.release(reservation.id);
+      await this.metering.cancel(admission, reservation.id);
+      return { decision: routed.decision, reservation: undefined, ...unmetered };
+    }
+    return {
+      ...routed,
+      throttled: admission.throttled,
+      overQuota: held.overQuota,
+      reservedPoints: admission.points,
+    };
+  }
+
+  /** The tenant's quota ledgers this replica knows (all tenants' when undefined). */
+  ledgers(tenant?: string): Ledger[] {
+    return this.store.ledgers.cachedAll(tenant);
+  }
+
+  /**
    * Frees the slot if this replica made the reservation, and records usage once in the shared
    * store whichever replica the call reached (the id names the node and model); the replica that
    * made it frees its slot when it learns of the record. `released` is true only for the call that
@@ -233,6 +319,16 @@ export class ControlPlane {
       return { refused: 'other_tenant', owner: where.tenant };
     const local = this.reservations.release(reservationId);
     if (!this.meterUsage) return { released: local !== undefined, nodeId: where.nodeId };
+    const settled = await this.metering.settle(where.tenant, reservationId, where.model, usage, this.clock());
+    if (settled.kind === 'settled') {
+      return {
+        released: true,
+        nodeId: where.nodeId,
+        settledPoints: settled.points,
+        returnedPoints: settled.returned,
+      };
+    }
+    if (settled.kind === 'unknown') return { released: false, nodeId: where.nodeId };
     const node = this.store.getNode(where.nodeId);
     const recorded = await this.store.recordUsage({
       reservationId,

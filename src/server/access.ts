@@ -36,6 +36,8 @@ export const METHOD_ROLES = {
   CreateApiKey: ['operator'],
   RevokeApiKey: ['operator'],
   ListApiKeys: ['operator'],
+  SetPackage: ['operator'],
+  GetUsage: ['operator', 'planner', 'client'],
 } as const satisfies Record<string, readonly Role[]>;
 
 export type MethodName = keyof typeof METHOD_ROLES;

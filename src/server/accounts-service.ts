@@ -3,12 +3,14 @@
 
 import { status } from '@grpc/grpc-js';
 import { ROLES, type Role } from '../auth/identity.js';
+import { freePoints, periodAt } from '../core/quota.js';
 import { type AccountsServer, type ApiKey, Role as ProtoRole, type Tenant } from '../gen/cpn/v1/accounts.js';
 import type { NewApiKey } from '../plane/accounts.js';
 import type { ControlPlane } from '../plane/control-plane.js';
 import type { ApiKeyRecord, TenantRecord } from '../store/accounts.js';
 import { tenantFor } from './access.js';
 import { ApiError, invalidArgument, notFound } from './errors.js';
+import { packageToProto, toPackage, usageLinesToProto } from './package-convert.js';
 import { type RpcContext, unaryMethods } from './rpc.js';
 import type { EventSink } from './services.js';
 import { checkNodeId, checkTenant, optionalTenant } from './validate.js';
@@ -78,6 +80,7 @@ export const tenantToProto = (tenant: TenantRecord): Tenant => ({
   name: tenant.name,
   displayName: tenant.displayName,
   createdAt: new Date(tenant.createdAtMs),
+  package: tenant.package === undefined ? undefined : packageToProto(tenant.package),
 });
 
 export const apiKeyToProto = (key: ApiKeyRecord): ApiKey => ({
@@ -136,6 +139,52 @@ export function accountsService(plane: ControlPlane, log: EventSink, context: Rp
       if (record === undefined) throw notFound(`no API key ${id}`);
       log.info('API key revoked', { key: id, by: caller.subject });
       return { key: apiKeyToProto(record) };
+    }),
+    setPackage: unary('SetPackage', async (request, _call, caller) => {
+      const name = checkTenant('tenant', request.tenant);
+      const pkg = request.package === undefined ? undefined : toPackage(request.package);
+      const tenant = await accounts.setPackage(name, pkg);
+      if (tenant === undefined) throw notFound(`no tenant ${name}; create it first (CreateTenant)`);
+      log.info(pkg === undefined ? 'package removed' : 'package set', {
+        tenant: name,
+        package: pkg?.name,
+        quotaPoints: pkg?.quotaPoints,
+        overQuota: pkg?.overQuota,
+        by: caller.subject,
+      });
+      return { tenant: tenantToProto(tenant) };
+    }),
+    getUsage: unary('GetUsage', async (request, _call, caller) => {
+      const requested = optionalTenant('tenant', request.tenant);
+      // A client sees its own tenant only.
+      const tenant = caller.role === 'client' ? tenantFor(caller, 'GetUsage', requested) : requested;
+      if (request.period.length > 64) throw invalidArgument('period must be at most 64 characters');
+      const now = plane.now();
+      const ledgers = plane.ledgers(tenant === '' ? undefined : tenant).filter((ledger) => {
+        if (request.period !== '') return ledger.period === request.period;
+        const pkg = accounts.tenant(ledger.tenant)?.package;
+        return pkg !== undefined && periodAt(pkg.period, now).id === ledger.period;
+      });
+      ledgers.sort((a, b) =>
+        a.tenant === b.tenant ? (a.period < b.period ? -1 : 1) : a.tenant < b.tenant ? -1 : 1,
+      );
+      return {
+        lines: ledgers.flatMap(usageLinesToProto),
+        periods: ledgers.map((ledger) => {
+          const pkg = accounts.tenant(ledger.tenant)?.package;
+          const window = pkg === undefined ? undefined : periodAt(pkg.period, now);
+          const current = window !== undefined && window.id === ledger.period;
+          return {
+            tenant: ledger.tenant,
+            period: ledger.period,
+            quotaPoints: ledger.quotaPoints,
+            usedPoints: ledger.usedPoints,
+            reservedPoints: ledger.quotaPoints - ledger.usedPoints - freePoints(ledger),
+            periodStart: current ? new Date(window.startMs) : undefined,
+            periodEnd: current ? new Date(window.endMs) : undefined,
+          };
+        }),
+      };
     }),
     listApiKeys: unary('ListApiKeys', async (request) => {
       const tenant = optionalTenant('tenant', request.tenant);

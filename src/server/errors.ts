@@ -1,7 +1,8 @@
 // The one place where outcomes become gRPC status codes.
 
-import { type Metadata, status } from '@grpc/grpc-js';
+import { Metadata, status } from '@grpc/grpc-js';
 import type { InfeasibleReason, Refusal } from '../core/routing/index.js';
+import { ErrorInfo, QuotaFailure, Status } from '../gen/google/rpc/error_details.js';
 
 /**
  * An error whose gRPC status and message go to the caller as they are. It is an expected outcome
@@ -41,13 +42,74 @@ const INFEASIBLE_ADVICE: Readonly<Record<InfeasibleReason, string>> = {
   ALL_FULL: 'retry shortly, raise latency_budget_ms, or set allow_degraded',
 };
 
-export function infeasibleError(reason: InfeasibleReason, summary: string, trailers?: Metadata): ApiError {
-  return new ApiError(INFEASIBLE_STATUS[reason], `${summary}; ${INFEASIBLE_ADVICE[reason]}`, trailers);
+/** The domain of cpn's google.rpc.ErrorInfo reasons. */
+export const ERROR_DOMAIN = 'cpn.dev';
+/** The standard trailer that carries a serialized google.rpc.Status with details. */
+export const STATUS_DETAILS_TRAILER = 'grpc-status-details-bin';
+
+/**
+ * Adds google.rpc.Status details (ErrorInfo, QuotaFailure) to `trailers`, so that a program can
+ * tell "over quota" from "every node is full" without parsing the message.
+ */
+function withDetails(
+  code: status,
+  message: string,
+  details: { errorInfo?: ErrorInfo; quotaFailure?: QuotaFailure },
+  trailers: Metadata = new Metadata(),
+): Metadata {
+  const any = [];
+  if (details.quotaFailure !== undefined)
+    any.push({
+      typeUrl: 'type.googleapis.com/google.rpc.QuotaFailure',
+      value: Buffer.from(QuotaFailure.encode(details.quotaFailure).finish()),
+    });
+  if (details.errorInfo !== undefined)
+    any.push({
+      typeUrl: 'type.googleapis.com/google.rpc.ErrorInfo',
+      value: Buffer.from(ErrorInfo.encode(details.errorInfo).finish()),
+    });
+  trailers.set(STATUS_DETAILS_TRAILER, Buffer.from(Status.encode({ code, message, details: any }).finish()));
+  return trailers;
 }
 
-/** An admission rule turned the request away (quota, rate): RESOURCE_EXHAUSTED, with when to retry. */
-export function refusedError(refusal: Refusal, summary: string): ApiError {
+export function infeasibleError(reason: InfeasibleReason, summary: string, trailers?: Metadata): ApiError {
+  const code = INFEASIBLE_STATUS[reason];
+  const message = `${summary}; ${INFEASIBLE_ADVICE[reason]}`;
+  if (reason !== 'ALL_FULL') return new ApiError(code, message, trailers);
+  return new ApiError(
+    code,
+    message,
+    withDetails(
+      code,
+      message,
+      { errorInfo: { reason: 'CAPACITY_EXHAUSTED', domain: ERROR_DOMAIN, metadata: {} } },
+      trailers,
+    ),
+  );
+}
+
+/**
+ * An admission rule turned the request away: over quota or rate-limited (RESOURCE_EXHAUSTED, with
+ * when to retry), or a model outside the package (PERMISSION_DENIED); ErrorInfo names the reason.
+ */
+export function refusedError(refusal: Refusal, summary: string, subject = ''): ApiError {
   const retry =
     refusal.retryAfterMs === undefined ? '' : `; retry after ${Math.ceil(refusal.retryAfterMs / 1000)} s`;
-  return new ApiError(status.RESOURCE_EXHAUSTED, `${summary}${retry}`);
+  const message = `${summary}${retry}`;
+  const code =
+    refusal.reason === 'MODEL_NOT_IN_PACKAGE' ? status.PERMISSION_DENIED : status.RESOURCE_EXHAUSTED;
+  if (refusal.reason === undefined) return new ApiError(code, message);
+  const metadata: Record<string, string> = { rule: refusal.rule };
+  if (refusal.retryAfterMs !== undefined) metadata.retry_after_ms = String(refusal.retryAfterMs);
+  return new ApiError(
+    code,
+    message,
+    withDetails(code, message, {
+      errorInfo: { reason: refusal.reason, domain: ERROR_DOMAIN, metadata },
+      quotaFailure:
+        refusal.reason === 'QUOTA_EXCEEDED'
+          ? { violations: [{ subject, description: refusal.message }] }
+          : undefined,
+    }),
+  );
 }

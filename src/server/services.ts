@@ -194,19 +194,17 @@ export function schedulerService(
       // The tenant comes from the credential, never from the body.
       const tenant = tenantFor(caller, 'Route', validated.tenant);
       const routeRequest = tenant === validated.tenant ? validated : { ...validated, tenant };
-      const route = () => {
-        const started = process.hrtime.bigint();
-        const routed = plane.route(routeRequest, { isCancelled: () => call.cancelled });
-        recordDecision?.(
-          routed.decision,
-          routeRequest.latencyBudgetMs,
-          Number(process.hrtime.bigint() - started) / 1e9,
-        );
-        return routed;
-      };
-      const result = routeRequest.explain ? await explainGate.run(route) : route();
+      const route = () => plane.routeMetered(routeRequest, { isCancelled: () => call.cancelled });
+      const started = process.hrtime.bigint();
+      const result = routeRequest.explain ? await explainGate.run(route) : await route();
+      recordDecision?.(
+        result.decision,
+        routeRequest.latencyBudgetMs,
+        Number(process.hrtime.bigint() - started) / 1e9,
+      );
       const { decision } = result;
-      if (decision.kind === 'refused') throw refusedError(decision.refusal, decision.summary);
+      if (decision.kind === 'refused')
+        throw refusedError(decision.refusal, decision.summary, tenant === '' ? '' : `tenant:${tenant}`);
       if (decision.kind === 'infeasible') {
         let trailers: Metadata | undefined;
         if (request.explain) {
@@ -228,6 +226,9 @@ export function schedulerService(
         degraded: decision.degraded,
         summary: decision.summary,
         ...explainOf(decision),
+        throttled: result.throttled,
+        overQuota: result.overQuota,
+        reservedPoints: result.reservedPoints,
       };
     }),
     release: unary('Release', async (request, _call, caller) => {
@@ -244,7 +245,12 @@ export function schedulerService(
           `Release: reservation ${reservationId} is not tenant ${caller.role === 'client' ? caller.tenant : ''}'s; a client releases only its own tenant's reservations`,
         );
       }
-      return result;
+      return {
+        released: result.released,
+        nodeId: result.nodeId,
+        settledPoints: result.settledPoints ?? 0,
+        returnedPoints: result.returnedPoints ?? 0,
+      };
     }),
   };
 }

@@ -298,7 +298,7 @@ export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest 
   };
 }
 
-function toAllowedLevels(levels: readonly ProtoLevel[]): Level[] {
+export function toAllowedLevels(levels: readonly ProtoLevel[]): Level[] {
   if (levels.length > LEVELS.length) {
     fail('allowed_levels', `${levels.length} entries`, `at most ${LEVELS.length} entries (one per level)`);
   }

@@ -4,6 +4,7 @@
 
 import type { KeyHash } from '../auth/api-keys.js';
 import type { Role } from '../auth/identity.js';
+import type { Package } from '../core/quota.js';
 
 export interface ApiKeyRecord extends KeyHash {
   readonly id: string;
@@ -23,6 +24,8 @@ export interface TenantRecord {
   readonly name: string;
   readonly displayName: string;
   readonly createdAtMs: number;
+  /** The token package the tenant bought; without one its routes are unmetered. */
+  readonly package?: Package;
 }
 
 export interface AccountsStore {
@@ -36,6 +39,8 @@ export interface AccountsStore {
   tenants(): TenantRecord[];
   /** Creates the tenant; false (and nothing written) when one of that name exists. */
   createTenant(record: TenantRecord): Promise<boolean>;
+  /** Replaces an existing tenant's record (its package). */
+  putTenant(record: TenantRecord): Promise<void>;
 }
 
 /** The in-memory accounts: the memory store's, and the etcd store's watch-fed cache. */
@@ -70,5 +75,9 @@ export class MemoryAccounts extends AccountsCache implements AccountsStore {
     if (this.tenantsByName.has(record.name)) return false;
     this.tenantsByName.set(record.name, record);
     return true;
+  }
+
+  async putTenant(record: TenantRecord): Promise<void> {
+    this.tenantsByName.set(record.name, record);
   }
 }

@@ -9,6 +9,7 @@ import type { LatLon, Level, NodeRecord, NodeSpec, NodeStatus, Usage } from '../
 import type { PricingState, ScheduledPricing } from '../core/pricing.js';
 import type { RoutingView } from '../core/routing/index.js';
 import type { AccountsStore } from './accounts.js';
+import type { LedgerStore } from './ledgers.js';
 
 export interface RegisterOptions {
   /** Seconds without registration or status after which the node is DOWN. Ignored if permanent. */
@@ -100,6 +101,8 @@ export interface Store {
   readonly view: RoutingView;
   /** Tenants and API keys. */
   readonly accounts: AccountsStore;
+  /** Quota ledgers, one per tenant and period. */
+  readonly ledgers: LedgerStore;
   /** Removes nodes that have been DOWN for longer than `graceMs` and stale latency samples. */
   sweep(graceMs: number): Promise<{ removedNodes: string[]; removedSamples: number }>;
   close(): Promise<void>;

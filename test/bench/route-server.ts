@@ -79,7 +79,8 @@ if (mode === 'nowork') {
       }
       callback(null, recorded as never);
     },
-    release: (_call, callback) => callback(null, { released: true, nodeId: 'n0' }),
+    release: (_call, callback) =>
+      callback(null, { released: true, nodeId: 'n0', settledPoints: 0, returnedPoints: 0 }),
   };
   server.addService(SchedulerService, service);
   port = await new Promise<number>((resolve, reject) =>

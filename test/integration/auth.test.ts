@@ -221,6 +221,14 @@ describe('authentication and roles over gRPC', () => {
       allowed: ['operator'],
       call: (c) => rpc(c.accounts, c.accounts.listApiKeys, { tenant: '' }),
     },
+    SetPackage: {
+      allowed: ['operator'],
+      call: (c) => rpc(c.accounts, c.accounts.setPackage, { tenant: 'no-such-tenant', package: undefined }),
+    },
+    GetUsage: {
+      allowed: ['operator', 'planner', 'client'],
+      call: (c) => rpc(c.accounts, c.accounts.getUsage, { tenant: '', period: '' }),
+    },
   };
 
   it('covers every method of every service', () => {

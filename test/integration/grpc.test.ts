@@ -268,10 +268,10 @@ describe('gRPC control plane', () => {
       const usage = { inputTokens: 256, cachedInputTokens: 64, outputTokens: 100 };
       expect(
         await ok(t.scheduler, t.scheduler.release, { reservationId: ids[0] as string, usage, success: true }),
-      ).toEqual({ released: true, nodeId: 'only' });
+      ).toEqual({ released: true, nodeId: 'only', settledPoints: 0, returnedPoints: 0 });
       expect(
         await ok(t.scheduler, t.scheduler.release, { reservationId: ids[0] as string, usage, success: true }),
-      ).toEqual({ released: false, nodeId: 'only' });
+      ).toEqual({ released: false, nodeId: 'only', settledPoints: 0, returnedPoints: 0 });
       expect(t.store.usageRecords()).toHaveLength(1);
       expect(t.store.usageRecords()[0]).toMatchObject({
         tenant: 'acme',
@@ -318,8 +318,8 @@ describe('gRPC control plane', () => {
       const usage = { inputTokens: 1, cachedInputTokens: 0, outputTokens: 1 };
       const release = () =>
         ok(t.scheduler, t.scheduler.release, { reservationId: placed.reservationId, usage, success: true });
-      expect(await release()).toEqual({ released: true, nodeId });
-      expect(await release()).toEqual({ released: false, nodeId });
+      expect(await release()).toEqual({ released: true, nodeId, settledPoints: 0, returnedPoints: 0 });
+      expect(await release()).toEqual({ released: false, nodeId, settledPoints: 0, returnedPoints: 0 });
     });
 
     it('a Release of another replica’s reservation records usage once', async () => {
@@ -330,10 +330,17 @@ describe('gRPC control plane', () => {
         usage,
         success: true,
       };
-      expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({ released: true, nodeId: 'only' });
+      expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
+        released: true,
+        nodeId: 'only',
+        settledPoints: 0,
+        returnedPoints: 0,
+      });
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
         released: false,
         nodeId: 'only',
+        settledPoints: 0,
+        returnedPoints: 0,
       });
       expect(t.store.usageRecords().map((u) => [u.reservationId, u.nodeId, u.model])).toEqual([
         ['peer9.1f.0123456789abcdef~only~qwen3-32b~acme', 'only', 'qwen3-32b'],

@@ -32,6 +32,7 @@ export interface CheckScope {
   readonly request: RouteRequest;
   readonly levels: ReadonlySet<Level> | undefined;
   readonly regions: ReadonlySet<string> | undefined;
+  readonly packageLevels: ReadonlySet<Level> | undefined;
 }
 
 /** Where every node of an index group agrees: same level, same region. */
@@ -89,6 +90,13 @@ export const CHECKS = [
     words: 'at an excluded level',
     active: (scope) => scope.levels !== undefined,
     rejects: (group, scope) => scope.levels !== undefined && !scope.levels.has(group.level),
+  },
+  {
+    verdict: 'LEVEL_NOT_IN_PACKAGE',
+    phase: 'group',
+    words: "at a level the tenant's package does not include",
+    active: (scope) => scope.packageLevels !== undefined,
+    rejects: (group, scope) => scope.packageLevels !== undefined && !scope.packageLevels.has(group.level),
   },
   {
     verdict: 'REGION_EXCLUDED',

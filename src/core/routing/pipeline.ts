@@ -80,6 +80,7 @@ import {
   type InfeasibleReason,
   MAX_FALLBACKS,
   type Placement,
+  type Refusal,
   type RejectionVerdict,
   type RouteDecision,
   type RouteRequest,
@@ -143,12 +144,7 @@ interface Prepared {
 export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDecision {
   for (const rule of ctx.admission ?? []) {
     const refusal = rule(request, ctx.nowMs);
-    if (refusal !== undefined)
-      return {
-        kind: 'refused',
-        refusal,
-        summary: `${requestScope(request)}: refused by ${refusal.rule}: ${refusal.message}`,
-      };
+    if (refusal !== undefined) return refusedDecision(request, refusal);
   }
   const p = prepare(request, ctx);
   const candidates = ctx.view.candidates(request.model);
@@ -305,6 +301,10 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
       request,
       levels: request.allowedLevels.length > 0 ? new Set(request.allowedLevels) : undefined,
       regions: request.allowedRegions.length > 0 ? new Set(request.allowedRegions) : undefined,
+      packageLevels:
+        request.packageLevels !== undefined && request.packageLevels.length > 0
+          ? new Set(request.packageLevels)
+          : undefined,
     },
     client,
     clientVector: client.location === undefined ? undefined : unitVector(client.location),
@@ -1057,6 +1057,15 @@ function describeCounts(counts: DecisionCounts, bestTtftMs: number | undefined, 
     );
   }
   return `${counts.serving} node${counts.serving === 1 ? ' serves' : 's serve'} it, ${parts.join(', ')}`;
+}
+
+/** The decision for a request an admission rule (or the quota, after deciding) turned away. */
+export function refusedDecision(request: RouteRequest, refusal: Refusal): RouteDecision {
+  return {
+    kind: 'refused',
+    refusal,
+    summary: `${requestScope(request)}: refused by ${refusal.rule}: ${refusal.message}`,
+  };
 }
 
 function requestScope(request: RouteRequest): string {

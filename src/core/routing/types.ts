@@ -17,6 +17,8 @@ export interface RouteRequest extends RequestSize {
   readonly allowedLevels: readonly Level[];
   /** Empty: any region. */
   readonly allowedRegions: readonly string[];
+  /** The levels the tenant's package includes; undefined or empty: every level. */
+  readonly packageLevels?: readonly Level[];
   readonly allowDegraded: boolean;
   readonly explain: boolean;
   /** 0..MAX_FALLBACKS */
@@ -36,6 +38,7 @@ export interface Estimate {
 export type RejectionVerdict =
   | 'MODEL_NOT_SERVED'
   | 'LEVEL_EXCLUDED'
+  | 'LEVEL_NOT_IN_PACKAGE'
   | 'REGION_EXCLUDED'
   | 'DOWN'
   | 'UNHEALTHY'
@@ -96,9 +99,13 @@ export interface DecisionCounts {
 export type InfeasibleReason = 'NO_LIVE_NODE' | 'NO_NODE_WITHIN_CONSTRAINTS' | 'ALL_FULL';
 
 /** A request turned away before any node was looked at (quota, rate): see admission.ts. */
+/** Stable reasons a program can switch on (google.rpc.ErrorInfo reason). */
+export type RefusalReason = 'QUOTA_EXCEEDED' | 'MODEL_NOT_IN_PACKAGE' | 'RATE_LIMITED';
+
 export interface Refusal {
   /** The admission rule that refused, e.g. "quota". */
   readonly rule: string;
+  readonly reason?: RefusalReason;
   /** What the caller should change, for the error message. */
   readonly message: string;
   /** When trying again may succeed; undefined when it will not by waiting. */

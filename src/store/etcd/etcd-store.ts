@@ -40,6 +40,7 @@ import {
   type PricingState,
   type ScheduledPricing,
 } from '../../core/pricing.js';
+import type { Ledger } from '../../core/quota.js';
 import type { RoutingView } from '../../core/routing/index.js';
 import { AccountsCache, type AccountsStore, type ApiKeyRecord, type TenantRecord } from '../accounts.js';
 import { RegistryIndex } from '../registry-index.js';
@@ -55,6 +56,7 @@ import {
   type UsageRecord,
 } from '../store.js';
 import { EtcdLeadership } from './etcd-leadership.js';
+import { EtcdLedgers } from './etcd-ledgers.js';
 
 export interface EtcdTls {
   /** Absent: the system's root certificates. */
@@ -121,6 +123,7 @@ const KINDS = [
   'election',
   'keys',
   'tenants',
+  'ledgers',
 ] as const;
 type Kind = (typeof KINDS)[number];
 
@@ -165,6 +168,7 @@ export class EtcdStore implements Store {
   private readonly statusFlushMs: number;
   private readonly index = new RegistryIndex();
   private readonly accountsCache = new AccountsCache();
+  readonly ledgers: EtcdLedgers;
   private readonly nodeDocs = new Map<string, NodeDoc>();
   private readonly loadDocs = new Map<string, LoadDoc>();
   private readonly adminDocs = new Map<string, AdminDoc>();
@@ -217,6 +221,14 @@ export class EtcdStore implements Store {
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
       // One retry on another host, not three: writes must fail fast when etcd is gone.
       faultHandling: { global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }) },
+    });
+    this.ledgers = new EtcdLedgers({
+      client: this.client,
+      key: (id) => this.key('ledgers', id),
+      call: (what, run) => this.call(what, run),
+      countWrite: () => {
+        this.stats.writes += 1;
+      },
     });
   }
 
@@ -502,6 +514,16 @@ export class EtcdStore implements Store {
       this.stats.writes += 1;
       this.apply('keys', record.id, record, Number(response.header.revision));
     },
+    putTenant: async (record) => {
+      const response = await this.call('store the tenant', () =>
+        this.client.kv.put({
+          key: this.key('tenants', record.name),
+          value: Buffer.from(JSON.stringify(record)),
+        }),
+      );
+      this.stats.writes += 1;
+      this.apply('tenants', record.name, record, Number(response.header.revision));
+    },
     createTenant: async (record) => {
       const key = this.key('tenants', record.name);
       const response = await this.call('create the tenant', () =>
@@ -716,6 +738,9 @@ export class EtcdStore implements Store {
       case 'keys':
         if (value === undefined) this.accountsCache.keys.delete(id);
         else this.accountsCache.keys.set(id, value as ApiKeyRecord);
+        return;
+      case 'ledgers':
+        this.ledgers.apply(id, value as Ledger | undefined, revision);
         return;
       case 'tenants':
         if (value === undefined) this.accountsCache.tenantsByName.delete(id);

@@ -13,6 +13,7 @@ import {
 import { duePricing, LIST_PRICES, type PricingState, type ScheduledPricing } from '../../core/pricing.js';
 import type { RoutingView } from '../../core/routing/index.js';
 import { MemoryAccounts } from '../accounts.js';
+import { MemoryLedgers } from '../ledgers.js';
 import { RegistryIndex } from '../registry-index.js';
 import type {
   Clock,
@@ -39,6 +40,7 @@ export class MemoryStore implements Store {
   private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
   readonly view: RoutingView = this.index.view;
   readonly accounts = new MemoryAccounts();
+  readonly ledgers = new MemoryLedgers();
 
   constructor(private readonly options: MemoryStoreOptions) {
     this.centroids = options.regionCentroids ?? new Map();

@@ -19,6 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
+import { Level, levelFromJSON, levelToJSON } from "./types.js";
 
 export const protobufPackage = "cpn.v1";
 
@@ -79,11 +80,145 @@ export function roleToJSON(object: Role): string {
   }
 }
 
+export enum OverQuotaPolicy {
+  OVER_QUOTA_POLICY_UNSPECIFIED = 0,
+  /** OVER_QUOTA_POLICY_REJECT - Over quota, Route is refused: RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED. */
+  OVER_QUOTA_POLICY_REJECT = 1,
+  /** OVER_QUOTA_POLICY_THROTTLE - Over quota, requests still route, at most throttle_requests_per_s, within throttle_budget_ms. */
+  OVER_QUOTA_POLICY_THROTTLE = 2,
+  /** OVER_QUOTA_POLICY_PAY_AS_YOU_GO - Over quota, requests route normally and their tokens are billed at the node's list price. */
+  OVER_QUOTA_POLICY_PAY_AS_YOU_GO = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function overQuotaPolicyFromJSON(object: any): OverQuotaPolicy {
+  switch (object) {
+    case 0:
+    case "OVER_QUOTA_POLICY_UNSPECIFIED":
+      return OverQuotaPolicy.OVER_QUOTA_POLICY_UNSPECIFIED;
+    case 1:
+    case "OVER_QUOTA_POLICY_REJECT":
+      return OverQuotaPolicy.OVER_QUOTA_POLICY_REJECT;
+    case 2:
+    case "OVER_QUOTA_POLICY_THROTTLE":
+      return OverQuotaPolicy.OVER_QUOTA_POLICY_THROTTLE;
+    case 3:
+    case "OVER_QUOTA_POLICY_PAY_AS_YOU_GO":
+      return OverQuotaPolicy.OVER_QUOTA_POLICY_PAY_AS_YOU_GO;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return OverQuotaPolicy.UNRECOGNIZED;
+  }
+}
+
+export function overQuotaPolicyToJSON(object: OverQuotaPolicy): string {
+  switch (object) {
+    case OverQuotaPolicy.OVER_QUOTA_POLICY_UNSPECIFIED:
+      return "OVER_QUOTA_POLICY_UNSPECIFIED";
+    case OverQuotaPolicy.OVER_QUOTA_POLICY_REJECT:
+      return "OVER_QUOTA_POLICY_REJECT";
+    case OverQuotaPolicy.OVER_QUOTA_POLICY_THROTTLE:
+      return "OVER_QUOTA_POLICY_THROTTLE";
+    case OverQuotaPolicy.OVER_QUOTA_POLICY_PAY_AS_YOU_GO:
+      return "OVER_QUOTA_POLICY_PAY_AS_YOU_GO";
+    case OverQuotaPolicy.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface Tenant {
   /** A DNS label: lowercase letters, digits, inner hyphens; at most 63 characters. */
   name: string;
   displayName: string;
-  createdAt?: Date | undefined;
+  createdAt?:
+    | Date
+    | undefined;
+  /** Unset: the tenant's routes are unmetered. */
+  package?: Package | undefined;
+}
+
+/** Points per 1,000 tokens of each kind, for one model ("*": every model not listed). */
+export interface ModelWeights {
+  model: string;
+  inputPer1k: number;
+  outputPer1k: number;
+  cachedInputPer1k: number;
+}
+
+/** A token package: a quota of points per period, valid across models. */
+export interface Package {
+  name: string;
+  quotaPoints: number;
+  /** The period: a calendar month in time_zone (default Asia/Shanghai) unless period_seconds > 0. */
+  timeZone: string;
+  periodSeconds: number;
+  /** Start of the first custom period (default: the Unix epoch). */
+  periodAnchor?:
+    | Date
+    | undefined;
+  /** A model without weights (and no "*" entry) is not in the package. */
+  weights: ModelWeights[];
+  /** Empty: every level. */
+  allowedLevels: Level[];
+  overQuota: OverQuotaPolicy;
+  throttleRequestsPerS: number;
+  throttleBudgetMs: number;
+}
+
+export interface SetPackageRequest {
+  tenant: string;
+  /** Unset: remove the package (routes become unmetered). */
+  package?: Package | undefined;
+}
+
+export interface SetPackageResponse {
+  tenant?: Tenant | undefined;
+}
+
+export interface GetUsageRequest {
+  /** Empty: every tenant (operators and planners only). */
+  tenant: string;
+  /** "2026-11" (calendar month) or a custom period's start; empty: the current period. */
+  period: string;
+}
+
+/** One tenant's use of one model at one level in one period. */
+export interface UsageLine {
+  tenant: string;
+  period: string;
+  model: string;
+  level: Level;
+  requests: number;
+  inputTokens: number;
+  cachedInputTokens: number;
+  outputTokens: number;
+  /** Points counted against the quota. */
+  points: number;
+  /** Points used beyond the quota (THROTTLE, PAY_AS_YOU_GO). */
+  overQuotaPoints: number;
+  /** PAY_AS_YOU_GO: tokens beyond the quota and their price, in 1/10,000 of a currency unit. */
+  overQuotaTokens: number;
+  overQuotaMoney: number;
+  /** Points of late Releases (after expiry) that no longer fit the quota under REJECT. */
+  unbilledPoints: number;
+}
+
+export interface TenantPeriod {
+  tenant: string;
+  period: string;
+  quotaPoints: number;
+  usedPoints: number;
+  /** Points held by reservations not yet released. */
+  reservedPoints: number;
+  periodStart?: Date | undefined;
+  periodEnd?: Date | undefined;
+}
+
+export interface GetUsageResponse {
+  lines: UsageLine[];
+  periods: TenantPeriod[];
 }
 
 export interface CreateTenantRequest {
@@ -168,7 +303,7 @@ export interface ListApiKeysResponse {
 }
 
 function createBaseTenant(): Tenant {
-  return { name: "", displayName: "", createdAt: undefined };
+  return { name: "", displayName: "", createdAt: undefined, package: undefined };
 }
 
 export const Tenant: MessageFns<Tenant> = {
@@ -181,6 +316,9 @@ export const Tenant: MessageFns<Tenant> = {
     }
     if (message.createdAt !== undefined) {
       Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(26).fork()).join();
+    }
+    if (message.package !== undefined) {
+      Package.encode(message.package, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -222,6 +360,14 @@ export const Tenant: MessageFns<Tenant> = {
             message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.package = Package.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -247,6 +393,7 @@ export const Tenant: MessageFns<Tenant> = {
         : isSet(object.created_at)
         ? fromJsonTimestamp(object.created_at)
         : undefined,
+      package: isSet(object.package) ? Package.fromJSON(object.package) : undefined,
     };
   },
 
@@ -261,6 +408,9 @@ export const Tenant: MessageFns<Tenant> = {
     if (message.createdAt !== undefined) {
       obj.createdAt = message.createdAt.toISOString();
     }
+    if (message.package !== undefined) {
+      obj.package = Package.toJSON(message.package);
+    }
     return obj;
   },
 
@@ -272,6 +422,1234 @@ export const Tenant: MessageFns<Tenant> = {
     message.name = object.name ?? "";
     message.displayName = object.displayName ?? "";
     message.createdAt = object.createdAt ?? undefined;
+    message.package = (object.package !== undefined && object.package !== null)
+      ? Package.fromPartial(object.package)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseModelWeights(): ModelWeights {
+  return { model: "", inputPer1k: 0, outputPer1k: 0, cachedInputPer1k: 0 };
+}
+
+export const ModelWeights: MessageFns<ModelWeights> = {
+  encode(message: ModelWeights, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== "") {
+      writer.uint32(10).string(message.model);
+    }
+    if (message.inputPer1k !== 0) {
+      writer.uint32(16).uint64(message.inputPer1k);
+    }
+    if (message.outputPer1k !== 0) {
+      writer.uint32(24).uint64(message.outputPer1k);
+    }
+    if (message.cachedInputPer1k !== 0) {
+      writer.uint32(32).uint64(message.cachedInputPer1k);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelWeights {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelWeights();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.inputPer1k = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outputPer1k = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.cachedInputPer1k = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ModelWeights {
+    return {
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      inputPer1k: isSet(object.inputPer1k)
+        ? globalThis.Number(object.inputPer1k)
+        : isSet(object.input_per_1k)
+        ? globalThis.Number(object.input_per_1k)
+        : 0,
+      outputPer1k: isSet(object.outputPer1k)
+        ? globalThis.Number(object.outputPer1k)
+        : isSet(object.output_per_1k)
+        ? globalThis.Number(object.output_per_1k)
+        : 0,
+      cachedInputPer1k: isSet(object.cachedInputPer1k)
+        ? globalThis.Number(object.cachedInputPer1k)
+        : isSet(object.cached_input_per_1k)
+        ? globalThis.Number(object.cached_input_per_1k)
+        : 0,
+    };
+  },
+
+  toJSON(message: ModelWeights): unknown {
+    const obj: any = {};
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.inputPer1k !== 0) {
+      obj.inputPer1k = Math.round(message.inputPer1k);
+    }
+    if (message.outputPer1k !== 0) {
+      obj.outputPer1k = Math.round(message.outputPer1k);
+    }
+    if (message.cachedInputPer1k !== 0) {
+      obj.cachedInputPer1k = Math.round(message.cachedInputPer1k);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ModelWeights>, I>>(base?: I): ModelWeights {
+    return ModelWeights.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelWeights>, I>>(object: I): ModelWeights {
+    const message = createBaseModelWeights();
+    message.model = object.model ?? "";
+    message.inputPer1k = object.inputPer1k ?? 0;
+    message.outputPer1k = object.outputPer1k ?? 0;
+    message.cachedInputPer1k = object.cachedInputPer1k ?? 0;
+    return message;
+  },
+};
+
+function createBasePackage(): Package {
+  return {
+    name: "",
+    quotaPoints: 0,
+    timeZone: "",
+    periodSeconds: 0,
+    periodAnchor: undefined,
+    weights: [],
+    allowedLevels: [],
+    overQuota: 0,
+    throttleRequestsPerS: 0,
+    throttleBudgetMs: 0,
+  };
+}
+
+export const Package: MessageFns<Package> = {
+  encode(message: Package, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.quotaPoints !== 0) {
+      writer.uint32(16).uint64(message.quotaPoints);
+    }
+    if (message.timeZone !== "") {
+      writer.uint32(26).string(message.timeZone);
+    }
+    if (message.periodSeconds !== 0) {
+      writer.uint32(32).uint64(message.periodSeconds);
+    }
+    if (message.periodAnchor !== undefined) {
+      Timestamp.encode(toTimestamp(message.periodAnchor), writer.uint32(42).fork()).join();
+    }
+    for (const v of message.weights) {
+      ModelWeights.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.allowedLevels.length !== 0) {
+      writer.uint32(58).fork();
+      for (const v of message.allowedLevels) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.overQuota !== 0) {
+      writer.uint32(64).int32(message.overQuota);
+    }
+    if (message.throttleRequestsPerS !== 0) {
+      writer.uint32(73).double(message.throttleRequestsPerS);
+    }
+    if (message.throttleBudgetMs !== 0) {
+      writer.uint32(81).double(message.throttleBudgetMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Package {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePackage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.quotaPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.timeZone = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.periodSeconds = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.periodAnchor = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.weights.push(ModelWeights.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag === 56) {
+              message.allowedLevels.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 58) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.allowedLevels.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.overQuota = reader.int32() as any;
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.throttleRequestsPerS = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.throttleBudgetMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Package {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      quotaPoints: isSet(object.quotaPoints)
+        ? globalThis.Number(object.quotaPoints)
+        : isSet(object.quota_points)
+        ? globalThis.Number(object.quota_points)
+        : 0,
+      timeZone: isSet(object.timeZone)
+        ? globalThis.String(object.timeZone)
+        : isSet(object.time_zone)
+        ? globalThis.String(object.time_zone)
+        : "",
+      periodSeconds: isSet(object.periodSeconds)
+        ? globalThis.Number(object.periodSeconds)
+        : isSet(object.period_seconds)
+        ? globalThis.Number(object.period_seconds)
+        : 0,
+      periodAnchor: isSet(object.periodAnchor)
+        ? fromJsonTimestamp(object.periodAnchor)
+        : isSet(object.period_anchor)
+        ? fromJsonTimestamp(object.period_anchor)
+        : undefined,
+      weights: globalThis.Array.isArray(object?.weights)
+        ? object.weights.map((e: any) => ModelWeights.fromJSON(e))
+        : [],
+      allowedLevels: globalThis.Array.isArray(object?.allowedLevels)
+        ? object.allowedLevels.map((e: any) => levelFromJSON(e))
+        : globalThis.Array.isArray(object?.allowed_levels)
+        ? object.allowed_levels.map((e: any) => levelFromJSON(e))
+        : [],
+      overQuota: isSet(object.overQuota)
+        ? overQuotaPolicyFromJSON(object.overQuota)
+        : isSet(object.over_quota)
+        ? overQuotaPolicyFromJSON(object.over_quota)
+        : 0,
+      throttleRequestsPerS: isSet(object.throttleRequestsPerS)
+        ? globalThis.Number(object.throttleRequestsPerS)
+        : isSet(object.throttle_requests_per_s)
+        ? globalThis.Number(object.throttle_requests_per_s)
+        : 0,
+      throttleBudgetMs: isSet(object.throttleBudgetMs)
+        ? globalThis.Number(object.throttleBudgetMs)
+        : isSet(object.throttle_budget_ms)
+        ? globalThis.Number(object.throttle_budget_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: Package): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.quotaPoints !== 0) {
+      obj.quotaPoints = Math.round(message.quotaPoints);
+    }
+    if (message.timeZone !== "") {
+      obj.timeZone = message.timeZone;
+    }
+    if (message.periodSeconds !== 0) {
+      obj.periodSeconds = Math.round(message.periodSeconds);
+    }
+    if (message.periodAnchor !== undefined) {
+      obj.periodAnchor = message.periodAnchor.toISOString();
+    }
+    if (message.weights?.length) {
+      obj.weights = message.weights.map((e) => ModelWeights.toJSON(e));
+    }
+    if (message.allowedLevels?.length) {
+      obj.allowedLevels = message.allowedLevels.map((e) => levelToJSON(e));
+    }
+    if (message.overQuota !== 0) {
+      obj.overQuota = overQuotaPolicyToJSON(message.overQuota);
+    }
+    if (message.throttleRequestsPerS !== 0) {
+      obj.throttleRequestsPerS = floatToJson(message.throttleRequestsPerS);
+    }
+    if (message.throttleBudgetMs !== 0) {
+      obj.throttleBudgetMs = floatToJson(message.throttleBudgetMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Package>, I>>(base?: I): Package {
+    return Package.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Package>, I>>(object: I): Package {
+    const message = createBasePackage();
+    message.name = object.name ?? "";
+    message.quotaPoints = object.quotaPoints ?? 0;
+    message.timeZone = object.timeZone ?? "";
+    message.periodSeconds = object.periodSeconds ?? 0;
+    message.periodAnchor = object.periodAnchor ?? undefined;
+    message.weights = object.weights?.map((e) => ModelWeights.fromPartial(e)) || [];
+    message.allowedLevels = object.allowedLevels?.map((e) => e) || [];
+    message.overQuota = object.overQuota ?? 0;
+    message.throttleRequestsPerS = object.throttleRequestsPerS ?? 0;
+    message.throttleBudgetMs = object.throttleBudgetMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseSetPackageRequest(): SetPackageRequest {
+  return { tenant: "", package: undefined };
+}
+
+export const SetPackageRequest: MessageFns<SetPackageRequest> = {
+  encode(message: SetPackageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.package !== undefined) {
+      Package.encode(message.package, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetPackageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetPackageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.package = Package.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetPackageRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      package: isSet(object.package) ? Package.fromJSON(object.package) : undefined,
+    };
+  },
+
+  toJSON(message: SetPackageRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.package !== undefined) {
+      obj.package = Package.toJSON(message.package);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetPackageRequest>, I>>(base?: I): SetPackageRequest {
+    return SetPackageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetPackageRequest>, I>>(object: I): SetPackageRequest {
+    const message = createBaseSetPackageRequest();
+    message.tenant = object.tenant ?? "";
+    message.package = (object.package !== undefined && object.package !== null)
+      ? Package.fromPartial(object.package)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSetPackageResponse(): SetPackageResponse {
+  return { tenant: undefined };
+}
+
+export const SetPackageResponse: MessageFns<SetPackageResponse> = {
+  encode(message: SetPackageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== undefined) {
+      Tenant.encode(message.tenant, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetPackageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetPackageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = Tenant.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetPackageResponse {
+    return { tenant: isSet(object.tenant) ? Tenant.fromJSON(object.tenant) : undefined };
+  },
+
+  toJSON(message: SetPackageResponse): unknown {
+    const obj: any = {};
+    if (message.tenant !== undefined) {
+      obj.tenant = Tenant.toJSON(message.tenant);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetPackageResponse>, I>>(base?: I): SetPackageResponse {
+    return SetPackageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetPackageResponse>, I>>(object: I): SetPackageResponse {
+    const message = createBaseSetPackageResponse();
+    message.tenant = (object.tenant !== undefined && object.tenant !== null)
+      ? Tenant.fromPartial(object.tenant)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetUsageRequest(): GetUsageRequest {
+  return { tenant: "", period: "" };
+}
+
+export const GetUsageRequest: MessageFns<GetUsageRequest> = {
+  encode(message: GetUsageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.period !== "") {
+      writer.uint32(18).string(message.period);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetUsageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetUsageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetUsageRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      period: isSet(object.period) ? globalThis.String(object.period) : "",
+    };
+  },
+
+  toJSON(message: GetUsageRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.period !== "") {
+      obj.period = message.period;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetUsageRequest>, I>>(base?: I): GetUsageRequest {
+    return GetUsageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetUsageRequest>, I>>(object: I): GetUsageRequest {
+    const message = createBaseGetUsageRequest();
+    message.tenant = object.tenant ?? "";
+    message.period = object.period ?? "";
+    return message;
+  },
+};
+
+function createBaseUsageLine(): UsageLine {
+  return {
+    tenant: "",
+    period: "",
+    model: "",
+    level: 0,
+    requests: 0,
+    inputTokens: 0,
+    cachedInputTokens: 0,
+    outputTokens: 0,
+    points: 0,
+    overQuotaPoints: 0,
+    overQuotaTokens: 0,
+    overQuotaMoney: 0,
+    unbilledPoints: 0,
+  };
+}
+
+export const UsageLine: MessageFns<UsageLine> = {
+  encode(message: UsageLine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.period !== "") {
+      writer.uint32(18).string(message.period);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.level !== 0) {
+      writer.uint32(32).int32(message.level);
+    }
+    if (message.requests !== 0) {
+      writer.uint32(40).uint64(message.requests);
+    }
+    if (message.inputTokens !== 0) {
+      writer.uint32(48).uint64(message.inputTokens);
+    }
+    if (message.cachedInputTokens !== 0) {
+      writer.uint32(56).uint64(message.cachedInputTokens);
+    }
+    if (message.outputTokens !== 0) {
+      writer.uint32(64).uint64(message.outputTokens);
+    }
+    if (message.points !== 0) {
+      writer.uint32(72).uint64(message.points);
+    }
+    if (message.overQuotaPoints !== 0) {
+      writer.uint32(80).uint64(message.overQuotaPoints);
+    }
+    if (message.overQuotaTokens !== 0) {
+      writer.uint32(88).uint64(message.overQuotaTokens);
+    }
+    if (message.overQuotaMoney !== 0) {
+      writer.uint32(96).uint64(message.overQuotaMoney);
+    }
+    if (message.unbilledPoints !== 0) {
+      writer.uint32(104).uint64(message.unbilledPoints);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UsageLine {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUsageLine();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.level = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.requests = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.inputTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.cachedInputTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.outputTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.points = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.overQuotaPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.overQuotaTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.overQuotaMoney = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.unbilledPoints = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UsageLine {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      period: isSet(object.period) ? globalThis.String(object.period) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      level: isSet(object.level) ? levelFromJSON(object.level) : 0,
+      requests: isSet(object.requests) ? globalThis.Number(object.requests) : 0,
+      inputTokens: isSet(object.inputTokens)
+        ? globalThis.Number(object.inputTokens)
+        : isSet(object.input_tokens)
+        ? globalThis.Number(object.input_tokens)
+        : 0,
+      cachedInputTokens: isSet(object.cachedInputTokens)
+        ? globalThis.Number(object.cachedInputTokens)
+        : isSet(object.cached_input_tokens)
+        ? globalThis.Number(object.cached_input_tokens)
+        : 0,
+      outputTokens: isSet(object.outputTokens)
+        ? globalThis.Number(object.outputTokens)
+        : isSet(object.output_tokens)
+        ? globalThis.Number(object.output_tokens)
+        : 0,
+      points: isSet(object.points) ? globalThis.Number(object.points) : 0,
+      overQuotaPoints: isSet(object.overQuotaPoints)
+        ? globalThis.Number(object.overQuotaPoints)
+        : isSet(object.over_quota_points)
+        ? globalThis.Number(object.over_quota_points)
+        : 0,
+      overQuotaTokens: isSet(object.overQuotaTokens)
+        ? globalThis.Number(object.overQuotaTokens)
+        : isSet(object.over_quota_tokens)
+        ? globalThis.Number(object.over_quota_tokens)
+        : 0,
+      overQuotaMoney: isSet(object.overQuotaMoney)
+        ? globalThis.Number(object.overQuotaMoney)
+        : isSet(object.over_quota_money)
+        ? globalThis.Number(object.over_quota_money)
+        : 0,
+      unbilledPoints: isSet(object.unbilledPoints)
+        ? globalThis.Number(object.unbilledPoints)
+        : isSet(object.unbilled_points)
+        ? globalThis.Number(object.unbilled_points)
+        : 0,
+    };
+  },
+
+  toJSON(message: UsageLine): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.period !== "") {
+      obj.period = message.period;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.level !== 0) {
+      obj.level = levelToJSON(message.level);
+    }
+    if (message.requests !== 0) {
+      obj.requests = Math.round(message.requests);
+    }
+    if (message.inputTokens !== 0) {
+      obj.inputTokens = Math.round(message.inputTokens);
+    }
+    if (message.cachedInputTokens !== 0) {
+      obj.cachedInputTokens = Math.round(message.cachedInputTokens);
+    }
+    if (message.outputTokens !== 0) {
+      obj.outputTokens = Math.round(message.outputTokens);
+    }
+    if (message.points !== 0) {
+      obj.points = Math.round(message.points);
+    }
+    if (message.overQuotaPoints !== 0) {
+      obj.overQuotaPoints = Math.round(message.overQuotaPoints);
+    }
+    if (message.overQuotaTokens !== 0) {
+      obj.overQuotaTokens = Math.round(message.overQuotaTokens);
+    }
+    if (message.overQuotaMoney !== 0) {
+      obj.overQuotaMoney = Math.round(message.overQuotaMoney);
+    }
+    if (message.unbilledPoints !== 0) {
+      obj.unbilledPoints = Math.round(message.unbilledPoints);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UsageLine>, I>>(base?: I): UsageLine {
+    return UsageLine.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UsageLine>, I>>(object: I): UsageLine {
+    const message = createBaseUsageLine();
+    message.tenant = object.tenant ?? "";
+    message.period = object.period ?? "";
+    message.model = object.model ?? "";
+    message.level = object.level ?? 0;
+    message.requests = object.requests ?? 0;
+    message.inputTokens = object.inputTokens ?? 0;
+    message.cachedInputTokens = object.cachedInputTokens ?? 0;
+    message.outputTokens = object.outputTokens ?? 0;
+    message.points = object.points ?? 0;
+    message.overQuotaPoints = object.overQuotaPoints ?? 0;
+    message.overQuotaTokens = object.overQuotaTokens ?? 0;
+    message.overQuotaMoney = object.overQuotaMoney ?? 0;
+    message.unbilledPoints = object.unbilledPoints ?? 0;
+    return message;
+  },
+};
+
+function createBaseTenantPeriod(): TenantPeriod {
+  return {
+    tenant: "",
+    period: "",
+    quotaPoints: 0,
+    usedPoints: 0,
+    reservedPoints: 0,
+    periodStart: undefined,
+    periodEnd: undefined,
+  };
+}
+
+export const TenantPeriod: MessageFns<TenantPeriod> = {
+  encode(message: TenantPeriod, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.period !== "") {
+      writer.uint32(18).string(message.period);
+    }
+    if (message.quotaPoints !== 0) {
+      writer.uint32(24).uint64(message.quotaPoints);
+    }
+    if (message.usedPoints !== 0) {
+      writer.uint32(32).uint64(message.usedPoints);
+    }
+    if (message.reservedPoints !== 0) {
+      writer.uint32(40).uint64(message.reservedPoints);
+    }
+    if (message.periodStart !== undefined) {
+      Timestamp.encode(toTimestamp(message.periodStart), writer.uint32(50).fork()).join();
+    }
+    if (message.periodEnd !== undefined) {
+      Timestamp.encode(toTimestamp(message.periodEnd), writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TenantPeriod {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTenantPeriod();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.quotaPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.usedPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.reservedPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.periodStart = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.periodEnd = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TenantPeriod {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      period: isSet(object.period) ? globalThis.String(object.period) : "",
+      quotaPoints: isSet(object.quotaPoints)
+        ? globalThis.Number(object.quotaPoints)
+        : isSet(object.quota_points)
+        ? globalThis.Number(object.quota_points)
+        : 0,
+      usedPoints: isSet(object.usedPoints)
+        ? globalThis.Number(object.usedPoints)
+        : isSet(object.used_points)
+        ? globalThis.Number(object.used_points)
+        : 0,
+      reservedPoints: isSet(object.reservedPoints)
+        ? globalThis.Number(object.reservedPoints)
+        : isSet(object.reserved_points)
+        ? globalThis.Number(object.reserved_points)
+        : 0,
+      periodStart: isSet(object.periodStart)
+        ? fromJsonTimestamp(object.periodStart)
+        : isSet(object.period_start)
+        ? fromJsonTimestamp(object.period_start)
+        : undefined,
+      periodEnd: isSet(object.periodEnd)
+        ? fromJsonTimestamp(object.periodEnd)
+        : isSet(object.period_end)
+        ? fromJsonTimestamp(object.period_end)
+        : undefined,
+    };
+  },
+
+  toJSON(message: TenantPeriod): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.period !== "") {
+      obj.period = message.period;
+    }
+    if (message.quotaPoints !== 0) {
+      obj.quotaPoints = Math.round(message.quotaPoints);
+    }
+    if (message.usedPoints !== 0) {
+      obj.usedPoints = Math.round(message.usedPoints);
+    }
+    if (message.reservedPoints !== 0) {
+      obj.reservedPoints = Math.round(message.reservedPoints);
+    }
+    if (message.periodStart !== undefined) {
+      obj.periodStart = message.periodStart.toISOString();
+    }
+    if (message.periodEnd !== undefined) {
+      obj.periodEnd = message.periodEnd.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TenantPeriod>, I>>(base?: I): TenantPeriod {
+    return TenantPeriod.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TenantPeriod>, I>>(object: I): TenantPeriod {
+    const message = createBaseTenantPeriod();
+    message.tenant = object.tenant ?? "";
+    message.period = object.period ?? "";
+    message.quotaPoints = object.quotaPoints ?? 0;
+    message.usedPoints = object.usedPoints ?? 0;
+    message.reservedPoints = object.reservedPoints ?? 0;
+    message.periodStart = object.periodStart ?? undefined;
+    message.periodEnd = object.periodEnd ?? undefined;
+    return message;
+  },
+};
+
+function createBaseGetUsageResponse(): GetUsageResponse {
+  return { lines: [], periods: [] };
+}
+
+export const GetUsageResponse: MessageFns<GetUsageResponse> = {
+  encode(message: GetUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.lines) {
+      UsageLine.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.periods) {
+      TenantPeriod.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetUsageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetUsageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.lines.push(UsageLine.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.periods.push(TenantPeriod.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetUsageResponse {
+    return {
+      lines: globalThis.Array.isArray(object?.lines) ? object.lines.map((e: any) => UsageLine.fromJSON(e)) : [],
+      periods: globalThis.Array.isArray(object?.periods)
+        ? object.periods.map((e: any) => TenantPeriod.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: GetUsageResponse): unknown {
+    const obj: any = {};
+    if (message.lines?.length) {
+      obj.lines = message.lines.map((e) => UsageLine.toJSON(e));
+    }
+    if (message.periods?.length) {
+      obj.periods = message.periods.map((e) => TenantPeriod.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetUsageResponse>, I>>(base?: I): GetUsageResponse {
+    return GetUsageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetUsageResponse>, I>>(object: I): GetUsageResponse {
+    const message = createBaseGetUsageResponse();
+    message.lines = object.lines?.map((e) => UsageLine.fromPartial(e)) || [];
+    message.periods = object.periods?.map((e) => TenantPeriod.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1458,6 +2836,29 @@ export const AccountsService = {
     responseSerialize: (value: ListApiKeysResponse): Buffer => Buffer.from(ListApiKeysResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListApiKeysResponse => ListApiKeysResponse.decode(value),
   },
+  /**
+   * Sets (or, with no package, removes) the tenant's token package. Takes effect at the next Route;
+   * a new quota applies to the current period at once.
+   */
+  setPackage: {
+    path: "/cpn.v1.Accounts/SetPackage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetPackageRequest): Buffer => Buffer.from(SetPackageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetPackageRequest => SetPackageRequest.decode(value),
+    responseSerialize: (value: SetPackageResponse): Buffer => Buffer.from(SetPackageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetPackageResponse => SetPackageResponse.decode(value),
+  },
+  /** Usage per period, model, level and token kind (a client sees its own tenant's only). */
+  getUsage: {
+    path: "/cpn.v1.Accounts/GetUsage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetUsageRequest): Buffer => Buffer.from(GetUsageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetUsageRequest => GetUsageRequest.decode(value),
+    responseSerialize: (value: GetUsageResponse): Buffer => Buffer.from(GetUsageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetUsageResponse => GetUsageResponse.decode(value),
+  },
 } as const;
 
 export interface AccountsServer extends UntypedServiceImplementation {
@@ -1470,6 +2871,13 @@ export interface AccountsServer extends UntypedServiceImplementation {
   /** Revokes a key at once, on every replica. Revoking a revoked key changes nothing. */
   revokeApiKey: handleUnaryCall<RevokeApiKeyRequest, RevokeApiKeyResponse>;
   listApiKeys: handleUnaryCall<ListApiKeysRequest, ListApiKeysResponse>;
+  /**
+   * Sets (or, with no package, removes) the tenant's token package. Takes effect at the next Route;
+   * a new quota applies to the current period at once.
+   */
+  setPackage: handleUnaryCall<SetPackageRequest, SetPackageResponse>;
+  /** Usage per period, model, level and token kind (a client sees its own tenant's only). */
+  getUsage: handleUnaryCall<GetUsageRequest, GetUsageResponse>;
 }
 
 export interface AccountsClient extends Client {
@@ -1566,6 +2974,41 @@ export interface AccountsClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListApiKeysResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Sets (or, with no package, removes) the tenant's token package. Takes effect at the next Route;
+   * a new quota applies to the current period at once.
+   */
+  setPackage(
+    request: SetPackageRequest,
+    callback: (error: ServiceError | null, response: SetPackageResponse) => void,
+  ): ClientUnaryCall;
+  setPackage(
+    request: SetPackageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetPackageResponse) => void,
+  ): ClientUnaryCall;
+  setPackage(
+    request: SetPackageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetPackageResponse) => void,
+  ): ClientUnaryCall;
+  /** Usage per period, model, level and token kind (a client sees its own tenant's only). */
+  getUsage(
+    request: GetUsageRequest,
+    callback: (error: ServiceError | null, response: GetUsageResponse) => void,
+  ): ClientUnaryCall;
+  getUsage(
+    request: GetUsageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetUsageResponse) => void,
+  ): ClientUnaryCall;
+  getUsage(
+    request: GetUsageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetUsageResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const AccountsClient = makeGenericClientConstructor(AccountsService, "cpn.v1.Accounts") as unknown as {
@@ -1573,6 +3016,10 @@ export const AccountsClient = makeGenericClientConstructor(AccountsService, "cpn
   service: typeof AccountsService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
@@ -1606,6 +3053,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isSet(value: any): boolean {

@@ -94,6 +94,8 @@ export enum Verdict {
   VERDICT_QUEUE_OVER_BUDGET = 12,
   /** VERDICT_DEGRADED_SELECTED - Chosen in degraded mode: nothing was feasible, this is the lowest-TTFT node with a slot. */
   VERDICT_DEGRADED_SELECTED = 13,
+  /** VERDICT_LEVEL_NOT_IN_PACKAGE - The tenant's package does not include the node's level. */
+  VERDICT_LEVEL_NOT_IN_PACKAGE = 14,
   UNRECOGNIZED = -1,
 }
 
@@ -141,6 +143,9 @@ export function verdictFromJSON(object: any): Verdict {
     case 13:
     case "VERDICT_DEGRADED_SELECTED":
       return Verdict.VERDICT_DEGRADED_SELECTED;
+    case 14:
+    case "VERDICT_LEVEL_NOT_IN_PACKAGE":
+      return Verdict.VERDICT_LEVEL_NOT_IN_PACKAGE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -178,6 +183,8 @@ export function verdictToJSON(object: Verdict): string {
       return "VERDICT_QUEUE_OVER_BUDGET";
     case Verdict.VERDICT_DEGRADED_SELECTED:
       return "VERDICT_DEGRADED_SELECTED";
+    case Verdict.VERDICT_LEVEL_NOT_IN_PACKAGE:
+      return "VERDICT_LEVEL_NOT_IN_PACKAGE";
     case Verdict.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -255,6 +262,15 @@ export interface RouteResponse {
   summary: string;
   /** Number of nodes considered for explain; explain holds at most the server's explain limit of them. */
   explainTotal: number;
+  /**
+   * The tenant is over its quota under a THROTTLE package: the request was rate-limited and placed
+   * cheapest-first within the package's throttle budget instead of its own.
+   */
+  throttled: boolean;
+  /** Points of the tenant's quota this reservation holds until Release (0 when unmetered). */
+  reservedPoints: number;
+  /** The tenant is over its quota under a PAY_AS_YOU_GO package: this request is billed at list price. */
+  overQuota: boolean;
 }
 
 export interface Usage {
@@ -276,6 +292,9 @@ export interface ReleaseResponse {
   /** False when the reservation was already released, expired or unknown. */
   released: boolean;
   nodeId: string;
+  /** Metered tenants: the points this Release counted, and the points it returned (reserved − counted). */
+  settledPoints: number;
+  returnedPoints: number;
 }
 
 function createBaseClientPosition(): ClientPosition {
@@ -1169,6 +1188,9 @@ function createBaseRouteResponse(): RouteResponse {
     explain: [],
     summary: "",
     explainTotal: 0,
+    throttled: false,
+    reservedPoints: 0,
+    overQuota: false,
   };
 }
 
@@ -1197,6 +1219,15 @@ export const RouteResponse: MessageFns<RouteResponse> = {
     }
     if (message.explainTotal !== 0) {
       writer.uint32(64).uint32(message.explainTotal);
+    }
+    if (message.throttled !== false) {
+      writer.uint32(72).bool(message.throttled);
+    }
+    if (message.reservedPoints !== 0) {
+      writer.uint32(80).uint64(message.reservedPoints);
+    }
+    if (message.overQuota !== false) {
+      writer.uint32(88).bool(message.overQuota);
     }
     return writer;
   },
@@ -1278,6 +1309,30 @@ export const RouteResponse: MessageFns<RouteResponse> = {
             message.explainTotal = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.throttled = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.reservedPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.overQuota = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1316,6 +1371,17 @@ export const RouteResponse: MessageFns<RouteResponse> = {
         : isSet(object.explain_total)
         ? globalThis.Number(object.explain_total)
         : 0,
+      throttled: isSet(object.throttled) ? globalThis.Boolean(object.throttled) : false,
+      reservedPoints: isSet(object.reservedPoints)
+        ? globalThis.Number(object.reservedPoints)
+        : isSet(object.reserved_points)
+        ? globalThis.Number(object.reserved_points)
+        : 0,
+      overQuota: isSet(object.overQuota)
+        ? globalThis.Boolean(object.overQuota)
+        : isSet(object.over_quota)
+        ? globalThis.Boolean(object.over_quota)
+        : false,
     };
   },
 
@@ -1345,6 +1411,15 @@ export const RouteResponse: MessageFns<RouteResponse> = {
     if (message.explainTotal !== 0) {
       obj.explainTotal = Math.round(message.explainTotal);
     }
+    if (message.throttled !== false) {
+      obj.throttled = message.throttled;
+    }
+    if (message.reservedPoints !== 0) {
+      obj.reservedPoints = Math.round(message.reservedPoints);
+    }
+    if (message.overQuota !== false) {
+      obj.overQuota = message.overQuota;
+    }
     return obj;
   },
 
@@ -1363,6 +1438,9 @@ export const RouteResponse: MessageFns<RouteResponse> = {
     message.explain = object.explain?.map((e) => ExplainEntry.fromPartial(e)) || [];
     message.summary = object.summary ?? "";
     message.explainTotal = object.explainTotal ?? 0;
+    message.throttled = object.throttled ?? false;
+    message.reservedPoints = object.reservedPoints ?? 0;
+    message.overQuota = object.overQuota ?? false;
     return message;
   },
 };
@@ -1586,7 +1664,7 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
 };
 
 function createBaseReleaseResponse(): ReleaseResponse {
-  return { released: false, nodeId: "" };
+  return { released: false, nodeId: "", settledPoints: 0, returnedPoints: 0 };
 }
 
 export const ReleaseResponse: MessageFns<ReleaseResponse> = {
@@ -1596,6 +1674,12 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
     }
     if (message.nodeId !== "") {
       writer.uint32(18).string(message.nodeId);
+    }
+    if (message.settledPoints !== 0) {
+      writer.uint32(24).uint64(message.settledPoints);
+    }
+    if (message.returnedPoints !== 0) {
+      writer.uint32(32).uint64(message.returnedPoints);
     }
     return writer;
   },
@@ -1629,6 +1713,22 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
             message.nodeId = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.settledPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.returnedPoints = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1649,6 +1749,16 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
         : isSet(object.node_id)
         ? globalThis.String(object.node_id)
         : "",
+      settledPoints: isSet(object.settledPoints)
+        ? globalThis.Number(object.settledPoints)
+        : isSet(object.settled_points)
+        ? globalThis.Number(object.settled_points)
+        : 0,
+      returnedPoints: isSet(object.returnedPoints)
+        ? globalThis.Number(object.returnedPoints)
+        : isSet(object.returned_points)
+        ? globalThis.Number(object.returned_points)
+        : 0,
     };
   },
 
@@ -1660,6 +1770,12 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
     if (message.nodeId !== "") {
       obj.nodeId = message.nodeId;
     }
+    if (message.settledPoints !== 0) {
+      obj.settledPoints = Math.round(message.settledPoints);
+    }
+    if (message.returnedPoints !== 0) {
+      obj.returnedPoints = Math.round(message.returnedPoints);
+    }
     return obj;
   },
 
@@ -1670,6 +1786,8 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
     const message = createBaseReleaseResponse();
     message.released = object.released ?? false;
     message.nodeId = object.nodeId ?? "";
+    message.settledPoints = object.settledPoints ?? 0;
+    message.returnedPoints = object.returnedPoints ?? 0;
     return message;
   },
 };
@@ -1678,7 +1796,10 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
 export type SchedulerService = typeof SchedulerService;
 export const SchedulerService = {
   /**
-   * Chooses a node and reserves one slot on it until Release or the reservation's TTL.
+   * Chooses a node and reserves one slot on it until Release or the reservation's TTL; for a tenant
+   * with a package, also reserves the request's maximum points of its quota. A refusal by quota is
+   * RESOURCE_EXHAUSTED with google.rpc.QuotaFailure and google.rpc.ErrorInfo (reason QUOTA_EXCEEDED)
+   * in the grpc-status-details-bin trailer; every node full is reason CAPACITY_EXHAUSTED.
    * When nothing is feasible the call fails (NOT_FOUND, FAILED_PRECONDITION or RESOURCE_EXHAUSTED);
    * with explain = true the trailing metadata key "cpn-route-response-bin" then carries a
    * serialized RouteResponse whose explain list says why each node was rejected.
@@ -1706,7 +1827,10 @@ export const SchedulerService = {
 
 export interface SchedulerServer extends UntypedServiceImplementation {
   /**
-   * Chooses a node and reserves one slot on it until Release or the reservation's TTL.
+   * Chooses a node and reserves one slot on it until Release or the reservation's TTL; for a tenant
+   * with a package, also reserves the request's maximum points of its quota. A refusal by quota is
+   * RESOURCE_EXHAUSTED with google.rpc.QuotaFailure and google.rpc.ErrorInfo (reason QUOTA_EXCEEDED)
+   * in the grpc-status-details-bin trailer; every node full is reason CAPACITY_EXHAUSTED.
    * When nothing is feasible the call fails (NOT_FOUND, FAILED_PRECONDITION or RESOURCE_EXHAUSTED);
    * with explain = true the trailing metadata key "cpn-route-response-bin" then carries a
    * serialized RouteResponse whose explain list says why each node was rejected.
@@ -1718,7 +1842,10 @@ export interface SchedulerServer extends UntypedServiceImplementation {
 
 export interface SchedulerClient extends Client {
   /**
-   * Chooses a node and reserves one slot on it until Release or the reservation's TTL.
+   * Chooses a node and reserves one slot on it until Release or the reservation's TTL; for a tenant
+   * with a package, also reserves the request's maximum points of its quota. A refusal by quota is
+   * RESOURCE_EXHAUSTED with google.rpc.QuotaFailure and google.rpc.ErrorInfo (reason QUOTA_EXCEEDED)
+   * in the grpc-status-details-bin trailer; every node full is reason CAPACITY_EXHAUSTED.
    * When nothing is feasible the call fails (NOT_FOUND, FAILED_PRECONDITION or RESOURCE_EXHAUSTED);
    * with explain = true the trailing metadata key "cpn-route-response-bin" then carries a
    * serialized RouteResponse whose explain list says why each node was rejected.

@@ -1,0 +1,357 @@
+// Token packages and the quota ledger, as pure data and functions.
+//
+// A package gives a tenant a quota of points per period. A point means the same value on every
+// model: the package weighs each model's input, output and cache-hit input tokens in points per
+// 1,000 tokens. Route reserves the request's maximum points; Release settles the actual usage
+// (never more than was reserved) and returns the rest; a reservation that expires returns its
+// points but is kept for a grace period, so that a late Release is still billed, once.
+//
+// All amounts are integers: points, tokens, and money in 1/10,000 of a currency unit.
+//
+// The ledger is one tenant's one period. The functions here are what a compare-and-swap on a
+// shared ledger applies: they take the ledger as read and return the next one, so that replicas
+// (or a retry after a conflict) apply the same change to whatever they read.
+
+import type { Level } from './model.js';
+
+export const OVER_QUOTA_POLICIES = ['REJECT', 'THROTTLE', 'PAY_AS_YOU_GO'] as const;
+export type OverQuotaPolicy = (typeof OVER_QUOTA_POLICIES)[number];
+
+/** Points per 1,000 tokens of each kind. */
+export interface ModelWeights {
+  readonly inputPer1k: number;
+  readonly outputPer1k: number;
+  readonly cachedInputPer1k: number;
+}
+
+export type QuotaPeriod =
+  | { readonly kind: 'calendar-month'; readonly timeZone: string }
+  /** Back-to-back intervals of `seconds`, the first starting at `anchorMs`. */
+  | { readonly kind: 'interval'; readonly seconds: number; readonly anchorMs: number };
+
+export interface Package {
+  readonly name: string;
+  readonly quotaPoints: number;
+  readonly period: QuotaPeriod;
+  /** Per model; the entry `*` weighs every model not listed. A model without weights is not in the package. */
+  readonly weights: Readonly<Record<string, ModelWeights>>;
+  /** Empty: every level. */
+  readonly allowedLevels: readonly Level[];
+  readonly overQuota: OverQuotaPolicy;
+  /** THROTTLE: over quota, at most this many requests per second are routed... */
+  readonly throttleRequestsPerS: number;
+  /** ...each with its latency budget relaxed to this (cheapest first within it). */
+  readonly throttleBudgetMs: number;
+}
+
+export const MAX_WEIGHT_PER_1K = 1_000_000;
+export const MAX_QUOTA_POINTS = 1e15;
+/** Money is counted in 1/10,000 of a currency unit. */
+export const MONEY_UNITS = 10_000;
+
+/** Tokens of one request. */
+export interface TokenCounts {
+  readonly inputTokens: number;
+  readonly cachedInputTokens: number;
+  readonly outputTokens: number;
+}
+
+export function weightsFor(pkg: Package, model: string): ModelWeights | undefined {
+  return pkg.weights[model] ?? pkg.weights['*'];
+}
+
+/** Points for `tokens` (cached tokens are part of input and weigh at the cache-hit rate), rounded up. */
+export function pointsFor(weights: ModelWeights, tokens: TokenCounts): number {
+  const uncached = Math.max(0, tokens.inputTokens - tokens.cachedInputTokens);
+  const perMille =
+    uncached * weights.inputPer1k +
+    tokens.cachedInputTokens * weights.cachedInputPer1k +
+    tokens.outputTokens * weights.outputPer1k;
+  return Math.ceil(perMille / 1000);
+}
+
+// ---- Periods -------------------------------------------------------------------------------------
+
+const partsFormat = new Map<string, Intl.DateTimeFormat>();
+
+/** Calendar fields of `ms` in `timeZone`. */
+function fieldsIn(
+  ms: number,
+  timeZone: string,
+): { year: number; month: number; day: number; hour: number; minute: number; second: number } {
+  let format = partsFormat.get(timeZone);
+  if (format === undefined) {
+    format = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+    });
+    partsFormat.set(timeZone, format);
+  }
+  const get = (type: string) => Number(format.formatToParts(ms).find((part) => part.type === type)?.value);
+  return {
+    year: get('year'),
+    month: get('month'),
+    day: get('day'),
+    hour: get('hour'),
+    minute: get('minute'),
+    second: get('second'),
+  };
+}
+
+/** The instant at which the wall clock of `timeZone` reads year-month-01 00:00. */
+function monthStartIn(year: number, month: number, timeZone: string): number {
+  const asUtc = Date.UTC(year, month - 1, 1);
+  let guess = asUtc;
+  // Two corrections settle any offset (and a DST change near midnight).
+  for (let i = 0; i < 2; i += 1) {
+    const f = fieldsIn(guess, timeZone);
+    const shown = Date.UTC(f.year, f.month - 1, f.day, f.hour, f.minute, f.second);
+    guess -= shown - asUtc;
+  }
+  return guess;
+}
+
+/** True when `timeZone` is an IANA zone this runtime knows. */
+export function isTimeZone(timeZone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `2026-11-22T00:00:00Z` (the core reads no clock and builds no Date). */
+function utcStamp(ms: number): string {
+  const f = fieldsIn(ms, 'UTC');
+  const two = (n: number) => String(n).padStart(2, '0');
+  return `${f.year}-${two(f.month)}-${two(f.day)}T${two(f.hour)}:${two(f.minute)}:${two(f.second)}Z`;
+}
+
+export interface PeriodWindow {
+  /** `2026-11` for a calendar month; the start as ISO 8601 for an interval. */
+  readonly id: string;
+  readonly startMs: number;
+  readonly endMs: number;
+}
+
+export function periodAt(period: QuotaPeriod, nowMs: number): PeriodWindow {
+  if (period.kind === 'interval') {
+    const lengthMs = period.seconds * 1000;
+    const index = Math.floor((nowMs - period.anchorMs) / lengthMs);
+    const startMs = period.anchorMs + index * lengthMs;
+    return { id: utcStamp(startMs), startMs, endMs: startMs + lengthMs };
+  }
+  const { year, month } = fieldsIn(nowMs, period.timeZone);
+  const next = month === 12 ? { year: year + 1, month: 1 } : { year, month: month + 1 };
+  return {
+    id: `${year}-${String(month).padStart(2, '0')}`,
+    startMs: monthStartIn(year, month, period.timeZone),
+    endMs: monthStartIn(next.year, next.month, period.timeZone),
+  };
+}
+
+// ---- The ledger ----------------------------------------------------------------------------------
+
+/** List prices of the node a reservation went to, in money units per million tokens. */
+export interface UnitPrices {
+  readonly inputPerMtok: number;
+  readonly outputPerMtok: number;
+  readonly cachedInputPerMtok: number;
+}
+
+export interface HeldReservation {
+  readonly points: number;
+  readonly model: string;
+  readonly level: Level;
+  readonly prices: UnitPrices;
+  /** Admitted over quota (THROTTLE or PAY_AS_YOU_GO): its points are over-quota points. */
+  readonly overQuota: boolean;
+  /** Wall clock. */
+  readonly expiresAtMs: number;
+}
+
+/** Usage of one model at one level in the period: the lines of a bill. */
+export interface UsageLine {
+  readonly requests: number;
+  readonly inputTokens: number;
+  readonly cachedInputTokens: number;
+  readonly outputTokens: number;
+  /** Points counted against the quota. */
+  readonly points: number;
+  /** Points used beyond the quota (THROTTLE, PAY_AS_YOU_GO). */
+  readonly overQuotaPoints: number;
+  /** PAY_AS_YOU_GO: tokens beyond the quota, billed at list price, and that money. */
+  readonly overQuotaTokens: number;
+  readonly overQuotaMoney: number;
+  /** REJECT: points of Releases that came after their reservation expired and no longer fit. */
+  readonly unbilledPoints: number;
+}
+
+export interface Ledger {
+  readonly tenant: string;
+  readonly period: string;
+  readonly quotaPoints: number;
+  /** Settled points within the quota. */
+  readonly usedPoints: number;
+  readonly outstanding: Readonly<Record<string, HeldReservation>>;
+  /** Expired reservations, kept until `keepUntilMs` so that a late Release is settled once. */
+  readonly expired: Readonly<Record<string, HeldReservation & { readonly keepUntilMs: number }>>;
+  /** Keyed `<model>|<level>`. */
+  readonly lines: Readonly<Record<string, UsageLine>>;
+}
+
+export const EMPTY_LINE: UsageLine = {
+  requests: 0,
+  inputTokens: 0,
+  cachedInputTokens: 0,
+  outputTokens: 0,
+  points: 0,
+  overQuotaPoints: 0,
+  overQuotaTokens: 0,
+  overQuotaMoney: 0,
+  unbilledPoints: 0,
+};
+
+export function emptyLedger(tenant: string, period: string, quotaPoints: number): Ledger {
+  return { tenant, period, quotaPoints, usedPoints: 0, outstanding: {}, expired: {}, lines: {} };
+}
+
+export function outstandingPoints(ledger: Ledger): number {
+  let total = 0;
+  for (const held of Object.values(ledger.outstanding)) if (!held.overQuota) total += held.points;
+  return total;
+}
+
+/** Points still free: quota − used − held within quota. */
+export function freePoints(ledger: Ledger): number {
+  return ledger.quotaPoints - ledger.usedPoints - outstandingPoints(ledger);
+}
+
+/** Moves reservations past their expiry to `expired` (kept `graceMs`) and forgets those past it. */
+export function expireLedger(ledger: Ledger, nowMs: number, graceMs: number): Ledger {
+  let changed = false;
+  const outstanding: Record<string, HeldReservation> = {};
+  const expired: Record<string, HeldReservation & { keepUntilMs: number }> = {};
+  for (const [id, held] of Object.entries(ledger.expired)) {
+    if (held.keepUntilMs > nowMs) expired[id] = held;
+    else changed = true;
+  }
+  for (const [id, held] of Object.entries(ledger.outstanding)) {
+    if (held.expiresAtMs > nowMs) outstanding[id] = held;
+    else {
+      expired[id] = { ...held, keepUntilMs: held.expiresAtMs + graceMs };
+      changed = true;
+    }
+  }
+  return changed ? { ...ledger, outstanding, expired } : ledger;
+}
+
+export type HoldOutcome =
+  | { readonly kind: 'held'; readonly ledger: Ledger; readonly overQuota: boolean }
+  | { readonly kind: 'over_quota'; readonly freePoints: number };
+
+/**
+ * Holds `held.points` for reservation `id`. Within the quota it always succeeds; beyond it, only
+ * when `allowOver` (THROTTLE, PAY_AS_YOU_GO) — then the hold is marked over quota.
+ */
+export function holdPoints(
+  ledger: Ledger,
+  id: string,
+  held: Omit<HeldReservation, 'overQuota'>,
+  allowOver: boolean,
+): HoldOutcome {
+  const free = freePoints(ledger);
+  const fits = held.points <= free;
+  if (!fits && !allowOver) return { kind: 'over_quota', freePoints: Math.max(0, free) };
+  return {
+    kind: 'held',
+    overQuota: !fits,
+    ledger: { ...ledger, outstanding: { ...ledger.outstanding, [id]: { ...held, overQuota: !fits } } },
+  };
+}
+
+/** Charge for `tokens` at `prices` (money units per Mtok), rounded up. */
+export function moneyFor(tokens: TokenCounts, prices: UnitPrices): number {
+  const uncached = Math.max(0, tokens.inputTokens - tokens.cachedInputTokens);
+  const micro =
+    BigInt(uncached) * BigInt(prices.inputPerMtok) +
+    BigInt(tokens.cachedInputTokens) * BigInt(prices.cachedInputPerMtok) +
+    BigInt(tokens.outputTokens) * BigInt(prices.outputPerMtok);
+  return Number((micro + 999_999n) / 1_000_000n);
+}
+
+export type SettleOutcome =
+  | { readonly kind: 'settled'; readonly ledger: Ledger; readonly points: number; readonly late: boolean }
+  /** Not held here: already settled (a repeated Release), or expired longer ago than the grace. */
+  | { readonly kind: 'unknown' };
+
+/**
+ * Settles reservation `id` with what was used. Points counted are at most what was held; a
+ * reservation admitted within the quota stays within it, so under REJECT the used points never
+ * exceed the quota. A late Release (after expiry) counts what still fits; the rest is recorded as
+ * unbilled. Over-quota reservations count as over-quota points, and under PAY_AS_YOU_GO their
+ * tokens are billed at the node's list price.
+ */
+export function settlePoints(
+  ledger: Ledger,
+  id: string,
+  tokens: TokenCounts,
+  actualPoints: number,
+  payAsYouGo: boolean,
+): SettleOutcome {
+  const live = ledger.outstanding[id];
+  const late = live === undefined ? ledger.expired[id] : undefined;
+  const held = live ?? late;
+  if (held === undefined) return { kind: 'unknown' };
+  const points = Math.min(actualPoints, held.points);
+  const outstanding = { ...ledger.outstanding };
+  const expired = { ...ledger.expired };
+  delete outstanding[id];
+  delete expired[id];
+  let within = points;
+  let unbilled = 0;
+  if (held.overQuota) within = 0;
+  else if (late !== undefined) {
+    const room = Math.max(
+      0,
+      ledger.quotaPoints - ledger.usedPoints - outstandingPoints({ ...ledger, outstanding }),
+    );
+    within = Math.min(points, room);
+    unbilled = points - within;
+  }
+  const over = held.overQuota ? points : 0;
+  const overTokens = held.overQuota && payAsYouGo ? tokens.inputTokens + tokens.outputTokens : 0;
+  const overMoney = held.overQuota && payAsYouGo ? moneyFor(tokens, held.prices) : 0;
+  const key = `${held.model}|${held.level}`;
+  const line = ledger.lines[key] ?? EMPTY_LINE;
+  const next: UsageLine = {
+    requests: line.requests + 1,
+    inputTokens: line.inputTokens + tokens.inputTokens,
+    cachedInputTokens: line.cachedInputTokens + tokens.cachedInputTokens,
+    outputTokens: line.outputTokens + tokens.outputTokens,
+    points: line.points + within,
+    overQuotaPoints: line.overQuotaPoints + over,
+    overQuotaTokens: line.overQuotaTokens + overTokens,
+    overQuotaMoney: line.overQuotaMoney + overMoney,
+    unbilledPoints: line.unbilledPoints + unbilled,
+  };
+  return {
+    kind: 'settled',
+    points,
+    late: late !== undefined,
+    ledger: {
+      ...ledger,
+      usedPoints: ledger.usedPoints + within,
+      outstanding,
+      expired,
+      lines: { ...ledger.lines, [key]: next },
+    },
+  };
+}

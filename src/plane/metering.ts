@@ -1,0 +1,306 @@
+// Quota as the control plane applies it: admission before the decision (is the model in the
+// package, is there quota left, may an over-quota request still go), the hold after it (the
+// request's maximum points, taken from the shared ledger by compare-and-swap), and the settlement
+// at Release. The arithmetic is core/quota.ts; this file decides which ledger and when.
+
+import type { Level } from '../core/model.js';
+import {
+  emptyLedger,
+  expireLedger,
+  freePoints,
+  holdPoints,
+  type Ledger,
+  MONEY_UNITS,
+  type ModelWeights,
+  type Package,
+  type PeriodWindow,
+  periodAt,
+  pointsFor,
+  settlePoints,
+  type TokenCounts,
+  type UnitPrices,
+  weightsFor,
+} from '../core/quota.js';
+import type { Refusal, RouteRequest } from '../core/routing/index.js';
+import type { AccountsStore } from '../store/accounts.js';
+import type { LedgerStore } from '../store/ledgers.js';
+
+/** Reservations one tenant may hold at once (each is an entry of its ledger). */
+export const MAX_OUTSTANDING_PER_TENANT = 4096;
+/** Settled Releases each ledger lists, newest last (the bounded recent log). */
+export const RECENT_RELEASES = 256;
+/** How long after its expiry a reservation can still be released (and billed). */
+export const DEFAULT_LATE_RELEASE_GRACE_MS = 10 * 60_000;
+
+export interface RecentRelease extends TokenCounts {
+  readonly id: string;
+  readonly atMs: number;
+  readonly points: number;
+}
+
+/** The ledger as stored: core's ledger plus the recent log. */
+export interface StoredLedger extends Ledger {
+  readonly recent?: readonly RecentRelease[];
+}
+
+export type MeteredAdmission = {
+  readonly kind: 'metered';
+  readonly tenant: string;
+  readonly pkg: Package;
+  readonly weights: ModelWeights;
+  readonly points: number;
+  readonly period: PeriodWindow;
+  /** The request to decide: package levels applied, the budget relaxed when throttled. */
+  readonly request: RouteRequest;
+  readonly throttled: boolean;
+};
+
+export type Admission =
+  | { readonly kind: 'unmetered' }
+  | { readonly kind: 'refused'; readonly refusal: Refusal }
+  | MeteredAdmission;
+
+export type HoldResult =
+  | { readonly kind: 'held'; readonly overQuota: boolean }
+  | { readonly kind: 'refused'; readonly refusal: Refusal };
+
+export type SettleResult =
+  | { readonly kind: 'unmetered' }
+  | { readonly kind: 'unknown' }
+  | { readonly kind: 'settled'; readonly points: number; readonly returned: number };
+
+/** List prices (per Mtok, currency units) in money units per Mtok. */
+export function unitPrices(price: {
+  inputPerMtok: number;
+  outputPerMtok: number;
+  cachedInputPerMtok: number;
+}): UnitPrices {
+  return {
+    inputPerMtok: Math.round(price.inputPerMtok * MONEY_UNITS),
+    outputPerMtok: Math.round(price.outputPerMtok * MONEY_UNITS),
+    cachedInputPerMtok: Math.round(price.cachedInputPerMtok * MONEY_UNITS),
+  };
+}
+
+/** A token bucket per tenant for THROTTLE packages (this replica's share of the rate). */
+class Throttle {
+  private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
+
+  /** Takes one request's token; else says how long until one is available. */
+  take(tenant: string, perS: number, nowMs: number): { ok: true } | { ok: false; retryAfterMs: number } {
+    const burst = Math.max(1, perS);
+    const bucket = this.buckets.get(tenant) ?? { tokens: burst, atMs: nowMs };
+    const tokens = Math.min(burst, bucket.tokens + ((nowMs - bucket.atMs) / 1000) * perS);
+    if (tokens >= 1) {
+      this.buckets.set(tenant, { tokens: tokens - 1, atMs: nowMs });
+      return { ok: true };
+    }
+    this.buckets.set(tenant, { tokens, atMs: nowMs });
+    return { ok: false, retryAfterMs: perS > 0 ? Math.ceil(((1 - tokens) / perS) * 1000) : 60_000 };
+  }
+}
+
+export class Metering {
+  private readonly throttle = new Throttle();
+
+  constructor(
+    private readonly accounts: AccountsStore,
+    private readonly ledgers: LedgerStore,
+    private readonly options: { readonly lateReleaseGraceMs: number; readonly reservationTtlMs: number },
+  ) {}
+
+  packageOf(tenant: string): Package | undefined {
+    return tenant === '' ? undefined : this.accounts.tenant(tenant)?.package;
+  }
+
+  /** Before the decision: synchronous, from this replica's view of the ledger. */
+  admit(request: RouteRequest, nowMs: number): Admission {
+    const pkg = this.packageOf(request.tenant);
+    if (pkg === undefined) return { kind: 'unmetered' };
+    const weights = weightsFor(pkg, request.model);
+    if (weights === undefined) {
+      return {
+        kind: 'refused',
+        refusal: {
+          rule: 'package',
+          reason: 'MODEL_NOT_IN_PACKAGE',
+          message: `tenant ${request.tenant}'s package ${pkg.name} does not include model ${request.model} (it weighs ${Object.keys(pkg.weights).join(', ')})`,
+          retryAfterMs: undefined,
+        },
+      };
+    }
+    const points = pointsFor(weights, { ...request, outputTokens: request.maxOutputTokens });
+    const period = periodAt(pkg.period, nowMs);
+    const packaged: RouteRequest =
+      pkg.allowedLevels.length > 0 ? { ...request, packageLevels: pkg.allowedLevels } : request;
+    const metered = (throttled: boolean, routed: RouteRequest): MeteredAdmission => ({
+      kind: 'metered',
+      tenant: request.tenant,
+      pkg,
+      weights,
+      points,
+      period,
+      request: routed,
+      throttled,
+    });
+    const cached = this.ledgers.cached(request.tenant, period.id);
+    const free =
+      cached === undefined ? pkg.quotaPoints : pkg.quotaPoints - (cached.quotaPoints - freePoints(cached));
+    if (points <= free) return metered(false, packaged);
+    switch (pkg.overQuota) {
+      case 'REJECT':
+        return {
+          kind: 'refused',
+          refusal: this.overQuota(request.tenant, pkg, period, points, Math.max(0, free), nowMs),
+        };
+      case 'PAY_AS_YOU_GO':
+        return metered(false, packaged);
+      case 'THROTTLE': {
+        const taken = this.throttle.take(request.tenant, pkg.throttleRequestsPerS, nowMs);
+        if (!taken.ok) {
+          return {
+            kind: 'refused',
+            refusal: {
+              rule: 'throttle',
+              reason: 'RATE_LIMITED',
+              message: `tenant ${request.tenant} is over its quota and throttled to ${pkg.throttleRequestsPerS} requests/s (package ${pkg.name})`,
+              retryAfterMs: taken.retryAfterMs,
+            },
+          };
+        }
+        return metered(true, { ...packaged, latencyBudgetMs: pkg.throttleBudgetMs });
+      }
+    }
+  }
+
+  private overQuota(
+    tenant: string,
+    pkg: Package,
+    period: PeriodWindow,
+    points: number,
+    free: number,
+    nowMs: number,
+  ): Refusal {
+    return {
+      rule: 'quota',
+      reason: 'QUOTA_EXCEEDED',
+      message: `tenant ${tenant} has ${free} of ${pkg.quotaPoints} points left in period ${period.id} (package ${pkg.name}) and this request needs up to ${points}; the quota renews at ${new Date(period.endMs).toISOString()}`,
+      retryAfterMs: Math.max(0, period.endMs - nowMs),
+    };
+  }
+
+  /**
+   * After the decision: holds the request's maximum points for `reservationId` in the shared
+   * ledger. Exact: concurrent holds on any replica never spend the same points.
+   */
+  async hold(
+    admission: MeteredAdmission,
+    reservationId: string,
+    node: { readonly level: Level; readonly prices: UnitPrices; readonly model: string },
+    expiresAtMs: number,
+    nowMs: number,
+  ): Promise<HoldResult> {
+    const { tenant, pkg, period, points } = admission;
+    const grace = this.options.lateReleaseGraceMs;
+    return this.ledgers.update(tenant, period.id, (current) => {
+      let ledger: Ledger = current ?? emptyLedger(tenant, period.id, pkg.quotaPoints);
+      if (ledger.quotaPoints !== pkg.quotaPoints) ledger = { ...ledger, quotaPoints: pkg.quotaPoints };
+      ledger = expireLedger(ledger, nowMs, grace);
+      if (Object.keys(ledger.outstanding).length >= MAX_OUTSTANDING_PER_TENANT) {
+        return {
+          result: {
+            kind: 'refused',
+            refusal: {
+              rule: 'quota',
+              reason: 'QUOTA_EXCEEDED',
+              message: `tenant ${tenant} holds ${MAX_OUTSTANDING_PER_TENANT} reservations, the most one tenant may hold at once; release some`,
+              retryAfterMs: 1000,
+            },
+          } as HoldResult,
+        };
+      }
+      const outcome = holdPoints(
+        ledger,
+        reservationId,
+        { points, model: node.model, level: node.level, prices: node.prices, expiresAtMs },
+        pkg.overQuota !== 'REJECT',
+      );
+      if (outcome.kind === 'over_quota') {
+        return {
+          next: ledger === current ? undefined : ledger,
+          result: {
+            kind: 'refused',
+            refusal: this.overQuota(tenant, pkg, period, points, outcome.freePoints, nowMs),
+          },
+        };
+      }
+      return { next: outcome.ledger, result: { kind: 'held', overQuota: outcome.overQuota } };
+    });
+  }
+
+  /** Gives back a hold whose reservation was dropped before the caller saw it. */
+  async cancel(admission: MeteredAdmission, reservationId: string): Promise<void> {
+    await this.ledgers.update(admission.tenant, admission.period.id, (current) => {
+      if (current?.outstanding[reservationId] === undefined) return { result: undefined };
+      const outstanding = { ...current.outstanding };
+      delete outstanding[reservationId];
+      return { next: { ...current, outstanding }, result: undefined };
+    });
+  }
+
+  /**
+   * At Release: counts the actual usage (at most what was held) in the ledger the reservation is
+   * in, once — a repeated Release, on any replica, finds nothing to settle.
+   */
+  async settle(
+    tenant: string,
+    reservationId: string,
+    model: string,
+    tokens: TokenCounts,
+    nowMs: number,
+  ): Promise<SettleResult> {
+    const pkg = this.packageOf(tenant);
+    if (pkg === undefined) return { kind: 'unmetered' };
+    const weights = weightsFor(pkg, model);
+    const actual = weights === undefined ? 0 : pointsFor(weights, tokens);
+    const payAsYouGo = pkg.overQuota === 'PAY_AS_YOU_GO';
+    for (const period of this.periodsHolding(tenant, reservationId, pkg, nowMs)) {
+      const result = await this.ledgers.update<SettleResult>(tenant, period, (current) => {
+        if (current === undefined) return { result: { kind: 'unknown' } };
+        const held = current.outstanding[reservationId] ?? current.expired[reservationId];
+        const outcome = settlePoints(current, reservationId, tokens, actual, payAsYouGo);
+        if (outcome.kind === 'unknown' || held === undefined) return { result: { kind: 'unknown' } };
+        const stored = current as StoredLedger;
+        const recent = [
+          ...(stored.recent ?? []).slice(-(RECENT_RELEASES - 1)),
+          { id: reservationId, atMs: nowMs, points: outcome.points, ...tokens },
+        ];
+        const next: StoredLedger = { ...outcome.ledger, recent };
+        return {
+          next,
+          result: { kind: 'settled', points: outcome.points, returned: held.points - outcome.points },
+        };
+      });
+      if (result.kind === 'settled') return result;
+    }
+    return { kind: 'unknown' };
+  }
+
+  /** Periods whose ledger may hold the reservation: the one this replica saw it in, now's, the previous one. */
+  private periodsHolding(tenant: string, reservationId: string, pkg: Package, nowMs: number): string[] {
+    const periods: string[] = [];
+    for (const ledger of this.ledgers.cachedAll(tenant)) {
+      if (ledger.outstanding[reservationId] !== undefined || ledger.expired[reservationId] !== undefined)
+        periods.push(ledger.period);
+    }
+    periods.push(periodAt(pkg.period, nowMs).id);
+    const before = nowMs - this.options.reservationTtlMs - this.options.lateReleaseGraceMs;
+    periods.push(periodAt(pkg.period, before).id);
+    return [...new Set(periods)];
+  }
+
+  /** Reservation ids settled in `ledger` (its recent log), for freeing slots held on this replica. */
+  static recentIds(ledger: Ledger): string[] {
+    return ((ledger as StoredLedger).recent ?? []).map((entry) => entry.id);
+  }
+}

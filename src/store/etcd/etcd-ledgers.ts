@@ -1,0 +1,97 @@
+// Quota ledgers on etcd: key `ledgers/<tenant>/<period>`, a JSON ledger. An update is an etcd
+// transaction that compares the key's mod revision with the one the change was computed from:
+// optimistic, so the uncontended path is one round trip (from the watch-fed cache); on conflict the
+// ledger is read again and the change recomputed, a bounded number of times.
+
+import type { Etcd3 } from 'etcd3';
+import type { Ledger } from '../../core/quota.js';
+import { type LedgerChange, type LedgerStore, ledgerKey } from '../ledgers.js';
+import { StoreUnavailableError } from '../store.js';
+
+/** After this many conflicts in a row the update gives up (UNAVAILABLE: retry). */
+export const MAX_LEDGER_ATTEMPTS = 64;
+
+interface Cached {
+  readonly ledger: Ledger;
+  readonly modRevision: number;
+}
+
+export interface EtcdLedgersOptions {
+  readonly client: Etcd3;
+  readonly key: (id: string) => Buffer;
+  /** Runs an etcd call, turning unreachability into StoreUnavailableError. */
+  readonly call: <T>(what: string, run: () => Promise<T>) => Promise<T>;
+  readonly countWrite: () => void;
+}
+
+export class EtcdLedgers implements LedgerStore {
+  private readonly cache = new Map<string, Cached>();
+  private readonly listeners: ((ledger: Ledger) => void)[] = [];
+
+  constructor(private readonly options: EtcdLedgersOptions) {}
+
+  cached(tenant: string, period: string): Ledger | undefined {
+    return this.cache.get(ledgerKey(tenant, period))?.ledger;
+  }
+
+  cachedAll(tenant?: string): Ledger[] {
+    return [...this.cache.values()]
+      .map((entry) => entry.ledger)
+      .filter((ledger) => tenant === undefined || ledger.tenant === tenant);
+  }
+
+  onLedgerChanged(listener: (ledger: Ledger) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** A ledger from the watch or a list; older revisions than the cached one are ignored. */
+  apply(id: string, ledger: Ledger | undefined, modRevision: number): void {
+    const current = this.cache.get(id);
+    if (current !== undefined && current.modRevision >= modRevision) return;
+    if (ledger === undefined) {
+      this.cache.delete(id);
+      return;
+    }
+    this.cache.set(id, { ledger, modRevision });
+    for (const listener of this.listeners) listener(ledger);
+  }
+
+  async update<T>(tenant: string, period: string, change: LedgerChange<T>): Promise<T> {
+    const id = ledgerKey(tenant, period);
+    const key = this.options.key(id);
+    let base: Cached | undefined = this.cache.get(id);
+    for (let attempt = 0; attempt < MAX_LEDGER_ATTEMPTS; attempt += 1) {
+      const { next, result } = change(base?.ledger);
+      // Nothing to write: an answer computed from a fresh read stands; one computed from the
+      // cache is confirmed by the comparison below (the watch may be behind).
+      if (next === undefined && attempt > 0) return result;
+      const compare =
+        base === undefined
+          ? { key, target: 'Create' as const, result: 'Equal' as const, create_revision: 0 }
+          : { key, target: 'Mod' as const, result: 'Equal' as const, mod_revision: base.modRevision };
+      const response = await this.options.call('update the quota ledger', () =>
+        this.options.client.kv.txn({
+          compare: [compare],
+          success:
+            next === undefined ? [] : [{ request_put: { key, value: Buffer.from(JSON.stringify(next)) } }],
+          failure: [{ request_range: { key } }],
+        }),
+      );
+      if (response.succeeded) {
+        if (next === undefined) return result;
+        this.options.countWrite();
+        this.apply(id, next, Number(response.header.revision));
+        return result;
+      }
+      const kv = response.responses[0]?.response_range?.kvs[0];
+      base =
+        kv === undefined
+          ? undefined
+          : { ledger: JSON.parse(kv.value.toString()) as Ledger, modRevision: Number(kv.mod_revision) };
+      if (base !== undefined) this.apply(id, base.ledger, base.modRevision);
+    }
+    throw new StoreUnavailableError(
+      `the quota ledger of tenant ${tenant} changed ${MAX_LEDGER_ATTEMPTS} times while this replica tried to update it; retry`,
+    );
+  }
+}
