@@ -246,7 +246,8 @@ export function expireLedger(ledger: Ledger, nowMs: number, graceMs: number): Le
   for (const [id, held] of Object.entries(ledger.outstanding)) {
     if (held.expiresAtMs > nowMs) outstanding[id] = held;
     else {
-      expired[id] = { ...held, keepUntilMs: held.expiresAtMs + graceMs };
+      const keepUntilMs = held.expiresAtMs + graceMs;
+      if (keepUntilMs > nowMs) expired[id] = { ...held, keepUntilMs };
       changed = true;
     }
   }
