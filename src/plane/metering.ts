@@ -143,7 +143,10 @@ export class Metering {
       request: routed,
       throttled,
     });
-    const cached = this.ledgers.cached(request.tenant, period.id);
+    const seen = this.ledgers.cached(request.tenant, period.id);
+    // What the cache says, with the reservations expired since the last write given back.
+    const cached =
+      seen === undefined ? undefined : expireLedger(seen, nowMs, this.options.lateReleaseGraceMs);
     const free =
       cached === undefined ? pkg.quotaPoints : pkg.quotaPoints - (cached.quotaPoints - freePoints(cached));
     if (points <= free) return metered(false, packaged);
