@@ -22,7 +22,7 @@ import {
   policyMultiplier,
   type ScheduledPricing,
 } from '../core/pricing.js';
-import type { Ledger } from '../core/quota.js';
+import { expireLedger, type Ledger } from '../core/quota.js';
 import {
   parseReservationId,
   type Reservation,
@@ -157,6 +157,7 @@ export class ControlPlane {
   /** Tenants and API keys. */
   readonly accounts: Accounts;
   private readonly metering: Metering;
+  private readonly lateReleaseGraceMs: number;
   private readonly store: Store;
   private readonly reservations: ReservationBook;
   readonly latency: LatencyModel;
@@ -172,8 +173,9 @@ export class ControlPlane {
     this.store = options.store;
     this.clock = options.clock;
     this.accounts = new Accounts(options.store.accounts, options.clock);
+    this.lateReleaseGraceMs = options.lateReleaseGraceMs ?? DEFAULT_LATE_RELEASE_GRACE_MS;
     this.metering = new Metering(options.store.accounts, options.store.ledgers, {
-      lateReleaseGraceMs: options.lateReleaseGraceMs ?? DEFAULT_LATE_RELEASE_GRACE_MS,
+      lateReleaseGraceMs: this.lateReleaseGraceMs,
       reservationTtlMs: options.reservationTtlMs,
     });
     this.monotonicClock = options.monotonicClock ?? performanceClock;
@@ -287,9 +289,15 @@ export class ControlPlane {
     };
   }
 
-  /** The tenant's quota ledgers this replica knows (all tenants' when undefined). */
+  /**
+   * The tenant's quota ledgers this replica knows (all tenants' when undefined), as of now:
+   * reservations past their TTL no longer hold points.
+   */
   ledgers(tenant?: string): Ledger[] {
-    return this.store.ledgers.cachedAll(tenant);
+    const nowMs = this.clock();
+    return this.store.ledgers
+      .cachedAll(tenant)
+      .map((ledger) => expireLedger(ledger, nowMs, this.lateReleaseGraceMs));
   }
 
   /**

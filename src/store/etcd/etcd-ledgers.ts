@@ -11,6 +11,18 @@ import { StoreUnavailableError } from '../store.js';
 /** After this many conflicts in a row the update gives up (UNAVAILABLE: retry). */
 export const MAX_LEDGER_ATTEMPTS = 64;
 
+/** Changes committed in one transaction at most. */
+const MAX_BATCH = 256;
+
+interface Queue {
+  readonly pending: {
+    change: LedgerChange<unknown>;
+    resolve: (value: unknown) => void;
+    reject: (error: unknown) => void;
+  }[];
+  running: boolean;
+}
+
 interface Cached {
   readonly ledger: Ledger;
   readonly modRevision: number;
@@ -27,6 +39,7 @@ export interface EtcdLedgersOptions {
 export class EtcdLedgers implements LedgerStore {
   private readonly cache = new Map<string, Cached>();
   private readonly listeners: ((ledger: Ledger) => void)[] = [];
+  private readonly queues = new Map<string, Queue>();
 
   constructor(private readonly options: EtcdLedgersOptions) {}
 
@@ -56,32 +69,93 @@ export class EtcdLedgers implements LedgerStore {
     for (const listener of this.listeners) listener(ledger);
   }
 
-  async update<T>(tenant: string, period: string, change: LedgerChange<T>): Promise<T> {
+  /**
+   * Changes to one ledger are queued and committed together: one transaction per batch, one batch
+   * in flight per ledger on this replica. Concurrent requests of a tenant then cost one etcd round
+   * trip between them instead of racing each other into conflicts; conflicts remain only between
+   * replicas.
+   */
+  update<T>(tenant: string, period: string, change: LedgerChange<T>): Promise<T> {
     const id = ledgerKey(tenant, period);
+    let queue = this.queues.get(id);
+    if (queue === undefined) {
+      queue = { pending: [], running: false };
+      this.queues.set(id, queue);
+    }
+    const promise = new Promise<T>((resolve, reject) => {
+      queue.pending.push({
+        change: change as LedgerChange<unknown>,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+      });
+    });
+    if (!queue.running) void this.drain(id, tenant, queue);
+    return promise;
+  }
+
+  private async drain(id: string, tenant: string, queue: Queue): Promise<void> {
+    queue.running = true;
+    while (queue.pending.length > 0) {
+      const batch = queue.pending.splice(0, MAX_BATCH);
+      try {
+        const results = await this.commit(
+          id,
+          tenant,
+          batch.map((entry) => entry.change),
+        );
+        batch.forEach((entry, i) => entry.resolve(results[i]));
+      } catch (error) {
+        for (const entry of batch) entry.reject(error);
+      }
+    }
+    queue.running = false;
+    this.queues.delete(id);
+  }
+
+  /** Applies `changes` in order to one ledger and writes it in one compare-and-swap. */
+  private async commit(
+    id: string,
+    tenant: string,
+    changes: readonly LedgerChange<unknown>[],
+  ): Promise<unknown[]> {
     const key = this.options.key(id);
     let base: Cached | undefined = this.cache.get(id);
     for (let attempt = 0; attempt < MAX_LEDGER_ATTEMPTS; attempt += 1) {
-      const { next, result } = change(base?.ledger);
-      // Nothing to write: an answer computed from a fresh read stands; one computed from the
-      // cache is confirmed by the comparison below (the watch may be behind).
-      if (next === undefined && attempt > 0) return result;
+      let ledger = base?.ledger;
+      let wrote = false;
+      const results: unknown[] = [];
+      for (const change of changes) {
+        const { next, result } = change(ledger);
+        if (next !== undefined) {
+          ledger = next;
+          wrote = true;
+        }
+        results.push(result);
+      }
+      // Nothing to write: answers computed from a fresh read stand; answers computed from the
+      // cache are confirmed by the comparison below (the watch may be behind).
+      if (!wrote && attempt > 0) return results;
       const compare =
         base === undefined
           ? { key, target: 'Create' as const, result: 'Equal' as const, create_revision: 0 }
           : { key, target: 'Mod' as const, result: 'Equal' as const, mod_revision: base.modRevision };
+      const written = ledger;
       const response = await this.options.call('update the quota ledger', () =>
         this.options.client.kv.txn({
           compare: [compare],
           success:
-            next === undefined ? [] : [{ request_put: { key, value: Buffer.from(JSON.stringify(next)) } }],
+            wrote && written !== undefined
+              ? [{ request_put: { key, value: Buffer.from(JSON.stringify(written)) } }]
+              : [],
           failure: [{ request_range: { key } }],
         }),
       );
       if (response.succeeded) {
-        if (next === undefined) return result;
-        this.options.countWrite();
-        this.apply(id, next, Number(response.header.revision));
-        return result;
+        if (wrote && written !== undefined) {
+          this.options.countWrite();
+          this.apply(id, written, Number(response.header.revision));
+        }
+        return results;
       }
       const kv = response.responses[0]?.response_range?.kvs[0];
       base =
@@ -91,7 +165,7 @@ export class EtcdLedgers implements LedgerStore {
       if (base !== undefined) this.apply(id, base.ledger, base.modRevision);
     }
     throw new StoreUnavailableError(
-      `the quota ledger of tenant ${tenant} changed ${MAX_LEDGER_ATTEMPTS} times while this replica tried to update it; retry`,
+      `the quota ledger of tenant ${tenant} changed ${MAX_LEDGER_ATTEMPTS} times while this replica tried to update it`,
     );
   }
 }
