@@ -6,10 +6,11 @@ import { ConfigError } from '../ops/yaml-config.js';
 import { keysCommand, tenantsCommand } from './accounts.js';
 import { drainCommand, nodesCommand, statusCommand } from './nodes.js';
 import { pricingCommand } from './pricing.js';
-import { routeCommand } from './route.js';
+import { releaseCommand, routeCommand } from './route.js';
 import { CliError } from './rpc.js';
 import { serveCommand } from './serve.js';
 import { simulateCommand } from './simulate.js';
+import { billCommand, packagesCommand, usageCommand } from './usage.js';
 
 export function buildProgram(): Command {
   const program = new Command('cpn')
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   for (const command of [
     serveCommand(),
     routeCommand(),
+    releaseCommand(),
     nodesCommand(),
     statusCommand(),
     pricingCommand(),
@@ -29,6 +31,9 @@ export function buildProgram(): Command {
     drainCommand(),
     tenantsCommand(),
     keysCommand(),
+    packagesCommand(),
+    usageCommand(),
+    billCommand(),
   ]) {
     inherit(command, program);
     program.addCommand(command);

@@ -1,7 +1,7 @@
 // `cpn route`: ask for a placement and print it as a card, an explain table or JSON.
 
 import { Command, Option } from 'commander';
-import { RouteResponse } from '../gen/cpn/v1/scheduler.js';
+import { ReleaseResponse, RouteResponse } from '../gen/cpn/v1/scheduler.js';
 import { ROUTE_RESPONSE_TRAILER } from '../server/services.js';
 import { collect, integer, levelArg, positiveNumber } from './args.js';
 import { formatExplain, formatPlacementCard } from './format.js';
@@ -95,4 +95,42 @@ export function routeCommand(): Command {
         }
       });
     });
+}
+
+export function releaseCommand(): Command {
+  return withClientOptions(
+    new Command('release')
+      .description("free a reservation and report what the request used (settles a metered tenant's quota)")
+      .argument('<reservation-id>', 'the id `cpn route` printed')
+      .addOption(
+        new Option('--input-tokens <n>', 'prompt tokens used').default(0).argParser(integer(0, 100_000_000)),
+      )
+      .addOption(
+        new Option('--cached-tokens <n>', 'prompt tokens served from the prefix cache')
+          .default(0)
+          .argParser(integer(0, 100_000_000)),
+      )
+      .addOption(
+        new Option('--output-tokens <n>', 'tokens generated').default(0).argParser(integer(0, 100_000_000)),
+      )
+      .option('--failed', 'the inference failed')
+      .option('--json', 'print the ReleaseResponse as JSON'),
+  ).action(async (reservationId: string, opts) => {
+    const response = await withSession(opts, (session) =>
+      session.call(session.scheduler, session.scheduler.release, {
+        reservationId,
+        usage: {
+          inputTokens: opts.inputTokens,
+          cachedInputTokens: opts.cachedTokens,
+          outputTokens: opts.outputTokens,
+        },
+        success: !opts.failed,
+      }),
+    );
+    printResponse(opts.json, response, ReleaseResponse.toJSON, (r) =>
+      r.released
+        ? `released ${reservationId} on ${r.nodeId}${r.settledPoints + r.returnedPoints > 0 ? `: ${r.settledPoints} points counted, ${r.returnedPoints} returned` : ''}`
+        : `${reservationId} was already released or expired: nothing changed`,
+    );
+  });
 }

@@ -289,7 +289,15 @@ export function moneyFor(tokens: TokenCounts, prices: UnitPrices): number {
 }
 
 export type SettleOutcome =
-  | { readonly kind: 'settled'; readonly ledger: Ledger; readonly points: number; readonly late: boolean }
+  | {
+      readonly kind: 'settled';
+      readonly ledger: Ledger;
+      /** Points of the usage, at most what was held. */
+      readonly points: number;
+      /** Of those, counted: against the quota, or as over-quota points (the rest is unbilled). */
+      readonly counted: number;
+      readonly late: boolean;
+    }
   /** Not held here: already settled (a repeated Release), or expired longer ago than the grace. */
   | { readonly kind: 'unknown' };
 
@@ -346,6 +354,7 @@ export function settlePoints(
   return {
     kind: 'settled',
     points,
+    counted: within + over,
     late: late !== undefined,
     ledger: {
       ...ledger,

@@ -276,12 +276,12 @@ export class Metering {
         const stored = current as StoredLedger;
         const recent = [
           ...(stored.recent ?? []).slice(-(RECENT_RELEASES - 1)),
-          { id: reservationId, atMs: nowMs, points: outcome.points, ...tokens },
+          { id: reservationId, atMs: nowMs, points: outcome.counted, ...tokens },
         ];
         const next: StoredLedger = { ...outcome.ledger, recent };
         return {
           next,
-          result: { kind: 'settled', points: outcome.points, returned: held.points - outcome.points },
+          result: { kind: 'settled', points: outcome.counted, returned: held.points - outcome.points },
         };
       });
       if (result.kind === 'settled') return result;
