@@ -78,6 +78,61 @@ describe('cpn CLI against the demo topology', () => {
     expect(badRole.code).toBe(2);
   });
 
+  it('a package meters the demo tenant: route, release, usage and a bill that adds up', async () => {
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(await mkdtemp(join(tmpdir(), 'cpn-pkg-')), 'starter.yaml');
+    await writeFile(
+      file,
+      'name: starter\nquota_points: 1000\nweights:\n  qwen3-32b: { input: 100, output: 200 }\nover_quota: REJECT\n',
+    );
+    const set = await cli(['packages', 'set', 'demo', '--file', file, ...server]);
+    expect(set.stdout).toContain(
+      'package starter: 1000 points per calendar month (Asia/Shanghai); over quota: REJECT',
+    );
+    const asClient = { CPN_API_KEY: demoClientKey };
+    const route = [
+      'route',
+      '--model',
+      'qwen3-32b',
+      '--region',
+      'CN-GD',
+      '--budget-ms',
+      '2000',
+      '--input-tokens',
+      '1000',
+      '--output-tokens',
+      '1000',
+      '--json',
+      ...server,
+    ];
+    const placed = JSON.parse((await cli(route, asClient)).stdout);
+    expect(placed.reservedPoints).toBe(300);
+    const released = await cli(
+      ['release', placed.reservationId, '--input-tokens', '1000', '--output-tokens', '500', ...server],
+      asClient,
+    );
+    expect(released.stdout).toContain('200 points counted, 100 returned');
+    const csv = await cli(['usage', '--tenant', 'demo', '--csv', ...server], asClient);
+    expect(csv.stdout.split('\n')[1]).toMatch(
+      /^demo,\d{4}-\d{2},qwen3-32b,CENTER,1,1000,0,500,200,0,0,0\.0000,0$/,
+    );
+    const other = await cli(['usage', '--tenant', 'acme-auto', ...server], asClient);
+    expect(other.stderr).toMatch(/PERMISSION_DENIED/);
+    const bill = await cli(['bill', '--tenant', 'demo', ...server]);
+    expect(bill.stdout).toContain('quota: 200 of 1000 points used');
+    expect(bill.stdout).toContain('points counted against the quota: 200');
+    expect(bill.stdout).toContain('total to pay beyond the package: 0.0000');
+    // Over the quota under REJECT: refused, and the reason says so.
+    for (let i = 0; i < 2; i += 1) await cli(route, asClient);
+    const refused = await cli(route, asClient);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(
+      /RESOURCE_EXHAUSTED: .*refused by quota: tenant demo has 200 of 1000 points left/,
+    );
+  });
+
   it('prints how to send a first request', () => {
     expect(serve.stdout()).toContain('69 nodes from simulations/topologies/demo-national.yaml');
     expect(serve.stdout()).toContain('npx cpn route --model qwen3-32b --region CN-GD --budget-ms 2000');
