@@ -194,17 +194,48 @@ export interface UsageLine {
   readonly unbilledPoints: number;
 }
 
+/**
+ * Holds grouped by the second they expire in (so that expiry drops whole groups), then by a hash
+ * of their id into SHARDS (so that adding one copies a small group even at thousands per second).
+ */
+export type HoldBuckets<T> = Readonly<Record<string, Readonly<Record<string, Readonly<Record<string, T>>>>>>;
+
+const SHARDS = 32;
+
+function shardOf(id: string): string {
+  let hash = 2166136261;
+  for (let i = 0; i < id.length; i += 1) hash = Math.imul(hash ^ id.charCodeAt(i), 16777619);
+  return String((hash >>> 0) % SHARDS);
+}
+
+export interface ExpiredHold extends HeldReservation {
+  readonly keepUntilMs: number;
+}
+
+/**
+ * One tenant's one period. Holds are grouped in buckets by expiry time, and the totals are kept
+ * beside them, so that a hold, a settlement or an expiry copies one small bucket and the bucket
+ * index, never every hold of the tenant: the cost of an admission does not grow with the number
+ * of requests in flight.
+ */
 export interface Ledger {
   readonly tenant: string;
   readonly period: string;
   readonly quotaPoints: number;
   /** Settled points within the quota. */
   readonly usedPoints: number;
-  readonly outstanding: Readonly<Record<string, HeldReservation>>;
-  /** Expired reservations, kept until `keepUntilMs` so that a late Release is settled once. */
-  readonly expired: Readonly<Record<string, HeldReservation & { readonly keepUntilMs: number }>>;
+  /** Points of outstanding holds admitted within the quota. */
+  readonly heldPoints: number;
+  /** Outstanding holds (all kinds). */
+  readonly heldCount: number;
+  /** Keyed by expiry second. */
+  readonly outstanding: HoldBuckets<HeldReservation>;
+  /** Expired holds, kept until `keepUntilMs` so that a late Release is settled once; keyed by that second. */
+  readonly expired: HoldBuckets<ExpiredHold>;
   /** Keyed `<model>|<level>`. */
   readonly lines: Readonly<Record<string, UsageLine>>;
+  /** No bucket is due before this second (absent: no holds), so most expiries are one comparison. */
+  readonly dueS?: number;
 }
 
 export const EMPTY_LINE: UsageLine = {
@@ -220,38 +251,117 @@ export const EMPTY_LINE: UsageLine = {
 };
 
 export function emptyLedger(tenant: string, period: string, quotaPoints: number): Ledger {
-  return { tenant, period, quotaPoints, usedPoints: 0, outstanding: {}, expired: {}, lines: {} };
+  return {
+    tenant,
+    period,
+    quotaPoints,
+    usedPoints: 0,
+    heldPoints: 0,
+    heldCount: 0,
+    outstanding: {},
+    expired: {},
+    lines: {},
+  };
 }
 
+const bucketOf = (ms: number): string => String(Math.floor(ms / 1000));
+
 export function outstandingPoints(ledger: Ledger): number {
-  let total = 0;
-  for (const held of Object.values(ledger.outstanding)) if (!held.overQuota) total += held.points;
-  return total;
+  return ledger.heldPoints;
 }
 
 /** Points still free: quota − used − held within quota. */
 export function freePoints(ledger: Ledger): number {
-  return ledger.quotaPoints - ledger.usedPoints - outstandingPoints(ledger);
+  return ledger.quotaPoints - ledger.usedPoints - ledger.heldPoints;
 }
 
-/** Moves reservations past their expiry to `expired` (kept `graceMs`) and forgets those past it. */
+/** The hold `id`, and the second it is filed under. */
+function findHold<T>(buckets: HoldBuckets<T>, id: string): { bucket: string; held: T } | undefined {
+  const shard = shardOf(id);
+  for (const bucket in buckets) {
+    const held = buckets[bucket]?.[shard]?.[id];
+    if (held !== undefined) return { bucket, held };
+  }
+  return undefined;
+}
+
+export function findOutstanding(ledger: Ledger, id: string): HeldReservation | undefined {
+  return findHold(ledger.outstanding, id)?.held ?? findHold(ledger.expired, id)?.held;
+}
+
+function withEntry<T>(buckets: HoldBuckets<T>, bucket: string, id: string, value: T): HoldBuckets<T> {
+  const shard = shardOf(id);
+  const second = buckets[bucket] ?? {};
+  return { ...buckets, [bucket]: { ...second, [shard]: { ...second[shard], [id]: value } } };
+}
+
+function withoutEntry<T>(buckets: HoldBuckets<T>, bucket: string, id: string): HoldBuckets<T> {
+  const shard = shardOf(id);
+  const second = { ...buckets[bucket] };
+  const rest = { ...second[shard] };
+  delete rest[id];
+  if (Object.keys(rest).length === 0) delete second[shard];
+  else second[shard] = rest;
+  const next = { ...buckets };
+  if (Object.keys(second).length === 0) delete next[bucket];
+  else next[bucket] = second;
+  return next;
+}
+
+function earliest(buckets: HoldBuckets<unknown>, than: number): number {
+  let due = than;
+  for (const bucket in buckets) due = Math.min(due, Number(bucket));
+  return due;
+}
+
+/**
+ * Moves holds past their expiry to `expired` (kept `graceMs`) and forgets expired ones past that.
+ * Works second by second: holds that expire in the current second wait for the next one.
+ */
 export function expireLedger(ledger: Ledger, nowMs: number, graceMs: number): Ledger {
-  let changed = false;
-  const outstanding: Record<string, HeldReservation> = {};
-  const expired: Record<string, HeldReservation & { keepUntilMs: number }> = {};
-  for (const [id, held] of Object.entries(ledger.expired)) {
-    if (held.keepUntilMs > nowMs) expired[id] = held;
-    else changed = true;
-  }
-  for (const [id, held] of Object.entries(ledger.outstanding)) {
-    if (held.expiresAtMs > nowMs) outstanding[id] = held;
-    else {
-      const keepUntilMs = held.expiresAtMs + graceMs;
-      if (keepUntilMs > nowMs) expired[id] = { ...held, keepUntilMs };
-      changed = true;
+  const dueBucket = Math.floor(nowMs / 1000);
+  if (ledger.dueS === undefined || ledger.dueS >= dueBucket) return ledger;
+  const outstanding: Record<string, HoldBuckets<HeldReservation>[string]> = { ...ledger.outstanding };
+  const expired: Record<string, Record<string, Record<string, ExpiredHold>>> = { ...ledger.expired };
+  /** Second and shard groups of `expired` copied in this call, so they may be written. */
+  const copied = new Set<string>();
+  let heldPoints = ledger.heldPoints;
+  let heldCount = ledger.heldCount;
+  for (const bucket in ledger.expired) if (Number(bucket) < dueBucket) delete expired[bucket];
+  for (const bucket in ledger.outstanding) {
+    if (Number(bucket) >= dueBucket) continue;
+    for (const group of Object.values(ledger.outstanding[bucket] ?? {})) {
+      for (const [id, held] of Object.entries(group)) {
+        if (!held.overQuota) heldPoints -= held.points;
+        heldCount -= 1;
+        const keepUntilMs = held.expiresAtMs + graceMs;
+        const into = String(Math.floor(keepUntilMs / 1000));
+        if (Number(into) < dueBucket) continue;
+        const shard = shardOf(id);
+        if (!copied.has(into)) {
+          expired[into] = { ...expired[into] };
+          copied.add(into);
+        }
+        const second = expired[into] as Record<string, Record<string, ExpiredHold>>;
+        if (!copied.has(`${into}/${shard}`)) {
+          second[shard] = { ...second[shard] };
+          copied.add(`${into}/${shard}`);
+        }
+        (second[shard] as Record<string, ExpiredHold>)[id] = { ...held, keepUntilMs };
+      }
     }
+    delete outstanding[bucket];
   }
-  return changed ? { ...ledger, outstanding, expired } : ledger;
+  const due = earliest(expired, earliest(outstanding, Number.POSITIVE_INFINITY));
+  const { dueS: _, ...rest } = ledger;
+  return {
+    ...rest,
+    heldPoints,
+    heldCount,
+    outstanding,
+    expired,
+    ...(Number.isFinite(due) ? { dueS: due } : {}),
+  };
 }
 
 export type HoldOutcome =
@@ -274,7 +384,28 @@ export function holdPoints(
   return {
     kind: 'held',
     overQuota: !fits,
-    ledger: { ...ledger, outstanding: { ...ledger.outstanding, [id]: { ...held, overQuota: !fits } } },
+    ledger: {
+      ...ledger,
+      heldPoints: ledger.heldPoints + (fits ? held.points : 0),
+      heldCount: ledger.heldCount + 1,
+      dueS: Math.min(ledger.dueS ?? Number.POSITIVE_INFINITY, Math.floor(held.expiresAtMs / 1000)),
+      outstanding: withEntry(ledger.outstanding, bucketOf(held.expiresAtMs), id, {
+        ...held,
+        overQuota: !fits,
+      }),
+    },
+  };
+}
+
+/** Drops an outstanding hold without settling it (its reservation was never handed out). */
+export function dropHold(ledger: Ledger, id: string): Ledger {
+  const found = findHold(ledger.outstanding, id);
+  if (found === undefined) return ledger;
+  return {
+    ...ledger,
+    heldPoints: ledger.heldPoints - (found.held.overQuota ? 0 : found.held.points),
+    heldCount: ledger.heldCount - 1,
+    outstanding: withoutEntry(ledger.outstanding, found.bucket, id),
   };
 }
 
@@ -315,23 +446,27 @@ export function settlePoints(
   actualPoints: number,
   payAsYouGo: boolean,
 ): SettleOutcome {
-  const live = ledger.outstanding[id];
-  const late = live === undefined ? ledger.expired[id] : undefined;
-  const held = live ?? late;
+  const live = findHold(ledger.outstanding, id);
+  const late = live === undefined ? findHold(ledger.expired, id) : undefined;
+  const held = live?.held ?? late?.held;
   if (held === undefined) return { kind: 'unknown' };
   const points = Math.min(actualPoints, held.points);
-  const outstanding = { ...ledger.outstanding };
-  const expired = { ...ledger.expired };
-  delete outstanding[id];
-  delete expired[id];
+  let heldPoints = ledger.heldPoints;
+  let heldCount = ledger.heldCount;
+  let outstanding = ledger.outstanding;
+  let expired = ledger.expired;
+  if (live !== undefined) {
+    outstanding = withoutEntry(outstanding, live.bucket, id);
+    if (!held.overQuota) heldPoints -= held.points;
+    heldCount -= 1;
+  } else if (late !== undefined) {
+    expired = withoutEntry(expired, late.bucket, id);
+  }
   let within = points;
   let unbilled = 0;
   if (held.overQuota) within = 0;
   else if (late !== undefined) {
-    const room = Math.max(
-      0,
-      ledger.quotaPoints - ledger.usedPoints - outstandingPoints({ ...ledger, outstanding }),
-    );
+    const room = Math.max(0, ledger.quotaPoints - ledger.usedPoints - heldPoints);
     within = Math.min(points, room);
     unbilled = points - within;
   }
@@ -359,6 +494,8 @@ export function settlePoints(
     ledger: {
       ...ledger,
       usedPoints: ledger.usedPoints + within,
+      heldPoints,
+      heldCount,
       outstanding,
       expired,
       lines: { ...ledger.lines, [key]: next },

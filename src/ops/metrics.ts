@@ -23,6 +23,8 @@ export class ControlPlaneMetrics {
   private readonly rpcs: Counter<'method' | 'code'>;
   private readonly storeErrors: Counter;
   private readonly authFailures: Counter<'reason'>;
+  private readonly quotaAdmissions: Counter<'outcome'>;
+  private readonly quotaPoints: Counter<'kind'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -62,6 +64,18 @@ export class ControlPlaneMetrics {
     this.storeErrors = new Counter({
       name: 'cpn_store_errors_total',
       help: 'Store operations that failed because the store was unreachable',
+      registers,
+    });
+    this.quotaAdmissions = new Counter({
+      name: 'cpn_quota_admissions_total',
+      help: 'Routes of metered tenants by quota outcome: within, over_quota (PAY_AS_YOU_GO), throttled, quota_exceeded, rate_limited, model_not_in_package',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.quotaPoints = new Counter({
+      name: 'cpn_quota_points_total',
+      help: 'Quota points held at Route (reserved) and counted at Release (settled)',
+      labelNames: ['kind'],
       registers,
     });
     this.authFailures = new Counter({
@@ -172,6 +186,16 @@ export class ControlPlaneMetrics {
 
   recordStoreError(): void {
     this.storeErrors.inc();
+  }
+
+  /** One metered Route: its quota outcome and the points it held. */
+  recordQuotaAdmission(outcome: string, reservedPoints: number): void {
+    this.quotaAdmissions.inc({ outcome });
+    if (reservedPoints > 0) this.quotaPoints.inc({ kind: 'reserved' }, reservedPoints);
+  }
+
+  recordSettledPoints(points: number): void {
+    if (points > 0) this.quotaPoints.inc({ kind: 'settled' }, points);
   }
 
   recordAuthFailure(reason: string): void {

@@ -198,7 +198,7 @@ export class ControlPlane {
     if (this.meterUsage) {
       options.store.onUsageRecorded((id) => this.reservations.release(id));
       options.store.ledgers.onLedgerChanged((ledger) => {
-        for (const id of Metering.recentIds(ledger)) this.reservations.release(id);
+        for (const id of this.metering.newlySettled(ledger)) this.reservations.release(id);
       });
     }
   }

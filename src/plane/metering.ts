@@ -5,8 +5,10 @@
 
 import type { Level } from '../core/model.js';
 import {
+  dropHold,
   emptyLedger,
   expireLedger,
+  findOutstanding,
   freePoints,
   holdPoints,
   type Ledger,
@@ -100,14 +102,33 @@ class Throttle {
   }
 }
 
+/** Ledgers whose recent log this replica follows at once (the oldest is forgotten beyond). */
+const MAX_TRACKED_LEDGERS = 100_000;
+
 export class Metering {
   private readonly throttle = new Throttle();
+  private readonly lastSeen = new Map<string, string>();
+  /** The current window of each period kind in use (finding a calendar month in a zone is slow). */
+  private readonly windows = new Map<string, PeriodWindow>();
 
   constructor(
     private readonly accounts: AccountsStore,
     private readonly ledgers: LedgerStore,
     private readonly options: { readonly lateReleaseGraceMs: number; readonly reservationTtlMs: number },
   ) {}
+
+  /** `periodAt`, remembered until the window ends. */
+  private windowAt(pkg: Package, nowMs: number): PeriodWindow {
+    const period = pkg.period;
+    const key =
+      period.kind === 'interval' ? `i|${period.seconds}|${period.anchorMs}` : `m|${period.timeZone}`;
+    const known = this.windows.get(key);
+    if (known !== undefined && known.startMs <= nowMs && nowMs < known.endMs) return known;
+    const window = periodAt(period, nowMs);
+    if (this.windows.size >= 1024) this.windows.clear();
+    this.windows.set(key, window);
+    return window;
+  }
 
   packageOf(tenant: string): Package | undefined {
     return tenant === '' ? undefined : this.accounts.tenant(tenant)?.package;
@@ -130,7 +151,7 @@ export class Metering {
       };
     }
     const points = pointsFor(weights, { ...request, outputTokens: request.maxOutputTokens });
-    const period = periodAt(pkg.period, nowMs);
+    const period = this.windowAt(pkg, nowMs);
     const packaged: RouteRequest =
       pkg.allowedLevels.length > 0 ? { ...request, packageLevels: pkg.allowedLevels } : request;
     const metered = (throttled: boolean, routed: RouteRequest): MeteredAdmission => ({
@@ -209,7 +230,7 @@ export class Metering {
       let ledger: Ledger = current ?? emptyLedger(tenant, period.id, pkg.quotaPoints);
       if (ledger.quotaPoints !== pkg.quotaPoints) ledger = { ...ledger, quotaPoints: pkg.quotaPoints };
       ledger = expireLedger(ledger, nowMs, grace);
-      if (Object.keys(ledger.outstanding).length >= MAX_OUTSTANDING_PER_TENANT) {
+      if (ledger.heldCount >= MAX_OUTSTANDING_PER_TENANT) {
         return {
           result: {
             kind: 'refused',
@@ -244,10 +265,9 @@ export class Metering {
   /** Gives back a hold whose reservation was dropped before the caller saw it. */
   async cancel(admission: MeteredAdmission, reservationId: string): Promise<void> {
     await this.ledgers.update(admission.tenant, admission.period.id, (current) => {
-      if (current?.outstanding[reservationId] === undefined) return { result: undefined };
-      const outstanding = { ...current.outstanding };
-      delete outstanding[reservationId];
-      return { next: { ...current, outstanding }, result: undefined };
+      if (current === undefined) return { result: undefined };
+      const next = dropHold(current, reservationId);
+      return { next: next === current ? undefined : next, result: undefined };
     });
   }
 
@@ -270,7 +290,7 @@ export class Metering {
     for (const period of this.periodsHolding(tenant, reservationId, pkg, nowMs)) {
       const result = await this.ledgers.update<SettleResult>(tenant, period, (current) => {
         if (current === undefined) return { result: { kind: 'unknown' } };
-        const held = current.outstanding[reservationId] ?? current.expired[reservationId];
+        const held = findOutstanding(current, reservationId);
         const outcome = settlePoints(current, reservationId, tokens, actual, payAsYouGo);
         if (outcome.kind === 'unknown' || held === undefined) return { result: { kind: 'unknown' } };
         const stored = current as StoredLedger;
@@ -293,17 +313,29 @@ export class Metering {
   private periodsHolding(tenant: string, reservationId: string, pkg: Package, nowMs: number): string[] {
     const periods: string[] = [];
     for (const ledger of this.ledgers.cachedAll(tenant)) {
-      if (ledger.outstanding[reservationId] !== undefined || ledger.expired[reservationId] !== undefined)
-        periods.push(ledger.period);
+      if (findOutstanding(ledger, reservationId) !== undefined) periods.push(ledger.period);
     }
-    periods.push(periodAt(pkg.period, nowMs).id);
+    periods.push(this.windowAt(pkg, nowMs).id);
     const before = nowMs - this.options.reservationTtlMs - this.options.lateReleaseGraceMs;
     periods.push(periodAt(pkg.period, before).id);
     return [...new Set(periods)];
   }
 
-  /** Reservation ids settled in `ledger` (its recent log), for freeing slots held on this replica. */
-  static recentIds(ledger: Ledger): string[] {
-    return ((ledger as StoredLedger).recent ?? []).map((entry) => entry.id);
+  /**
+   * Reservation ids settled since this replica last looked at the ledger (from its recent log),
+   * for freeing the slots it holds for them. Scans from the newest entry back to the last one seen,
+   * so a ledger write costs the entries it added, not the whole log.
+   */
+  newlySettled(ledger: Ledger): string[] {
+    const recent = (ledger as StoredLedger).recent ?? [];
+    if (recent.length === 0) return [];
+    const key = `${ledger.tenant}/${ledger.period}`;
+    const last = this.lastSeen.get(key);
+    let from = recent.length;
+    while (from > 0 && recent[from - 1]?.id !== last) from -= 1;
+    this.lastSeen.set(key, recent[recent.length - 1]?.id ?? '');
+    if (this.lastSeen.size > MAX_TRACKED_LEDGERS)
+      this.lastSeen.delete(this.lastSeen.keys().next().value as string);
+    return recent.slice(from).map((entry) => entry.id);
   }
 }

@@ -157,6 +157,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       { explainLimit: options.explainLimit ?? 500, explainQueue: options.explainQueue ?? 16 },
       context,
       (d, budget, s) => metrics.recordDecision(d, budget, s),
+      {
+        admitted: (outcome, points) => metrics.recordQuotaAdmission(outcome, points),
+        settled: (points) => metrics.recordSettledPoints(points),
+      },
     ),
   );
   server.addService(AccountsService, accountsService(plane, options.logger, context));

@@ -136,6 +136,12 @@ export function registryService(plane: ControlPlane, log: EventSink, context: Rp
   };
 }
 
+/** Told of metered routes and releases (for metrics). */
+export interface QuotaObserver {
+  admitted(outcome: string, reservedPoints: number): void;
+  settled(points: number): void;
+}
+
 export interface SchedulerOptions {
   /** At most this many explain entries are returned (explain_total says how many there were). */
   readonly explainLimit: number;
@@ -181,6 +187,7 @@ export function schedulerService(
   options: SchedulerOptions,
   context: RpcContext,
   recordDecision?: (decision: RouteDecision, budgetMs: number, seconds: number) => void,
+  quota?: QuotaObserver,
 ): SchedulerServer {
   const unary = unaryMethods(context);
   const explainGate = new ExplainGate(options.explainQueue);
@@ -203,6 +210,13 @@ export function schedulerService(
         Number(process.hrtime.bigint() - started) / 1e9,
       );
       const { decision } = result;
+      if (decision.kind === 'refused' && decision.refusal.reason !== undefined)
+        quota?.admitted(decision.refusal.reason.toLowerCase(), 0);
+      else if (result.reservedPoints > 0)
+        quota?.admitted(
+          result.throttled ? 'throttled' : result.overQuota ? 'over_quota' : 'within',
+          result.reservedPoints,
+        );
       if (decision.kind === 'refused')
         throw refusedError(decision.refusal, decision.summary, tenant === '' ? '' : `tenant:${tenant}`);
       if (decision.kind === 'infeasible') {
@@ -245,6 +259,7 @@ export function schedulerService(
           `Release: reservation ${reservationId} is not tenant ${caller.role === 'client' ? caller.tenant : ''}'s; a client releases only its own tenant's reservations`,
         );
       }
+      quota?.settled(result.settledPoints ?? 0);
       return {
         released: result.released,
         nodeId: result.nodeId,

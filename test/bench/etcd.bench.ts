@@ -2,6 +2,8 @@
 //  1. etcd writes while 1,000 simulated nodes report status every second (target: ≤ 10 % of reports).
 //  2. time for a fresh replica to load 10,000 registered nodes and serve its first route, against
 //     a baseline measured in the same run: a bare range read of the same keys.
+//  3. quota on two replicas: Route on one, Release on the other, one tenant, 32 cycles in flight;
+//     cycles/s and etcd writes per Release, metered (a package) against unmetered (no package).
 
 import { Etcd3 } from 'etcd3';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
@@ -14,6 +16,7 @@ import { offer, request, spec } from '../helpers/fixtures.js';
 const REPORTING_NODES = Number(process.env.CPN_BENCH_REPORTING_NODES ?? 1000);
 const REPORT_SECONDS = Number(process.env.CPN_BENCH_REPORT_SECONDS ?? 60);
 const LOADED_NODES = Number(process.env.CPN_BENCH_LOADED_NODES ?? 10_000);
+const QUOTA_SECONDS = Number(process.env.CPN_BENCH_QUOTA_SECONDS ?? 10);
 
 async function inParallel<T>(
   items: readonly T[],
@@ -123,6 +126,80 @@ try {
       `  baseline: bare range read of the keys  ${baselineMs.toFixed(0)} ms\n` +
       `  open + watch + first route (${result.decision.kind})  ${loadMs.toFixed(0)} ms  (ratio ${(loadMs / baselineMs).toFixed(2)})\n`,
   );
+
+  // ---- 3. quota across two replicas ---------------------------------------------------------
+  const stores = [
+    await EtcdStore.open({
+      endpoints: [etcd.endpoint],
+      prefix: '/bench-quota/',
+      latency: DEFAULT_LATENCY_MODEL,
+      logger: silentLogger,
+    }),
+    await EtcdStore.open({
+      endpoints: [etcd.endpoint],
+      prefix: '/bench-quota/',
+      latency: DEFAULT_LATENCY_MODEL,
+      logger: silentLogger,
+    }),
+  ] as const;
+  const planes = stores.map(
+    (store, i) => new ControlPlane({ store, clock: Date.now, reservationTtlMs: 30_000, replicaId: `q${i}` }),
+  );
+  await stores[0].registerNode(
+    spec({ id: 'q1', offers: [offer({ maxConcurrency: 100_000, maxQueue: 0 })] }),
+    {
+      ttlS: 0,
+      permanent: true,
+    },
+  );
+  for (const tenant of ['metered', 'unmetered']) await planes[0]?.accounts.createTenant(tenant, tenant);
+  await planes[0]?.accounts.setPackage('metered', {
+    name: 'bench',
+    quotaPoints: 1e12,
+    period: { kind: 'calendar-month', timeZone: 'Asia/Shanghai' },
+    weights: { '*': { inputPer1k: 1, outputPer1k: 4, cachedInputPer1k: 0 } },
+    allowedLevels: [],
+    overQuota: 'REJECT',
+    throttleRequestsPerS: 0,
+    throttleBudgetMs: 0,
+  });
+  // Both replicas see the node and the package before the run.
+  while (stores[1].getNode('q1') === undefined || stores[1].accounts.tenant('metered')?.package === undefined)
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  for (const tenant of ['unmetered', 'metered']) {
+    const writesBefore = stores[0].stats.writes + stores[1].stats.writes;
+    let cycles = 0;
+    let failures = 0;
+    const until = Date.now() + QUOTA_SECONDS * 1000;
+    const t2 = process.hrtime.bigint();
+    await Promise.all(
+      Array.from({ length: 32 }, async (_, worker) => {
+        while (Date.now() < until) {
+          const on = planes[(cycles + worker) % 2] as ControlPlane;
+          const off = planes[(cycles + worker + 1) % 2] as ControlPlane;
+          const placed = await on.routeMetered(request({ tenant, latencyBudgetMs: 5000, explain: false }));
+          if (placed.reservation === undefined) {
+            failures += 1;
+            continue;
+          }
+          const released = await off.release(
+            placed.reservation.id,
+            { inputTokens: 100, cachedInputTokens: 0, outputTokens: 50 },
+            true,
+          );
+          if (released.released) cycles += 1;
+          else failures += 1;
+        }
+      }),
+    );
+    const seconds = Number(process.hrtime.bigint() - t2) / 1e9;
+    const writes = stores[0].stats.writes + stores[1].stats.writes - writesBefore;
+    process.stdout.write(
+      `quota, two replicas, Route on one and Release on the other, 32 in flight (${tenant}):\n` +
+        `  ${(cycles / seconds).toFixed(0)} cycles/s (${cycles} cycles, ${failures} failed), etcd writes per Release ${(writes / Math.max(1, cycles)).toFixed(2)}\n`,
+    );
+  }
+  for (const store of stores) await store.close();
 } finally {
   await etcd.destroy();
 }

@@ -2,7 +2,8 @@
 // layout (one child process, loopback, same gRPC server options):
 //   real    — `startServer` over a memory store holding a seeded national registry, auth off
 //             (the routing work alone, for the comparison with the no-work server);
-//   auth    — the same with API keys on: clients send BENCH_CLIENT_KEY, a client key of a tenant;
+//   auth    — the same with API keys on and quota admission: clients send a client key of a
+//             tenant with a package (printed as KEY <secret>);
 //   nowork  — the same Scheduler service whose Route returns a fixed answer recorded from the real
 //             one (or a fixed FAILED_PRECONDITION for a budget under 2 ms): the gRPC floor.
 // Prints "READY <port>" once serving; exits when its standard input closes.
@@ -39,6 +40,17 @@ const real = await startServer({
 });
 if (mode === 'auth') {
   await real.plane.accounts.createTenant('bench', 'Bench tenant');
+  // A package whose quota never runs out: every Route pays for admission and the ledger hold.
+  await real.plane.accounts.setPackage('bench', {
+    name: 'bench',
+    quotaPoints: 1e15,
+    period: { kind: 'calendar-month', timeZone: 'Asia/Shanghai' },
+    weights: { '*': { inputPer1k: 1, outputPer1k: 4, cachedInputPer1k: 0 } },
+    allowedLevels: [],
+    overQuota: 'REJECT',
+    throttleRequestsPerS: 0,
+    throttleBudgetMs: 0,
+  });
   const created = await real.plane.accounts.createApiKey({ role: 'client', name: 'bench', tenant: 'bench' });
   if (created.kind !== 'created') throw new Error(`cannot create the bench key: ${created.kind}`);
   process.stdout.write(`KEY ${created.secret}\n`);

@@ -305,7 +305,7 @@ if (PARTS.has('grpc')) {
   const names = {
     nowork: 'no-work server (fixed answer)',
     real: 'cpn Route, auth off',
-    auth: 'cpn Route, client API key',
+    auth: 'cpn Route, API key + quota',
   } as const;
   for (const mode of ['nowork', 'real', 'auth'] as const) {
     const server = await startServerProcess(mode, 5000, 'distinct');
@@ -326,7 +326,7 @@ if (PARTS.has('grpc')) {
   }
   out(`  ratio cpn / no-work: ${((rates.real ?? 0) / (rates.nowork ?? 1)).toFixed(2)}  (target ≥ 0.9)`);
   out(
-    `  cost of auth: auth-off rate / API-key rate = ${((rates.real ?? 0) / (rates.auth ?? 1)).toFixed(2)}  (target ≤ 1.2)`,
+    `  cost of auth and quota admission: auth-off rate / API-key + quota rate = ${((rates.real ?? 0) / (rates.auth ?? 1)).toFixed(2)}  (target ≤ 1.2)`,
   );
 }
 

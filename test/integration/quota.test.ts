@@ -160,6 +160,10 @@ describe('token packages and quota over gRPC', () => {
     });
     expect((await routeAs()).ok).toBe(true);
 
+    const metrics = await t.server.metrics.registry.metrics();
+    expect(metrics).toMatch(/cpn_quota_admissions_total\{outcome="within"\} 4/);
+    expect(metrics).toMatch(/cpn_quota_admissions_total\{outcome="quota_exceeded"\} 3/);
+    expect(metrics).toMatch(/cpn_quota_points_total\{kind="settled"\} 500/);
     const report = await usageOf();
     expect(report.periods).toEqual([
       expect.objectContaining({ tenant: 'acme', quotaPoints: 1000, usedPoints: 500, reservedPoints: 300 }),
