@@ -90,7 +90,9 @@ function makeCertificates(dir: string, clientNames: readonly string[]): void {
     );
   };
   issue('server', 'localhost', 'subjectAltName=IP:127.0.0.1,DNS:localhost');
-  clientNames.forEach((cn, i) => issue(`client${i}`, cn, 'extendedKeyUsage=clientAuth'));
+  clientNames.forEach((cn, i) => {
+    issue(`client${i}`, cn, 'extendedKeyUsage=clientAuth');
+  });
 }
 
 describe('mTLS identities', () => {

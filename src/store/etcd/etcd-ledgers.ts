@@ -103,7 +103,9 @@ export class EtcdLedgers implements LedgerStore {
           tenant,
           batch.map((entry) => entry.change),
         );
-        batch.forEach((entry, i) => entry.resolve(results[i]));
+        batch.forEach((entry, i) => {
+          entry.resolve(results[i]);
+        });
       } catch (error) {
         for (const entry of batch) entry.reject(error);
       }
