@@ -90,7 +90,14 @@ export interface ParsedReservationId {
   readonly nodeId: string;
   readonly model: string;
   readonly tenant: string;
+  readonly token: string;
+  /** The id without its token: what the token signs. */
+  readonly signed: string;
 }
+
+/** What a reservation's token signs: every part of its id but the token. */
+export const signedPart = (replica: string, sequence: string, rest: string): string =>
+  `${replica}.${sequence}~${rest}`;
 
 /** What a reservation id names, or undefined if it does not have the format Route issues. */
 export function parseReservationId(id: string): ParsedReservationId | undefined {
@@ -114,15 +121,27 @@ export function parseReservationId(id: string): ParsedReservationId | undefined 
   ) {
     return undefined;
   }
-  return { id: id as ReservationId, replica, nodeId, model, tenant };
+  return {
+    id: id as ReservationId,
+    replica,
+    nodeId,
+    model,
+    tenant,
+    token,
+    signed: signedPart(replica, sequence, `${nodeId}~${model}~${tenant}`),
+  };
 }
 
 export interface ReservationBookOptions {
   readonly ttlMs: number;
   /** Unique per book (per replica), matching REPLICA_ID_PATTERN, so ids never collide. */
   readonly replicaId: string;
-  /** RESERVATION_TOKEN_CHARS lowercase hex characters, unpredictable in production. */
-  readonly newToken: () => string;
+  /**
+   * RESERVATION_TOKEN_CHARS lowercase hex characters for the id whose other parts are `signed`:
+   * in production a MAC of them under the cluster's secret, so that any replica can tell an id
+   * this cluster issued from a forged one.
+   */
+  readonly newToken: (signed: string) => string;
 }
 
 export class ReservationBook {
@@ -142,7 +161,7 @@ export class ReservationBook {
   private readonly pendingCounts = new PerOffer<number>();
   private sequence = 0;
   private readonly replicaId: string;
-  private readonly newToken: () => string;
+  private readonly newToken: (signed: string) => string;
 
   constructor(options: ReservationBookOptions) {
     if (!(options.ttlMs > 0)) throw new RangeError(`reservation TTL must be > 0 ms, got ${options.ttlMs}`);
@@ -168,11 +187,13 @@ export class ReservationBook {
     monotonicNowMs: number,
   ): Reservation {
     this.sequence += 1;
-    const token = this.newToken();
+    const sequence = this.sequence.toString(36);
+    const rest = `${nodeId}~${model}~${tenant}`;
+    const token = this.newToken(signedPart(this.replicaId, sequence, rest));
     if (!/^[0-9a-f]{16}$/.test(token))
       throw new RangeError('reservation token must be 16 lowercase hex characters');
     const entry: Entry = {
-      id: `${this.replicaId}.${this.sequence.toString(36)}.${token}~${nodeId}~${model}~${tenant}` as ReservationId,
+      id: `${this.replicaId}.${sequence}.${token}~${rest}` as ReservationId,
       nodeId,
       model,
       tenant,

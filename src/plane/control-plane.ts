@@ -4,7 +4,7 @@
 // and keeps its store private. No proto types, no transport: the server validates, calls a
 // method here, and converts the answer.
 
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { PriceMultiplier } from '../core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../core/latency.js';
 import {
@@ -71,7 +71,10 @@ export interface ControlPlaneOptions {
    * itself, and millions of records would only fill memory.
    */
   readonly meterUsage?: boolean;
-  /** 16 hex characters of unpredictable token per reservation; crypto-random unless given. */
+  /**
+   * Reservation tokens for a simulation (deterministic); by default a MAC under the cluster's
+   * secret, which Release checks — with this option it cannot, so never give it to a server.
+   */
   readonly newReservationToken?: () => string;
   /** A metered reservation can still be released (and billed) this long after it expired. */
   readonly lateReleaseGraceMs?: number;
@@ -121,9 +124,12 @@ export interface MeteredRouteResult extends RouteResult {
   readonly reservedPoints: number;
 }
 
-/** A Release refused because the reservation is another tenant's: nothing freed, nothing recorded. */
+/**
+ * A Release refused, nothing freed, nothing recorded: the id was not issued by this cluster (its
+ * token does not verify), or the reservation is another tenant's.
+ */
 export interface ReleaseRefused {
-  readonly refused: 'other_tenant';
+  readonly refused: 'not_issued' | 'other_tenant';
   /** The tenant the reservation belongs to ('' for an untenanted one). */
   readonly owner: string;
 }
@@ -136,27 +142,18 @@ export interface PricingView {
 
 const performanceClock: Clock = () => performance.now();
 
-/**
- * 64-bit random tokens in hex, drawn from the CSPRNG 4 KiB at a time: one system call per 512
- * reservations instead of one each, which shows on the Route hot path.
- */
-function pooledRandomTokens(): () => string {
-  let pool = Buffer.alloc(0);
-  let offset = 0;
-  return () => {
-    if (offset + 8 > pool.length) {
-      pool = randomBytes(4096);
-      offset = 0;
-    }
-    offset += 8;
-    return pool.toString('hex', offset - 8, offset);
-  };
+/** A reservation token: the first 64 bits of an HMAC-SHA256 of the rest of the id. */
+function reservationSigner(secret: Buffer): (signed: string) => string {
+  return (signed) => createHmac('sha256', secret).update(signed).digest('hex').slice(0, 16);
 }
 
 export class ControlPlane {
   /** Tenants and API keys. */
   readonly accounts: Accounts;
   private readonly metering: Metering;
+  /** Signs reservation ids with the cluster's secret, so that every replica can check them. */
+  private readonly sign: (signed: string) => string;
+  private readonly verifiesTokens: boolean;
   private readonly lateReleaseGraceMs: number;
   private readonly store: Store;
   private readonly reservations: ReservationBook;
@@ -171,6 +168,8 @@ export class ControlPlane {
 
   constructor(options: ControlPlaneOptions) {
     this.store = options.store;
+    this.sign = reservationSigner(options.store.reservationSecret());
+    this.verifiesTokens = options.newReservationToken === undefined;
     this.clock = options.clock;
     this.accounts = new Accounts(options.store.accounts, options.clock);
     this.lateReleaseGraceMs = options.lateReleaseGraceMs ?? DEFAULT_LATE_RELEASE_GRACE_MS;
@@ -182,7 +181,7 @@ export class ControlPlane {
     this.reservations = new ReservationBook({
       ttlMs: options.reservationTtlMs,
       replicaId: options.replicaId,
-      newToken: options.newReservationToken ?? pooledRandomTokens(),
+      newToken: options.newReservationToken ?? this.sign,
     });
     this.fixedMultiplier = options.priceMultiplier;
     this.admission = options.admission ?? [];
@@ -322,6 +321,11 @@ export class ControlPlane {
   ): Promise<ReleaseResult | ReleaseRefused> {
     const where = parseReservationId(reservationId);
     if (where === undefined) return { released: false, nodeId: '' };
+    if (this.verifiesTokens) {
+      const expected = Buffer.from(this.sign(where.signed));
+      if (!timingSafeEqual(expected, Buffer.from(where.token)))
+        return { refused: 'not_issued', owner: where.tenant };
+    }
     // The id names its tenant (and cannot be forged into another's: its token is unguessable).
     if (caller !== undefined && where.tenant !== caller.tenant)
       return { refused: 'other_tenant', owner: where.tenant };

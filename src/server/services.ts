@@ -253,6 +253,11 @@ export function schedulerService(
         request.success,
         caller.role === 'client' ? { tenant: caller.tenant } : undefined,
       );
+      if ('refused' in result && result.refused === 'not_issued') {
+        throw notFound(
+          `Release: reservation ${reservationId} was not issued by this cluster (its token does not verify); nothing was recorded`,
+        );
+      }
       if ('refused' in result) {
         throw new ApiError(
           status.PERMISSION_DENIED,

@@ -103,6 +103,8 @@ export interface Store {
   readonly accounts: AccountsStore;
   /** Quota ledgers, one per tenant and period. */
   readonly ledgers: LedgerStore;
+  /** The secret every replica signs reservation ids with (loaded when the store opens). */
+  reservationSecret(): Buffer;
   /** Removes nodes that have been DOWN for longer than `graceMs` and stale latency samples. */
   sweep(graceMs: number): Promise<{ removedNodes: string[]; removedSamples: number }>;
   close(): Promise<void>;

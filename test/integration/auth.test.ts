@@ -347,9 +347,15 @@ describe('authentication and roles over gRPC', () => {
       success: true,
     });
     expect(stolen.ok || stolen.error.code).toBe(status.PERMISSION_DENIED);
-    // The same id re-labelled with the other tenant is not the reservation: nothing is freed.
+    // The same id re-labelled with the other tenant does not verify: refused, nothing recorded.
     const relabelled = placed.reservationId.replace(/~acme$/, '~other');
-    await ok(other.scheduler, other.scheduler.release, { reservationId: relabelled, usage, success: true });
+    const forged = await rpc(other.scheduler, other.scheduler.release, {
+      reservationId: relabelled,
+      usage,
+      success: true,
+    });
+    expect(forged.ok || forged.error.code).toBe(status.NOT_FOUND);
+    expect(t.store.usageRecords().length).toBe(before);
     const own = await ok(client.scheduler, client.scheduler.release, {
       reservationId: placed.reservationId,
       usage: { inputTokens: 100, cachedInputTokens: 0, outputTokens: 20 },

@@ -1,4 +1,5 @@
 // Every RPC and every status code over real gRPC on loopback.
+import { createHmac } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { type Client, credentials, loadPackageDefinition, status } from '@grpc/grpc-js';
@@ -322,14 +323,15 @@ describe('gRPC control plane', () => {
       expect(await release()).toEqual({ released: false, nodeId, settledPoints: 0, returnedPoints: 0 });
     });
 
-    it('a Release of another replica’s reservation records usage once', async () => {
+    it('a Release of another replica’s reservation records usage once; a forged id records nothing', async () => {
       await register(t, nodeSpec('only'));
       const usage = { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 };
-      const foreign = {
-        reservationId: 'peer9.1f.0123456789abcdef~only~qwen3-32b~acme',
-        usage,
-        success: true,
-      };
+      // Signed as another replica of this cluster signs: with the cluster's secret.
+      const token = createHmac('sha256', t.store.reservationSecret())
+        .update('peer9.1f~only~qwen3-32b~acme')
+        .digest('hex')
+        .slice(0, 16);
+      const foreign = { reservationId: `peer9.1f.${token}~only~qwen3-32b~acme`, usage, success: true };
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
         released: true,
         nodeId: 'only',
@@ -343,8 +345,16 @@ describe('gRPC control plane', () => {
         returnedPoints: 0,
       });
       expect(t.store.usageRecords().map((u) => [u.reservationId, u.nodeId, u.model])).toEqual([
-        ['peer9.1f.0123456789abcdef~only~qwen3-32b~acme', 'only', 'qwen3-32b'],
+        [foreign.reservationId, 'only', 'qwen3-32b'],
       ]);
+      // An id this cluster did not issue (a guessed token) is refused and records nothing.
+      const forged = await rpc(t.scheduler, t.scheduler.release, {
+        ...foreign,
+        reservationId: 'peer9.1g.0123456789abcdef~only~qwen3-32b~acme',
+      });
+      expect(forged.ok || forged.error.code).toBe(status.NOT_FOUND);
+      expect(forged.ok || forged.error.details).toMatch(/not issued by this cluster/);
+      expect(t.store.usageRecords()).toHaveLength(1);
       const malformed = await rpc(t.scheduler, t.scheduler.release, {
         reservationId: 'not-a-reservation',
         usage,

@@ -74,6 +74,9 @@ describe('ReservationBook', () => {
       nodeId: 'edge-gd.1',
       model: 'org/model:v2',
       tenant: 'acme-2',
+      token: reservation.id.split('.')[2]?.split('~')[0],
+      // What the token signs: the id without it.
+      signed: 'r7.1~edge-gd.1~org/model:v2~acme-2',
     });
     const untenanted = book.reserve('n', 'm', '', 0, 0);
     expect(parseReservationId(untenanted.id)?.tenant).toBe('');

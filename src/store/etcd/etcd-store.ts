@@ -17,6 +17,7 @@
 // The cache relists when the watch is cancelled (e.g. after compaction), when a probe finds the
 // watch behind etcd (a silent stall), and periodically as a backstop.
 
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import {
@@ -124,6 +125,7 @@ const KINDS = [
   'keys',
   'tenants',
   'ledgers',
+  'secrets',
 ] as const;
 type Kind = (typeof KINDS)[number];
 
@@ -168,6 +170,7 @@ export class EtcdStore implements Store {
   private readonly statusFlushMs: number;
   private readonly index = new RegistryIndex();
   private readonly accountsCache = new AccountsCache();
+  private secret: Buffer = Buffer.alloc(0);
   readonly ledgers: EtcdLedgers;
   private readonly nodeDocs = new Map<string, NodeDoc>();
   private readonly loadDocs = new Map<string, LoadDoc>();
@@ -237,6 +240,7 @@ export class EtcdStore implements Store {
     const store = new EtcdStore(options);
     try {
       await store.resync();
+      store.secret = await store.loadSecret();
     } catch (error) {
       store.client.close();
       throw error;
@@ -244,6 +248,26 @@ export class EtcdStore implements Store {
     store.every(options.probeIntervalMs ?? 2000, () => store.probeWatch());
     store.every(options.relistIntervalMs ?? 60_000, () => store.resync());
     return store;
+  }
+
+  /** The cluster's secret for reservation ids: created by the first replica, read by the others. */
+  reservationSecret(): Buffer {
+    return this.secret;
+  }
+
+  private async loadSecret(): Promise<Buffer> {
+    const key = this.key('secrets', 'reservation');
+    const response = await this.call('read the cluster secret', () =>
+      this.client.kv.txn({
+        compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [{ request_put: { key, value: Buffer.from(randomBytes(32).toString('base64')) } }],
+        failure: [{ request_range: { key } }],
+      }),
+    );
+    if (response.succeeded) return this.loadSecret();
+    const value = response.responses[0]?.response_range?.kvs[0]?.value;
+    if (value === undefined) throw new Error('the cluster secret vanished while it was read');
+    return Buffer.from(value.toString(), 'base64');
   }
 
   /** Milliseconds since the cache last confirmed it is current with etcd. */
@@ -747,6 +771,7 @@ export class EtcdStore implements Store {
         else this.accountsCache.tenantsByName.set(id, value as TenantRecord);
         return;
       case 'election':
+      case 'secrets':
         return;
     }
     this.rebuild(id);

@@ -1,6 +1,7 @@
 // Embedded in-process store: the default for `cpn serve`, the simulator's store, and the oracle
 // the etcd store is tested against. Everything lives in maps; nothing survives a restart.
 
+import { randomBytes } from 'node:crypto';
 import { type Leadership, SoleLeader } from '../../common/leadership.js';
 import { type LatencyModel, smoothSample } from '../../core/latency.js';
 import {
@@ -41,6 +42,12 @@ export class MemoryStore implements Store {
   readonly view: RoutingView = this.index.view;
   readonly accounts = new MemoryAccounts();
   readonly ledgers = new MemoryLedgers();
+  private readonly secret = randomBytes(32);
+
+  /** This process's secret for reservation ids (one process: nobody else needs it). */
+  reservationSecret(): Buffer {
+    return this.secret;
+  }
 
   constructor(private readonly options: MemoryStoreOptions) {
     this.centroids = options.regionCentroids ?? new Map();
