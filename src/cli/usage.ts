@@ -10,6 +10,7 @@ import { MONEY_UNITS } from '../core/quota.js';
 import {
   GetTenantResponse,
   GetUsageResponse,
+  Meter,
   OverQuotaPolicy,
   type Package,
   type UsageLine,
@@ -41,6 +42,8 @@ const packageSchema = z.strictObject({
   throttle: z
     .strictObject({ requests_per_s: z.number().positive(), budget_ms: z.number().positive() })
     .optional(),
+  /** client: the client's Release settles; trusted: only the serving node's agent (or an operator). */
+  meter: z.enum(['client', 'trusted']).default('client'),
 });
 
 const POLICY: Record<z.infer<typeof packageSchema>['over_quota'], OverQuotaPolicy> = {
@@ -77,6 +80,7 @@ export async function loadPackage(file: string): Promise<Package> {
     overQuota: POLICY[doc.over_quota],
     throttleRequestsPerS: doc.throttle?.requests_per_s ?? 0,
     throttleBudgetMs: doc.throttle?.budget_ms ?? 0,
+    meter: doc.meter === 'trusted' ? Meter.METER_TRUSTED : Meter.METER_CLIENT,
   };
 }
 
@@ -89,6 +93,8 @@ export function describePackage(pkg: Package | undefined): string {
   if (pkg.overQuota === OverQuotaPolicy.OVER_QUOTA_POLICY_THROTTLE)
     lines.push(`  throttled to ${pkg.throttleRequestsPerS} requests/s within ${pkg.throttleBudgetMs} ms`);
   if (pkg.allowedLevels.length > 0) lines.push(`  levels: ${pkg.allowedLevels.map(levelName).join(', ')}`);
+  if (pkg.meter === Meter.METER_TRUSTED)
+    lines.push("  metered by a trusted meter: the serving node's agent settles, not the client's Release");
   const table = new Table({ head: ['model', 'points / 1k input', 'per 1k output', 'per 1k cached input'] });
   for (const w of pkg.weights) table.push([w.model, w.inputPer1k, w.outputPer1k, w.cachedInputPer1k]);
   lines.push(table.toString());
@@ -112,7 +118,7 @@ export function packagesCommand(): Command {
           '  name: starter\n  quota_points: 1000000\n  time_zone: Asia/Shanghai   # or period_seconds: 86400\n' +
           '  weights:\n    qwen3-32b: { input: 2, output: 8, cached_input: 1 }\n    "*": { input: 1, output: 4 }\n' +
           '  allowed_levels: [EDGE, PROVINCE]\n  over_quota: THROTTLE        # REJECT | THROTTLE | PAY_AS_YOU_GO\n' +
-          '  throttle: { requests_per_s: 5, budget_ms: 2000 }\n',
+          "  throttle: { requests_per_s: 5, budget_ms: 2000 }\n  meter: client                # or trusted: only the serving node's agent settles\n",
       )
       .action(async (tenant: string, opts) => {
         const pkg = await loadPackage(opts.file);

@@ -42,6 +42,11 @@ export interface Package {
   readonly throttleRequestsPerS: number;
   /** ...each with its latency budget relaxed to this (cheapest first within it). */
   readonly throttleBudgetMs: number;
+  /**
+   * Whose report settles the quota: the client's own Release, or only a trusted meter (the
+   * serving node's agent, an operator, the gateway). Absent: the client.
+   */
+  readonly meter?: 'client' | 'trusted';
 }
 
 export const MAX_WEIGHT_PER_1K = 1_000_000;

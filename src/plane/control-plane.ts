@@ -112,6 +112,8 @@ export interface ReleaseResult {
   /** Metered tenants: the points counted, and those given back (held − counted). */
   readonly settledPoints?: number;
   readonly returnedPoints?: number;
+  /** A client's Release under a package that requires a trusted meter: the slot is freed, the quota waits. */
+  readonly awaitingTrustedMeter?: boolean;
 }
 
 /** A routed request of a tenant: metered against its package when it has one. */
@@ -128,8 +130,14 @@ export interface MeteredRouteResult extends RouteResult {
  * A Release refused, nothing freed, nothing recorded: the id was not issued by this cluster (its
  * token does not verify), or the reservation is another tenant's.
  */
+/** Who reports a Release: the tenant's client, the agent of a node, or an operator. */
+export type ReleaseBy =
+  | { readonly kind: 'client'; readonly tenant: string }
+  | { readonly kind: 'agent'; readonly nodeId: string }
+  | { readonly kind: 'operator' };
+
 export interface ReleaseRefused {
-  readonly refused: 'not_issued' | 'other_tenant';
+  readonly refused: 'not_issued' | 'other_tenant' | 'other_node';
   /** The tenant the reservation belongs to ('' for an untenanted one). */
   readonly owner: string;
 }
@@ -303,21 +311,26 @@ export class ControlPlane {
    * Frees the slot if this replica made the reservation, and records usage once in the shared
    * store whichever replica the call reached (the id names the node and model); the replica that
    * made it frees its slot when it learns of the record. `released` is true only for the call that
-   * did it: a repeat — here or on another replica — answers false. With `caller`, only that
-   * tenant's reservations may be released.
+   * did it: a repeat — here or on another replica — answers false.
+   *
+   * `by` says who reports (undefined: an operator or the simulator). A client may release only its
+   * tenant's reservations; an agent only those on its node. Exactly one report settles a metered
+   * reservation, the first that may: any caller's for a client-metered package, only a trusted
+   * meter's (agent, operator) for a package that requires one — a client's Release then frees the
+   * slot and settles nothing.
    */
   release(reservationId: ReservationId, usage: Usage, success: boolean): Promise<ReleaseResult>;
   release(
     reservationId: ReservationId,
     usage: Usage,
     success: boolean,
-    caller: { readonly tenant: string } | undefined,
+    by: ReleaseBy | undefined,
   ): Promise<ReleaseResult | ReleaseRefused>;
   async release(
     reservationId: ReservationId,
     usage: Usage,
     success: boolean,
-    caller?: { readonly tenant: string },
+    by?: ReleaseBy,
   ): Promise<ReleaseResult | ReleaseRefused> {
     const where = parseReservationId(reservationId);
     if (where === undefined) return { released: false, nodeId: '' };
@@ -326,9 +339,15 @@ export class ControlPlane {
       if (!timingSafeEqual(expected, Buffer.from(where.token)))
         return { refused: 'not_issued', owner: where.tenant };
     }
-    // The id names its tenant (and cannot be forged into another's: its token is unguessable).
-    if (caller !== undefined && where.tenant !== caller.tenant)
+    // The id names its tenant and node (and cannot be forged: its token is a MAC).
+    if (by?.kind === 'client' && where.tenant !== by.tenant)
       return { refused: 'other_tenant', owner: where.tenant };
+    if (by?.kind === 'agent' && where.nodeId !== by.nodeId)
+      return { refused: 'other_node', owner: where.tenant };
+    if (by?.kind === 'client' && this.metering.packageOf(where.tenant)?.meter === 'trusted') {
+      const freed = this.reservations.release(reservationId);
+      return { released: freed !== undefined, nodeId: where.nodeId, awaitingTrustedMeter: true };
+    }
     const local = this.reservations.release(reservationId);
     if (!this.meterUsage) return { released: local !== undefined, nodeId: where.nodeId };
     const settled = await this.metering.settle(where.tenant, reservationId, where.model, usage, this.clock());

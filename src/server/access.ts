@@ -28,7 +28,7 @@ export const METHOD_ROLES = {
   GetPricing: ['operator', 'planner', 'client'],
   // Scheduler
   Route: ['operator', 'client'],
-  Release: ['operator', 'client'],
+  Release: ['operator', 'client', 'agent'],
   // Accounts
   CreateTenant: ['operator'],
   GetTenant: ['operator', 'client'],

@@ -13,6 +13,7 @@ import {
   type QuotaPeriod,
 } from '../core/quota.js';
 import {
+  Meter as ProtoMeter,
   OverQuotaPolicy as ProtoOverQuota,
   type Package as ProtoPackage,
   type UsageLine as ProtoUsageLine,
@@ -47,6 +48,12 @@ function positive(field: string, value: number, max: number): number {
   if (!Number.isFinite(value) || value <= 0 || value > max)
     throw invalidArgument(`${field} must be > 0 and <= ${max}, got ${value}`);
   return value;
+}
+
+function toMeter(meter: ProtoMeter): 'client' | 'trusted' {
+  if (meter === ProtoMeter.METER_UNSPECIFIED || meter === ProtoMeter.METER_CLIENT) return 'client';
+  if (meter === ProtoMeter.METER_TRUSTED) return 'trusted';
+  throw invalidArgument(`package.meter must be METER_CLIENT or METER_TRUSTED, got ${meter}`);
 }
 
 export function toPackage(pkg: ProtoPackage): Package {
@@ -111,6 +118,7 @@ export function toPackage(pkg: ProtoPackage): Package {
     throttleBudgetMs: throttled
       ? positive('package.throttle_budget_ms', pkg.throttleBudgetMs, LIMITS.budgetMs)
       : 0,
+    meter: toMeter(pkg.meter),
   };
 }
 
@@ -131,6 +139,7 @@ export function packageToProto(pkg: Package): ProtoPackage {
     overQuota: POLICY_TO_PROTO[pkg.overQuota],
     throttleRequestsPerS: pkg.throttleRequestsPerS,
     throttleBudgetMs: pkg.throttleBudgetMs,
+    meter: pkg.meter === 'trusted' ? ProtoMeter.METER_TRUSTED : ProtoMeter.METER_CLIENT,
   };
 }
 

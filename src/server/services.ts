@@ -251,11 +251,21 @@ export function schedulerService(
         reservationId,
         toUsage(request.usage),
         request.success,
-        caller.role === 'client' ? { tenant: caller.tenant } : undefined,
+        caller.role === 'client'
+          ? { kind: 'client', tenant: caller.tenant }
+          : caller.role === 'agent'
+            ? { kind: 'agent', nodeId: caller.nodeId }
+            : { kind: 'operator' },
       );
       if ('refused' in result && result.refused === 'not_issued') {
         throw notFound(
           `Release: reservation ${reservationId} was not issued by this cluster (its token does not verify); nothing was recorded`,
+        );
+      }
+      if ('refused' in result && result.refused === 'other_node') {
+        throw new ApiError(
+          status.PERMISSION_DENIED,
+          `Release: reservation ${reservationId} is not on node ${caller.role === 'agent' ? caller.nodeId : ''}; an agent reports only its own node's requests`,
         );
       }
       if ('refused' in result) {
@@ -270,6 +280,7 @@ export function schedulerService(
         nodeId: result.nodeId,
         settledPoints: result.settledPoints ?? 0,
         returnedPoints: result.returnedPoints ?? 0,
+        awaitingTrustedMeter: result.awaitingTrustedMeter ?? false,
       };
     }),
   };

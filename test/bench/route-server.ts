@@ -92,7 +92,13 @@ if (mode === 'nowork') {
       callback(null, recorded as never);
     },
     release: (_call, callback) =>
-      callback(null, { released: true, nodeId: 'n0', settledPoints: 0, returnedPoints: 0 }),
+      callback(null, {
+        released: true,
+        nodeId: 'n0',
+        settledPoints: 0,
+        returnedPoints: 0,
+        awaitingTrustedMeter: false,
+      }),
   };
   server.addService(SchedulerService, service);
   port = await new Promise<number>((resolve, reject) =>

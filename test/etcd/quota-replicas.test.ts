@@ -4,7 +4,7 @@
 // loses no acknowledged Release and leaks no reservation past its TTL.
 import { credentials, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AccountsClient, OverQuotaPolicy, Role } from '../../src/gen/cpn/v1/accounts.js';
+import { AccountsClient, Meter, OverQuotaPolicy, Role } from '../../src/gen/cpn/v1/accounts.js';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
@@ -120,6 +120,7 @@ describe('quota on etcd with two replicas', () => {
         overQuota: OverQuotaPolicy.OVER_QUOTA_POLICY_REJECT,
         throttleRequestsPerS: 0,
         throttleBudgetMs: 0,
+        meter: Meter.METER_CLIENT,
       },
     });
     const key = await ok(a.accounts, a.accounts.createApiKey, {

@@ -185,7 +185,7 @@ describe('authentication and roles over gRPC', () => {
     },
     Route: { allowed: ['operator', 'client'], call: (c) => rpc(c.scheduler, c.scheduler.route, route()) },
     Release: {
-      allowed: ['operator', 'client'],
+      allowed: ['operator', 'client', 'agent'],
       call: (c) =>
         rpc(c.scheduler, c.scheduler.release, {
           reservationId: 'peer.1.0123456789abcdef~a1~qwen3-32b~acme',

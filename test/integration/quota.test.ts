@@ -2,7 +2,7 @@
 // over-quota policies, package constraints, expiry, and usage that adds up to what Release said.
 import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AccountsClient, OverQuotaPolicy, type Package, Role } from '../../src/gen/cpn/v1/accounts.js';
+import { AccountsClient, Meter, OverQuotaPolicy, type Package, Role } from '../../src/gen/cpn/v1/accounts.js';
 import { type RouteResponse, SchedulerClient, Verdict } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
 import { ErrorInfo, QuotaFailure, Status } from '../../src/gen/google/rpc/error_details.js';
@@ -47,6 +47,7 @@ function pkg(overrides: Partial<Package> = {}): Package {
     overQuota: OverQuotaPolicy.OVER_QUOTA_POLICY_REJECT,
     throttleRequestsPerS: 0,
     throttleBudgetMs: 0,
+    meter: Meter.METER_CLIENT,
     ...overrides,
   };
 }
@@ -270,6 +271,50 @@ describe('token packages and quota over gRPC', () => {
       overQuotaTokens: 5000,
       overQuotaMoney: 140,
     });
+  });
+
+  it("a package that requires a trusted meter is settled by the serving node's agent, exactly once", async () => {
+    await setPackage({ meter: Meter.METER_TRUSTED });
+    const agentOf = async (nodeId: string) => {
+      const key = await ok(accounts, accounts.createApiKey, {
+        role: Role.ROLE_AGENT,
+        tenant: '',
+        nodeId,
+        name: `agent of ${nodeId}`,
+        expiresAt: undefined,
+      });
+      return new SchedulerClient(t.address, credentials.createInsecure(), bearer(key.secret));
+    };
+    const placed = await routeAs();
+    if (!placed.ok) throw new Error(placed.error.details);
+    expect(placed.value.placement?.nodeId).toBe('hub');
+    const id = placed.value.reservationId;
+    // The client's own report frees its slot but settles nothing: it may under-report.
+    const own = await release(id, usage(0, 0));
+    expect(own).toMatchObject({ released: true, settledPoints: 0, awaitingTrustedMeter: true });
+    expect((await usageOf()).periods[0]).toMatchObject({ usedPoints: 0, reservedPoints: 300 });
+    const [hubAgent, edgeAgent] = [await agentOf('hub'), await agentOf('edge')];
+    const wrongNode = await rpc(edgeAgent, edgeAgent.release, {
+      reservationId: id,
+      usage: usage(1000, 1000),
+      success: true,
+    });
+    expect(wrongNode.ok || wrongNode.error.code).toBe(status.PERMISSION_DENIED);
+    const metered = await ok(hubAgent, hubAgent.release, {
+      reservationId: id,
+      usage: usage(1000, 700),
+      success: true,
+    });
+    expect(metered).toMatchObject({ released: true, settledPoints: 240, returnedPoints: 60 });
+    expect(
+      await ok(hubAgent, hubAgent.release, { reservationId: id, usage: usage(1000, 1000), success: true }),
+    ).toMatchObject({
+      released: false,
+      settledPoints: 0,
+    });
+    expect((await usageOf()).periods[0]).toMatchObject({ usedPoints: 240, reservedPoints: 0 });
+    hubAgent.close();
+    edgeAgent.close();
   });
 
   it('SetPackage validates every field and names what is wrong', async () => {

@@ -128,6 +128,50 @@ export function overQuotaPolicyToJSON(object: OverQuotaPolicy): string {
   }
 }
 
+export enum Meter {
+  /** METER_UNSPECIFIED - The client's own Release settles (default: enough for trusted tenants). */
+  METER_UNSPECIFIED = 0,
+  METER_CLIENT = 1,
+  /**
+   * METER_TRUSTED - Only a trusted meter settles: the agent of the node that served the request (or an operator,
+   * or the gateway). A client's Release frees its slot and settles nothing.
+   */
+  METER_TRUSTED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function meterFromJSON(object: any): Meter {
+  switch (object) {
+    case 0:
+    case "METER_UNSPECIFIED":
+      return Meter.METER_UNSPECIFIED;
+    case 1:
+    case "METER_CLIENT":
+      return Meter.METER_CLIENT;
+    case 2:
+    case "METER_TRUSTED":
+      return Meter.METER_TRUSTED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Meter.UNRECOGNIZED;
+  }
+}
+
+export function meterToJSON(object: Meter): string {
+  switch (object) {
+    case Meter.METER_UNSPECIFIED:
+      return "METER_UNSPECIFIED";
+    case Meter.METER_CLIENT:
+      return "METER_CLIENT";
+    case Meter.METER_TRUSTED:
+      return "METER_TRUSTED";
+    case Meter.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface Tenant {
   /** A DNS label: lowercase letters, digits, inner hyphens; at most 63 characters. */
   name: string;
@@ -165,6 +209,8 @@ export interface Package {
   overQuota: OverQuotaPolicy;
   throttleRequestsPerS: number;
   throttleBudgetMs: number;
+  /** Whose usage report settles the quota. */
+  meter: Meter;
 }
 
 export interface SetPackageRequest {
@@ -570,6 +616,7 @@ function createBasePackage(): Package {
     overQuota: 0,
     throttleRequestsPerS: 0,
     throttleBudgetMs: 0,
+    meter: 0,
   };
 }
 
@@ -608,6 +655,9 @@ export const Package: MessageFns<Package> = {
     }
     if (message.throttleBudgetMs !== 0) {
       writer.uint32(81).double(message.throttleBudgetMs);
+    }
+    if (message.meter !== 0) {
+      writer.uint32(88).int32(message.meter);
     }
     return writer;
   },
@@ -715,6 +765,14 @@ export const Package: MessageFns<Package> = {
             message.throttleBudgetMs = reader.double();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.meter = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -773,6 +831,7 @@ export const Package: MessageFns<Package> = {
         : isSet(object.throttle_budget_ms)
         ? globalThis.Number(object.throttle_budget_ms)
         : 0,
+      meter: isSet(object.meter) ? meterFromJSON(object.meter) : 0,
     };
   },
 
@@ -808,6 +867,9 @@ export const Package: MessageFns<Package> = {
     if (message.throttleBudgetMs !== 0) {
       obj.throttleBudgetMs = floatToJson(message.throttleBudgetMs);
     }
+    if (message.meter !== 0) {
+      obj.meter = meterToJSON(message.meter);
+    }
     return obj;
   },
 
@@ -826,6 +888,7 @@ export const Package: MessageFns<Package> = {
     message.overQuota = object.overQuota ?? 0;
     message.throttleRequestsPerS = object.throttleRequestsPerS ?? 0;
     message.throttleBudgetMs = object.throttleBudgetMs ?? 0;
+    message.meter = object.meter ?? 0;
     return message;
   },
 };

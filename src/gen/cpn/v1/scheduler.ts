@@ -295,6 +295,11 @@ export interface ReleaseResponse {
   /** Metered tenants: the points this Release counted, and the points it returned (reserved − counted). */
   settledPoints: number;
   returnedPoints: number;
+  /**
+   * The tenant's package requires a trusted meter: this (client) Release freed the slot; the
+   * quota is settled when the serving node's agent (or the gateway) reports the usage.
+   */
+  awaitingTrustedMeter: boolean;
 }
 
 function createBaseClientPosition(): ClientPosition {
@@ -1664,7 +1669,7 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
 };
 
 function createBaseReleaseResponse(): ReleaseResponse {
-  return { released: false, nodeId: "", settledPoints: 0, returnedPoints: 0 };
+  return { released: false, nodeId: "", settledPoints: 0, returnedPoints: 0, awaitingTrustedMeter: false };
 }
 
 export const ReleaseResponse: MessageFns<ReleaseResponse> = {
@@ -1680,6 +1685,9 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
     }
     if (message.returnedPoints !== 0) {
       writer.uint32(32).uint64(message.returnedPoints);
+    }
+    if (message.awaitingTrustedMeter !== false) {
+      writer.uint32(40).bool(message.awaitingTrustedMeter);
     }
     return writer;
   },
@@ -1729,6 +1737,14 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
             message.returnedPoints = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.awaitingTrustedMeter = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1759,6 +1775,11 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
         : isSet(object.returned_points)
         ? globalThis.Number(object.returned_points)
         : 0,
+      awaitingTrustedMeter: isSet(object.awaitingTrustedMeter)
+        ? globalThis.Boolean(object.awaitingTrustedMeter)
+        : isSet(object.awaiting_trusted_meter)
+        ? globalThis.Boolean(object.awaiting_trusted_meter)
+        : false,
     };
   },
 
@@ -1776,6 +1797,9 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
     if (message.returnedPoints !== 0) {
       obj.returnedPoints = Math.round(message.returnedPoints);
     }
+    if (message.awaitingTrustedMeter !== false) {
+      obj.awaitingTrustedMeter = message.awaitingTrustedMeter;
+    }
     return obj;
   },
 
@@ -1788,6 +1812,7 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
     message.nodeId = object.nodeId ?? "";
     message.settledPoints = object.settledPoints ?? 0;
     message.returnedPoints = object.returnedPoints ?? 0;
+    message.awaitingTrustedMeter = object.awaitingTrustedMeter ?? false;
     return message;
   },
 };
@@ -1813,7 +1838,10 @@ export const SchedulerService = {
     responseSerialize: (value: RouteResponse): Buffer => Buffer.from(RouteResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RouteResponse => RouteResponse.decode(value),
   },
-  /** Frees a reservation's slot and records usage. Idempotent: a second Release frees nothing. */
+  /**
+   * Frees a reservation's slot and records usage. Idempotent: a second Release frees nothing.
+   * Callers: the tenant's client, the agent of the node the reservation is on, an operator.
+   */
   release: {
     path: "/cpn.v1.Scheduler/Release" as const,
     requestStream: false as const,
@@ -1836,7 +1864,10 @@ export interface SchedulerServer extends UntypedServiceImplementation {
    * serialized RouteResponse whose explain list says why each node was rejected.
    */
   route: handleUnaryCall<RouteRequest, RouteResponse>;
-  /** Frees a reservation's slot and records usage. Idempotent: a second Release frees nothing. */
+  /**
+   * Frees a reservation's slot and records usage. Idempotent: a second Release frees nothing.
+   * Callers: the tenant's client, the agent of the node the reservation is on, an operator.
+   */
   release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
 }
 
@@ -1865,7 +1896,10 @@ export interface SchedulerClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RouteResponse) => void,
   ): ClientUnaryCall;
-  /** Frees a reservation's slot and records usage. Idempotent: a second Release frees nothing. */
+  /**
+   * Frees a reservation's slot and records usage. Idempotent: a second Release frees nothing.
+   * Callers: the tenant's client, the agent of the node the reservation is on, an operator.
+   */
   release(
     request: ReleaseRequest,
     callback: (error: ServiceError | null, response: ReleaseResponse) => void,
