@@ -256,6 +256,36 @@ describe('cpn CLI failures and lifecycle', () => {
     }
   });
 
+  it('installs the bootstrap operator key from a file, and refuses both the file and the variable', async () => {
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(await mkdtemp(join(tmpdir(), 'cpn-key-')), 'operator-key');
+    const secret = 'file-operator-key-0123456789abcdef0123456789';
+    await writeFile(file, `${secret}\n`);
+    const both = await runCli(
+      ['serve', '--port', '0', '--metrics-port', '0', '--bootstrap-operator-key-file', file],
+      20_000,
+      {
+        CPN_BOOTSTRAP_OPERATOR_KEY: secret,
+      },
+    );
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/not both/);
+    const serve = await startServe(['--bootstrap-operator-key-file', file], 20_000, {
+      CPN_BOOTSTRAP_OPERATOR_KEY: '',
+    });
+    try {
+      expect(serve.stdout()).toContain('the bootstrap operator key is installed');
+      const nodes = await runCli(['nodes', '--server', serve.address], 20_000, { CPN_API_KEY: secret });
+      expect(nodes.code).toBe(0);
+      const wrong = await runCli(['nodes', '--server', serve.address], 20_000, { CPN_API_KEY: `${secret}x` });
+      expect(wrong.stderr).toMatch(/UNAUTHENTICATED: ListNodes: wrong secret for API key bootstrap/);
+    } finally {
+      await serve.stop();
+    }
+  });
+
   it('refuses a bootstrap key that is too short, naming the rule', async () => {
     const result = await runCli(['serve', '--port', '0', '--metrics-port', '0'], 20_000, {
       CPN_BOOTSTRAP_OPERATOR_KEY: 'short',
