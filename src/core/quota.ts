@@ -241,6 +241,28 @@ export interface Ledger {
   readonly lines: Readonly<Record<string, UsageLine>>;
   /** No bucket is due before this second (absent: no holds), so most expiries are one comparison. */
   readonly dueS?: number;
+  /** THROTTLE: the tenant's token bucket, shared by every replica through the ledger. */
+  readonly throttle?: { readonly tokens: number; readonly atMs: number };
+}
+
+export type ThrottleOutcome =
+  | { readonly ok: true; readonly ledger: Ledger }
+  | { readonly ok: false; readonly retryAfterMs: number };
+
+/**
+ * Takes one request's token from the tenant's bucket (`perS` tokens a second, a burst of
+ * max(1, perS)); else says when the next token comes.
+ */
+export function takeThrottleToken(ledger: Ledger, perS: number, nowMs: number): ThrottleOutcome {
+  const burst = Math.max(1, perS);
+  const bucket = ledger.throttle ?? { tokens: burst, atMs: nowMs };
+  const elapsedS = Math.max(0, nowMs - bucket.atMs) / 1000;
+  const tokens = Math.min(burst, bucket.tokens + elapsedS * perS);
+  if (tokens < 1) return { ok: false, retryAfterMs: Math.ceil(((1 - tokens) / perS) * 1000) };
+  return {
+    ok: true,
+    ledger: { ...ledger, throttle: { tokens: tokens - 1, atMs: Math.max(nowMs, bucket.atMs) } },
+  };
 }
 
 export const EMPTY_LINE: UsageLine = {

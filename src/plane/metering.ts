@@ -20,6 +20,7 @@ import {
   pointsFor,
   settlePoints,
   type TokenCounts,
+  takeThrottleToken,
   type UnitPrices,
   weightsFor,
 } from '../core/quota.js';
@@ -84,29 +85,10 @@ export function unitPrices(price: {
   };
 }
 
-/** A token bucket per tenant for THROTTLE packages (this replica's share of the rate). */
-class Throttle {
-  private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
-
-  /** Takes one request's token; else says how long until one is available. */
-  take(tenant: string, perS: number, nowMs: number): { ok: true } | { ok: false; retryAfterMs: number } {
-    const burst = Math.max(1, perS);
-    const bucket = this.buckets.get(tenant) ?? { tokens: burst, atMs: nowMs };
-    const tokens = Math.min(burst, bucket.tokens + ((nowMs - bucket.atMs) / 1000) * perS);
-    if (tokens >= 1) {
-      this.buckets.set(tenant, { tokens: tokens - 1, atMs: nowMs });
-      return { ok: true };
-    }
-    this.buckets.set(tenant, { tokens, atMs: nowMs });
-    return { ok: false, retryAfterMs: perS > 0 ? Math.ceil(((1 - tokens) / perS) * 1000) : 60_000 };
-  }
-}
-
 /** Ledgers whose recent log this replica follows at once (the oldest is forgotten beyond). */
 const MAX_TRACKED_LEDGERS = 100_000;
 
 export class Metering {
-  private readonly throttle = new Throttle();
   private readonly lastSeen = new Map<string, string>();
   /** The current window of each period kind in use (finding a calendar month in a zone is slow). */
   private readonly windows = new Map<string, PeriodWindow>();
@@ -180,18 +162,11 @@ export class Metering {
       case 'PAY_AS_YOU_GO':
         return metered(false, packaged);
       case 'THROTTLE': {
-        const taken = this.throttle.take(request.tenant, pkg.throttleRequestsPerS, nowMs);
-        if (!taken.ok) {
-          return {
-            kind: 'refused',
-            refusal: {
-              rule: 'throttle',
-              reason: 'RATE_LIMITED',
-              message: `tenant ${request.tenant} is over its quota and throttled to ${pkg.throttleRequestsPerS} requests/s (package ${pkg.name})`,
-              retryAfterMs: taken.retryAfterMs,
-            },
-          };
-        }
+        // A look at the shared bucket as this replica last saw it; the hold takes the token.
+        const peek =
+          cached === undefined ? undefined : takeThrottleToken(cached, pkg.throttleRequestsPerS, nowMs);
+        if (peek !== undefined && !peek.ok)
+          return { kind: 'refused', refusal: this.rateLimited(request.tenant, pkg, peek.retryAfterMs) };
         return metered(true, { ...packaged, latencyBudgetMs: pkg.throttleBudgetMs });
       }
     }
@@ -258,8 +233,28 @@ export class Metering {
           },
         };
       }
+      if (outcome.overQuota && pkg.overQuota === 'THROTTLE') {
+        // Over quota: the tenant's rate is shared by every replica through the ledger.
+        const taken = takeThrottleToken(outcome.ledger, pkg.throttleRequestsPerS, nowMs);
+        if (!taken.ok) {
+          return {
+            next: ledger === current ? undefined : ledger,
+            result: { kind: 'refused', refusal: this.rateLimited(tenant, pkg, taken.retryAfterMs) },
+          };
+        }
+        return { next: taken.ledger, result: { kind: 'held', overQuota: true } };
+      }
       return { next: outcome.ledger, result: { kind: 'held', overQuota: outcome.overQuota } };
     });
+  }
+
+  private rateLimited(tenant: string, pkg: Package, retryAfterMs: number): Refusal {
+    return {
+      rule: 'throttle',
+      reason: 'RATE_LIMITED',
+      message: `tenant ${tenant} is over its quota and throttled to ${pkg.throttleRequestsPerS} requests/s (package ${pkg.name})`,
+      retryAfterMs,
+    };
   }
 
   /** Gives back a hold whose reservation was dropped before the caller saw it. */

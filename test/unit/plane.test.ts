@@ -5,7 +5,7 @@ import { seededRng } from '../../src/core/rng.js';
 import { LEAST_LOADED, NEAREST, type RoutingPolicy, randomPolicy } from '../../src/core/routing/index.js';
 import { ControlPlane } from '../../src/plane/control-plane.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
-import { FLAT_LATENCY, request, spec } from '../helpers/fixtures.js';
+import { FLAT_LATENCY, offer, request, spec } from '../helpers/fixtures.js';
 
 const usage = { inputTokens: 10, cachedInputTokens: 0, outputTokens: 5 };
 
@@ -29,6 +29,37 @@ async function planes(count: number, extra: Partial<ConstructorParameters<typeof
 }
 
 describe('ControlPlane', () => {
+  it("THROTTLE: the over-quota rate is the tenant's across replicas, not each replica's", async () => {
+    const { planes: [a, b] = [], advance } = await planes(2);
+    if (a === undefined || b === undefined) throw new Error('two planes');
+    await a.registerNode(spec({ id: 'n', offers: [offer({ maxConcurrency: 100, maxQueue: 0 })] }), {
+      ttlS: 0,
+      permanent: true,
+    });
+    await a.accounts.createTenant('acme', 'Acme');
+    await a.accounts.setPackage('acme', {
+      name: 'tiny',
+      quotaPoints: 1,
+      period: { kind: 'calendar-month', timeZone: 'Asia/Shanghai' },
+      weights: { '*': { inputPer1k: 1000, outputPer1k: 1000, cachedInputPer1k: 0 } },
+      allowedLevels: [],
+      overQuota: 'THROTTLE',
+      throttleRequestsPerS: 2,
+      throttleBudgetMs: 10_000,
+    });
+    const outcomes = [];
+    for (let i = 0; i < 6; i += 1) {
+      const plane = i % 2 === 0 ? a : b;
+      const routed = await plane.routeMetered(request({ tenant: 'acme', explain: false }));
+      outcomes.push(routed.decision.kind === 'refused' ? routed.decision.refusal.reason : routed.throttled);
+    }
+    // Burst 2 for the tenant, whichever replica: then refused until a token comes back.
+    expect(outcomes).toEqual([true, true, 'RATE_LIMITED', 'RATE_LIMITED', 'RATE_LIMITED', 'RATE_LIMITED']);
+    advance(500);
+    expect((await b.routeMetered(request({ tenant: 'acme', explain: false }))).throttled).toBe(true);
+    expect((await a.routeMetered(request({ tenant: 'acme', explain: false }))).decision.kind).toBe('refused');
+  });
+
   it('a second Release of one id answers false on either replica', async () => {
     const { planes: [a, b] = [], store } = await planes(2);
     if (a === undefined || b === undefined) throw new Error('two planes');
