@@ -18,9 +18,10 @@ import {
 } from './model.js';
 
 /**
- * An id Route issued: `<replica>.<sequence>.<token>~<node id>~<model>~<tenant>` (the tenant is
- * empty for an operator's untenanted route). It carries what a Release on any replica needs: where
- * to record usage, and whose reservation it is.
+ * An id Route issued: `<replica>.<sequence>.<issued>.<token>~<node id>~<model>~<tenant>` (issued:
+ * wall-clock seconds in base 36; the tenant is empty for an operator's untenanted route). It
+ * carries what a Release on any replica needs: where to record usage, whose reservation it is, and
+ * how old it is — and the token, a MAC of the rest, proves this cluster issued it.
  */
 export type ReservationId = string & { readonly __brand: 'ReservationId' };
 
@@ -28,6 +29,8 @@ export const REPLICA_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,23}$/;
 const MAX_REPLICA_CHARS = 24;
 /** A sequence number below 2^53 in base 36. */
 const MAX_SEQUENCE_CHARS = 11;
+/** Seconds since the epoch in base 36: 6 characters until the year 4000. */
+const MAX_ISSUED_CHARS = 8;
 /** 64 random bits in hex: a client cannot guess another's reservation. */
 export const RESERVATION_TOKEN_CHARS = 16;
 /** The longest id the format allows; Release accepts every id up to this length. */
@@ -35,6 +38,8 @@ export const MAX_RESERVATION_ID_CHARS =
   MAX_REPLICA_CHARS +
   1 +
   MAX_SEQUENCE_CHARS +
+  1 +
+  MAX_ISSUED_CHARS +
   1 +
   RESERVATION_TOKEN_CHARS +
   1 +
@@ -91,13 +96,15 @@ export interface ParsedReservationId {
   readonly model: string;
   readonly tenant: string;
   readonly token: string;
+  /** When Route issued it (wall clock, whole seconds). */
+  readonly issuedAtMs: number;
   /** The id without its token: what the token signs. */
   readonly signed: string;
 }
 
 /** What a reservation's token signs: every part of its id but the token. */
-export const signedPart = (replica: string, sequence: string, rest: string): string =>
-  `${replica}.${sequence}~${rest}`;
+export const signedPart = (replica: string, sequence: string, issued: string, rest: string): string =>
+  `${replica}.${sequence}.${issued}~${rest}`;
 
 /** What a reservation id names, or undefined if it does not have the format Route issues. */
 export function parseReservationId(id: string): ParsedReservationId | undefined {
@@ -105,13 +112,15 @@ export function parseReservationId(id: string): ParsedReservationId | undefined 
   const parts = id.split('~');
   if (parts.length !== 4) return undefined;
   const [head, nodeId, model, tenant] = parts as [string, string, string, string];
-  const [replica, sequence, token, ...extra] = head.split('.');
+  const [replica, sequence, issued, token, ...extra] = head.split('.');
   if (
     extra.length > 0 ||
     replica === undefined ||
     !REPLICA_ID_PATTERN.test(replica) ||
     sequence === undefined ||
     !/^[0-9a-z]{1,11}$/.test(sequence) ||
+    issued === undefined ||
+    !/^[0-9a-z]{1,8}$/.test(issued) ||
     token === undefined ||
     !/^[0-9a-f]{16}$/.test(token) ||
     !NODE_ID_PATTERN.test(nodeId) ||
@@ -128,7 +137,8 @@ export function parseReservationId(id: string): ParsedReservationId | undefined 
     model,
     tenant,
     token,
-    signed: signedPart(replica, sequence, `${nodeId}~${model}~${tenant}`),
+    issuedAtMs: Number.parseInt(issued, 36) * 1000,
+    signed: signedPart(replica, sequence, issued, `${nodeId}~${model}~${tenant}`),
   };
 }
 
@@ -188,12 +198,13 @@ export class ReservationBook {
   ): Reservation {
     this.sequence += 1;
     const sequence = this.sequence.toString(36);
+    const issued = Math.max(0, Math.floor(wallNowMs / 1000)).toString(36);
     const rest = `${nodeId}~${model}~${tenant}`;
-    const token = this.newToken(signedPart(this.replicaId, sequence, rest));
+    const token = this.newToken(signedPart(this.replicaId, sequence, issued, rest));
     if (!/^[0-9a-f]{16}$/.test(token))
       throw new RangeError('reservation token must be 16 lowercase hex characters');
     const entry: Entry = {
-      id: `${this.replicaId}.${sequence}.${token}~${rest}` as ReservationId,
+      id: `${this.replicaId}.${sequence}.${issued}.${token}~${rest}` as ReservationId,
       nodeId,
       model,
       tenant,

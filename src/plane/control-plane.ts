@@ -163,6 +163,8 @@ export class ControlPlane {
   private readonly sign: (signed: string) => string;
   private readonly verifiesTokens: boolean;
   private readonly lateReleaseGraceMs: number;
+  /** A reservation can be released this long after it was issued (TTL + late grace), no longer. */
+  private readonly releasableForMs: number;
   private readonly store: Store;
   private readonly reservations: ReservationBook;
   readonly latency: LatencyModel;
@@ -181,6 +183,8 @@ export class ControlPlane {
     this.clock = options.clock;
     this.accounts = new Accounts(options.store.accounts, options.clock);
     this.lateReleaseGraceMs = options.lateReleaseGraceMs ?? DEFAULT_LATE_RELEASE_GRACE_MS;
+    // Issue times are whole seconds: a second of slack.
+    this.releasableForMs = options.reservationTtlMs + this.lateReleaseGraceMs + 1000;
     this.metering = new Metering(options.store.accounts, options.store.ledgers, {
       lateReleaseGraceMs: this.lateReleaseGraceMs,
       reservationTtlMs: options.reservationTtlMs,
@@ -339,6 +343,10 @@ export class ControlPlane {
       if (!timingSafeEqual(expected, Buffer.from(where.token)))
         return { refused: 'not_issued', owner: where.tenant };
     }
+    // Older than any reservation can be released: refused without a lookup, so that the
+    // records that make a Release count once need to be kept only for that long.
+    if (this.meterUsage && this.clock() > where.issuedAtMs + this.releasableForMs)
+      return { released: false, nodeId: where.nodeId };
     // The id names its tenant and node (and cannot be forged: its token is a MAC).
     if (by?.kind === 'client' && where.tenant !== by.tenant)
       return { refused: 'other_tenant', owner: where.tenant };
@@ -361,17 +369,20 @@ export class ControlPlane {
     }
     if (settled.kind === 'unknown') return { released: false, nodeId: where.nodeId };
     const node = this.store.getNode(where.nodeId);
-    const recorded = await this.store.recordUsage({
-      reservationId,
-      tenant: where.tenant,
-      nodeId: where.nodeId,
-      level: node?.spec.level,
-      region: node?.spec.region ?? '',
-      model: where.model,
-      usage,
-      success,
-      atMs: this.clock(),
-    });
+    const recorded = await this.store.recordUsage(
+      {
+        reservationId,
+        tenant: where.tenant,
+        nodeId: where.nodeId,
+        level: node?.spec.level,
+        region: node?.spec.region ?? '',
+        model: where.model,
+        usage,
+        success,
+        atMs: this.clock(),
+      },
+      this.releasableForMs,
+    );
     return { released: recorded, nodeId: where.nodeId };
   }
 

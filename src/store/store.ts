@@ -73,9 +73,11 @@ export interface Store {
   reportLatency(reports: readonly LatencyReport[]): Promise<number>;
   /**
    * Records usage once per reservation id, whichever replica the Release reached. Returns false
-   * when that reservation's usage was already recorded.
+   * when that reservation's usage was already recorded. The record is kept at least `keepMs` —
+   * as long as a repeated Release of the id can arrive — and then forgotten (on etcd with a lease),
+   * so that records do not pile up one per request forever.
    */
-  recordUsage(record: UsageRecord): Promise<boolean>;
+  recordUsage(record: UsageRecord, keepMs: number): Promise<boolean>;
   /**
    * Calls `listener` with the reservation id of every usage record this replica learns of — its
    * own and other replicas' (on etcd through the watch, so late, possibly twice, and again for old

@@ -152,12 +152,15 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         success: true,
         atMs: 1,
       };
-      await h.store.recordUsage(record);
-      await h.store.recordUsage({
-        ...record,
-        usage: { inputTokens: 99, cachedInputTokens: 0, outputTokens: 0 },
-      });
-      await h.store.recordUsage({ ...record, reservationId: 'r-2' });
+      await h.store.recordUsage(record, 60_000);
+      await h.store.recordUsage(
+        {
+          ...record,
+          usage: { inputTokens: 99, cachedInputTokens: 0, outputTokens: 0 },
+        },
+        60_000,
+      );
+      await h.store.recordUsage({ ...record, reservationId: 'r-2' }, 60_000);
       const usage = await h.usage();
       expect(usage.map((u) => u.reservationId)).toEqual(['r-1', 'r-2']);
       expect(usage[0]?.usage.inputTokens).toBe(10);
@@ -185,6 +188,32 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       expect(accounts.apiKeys().map((k) => k.id)).toEqual(['00000000000000a1', '00000000000000b1']);
       await accounts.putApiKey({ ...key, revokedAtMs: 5 });
       expect(accounts.apiKey('00000000000000b1')).toMatchObject({ tenant: 'acme', revokedAtMs: 5 });
+    });
+
+    it('forgets a usage record after its keeping time, not before', async () => {
+      const record: UsageRecord = {
+        reservationId: 'short-lived',
+        tenant: '',
+        nodeId: 'a',
+        level: 'EDGE',
+        region: 'CN-GD',
+        model: 'm',
+        usage: { inputTokens: 1, cachedInputTokens: 0, outputTokens: 1 },
+        success: true,
+        atMs: 1,
+      };
+      await h.store.recordUsage(record, 1000);
+      expect(await h.store.recordUsage(record, 1000)).toBe(false);
+      await h.pass(2500);
+      let forgotten = false;
+      for (let i = 0; i < 50 && !forgotten; i += 1) {
+        // The memory store forgets when it records the next one; etcd when the lease ends.
+        await h.store.recordUsage({ ...record, reservationId: `later-${i}` }, 60_000);
+        forgotten = !(await h.usage()).some((u) => u.reservationId === 'short-lived');
+        if (!forgotten) await h.pass(200);
+      }
+      expect(forgotten).toBe(true);
+      expect((await h.usage()).some((u) => u.reservationId === 'later-0')).toBe(true);
     });
 
     it('schedules, cancels and folds price changes', async () => {

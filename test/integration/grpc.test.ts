@@ -269,10 +269,22 @@ describe('gRPC control plane', () => {
       const usage = { inputTokens: 256, cachedInputTokens: 64, outputTokens: 100 };
       expect(
         await ok(t.scheduler, t.scheduler.release, { reservationId: ids[0] as string, usage, success: true }),
-      ).toEqual({ released: true, nodeId: 'only', settledPoints: 0, returnedPoints: 0 });
+      ).toEqual({
+        released: true,
+        nodeId: 'only',
+        settledPoints: 0,
+        returnedPoints: 0,
+        awaitingTrustedMeter: false,
+      });
       expect(
         await ok(t.scheduler, t.scheduler.release, { reservationId: ids[0] as string, usage, success: true }),
-      ).toEqual({ released: false, nodeId: 'only', settledPoints: 0, returnedPoints: 0 });
+      ).toEqual({
+        released: false,
+        nodeId: 'only',
+        settledPoints: 0,
+        returnedPoints: 0,
+        awaitingTrustedMeter: false,
+      });
       expect(t.store.usageRecords()).toHaveLength(1);
       expect(t.store.usageRecords()[0]).toMatchObject({
         tenant: 'acme',
@@ -319,30 +331,49 @@ describe('gRPC control plane', () => {
       const usage = { inputTokens: 1, cachedInputTokens: 0, outputTokens: 1 };
       const release = () =>
         ok(t.scheduler, t.scheduler.release, { reservationId: placed.reservationId, usage, success: true });
-      expect(await release()).toEqual({ released: true, nodeId, settledPoints: 0, returnedPoints: 0 });
-      expect(await release()).toEqual({ released: false, nodeId, settledPoints: 0, returnedPoints: 0 });
+      expect(await release()).toEqual({
+        released: true,
+        nodeId,
+        settledPoints: 0,
+        returnedPoints: 0,
+        awaitingTrustedMeter: false,
+      });
+      expect(await release()).toEqual({
+        released: false,
+        nodeId,
+        settledPoints: 0,
+        returnedPoints: 0,
+        awaitingTrustedMeter: false,
+      });
     });
 
     it('a Release of another replica’s reservation records usage once; a forged id records nothing', async () => {
       await register(t, nodeSpec('only'));
       const usage = { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 };
       // Signed as another replica of this cluster signs: with the cluster's secret.
+      const issued = Math.floor(t.server.plane.now() / 1000).toString(36);
       const token = createHmac('sha256', t.store.reservationSecret())
-        .update('peer9.1f~only~qwen3-32b~acme')
+        .update(`peer9.1f.${issued}~only~qwen3-32b~acme`)
         .digest('hex')
         .slice(0, 16);
-      const foreign = { reservationId: `peer9.1f.${token}~only~qwen3-32b~acme`, usage, success: true };
+      const foreign = {
+        reservationId: `peer9.1f.${issued}.${token}~only~qwen3-32b~acme`,
+        usage,
+        success: true,
+      };
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
         released: true,
         nodeId: 'only',
         settledPoints: 0,
         returnedPoints: 0,
+        awaitingTrustedMeter: false,
       });
       expect(await ok(t.scheduler, t.scheduler.release, foreign)).toEqual({
         released: false,
         nodeId: 'only',
         settledPoints: 0,
         returnedPoints: 0,
+        awaitingTrustedMeter: false,
       });
       expect(t.store.usageRecords().map((u) => [u.reservationId, u.nodeId, u.model])).toEqual([
         [foreign.reservationId, 'only', 'qwen3-32b'],
@@ -350,7 +381,7 @@ describe('gRPC control plane', () => {
       // An id this cluster did not issue (a guessed token) is refused and records nothing.
       const forged = await rpc(t.scheduler, t.scheduler.release, {
         ...foreign,
-        reservationId: 'peer9.1g.0123456789abcdef~only~qwen3-32b~acme',
+        reservationId: `peer9.1g.${issued}.0123456789abcdef~only~qwen3-32b~acme`,
       });
       expect(forged.ok || forged.error.code).toBe(status.NOT_FOUND);
       expect(forged.ok || forged.error.details).toMatch(/not issued by this cluster/);

@@ -29,6 +29,20 @@ async function planes(count: number, extra: Partial<ConstructorParameters<typeof
 }
 
 describe('ControlPlane', () => {
+  it('a Release later than the TTL plus the late grace records nothing (its id says when it was issued)', async () => {
+    const { planes: [a] = [], store, advance } = await planes(1, { lateReleaseGraceMs: 60_000 });
+    if (a === undefined) throw new Error('one plane');
+    await a.registerNode(spec({ id: 'n' }), { ttlS: 0, permanent: true });
+    const late = a.route(request({ explain: false })).reservation;
+    const inTime = a.route(request({ explain: false })).reservation;
+    if (late === undefined || inTime === undefined) throw new Error('not placed');
+    advance(30_000 + 60_000 - 1000);
+    expect(await a.release(inTime.id, usage, true)).toMatchObject({ released: true });
+    advance(3000);
+    expect(await a.release(late.id, usage, true)).toMatchObject({ released: false });
+    expect(store.usageRecords().map((record) => record.reservationId)).toEqual([inTime.id]);
+  });
+
   it("THROTTLE: the over-quota rate is the tenant's across replicas, not each replica's", async () => {
     const { planes: [a, b] = [], advance } = await planes(2);
     if (a === undefined || b === undefined) throw new Error('two planes');

@@ -18,7 +18,8 @@ describe('ReservationBook', () => {
     const ids = [0, 1, 2].map(() => book.reserve('n', 'm', 't', 0, 0).id);
     expect(new Set(ids).size).toBe(3);
     for (const id of ids) expect(id.startsWith('replica-a.')).toBe(true);
-    expect(ids[0]).toBe('replica-a.1.00000000000000aa~n~m~t');
+    // Reserved at wall time 0: issued "0".
+    expect(ids[0]).toBe('replica-a.1.0.00000000000000aa~n~m~t');
   });
 
   it('release is idempotent: releasing twice frees one slot', () => {
@@ -74,20 +75,23 @@ describe('ReservationBook', () => {
       nodeId: 'edge-gd.1',
       model: 'org/model:v2',
       tenant: 'acme-2',
-      token: reservation.id.split('.')[2]?.split('~')[0],
+      token: reservation.id.split('.')[3]?.split('~')[0],
+      issuedAtMs: 0,
       // What the token signs: the id without it.
-      signed: 'r7.1~edge-gd.1~org/model:v2~acme-2',
+      signed: 'r7.1.0~edge-gd.1~org/model:v2~acme-2',
     });
     const untenanted = book.reserve('n', 'm', '', 0, 0);
     expect(parseReservationId(untenanted.id)?.tenant).toBe('');
     for (const bad of [
       'garbage',
-      'r7.1.0~n~m~t',
-      'r7.1.000000000000000g~n~m~t',
-      'r7.1.0000000000000000~N~m~t',
-      'r7.1.0000000000000000~n~m',
-      'r7.1.0000000000000000~n~m~Acme',
-      'r7.1.0000000000000000~n~m~t~x',
+      'r7.1.0.0~n~m~t',
+      'r7.1.0.000000000000000g~n~m~t',
+      'r7.1.0.0000000000000000~N~m~t',
+      'r7.1.0.0000000000000000~n~m',
+      'r7.1.0.0000000000000000~n~m~Acme',
+      'r7.1.0.0000000000000000~n~m~t~x',
+      'r7.1.0000000000000000~n~m~t',
+      'r7.1.123456789.0000000000000000~n~m~t',
       'a~b~c~d',
     ])
       expect(parseReservationId(bad)).toBeUndefined();

@@ -171,6 +171,10 @@ export class EtcdStore implements Store {
   private readonly index = new RegistryIndex();
   private readonly accountsCache = new AccountsCache();
   private secret: Buffer = Buffer.alloc(0);
+  private currentUsageLease:
+    | { readonly id: string; readonly grantedAtMs: number; readonly keepMs: number }
+    | undefined;
+  private usageLeaseGrant: Promise<string> | undefined;
   readonly ledgers: EtcdLedgers;
   private readonly nodeDocs = new Map<string, NodeDoc>();
   private readonly loadDocs = new Map<string, LoadDoc>();
@@ -498,16 +502,52 @@ export class EtcdStore implements Store {
     return puts.length;
   }
 
-  async recordUsage(record: UsageRecord): Promise<boolean> {
+  async recordUsage(record: UsageRecord, keepMs: number): Promise<boolean> {
     const key = this.key('usage', record.reservationId);
-    const response = await this.call('record usage', () =>
-      this.client.kv.txn({
-        compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
-        success: [{ request_put: { key, value: Buffer.from(JSON.stringify(record)) } }],
-      }),
-    );
+    const write = async () => {
+      const lease = await this.usageLease(keepMs);
+      return this.call('record usage', () =>
+        this.client.kv.txn({
+          compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+          success: [{ request_put: { key, value: Buffer.from(JSON.stringify(record)), lease } }],
+        }),
+      );
+    };
+    let response: Awaited<ReturnType<typeof write>>;
+    try {
+      response = await write();
+    } catch (error) {
+      // The lease ended sooner than this replica's clock said (etcd keeps time): take a new one.
+      if (!/lease not found/.test(String((error as Error).message))) throw error;
+      this.currentUsageLease = undefined;
+      response = await write();
+    }
     this.stats.writes += 1;
     return response.succeeded;
+  }
+
+  /**
+   * The lease usage records are written on: one lease of twice `keepMs`, replaced once it is
+   * `keepMs` old, so every record lives between `keepMs` and twice that and then goes with its
+   * lease. Never kept alive: one grant per `keepMs`, no keepalive traffic.
+   */
+  private async usageLease(keepMs: number): Promise<string> {
+    const nowMs = this.clock();
+    const current = this.currentUsageLease;
+    if (current !== undefined && current.keepMs === keepMs && nowMs - current.grantedAtMs < keepMs)
+      return current.id;
+    // One grant at a time: concurrent Releases wait for it rather than each granting a lease.
+    this.usageLeaseGrant ??= this.call('grant the usage lease', () =>
+      this.client.leaseClient.leaseGrant({ TTL: Math.ceil((2 * keepMs) / 1000) }),
+    )
+      .then((granted) => {
+        this.currentUsageLease = { id: granted.ID, grantedAtMs: nowMs, keepMs };
+        return granted.ID;
+      })
+      .finally(() => {
+        this.usageLeaseGrant = undefined;
+      });
+    return this.usageLeaseGrant;
   }
 
   onUsageRecorded(listener: (reservationId: string) => void): void {

@@ -35,7 +35,7 @@ export interface MemoryStoreOptions {
 
 export class MemoryStore implements Store {
   private readonly index = new RegistryIndex();
-  private readonly usage = new Map<string, UsageRecord>();
+  private readonly usage = new Map<string, { readonly record: UsageRecord; readonly untilMs: number }>();
   private readonly usageListeners: ((reservationId: string) => void)[] = [];
   private readonly centroids: ReadonlyMap<string, LatLon>;
   private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
@@ -125,10 +125,16 @@ export class MemoryStore implements Store {
     return accepted;
   }
 
-  async recordUsage(record: UsageRecord): Promise<boolean> {
+  async recordUsage(record: UsageRecord, keepMs: number): Promise<boolean> {
+    // Forget records past their keeping time, oldest first (the map keeps insertion order).
+    const nowMs = this.options.clock();
+    for (const [id, kept] of this.usage) {
+      if (kept.untilMs > nowMs) break;
+      this.usage.delete(id);
+    }
     // Keyed by reservation: a Release retried after a lost answer is recorded once.
     if (this.usage.has(record.reservationId)) return false;
-    this.usage.set(record.reservationId, record);
+    this.usage.set(record.reservationId, { record, untilMs: nowMs + keepMs });
     for (const listener of this.usageListeners) listener(record.reservationId);
     return true;
   }
@@ -137,9 +143,9 @@ export class MemoryStore implements Store {
     this.usageListeners.push(listener);
   }
 
-  /** Usage recorded so far, oldest first. */
+  /** Usage records still kept, oldest first. */
   usageRecords(): readonly UsageRecord[] {
-    return [...this.usage.values()];
+    return [...this.usage.values()].map((kept) => kept.record);
   }
 
   pricing(): PricingState {
