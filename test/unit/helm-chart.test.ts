@@ -104,6 +104,16 @@ describe('helm chart', () => {
     }
   });
 
+  it("the chart's config values default to what cpn serve defaults to (one source: the settings table)", () => {
+    const config = (values.config ?? {}) as Record<string, unknown>;
+    expect(Object.keys(config).length).toBeGreaterThan(3);
+    for (const [key, value] of Object.entries(config)) {
+      const setting = (SERVE_SETTINGS as Record<string, { default?: unknown }>)[key];
+      expect(setting, `values.config.${key} is not a cpn serve setting`).toBeDefined();
+      expect(value, `values.config.${key}`).toEqual(setting?.default);
+    }
+  });
+
   it('the ConfigMap sets only CPN_* variables that cpn serve reads', () => {
     const read = new Set<string>((Object.keys(SERVE_SETTINGS) as SettingKey[]).map(envOf));
     const configmap = templates.find((t) => t.file === 'configmap.yaml')?.text ?? '';
