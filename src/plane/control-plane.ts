@@ -124,6 +124,8 @@ export interface MeteredRouteResult extends RouteResult {
   readonly overQuota: boolean;
   /** Points of the tenant's quota held until Release. */
   readonly reservedPoints: number;
+  /** A refused explained request: the decision it would have had, for its explain list. */
+  readonly explained?: Extract<RouteDecision, { kind: 'infeasible' }>;
 }
 
 /**
@@ -258,8 +260,20 @@ export class ControlPlane {
     const unmetered = { throttled: false, overQuota: false, reservedPoints: 0 };
     const admission = this.metering.admit(request, this.clock());
     if (admission.kind === 'unmetered') return { ...this.route(request, options), ...unmetered };
-    if (admission.kind === 'refused')
-      return { decision: refusedDecision(request, admission.refusal), reservation: undefined, ...unmetered };
+    if (admission.kind === 'refused') {
+      // An explained request for a model outside the package still lists the nodes, each with
+      // the package as its verdict (no node can be reserved: every one is refused).
+      const explained =
+        admission.refusal.reason === 'MODEL_NOT_IN_PACKAGE' && request.explain
+          ? this.route({ ...request, packageExcludesModel: true }, options).decision
+          : undefined;
+      return {
+        decision: refusedDecision(request, admission.refusal),
+        reservation: undefined,
+        ...unmetered,
+        ...(explained?.kind === 'infeasible' ? { explained } : {}),
+      };
+    }
     const routed = this.route(admission.request, options);
     const reservation = routed.reservation;
     if (reservation === undefined || routed.decision.kind !== 'placed')

@@ -40,6 +40,7 @@ const VERDICT_TO_PROTO: Readonly<Record<Verdict, pbScheduler.Verdict>> = {
   MODEL_NOT_SERVED: pbScheduler.Verdict.VERDICT_MODEL_NOT_SERVED,
   LEVEL_EXCLUDED: pbScheduler.Verdict.VERDICT_LEVEL_EXCLUDED,
   LEVEL_NOT_IN_PACKAGE: pbScheduler.Verdict.VERDICT_LEVEL_NOT_IN_PACKAGE,
+  MODEL_NOT_IN_PACKAGE: pbScheduler.Verdict.VERDICT_MODEL_NOT_IN_PACKAGE,
   REGION_EXCLUDED: pbScheduler.Verdict.VERDICT_REGION_EXCLUDED,
   DOWN: pbScheduler.Verdict.VERDICT_DOWN,
   UNHEALTHY: pbScheduler.Verdict.VERDICT_UNHEALTHY,

@@ -217,8 +217,18 @@ export function schedulerService(
           result.throttled ? 'throttled' : result.overQuota ? 'over_quota' : 'within',
           result.reservedPoints,
         );
-      if (decision.kind === 'refused')
-        throw refusedError(decision.refusal, decision.summary, tenant === '' ? '' : `tenant:${tenant}`);
+      if (decision.kind === 'refused') {
+        const refused = refusedError(
+          decision.refusal,
+          decision.summary,
+          tenant === '' ? '' : `tenant:${tenant}`,
+        );
+        if (result.explained !== undefined && refused.trailers !== undefined) {
+          const partial = RouteResponse.create({ summary: decision.summary, ...explainOf(result.explained) });
+          refused.trailers.set(ROUTE_RESPONSE_TRAILER, Buffer.from(RouteResponse.encode(partial).finish()));
+        }
+        throw refused;
+      }
       if (decision.kind === 'infeasible') {
         let trailers: Metadata | undefined;
         if (request.explain) {

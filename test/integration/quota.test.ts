@@ -3,7 +3,7 @@
 import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AccountsClient, Meter, OverQuotaPolicy, type Package, Role } from '../../src/gen/cpn/v1/accounts.js';
-import { type RouteResponse, SchedulerClient, Verdict } from '../../src/gen/cpn/v1/scheduler.js';
+import { RouteResponse, SchedulerClient, Verdict } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
 import { ErrorInfo, QuotaFailure, Status } from '../../src/gen/google/rpc/error_details.js';
 import { bearer, ok, rpc, startTestServer, TEST_OPERATOR_KEY, type TestServer } from '../helpers/grpc.js';
@@ -199,9 +199,24 @@ describe('token packages and quota over gRPC', () => {
 
   it("the package's models and levels constrain routing, with their own reason and verdict", async () => {
     await setPackage({ allowedLevels: [Level.LEVEL_EDGE] });
-    const other = await routeAs({ model: 'deepseek-v3' });
+    const glm = node('glm-edge', Level.LEVEL_EDGE, GUANGZHOU, 1);
+    await ok(t.registry, t.registry.registerNode, {
+      spec: { ...glm, models: glm.models.map((offer) => ({ ...offer, model: 'glm-4.5' })) },
+      ttlS: 0,
+      permanent: true,
+    });
+    const other = await routeAs({ model: 'glm-4.5', explain: true });
     expect(other.ok || other.error.code).toBe(status.PERMISSION_DENIED);
-    if (!other.ok) expect(details(other.error).reason).toBe('MODEL_NOT_IN_PACKAGE');
+    if (other.ok) throw new Error('placed a model outside the package');
+    expect(details(other.error).reason).toBe('MODEL_NOT_IN_PACKAGE');
+    // Explained, the refusal still lists the node that serves the model, with the package as verdict.
+    const trailer = other.error.metadata.get('cpn-route-response-bin')[0];
+    expect(trailer).toBeInstanceOf(Buffer);
+    const explained = RouteResponse.decode(trailer as Buffer).explain;
+    expect(explained.find((e) => e.nodeId === 'glm-edge')?.verdict).toBe(
+      Verdict.VERDICT_MODEL_NOT_IN_PACKAGE,
+    );
+    expect(explained.find((e) => e.nodeId === 'hub')?.verdict).toBe(Verdict.VERDICT_MODEL_NOT_SERVED);
     const placed = await routeAs({ explain: true });
     if (!placed.ok) throw new Error(placed.error.details);
     // The hub is cheaper, but the package does not include CENTER.

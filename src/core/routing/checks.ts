@@ -85,6 +85,13 @@ export const CHECKS = [
     rejects: (offer) => offer === undefined,
   },
   {
+    verdict: 'MODEL_NOT_IN_PACKAGE',
+    phase: 'group',
+    words: "serve a model the tenant's package does not include",
+    active: (scope) => scope.request.packageExcludesModel === true,
+    rejects: (_group, scope) => scope.request.packageExcludesModel === true,
+  },
+  {
     verdict: 'LEVEL_EXCLUDED',
     phase: 'group',
     words: 'at an excluded level',

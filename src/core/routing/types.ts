@@ -19,6 +19,8 @@ export interface RouteRequest extends RequestSize {
   readonly allowedRegions: readonly string[];
   /** The levels the tenant's package includes; undefined or empty: every level. */
   readonly packageLevels?: readonly Level[];
+  /** The tenant's package does not include the model: every node is refused for it. */
+  readonly packageExcludesModel?: boolean;
   readonly allowDegraded: boolean;
   readonly explain: boolean;
   /** 0..MAX_FALLBACKS */
@@ -37,6 +39,7 @@ export interface Estimate {
 /** Why a node was refused: one per entry of the checks list (checks.ts), in no particular order. */
 export type RejectionVerdict =
   | 'MODEL_NOT_SERVED'
+  | 'MODEL_NOT_IN_PACKAGE'
   | 'LEVEL_EXCLUDED'
   | 'LEVEL_NOT_IN_PACKAGE'
   | 'REGION_EXCLUDED'

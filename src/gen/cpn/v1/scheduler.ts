@@ -96,6 +96,8 @@ export enum Verdict {
   VERDICT_DEGRADED_SELECTED = 13,
   /** VERDICT_LEVEL_NOT_IN_PACKAGE - The tenant's package does not include the node's level. */
   VERDICT_LEVEL_NOT_IN_PACKAGE = 14,
+  /** VERDICT_MODEL_NOT_IN_PACKAGE - The tenant's package does not include the requested model (the call is PERMISSION_DENIED). */
+  VERDICT_MODEL_NOT_IN_PACKAGE = 15,
   UNRECOGNIZED = -1,
 }
 
@@ -146,6 +148,9 @@ export function verdictFromJSON(object: any): Verdict {
     case 14:
     case "VERDICT_LEVEL_NOT_IN_PACKAGE":
       return Verdict.VERDICT_LEVEL_NOT_IN_PACKAGE;
+    case 15:
+    case "VERDICT_MODEL_NOT_IN_PACKAGE":
+      return Verdict.VERDICT_MODEL_NOT_IN_PACKAGE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -185,6 +190,8 @@ export function verdictToJSON(object: Verdict): string {
       return "VERDICT_DEGRADED_SELECTED";
     case Verdict.VERDICT_LEVEL_NOT_IN_PACKAGE:
       return "VERDICT_LEVEL_NOT_IN_PACKAGE";
+    case Verdict.VERDICT_MODEL_NOT_IN_PACKAGE:
+      return "VERDICT_MODEL_NOT_IN_PACKAGE";
     case Verdict.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
