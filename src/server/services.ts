@@ -268,7 +268,8 @@ export function schedulerService(
             : { kind: 'operator' },
       );
       if ('refused' in result && result.refused === 'not_issued') {
-        throw notFound(
+        throw new ApiError(
+          status.PERMISSION_DENIED,
           `Release: reservation ${reservationId} was not issued by this cluster (its token does not verify); nothing was recorded`,
         );
       }

@@ -316,7 +316,17 @@ describe('authentication and roles over gRPC', () => {
         expiresAt: undefined,
       }),
     ]);
-    for (const attempt of attempts) expect(attempt.ok || attempt.error.code).toBe(status.PERMISSION_DENIED);
+    // Forged usage: a well-formed reservation id on any node, with 10^8 tokens.
+    const usageBefore = t.store.usageRecords().length;
+    const issued = Math.floor(t.server.plane.now() / 1000).toString(36);
+    const forgedUsage = await rpc(client.scheduler, client.scheduler.release, {
+      reservationId: `x.1.${issued}.0123456789abcdef~a2~qwen3-32b~acme`,
+      usage: { inputTokens: 100_000_000, cachedInputTokens: 0, outputTokens: 100_000_000 },
+      success: true,
+    });
+    for (const attempt of [...attempts, forgedUsage])
+      expect(attempt.ok || attempt.error.code).toBe(status.PERMISSION_DENIED);
+    expect(t.store.usageRecords().length).toBe(usageBefore);
     expect(t.store.getNode('a1')?.spec.endpoint).toBe('https://a1.example:8000');
     expect(t.store.getNode('a1')?.draining).toBe(false);
     expect(t.store.getNode('fake')).toBeUndefined();
@@ -354,7 +364,7 @@ describe('authentication and roles over gRPC', () => {
       usage,
       success: true,
     });
-    expect(forged.ok || forged.error.code).toBe(status.NOT_FOUND);
+    expect(forged.ok || forged.error.code).toBe(status.PERMISSION_DENIED);
     expect(t.store.usageRecords().length).toBe(before);
     const own = await ok(client.scheduler, client.scheduler.release, {
       reservationId: placed.reservationId,

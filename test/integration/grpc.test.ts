@@ -383,7 +383,7 @@ describe('gRPC control plane', () => {
         ...foreign,
         reservationId: `peer9.1g.${issued}.0123456789abcdef~only~qwen3-32b~acme`,
       });
-      expect(forged.ok || forged.error.code).toBe(status.NOT_FOUND);
+      expect(forged.ok || forged.error.code).toBe(status.PERMISSION_DENIED);
       expect(forged.ok || forged.error.details).toMatch(/not issued by this cluster/);
       expect(t.store.usageRecords()).toHaveLength(1);
       const malformed = await rpc(t.scheduler, t.scheduler.release, {
