@@ -293,6 +293,9 @@ export function emptyLedger(tenant: string, period: string, quotaPoints: number)
 
 const bucketOf = (ms: number): string => String(Math.floor(ms / 1000));
 
+/** Expired holds one ledger keeps for late Releases, at most (see expireLedger). */
+export const MAX_EXPIRED_HOLDS = 1024;
+
 export function outstandingPoints(ledger: Ledger): number {
   return ledger.heldPoints;
 }
@@ -378,6 +381,14 @@ export function expireLedger(ledger: Ledger, nowMs: number, graceMs: number): Le
       }
     }
     delete outstanding[bucket];
+  }
+  // Bounded: beyond MAX_EXPIRED_HOLDS the holds that expired first are forgotten first (their
+  // late Releases then count nothing), so that a ledger stays within one etcd value.
+  let kept = 0;
+  const newestFirst = Object.keys(expired).sort((a, b) => Number(b) - Number(a));
+  for (const bucket of newestFirst) {
+    if (kept >= MAX_EXPIRED_HOLDS) delete expired[bucket];
+    else for (const group of Object.values(expired[bucket] ?? {})) kept += Object.keys(group).length;
   }
   const due = earliest(expired, earliest(outstanding, Number.POSITIVE_INFINITY));
   const { dueS: _, ...rest } = ledger;

@@ -9,6 +9,7 @@ import {
   freePoints,
   holdPoints,
   type Ledger,
+  MAX_EXPIRED_HOLDS,
   moneyFor,
   outstandingPoints,
   pointsFor,
@@ -141,6 +142,37 @@ describe('quota ledger', () => {
         1,
         false,
       ).kind,
+    ).toBe('unknown');
+  });
+
+  it('keeps at most about MAX_EXPIRED_HOLDS expired holds, the newest', () => {
+    let ledger = emptyLedger('t', 'p', 1e9);
+    for (let second = 0; second < 3; second += 1) {
+      for (let i = 0; i < 600; i += 1) {
+        const outcome = holdPoints(
+          ledger,
+          `r${second}-${i}`,
+          { points: 1, model: 'm', level: 'EDGE', prices: PRICES, expiresAtMs: second * 1000 + 500 },
+          false,
+        );
+        if (outcome.kind !== 'held') throw new Error('not held');
+        ledger = outcome.ledger;
+      }
+    }
+    ledger = expireLedger(ledger, 10_000, 600_000);
+    expect(ledger.heldCount).toBe(0);
+    const kept = Object.values(ledger.expired).flatMap((groups) =>
+      Object.values(groups).flatMap(Object.keys),
+    );
+    // Whole seconds are dropped, oldest first: the two newest seconds stay.
+    expect(kept.length).toBe(1200);
+    expect(kept.some((id) => id.startsWith('r0-'))).toBe(false);
+    expect(MAX_EXPIRED_HOLDS).toBeLessThan(1200);
+    expect(
+      settlePoints(ledger, 'r2-5', { inputTokens: 1, cachedInputTokens: 0, outputTokens: 0 }, 1, false).kind,
+    ).toBe('settled');
+    expect(
+      settlePoints(ledger, 'r0-5', { inputTokens: 1, cachedInputTokens: 0, outputTokens: 0 }, 1, false).kind,
     ).toBe('unknown');
   });
 
