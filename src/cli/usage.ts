@@ -33,7 +33,7 @@ const packageSchema = z.strictObject({
   period_seconds: z
     .number()
     .int()
-    .min(60)
+    .min(3600)
     .max(366 * 24 * 3600)
     .optional(),
   weights: z.record(z.string().min(1), weightSchema),

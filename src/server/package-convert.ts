@@ -24,6 +24,8 @@ import { checkModel, LIMITS, toAllowedLevels } from './validate.js';
 
 export const DEFAULT_TIME_ZONE = 'Asia/Shanghai';
 const MAX_WEIGHTS = 256;
+/** Each period of each tenant is one ledger kept in the store: an hour at the shortest. */
+const MIN_PERIOD_S = 3600;
 const MAX_PERIOD_S = 366 * 24 * 3600;
 const MAX_LABEL = 128;
 
@@ -68,7 +70,7 @@ export function toPackage(pkg: ProtoPackage): Package {
       );
     period = {
       kind: 'interval',
-      seconds: wholeNumber('package.period_seconds', pkg.periodSeconds, 60, MAX_PERIOD_S),
+      seconds: wholeNumber('package.period_seconds', pkg.periodSeconds, MIN_PERIOD_S, MAX_PERIOD_S),
       anchorMs: pkg.periodAnchor?.getTime() ?? 0,
     };
     if (!Number.isFinite(period.anchorMs))
