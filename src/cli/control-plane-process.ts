@@ -159,16 +159,30 @@ export async function runControlPlane(
     metricsPort: settings.metricsPort,
   });
   // Handle signals before announcing the address: whoever reads it may signal at once.
+  // The first signal drains; a second is noted (an orchestrator often sends two); a third exits.
   const stopped = new Promise<void>((resolve) => {
+    let signals = 0;
     const stop = (signal: string) => {
-      logger.info('shutting down', { signal, graceMs: settings.graceMs });
-      server
-        .shutdown(settings.graceMs)
-        .then(() => store.close())
-        .then(resolve);
+      signals += 1;
+      if (signals === 1) {
+        logger.info('shutting down', {
+          signal,
+          drainDelayMs: settings.drainDelayMs,
+          graceMs: settings.graceMs,
+        });
+        server
+          .shutdown(settings.graceMs, settings.drainDelayMs)
+          .then(() => store.close())
+          .then(resolve);
+      } else if (signals === 2) {
+        logger.warn('already shutting down; send the signal once more to exit at once', { signal });
+      } else {
+        logger.warn('exiting at once, in-flight calls are cut off', { signal });
+        process.exit(130);
+      }
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
   });
   if (settings.auth === 'none')
     logger.warn(

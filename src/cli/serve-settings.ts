@@ -135,6 +135,12 @@ export const SERVE_SETTINGS = {
     arg: '<file>',
     help: 'require client certificates signed by this CA (mTLS); the subject CN names the role: operator, planner, agent:<node>, client:<tenant>',
   },
+  drainDelayMs: {
+    kind: int(0, 600_000),
+    arg: '<ms>',
+    help: 'on SIGTERM/SIGINT, /readyz answers 503 this long before the gRPC port stops accepting (time for load balancers to notice)',
+    default: 0,
+  },
   graceMs: {
     kind: int(0, 600_000),
     arg: '<ms>',

@@ -87,10 +87,11 @@ export interface RunningServer {
   /** Port of /metrics, /healthz and /readyz, if served. */
   readonly metricsPort: number | undefined;
   /**
-   * Graceful stop: health goes NOT_SERVING, new calls are refused, in-flight calls finish;
-   * after `graceMs` the rest are cancelled.
+   * Graceful stop: health goes NOT_SERVING and /readyz 503 at once; after `drainDelayMs` (default
+   * 0) new calls are refused and in-flight calls finish; after `graceMs` more the rest are
+   * cancelled.
    */
-  shutdown(graceMs?: number): Promise<void>;
+  shutdown(graceMs?: number, drainDelayMs?: number): Promise<void>;
 }
 
 function credentialsFor(tls: ServerOptions['tls']): ServerCredentials {
@@ -237,17 +238,21 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     jobs,
     metrics,
     metricsPort: http?.port,
-    shutdown(graceMs = 10_000) {
+    shutdown(graceMs = 10_000, drainDelayMs = 0) {
       stopping ??= new Promise<void>((resolve) => {
+        // Not ready at once (/readyz 503, health NOT_SERVING), still serving for `drainDelayMs`
+        // so that load balancers stop sending before the port closes; then drain.
         serving = false;
         clearInterval(sweeper);
         jobs?.stop().catch(() => undefined);
         setServing(false);
-        const force = setTimeout(() => server.forceShutdown(), graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          (http?.close() ?? Promise.resolve()).then(resolve);
-        });
+        setTimeout(() => {
+          const force = setTimeout(() => server.forceShutdown(), graceMs);
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            (http?.close() ?? Promise.resolve()).then(resolve);
+          });
+        }, drainDelayMs);
       });
       return stopping;
     },

@@ -1,6 +1,7 @@
 // The five-minute tour of the README, run for real: `cpn serve --demo` and the client commands.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, type ServeProcess, startServe } from '../helpers/cli.js';
+import { eventually } from '../helpers/etcd.js';
 
 describe('cpn CLI against the demo topology', () => {
   let serve: ServeProcess;
@@ -384,5 +385,18 @@ describe('cpn CLI failures and lifecycle', () => {
   it('exits 0 on SIGTERM', async () => {
     const serve = await startServe([]);
     expect(await serve.stop('SIGTERM')).toBe(0);
+  });
+
+  it('on SIGTERM answers /readyz 503 before the port closes; a second SIGTERM does not cut the drain', async () => {
+    const serve = await startServe(['--drain-delay-ms', '1500']);
+    const ready = async () => (await fetch(`${serve.metricsUrl()}/readyz`)).status;
+    expect(await ready()).toBe(200);
+    serve.child.kill('SIGTERM');
+    // Not ready at once, while the gRPC port still answers.
+    await eventually(async () => (await ready()) === 503, 5000);
+    const stillServing = await runCli(['status', '--server', serve.address]);
+    expect(stillServing.code).toBe(0);
+    serve.child.kill('SIGTERM');
+    expect(await serve.exited()).toBe(0);
   });
 });

@@ -107,11 +107,22 @@ describe('helm chart', () => {
   it("the chart's config values default to what cpn serve defaults to (one source: the settings table)", () => {
     const config = (values.config ?? {}) as Record<string, unknown>;
     expect(Object.keys(config).length).toBeGreaterThan(3);
+    // Where a cluster needs another value than a laptop, on purpose.
+    const clusterValues: Record<string, string> = {
+      drainDelayMs: 'a Service needs time to take a pod out of its endpoints',
+    };
     for (const [key, value] of Object.entries(config)) {
       const setting = (SERVE_SETTINGS as Record<string, { default?: unknown }>)[key];
       expect(setting, `values.config.${key} is not a cpn serve setting`).toBeDefined();
-      expect(value, `values.config.${key}`).toEqual(setting?.default);
+      if (clusterValues[key] === undefined) expect(value, `values.config.${key}`).toEqual(setting?.default);
     }
+  });
+
+  it('Kubernetes waits longer than the drain delay and the grace together', () => {
+    const config = values.config as { drainDelayMs: number; graceMs: number };
+    expect(values.terminationGracePeriodSeconds as number).toBeGreaterThan(
+      (config.drainDelayMs + config.graceMs) / 1000,
+    );
   });
 
   it('the ConfigMap sets only CPN_* variables that cpn serve reads', () => {
