@@ -15,7 +15,14 @@ import {
   pricingPolicyToProto,
   scheduledPricingToProto,
 } from './convert.js';
-import { ApiError, failedPrecondition, infeasibleError, notFound, refusedError } from './errors.js';
+import {
+  ApiError,
+  failedPrecondition,
+  infeasibleError,
+  invalidArgument,
+  notFound,
+  refusedError,
+} from './errors.js';
 import { type ErrorSink, type RpcContext, unaryMethods } from './rpc.js';
 import {
   checkNodeId,
@@ -48,6 +55,10 @@ export function registryService(plane: ControlPlane, log: EventSink, context: Rp
     registerNode: unary('RegisterNode', async (request, _call, caller) => {
       const spec = toNodeSpec(request.spec);
       ownNode(caller, 'RegisterNode', spec.id);
+      if (spec.parentId !== '' && plane.getNode(spec.parentId) === undefined)
+        throw invalidArgument(
+          `spec.parent_id ${spec.parentId} is not registered; register the parent first, or leave it empty`,
+        );
       const { node, created } = await plane.registerNode(spec, toRegisterOptions(request));
       log.info(created ? 'node registered' : 'node re-registered', {
         node: spec.id,

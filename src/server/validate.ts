@@ -148,6 +148,33 @@ function toOffer(field: string, offer: pbTypes.ModelOffer): ModelOffer {
   };
 }
 
+/** Control characters and the invisible marks that reorder text (a label must read as it is). */
+const UNPRINTABLE = /[\p{Cc}\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
+const HOST_PORT = /^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?:\d{1,5}$/;
+const ENDPOINT_SCHEMES = ['http:', 'https:', 'grpc:', 'grpcs:'];
+
+/** host:port, or an http(s)/grpc(s) URL with a host: where clients will be sent. */
+function toEndpoint(value: string): string {
+  const what = 'host:port or an http, https, grpc or grpcs URL';
+  checkString('spec.endpoint', value, LIMITS.endpointChars, NAME_PATTERN, what);
+  if (HOST_PORT.test(value)) return value;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return fail('spec.endpoint', value, what);
+  }
+  if (!ENDPOINT_SCHEMES.includes(url.protocol) || url.hostname === '') fail('spec.endpoint', value, what);
+  return value;
+}
+
+function toParentId(spec: pbTypes.NodeSpec): string {
+  if (spec.parentId === '') return '';
+  const parentId = checkNodeId('spec.parent_id', spec.parentId);
+  if (parentId === spec.id) fail('spec.parent_id', parentId, 'another node than the node itself (or empty)');
+  return parentId;
+}
+
 export function toNodeSpec(spec: pbTypes.NodeSpec | undefined): NodeSpec {
   if (spec === undefined) throw invalidArgument('spec is required');
   if (spec.gpus.length > LIMITS.gpus)
@@ -163,6 +190,8 @@ export function toNodeSpec(spec: pbTypes.NodeSpec | undefined): NodeSpec {
     if (key === '') throw invalidArgument('spec.labels keys must not be empty');
     if (value.length > LIMITS.labelValueChars)
       fail(`spec.labels[${key}]`, value, `at most ${LIMITS.labelValueChars} characters`);
+    if (UNPRINTABLE.test(value))
+      fail(`spec.labels[${key}]`, value, 'text without control characters or bidirectional overrides');
   }
   const models = spec.models.map((offer, index) => toOffer(`spec.models[${index}]`, offer));
   const seen = new Set<string>();
@@ -175,14 +204,8 @@ export function toNodeSpec(spec: pbTypes.NodeSpec | undefined): NodeSpec {
     id: checkNodeId('spec.id', spec.id),
     level: toLevel('spec.level', spec.level),
     region: checkRegion('spec.region', spec.region),
-    parentId: spec.parentId === '' ? '' : checkNodeId('spec.parent_id', spec.parentId),
-    endpoint: checkString(
-      'spec.endpoint',
-      spec.endpoint,
-      LIMITS.endpointChars,
-      NAME_PATTERN,
-      'an address like host:port or a URL',
-    ),
+    parentId: toParentId(spec),
+    endpoint: toEndpoint(spec.endpoint),
     location: toLocation('spec.location', spec.location),
     gpus: spec.gpus.map((gpu, index) => ({
       type: checkString(
@@ -215,9 +238,14 @@ export function toRegisterOptions(request: pbRegistry.RegisterNodeRequest): {
 
 export function toNodeStatus(status: pbTypes.NodeStatus, offered: NodeSpec | undefined): NodeStatus {
   const nodeId = checkNodeId('node_id', status.nodeId);
+  if (status.load.length > LIMITS.models)
+    fail('load', `${status.load.length} entries`, `at most ${LIMITS.models} entries (one per model)`);
+  const reported = new Set<string>();
   const load = status.load.map((entry, index) => {
     const field = `load[${index}]`;
     const model = checkModel(`${field}.model`, entry.model);
+    if (reported.has(model)) throw invalidArgument(`${field}.model ${model} is reported twice`);
+    reported.add(model);
     if (offered !== undefined && !offered.models.some((offer) => offer.model === model)) {
       throw invalidArgument(
         `${field}.model ${model} is not offered by node ${nodeId}; register the model first`,
@@ -378,6 +406,8 @@ export function toScheduleTime(at: Date | undefined, nowMs: number): number {
   if (!Number.isFinite(atMs)) fail('at', at, 'a valid timestamp');
   const yearMs = 366 * 24 * 3600 * 1000;
   if (atMs > nowMs + yearMs) fail('at', at.toISOString(), 'within a year from now');
+  // A change in the past takes effect at once; one from long ago is a mistake.
+  if (atMs < nowMs - 24 * 3600 * 1000) fail('at', at.toISOString(), 'no earlier than a day ago');
   return atMs;
 }
 

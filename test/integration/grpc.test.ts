@@ -570,7 +570,53 @@ describe('gRPC control plane', () => {
         request: { spec: nodeSpec('a', { location: { lat: 91, lon: 0 } }), ttlS: 30, permanent: false },
         mentions: 'spec.location.lat',
       },
+      {
+        name: 'a javascript: endpoint',
+        request: { spec: nodeSpec('a', { endpoint: 'javascript:alert(1)' }), ttlS: 30, permanent: false },
+        mentions: 'spec.endpoint must be host:port or an http, https, grpc or grpcs URL',
+      },
+      {
+        name: 'a label with a newline',
+        request: { spec: nodeSpec('a', { labels: { site: 'a\nb' } }), ttlS: 30, permanent: false },
+        mentions: 'spec.labels[site] must be text without control characters',
+      },
+      {
+        name: 'a label with a bidirectional override',
+        request: { spec: nodeSpec('a', { labels: { site: 'abc\u202edef' } }), ttlS: 30, permanent: false },
+        mentions: 'bidirectional overrides',
+      },
+      {
+        name: 'its own parent',
+        request: { spec: nodeSpec('a', { parentId: 'a' }), ttlS: 30, permanent: false },
+        mentions: 'spec.parent_id must be another node than the node itself',
+      },
+      {
+        name: 'an unknown parent',
+        request: { spec: nodeSpec('a', { parentId: 'nowhere' }), ttlS: 30, permanent: false },
+        mentions: 'spec.parent_id nowhere is not registered',
+      },
     ];
+    it('a status that reports a model twice, and a price change dated long ago, are refused', async () => {
+      await register(t, nodeSpec('dup'));
+      const twice = await rpc(t.registry, t.registry.reportStatus, {
+        nodeId: 'dup',
+        load: [
+          { model: 'qwen3-32b', active: 1, queued: 0 },
+          { model: 'qwen3-32b', active: 0, queued: 0 },
+        ],
+        gpuUtilization: 0.1,
+        kvCacheUtilization: 0.1,
+        healthy: true,
+      });
+      expect(twice.ok || twice.error.details).toMatch(/load\[1\]\.model qwen3-32b is reported twice/);
+      const ancient = await rpc(t.registry, t.registry.schedulePricing, {
+        at: new Date(Date.UTC(-1000, 0, 1)),
+        policy: { utcOffsetHours: 8, rules: [] },
+      });
+      expect(ancient.ok || ancient.error.code).toBe(status.INVALID_ARGUMENT);
+      expect(ancient.ok || ancient.error.details).toMatch(/no earlier than a day ago/);
+    });
+
     it.each(registerCases)('RegisterNode: $name', async ({ request, mentions }) => {
       const outcome = await rpc(t.registry, t.registry.registerNode, request);
       expect(outcome.ok || outcome.error.code).toBe(status.INVALID_ARGUMENT);
