@@ -1,7 +1,11 @@
 // The five-minute tour of the README, run for real: `cpn serve --demo` and the client commands.
+
+import { credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, type ServeProcess, startServe } from '../helpers/cli.js';
+import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import { CLI_OPERATOR_KEY, runCli, type ServeProcess, startServe } from '../helpers/cli.js';
 import { eventually } from '../helpers/etcd.js';
+import { bearer, rpc } from '../helpers/grpc.js';
 
 describe('cpn CLI against the demo topology', () => {
   let serve: ServeProcess;
@@ -388,15 +392,23 @@ describe('cpn CLI failures and lifecycle', () => {
   });
 
   it('on SIGTERM answers /readyz 503 before the port closes; a second SIGTERM does not cut the drain', async () => {
-    const serve = await startServe(['--drain-delay-ms', '1500']);
-    const ready = async () => (await fetch(`${serve.metricsUrl()}/readyz`)).status;
-    expect(await ready()).toBe(200);
-    serve.child.kill('SIGTERM');
-    // Not ready at once, while the gRPC port still answers.
-    await eventually(async () => (await ready()) === 503, 5000);
-    const stillServing = await runCli(['status', '--server', serve.address]);
-    expect(stillServing.code).toBe(0);
-    serve.child.kill('SIGTERM');
-    expect(await serve.exited()).toBe(0);
+    const serve = await startServe(['--drain-delay-ms', '4000']);
+    const registry = new RegistryClient(
+      serve.address,
+      credentials.createInsecure(),
+      bearer(CLI_OPERATOR_KEY),
+    );
+    try {
+      const ready = async () => (await fetch(`${serve.metricsUrl()}/readyz`)).status;
+      expect(await ready()).toBe(200);
+      serve.child.kill('SIGTERM');
+      // Not ready at once, while the gRPC port still answers.
+      await eventually(async () => (await ready()) === 503, 3000);
+      expect((await rpc(registry, registry.getStoreStatus, {})).ok).toBe(true);
+      serve.child.kill('SIGTERM');
+      expect(await serve.exited()).toBe(0);
+    } finally {
+      registry.close();
+    }
   });
 });
