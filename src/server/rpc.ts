@@ -2,11 +2,47 @@
 // ApiErrors go to the caller with their code, an unreachable store becomes UNAVAILABLE, anything
 // else is a bug and becomes INTERNAL (logged with its stack, never its details sent to the caller).
 
-import { type ServerUnaryCall, type sendUnaryData, status } from '@grpc/grpc-js';
+import { type ServerUnaryCall, type ServiceDefinition, type sendUnaryData, status } from '@grpc/grpc-js';
 import type { Identity } from '../auth/identity.js';
 import { StoreUnavailableError } from '../store/store.js';
 import type { CallGate, MethodName } from './access.js';
-import { ApiError } from './errors.js';
+import { ApiError, invalidArgument } from './errors.js';
+
+/** A request whose bytes did not decode: handed to the handler's wrapper instead of an exception. */
+const MALFORMED = Symbol('malformed request');
+interface Malformed {
+  readonly [MALFORMED]: string;
+}
+
+function describeDecodeError(error: unknown): string {
+  const message = String((error as Error)?.message ?? error);
+  if (/MAX_SAFE_INTEGER/.test(message))
+    return `a 64-bit integer field is larger than ${Number.MAX_SAFE_INTEGER} (2^53 - 1), the most this server accepts`;
+  return `the bytes are not a valid protobuf message of this method (${message.slice(0, 80)})`;
+}
+
+/**
+ * A service definition whose request decoding never throws: grpc-js answers a decoding exception
+ * with INTERNAL, but bad bytes are the caller's mistake. The handler wrapper (unaryMethods)
+ * answers INVALID_ARGUMENT instead, after the credential check.
+ */
+export function tolerantDecoding<T extends ServiceDefinition>(definition: T): T {
+  return Object.fromEntries(
+    Object.entries(definition).map(([name, method]) => [
+      name,
+      {
+        ...method,
+        requestDeserialize: (bytes: Buffer) => {
+          try {
+            return method.requestDeserialize(bytes);
+          } catch (error) {
+            return { [MALFORMED]: describeDecodeError(error) } satisfies Malformed;
+          }
+        },
+      },
+    ]),
+  ) as T;
+}
 
 export interface ErrorSink {
   error(message: string, fields: Record<string, unknown>): void;
@@ -69,10 +105,12 @@ export function unaryMethods(context: RpcContext) {
         fail(error, callback);
         return;
       }
-      const result =
-        admitted instanceof Promise
-          ? admitted.then((caller) => handler(call.request, call, caller))
-          : handler(call.request, call, admitted);
+      const request = call.request as Req | Malformed;
+      const run = (caller: Identity): Promise<Res> =>
+        typeof request === 'object' && request !== null && MALFORMED in request
+          ? Promise.reject(invalidArgument(`${method}: ${(request as Malformed)[MALFORMED]}`))
+          : handler(call.request, call, caller);
+      const result = admitted instanceof Promise ? admitted.then(run) : run(admitted);
       result.then(
         (response) => {
           observer.rpcDone(method, status.OK);

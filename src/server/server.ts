@@ -22,7 +22,7 @@ import { ControlPlane } from '../plane/control-plane.js';
 import type { Clock, Store } from '../store/store.js';
 import { CallGate } from './access.js';
 import { accountsService } from './accounts-service.js';
-import type { RpcContext } from './rpc.js';
+import { type RpcContext, tolerantDecoding } from './rpc.js';
 import { registryService, schedulerService } from './services.js';
 
 export const SERVICE_NAMES = ['cpn.v1.Registry', 'cpn.v1.Scheduler', 'cpn.v1.Accounts'] as const;
@@ -150,9 +150,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       authFailed: (reason) => metrics.recordAuthFailure(reason),
     }),
   };
-  server.addService(RegistryService, registryService(plane, options.logger, context));
+  server.addService(tolerantDecoding(RegistryService), registryService(plane, options.logger, context));
   server.addService(
-    SchedulerService,
+    tolerantDecoding(SchedulerService),
     schedulerService(
       plane,
       { explainLimit: options.explainLimit ?? 500, explainQueue: options.explainQueue ?? 16 },
@@ -164,7 +164,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       },
     ),
   );
-  server.addService(AccountsService, accountsService(plane, options.logger, context));
+  server.addService(tolerantDecoding(AccountsService), accountsService(plane, options.logger, context));
 
   const health = new HealthImplementation({
     '': 'NOT_SERVING',
