@@ -49,6 +49,13 @@ function varint(value: bigint): number[] {
   return bytes;
 }
 
+type RawCall = (
+  bytes: Buffer,
+  metadata: Metadata,
+  options: { deadline: Date },
+  callback: (error: ServiceError | null) => void,
+) => void;
+
 describe('wire handling', () => {
   let t: TestServer;
   let raw: InstanceType<typeof RawClient>;
@@ -56,7 +63,7 @@ describe('wire handling', () => {
     new Promise<number>((resolve) => {
       const metadata = new Metadata();
       metadata.set('authorization', `Bearer ${TEST_OPERATOR_KEY}`);
-      (raw as unknown as Record<string, Function>)[path]?.(
+      (raw as unknown as Record<string, RawCall>)[path]?.(
         bytes,
         metadata,
         { deadline: new Date(Date.now() + 10_000) },
@@ -79,7 +86,7 @@ describe('wire handling', () => {
     const code = await new Promise<ServiceError | null>((resolve) => {
       const metadata = new Metadata();
       metadata.set('authorization', `Bearer ${TEST_OPERATOR_KEY}`);
-      (raw as unknown as Record<string, Function>)['/cpn.v1.Scheduler/Route']?.(
+      (raw as unknown as Record<string, RawCall>)['/cpn.v1.Scheduler/Route']?.(
         bytes,
         metadata,
         { deadline: new Date(Date.now() + 10_000) },
