@@ -95,6 +95,8 @@ export class Authenticator {
   /** token hash → the stored hash it failed against. */
   private readonly refused: Remembered<string>;
   private verifying = 0;
+  /** Verifications under way, by token digest (at most maxVerifying + maxWaiting). */
+  private readonly inflight = new Map<string, Promise<AuthOutcome>>();
   private readonly waiting: (() => void)[] = [];
   private readonly maxVerifying: number;
   private readonly maxWaiting: number;
@@ -150,7 +152,12 @@ export class Authenticator {
     if (this.verified.get(digest) === record.hash) return { ok: true, identity: identityOfKey(record) };
     if (this.refused.get(digest) === record.hash)
       return fail('wrong_secret', `wrong secret for API key ${keyId}`);
-    return this.verify(token, digest, record);
+    // Calls that bring the same new key at once share one verification.
+    const pending = this.inflight.get(digest);
+    if (pending !== undefined) return pending;
+    const verifying = this.verify(token, digest, record).finally(() => this.inflight.delete(digest));
+    this.inflight.set(digest, verifying);
+    return verifying;
   }
 
   private usable(record: ApiKeyRecord): AuthOutcome | undefined {

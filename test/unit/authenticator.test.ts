@@ -71,6 +71,16 @@ describe('Authenticator', () => {
     expect(second).toMatchObject({ ok: true });
   });
 
+  it('a burst of calls with one new key shares one verification (no queue, no busy refusals)', async () => {
+    const { accounts, auth } = setup({ maxVerifying: 1, maxWaiting: 1 });
+    const { record, key } = await keyRecord('client', { tenant: 'acme' });
+    await accounts.putApiKey(record);
+    const outcomes = await Promise.all(
+      Array.from({ length: 50 }, () => auth.authenticate(`Bearer ${key}`, undefined)),
+    );
+    expect(outcomes.every((outcome) => outcome.ok)).toBe(true);
+  });
+
   it('a revoked, expired or replaced key stops working at the next call, cache or not', async () => {
     const { accounts, auth, advance } = setup();
     const { record, key } = await keyRecord('operator', { expiresAtMs: 5000 });
