@@ -258,7 +258,10 @@ export function usageCommand(): Command {
   });
 }
 
-/** The bill of one tenant for one period: quota, points per model and token kind, over-quota charges. */
+/**
+ * The bill of one tenant for one period: quota, points per model, level and token kind (as
+ * recorded at each Release), over-quota charges. Every figure comes from the usage records.
+ */
 export function formatBill(tenant: string, pkg: Package | undefined, usage: GetUsageResponse): string {
   const period = usage.periods[0];
   if (period === undefined) return `${tenant}: no metered usage in that period`;
@@ -266,39 +269,33 @@ export function formatBill(tenant: string, pkg: Package | undefined, usage: GetU
     `Bill for ${tenant}, period ${period.period}${pkg ? ` — package ${pkg.name}` : ''}`,
     `  quota: ${period.usedPoints} of ${period.quotaPoints} points used (${period.reservedPoints} held by requests in flight)`,
   ];
-  const weights = new Map(pkg?.weights.map((w) => [w.model, w]) ?? []);
   const table = new Table({ head: ['model', 'level', 'kind', 'tokens', 'points'] });
-  let totalPoints = 0;
+  const milli = (value: number) => (value / 1000).toFixed(3);
+  let within = 0;
+  let over = 0;
+  let unbilled = 0;
   let overMoney = 0;
-  let overPoints = 0;
+  let overTokens = 0;
   for (const line of usage.lines) {
-    const w = weights.get(line.model) ?? weights.get('*');
-    const uncached = line.inputTokens - line.cachedInputTokens;
-    const kinds: [string, number, number][] = [
-      ['input', uncached, w?.inputPer1k ?? 0],
-      ['cache-hit input', line.cachedInputTokens, w?.cachedInputPer1k ?? 0],
-      ['output', line.outputTokens, w?.outputPer1k ?? 0],
-    ];
-    let byKind = 0;
-    for (const [kind, tokens, weight] of kinds) {
-      const points = Math.floor((tokens * weight) / 1000);
-      byKind += points;
-      table.push([line.model, levelName(line.level), kind, tokens, points]);
-    }
-    // Per-request rounding up, and usage beyond what a request held (not counted).
-    table.push([line.model, levelName(line.level), 'adjustments', '', line.points - byKind]);
-    totalPoints += line.points;
-    overPoints += line.overQuotaPoints;
+    const where = [line.model, levelName(line.level)];
+    table.push([...where, 'input', line.inputTokens - line.cachedInputTokens, milli(line.inputMilliPoints)]);
+    table.push([...where, 'cache-hit input', line.cachedInputTokens, milli(line.cachedInputMilliPoints)]);
+    table.push([...where, 'output', line.outputTokens, milli(line.outputMilliPoints)]);
+    const exact = line.inputMilliPoints + line.cachedInputMilliPoints + line.outputMilliPoints;
+    const charged = line.points + line.overQuotaPoints + line.unbilledPoints;
+    table.push([...where, 'rounding up, per request', '', milli(charged * 1000 - exact)]);
+    within += line.points;
+    over += line.overQuotaPoints;
+    unbilled += line.unbilledPoints;
     overMoney += line.overQuotaMoney;
+    overTokens += line.overQuotaTokens;
   }
   lines.push(table.toString());
-  lines.push(`  points counted against the quota: ${totalPoints}`);
-  if (overPoints > 0 || overMoney > 0) {
-    const over = usage.lines.reduce((total, line) => total + line.overQuotaTokens, 0);
-    lines.push(
-      `  over quota: ${overPoints} points; ${over} tokens billed at list price: ${money(overMoney)}`,
-    );
-  }
+  lines.push(`  points counted against the quota: ${within}`);
+  if (over > 0) lines.push(`  over quota: ${over} points`);
+  if (overTokens > 0)
+    lines.push(`  over-quota tokens billed at list price: ${overTokens}, ${money(overMoney)}`);
+  if (unbilled > 0) lines.push(`  not billed (beyond the quota under REJECT): ${unbilled} points`);
   lines.push(`  total to pay beyond the package: ${money(overMoney)}`);
   return lines.join('\n');
 }

@@ -175,7 +175,8 @@ export interface HeldReservation {
   readonly points: number;
   readonly model: string;
   readonly level: Level;
-  readonly prices: UnitPrices;
+  /** PAY_AS_YOU_GO only: the list prices its over-quota tokens are billed at. */
+  readonly prices?: UnitPrices;
   /** Admitted over quota (THROTTLE or PAY_AS_YOU_GO): its points are over-quota points. */
   readonly overQuota: boolean;
   /** Wall clock. */
@@ -195,8 +196,12 @@ export interface UsageLine {
   /** PAY_AS_YOU_GO: tokens beyond the quota, billed at list price, and that money. */
   readonly overQuotaTokens: number;
   readonly overQuotaMoney: number;
-  /** REJECT: points of Releases that came after their reservation expired and no longer fit. */
+  /** REJECT: points of usage that no longer fit the quota (beyond the hold, or a late Release). */
   readonly unbilledPoints: number;
+  /** Usage by token kind in thousandths of a point (before each request's rounding up). */
+  readonly inputMilliPoints: number;
+  readonly cachedInputMilliPoints: number;
+  readonly outputMilliPoints: number;
 }
 
 /**
@@ -275,6 +280,9 @@ export const EMPTY_LINE: UsageLine = {
   overQuotaTokens: 0,
   overQuotaMoney: 0,
   unbilledPoints: 0,
+  inputMilliPoints: 0,
+  cachedInputMilliPoints: 0,
+  outputMilliPoints: 0,
 };
 
 export function emptyLedger(tenant: string, period: string, quotaPoints: number): Ledger {
@@ -461,7 +469,7 @@ export type SettleOutcome =
   | {
       readonly kind: 'settled';
       readonly ledger: Ledger;
-      /** Points of the usage, at most what was held. */
+      /** Points of the usage (by the package's weights). */
       readonly points: number;
       /** Of those, counted: against the quota, or as over-quota points (the rest is unbilled). */
       readonly counted: number;
@@ -471,24 +479,30 @@ export type SettleOutcome =
   | { readonly kind: 'unknown' };
 
 /**
- * Settles reservation `id` with what was used. Points counted are at most what was held; a
- * reservation admitted within the quota stays within it, so under REJECT the used points never
- * exceed the quota. A late Release (after expiry) counts what still fits; the rest is recorded as
- * unbilled. Over-quota reservations count as over-quota points, and under PAY_AS_YOU_GO their
- * tokens are billed at the node's list price.
+ * Settles reservation `id` with what was used, whatever the hold said: usage counts against the
+ * quota as far as the quota has room (always at least the hold, for a hold admitted within the
+ * quota), and what does not fit is over-quota points (THROTTLE, PAY_AS_YOU_GO — billed at the
+ * node's list price under PAY_AS_YOU_GO) or, under REJECT, unbilled points. So under REJECT the
+ * used points never exceed the quota, and usage beyond the hold is never lost from the record.
  */
 export function settlePoints(
   ledger: Ledger,
   id: string,
   tokens: TokenCounts,
-  actualPoints: number,
-  payAsYouGo: boolean,
+  weights: ModelWeights | undefined,
+  policy: OverQuotaPolicy,
 ): SettleOutcome {
   const live = findHold(ledger.outstanding, id);
   const late = live === undefined ? findHold(ledger.expired, id) : undefined;
   const held = live?.held ?? late?.held;
   if (held === undefined) return { kind: 'unknown' };
-  const points = Math.min(actualPoints, held.points);
+  const uncached = Math.max(0, tokens.inputTokens - tokens.cachedInputTokens);
+  const milli = {
+    input: uncached * (weights?.inputPer1k ?? 0),
+    cached: tokens.cachedInputTokens * (weights?.cachedInputPer1k ?? 0),
+    output: tokens.outputTokens * (weights?.outputPer1k ?? 0),
+  };
+  const points = Math.ceil((milli.input + milli.cached + milli.output) / 1000);
   let heldPoints = ledger.heldPoints;
   let heldCount = ledger.heldCount;
   let outstanding = ledger.outstanding;
@@ -500,17 +514,31 @@ export function settlePoints(
   } else if (late !== undefined) {
     expired = withoutEntry(expired, late.bucket, id);
   }
-  let within = points;
-  let unbilled = 0;
-  if (held.overQuota) within = 0;
-  else if (late !== undefined) {
-    const room = Math.max(0, ledger.quotaPoints - ledger.usedPoints - heldPoints);
-    within = Math.min(points, room);
-    unbilled = points - within;
-  }
-  const over = held.overQuota ? points : 0;
-  const overTokens = held.overQuota && payAsYouGo ? tokens.inputTokens + tokens.outputTokens : 0;
-  const overMoney = held.overQuota && payAsYouGo ? moneyFor(tokens, held.prices) : 0;
+  const room = Math.max(0, ledger.quotaPoints - ledger.usedPoints - heldPoints);
+  const within = held.overQuota ? 0 : Math.min(points, room);
+  const excess = points - within;
+  const over = policy === 'REJECT' ? 0 : excess;
+  const unbilled = policy === 'REJECT' ? excess : 0;
+  // PAY_AS_YOU_GO bills the share of the tokens beyond the quota, kind by kind.
+  const beyond = (count: number) => (points === 0 ? 0 : count - Math.floor((count * within) / points));
+  const overTokens =
+    policy === 'PAY_AS_YOU_GO' && excess > 0
+      ? {
+          inputTokens: beyond(tokens.inputTokens),
+          cachedInputTokens: beyond(tokens.cachedInputTokens),
+          outputTokens: beyond(tokens.outputTokens),
+        }
+      : undefined;
+  const overMoney =
+    overTokens === undefined
+      ? 0
+      : moneyFor(
+          {
+            ...overTokens,
+            cachedInputTokens: Math.min(overTokens.cachedInputTokens, overTokens.inputTokens),
+          },
+          held.prices ?? { inputPerMtok: 0, outputPerMtok: 0, cachedInputPerMtok: 0 },
+        );
   const key = `${held.model}|${held.level}`;
   const line = ledger.lines[key] ?? EMPTY_LINE;
   const next: UsageLine = {
@@ -520,9 +548,14 @@ export function settlePoints(
     outputTokens: line.outputTokens + tokens.outputTokens,
     points: line.points + within,
     overQuotaPoints: line.overQuotaPoints + over,
-    overQuotaTokens: line.overQuotaTokens + overTokens,
+    overQuotaTokens:
+      line.overQuotaTokens +
+      (overTokens === undefined ? 0 : overTokens.inputTokens + overTokens.outputTokens),
     overQuotaMoney: line.overQuotaMoney + overMoney,
     unbilledPoints: line.unbilledPoints + unbilled,
+    inputMilliPoints: line.inputMilliPoints + milli.input,
+    cachedInputMilliPoints: line.cachedInputMilliPoints + milli.cached,
+    outputMilliPoints: line.outputMilliPoints + milli.output,
   };
   return {
     kind: 'settled',

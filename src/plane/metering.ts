@@ -221,7 +221,14 @@ export class Metering {
       const outcome = holdPoints(
         ledger,
         reservationId,
-        { points, model: node.model, level: node.level, prices: node.prices, expiresAtMs },
+        {
+          points,
+          model: node.model,
+          level: node.level,
+          expiresAtMs,
+          // Kept only where they are billed, to keep the ledger small.
+          ...(pkg.overQuota === 'PAY_AS_YOU_GO' ? { prices: node.prices } : {}),
+        },
         pkg.overQuota !== 'REJECT',
       );
       if (outcome.kind === 'over_quota') {
@@ -267,8 +274,8 @@ export class Metering {
   }
 
   /**
-   * At Release: counts the actual usage (at most what was held) in the ledger the reservation is
-   * in, once — a repeated Release, on any replica, finds nothing to settle.
+   * At Release: counts the actual usage in the ledger the reservation is in (see settlePoints),
+   * once — a repeated Release, on any replica, finds nothing to settle.
    */
   async settle(
     tenant: string,
@@ -280,13 +287,14 @@ export class Metering {
     const pkg = this.packageOf(tenant);
     if (pkg === undefined) return { kind: 'unmetered' };
     const weights = weightsFor(pkg, model);
-    const actual = weights === undefined ? 0 : pointsFor(weights, tokens);
-    const payAsYouGo = pkg.overQuota === 'PAY_AS_YOU_GO';
     for (const period of this.periodsHolding(tenant, reservationId, pkg, nowMs)) {
       const result = await this.ledgers.update<SettleResult>(tenant, period, (current) => {
         if (current === undefined) return { result: { kind: 'unknown' } };
         const held = findOutstanding(current, reservationId);
-        const outcome = settlePoints(current, reservationId, tokens, actual, payAsYouGo);
+        // The package's quota now (it may have been lowered since the hold).
+        const base =
+          current.quotaPoints === pkg.quotaPoints ? current : { ...current, quotaPoints: pkg.quotaPoints };
+        const outcome = settlePoints(base, reservationId, tokens, weights, pkg.overQuota);
         if (outcome.kind === 'unknown' || held === undefined) return { result: { kind: 'unknown' } };
         const stored = current as StoredLedger;
         const recent = [
@@ -296,7 +304,11 @@ export class Metering {
         const next: StoredLedger = { ...outcome.ledger, recent };
         return {
           next,
-          result: { kind: 'settled', points: outcome.counted, returned: held.points - outcome.points },
+          result: {
+            kind: 'settled',
+            points: outcome.counted,
+            returned: Math.max(0, held.points - outcome.points),
+          },
         };
       });
       if (result.kind === 'settled') return result;

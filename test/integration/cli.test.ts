@@ -128,6 +128,9 @@ describe('cpn CLI against the demo topology', () => {
     const bill = await cli(['bill', '--tenant', 'demo', ...server]);
     expect(bill.stdout).toContain('quota: 200 of 1000 points used');
     expect(bill.stdout).toContain('points counted against the quota: 200');
+    // Points per token kind, as recorded at the Release: 1000 input × 100 and 500 output × 200 per 1k.
+    expect(bill.stdout).toMatch(/input\s.*1000.*100\.000/);
+    expect(bill.stdout).toMatch(/output\s.*500.*100\.000/);
     expect(bill.stdout).toContain('total to pay beyond the package: 0.0000');
     // Over the quota under REJECT: refused, and the reason says so.
     for (let i = 0; i < 2; i += 1) await cli(route, asClient);

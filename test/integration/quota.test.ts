@@ -150,9 +150,10 @@ describe('token packages and quota over gRPC', () => {
     expect(await release(placed[0]?.reservationId ?? '', usage(1000, 1000))).toMatchObject({
       released: false,
     });
-    // Usage reported beyond the hold counts only what was held.
+    // Usage beyond the hold counts as far as the quota has room (200 used + 300 still held: 500);
+    // the rest is on the record as unbilled, never lost.
     expect(await release(placed[1]?.reservationId ?? '', usage(5000, 5000))).toMatchObject({
-      settledPoints: 300,
+      settledPoints: 500,
     });
     expect((await routeAs()).ok).toBe(false);
     expect(await release(placed[2]?.reservationId ?? '', usage(0, 0))).toMatchObject({
@@ -164,10 +165,10 @@ describe('token packages and quota over gRPC', () => {
     const metrics = await t.server.metrics.registry.metrics();
     expect(metrics).toMatch(/cpn_quota_admissions_total\{outcome="within"\} 4/);
     expect(metrics).toMatch(/cpn_quota_admissions_total\{outcome="quota_exceeded"\} 3/);
-    expect(metrics).toMatch(/cpn_quota_points_total\{kind="settled"\} 500/);
+    expect(metrics).toMatch(/cpn_quota_points_total\{kind="settled"\} 700/);
     const report = await usageOf();
     expect(report.periods).toEqual([
-      expect.objectContaining({ tenant: 'acme', quotaPoints: 1000, usedPoints: 500, reservedPoints: 300 }),
+      expect.objectContaining({ tenant: 'acme', quotaPoints: 1000, usedPoints: 700, reservedPoints: 300 }),
     ]);
     expect(report.lines).toEqual([
       expect.objectContaining({
@@ -175,7 +176,8 @@ describe('token packages and quota over gRPC', () => {
         requests: 3,
         inputTokens: 6000,
         outputTokens: 5500,
-        points: 500,
+        points: 700,
+        unbilledPoints: 1000,
       }),
     ]);
   });
@@ -282,7 +284,8 @@ describe('token packages and quota over gRPC', () => {
     expect(line).toMatchObject({
       requests: 2,
       points: 300,
-      overQuotaPoints: 300,
+      // Usage points (200 + 600), not the 300 held: over-quota usage is counted as it was.
+      overQuotaPoints: 800,
       overQuotaTokens: 5000,
       overQuotaMoney: 140,
     });

@@ -17,6 +17,8 @@ import {
 } from '../../src/core/quota.js';
 
 const PRICES = { inputPerMtok: 20_000, outputPerMtok: 80_000, cachedInputPerMtok: 2_000 };
+/** One point per input token: a usage of n input tokens is n points. */
+const PER_TOKEN = { inputPer1k: 1000, outputPer1k: 1000, cachedInputPer1k: 0 };
 
 type Op =
   | { kind: 'hold'; points: number }
@@ -78,13 +80,19 @@ describe('quota ledger', () => {
                 ledger,
                 id,
                 { inputTokens: actual, cachedInputTokens: 0, outputTokens: 0 },
-                actual,
-                policy === 'PAY_AS_YOU_GO',
+                PER_TOKEN,
+                policy,
               );
               if (outcome.kind === 'settled') {
                 expect(settled.has(id), `${id} settled twice`).toBe(false);
                 settled.add(id);
-                expect(outcome.points).toBe(Math.min(actual, points));
+                expect(outcome.points).toBe(actual);
+                // Whatever is not counted against the quota is on the record, never lost.
+                const line = outcome.ledger.lines['m|EDGE'];
+                const lineBefore = before.lines['m|EDGE'];
+                const recorded = (l: typeof line) =>
+                  (l?.points ?? 0) + (l?.overQuotaPoints ?? 0) + (l?.unbilledPoints ?? 0);
+                expect(recorded(line) - recorded(lineBefore)).toBe(actual);
                 ledger = outcome.ledger;
                 expectedUsed += ledger.usedPoints - before.usedPoints;
               } else {
@@ -125,8 +133,8 @@ describe('quota ledger', () => {
       ledger,
       'a',
       { inputTokens: 300, cachedInputTokens: 0, outputTokens: 0 },
-      300,
-      false,
+      PER_TOKEN,
+      'REJECT',
     );
     if (late.kind !== 'settled') throw new Error('a not settled');
     expect(late.late).toBe(true);
@@ -139,8 +147,8 @@ describe('quota ledger', () => {
         expireLedger(late.ledger, 60_000, 30_000),
         'b',
         { inputTokens: 1, cachedInputTokens: 0, outputTokens: 0 },
-        1,
-        false,
+        PER_TOKEN,
+        'REJECT',
       ).kind,
     ).toBe('unknown');
   });
@@ -169,10 +177,22 @@ describe('quota ledger', () => {
     expect(kept.some((id) => id.startsWith('r0-'))).toBe(false);
     expect(MAX_EXPIRED_HOLDS).toBeLessThan(1200);
     expect(
-      settlePoints(ledger, 'r2-5', { inputTokens: 1, cachedInputTokens: 0, outputTokens: 0 }, 1, false).kind,
+      settlePoints(
+        ledger,
+        'r2-5',
+        { inputTokens: 1, cachedInputTokens: 0, outputTokens: 0 },
+        PER_TOKEN,
+        'REJECT',
+      ).kind,
     ).toBe('settled');
     expect(
-      settlePoints(ledger, 'r0-5', { inputTokens: 1, cachedInputTokens: 0, outputTokens: 0 }, 1, false).kind,
+      settlePoints(
+        ledger,
+        'r0-5',
+        { inputTokens: 1, cachedInputTokens: 0, outputTokens: 0 },
+        PER_TOKEN,
+        'REJECT',
+      ).kind,
     ).toBe('unknown');
   });
 

@@ -247,8 +247,15 @@ export interface UsageLine {
   /** PAY_AS_YOU_GO: tokens beyond the quota and their price, in 1/10,000 of a currency unit. */
   overQuotaTokens: number;
   overQuotaMoney: number;
-  /** Points of late Releases (after expiry) that no longer fit the quota under REJECT. */
+  /** REJECT: points of usage that no longer fit the quota (beyond the hold, or a late Release). */
   unbilledPoints: number;
+  /**
+   * Usage by token kind in thousandths of a point, before each request's rounding up:
+   * points + over_quota_points + unbilled_points = the sum of these / 1000, rounded up per request.
+   */
+  inputMilliPoints: number;
+  cachedInputMilliPoints: number;
+  outputMilliPoints: number;
 }
 
 export interface TenantPeriod {
@@ -1149,6 +1156,9 @@ function createBaseUsageLine(): UsageLine {
     overQuotaTokens: 0,
     overQuotaMoney: 0,
     unbilledPoints: 0,
+    inputMilliPoints: 0,
+    cachedInputMilliPoints: 0,
+    outputMilliPoints: 0,
   };
 }
 
@@ -1192,6 +1202,15 @@ export const UsageLine: MessageFns<UsageLine> = {
     }
     if (message.unbilledPoints !== 0) {
       writer.uint32(104).uint64(message.unbilledPoints);
+    }
+    if (message.inputMilliPoints !== 0) {
+      writer.uint32(112).uint64(message.inputMilliPoints);
+    }
+    if (message.cachedInputMilliPoints !== 0) {
+      writer.uint32(120).uint64(message.cachedInputMilliPoints);
+    }
+    if (message.outputMilliPoints !== 0) {
+      writer.uint32(128).uint64(message.outputMilliPoints);
     }
     return writer;
   },
@@ -1313,6 +1332,30 @@ export const UsageLine: MessageFns<UsageLine> = {
             message.unbilledPoints = longToNumber(reader.uint64());
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.inputMilliPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.cachedInputMilliPoints = longToNumber(reader.uint64());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.outputMilliPoints = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1368,6 +1411,21 @@ export const UsageLine: MessageFns<UsageLine> = {
         : isSet(object.unbilled_points)
         ? globalThis.Number(object.unbilled_points)
         : 0,
+      inputMilliPoints: isSet(object.inputMilliPoints)
+        ? globalThis.Number(object.inputMilliPoints)
+        : isSet(object.input_milli_points)
+        ? globalThis.Number(object.input_milli_points)
+        : 0,
+      cachedInputMilliPoints: isSet(object.cachedInputMilliPoints)
+        ? globalThis.Number(object.cachedInputMilliPoints)
+        : isSet(object.cached_input_milli_points)
+        ? globalThis.Number(object.cached_input_milli_points)
+        : 0,
+      outputMilliPoints: isSet(object.outputMilliPoints)
+        ? globalThis.Number(object.outputMilliPoints)
+        : isSet(object.output_milli_points)
+        ? globalThis.Number(object.output_milli_points)
+        : 0,
     };
   },
 
@@ -1412,6 +1470,15 @@ export const UsageLine: MessageFns<UsageLine> = {
     if (message.unbilledPoints !== 0) {
       obj.unbilledPoints = Math.round(message.unbilledPoints);
     }
+    if (message.inputMilliPoints !== 0) {
+      obj.inputMilliPoints = Math.round(message.inputMilliPoints);
+    }
+    if (message.cachedInputMilliPoints !== 0) {
+      obj.cachedInputMilliPoints = Math.round(message.cachedInputMilliPoints);
+    }
+    if (message.outputMilliPoints !== 0) {
+      obj.outputMilliPoints = Math.round(message.outputMilliPoints);
+    }
     return obj;
   },
 
@@ -1433,6 +1500,9 @@ export const UsageLine: MessageFns<UsageLine> = {
     message.overQuotaTokens = object.overQuotaTokens ?? 0;
     message.overQuotaMoney = object.overQuotaMoney ?? 0;
     message.unbilledPoints = object.unbilledPoints ?? 0;
+    message.inputMilliPoints = object.inputMilliPoints ?? 0;
+    message.cachedInputMilliPoints = object.cachedInputMilliPoints ?? 0;
+    message.outputMilliPoints = object.outputMilliPoints ?? 0;
     return message;
   },
 };
