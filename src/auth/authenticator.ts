@@ -7,6 +7,7 @@
 
 import { createHash } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
+import { NODE_ID_PATTERN, TENANT_PATTERN } from '../core/model.js';
 import type { AccountsStore, ApiKeyRecord } from '../store/accounts.js';
 import { BOOTSTRAP_KEY_ID, claimedKeyId, MAX_BEARER_CHARS, verifyApiKey } from './api-keys.js';
 import { ANONYMOUS_OPERATOR, type Identity } from './identity.js';
@@ -35,6 +36,8 @@ export interface AuthenticatorOptions {
   /** scrypt verifications running at once (default 2) and waiting (default 64). */
   readonly maxVerifying?: number;
   readonly maxWaiting?: number;
+  /** Different secrets of one key id verified at once (default 4). */
+  readonly maxPerKey?: number;
   /** Verified and refused tokens remembered (by hash), each (default 10,000). */
   readonly cacheEntries?: number;
 }
@@ -71,8 +74,10 @@ export function identityOfCertificate(certificate: PeerCertificate): Identity | 
   const subject = `certificate CN=${name}`;
   if (match[1] === 'operator') return { role: 'operator', subject };
   if (match[1] === 'planner') return { role: 'planner', subject };
-  if (match[2] !== undefined) return { role: 'agent', subject, nodeId: match[2] };
-  return { role: 'client', subject, tenant: match[3] as string };
+  if (match[2] !== undefined)
+    return NODE_ID_PATTERN.test(match[2]) ? { role: 'agent', subject, nodeId: match[2] } : undefined;
+  const tenant = match[3] as string;
+  return TENANT_PATTERN.test(tenant) ? { role: 'client', subject, tenant } : undefined;
 }
 
 /** A bounded map that forgets its oldest entry first. */
@@ -97,6 +102,9 @@ export class Authenticator {
   private verifying = 0;
   /** Verifications under way, by token digest (at most maxVerifying + maxWaiting). */
   private readonly inflight = new Map<string, Promise<AuthOutcome>>();
+  /** Verifications under way per claimed key id, and how many one id may have. */
+  private readonly perKey = new Map<string, number>();
+  private readonly maxPerKey: number;
   private readonly waiting: (() => void)[] = [];
   private readonly maxVerifying: number;
   private readonly maxWaiting: number;
@@ -106,6 +114,7 @@ export class Authenticator {
     this.refused = new Remembered(options.cacheEntries ?? 10_000);
     this.maxVerifying = options.maxVerifying ?? 2;
     this.maxWaiting = options.maxWaiting ?? 64;
+    this.maxPerKey = options.maxPerKey ?? 4;
   }
 
   get mode(): AuthMode {
@@ -124,7 +133,7 @@ export class Authenticator {
         if (identity !== undefined) return { ok: true, identity };
         return fail(
           'bad_certificate',
-          'the client certificate\'s subject CN must be "operator", "planner", "agent:<node id>" or "client:<tenant>"',
+          'the client certificate\'s subject CN must be "operator", "planner", "agent:<node id>" or "client:<tenant>" (valid names)',
         );
       }
       return fail('missing', 'this method needs a credential: send "authorization: Bearer <API key>"');
@@ -155,7 +164,21 @@ export class Authenticator {
     // Calls that bring the same new key at once share one verification.
     const pending = this.inflight.get(digest);
     if (pending !== undefined) return pending;
-    const verifying = this.verify(token, digest, record).finally(() => this.inflight.delete(digest));
+    // Different secrets for one key id (a guessing attack, or any token against the bootstrap
+    // key) take at most a few places in the queue, so they cannot keep other keys waiting.
+    const underWay = this.perKey.get(keyId) ?? 0;
+    if (underWay >= this.maxPerKey)
+      return fail(
+        'busy',
+        `too many different secrets for API key ${keyId} being verified at once; retry shortly`,
+      );
+    this.perKey.set(keyId, underWay + 1);
+    const verifying = this.verify(token, digest, record).finally(() => {
+      this.inflight.delete(digest);
+      const left = (this.perKey.get(keyId) ?? 1) - 1;
+      if (left === 0) this.perKey.delete(keyId);
+      else this.perKey.set(keyId, left);
+    });
     this.inflight.set(digest, verifying);
     return verifying;
   }

@@ -227,6 +227,17 @@ interface DemoKeys {
 /** `--demo`: an operator key, and a tenant `demo` with a client key, for the README's tour. */
 async function createDemoKeys(plane: ControlPlane): Promise<DemoKeys> {
   await plane.accounts.createTenant('demo', 'Demo tenant');
+  // A package, so that the tour meters: generous, refused once spent.
+  await plane.accounts.setPackage('demo', {
+    name: 'demo',
+    quotaPoints: 10_000_000,
+    period: { kind: 'calendar-month', timeZone: 'Asia/Shanghai' },
+    weights: { '*': { inputPer1k: 1, outputPer1k: 4, cachedInputPer1k: 0 } },
+    allowedLevels: [],
+    overQuota: 'REJECT',
+    throttleRequestsPerS: 0,
+    throttleBudgetMs: 0,
+  });
   const operator = await plane.accounts.createApiKey({ role: 'operator', name: 'demo operator' });
   const client = await plane.accounts.createApiKey({ role: 'client', name: 'demo client', tenant: 'demo' });
   if (operator.kind !== 'created' || client.kind !== 'created')
@@ -241,7 +252,8 @@ function authLines(settings: ServeSettings, demo: DemoKeys | undefined, bootstra
     return [
       'Demo credentials (shown once; the secrets are stored only as hashes):',
       `  export CPN_API_KEY=${demo.operator}     # operator: every command`,
-      `  client key of tenant "demo": ${demo.client}     # Route and Release only`,
+      `  client key of tenant "demo": ${demo.client}     # Route, Release, its own usage`,
+      '  tenant "demo" has package "demo": 10,000,000 points a month (npx cpn packages show demo)',
     ];
   }
   if (bootstrap) return ['Authentication: API keys; the bootstrap operator key is installed.'];

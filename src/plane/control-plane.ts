@@ -124,6 +124,8 @@ export interface MeteredRouteResult extends RouteResult {
   readonly overQuota: boolean;
   /** Points of the tenant's quota held until Release. */
   readonly reservedPoints: number;
+  /** The tenant has a package: the route was admitted (or refused) by it. */
+  readonly metered: boolean;
   /** A refused explained request: the decision it would have had, for its explain list. */
   readonly explained?: Extract<RouteDecision, { kind: 'infeasible' }>;
 }
@@ -257,7 +259,7 @@ export class ControlPlane {
    * requests see it; it is given back if the hold is refused.
    */
   async routeMetered(request: RouteRequest, options: RouteOptions = {}): Promise<MeteredRouteResult> {
-    const unmetered = { throttled: false, overQuota: false, reservedPoints: 0 };
+    const unmetered = { throttled: false, overQuota: false, reservedPoints: 0, metered: false };
     const admission = this.metering.admit(request, this.clock());
     if (admission.kind === 'unmetered') return { ...this.route(request, options), ...unmetered };
     if (admission.kind === 'refused') {
@@ -311,6 +313,7 @@ export class ControlPlane {
       throttled: admission.throttled,
       overQuota: held.overQuota,
       reservedPoints: admission.points,
+      metered: true,
     };
   }
 

@@ -29,7 +29,7 @@ import type { AccountsStore } from '../store/accounts.js';
 import type { LedgerStore } from '../store/ledgers.js';
 
 /** Reservations one tenant may hold at once (each is an entry of its ledger). */
-export const MAX_OUTSTANDING_PER_TENANT = 4096;
+export const MAX_OUTSTANDING_PER_TENANT = 2048;
 /** Settled Releases each ledger lists, newest last (the bounded recent log). */
 export const RECENT_RELEASES = 256;
 /** How long after its expiry a reservation can still be released (and billed). */
@@ -167,7 +167,10 @@ export class Metering {
           cached === undefined ? undefined : takeThrottleToken(cached, pkg.throttleRequestsPerS, nowMs);
         if (peek !== undefined && !peek.ok)
           return { kind: 'refused', refusal: this.rateLimited(request.tenant, pkg, peek.retryAfterMs) };
-        return metered(true, { ...packaged, latencyBudgetMs: pkg.throttleBudgetMs });
+        return metered(true, {
+          ...packaged,
+          latencyBudgetMs: Math.max(request.latencyBudgetMs, pkg.throttleBudgetMs),
+        });
       }
     }
   }
@@ -211,7 +214,7 @@ export class Metering {
             kind: 'refused',
             refusal: {
               rule: 'quota',
-              reason: 'QUOTA_EXCEEDED',
+              reason: 'TOO_MANY_RESERVATIONS',
               message: `tenant ${tenant} holds ${MAX_OUTSTANDING_PER_TENANT} reservations, the most one tenant may hold at once; release some`,
               retryAfterMs: 1000,
             },

@@ -46,11 +46,14 @@ function wholeNumber(field: string, value: number, min: number, max: number): nu
   return value;
 }
 
-function positive(field: string, value: number, max: number): number {
-  if (!Number.isFinite(value) || value <= 0 || value > max)
-    throw invalidArgument(`${field} must be > 0 and <= ${max}, got ${value}`);
+function positive(field: string, value: number, max: number, min = 0): number {
+  if (!Number.isFinite(value) || value <= min || value > max)
+    throw invalidArgument(`${field} must be > ${min} and <= ${max}, got ${value}`);
   return value;
 }
+
+/** A throttled tenant gets at least one request a minute or so (a retry hint stays finite). */
+const MIN_THROTTLE_PER_S = 0.01;
 
 function toMeter(meter: ProtoMeter): 'client' | 'trusted' {
   if (meter === ProtoMeter.METER_UNSPECIFIED || meter === ProtoMeter.METER_CLIENT) return 'client';
@@ -115,7 +118,7 @@ export function toPackage(pkg: ProtoPackage): Package {
     allowedLevels: toAllowedLevels(pkg.allowedLevels),
     overQuota,
     throttleRequestsPerS: throttled
-      ? positive('package.throttle_requests_per_s', pkg.throttleRequestsPerS, 1e6)
+      ? positive('package.throttle_requests_per_s', pkg.throttleRequestsPerS, 1e6, MIN_THROTTLE_PER_S)
       : 0,
     throttleBudgetMs: throttled
       ? positive('package.throttle_budget_ms', pkg.throttleBudgetMs, LIMITS.budgetMs)

@@ -4,7 +4,7 @@
 
 import { type ServerUnaryCall, type ServiceDefinition, type sendUnaryData, status } from '@grpc/grpc-js';
 import type { Identity } from '../auth/identity.js';
-import { StoreUnavailableError } from '../store/store.js';
+import { StoreRejectedError, StoreUnavailableError } from '../store/store.js';
 import type { CallGate, MethodName } from './access.js';
 import { ApiError, invalidArgument } from './errors.js';
 
@@ -83,6 +83,11 @@ export function unaryMethods(context: RpcContext) {
           code: status.UNAVAILABLE,
           details: `${method} failed: ${error.message}; retry when the store is back`,
         });
+        return;
+      }
+      if (error instanceof StoreRejectedError) {
+        observer.rpcDone(method, status.RESOURCE_EXHAUSTED);
+        callback({ code: status.RESOURCE_EXHAUSTED, details: `${method} failed: ${error.message}` });
         return;
       }
       if (error instanceof ApiError) {

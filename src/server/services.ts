@@ -223,7 +223,7 @@ export function schedulerService(
       const { decision } = result;
       if (decision.kind === 'refused' && decision.refusal.reason !== undefined)
         quota?.admitted(decision.refusal.reason.toLowerCase(), 0);
-      else if (result.reservedPoints > 0)
+      else if (result.metered && result.reservation !== undefined)
         quota?.admitted(
           result.throttled ? 'throttled' : result.overQuota ? 'over_quota' : 'within',
           result.reservedPoints,

@@ -125,6 +125,14 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/** The backend refused the write itself (too large, out of space): it did not happen. RESOURCE_EXHAUSTED. */
+export class StoreRejectedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreRejectedError';
+  }
+}
+
 /** Registers operator-managed nodes (e.g. a topology file's) that never expire. */
 export async function registerPermanent(store: Store, specs: Iterable<NodeSpec>): Promise<void> {
   for (const spec of specs) await store.registerNode(spec, { ttlS: 0, permanent: true });

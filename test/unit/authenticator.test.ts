@@ -27,7 +27,7 @@ async function keyRecord(role: ApiKeyRecord['role'], extra: Partial<ApiKeyRecord
   return { record, key };
 }
 
-function setup(options: { maxVerifying?: number; maxWaiting?: number } = {}) {
+function setup(options: { maxVerifying?: number; maxWaiting?: number; maxPerKey?: number } = {}) {
   const accounts = new MemoryAccounts();
   let now = 1000;
   const auth = new Authenticator({ mode: 'api-key', accounts, clock: () => now, ...options });
@@ -138,6 +138,21 @@ describe('Authenticator', () => {
     });
   });
 
+  it('a flood of wrong secrets for one key (or the bootstrap key) cannot keep another new key waiting', async () => {
+    const { accounts, auth } = setup({ maxVerifying: 1, maxWaiting: 8, maxPerKey: 2 });
+    const attacked = await keyRecord('operator');
+    const victim = await keyRecord('client', { tenant: 'acme' });
+    await accounts.putApiKey(attacked.record);
+    await accounts.putApiKey(victim.record);
+    const flood = Array.from({ length: 30 }, (_, i) =>
+      auth.authenticate(`Bearer cpn_${attacked.record.id}_${String(i).padStart(43, 'B')}`, undefined),
+    );
+    const genuine = auth.authenticate(`Bearer ${victim.key}`, undefined);
+    expect(await genuine).toMatchObject({ ok: true });
+    const outcomes = await Promise.all(flood);
+    expect(outcomes.filter((o) => !o.ok && o.failure === 'busy').length).toBeGreaterThanOrEqual(28);
+  });
+
   it('with auth off, everyone is an operator', () => {
     const auth = new Authenticator({ mode: 'none', accounts: new MemoryAccounts(), clock: () => 0 });
     expect(auth.authenticate(undefined, undefined)).toMatchObject({
@@ -157,6 +172,8 @@ describe('Authenticator', () => {
     expect(identityOfCertificate(cert('client:acme'))).toMatchObject({ role: 'client', tenant: 'acme' });
     expect(identityOfCertificate(cert('root'))).toBeUndefined();
     expect(identityOfCertificate(cert('client:'))).toBeUndefined();
+    expect(identityOfCertificate(cert('client:Acme~x'))).toBeUndefined();
+    expect(identityOfCertificate(cert('agent:../etc'))).toBeUndefined();
   });
 });
 

@@ -103,7 +103,11 @@ export type InfeasibleReason = 'NO_LIVE_NODE' | 'NO_NODE_WITHIN_CONSTRAINTS' | '
 
 /** A request turned away before any node was looked at (quota, rate): see admission.ts. */
 /** Stable reasons a program can switch on (google.rpc.ErrorInfo reason). */
-export type RefusalReason = 'QUOTA_EXCEEDED' | 'MODEL_NOT_IN_PACKAGE' | 'RATE_LIMITED';
+export type RefusalReason =
+  | 'QUOTA_EXCEEDED'
+  | 'MODEL_NOT_IN_PACKAGE'
+  | 'RATE_LIMITED'
+  | 'TOO_MANY_RESERVATIONS';
 
 export interface Refusal {
   /** The admission rule that refused, e.g. "quota". */
