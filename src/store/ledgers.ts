@@ -24,9 +24,20 @@ export interface LedgerStore {
 
 export const ledgerKey = (tenant: string, period: string): string => `${tenant}/${period}`;
 
+/** Files ledger `key` under its tenant, so that a tenant's ledgers are found without a scan. */
+export function indexLedger(byTenant: Map<string, Set<string>>, tenant: string, key: string): void {
+  let keys = byTenant.get(tenant);
+  if (keys === undefined) {
+    keys = new Set();
+    byTenant.set(tenant, keys);
+  }
+  keys.add(key);
+}
+
 /** Ledgers in this process's memory (the embedded store). */
 export class MemoryLedgers implements LedgerStore {
   private readonly ledgers = new Map<string, Ledger>();
+  private readonly byTenant = new Map<string, Set<string>>();
   private readonly listeners: ((ledger: Ledger) => void)[] = [];
 
   cached(tenant: string, period: string): Ledger | undefined {
@@ -34,13 +45,15 @@ export class MemoryLedgers implements LedgerStore {
   }
 
   cachedAll(tenant?: string): Ledger[] {
-    return [...this.ledgers.values()].filter((ledger) => tenant === undefined || ledger.tenant === tenant);
+    if (tenant === undefined) return [...this.ledgers.values()];
+    return [...(this.byTenant.get(tenant) ?? [])].flatMap((key) => this.ledgers.get(key) ?? []);
   }
 
   async update<T>(tenant: string, period: string, change: LedgerChange<T>): Promise<T> {
     const { next, result } = change(this.cached(tenant, period));
     if (next !== undefined) {
       this.ledgers.set(ledgerKey(tenant, period), next);
+      indexLedger(this.byTenant, tenant, ledgerKey(tenant, period));
       for (const listener of this.listeners) listener(next);
     }
     return result;

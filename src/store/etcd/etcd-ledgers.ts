@@ -5,7 +5,7 @@
 
 import type { Etcd3 } from 'etcd3';
 import type { Ledger } from '../../core/quota.js';
-import { type LedgerChange, type LedgerStore, ledgerKey } from '../ledgers.js';
+import { indexLedger, type LedgerChange, type LedgerStore, ledgerKey } from '../ledgers.js';
 import { StoreRejectedError, StoreUnavailableError } from '../store.js';
 
 /** After this many conflicts in a row the update gives up (UNAVAILABLE: retry). */
@@ -40,6 +40,7 @@ export class EtcdLedgers implements LedgerStore {
   private readonly cache = new Map<string, Cached>();
   private readonly listeners: ((ledger: Ledger) => void)[] = [];
   private readonly queues = new Map<string, Queue>();
+  private readonly byTenant = new Map<string, Set<string>>();
 
   constructor(private readonly options: EtcdLedgersOptions) {}
 
@@ -48,9 +49,8 @@ export class EtcdLedgers implements LedgerStore {
   }
 
   cachedAll(tenant?: string): Ledger[] {
-    return [...this.cache.values()]
-      .map((entry) => entry.ledger)
-      .filter((ledger) => tenant === undefined || ledger.tenant === tenant);
+    if (tenant === undefined) return [...this.cache.values()].map((entry) => entry.ledger);
+    return [...(this.byTenant.get(tenant) ?? [])].flatMap((id) => this.cache.get(id)?.ledger ?? []);
   }
 
   onLedgerChanged(listener: (ledger: Ledger) => void): void {
@@ -63,9 +63,11 @@ export class EtcdLedgers implements LedgerStore {
     if (current !== undefined && current.modRevision >= modRevision) return;
     if (ledger === undefined) {
       this.cache.delete(id);
+      this.byTenant.get(id.slice(0, id.indexOf('/')))?.delete(id);
       return;
     }
     this.cache.set(id, { ledger, modRevision });
+    indexLedger(this.byTenant, ledger.tenant, id);
     for (const listener of this.listeners) listener(ledger);
   }
 
