@@ -327,7 +327,7 @@ export class Metering {
     }
     periods.push(this.windowAt(pkg, nowMs).id);
     const before = nowMs - this.options.reservationTtlMs - this.options.lateReleaseGraceMs;
-    periods.push(periodAt(pkg.period, before).id);
+    periods.push(this.windowAt(pkg, before).id);
     return [...new Set(periods)];
   }
 
