@@ -1,7 +1,9 @@
-// The operations HTTP endpoint: /metrics (Prometheus), /healthz (alive), /readyz (ready to route:
-// serving, and the store reachable or its cache fresh enough) for Kubernetes probes.
+// The operations HTTP endpoint: /metrics (Prometheus), /healthz (alive: the event loop keeps up),
+// /readyz (ready to route: serving, and the store reachable or its cache fresh enough) for
+// Kubernetes probes.
 
 import { createServer, type Server } from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 
 export interface Readiness {
@@ -19,6 +21,9 @@ export async function startOpsHttp(options: {
   readonly port: number;
   readonly registry: Registry;
   readonly readiness: () => Readiness;
+  /** The worst event-loop delay lately (ms); /healthz fails beyond `maxLoopDelayMs`. */
+  readonly loopDelayMs?: () => number;
+  readonly maxLoopDelayMs?: number;
 }): Promise<OpsHttp> {
   const server: Server = createServer((request, response) => {
     const path = (request.url ?? '/').split('?')[0];
@@ -35,6 +40,16 @@ export async function startOpsHttp(options: {
       return;
     }
     if (path === '/healthz') {
+      // Answering at all proves little: a process starved by its own work still answers a probe
+      // now and then. A loop that lags for seconds is not alive in any useful sense.
+      const delayMs = options.loopDelayMs?.() ?? 0;
+      const limitMs = options.maxLoopDelayMs ?? 2000;
+      if (delayMs > limitMs) {
+        response
+          .writeHead(503, { 'content-type': 'text/plain' })
+          .end(`event loop delayed ${delayMs.toFixed(0)} ms lately (limit ${limitMs} ms)\n`);
+        return;
+      }
       response.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
     }
@@ -63,5 +78,27 @@ export async function startOpsHttp(options: {
         server.closeAllConnections();
         server.close(() => resolve());
       }),
+  };
+}
+
+/**
+ * Watches the event loop: the worst delay over roughly the last `windowMs`, from a histogram that
+ * is reset each window (so a past stall is forgotten once the loop keeps up again).
+ */
+export function watchEventLoop(windowMs = 10_000): { delayMs(): number; stop(): void } {
+  const histogram = monitorEventLoopDelay({ resolution: 20 });
+  histogram.enable();
+  let previousMaxMs = 0;
+  const timer = setInterval(() => {
+    previousMaxMs = histogram.max / 1e6;
+    histogram.reset();
+  }, windowMs);
+  timer.unref();
+  return {
+    delayMs: () => Math.max(previousMaxMs, histogram.max / 1e6),
+    stop() {
+      clearInterval(timer);
+      histogram.disable();
+    },
   };
 }

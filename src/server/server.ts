@@ -14,7 +14,7 @@ import type { NodeSpec } from '../core/model.js';
 import { AccountsService } from '../gen/cpn/v1/accounts.js';
 import { RegistryService } from '../gen/cpn/v1/registry.js';
 import { SchedulerService } from '../gen/cpn/v1/scheduler.js';
-import { startOpsHttp } from '../ops/http.js';
+import { startOpsHttp, watchEventLoop } from '../ops/http.js';
 import { type ClusterJobs, startClusterJobs } from '../ops/jobs/jobs.js';
 import type { Logger } from '../ops/log.js';
 import { ControlPlaneMetrics } from '../ops/metrics.js';
@@ -205,10 +205,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         });
   let serving = true;
   const maxStalenessS = options.maxStalenessS ?? 30;
+  const loop = options.metricsPort === undefined ? undefined : watchEventLoop();
   const http =
     options.metricsPort === undefined
       ? undefined
       : await startOpsHttp({
+          loopDelayMs: () => loop?.delayMs() ?? 0,
           host: options.metricsHost ?? host,
           port: options.metricsPort,
           registry: metrics.registry,
@@ -250,6 +252,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           const force = setTimeout(() => server.forceShutdown(), graceMs);
           server.tryShutdown(() => {
             clearTimeout(force);
+            loop?.stop();
             (http?.close() ?? Promise.resolve()).then(resolve);
           });
         }, drainDelayMs);

@@ -279,17 +279,28 @@ export function toLatencyReports(request: pbRegistry.ReportLatencyRequest): Late
   if (request.samples.length > LIMITS.latencySamples) {
     fail('samples', `${request.samples.length} entries`, `at most ${LIMITS.latencySamples} entries per call`);
   }
-  return request.samples.map((sample, index) => ({
-    from: checkString(
-      `samples[${index}].from`,
-      sample.from,
-      LIMITS.nameChars,
-      NAME_PATTERN,
-      'an access point or region name',
-    ),
-    nodeId: checkNodeId(`samples[${index}].node_id`, sample.nodeId),
-    rttMs: checkNumber(`samples[${index}].rtt_ms`, sample.rttMs, 0, LIMITS.rttMs),
-  }));
+  const seen = new Set<string>();
+  return request.samples.map((sample, index) => {
+    const report = {
+      from: checkString(
+        `samples[${index}].from`,
+        sample.from,
+        LIMITS.nameChars,
+        NAME_PATTERN,
+        'an access point or region name',
+      ),
+      nodeId: checkNodeId(`samples[${index}].node_id`, sample.nodeId),
+      rttMs: checkNumber(`samples[${index}].rtt_ms`, sample.rttMs, 0, LIMITS.rttMs),
+    };
+    // One sample per (from, node) per call: a store writes them as one batch.
+    const pair = `${report.from}\u0000${report.nodeId}`;
+    if (seen.has(pair))
+      throw invalidArgument(
+        `samples[${index}] repeats from ${report.from} to node ${report.nodeId}; send one sample per pair`,
+      );
+    seen.add(pair);
+    return report;
+  });
 }
 
 export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest {

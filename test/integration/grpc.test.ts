@@ -596,7 +596,7 @@ describe('gRPC control plane', () => {
         mentions: 'spec.parent_id nowhere is not registered',
       },
     ];
-    it('a status that reports a model twice, and a price change dated long ago, are refused', async () => {
+    it('a status that reports a model twice, a repeated latency pair and a price change dated long ago are refused', async () => {
       await register(t, nodeSpec('dup'));
       const twice = await rpc(t.registry, t.registry.reportStatus, {
         nodeId: 'dup',
@@ -609,6 +609,13 @@ describe('gRPC control plane', () => {
         healthy: true,
       });
       expect(twice.ok || twice.error.details).toMatch(/load\[1\]\.model qwen3-32b is reported twice/);
+      const repeated = await rpc(t.registry, t.registry.reportLatency, {
+        samples: [
+          { from: 'CN-GD', nodeId: 'dup', rttMs: 5 },
+          { from: 'CN-GD', nodeId: 'dup', rttMs: 6 },
+        ],
+      });
+      expect(repeated.ok || repeated.error.details).toMatch(/samples\[1\] repeats from CN-GD to node dup/);
       const ancient = await rpc(t.registry, t.registry.schedulePricing, {
         at: new Date(Date.UTC(-1000, 0, 1)),
         policy: { utcOffsetHours: 8, rules: [] },
