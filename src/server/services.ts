@@ -26,6 +26,7 @@ import {
 import { type ErrorSink, type RpcContext, unaryMethods } from './rpc.js';
 import {
   checkNodeId,
+  LIMITS,
   toLatencyReports,
   toNodeFilter,
   toNodeSpec,
@@ -119,10 +120,16 @@ export function registryService(plane: ControlPlane, log: EventSink, context: Rp
       };
     }),
     schedulePricing: unary('SchedulePricing', async (request) => {
-      const change = await plane.schedulePricing(
-        toPricingPolicy(request.policy),
-        toScheduleTime(request.at, plane.now()),
-      );
+      const policy = toPricingPolicy(request.policy);
+      const atMs = toScheduleTime(request.at, plane.now());
+      const pending = plane.pricing().scheduled.length;
+      if (pending >= LIMITS.scheduledPricing) {
+        throw new ApiError(
+          status.RESOURCE_EXHAUSTED,
+          `at most ${LIMITS.scheduledPricing} price changes can wait to take effect (${pending} do); cancel some with CancelPricing (cpn pricing cancel)`,
+        );
+      }
+      const change = await plane.schedulePricing(policy, atMs);
       log.info('price change scheduled', {
         id: change.id,
         at: new Date(change.atMs).toISOString(),

@@ -41,6 +41,8 @@ export const LIMITS = {
   latencySamples: 10_000,
   rttMs: 60_000,
   allowedRegions: 64,
+  /** Price changes waiting to take effect (each is kept in the store until it does). */
+  scheduledPricing: 64,
 } as const;
 
 const REGION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;

@@ -10,6 +10,7 @@ import type { RegisterNodeRequest } from '../../src/gen/cpn/v1/registry.js';
 import { LatencySource, type RouteRequest, RouteResponse, Verdict } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level, type NodeSpec, NodeState } from '../../src/gen/cpn/v1/types.js';
 import { ROUTE_RESPONSE_TRAILER } from '../../src/server/services.js';
+import { LIMITS } from '../../src/server/validate.js';
 import { ok, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
 
 const GUANGZHOU = { lat: 23.129, lon: 113.264 };
@@ -616,6 +617,19 @@ describe('gRPC control plane', () => {
         ],
       });
       expect(repeated.ok || repeated.error.details).toMatch(/samples\[1\] repeats from CN-GD to node dup/);
+      // Waiting price changes are bounded; the refusal names the limit.
+      for (let i = 0; i < LIMITS.scheduledPricing; i += 1) {
+        await ok(t.registry, t.registry.schedulePricing, {
+          at: new Date(t.server.plane.now() + 3_600_000 + i),
+          policy: { utcOffsetHours: 8, rules: [] },
+        });
+      }
+      const tooMany = await rpc(t.registry, t.registry.schedulePricing, {
+        at: new Date(t.server.plane.now() + 7_200_000),
+        policy: { utcOffsetHours: 8, rules: [] },
+      });
+      expect(tooMany.ok || tooMany.error.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(tooMany.ok || tooMany.error.details).toMatch(/at most 64 price changes can wait/);
       const ancient = await rpc(t.registry, t.registry.schedulePricing, {
         at: new Date(Date.UTC(-1000, 0, 1)),
         policy: { utcOffsetHours: 8, rules: [] },
