@@ -459,6 +459,13 @@ export class ControlPlane {
     return this.store.reportLatency(reports);
   }
 
+  /** How many `from` names of `reports` hold no samples yet, and how many do already. */
+  latencySourcesAfter(reports: readonly LatencyReport[]): { readonly known: number; readonly added: number } {
+    const added = new Set<string>();
+    for (const { from } of reports) if (this.store.view.samplesFrom(from) === undefined) added.add(from);
+    return { known: this.store.latencySources(), added: added.size };
+  }
+
   storeStatus(): { readonly health: StoreHealth; readonly nodes: number } {
     return { health: this.store.health(), nodes: this.store.view.nodeCount() };
   }

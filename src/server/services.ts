@@ -106,6 +106,14 @@ export function registryService(plane: ControlPlane, log: EventSink, context: Rp
     reportLatency: unary('ReportLatency', async (request, _call, caller) => {
       const reports = toLatencyReports(request);
       for (const report of reports) ownNode(caller, 'ReportLatency', report.nodeId);
+      // Each distinct `from` is a map the router keeps: bounded, whatever clients send.
+      const sources = plane.latencySourcesAfter(reports);
+      if (sources.added > 0 && sources.known + sources.added > LIMITS.latencySources) {
+        throw new ApiError(
+          status.RESOURCE_EXHAUSTED,
+          `at most ${LIMITS.latencySources} distinct from names (access points, regions) can hold latency samples (${sources.known} do); report from known ones`,
+        );
+      }
       return { accepted: await plane.reportLatency(reports) };
     }),
     getStoreStatus: unary('GetStoreStatus', async () => {

@@ -43,6 +43,8 @@ export const LIMITS = {
   allowedRegions: 64,
   /** Price changes waiting to take effect (each is kept in the store until it does). */
   scheduledPricing: 64,
+  /** Distinct `from` names (access points, regions) that may hold latency samples. */
+  latencySources: 10_000,
 } as const;
 
 const REGION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;

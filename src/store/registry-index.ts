@@ -62,6 +62,11 @@ export class RegistryIndex {
     return node;
   }
 
+  /** Distinct `from` names (access points, regions) that hold samples. */
+  get sampleSources(): number {
+    return this.samples.size;
+  }
+
   getSample(from: string, nodeId: string): LatencySample | undefined {
     return this.samples.get(from)?.get(nodeId);
   }

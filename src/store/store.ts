@@ -71,6 +71,8 @@ export interface Store {
   listNodes(filter: NodeFilter): NodeRecord[];
   /** Folds measured RTTs into the smoothed samples; returns how many were accepted. */
   reportLatency(reports: readonly LatencyReport[]): Promise<number>;
+  /** Distinct `from` names that hold latency samples. */
+  latencySources(): number;
   /**
    * Records usage once per reservation id, whichever replica the Release reached. Returns false
    * when that reservation's usage was already recorded. The record is kept at least `keepMs` —

@@ -638,6 +638,25 @@ describe('gRPC control plane', () => {
       expect(ancient.ok || ancient.error.details).toMatch(/no earlier than a day ago/);
     });
 
+    it('latency samples come from at most LIMITS.latencySources distinct names; known ones still report', async () => {
+      await register(t, nodeSpec('probe'));
+      const batch = LIMITS.latencySamples;
+      for (let start = 0; start < LIMITS.latencySources; start += batch) {
+        const samples = Array.from({ length: Math.min(batch, LIMITS.latencySources - start) }, (_, i) => ({
+          from: `ap-${start + i}`,
+          nodeId: 'probe',
+          rttMs: 5,
+        }));
+        expect((await ok(t.registry, t.registry.reportLatency, { samples })).accepted).toBe(samples.length);
+      }
+      const one = (from: string) =>
+        rpc(t.registry, t.registry.reportLatency, { samples: [{ from, nodeId: 'probe', rttMs: 7 }] });
+      const refused = await one('ap-new');
+      expect(refused.ok || refused.error.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(refused.ok || refused.error.details).toMatch(/at most 10000 distinct from names/);
+      expect((await one('ap-17')).ok).toBe(true);
+    });
+
     it.each(registerCases)('RegisterNode: $name', async ({ request, mentions }) => {
       const outcome = await rpc(t.registry, t.registry.registerNode, request);
       expect(outcome.ok || outcome.error.code).toBe(status.INVALID_ARGUMENT);

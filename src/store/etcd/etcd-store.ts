@@ -471,6 +471,10 @@ export class EtcdStore implements Store {
     return this.index.list(filter);
   }
 
+  latencySources(): number {
+    return this.index.sampleSources;
+  }
+
   async reportLatency(reports: readonly LatencyReport[]): Promise<number> {
     const nowMs = this.clock();
     const puts: { from: string; nodeId: string; sample: LatencySample }[] = [];

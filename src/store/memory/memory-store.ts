@@ -110,6 +110,10 @@ export class MemoryStore implements Store {
     return this.index.list(filter);
   }
 
+  latencySources(): number {
+    return this.index.sampleSources;
+  }
+
   async reportLatency(reports: readonly LatencyReport[]): Promise<number> {
     const nowMs = this.options.clock();
     let accepted = 0;
