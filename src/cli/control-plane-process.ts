@@ -155,6 +155,7 @@ export async function runControlPlane(
     port: settings.port,
     reservationTtlMs: settings.reservationTtlS * 1000,
     maxExplainNodes: settings.maxExplainNodes,
+    maxNodes: settings.maxNodes,
     permanentNodes: topology?.nodes ?? [],
     metricsPort: settings.metricsPort,
   });

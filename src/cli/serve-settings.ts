@@ -9,6 +9,7 @@
 import { type Command, Option } from 'commander';
 import { z } from 'zod';
 import { YamlSource } from '../ops/yaml-config.js';
+import { DEFAULT_MAX_NODES } from '../server/services.js';
 import { integer } from './args.js';
 
 type Kind =
@@ -94,6 +95,12 @@ export const SERVE_SETTINGS = {
     arg: '<n>',
     help: 'an explained Route evaluates at most this many nodes; the answer says how many it left out',
     default: 5000,
+  },
+  maxNodes: {
+    kind: int(1, 10_000_000),
+    arg: '<n>',
+    help: 'RegisterNode refuses new nodes once the registry holds this many (re-registrations still go through)',
+    default: DEFAULT_MAX_NODES,
   },
   logLevel: {
     kind: choice('debug', 'info', 'warn', 'error', 'silent'),

@@ -45,6 +45,8 @@ export interface ServerOptions {
   readonly explainLimit?: number;
   /** Explain evaluates at most this many nodes (the answer says how many it left out). */
   readonly maxExplainNodes?: number;
+  /** RegisterNode refuses new nodes once the registry holds this many (default 200,000). */
+  readonly maxNodes?: number;
   /** Nodes registered as permanent (operator-managed, never expiring) before serving starts. */
   readonly permanentNodes?: readonly NodeSpec[];
   /** Explained routes run one at a time; at most this many wait (default 16), the rest are refused. */
@@ -150,7 +152,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       authFailed: (reason) => metrics.recordAuthFailure(reason),
     }),
   };
-  server.addService(tolerantDecoding(RegistryService), registryService(plane, options.logger, context));
+  server.addService(
+    tolerantDecoding(RegistryService),
+    registryService(plane, options.logger, context, options.maxNodes),
+  );
   server.addService(
     tolerantDecoding(SchedulerService),
     schedulerService(

@@ -50,7 +50,15 @@ export interface EventSink extends ErrorSink {
 
 const viewToProto = (view: NodeView) => nodeToProto(view.record, view.state, view.reserved);
 
-export function registryService(plane: ControlPlane, log: EventSink, context: RpcContext): RegistryServer {
+/** A registry this large refuses new nodes (re-registrations still go through). */
+export const DEFAULT_MAX_NODES = 200_000;
+
+export function registryService(
+  plane: ControlPlane,
+  log: EventSink,
+  context: RpcContext,
+  maxNodes = DEFAULT_MAX_NODES,
+): RegistryServer {
   const unary = unaryMethods(context);
   return {
     registerNode: unary('RegisterNode', async (request, _call, caller) => {
@@ -60,6 +68,13 @@ export function registryService(plane: ControlPlane, log: EventSink, context: Rp
         throw invalidArgument(
           `spec.parent_id ${spec.parentId} is not registered; register the parent first, or leave it empty`,
         );
+      const count = plane.storeStatus().nodes;
+      if (count >= maxNodes && plane.getNode(spec.id) === undefined) {
+        throw new ApiError(
+          status.RESOURCE_EXHAUSTED,
+          `the registry holds ${count} nodes, the most this control plane accepts (--max-nodes ${maxNodes}); deregister nodes or raise the limit`,
+        );
+      }
       const { node, created } = await plane.registerNode(spec, toRegisterOptions(request));
       log.info(created ? 'node registered' : 'node re-registered', {
         node: spec.id,

@@ -44,7 +44,12 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  options: { reservationTtlMs?: number; latency?: Partial<LatencyModel>; explainQueue?: number } = {},
+  options: {
+    reservationTtlMs?: number;
+    latency?: Partial<LatencyModel>;
+    explainQueue?: number;
+    maxNodes?: number;
+  } = {},
 ): Promise<TestServer> {
   let now = Date.UTC(2026, 10, 22, 12);
   let monotonic = 0;
@@ -59,6 +64,7 @@ export async function startTestServer(
     reservationTtlMs: options.reservationTtlMs ?? 30_000,
     latency: options.latency,
     explainQueue: options.explainQueue,
+    maxNodes: options.maxNodes,
     bootstrapOperatorKey: TEST_OPERATOR_KEY,
   });
   const address = `127.0.0.1:${server.port}`;

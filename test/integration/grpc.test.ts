@@ -764,3 +764,25 @@ describe('standard services', () => {
     );
   });
 });
+
+describe('registry ceiling', () => {
+  it('refuses new nodes beyond --max-nodes, naming the limit; known nodes still re-register', async () => {
+    const small = await startTestServer({ maxNodes: 2 });
+    try {
+      for (const id of ['c1', 'c2']) await register(small, nodeSpec(id));
+      const third = await rpc(small.registry, small.registry.registerNode, {
+        spec: nodeSpec('c3'),
+        ttlS: 30,
+        permanent: false,
+      });
+      expect(third.ok || third.error.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(third.ok || third.error.details).toMatch(
+        /holds 2 nodes, the most this control plane accepts \(--max-nodes 2\)/,
+      );
+      await register(small, nodeSpec('c1', { endpoint: 'https://c1.example:9000' }));
+      expect(small.store.getNode('c1')?.spec.endpoint).toBe('https://c1.example:9000');
+    } finally {
+      await small.close();
+    }
+  });
+});
