@@ -67,12 +67,21 @@ export function weightsFor(pkg: Package, model: string): ModelWeights | undefine
 
 /** Points for `tokens` (cached tokens are part of input and weigh at the cache-hit rate), rounded up. */
 export function pointsFor(weights: ModelWeights, tokens: TokenCounts): number {
+  const milli = milliPointsFor(weights, tokens);
+  return Math.ceil((milli.input + milli.cached + milli.output) / 1000);
+}
+
+/** Thousandths of a point per token kind (uncached input, cache-hit input, output), unrounded. */
+export function milliPointsFor(
+  weights: ModelWeights | undefined,
+  tokens: TokenCounts,
+): { readonly input: number; readonly cached: number; readonly output: number } {
   const uncached = Math.max(0, tokens.inputTokens - tokens.cachedInputTokens);
-  const perMille =
-    uncached * weights.inputPer1k +
-    tokens.cachedInputTokens * weights.cachedInputPer1k +
-    tokens.outputTokens * weights.outputPer1k;
-  return Math.ceil(perMille / 1000);
+  return {
+    input: uncached * (weights?.inputPer1k ?? 0),
+    cached: tokens.cachedInputTokens * (weights?.cachedInputPer1k ?? 0),
+    output: tokens.outputTokens * (weights?.outputPer1k ?? 0),
+  };
 }
 
 // ---- Periods -------------------------------------------------------------------------------------
@@ -496,12 +505,7 @@ export function settlePoints(
   const late = live === undefined ? findHold(ledger.expired, id) : undefined;
   const held = live?.held ?? late?.held;
   if (held === undefined) return { kind: 'unknown' };
-  const uncached = Math.max(0, tokens.inputTokens - tokens.cachedInputTokens);
-  const milli = {
-    input: uncached * (weights?.inputPer1k ?? 0),
-    cached: tokens.cachedInputTokens * (weights?.cachedInputPer1k ?? 0),
-    output: tokens.outputTokens * (weights?.outputPer1k ?? 0),
-  };
+  const milli = milliPointsFor(weights, tokens);
   const points = Math.ceil((milli.input + milli.cached + milli.output) / 1000);
   let heldPoints = ledger.heldPoints;
   let heldCount = ledger.heldCount;
