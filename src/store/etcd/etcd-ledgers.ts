@@ -6,7 +6,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Ledger } from '../../core/quota.js';
 import { indexLedger, type LedgerChange, type LedgerStore, ledgerKey } from '../ledgers.js';
-import { StoreRejectedError, StoreUnavailableError } from '../store.js';
+import { StoreUnavailableError } from '../store.js';
 
 /** After this many conflicts in a row the update gives up (UNAVAILABLE: retry). */
 export const MAX_LEDGER_ATTEMPTS = 64;
@@ -144,26 +144,16 @@ export class EtcdLedgers implements LedgerStore {
           ? { key, target: 'Create' as const, result: 'Equal' as const, create_revision: 0 }
           : { key, target: 'Mod' as const, result: 'Equal' as const, mod_revision: base.modRevision };
       const written = ledger;
-      const response = await this.options
-        .call('update the quota ledger', () =>
-          this.options.client.kv.txn({
-            compare: [compare],
-            success:
-              wrote && written !== undefined
-                ? [{ request_put: { key, value: Buffer.from(JSON.stringify(written)) } }]
-                : [],
-            failure: [{ request_range: { key } }],
-          }),
-        )
-        .catch((error: unknown) => {
-          // The per-tenant caps keep a ledger well under etcd's request limit; if it is reached
-          // anyway, say so rather than fail as a bug.
-          if (/too large|NOSPACE|no space/i.test(String((error as Error)?.message)))
-            throw new StoreRejectedError(
-              `etcd refused the quota ledger of tenant ${tenant}: ${(error as Error).message}`,
-            );
-          throw error;
-        });
+      const response = await this.options.call('update the quota ledger', () =>
+        this.options.client.kv.txn({
+          compare: [compare],
+          success:
+            wrote && written !== undefined
+              ? [{ request_put: { key, value: Buffer.from(JSON.stringify(written)) } }]
+              : [],
+          failure: [{ request_range: { key } }],
+        }),
+      );
       if (response.succeeded) {
         if (wrote && written !== undefined) {
           this.options.countWrite();

@@ -53,6 +53,7 @@ import {
   type StatusOutcome,
   type Store,
   type StoreHealth,
+  StoreRejectedError,
   StoreUnavailableError,
   type UsageRecord,
 } from '../store.js';
@@ -951,8 +952,12 @@ export class EtcdStore implements Store {
       }
       return result;
     } catch (error) {
+      const message = (error as Error)?.message ?? String(error);
+      // etcd refused the request itself (too large, out of space): not an outage, and retrying
+      // will not help. Said as such, for every write.
+      if (/request is too large|NOSPACE|no space/i.test(message))
+        throw new StoreRejectedError(`etcd refused to ${what}: ${message}`);
       if (!isUnreachable(error)) throw error;
-      const message = (error as Error).message ?? String(error);
       if (this.unreachableSinceMs === undefined) {
         this.unreachableSinceMs = this.clock();
         this.options.logger.warn('etcd unreachable', { err: message });
