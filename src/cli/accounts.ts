@@ -14,21 +14,15 @@ import {
   Role,
   type Tenant,
 } from '../gen/cpn/v1/accounts.js';
+import { ROLE_TO_PROTO } from '../server/accounts-service.js';
+import { roleName } from './format.js';
 import { callAndPrint, printResponse, withClientOptions, withSession } from './rpc.js';
 
-const ROLE_NAMES: Readonly<Record<Role, string>> = {
-  [Role.ROLE_UNSPECIFIED]: '?',
-  [Role.ROLE_OPERATOR]: 'operator',
-  [Role.ROLE_AGENT]: 'agent',
-  [Role.ROLE_CLIENT]: 'client',
-  [Role.ROLE_PLANNER]: 'planner',
-  [Role.UNRECOGNIZED]: '?',
-};
-
 function roleArg(value: string): Role {
-  const index = (ROLES as readonly string[]).indexOf(value.toLowerCase());
-  if (index < 0) throw new InvalidArgumentError(`expected one of ${ROLES.join(', ')}, got "${value}"`);
-  return [Role.ROLE_OPERATOR, Role.ROLE_AGENT, Role.ROLE_CLIENT, Role.ROLE_PLANNER][index] as Role;
+  const role = ROLES.find((name) => name === value.toLowerCase());
+  if (role === undefined)
+    throw new InvalidArgumentError(`expected one of ${ROLES.join(', ')}, got "${value}"`);
+  return ROLE_TO_PROTO[role];
 }
 
 function expiryArg(value: string): Date {
@@ -55,7 +49,7 @@ function formatKeys(keys: readonly ApiKey[]): string {
   for (const key of keys) {
     table.push([
       key.id,
-      ROLE_NAMES[key.role],
+      roleName(key.role),
       key.tenant || key.nodeId,
       key.name,
       day(key.createdAt),
@@ -156,7 +150,7 @@ export function keysCommand(): Command {
         );
         printResponse(opts.json, response, CreateApiKeyResponse.toJSON, (created) =>
           [
-            `created ${ROLE_NAMES[created.key?.role ?? Role.ROLE_UNSPECIFIED]} key ${created.key?.id}; its secret, shown only now:`,
+            `created ${roleName(created.key?.role ?? Role.ROLE_UNSPECIFIED)} key ${created.key?.id}; its secret, shown only now:`,
             `  ${created.secret}`,
           ].join('\n'),
         );

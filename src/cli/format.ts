@@ -1,6 +1,7 @@
 // Human-readable output for the CLI: tables and the placement card.
 
 import Table from 'cli-table3';
+import { OverQuotaPolicy, Role } from '../gen/cpn/v1/accounts.js';
 import type { PricingPolicy } from '../gen/cpn/v1/registry.js';
 import {
   type ExplainEntry,
@@ -15,6 +16,9 @@ const stripPrefix = (name: string | undefined, prefix: string): string =>
   name === undefined ? '?' : name.startsWith(prefix) ? name.slice(prefix.length) : name;
 
 export const levelName = (level: Level): string => stripPrefix(Level[level], 'LEVEL_');
+export const roleName = (role: Role): string => stripPrefix(Role[role], 'ROLE_').toLowerCase();
+export const overQuotaName = (policy: OverQuotaPolicy): string =>
+  stripPrefix(OverQuotaPolicy[policy], 'OVER_QUOTA_POLICY_');
 export const stateName = (state: NodeState): string => stripPrefix(NodeState[state], 'NODE_STATE_');
 export const verdictName = (verdict: Verdict): string => stripPrefix(Verdict[verdict], 'VERDICT_');
 export const sourceName = (source: LatencySource): string =>

@@ -15,9 +15,10 @@ import {
   type Package,
   type UsageLine,
 } from '../gen/cpn/v1/accounts.js';
-import type { Level } from '../gen/cpn/v1/types.js';
 import { YamlSource } from '../ops/yaml-config.js';
 import { levelToProto } from '../server/convert.js';
+import { POLICY_TO_PROTO } from '../server/package-convert.js';
+import { levelName, overQuotaName } from './format.js';
 import { CliError, callAndPrint, printResponse, withClientOptions, withSession } from './rpc.js';
 
 const weightSchema = z.strictObject({
@@ -46,17 +47,6 @@ const packageSchema = z.strictObject({
   meter: z.enum(['client', 'trusted']).default('client'),
 });
 
-const POLICY: Record<z.infer<typeof packageSchema>['over_quota'], OverQuotaPolicy> = {
-  REJECT: OverQuotaPolicy.OVER_QUOTA_POLICY_REJECT,
-  THROTTLE: OverQuotaPolicy.OVER_QUOTA_POLICY_THROTTLE,
-  PAY_AS_YOU_GO: OverQuotaPolicy.OVER_QUOTA_POLICY_PAY_AS_YOU_GO,
-};
-const POLICY_NAME: Partial<Record<OverQuotaPolicy, string>> = {
-  [OverQuotaPolicy.OVER_QUOTA_POLICY_REJECT]: 'REJECT',
-  [OverQuotaPolicy.OVER_QUOTA_POLICY_THROTTLE]: 'THROTTLE',
-  [OverQuotaPolicy.OVER_QUOTA_POLICY_PAY_AS_YOU_GO]: 'PAY_AS_YOU_GO',
-};
-const levelName = (level: Level) => LEVELS[level - 1] ?? '?';
 const money = (units: number) => (units / MONEY_UNITS).toFixed(4);
 
 /** Reads a package YAML (validated, file:line on mistakes). */
@@ -77,7 +67,7 @@ export async function loadPackage(file: string): Promise<Package> {
       cachedInputPer1k: w.cached_input,
     })),
     allowedLevels: doc.allowed_levels.map(levelToProto),
-    overQuota: POLICY[doc.over_quota],
+    overQuota: POLICY_TO_PROTO[doc.over_quota],
     throttleRequestsPerS: doc.throttle?.requests_per_s ?? 0,
     throttleBudgetMs: doc.throttle?.budget_ms ?? 0,
     meter: doc.meter === 'trusted' ? Meter.METER_TRUSTED : Meter.METER_CLIENT,
@@ -88,7 +78,7 @@ export function describePackage(pkg: Package | undefined): string {
   if (pkg === undefined) return 'no package: routes are unmetered';
   const period = pkg.periodSeconds > 0 ? `every ${pkg.periodSeconds} s` : `calendar month (${pkg.timeZone})`;
   const lines = [
-    `package ${pkg.name}: ${pkg.quotaPoints} points per ${period}; over quota: ${POLICY_NAME[pkg.overQuota] ?? '?'}`,
+    `package ${pkg.name}: ${pkg.quotaPoints} points per ${period}; over quota: ${overQuotaName(pkg.overQuota)}`,
   ];
   if (pkg.overQuota === OverQuotaPolicy.OVER_QUOTA_POLICY_THROTTLE)
     lines.push(`  throttled to ${pkg.throttleRequestsPerS} requests/s within ${pkg.throttleBudgetMs} ms`);

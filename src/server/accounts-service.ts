@@ -20,7 +20,7 @@ const LABEL_PATTERN = /^[\x20-\x7e]*$/;
 const KEY_ID_PATTERN = /^(?:[0-9a-f]{16}|bootstrap)$/;
 const MAX_KEY_LIFETIME_MS = 10 * 366 * 24 * 3600 * 1000;
 
-const ROLE_TO_PROTO: Readonly<Record<Role, ProtoRole>> = {
+export const ROLE_TO_PROTO: Readonly<Record<Role, ProtoRole>> = {
   operator: ProtoRole.ROLE_OPERATOR,
   agent: ProtoRole.ROLE_AGENT,
   client: ProtoRole.ROLE_CLIENT,

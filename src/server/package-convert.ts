@@ -34,7 +34,7 @@ const POLICY_FROM_PROTO: Partial<Record<ProtoOverQuota, OverQuotaPolicy>> = {
   [ProtoOverQuota.OVER_QUOTA_POLICY_THROTTLE]: 'THROTTLE',
   [ProtoOverQuota.OVER_QUOTA_POLICY_PAY_AS_YOU_GO]: 'PAY_AS_YOU_GO',
 };
-const POLICY_TO_PROTO: Readonly<Record<OverQuotaPolicy, ProtoOverQuota>> = {
+export const POLICY_TO_PROTO: Readonly<Record<OverQuotaPolicy, ProtoOverQuota>> = {
   REJECT: ProtoOverQuota.OVER_QUOTA_POLICY_REJECT,
   THROTTLE: ProtoOverQuota.OVER_QUOTA_POLICY_THROTTLE,
   PAY_AS_YOU_GO: ProtoOverQuota.OVER_QUOTA_POLICY_PAY_AS_YOU_GO,
