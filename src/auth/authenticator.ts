@@ -7,6 +7,7 @@
 
 import { createHash } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
+import { BoundedQueue } from '../common/bounded-queue.js';
 import { NODE_ID_PATTERN, TENANT_PATTERN } from '../core/model.js';
 import type { AccountsStore, ApiKeyRecord } from '../store/accounts.js';
 import { BOOTSTRAP_KEY_ID, claimedKeyId, MAX_BEARER_CHARS, verifyApiKey } from './api-keys.js';
@@ -99,21 +100,18 @@ export class Authenticator {
   private readonly verified: Remembered<string>;
   /** token hash → the stored hash it failed against. */
   private readonly refused: Remembered<string>;
-  private verifying = 0;
   /** Verifications under way, by token digest (at most maxVerifying + maxWaiting). */
   private readonly inflight = new Map<string, Promise<AuthOutcome>>();
   /** Verifications under way per claimed key id, and how many one id may have. */
   private readonly perKey = new Map<string, number>();
   private readonly maxPerKey: number;
-  private readonly waiting: (() => void)[] = [];
-  private readonly maxVerifying: number;
-  private readonly maxWaiting: number;
+  /** The slow scrypt verifications: a few at a time, a bounded queue behind them. */
+  private readonly queue: BoundedQueue;
 
   constructor(private readonly options: AuthenticatorOptions) {
     this.verified = new Remembered(options.cacheEntries ?? 10_000);
     this.refused = new Remembered(options.cacheEntries ?? 10_000);
-    this.maxVerifying = options.maxVerifying ?? 2;
-    this.maxWaiting = options.maxWaiting ?? 64;
+    this.queue = new BoundedQueue(options.maxVerifying ?? 2, options.maxWaiting ?? 64);
     this.maxPerKey = options.maxPerKey ?? 4;
   }
 
@@ -195,16 +193,14 @@ export class Authenticator {
   }
 
   private async verify(token: string, digest: string, record: ApiKeyRecord): Promise<AuthOutcome> {
-    if (this.verifying >= this.maxVerifying) {
-      if (this.waiting.length >= this.maxWaiting) {
-        return fail(
-          'busy',
-          `too many new API keys to verify at once (limit ${this.maxVerifying} running, ${this.maxWaiting} waiting); retry shortly`,
-        );
-      }
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    const slot = this.queue.acquire();
+    if (slot === undefined) {
+      return fail(
+        'busy',
+        `too many new API keys to verify at once (limit ${this.queue.running} running, ${this.queue.waiting} waiting); retry shortly`,
+      );
     }
-    this.verifying += 1;
+    const release = await slot;
     try {
       const good = await verifyApiKey(token, record);
       (good ? this.verified : this.refused).set(digest, record.hash);
@@ -215,8 +211,7 @@ export class Authenticator {
       if (current.hash !== record.hash) return this.authenticate(`Bearer ${token}`, undefined);
       return this.usable(current) ?? { ok: true, identity: identityOfKey(current) };
     } finally {
-      this.verifying -= 1;
-      this.waiting.shift()?.();
+      release();
     }
   }
 }

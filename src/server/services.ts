@@ -2,6 +2,7 @@
 // beyond mapping; decisions live in the core, status codes in errors.ts.
 
 import { Metadata, status } from '@grpc/grpc-js';
+import { BoundedQueue } from '../common/bounded-queue.js';
 import type { RouteDecision } from '../core/routing/index.js';
 import type { RegistryServer } from '../gen/cpn/v1/registry.js';
 import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
@@ -196,29 +197,26 @@ export interface SchedulerOptions {
  * beyond `maxWaiting` queued ones the call is refused with the limit named.
  */
 export class ExplainGate {
-  private running = false;
-  private readonly waiting: (() => void)[] = [];
+  private readonly queue: BoundedQueue;
 
-  constructor(private readonly maxWaiting: number) {}
+  constructor(private readonly maxWaiting: number) {
+    this.queue = new BoundedQueue(1, maxWaiting);
+  }
 
   async run<T>(work: () => T): Promise<T> {
-    if (this.running) {
-      if (this.waiting.length >= this.maxWaiting) {
-        throw new ApiError(
-          status.RESOURCE_EXHAUSTED,
-          `explain is limited to ${this.maxWaiting + 1} requests at once (one runs, ${this.maxWaiting} wait); retry shortly, or route without explain`,
-        );
-      }
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    const slot = this.queue.acquire();
+    if (slot === undefined) {
+      throw new ApiError(
+        status.RESOURCE_EXHAUSTED,
+        `explain is limited to ${this.maxWaiting + 1} requests at once (one runs, ${this.maxWaiting} wait); retry shortly, or route without explain`,
+      );
     }
-    this.running = true;
+    const release = await slot;
     try {
       await new Promise<void>((resolve) => setImmediate(resolve));
       return work();
     } finally {
-      const next = this.waiting.shift();
-      if (next === undefined) this.running = false;
-      else next();
+      release();
     }
   }
 }
