@@ -156,6 +156,12 @@ export async function runControlPlane(
     reservationTtlMs: settings.reservationTtlS * 1000,
     maxExplainNodes: settings.maxExplainNodes,
     maxNodes: settings.maxNodes,
+    connections: {
+      handshakeTimeoutMs: settings.handshakeTimeoutMs,
+      idleTimeoutMs: settings.idleTimeoutMs,
+      maxConnections: settings.maxConnections,
+      maxStreamsPerConnection: settings.maxStreamsPerConnection,
+    },
     permanentNodes: topology?.nodes ?? [],
     metricsPort: settings.metricsPort,
   });

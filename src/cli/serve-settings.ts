@@ -9,6 +9,7 @@
 import { type Command, Option } from 'commander';
 import { z } from 'zod';
 import { YamlSource } from '../ops/yaml-config.js';
+import { DEFAULT_CONNECTION_LIMITS } from '../server/connections.js';
 import { DEFAULT_MAX_NODES } from '../server/services.js';
 import { integer } from './args.js';
 
@@ -141,6 +142,30 @@ export const SERVE_SETTINGS = {
     kind: text,
     arg: '<file>',
     help: 'require client certificates signed by this CA (mTLS); the subject CN names the role: operator, planner, agent:<node>, client:<tenant>',
+  },
+  handshakeTimeoutMs: {
+    kind: int(100, 600_000),
+    arg: '<ms>',
+    help: 'a connection that has not completed the HTTP/2 preface this long after it opened is closed',
+    default: DEFAULT_CONNECTION_LIMITS.handshakeTimeoutMs,
+  },
+  idleTimeoutMs: {
+    kind: int(1000, 86_400_000),
+    arg: '<ms>',
+    help: 'a connection with no call in flight this long is closed (clients reconnect when they next call)',
+    default: DEFAULT_CONNECTION_LIMITS.idleTimeoutMs,
+  },
+  maxConnections: {
+    kind: int(1, 1_000_000),
+    arg: '<n>',
+    help: 'open gRPC connections at most; more are closed on accept (run more replicas for more agents)',
+    default: DEFAULT_CONNECTION_LIMITS.maxConnections,
+  },
+  maxStreamsPerConnection: {
+    kind: int(1, 100_000),
+    arg: '<n>',
+    help: 'concurrent calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)',
+    default: DEFAULT_CONNECTION_LIMITS.maxStreamsPerConnection,
   },
   drainDelayMs: {
     kind: int(0, 600_000),

@@ -22,6 +22,12 @@ import { ControlPlane } from '../plane/control-plane.js';
 import type { Clock, Store } from '../store/store.js';
 import { CallGate } from './access.js';
 import { accountsService } from './accounts-service.js';
+import {
+  type ConnectionLimits,
+  connectionChannelOptions,
+  DEFAULT_CONNECTION_LIMITS,
+  guardConnections,
+} from './connections.js';
 import { type RpcContext, tolerantDecoding } from './rpc.js';
 import { registryService, schedulerService } from './services.js';
 
@@ -47,6 +53,8 @@ export interface ServerOptions {
   readonly maxExplainNodes?: number;
   /** RegisterNode refuses new nodes once the registry holds this many (default 200,000). */
   readonly maxNodes?: number;
+  /** Handshake and idle timeouts, connection and stream ceilings, keepalive (connections.ts). */
+  readonly connections?: Partial<ConnectionLimits>;
   /** Nodes registered as permanent (operator-managed, never expiring) before serving starts. */
   readonly permanentNodes?: readonly NodeSpec[];
   /** Explained routes run one at a time; at most this many wait (default 16), the rest are refused. */
@@ -131,9 +139,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // Operator-managed nodes (a topology file's) go in through the plane before the port opens.
   for (const spec of options.permanentNodes ?? [])
     await plane.registerNode(spec, { ttlS: 0, permanent: true });
+  const connectionLimits: ConnectionLimits = { ...DEFAULT_CONNECTION_LIMITS, ...options.connections };
   const server = new Server({
     'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
+    ...connectionChannelOptions(connectionLimits),
   });
   const leadership = options.clusterJobs === false ? undefined : options.store.leadership('jobs', 10);
   const metrics = new ControlPlaneMetrics({
@@ -190,6 +200,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       error ? reject(new Error(`cannot listen on ${target}: ${error.message}`)) : resolve(boundPort),
     ),
   );
+  guardConnections(server, connectionLimits, options.logger);
   const setServing = (serving: boolean) => {
     for (const name of ['', ...SERVICE_NAMES]) health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');
   };

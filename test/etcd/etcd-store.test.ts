@@ -6,7 +6,7 @@ import { effectivePolicy } from '../../src/core/pricing.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { ControlPlane } from '../../src/plane/control-plane.js';
 import { EtcdStore } from '../../src/store/etcd/etcd-store.js';
-import { StoreUnavailableError } from '../../src/store/store.js';
+import { StoreRejectedError, StoreUnavailableError } from '../../src/store/store.js';
 import { storeContract } from '../contract/store-contract.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { request, spec } from '../helpers/fixtures.js';
@@ -199,6 +199,26 @@ describe('etcd store: replicas, watch, outages', () => {
       expect(store.getNode('n1')).toBeDefined();
     } finally {
       admin.close();
+      await store.close();
+    }
+  });
+
+  it('a request etcd refuses (too large) is StoreRejectedError, leaves the cache unchanged and never opens the breaker', async () => {
+    const store = await open('/cpn-refused/');
+    try {
+      const huge = spec({ id: 'huge' });
+      const tooLarge = { ...huge, labels: { blob: 'x'.repeat(2 * 1024 * 1024) } };
+      for (let i = 0; i < 6; i += 1) {
+        await expect(store.registerNode(tooLarge, { ttlS: 30, permanent: false })).rejects.toBeInstanceOf(
+          StoreRejectedError,
+        );
+      }
+      expect(store.getNode('huge')).toBeUndefined();
+      // Healthy writes go straight through: no "unreachable", no open circuit.
+      await store.registerNode(spec({ id: 'fine' }), { ttlS: 30, permanent: false });
+      expect(store.getNode('fine')).toBeDefined();
+      expect(store.health().reachable).toBe(true);
+    } finally {
       await store.close();
     }
   });

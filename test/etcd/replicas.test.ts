@@ -3,37 +3,15 @@ import { credentials, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RegisterNodeRequest, RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { type RouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
-import { Level, type NodeSpec } from '../../src/gen/cpn/v1/types.js';
 import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { bearer, ok, rpc } from '../helpers/grpc.js';
+import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
 
 interface Replica {
   readonly serve: ServeProcess;
   readonly registry: RegistryClient;
   readonly scheduler: SchedulerClient;
 }
-
-const nodeSpec = (id: string, inputPerMtok: number): NodeSpec => ({
-  id,
-  level: Level.LEVEL_PROVINCE,
-  region: 'CN-GD',
-  parentId: '',
-  endpoint: `${id}:8000`,
-  location: { lat: 23.1, lon: 113.3 },
-  gpus: [{ type: 'L20', count: 8, memoryGib: 48 }],
-  models: [
-    {
-      model: 'm',
-      maxConcurrency: 8,
-      maxQueue: 8,
-      prefillTokensPerS: 10_000,
-      decodeTokensPerS: 50,
-      price: { inputPerMtok, outputPerMtok: inputPerMtok * 4, cachedInputPerMtok: inputPerMtok / 10 },
-    },
-  ],
-  labels: {},
-});
 
 const routeRequest: RouteRequest = {
   requestId: '',
@@ -90,7 +68,11 @@ describe('several replicas on one etcd', () => {
   });
 
   it('a node registered through A is routable through B within a second', async () => {
-    const register: RegisterNodeRequest = { spec: nodeSpec('cheap', 1), ttlS: 60, permanent: false };
+    const register: RegisterNodeRequest = {
+      spec: protoSpec('cheap', { inputPerMtok: 1 }),
+      ttlS: 60,
+      permanent: false,
+    };
     await ok(a.registry, a.registry.registerNode, register);
     const registeredAt = Date.now();
     await eventually(async () => (await routedOn(b)) === 'cheap', 1000, 20);
@@ -98,7 +80,11 @@ describe('several replicas on one etcd', () => {
   });
 
   it('a drain through B is honoured by A', async () => {
-    await ok(a.registry, a.registry.registerNode, { spec: nodeSpec('dear', 5), ttlS: 60, permanent: false });
+    await ok(a.registry, a.registry.registerNode, {
+      spec: protoSpec('dear', { inputPerMtok: 5 }),
+      ttlS: 60,
+      permanent: false,
+    });
     await eventually(
       async () =>
         (await ok(b.registry, b.registry.listNodes, { level: 0, region: '', model: '' })).nodes.length === 2,
@@ -113,7 +99,7 @@ describe('several replicas on one etcd', () => {
 
   it('a node whose lease expires disappears from both replicas', async () => {
     await ok(a.registry, a.registry.registerNode, {
-      spec: nodeSpec('ephemeral', 0.5),
+      spec: protoSpec('ephemeral', { inputPerMtok: 0.5 }),
       ttlS: 2,
       permanent: false,
     });
@@ -156,13 +142,17 @@ describe('a replica while etcd is down', () => {
       bearer(CLI_OPERATOR_KEY),
     );
     try {
-      await ok(registry, registry.registerNode, { spec: nodeSpec('before', 1), ttlS: 60, permanent: false });
+      await ok(registry, registry.registerNode, {
+        spec: protoSpec('before', { inputPerMtok: 1 }),
+        ttlS: 60,
+        permanent: false,
+      });
       await etcd.stop();
 
       expect((await ok(scheduler, scheduler.route, routeRequest)).placement?.nodeId).toBe('before');
       const started = Date.now();
       const refused = await rpc(registry, registry.registerNode, {
-        spec: nodeSpec('during', 1),
+        spec: protoSpec('during', { inputPerMtok: 1 }),
         ttlS: 60,
         permanent: false,
       });
@@ -185,7 +175,7 @@ describe('a replica while etcd is down', () => {
         async () =>
           (
             await rpc(registry, registry.registerNode, {
-              spec: nodeSpec('after', 2),
+              spec: protoSpec('after', { inputPerMtok: 2 }),
               ttlS: 60,
               permanent: false,
             })

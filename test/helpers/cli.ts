@@ -44,6 +44,7 @@ export interface ServeProcess {
   /** Base URL of /metrics, /healthz, /readyz. */
   metricsUrl(): string;
   stdout(): string;
+  stderr(): string;
   /** Sends `signal` (unless it has exited) and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   /** Resolves with the exit code once the process has exited, without signalling it. */
@@ -85,6 +86,7 @@ export function startServe(
           address: match[1],
           metricsUrl: () => /Metrics and probes: (http:\/\/\S+?)\/metrics/.exec(out)?.[1] ?? '',
           stdout: () => out,
+          stderr: () => err,
           exited: () => exited,
           stop: (signal = 'SIGTERM') => {
             if (child.exitCode === null && child.signalCode === null) child.kill(signal);

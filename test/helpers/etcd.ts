@@ -15,6 +15,10 @@ export interface EtcdServer {
   stop(): Promise<void>;
   /** Starts etcd again on the same ports and data dir. */
   start(): Promise<void>;
+  /** Freezes the etcd process (SIGSTOP): connections stay open, nothing is answered, no lease ticks. */
+  pause(): void;
+  /** Thaws it (SIGCONT). */
+  resume(): void;
   /** Stops etcd and removes the data dir. */
   destroy(): Promise<void>;
 }
@@ -107,7 +111,10 @@ export async function startEtcd(): Promise<EtcdServer> {
     dataDir,
     stop,
     start,
+    pause: () => child?.kill('SIGSTOP'),
+    resume: () => child?.kill('SIGCONT'),
     async destroy() {
+      child?.kill('SIGCONT');
       await stop();
       rmSync(dataDir, { recursive: true, force: true });
     },

@@ -11,7 +11,9 @@ import {
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../../src/core/latency.js';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
+import { Level, type NodeSpec as ProtoNodeSpec } from '../../src/gen/cpn/v1/types.js';
 import { silentLogger } from '../../src/ops/log.js';
+import type { ConnectionLimits } from '../../src/server/connections.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 
@@ -49,6 +51,7 @@ export async function startTestServer(
     latency?: Partial<LatencyModel>;
     explainQueue?: number;
     maxNodes?: number;
+    connections?: Partial<ConnectionLimits>;
   } = {},
 ): Promise<TestServer> {
   let now = Date.UTC(2026, 10, 22, 12);
@@ -65,6 +68,7 @@ export async function startTestServer(
     latency: options.latency,
     explainQueue: options.explainQueue,
     maxNodes: options.maxNodes,
+    connections: options.connections,
     bootstrapOperatorKey: TEST_OPERATOR_KEY,
   });
   const address = `127.0.0.1:${server.port}`;
@@ -120,4 +124,31 @@ export async function ok<Req, Res>(client: object, method: Unary<Req, Res>, requ
   const outcome = await rpc(client, method, request);
   if (!outcome.ok) throw new Error(`RPC failed: ${outcome.error.code} ${outcome.error.details}`);
   return outcome.value;
+}
+
+/** A wire-level NodeSpec serving model `m` in CN-GD, for tests that talk to a server. */
+export function protoSpec(
+  id: string,
+  { level = Level.LEVEL_PROVINCE, inputPerMtok = 1 }: { level?: Level; inputPerMtok?: number } = {},
+): ProtoNodeSpec {
+  return {
+    id,
+    level,
+    region: 'CN-GD',
+    parentId: '',
+    endpoint: `http://${id}:8000`,
+    location: { lat: 23.1, lon: 113.3 },
+    gpus: [{ type: 'L20', count: 8, memoryGib: 48 }],
+    models: [
+      {
+        model: 'm',
+        maxConcurrency: 8,
+        maxQueue: 8,
+        prefillTokensPerS: 10_000,
+        decodeTokensPerS: 50,
+        price: { inputPerMtok, outputPerMtok: inputPerMtok * 4, cachedInputPerMtok: inputPerMtok / 10 },
+      },
+    ],
+    labels: {},
+  };
 }

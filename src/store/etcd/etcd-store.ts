@@ -1,15 +1,7 @@
 // The Store on etcd (DESIGN.md §5). etcd holds the registry, leases and what must survive a
 // restart; each replica routes from a watch-fed in-memory cache (RegistryIndex).
 //
-// Keys under the prefix (default /cpn/v1/), values JSON so that etcdctl shows them readably:
-//   nodes/<id>                spec, TTL, lease id          on the node's lease (unless permanent)
-//   load/<id>                 last flushed status          on the node's lease
-//   admin/<id>                {draining}                   no lease: an operator's drain outlives agents
-//   latency/<from>/<node>     smoothed RTT sample
-//   usage/<reservation id>    one usage record per Release (created once, whichever replica releases)
-//   pricing/current           the time-of-use pricing policy in force
-//   pricing/scheduled/<id>    a policy that takes effect at its time on every replica
-//   election/<job>            the leader of cluster-wide jobs, on the leader's lease
+// Key layout: etcd-keys.ts. Partition rule for node leases: node-leases.ts.
 //
 // Liveness belongs to etcd: a node's lease is renewed by its status reports (at most every TTL/3
 // per replica), and when it lapses etcd deletes the node's keys, which every replica's watch sees.
@@ -19,17 +11,8 @@
 
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
-import {
-  ClientClosedError,
-  Etcd3,
-  GRPCCancelledError,
-  GRPCDeadlineExceededError,
-  GRPCUnavailableError,
-  type IKeyValue,
-  isRecoverableError,
-  type Watcher,
-} from 'etcd3';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
+import { Etcd3, type IKeyValue, type Watcher } from 'etcd3';
 import type { Leadership } from '../../common/leadership.js';
 import type { Logger } from '../../common/logger.js';
 import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
@@ -57,8 +40,12 @@ import {
   StoreUnavailableError,
   type UsageRecord,
 } from '../store.js';
+import { isHostFailure, isRefused, isUnreachable } from './etcd-errors.js';
+import { KeyCodec, type Kind, prefixEnd } from './etcd-keys.js';
 import { EtcdLeadership } from './etcd-leadership.js';
 import { EtcdLedgers } from './etcd-ledgers.js';
+import { type LoadDoc, type NodeDoc, renewLease, UnrenewedLeases } from './node-leases.js';
+import { shouldFlush } from './status-flush.js';
 
 export interface EtcdTls {
   /** Absent: the system's root certificates. */
@@ -85,20 +72,6 @@ export interface EtcdStoreOptions {
   readonly logger: Logger;
 }
 
-interface NodeDoc {
-  readonly spec: NodeSpec;
-  readonly ttlS: number;
-  readonly permanent: boolean;
-  readonly registeredAtMs: number;
-  /** etcd lease id (decimal string); "0" for permanent nodes. */
-  readonly leaseId: string;
-}
-
-interface LoadDoc {
-  readonly status: NodeStatus;
-  readonly statusAtMs: number;
-}
-
 interface AdminDoc {
   readonly draining: boolean;
 }
@@ -110,62 +83,17 @@ export interface EtcdStoreStats {
   statusFlushes: number;
   keepalives: number;
   relists: number;
+  /** Nodes written again on a new lease after theirs lapsed while they kept reporting (node-leases.ts). */
+  revivals: number;
 }
 
 /** Keys per page when listing; a node document is a few kB at most. */
 const LIST_PAGE = 500;
 
-const KINDS = [
-  'nodes',
-  'load',
-  'admin',
-  'latency',
-  'usage',
-  'pricing',
-  'election',
-  'keys',
-  'tenants',
-  'ledgers',
-  'secrets',
-] as const;
-type Kind = (typeof KINDS)[number];
-
-/** Errors that mean etcd could not be reached in time, as opposed to a refused request. */
-/** Transport failures that etcd3 passes on as generic errors, recognised by their words. */
-const TRANSPORT_FAILURE =
-  /UNAVAILABLE|Channel closed|ECONNREFUSED|ECONNRESET|No connection established|Connection dropped/i;
-
-function isUnreachable(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  return (
-    isRecoverableError(error) ||
-    isBrokenCircuitError(error) ||
-    error instanceof GRPCDeadlineExceededError ||
-    error instanceof GRPCUnavailableError ||
-    error instanceof GRPCCancelledError ||
-    error instanceof ClientClosedError ||
-    error instanceof KeepaliveTimeout ||
-    TRANSPORT_FAILURE.test(error.message)
-  );
-}
-
-class KeepaliveTimeout extends Error {}
-
-/** The first key after every key starting with `prefix`. */
-function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i -= 1) {
-    if ((end[i] as number) < 0xff) {
-      end[i] = (end[i] as number) + 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.from([0]);
-}
-
 export class EtcdStore implements Store {
   private readonly client: Etcd3;
   private readonly prefix: string;
+  private readonly codec: KeyCodec;
   private readonly clock: Clock;
   private readonly callTimeoutMs: number;
   private readonly statusFlushMs: number;
@@ -185,6 +113,8 @@ export class EtcdStore implements Store {
   /** Last status this replica wrote to etcd, per node. */
   private readonly flushed = new Map<string, LoadDoc>();
   private readonly keptAliveAtMs = new Map<string, number>();
+  private readonly unrenewed = new UnrenewedLeases();
+  private healing: Promise<void> | undefined;
   private currentPricing: PricingPolicy = LIST_PRICES;
   private readonly scheduledPricing = new Map<string, ScheduledPricing>();
   private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
@@ -204,11 +134,13 @@ export class EtcdStore implements Store {
     statusFlushes: 0,
     keepalives: 0,
     relists: 0,
+    revivals: 0,
   };
   readonly view: RoutingView = this.index.view;
 
   private constructor(private readonly options: EtcdStoreOptions) {
     this.prefix = options.prefix ?? '/cpn/v1/';
+    this.codec = new KeyCodec(this.prefix);
     this.clock = options.clock ?? Date.now;
     this.callTimeoutMs = options.callTimeoutMs ?? 2000;
     this.statusFlushMs = options.statusFlushMs ?? 2000;
@@ -227,8 +159,17 @@ export class EtcdStore implements Store {
       grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
       // Unary calls get a deadline; streams (watch, keepalive) must not.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
-      // One retry on another host, not three: writes must fail fast when etcd is gone.
-      faultHandling: { global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }) },
+      // One retry on another host, not three: writes must fail fast when etcd is gone. Only
+      // transport failures count against a host: a refused request (too large, NOSPACE) must not
+      // open the breaker and make every healthy write fail "unreachable".
+      faultHandling: {
+        global: retry(handleWhen(isHostFailure), { maxAttempts: 1 }),
+        host: () =>
+          circuitBreaker(handleWhen(isHostFailure), {
+            halfOpenAfter: Math.min(5000, callTimeoutMs),
+            breaker: new ConsecutiveBreaker(3),
+          }),
+      },
     });
     this.ledgers = new EtcdLedgers({
       client: this.client,
@@ -342,6 +283,7 @@ export class EtcdStore implements Store {
       identity: `${hostname()}:${process.pid}`,
       ttlS,
       logger: this.options.logger,
+      clock: this.clock,
     });
   }
 
@@ -383,7 +325,11 @@ export class EtcdStore implements Store {
           { request_delete_range: { key: this.key('load', spec.id) } },
         ],
       }),
-    );
+    ).catch(async (error: unknown) => {
+      // Nothing points at the new lease: give it back rather than let it run out.
+      if (leaseId !== '0') await this.revoke(leaseId);
+      throw error;
+    });
     this.stats.writes += 1;
     if (previous !== undefined && previous.leaseId !== '0' && previous.leaseId !== leaseId) {
       await this.revoke(previous.leaseId);
@@ -398,39 +344,153 @@ export class EtcdStore implements Store {
 
   async reportStatus(status: NodeStatus): Promise<StatusOutcome> {
     this.stats.statusReports += 1;
-    const doc = this.nodeDocs.get(status.nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', status.nodeId));
-    if (doc === undefined) return { kind: 'unknown_node' };
     const nowMs = this.clock();
-    if (!doc.permanent && nowMs - (this.keptAliveAtMs.get(status.nodeId) ?? 0) >= (doc.ttlS * 1000) / 3) {
-      const ttl = await this.keepAlive(doc.leaseId);
-      if (ttl !== undefined && ttl <= 0) {
-        this.forget(status.nodeId);
-        return { kind: 'expired', expiredAtMs: nowMs };
-      }
-      // While etcd is unreachable the report still counts locally, and etcd refreshes every lease
-      // when it comes back, so a node that kept reporting is not expired by the outage.
-      if (ttl !== undefined) this.keptAliveAtMs.set(status.nodeId, nowMs);
-    }
     const load: LoadDoc = { status, statusAtMs: nowMs };
+    // Gone from the cache: if it lapsed while this replica could not renew it, write it again
+    // (without asking etcd first, which may still be refusing calls as it comes back).
+    const revived = this.nodeDocs.has(status.nodeId) ? undefined : this.unrenewed.live(status.nodeId, nowMs);
+    let doc =
+      this.nodeDocs.get(status.nodeId) ??
+      revived?.doc ??
+      (await this.fetchDoc<NodeDoc>('nodes', status.nodeId));
+    if (doc === undefined) return { kind: 'unknown_node' };
+    if (revived !== undefined) {
+      this.unrenewed.note(revived.doc, load);
+      // Still unreachable (undefined): routable here on the strength of its reports until etcd answers.
+      doc = (await this.revive(status.nodeId)) ?? revived.doc;
+    } else if (
+      !doc.permanent &&
+      nowMs - (this.keptAliveAtMs.get(status.nodeId) ?? 0) >= (doc.ttlS * 1000) / 3
+    ) {
+      // Known unreachable: no keepalive to wait for; the probe notices when etcd is back.
+      const ttl = this.unreachableSinceMs === undefined ? await this.keepAlive(doc.leaseId) : undefined;
+      if (ttl === undefined) {
+        // etcd is unreachable: the report counts here, and the lease is renewed (or the node
+        // written again on a new one) once etcd is back (node-leases.ts).
+        this.unrenewed.note(doc, load);
+      } else if (ttl <= 0) {
+        if (this.unrenewed.live(status.nodeId, nowMs) === undefined) {
+          this.forget(status.nodeId);
+          return { kind: 'expired', expiredAtMs: nowMs };
+        }
+        this.unrenewed.note(doc, load);
+        doc = (await this.revive(status.nodeId)) ?? doc;
+      } else {
+        this.keptAliveAtMs.set(status.nodeId, nowMs);
+        this.unrenewed.settled(status.nodeId);
+      }
+    } else if (this.unrenewed.live(status.nodeId, nowMs) !== undefined) {
+      this.unrenewed.note(doc, load);
+    }
+    // A document read from etcd (or kept through an outage) ahead of the watch counts now.
+    if (!this.nodeDocs.has(status.nodeId)) this.nodeDocs.set(status.nodeId, doc);
     this.loadDocs.set(status.nodeId, load);
     this.rebuild(status.nodeId);
-    if (this.shouldFlush(doc, load)) {
+    // The record as this report left it: the watch may remove the node while the flush is away
+    // (its lease lapsed), and the next report revives it.
+    const node = this.index.get(status.nodeId) as NodeRecord;
+    if (shouldFlush(doc.spec, this.flushed.get(status.nodeId), load, this.statusFlushMs)) {
+      const leaseId = doc.leaseId;
       try {
         await this.call('flush the status', () =>
           this.client.kv.put({
             key: this.key('load', status.nodeId),
             value: Buffer.from(JSON.stringify(load)),
-            lease: doc.leaseId,
+            lease: leaseId,
           }),
         );
         this.stats.writes += 1;
         this.stats.statusFlushes += 1;
         this.flushed.set(status.nodeId, load);
       } catch (error) {
-        if (!(error instanceof StoreUnavailableError)) throw error;
+        // Unreachable: kept locally and flushed later. A lease that lapsed since the keepalive:
+        // the next report revives the node.
+        if (!(error instanceof StoreUnavailableError) && !/lease not found/i.test(String(error))) throw error;
       }
     }
-    return { kind: 'accepted', node: this.index.get(status.nodeId) as NodeRecord };
+    return { kind: 'accepted', node };
+  }
+
+  /**
+   * Writes a node that reported while its lease could not be renewed, and lapsed, again on a new
+   * lease with its last status (node-leases.ts). Resolves with the document now in etcd, or
+   * undefined if etcd is unreachable (the report still counts locally; a later one tries again).
+   */
+  private async revive(nodeId: string): Promise<NodeDoc | undefined> {
+    const entry = this.unrenewed.live(nodeId, this.clock());
+    if (entry === undefined) return undefined;
+    try {
+      const leaseId = (
+        await this.call('grant a lease', () => this.client.leaseClient.leaseGrant({ TTL: entry.doc.ttlS }))
+      ).ID;
+      const doc: NodeDoc = { ...entry.doc, leaseId };
+      const key = this.key('nodes', nodeId);
+      const response = await this.call('write the node again', () =>
+        this.client.kv.txn({
+          compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+          success: [
+            { request_put: { key, value: Buffer.from(JSON.stringify(doc)), lease: leaseId } },
+            {
+              request_put: {
+                key: this.key('load', nodeId),
+                value: Buffer.from(JSON.stringify(entry.load)),
+                lease: leaseId,
+              },
+            },
+          ],
+          failure: [{ request_range: { key } }],
+        }),
+      );
+      this.stats.writes += 1;
+      this.unrenewed.settled(nodeId);
+      const revision = Number(response.header.revision);
+      if (!response.succeeded) {
+        // Another replica (or a re-registration) wrote it first: that one stands.
+        await this.revoke(leaseId);
+        const kv = response.responses[0]?.response_range?.kvs[0];
+        if (kv === undefined) return undefined;
+        this.applyKeyValue(kv, false);
+        return this.nodeDocs.get(nodeId);
+      }
+      this.stats.revivals += 1;
+      this.options.logger.info('node written again on a new lease after etcd was unreachable', {
+        node: nodeId,
+      });
+      this.apply('nodes', nodeId, doc, revision);
+      this.apply('load', nodeId, entry.load, revision);
+      this.keptAliveAtMs.set(nodeId, this.clock());
+      this.flushed.set(nodeId, entry.load);
+      return doc;
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) return undefined;
+      throw error;
+    }
+  }
+
+  /** Once etcd is reachable again: renews every lease that reports could not, reviving lapsed ones. */
+  private healLeases(): Promise<void> {
+    this.healing ??= (async () => {
+      for (const nodeId of this.unrenewed.nodeIds()) {
+        if (this.closed || this.unreachableSinceMs !== undefined) return;
+        const entry = this.unrenewed.live(nodeId, this.clock());
+        if (entry === undefined) continue;
+        const current = this.nodeDocs.get(nodeId);
+        const ttl = current === undefined || current.permanent ? 0 : await this.keepAlive(current.leaseId);
+        if (ttl === undefined) return;
+        if (current?.permanent) this.unrenewed.settled(nodeId);
+        else if (ttl > 0) {
+          this.keptAliveAtMs.set(nodeId, this.clock());
+          this.unrenewed.settled(nodeId);
+        } else await this.revive(nodeId);
+      }
+    })()
+      .catch((error: Error) =>
+        this.options.logger.warn('could not renew node leases', { err: error.message }),
+      )
+      .finally(() => {
+        this.healing = undefined;
+      });
+    return this.healing;
   }
 
   async deregisterNode(nodeId: string): Promise<boolean> {
@@ -751,20 +811,15 @@ export class EtcdStore implements Store {
   }
 
   private applyKeyValue(kv: IKeyValue, deleted: boolean): void {
-    const parsed = this.parseKey(kv.key.toString());
-    if (parsed === undefined) return;
+    const decoded = this.codec.decode(kv.key, deleted ? undefined : kv.value);
     const revision = Number(kv.mod_revision);
     this.seenRevision = Math.max(this.seenRevision, revision);
-    let value: unknown;
-    if (!deleted) {
-      try {
-        value = JSON.parse(kv.value.toString());
-      } catch {
+    if (!decoded.ok) {
+      if (decoded.reason === 'unreadable')
         this.options.logger.warn('ignoring an unreadable etcd value', { key: kv.key.toString() });
-        return;
-      }
+      return;
     }
-    this.apply(parsed.kind, parsed.id, value, revision);
+    this.apply(decoded.kind, decoded.id, decoded.value, revision);
   }
 
   private apply(kind: Kind, id: string, value: unknown, revision: number): void {
@@ -852,43 +907,10 @@ export class EtcdStore implements Store {
     this.index.remove(nodeId);
   }
 
-  /**
-   * Flush when the last flush is old enough and something an operator or router would act on
-   * changed: health, the models reported, a model's load by at least a tenth of its capacity
-   * (and at least 1), or GPU or KV-cache utilisation by 0.1.
-   */
-  private shouldFlush(doc: NodeDoc, load: LoadDoc): boolean {
-    const last = this.flushed.get(doc.spec.id);
-    if (last === undefined) return true;
-    if (load.statusAtMs - last.statusAtMs < this.statusFlushMs) return false;
-    const a = last.status;
-    const b = load.status;
-    if (a.healthy !== b.healthy || a.load.length !== b.load.length) return true;
-    if (Math.abs(a.gpuUtilization - b.gpuUtilization) >= 0.1) return true;
-    if (Math.abs(a.kvCacheUtilization - b.kvCacheUtilization) >= 0.1) return true;
-    return b.load.some((entry) => {
-      const before = a.load.find((x) => x.model === entry.model);
-      if (before === undefined) return true;
-      const offer = doc.spec.models.find((x) => x.model === entry.model);
-      const capacity = offer === undefined ? 10 : offer.maxConcurrency + offer.maxQueue;
-      const delta = Math.abs(entry.active + entry.queued - before.active - before.queued);
-      return delta >= Math.max(1, capacity / 10);
-    });
-  }
-
   // ---- etcd calls -------------------------------------------------------------------------
 
   private key(kind: Kind, id: string): Buffer {
-    return Buffer.from(`${this.prefix}${kind}/${id}`);
-  }
-
-  private parseKey(key: string): { kind: Kind; id: string } | undefined {
-    if (!key.startsWith(this.prefix)) return undefined;
-    const rest = key.slice(this.prefix.length);
-    const slash = rest.indexOf('/');
-    const kind = rest.slice(0, slash) as Kind;
-    if (slash < 0 || !KINDS.includes(kind)) return undefined;
-    return { kind, id: rest.slice(slash + 1) };
+    return this.codec.key(kind, id);
   }
 
   private async fetchDoc<T>(kind: Kind, id: string): Promise<T | undefined> {
@@ -902,30 +924,11 @@ export class EtcdStore implements Store {
   /** Renews a lease once; returns its remaining TTL (≤ 0: expired), or undefined if etcd is unreachable. */
   private async keepAlive(leaseId: string): Promise<number | undefined> {
     try {
-      const response = await this.call('renew the node lease', async () => {
-        const stream = await this.client.leaseClient.leaseKeepAlive();
-        try {
-          return await new Promise<{ TTL: string }>((resolve, reject) => {
-            const timer = setTimeout(
-              () => reject(new KeepaliveTimeout('keepalive timed out')),
-              this.callTimeoutMs,
-            );
-            stream.on('data', (data: { TTL: string }) => {
-              clearTimeout(timer);
-              resolve(data);
-            });
-            stream.on('error', (error: Error) => {
-              clearTimeout(timer);
-              reject(error);
-            });
-            stream.write({ ID: leaseId });
-          });
-        } finally {
-          stream.end();
-        }
-      });
+      const ttl = await this.call('renew the node lease', () =>
+        renewLease(this.client, leaseId, this.callTimeoutMs),
+      );
       this.stats.keepalives += 1;
-      return Number(response.TTL);
+      return ttl;
     } catch (error) {
       if (error instanceof StoreUnavailableError) return undefined;
       throw error;
@@ -949,14 +952,14 @@ export class EtcdStore implements Store {
           unreachableForMs: this.clock() - this.unreachableSinceMs,
         });
         this.unreachableSinceMs = undefined;
+        if (this.unrenewed.size > 0) void this.healLeases();
       }
       return result;
     } catch (error) {
       const message = (error as Error)?.message ?? String(error);
       // etcd refused the request itself (too large, out of space): not an outage, and retrying
       // will not help. Said as such, for every write.
-      if (/request is too large|NOSPACE|no space/i.test(message))
-        throw new StoreRejectedError(`etcd refused to ${what}: ${message}`);
+      if (isRefused(error)) throw new StoreRejectedError(`etcd refused to ${what}: ${message}`);
       if (!isUnreachable(error)) throw error;
       if (this.unreachableSinceMs === undefined) {
         this.unreachableSinceMs = this.clock();

@@ -1,0 +1,173 @@
+// The etcd store's pure parts, without a live etcd: the key codec, the status-flush policy, the
+// record of nodes whose leases could not be renewed, and the error classification.
+import { BrokenCircuitError } from 'cockatiel';
+import { GRPCResourceExhastedError, GRPCUnavailableError } from 'etcd3';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { NodeSpec, NodeStatus } from '../../src/core/model.js';
+import {
+  isHostFailure,
+  isRefused,
+  isUnreachable,
+  KeepaliveTimeout,
+} from '../../src/store/etcd/etcd-errors.js';
+import { KeyCodec, prefixEnd } from '../../src/store/etcd/etcd-keys.js';
+import { UnrenewedLeases } from '../../src/store/etcd/node-leases.js';
+import { shouldFlush } from '../../src/store/etcd/status-flush.js';
+
+const spec = (id: string, capacity = 20): NodeSpec =>
+  ({
+    id,
+    models: [{ model: 'm', maxConcurrency: capacity / 2, maxQueue: capacity / 2 }],
+  }) as unknown as NodeSpec;
+
+const status = (active: number, overrides: Partial<NodeStatus> = {}): NodeStatus => ({
+  nodeId: 'a',
+  load: [{ model: 'm', active, queued: 0 }],
+  gpuUtilization: 0.5,
+  kvCacheUtilization: 0.5,
+  healthy: true,
+  ...overrides,
+});
+
+describe('KeyCodec', () => {
+  const codec = new KeyCodec('/cpn/v1/');
+
+  it('round-trips kind and id, ids may hold slashes', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom('nodes', 'latency', 'ledgers', 'pricing') as fc.Arbitrary<'nodes'>,
+        fc.string({ minLength: 1, maxLength: 30 }),
+        (kind, id) => {
+          expect(codec.parseKey(codec.key(kind, id).toString())).toEqual({ kind, id });
+        },
+      ),
+    );
+  });
+
+  it('keys outside the layout are foreign; bad JSON is unreadable; plain kinds are strings', () => {
+    expect(codec.decode(Buffer.from('/other/nodes/a'), Buffer.from('{}'))).toEqual({
+      ok: false,
+      reason: 'foreign',
+    });
+    expect(codec.decode(Buffer.from('/cpn/v1/bogus/a'), Buffer.from('{}'))).toEqual({
+      ok: false,
+      reason: 'foreign',
+    });
+    expect(codec.decode(Buffer.from('/cpn/v1/nodes'), Buffer.from('{}'))).toEqual({
+      ok: false,
+      reason: 'foreign',
+    });
+    expect(codec.decode(Buffer.from('/cpn/v1/nodes/a'), Buffer.from('{'))).toEqual({
+      ok: false,
+      reason: 'unreadable',
+    });
+    expect(codec.decode(Buffer.from('/cpn/v1/election/jobs'), Buffer.from('host:42'))).toEqual({
+      ok: true,
+      kind: 'election',
+      id: 'jobs',
+      value: 'host:42',
+    });
+    expect(codec.decode(Buffer.from('/cpn/v1/nodes/a'), undefined)).toMatchObject({
+      ok: true,
+      value: undefined,
+    });
+    expect(codec.decode(Buffer.from('/cpn/v1/nodes/a'), Buffer.from('{"x":1}'))).toMatchObject({
+      value: { x: 1 },
+    });
+  });
+
+  it('prefixEnd bounds exactly the keys with the prefix', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 1, maxLength: 6 }),
+        fc.uint8Array({ maxLength: 4 }),
+        (prefix, tail) => {
+          const start = Buffer.from(prefix);
+          const end = prefixEnd(start);
+          const key = Buffer.concat([start, Buffer.from(tail)]);
+          const allFF = start.every((byte) => byte === 0xff);
+          if (!allFF) expect(Buffer.compare(key, end)).toBeLessThan(0);
+          expect(Buffer.compare(key, start)).toBeGreaterThanOrEqual(0);
+        },
+      ),
+    );
+    expect(prefixEnd(Buffer.from('a/'))).toEqual(Buffer.from('a0'));
+  });
+});
+
+describe('shouldFlush', () => {
+  const at = (statusAtMs: number, s: NodeStatus) => ({ status: s, statusAtMs });
+
+  it('always flushes the first status, never twice within the flush interval', () => {
+    expect(shouldFlush(spec('a'), undefined, at(0, status(0)), 2000)).toBe(true);
+    expect(shouldFlush(spec('a'), at(0, status(0)), at(1999, status(0, { healthy: false })), 2000)).toBe(
+      false,
+    );
+  });
+
+  it('after the interval flushes only a material change', () => {
+    const last = at(0, status(4));
+    expect(shouldFlush(spec('a'), last, at(5000, status(4)), 2000)).toBe(false);
+    expect(shouldFlush(spec('a'), last, at(5000, status(5)), 2000)).toBe(false); // 1 < 20/10
+    expect(shouldFlush(spec('a'), last, at(5000, status(6)), 2000)).toBe(true);
+    expect(shouldFlush(spec('a'), last, at(5000, status(4, { healthy: false })), 2000)).toBe(true);
+    expect(shouldFlush(spec('a'), last, at(5000, status(4, { gpuUtilization: 0.61 })), 2000)).toBe(true);
+    expect(shouldFlush(spec('a'), last, at(5000, status(4, { kvCacheUtilization: 0.35 })), 2000)).toBe(true);
+    expect(shouldFlush(spec('a'), last, at(5000, status(4, { load: [] })), 2000)).toBe(true);
+    expect(
+      shouldFlush(
+        spec('a'),
+        last,
+        at(5000, status(4, { load: [{ model: 'x', active: 4, queued: 0 }] })),
+        2000,
+      ),
+    ).toBe(true);
+  });
+});
+
+describe('UnrenewedLeases', () => {
+  const doc = { spec: spec('a'), ttlS: 10, permanent: false, registeredAtMs: 0, leaseId: '7' };
+
+  it('keeps a node that reported within its TTL, forgets one silent for longer', () => {
+    const leases = new UnrenewedLeases();
+    leases.note(doc, { status: status(1), statusAtMs: 1000 });
+    expect(leases.live('a', 11_000)?.load.statusAtMs).toBe(1000);
+    expect(leases.live('a', 11_001)).toBeUndefined();
+    expect(leases.size).toBe(0);
+  });
+
+  it('one entry per node, holding the latest report; settled forgets it', () => {
+    const leases = new UnrenewedLeases();
+    leases.note(doc, { status: status(1), statusAtMs: 1000 });
+    leases.note(doc, { status: status(2), statusAtMs: 2000 });
+    expect(leases.nodeIds()).toEqual(['a']);
+    expect(leases.live('a', 2000)?.load.status.load[0]?.active).toBe(2);
+    leases.settled('a');
+    expect(leases.live('a', 2000)).toBeUndefined();
+  });
+});
+
+describe('etcd error classes', () => {
+  it('a refusal is never an outage, nor a host failure for the circuit breaker', () => {
+    const nospace = new GRPCResourceExhastedError('etcdserver: mvcc: database space exceeded (NOSPACE)');
+    const tooLarge = new Error('etcdserver: request is too large');
+    for (const error of [nospace, tooLarge]) {
+      expect(isRefused(error)).toBe(true);
+      expect(isUnreachable(error)).toBe(false);
+      expect(isHostFailure(error)).toBe(false);
+    }
+  });
+
+  it('transport failures are outages', () => {
+    const errors = [
+      new GRPCUnavailableError('14 UNAVAILABLE: No connection established'),
+      new BrokenCircuitError(),
+      new KeepaliveTimeout('keepalive timed out'),
+      new Error('UNAVAILABLE: Channel closed before call started'),
+    ];
+    for (const error of errors) expect(isUnreachable(error)).toBe(true);
+    expect(isHostFailure(errors[0] as Error)).toBe(true);
+    expect(isUnreachable(new Error('lease not found'))).toBe(false);
+  });
+});
