@@ -77,7 +77,12 @@ export async function openStore(
   logger: Logger,
 ): Promise<Store> {
   if (flags.store === 'memory') {
-    return new MemoryStore({ clock: Date.now, latency: DEFAULT_LATENCY_MODEL, regionCentroids });
+    return new MemoryStore({
+      clock: Date.now,
+      latency: DEFAULT_LATENCY_MODEL,
+      regionCentroids,
+      maxLatencySamples: flags.maxLatencySamples,
+    });
   }
   const endpoints = (flags.etcdEndpoints ?? '')
     .split(',')
@@ -118,6 +123,7 @@ export async function openStore(
       statusFlushMs: flags.statusFlushMs,
       latency: DEFAULT_LATENCY_MODEL,
       regionCentroids,
+      maxLatencySamples: flags.maxLatencySamples,
       logger,
     });
   } catch (error) {
@@ -164,6 +170,7 @@ export async function runControlPlane(
     },
     permanentNodes: topology?.nodes ?? [],
     metricsPort: settings.metricsPort,
+    metricsMaxRegions: settings.metricsMaxRegions,
   });
   // Handle signals before announcing the address: whoever reads it may signal at once.
   // The first signal drains; a second is noted (an orchestrator often sends two); a third exits.

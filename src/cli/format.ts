@@ -2,7 +2,7 @@
 
 import Table from 'cli-table3';
 import { OverQuotaPolicy, Role } from '../gen/cpn/v1/accounts.js';
-import type { PricingPolicy } from '../gen/cpn/v1/registry.js';
+import type { NodeGroup, PricingPolicy } from '../gen/cpn/v1/registry.js';
 import {
   type ExplainEntry,
   LatencySource,
@@ -115,14 +115,25 @@ export function formatExplain(entries: readonly ExplainEntry[], total: number): 
   return `${out.toString()}${more}`;
 }
 
-export function formatNodes(nodes: readonly Node[]): string {
-  const out = table(['id', 'level', 'region', 'state', 'models', 'load', 'reserved', 'gpus', 'endpoint']);
+/** Columns padded to their widest cell, two spaces apart: linear in the rows, for long listings. */
+export function alignedTable(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = head.map((title) => title.length);
+  for (const row of rows) {
+    for (const [i, cell] of row.entries()) widths[i] = Math.max(widths[i] ?? 0, cell.length);
+  }
+  const line = (cells: readonly string[]) =>
+    cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n');
+}
+
+export function formatNodes(nodes: readonly Node[], total = nodes.length): string {
+  const rows: string[][] = [];
   for (const node of nodes) {
     const spec = node.spec;
     if (spec === undefined) continue;
     const load = node.status?.load.reduce((sum, entry) => sum + entry.active + entry.queued, 0);
     const reserved = node.reserved.reduce((sum, entry) => sum + entry.reserved, 0);
-    out.push([
+    rows.push([
       spec.id,
       levelName(spec.level),
       spec.region,
@@ -134,7 +145,23 @@ export function formatNodes(nodes: readonly Node[]): string {
       spec.endpoint,
     ]);
   }
-  return `${out.toString()}\n${nodes.length} node${nodes.length === 1 ? '' : 's'}`;
+  const head = ['id', 'level', 'region', 'state', 'models', 'load', 'reserved', 'gpus', 'endpoint'];
+  const count = `${total} node${total === 1 ? '' : 's'}`;
+  return `${alignedTable(head, rows)}\n${nodes.length < total ? `first ${nodes.length} of ${count}` : count}`;
+}
+
+export function formatNodeGroups(groups: readonly NodeGroup[], total: number): string {
+  const rows = groups.map((group) => [
+    levelName(group.level),
+    group.region,
+    String(group.ready + group.draining + group.down + group.unhealthy),
+    String(group.ready),
+    String(group.draining),
+    String(group.down),
+    String(group.unhealthy),
+  ]);
+  const head = ['level', 'region', 'nodes', 'ready', 'draining', 'down', 'unhealthy'];
+  return `${alignedTable(head, rows)}\n${total} node${total === 1 ? '' : 's'} in ${groups.length} level/region group${groups.length === 1 ? '' : 's'}`;
 }
 
 export function describePolicy(policy: PricingPolicy | undefined): string {

@@ -2,16 +2,22 @@
 // `cpn status` (the control plane's store).
 
 import { Command } from 'commander';
-import { GetStoreStatusResponse, ListNodesResponse } from '../gen/cpn/v1/registry.js';
+import { GetStoreStatusResponse, ListNodesRequest, ListNodesResponse } from '../gen/cpn/v1/registry.js';
 import { Level } from '../gen/cpn/v1/types.js';
-import { levelArg } from './args.js';
-import { formatNodes } from './format.js';
-import { callAndPrint, withClientOptions, withSession } from './rpc.js';
+import { integer, levelArg } from './args.js';
+import { formatNodeGroups, formatNodes } from './format.js';
+import { callAndPrint, printResponse, withClientOptions, withSession } from './rpc.js';
+
+/** Past this many nodes, `cpn nodes` shows counts per level and region unless asked for rows. */
+const SUMMARY_ABOVE = 1000;
+const PAGE_SIZE = 1000;
 
 export function nodesCommand(): Command {
   return withClientOptions(
     new Command('nodes')
-      .description('list registered nodes with their state, load and reservations')
+      .description(
+        `list registered nodes with their state, load and reservations; above ${SUMMARY_ABOVE} nodes, counts per level and region (--all for every row)`,
+      )
       .option(
         '--level <level>',
         'only this level: CENTER, PROVINCE, EDGE, TERMINAL',
@@ -19,18 +25,44 @@ export function nodesCommand(): Command {
       )
       .option('--region <code>', 'only this region')
       .option('--model <name>', 'only nodes serving this model')
-      .option('--json', 'print the ListNodesResponse as JSON'),
+      .option('--all', 'list every matching node, however many')
+      .option('--limit <n>', 'list at most this many nodes (in id order)', integer(1, 10_000_000))
+      .option('--summary', 'only counts per level, region and state')
+      .option('--json', 'print the ListNodesResponse as JSON (every page merged, or the summary)'),
   ).action(async (opts) => {
-    const request = {
+    const filter = ListNodesRequest.fromPartial({
       level: opts.level ?? Level.LEVEL_UNSPECIFIED,
       region: opts.region ?? '',
       model: opts.model ?? '',
-    };
-    await callAndPrint(
-      opts,
-      (session) => session.call(session.registry, session.registry.listNodes, request),
-      ListNodesResponse.toJSON,
-      (response) => formatNodes(response.nodes),
+    });
+    const limit: number | undefined = opts.all ? undefined : opts.limit;
+    const response = await withSession(opts, async (session) => {
+      const list = (request: ListNodesRequest) =>
+        session.call(session.registry, session.registry.listNodes, request);
+      if (opts.summary) return list({ ...filter, summary: true });
+      const first = await list({ ...filter, pageSize: Math.min(limit ?? PAGE_SIZE, PAGE_SIZE) });
+      if (first.total > SUMMARY_ABOVE && !opts.all && limit === undefined) {
+        const summary = await list({ ...filter, summary: true });
+        process.stderr.write(
+          `${summary.total} nodes: showing counts per level and region; --all lists every node, --limit N the first N, --level/--region/--model filter\n`,
+        );
+        return summary;
+      }
+      // Every page, in id order; each page is one bounded call to the server.
+      const nodes = [...first.nodes];
+      let token = first.nextPageToken;
+      while (token !== '' && (limit === undefined || nodes.length < limit)) {
+        const pageSize = Math.min(PAGE_SIZE, limit === undefined ? PAGE_SIZE : limit - nodes.length);
+        const page = await list({ ...filter, pageSize, pageToken: token });
+        nodes.push(...page.nodes);
+        token = page.nextPageToken;
+      }
+      return { ...first, nodes, nextPageToken: '' };
+    });
+    printResponse(opts.json, response, ListNodesResponse.toJSON, (r) =>
+      r.groups.length > 0 || (opts.summary && r.total === 0)
+        ? formatNodeGroups(r.groups, r.total)
+        : formatNodes(r.nodes, r.total),
     );
   });
 }

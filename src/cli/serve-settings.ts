@@ -8,9 +8,11 @@
 
 import { type Command, Option } from 'commander';
 import { z } from 'zod';
+import { DEFAULT_MAX_REGION_LABELS } from '../ops/metrics.js';
 import { YamlSource } from '../ops/yaml-config.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../server/connections.js';
 import { DEFAULT_MAX_NODES } from '../server/services.js';
+import { DEFAULT_MAX_LATENCY_SAMPLES } from '../store/registry-index.js';
 import { integer } from './args.js';
 
 type Kind =
@@ -142,6 +144,18 @@ export const SERVE_SETTINGS = {
     kind: text,
     arg: '<file>',
     help: 'require client certificates signed by this CA (mTLS); the subject CN names the role: operator, planner, agent:<node>, client:<tenant>',
+  },
+  metricsMaxRegions: {
+    kind: int(1, 10_000),
+    arg: '<n>',
+    help: 'regions named in /metrics labels at most (those with the most nodes); the rest are summed as region="other"',
+    default: DEFAULT_MAX_REGION_LABELS,
+  },
+  maxLatencySamples: {
+    kind: int(10_000, 100_000_000),
+    arg: '<n>',
+    help: 'measured latency samples kept over all access points and nodes; past it the least recently updated are dropped',
+    default: DEFAULT_MAX_LATENCY_SAMPLES,
   },
   handshakeTimeoutMs: {
     kind: int(100, 600_000),

@@ -13,6 +13,32 @@ export interface MetricsSources {
   /** Reservations this replica holds, per node and model (see ControlPlane.reservedOn). */
   readonly reservedOn: (nodeId: string) => ReadonlyMap<string, number>;
   readonly isLeader: () => boolean;
+  /** Regions labelled by name at most; the rest are summed under region="other" (default 64). */
+  readonly maxRegionLabels?: number;
+}
+
+export const DEFAULT_MAX_REGION_LABELS = 64;
+export const OTHER_REGION = 'other';
+
+/**
+ * The region label of each node: its region if that is one of the `max` regions with the most
+ * nodes (ties by name), else "other". Whatever regions clients register, a scrape holds at most
+ * max + 1 region values per metric.
+ */
+export function regionLabels(
+  nodes: Iterable<{ spec: { region: string } }>,
+  max: number,
+): (region: string) => string {
+  const counts = new Map<string, number>();
+  for (const node of nodes) counts.set(node.spec.region, (counts.get(node.spec.region) ?? 0) + 1);
+  if (counts.size <= max) return (region) => region;
+  const kept = new Set(
+    [...counts.entries()]
+      .sort(([a, x], [b, y]) => y - x || (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, max)
+      .map(([region]) => region),
+  );
+  return (region) => (kept.has(region) ? region : OTHER_REGION);
 }
 
 export class ControlPlaneMetrics {
@@ -28,6 +54,8 @@ export class ControlPlaneMetrics {
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
+    const maxRegions = sources.maxRegionLabels ?? DEFAULT_MAX_REGION_LABELS;
+    const labeller = () => regionLabels(sources.store.view.allNodes(), maxRegions);
     collectDefaultMetrics({ register: this.registry, prefix: 'cpn_' });
     // prom-client exports these gauges with a counter's _total suffix, which promtool rejects.
     this.registry.removeSingleMetric('cpn_nodejs_active_handles_total');
@@ -91,9 +119,14 @@ export class ControlPlaneMetrics {
       registers,
       collect() {
         this.reset();
+        const regionOf = labeller();
         const nowMs = sources.clock();
         for (const node of sources.store.view.allNodes()) {
-          this.inc({ level: node.spec.level, region: node.spec.region, state: nodeState(node, nowMs) });
+          this.inc({
+            level: node.spec.level,
+            region: regionOf(node.spec.region),
+            state: nodeState(node, nowMs),
+          });
         }
       },
     });
@@ -104,9 +137,10 @@ export class ControlPlaneMetrics {
       registers,
       collect() {
         this.reset();
+        const regionOf = labeller();
         for (const node of sources.store.view.allNodes()) {
           const slots = node.spec.models.reduce((sum, offer) => sum + offer.maxConcurrency, 0);
-          this.inc({ level: node.spec.level, region: node.spec.region }, slots);
+          this.inc({ level: node.spec.level, region: regionOf(node.spec.region) }, slots);
         }
       },
     });
@@ -117,9 +151,10 @@ export class ControlPlaneMetrics {
       registers,
       collect() {
         this.reset();
+        const regionOf = labeller();
         for (const node of sources.store.view.allNodes()) {
           const gpus = node.spec.gpus.reduce((sum, gpu) => sum + gpu.count, 0);
-          this.inc({ level: node.spec.level, region: node.spec.region }, gpus);
+          this.inc({ level: node.spec.level, region: regionOf(node.spec.region) }, gpus);
         }
       },
     });
@@ -130,10 +165,12 @@ export class ControlPlaneMetrics {
       registers,
       collect() {
         this.reset();
+        const regionOf = labeller();
         for (const node of sources.store.view.allNodes()) {
           let reserved = 0;
           for (const count of sources.reservedOn(node.spec.id).values()) reserved += count;
-          if (reserved > 0) this.inc({ level: node.spec.level, region: node.spec.region }, reserved);
+          if (reserved > 0)
+            this.inc({ level: node.spec.level, region: regionOf(node.spec.region) }, reserved);
         }
       },
     });

@@ -8,6 +8,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { PriceMultiplier } from '../core/cost.js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../core/latency.js';
 import {
+  LEVELS,
+  type Level,
   type NodeRecord,
   type NodeSpec,
   type NodeState,
@@ -43,6 +45,7 @@ import type {
   Clock,
   LatencyReport,
   NodeFilter,
+  NodePage,
   RegisterOptions,
   Store,
   StoreHealth,
@@ -98,6 +101,13 @@ export interface NodeView {
   readonly record: NodeRecord;
   readonly state: NodeState;
   readonly reserved: ReadonlyMap<string, number>;
+}
+
+/** Nodes of one level and region, counted per state. */
+export interface NodeGroup {
+  readonly level: Level;
+  readonly region: string;
+  readonly states: Record<NodeState, number>;
 }
 
 export type StatusResult =
@@ -453,6 +463,34 @@ export class ControlPlane {
     this.reservations.expire(this.monotonicClock());
     const nowMs = this.clock();
     return this.store.listNodes(filter).map((node) => this.viewAt(node, nowMs));
+  }
+
+  /** One page of `listNodes` (id order, after `page.afterId`). */
+  listNodePage(filter: NodeFilter, page: NodePage): { views: NodeView[]; total: number; more: boolean } {
+    this.reservations.expire(this.monotonicClock());
+    const nowMs = this.clock();
+    const listing = this.store.listNodePage(filter, page);
+    return { ...listing, views: listing.nodes.map((node) => this.viewAt(node, nowMs)) };
+  }
+
+  /** How many nodes matching `filter` are in each state, per level and region, in that order. */
+  nodeGroups(filter: NodeFilter): NodeGroup[] {
+    const nowMs = this.clock();
+    const groups = new Map<string, NodeGroup>();
+    for (const node of this.store.view.allNodes()) {
+      const { level, region, models } = node.spec;
+      if (filter.level !== undefined && level !== filter.level) continue;
+      if (filter.region && region !== filter.region) continue;
+      if (filter.model && !models.some((offer) => offer.model === filter.model)) continue;
+      const key = `${LEVELS.indexOf(level)}\u0000${region}`;
+      let group = groups.get(key);
+      if (group === undefined) {
+        group = { level, region, states: { READY: 0, DRAINING: 0, DOWN: 0, UNHEALTHY: 0 } };
+        groups.set(key, group);
+      }
+      group.states[nodeState(node, nowMs)] += 1;
+    }
+    return [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, group]) => group);
   }
 
   reportLatency(reports: readonly LatencyReport[]): Promise<number> {

@@ -69,6 +69,8 @@ export interface ServerOptions {
   /** Serve /metrics, /healthz, /readyz on this port (0: any free port); off when undefined. */
   readonly metricsPort?: number;
   readonly metricsHost?: string;
+  /** Regions labelled by name in /metrics at most; the rest are "other" (default 64). */
+  readonly metricsMaxRegions?: number;
   /** /readyz stays ready while the store is unreachable for at most this long. */
   readonly maxStalenessS?: number;
   /**
@@ -151,6 +153,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     clock,
     reservedOn: (nodeId) => plane.reservedOn(nodeId),
     isLeader: () => leadership?.isLeader() ?? false,
+    maxRegionLabels: options.metricsMaxRegions,
   });
   const context: RpcContext = {
     sink: options.logger,

@@ -10,6 +10,7 @@ import type { ControlPlane, NodeView } from '../plane/control-plane.js';
 import { ownNode, tenantFor } from './access.js';
 import {
   explainToProto,
+  levelToProto,
   nodeStateToProto,
   nodeToProto,
   placementToProto,
@@ -28,8 +29,10 @@ import { type ErrorSink, type RpcContext, unaryMethods } from './rpc.js';
 import {
   checkNodeId,
   LIMITS,
+  pageTokenAfter,
   toLatencyReports,
   toNodeFilter,
+  toNodePage,
   toNodeSpec,
   toNodeStatus,
   toPricingId,
@@ -116,9 +119,37 @@ export function registryService(
       if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
       return { node: viewToProto(node) };
     }),
-    listNodes: unary('ListNodes', async (request) => ({
-      nodes: plane.listNodes(toNodeFilter(request)).map(viewToProto),
-    })),
+    listNodes: unary('ListNodes', async (request) => {
+      const filter = toNodeFilter(request);
+      const page = toNodePage(request);
+      if (request.summary) {
+        const groups = plane.nodeGroups(filter);
+        return {
+          nodes: [],
+          nextPageToken: '',
+          total: groups.reduce(
+            (sum, g) => sum + g.states.READY + g.states.DRAINING + g.states.DOWN + g.states.UNHEALTHY,
+            0,
+          ),
+          groups: groups.map((g) => ({
+            level: levelToProto(g.level),
+            region: g.region,
+            ready: g.states.READY,
+            draining: g.states.DRAINING,
+            down: g.states.DOWN,
+            unhealthy: g.states.UNHEALTHY,
+          })),
+        };
+      }
+      const { views, total, more } = plane.listNodePage(filter, page);
+      const last = views[views.length - 1];
+      return {
+        nodes: views.map(viewToProto),
+        nextPageToken: more && last !== undefined ? pageTokenAfter(last.record.spec.id) : '',
+        total,
+        groups: [],
+      };
+    }),
     reportLatency: unary('ReportLatency', async (request, _call, caller) => {
       const reports = toLatencyReports(request);
       for (const report of reports) ownNode(caller, 'ReportLatency', report.nodeId);

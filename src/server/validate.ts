@@ -22,7 +22,7 @@ import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import type * as pbScheduler from '../gen/cpn/v1/scheduler.js';
 import type * as pbTypes from '../gen/cpn/v1/types.js';
 import { Level as ProtoLevel } from '../gen/cpn/v1/types.js';
-import type { LatencyReport, NodeFilter } from '../store/store.js';
+import type { LatencyReport, NodeFilter, NodePage } from '../store/store.js';
 import { invalidArgument } from './errors.js';
 
 export const LIMITS = {
@@ -276,6 +276,24 @@ export function toNodeFilter(request: pbRegistry.ListNodesRequest): NodeFilter {
     region: request.region === '' ? undefined : checkRegion('region', request.region),
     model: request.model === '' ? undefined : checkModel('model', request.model),
   };
+}
+
+export const DEFAULT_PAGE_SIZE = 1000;
+export const MAX_PAGE_SIZE = 5000;
+
+/** A page token names the last node id of the previous page (opaque to clients). */
+export const pageTokenAfter = (nodeId: string): string => Buffer.from(nodeId).toString('base64url');
+
+export function toNodePage(request: pbRegistry.ListNodesRequest): NodePage {
+  const limit = request.pageSize === 0 ? DEFAULT_PAGE_SIZE : request.pageSize;
+  if (limit > MAX_PAGE_SIZE)
+    fail('page_size', request.pageSize, `at most ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE})`);
+  if (request.pageToken === '') return { limit };
+  const afterId =
+    request.pageToken.length <= 100 ? Buffer.from(request.pageToken, 'base64url').toString() : '';
+  if (!NODE_ID_PATTERN.test(afterId) || pageTokenAfter(afterId) !== request.pageToken)
+    fail('page_token', request.pageToken, 'the next_page_token of a previous ListNodes answer');
+  return { afterId, limit };
 }
 
 export function toLatencyReports(request: pbRegistry.ReportLatencyRequest): LatencyReport[] {

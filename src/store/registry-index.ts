@@ -5,19 +5,42 @@
 import type { LatencySample } from '../core/latency.js';
 import type { NodeRecord } from '../core/model.js';
 import { CandidateIndex, type RoutingView } from '../core/routing/index.js';
-import type { NodeFilter } from './store.js';
+import type { NodeFilter, NodeListing, NodePage } from './store.js';
+
+const byId = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+function matches(node: NodeRecord, filter: NodeFilter): boolean {
+  if (filter.level !== undefined && node.spec.level !== filter.level) return false;
+  if (filter.region && node.spec.region !== filter.region) return false;
+  if (filter.model && !node.spec.models.some((offer) => offer.model === filter.model)) return false;
+  return true;
+}
+
+/** Latency samples kept at most, over every `from` and node, unless a store says otherwise. */
+export const DEFAULT_MAX_LATENCY_SAMPLES = 500_000;
+
+const sampleKey = (from: string, nodeId: string) => `${from}\u0000${nodeId}`;
 
 export class RegistryIndex {
   private readonly nodes = new Map<string, NodeRecord>();
   private readonly candidates = new CandidateIndex();
   /** from (access point or region) → node id → smoothed sample */
   private readonly samples = new Map<string, Map<string, LatencySample>>();
+  /**
+   * Every sample's key, least recently updated first: past `maxSamples` the first go. (Names are
+   * validated printable, so the NUL separator cannot be forged.)
+   */
+  private readonly sampleOrder = new Map<string, true>();
+  /** Node ids in order, rebuilt on the first listing after a node arrives or leaves. */
+  private sortedIds: string[] | undefined;
   readonly view: RoutingView = {
     candidates: (model) => this.candidates.candidates(model),
     allNodes: () => this.nodes.values(),
     nodeCount: () => this.nodes.size,
     samplesFrom: (from) => this.samples.get(from),
   };
+
+  constructor(readonly maxSamples = DEFAULT_MAX_LATENCY_SAMPLES) {}
 
   get size(): number {
     return this.nodes.size;
@@ -29,6 +52,42 @@ export class RegistryIndex {
 
   values(): IterableIterator<NodeRecord> {
     return this.nodes.values();
+  }
+
+  /**
+   * One page of the nodes matching `filter`, in id order, after `page.afterId`. The work is the
+   * page plus one pass of cheap checks for the total, whatever the registry's size.
+   */
+  page(filter: NodeFilter, page: NodePage): NodeListing {
+    this.sortedIds ??= [...this.nodes.keys()].sort(byId);
+    const ids = this.sortedIds;
+    let start = 0;
+    if (page.afterId !== undefined) {
+      let high = ids.length;
+      while (start < high) {
+        const middle = (start + high) >>> 1;
+        if ((ids[middle] as string) <= page.afterId) start = middle + 1;
+        else high = middle;
+      }
+    }
+    const nodes: NodeRecord[] = [];
+    let more = false;
+    for (let i = start; i < ids.length; i += 1) {
+      const node = this.nodes.get(ids[i] as string);
+      if (node === undefined || !matches(node, filter)) continue;
+      if (nodes.length === page.limit) {
+        more = true;
+        break;
+      }
+      nodes.push(node);
+    }
+    const unfiltered = filter.level === undefined && !filter.region && !filter.model;
+    let total = this.nodes.size;
+    if (!unfiltered) {
+      total = 0;
+      for (const node of this.nodes.values()) if (matches(node, filter)) total += 1;
+    }
+    return { nodes, total, more };
   }
 
   /** Nodes matching every given filter, ordered by id. */
@@ -48,6 +107,7 @@ export class RegistryIndex {
 
   /** Inserts or replaces the node with the same id. */
   put(node: NodeRecord): void {
+    if (!this.nodes.has(node.spec.id)) this.sortedIds = undefined;
     this.nodes.set(node.spec.id, node);
     this.candidates.put(node);
   }
@@ -57,8 +117,13 @@ export class RegistryIndex {
     const node = this.nodes.get(nodeId);
     if (node === undefined) return undefined;
     this.nodes.delete(nodeId);
+    this.sortedIds = undefined;
     this.candidates.remove(nodeId);
-    for (const byNode of this.samples.values()) byNode.delete(nodeId);
+    for (const [from, byNode] of this.samples) {
+      if (!byNode.delete(nodeId)) continue;
+      this.sampleOrder.delete(sampleKey(from, nodeId));
+      if (byNode.size === 0) this.samples.delete(from);
+    }
     return node;
   }
 
@@ -71,19 +136,38 @@ export class RegistryIndex {
     return this.samples.get(from)?.get(nodeId);
   }
 
-  setSample(from: string, nodeId: string, sample: LatencySample): void {
+  /** Sets a sample; returns the samples evicted to stay within `maxSamples`, oldest first. */
+  setSample(from: string, nodeId: string, sample: LatencySample): [string, string][] {
     let byNode = this.samples.get(from);
     if (byNode === undefined) {
       byNode = new Map();
       this.samples.set(from, byNode);
     }
     byNode.set(nodeId, sample);
+    const key = sampleKey(from, nodeId);
+    this.sampleOrder.delete(key);
+    this.sampleOrder.set(key, true);
+    const evicted: [string, string][] = [];
+    for (const oldest of this.sampleOrder.keys()) {
+      if (this.sampleOrder.size <= this.maxSamples) break;
+      const cut = oldest.indexOf('\u0000');
+      const pair: [string, string] = [oldest.slice(0, cut), oldest.slice(cut + 1)];
+      this.deleteSample(pair[0], pair[1]);
+      evicted.push(pair);
+    }
+    return evicted;
+  }
+
+  /** Samples held, over every `from` and node. */
+  get sampleCount(): number {
+    return this.sampleOrder.size;
   }
 
   deleteSample(from: string, nodeId: string): void {
     const byNode = this.samples.get(from);
     byNode?.delete(nodeId);
     if (byNode?.size === 0) this.samples.delete(from);
+    this.sampleOrder.delete(sampleKey(from, nodeId));
   }
 
   /** Every sample as [from, nodeId, sample]. */
@@ -95,7 +179,9 @@ export class RegistryIndex {
 
   clear(): void {
     this.nodes.clear();
+    this.sortedIds = undefined;
     this.candidates.clear();
     this.samples.clear();
+    this.sampleOrder.clear();
   }
 }

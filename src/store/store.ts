@@ -24,6 +24,20 @@ export interface NodeFilter {
   readonly model?: string | undefined;
 }
 
+/** A page of a node listing: at most `limit` nodes with ids after `afterId`. */
+export interface NodePage {
+  readonly afterId?: string | undefined;
+  readonly limit: number;
+}
+
+export interface NodeListing {
+  readonly nodes: NodeRecord[];
+  /** Nodes matching the filter over all pages. */
+  readonly total: number;
+  /** More nodes follow the last one of this page. */
+  readonly more: boolean;
+}
+
 export interface LatencyReport {
   readonly from: string;
   readonly nodeId: string;
@@ -69,6 +83,8 @@ export interface Store {
   getNode(nodeId: string): NodeRecord | undefined;
   /** Nodes matching every given filter, ordered by id. */
   listNodes(filter: NodeFilter): NodeRecord[];
+  /** One page of `listNodes`, without materialising the rest. */
+  listNodePage(filter: NodeFilter, page: NodePage): NodeListing;
   /** Folds measured RTTs into the smoothed samples; returns how many were accepted. */
   reportLatency(reports: readonly LatencyReport[]): Promise<number>;
   /** Distinct `from` names that hold latency samples. */

@@ -28,7 +28,14 @@ const status = (nodeId: string, active: number, healthy = true) => ({
   healthy,
 });
 
-export function storeContract(name: string, makeHarness: () => Promise<StoreHarness>): void {
+export interface HarnessOptions {
+  readonly maxLatencySamples?: number;
+}
+
+export function storeContract(
+  name: string,
+  makeHarness: (options?: HarnessOptions) => Promise<StoreHarness>,
+): void {
   describe(`Store contract: ${name}`, () => {
     let h: StoreHarness;
     beforeEach(async () => {
@@ -53,6 +60,29 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       expect(h.store.getNode('a')?.spec.endpoint).toBe('new:1');
       expect(h.store.getNode('a')?.ttlS).toBe(60);
       expect(h.store.getNode('missing')).toBeUndefined();
+    });
+
+    it('keeps at most maxLatencySamples samples, dropping the least recently updated', async () => {
+      const small = await makeHarness({ maxLatencySamples: 3 });
+      try {
+        for (const id of ['a', 'b']) await small.store.registerNode(node(id), { ttlS: 30, permanent: false });
+        const report = (from: string, nodeId: string) =>
+          small.store.reportLatency([{ from, nodeId, rttMs: 10 }]);
+        await report('f1', 'a');
+        await report('f1', 'b');
+        await report('f2', 'a');
+        await report('f1', 'a'); // refreshed: now the newest
+        await report('f3', 'b'); // one too many: (f1, b) goes
+        const held = () =>
+          ['f1', 'f2', 'f3'].flatMap((from) =>
+            [...(small.store.view.samplesFrom(from)?.keys() ?? [])].map((nodeId) => `${from}/${nodeId}`),
+          );
+        await small.settle(() => held().length === 3);
+        expect(held().sort()).toEqual(['f1/a', 'f2/a', 'f3/b']);
+        expect(small.store.latencySources()).toBe(3);
+      } finally {
+        await small.close();
+      }
     });
 
     it('lists by level, region and model, ordered by id', async () => {

@@ -31,10 +31,10 @@ const open = (prefix: string, extra: Partial<Parameters<typeof EtcdStore.open>[0
     ...extra,
   });
 
-storeContract('etcd', async () => {
+storeContract('etcd', async (options) => {
   // Each test gets its own prefix on the shared etcd, so nothing leaks between them.
   namespaces += 1;
-  const store = await open(`/cpn-test-${namespaces}/`);
+  const store = await open(`/cpn-test-${namespaces}/`, options);
   return {
     store,
     now: () => Date.now(),
@@ -199,6 +199,25 @@ describe('etcd store: replicas, watch, outages', () => {
       expect(store.getNode('n1')).toBeDefined();
     } finally {
       admin.close();
+      await store.close();
+    }
+  });
+
+  it('latency samples evicted past the ceiling leave etcd too: a fresh replica loads only the kept ones', async () => {
+    const store = await open('/cpn-evict/', { maxLatencySamples: 2 });
+    try {
+      await store.registerNode(spec({ id: 'n1' }), { ttlS: 30, permanent: false });
+      for (const from of ['f1', 'f2', 'f3']) await store.reportLatency([{ from, nodeId: 'n1', rttMs: 10 }]);
+      const fresh = await open('/cpn-evict/');
+      try {
+        expect(['f1', 'f2', 'f3'].filter((from) => fresh.view.samplesFrom(from) !== undefined)).toEqual([
+          'f2',
+          'f3',
+        ]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
       await store.close();
     }
   });

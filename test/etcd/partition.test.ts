@@ -10,7 +10,7 @@ import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { Level, NodeState } from '../../src/gen/cpn/v1/types.js';
 import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
+import { ALL_NODES, bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const TTL_S = 3;
@@ -45,11 +45,7 @@ describe('etcd partitions', () => {
     );
   const readyEverywhere = async () => {
     for (const replica of replicas) {
-      const listed = await rpc(replica.registry, replica.registry.listNodes, {
-        level: 0,
-        region: '',
-        model: '',
-      });
+      const listed = await rpc(replica.registry, replica.registry.listNodes, ALL_NODES);
       if (!listed.ok) return false;
       const ready = listed.value.nodes.filter((n) => n.state === NodeState.NODE_STATE_READY).length;
       if (ready !== NODES) return false;

@@ -5,7 +5,7 @@ import { type RegisterNodeRequest, RegistryClient } from '../../src/gen/cpn/v1/r
 import { type RouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
 import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
+import { ALL_NODES, bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
 
 interface Replica {
   readonly serve: ServeProcess;
@@ -86,8 +86,7 @@ describe('several replicas on one etcd', () => {
       permanent: false,
     });
     await eventually(
-      async () =>
-        (await ok(b.registry, b.registry.listNodes, { level: 0, region: '', model: '' })).nodes.length === 2,
+      async () => (await ok(b.registry, b.registry.listNodes, ALL_NODES)).nodes.length === 2,
       1000,
       20,
     );
@@ -183,7 +182,7 @@ describe('a replica while etcd is down', () => {
         20_000,
         200,
       );
-      const listed = await ok(registry, registry.listNodes, { level: 0, region: '', model: '' });
+      const listed = await ok(registry, registry.listNodes, ALL_NODES);
       expect(listed.nodes.map((n) => n.spec?.id)).toEqual(['after', 'before']);
       expect((await ok(registry, registry.getStoreStatus, {})).reachable).toBe(true);
     } finally {

@@ -29,7 +29,7 @@ export function runCli(
     execFile(
       process.execPath,
       [CPN_BIN, ...args],
-      { timeout: timeoutMs, env: childEnv },
+      { timeout: timeoutMs, env: childEnv, maxBuffer: 256 * 1024 * 1024 },
       (error, stdout, stderr) => {
         const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
         resolve({ code, stdout, stderr });

@@ -9,7 +9,7 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../../src/core/latency.js';
-import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import { ListNodesRequest, RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level, type NodeSpec as ProtoNodeSpec } from '../../src/gen/cpn/v1/types.js';
 import { silentLogger } from '../../src/ops/log.js';
@@ -152,3 +152,6 @@ export function protoSpec(
     labels: {},
   };
 }
+
+/** ListNodes with no filter: the first page of every node. */
+export const ALL_NODES: ListNodesRequest = ListNodesRequest.fromPartial({});

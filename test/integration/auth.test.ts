@@ -6,7 +6,15 @@ import { AccountsClient, AccountsService, Role } from '../../src/gen/cpn/v1/acco
 import { RegistryClient, RegistryService } from '../../src/gen/cpn/v1/registry.js';
 import { SchedulerClient, SchedulerService } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
-import { bearer, ok, rpc, startTestServer, TEST_OPERATOR_KEY, type TestServer } from '../helpers/grpc.js';
+import {
+  ALL_NODES,
+  bearer,
+  ok,
+  rpc,
+  startTestServer,
+  TEST_OPERATOR_KEY,
+  type TestServer,
+} from '../helpers/grpc.js';
 
 const GUANGZHOU = { lat: 23.129, lon: 113.264 };
 
@@ -161,7 +169,7 @@ describe('authentication and roles over gRPC', () => {
     },
     ListNodes: {
       allowed: ['operator', 'planner'],
-      call: (c) => rpc(c.registry, c.registry.listNodes, { level: 0, region: '', model: '' }),
+      call: (c) => rpc(c.registry, c.registry.listNodes, ALL_NODES),
     },
     GetStoreStatus: {
       allowed: ['operator', 'planner'],
@@ -387,7 +395,7 @@ describe('authentication and roles over gRPC', () => {
     const wrong = `${secret.slice(0, -4)}AAAA`;
     for (const key of [wrong, 'cpn_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', 'short']) {
       const c = open(key);
-      const outcome = await rpc(c.registry, c.registry.listNodes, { level: 0, region: '', model: '' });
+      const outcome = await rpc(c.registry, c.registry.listNodes, ALL_NODES);
       expect(outcome.ok || outcome.error.code).toBe(status.UNAUTHENTICATED);
       if (key.length > 30) expect(outcome.ok || outcome.error.details).not.toContain(key.slice(21));
       c.registry.close();
@@ -406,7 +414,7 @@ describe('authentication and roles over gRPC', () => {
       expiresAt: new Date(t.server.plane.now() + 60_000),
     });
     const planner = open(created.secret);
-    const list = () => rpc(planner.registry, planner.registry.listNodes, { level: 0, region: '', model: '' });
+    const list = () => rpc(planner.registry, planner.registry.listNodes, ALL_NODES);
     expect((await list()).ok).toBe(true);
     t.advance(61_000);
     const expired = await list();

@@ -3,9 +3,10 @@
 import { credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import { Level } from '../../src/gen/cpn/v1/types.js';
 import { CLI_OPERATOR_KEY, runCli, type ServeProcess, startServe } from '../helpers/cli.js';
 import { eventually } from '../helpers/etcd.js';
-import { bearer, rpc } from '../helpers/grpc.js';
+import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
 
 describe('cpn CLI against the demo topology', () => {
   let serve: ServeProcess;
@@ -317,6 +318,59 @@ describe('cpn CLI failures and lifecycle', () => {
     const result = await runCli(['serve', '--port', '0', '--topology', file]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(`${file}:5: nodes`);
+  });
+
+  it('nodes over a large registry: a summary by default, pages behind --all and --limit', async () => {
+    const serve = await startServe([]);
+    const server = ['--server', serve.address];
+    const registry = new RegistryClient(
+      serve.address,
+      credentials.createInsecure(),
+      bearer(CLI_OPERATOR_KEY),
+    );
+    try {
+      const count = 1234;
+      for (let start = 0; start < count; start += 200) {
+        await Promise.all(
+          Array.from({ length: Math.min(200, count - start) }, (_, i) =>
+            ok(registry, registry.registerNode, {
+              spec: protoSpec(`bulk-${String(start + i).padStart(5, '0')}`, {
+                level: (start + i) % 3 === 0 ? Level.LEVEL_EDGE : Level.LEVEL_PROVINCE,
+              }),
+              ttlS: 3600,
+              permanent: false,
+            }),
+          ),
+        );
+      }
+      const summary = await runCli(['nodes', ...server]);
+      expect(summary.code, summary.stderr).toBe(0);
+      expect(summary.stderr).toContain(`${count} nodes: showing counts per level and region`);
+      expect(summary.stdout).toMatch(/^PROVINCE\s+CN-GD\s+822\s+822\s+0\s+0\s+0$/m);
+      expect(summary.stdout).toMatch(/^EDGE\s+CN-GD\s+412\s+412\s+/m);
+      expect(summary.stdout).toContain(`${count} nodes in 2 level/region groups`);
+
+      const first = await runCli(['nodes', '--limit', '3', ...server]);
+      expect(
+        first.stdout
+          .trim()
+          .split('\n')
+          .slice(1, 4)
+          .map((line) => line.split(/\s+/)[0]),
+      ).toEqual(['bulk-00000', 'bulk-00001', 'bulk-00002']);
+      expect(first.stdout).toContain(`first 3 of ${count} nodes`);
+
+      const all = await runCli(['nodes', '--all', '--json', ...server]);
+      const ids = (JSON.parse(all.stdout).nodes as { spec: { id: string } }[]).map((n) => n.spec.id);
+      expect(ids).toHaveLength(count);
+      expect(new Set(ids).size).toBe(count);
+      expect([...ids].sort()).toEqual(ids);
+      const edge = await runCli(['nodes', '--level', 'edge', '--all', ...server]);
+      expect(edge.stdout).toContain('412 nodes');
+    } finally {
+      registry.close();
+      await serve.stop();
+    }
   });
 
   it('schedules a pricing policy from a file and shows it in force', async () => {

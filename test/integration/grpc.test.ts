@@ -11,7 +11,7 @@ import { LatencySource, type RouteRequest, RouteResponse, Verdict } from '../../
 import { Level, type NodeSpec, NodeState } from '../../src/gen/cpn/v1/types.js';
 import { ROUTE_RESPONSE_TRAILER } from '../../src/server/services.js';
 import { LIMITS } from '../../src/server/validate.js';
-import { ok, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
+import { ALL_NODES, ok, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
 
 const GUANGZHOU = { lat: 23.129, lon: 113.264 };
 
@@ -94,7 +94,9 @@ describe('gRPC control plane', () => {
       expect(got.node?.ttlS).toBe(60);
 
       const ids = async (level: Level, region: string, model: string) =>
-        (await ok(t.registry, t.registry.listNodes, { level, region, model })).nodes.map((n) => n.spec?.id);
+        (await ok(t.registry, t.registry.listNodes, { ...ALL_NODES, level, region, model })).nodes.map(
+          (n) => n.spec?.id,
+        );
       expect(await ids(Level.LEVEL_UNSPECIFIED, '', '')).toEqual(['edge-sz', 'hub-gs', 'prov-gd']);
       expect(await ids(Level.LEVEL_EDGE, '', '')).toEqual(['edge-sz']);
       expect(await ids(Level.LEVEL_UNSPECIFIED, 'CN-GS', '')).toEqual(['hub-gs']);
@@ -676,7 +678,10 @@ describe('gRPC control plane', () => {
       const calls = [
         rpc(t.registry, t.registry.getNode, { nodeId: '' }),
         rpc(t.registry, t.registry.drainNode, { nodeId: '-x', drain: true }),
-        rpc(t.registry, t.registry.listNodes, { level: 7 as Level, region: '', model: '' }),
+        rpc(t.registry, t.registry.listNodes, { ...ALL_NODES, level: 7 as Level }),
+        rpc(t.registry, t.registry.listNodes, { ...ALL_NODES, pageSize: 5001 }),
+        rpc(t.registry, t.registry.listNodes, { ...ALL_NODES, pageToken: 'not a token' }),
+        rpc(t.registry, t.registry.listNodes, { ...ALL_NODES, pageToken: 'x'.repeat(1000) }),
         rpc(t.registry, t.registry.reportLatency, { samples: [] }),
         rpc(t.registry, t.registry.reportLatency, { samples: [{ from: 'CN-GD', nodeId: 'a', rttMs: -1 }] }),
         rpc(t.scheduler, t.scheduler.release, { reservationId: '', usage: undefined, success: true }),

@@ -14,7 +14,7 @@ import { silentLogger } from '../../src/ops/log.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 import { spec } from '../helpers/fixtures.js';
-import { rpc } from '../helpers/grpc.js';
+import { ALL_NODES, rpc } from '../helpers/grpc.js';
 
 /** Fails loudly (never skips) when openssl is missing; it has no --version flag for findBinary. */
 function findOpenssl(): string {
@@ -128,12 +128,7 @@ describe('mTLS identities', () => {
   };
 
   const listNodes = (c: ReturnType<typeof clientsAs>) =>
-    rpc(
-      c.registry,
-      c.registry.listNodes,
-      { level: 0, region: '', model: '' },
-      { deadline: new Date(Date.now() + 5000) },
-    );
+    rpc(c.registry, c.registry.listNodes, ALL_NODES, { deadline: new Date(Date.now() + 5000) });
 
   it('a client:<tenant> certificate routes for that tenant and may not list nodes', async () => {
     const c = clientsAs(0);

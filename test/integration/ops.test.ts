@@ -13,6 +13,7 @@ import { MemoryStore } from '../../src/store/memory/memory-store.js';
 import { registerPermanent } from '../../src/store/store.js';
 import { findBinary } from '../helpers/binaries.js';
 import { CLI_OPERATOR_KEY, startServe } from '../helpers/cli.js';
+import { spec } from '../helpers/fixtures.js';
 import { bearer, ok, TEST_OPERATOR_KEY } from '../helpers/grpc.js';
 
 const route = RouteRequest.fromPartial({
@@ -94,6 +95,35 @@ describe('metrics and probes', () => {
       expect(checked.code).toBe(0);
     } finally {
       scheduler.close();
+      await server.shutdown(1000);
+    }
+  });
+
+  it('region labels are bounded: past --metrics-max-regions the regions with fewest nodes are summed as "other"', async () => {
+    const store = new MemoryStore({ clock: Date.now, latency: DEFAULT_LATENCY_MODEL });
+    const specs = Array.from({ length: 300 }, (_, i) => ({
+      ...spec({ id: `n${i}`, region: i < 20 ? 'CN-BIG' : `XX-R${i}` }),
+    }));
+    await registerPermanent(store, specs);
+    const server = await startServer({
+      store,
+      logger: silentLogger,
+      port: 0,
+      metricsPort: 0,
+      metricsMaxRegions: 8,
+      bootstrapOperatorKey: TEST_OPERATOR_KEY,
+    });
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`)).text();
+      const regions = new Set([...text.matchAll(/^cpn_nodes\{[^}]*region="([^"]+)"/gm)].map((m) => m[1]));
+      expect(regions.size).toBe(9);
+      expect(regions.has('CN-BIG')).toBe(true);
+      expect(regions.has('other')).toBe(true);
+      expect(text).toMatch(/^cpn_nodes\{level="PROVINCE",region="CN-BIG",state="READY"\} 20$/m);
+      // 280 one-node regions: 7 named (first by name), 273 summed.
+      expect(text).toMatch(/^cpn_nodes\{level="PROVINCE",region="other",state="READY"\} 273$/m);
+      expect((await promtool(text)).code).toBe(0);
+    } finally {
       await server.shutdown(1000);
     }
   });

@@ -2,9 +2,9 @@ import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 import { storeContract } from '../contract/store-contract.js';
 
-storeContract('memory', async () => {
+storeContract('memory', async (options) => {
   let now = 1_000_000;
-  const store = new MemoryStore({ clock: () => now, latency: DEFAULT_LATENCY_MODEL });
+  const store = new MemoryStore({ clock: () => now, latency: DEFAULT_LATENCY_MODEL, ...options });
   return {
     store,
     now: () => now,

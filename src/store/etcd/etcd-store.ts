@@ -32,6 +32,8 @@ import {
   type Clock,
   type LatencyReport,
   type NodeFilter,
+  type NodeListing,
+  type NodePage,
   type RegisterOptions,
   type StatusOutcome,
   type Store,
@@ -69,6 +71,8 @@ export interface EtcdStoreOptions {
   readonly clock?: Clock;
   readonly latency: Pick<LatencyModel, 'sampleSmoothing' | 'sampleMaxAgeMs'>;
   readonly regionCentroids?: ReadonlyMap<string, LatLon>;
+  /** Latency samples kept at most; past it the least recently updated go, here and in etcd. */
+  readonly maxLatencySamples?: number;
   readonly logger: Logger;
 }
 
@@ -97,7 +101,7 @@ export class EtcdStore implements Store {
   private readonly clock: Clock;
   private readonly callTimeoutMs: number;
   private readonly statusFlushMs: number;
-  private readonly index = new RegistryIndex();
+  private readonly index: RegistryIndex;
   private readonly accountsCache = new AccountsCache();
   private secret: Buffer = Buffer.alloc(0);
   private currentUsageLease:
@@ -136,11 +140,13 @@ export class EtcdStore implements Store {
     relists: 0,
     revivals: 0,
   };
-  readonly view: RoutingView = this.index.view;
+  readonly view: RoutingView;
 
   private constructor(private readonly options: EtcdStoreOptions) {
     this.prefix = options.prefix ?? '/cpn/v1/';
     this.codec = new KeyCodec(this.prefix);
+    this.index = new RegistryIndex(options.maxLatencySamples);
+    this.view = this.index.view;
     this.clock = options.clock ?? Date.now;
     this.callTimeoutMs = options.callTimeoutMs ?? 2000;
     this.statusFlushMs = options.statusFlushMs ?? 2000;
@@ -532,6 +538,10 @@ export class EtcdStore implements Store {
     return this.index.list(filter);
   }
 
+  listNodePage(filter: NodeFilter, page: NodePage): NodeListing {
+    return this.index.page(filter, page);
+  }
+
   latencySources(): number {
     return this.index.sampleSources;
   }
@@ -539,11 +549,24 @@ export class EtcdStore implements Store {
   async reportLatency(reports: readonly LatencyReport[]): Promise<number> {
     const nowMs = this.clock();
     const puts: { from: string; nodeId: string; sample: LatencySample }[] = [];
+    const evicted = new Map<string, [string, string]>();
     for (const { from, nodeId, rttMs } of reports) {
       if (this.index.get(nodeId) === undefined) continue;
       const sample = smoothSample(this.index.getSample(from, nodeId), rttMs, nowMs, this.options.latency);
-      this.index.setSample(from, nodeId, sample);
+      for (const pair of this.index.setSample(from, nodeId, sample))
+        evicted.set(`${pair[0]}/${pair[1]}`, pair);
       puts.push({ from, nodeId, sample });
+    }
+    // Samples past the ceiling leave etcd too (never one this call writes: a key once per txn).
+    for (const { from, nodeId } of puts) evicted.delete(`${from}/${nodeId}`);
+    const deletes = [...evicted.keys()].map((id) => ({
+      request_delete_range: { key: this.key('latency', id) },
+    }));
+    for (let start = 0; start < deletes.length; start += 100) {
+      await this.call('remove evicted latency samples', () =>
+        this.client.kv.txn({ success: deletes.slice(start, start + 100) }),
+      );
+      this.stats.writes += 1;
     }
     // etcd allows 128 operations per transaction.
     for (let start = 0; start < puts.length; start += 100) {

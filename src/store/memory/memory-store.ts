@@ -20,6 +20,8 @@ import type {
   Clock,
   LatencyReport,
   NodeFilter,
+  NodeListing,
+  NodePage,
   RegisterOptions,
   StatusOutcome,
   Store,
@@ -31,15 +33,17 @@ export interface MemoryStoreOptions {
   readonly clock: Clock;
   readonly latency: Pick<LatencyModel, 'sampleSmoothing' | 'sampleMaxAgeMs'>;
   readonly regionCentroids?: ReadonlyMap<string, LatLon>;
+  /** Latency samples kept at most; past it the least recently updated go. */
+  readonly maxLatencySamples?: number;
 }
 
 export class MemoryStore implements Store {
-  private readonly index = new RegistryIndex();
+  private readonly index: RegistryIndex;
   private readonly usage = new Map<string, { readonly record: UsageRecord; readonly untilMs: number }>();
   private readonly usageListeners: ((reservationId: string) => void)[] = [];
   private readonly centroids: ReadonlyMap<string, LatLon>;
   private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
-  readonly view: RoutingView = this.index.view;
+  readonly view: RoutingView;
   readonly accounts = new MemoryAccounts();
   readonly ledgers = new MemoryLedgers();
   private readonly secret = randomBytes(32);
@@ -50,6 +54,8 @@ export class MemoryStore implements Store {
   }
 
   constructor(private readonly options: MemoryStoreOptions) {
+    this.index = new RegistryIndex(options.maxLatencySamples);
+    this.view = this.index.view;
     this.centroids = options.regionCentroids ?? new Map();
   }
 
@@ -108,6 +114,10 @@ export class MemoryStore implements Store {
 
   listNodes(filter: NodeFilter): NodeRecord[] {
     return this.index.list(filter);
+  }
+
+  listNodePage(filter: NodeFilter, page: NodePage): NodeListing {
+    return this.index.page(filter, page);
   }
 
   latencySources(): number {

@@ -81,6 +81,7 @@ export interface GetNodeResponse {
   node?: Node | undefined;
 }
 
+/** Nodes in id order, a page at a time. Follow next_page_token until it is empty. */
 export interface ListNodesRequest {
   /** LEVEL_UNSPECIFIED: any level. */
   level: Level;
@@ -88,10 +89,32 @@ export interface ListNodesRequest {
   region: string;
   /** Empty: any model. */
   model: string;
+  /** Nodes per page: 0 means 1000; at most 5000. */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first. */
+  pageToken: string;
+  /** Only counts per level, region and state (groups), no nodes: cheap over any registry. */
+  summary: boolean;
 }
 
 export interface ListNodesResponse {
   nodes: Node[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+  /** Nodes matching the filter, over all pages. */
+  total: number;
+  /** With summary: one entry per (level, region), in level then region order. */
+  groups: NodeGroup[];
+}
+
+/** How many nodes of one level and region are in each state. */
+export interface NodeGroup {
+  level: Level;
+  region: string;
+  ready: number;
+  draining: number;
+  down: number;
+  unhealthy: number;
 }
 
 export interface LatencySample {
@@ -860,7 +883,7 @@ export const GetNodeResponse: MessageFns<GetNodeResponse> = {
 };
 
 function createBaseListNodesRequest(): ListNodesRequest {
-  return { level: 0, region: "", model: "" };
+  return { level: 0, region: "", model: "", pageSize: 0, pageToken: "", summary: false };
 }
 
 export const ListNodesRequest: MessageFns<ListNodesRequest> = {
@@ -873,6 +896,15 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
     }
     if (message.model !== "") {
       writer.uint32(26).string(message.model);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(32).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(42).string(message.pageToken);
+    }
+    if (message.summary !== false) {
+      writer.uint32(48).bool(message.summary);
     }
     return writer;
   },
@@ -914,6 +946,30 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
             message.model = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.summary = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -931,6 +987,17 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
       level: isSet(object.level) ? levelFromJSON(object.level) : 0,
       region: isSet(object.region) ? globalThis.String(object.region) : "",
       model: isSet(object.model) ? globalThis.String(object.model) : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+      summary: isSet(object.summary) ? globalThis.Boolean(object.summary) : false,
     };
   },
 
@@ -945,6 +1012,15 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
     if (message.model !== "") {
       obj.model = message.model;
     }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    if (message.summary !== false) {
+      obj.summary = message.summary;
+    }
     return obj;
   },
 
@@ -956,18 +1032,30 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
     message.level = object.level ?? 0;
     message.region = object.region ?? "";
     message.model = object.model ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    message.summary = object.summary ?? false;
     return message;
   },
 };
 
 function createBaseListNodesResponse(): ListNodesResponse {
-  return { nodes: [] };
+  return { nodes: [], nextPageToken: "", total: 0, groups: [] };
 }
 
 export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   encode(message: ListNodesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.nodes) {
       Node.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.total !== 0) {
+      writer.uint32(24).uint32(message.total);
+    }
+    for (const v of message.groups) {
+      NodeGroup.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -993,6 +1081,30 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
             message.nodes.push(Node.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.total = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.groups.push(NodeGroup.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1006,13 +1118,31 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   },
 
   fromJSON(object: any): ListNodesResponse {
-    return { nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => Node.fromJSON(e)) : [] };
+    return {
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => Node.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+      total: isSet(object.total) ? globalThis.Number(object.total) : 0,
+      groups: globalThis.Array.isArray(object?.groups) ? object.groups.map((e: any) => NodeGroup.fromJSON(e)) : [],
+    };
   },
 
   toJSON(message: ListNodesResponse): unknown {
     const obj: any = {};
     if (message.nodes?.length) {
       obj.nodes = message.nodes.map((e) => Node.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    if (message.total !== 0) {
+      obj.total = Math.round(message.total);
+    }
+    if (message.groups?.length) {
+      obj.groups = message.groups.map((e) => NodeGroup.toJSON(e));
     }
     return obj;
   },
@@ -1023,6 +1153,158 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListNodesResponse>, I>>(object: I): ListNodesResponse {
     const message = createBaseListNodesResponse();
     message.nodes = object.nodes?.map((e) => Node.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    message.total = object.total ?? 0;
+    message.groups = object.groups?.map((e) => NodeGroup.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseNodeGroup(): NodeGroup {
+  return { level: 0, region: "", ready: 0, draining: 0, down: 0, unhealthy: 0 };
+}
+
+export const NodeGroup: MessageFns<NodeGroup> = {
+  encode(message: NodeGroup, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.level !== 0) {
+      writer.uint32(8).int32(message.level);
+    }
+    if (message.region !== "") {
+      writer.uint32(18).string(message.region);
+    }
+    if (message.ready !== 0) {
+      writer.uint32(24).uint32(message.ready);
+    }
+    if (message.draining !== 0) {
+      writer.uint32(32).uint32(message.draining);
+    }
+    if (message.down !== 0) {
+      writer.uint32(40).uint32(message.down);
+    }
+    if (message.unhealthy !== 0) {
+      writer.uint32(48).uint32(message.unhealthy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeGroup {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeGroup();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.level = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.region = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.ready = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.draining = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.down = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.unhealthy = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeGroup {
+    return {
+      level: isSet(object.level) ? levelFromJSON(object.level) : 0,
+      region: isSet(object.region) ? globalThis.String(object.region) : "",
+      ready: isSet(object.ready) ? globalThis.Number(object.ready) : 0,
+      draining: isSet(object.draining) ? globalThis.Number(object.draining) : 0,
+      down: isSet(object.down) ? globalThis.Number(object.down) : 0,
+      unhealthy: isSet(object.unhealthy) ? globalThis.Number(object.unhealthy) : 0,
+    };
+  },
+
+  toJSON(message: NodeGroup): unknown {
+    const obj: any = {};
+    if (message.level !== 0) {
+      obj.level = levelToJSON(message.level);
+    }
+    if (message.region !== "") {
+      obj.region = message.region;
+    }
+    if (message.ready !== 0) {
+      obj.ready = Math.round(message.ready);
+    }
+    if (message.draining !== 0) {
+      obj.draining = Math.round(message.draining);
+    }
+    if (message.down !== 0) {
+      obj.down = Math.round(message.down);
+    }
+    if (message.unhealthy !== 0) {
+      obj.unhealthy = Math.round(message.unhealthy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeGroup>, I>>(base?: I): NodeGroup {
+    return NodeGroup.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeGroup>, I>>(object: I): NodeGroup {
+    const message = createBaseNodeGroup();
+    message.level = object.level ?? 0;
+    message.region = object.region ?? "";
+    message.ready = object.ready ?? 0;
+    message.draining = object.draining ?? 0;
+    message.down = object.down ?? 0;
+    message.unhealthy = object.unhealthy ?? 0;
     return message;
   },
 };
