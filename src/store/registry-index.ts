@@ -148,8 +148,12 @@ export class RegistryIndex {
     this.sampleOrder.delete(key);
     this.sampleOrder.set(key, true);
     const evicted: [string, string][] = [];
+    if (this.sampleOrder.size <= this.maxSamples) return evicted;
+    // Past the ceiling, a sixty-fourth of it goes at once: one pass over the order per batch
+    // rather than one per sample (a Map's deleted slots make each pass start slower).
+    const target = this.maxSamples - Math.floor(this.maxSamples / 64);
     for (const oldest of this.sampleOrder.keys()) {
-      if (this.sampleOrder.size <= this.maxSamples) break;
+      if (this.sampleOrder.size <= target) break;
       const cut = oldest.indexOf('\u0000');
       const pair: [string, string] = [oldest.slice(0, cut), oldest.slice(cut + 1)];
       this.deleteSample(pair[0], pair[1]);
