@@ -4,8 +4,10 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { BOOTSTRAP_KEY_ID, claimedKeyId, MIN_BOOTSTRAP_KEY_CHARS } from '../auth/api-keys.js';
+import { Authenticator } from '../auth/authenticator.js';
 import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
 import type { LatLon } from '../core/model.js';
+import { type RunningGateway, startGateway } from '../gateway/gateway.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../ops/log.js';
 import { loadTopology } from '../ops/topology.js';
 import type { ControlPlane } from '../plane/control-plane.js';
@@ -16,7 +18,9 @@ import type { Store } from '../store/store.js';
 import { CliError } from './rpc.js';
 import type { ServeSettings } from './serve-settings.js';
 
-export const DEMO_TOPOLOGY = fileURLToPath(
+export const DEMO_GATEWAY_PORT = 8080;
+const DEMO_GATEWAY_REGION = 'CN-GD';
+const DEMO_TOPOLOGY = fileURLToPath(
   new URL('../../simulations/topologies/demo-national.yaml', import.meta.url),
 );
 
@@ -172,6 +176,27 @@ export async function runControlPlane(
     metricsPort: settings.metricsPort,
     metricsMaxRegions: settings.metricsMaxRegions,
   });
+  const gatewayPort = settings.gatewayPort ?? (settings.demo ? DEMO_GATEWAY_PORT : undefined);
+  let gateway: RunningGateway | undefined;
+  if (gatewayPort !== undefined) {
+    try {
+      gateway = await startGateway({
+        plane: server.plane,
+        authenticator: new Authenticator({ mode: settings.auth, accounts: store.accounts, clock: Date.now }),
+        logger,
+        host: settings.host,
+        port: gatewayPort,
+        defaultRegion: settings.gatewayRegion ?? (settings.demo ? DEMO_GATEWAY_REGION : undefined),
+        defaultBudgetMs: settings.gatewayBudgetMs,
+      });
+    } catch (error) {
+      await server.shutdown(0);
+      await store.close();
+      throw new CliError(
+        `cannot start the gateway on port ${gatewayPort}: ${(error as Error).message} (--gateway-port)`,
+      );
+    }
+  }
   // Handle signals before announcing the address: whoever reads it may signal at once.
   // The first signal drains; a second is noted (an orchestrator often sends two); a third exits.
   const stopped = new Promise<void>((resolve) => {
@@ -184,8 +209,10 @@ export async function runControlPlane(
           drainDelayMs: settings.drainDelayMs,
           graceMs: settings.graceMs,
         });
-        server
-          .shutdown(settings.graceMs, settings.drainDelayMs)
+        Promise.all([
+          gateway?.close(settings.drainDelayMs + settings.graceMs),
+          server.shutdown(settings.graceMs, settings.drainDelayMs),
+        ])
           .then(() => store.close())
           .then(resolve);
       } else if (signals === 2) {
@@ -225,6 +252,7 @@ export async function runControlPlane(
       `  npx cpn route --model qwen3-32b --region CN-GD --budget-ms 30 --explain${serverFlag}`,
       `  npx cpn nodes --region CN-GD${serverFlag}`,
       `Metrics and probes: http://${server.address.replace(/:\d+$/, '')}:${server.metricsPort}/metrics, /healthz, /readyz`,
+      ...gatewayLines(gateway, settings, demoKeys),
       'Stop with Ctrl-C.',
       '',
     ].join('\n'),
@@ -257,6 +285,24 @@ async function createDemoKeys(plane: ControlPlane): Promise<DemoKeys> {
   if (operator.kind !== 'created' || client.kind !== 'created')
     throw new Error('could not create the demo keys');
   return { operator: operator.secret, client: client.secret };
+}
+
+function gatewayLines(
+  gateway: RunningGateway | undefined,
+  settings: ServeSettings,
+  demo: DemoKeys | undefined,
+): string[] {
+  if (gateway === undefined) return [];
+  const region = settings.gatewayRegion ?? (settings.demo ? DEMO_GATEWAY_REGION : undefined);
+  return [
+    `OpenAI-compatible gateway listening on http://${gateway.address}/v1${region ? ` (routes as ${region} unless a request sends x-cpn-region)` : ''}`,
+    ...(demo === undefined
+      ? []
+      : [
+          '  with the OpenAI SDK, as tenant "demo":',
+          `  export OPENAI_BASE_URL=http://${gateway.address}/v1 OPENAI_API_KEY=${demo.client}`,
+        ]),
+  ];
 }
 
 function authLines(settings: ServeSettings, demo: DemoKeys | undefined, bootstrap: boolean): string[] {

@@ -85,7 +85,23 @@ export const SERVE_SETTINGS = {
   },
   demo: {
     kind: { type: 'switch' },
-    help: 'shorthand for --topology simulations/topologies/demo-national.yaml',
+    help: 'shorthand for --topology simulations/topologies/demo-national.yaml, with demo keys and the gateway on port 8080 (unless --gateway-port says otherwise)',
+  },
+  gatewayPort: {
+    kind: int(0, 65535),
+    arg: '<port>',
+    help: 'also serve the OpenAI-compatible gateway (/v1/chat/completions, /v1/completions, /v1/models) on this port, same host as --host (0 picks a free one); off unless set (or --demo)',
+  },
+  gatewayRegion: {
+    kind: text,
+    arg: '<code>',
+    help: "the gateway routes requests without an x-cpn-region header as coming from this region (a gateway at an edge site: that site's region)",
+  },
+  gatewayBudgetMs: {
+    kind: int(1, 3_600_000),
+    arg: '<ms>',
+    help: 'latency budget of gateway requests without an x-cpn-latency-budget-ms header',
+    default: 2000,
   },
   reservationTtlS: {
     kind: int(1, 3600),

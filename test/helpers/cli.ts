@@ -59,7 +59,19 @@ export function startServe(
 ): Promise<ServeProcess> {
   const child = spawn(
     process.execPath,
-    [CPN_BIN, 'serve', '--port', '0', '--metrics-port', '0', '--log-level', 'warn', ...args],
+    [
+      CPN_BIN,
+      'serve',
+      '--port',
+      '0',
+      '--metrics-port',
+      '0',
+      '--gateway-port',
+      '0',
+      '--log-level',
+      'warn',
+      ...args,
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, CPN_BOOTSTRAP_OPERATOR_KEY: CLI_OPERATOR_KEY, ...env },

@@ -1,6 +1,7 @@
 // The five-minute tour of the README, run for real: `cpn serve --demo` and the client commands.
 
 import { credentials } from '@grpc/grpc-js';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
@@ -32,6 +33,14 @@ describe('cpn CLI against the demo topology', () => {
   it('prints demo credentials once: an operator key to export, and a client key of tenant demo', () => {
     expect(demoKey).toMatch(/^cpn_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
     expect(demoClientKey).toMatch(/^cpn_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+  });
+
+  it('starts the OpenAI-compatible gateway and prints how to point the OpenAI SDK at it as tenant demo', async () => {
+    const printed = /export OPENAI_BASE_URL=(\S+) OPENAI_API_KEY=(\S+)/.exec(serve.stdout());
+    expect(printed?.[2]).toBe(demoClientKey);
+    const sdk = new OpenAI({ baseURL: printed?.[1], apiKey: printed?.[2], maxRetries: 0 });
+    const models = (await sdk.models.list()).data.map((model) => model.id);
+    expect(models).toContain('qwen3-32b');
   });
 
   it('without a key a command says how to get one; a client key routes but cannot list nodes', async () => {

@@ -1,0 +1,454 @@
+// The OpenAI-compatible gateway (DESIGN.md; README "Use it from the OpenAI SDK"): a tenant points
+// the standard SDK at it with its API key; each request is routed to the cheapest node within its
+// latency budget, forwarded to that node's engine, and billed from the usage the engine reports.
+//
+//   POST /v1/chat/completions, POST /v1/completions   routed, forwarded, metered
+//   GET  /v1/models                                    the package's models that a live node serves
+//
+// Routing hints come in headers: x-cpn-latency-budget-ms, x-cpn-region, x-cpn-access-point,
+// x-cpn-allowed-levels (CENTER,PROVINCE,EDGE,TERMINAL); the gateway's own settings fill what a
+// request leaves out (a gateway at an edge site routes as that site). Answers carry x-cpn-node,
+// x-cpn-level and x-cpn-ttft-estimate-ms.
+//
+// Metering: the gateway is the trusted meter. A completion settles its reservation with the
+// engine's `usage`; a stream with the last usage the engine reported (the gateway always asks for
+// it, and strips it from what the client sees unless the client asked too). A stream cut short by
+// the client or the engine is billed for what the engine reported up to then (usageSoFar). If the
+// gateway dies first, the reservation lapses at its TTL and its hold is settled as the plane's
+// expiry rule says (see README, token packages).
+
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { request as upstreamRequest } from 'undici';
+import type { Authenticator } from '../auth/authenticator.js';
+import type { Logger } from '../common/logger.js';
+import { LEVELS, type Level, MODEL_PATTERN, nodeState, TENANT_PATTERN, type Usage } from '../core/model.js';
+import type { RouteRequest } from '../core/routing/index.js';
+import type { ControlPlane } from '../plane/control-plane.js';
+import { StoreUnavailableError } from '../store/store.js';
+import { engineUsage, StreamMeter, usageSoFar } from './engine-usage.js';
+import { badRequest, decisionError, errorBody, type GatewayError, gatewayError } from './openai-errors.js';
+
+export interface GatewayOptions {
+  readonly plane: ControlPlane;
+  readonly authenticator: Authenticator;
+  readonly logger: Logger;
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** Budget of a request without x-cpn-latency-budget-ms (default 2000 ms). */
+  readonly defaultBudgetMs?: number;
+  /** Where a request without x-cpn-region comes from (undefined: the header is required). */
+  readonly defaultRegion?: string;
+  readonly defaultAccessPoint?: string;
+  /** Requests in flight at most (default 1024); more are answered 503. */
+  readonly maxConcurrent?: number;
+  /** Request bodies larger than this are refused with 413 (default 8 MiB). */
+  readonly maxBodyBytes?: number;
+  /** A completion's response body larger than this is cut (default 64 MiB). */
+  readonly maxResponseBytes?: number;
+  /** How long the engine may take to answer headers, beyond the request's budget (default 30 s). */
+  readonly upstreamHeadersTimeoutMs?: number;
+}
+
+export interface RunningGateway {
+  readonly port: number;
+  readonly address: string;
+  /** Stops accepting; open streams may finish for `graceMs`, then are cut. */
+  close(graceMs?: number): Promise<void>;
+}
+
+const ROUTED_PATHS = ['/v1/chat/completions', '/v1/completions'] as const;
+const MAX_TOKENS_DEFAULT = 1024;
+const MAX_TOKENS_LIMIT = 100_000_000;
+
+class Refused extends Error {
+  constructor(readonly detail: GatewayError) {
+    super(detail.message);
+  }
+}
+
+function header(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+function positiveNumber(name: string, raw: string | undefined, fallback: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || value > max)
+    throw new Refused(
+      badRequest(
+        `${name} must be a number of milliseconds from 1 to ${max}, got ${JSON.stringify(raw.slice(0, 40))}`,
+      ),
+    );
+  return value;
+}
+
+function tokenCount(name: string, value: unknown, fallback: number): number {
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > MAX_TOKENS_LIMIT)
+    throw new Refused(
+      badRequest(`${name} must be an integer from 1 to ${MAX_TOKENS_LIMIT}`, 'invalid_value'),
+    );
+  return value;
+}
+
+function allowedLevels(raw: string | undefined): Level[] {
+  if (raw === undefined) return [];
+  return raw.split(',').map((part) => {
+    const level = part.trim().toUpperCase() as Level;
+    if (!LEVELS.includes(level))
+      throw new Refused(
+        badRequest(
+          `x-cpn-allowed-levels must list levels among ${LEVELS.join(', ')}, got ${JSON.stringify(part.slice(0, 20))}`,
+        ),
+      );
+    return level;
+  });
+}
+
+/** A rough prompt size for reserving quota before the engine counts (4 characters a token). */
+function estimateInputTokens(body: Record<string, unknown>): number {
+  const prompt = body.messages ?? body.prompt ?? '';
+  return Math.max(1, Math.ceil(JSON.stringify(prompt).length / 4));
+}
+
+export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
+  const { plane, logger } = options;
+  const maxConcurrent = options.maxConcurrent ?? 1024;
+  const maxResponseBytes = options.maxResponseBytes ?? 64 * 1024 * 1024;
+  let inFlight = 0;
+  const app: FastifyInstance = Fastify({
+    bodyLimit: options.maxBodyBytes ?? 8 * 1024 * 1024,
+    logger: false,
+    // Streams outlive a close: they are cut after the grace period instead.
+    forceCloseConnections: 'idle',
+  });
+
+  const send = (reply: FastifyReply, error: GatewayError) => {
+    if (error.retryAfterS !== undefined) reply.header('retry-after', String(error.retryAfterS));
+    return reply.code(error.status).type('application/json').send(errorBody(error));
+  };
+
+  app.setErrorHandler((error: Error & { statusCode?: number }, _request, reply) => {
+    if (error instanceof Refused) return send(reply, error.detail);
+    const status = error.statusCode ?? 500;
+    if (status === 413)
+      return send(reply, gatewayError(413, 'invalid_request_error', 'body_too_large', error.message));
+    if (status >= 400 && status < 500) return send(reply, badRequest(error.message));
+    logger.error('gateway error', { err: error.stack ?? error.message });
+    return send(
+      reply,
+      gatewayError(500, 'server_error', 'internal', 'internal error in the gateway; see its log'),
+    );
+  });
+  app.setNotFoundHandler((request, reply) =>
+    send(
+      reply,
+      gatewayError(404, 'invalid_request_error', 'not_found', `no route ${request.method} ${request.url}`),
+    ),
+  );
+
+  /** The tenant of the request's key; refuses anything else. */
+  async function tenantOf(request: FastifyRequest): Promise<string> {
+    const outcome = await options.authenticator.authenticate(request.headers.authorization, undefined);
+    if (!outcome.ok) {
+      throw new Refused(
+        outcome.failure === 'busy'
+          ? gatewayError(503, 'server_error', 'busy', outcome.message)
+          : gatewayError(401, 'invalid_request_error', 'invalid_api_key', outcome.message),
+      );
+    }
+    const { identity } = outcome;
+    if (identity.role === 'client') return identity.tenant;
+    // An operator (or anyone, with auth off) may act for a tenant named in x-cpn-tenant; without
+    // it the request is unmetered.
+    if (identity.role === 'operator') {
+      const tenant = header(request, 'x-cpn-tenant') ?? '';
+      if (tenant !== '' && !TENANT_PATTERN.test(tenant))
+        throw new Refused(badRequest('x-cpn-tenant must be a tenant name'));
+      return tenant;
+    }
+    throw new Refused(
+      gatewayError(
+        403,
+        'permission_error',
+        'not_a_tenant_key',
+        `the gateway serves tenants: use a client key (this is ${identity.role} ${identity.subject})`,
+      ),
+    );
+  }
+
+  app.get('/v1/models', async (request, reply) => {
+    const tenant = await tenantOf(request);
+    const weights = plane.accounts.tenant(tenant)?.package?.weights;
+    const nowMs = Date.now();
+    const served = new Set<string>();
+    for (const view of plane.listNodes({})) {
+      if (view.state !== 'READY' || nodeState(view.record, nowMs) !== 'READY') continue;
+      for (const offer of view.record.spec.models) served.add(offer.model);
+    }
+    const models = [...served]
+      .filter((model) => weights === undefined || model in weights || '*' in weights)
+      .sort();
+    return reply.send({
+      object: 'list',
+      data: models.map((id) => ({ id, object: 'model', created: 0, owned_by: 'cpn' })),
+    });
+  });
+
+  for (const path of ROUTED_PATHS) {
+    app.post(path, async (request, reply) => {
+      if (inFlight >= maxConcurrent)
+        return send(
+          reply,
+          gatewayError(
+            503,
+            'server_error',
+            'gateway_busy',
+            `the gateway is serving ${maxConcurrent} requests, its limit; retry shortly`,
+            1,
+          ),
+        );
+      inFlight += 1;
+      try {
+        return await forward(path, request, reply);
+      } finally {
+        inFlight -= 1;
+      }
+    });
+  }
+
+  async function forward(path: string, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const tenant = await tenantOf(request);
+    const body = request.body;
+    if (body === null || typeof body !== 'object' || Array.isArray(body))
+      throw new Refused(badRequest('the body must be a JSON object'));
+    const fields = body as Record<string, unknown>;
+    const model = fields.model;
+    if (typeof model !== 'string' || model.length === 0 || model.length > 128 || !MODEL_PATTERN.test(model))
+      throw new Refused(
+        badRequest('model must be a model name of letters, digits and ._:/@+-', 'invalid_model'),
+      );
+    const stream = fields.stream === true;
+    const maxOutputTokens = tokenCount(
+      'max_tokens',
+      fields.max_completion_tokens ?? fields.max_tokens,
+      MAX_TOKENS_DEFAULT,
+    );
+    const region = header(request, 'x-cpn-region') ?? options.defaultRegion;
+    if (region === undefined)
+      throw new Refused(
+        badRequest(
+          'x-cpn-region is required: this gateway has no region of its own (cpn serve --gateway-region)',
+        ),
+      );
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/.test(region))
+      throw new Refused(badRequest('x-cpn-region must be a region code like CN-GD'));
+    const accessPoint = header(request, 'x-cpn-access-point') ?? options.defaultAccessPoint ?? '';
+    if (accessPoint.length > 128 || /[^\x21-\x7e]/.test(accessPoint))
+      throw new Refused(badRequest('x-cpn-access-point must be a printable name of at most 128 characters'));
+    const inputTokens = estimateInputTokens(fields);
+    const route: RouteRequest = {
+      requestId: '',
+      tenant,
+      model,
+      client: { region, accessPoint, location: undefined },
+      latencyBudgetMs: positiveNumber(
+        'x-cpn-latency-budget-ms',
+        header(request, 'x-cpn-latency-budget-ms'),
+        options.defaultBudgetMs ?? 2000,
+        3_600_000,
+      ),
+      inputTokens,
+      cachedInputTokens: 0,
+      maxOutputTokens,
+      allowedLevels: allowedLevels(header(request, 'x-cpn-allowed-levels')),
+      allowedRegions: [],
+      allowDegraded: false,
+      explain: false,
+      maxFallbacks: 0,
+    };
+    let routed: Awaited<ReturnType<ControlPlane['routeMetered']>>;
+    try {
+      // (The request stream is destroyed once its body is read; the response tells if the client left.)
+      routed = await plane.routeMetered(route, { isCancelled: () => reply.raw.destroyed });
+    } catch (error) {
+      if (error instanceof StoreUnavailableError)
+        throw new Refused(gatewayError(503, 'server_error', 'control_plane_unavailable', error.message, 1));
+      throw error;
+    }
+    const { decision } = routed;
+    if (decision.kind !== 'placed') return send(reply, decisionError(decision));
+    const reservation = routed.reservation;
+    if (reservation === undefined) return reply; // the client left before a slot was reserved
+    const placement = decision.placement;
+    const settle = (usage: Usage, success: boolean) =>
+      plane.release(reservation.id, usage, success, { kind: 'operator' }).catch((error: Error) =>
+        logger.warn('could not settle a gateway request', {
+          reservation: reservation.id,
+          err: error.message,
+        }),
+      );
+    const none: Usage = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
+    const clientWantsUsage =
+      typeof fields.stream_options === 'object' &&
+      fields.stream_options !== null &&
+      (fields.stream_options as { include_usage?: unknown }).include_usage === true;
+    const forwarded = stream
+      ? {
+          ...fields,
+          stream_options: {
+            ...(fields.stream_options as object | undefined),
+            include_usage: true,
+            continuous_usage_stats: true,
+          },
+        }
+      : fields;
+    const abort = new AbortController();
+    const onClientGone = () => abort.abort();
+    reply.raw.once('close', onClientGone);
+    const started = performance.now();
+    let upstream: Awaited<ReturnType<typeof upstreamRequest>>;
+    try {
+      upstream = await upstreamRequest(new URL(path, placement.endpoint), {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: stream ? 'text/event-stream' : 'application/json',
+        },
+        body: JSON.stringify(forwarded),
+        signal: abort.signal,
+        headersTimeout: route.latencyBudgetMs + (options.upstreamHeadersTimeoutMs ?? 30_000),
+        bodyTimeout: 300_000,
+      });
+    } catch (error) {
+      reply.raw.off('close', onClientGone);
+      await settle(none, false);
+      if (abort.signal.aborted) return reply;
+      logger.warn('engine unreachable', { node: placement.nodeId, err: (error as Error).message });
+      return send(
+        reply,
+        gatewayError(
+          502,
+          'server_error',
+          'engine_unreachable',
+          `node ${placement.nodeId} did not answer: ${(error as Error).message}`,
+        ),
+      );
+    }
+    const cpnHeaders = {
+      'x-cpn-node': placement.nodeId,
+      'x-cpn-level': placement.level,
+      'x-cpn-ttft-estimate-ms': placement.estimate.ttftMs.toFixed(1),
+    };
+    const log = (status: number, usage: Usage, outcome: string) =>
+      logger.info('gateway request', {
+        tenant,
+        model,
+        node: placement.nodeId,
+        level: placement.level,
+        stream,
+        status,
+        outcome,
+        ttfbMs: Math.round(performance.now() - started),
+        inputTokens: usage.inputTokens,
+        cachedInputTokens: usage.cachedInputTokens,
+        outputTokens: usage.outputTokens,
+      });
+
+    if (upstream.statusCode !== 200 || !stream) {
+      // A completion (or an engine's error): read it whole, bounded, and settle from its usage.
+      const chunks: Buffer[] = [];
+      let size = 0;
+      try {
+        for await (const chunk of upstream.body) {
+          size += (chunk as Buffer).length;
+          if (size > maxResponseBytes)
+            throw new Error(`the engine's answer exceeds ${maxResponseBytes} bytes`);
+          chunks.push(chunk as Buffer);
+        }
+      } catch (error) {
+        reply.raw.off('close', onClientGone);
+        upstream.body.destroy();
+        await settle(none, false);
+        if (abort.signal.aborted) return reply;
+        return send(
+          reply,
+          gatewayError(
+            502,
+            'server_error',
+            'engine_failed',
+            `node ${placement.nodeId}: ${(error as Error).message}`,
+          ),
+        );
+      }
+      reply.raw.off('close', onClientGone);
+      const text = Buffer.concat(chunks);
+      const ok = upstream.statusCode === 200;
+      const usage = ok ? (engineUsage(text) ?? none) : none;
+      await settle(usage, ok);
+      log(upstream.statusCode, usage, ok ? 'completed' : 'engine_error');
+      const contentType = upstream.headers['content-type'];
+      return reply
+        .code(ok ? 200 : upstream.statusCode >= 500 ? 502 : upstream.statusCode)
+        .headers(cpnHeaders)
+        .type(typeof contentType === 'string' ? contentType : 'application/json')
+        .send(text);
+    }
+
+    // A stream: pass events through as they come, with back-pressure, metering on the way.
+    reply.hijack();
+    const raw: ServerResponse = reply.raw;
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      ...cpnHeaders,
+    });
+    const meter = new StreamMeter(clientWantsUsage);
+    let failure: string | undefined;
+    try {
+      for await (const chunk of upstream.body) {
+        const out = meter.push(chunk as Buffer);
+        if (out !== '' && !raw.write(out)) await Promise.race([once(raw, 'drain'), once(raw, 'close')]);
+        if (raw.destroyed) break;
+      }
+      const rest = meter.flush();
+      if (rest !== '' && !raw.destroyed) raw.write(rest);
+    } catch (error) {
+      failure = (error as Error).message;
+    }
+    raw.off('close', onClientGone);
+    const clientGone = raw.destroyed || abort.signal.aborted;
+    if (clientGone) upstream.body.destroy();
+    const complete = meter.done && failure === undefined && !clientGone;
+    if (!complete && !clientGone && !raw.destroyed) {
+      // The engine broke off: tell the client in the stream, the only way left after the headers.
+      raw.write(
+        `data: ${errorBody(gatewayError(502, 'server_error', 'engine_stream_broken', `node ${placement.nodeId} ended the stream early${failure ? `: ${failure}` : ''}`))}\n\n`,
+      );
+    }
+    const usage = complete ? (meter.usage ?? usageSoFar(meter, inputTokens)) : usageSoFar(meter, inputTokens);
+    await settle(usage, complete);
+    log(200, usage, complete ? 'completed' : clientGone ? 'client_disconnected' : 'engine_broke_off');
+    if (!raw.destroyed) raw.end();
+    return reply;
+  }
+
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  return {
+    port,
+    address: `${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
+    async close(graceMs = 10_000) {
+      const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
+      cut.unref();
+      await app.close();
+      clearTimeout(cut);
+    },
+  };
+}

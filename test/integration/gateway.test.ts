@@ -1,0 +1,248 @@
+// The OpenAI-compatible gateway with the official `openai` SDK against a fake vLLM-style engine:
+// completions and streams are routed, forwarded and billed from the engine's own usage; errors
+// are OpenAI-shaped with the right status; a client that leaves mid-stream cancels the engine's
+// request and is billed for what the engine reported until then.
+import OpenAI from 'openai';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Authenticator } from '../../src/auth/authenticator.js';
+import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
+import type { Package } from '../../src/core/quota.js';
+import { type RunningGateway, startGateway } from '../../src/gateway/gateway.js';
+import { silentLogger } from '../../src/ops/log.js';
+import { type RunningServer, startServer } from '../../src/server/server.js';
+import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { type FakeEngine, startFakeEngine } from '../helpers/fake-engine.js';
+import { offer, spec } from '../helpers/fixtures.js';
+import { TEST_OPERATOR_KEY } from '../helpers/grpc.js';
+
+const PACKAGE: Package = {
+  name: 'starter',
+  quotaPoints: 1_000_000,
+  period: { kind: 'calendar-month', timeZone: 'Asia/Shanghai' },
+  weights: { m: { inputPer1k: 1, outputPer1k: 4, cachedInputPer1k: 0 } },
+  allowedLevels: [],
+  overQuota: 'REJECT',
+  throttleRequestsPerS: 0,
+  throttleBudgetMs: 0,
+  meter: 'trusted',
+};
+
+describe('OpenAI-compatible gateway', () => {
+  let engine: FakeEngine;
+  let store: MemoryStore;
+  let server: RunningServer;
+  let gateway: RunningGateway;
+  let key: string;
+  let sdk: OpenAI;
+
+  const usageOf = (tenant: string) => {
+    const lines = server.plane.ledgers(tenant).flatMap((ledger) => Object.values(ledger.lines));
+    return lines.reduce(
+      (sum, line) => ({
+        requests: sum.requests + line.requests,
+        input: sum.input + line.inputTokens,
+        cached: sum.cached + line.cachedInputTokens,
+        output: sum.output + line.outputTokens,
+      }),
+      { requests: 0, input: 0, cached: 0, output: 0 },
+    );
+  };
+  const tenantKey = async (tenant: string, pkg: Package | undefined) => {
+    await server.plane.accounts.createTenant(tenant, tenant);
+    await server.plane.accounts.setPackage(tenant, pkg);
+    const created = await server.plane.accounts.createApiKey({ role: 'client', name: tenant, tenant });
+    if (created.kind !== 'created') throw new Error('no key');
+    return created.secret;
+  };
+  const client = (apiKey: string) =>
+    new OpenAI({ baseURL: `http://127.0.0.1:${gateway.port}/v1`, apiKey, maxRetries: 0, timeout: 20_000 });
+
+  beforeAll(async () => {
+    engine = await startFakeEngine();
+    store = new MemoryStore({ clock: Date.now, latency: DEFAULT_LATENCY_MODEL });
+    server = await startServer({
+      store,
+      logger: silentLogger,
+      port: 0,
+      bootstrapOperatorKey: TEST_OPERATOR_KEY,
+    });
+    await server.plane.registerNode(
+      { ...spec({ id: 'gd-1', offers: [offer({ model: 'm', maxConcurrency: 64 })] }), endpoint: engine.url },
+      { ttlS: 0, permanent: true },
+    );
+    gateway = await startGateway({
+      plane: server.plane,
+      authenticator: new Authenticator({ mode: 'api-key', accounts: store.accounts, clock: Date.now }),
+      logger: silentLogger,
+      host: '127.0.0.1',
+      port: 0,
+      defaultRegion: 'CN-GD',
+    });
+    key = await tenantKey('acme', PACKAGE);
+    sdk = client(key);
+  });
+  afterEach(() => engine.setOptions({}));
+  afterAll(async () => {
+    await gateway?.close(1000);
+    await server?.shutdown(1000);
+    await engine?.close();
+  });
+
+  it('a chat completion is routed to the node, answered, and billed what the engine reported', async () => {
+    const before = usageOf('acme');
+    const { data, response } = await sdk.chat.completions
+      .create({ model: 'm', messages: [{ role: 'user', content: 'hello' }], max_tokens: 50 })
+      .withResponse();
+    expect(data.choices[0]?.message.content).toBe('tok tok tok tok tok');
+    expect(response.headers.get('x-cpn-node')).toBe('gd-1');
+    expect(response.headers.get('x-cpn-level')).toBe('PROVINCE');
+    expect(Number(response.headers.get('x-cpn-ttft-estimate-ms'))).toBeGreaterThan(0);
+    const after = usageOf('acme');
+    expect({
+      requests: after.requests - before.requests,
+      input: after.input - before.input,
+      cached: after.cached - before.cached,
+      output: after.output - before.output,
+    }).toEqual({ requests: 1, input: 12, cached: 4, output: 5 });
+    expect(engine.requests.at(-1)?.body).toMatchObject({ model: 'm', max_tokens: 50 });
+  });
+
+  it('a streamed completion passes chunk by chunk, without the usage the client did not ask for, billed once', async () => {
+    engine.setOptions({ outputTokens: 7, promptTokens: 30, cachedTokens: 10 });
+    const before = usageOf('acme');
+    const stream = await sdk.chat.completions.create({
+      model: 'm',
+      messages: [{ role: 'user', content: 'stream please' }],
+      stream: true,
+    });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    expect(chunks).toHaveLength(7);
+    expect(chunks.every((chunk) => chunk.usage === undefined || chunk.usage === null)).toBe(true);
+    expect(chunks.map((chunk) => chunk.choices[0]?.delta.content).join('')).toBe('tok '.repeat(7));
+    // The gateway asked the engine for usage on the client's behalf.
+    expect(engine.requests.at(-1)?.body.stream_options).toEqual({
+      include_usage: true,
+      continuous_usage_stats: true,
+    });
+    const after = usageOf('acme');
+    expect(after.input - before.input).toBe(30);
+    expect(after.cached - before.cached).toBe(10);
+    expect(after.output - before.output).toBe(7);
+    expect(after.requests - before.requests).toBe(1);
+  });
+
+  it('a client that asks for usage in the stream gets it', async () => {
+    const stream = await sdk.chat.completions.create({
+      model: 'm',
+      messages: [{ role: 'user', content: 'x' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    for await (const chunk of stream) if (chunk.usage) usage = chunk.usage;
+    expect(usage).toMatchObject({ prompt_tokens: 12, completion_tokens: 5 });
+  });
+
+  it('legacy completions work too', async () => {
+    const completion = await sdk.completions.create({ model: 'm', prompt: 'once upon', max_tokens: 5 });
+    expect(completion.choices[0]?.text).toBe('tok tok tok tok tok');
+  });
+
+  it('a client leaving mid-stream cancels the engine request and is billed what the engine reported', async () => {
+    engine.setOptions({ outputTokens: 200, chunkDelayMs: 10 });
+    const before = usageOf('acme');
+    const aborted = engine.nextAbort();
+    const controller = new AbortController();
+    const stream = await sdk.chat.completions.create(
+      { model: 'm', messages: [{ role: 'user', content: 'long' }], stream: true },
+      { signal: controller.signal },
+    );
+    let seen = 0;
+    try {
+      for await (const _chunk of stream) {
+        seen += 1;
+        if (seen === 5) controller.abort();
+      }
+    } catch {
+      // the SDK may or may not throw on its own abort
+    }
+    expect(seen).toBeGreaterThanOrEqual(5);
+    await aborted;
+    await expect.poll(() => usageOf('acme').requests - before.requests, { timeout: 5000 }).toBe(1);
+    const billed = usageOf('acme').output - before.output;
+    expect(billed).toBeGreaterThanOrEqual(5);
+    expect(billed).toBeLessThan(200);
+  });
+
+  it('an engine that breaks off mid-stream: the client sees an error, usage so far is billed once', async () => {
+    engine.setOptions({ outputTokens: 10, fail: 'break' });
+    const before = usageOf('acme');
+    const stream = await sdk.chat.completions.create({
+      model: 'm',
+      messages: [{ role: 'user', content: 'x' }],
+      stream: true,
+    });
+    await expect(
+      (async () => {
+        for await (const _chunk of stream) {
+          // drain
+        }
+      })(),
+    ).rejects.toThrow(/ended the stream early/);
+    const after = usageOf('acme');
+    expect(after.requests - before.requests).toBe(1);
+    expect(after.output - before.output).toBe(5);
+  });
+
+  it('errors are OpenAI-shaped with the status the SDK acts on', async () => {
+    const bad = client('cpn_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+    await expect(bad.chat.completions.create({ model: 'm', messages: [] })).rejects.toMatchObject({
+      status: 401,
+      code: 'invalid_api_key',
+    });
+    await expect(sdk.chat.completions.create({ model: 'other', messages: [] })).rejects.toMatchObject({
+      status: 403,
+      code: 'model_not_in_package',
+    });
+    await expect(
+      sdk.chat.completions.create(
+        { model: 'm', messages: [] },
+        { headers: { 'x-cpn-latency-budget-ms': '0.5' } },
+      ),
+    ).rejects.toMatchObject({ status: 504, code: 'latency_budget_impossible' });
+    await expect(
+      sdk.chat.completions.create(
+        { model: 'm', messages: [] },
+        { headers: { 'x-cpn-latency-budget-ms': 'soon' } },
+      ),
+    ).rejects.toMatchObject({ status: 400 });
+    engine.setOptions({ fail: 'refuse' });
+    await expect(sdk.chat.completions.create({ model: 'm', messages: [] })).rejects.toMatchObject({
+      status: 502,
+    });
+  });
+
+  it('over quota under REJECT is 429 insufficient_quota with Retry-After', async () => {
+    const tiny = await tenantKey('tiny', { ...PACKAGE, quotaPoints: 1 });
+    const response = await fetch(`http://127.0.0.1:${gateway.port}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tiny}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'm',
+        messages: [{ role: 'user', content: 'x'.repeat(4000) }],
+        max_tokens: 1000,
+      }),
+    });
+    expect(response.status).toBe(429);
+    expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await response.json()).toMatchObject({
+      error: { type: 'insufficient_quota', code: 'quota_exceeded' },
+    });
+  });
+
+  it('GET /v1/models lists the package models that a live node serves', async () => {
+    const models = await sdk.models.list();
+    expect(models.data.map((model) => model.id)).toEqual(['m']);
+  });
+});
