@@ -24,7 +24,7 @@ import { request as upstreamRequest } from 'undici';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Logger } from '../common/logger.js';
 import { LEVELS, type Level, MODEL_PATTERN, nodeState, TENANT_PATTERN, type Usage } from '../core/model.js';
-import type { RouteRequest } from '../core/routing/index.js';
+import type { RouteDecision, RouteRequest } from '../core/routing/index.js';
 import type { ControlPlane } from '../plane/control-plane.js';
 import { StoreUnavailableError } from '../store/store.js';
 import { engineUsage, StreamMeter, usageSoFar } from './engine-usage.js';
@@ -61,6 +61,8 @@ export interface RunningGateway {
 
 const ROUTED_PATHS = ['/v1/chat/completions', '/v1/completions'] as const;
 const MAX_TOKENS_DEFAULT = 1024;
+/** Nodes a request is placed on at most: the first and two fallbacks. */
+const MAX_ATTEMPTS = 3;
 const MAX_TOKENS_LIMIT = 100_000_000;
 
 class Refused extends Error {
@@ -271,74 +273,114 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       explain: false,
       maxFallbacks: 0,
     };
-    let routed: Awaited<ReturnType<ControlPlane['routeMetered']>>;
-    try {
-      // (The request stream is destroyed once its body is read; the response tells if the client left.)
-      routed = await plane.routeMetered(route, { isCancelled: () => reply.raw.destroyed });
-    } catch (error) {
-      if (error instanceof StoreUnavailableError)
-        throw new Refused(gatewayError(503, 'server_error', 'control_plane_unavailable', error.message, 1));
-      throw error;
-    }
-    const { decision } = routed;
-    if (decision.kind !== 'placed') return send(reply, decisionError(decision));
-    const reservation = routed.reservation;
-    if (reservation === undefined) return reply; // the client left before a slot was reserved
-    const placement = decision.placement;
-    const settle = (usage: Usage, success: boolean) =>
-      plane.release(reservation.id, usage, success, { kind: 'operator' }).catch((error: Error) =>
-        logger.warn('could not settle a gateway request', {
-          reservation: reservation.id,
-          err: error.message,
-        }),
-      );
     const none: Usage = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
     const clientWantsUsage =
       typeof fields.stream_options === 'object' &&
       fields.stream_options !== null &&
       (fields.stream_options as { include_usage?: unknown }).include_usage === true;
-    const forwarded = stream
-      ? {
-          ...fields,
-          stream_options: {
-            ...(fields.stream_options as object | undefined),
-            include_usage: true,
-            continuous_usage_stats: true,
-          },
-        }
-      : fields;
+    const forwarded = JSON.stringify(
+      stream
+        ? {
+            ...fields,
+            stream_options: {
+              ...(fields.stream_options as object | undefined),
+              include_usage: true,
+              continuous_usage_stats: true,
+            },
+          }
+        : fields,
+    );
     const abort = new AbortController();
     const onClientGone = () => abort.abort();
     reply.raw.once('close', onClientGone);
     const started = performance.now();
-    let upstream: Awaited<ReturnType<typeof upstreamRequest>>;
-    try {
-      upstream = await upstreamRequest(new URL(path, placement.endpoint), {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          accept: stream ? 'text/event-stream' : 'application/json',
-        },
-        body: JSON.stringify(forwarded),
-        signal: abort.signal,
-        headersTimeout: route.latencyBudgetMs + (options.upstreamHeadersTimeoutMs ?? 30_000),
-        bodyTimeout: 300_000,
-      });
-    } catch (error) {
-      reply.raw.off('close', onClientGone);
-      await settle(none, false);
-      if (abort.signal.aborted) return reply;
-      logger.warn('engine unreachable', { node: placement.nodeId, err: (error as Error).message });
-      return send(
-        reply,
-        gatewayError(
+
+    // Place, connect, and before the first byte reaches the client, fall back: a node that
+    // refuses, fails (5xx) or cannot be reached is released and excluded, and the request is
+    // placed again, at most MAX_ATTEMPTS times and within the request's latency budget.
+    const failed = new Set<string>();
+    let lastFailure: GatewayError | undefined;
+    let placed:
+      | {
+          placement: Extract<RouteDecision, { kind: 'placed' }>['placement'];
+          settle: (usage: Usage, success: boolean) => Promise<unknown>;
+          upstream: Awaited<ReturnType<typeof upstreamRequest>>;
+        }
+      | undefined;
+    for (let attempt = 0; placed === undefined; attempt += 1) {
+      if (attempt > 0 && (attempt >= MAX_ATTEMPTS || performance.now() - started > route.latencyBudgetMs)) {
+        reply.raw.off('close', onClientGone);
+        return send(reply, lastFailure as GatewayError);
+      }
+      let routed: Awaited<ReturnType<ControlPlane['routeMetered']>>;
+      try {
+        // (The request stream is destroyed once its body is read; the response tells if the client left.)
+        routed = await plane.routeMetered(failed.size === 0 ? route : { ...route, failedNodes: failed }, {
+          isCancelled: () => reply.raw.destroyed,
+        });
+      } catch (error) {
+        reply.raw.off('close', onClientGone);
+        if (error instanceof StoreUnavailableError)
+          throw new Refused(gatewayError(503, 'server_error', 'control_plane_unavailable', error.message, 1));
+        throw error;
+      }
+      const { decision } = routed;
+      if (decision.kind !== 'placed') {
+        reply.raw.off('close', onClientGone);
+        // After a failure, the engine's failure says more than "no other node".
+        return send(reply, lastFailure ?? decisionError(decision));
+      }
+      const reservation = routed.reservation;
+      if (reservation === undefined) return reply; // the client left before a slot was reserved
+      const placement = decision.placement;
+      const settle = (usage: Usage, success: boolean) =>
+        plane.release(reservation.id, usage, success, { kind: 'operator' }).catch((error: Error) =>
+          logger.warn('could not settle a gateway request', {
+            reservation: reservation.id,
+            err: error.message,
+          }),
+        );
+      try {
+        const upstream = await upstreamRequest(new URL(path, placement.endpoint), {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            accept: stream ? 'text/event-stream' : 'application/json',
+          },
+          body: forwarded,
+          signal: abort.signal,
+          headersTimeout: route.latencyBudgetMs + (options.upstreamHeadersTimeoutMs ?? 30_000),
+          bodyTimeout: 300_000,
+        });
+        if (upstream.statusCode >= 500) {
+          const text = (await upstream.body.text().catch(() => '')).slice(0, 300);
+          throw new Error(`answered ${upstream.statusCode}${text ? `: ${text}` : ''}`);
+        }
+        placed = { placement, settle, upstream };
+      } catch (error) {
+        // Nothing was served: the reservation and its hold go back, no request on the bill.
+        await plane.abandon(reservation.id).catch((failure: Error) =>
+          logger.warn('could not give back a reservation', {
+            reservation: reservation.id,
+            err: failure.message,
+          }),
+        );
+        if (abort.signal.aborted) return reply;
+        logger.warn('engine failed before answering; trying another node', {
+          node: placement.nodeId,
+          attempt: attempt + 1,
+          err: (error as Error).message,
+        });
+        failed.add(placement.nodeId);
+        lastFailure = gatewayError(
           502,
           'server_error',
-          'engine_unreachable',
-          `node ${placement.nodeId} did not answer: ${(error as Error).message}`,
-        ),
-      );
+          'engine_failed',
+          `node ${placement.nodeId} failed before answering: ${(error as Error).message}`,
+        );
+      }
     }
+    const { placement, settle, upstream } = placed;
     const cpnHeaders = {
       'x-cpn-node': placement.nodeId,
       'x-cpn-level': placement.level,

@@ -339,6 +339,20 @@ export class ControlPlane {
   }
 
   /**
+   * Frees a reservation that nothing was served on — its caller tried the node and it failed
+   * before answering — and gives its quota hold back without a usage line. Only a trusted caller
+   * (the gateway, in this process) may, as it alone knows nothing was served.
+   */
+  async abandon(reservationId: ReservationId): Promise<boolean> {
+    const where = parseReservationId(reservationId);
+    if (where === undefined) return false;
+    const freed = this.reservations.release(reservationId) !== undefined;
+    if (this.meterUsage && where.tenant !== '')
+      await this.metering.abandon(where.tenant, reservationId, where.issuedAtMs);
+    return freed;
+  }
+
+  /**
    * Frees the slot if this replica made the reservation, and records usage once in the shared
    * store whichever replica the call reached (the id names the node and model); the replica that
    * made it frees its slot when it learns of the record. `released` is true only for the call that
@@ -357,6 +371,7 @@ export class ControlPlane {
     success: boolean,
     by: ReleaseBy | undefined,
   ): Promise<ReleaseResult | ReleaseRefused>;
+
   async release(
     reservationId: ReservationId,
     usage: Usage,

@@ -267,6 +267,22 @@ export class Metering {
     };
   }
 
+  /**
+   * Gives back the hold of a reservation nothing was served on (a placement its caller abandoned
+   * before the engine answered): no usage line, no request on the bill. The hold is in the period
+   * of its issue time (a hold not found there lapses with its TTL, as any other).
+   */
+  async abandon(tenant: string, reservationId: string, issuedAtMs: number): Promise<void> {
+    const pkg = this.packageOf(tenant);
+    if (pkg === undefined) return;
+    const period = this.windowAt(pkg, issuedAtMs).id;
+    await this.ledgers.update(tenant, period, (current) => {
+      if (current === undefined) return { result: undefined };
+      const next = dropHold(current, reservationId);
+      return { next: next === current ? undefined : next, result: undefined };
+    });
+  }
+
   /** Gives back a hold whose reservation was dropped before the caller saw it. */
   async cancel(admission: MeteredAdmission, reservationId: string): Promise<void> {
     await this.ledgers.update(admission.tenant, admission.period.id, (current) => {

@@ -41,6 +41,7 @@ const VERDICT_TO_PROTO: Readonly<Record<Verdict, pbScheduler.Verdict>> = {
   LEVEL_EXCLUDED: pbScheduler.Verdict.VERDICT_LEVEL_EXCLUDED,
   LEVEL_NOT_IN_PACKAGE: pbScheduler.Verdict.VERDICT_LEVEL_NOT_IN_PACKAGE,
   MODEL_NOT_IN_PACKAGE: pbScheduler.Verdict.VERDICT_MODEL_NOT_IN_PACKAGE,
+  FAILED_THIS_REQUEST: pbScheduler.Verdict.VERDICT_FAILED_THIS_REQUEST,
   REGION_EXCLUDED: pbScheduler.Verdict.VERDICT_REGION_EXCLUDED,
   DOWN: pbScheduler.Verdict.VERDICT_DOWN,
   UNHEALTHY: pbScheduler.Verdict.VERDICT_UNHEALTHY,

@@ -29,6 +29,8 @@ const PACKAGE: Package = {
 
 describe('OpenAI-compatible gateway', () => {
   let engine: FakeEngine;
+  /** The engine of a dearer node in the same place: where fallbacks land. */
+  let spare: FakeEngine;
   let store: MemoryStore;
   let server: RunningServer;
   let gateway: RunningGateway;
@@ -59,6 +61,7 @@ describe('OpenAI-compatible gateway', () => {
 
   beforeAll(async () => {
     engine = await startFakeEngine();
+    spare = await startFakeEngine({ outputTokens: 3 });
     store = new MemoryStore({ clock: Date.now, latency: DEFAULT_LATENCY_MODEL });
     server = await startServer({
       store,
@@ -68,6 +71,16 @@ describe('OpenAI-compatible gateway', () => {
     });
     await server.plane.registerNode(
       { ...spec({ id: 'gd-1', offers: [offer({ model: 'm', maxConcurrency: 64 })] }), endpoint: engine.url },
+      { ttlS: 0, permanent: true },
+    );
+    await server.plane.registerNode(
+      {
+        ...spec({
+          id: 'gd-2',
+          offers: [offer({ model: 'm', maxConcurrency: 64, price: { inputPerMtok: 3 } })],
+        }),
+        endpoint: spare.url,
+      },
       { ttlS: 0, permanent: true },
     );
     gateway = await startGateway({
@@ -81,11 +94,15 @@ describe('OpenAI-compatible gateway', () => {
     key = await tenantKey('acme', PACKAGE);
     sdk = client(key);
   });
-  afterEach(() => engine.setOptions({}));
+  afterEach(() => {
+    engine.setOptions({});
+    spare.setOptions({ outputTokens: 3 });
+  });
   afterAll(async () => {
     await gateway?.close(1000);
     await server?.shutdown(1000);
     await engine?.close();
+    await spare?.close();
   });
 
   it('a chat completion is routed to the node, answered, and billed what the engine reported', async () => {
@@ -147,6 +164,27 @@ describe('OpenAI-compatible gateway', () => {
   it('legacy completions work too', async () => {
     const completion = await sdk.completions.create({ model: 'm', prompt: 'once upon', max_tokens: 5 });
     expect(completion.choices[0]?.text).toBe('tok tok tok tok tok');
+  });
+
+  it('a node that fails before the first byte: the request lands on the fallback, billed once, there', async () => {
+    engine.setOptions({ fail: 'refuse' });
+    const before = usageOf('acme');
+    const seenBySpare = spare.requests.length;
+    const stream = await sdk.chat.completions
+      .create({ model: 'm', messages: [{ role: 'user', content: 'x' }], stream: true })
+      .withResponse();
+    expect(stream.response.headers.get('x-cpn-node')).toBe('gd-2');
+    let chunks = 0;
+    for await (const _chunk of stream.data) chunks += 1;
+    expect(chunks).toBe(3);
+    expect(spare.requests.length).toBe(seenBySpare + 1);
+    const after = usageOf('acme');
+    expect(after.requests - before.requests).toBe(1);
+    expect(after.output - before.output).toBe(3);
+    // Nothing is left reserved on the node that failed.
+    expect([...server.plane.reservedOn('gd-1').values()].reduce((a, b) => a + b, 0)).toBe(0);
+    // ...and no quota is held for it: both holds are gone, the failed one without a bill line.
+    expect(server.plane.ledgers('acme').reduce((sum, ledger) => sum + ledger.heldCount, 0)).toBe(0);
   });
 
   it('a client leaving mid-stream cancels the engine request and is billed what the engine reported', async () => {
@@ -218,8 +256,10 @@ describe('OpenAI-compatible gateway', () => {
       ),
     ).rejects.toMatchObject({ status: 400 });
     engine.setOptions({ fail: 'refuse' });
+    spare.setOptions({ fail: 'refuse' });
     await expect(sdk.chat.completions.create({ model: 'm', messages: [] })).rejects.toMatchObject({
       status: 502,
+      code: 'engine_failed',
     });
   });
 
@@ -239,6 +279,42 @@ describe('OpenAI-compatible gateway', () => {
     expect(await response.json()).toMatchObject({
       error: { type: 'insufficient_quota', code: 'quota_exceeded' },
     });
+  });
+
+  it('over quota under THROTTLE: served at the throttle rate, beyond it 429 rate_limit_error with Retry-After', async () => {
+    const throttled = client(
+      await tenantKey('slow', {
+        ...PACKAGE,
+        quotaPoints: 1,
+        overQuota: 'THROTTLE',
+        throttleRequestsPerS: 1,
+        throttleBudgetMs: 60_000,
+      }),
+    );
+    // Ten at once against one request a second: some are served, the rest told when to retry.
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 10 }, () =>
+        throttled.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }] }),
+      ),
+    );
+    const served = outcomes.filter((outcome) => outcome.status === 'fulfilled');
+    const limited = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason] : []));
+    expect(served.length).toBeGreaterThanOrEqual(1);
+    expect(limited.length).toBeGreaterThanOrEqual(1);
+    for (const error of limited) {
+      expect(error).toMatchObject({ status: 429, code: 'rate_limited', type: 'rate_limit_error' });
+      expect(Number(error.headers?.get('retry-after'))).toBeGreaterThan(0);
+    }
+  });
+
+  it('over quota under PAY_AS_YOU_GO: served, and the tokens beyond the quota are billed at list price', async () => {
+    const paying = client(
+      await tenantKey('payg', { ...PACKAGE, quotaPoints: 1, overQuota: 'PAY_AS_YOU_GO' }),
+    );
+    await paying.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    const lines = server.plane.ledgers('payg').flatMap((ledger) => Object.values(ledger.lines));
+    expect(lines.reduce((sum, line) => sum + line.overQuotaTokens, 0)).toBeGreaterThan(0);
+    expect(lines.reduce((sum, line) => sum + line.overQuotaMoney, 0)).toBeGreaterThan(0);
   });
 
   it('GET /v1/models lists the package models that a live node serves', async () => {

@@ -126,6 +126,12 @@ export const CHECKS = [
     rejects: (c) => c.state === 'DRAINING',
   },
   {
+    verdict: 'FAILED_THIS_REQUEST',
+    phase: 'before-estimate',
+    words: 'already failed this request',
+    rejects: (c, scope) => scope.request.failedNodes?.has(c.node.spec.id) === true,
+  },
+  {
     verdict: 'OVER_BUDGET',
     phase: 'after-estimate',
     words: 'over budget',

@@ -21,6 +21,8 @@ export interface RouteRequest extends RequestSize {
   readonly packageLevels?: readonly Level[];
   /** The tenant's package does not include the model: every node is refused for it. */
   readonly packageExcludesModel?: boolean;
+  /** Nodes that already failed this request before answering (a retry places it elsewhere). */
+  readonly failedNodes?: ReadonlySet<string>;
   readonly allowDegraded: boolean;
   readonly explain: boolean;
   /** 0..MAX_FALLBACKS */
@@ -46,6 +48,7 @@ export type RejectionVerdict =
   | 'DOWN'
   | 'UNHEALTHY'
   | 'DRAINING'
+  | 'FAILED_THIS_REQUEST'
   | 'OVER_BUDGET'
   | 'AT_CAPACITY'
   | 'QUEUE_OVER_BUDGET';

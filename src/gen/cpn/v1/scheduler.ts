@@ -98,6 +98,8 @@ export enum Verdict {
   VERDICT_LEVEL_NOT_IN_PACKAGE = 14,
   /** VERDICT_MODEL_NOT_IN_PACKAGE - The tenant's package does not include the requested model (the call is PERMISSION_DENIED). */
   VERDICT_MODEL_NOT_IN_PACKAGE = 15,
+  /** VERDICT_FAILED_THIS_REQUEST - Already tried for this request and failed before answering (the gateway's fallback). */
+  VERDICT_FAILED_THIS_REQUEST = 16,
   UNRECOGNIZED = -1,
 }
 
@@ -151,6 +153,9 @@ export function verdictFromJSON(object: any): Verdict {
     case 15:
     case "VERDICT_MODEL_NOT_IN_PACKAGE":
       return Verdict.VERDICT_MODEL_NOT_IN_PACKAGE;
+    case 16:
+    case "VERDICT_FAILED_THIS_REQUEST":
+      return Verdict.VERDICT_FAILED_THIS_REQUEST;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -192,6 +197,8 @@ export function verdictToJSON(object: Verdict): string {
       return "VERDICT_LEVEL_NOT_IN_PACKAGE";
     case Verdict.VERDICT_MODEL_NOT_IN_PACKAGE:
       return "VERDICT_MODEL_NOT_IN_PACKAGE";
+    case Verdict.VERDICT_FAILED_THIS_REQUEST:
+      return "VERDICT_FAILED_THIS_REQUEST";
     case Verdict.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
