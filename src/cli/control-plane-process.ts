@@ -8,6 +8,7 @@ import { Authenticator } from '../auth/authenticator.js';
 import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
 import type { LatLon } from '../core/model.js';
 import { type RunningGateway, startGateway } from '../gateway/gateway.js';
+import { GatewayMetrics } from '../gateway/gateway-metrics.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../ops/log.js';
 import { loadTopology } from '../ops/topology.js';
 import type { ControlPlane } from '../plane/control-plane.js';
@@ -188,6 +189,7 @@ export async function runControlPlane(
         port: gatewayPort,
         defaultRegion: settings.gatewayRegion ?? (settings.demo ? DEMO_GATEWAY_REGION : undefined),
         defaultBudgetMs: settings.gatewayBudgetMs,
+        metrics: new GatewayMetrics(server.metrics.registry),
       });
     } catch (error) {
       await server.shutdown(0);

@@ -28,6 +28,7 @@ import type { RouteDecision, RouteRequest } from '../core/routing/index.js';
 import type { ControlPlane } from '../plane/control-plane.js';
 import { StoreUnavailableError } from '../store/store.js';
 import { engineUsage, StreamMeter, usageSoFar } from './engine-usage.js';
+import type { GatewayMetrics } from './gateway-metrics.js';
 import { badRequest, decisionError, errorBody, type GatewayError, gatewayError } from './openai-errors.js';
 
 export interface GatewayOptions {
@@ -50,6 +51,8 @@ export interface GatewayOptions {
   readonly maxResponseBytes?: number;
   /** How long the engine may take to answer headers, beyond the request's budget (default 30 s). */
   readonly upstreamHeadersTimeoutMs?: number;
+  /** Where to count requests, first bytes, engine failures and tokens (off when absent). */
+  readonly metrics?: GatewayMetrics;
 }
 
 export interface RunningGateway {
@@ -129,7 +132,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     forceCloseConnections: 'idle',
   });
 
+  const metrics = options.metrics;
   const send = (reply: FastifyReply, error: GatewayError) => {
+    metrics?.request(error.status);
     if (error.retryAfterS !== undefined) reply.header('retry-after', String(error.retryAfterS));
     return reply.code(error.status).type('application/json').send(errorBody(error));
   };
@@ -215,10 +220,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           ),
         );
       inFlight += 1;
+      metrics?.inFlight.inc();
       try {
         return await forward(path, request, reply);
       } finally {
         inFlight -= 1;
+        metrics?.inFlight.dec();
       }
     });
   }
@@ -372,6 +379,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           err: (error as Error).message,
         });
         failed.add(placement.nodeId);
+        metrics?.upstreamFailed(/^answered 5/.test((error as Error).message) ? 'engine_5xx' : 'unreachable');
         lastFailure = gatewayError(
           502,
           'server_error',
@@ -381,12 +389,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
     }
     const { placement, settle, upstream } = placed;
+    const firstByte = () => metrics?.firstByteAfter((performance.now() - started) / 1000, placement.level);
     const cpnHeaders = {
       'x-cpn-node': placement.nodeId,
       'x-cpn-level': placement.level,
       'x-cpn-ttft-estimate-ms': placement.estimate.ttftMs.toFixed(1),
     };
-    const log = (status: number, usage: Usage, outcome: string) =>
+    const log = (status: number, usage: Usage, outcome: string) => {
+      metrics?.request(status, { model, level: placement.level });
+      metrics?.billed(usage);
       logger.info('gateway request', {
         tenant,
         model,
@@ -400,9 +411,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         cachedInputTokens: usage.cachedInputTokens,
         outputTokens: usage.outputTokens,
       });
+    };
 
     if (upstream.statusCode !== 200 || !stream) {
       // A completion (or an engine's error): read it whole, bounded, and settle from its usage.
+      firstByte();
       const chunks: Buffer[] = [];
       let size = 0;
       try {
@@ -452,8 +465,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     });
     const meter = new StreamMeter(clientWantsUsage);
     let failure: string | undefined;
+    let first = true;
     try {
       for await (const chunk of upstream.body) {
+        if (first) firstByte();
+        first = false;
         const out = meter.push(chunk as Buffer);
         if (out !== '' && !raw.write(out)) await Promise.race([once(raw, 'drain'), once(raw, 'close')]);
         if (raw.destroyed) break;
@@ -467,6 +483,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const clientGone = raw.destroyed || abort.signal.aborted;
     if (clientGone) upstream.body.destroy();
     const complete = meter.done && failure === undefined && !clientGone;
+    if (!complete && !clientGone) metrics?.upstreamFailed('stream_broken');
     if (!complete && !clientGone && !raw.destroyed) {
       // The engine broke off: tell the client in the stream, the only way left after the headers.
       raw.write(

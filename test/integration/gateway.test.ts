@@ -8,6 +8,7 @@ import { Authenticator } from '../../src/auth/authenticator.js';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import type { Package } from '../../src/core/quota.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/gateway.js';
+import { GatewayMetrics } from '../../src/gateway/gateway-metrics.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
@@ -90,6 +91,7 @@ describe('OpenAI-compatible gateway', () => {
       host: '127.0.0.1',
       port: 0,
       defaultRegion: 'CN-GD',
+      metrics: new GatewayMetrics(server.metrics.registry),
     });
     key = await tenantKey('acme', PACKAGE);
     sdk = client(key);
@@ -315,6 +317,17 @@ describe('OpenAI-compatible gateway', () => {
     const lines = server.plane.ledgers('payg').flatMap((ledger) => Object.values(ledger.lines));
     expect(lines.reduce((sum, line) => sum + line.overQuotaTokens, 0)).toBeGreaterThan(0);
     expect(lines.reduce((sum, line) => sum + line.overQuotaMoney, 0)).toBeGreaterThan(0);
+  });
+
+  it('counts requests by model, level and status, first bytes, engine failures and tokens', async () => {
+    const text = await server.metrics.registry.metrics();
+    expect(text).toMatch(/^cpn_gateway_requests_total\{model="m",level="PROVINCE",status="200"\} \d+$/m);
+    expect(text).toMatch(/^cpn_gateway_requests_total\{model="none",level="none",status="401"\} 1$/m);
+    expect(text).toMatch(/^cpn_gateway_first_byte_seconds_count\{level="PROVINCE"\} \d+$/m);
+    expect(text).toMatch(/^cpn_gateway_upstream_errors_total\{kind="engine_5xx"\} \d+$/m);
+    expect(text).toMatch(/^cpn_gateway_upstream_errors_total\{kind="stream_broken"\} 1$/m);
+    expect(text).toMatch(/^cpn_gateway_tokens_total\{kind="output"\} [1-9]\d*$/m);
+    expect(text).toMatch(/^cpn_gateway_requests_in_flight 0$/m);
   });
 
   it('GET /v1/models lists the package models that a live node serves', async () => {
