@@ -51,6 +51,12 @@ export interface GatewayOptions {
   readonly maxResponseBytes?: number;
   /** How long the engine may take to answer headers, beyond the request's budget (default 30 s). */
   readonly upstreamHeadersTimeoutMs?: number;
+  /**
+   * Ask engines for usage in every streamed chunk (vLLM's continuous_usage_stats; default true),
+   * so that a stream cut short is billed what the engine had produced. Off: only the final usage,
+   * and a cut stream is billed by the estimate rule (usageSoFar); cheaper per chunk.
+   */
+  readonly continuousUsage?: boolean;
   /** Where to count requests, first bytes, engine failures and tokens (off when absent). */
   readonly metrics?: GatewayMetrics;
 }
@@ -133,6 +139,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   });
 
   const metrics = options.metrics;
+  const continuousUsage = options.continuousUsage ?? true;
   const send = (reply: FastifyReply, error: GatewayError) => {
     metrics?.request(error.status);
     if (error.retryAfterS !== undefined) reply.header('retry-after', String(error.retryAfterS));
@@ -292,7 +299,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
             stream_options: {
               ...(fields.stream_options as object | undefined),
               include_usage: true,
-              continuous_usage_stats: true,
+              ...(continuousUsage ? { continuous_usage_stats: true } : {}),
             },
           }
         : fields,
