@@ -513,8 +513,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     async close(graceMs = 10_000) {
       const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
       cut.unref();
+      // A connection whose stream ends during the close is idle from then on: close it then.
+      const idle = setInterval(() => app.server.closeIdleConnections(), 100);
+      idle.unref();
       await app.close();
       clearTimeout(cut);
+      clearInterval(idle);
     },
   };
 }

@@ -330,6 +330,34 @@ describe('OpenAI-compatible gateway', () => {
     expect(text).toMatch(/^cpn_gateway_requests_in_flight 0$/m);
   });
 
+  it('closing the gateway lets an open stream finish and refuses new connections', async () => {
+    const closing = await startGateway({
+      plane: server.plane,
+      authenticator: new Authenticator({ mode: 'api-key', accounts: store.accounts, clock: Date.now }),
+      logger: silentLogger,
+      host: '127.0.0.1',
+      port: 0,
+      defaultRegion: 'CN-GD',
+    });
+    engine.setOptions({ outputTokens: 20, chunkDelayMs: 20 });
+    const sdkClosing = new OpenAI({
+      baseURL: `http://127.0.0.1:${closing.port}/v1`,
+      apiKey: key,
+      maxRetries: 0,
+    });
+    const stream = await sdkClosing.chat.completions.create({
+      model: 'm',
+      messages: [{ role: 'user', content: 'x' }],
+      stream: true,
+    });
+    const closed = closing.close(20_000);
+    let chunks = 0;
+    for await (const _chunk of stream) chunks += 1;
+    expect(chunks).toBe(20);
+    await closed;
+    await expect(sdkClosing.models.list()).rejects.toThrow();
+  });
+
   it('GET /v1/models lists the package models that a live node serves', async () => {
     const models = await sdk.models.list();
     expect(models.data.map((model) => model.id)).toEqual(['m']);
