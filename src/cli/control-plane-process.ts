@@ -7,6 +7,7 @@ import { BOOTSTRAP_KEY_ID, claimedKeyId, MIN_BOOTSTRAP_KEY_CHARS } from '../auth
 import { Authenticator } from '../auth/authenticator.js';
 import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
 import type { LatLon } from '../core/model.js';
+import { inProcessBackend } from '../gateway/backend.js';
 import { type RunningGateway, startGateway } from '../gateway/gateway.js';
 import { GatewayMetrics } from '../gateway/gateway-metrics.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../ops/log.js';
@@ -182,8 +183,11 @@ export async function runControlPlane(
   if (gatewayPort !== undefined) {
     try {
       gateway = await startGateway({
-        plane: server.plane,
-        authenticator: new Authenticator({ mode: settings.auth, accounts: store.accounts, clock: Date.now }),
+        backend: inProcessBackend(
+          server.plane,
+          new Authenticator({ mode: settings.auth, accounts: store.accounts, clock: Date.now }),
+          logger,
+        ),
         logger,
         host: settings.host,
         port: gatewayPort,

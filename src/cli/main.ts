@@ -4,6 +4,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../ops/yaml-config.js';
 import { keysCommand, tenantsCommand } from './accounts.js';
+import { gatewayCommand } from './gateway.js';
 import { drainCommand, nodesCommand, statusCommand } from './nodes.js';
 import { pricingCommand } from './pricing.js';
 import { releaseCommand, routeCommand } from './route.js';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .exitOverride();
   for (const command of [
     serveCommand(),
+    gatewayCommand(),
     routeCommand(),
     releaseCommand(),
     nodesCommand(),

@@ -20,20 +20,19 @@
 import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Registry } from 'prom-client';
 import { request as upstreamRequest } from 'undici';
-import type { Authenticator } from '../auth/authenticator.js';
 import type { Logger } from '../common/logger.js';
-import { LEVELS, type Level, MODEL_PATTERN, nodeState, TENANT_PATTERN, type Usage } from '../core/model.js';
-import type { RouteDecision, RouteRequest } from '../core/routing/index.js';
-import type { ControlPlane } from '../plane/control-plane.js';
-import { StoreUnavailableError } from '../store/store.js';
+import { LEVELS, type Level, MODEL_PATTERN, type Usage } from '../core/model.js';
+import type { RouteRequest } from '../core/routing/index.js';
+import type { GatewayBackend, Placed } from './backend.js';
 import { engineUsage, StreamMeter, usageSoFar } from './engine-usage.js';
 import type { GatewayMetrics } from './gateway-metrics.js';
-import { badRequest, decisionError, errorBody, type GatewayError, gatewayError } from './openai-errors.js';
+import { badRequest, errorBody, type GatewayError, GatewayRefusal, gatewayError } from './openai-errors.js';
 
 export interface GatewayOptions {
-  readonly plane: ControlPlane;
-  readonly authenticator: Authenticator;
+  /** The control plane: in this process (inProcessBackend) or over gRPC (remoteBackend). */
+  readonly backend: GatewayBackend;
   readonly logger: Logger;
   readonly host: string;
   /** 0 picks a free port. */
@@ -59,6 +58,8 @@ export interface GatewayOptions {
   readonly continuousUsage?: boolean;
   /** Where to count requests, first bytes, engine failures and tokens (off when absent). */
   readonly metrics?: GatewayMetrics;
+  /** Also answer GET /metrics with this registry (a gateway on its own has no other port). */
+  readonly metricsRegistry?: Registry;
 }
 
 export interface RunningGateway {
@@ -74,12 +75,6 @@ const MAX_TOKENS_DEFAULT = 1024;
 const MAX_ATTEMPTS = 3;
 const MAX_TOKENS_LIMIT = 100_000_000;
 
-class Refused extends Error {
-  constructor(readonly detail: GatewayError) {
-    super(detail.message);
-  }
-}
-
 function header(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
   return typeof value === 'string' && value !== '' ? value : undefined;
@@ -89,7 +84,7 @@ function positiveNumber(name: string, raw: string | undefined, fallback: number,
   if (raw === undefined) return fallback;
   const value = Number(raw);
   if (!Number.isFinite(value) || value <= 0 || value > max)
-    throw new Refused(
+    throw new GatewayRefusal(
       badRequest(
         `${name} must be a number of milliseconds from 1 to ${max}, got ${JSON.stringify(raw.slice(0, 40))}`,
       ),
@@ -100,7 +95,7 @@ function positiveNumber(name: string, raw: string | undefined, fallback: number,
 function tokenCount(name: string, value: unknown, fallback: number): number {
   if (value === undefined || value === null) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > MAX_TOKENS_LIMIT)
-    throw new Refused(
+    throw new GatewayRefusal(
       badRequest(`${name} must be an integer from 1 to ${MAX_TOKENS_LIMIT}`, 'invalid_value'),
     );
   return value;
@@ -111,7 +106,7 @@ function allowedLevels(raw: string | undefined): Level[] {
   return raw.split(',').map((part) => {
     const level = part.trim().toUpperCase() as Level;
     if (!LEVELS.includes(level))
-      throw new Refused(
+      throw new GatewayRefusal(
         badRequest(
           `x-cpn-allowed-levels must list levels among ${LEVELS.join(', ')}, got ${JSON.stringify(part.slice(0, 20))}`,
         ),
@@ -127,7 +122,7 @@ function estimateInputTokens(body: Record<string, unknown>): number {
 }
 
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
-  const { plane, logger } = options;
+  const { backend, logger } = options;
   const maxConcurrent = options.maxConcurrent ?? 1024;
   const maxResponseBytes = options.maxResponseBytes ?? 64 * 1024 * 1024;
   let inFlight = 0;
@@ -147,7 +142,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   };
 
   app.setErrorHandler((error: Error & { statusCode?: number }, _request, reply) => {
-    if (error instanceof Refused) return send(reply, error.detail);
+    if (error instanceof GatewayRefusal) return send(reply, error.detail);
     const status = error.statusCode ?? 500;
     if (status === 413)
       return send(reply, gatewayError(413, 'invalid_request_error', 'body_too_large', error.message));
@@ -165,48 +160,18 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     ),
   );
 
-  /** The tenant of the request's key; refuses anything else. */
-  async function tenantOf(request: FastifyRequest): Promise<string> {
-    const outcome = await options.authenticator.authenticate(request.headers.authorization, undefined);
-    if (!outcome.ok) {
-      throw new Refused(
-        outcome.failure === 'busy'
-          ? gatewayError(503, 'server_error', 'busy', outcome.message)
-          : gatewayError(401, 'invalid_request_error', 'invalid_api_key', outcome.message),
-      );
-    }
-    const { identity } = outcome;
-    if (identity.role === 'client') return identity.tenant;
-    // An operator (or anyone, with auth off) may act for a tenant named in x-cpn-tenant; without
-    // it the request is unmetered.
-    if (identity.role === 'operator') {
-      const tenant = header(request, 'x-cpn-tenant') ?? '';
-      if (tenant !== '' && !TENANT_PATTERN.test(tenant))
-        throw new Refused(badRequest('x-cpn-tenant must be a tenant name'));
-      return tenant;
-    }
-    throw new Refused(
-      gatewayError(
-        403,
-        'permission_error',
-        'not_a_tenant_key',
-        `the gateway serves tenants: use a client key (this is ${identity.role} ${identity.subject})`,
-      ),
+  const callerOf = (request: FastifyRequest) =>
+    backend.identify(request.headers.authorization, header(request, 'x-cpn-tenant'));
+
+  const registry = options.metricsRegistry;
+  if (registry !== undefined) {
+    app.get('/metrics', async (_request, reply) =>
+      reply.type(registry.contentType).send(await registry.metrics()),
     );
   }
 
   app.get('/v1/models', async (request, reply) => {
-    const tenant = await tenantOf(request);
-    const weights = plane.accounts.tenant(tenant)?.package?.weights;
-    const nowMs = Date.now();
-    const served = new Set<string>();
-    for (const view of plane.listNodes({})) {
-      if (view.state !== 'READY' || nodeState(view.record, nowMs) !== 'READY') continue;
-      for (const offer of view.record.spec.models) served.add(offer.model);
-    }
-    const models = [...served]
-      .filter((model) => weights === undefined || model in weights || '*' in weights)
-      .sort();
+    const models = await backend.models(await callerOf(request));
     return reply.send({
       object: 'list',
       data: models.map((id) => ({ id, object: 'model', created: 0, owned_by: 'cpn' })),
@@ -238,14 +203,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
 
   async function forward(path: string, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-    const tenant = await tenantOf(request);
+    const caller = await callerOf(request);
+    const { tenant } = caller;
     const body = request.body;
     if (body === null || typeof body !== 'object' || Array.isArray(body))
-      throw new Refused(badRequest('the body must be a JSON object'));
+      throw new GatewayRefusal(badRequest('the body must be a JSON object'));
     const fields = body as Record<string, unknown>;
     const model = fields.model;
     if (typeof model !== 'string' || model.length === 0 || model.length > 128 || !MODEL_PATTERN.test(model))
-      throw new Refused(
+      throw new GatewayRefusal(
         badRequest('model must be a model name of letters, digits and ._:/@+-', 'invalid_model'),
       );
     const stream = fields.stream === true;
@@ -256,16 +222,18 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     );
     const region = header(request, 'x-cpn-region') ?? options.defaultRegion;
     if (region === undefined)
-      throw new Refused(
+      throw new GatewayRefusal(
         badRequest(
           'x-cpn-region is required: this gateway has no region of its own (cpn serve --gateway-region)',
         ),
       );
     if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/.test(region))
-      throw new Refused(badRequest('x-cpn-region must be a region code like CN-GD'));
+      throw new GatewayRefusal(badRequest('x-cpn-region must be a region code like CN-GD'));
     const accessPoint = header(request, 'x-cpn-access-point') ?? options.defaultAccessPoint ?? '';
     if (accessPoint.length > 128 || /[^\x21-\x7e]/.test(accessPoint))
-      throw new Refused(badRequest('x-cpn-access-point must be a printable name of at most 128 characters'));
+      throw new GatewayRefusal(
+        badRequest('x-cpn-access-point must be a printable name of at most 128 characters'),
+      );
     const inputTokens = estimateInputTokens(fields);
     const route: RouteRequest = {
       requestId: '',
@@ -314,46 +282,27 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     // placed again, at most MAX_ATTEMPTS times and within the request's latency budget.
     const failed = new Set<string>();
     let lastFailure: GatewayError | undefined;
-    let placed:
-      | {
-          placement: Extract<RouteDecision, { kind: 'placed' }>['placement'];
-          settle: (usage: Usage, success: boolean) => Promise<unknown>;
-          upstream: Awaited<ReturnType<typeof upstreamRequest>>;
-        }
-      | undefined;
+    let placed: { placement: Placed; upstream: Awaited<ReturnType<typeof upstreamRequest>> } | undefined;
     for (let attempt = 0; placed === undefined; attempt += 1) {
       if (attempt > 0 && (attempt >= MAX_ATTEMPTS || performance.now() - started > route.latencyBudgetMs)) {
         reply.raw.off('close', onClientGone);
         return send(reply, lastFailure as GatewayError);
       }
-      let routed: Awaited<ReturnType<ControlPlane['routeMetered']>>;
+      let placement: Placed | undefined;
       try {
         // (The request stream is destroyed once its body is read; the response tells if the client left.)
-        routed = await plane.routeMetered(failed.size === 0 ? route : { ...route, failedNodes: failed }, {
-          isCancelled: () => reply.raw.destroyed,
-        });
+        placement = await backend.route(
+          caller,
+          failed.size === 0 ? route : { ...route, failedNodes: failed },
+          () => reply.raw.destroyed,
+        );
       } catch (error) {
         reply.raw.off('close', onClientGone);
-        if (error instanceof StoreUnavailableError)
-          throw new Refused(gatewayError(503, 'server_error', 'control_plane_unavailable', error.message, 1));
+        // After a failure, the engine's failure says more than "no other node".
+        if (error instanceof GatewayRefusal && lastFailure !== undefined) return send(reply, lastFailure);
         throw error;
       }
-      const { decision } = routed;
-      if (decision.kind !== 'placed') {
-        reply.raw.off('close', onClientGone);
-        // After a failure, the engine's failure says more than "no other node".
-        return send(reply, lastFailure ?? decisionError(decision));
-      }
-      const reservation = routed.reservation;
-      if (reservation === undefined) return reply; // the client left before a slot was reserved
-      const placement = decision.placement;
-      const settle = (usage: Usage, success: boolean) =>
-        plane.release(reservation.id, usage, success, { kind: 'operator' }).catch((error: Error) =>
-          logger.warn('could not settle a gateway request', {
-            reservation: reservation.id,
-            err: error.message,
-          }),
-        );
+      if (placement === undefined) return reply; // the client left before a slot was reserved
       try {
         const upstream = await upstreamRequest(new URL(path, placement.endpoint), {
           method: 'POST',
@@ -370,15 +319,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           const text = (await upstream.body.text().catch(() => '')).slice(0, 300);
           throw new Error(`answered ${upstream.statusCode}${text ? `: ${text}` : ''}`);
         }
-        placed = { placement, settle, upstream };
+        placed = { placement, upstream };
       } catch (error) {
         // Nothing was served: the reservation and its hold go back, no request on the bill.
-        await plane.abandon(reservation.id).catch((failure: Error) =>
-          logger.warn('could not give back a reservation', {
-            reservation: reservation.id,
-            err: failure.message,
-          }),
-        );
+        await backend.abandon(placement.reservationId);
         if (abort.signal.aborted) return reply;
         logger.warn('engine failed before answering; trying another node', {
           node: placement.nodeId,
@@ -395,12 +339,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         );
       }
     }
-    const { placement, settle, upstream } = placed;
+    const { placement, upstream } = placed;
+    const settle = (usage: Usage, success: boolean) =>
+      backend.settle(placement.reservationId, usage, success);
+
     const firstByte = () => metrics?.firstByteAfter((performance.now() - started) / 1000, placement.level);
     const cpnHeaders = {
       'x-cpn-node': placement.nodeId,
       'x-cpn-level': placement.level,
-      'x-cpn-ttft-estimate-ms': placement.estimate.ttftMs.toFixed(1),
+      'x-cpn-ttft-estimate-ms': placement.ttftMs.toFixed(1),
     };
     const log = (status: number, usage: Usage, outcome: string) => {
       metrics?.request(status, { model, level: placement.level });
@@ -511,6 +458,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     port,
     address: `${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     async close(graceMs = 10_000) {
+      backend.close();
       const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
       cut.unref();
       // A connection whose stream ends during the close is idle from then on: close it then.

@@ -13,6 +13,13 @@ export interface GatewayError {
   readonly retryAfterS?: number;
 }
 
+/** A request the gateway answers with an error instead of forwarding. */
+export class GatewayRefusal extends Error {
+  constructor(readonly detail: GatewayError) {
+    super(detail.message);
+  }
+}
+
 export const gatewayError = (
   status: number,
   type: string,

@@ -343,9 +343,13 @@ export class ControlPlane {
    * before answering — and gives its quota hold back without a usage line. Only a trusted caller
    * (the gateway, in this process) may, as it alone knows nothing was served.
    */
-  async abandon(reservationId: ReservationId): Promise<boolean> {
+  async abandon(reservationId: ReservationId): Promise<boolean | 'not_issued'> {
     const where = parseReservationId(reservationId);
     if (where === undefined) return false;
+    if (this.verifiesTokens) {
+      const expected = Buffer.from(this.sign(where.signed));
+      if (!timingSafeEqual(expected, Buffer.from(where.token))) return 'not_issued';
+    }
     const freed = this.reservations.release(reservationId) !== undefined;
     if (this.meterUsage && where.tenant !== '')
       await this.metering.abandon(where.tenant, reservationId, where.issuedAtMs);

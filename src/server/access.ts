@@ -38,6 +38,7 @@ export const METHOD_ROLES = {
   ListApiKeys: ['operator'],
   SetPackage: ['operator'],
   GetUsage: ['operator', 'planner', 'client'],
+  WhoAmI: ['operator', 'planner', 'client', 'agent'],
 } as const satisfies Record<string, readonly Role[]>;
 
 export type MethodName = keyof typeof METHOD_ROLES;

@@ -186,6 +186,12 @@ export function accountsService(plane: ControlPlane, log: EventSink, context: Rp
         }),
       };
     }),
+    whoAmI: unary('WhoAmI', async (_request, _call, caller) => ({
+      role: ROLE_TO_PROTO[caller.role],
+      subject: caller.subject,
+      tenant: caller.role === 'client' ? caller.tenant : '',
+      nodeId: caller.role === 'agent' ? caller.nodeId : '',
+    })),
     listApiKeys: unary('ListApiKeys', async (request) => {
       const tenant = optionalTenant('tenant', request.tenant);
       return { keys: accounts.apiKeys(tenant === '' ? undefined : tenant).map(apiKeyToProto) };

@@ -3,6 +3,7 @@
 
 import { Metadata, status } from '@grpc/grpc-js';
 import { BoundedQueue } from '../common/bounded-queue.js';
+import { parseReservationId } from '../core/reservations.js';
 import type { RouteDecision } from '../core/routing/index.js';
 import type { RegistryServer } from '../gen/cpn/v1/registry.js';
 import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
@@ -327,6 +328,26 @@ export function schedulerService(
     }),
     release: unary('Release', async (request, _call, caller) => {
       const reservationId = toReservationId(request.reservationId);
+      if (request.abandoned === true) {
+        if (caller.role !== 'operator')
+          throw new ApiError(
+            status.PERMISSION_DENIED,
+            'Release with abandoned = true needs role operator (a trusted meter that knows nothing was served)',
+          );
+        const freed = await plane.abandon(reservationId);
+        if (freed === 'not_issued')
+          throw new ApiError(
+            status.PERMISSION_DENIED,
+            `Release: reservation ${reservationId} was not issued by this cluster (its token does not verify); nothing was recorded`,
+          );
+        return {
+          released: freed,
+          nodeId: parseReservationId(reservationId)?.nodeId ?? '',
+          settledPoints: 0,
+          returnedPoints: 0,
+          awaitingTrustedMeter: false,
+        };
+      }
       const result = await plane.release(
         reservationId,
         toUsage(request.usage),

@@ -356,7 +356,18 @@ export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest 
     allowDegraded: request.allowDegraded,
     explain: request.explain,
     maxFallbacks: checkInteger('max_fallbacks', request.maxFallbacks, 0, MAX_FALLBACKS),
+    ...(request.avoid === undefined || request.avoid.nodeIds.length === 0
+      ? {}
+      : { failedNodes: toAvoidNodes(request.avoid.nodeIds) }),
   };
+}
+
+/** Nodes a request must not be placed on (a gateway's retry); at most MAX_AVOID_NODES. */
+export const MAX_AVOID_NODES = 8;
+function toAvoidNodes(nodeIds: readonly string[]): ReadonlySet<string> {
+  if (nodeIds.length > MAX_AVOID_NODES)
+    fail('avoid.node_ids', `${nodeIds.length} entries`, `at most ${MAX_AVOID_NODES} entries`);
+  return new Set(nodeIds.map((nodeId, index) => checkNodeId(`avoid.node_ids[${index}]`, nodeId)));
 }
 
 export function toAllowedLevels(levels: readonly ProtoLevel[]): Level[] {

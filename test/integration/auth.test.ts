@@ -4,7 +4,7 @@ import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AccountsClient, AccountsService, Role } from '../../src/gen/cpn/v1/accounts.js';
 import { RegistryClient, RegistryService } from '../../src/gen/cpn/v1/registry.js';
-import { SchedulerClient, SchedulerService } from '../../src/gen/cpn/v1/scheduler.js';
+import { RouteRequest, SchedulerClient, SchedulerService } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
 import {
   ALL_NODES,
@@ -237,6 +237,10 @@ describe('authentication and roles over gRPC', () => {
       allowed: ['operator', 'planner', 'client'],
       call: (c) => rpc(c.accounts, c.accounts.getUsage, { tenant: '', period: '' }),
     },
+    WhoAmI: {
+      allowed: ['operator', 'planner', 'client', 'agent'],
+      call: (c) => rpc(c.accounts, c.accounts.whoAmI, {}),
+    },
   };
 
   it('covers every method of every service', () => {
@@ -286,6 +290,62 @@ describe('authentication and roles over gRPC', () => {
     });
     expect(latency.ok || latency.error.code).toBe(status.PERMISSION_DENIED);
     expect(t.store.getNode('a2')?.spec.endpoint).toBe('https://a2.example:8000');
+  });
+
+  it('WhoAmI tells each role who it is; only an operator may abandon a reservation', async () => {
+    expect(await ok(as('client').accounts, as('client').accounts.whoAmI, {})).toMatchObject({
+      role: Role.ROLE_CLIENT,
+      tenant: 'acme',
+      nodeId: '',
+    });
+    expect(await ok(as('agent').accounts, as('agent').accounts.whoAmI, {})).toMatchObject({
+      role: Role.ROLE_AGENT,
+      nodeId: 'a1',
+    });
+    expect((await ok(as('operator').accounts, as('operator').accounts.whoAmI, {})).role).toBe(
+      Role.ROLE_OPERATOR,
+    );
+    const anonymous = await rpc(as('none').accounts, as('none').accounts.whoAmI, {});
+    expect(anonymous.ok || anonymous.error.code).toBe(status.UNAUTHENTICATED);
+
+    const client = as('client');
+    const placed = await ok(client.scheduler, client.scheduler.route, {
+      ...RouteRequest.fromPartial({
+        model: 'qwen3-32b',
+        client: { region: 'CN-GD' },
+        latencyBudgetMs: 5000,
+        inputTokens: 10,
+      }),
+    });
+    const abandon = {
+      reservationId: placed.reservationId,
+      usage: undefined,
+      success: false,
+      abandoned: true,
+    };
+    const refused = await rpc(client.scheduler, client.scheduler.release, abandon);
+    expect(refused.ok || refused.error.code).toBe(status.PERMISSION_DENIED);
+    const operator = as('operator');
+    expect((await ok(operator.scheduler, operator.scheduler.release, abandon)).released).toBe(true);
+    // Placing again while avoiding the node that held it.
+    const avoided = await ok(client.scheduler, client.scheduler.route, {
+      ...RouteRequest.fromPartial({
+        model: 'qwen3-32b',
+        client: { region: 'CN-GD' },
+        latencyBudgetMs: 5000,
+        inputTokens: 10,
+      }),
+      avoid: { nodeIds: [placed.placement?.nodeId ?? ''] },
+    });
+    expect(avoided.placement?.nodeId).not.toBe(placed.placement?.nodeId);
+    const tooMany = await rpc(client.scheduler, client.scheduler.route, {
+      ...RouteRequest.fromPartial({ model: 'qwen3-32b', client: { region: 'CN-GD' }, latencyBudgetMs: 5000 }),
+      avoid: { nodeIds: Array.from({ length: 9 }, (_, i) => `n${i}`) },
+    });
+    expect(tooMany.ok || [tooMany.error.code, tooMany.error.details]).toEqual([
+      status.INVALID_ARGUMENT,
+      expect.stringContaining('at most 8'),
+    ]);
   });
 
   it('the hijacks of an open server are refused for a client key, and change nothing', async () => {

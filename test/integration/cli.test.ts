@@ -5,7 +5,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
-import { CLI_OPERATOR_KEY, runCli, type ServeProcess, startServe } from '../helpers/cli.js';
+import { CLI_OPERATOR_KEY, CPN_BIN, runCli, type ServeProcess, startServe } from '../helpers/cli.js';
 import { eventually } from '../helpers/etcd.js';
 import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
 
@@ -33,6 +33,41 @@ describe('cpn CLI against the demo topology', () => {
   it('prints demo credentials once: an operator key to export, and a client key of tenant demo', () => {
     expect(demoKey).toMatch(/^cpn_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
     expect(demoClientKey).toMatch(/^cpn_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+  });
+
+  it('cpn gateway serves the OpenAI API in front of a remote control plane, and stops on SIGTERM', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(
+      process.execPath,
+      [CPN_BIN, 'gateway', '--port', '0', '--region', 'CN-GD', ...server],
+      {
+        env: { ...process.env, CPN_API_KEY: demoKey },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout?.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          const match = /listening on (http:\/\/\S+\/v1)/.exec(out);
+          if (match?.[1]) resolve(match[1]);
+        });
+        exited.then((code) => reject(new Error(`cpn gateway exited with ${code}`)));
+      });
+      const sdk = new OpenAI({ baseURL: url, apiKey: demoClientKey, maxRetries: 0 });
+      expect((await sdk.models.list()).data.map((model) => model.id)).toContain('qwen3-32b');
+      const metrics = await (await fetch(url.replace(/\/v1$/, '/metrics'))).text();
+      expect(metrics).toMatch(/^cpn_gateway_requests_in_flight 0$/m);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    const noKey = await runCli(['gateway', '--port', '0', ...server], 10_000, { CPN_API_KEY: undefined });
+    expect(noKey.code).toBe(2);
+    expect(noKey.stderr).toContain('needs its own operator key');
   });
 
   it('starts the OpenAI-compatible gateway and prints how to point the OpenAI SDK at it as tenant demo', async () => {

@@ -7,8 +7,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Authenticator } from '../../src/auth/authenticator.js';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import type { Package } from '../../src/core/quota.js';
+import { type GatewayBackend, inProcessBackend } from '../../src/gateway/backend.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/gateway.js';
 import { GatewayMetrics } from '../../src/gateway/gateway-metrics.js';
+import { remoteBackend } from '../../src/gateway/remote-backend.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
@@ -28,7 +30,26 @@ const PACKAGE: Package = {
   meter: 'trusted',
 };
 
-describe('OpenAI-compatible gateway', () => {
+type BackendFactory = (server: RunningServer, store: MemoryStore) => GatewayBackend;
+
+const BACKENDS: [string, BackendFactory][] = [
+  [
+    'in process',
+    (server, store) =>
+      inProcessBackend(
+        server.plane,
+        new Authenticator({ mode: 'api-key', accounts: store.accounts, clock: Date.now }),
+        silentLogger,
+      ),
+  ],
+  [
+    'over gRPC (cpn gateway --server)',
+    (server) =>
+      remoteBackend({ server: `127.0.0.1:${server.port}`, apiKey: TEST_OPERATOR_KEY, logger: silentLogger }),
+  ],
+];
+
+describe.each(BACKENDS)('OpenAI-compatible gateway, control plane %s', (_name, makeBackend) => {
   let engine: FakeEngine;
   /** The engine of a dearer node in the same place: where fallbacks land. */
   let spare: FakeEngine;
@@ -85,8 +106,7 @@ describe('OpenAI-compatible gateway', () => {
       { ttlS: 0, permanent: true },
     );
     gateway = await startGateway({
-      plane: server.plane,
-      authenticator: new Authenticator({ mode: 'api-key', accounts: store.accounts, clock: Date.now }),
+      backend: makeBackend(server, store),
       logger: silentLogger,
       host: '127.0.0.1',
       port: 0,
@@ -144,6 +164,8 @@ describe('OpenAI-compatible gateway', () => {
       include_usage: true,
       continuous_usage_stats: true,
     });
+    // [DONE] can reach the client just before the settlement lands.
+    await expect.poll(() => usageOf('acme').requests - before.requests, { timeout: 5000 }).toBe(1);
     const after = usageOf('acme');
     expect(after.input - before.input).toBe(30);
     expect(after.cached - before.cached).toBe(10);
@@ -180,6 +202,7 @@ describe('OpenAI-compatible gateway', () => {
     for await (const _chunk of stream.data) chunks += 1;
     expect(chunks).toBe(3);
     expect(spare.requests.length).toBe(seenBySpare + 1);
+    await expect.poll(() => usageOf('acme').requests - before.requests, { timeout: 5000 }).toBe(1);
     const after = usageOf('acme');
     expect(after.requests - before.requests).toBe(1);
     expect(after.output - before.output).toBe(3);
@@ -230,8 +253,9 @@ describe('OpenAI-compatible gateway', () => {
         }
       })(),
     ).rejects.toThrow(/ended the stream early/);
+    // The client may see the error event before the settlement lands (over gRPC, one more call).
+    await expect.poll(() => usageOf('acme').requests - before.requests, { timeout: 5000 }).toBe(1);
     const after = usageOf('acme');
-    expect(after.requests - before.requests).toBe(1);
     expect(after.output - before.output).toBe(5);
   });
 
@@ -332,8 +356,7 @@ describe('OpenAI-compatible gateway', () => {
 
   it('closing the gateway lets an open stream finish and refuses new connections', async () => {
     const closing = await startGateway({
-      plane: server.plane,
-      authenticator: new Authenticator({ mode: 'api-key', accounts: store.accounts, clock: Date.now }),
+      backend: makeBackend(server, store),
       logger: silentLogger,
       host: '127.0.0.1',
       port: 0,

@@ -235,6 +235,11 @@ export interface RouteRequest {
   explain: boolean;
   /** Ordered feasible alternatives to return (not reserved); 0..16. */
   maxFallbacks: number;
+  /**
+   * Nodes never to choose for this request: they already failed it before answering (a
+   * gateway's retry). Operators only.
+   */
+  avoid?: AvoidNodes | undefined;
 }
 
 export interface Estimate {
@@ -293,6 +298,11 @@ export interface Usage {
   outputTokens: number;
 }
 
+export interface AvoidNodes {
+  /** At most 8 node ids. */
+  nodeIds: string[];
+}
+
 export interface ReleaseRequest {
   reservationId: string;
   usage?:
@@ -300,6 +310,11 @@ export interface ReleaseRequest {
     | undefined;
   /** Whether the inference succeeded. */
   success: boolean;
+  /**
+   * Nothing was served: the caller gave up on the node before it answered (e.g. to retry
+   * elsewhere). The slot and the quota hold go back with no usage line. Operators and agents only.
+   */
+  abandoned?: boolean | undefined;
 }
 
 export interface ReleaseResponse {
@@ -438,6 +453,7 @@ function createBaseRouteRequest(): RouteRequest {
     allowDegraded: false,
     explain: false,
     maxFallbacks: 0,
+    avoid: undefined,
   };
 }
 
@@ -485,6 +501,9 @@ export const RouteRequest: MessageFns<RouteRequest> = {
     }
     if (message.maxFallbacks !== 0) {
       writer.uint32(104).uint32(message.maxFallbacks);
+    }
+    if (message.avoid !== undefined) {
+      AvoidNodes.encode(message.avoid, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -616,6 +635,14 @@ export const RouteRequest: MessageFns<RouteRequest> = {
             message.maxFallbacks = reader.uint32();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.avoid = AvoidNodes.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -679,6 +706,7 @@ export const RouteRequest: MessageFns<RouteRequest> = {
         : isSet(object.max_fallbacks)
         ? globalThis.Number(object.max_fallbacks)
         : 0,
+      avoid: isSet(object.avoid) ? AvoidNodes.fromJSON(object.avoid) : undefined,
     };
   },
 
@@ -723,6 +751,9 @@ export const RouteRequest: MessageFns<RouteRequest> = {
     if (message.maxFallbacks !== 0) {
       obj.maxFallbacks = Math.round(message.maxFallbacks);
     }
+    if (message.avoid !== undefined) {
+      obj.avoid = AvoidNodes.toJSON(message.avoid);
+    }
     return obj;
   },
 
@@ -746,6 +777,9 @@ export const RouteRequest: MessageFns<RouteRequest> = {
     message.allowDegraded = object.allowDegraded ?? false;
     message.explain = object.explain ?? false;
     message.maxFallbacks = object.maxFallbacks ?? 0;
+    message.avoid = (object.avoid !== undefined && object.avoid !== null)
+      ? AvoidNodes.fromPartial(object.avoid)
+      : undefined;
     return message;
   },
 };
@@ -1577,8 +1611,81 @@ export const Usage: MessageFns<Usage> = {
   },
 };
 
+function createBaseAvoidNodes(): AvoidNodes {
+  return { nodeIds: [] };
+}
+
+export const AvoidNodes: MessageFns<AvoidNodes> = {
+  encode(message: AvoidNodes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodeIds) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AvoidNodes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAvoidNodes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AvoidNodes {
+    return {
+      nodeIds: globalThis.Array.isArray(object?.nodeIds)
+        ? object.nodeIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.node_ids)
+        ? object.node_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: AvoidNodes): unknown {
+    const obj: any = {};
+    if (message.nodeIds?.length) {
+      obj.nodeIds = message.nodeIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AvoidNodes>, I>>(base?: I): AvoidNodes {
+    return AvoidNodes.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AvoidNodes>, I>>(object: I): AvoidNodes {
+    const message = createBaseAvoidNodes();
+    message.nodeIds = object.nodeIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
 function createBaseReleaseRequest(): ReleaseRequest {
-  return { reservationId: "", usage: undefined, success: false };
+  return { reservationId: "", usage: undefined, success: false, abandoned: undefined };
 }
 
 export const ReleaseRequest: MessageFns<ReleaseRequest> = {
@@ -1591,6 +1698,9 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     }
     if (message.success !== false) {
       writer.uint32(24).bool(message.success);
+    }
+    if (message.abandoned !== undefined) {
+      writer.uint32(32).bool(message.abandoned);
     }
     return writer;
   },
@@ -1632,6 +1742,14 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
             message.success = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.abandoned = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1653,6 +1771,7 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
         : "",
       usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
       success: isSet(object.success) ? globalThis.Boolean(object.success) : false,
+      abandoned: isSet(object.abandoned) ? globalThis.Boolean(object.abandoned) : undefined,
     };
   },
 
@@ -1667,6 +1786,9 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     if (message.success !== false) {
       obj.success = message.success;
     }
+    if (message.abandoned !== undefined) {
+      obj.abandoned = message.abandoned;
+    }
     return obj;
   },
 
@@ -1678,6 +1800,7 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     message.reservationId = object.reservationId ?? "";
     message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
     message.success = object.success ?? false;
+    message.abandoned = object.abandoned ?? undefined;
     return message;
   },
 };
