@@ -1,7 +1,11 @@
 // The Store on etcd (DESIGN.md §5). etcd holds the registry, leases and what must survive a
 // restart; each replica routes from a watch-fed in-memory cache (RegistryIndex).
 //
-// Key layout: etcd-keys.ts. Partition rule for node leases: node-leases.ts.
+// Split by concept: the key layout (etcd-keys.ts), the watch-fed mirror of documents
+// (etcd-mirror.ts), when a status is worth a write (status-flush.ts), what an etcd failure means
+// (etcd-errors.ts), node leases across a partition (node-leases.ts), quota ledgers
+// (etcd-ledgers.ts) and leader election (etcd-leadership.ts). This file lists, watches, probes and
+// writes.
 //
 // Liveness belongs to etcd: a node's lease is renewed by its status reports (at most every TTL/3
 // per replica), and when it lapses etcd deletes the node's keys, which every replica's watch sees.
@@ -17,16 +21,9 @@ import type { Leadership } from '../../common/leadership.js';
 import type { Logger } from '../../common/logger.js';
 import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
 import type { LatLon, NodeRecord, NodeSpec, NodeStatus } from '../../core/model.js';
-import {
-  duePricing,
-  LIST_PRICES,
-  type PricingPolicy,
-  type PricingState,
-  type ScheduledPricing,
-} from '../../core/pricing.js';
-import type { Ledger } from '../../core/quota.js';
+import { duePricing, type PricingState, type ScheduledPricing } from '../../core/pricing.js';
 import type { RoutingView } from '../../core/routing/index.js';
-import { AccountsCache, type AccountsStore, type ApiKeyRecord, type TenantRecord } from '../accounts.js';
+import type { AccountsStore } from '../accounts.js';
 import { RegistryIndex } from '../registry-index.js';
 import {
   type Clock,
@@ -46,6 +43,7 @@ import { isHostFailure, isRefused, isUnreachable } from './etcd-errors.js';
 import { KeyCodec, type Kind, prefixEnd } from './etcd-keys.js';
 import { EtcdLeadership } from './etcd-leadership.js';
 import { EtcdLedgers } from './etcd-ledgers.js';
+import { EtcdMirror } from './etcd-mirror.js';
 import { type LoadDoc, type NodeDoc, renewLease, UnrenewedLeases } from './node-leases.js';
 import { shouldFlush } from './status-flush.js';
 
@@ -76,10 +74,6 @@ export interface EtcdStoreOptions {
   readonly logger: Logger;
 }
 
-interface AdminDoc {
-  readonly draining: boolean;
-}
-
 export interface EtcdStoreStats {
   /** Puts, deletes and transactions sent to etcd. */
   writes: number;
@@ -102,30 +96,19 @@ export class EtcdStore implements Store {
   private readonly callTimeoutMs: number;
   private readonly statusFlushMs: number;
   private readonly index: RegistryIndex;
-  private readonly accountsCache = new AccountsCache();
+  private readonly mirror: EtcdMirror;
   private secret: Buffer = Buffer.alloc(0);
   private currentUsageLease:
     | { readonly id: string; readonly grantedAtMs: number; readonly keepMs: number }
     | undefined;
   private usageLeaseGrant: Promise<string> | undefined;
   readonly ledgers: EtcdLedgers;
-  private readonly nodeDocs = new Map<string, NodeDoc>();
-  private readonly loadDocs = new Map<string, LoadDoc>();
-  private readonly adminDocs = new Map<string, AdminDoc>();
-  /** Last mod revision applied per key, so that a late watch event never undoes a newer write. */
-  private readonly revisions = new Map<string, number>();
   /** Last status this replica wrote to etcd, per node. */
   private readonly flushed = new Map<string, LoadDoc>();
   private readonly keptAliveAtMs = new Map<string, number>();
   private readonly unrenewed = new UnrenewedLeases();
   private healing: Promise<void> | undefined;
-  private currentPricing: PricingPolicy = LIST_PRICES;
-  private readonly scheduledPricing = new Map<string, ScheduledPricing>();
-  private pricingState: PricingState = { current: LIST_PRICES, scheduled: [] };
   private watcher: Watcher | undefined;
-  private readonly usageListeners: ((reservationId: string) => void)[] = [];
-  /** Highest revision the cache has seen from a list or the watch. */
-  private seenRevision = 0;
   private probe: { revision: number; atMs: number } | undefined;
   private lastConfirmedMs: number;
   private unreachableSinceMs: number | undefined;
@@ -185,6 +168,13 @@ export class EtcdStore implements Store {
         this.stats.writes += 1;
       },
     });
+    this.mirror = new EtcdMirror({
+      index: this.index,
+      codec: this.codec,
+      ledgers: this.ledgers,
+      logger: options.logger,
+      onNodeGone: (nodeId) => this.forgetLeaseState(nodeId),
+    });
   }
 
   /** Connects, loads the registry and starts watching. Fails if etcd cannot be reached. */
@@ -233,7 +223,7 @@ export class EtcdStore implements Store {
   }
 
   pricing(): PricingState {
-    return this.pricingState;
+    return this.mirror.pricingState;
   }
 
   async schedulePricing(change: ScheduledPricing): Promise<void> {
@@ -244,7 +234,7 @@ export class EtcdStore implements Store {
       }),
     );
     this.stats.writes += 1;
-    this.apply('pricing', `scheduled/${change.id}`, change, Number(response.header.revision));
+    this.mirror.apply('pricing', `scheduled/${change.id}`, change, Number(response.header.revision));
   }
 
   async cancelPricing(id: string): Promise<boolean> {
@@ -252,12 +242,12 @@ export class EtcdStore implements Store {
       this.client.kv.deleteRange({ key: this.key('pricing', `scheduled/${id}`) }),
     );
     this.stats.writes += 1;
-    this.apply('pricing', `scheduled/${id}`, undefined, Number(response.header.revision));
+    this.mirror.apply('pricing', `scheduled/${id}`, undefined, Number(response.header.revision));
     return Number(response.deleted) > 0;
   }
 
   async foldDuePricing(nowMs: number): Promise<number> {
-    const due = duePricing(this.pricingState, nowMs);
+    const due = duePricing(this.mirror.pricingState, nowMs);
     const latest = due[due.length - 1];
     if (latest === undefined) return 0;
     const response = await this.call('apply due price changes', () =>
@@ -277,8 +267,8 @@ export class EtcdStore implements Store {
     );
     this.stats.writes += 1;
     const revision = Number(response.header.revision);
-    this.apply('pricing', 'current', latest.policy, revision);
-    for (const change of due) this.apply('pricing', `scheduled/${change.id}`, undefined, revision);
+    this.mirror.apply('pricing', 'current', latest.policy, revision);
+    for (const change of due) this.mirror.apply('pricing', `scheduled/${change.id}`, undefined, revision);
     return due.length;
   }
 
@@ -306,7 +296,7 @@ export class EtcdStore implements Store {
     spec: NodeSpec,
     options: RegisterOptions,
   ): Promise<{ node: NodeRecord; created: boolean }> {
-    const previous = this.nodeDocs.get(spec.id) ?? (await this.fetchDoc<NodeDoc>('nodes', spec.id));
+    const previous = this.mirror.nodeDocs.get(spec.id) ?? (await this.fetchDoc<NodeDoc>('nodes', spec.id));
     const leaseId = options.permanent
       ? '0'
       : (await this.call('grant a lease', () => this.client.leaseClient.leaseGrant({ TTL: options.ttlS })))
@@ -341,8 +331,8 @@ export class EtcdStore implements Store {
       await this.revoke(previous.leaseId);
     }
     const revision = Number(response.header.revision);
-    this.apply('nodes', spec.id, doc, revision);
-    this.apply('load', spec.id, undefined, revision);
+    this.mirror.apply('nodes', spec.id, doc, revision);
+    this.mirror.apply('load', spec.id, undefined, revision);
     this.keptAliveAtMs.set(spec.id, this.clock());
     this.flushed.delete(spec.id);
     return { node: this.index.get(spec.id) as NodeRecord, created: previous === undefined };
@@ -354,9 +344,11 @@ export class EtcdStore implements Store {
     const load: LoadDoc = { status, statusAtMs: nowMs };
     // Gone from the cache: if it lapsed while this replica could not renew it, write it again
     // (without asking etcd first, which may still be refusing calls as it comes back).
-    const revived = this.nodeDocs.has(status.nodeId) ? undefined : this.unrenewed.live(status.nodeId, nowMs);
+    const revived = this.mirror.nodeDocs.has(status.nodeId)
+      ? undefined
+      : this.unrenewed.live(status.nodeId, nowMs);
     let doc =
-      this.nodeDocs.get(status.nodeId) ??
+      this.mirror.nodeDocs.get(status.nodeId) ??
       revived?.doc ??
       (await this.fetchDoc<NodeDoc>('nodes', status.nodeId));
     if (doc === undefined) return { kind: 'unknown_node' };
@@ -376,7 +368,7 @@ export class EtcdStore implements Store {
         this.unrenewed.note(doc, load);
       } else if (ttl <= 0) {
         if (this.unrenewed.live(status.nodeId, nowMs) === undefined) {
-          this.forget(status.nodeId);
+          this.mirror.forget(status.nodeId);
           return { kind: 'expired', expiredAtMs: nowMs };
         }
         this.unrenewed.note(doc, load);
@@ -389,9 +381,9 @@ export class EtcdStore implements Store {
       this.unrenewed.note(doc, load);
     }
     // A document read from etcd (or kept through an outage) ahead of the watch counts now.
-    if (!this.nodeDocs.has(status.nodeId)) this.nodeDocs.set(status.nodeId, doc);
-    this.loadDocs.set(status.nodeId, load);
-    this.rebuild(status.nodeId);
+    if (!this.mirror.nodeDocs.has(status.nodeId)) this.mirror.nodeDocs.set(status.nodeId, doc);
+    this.mirror.loadDocs.set(status.nodeId, load);
+    this.mirror.rebuild(status.nodeId);
     // The record as this report left it: the watch may remove the node while the flush is away
     // (its lease lapsed), and the next report revives it.
     const node = this.index.get(status.nodeId) as NodeRecord;
@@ -455,15 +447,15 @@ export class EtcdStore implements Store {
         await this.revoke(leaseId);
         const kv = response.responses[0]?.response_range?.kvs[0];
         if (kv === undefined) return undefined;
-        this.applyKeyValue(kv, false);
-        return this.nodeDocs.get(nodeId);
+        this.mirror.applyKeyValue(kv, false);
+        return this.mirror.nodeDocs.get(nodeId);
       }
       this.stats.revivals += 1;
       this.options.logger.info('node written again on a new lease after etcd was unreachable', {
         node: nodeId,
       });
-      this.apply('nodes', nodeId, doc, revision);
-      this.apply('load', nodeId, entry.load, revision);
+      this.mirror.apply('nodes', nodeId, doc, revision);
+      this.mirror.apply('load', nodeId, entry.load, revision);
       this.keptAliveAtMs.set(nodeId, this.clock());
       this.flushed.set(nodeId, entry.load);
       return doc;
@@ -480,7 +472,7 @@ export class EtcdStore implements Store {
         if (this.closed || this.unreachableSinceMs !== undefined) return;
         const entry = this.unrenewed.live(nodeId, this.clock());
         if (entry === undefined) continue;
-        const current = this.nodeDocs.get(nodeId);
+        const current = this.mirror.nodeDocs.get(nodeId);
         const ttl = current === undefined || current.permanent ? 0 : await this.keepAlive(current.leaseId);
         if (ttl === undefined) return;
         if (current?.permanent) this.unrenewed.settled(nodeId);
@@ -500,7 +492,7 @@ export class EtcdStore implements Store {
   }
 
   async deregisterNode(nodeId: string): Promise<boolean> {
-    const doc = this.nodeDocs.get(nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', nodeId));
+    const doc = this.mirror.nodeDocs.get(nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', nodeId));
     if (doc === undefined) return false;
     const response = await this.call('deregister the node', () =>
       this.client.kv.txn({
@@ -512,12 +504,13 @@ export class EtcdStore implements Store {
     this.stats.writes += 1;
     if (doc.leaseId !== '0') await this.revoke(doc.leaseId);
     const revision = Number(response.header.revision);
-    for (const kind of ['nodes', 'load', 'admin'] as const) this.apply(kind, nodeId, undefined, revision);
+    for (const kind of ['nodes', 'load', 'admin'] as const)
+      this.mirror.apply(kind, nodeId, undefined, revision);
     return true;
   }
 
   async setDraining(nodeId: string, draining: boolean): Promise<NodeRecord | undefined> {
-    const doc = this.nodeDocs.get(nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', nodeId));
+    const doc = this.mirror.nodeDocs.get(nodeId) ?? (await this.fetchDoc<NodeDoc>('nodes', nodeId));
     if (doc === undefined) return undefined;
     const key = this.key('admin', nodeId);
     const response = await this.call(draining ? 'drain the node' : 'undrain the node', async () =>
@@ -526,7 +519,12 @@ export class EtcdStore implements Store {
         : await this.client.kv.deleteRange({ key }),
     );
     this.stats.writes += 1;
-    this.apply('admin', nodeId, draining ? { draining: true } : undefined, Number(response.header.revision));
+    this.mirror.apply(
+      'admin',
+      nodeId,
+      draining ? { draining: true } : undefined,
+      Number(response.header.revision),
+    );
     return this.index.get(nodeId);
   }
 
@@ -585,7 +583,7 @@ export class EtcdStore implements Store {
       // Record the revision, so that the watch echo of an earlier put cannot undo this one.
       const revision = Number(response.header.revision);
       for (const { from, nodeId, sample } of batch)
-        this.apply('latency', `${from}/${nodeId}`, sample, revision);
+        this.mirror.apply('latency', `${from}/${nodeId}`, sample, revision);
     }
     return puts.length;
   }
@@ -639,7 +637,7 @@ export class EtcdStore implements Store {
   }
 
   onUsageRecorded(listener: (reservationId: string) => void): void {
-    this.usageListeners.push(listener);
+    this.mirror.usageListeners.push(listener);
   }
 
   /** Usage records in etcd, oldest reservation first (read straight from etcd). */
@@ -655,16 +653,16 @@ export class EtcdStore implements Store {
 
   /** Tenants and keys: read from the watch-fed cache, written to etcd first (read-your-writes). */
   readonly accounts: AccountsStore = {
-    apiKey: (id) => this.accountsCache.apiKey(id),
-    apiKeys: () => this.accountsCache.apiKeys(),
-    tenant: (name) => this.accountsCache.tenant(name),
-    tenants: () => this.accountsCache.tenants(),
+    apiKey: (id) => this.mirror.accounts.apiKey(id),
+    apiKeys: () => this.mirror.accounts.apiKeys(),
+    tenant: (name) => this.mirror.accounts.tenant(name),
+    tenants: () => this.mirror.accounts.tenants(),
     putApiKey: async (record) => {
       const response = await this.call('store the API key', () =>
         this.client.kv.put({ key: this.key('keys', record.id), value: Buffer.from(JSON.stringify(record)) }),
       );
       this.stats.writes += 1;
-      this.apply('keys', record.id, record, Number(response.header.revision));
+      this.mirror.apply('keys', record.id, record, Number(response.header.revision));
     },
     putTenant: async (record) => {
       const response = await this.call('store the tenant', () =>
@@ -674,7 +672,7 @@ export class EtcdStore implements Store {
         }),
       );
       this.stats.writes += 1;
-      this.apply('tenants', record.name, record, Number(response.header.revision));
+      this.mirror.apply('tenants', record.name, record, Number(response.header.revision));
     },
     createTenant: async (record) => {
       const key = this.key('tenants', record.name);
@@ -685,7 +683,8 @@ export class EtcdStore implements Store {
         }),
       );
       this.stats.writes += 1;
-      if (response.succeeded) this.apply('tenants', record.name, record, Number(response.header.revision));
+      if (response.succeeded)
+        this.mirror.apply('tenants', record.name, record, Number(response.header.revision));
       return response.succeeded;
     },
   };
@@ -736,26 +735,7 @@ export class EtcdStore implements Store {
     const listedAtMs = this.clock();
     const { kvs, revision } = await this.listAll();
     this.stats.relists += 1;
-    const before = new Set(this.nodeDocs.keys());
-    this.nodeDocs.clear();
-    this.adminDocs.clear();
-    this.revisions.clear();
-    this.scheduledPricing.clear();
-    this.currentPricing = LIST_PRICES;
-    this.pricingState = { current: LIST_PRICES, scheduled: [] };
-    this.index.clear();
-    const localLoads = new Map(this.loadDocs);
-    this.loadDocs.clear();
-    for (const kv of kvs) this.applyKeyValue(kv, false);
-    // A status this replica received but did not flush is newer than what etcd has.
-    for (const [nodeId, load] of localLoads) {
-      const listed = this.loadDocs.get(nodeId);
-      if (this.nodeDocs.has(nodeId) && (listed === undefined || listed.statusAtMs < load.statusAtMs)) {
-        this.loadDocs.set(nodeId, load);
-      }
-    }
-    for (const nodeId of new Set([...before, ...this.nodeDocs.keys()])) this.rebuild(nodeId);
-    this.seenRevision = Math.max(this.seenRevision, revision);
+    this.mirror.relisted(kvs, revision);
     this.confirm(listedAtMs);
     await this.watchFrom(revision + 1);
   }
@@ -784,10 +764,10 @@ export class EtcdStore implements Store {
     await previous?.cancel().catch(() => undefined);
     if (this.closed) return;
     const watcher = await this.client.watch().prefix(this.prefix).startRevision(String(revision)).create();
-    watcher.on('put', (kv) => this.applyKeyValue(kv, false));
-    watcher.on('delete', (kv) => this.applyKeyValue(kv, true));
+    watcher.on('put', (kv) => this.mirror.applyKeyValue(kv, false));
+    watcher.on('delete', (kv) => this.mirror.applyKeyValue(kv, true));
     watcher.on('data', (response) => {
-      this.seenRevision = Math.max(this.seenRevision, Number(response.header.revision));
+      this.mirror.seenRevision = Math.max(this.mirror.seenRevision, Number(response.header.revision));
     });
     watcher.on('error', (error) => {
       // Cancelled by etcd, e.g. because the revision was compacted: start over from a fresh list.
@@ -815,13 +795,13 @@ export class EtcdStore implements Store {
       }),
     );
     const newest = Number(response.kvs[0]?.mod_revision ?? 0);
-    if (this.seenRevision >= newest) {
+    if (this.mirror.seenRevision >= newest) {
       this.confirm(probedAtMs);
       this.probe = undefined;
       return;
     }
-    if (this.probe !== undefined && this.seenRevision < this.probe.revision) {
-      this.options.logger.warn('etcd watch is behind; relisting', { seen: this.seenRevision, newest });
+    if (this.probe !== undefined && this.mirror.seenRevision < this.probe.revision) {
+      this.options.logger.warn('etcd watch is behind; relisting', { seen: this.mirror.seenRevision, newest });
       this.probe = undefined;
       await this.resync();
       return;
@@ -833,101 +813,10 @@ export class EtcdStore implements Store {
     this.lastConfirmedMs = Math.max(this.lastConfirmedMs, atMs);
   }
 
-  private applyKeyValue(kv: IKeyValue, deleted: boolean): void {
-    const decoded = this.codec.decode(kv.key, deleted ? undefined : kv.value);
-    const revision = Number(kv.mod_revision);
-    this.seenRevision = Math.max(this.seenRevision, revision);
-    if (!decoded.ok) {
-      if (decoded.reason === 'unreadable')
-        this.options.logger.warn('ignoring an unreadable etcd value', { key: kv.key.toString() });
-      return;
-    }
-    this.apply(decoded.kind, decoded.id, decoded.value, revision);
-  }
-
-  private apply(kind: Kind, id: string, value: unknown, revision: number): void {
-    const key = `${kind}/${id}`;
-    if ((this.revisions.get(key) ?? 0) > revision) return;
-    this.revisions.set(key, revision);
-    switch (kind) {
-      case 'nodes':
-        if (value === undefined) this.forget(id);
-        else this.nodeDocs.set(id, value as NodeDoc);
-        break;
-      case 'load': {
-        const load = value as LoadDoc | undefined;
-        const current = this.loadDocs.get(id);
-        if (load === undefined) this.loadDocs.delete(id);
-        else if (current === undefined || current.statusAtMs <= load.statusAtMs) this.loadDocs.set(id, load);
-        break;
-      }
-      case 'admin':
-        if (value === undefined) this.adminDocs.delete(id);
-        else this.adminDocs.set(id, value as AdminDoc);
-        break;
-      case 'latency': {
-        const slash = id.lastIndexOf('/');
-        const from = id.slice(0, slash);
-        const nodeId = id.slice(slash + 1);
-        if (value === undefined) this.index.deleteSample(from, nodeId);
-        else this.index.setSample(from, nodeId, value as LatencySample);
-        return;
-      }
-      case 'pricing':
-        if (id === 'current') this.currentPricing = (value as PricingPolicy | undefined) ?? LIST_PRICES;
-        else if (value === undefined) this.scheduledPricing.delete(id.slice('scheduled/'.length));
-        else this.scheduledPricing.set(id.slice('scheduled/'.length), value as ScheduledPricing);
-        this.pricingState = { current: this.currentPricing, scheduled: [...this.scheduledPricing.values()] };
-        return;
-      case 'usage':
-        if (value !== undefined) for (const listener of this.usageListeners) listener(id);
-        return;
-      case 'keys':
-        if (value === undefined) this.accountsCache.keys.delete(id);
-        else this.accountsCache.keys.set(id, value as ApiKeyRecord);
-        return;
-      case 'ledgers':
-        this.ledgers.apply(id, value as Ledger | undefined, revision);
-        return;
-      case 'tenants':
-        if (value === undefined) this.accountsCache.tenantsByName.delete(id);
-        else this.accountsCache.tenantsByName.set(id, value as TenantRecord);
-        return;
-      case 'election':
-      case 'secrets':
-        return;
-    }
-    this.rebuild(id);
-  }
-
-  /** Recomposes the cached record of a node from its nodes/, load/ and admin/ documents. */
-  private rebuild(nodeId: string): void {
-    const doc = this.nodeDocs.get(nodeId);
-    if (doc === undefined) {
-      this.index.remove(nodeId);
-      return;
-    }
-    const load = this.loadDocs.get(nodeId);
-    this.index.put({
-      spec: doc.spec,
-      ttlS: doc.ttlS,
-      permanent: doc.permanent,
-      registeredAtMs: doc.registeredAtMs,
-      lastSeenMs: Math.max(doc.registeredAtMs, load?.statusAtMs ?? 0),
-      // The lease decides: while the key exists the node is not expired.
-      expiresAtMs: Number.POSITIVE_INFINITY,
-      status: load?.status,
-      statusAtMs: load?.statusAtMs,
-      draining: this.adminDocs.get(nodeId)?.draining ?? false,
-    });
-  }
-
-  private forget(nodeId: string): void {
-    this.nodeDocs.delete(nodeId);
-    this.loadDocs.delete(nodeId);
+  /** A node left the registry: its lease bookkeeping goes too. */
+  private forgetLeaseState(nodeId: string): void {
     this.flushed.delete(nodeId);
     this.keptAliveAtMs.delete(nodeId);
-    this.index.remove(nodeId);
   }
 
   // ---- etcd calls -------------------------------------------------------------------------
