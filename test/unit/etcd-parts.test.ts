@@ -5,6 +5,7 @@ import { GRPCResourceExhastedError, GRPCUnavailableError } from 'etcd3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { NodeSpec, NodeStatus } from '../../src/core/model.js';
+import { silentLogger } from '../../src/ops/log.js';
 import {
   isHostFailure,
   isRefused,
@@ -12,8 +13,12 @@ import {
   KeepaliveTimeout,
 } from '../../src/store/etcd/etcd-errors.js';
 import { KeyCodec, prefixEnd } from '../../src/store/etcd/etcd-keys.js';
+import type { EtcdLedgers } from '../../src/store/etcd/etcd-ledgers.js';
+import { EtcdMirror } from '../../src/store/etcd/etcd-mirror.js';
 import { UnrenewedLeases } from '../../src/store/etcd/node-leases.js';
 import { shouldFlush } from '../../src/store/etcd/status-flush.js';
+import { RegistryIndex } from '../../src/store/registry-index.js';
+import { spec as fixtureSpec } from '../helpers/fixtures.js';
 
 const spec = (id: string, capacity = 20): NodeSpec =>
   ({
@@ -169,5 +174,66 @@ describe('etcd error classes', () => {
     for (const error of errors) expect(isUnreachable(error)).toBe(true);
     expect(isHostFailure(errors[0] as Error)).toBe(true);
     expect(isUnreachable(new Error('lease not found'))).toBe(false);
+  });
+});
+
+describe('EtcdMirror', () => {
+  const codec = new KeyCodec('/p/');
+  const make = () => {
+    const index = new RegistryIndex();
+    const gone: string[] = [];
+    const mirror = new EtcdMirror({
+      index,
+      codec,
+      ledgers: { apply: () => undefined } as unknown as EtcdLedgers,
+      logger: silentLogger,
+      onNodeGone: (nodeId) => gone.push(nodeId),
+    });
+    return { index, mirror, gone };
+  };
+  const nodeDoc = (id: string, endpoint: string) => ({
+    spec: { ...fixtureSpec({ id }), endpoint },
+    ttlS: 10,
+    permanent: false,
+    registeredAtMs: 0,
+    leaseId: '1',
+  });
+  const kv = (key: string, value: unknown, revision: number) =>
+    ({
+      key: Buffer.from(key),
+      value: Buffer.from(value === undefined ? '' : JSON.stringify(value)),
+      mod_revision: String(revision),
+    }) as never;
+
+  it('a late event never undoes a newer write; a deletion forgets the node everywhere', () => {
+    const { index, mirror, gone } = make();
+    mirror.apply('nodes', 'a', nodeDoc('a', 'http://new:1'), 10);
+    mirror.applyKeyValue(kv('/p/nodes/a', nodeDoc('a', 'http://old:1'), 9), false);
+    expect(index.get('a')?.spec.endpoint).toBe('http://new:1');
+    mirror.applyKeyValue(kv('/p/nodes/a', undefined, 11), true);
+    expect(index.get('a')).toBeUndefined();
+    expect(gone).toEqual(['a']);
+    expect(mirror.seenRevision).toBe(11);
+  });
+
+  it('a relist replaces the documents but keeps a status newer than the listed one', () => {
+    const { index, mirror } = make();
+    mirror.apply('nodes', 'a', nodeDoc('a', 'http://a:1'), 1);
+    const local = {
+      status: { nodeId: 'a', load: [], gpuUtilization: 0.9, kvCacheUtilization: 0, healthy: true },
+      statusAtMs: 500,
+    };
+    mirror.loadDocs.set('a', local);
+    mirror.relisted(
+      [
+        kv('/p/nodes/a', nodeDoc('a', 'http://a:2'), 5),
+        kv('/p/load/a', { ...local, statusAtMs: 100, status: { ...local.status, gpuUtilization: 0.1 } }, 5),
+        kv('/p/nodes/b', nodeDoc('b', 'http://b:1'), 6),
+      ],
+      6,
+    );
+    expect(index.get('a')?.spec.endpoint).toBe('http://a:2');
+    expect(index.get('a')?.status?.gpuUtilization).toBe(0.9);
+    expect(index.get('b')).toBeDefined();
   });
 });
