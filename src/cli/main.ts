@@ -4,6 +4,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../ops/yaml-config.js';
 import { keysCommand, tenantsCommand } from './accounts.js';
+import { agentCommand } from './agent.js';
 import { gatewayCommand } from './gateway.js';
 import { drainCommand, nodesCommand, statusCommand } from './nodes.js';
 import { pricingCommand } from './pricing.js';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   for (const command of [
     serveCommand(),
     gatewayCommand(),
+    agentCommand(),
     routeCommand(),
     releaseCommand(),
     nodesCommand(),

@@ -7,6 +7,7 @@ import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
 import { CLI_OPERATOR_KEY, CPN_BIN, runCli, type ServeProcess, startServe } from '../helpers/cli.js';
 import { eventually } from '../helpers/etcd.js';
+import { startMetricsServer, vllmMetrics } from '../helpers/fake-engine-metrics.js';
 import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
 
 describe('cpn CLI against the demo topology', () => {
@@ -414,6 +415,68 @@ describe('cpn CLI failures and lifecycle', () => {
     } finally {
       registry.close();
       await serve.stop();
+    }
+  });
+
+  it('cpn agent registers its node from a topology file, reports the engine load, and stops on SIGTERM', async () => {
+    const { spawn } = await import('node:child_process');
+    const load = { running: 4, waiting: 1, kv: 0.5 };
+    const metrics = await startMetricsServer(() => vllmMetrics('qwen3-32b', load));
+    const serve = await startServe([]);
+    const child = spawn(
+      process.execPath,
+      [
+        CPN_BIN,
+        'agent',
+        '--node',
+        'simulations/topologies/demo-national.yaml',
+        '--node-id',
+        'hub-gba-shaoguan',
+        '--engine-metrics',
+        metrics.url,
+        '--interval-ms',
+        '100',
+        '--grace-ms',
+        '10000',
+        '--server',
+        serve.address,
+      ],
+      { env: { ...process.env, CPN_API_KEY: CLI_OPERATOR_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      await eventually(
+        async () => {
+          const listed = await runCli(['nodes', '--json', '--server', serve.address]);
+          const node = (JSON.parse(listed.stdout).nodes ?? []).find(
+            (n: { spec: { id: string } }) => n.spec.id === 'hub-gba-shaoguan',
+          );
+          const served = node?.status?.load?.find((entry: { model: string }) => entry.model === 'qwen3-32b');
+          return node?.state === 'NODE_STATE_READY' && served?.active === 4 && served?.queued === 1;
+        },
+        15_000,
+        200,
+      );
+      // On SIGTERM the agent waits for the engine's running requests to finish: let them.
+      load.running = 0;
+      load.waiting = 0;
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      const missing = await runCli([
+        'agent',
+        '--node',
+        'simulations/topologies/demo-national.yaml',
+        '--engine-metrics',
+        metrics.url,
+        '--server',
+        serve.address,
+      ]);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toContain('say which with --node-id');
+    } finally {
+      child.kill('SIGKILL');
+      await serve.stop();
+      await metrics.close();
     }
   });
 

@@ -1,0 +1,167 @@
+// The node agent (`cpn agent`): beside one inference server, it registers the node, scrapes the
+// engine's Prometheus metrics every interval, and reports a damped status (status-damper.ts) with
+// a keep-alive every TTL/3. An engine that cannot be read `unhealthyAfter` times in a row makes the
+// node UNHEALTHY (saying why); it is READY again at the next good read. On stop it reports the node
+// unhealthy (no new placements), waits until the engine runs nothing or the grace period passes,
+// and stops reporting: the node expires after its TTL.
+
+import { type ServiceError, status } from '@grpc/grpc-js';
+import { request } from 'undici';
+import type { Logger } from '../common/logger.js';
+import type { NodeSpec, NodeStatus } from '../gen/cpn/v1/types.js';
+import { type Engine, EngineMetricsError, type EngineReading, readEngineMetrics } from './engine-metrics.js';
+import { type ReportedStatus, shouldReport } from './status-damper.js';
+
+/** The control plane calls the agent makes (gRPC in production, the same in tests). */
+export interface AgentPlane {
+  register(spec: NodeSpec, ttlS: number): Promise<void>;
+  report(status: NodeStatus): Promise<void>;
+}
+
+export interface AgentOptions {
+  readonly plane: AgentPlane;
+  readonly spec: NodeSpec;
+  readonly ttlS: number;
+  readonly engine: Engine | 'auto';
+  readonly metricsUrl: string;
+  readonly intervalMs: number;
+  /** Failed reads in a row before the node is reported unhealthy (default 3). */
+  readonly unhealthyAfter?: number;
+  /** On stop, how long to wait for running requests to finish (default 30 s). */
+  readonly graceMs?: number;
+  readonly logger: Logger;
+  readonly clock?: () => number;
+}
+
+export class Agent {
+  private readonly clock: () => number;
+  private last: { status: ReportedStatus; atMs: number } | undefined;
+  private failures = 0;
+  private reading: EngineReading | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private ticking: Promise<void> = Promise.resolve();
+  /** Reports sent, and reads of the engine, for tests and logs. */
+  readonly counts = { reports: 0, reads: 0, failedReads: 0 };
+
+  constructor(private readonly options: AgentOptions) {
+    this.clock = options.clock ?? Date.now;
+  }
+
+  /** Registers the node and starts the loop. Rejects if the first registration fails. */
+  async start(): Promise<void> {
+    await this.options.plane.register(this.options.spec, this.options.ttlS);
+    this.options.logger.info('node registered', { node: this.options.spec.id });
+    this.schedule(0);
+  }
+
+  /** Reports the node unhealthy, waits for running requests (bounded), and stops reporting. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.ticking;
+    const until = this.clock() + (this.options.graceMs ?? 30_000);
+    await this.send(this.statusFrom(this.reading, false), true).catch(() => undefined);
+    while (this.clock() < until) {
+      await this.read();
+      const running = [...(this.reading?.models.values() ?? [])].reduce(
+        (sum, m) => sum + m.running + m.waiting,
+        0,
+      );
+      if (this.failures > 0 || running === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(this.options.intervalMs, 500)));
+    }
+    this.options.logger.info('agent stopped; the node expires after its TTL', { node: this.options.spec.id });
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopping) return;
+    this.timer = setTimeout(() => {
+      this.ticking = this.tick().finally(() => this.schedule(this.options.intervalMs));
+    }, delayMs);
+  }
+
+  private async tick(): Promise<void> {
+    await this.read();
+    const unhealthy = this.failures >= (this.options.unhealthyAfter ?? 3);
+    if (this.reading === undefined && !unhealthy) return; // nothing known yet
+    const next = this.statusFrom(unhealthy ? undefined : this.reading, !unhealthy);
+    if (
+      !shouldReport(this.last, next, this.clock(), {
+        keepAliveMs: (this.options.ttlS * 1000) / 3,
+        capacity: this.capacity,
+      })
+    )
+      return;
+    await this.send(next, false).catch((error: Error) =>
+      this.options.logger.warn('status report failed', { node: this.options.spec.id, err: error.message }),
+    );
+  }
+
+  private readonly capacity = (model: string) => {
+    const offer = this.options.spec.models.find((o) => o.model === model);
+    return offer === undefined ? 10 : offer.maxConcurrency + offer.maxQueue;
+  };
+
+  private async read(): Promise<void> {
+    this.counts.reads += 1;
+    try {
+      const response = await request(this.options.metricsUrl, {
+        headersTimeout: this.options.intervalMs,
+        bodyTimeout: this.options.intervalMs,
+      });
+      const text = await response.body.text();
+      if (response.statusCode !== 200) throw new EngineMetricsError(`answered ${response.statusCode}`);
+      if (text.length > 8 * 1024 * 1024) throw new EngineMetricsError('metrics larger than 8 MiB');
+      this.reading = readEngineMetrics(
+        text,
+        this.options.engine,
+        this.options.spec.models.map((offer) => offer.model),
+      );
+      if (this.failures >= (this.options.unhealthyAfter ?? 3))
+        this.options.logger.info('engine readable again', { node: this.options.spec.id });
+      this.failures = 0;
+    } catch (error) {
+      this.counts.failedReads += 1;
+      this.failures += 1;
+      if (this.failures === (this.options.unhealthyAfter ?? 3))
+        this.options.logger.warn('engine unreadable: reporting the node unhealthy', {
+          node: this.options.spec.id,
+          url: this.options.metricsUrl,
+          failures: this.failures,
+          err: (error as Error).message,
+        });
+    }
+  }
+
+  private statusFrom(reading: EngineReading | undefined, healthy: boolean): ReportedStatus & NodeStatus {
+    return {
+      nodeId: this.options.spec.id,
+      healthy,
+      load: [...(reading?.models ?? new Map()).entries()].map(([model, m]) => ({
+        model,
+        active: m.running,
+        queued: m.waiting,
+      })),
+      gpuUtilization: 0,
+      kvCacheUtilization: reading?.kvCacheUsage ?? 0,
+    };
+  }
+
+  private async send(next: ReportedStatus & NodeStatus, final: boolean): Promise<void> {
+    try {
+      await this.options.plane.report(next);
+    } catch (error) {
+      // Expired or never known (the control plane lost it): register again, then report.
+      const code = (error as ServiceError).code;
+      if ((code !== status.NOT_FOUND && code !== status.FAILED_PRECONDITION) || final) throw error;
+      this.options.logger.warn('node unknown to the control plane; registering again', {
+        node: this.options.spec.id,
+      });
+      await this.options.plane.register(this.options.spec, this.options.ttlS);
+      await this.options.plane.report(next);
+    }
+    this.counts.reports += 1;
+    this.last = { status: next, atMs: this.clock() };
+  }
+}

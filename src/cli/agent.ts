@@ -1,0 +1,161 @@
+// `cpn agent`: the node agent beside one inference server (src/agent/agent.ts).
+
+import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { Command, Option } from 'commander';
+import { Agent, type AgentPlane } from '../agent/agent.js';
+import { ENGINES, type Engine } from '../agent/engine-metrics.js';
+import { RegistryClient } from '../gen/cpn/v1/registry.js';
+import { createLogger, type LogFormat, type LogLevel } from '../ops/log.js';
+import { loadTopology } from '../ops/topology.js';
+import { ConfigError } from '../ops/yaml-config.js';
+import { specToProto } from '../server/convert.js';
+import { integer } from './args.js';
+import { CliError, withClientOptions } from './rpc.js';
+
+type Unary<Req> = (
+  request: Req,
+  metadata: Metadata,
+  options: { deadline: Date },
+  callback: (error: ServiceError | null) => void,
+) => unknown;
+
+/** The agent's calls over gRPC, each with the agent's key and a deadline. */
+export function grpcAgentPlane(
+  server: string,
+  apiKey: string | undefined,
+  timeoutMs: number,
+): AgentPlane & { close(): void } {
+  const registry = new RegistryClient(server, credentials.createInsecure());
+  const metadata = new Metadata();
+  if (apiKey) metadata.set('authorization', `Bearer ${apiKey}`);
+  const call = <Req>(method: Unary<Req>, request: Req) =>
+    new Promise<void>((resolve, reject) =>
+      method.call(
+        registry,
+        request,
+        metadata.clone(),
+        { deadline: new Date(Date.now() + timeoutMs) },
+        (error) => (error === null ? resolve() : reject(error)),
+      ),
+    );
+  return {
+    register: (spec, ttlS) => call(registry.registerNode as Unary<unknown>, { spec, ttlS, permanent: false }),
+    report: (status) => call(registry.reportStatus as Unary<unknown>, status),
+    close: () => registry.close(),
+  };
+}
+
+export function agentCommand(): Command {
+  return withClientOptions(
+    new Command('agent')
+      .description(
+        "run beside one inference server (vLLM, SGLang, TGI): register the node, read the engine's metrics, report its load and health (damped, with a keep-alive); --api-key is an agent key bound to the node",
+      )
+      .requiredOption(
+        '--node <file>',
+        'the node in the topology format (a topology file with this node; --node-id picks one of several)',
+      )
+      .option('--node-id <id>', 'which node of --node to run for')
+      .addOption(
+        new Option('--engine <engine>', 'the inference server, or auto to detect it from its metrics')
+          .choices([...ENGINES, 'auto'])
+          .default('auto')
+          .env('CPN_AGENT_ENGINE'),
+      )
+      .addOption(
+        new Option(
+          '--engine-metrics <url>',
+          "the engine's Prometheus endpoint, e.g. http://127.0.0.1:8000/metrics",
+        )
+          .makeOptionMandatory()
+          .env('CPN_AGENT_ENGINE_METRICS'),
+      )
+      .addOption(
+        new Option('--interval-ms <ms>', 'how often to read the engine')
+          .default(1000)
+          .argParser(integer(100, 60_000)),
+      )
+      .addOption(
+        new Option('--ttl-s <s>', "the node's TTL: silent this long, it is DOWN")
+          .default(10)
+          .argParser(integer(1, 86_400)),
+      )
+      .addOption(
+        new Option('--unhealthy-after <n>', 'failed reads in a row before the node is reported unhealthy')
+          .default(3)
+          .argParser(integer(1, 1000)),
+      )
+      .addOption(
+        new Option('--grace-ms <ms>', 'on SIGTERM, how long to wait for running requests to finish')
+          .default(30_000)
+          .argParser(integer(0, 3_600_000)),
+      )
+      .addOption(
+        new Option('--log-level <level>', 'debug, info, warn, error or silent')
+          .choices(['debug', 'info', 'warn', 'error', 'silent'])
+          .default('info'),
+      )
+      .addOption(
+        new Option('--log-format <format>', 'json or pretty').choices(['json', 'pretty']).default('json'),
+      ),
+  ).action(async (opts) => {
+    let nodes: Awaited<ReturnType<typeof loadTopology>>['nodes'];
+    try {
+      nodes = (await loadTopology(opts.node)).nodes;
+    } catch (error) {
+      if (error instanceof ConfigError) throw new CliError(error.message, 2);
+      throw new CliError(`cannot read --node ${opts.node}: ${(error as Error).message}`, 2);
+    }
+    const spec =
+      opts.nodeId === undefined
+        ? nodes.length === 1
+          ? nodes[0]
+          : undefined
+        : nodes.find((n) => n.id === opts.nodeId);
+    if (spec === undefined)
+      throw new CliError(
+        opts.nodeId === undefined
+          ? `${opts.node} holds ${nodes.length} nodes; say which with --node-id (${nodes
+              .slice(0, 5)
+              .map((n) => n.id)
+              .join(', ')}…)`
+          : `${opts.node} has no node ${opts.nodeId}`,
+        2,
+      );
+    const logger = createLogger(opts.logLevel as LogLevel, 2, opts.logFormat as LogFormat);
+    const plane = grpcAgentPlane(opts.server, opts.apiKey, opts.timeoutMs);
+    const agent = new Agent({
+      plane,
+      spec: specToProto(spec),
+      ttlS: opts.ttlS,
+      engine: opts.engine as Engine | 'auto',
+      metricsUrl: opts.engineMetrics,
+      intervalMs: opts.intervalMs,
+      unhealthyAfter: opts.unhealthyAfter,
+      graceMs: opts.graceMs,
+      logger,
+    });
+    try {
+      await agent.start();
+    } catch (error) {
+      plane.close();
+      throw new CliError(
+        `cannot register node ${spec.id} at ${opts.server}: ${(error as ServiceError).details ?? (error as Error).message}`,
+      );
+    }
+    process.stdout.write(
+      `cpn agent running for node ${spec.id} (engine ${opts.engine}, ${opts.engineMetrics}) against ${opts.server}\n`,
+    );
+    await new Promise<void>((resolve) => {
+      let signals = 0;
+      const stop = () => {
+        signals += 1;
+        if (signals > 1) return;
+        agent.stop().then(resolve);
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+    plane.close();
+  });
+}

@@ -1,0 +1,106 @@
+// The node agent against a real gRPC control plane and a fake engine serving vLLM's metrics text:
+// the node appears READY with the engine's load, a material change shows within a few reads, a
+// wiggle below the hysteresis sends nothing, an engine that cannot be read makes the node
+// UNHEALTHY (and Route chooses another node) until it is readable again.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { grpcAgentPlane } from '../../src/cli/agent.js';
+import { RouteRequest } from '../../src/gen/cpn/v1/scheduler.js';
+import { NodeState } from '../../src/gen/cpn/v1/types.js';
+import { silentLogger } from '../../src/ops/log.js';
+import { eventually } from '../helpers/etcd.js';
+import { type EngineLoad, startMetricsServer, vllmMetrics } from '../helpers/fake-engine-metrics.js';
+import { ok, protoSpec, startTestServer, type TestServer } from '../helpers/grpc.js';
+
+describe('cpn agent beside a vLLM engine', () => {
+  let t: TestServer;
+  let metrics: Awaited<ReturnType<typeof startMetricsServer>>;
+  let agent: Agent;
+  let plane: ReturnType<typeof grpcAgentPlane>;
+  const load: EngineLoad = { running: 3, waiting: 0, kv: 0.2 };
+  const node = async () => (await ok(t.registry, t.registry.getNode, { nodeId: 'gpu-1' })).node;
+  const routed = async () =>
+    (
+      await ok(
+        t.scheduler,
+        t.scheduler.route,
+        RouteRequest.fromPartial({
+          model: 'm',
+          client: { region: 'CN-GD' },
+          latencyBudgetMs: 60_000,
+          inputTokens: 10,
+        }),
+      )
+    ).placement?.nodeId;
+  /** Resolves after the agent has read the engine `n` more times. */
+  const reads = async (n: number) => {
+    const target = agent.counts.reads + n;
+    await eventually(() => agent.counts.reads >= target, 10_000, 10);
+  };
+
+  beforeAll(async () => {
+    t = await startTestServer();
+    metrics = await startMetricsServer(() => vllmMetrics('m', load));
+    // A dearer node without an agent, for Route to fall back on.
+    await ok(t.registry, t.registry.registerNode, {
+      spec: protoSpec('gpu-2', { inputPerMtok: 5 }),
+      ttlS: 0,
+      permanent: true,
+    });
+    const key = await t.server.plane.accounts.createApiKey({
+      role: 'agent',
+      name: 'agent of gpu-1',
+      nodeId: 'gpu-1',
+    });
+    if (key.kind !== 'created') throw new Error('no agent key');
+    plane = grpcAgentPlane(t.address, key.secret, 5000);
+    agent = new Agent({
+      plane,
+      spec: protoSpec('gpu-1'),
+      ttlS: 60,
+      engine: 'auto',
+      metricsUrl: metrics.url,
+      intervalMs: 50,
+      unhealthyAfter: 3,
+      graceMs: 2000,
+      logger: silentLogger,
+    });
+    await agent.start();
+  });
+  afterAll(async () => {
+    await agent?.stop();
+    plane?.close();
+    await metrics?.close();
+    await t?.close();
+  });
+
+  it('registers the node, which is READY with the load the engine reports', async () => {
+    await eventually(async () => (await node())?.status?.load[0]?.active === 3);
+    expect((await node())?.state).toBe(NodeState.NODE_STATE_READY);
+    expect((await node())?.status?.kvCacheUtilization).toBeCloseTo(0.2);
+    expect(await routed()).toBe('gpu-1');
+  });
+
+  it('a material change shows within a few reads; a wiggle below the hysteresis sends nothing', async () => {
+    load.running = 8;
+    load.waiting = 2;
+    await eventually(async () => (await node())?.status?.load[0]?.active === 8);
+    expect((await node())?.status?.load[0]?.queued).toBe(2);
+    await reads(2);
+    const sent = agent.counts.reports;
+    load.running = 9; // one more of a capacity of 16: below a tenth
+    await reads(5);
+    expect(agent.counts.reports).toBe(sent);
+    expect((await node())?.status?.load[0]?.active).toBe(8);
+  });
+
+  it('an engine that cannot be read makes the node UNHEALTHY after the configured failures, READY when it returns', async () => {
+    metrics.down = true;
+    await eventually(async () => (await node())?.state === NodeState.NODE_STATE_UNHEALTHY);
+    expect(agent.counts.failedReads).toBeGreaterThanOrEqual(3);
+    expect(await routed()).toBe('gpu-2');
+    metrics.down = false;
+    await eventually(async () => (await node())?.state === NodeState.NODE_STATE_READY);
+    expect(await routed()).toBe('gpu-1');
+  });
+});
