@@ -6,7 +6,14 @@
 // with vLLM's `continuous_usage_stats` every chunk carries the usage so far. The gateway always asks
 // for both, remembers the latest usage, and gives the client only what it asked for.
 
+import { StringDecoder } from 'node:string_decoder';
 import type { Usage } from '../core/model.js';
+
+/**
+ * The usage a client asked for in its stream: none; the total in a final chunk (OpenAI's
+ * `include_usage`); or every chunk's (vLLM's `continuous_usage_stats` too).
+ */
+export type ClientUsage = 'none' | 'final' | 'continuous';
 
 interface OpenAiUsage {
   readonly prompt_tokens?: unknown;
@@ -50,17 +57,19 @@ export class EventTooLarge extends Error {}
  */
 export class StreamMeter {
   private pending = '';
+  /** Multi-byte characters split between chunks are joined before they are read. */
+  private readonly decoder = new StringDecoder('utf8');
   /** Latest usage the engine reported (cumulative). */
   usage: Usage | undefined;
   /** Events that carried content, for the fallback rule when the engine reported no usage. */
   contentEvents = 0;
   done = false;
 
-  constructor(private readonly clientWantsUsage: boolean) {}
+  constructor(private readonly clientUsage: ClientUsage) {}
 
   /** Feeds bytes; returns the text to pass to the client now (complete events only). */
   push(chunk: Buffer | string): string {
-    this.pending += typeof chunk === 'string' ? chunk : chunk.toString('utf8');
+    this.pending += typeof chunk === 'string' ? chunk : this.decoder.write(chunk);
     let out = '';
     for (;;) {
       const end = this.eventEnd();
@@ -77,7 +86,7 @@ export class StreamMeter {
 
   /** Whatever is left when the engine's stream ends (a last event without its blank line). */
   flush(): string {
-    const rest = this.pending;
+    const rest = this.pending + this.decoder.end();
     this.pending = '';
     if (rest.trim() === '') return '';
     const passed = this.event(rest);
@@ -118,10 +127,11 @@ export class StreamMeter {
     if (usage !== undefined) this.usage = usage;
     const choices = Array.isArray(parsed.choices) ? parsed.choices : [];
     if (choices.length > 0) this.contentEvents += 1;
-    if (this.clientWantsUsage || parsed.usage === undefined || parsed.usage === null) return event;
-    // Usage the gateway asked for on the client's behalf: a usage-only chunk goes, and a content
-    // chunk goes on without it.
-    if (choices.length === 0) return undefined;
+    if (this.clientUsage === 'continuous' || parsed.usage === undefined || parsed.usage === null)
+      return event;
+    // Usage the client did not ask for: a usage-only chunk goes unless the client wants the final
+    // total, and a content chunk goes on without it.
+    if (choices.length === 0) return this.clientUsage === 'final' ? event : undefined;
     const { usage: _dropped, ...rest } = parsed;
     return `data: ${JSON.stringify(rest)}`;
   }

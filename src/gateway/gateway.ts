@@ -17,7 +17,6 @@
 // gateway dies first, the reservation lapses at its TTL and its hold is settled as the plane's
 // expiry rule says (see README, token packages).
 
-import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
@@ -26,7 +25,7 @@ import type { Logger } from '../common/logger.js';
 import { LEVELS, type Level, MODEL_PATTERN, type Usage } from '../core/model.js';
 import type { RouteRequest } from '../core/routing/index.js';
 import type { GatewayBackend, Placed } from './backend.js';
-import { engineUsage, StreamMeter, usageSoFar } from './engine-usage.js';
+import { type ClientUsage, engineUsage, StreamMeter, usageSoFar } from './engine-usage.js';
 import type { GatewayMetrics } from './gateway-metrics.js';
 import { badRequest, errorBody, type GatewayError, GatewayRefusal, gatewayError } from './openai-errors.js';
 
@@ -71,6 +70,49 @@ export interface RunningGateway {
 
 const ROUTED_PATHS = ['/v1/chat/completions', '/v1/completions'] as const;
 const MAX_TOKENS_DEFAULT = 1024;
+/** Choices (`n`) per request at most. */
+const MAX_CHOICES = 128;
+/** A prompt's tokens as an engine reports them, at most (beyond: a hostile or broken count). */
+const MAX_PROMPT_TOKENS = 10_000_000;
+
+/** The engine's URL for `path` (/v1/...), under any path the node's endpoint has. */
+function engineUrl(endpoint: string, path: string): URL {
+  return new URL(path.slice(1), endpoint.endsWith('/') ? endpoint : `${endpoint}/`);
+}
+
+/** At most `limit` bytes of a body as text; the rest is not read. */
+async function firstBytes(
+  body: AsyncIterable<unknown> & { destroy(): void },
+  limit: number,
+): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk as Buffer);
+      size += (chunk as Buffer).length;
+      if (size >= limit) break;
+    }
+  } catch {
+    // what arrived is enough
+  } finally {
+    body.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
+}
+
+/** Resolves when `raw` can take more, or is gone; leaves no listener behind. */
+function drained(raw: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      raw.off('drain', done);
+      raw.off('close', done);
+      resolve();
+    };
+    raw.on('drain', done);
+    raw.on('close', done);
+  });
+}
 /** Nodes a request is placed on at most: the first and two fallbacks. */
 const MAX_ATTEMPTS = 3;
 const MAX_TOKENS_LIMIT = 100_000_000;
@@ -214,12 +256,16 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       throw new GatewayRefusal(
         badRequest('model must be a model name of letters, digits and ._:/@+-', 'invalid_model'),
       );
+    if (fields.stream !== undefined && fields.stream !== null && typeof fields.stream !== 'boolean')
+      throw new GatewayRefusal(badRequest('stream must be true or false', 'invalid_value'));
     const stream = fields.stream === true;
-    const maxOutputTokens = tokenCount(
-      'max_tokens',
-      fields.max_completion_tokens ?? fields.max_tokens,
-      MAX_TOKENS_DEFAULT,
-    );
+    const asked = fields.max_completion_tokens ?? fields.max_tokens;
+    const perChoice = tokenCount('max_tokens', asked, MAX_TOKENS_DEFAULT);
+    const choices = fields.n === undefined || fields.n === null ? 1 : fields.n;
+    if (typeof choices !== 'number' || !Number.isSafeInteger(choices) || choices < 1 || choices > MAX_CHOICES)
+      throw new GatewayRefusal(badRequest(`n must be an integer from 1 to ${MAX_CHOICES}`, 'invalid_value'));
+    // The quota holds what the answer may cost: every choice at its most.
+    const maxOutputTokens = perChoice * choices;
     const region = header(request, 'x-cpn-region') ?? options.defaultRegion;
     if (region === undefined)
       throw new GatewayRefusal(
@@ -234,7 +280,38 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       throw new GatewayRefusal(
         badRequest('x-cpn-access-point must be a printable name of at most 128 characters'),
       );
-    const inputTokens = estimateInputTokens(fields);
+    let inputTokens: number;
+    let forwarded: string;
+    const streamOptions = (
+      typeof fields.stream_options === 'object' && fields.stream_options !== null ? fields.stream_options : {}
+    ) as { include_usage?: unknown; continuous_usage_stats?: unknown };
+    // What usage the client sees: none, the final total (OpenAI's way), or every chunk's.
+    const clientUsage: ClientUsage =
+      streamOptions.include_usage !== true
+        ? 'none'
+        : streamOptions.continuous_usage_stats === true
+          ? 'continuous'
+          : 'final';
+    try {
+      inputTokens = estimateInputTokens(fields);
+      forwarded = JSON.stringify({
+        ...fields,
+        // The engine stops where the quota hold ends.
+        ...(asked === undefined || asked === null ? { max_tokens: MAX_TOKENS_DEFAULT } : {}),
+        ...(stream
+          ? {
+              stream_options: {
+                ...streamOptions,
+                include_usage: true,
+                ...(continuousUsage ? { continuous_usage_stats: true } : {}),
+              },
+            }
+          : {}),
+      });
+    } catch (error) {
+      if (error instanceof RangeError) throw new GatewayRefusal(badRequest('the body is nested too deeply'));
+      throw error;
+    }
     const route: RouteRequest = {
       requestId: '',
       tenant,
@@ -256,22 +333,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       maxFallbacks: 0,
     };
     const none: Usage = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
-    const clientWantsUsage =
-      typeof fields.stream_options === 'object' &&
-      fields.stream_options !== null &&
-      (fields.stream_options as { include_usage?: unknown }).include_usage === true;
-    const forwarded = JSON.stringify(
-      stream
-        ? {
-            ...fields,
-            stream_options: {
-              ...(fields.stream_options as object | undefined),
-              include_usage: true,
-              ...(continuousUsage ? { continuous_usage_stats: true } : {}),
-            },
-          }
-        : fields,
-    );
+    /** An engine's count, within what the request could have used (a hostile count cannot drain a quota). */
+    const plausible = (usage: Usage): Usage => {
+      const input = Math.min(usage.inputTokens, MAX_PROMPT_TOKENS);
+      return {
+        inputTokens: input,
+        cachedInputTokens: Math.min(usage.cachedInputTokens, input),
+        outputTokens: Math.min(usage.outputTokens, maxOutputTokens),
+      };
+    };
     const abort = new AbortController();
     const onClientGone = () => abort.abort();
     reply.raw.once('close', onClientGone);
@@ -304,7 +374,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
       if (placement === undefined) return reply; // the client left before a slot was reserved
       try {
-        const upstream = await upstreamRequest(new URL(path, placement.endpoint), {
+        const upstream = await upstreamRequest(engineUrl(placement.endpoint, path), {
           method: 'POST',
           headers: {
             'content-type': 'application/json',
@@ -316,7 +386,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           bodyTimeout: 300_000,
         });
         if (upstream.statusCode >= 500) {
-          const text = (await upstream.body.text().catch(() => '')).slice(0, 300);
+          const text = await firstBytes(upstream.body, 300);
           throw new Error(`answered ${upstream.statusCode}${text ? `: ${text}` : ''}`);
         }
         placed = { placement, upstream };
@@ -396,8 +466,17 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
       reply.raw.off('close', onClientGone);
       const text = Buffer.concat(chunks);
-      const ok = upstream.statusCode === 200;
-      const usage = ok ? (engineUsage(text) ?? none) : none;
+      const ok = upstream.statusCode >= 200 && upstream.statusCode < 300;
+      // No usage in the answer: the estimate (4 characters a token, prompt and answer).
+      const usage = ok
+        ? plausible(
+            engineUsage(text) ?? {
+              inputTokens,
+              cachedInputTokens: 0,
+              outputTokens: Math.ceil(text.length / 4),
+            },
+          )
+        : none;
       await settle(usage, ok);
       log(upstream.statusCode, usage, ok ? 'completed' : 'engine_error');
       const contentType = upstream.headers['content-type'];
@@ -417,7 +496,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       connection: 'keep-alive',
       ...cpnHeaders,
     });
-    const meter = new StreamMeter(clientWantsUsage);
+    const meter = new StreamMeter(clientUsage);
     let failure: string | undefined;
     let first = true;
     try {
@@ -425,7 +504,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         if (first) firstByte();
         first = false;
         const out = meter.push(chunk as Buffer);
-        if (out !== '' && !raw.write(out)) await Promise.race([once(raw, 'drain'), once(raw, 'close')]);
+        if (out !== '' && !raw.write(out)) await drained(raw);
         if (raw.destroyed) break;
       }
       const rest = meter.flush();
@@ -444,7 +523,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         `data: ${errorBody(gatewayError(502, 'server_error', 'engine_stream_broken', `node ${placement.nodeId} ended the stream early${failure ? `: ${failure}` : ''}`))}\n\n`,
       );
     }
-    const usage = complete ? (meter.usage ?? usageSoFar(meter, inputTokens)) : usageSoFar(meter, inputTokens);
+    const usage = plausible(usageSoFar(meter, inputTokens));
     await settle(usage, complete);
     log(200, usage, complete ? 'completed' : clientGone ? 'client_disconnected' : 'engine_broke_off');
     if (!raw.destroyed) raw.end();
@@ -458,7 +537,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     port,
     address: `${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     async close(graceMs = 10_000) {
-      backend.close();
       const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
       cut.unref();
       // A connection whose stream ends during the close is idle from then on: close it then.
@@ -467,6 +545,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await app.close();
       clearTimeout(cut);
       clearInterval(idle);
+      // Only now: the streams that finished during the close have settled through it.
+      backend.close();
     },
   };
 }

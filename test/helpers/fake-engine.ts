@@ -15,6 +15,8 @@ export interface FakeEngineOptions {
   readonly chunkDelayMs?: number;
   /** 'refuse': 500 before any byte; 'break': destroy the connection after half the chunks. */
   readonly fail?: 'refuse' | 'break';
+  /** 'none': answers carry no usage; 'huge': absurd counts (2^53 − 1). */
+  readonly usage?: 'none' | 'huge';
 }
 
 export interface FakeEngine {
@@ -54,12 +56,17 @@ export async function startFakeEngine(initial: FakeEngineOptions = {}): Promise<
     const output = options.outputTokens ?? 5;
     const prompt = options.promptTokens ?? 12;
     const cached = options.cachedTokens ?? 4;
-    const usage = (completion: number) => ({
-      prompt_tokens: prompt,
-      total_tokens: prompt + completion,
-      completion_tokens: completion,
-      prompt_tokens_details: { cached_tokens: cached },
-    });
+    const usage = (completion: number) =>
+      options.usage === 'none'
+        ? undefined
+        : options.usage === 'huge'
+          ? { prompt_tokens: Number.MAX_SAFE_INTEGER, completion_tokens: Number.MAX_SAFE_INTEGER }
+          : {
+              prompt_tokens: prompt,
+              total_tokens: prompt + completion,
+              completion_tokens: completion,
+              prompt_tokens_details: { cached_tokens: cached },
+            };
     const chat = req.url === '/v1/chat/completions';
     const model = body.model;
     if (body.stream !== true) {

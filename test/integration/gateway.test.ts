@@ -289,6 +289,49 @@ describe.each(BACKENDS)('OpenAI-compatible gateway, control plane %s', (_name, m
     });
   });
 
+  it('hostile bodies are 400s: a non-boolean stream, n out of range, nesting too deep', async () => {
+    const post = (body: string) =>
+      fetch(`http://127.0.0.1:${gateway.port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body,
+      });
+    for (const body of [
+      '{"model":"m","messages":[],"stream":1}',
+      '{"model":"m","messages":[],"stream":"true"}',
+      '{"model":"m","messages":[],"n":0}',
+      `{"model":"m","messages":${'['.repeat(50_000)}${']'.repeat(50_000)}}`,
+    ]) {
+      const response = await post(body);
+      expect(response.status, body.slice(0, 60)).toBe(400);
+      expect(((await response.json()) as { error: { type: string } }).error.type).toBe(
+        'invalid_request_error',
+      );
+    }
+  });
+
+  it('the engine is told the max_tokens the quota holds; an answer without usage is billed the estimate; absurd counts are capped', async () => {
+    await sdk.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }] });
+    expect(engine.requests.at(-1)?.body.max_tokens).toBe(1024);
+    engine.setOptions({ usage: 'none' });
+    let before = usageOf('acme');
+    await sdk.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'hello there' }] });
+    let after = usageOf('acme');
+    expect(after.requests - before.requests).toBe(1);
+    expect(after.input - before.input).toBeGreaterThan(0);
+    expect(after.output - before.output).toBeGreaterThan(0);
+    engine.setOptions({ usage: 'huge' });
+    before = usageOf('acme');
+    await sdk.chat.completions.create({
+      model: 'm',
+      messages: [{ role: 'user', content: 'x' }],
+      max_tokens: 7,
+    });
+    after = usageOf('acme');
+    expect(after.output - before.output).toBe(7);
+    expect(after.input - before.input).toBeLessThanOrEqual(10_000_000);
+  });
+
   it('over quota under REJECT is 429 insufficient_quota with Retry-After', async () => {
     const tiny = await tenantKey('tiny', { ...PACKAGE, quotaPoints: 1 });
     const response = await fetch(`http://127.0.0.1:${gateway.port}/v1/chat/completions`, {
@@ -363,6 +406,7 @@ describe.each(BACKENDS)('OpenAI-compatible gateway, control plane %s', (_name, m
       defaultRegion: 'CN-GD',
     });
     engine.setOptions({ outputTokens: 20, chunkDelayMs: 20 });
+    const requestsBefore = usageOf('acme').requests;
     const sdkClosing = new OpenAI({
       baseURL: `http://127.0.0.1:${closing.port}/v1`,
       apiKey: key,
@@ -378,6 +422,8 @@ describe.each(BACKENDS)('OpenAI-compatible gateway, control plane %s', (_name, m
     for await (const _chunk of stream) chunks += 1;
     expect(chunks).toBe(20);
     await closed;
+    // Settled through the backend before it closed.
+    await expect.poll(() => usageOf('acme').requests - requestsBefore, { timeout: 5000 }).toBe(1);
     await expect(sdkClosing.models.list()).rejects.toThrow();
   });
 

@@ -29,7 +29,7 @@ describe('StreamMeter', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 1, max: stream.length - 1 }), { maxLength: 12 }), (cuts) => {
         const points = [...new Set(cuts)].sort((a, b) => a - b);
-        const meter = new StreamMeter(true);
+        const meter = new StreamMeter('continuous');
         let out = '';
         let from = 0;
         for (const at of [...points, stream.length]) {
@@ -45,7 +45,7 @@ describe('StreamMeter', () => {
   });
 
   it('without include_usage from the client: the usage-only chunk goes, content chunks lose their usage', () => {
-    const meter = new StreamMeter(false);
+    const meter = new StreamMeter('none');
     const out = meter.push(stream) + meter.flush();
     const events = out.split('\n\n').filter(Boolean);
     expect(events).toHaveLength(3);
@@ -55,7 +55,7 @@ describe('StreamMeter', () => {
   });
 
   it('reads CRLF-separated events and keeps comments and other fields', () => {
-    const meter = new StreamMeter(true);
+    const meter = new StreamMeter('continuous');
     const out = meter.push(
       ': keep-alive\r\n\r\nevent: x\r\ndata: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1}}\r\n\r\n',
     );
@@ -63,13 +63,28 @@ describe('StreamMeter', () => {
     expect(meter.usage).toEqual({ inputTokens: 4, cachedInputTokens: 0, outputTokens: 1 });
   });
 
+  it('a character split between two chunks arrives whole', () => {
+    const meter = new StreamMeter('none');
+    const bytes = Buffer.from(chunk('你好世界'));
+    const cut = bytes.indexOf(Buffer.from('你')) + 1;
+    const out = meter.push(bytes.subarray(0, cut)) + meter.push(bytes.subarray(cut)) + meter.flush();
+    expect(out).toContain('你好世界');
+  });
+
+  it("with include_usage only, the client gets OpenAI's shape: usage in the final chunk alone", () => {
+    const meter = new StreamMeter('final');
+    const events = (meter.push(stream) + meter.flush()).split('\n\n').filter(Boolean);
+    expect(events).toHaveLength(4);
+    expect(events.filter((event) => event.includes('"usage"'))).toEqual([events[2]]);
+  });
+
   it('an event larger than the limit stops the stream', () => {
-    const meter = new StreamMeter(true);
+    const meter = new StreamMeter('continuous');
     expect(() => meter.push(`data: ${'x'.repeat(MAX_EVENT_BYTES + 1)}`)).toThrow(EventTooLarge);
   });
 
   it('a stream cut before any usage is billed the prompt estimate and a token per content chunk', () => {
-    const meter = new StreamMeter(false);
+    const meter = new StreamMeter('none');
     meter.push(chunk('a') + chunk('b') + chunk('c'));
     expect(usageSoFar(meter, 40)).toEqual({ inputTokens: 40, cachedInputTokens: 0, outputTokens: 3 });
   });
