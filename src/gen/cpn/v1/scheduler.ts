@@ -237,7 +237,7 @@ export interface RouteRequest {
   maxFallbacks: number;
   /**
    * Nodes never to choose for this request: they already failed it before answering (a
-   * gateway's retry). Operators only.
+   * gateway's retry). Their explain verdict is VERDICT_FAILED_THIS_REQUEST.
    */
   avoid?: AvoidNodes | undefined;
 }
@@ -312,7 +312,7 @@ export interface ReleaseRequest {
   success: boolean;
   /**
    * Nothing was served: the caller gave up on the node before it answered (e.g. to retry
-   * elsewhere). The slot and the quota hold go back with no usage line. Operators and agents only.
+   * elsewhere). The slot and the quota hold go back with no usage line. Operators only.
    */
   abandoned?: boolean | undefined;
 }
