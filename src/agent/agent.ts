@@ -1,9 +1,9 @@
 // The node agent (`cpn agent`): beside one inference server, it registers the node, scrapes the
 // engine's Prometheus metrics every interval, and reports a damped status (status-damper.ts) with
 // a keep-alive every TTL/3. An engine that cannot be read `unhealthyAfter` times in a row makes the
-// node UNHEALTHY (saying why); it is READY again at the next good read. On stop it reports the node
-// unhealthy (no new placements), waits until the engine runs nothing or the grace period passes,
-// and stops reporting: the node expires after its TTL.
+// node UNHEALTHY (saying why); it is READY again at the next good read. On stop it drains the node
+// (no new placements), waits until the engine runs nothing or the grace period passes, and
+// deregisters it. An agent that dies instead leaves the node to expire after its TTL.
 
 import { type ServiceError, status } from '@grpc/grpc-js';
 import { request } from 'undici';
@@ -16,6 +16,9 @@ import { type ReportedStatus, shouldReport } from './status-damper.js';
 export interface AgentPlane {
   register(spec: NodeSpec, ttlS: number): Promise<void>;
   report(status: NodeStatus): Promise<void>;
+  /** No new placements on the node (existing ones finish). */
+  drain(nodeId: string): Promise<void>;
+  deregister(nodeId: string): Promise<void>;
 }
 
 export interface AgentOptions {
@@ -55,13 +58,29 @@ export class Agent {
     this.schedule(0);
   }
 
-  /** Reports the node unhealthy, waits for running requests (bounded), and stops reporting. */
+  /**
+   * Drains the node (no new placements), waits until the engine runs nothing or the grace period
+   * passes, and deregisters it. If the control plane refuses the drain, the node is reported
+   * unhealthy instead and left to expire after its TTL.
+   */
   async stop(): Promise<void> {
+    if (this.stopping) return;
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     await this.ticking;
+    const nodeId = this.options.spec.id;
     const until = this.clock() + (this.options.graceMs ?? 30_000);
-    await this.send(this.statusFrom(this.reading, false), true).catch(() => undefined);
+    const drained = await this.options.plane.drain(nodeId).then(
+      () => true,
+      (error: Error) => {
+        this.options.logger.warn('could not drain the node; reporting it unhealthy instead', {
+          node: nodeId,
+          err: error.message,
+        });
+        return false;
+      },
+    );
+    if (!drained) await this.send(this.statusFrom(this.reading, false), true).catch(() => undefined);
     while (this.clock() < until) {
       await this.read();
       const running = [...(this.reading?.models.values() ?? [])].reduce(
@@ -71,7 +90,16 @@ export class Agent {
       if (this.failures > 0 || running === 0) break;
       await new Promise((resolve) => setTimeout(resolve, Math.min(this.options.intervalMs, 500)));
     }
-    this.options.logger.info('agent stopped; the node expires after its TTL', { node: this.options.spec.id });
+    if (drained) {
+      await this.options.plane.deregister(nodeId).then(
+        () => this.options.logger.info('node drained and deregistered', { node: nodeId }),
+        (error: Error) =>
+          this.options.logger.warn('could not deregister the node; it expires after its TTL', {
+            node: nodeId,
+            err: error.message,
+          }),
+      );
+    } else this.options.logger.info('agent stopped; the node expires after its TTL', { node: nodeId });
   }
 
   private schedule(delayMs: number): void {

@@ -8,7 +8,8 @@ export type Role = (typeof ROLES)[number];
 /** What each role is for, in the words `--help` and PERMISSION_DENIED messages use. */
 export const ROLE_WORDS: Readonly<Record<Role, string>> = {
   operator: 'operator (every method)',
-  agent: "agent (its own node's registration, status, latency, and the usage of requests it served)",
+  agent:
+    "agent (its own node's registration, status, latency, drain and deregistration, and the usage of requests it served)",
   client: "client (Route, Release of its tenant's reservations, its own usage)",
   planner: 'planner (read-only: nodes, pricing, usage)',
 };

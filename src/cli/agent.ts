@@ -41,6 +41,8 @@ export function grpcAgentPlane(
   return {
     register: (spec, ttlS) => call(registry.registerNode as Unary<unknown>, { spec, ttlS, permanent: false }),
     report: (status) => call(registry.reportStatus as Unary<unknown>, status),
+    drain: (nodeId) => call(registry.drainNode as Unary<unknown>, { nodeId, drain: true }),
+    deregister: (nodeId) => call(registry.deregisterNode as Unary<unknown>, { nodeId }),
     close: () => registry.close(),
   };
 }

@@ -18,8 +18,9 @@ export const METHOD_ROLES = {
   RegisterNode: ['operator', 'agent'],
   ReportStatus: ['operator', 'agent'],
   ReportLatency: ['operator', 'agent'],
-  DeregisterNode: ['operator'],
-  DrainNode: ['operator'],
+  // An agent for its own node only (ownNode), and it may drain but not lift a drain.
+  DeregisterNode: ['operator', 'agent'],
+  DrainNode: ['operator', 'agent'],
   GetNode: EVERYONE_READS,
   ListNodes: EVERYONE_READS,
   GetStoreStatus: EVERYONE_READS,

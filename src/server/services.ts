@@ -101,14 +101,21 @@ export function registryService(
       }
       return { state: nodeStateToProto(outcome.node.state) };
     }),
-    deregisterNode: unary('DeregisterNode', async (request) => {
+    deregisterNode: unary('DeregisterNode', async (request, _call, caller) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
+      ownNode(caller, 'DeregisterNode', nodeId);
       if (!(await plane.deregisterNode(nodeId))) throw notFound(`node ${nodeId} is not registered`);
       log.info('node deregistered', { node: nodeId });
       return {};
     }),
-    drainNode: unary('DrainNode', async (request) => {
+    drainNode: unary('DrainNode', async (request, _call, caller) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
+      ownNode(caller, 'DrainNode', nodeId);
+      if (caller.role === 'agent' && !request.drain)
+        throw new ApiError(
+          status.PERMISSION_DENIED,
+          `DrainNode: an agent may drain its node (${nodeId}) but not lift a drain; that is an operator's call`,
+        );
       const node = await plane.setDraining(nodeId, request.drain);
       if (node === undefined) throw notFound(`node ${nodeId} is not registered`);
       log.info(request.drain ? 'node draining' : 'node drain lifted', { node: nodeId });

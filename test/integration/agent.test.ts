@@ -2,6 +2,7 @@
 // the node appears READY with the engine's load, a material change shows within a few reads, a
 // wiggle below the hysteresis sends nothing, an engine that cannot be read makes the node
 // UNHEALTHY (and Route chooses another node) until it is readable again.
+import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { grpcAgentPlane } from '../../src/cli/agent.js';
@@ -10,7 +11,7 @@ import { NodeState } from '../../src/gen/cpn/v1/types.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { eventually } from '../helpers/etcd.js';
 import { type EngineLoad, startMetricsServer, vllmMetrics } from '../helpers/fake-engine-metrics.js';
-import { ok, protoSpec, startTestServer, type TestServer } from '../helpers/grpc.js';
+import { ok, protoSpec, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
 
 describe('cpn agent beside a vLLM engine', () => {
   let t: TestServer;
@@ -102,5 +103,19 @@ describe('cpn agent beside a vLLM engine', () => {
     metrics.down = false;
     await eventually(async () => (await node())?.state === NodeState.NODE_STATE_READY);
     expect(await routed()).toBe('gpu-1');
+  });
+
+  it('stop drains the node, waits for the engine to finish what it runs, then deregisters it', async () => {
+    load.running = 2;
+    const stopped = agent.stop();
+    await eventually(async () => (await node())?.state === NodeState.NODE_STATE_DRAINING);
+    expect(await routed()).toBe('gpu-2');
+    // Still registered while the engine has work.
+    await reads(2);
+    expect((await node())?.spec?.id).toBe('gpu-1');
+    load.running = 0;
+    await stopped;
+    const gone = await rpc(t.registry, t.registry.getNode, { nodeId: 'gpu-1' });
+    expect(gone.ok || gone.error.code).toBe(status.NOT_FOUND);
   });
 });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AccountsClient, AccountsService, Role } from '../../src/gen/cpn/v1/accounts.js';
 import { RegistryClient, RegistryService } from '../../src/gen/cpn/v1/registry.js';
 import { RouteRequest, SchedulerClient, SchedulerService } from '../../src/gen/cpn/v1/scheduler.js';
-import { Level } from '../../src/gen/cpn/v1/types.js';
+import { Level, NodeState } from '../../src/gen/cpn/v1/types.js';
 import {
   ALL_NODES,
   bearer,
@@ -346,6 +346,44 @@ describe('authentication and roles over gRPC', () => {
       status.INVALID_ARGUMENT,
       expect.stringContaining('at most 8'),
     ]);
+  });
+
+  it('an agent may drain and deregister its own node, not lift a drain, and not touch another node', async () => {
+    const operator = as('operator');
+    await ok(operator.registry, operator.registry.registerNode, {
+      spec: spec('a3'),
+      ttlS: 0,
+      permanent: true,
+    });
+    const created = await ok(operator.accounts, operator.accounts.createApiKey, {
+      role: Role.ROLE_AGENT,
+      tenant: '',
+      nodeId: 'a3',
+      name: 'agent of a3',
+      expiresAt: undefined,
+    });
+    const agent = open(created.secret);
+    try {
+      const other = await rpc(agent.registry, agent.registry.drainNode, { nodeId: 'a1', drain: true });
+      expect(other.ok || other.error.code).toBe(status.PERMISSION_DENIED);
+      expect(
+        (await ok(agent.registry, agent.registry.drainNode, { nodeId: 'a3', drain: true })).node?.state,
+      ).toBe(NodeState.NODE_STATE_DRAINING);
+      const lift = await rpc(agent.registry, agent.registry.drainNode, { nodeId: 'a3', drain: false });
+      expect(lift.ok || [lift.error.code, lift.error.details]).toEqual([
+        status.PERMISSION_DENIED,
+        expect.stringContaining('not lift a drain'),
+      ]);
+      const foreign = await rpc(agent.registry, agent.registry.deregisterNode, { nodeId: 'a1' });
+      expect(foreign.ok || foreign.error.code).toBe(status.PERMISSION_DENIED);
+      await ok(agent.registry, agent.registry.deregisterNode, { nodeId: 'a3' });
+      expect(t.store.getNode('a3')).toBeUndefined();
+      expect(t.store.getNode('a1')).toBeDefined();
+    } finally {
+      agent.registry.close();
+      agent.scheduler.close();
+      agent.accounts.close();
+    }
   });
 
   it('the hijacks of an open server are refused for a client key, and change nothing', async () => {

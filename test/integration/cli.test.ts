@@ -418,7 +418,7 @@ describe('cpn CLI failures and lifecycle', () => {
     }
   });
 
-  it('cpn agent registers its node from a topology file, reports the engine load, and stops on SIGTERM', async () => {
+  it('cpn agent registers its node from a topology file, reports the engine load, and on SIGTERM drains and deregisters it', async () => {
     const { spawn } = await import('node:child_process');
     const load = { running: 4, waiting: 1, kv: 0.5 };
     const metrics = await startMetricsServer(() => vllmMetrics('qwen3-32b', load));
@@ -462,6 +462,11 @@ describe('cpn CLI failures and lifecycle', () => {
       load.waiting = 0;
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
+      // Drained and deregistered on the way out.
+      const after = JSON.parse((await runCli(['nodes', '--json', '--server', serve.address])).stdout);
+      expect((after.nodes ?? []).map((n: { spec: { id: string } }) => n.spec.id)).not.toContain(
+        'hub-gba-shaoguan',
+      );
       const missing = await runCli([
         'agent',
         '--node',
