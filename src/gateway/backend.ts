@@ -49,6 +49,11 @@ export function operatorTenant(tenantHeader: string | undefined): string {
   return tenant;
 }
 
+export const unknownTenant = (tenant: string) =>
+  new GatewayRefusal(
+    gatewayError(404, 'invalid_request_error', 'tenant_not_found', `x-cpn-tenant: no tenant ${tenant}`),
+  );
+
 export const notATenant = (what: string) =>
   new GatewayRefusal(
     gatewayError(
@@ -76,7 +81,11 @@ export function inProcessBackend(
       }
       const { identity } = outcome;
       if (identity.role === 'client') return { tenant: identity.tenant, authorization };
-      if (identity.role === 'operator') return { tenant: operatorTenant(tenantHeader), authorization };
+      if (identity.role === 'operator') {
+        const tenant = operatorTenant(tenantHeader);
+        if (tenant !== '' && plane.accounts.tenant(tenant) === undefined) throw unknownTenant(tenant);
+        return { tenant, authorization };
+      }
       throw notATenant(`${identity.role} ${identity.subject}`);
     },
 

@@ -17,7 +17,14 @@ import { ListNodesRequest, RegistryClient } from '../gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../gen/cpn/v1/scheduler.js';
 import { NodeState, type Level as ProtoLevel } from '../gen/cpn/v1/types.js';
 import { ErrorInfo, Status } from '../gen/google/rpc/error_details.js';
-import { type Caller, type GatewayBackend, notATenant, operatorTenant, type Placed } from './backend.js';
+import {
+  type Caller,
+  type GatewayBackend,
+  notATenant,
+  operatorTenant,
+  type Placed,
+  unknownTenant,
+} from './backend.js';
 import { type GatewayError, GatewayRefusal, gatewayError } from './openai-errors.js';
 
 export interface RemoteBackendOptions {
@@ -140,6 +147,21 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
     throw error;
   };
 
+  /** Tenants an operator's x-cpn-tenant named that exist, for a few seconds. */
+  const tenantsSeen = new Map<string, number>();
+  async function knownTenant(tenant: string): Promise<string> {
+    if (tenant === '' || (tenantsSeen.get(tenant) ?? 0) > Date.now()) return tenant;
+    try {
+      await call(accounts, accounts.getTenant, { name: tenant }, own, timeoutMs);
+    } catch (error) {
+      if (isServiceError(error) && error.code === status.NOT_FOUND) throw unknownTenant(tenant);
+      refuse(error);
+    }
+    if (tenantsSeen.size >= MAX_CACHED_KEYS) tenantsSeen.clear();
+    tenantsSeen.set(tenant, Date.now() + CACHE_MS);
+    return tenant;
+  }
+
   async function servedModels(): Promise<Set<string>> {
     if (served !== undefined && served.untilMs > Date.now()) return served.models;
     const models = new Set<string>();
@@ -171,7 +193,9 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
       const cached = identities.get(digest);
       if (cached !== undefined && cached.untilMs > Date.now()) {
         const tenant =
-          cached.caller.tenant === '\u0000operator' ? operatorTenant(tenantHeader) : cached.caller.tenant;
+          cached.caller.tenant === '\u0000operator'
+            ? await knownTenant(operatorTenant(tenantHeader))
+            : cached.caller.tenant;
         return { tenant, authorization };
       }
       const who = await call(accounts, accounts.whoAmI, {}, bearer(authorization), timeoutMs).catch(refuse);
@@ -181,7 +205,10 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
       else throw notATenant(`${Role[who.role]} ${who.subject}`);
       if (identities.size >= MAX_CACHED_KEYS) identities.clear();
       identities.set(digest, { caller: { tenant }, untilMs: Date.now() + CACHE_MS });
-      return { tenant: tenant === '\u0000operator' ? operatorTenant(tenantHeader) : tenant, authorization };
+      return {
+        tenant: tenant === '\u0000operator' ? await knownTenant(operatorTenant(tenantHeader)) : tenant,
+        authorization,
+      };
     },
 
     async route(caller, request: RouteRequest, isCancelled) {

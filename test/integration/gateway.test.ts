@@ -332,6 +332,25 @@ describe.each(BACKENDS)('OpenAI-compatible gateway, control plane %s', (_name, m
     expect(after.input - before.input).toBeLessThanOrEqual(10_000_000);
   });
 
+  it('an operator key acts for the tenant in x-cpn-tenant, which must exist', async () => {
+    const post = (tenant: string) =>
+      fetch(`http://127.0.0.1:${gateway.port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${TEST_OPERATOR_KEY}`,
+          'content-type': 'application/json',
+          'x-cpn-tenant': tenant,
+        },
+        body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }),
+      });
+    const ghost = await post('ghost');
+    expect(ghost.status).toBe(404);
+    expect(((await ghost.json()) as { error: { code: string } }).error.code).toBe('tenant_not_found');
+    const before = usageOf('acme').requests;
+    expect((await post('acme')).status).toBe(200);
+    expect(usageOf('acme').requests - before).toBe(1);
+  });
+
   it('over quota under REJECT is 429 insufficient_quota with Retry-After', async () => {
     const tiny = await tenantKey('tiny', { ...PACKAGE, quotaPoints: 1 });
     const response = await fetch(`http://127.0.0.1:${gateway.port}/v1/chat/completions`, {
