@@ -1,9 +1,10 @@
 // `cpn agent`: the node agent beside one inference server (src/agent/agent.ts).
 
-import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { Agent, type AgentPlane } from '../agent/agent.js';
 import { ENGINES, type Engine } from '../agent/engine-metrics.js';
+import type { Logger } from '../common/logger.js';
 import { RegistryClient } from '../gen/cpn/v1/registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../ops/log.js';
 import { loadTopology } from '../ops/topology.js';
@@ -19,16 +20,23 @@ type Unary<Req> = (
   callback: (error: ServiceError | null) => void,
 ) => unknown;
 
-/** The agent's calls over gRPC, each with the agent's key and a deadline. */
+/**
+ * The agent's calls over gRPC, each with the agent's key and a deadline. With several servers
+ * (replicas of one control plane), a call that cannot reach one goes to the next, which then
+ * stays current until it fails in turn.
+ */
 export function grpcAgentPlane(
-  server: string,
+  servers: readonly string[],
   apiKey: string | undefined,
   timeoutMs: number,
+  logger?: Logger,
 ): AgentPlane & { close(): void } {
-  const registry = new RegistryClient(server, credentials.createInsecure());
+  if (servers.length === 0) throw new CliError('--server needs at least one address', 2);
+  const registries = servers.map((server) => new RegistryClient(server, credentials.createInsecure()));
+  let current = 0;
   const metadata = new Metadata();
   if (apiKey) metadata.set('authorization', `Bearer ${apiKey}`);
-  const call = <Req>(method: Unary<Req>, request: Req) =>
+  const once = <Req>(registry: RegistryClient, method: Unary<Req>, request: Req) =>
     new Promise<void>((resolve, reject) =>
       method.call(
         registry,
@@ -38,12 +46,29 @@ export function grpcAgentPlane(
         (error) => (error === null ? resolve() : reject(error)),
       ),
     );
+  const call = async <Req>(pick: (registry: RegistryClient) => Unary<Req>, request: Req) => {
+    for (let attempt = 0; ; attempt += 1) {
+      const registry = registries[current] as RegistryClient;
+      try {
+        return await once(registry, pick(registry), request);
+      } catch (error) {
+        const code = (error as ServiceError).code;
+        const unreachable = code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED;
+        if (!unreachable || attempt + 1 >= registries.length) throw error;
+        const from = servers[current];
+        current = (current + 1) % registries.length;
+        logger?.warn('control plane unreachable; trying the next', { from, to: servers[current] });
+      }
+    }
+  };
   return {
-    register: (spec, ttlS) => call(registry.registerNode as Unary<unknown>, { spec, ttlS, permanent: false }),
-    report: (status) => call(registry.reportStatus as Unary<unknown>, status),
-    drain: (nodeId) => call(registry.drainNode as Unary<unknown>, { nodeId, drain: true }),
-    deregister: (nodeId) => call(registry.deregisterNode as Unary<unknown>, { nodeId }),
-    close: () => registry.close(),
+    register: (spec, ttlS) => call((r) => r.registerNode as Unary<unknown>, { spec, ttlS, permanent: false }),
+    report: (nodeStatus) => call((r) => r.reportStatus as Unary<unknown>, nodeStatus),
+    drain: (nodeId) => call((r) => r.drainNode as Unary<unknown>, { nodeId, drain: true }),
+    deregister: (nodeId) => call((r) => r.deregisterNode as Unary<unknown>, { nodeId }),
+    close: () => {
+      for (const registry of registries) registry.close();
+    },
   };
 }
 
@@ -51,7 +76,7 @@ export function agentCommand(): Command {
   return withClientOptions(
     new Command('agent')
       .description(
-        "run beside one inference server (vLLM, SGLang, TGI): register the node, read the engine's metrics, report its load and health (damped, with a keep-alive); --api-key is an agent key bound to the node",
+        "run beside one inference server (vLLM, SGLang, TGI): register the node, read the engine's metrics, report its load and health (damped, with a keep-alive); --api-key is an agent key bound to the node; --server may list several replicas, comma-separated (the next is tried when one is unreachable)",
       )
       .requiredOption(
         '--node <file>',
@@ -125,7 +150,11 @@ export function agentCommand(): Command {
         2,
       );
     const logger = createLogger(opts.logLevel as LogLevel, 2, opts.logFormat as LogFormat);
-    const plane = grpcAgentPlane(opts.server, opts.apiKey, opts.timeoutMs);
+    const servers = String(opts.server)
+      .split(',')
+      .map((server) => server.trim())
+      .filter(Boolean);
+    const plane = grpcAgentPlane(servers, opts.apiKey, opts.timeoutMs, logger);
     const agent = new Agent({
       plane,
       spec: specToProto(spec),

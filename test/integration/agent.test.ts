@@ -54,7 +54,7 @@ describe('cpn agent beside a vLLM engine', () => {
       nodeId: 'gpu-1',
     });
     if (key.kind !== 'created') throw new Error('no agent key');
-    plane = grpcAgentPlane(t.address, key.secret, 5000);
+    plane = grpcAgentPlane([t.address], key.secret, 5000);
     agent = new Agent({
       plane,
       spec: protoSpec('gpu-1'),
