@@ -10,6 +10,7 @@ import { request } from 'undici';
 import type { Logger } from '../common/logger.js';
 import type { NodeSpec, NodeStatus } from '../gen/cpn/v1/types.js';
 import { type Engine, EngineMetricsError, type EngineReading, readEngineMetrics } from './engine-metrics.js';
+import { measure, type ProbeTarget } from './probes.js';
 import { type ReportedStatus, shouldReport } from './status-damper.js';
 
 /** The control plane calls the agent makes (gRPC in production, the same in tests). */
@@ -19,6 +20,8 @@ export interface AgentPlane {
   /** No new placements on the node (existing ones finish). */
   drain(nodeId: string): Promise<void>;
   deregister(nodeId: string): Promise<void>;
+  /** Measured round trips from places to this node. */
+  reportLatency(samples: readonly { from: string; nodeId: string; rttMs: number }[]): Promise<void>;
 }
 
 export interface AgentOptions {
@@ -34,6 +37,9 @@ export interface AgentOptions {
   readonly graceMs?: number;
   readonly logger: Logger;
   readonly clock?: () => number;
+  /** Places to measure TCP connect time from (probes.ts), every probeIntervalMs (default 10 s). */
+  readonly probes?: readonly ProbeTarget[];
+  readonly probeIntervalMs?: number;
 }
 
 export class Agent {
@@ -45,7 +51,7 @@ export class Agent {
   private stopping = false;
   private ticking: Promise<void> = Promise.resolve();
   /** Reports sent, and reads of the engine, for tests and logs. */
-  readonly counts = { reports: 0, reads: 0, failedReads: 0 };
+  readonly counts = { reports: 0, reads: 0, failedReads: 0, probeReports: 0 };
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? Date.now;
@@ -56,6 +62,39 @@ export class Agent {
     await this.options.plane.register(this.options.spec, this.options.ttlS);
     this.options.logger.info('node registered', { node: this.options.spec.id });
     this.schedule(0);
+    if ((this.options.probes ?? []).length > 0) this.scheduleProbes(0);
+  }
+
+  private probeTimer: NodeJS.Timeout | undefined;
+
+  private scheduleProbes(delayMs: number): void {
+    if (this.stopping) return;
+    this.probeTimer = setTimeout(() => {
+      this.probe().finally(() => this.scheduleProbes(this.options.probeIntervalMs ?? 10_000));
+    }, delayMs);
+    this.probeTimer.unref();
+  }
+
+  /** Measures every probe target (3 connects each, the median) and reports what succeeded. */
+  private async probe(): Promise<void> {
+    const nodeId = this.options.spec.id;
+    const measured = await Promise.all(
+      (this.options.probes ?? []).map(async (target) => ({ target, rtt: await measure(target, 3, 2000) })),
+    );
+    const samples = measured.flatMap(({ target, rtt }) =>
+      rtt === undefined ? [] : [{ from: target.from, nodeId, rttMs: Math.round(rtt * 100) / 100 }],
+    );
+    for (const { target, rtt } of measured)
+      if (rtt === undefined)
+        this.options.logger.warn('probe failed', { node: nodeId, from: target.from, host: target.host });
+    if (samples.length === 0) return;
+    await this.options.plane.reportLatency(samples).then(
+      () => {
+        this.counts.probeReports += 1;
+      },
+      (error: Error) =>
+        this.options.logger.warn('latency report failed', { node: nodeId, err: error.message }),
+    );
   }
 
   /**
@@ -67,6 +106,7 @@ export class Agent {
     if (this.stopping) return;
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.probeTimer) clearTimeout(this.probeTimer);
     await this.ticking;
     const nodeId = this.options.spec.id;
     const until = this.clock() + (this.options.graceMs ?? 30_000);

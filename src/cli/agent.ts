@@ -4,6 +4,7 @@ import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js'
 import { Command, Option } from 'commander';
 import { Agent, type AgentPlane } from '../agent/agent.js';
 import { ENGINES, type Engine } from '../agent/engine-metrics.js';
+import { type ProbeTarget, parseProbe } from '../agent/probes.js';
 import type { Logger } from '../common/logger.js';
 import { RegistryClient } from '../gen/cpn/v1/registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../ops/log.js';
@@ -66,6 +67,7 @@ export function grpcAgentPlane(
     report: (nodeStatus) => call((r) => r.reportStatus as Unary<unknown>, nodeStatus),
     drain: (nodeId) => call((r) => r.drainNode as Unary<unknown>, { nodeId, drain: true }),
     deregister: (nodeId) => call((r) => r.deregisterNode as Unary<unknown>, { nodeId }),
+    reportLatency: (samples) => call((r) => r.reportLatency as Unary<unknown>, { samples: [...samples] }),
     close: () => {
       for (const registry of registries) registry.close();
     },
@@ -96,6 +98,16 @@ export function agentCommand(): Command {
         )
           .makeOptionMandatory()
           .env('CPN_AGENT_ENGINE_METRICS'),
+      )
+      .addOption(
+        new Option('--probe-interval-ms <ms>', 'how often to measure the probes')
+          .default(10_000)
+          .argParser(integer(1000, 3_600_000)),
+      )
+      .option(
+        '--probe <name=host:port>',
+        'measure TCP connect time from a place to this node (an address standing for the access point or region NAME), reported as latency; repeatable',
+        (value: string, previous: string[] = []) => [...previous, value],
       )
       .addOption(
         new Option('--interval-ms <ms>', 'how often to read the engine')
@@ -149,6 +161,12 @@ export function agentCommand(): Command {
           : `${opts.node} has no node ${opts.nodeId}`,
         2,
       );
+    let probes: ProbeTarget[];
+    try {
+      probes = ((opts.probe as string[] | undefined) ?? []).map(parseProbe);
+    } catch (error) {
+      throw new CliError((error as Error).message, 2);
+    }
     const logger = createLogger(opts.logLevel as LogLevel, 2, opts.logFormat as LogFormat);
     const servers = String(opts.server)
       .split(',')
@@ -165,6 +183,8 @@ export function agentCommand(): Command {
       unhealthyAfter: opts.unhealthyAfter,
       graceMs: opts.graceMs,
       logger,
+      probes,
+      probeIntervalMs: opts.probeIntervalMs,
     });
     try {
       await agent.start();

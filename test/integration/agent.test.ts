@@ -65,6 +65,9 @@ describe('cpn agent beside a vLLM engine', () => {
       unhealthyAfter: 3,
       graceMs: 2000,
       logger: silentLogger,
+      // The metrics server's port stands for an access point's address.
+      probes: [{ from: 'ap-gd-1', host: '127.0.0.1', port: Number(new URL(metrics.url).port) }],
+      probeIntervalMs: 200,
     });
     await agent.start();
   });
@@ -80,6 +83,13 @@ describe('cpn agent beside a vLLM engine', () => {
     expect((await node())?.state).toBe(NodeState.NODE_STATE_READY);
     expect((await node())?.status?.kvCacheUtilization).toBeCloseTo(0.2);
     expect(await routed()).toBe('gpu-1');
+  });
+
+  it("measures TCP connect time from its probe targets and reports it as the node's latency", async () => {
+    await eventually(() => t.store.view.samplesFrom('ap-gd-1')?.get('gpu-1') !== undefined);
+    const sample = t.store.view.samplesFrom('ap-gd-1')?.get('gpu-1');
+    expect(sample?.rttMs).toBeGreaterThanOrEqual(0);
+    expect(sample?.rttMs).toBeLessThan(2000);
   });
 
   it('a material change shows within a few reads; a wiggle below the hysteresis sends nothing', async () => {

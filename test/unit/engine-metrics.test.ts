@@ -1,6 +1,9 @@
 // Reading vLLM, SGLang and TGI metrics text, and the agent's damping of status reports.
+
+import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { EngineMetricsError, readEngineMetrics } from '../../src/agent/engine-metrics.js';
+import { measure, parseProbe } from '../../src/agent/probes.js';
 import { shouldReport } from '../../src/agent/status-damper.js';
 import { sglangMetrics, tgiMetrics, vllmMetrics } from '../helpers/fake-engine-metrics.js';
 
@@ -66,5 +69,27 @@ describe('shouldReport', () => {
     expect(shouldReport(last, status(5, 0.35), 100, options)).toBe(true);
     expect(shouldReport(last, status(5, 0.2, false), 100, options)).toBe(true);
     expect(shouldReport(last, status(5), 3000, options)).toBe(true);
+  });
+});
+
+describe('probes', () => {
+  it('parses NAME=HOST:PORT, IPv6 in brackets; refuses anything else naming the form', () => {
+    expect(parseProbe('CN-GD=10.1.2.3:443')).toEqual({ from: 'CN-GD', host: '10.1.2.3', port: 443 });
+    expect(parseProbe('ap.sz-1=[::1]:8443')).toEqual({ from: 'ap.sz-1', host: '::1', port: 8443 });
+    for (const bad of ['CN-GD', 'CN-GD=host', 'CN-GD=host:0', 'CN-GD=host:70000', '=h:1', 'a b=h:1'])
+      expect(() => parseProbe(bad), bad).toThrow(/NAME=HOST:PORT/);
+  });
+
+  it('measures the median connect time to a listening port, and nothing for a closed one', async () => {
+    const server = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const rtt = await measure({ from: 'x', host: '127.0.0.1', port }, 3, 2000);
+      expect(rtt).toBeGreaterThanOrEqual(0);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+    expect(await measure({ from: 'x', host: '127.0.0.1', port }, 2, 2000)).toBeUndefined();
   });
 });
