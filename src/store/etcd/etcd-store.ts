@@ -112,6 +112,8 @@ export class EtcdStore implements Store {
   private probe: { revision: number; atMs: number } | undefined;
   private lastConfirmedMs: number;
   private unreachableSinceMs: number | undefined;
+  /** When etcd last answered again after being unreachable. */
+  private reachableAgainAtMs: number | undefined;
   private resyncing: Promise<void> | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
@@ -346,7 +348,7 @@ export class EtcdStore implements Store {
     // (without asking etcd first, which may still be refusing calls as it comes back).
     const revived = this.mirror.nodeDocs.has(status.nodeId)
       ? undefined
-      : this.unrenewed.live(status.nodeId, nowMs);
+      : this.unrenewed.live(status.nodeId, this.owedAsOf(nowMs));
     let doc =
       this.mirror.nodeDocs.get(status.nodeId) ??
       revived?.doc ??
@@ -367,7 +369,7 @@ export class EtcdStore implements Store {
         // written again on a new one) once etcd is back (node-leases.ts).
         this.unrenewed.note(doc, load);
       } else if (ttl <= 0) {
-        if (this.unrenewed.live(status.nodeId, nowMs) === undefined) {
+        if (this.unrenewed.live(status.nodeId, this.owedAsOf(nowMs)) === undefined) {
           this.mirror.forget(status.nodeId);
           return { kind: 'expired', expiredAtMs: nowMs };
         }
@@ -377,7 +379,7 @@ export class EtcdStore implements Store {
         this.keptAliveAtMs.set(status.nodeId, nowMs);
         this.unrenewed.settled(status.nodeId);
       }
-    } else if (this.unrenewed.live(status.nodeId, nowMs) !== undefined) {
+    } else if (this.unrenewed.live(status.nodeId, this.owedAsOf(nowMs)) !== undefined) {
       this.unrenewed.note(doc, load);
     }
     // A document read from etcd (or kept through an outage) ahead of the watch counts now.
@@ -415,7 +417,7 @@ export class EtcdStore implements Store {
    * undefined if etcd is unreachable (the report still counts locally; a later one tries again).
    */
   private async revive(nodeId: string): Promise<NodeDoc | undefined> {
-    const entry = this.unrenewed.live(nodeId, this.clock());
+    const entry = this.unrenewed.live(nodeId, this.owedAsOf(this.clock()));
     if (entry === undefined) return undefined;
     try {
       const leaseId = (
@@ -440,16 +442,23 @@ export class EtcdStore implements Store {
         }),
       );
       this.stats.writes += 1;
-      this.unrenewed.settled(nodeId);
       const revision = Number(response.header.revision);
       if (!response.succeeded) {
-        // Another replica (or a re-registration) wrote it first: that one stands.
         await this.revoke(leaseId);
         const kv = response.responses[0]?.response_range?.kvs[0];
+        const existing = kv === undefined ? undefined : (JSON.parse(kv.value.toString()) as NodeDoc);
+        if (existing !== undefined && existing.leaseId === entry.doc.leaseId && entry.doc.leaseId !== '0') {
+          // Still the document on the lapsed lease: etcd said the lease is gone but has not yet
+          // deleted its keys. Keep the claim; the next report writes the node again.
+          return entry.doc;
+        }
+        // Another replica (or a re-registration) wrote it first: that one stands.
+        this.unrenewed.settled(nodeId);
         if (kv === undefined) return undefined;
         this.mirror.applyKeyValue(kv, false);
         return this.mirror.nodeDocs.get(nodeId);
       }
+      this.unrenewed.settled(nodeId);
       this.stats.revivals += 1;
       this.options.logger.info('node written again on a new lease after etcd was unreachable', {
         node: nodeId,
@@ -465,12 +474,23 @@ export class EtcdStore implements Store {
     }
   }
 
+  /**
+   * The moment a node's last unrenewed report is measured against: when etcd answered again (a
+   * node that reported within its TTL of that moment kept its claim through the outage, however
+   * slowly its next report arrives), or now while etcd is still away.
+   */
+  private owedAsOf(nowMs: number): number {
+    return this.unreachableSinceMs === undefined && this.reachableAgainAtMs !== undefined
+      ? Math.min(nowMs, this.reachableAgainAtMs)
+      : nowMs;
+  }
+
   /** Once etcd is reachable again: renews every lease that reports could not, reviving lapsed ones. */
   private healLeases(): Promise<void> {
     this.healing ??= (async () => {
       for (const nodeId of this.unrenewed.nodeIds()) {
         if (this.closed || this.unreachableSinceMs !== undefined) return;
-        const entry = this.unrenewed.live(nodeId, this.clock());
+        const entry = this.unrenewed.live(nodeId, this.owedAsOf(this.clock()));
         if (entry === undefined) continue;
         const current = this.mirror.nodeDocs.get(nodeId);
         const ttl = current === undefined || current.permanent ? 0 : await this.keepAlive(current.leaseId);
@@ -864,6 +884,7 @@ export class EtcdStore implements Store {
           unreachableForMs: this.clock() - this.unreachableSinceMs,
         });
         this.unreachableSinceMs = undefined;
+        this.reachableAgainAtMs = this.clock();
         if (this.unrenewed.size > 0) void this.healLeases();
       }
       return result;

@@ -8,8 +8,9 @@
 // The rule: a replica remembers each node it accepted a report for without being able to renew
 // its lease ("unrenewed"). When etcd is reachable again, it renews those leases; a lease that
 // lapsed meanwhile is replaced, and the node's spec and last status are written again on the
-// new lease, unless the node reported nothing for a whole TTL (then it expired for real) or
-// someone else wrote the node first. So a node that kept reporting is routable again without
+// new lease, unless the node's last report was a whole TTL before etcd answered again (then it
+// expired for real) or someone else wrote the node first. (If etcd says a lease is gone but has not
+// yet deleted its keys, the claim is kept and the next report writes the node again.) So a node that kept reporting is routable again without
 // re-registering. One consequence: a node deregistered on one replica while its agent kept
 // reporting to another replica that was cut off from etcd comes back when the partition heals.
 
