@@ -80,11 +80,15 @@ export function agentCommand(): Command {
       .description(
         "run beside one inference server (vLLM, SGLang, TGI): register the node, read the engine's metrics, report its load and health (damped, with a keep-alive); --api-key is an agent key bound to the node; --server may list several replicas, comma-separated (the next is tried when one is unreachable)",
       )
-      .requiredOption(
-        '--node <file>',
-        'the node in the topology format (a topology file with this node; --node-id picks one of several)',
+      .addOption(
+        new Option(
+          '--node <file>',
+          'the node in the topology format (a topology file with this node; --node-id picks one of several)',
+        )
+          .makeOptionMandatory()
+          .env('CPN_AGENT_NODE'),
       )
-      .option('--node-id <id>', 'which node of --node to run for')
+      .addOption(new Option('--node-id <id>', 'which node of --node to run for').env('CPN_AGENT_NODE_ID'))
       .addOption(
         new Option('--engine <engine>', 'the inference server, or auto to detect it from its metrics')
           .choices([...ENGINES, 'auto'])
@@ -102,40 +106,50 @@ export function agentCommand(): Command {
       .addOption(
         new Option('--probe-interval-ms <ms>', 'how often to measure the probes')
           .default(10_000)
-          .argParser(integer(1000, 3_600_000)),
+          .argParser(integer(1000, 3_600_000))
+          .env('CPN_AGENT_PROBE_INTERVAL_MS'),
       )
-      .option(
-        '--probe <name=host:port>',
-        'measure TCP connect time from a place to this node (an address standing for the access point or region NAME), reported as latency; repeatable',
-        (value: string, previous: string[] = []) => [...previous, value],
+      .addOption(
+        new Option(
+          '--probe <name=host:port>',
+          'measure TCP connect time from a place to this node (an address standing for the access point or region NAME), reported as latency; repeatable (CPN_AGENT_PROBES: comma-separated)',
+        ).argParser((value: string, previous: string[] = []) => [...previous, value]),
       )
       .addOption(
         new Option('--interval-ms <ms>', 'how often to read the engine')
           .default(1000)
-          .argParser(integer(100, 60_000)),
+          .argParser(integer(100, 60_000))
+          .env('CPN_AGENT_INTERVAL_MS'),
       )
       .addOption(
         new Option('--ttl-s <s>', "the node's TTL: silent this long, it is DOWN")
           .default(10)
-          .argParser(integer(1, 86_400)),
+          .argParser(integer(1, 86_400))
+          .env('CPN_AGENT_TTL_S'),
       )
       .addOption(
         new Option('--unhealthy-after <n>', 'failed reads in a row before the node is reported unhealthy')
           .default(3)
-          .argParser(integer(1, 1000)),
+          .argParser(integer(1, 1000))
+          .env('CPN_AGENT_UNHEALTHY_AFTER'),
       )
       .addOption(
         new Option('--grace-ms <ms>', 'on SIGTERM, how long to wait for running requests to finish')
           .default(30_000)
-          .argParser(integer(0, 3_600_000)),
+          .argParser(integer(0, 3_600_000))
+          .env('CPN_AGENT_GRACE_MS'),
       )
       .addOption(
         new Option('--log-level <level>', 'debug, info, warn, error or silent')
           .choices(['debug', 'info', 'warn', 'error', 'silent'])
-          .default('info'),
+          .default('info')
+          .env('CPN_AGENT_LOG_LEVEL'),
       )
       .addOption(
-        new Option('--log-format <format>', 'json or pretty').choices(['json', 'pretty']).default('json'),
+        new Option('--log-format <format>', 'json or pretty')
+          .choices(['json', 'pretty'])
+          .default('json')
+          .env('CPN_AGENT_LOG_FORMAT'),
       ),
   ).action(async (opts) => {
     let nodes: Awaited<ReturnType<typeof loadTopology>>['nodes'];
@@ -163,7 +177,8 @@ export function agentCommand(): Command {
       );
     let probes: ProbeTarget[];
     try {
-      probes = ((opts.probe as string[] | undefined) ?? []).map(parseProbe);
+      const listed = (process.env.CPN_AGENT_PROBES ?? '').split(',').filter((probe) => probe.trim() !== '');
+      probes = [...((opts.probe as string[] | undefined) ?? listed)].map(parseProbe);
     } catch (error) {
       throw new CliError((error as Error).message, 2);
     }

@@ -467,15 +467,11 @@ describe('cpn CLI failures and lifecycle', () => {
       expect((after.nodes ?? []).map((n: { spec: { id: string } }) => n.spec.id)).not.toContain(
         'hub-gba-shaoguan',
       );
-      const missing = await runCli([
-        'agent',
-        '--node',
-        'simulations/topologies/demo-national.yaml',
-        '--engine-metrics',
-        metrics.url,
-        '--server',
-        serve.address,
-      ]);
+      // Every flag also as CPN_AGENT_*: here the node file and the metrics URL.
+      const missing = await runCli(['agent', '--server', serve.address], 20_000, {
+        CPN_AGENT_NODE: 'simulations/topologies/demo-national.yaml',
+        CPN_AGENT_ENGINE_METRICS: metrics.url,
+      });
       expect(missing.code).toBe(2);
       expect(missing.stderr).toContain('say which with --node-id');
     } finally {

@@ -369,7 +369,12 @@ export class EtcdStore implements Store {
         // written again on a new one) once etcd is back (node-leases.ts).
         this.unrenewed.note(doc, load);
       } else if (ttl <= 0) {
-        if (this.unrenewed.live(status.nodeId, this.owedAsOf(nowMs)) === undefined) {
+        // Lapsed. Still owed if it reported through the outage — or, whatever this replica noted,
+        // if an outage ended within its TTL: its lease lapsed while etcd could not be told, and it
+        // is reporting now.
+        const outageJustEnded =
+          this.reachableAgainAtMs !== undefined && nowMs - this.reachableAgainAtMs <= doc.ttlS * 1000;
+        if (this.unrenewed.live(status.nodeId, this.owedAsOf(nowMs)) === undefined && !outageJustEnded) {
           this.mirror.forget(status.nodeId);
           return { kind: 'expired', expiredAtMs: nowMs };
         }
