@@ -8,6 +8,7 @@
 import { type ServiceError, status } from '@grpc/grpc-js';
 import { request } from 'undici';
 import type { Logger } from '../common/logger.js';
+import { capacityOf } from '../core/status-change.js';
 import type { NodeSpec, NodeStatus } from '../gen/cpn/v1/types.js';
 import { type Engine, EngineMetricsError, type EngineReading, readEngineMetrics } from './engine-metrics.js';
 import { measure, type ProbeTarget } from './probes.js';
@@ -44,6 +45,7 @@ export interface AgentOptions {
 
 export class Agent {
   private readonly clock: () => number;
+  private readonly capacity: (model: string) => number;
   private last: { status: ReportedStatus; atMs: number } | undefined;
   private failures = 0;
   private reading: EngineReading | undefined;
@@ -55,6 +57,7 @@ export class Agent {
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? Date.now;
+    this.capacity = capacityOf(options.spec.models);
   }
 
   /** Registers the node and starts the loop. Rejects if the first registration fails. */
@@ -165,11 +168,6 @@ export class Agent {
       this.options.logger.warn('status report failed', { node: this.options.spec.id, err: error.message }),
     );
   }
-
-  private readonly capacity = (model: string) => {
-    const offer = this.options.spec.models.find((o) => o.model === model);
-    return offer === undefined ? 10 : offer.maxConcurrency + offer.maxQueue;
-  };
 
   private async read(): Promise<void> {
     this.counts.reads += 1;

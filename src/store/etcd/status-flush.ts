@@ -3,6 +3,7 @@
 // act on changed.
 
 import type { NodeSpec, NodeStatus } from '../../core/model.js';
+import { capacityOf, materiallyChanged } from '../../core/status-change.js';
 
 export interface FlushedStatus {
   readonly status: NodeStatus;
@@ -22,19 +23,5 @@ export function shouldFlush(
 ): boolean {
   if (last === undefined) return true;
   if (next.statusAtMs - last.statusAtMs < flushMs) return false;
-  const a = last.status;
-  const b = next.status;
-  if (a.healthy !== b.healthy || a.load.length !== b.load.length) return true;
-  if (Math.abs(a.gpuUtilization - b.gpuUtilization) >= 0.1) return true;
-  if (Math.abs(a.kvCacheUtilization - b.kvCacheUtilization) >= 0.1) return true;
-  const before = new Map(a.load.map((entry) => [entry.model, entry]));
-  const offers = new Map(spec.models.map((offer) => [offer.model, offer]));
-  return b.load.some((entry) => {
-    const previous = before.get(entry.model);
-    if (previous === undefined) return true;
-    const offer = offers.get(entry.model);
-    const capacity = offer === undefined ? 10 : offer.maxConcurrency + offer.maxQueue;
-    const delta = Math.abs(entry.active + entry.queued - previous.active - previous.queued);
-    return delta >= Math.max(1, capacity / 10);
-  });
+  return materiallyChanged(last.status, next.status, capacityOf(spec.models));
 }
