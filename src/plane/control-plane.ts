@@ -41,14 +41,15 @@ import {
   type RoutingPolicy,
   refusedDecision,
 } from '../core/routing/index.js';
-import type {
-  Clock,
-  LatencyReport,
-  NodeFilter,
-  NodePage,
-  RegisterOptions,
-  Store,
-  StoreHealth,
+import {
+  type Clock,
+  type LatencyReport,
+  matchesFilter,
+  type NodeFilter,
+  type NodePage,
+  type RegisterOptions,
+  type Store,
+  type StoreHealth,
 } from '../store/store.js';
 import { Accounts } from './accounts.js';
 import { DEFAULT_LATE_RELEASE_GRACE_MS, Metering, unitPrices } from './metering.js';
@@ -497,10 +498,8 @@ export class ControlPlane {
     const nowMs = this.clock();
     const groups = new Map<string, NodeGroup>();
     for (const node of this.store.view.allNodes()) {
-      const { level, region, models } = node.spec;
-      if (filter.level !== undefined && level !== filter.level) continue;
-      if (filter.region && region !== filter.region) continue;
-      if (filter.model && !models.some((offer) => offer.model === filter.model)) continue;
+      if (!matchesFilter(node, filter)) continue;
+      const { level, region } = node.spec;
       const key = `${LEVELS.indexOf(level)}\u0000${region}`;
       let group = groups.get(key);
       if (group === undefined) {

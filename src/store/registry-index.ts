@@ -5,16 +5,9 @@
 import type { LatencySample } from '../core/latency.js';
 import type { NodeRecord } from '../core/model.js';
 import { CandidateIndex, type RoutingView } from '../core/routing/index.js';
-import type { NodeFilter, NodeListing, NodePage } from './store.js';
+import { matchesFilter, type NodeFilter, type NodeListing, type NodePage } from './store.js';
 
 const byId = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-
-function matches(node: NodeRecord, filter: NodeFilter): boolean {
-  if (filter.level !== undefined && node.spec.level !== filter.level) return false;
-  if (filter.region && node.spec.region !== filter.region) return false;
-  if (filter.model && !node.spec.models.some((offer) => offer.model === filter.model)) return false;
-  return true;
-}
 
 /** Latency samples kept at most, over every `from` and node, unless a store says otherwise. */
 export const DEFAULT_MAX_LATENCY_SAMPLES = 500_000;
@@ -74,7 +67,7 @@ export class RegistryIndex {
     let more = false;
     for (let i = start; i < ids.length; i += 1) {
       const node = this.nodes.get(ids[i] as string);
-      if (node === undefined || !matches(node, filter)) continue;
+      if (node === undefined || !matchesFilter(node, filter)) continue;
       if (nodes.length === page.limit) {
         more = true;
         break;
@@ -85,7 +78,7 @@ export class RegistryIndex {
     let total = this.nodes.size;
     if (!unfiltered) {
       total = 0;
-      for (const node of this.nodes.values()) if (matches(node, filter)) total += 1;
+      for (const node of this.nodes.values()) if (matchesFilter(node, filter)) total += 1;
     }
     return { nodes, total, more };
   }
@@ -98,9 +91,7 @@ export class RegistryIndex {
       : this.nodes.values();
     const result: NodeRecord[] = [];
     for (const node of source) {
-      if (filter.level !== undefined && node.spec.level !== filter.level) continue;
-      if (filter.region && node.spec.region !== filter.region) continue;
-      result.push(node);
+      if (matchesFilter(node, filter)) result.push(node);
     }
     return result.sort((a, b) => (a.spec.id < b.spec.id ? -1 : a.spec.id > b.spec.id ? 1 : 0));
   }

@@ -24,6 +24,14 @@ export interface NodeFilter {
   readonly model?: string | undefined;
 }
 
+/** Whether `node` passes every filter given. */
+export function matchesFilter(node: NodeRecord, filter: NodeFilter): boolean {
+  if (filter.level !== undefined && node.spec.level !== filter.level) return false;
+  if (filter.region && node.spec.region !== filter.region) return false;
+  if (filter.model && !node.spec.models.some((offer) => offer.model === filter.model)) return false;
+  return true;
+}
+
 /** A page of a node listing: at most `limit` nodes with ids after `afterId`. */
 export interface NodePage {
   readonly afterId?: string | undefined;
