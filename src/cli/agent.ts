@@ -5,6 +5,7 @@ import { Command, Option } from 'commander';
 import { Agent, type AgentPlane } from '../agent/agent.js';
 import { ENGINES, type Engine } from '../agent/engine-metrics.js';
 import { type ProbeTarget, parseProbe } from '../agent/probes.js';
+import { callUnary, type UnaryMethod } from '../common/grpc-unary.js';
 import type { Logger } from '../common/logger.js';
 import { RegistryClient } from '../gen/cpn/v1/registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../ops/log.js';
@@ -14,12 +15,7 @@ import { specToProto } from '../server/convert.js';
 import { integer } from './args.js';
 import { CliError, withClientOptions } from './rpc.js';
 
-type Unary<Req> = (
-  request: Req,
-  metadata: Metadata,
-  options: { deadline: Date },
-  callback: (error: ServiceError | null) => void,
-) => unknown;
+type Unary<Req> = UnaryMethod<Req, unknown>;
 
 /**
  * The agent's calls over gRPC, each with the agent's key and a deadline. With several servers
@@ -38,15 +34,7 @@ export function grpcAgentPlane(
   const metadata = new Metadata();
   if (apiKey) metadata.set('authorization', `Bearer ${apiKey}`);
   const once = <Req>(registry: RegistryClient, method: Unary<Req>, request: Req) =>
-    new Promise<void>((resolve, reject) =>
-      method.call(
-        registry,
-        request,
-        metadata.clone(),
-        { deadline: new Date(Date.now() + timeoutMs) },
-        (error) => (error === null ? resolve() : reject(error)),
-      ),
-    );
+    callUnary(registry, method, request, metadata.clone(), timeoutMs).then(() => undefined);
   const call = async <Req>(pick: (registry: RegistryClient) => Unary<Req>, request: Req) => {
     for (let attempt = 0; ; attempt += 1) {
       const registry = registries[current] as RegistryClient;

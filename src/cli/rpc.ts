@@ -4,6 +4,7 @@
 
 import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { type Command, Option } from 'commander';
+import type { UnaryMethod } from '../common/grpc-unary.js';
 import { AccountsClient } from '../gen/cpn/v1/accounts.js';
 import { RegistryClient } from '../gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../gen/cpn/v1/scheduler.js';
@@ -45,13 +46,6 @@ export function withClientOptions(command: Command): Command {
       ).env('CPN_API_KEY'),
     );
 }
-
-type UnaryMethod<Req, Res> = (
-  request: Req,
-  metadata: Metadata,
-  options: { deadline: Date },
-  callback: (error: ServiceError | null, response: Res) => void,
-) => unknown;
 
 export interface Session {
   readonly registry: RegistryClient;

@@ -8,6 +8,7 @@
 
 import { createHash } from 'node:crypto';
 import { type ChannelCredentials, credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { callUnary } from '../common/grpc-unary.js';
 import type { Logger } from '../common/logger.js';
 import { LEVELS, type Usage } from '../core/model.js';
 import type { ReservationId } from '../core/reservations.js';
@@ -40,31 +41,6 @@ export interface RemoteBackendOptions {
 
 const CACHE_MS = 5000;
 const MAX_CACHED_KEYS = 10_000;
-
-type Unary<Req, Res> = (
-  request: Req,
-  metadata: Metadata,
-  options: { deadline: Date },
-  callback: (error: ServiceError | null, response: Res) => void,
-) => unknown;
-
-function call<Req, Res>(
-  client: object,
-  method: Unary<Req, Res>,
-  request: Req,
-  metadata: Metadata,
-  timeoutMs: number,
-) {
-  return new Promise<Res>((resolve, reject) => {
-    method.call(
-      client,
-      request,
-      metadata,
-      { deadline: new Date(Date.now() + timeoutMs) },
-      (error, response) => (error === null ? resolve(response) : reject(error)),
-    );
-  });
-}
 
 const bearer = (authorization: string | undefined) => {
   const metadata = new Metadata();
@@ -152,7 +128,7 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
   async function knownTenant(tenant: string): Promise<string> {
     if (tenant === '' || (tenantsSeen.get(tenant) ?? 0) > Date.now()) return tenant;
     try {
-      await call(accounts, accounts.getTenant, { name: tenant }, own, timeoutMs);
+      await callUnary(accounts, accounts.getTenant, { name: tenant }, own, timeoutMs);
     } catch (error) {
       if (isServiceError(error) && error.code === status.NOT_FOUND) throw unknownTenant(tenant);
       refuse(error);
@@ -167,7 +143,7 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
     const models = new Set<string>();
     let pageToken = '';
     for (let page = 0; page < 1000; page += 1) {
-      const response = await call(
+      const response = await callUnary(
         registry,
         registry.listNodes,
         ListNodesRequest.fromPartial({ pageSize: 5000, pageToken }),
@@ -198,7 +174,9 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
             : cached.caller.tenant;
         return { tenant, authorization };
       }
-      const who = await call(accounts, accounts.whoAmI, {}, bearer(authorization), timeoutMs).catch(refuse);
+      const who = await callUnary(accounts, accounts.whoAmI, {}, bearer(authorization), timeoutMs).catch(
+        refuse,
+      );
       let tenant: string;
       if (who.role === Role.ROLE_CLIENT) tenant = who.tenant;
       else if (who.role === Role.ROLE_OPERATOR) tenant = '\u0000operator';
@@ -212,7 +190,7 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
     },
 
     async route(caller, request: RouteRequest, isCancelled) {
-      const response = await call(
+      const response = await callUnary(
         scheduler,
         scheduler.route,
         {
@@ -256,7 +234,7 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
     },
 
     async settle(reservationId, usage: Usage, success) {
-      await call(scheduler, scheduler.release, { reservationId, usage, success }, own, timeoutMs).catch(
+      await callUnary(scheduler, scheduler.release, { reservationId, usage, success }, own, timeoutMs).catch(
         (error: Error) =>
           options.logger.warn('could not settle a gateway request', {
             reservation: reservationId,
@@ -266,7 +244,7 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
     },
 
     async abandon(reservationId) {
-      await call(
+      await callUnary(
         scheduler,
         scheduler.release,
         { reservationId, usage: undefined, success: false, abandoned: true },
@@ -283,9 +261,13 @@ export function remoteBackend(options: RemoteBackendOptions): GatewayBackend {
     async models(caller) {
       const models = await servedModels();
       if (caller.tenant === '') return [...models].sort();
-      const tenant = await call(accounts, accounts.getTenant, { name: caller.tenant }, own, timeoutMs).catch(
-        refuse,
-      );
+      const tenant = await callUnary(
+        accounts,
+        accounts.getTenant,
+        { name: caller.tenant },
+        own,
+        timeoutMs,
+      ).catch(refuse);
       const weights = new Set(tenant.tenant?.package?.weights.map((w) => w.model) ?? []);
       if (tenant.tenant?.package === undefined || weights.has('*')) return [...models].sort();
       return [...models].filter((model) => weights.has(model)).sort();
