@@ -17,7 +17,10 @@ import { type ReportedStatus, shouldReport } from './status-damper.js';
 /** The control plane calls the agent makes (gRPC in production, the same in tests). */
 export interface AgentPlane {
   register(spec: NodeSpec, ttlS: number): Promise<void>;
+  /** One status (on the Heartbeat stream in production). */
   report(status: NodeStatus): Promise<void>;
+  /** Tells the agent when its status channel broke, so it sends its latest state on the next. */
+  onDisconnect?(listener: () => void): void;
   /** No new placements on the node (existing ones finish). */
   drain(nodeId: string): Promise<void>;
   deregister(nodeId: string): Promise<void>;
@@ -48,16 +51,20 @@ export class Agent {
   private readonly capacity: (model: string) => number;
   private last: { status: ReportedStatus; atMs: number } | undefined;
   private failures = 0;
+  private failedInRow = 0;
   private reading: EngineReading | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private ticking: Promise<void> = Promise.resolve();
   /** Reports sent, and reads of the engine, for tests and logs. */
-  readonly counts = { reports: 0, reads: 0, failedReads: 0, probeReports: 0 };
+  readonly counts = { reports: 0, failedReports: 0, reads: 0, failedReads: 0, probeReports: 0 };
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? Date.now;
     this.capacity = capacityOf(options.spec.models);
+    options.plane.onDisconnect?.(() => {
+      this.last = undefined;
+    });
   }
 
   /** Registers the node and starts the loop. Rejects if the first registration fails. */
@@ -164,9 +171,18 @@ export class Agent {
       })
     )
       return;
-    await this.send(next, false).catch((error: Error) =>
-      this.options.logger.warn('status report failed', { node: this.options.spec.id, err: error.message }),
-    );
+    await this.send(next, false).catch((error: Error) => {
+      // Sent again at the next read, whatever the damper says (the link backs off reconnecting).
+      this.last = undefined;
+      this.counts.failedReports += 1;
+      this.failedInRow += 1;
+      if (this.failedInRow === 1 || this.failedInRow % 30 === 0)
+        this.options.logger.warn('status report failed; retrying', {
+          node: this.options.spec.id,
+          inRow: this.failedInRow,
+          err: error.message,
+        });
+    });
   }
 
   private async read(): Promise<void> {
@@ -210,7 +226,7 @@ export class Agent {
         queued: m.waiting,
       })),
       gpuUtilization: 0,
-      kvCacheUtilization: reading?.kvCacheUsage ?? 0,
+      kvCacheUtilization: reading?.kvCacheUsage,
     };
   }
 
@@ -228,6 +244,12 @@ export class Agent {
       await this.options.plane.report(next);
     }
     this.counts.reports += 1;
+    if (this.failedInRow > 0)
+      this.options.logger.info('status reports go through again', {
+        node: this.options.spec.id,
+        failed: this.failedInRow,
+      });
+    this.failedInRow = 0;
     this.last = { status: next, atMs: this.clock() };
   }
 }

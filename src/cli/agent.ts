@@ -4,6 +4,7 @@ import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js'
 import { Command, Option } from 'commander';
 import { Agent, type AgentPlane } from '../agent/agent.js';
 import { ENGINES, type Engine } from '../agent/engine-metrics.js';
+import { type BackoffOptions, HeartbeatLink, UNREACHABLE_CODES } from '../agent/heartbeat-link.js';
 import { type ProbeTarget, parseProbe } from '../agent/probes.js';
 import { callUnary, type UnaryMethod } from '../common/grpc-unary.js';
 import type { Logger } from '../common/logger.js';
@@ -18,21 +19,29 @@ import { CliError, withClientOptions } from './rpc.js';
 type Unary<Req> = UnaryMethod<Req, unknown>;
 
 /**
- * The agent's calls over gRPC, each with the agent's key and a deadline. With several servers
- * (replicas of one control plane), a call that cannot reach one goes to the next, which then
- * stays current until it fails in turn.
+ * The agent's calls over gRPC, each with the agent's key and a deadline. Statuses go on the
+ * Heartbeat stream (heartbeat-link.ts); the rest are unary. With several servers (replicas of one
+ * control plane), a call or stream that cannot reach one goes to the next, which then stays
+ * current until it fails in turn.
  */
 export function grpcAgentPlane(
   servers: readonly string[],
   apiKey: string | undefined,
   timeoutMs: number,
   logger?: Logger,
-): AgentPlane & { close(): void } {
+  backoff?: BackoffOptions,
+): AgentPlane & { close(): void; readonly link: HeartbeatLink } {
   if (servers.length === 0) throw new CliError('--server needs at least one address', 2);
   const registries = servers.map((server) => new RegistryClient(server, credentials.createInsecure()));
   let current = 0;
   const metadata = new Metadata();
   if (apiKey) metadata.set('authorization', `Bearer ${apiKey}`);
+  const next = (why: string) => {
+    if (registries.length < 2) return;
+    const from = servers[current];
+    current = (current + 1) % registries.length;
+    logger?.warn('control plane unreachable; trying the next', { from, to: servers[current], why });
+  };
   const once = <Req>(registry: RegistryClient, method: Unary<Req>, request: Req) =>
     callUnary(registry, method, request, metadata.clone(), timeoutMs).then(() => undefined);
   const call = async <Req>(pick: (registry: RegistryClient) => Unary<Req>, request: Req) => {
@@ -42,21 +51,42 @@ export function grpcAgentPlane(
         return await once(registry, pick(registry), request);
       } catch (error) {
         const code = (error as ServiceError).code;
-        const unreachable = code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED;
-        if (!unreachable || attempt + 1 >= registries.length) throw error;
-        const from = servers[current];
-        current = (current + 1) % registries.length;
-        logger?.warn('control plane unreachable; trying the next', { from, to: servers[current] });
+        if (!UNREACHABLE_CODES.has(code) || attempt + 1 >= registries.length) throw error;
+        next((error as ServiceError).details ?? status[code] ?? String(code));
       }
     }
   };
+  const listeners: (() => void)[] = [];
+  const link = new HeartbeatLink(() => (registries[current] as RegistryClient).heartbeat(metadata.clone()), {
+    ...backoff,
+    timeoutMs,
+    onBroken: (code, message) => {
+      if (UNREACHABLE_CODES.has(code)) next(message);
+      for (const listener of listeners) listener();
+    },
+  });
   return {
+    link,
     register: (spec, ttlS) => call((r) => r.registerNode as Unary<unknown>, { spec, ttlS, permanent: false }),
-    report: (nodeStatus) => call((r) => r.reportStatus as Unary<unknown>, nodeStatus),
+    report: (nodeStatus) => link.send({ status: nodeStatus }).then(() => undefined),
+    onDisconnect: (listener) => {
+      listeners.push(listener);
+    },
     drain: (nodeId) => call((r) => r.drainNode as Unary<unknown>, { nodeId, drain: true }),
-    deregister: (nodeId) => call((r) => r.deregisterNode as Unary<unknown>, { nodeId }),
+    // A goodbye on the stream when it is up; DeregisterNode otherwise.
+    deregister: async (nodeId) => {
+      if (link.connected) {
+        const said = await link.send({ goodbye: {} }).then(
+          () => true,
+          () => false,
+        );
+        if (said) return;
+      }
+      await call((r) => r.deregisterNode as Unary<unknown>, { nodeId });
+    },
     reportLatency: (samples) => call((r) => r.reportLatency as Unary<unknown>, { samples: [...samples] }),
     close: () => {
+      link.close();
       for (const registry of registries) registry.close();
     },
   };

@@ -61,7 +61,8 @@ export interface NodeStatus {
   readonly nodeId: string;
   readonly load: readonly ModelLoad[];
   readonly gpuUtilization: number;
-  readonly kvCacheUtilization: number;
+  /** 0..1; undefined when the engine does not say (TGI has no KV-cache gauge). */
+  readonly kvCacheUtilization: number | undefined;
   readonly healthy: boolean;
 }
 

@@ -47,6 +47,7 @@ export class ControlPlaneMetrics {
   private readonly decisionSeconds: Histogram;
   private readonly slackSeconds: Histogram<'level'>;
   private readonly rpcs: Counter<'method' | 'code'>;
+  private readonly streamMessages: Counter<'method'>;
   private readonly storeErrors: Counter;
   private readonly authFailures: Counter<'reason'>;
   private readonly quotaAdmissions: Counter<'outcome'>;
@@ -87,6 +88,12 @@ export class ControlPlaneMetrics {
       name: 'cpn_rpc_requests_total',
       help: 'gRPC requests handled, by method and status code',
       labelNames: ['method', 'code'],
+      registers,
+    });
+    this.streamMessages = new Counter({
+      name: 'cpn_rpc_stream_messages_total',
+      help: 'Messages read from clients on streaming RPCs (Heartbeat: one per status, drain or goodbye), by method',
+      labelNames: ['method'],
       registers,
     });
     this.storeErrors = new Counter({
@@ -219,6 +226,10 @@ export class ControlPlaneMetrics {
 
   recordRpc(method: string, code: string): void {
     this.rpcs.inc({ method, code });
+  }
+
+  recordStreamMessage(method: string): void {
+    this.streamMessages.inc({ method });
   }
 
   recordStoreError(): void {

@@ -17,6 +17,7 @@ export const METHOD_ROLES = {
   // Registry
   RegisterNode: ['operator', 'agent'],
   ReportStatus: ['operator', 'agent'],
+  Heartbeat: ['operator', 'agent'],
   ReportLatency: ['operator', 'agent'],
   // An agent for its own node only (ownNode), and it may drain but not lift a drain.
   DeregisterNode: ['operator', 'agent'],

@@ -1,8 +1,15 @@
-// The wrapper every unary RPC runs in: the gate (credential and role) first, then the handler;
+// The wrappers every RPC runs in (unary and bidirectional streams): the gate (credential and role) first, then the handler;
 // ApiErrors go to the caller with their code, an unreachable store becomes UNAVAILABLE, anything
 // else is a bug and becomes INTERNAL (logged with its stack, never its details sent to the caller).
 
-import { type ServerUnaryCall, type ServiceDefinition, type sendUnaryData, status } from '@grpc/grpc-js';
+import {
+  type Metadata,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type ServiceDefinition,
+  type sendUnaryData,
+  status,
+} from '@grpc/grpc-js';
 import type { Identity } from '../auth/identity.js';
 import { StoreRejectedError, StoreUnavailableError } from '../store/store.js';
 import type { CallGate, MethodName } from './access.js';
@@ -52,6 +59,8 @@ export interface ErrorSink {
 export interface RpcObserver {
   rpcDone(method: string, code: status): void;
   storeError(): void;
+  /** A message read from a client's stream. */
+  messageReceived?(method: string): void;
 }
 
 const NO_OBSERVER: RpcObserver = { rpcDone() {}, storeError() {} };
@@ -68,6 +77,38 @@ export type UnaryHandler<Req, Res> = (
   caller: Identity,
 ) => Promise<Res>;
 
+/** The status a failed call ends with; tells the observer and logs bugs. */
+function failureStatus(
+  context: RpcContext,
+  method: MethodName,
+  error: unknown,
+): { code: status; details: string; metadata?: Metadata } {
+  const observer = context.observer ?? NO_OBSERVER;
+  let failure: { code: status; details: string; metadata?: Metadata };
+  if (error instanceof StoreUnavailableError) {
+    observer.storeError();
+    failure = {
+      code: status.UNAVAILABLE,
+      details: `${method} failed: ${error.message}; retry when the store is back`,
+    };
+  } else if (error instanceof StoreRejectedError)
+    failure = { code: status.RESOURCE_EXHAUSTED, details: `${method} failed: ${error.message}` };
+  else if (error instanceof ApiError)
+    failure = { code: error.code, details: error.message, metadata: error.trailers };
+  else {
+    context.sink.error('internal error in RPC handler', {
+      method,
+      err: String((error as Error)?.stack ?? error),
+    });
+    failure = { code: status.INTERNAL, details: `internal error in ${method}; see the server log` };
+  }
+  observer.rpcDone(method, failure.code);
+  return failure;
+}
+
+const isMalformed = (request: unknown): request is Malformed =>
+  typeof request === 'object' && request !== null && MALFORMED in request;
+
 /** Builds the grpc-js handlers of one service: `unary('Route', handler)`. */
 export function unaryMethods(context: RpcContext) {
   const observer = context.observer ?? NO_OBSERVER;
@@ -76,31 +117,7 @@ export function unaryMethods(context: RpcContext) {
     handler: UnaryHandler<Req, Res>,
   ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
     const fail = (error: unknown, callback: sendUnaryData<Res>) => {
-      if (error instanceof StoreUnavailableError) {
-        observer.storeError();
-        observer.rpcDone(method, status.UNAVAILABLE);
-        callback({
-          code: status.UNAVAILABLE,
-          details: `${method} failed: ${error.message}; retry when the store is back`,
-        });
-        return;
-      }
-      if (error instanceof StoreRejectedError) {
-        observer.rpcDone(method, status.RESOURCE_EXHAUSTED);
-        callback({ code: status.RESOURCE_EXHAUSTED, details: `${method} failed: ${error.message}` });
-        return;
-      }
-      if (error instanceof ApiError) {
-        observer.rpcDone(method, error.code);
-        callback({ code: error.code, details: error.message, metadata: error.trailers });
-        return;
-      }
-      context.sink.error('internal error in RPC handler', {
-        method,
-        err: String((error as Error)?.stack ?? error),
-      });
-      observer.rpcDone(method, status.INTERNAL);
-      callback({ code: status.INTERNAL, details: `internal error in ${method}; see the server log` });
+      callback(failureStatus(context, method, error));
     };
     return (call, callback) => {
       let admitted: Identity | Promise<Identity>;
@@ -112,8 +129,8 @@ export function unaryMethods(context: RpcContext) {
       }
       const request = call.request as Req | Malformed;
       const run = (caller: Identity): Promise<Res> =>
-        typeof request === 'object' && request !== null && MALFORMED in request
-          ? Promise.reject(invalidArgument(`${method}: ${(request as Malformed)[MALFORMED]}`))
+        isMalformed(request)
+          ? Promise.reject(invalidArgument(`${method}: ${request[MALFORMED]}`))
           : handler(call.request, call, caller);
       const result = admitted instanceof Promise ? admitted.then(run) : run(admitted);
       result.then(
@@ -123,6 +140,74 @@ export function unaryMethods(context: RpcContext) {
         },
         (error: unknown) => fail(error, callback),
       );
+    };
+  };
+}
+
+/**
+ * A bidirectional stream's handler: it reads `messages` (each decoded; a malformed one throws
+ * INVALID_ARGUMENT) one at a time — the next is not read from the wire until the handler asks, so
+ * a fast sender is held back by flow control, not buffered — and answers with `send`. Returning
+ * ends the stream with OK; throwing ends it with the error's status (as for unary calls).
+ */
+export type BidiHandler<Req, Res> = (
+  messages: AsyncIterable<Req>,
+  send: (response: Res) => Promise<void>,
+  caller: Identity,
+  call: ServerDuplexStream<Req, Res>,
+) => Promise<void>;
+
+/** Builds the grpc-js handlers of bidirectional streams: `bidi('Heartbeat', handler)`. */
+export function bidiMethods(context: RpcContext) {
+  const observer = context.observer ?? NO_OBSERVER;
+  return function bidi<Req, Res>(
+    method: MethodName,
+    handler: BidiHandler<Req, Res>,
+  ): (call: ServerDuplexStream<Req, Res>) => void {
+    return (call) => {
+      let cancelled = false;
+      call.on('cancelled', () => {
+        cancelled = true;
+      });
+      const finish = (error?: unknown) => {
+        if (error === undefined) {
+          observer.rpcDone(method, status.OK);
+          if (!cancelled) call.end();
+          return;
+        }
+        const failure = failureStatus(context, method, error);
+        if (!cancelled) call.emit('error', failure);
+      };
+      async function* messages(): AsyncGenerator<Req> {
+        try {
+          // Breaking out of the loop must not destroy the call: its status is still to be sent.
+          const incoming = call.iterator({ destroyOnReturn: false }) as AsyncIterable<Req | Malformed>;
+          for await (const message of incoming) {
+            if (isMalformed(message)) throw invalidArgument(`${method}: ${message[MALFORMED]}`);
+            observer.messageReceived?.(method);
+            yield message;
+          }
+        } catch (error) {
+          if (cancelled || (error as NodeJS.ErrnoException)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+          throw error;
+        }
+      }
+      const send = (response: Res): Promise<void> =>
+        cancelled
+          ? Promise.resolve()
+          : new Promise((resolve) => {
+              if (call.write(response)) resolve();
+              else call.once('drain', () => resolve());
+            });
+      let admitted: Identity | Promise<Identity>;
+      try {
+        admitted = context.gate.admit(method, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
+      } catch (error) {
+        finish(error);
+        return;
+      }
+      const run = (caller: Identity) => handler(messages(), send, caller, call);
+      (admitted instanceof Promise ? admitted.then(run) : run(admitted)).then(() => finish(), finish);
     };
   };
 }

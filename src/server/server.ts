@@ -160,6 +160,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     observer: {
       rpcDone: (method: string, code: number) => metrics.recordRpc(method, status[code] ?? String(code)),
       storeError: () => metrics.recordStoreError(),
+      messageReceived: (method: string) => metrics.recordStreamMessage(method),
     },
     gate: new CallGate(new Authenticator({ mode: authMode, accounts: options.store.accounts, clock }), {
       authFailed: (reason) => metrics.recordAuthFailure(reason),

@@ -5,8 +5,9 @@ import { Metadata, status } from '@grpc/grpc-js';
 import { BoundedQueue } from '../common/bounded-queue.js';
 import { parseReservationId } from '../core/reservations.js';
 import type { RouteDecision } from '../core/routing/index.js';
-import type { RegistryServer } from '../gen/cpn/v1/registry.js';
+import type { HeartbeatRequest, HeartbeatResponse, RegistryServer } from '../gen/cpn/v1/registry.js';
 import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
+import { NodeState, type NodeStatus as pbNodeStatus } from '../gen/cpn/v1/types.js';
 import type { ControlPlane, NodeView } from '../plane/control-plane.js';
 import { ownNode, tenantFor } from './access.js';
 import {
@@ -26,7 +27,7 @@ import {
   notFound,
   refusedError,
 } from './errors.js';
-import { type ErrorSink, type RpcContext, unaryMethods } from './rpc.js';
+import { bidiMethods, type ErrorSink, type RpcContext, unaryMethods } from './rpc.js';
 import {
   checkNodeId,
   LIMITS,
@@ -65,6 +66,19 @@ export function registryService(
   maxNodes = DEFAULT_MAX_NODES,
 ): RegistryServer {
   const unary = unaryMethods(context);
+  const bidi = bidiMethods(context);
+  /** Applies one status report (ReportStatus or a heartbeat): the node's state after it. */
+  const report = async (request: pbNodeStatus, nodeId: string): Promise<NodeState> => {
+    const outcome = await plane.reportStatus(toNodeStatus(request, plane.specOf(nodeId)));
+    if (outcome.kind === 'unknown_node')
+      throw notFound(`node ${nodeId} is not registered; call RegisterNode first`);
+    if (outcome.kind === 'expired') {
+      throw failedPrecondition(
+        `node ${nodeId}'s registration expired at ${new Date(outcome.expiredAtMs).toISOString()}; call RegisterNode again`,
+      );
+    }
+    return nodeStateToProto(outcome.node.state);
+  };
   return {
     registerNode: unary('RegisterNode', async (request, _call, caller) => {
       const spec = toNodeSpec(request.spec);
@@ -91,15 +105,51 @@ export function registryService(
     reportStatus: unary('ReportStatus', async (request, _call, caller) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
       ownNode(caller, 'ReportStatus', nodeId);
-      const outcome = await plane.reportStatus(toNodeStatus(request, plane.specOf(nodeId)));
-      if (outcome.kind === 'unknown_node')
-        throw notFound(`node ${nodeId} is not registered; call RegisterNode first`);
-      if (outcome.kind === 'expired') {
-        throw failedPrecondition(
-          `node ${nodeId}'s registration expired at ${new Date(outcome.expiredAtMs).toISOString()}; call RegisterNode again`,
-        );
+      return { state: await report(request, nodeId) };
+    }),
+    heartbeat: bidi<HeartbeatRequest, HeartbeatResponse>('Heartbeat', async (messages, send, caller) => {
+      let nodeId: string | undefined;
+      const bound = (kind: string): string => {
+        if (nodeId === undefined)
+          throw invalidArgument(
+            `Heartbeat: the first message must be a status (it names the node), not ${kind}`,
+          );
+        return nodeId;
+      };
+      for await (const message of messages) {
+        if (message.status !== undefined) {
+          const id = checkNodeId('status.node_id', message.status.nodeId);
+          if (nodeId === undefined) ownNode(caller, 'Heartbeat', id);
+          else if (id !== nodeId)
+            throw invalidArgument(
+              `Heartbeat: status.node_id ${id}, but this stream is for node ${nodeId}; open one stream per node`,
+            );
+          nodeId = id;
+          await send({ state: await report(message.status, id) });
+        } else if (message.drain !== undefined) {
+          const id = bound('a drain');
+          const node = await plane.setDraining(id, true);
+          if (node === undefined) throw notFound(`node ${id} is not registered`);
+          log.info('node draining', { node: id, by: 'heartbeat' });
+          await send({ state: nodeStateToProto(node.state) });
+        } else if (message.goodbye !== undefined) {
+          const id = bound('a goodbye');
+          const removed = await plane.deregisterNode(id);
+          log.info(removed ? 'node deregistered' : 'goodbye from a node already gone', {
+            node: id,
+            by: 'heartbeat',
+          });
+          await send({ state: NodeState.NODE_STATE_UNSPECIFIED });
+          return;
+        } else throw invalidArgument('Heartbeat: a message must hold a status, a drain or a goodbye');
       }
-      return { state: nodeStateToProto(outcome.node.state) };
+      if (nodeId !== undefined)
+        log.debug(
+          'heartbeat stream ended without a goodbye; the node expires after its TTL unless it reports',
+          {
+            node: nodeId,
+          },
+        );
     }),
     deregisterNode: unary('DeregisterNode', async (request, _call, caller) => {
       const nodeId = checkNodeId('node_id', request.nodeId);

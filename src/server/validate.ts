@@ -265,7 +265,10 @@ export function toNodeStatus(status: pbTypes.NodeStatus, offered: NodeSpec | und
     nodeId,
     load,
     gpuUtilization: checkNumber('gpu_utilization', status.gpuUtilization, 0, 1),
-    kvCacheUtilization: checkNumber('kv_cache_utilization', status.kvCacheUtilization, 0, 1),
+    kvCacheUtilization:
+      status.kvCacheUtilization === undefined
+        ? undefined
+        : checkNumber('kv_cache_utilization', status.kvCacheUtilization, 0, 1),
     healthy: status.healthy,
   };
 }

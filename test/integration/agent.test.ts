@@ -11,7 +11,8 @@ import { NodeState } from '../../src/gen/cpn/v1/types.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { eventually } from '../helpers/etcd.js';
 import { type EngineLoad, startMetricsServer, vllmMetrics } from '../helpers/fake-engine-metrics.js';
-import { ok, protoSpec, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
+import { ok, protoSpec, rpc, startTestServer, TEST_OPERATOR_KEY, type TestServer } from '../helpers/grpc.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 describe('cpn agent beside a vLLM engine', () => {
   let t: TestServer;
@@ -83,6 +84,11 @@ describe('cpn agent beside a vLLM engine', () => {
     expect((await node())?.state).toBe(NodeState.NODE_STATE_READY);
     expect((await node())?.status?.kvCacheUtilization).toBeCloseTo(0.2);
     expect(await routed()).toBe('gpu-1');
+    // Statuses go on one Heartbeat stream, not as ReportStatus calls.
+    const text = await t.server.metrics.registry.metrics();
+    expect(text).toMatch(/cpn_rpc_stream_messages_total\{method="Heartbeat"\} [1-9]/);
+    expect(text).not.toMatch(/method="ReportStatus"/);
+    expect(plane.link.counts.opened).toBe(1);
   });
 
   it("measures TCP connect time from its probe targets and reports it as the node's latency", async () => {
@@ -127,5 +133,55 @@ describe('cpn agent beside a vLLM engine', () => {
     await stopped;
     const gone = await rpc(t.registry, t.registry.getNode, { nodeId: 'gpu-1' });
     expect(gone.ok || gone.error.code).toBe(status.NOT_FOUND);
+    // The goodbye went on the stream.
+    expect(await t.server.metrics.registry.metrics()).not.toMatch(/method="DeregisterNode"/);
+  });
+});
+
+describe('cpn agent whose connection to the control plane breaks', () => {
+  it('reconnects with backoff, keeps reading meanwhile, and sends its latest state on the new stream', async () => {
+    const t = await startTestServer();
+    const proxy = await startTcpProxy('127.0.0.1', t.server.port);
+    const load: EngineLoad = { running: 1, waiting: 0, kv: 0.1 };
+    const metrics = await startMetricsServer(() => vllmMetrics('m', load));
+    const plane = grpcAgentPlane([proxy.address], TEST_OPERATOR_KEY, 2000, silentLogger, {
+      baseMs: 50,
+      maxMs: 400,
+    });
+    const agent = new Agent({
+      plane,
+      spec: protoSpec('gpu-9'),
+      ttlS: 60,
+      engine: 'vllm',
+      metricsUrl: metrics.url,
+      intervalMs: 50,
+      graceMs: 0,
+      logger: silentLogger,
+    });
+    const node = async () => (await ok(t.registry, t.registry.getNode, { nodeId: 'gpu-9' })).node;
+    try {
+      await agent.start();
+      await eventually(async () => (await node())?.status?.load[0]?.active === 1);
+      proxy.drop();
+      // While cut off: the engine is still read, reports fail, and a change is not yet seen.
+      const reads = agent.counts.reads;
+      load.running = 12;
+      await eventually(() => agent.counts.failedReports >= 2 && agent.counts.reads >= reads + 3);
+      expect((await node())?.status?.load[0]?.active).toBe(1);
+      proxy.resume();
+      await eventually(async () => (await node())?.status?.load[0]?.active === 12);
+      expect(plane.link.counts.opened).toBeGreaterThanOrEqual(2);
+      expect(plane.link.counts.broken).toBeGreaterThanOrEqual(1);
+      // Nothing changed since: the damper is back in charge, and the keep-alive is far off.
+      const sent = agent.counts.reports;
+      await eventually(() => agent.counts.reads >= reads + 10);
+      expect(agent.counts.reports).toBe(sent);
+    } finally {
+      await agent.stop();
+      plane.close();
+      await metrics.close();
+      await proxy.close();
+      await t.close();
+    }
   });
 });

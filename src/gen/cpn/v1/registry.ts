@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -54,6 +56,30 @@ export interface RegisterNodeResponse {
 }
 
 export interface ReportStatusResponse {
+  state: NodeState;
+}
+
+export interface HeartbeatRequest {
+  /** The node's status now; every status on one stream must be for the same node. */
+  status?:
+    | NodeStatus
+    | undefined;
+  /** No new placements on the node (existing ones finish), as DrainNode with drain = true. */
+  drain?:
+    | HeartbeatDrain
+    | undefined;
+  /** The agent leaves: the node is deregistered now, then the stream ends with OK. */
+  goodbye?: HeartbeatGoodbye | undefined;
+}
+
+export interface HeartbeatDrain {
+}
+
+export interface HeartbeatGoodbye {
+}
+
+export interface HeartbeatResponse {
+  /** The node's state after the message (NODE_STATE_UNSPECIFIED after a goodbye). */
   state: NodeState;
 }
 
@@ -456,6 +482,284 @@ export const ReportStatusResponse: MessageFns<ReportStatusResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<ReportStatusResponse>, I>>(object: I): ReportStatusResponse {
     const message = createBaseReportStatusResponse();
+    message.state = object.state ?? 0;
+    return message;
+  },
+};
+
+function createBaseHeartbeatRequest(): HeartbeatRequest {
+  return { status: undefined, drain: undefined, goodbye: undefined };
+}
+
+export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
+  encode(message: HeartbeatRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      NodeStatus.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    if (message.drain !== undefined) {
+      HeartbeatDrain.encode(message.drain, writer.uint32(18).fork()).join();
+    }
+    if (message.goodbye !== undefined) {
+      HeartbeatGoodbye.encode(message.goodbye, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeartbeatRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeatRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = NodeStatus.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.drain = HeartbeatDrain.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.goodbye = HeartbeatGoodbye.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeartbeatRequest {
+    return {
+      status: isSet(object.status) ? NodeStatus.fromJSON(object.status) : undefined,
+      drain: isSet(object.drain) ? HeartbeatDrain.fromJSON(object.drain) : undefined,
+      goodbye: isSet(object.goodbye) ? HeartbeatGoodbye.fromJSON(object.goodbye) : undefined,
+    };
+  },
+
+  toJSON(message: HeartbeatRequest): unknown {
+    const obj: any = {};
+    if (message.status !== undefined) {
+      obj.status = NodeStatus.toJSON(message.status);
+    }
+    if (message.drain !== undefined) {
+      obj.drain = HeartbeatDrain.toJSON(message.drain);
+    }
+    if (message.goodbye !== undefined) {
+      obj.goodbye = HeartbeatGoodbye.toJSON(message.goodbye);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeartbeatRequest>, I>>(base?: I): HeartbeatRequest {
+    return HeartbeatRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeartbeatRequest>, I>>(object: I): HeartbeatRequest {
+    const message = createBaseHeartbeatRequest();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? NodeStatus.fromPartial(object.status)
+      : undefined;
+    message.drain = (object.drain !== undefined && object.drain !== null)
+      ? HeartbeatDrain.fromPartial(object.drain)
+      : undefined;
+    message.goodbye = (object.goodbye !== undefined && object.goodbye !== null)
+      ? HeartbeatGoodbye.fromPartial(object.goodbye)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseHeartbeatDrain(): HeartbeatDrain {
+  return {};
+}
+
+export const HeartbeatDrain: MessageFns<HeartbeatDrain> = {
+  encode(_: HeartbeatDrain, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeartbeatDrain {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeatDrain();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): HeartbeatDrain {
+    return {};
+  },
+
+  toJSON(_: HeartbeatDrain): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeartbeatDrain>, I>>(base?: I): HeartbeatDrain {
+    return HeartbeatDrain.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeartbeatDrain>, I>>(_: I): HeartbeatDrain {
+    const message = createBaseHeartbeatDrain();
+    return message;
+  },
+};
+
+function createBaseHeartbeatGoodbye(): HeartbeatGoodbye {
+  return {};
+}
+
+export const HeartbeatGoodbye: MessageFns<HeartbeatGoodbye> = {
+  encode(_: HeartbeatGoodbye, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeartbeatGoodbye {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeatGoodbye();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): HeartbeatGoodbye {
+    return {};
+  },
+
+  toJSON(_: HeartbeatGoodbye): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeartbeatGoodbye>, I>>(base?: I): HeartbeatGoodbye {
+    return HeartbeatGoodbye.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeartbeatGoodbye>, I>>(_: I): HeartbeatGoodbye {
+    const message = createBaseHeartbeatGoodbye();
+    return message;
+  },
+};
+
+function createBaseHeartbeatResponse(): HeartbeatResponse {
+  return { state: 0 };
+}
+
+export const HeartbeatResponse: MessageFns<HeartbeatResponse> = {
+  encode(message: HeartbeatResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== 0) {
+      writer.uint32(8).int32(message.state);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeartbeatResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeatResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeartbeatResponse {
+    return { state: isSet(object.state) ? nodeStateFromJSON(object.state) : 0 };
+  },
+
+  toJSON(message: HeartbeatResponse): unknown {
+    const obj: any = {};
+    if (message.state !== 0) {
+      obj.state = nodeStateToJSON(message.state);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeartbeatResponse>, I>>(base?: I): HeartbeatResponse {
+    return HeartbeatResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeartbeatResponse>, I>>(object: I): HeartbeatResponse {
+    const message = createBaseHeartbeatResponse();
     message.state = object.state ?? 0;
     return message;
   },
@@ -2573,6 +2877,23 @@ export const RegistryService = {
       Buffer.from(ReportStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReportStatusResponse => ReportStatusResponse.decode(value),
   },
+  /**
+   * A node agent's long-lived status channel. The first message names the node (a status); every
+   * status gets one response with the node's state. A status is a report as by ReportStatus. The
+   * stream ending without a goodbye changes nothing: the node expires after its TTL unless it
+   * reports again (on a new stream or any replica). A goodbye deregisters the node at once and ends
+   * the stream. Errors end the stream: NOT_FOUND / FAILED_PRECONDITION when the node is unknown or
+   * expired (register again and reopen), INVALID_ARGUMENT for a bad message.
+   */
+  heartbeat: {
+    path: "/cpn.v1.Registry/Heartbeat" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: HeartbeatRequest): Buffer => Buffer.from(HeartbeatRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HeartbeatRequest => HeartbeatRequest.decode(value),
+    responseSerialize: (value: HeartbeatResponse): Buffer => Buffer.from(HeartbeatResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HeartbeatResponse => HeartbeatResponse.decode(value),
+  },
   deregisterNode: {
     path: "/cpn.v1.Registry/DeregisterNode" as const,
     requestStream: false as const,
@@ -2675,6 +2996,15 @@ export interface RegistryServer extends UntypedServiceImplementation {
   registerNode: handleUnaryCall<RegisterNodeRequest, RegisterNodeResponse>;
   /** Pushes a node's status; keeps its registration alive for another ttl_s. */
   reportStatus: handleUnaryCall<NodeStatus, ReportStatusResponse>;
+  /**
+   * A node agent's long-lived status channel. The first message names the node (a status); every
+   * status gets one response with the node's state. A status is a report as by ReportStatus. The
+   * stream ending without a goodbye changes nothing: the node expires after its TTL unless it
+   * reports again (on a new stream or any replica). A goodbye deregisters the node at once and ends
+   * the stream. Errors end the stream: NOT_FOUND / FAILED_PRECONDITION when the node is unknown or
+   * expired (register again and reopen), INVALID_ARGUMENT for a bad message.
+   */
+  heartbeat: handleBidiStreamingCall<HeartbeatRequest, HeartbeatResponse>;
   deregisterNode: handleUnaryCall<DeregisterNodeRequest, DeregisterNodeResponse>;
   /** Sets (drain = true) or clears (drain = false) DRAINING: no new placements, existing ones finish. */
   drainNode: handleUnaryCall<DrainNodeRequest, DrainNodeResponse>;
@@ -2725,6 +3055,20 @@ export interface RegistryClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReportStatusResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * A node agent's long-lived status channel. The first message names the node (a status); every
+   * status gets one response with the node's state. A status is a report as by ReportStatus. The
+   * stream ending without a goodbye changes nothing: the node expires after its TTL unless it
+   * reports again (on a new stream or any replica). A goodbye deregisters the node at once and ends
+   * the stream. Errors end the stream: NOT_FOUND / FAILED_PRECONDITION when the node is unknown or
+   * expired (register again and reopen), INVALID_ARGUMENT for a bad message.
+   */
+  heartbeat(): ClientDuplexStream<HeartbeatRequest, HeartbeatResponse>;
+  heartbeat(options: Partial<CallOptions>): ClientDuplexStream<HeartbeatRequest, HeartbeatResponse>;
+  heartbeat(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<HeartbeatRequest, HeartbeatResponse>;
   deregisterNode(
     request: DeregisterNodeRequest,
     callback: (error: ServiceError | null, response: DeregisterNodeResponse) => void,

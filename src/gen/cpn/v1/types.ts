@@ -189,8 +189,8 @@ export interface NodeStatus {
   load: ModelLoad[];
   /** 0..1 */
   gpuUtilization: number;
-  /** 0..1 */
-  kvCacheUtilization: number;
+  /** 0..1; unset when the engine does not say (TGI has no KV-cache gauge): unknown, not zero. */
+  kvCacheUtilization?: number | undefined;
   healthy: boolean;
 }
 
@@ -1117,7 +1117,7 @@ export const ModelLoad: MessageFns<ModelLoad> = {
 };
 
 function createBaseNodeStatus(): NodeStatus {
-  return { nodeId: "", load: [], gpuUtilization: 0, kvCacheUtilization: 0, healthy: false };
+  return { nodeId: "", load: [], gpuUtilization: 0, kvCacheUtilization: undefined, healthy: false };
 }
 
 export const NodeStatus: MessageFns<NodeStatus> = {
@@ -1131,7 +1131,7 @@ export const NodeStatus: MessageFns<NodeStatus> = {
     if (message.gpuUtilization !== 0) {
       writer.uint32(25).double(message.gpuUtilization);
     }
-    if (message.kvCacheUtilization !== 0) {
+    if (message.kvCacheUtilization !== undefined) {
       writer.uint32(33).double(message.kvCacheUtilization);
     }
     if (message.healthy !== false) {
@@ -1222,7 +1222,7 @@ export const NodeStatus: MessageFns<NodeStatus> = {
         ? globalThis.Number(object.kvCacheUtilization)
         : isSet(object.kv_cache_utilization)
         ? globalThis.Number(object.kv_cache_utilization)
-        : 0,
+        : undefined,
       healthy: isSet(object.healthy) ? globalThis.Boolean(object.healthy) : false,
     };
   },
@@ -1238,7 +1238,7 @@ export const NodeStatus: MessageFns<NodeStatus> = {
     if (message.gpuUtilization !== 0) {
       obj.gpuUtilization = floatToJson(message.gpuUtilization);
     }
-    if (message.kvCacheUtilization !== 0) {
+    if (message.kvCacheUtilization !== undefined) {
       obj.kvCacheUtilization = floatToJson(message.kvCacheUtilization);
     }
     if (message.healthy !== false) {
@@ -1255,7 +1255,7 @@ export const NodeStatus: MessageFns<NodeStatus> = {
     message.nodeId = object.nodeId ?? "";
     message.load = object.load?.map((e) => ModelLoad.fromPartial(e)) || [];
     message.gpuUtilization = object.gpuUtilization ?? 0;
-    message.kvCacheUtilization = object.kvCacheUtilization ?? 0;
+    message.kvCacheUtilization = object.kvCacheUtilization ?? undefined;
     message.healthy = object.healthy ?? false;
     return message;
   },
