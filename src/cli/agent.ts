@@ -1,7 +1,8 @@
 // `cpn agent`: the node agent beside one inference server (src/agent/agent.ts).
 
+import { readFile } from 'node:fs/promises';
 import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { Agent, type AgentPlane } from '../agent/agent.js';
 import { ENGINES, type Engine } from '../agent/engine-metrics.js';
 import { type BackoffOptions, HeartbeatLink, UNREACHABLE_CODES } from '../agent/heartbeat-link.js';
@@ -13,8 +14,8 @@ import { createLogger, type LogFormat, type LogLevel } from '../ops/log.js';
 import { loadTopology } from '../ops/topology.js';
 import { ConfigError } from '../ops/yaml-config.js';
 import { specToProto } from '../server/convert.js';
-import { integer } from './args.js';
-import { CliError, withClientOptions } from './rpc.js';
+import { CliError } from './rpc.js';
+import { choice, int, list, type Setting, SettingsTable, type SettingValues, text } from './settings.js';
 
 type Unary<Req> = UnaryMethod<Req, unknown>;
 
@@ -92,143 +93,189 @@ export function grpcAgentPlane(
   };
 }
 
-export function agentCommand(): Command {
-  return withClientOptions(
-    new Command('agent')
-      .description(
-        "run beside one inference server (vLLM, SGLang, TGI): register the node, read the engine's metrics, report its load and health (damped, with a keep-alive); --api-key is an agent key bound to the node; --server may list several replicas, comma-separated (the next is tried when one is unreachable)",
-      )
-      .addOption(
-        new Option(
-          '--node <file>',
-          'the node in the topology format (a topology file with this node; --node-id picks one of several)',
-        )
-          .makeOptionMandatory()
-          .env('CPN_AGENT_NODE'),
-      )
-      .addOption(new Option('--node-id <id>', 'which node of --node to run for').env('CPN_AGENT_NODE_ID'))
-      .addOption(
-        new Option('--engine <engine>', 'the inference server, or auto to detect it from its metrics')
-          .choices([...ENGINES, 'auto'])
-          .default('auto')
-          .env('CPN_AGENT_ENGINE'),
-      )
-      .addOption(
-        new Option(
-          '--engine-metrics <url>',
-          "the engine's Prometheus endpoint, e.g. http://127.0.0.1:8000/metrics",
-        )
-          .makeOptionMandatory()
-          .env('CPN_AGENT_ENGINE_METRICS'),
-      )
-      .addOption(
-        new Option('--probe-interval-ms <ms>', 'how often to measure the probes')
-          .default(10_000)
-          .argParser(integer(1000, 3_600_000))
-          .env('CPN_AGENT_PROBE_INTERVAL_MS'),
-      )
-      .addOption(
-        new Option(
-          '--probe <name=host:port>',
-          'measure TCP connect time from a place to this node (an address standing for the access point or region NAME), reported as latency; repeatable (CPN_AGENT_PROBES: comma-separated)',
-        ).argParser((value: string, previous: string[] = []) => [...previous, value]),
-      )
-      .addOption(
-        new Option('--interval-ms <ms>', 'how often to read the engine')
-          .default(1000)
-          .argParser(integer(100, 60_000))
-          .env('CPN_AGENT_INTERVAL_MS'),
-      )
-      .addOption(
-        new Option('--ttl-s <s>', "the node's TTL: silent this long, it is DOWN")
-          .default(10)
-          .argParser(integer(1, 86_400))
-          .env('CPN_AGENT_TTL_S'),
-      )
-      .addOption(
-        new Option('--unhealthy-after <n>', 'failed reads in a row before the node is reported unhealthy')
-          .default(3)
-          .argParser(integer(1, 1000))
-          .env('CPN_AGENT_UNHEALTHY_AFTER'),
-      )
-      .addOption(
-        new Option('--grace-ms <ms>', 'on SIGTERM, how long to wait for running requests to finish')
-          .default(30_000)
-          .argParser(integer(0, 3_600_000))
-          .env('CPN_AGENT_GRACE_MS'),
-      )
-      .addOption(
-        new Option('--log-level <level>', 'debug, info, warn, error or silent')
-          .choices(['debug', 'info', 'warn', 'error', 'silent'])
-          .default('info')
-          .env('CPN_AGENT_LOG_LEVEL'),
-      )
-      .addOption(
-        new Option('--log-format <format>', 'json or pretty')
-          .choices(['json', 'pretty'])
-          .default('json')
-          .env('CPN_AGENT_LOG_FORMAT'),
-      ),
-  ).action(async (opts) => {
-    let nodes: Awaited<ReturnType<typeof loadTopology>>['nodes'];
+/** Every `cpn agent` setting: flag, CPN_AGENT_* variable and `--config` YAML key (settings.ts). */
+export const AGENT_SETTINGS = {
+  config: {
+    kind: text,
+    arg: '<file>',
+    help: 'YAML with the same settings in snake_case (flags and CPN_AGENT_* variables win)',
+    notInFile: true,
+  },
+  server: {
+    kind: text,
+    arg: '<host:port,…>',
+    help: 'the control plane; several replicas comma-separated (the next is tried when one is unreachable); CPN_SERVER if unset',
+  },
+  apiKey: {
+    kind: text,
+    arg: '<key>',
+    help: 'an agent key bound to the node (prefer the variable or --api-key-file: flags show in ps); CPN_API_KEY if unset',
+    notInFile: true,
+  },
+  apiKeyFile: { kind: text, arg: '<file>', help: 'read the API key from this file (e.g. a mounted secret)' },
+  timeoutMs: { kind: int(100, 600_000), arg: '<ms>', help: 'deadline of each call', default: 5000 },
+  node: {
+    kind: text,
+    arg: '<file>',
+    help: 'the node in the topology format (a topology file with this node; --node-id picks one of several); required',
+  },
+  nodeId: { kind: text, arg: '<id>', help: 'which node of --node to run for' },
+  engine: {
+    kind: choice(...ENGINES, 'auto'),
+    arg: '<engine>',
+    help: 'the inference server, or auto to detect it from its metrics',
+    default: 'auto',
+  },
+  engineMetrics: {
+    kind: text,
+    arg: '<url>',
+    help: "the engine's Prometheus endpoint, e.g. http://127.0.0.1:8000/metrics; required",
+  },
+  intervalMs: { kind: int(100, 60_000), arg: '<ms>', help: 'how often to read the engine', default: 1000 },
+  ttlS: {
+    kind: int(1, 86_400),
+    arg: '<s>',
+    help: "the node's TTL: silent this long, it is DOWN",
+    default: 10,
+  },
+  unhealthyAfter: {
+    kind: int(1, 1000),
+    arg: '<n>',
+    help: 'failed reads in a row before the node is reported unhealthy',
+    default: 3,
+  },
+  graceMs: {
+    kind: int(0, 3_600_000),
+    arg: '<ms>',
+    help: 'on SIGTERM, how long to wait for running requests to finish',
+    default: 30_000,
+  },
+  probe: {
+    kind: list,
+    arg: '<name=host:port>',
+    help: 'measure TCP connect time from a place to this node (an address standing for the access point or region NAME), reported as latency; repeatable or comma-separated',
+  },
+  probeIntervalMs: {
+    kind: int(1000, 3_600_000),
+    arg: '<ms>',
+    help: 'how often to measure the probes',
+    default: 10_000,
+  },
+  logLevel: {
+    kind: choice('debug', 'info', 'warn', 'error', 'silent'),
+    arg: '<level>',
+    help: 'log level',
+    default: 'info',
+  },
+  logFormat: { kind: choice('json', 'pretty'), arg: '<format>', help: 'log format', default: 'json' },
+} as const satisfies Record<string, Setting>;
+
+const agentSettings = new SettingsTable(AGENT_SETTINGS, 'CPN_AGENT_');
+export const agentConfigSchema = agentSettings.schema;
+
+/** The node of `file` this agent runs for (`nodeId` picks one of several). */
+async function nodeOf(file: string, nodeId: string | undefined) {
+  let nodes: Awaited<ReturnType<typeof loadTopology>>['nodes'];
+  try {
+    nodes = (await loadTopology(file)).nodes;
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError(error.message, 2);
+    throw new CliError(`cannot read --node ${file}: ${(error as Error).message}`, 2);
+  }
+  const spec =
+    nodeId === undefined ? (nodes.length === 1 ? nodes[0] : undefined) : nodes.find((n) => n.id === nodeId);
+  if (spec === undefined)
+    throw new CliError(
+      nodeId === undefined
+        ? `${file} holds ${nodes.length} nodes; say which with --node-id (${nodes
+            .slice(0, 5)
+            .map((n) => n.id)
+            .join(', ')}…)`
+        : `${file} has no node ${nodeId}`,
+      2,
+    );
+  return spec;
+}
+
+async function apiKeyOf(settings: SettingValues<typeof AGENT_SETTINGS>): Promise<string | undefined> {
+  if (settings.apiKey !== undefined) return settings.apiKey;
+  if (settings.apiKeyFile !== undefined) {
     try {
-      nodes = (await loadTopology(opts.node)).nodes;
+      const key = (await readFile(settings.apiKeyFile, 'utf8')).trim();
+      if (key === '') throw new Error('the file is empty');
+      return key;
     } catch (error) {
-      if (error instanceof ConfigError) throw new CliError(error.message, 2);
-      throw new CliError(`cannot read --node ${opts.node}: ${(error as Error).message}`, 2);
+      throw new CliError(`cannot read --api-key-file ${settings.apiKeyFile}: ${(error as Error).message}`, 2);
     }
-    const spec =
-      opts.nodeId === undefined
-        ? nodes.length === 1
-          ? nodes[0]
-          : undefined
-        : nodes.find((n) => n.id === opts.nodeId);
-    if (spec === undefined)
-      throw new CliError(
-        opts.nodeId === undefined
-          ? `${opts.node} holds ${nodes.length} nodes; say which with --node-id (${nodes
-              .slice(0, 5)
-              .map((n) => n.id)
-              .join(', ')}…)`
-          : `${opts.node} has no node ${opts.nodeId}`,
-        2,
-      );
+  }
+  return process.env.CPN_API_KEY || undefined;
+}
+
+export function agentCommand(): Command {
+  const command = new Command('agent').description(
+    "run beside one inference server (vLLM, SGLang, TGI): register the node, read the engine's metrics, report its load and health on a Heartbeat stream (damped, with a keep-alive every TTL/3), measure latency from --probe places; on SIGTERM drain, wait for running requests, deregister. Every flag is also a CPN_AGENT_* variable (--engine-metrics: CPN_AGENT_ENGINE_METRICS) and a key of the --config YAML (engine_metrics).",
+  );
+  for (const option of agentSettings.options()) command.addOption(option);
+  return command.action(async (_opts, self: Command) => {
+    const settings = await agentSettings.resolve(self).catch((error: unknown) => {
+      if (error instanceof ConfigError) throw new CliError(error.message, 2);
+      throw error;
+    });
+    const required = (key: 'node' | 'engineMetrics'): string => {
+      const value = settings[key];
+      if (value === undefined)
+        throw new CliError(
+          `${agentSettings.flagOf(key)} is required (or ${agentSettings.envOf(key)}, or ${agentSettings.fileKeyOf(key)}: in --config)`,
+          2,
+        );
+      return value;
+    };
+    const nodeFile = required('node');
+    const engineMetrics = required('engineMetrics');
+    const spec = await nodeOf(nodeFile, settings.nodeId);
     let probes: ProbeTarget[];
     try {
-      const listed = (process.env.CPN_AGENT_PROBES ?? '').split(',').filter((probe) => probe.trim() !== '');
-      probes = [...((opts.probe as string[] | undefined) ?? listed)].map(parseProbe);
+      probes = (settings.probe ?? '')
+        .split(',')
+        .filter((probe) => probe.trim() !== '')
+        .map(parseProbe);
     } catch (error) {
       throw new CliError((error as Error).message, 2);
     }
-    const logger = createLogger(opts.logLevel as LogLevel, 2, opts.logFormat as LogFormat);
-    const servers = String(opts.server)
+    const apiKey = await apiKeyOf(settings);
+    const serverList = settings.server ?? (process.env.CPN_SERVER || 'localhost:50051');
+    const logger = createLogger(settings.logLevel as LogLevel, 2, settings.logFormat as LogFormat);
+    const servers = serverList
       .split(',')
       .map((server) => server.trim())
       .filter(Boolean);
-    const plane = grpcAgentPlane(servers, opts.apiKey, opts.timeoutMs, logger);
+    const plane = grpcAgentPlane(servers, apiKey, settings.timeoutMs, logger, {
+      // Reconnect well within the TTL, whatever the backoff has grown to.
+      maxMs: Math.min(5000, (settings.ttlS * 1000) / 4),
+    });
     const agent = new Agent({
       plane,
       spec: specToProto(spec),
-      ttlS: opts.ttlS,
-      engine: opts.engine as Engine | 'auto',
-      metricsUrl: opts.engineMetrics,
-      intervalMs: opts.intervalMs,
-      unhealthyAfter: opts.unhealthyAfter,
-      graceMs: opts.graceMs,
+      ttlS: settings.ttlS,
+      engine: settings.engine as Engine | 'auto',
+      metricsUrl: engineMetrics,
+      intervalMs: settings.intervalMs,
+      unhealthyAfter: settings.unhealthyAfter,
+      graceMs: settings.graceMs,
       logger,
       probes,
-      probeIntervalMs: opts.probeIntervalMs,
+      probeIntervalMs: settings.probeIntervalMs,
     });
     try {
       await agent.start();
     } catch (error) {
       plane.close();
       throw new CliError(
-        `cannot register node ${spec.id} at ${opts.server}: ${(error as ServiceError).details ?? (error as Error).message}`,
+        `cannot register node ${spec.id} at ${serverList}: ${(error as ServiceError).details ?? (error as Error).message}`,
       );
     }
     process.stdout.write(
-      `cpn agent running for node ${spec.id} (engine ${opts.engine}, ${opts.engineMetrics}) against ${opts.server}\n`,
+      `cpn agent running for node ${spec.id} (engine ${settings.engine}, ${engineMetrics}) against ${serverList}\n`,
     );
     await new Promise<void>((resolve) => {
       let signals = 0;

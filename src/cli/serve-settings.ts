@@ -1,4 +1,4 @@
-// The one source of every `cpn serve` setting: its flag, its CPN_* variable, its YAML key, its
+// The one source of every `cpn serve` setting (the machinery is in settings.ts): its flag, its CPN_* variable, its YAML key, its
 // range or choices, its default and its help. The commander options, the `--config` file schema,
 // the Helm chart test and the README all derive from this table, so a setting is one entry.
 //
@@ -6,36 +6,12 @@
 // `CPN_ETCD_TIMEOUT_MS` and the YAML key `etcd_timeout_ms`. Precedence: flag, variable, file,
 // default.
 
-import { type Command, Option } from 'commander';
-import { z } from 'zod';
+import type { Command } from 'commander';
 import { DEFAULT_MAX_REGION_LABELS } from '../ops/metrics.js';
-import { YamlSource } from '../ops/yaml-config.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../server/connections.js';
 import { DEFAULT_MAX_NODES } from '../server/services.js';
 import { DEFAULT_MAX_LATENCY_SAMPLES } from '../store/registry-index.js';
-import { integer } from './args.js';
-
-type Kind =
-  | { readonly type: 'int'; readonly min: number; readonly max: number }
-  | { readonly type: 'choice'; readonly choices: readonly string[] }
-  | { readonly type: 'text' }
-  /** A comma-separated list on the command line; a string or a list of strings in YAML. */
-  | { readonly type: 'list' }
-  | { readonly type: 'switch' };
-
-interface Setting {
-  readonly kind: Kind;
-  /** Placeholder in `--help`, e.g. `<ms>`; switches have none. */
-  readonly arg?: string;
-  readonly help: string;
-  readonly default?: number | string | boolean;
-  /** Flag-only (not a YAML key), e.g. the path of the YAML file itself. */
-  readonly notInFile?: boolean;
-}
-
-const int = (min: number, max: number) => ({ type: 'int', min, max }) as const;
-const choice = <const C extends readonly string[]>(...choices: C) => ({ type: 'choice', choices }) as const;
-const text = { type: 'text' } as const;
+import { choice, int, list, type Setting, SettingsTable, type SettingValues, text } from './settings.js';
 
 export const SERVE_SETTINGS = {
   config: {
@@ -58,7 +34,7 @@ export const SERVE_SETTINGS = {
     default: 'memory',
   },
   etcdEndpoints: {
-    kind: { type: 'list' },
+    kind: list,
     arg: '<urls>',
     help: 'comma-separated etcd client URLs, e.g. http://127.0.0.1:2379',
   },
@@ -213,91 +189,17 @@ export const SERVE_SETTINGS = {
 
 export type SettingKey = keyof typeof SERVE_SETTINGS;
 
-type ValueOf<S> = S extends { kind: { type: 'int' } }
-  ? number
-  : S extends { kind: { type: 'switch' } }
-    ? boolean
-    : S extends { kind: { type: 'choice'; choices: readonly (infer C)[] } }
-      ? C
-      : string;
-
 /** The settings as `serve` reads them, defaults applied. */
-export type ServeSettings = {
-  readonly [K in SettingKey]: (typeof SERVE_SETTINGS)[K] extends { default: unknown }
-    ? ValueOf<(typeof SERVE_SETTINGS)[K]>
-    : ValueOf<(typeof SERVE_SETTINGS)[K]> | undefined;
-};
+export type ServeSettings = SettingValues<typeof SERVE_SETTINGS>;
 
-const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-const snake = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-export const flagOf = (key: SettingKey) => `--${kebab(key)}`;
-export const envOf = (key: SettingKey) => `CPN_${snake(key).toUpperCase()}`;
-export const fileKeyOf = (key: SettingKey) => snake(key);
+const serve = new SettingsTable(SERVE_SETTINGS, 'CPN_');
 
-const entries = Object.entries(SERVE_SETTINGS) as [SettingKey, Setting][];
-
-function fileSchema(kind: Kind): z.ZodType {
-  switch (kind.type) {
-    case 'int':
-      return z.number().int().min(kind.min).max(kind.max);
-    case 'choice':
-      return z.enum(kind.choices as [string, ...string[]]);
-    case 'text':
-      return z.string().min(1);
-    case 'list':
-      return z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
-    case 'switch':
-      return z.boolean();
-  }
-}
-
+export const flagOf = (key: SettingKey) => serve.flagOf(key);
+export const envOf = (key: SettingKey) => serve.envOf(key);
+export const fileKeyOf = (key: SettingKey) => serve.fileKeyOf(key);
 /** The `--config` file: keys are the settings in snake_case, each with the flag's range. */
-export const serveConfigSchema = z.strictObject(
-  Object.fromEntries(
-    entries
-      .filter(([, setting]) => !setting.notInFile)
-      .map(([key, setting]) => [fileKeyOf(key), fileSchema(setting.kind).optional()]),
-  ),
-);
-
+export const serveConfigSchema = serve.schema;
 /** The commander options of `cpn serve`, one per setting. */
-export function serveOptions(): Option[] {
-  return entries.map(([key, setting]) => {
-    const flag = setting.arg === undefined ? flagOf(key) : `${flagOf(key)} ${setting.arg}`;
-    const option = new Option(flag, setting.help).env(envOf(key));
-    if (setting.default !== undefined) option.default(setting.default);
-    const kind = setting.kind;
-    if (kind.type === 'int') option.argParser(integer(kind.min, kind.max));
-    if (kind.type === 'choice') option.choices(kind.choices);
-    return option;
-  });
-}
-
-/**
- * Fills every setting still at its default (not given as a flag or variable) from the `--config`
- * file, then returns all of them.
- */
-export async function resolveServeSettings(command: Command): Promise<ServeSettings> {
-  const file = command.getOptionValue('config') as string | undefined;
-  if (file !== undefined) {
-    const config = (await YamlSource.load(file)).validate(serveConfigSchema) as Record<string, unknown>;
-    for (const [key] of entries) {
-      const value = config[fileKeyOf(key)];
-      if (value === undefined) continue;
-      const source = command.getOptionValueSource(key);
-      if (source === 'cli' || source === 'env') continue;
-      command.setOptionValueWithSource(key, Array.isArray(value) ? value.join(',') : value, 'config');
-    }
-  }
-  return command.opts() as ServeSettings;
-}
-
-/** Where each setting came from (flag, env, config, default), for the start-up log. */
-export function settingSources(command: Command): Record<string, { value: unknown; from: string }> {
-  return Object.fromEntries(
-    entries.map(([key]) => [
-      key,
-      { value: command.getOptionValue(key), from: command.getOptionValueSource(key) ?? 'unset' },
-    ]),
-  );
-}
+export const serveOptions = () => serve.options();
+export const resolveServeSettings = (command: Command): Promise<ServeSettings> => serve.resolve(command);
+export const settingSources = (command: Command) => serve.sources(command);

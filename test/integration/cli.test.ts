@@ -423,26 +423,27 @@ describe('cpn CLI failures and lifecycle', () => {
     const load = { running: 4, waiting: 1, kv: 0.5 };
     const metrics = await startMetricsServer(() => vllmMetrics('qwen3-32b', load));
     const serve = await startServe([]);
-    const child = spawn(
-      process.execPath,
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = await mkdtemp(join(tmpdir(), 'cpn-agent-'));
+    // Settings from a --config file (the server from the flag).
+    const config = join(dir, 'agent.yaml');
+    await writeFile(
+      config,
       [
-        CPN_BIN,
-        'agent',
-        '--node',
-        'simulations/topologies/demo-national.yaml',
-        '--node-id',
-        'hub-gba-shaoguan',
-        '--engine-metrics',
-        metrics.url,
-        '--interval-ms',
-        '100',
-        '--grace-ms',
-        '10000',
-        '--server',
-        serve.address,
-      ],
-      { env: { ...process.env, CPN_API_KEY: CLI_OPERATOR_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
+        'node: simulations/topologies/demo-national.yaml',
+        'node_id: hub-gba-shaoguan',
+        `engine_metrics: ${metrics.url}`,
+        'interval_ms: 100',
+        'grace_ms: 10000',
+        'probe: [CN-GD=127.0.0.1:9]',
+      ].join('\n'),
     );
+    const child = spawn(process.execPath, [CPN_BIN, 'agent', '--config', config, '--server', serve.address], {
+      env: { ...process.env, CPN_API_KEY: CLI_OPERATOR_KEY },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     try {
       await eventually(
@@ -474,6 +475,17 @@ describe('cpn CLI failures and lifecycle', () => {
       });
       expect(missing.code).toBe(2);
       expect(missing.stderr).toContain('say which with --node-id');
+      // A bad config names its file and line; a missing required setting says where to give it.
+      await writeFile(config, 'node: x.yaml\ninterval_ms: 5\n');
+      const bad = await runCli(['agent', '--config', config, '--server', serve.address]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/agent\.yaml:2: interval_ms/);
+      await writeFile(config, 'node: simulations/topologies/demo-national.yaml\n');
+      const unset = await runCli(['agent', '--config', config, '--server', serve.address]);
+      expect(unset.code).toBe(2);
+      expect(unset.stderr).toContain(
+        '--engine-metrics is required (or CPN_AGENT_ENGINE_METRICS, or engine_metrics: in --config)',
+      );
     } finally {
       child.kill('SIGKILL');
       await serve.stop();
