@@ -6,9 +6,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
+import { buildProgram } from '../../src/cli/main.js';
 import { envOf, SERVE_SETTINGS, type SettingKey } from '../../src/cli/serve-settings.js';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import { ControlPlaneMetrics } from '../../src/ops/metrics.js';
+import { parseTopology } from '../../src/ops/topology.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 
 const chart = 'helm/cpn';
@@ -53,6 +55,7 @@ describe('helm chart', () => {
     expect(templates.map((t) => t.file).sort()).toEqual(
       [
         '_helpers.tpl',
+        'agent.yaml',
         'configmap.yaml',
         'deployment.yaml',
         'etcd.yaml',
@@ -78,7 +81,12 @@ describe('helm chart', () => {
 
   it('every key in values.yaml has a comment above it (the resources subtree is Kubernetes’ own)', () => {
     const lines = valuesText.split('\n');
+    // Inside a block scalar (`node: |`) lines are the value's text, not keys.
+    let blockIndent: number | undefined;
     const uncommented = lines.flatMap((line, index) => {
+      const indent = line.length - line.trimStart().length;
+      if (blockIndent !== undefined && (line.trim() === '' || indent > blockIndent)) return [];
+      blockIndent = /:\s*\|\s*$/.test(line) ? indent : undefined;
       const key = /^(\s*)([A-Za-z][A-Za-z0-9]*):/.exec(line);
       if (!key) return [];
       const previous = lines[index - 1]?.trim() ?? '';
@@ -131,6 +139,21 @@ describe('helm chart', () => {
     const set = [...configmap.matchAll(/^\s+(CPN_[A-Z_]+):/gm)].map((m) => m[1] as string);
     expect(set.length).toBeGreaterThan(5);
     expect(set.filter((name) => !read.has(name))).toEqual([]);
+  });
+
+  it('the agent sidecar sets only CPN_AGENT_* variables cpn agent reads, for the one node of a valid topology', () => {
+    const read = new Set(
+      (buildProgram().commands.find((c) => c.name() === 'agent')?.options ?? []).map((o) => o.envVar),
+    );
+    const agent = templates.find((t) => t.file === 'agent.yaml')?.text ?? '';
+    const set = [...agent.matchAll(/- name: (CPN_[A-Z_]+)/g)].map((m) => m[1] as string);
+    expect(set.length).toBeGreaterThan(5);
+    expect(set.filter((name) => !read.has(name))).toEqual([]);
+    const topology = parseTopology('values.yaml agent.node', lookup('agent.node') as string);
+    expect(topology.nodes).toHaveLength(1);
+    // The engine keeps serving (preStop) while the agent drains, and Kubernetes waits for both.
+    expect(agent).toMatch(/preStop:[\s\S]*sleep.*\.Values\.agent\.graceMs/);
+    expect(agent).toMatch(/terminationGracePeriodSeconds: .*\.Values\.agent\.graceMs/);
   });
 
   it('the Dockerfile runs as non-root and the chart points at its ports', () => {
