@@ -57,7 +57,15 @@ export class Agent {
   private stopping = false;
   private ticking: Promise<void> = Promise.resolve();
   /** Reports sent, and reads of the engine, for tests and logs. */
-  readonly counts = { reports: 0, failedReports: 0, reads: 0, failedReads: 0, probeReports: 0 };
+  readonly counts = {
+    reports: 0,
+    failedReports: 0,
+    reads: 0,
+    failedReads: 0,
+    probeReports: 0,
+    /** `reads` when the last report was acknowledged: the report carried that read's status. */
+    readsAtLastReport: 0,
+  };
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? Date.now;
@@ -244,6 +252,7 @@ export class Agent {
       await this.options.plane.report(next);
     }
     this.counts.reports += 1;
+    this.counts.readsAtLastReport = this.counts.reads;
     if (this.failedInRow > 0)
       this.options.logger.info('status reports go through again', {
         node: this.options.spec.id,

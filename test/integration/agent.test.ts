@@ -99,9 +99,14 @@ describe('cpn agent beside a vLLM engine', () => {
   });
 
   it('a material change shows within a few reads; a wiggle below the hysteresis sends nothing', async () => {
+    const readsBefore = agent.counts.reads;
     load.running = 8;
     load.waiting = 2;
     await eventually(async () => (await node())?.status?.load[0]?.active === 8);
+    // Reported from the first read that started after the change, or the next (one may have been
+    // in flight): within two heartbeat intervals.
+    expect(agent.counts.readsAtLastReport - readsBefore).toBeGreaterThanOrEqual(1);
+    expect(agent.counts.readsAtLastReport - readsBefore).toBeLessThanOrEqual(2);
     expect((await node())?.status?.load[0]?.queued).toBe(2);
     await reads(2);
     const sent = agent.counts.reports;

@@ -44,7 +44,7 @@ import { KeyCodec, type Kind, prefixEnd } from './etcd-keys.js';
 import { EtcdLeadership } from './etcd-leadership.js';
 import { EtcdLedgers } from './etcd-ledgers.js';
 import { EtcdMirror } from './etcd-mirror.js';
-import { type LoadDoc, type NodeDoc, renewLease, UnrenewedLeases } from './node-leases.js';
+import { LeaseRenewer, type LoadDoc, type NodeDoc, UnrenewedLeases } from './node-leases.js';
 import { shouldFlush } from './status-flush.js';
 
 export interface EtcdTls {
@@ -94,6 +94,8 @@ export class EtcdStore implements Store {
   private readonly codec: KeyCodec;
   private readonly clock: Clock;
   private readonly callTimeoutMs: number;
+  /** One LeaseKeepAlive stream for every node lease this replica renews. */
+  private readonly renewer: LeaseRenewer;
   private readonly statusFlushMs: number;
   private readonly index: RegistryIndex;
   private readonly mirror: EtcdMirror;
@@ -162,6 +164,7 @@ export class EtcdStore implements Store {
           }),
       },
     });
+    this.renewer = LeaseRenewer.for(this.client, callTimeoutMs);
     this.ledgers = new EtcdLedgers({
       client: this.client,
       key: (id) => this.key('ledgers', id),
@@ -743,6 +746,7 @@ export class EtcdStore implements Store {
     this.closed = true;
     for (const timer of this.timers) clearInterval(timer);
     await this.watcher?.cancel().catch(() => undefined);
+    this.renewer.close();
     this.client.close();
   }
 
@@ -861,9 +865,7 @@ export class EtcdStore implements Store {
   /** Renews a lease once; returns its remaining TTL (≤ 0: expired), or undefined if etcd is unreachable. */
   private async keepAlive(leaseId: string): Promise<number | undefined> {
     try {
-      const ttl = await this.call('renew the node lease', () =>
-        renewLease(this.client, leaseId, this.callTimeoutMs),
-      );
+      const ttl = await this.call('renew the node lease', () => this.renewer.renew(leaseId));
       this.stats.keepalives += 1;
       return ttl;
     } catch (error) {

@@ -71,23 +71,128 @@ export class UnrenewedLeases {
 }
 
 /** Renews a lease once over a keepalive stream; resolves with its remaining TTL (≤ 0: gone). */
-export async function renewLease(client: Etcd3, leaseId: string, timeoutMs: number): Promise<number> {
-  const stream = await client.leaseClient.leaseKeepAlive();
-  try {
-    const response = await new Promise<{ TTL: string }>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new KeepaliveTimeout('keepalive timed out')), timeoutMs);
-      stream.on('data', (data: { TTL: string }) => {
-        clearTimeout(timer);
-        resolve(data);
-      });
-      stream.on('error', (error: Error) => {
-        clearTimeout(timer);
-        reject(error);
-      });
-      stream.write({ ID: leaseId });
+interface KeepAliveStream {
+  write(request: { ID: string }): unknown;
+  end(): unknown;
+  on(event: 'data', listener: (response: { ID: string; TTL: string }) => void): unknown;
+  on(event: 'error' | 'end', listener: (error?: Error) => void): unknown;
+}
+
+interface Renewal {
+  resolve(ttl: number): void;
+  reject(error: Error): void;
+}
+
+/**
+ * Renews node leases over one shared LeaseKeepAlive stream, matching each answer to its lease by
+ * id, instead of opening a stream per renewal (a stream costs both ends far more than a message).
+ * Each renewal has its own deadline, which covers opening the stream too; a renewal that times out
+ * or a stream that fails closes the stream, fails what waited on it, and the next renewal opens
+ * a new one.
+ */
+export class LeaseRenewer {
+  private stream: KeepAliveStream | undefined;
+  private opening: Promise<KeepAliveStream> | undefined;
+  private readonly waiting = new Map<string, Renewal[]>();
+  /** Streams opened, for tests. */
+  opened = 0;
+
+  constructor(
+    private readonly open: () => Promise<KeepAliveStream>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  static for(client: Etcd3, timeoutMs: number): LeaseRenewer {
+    return new LeaseRenewer(() => client.leaseClient.leaseKeepAlive() as Promise<KeepAliveStream>, timeoutMs);
+  }
+
+  /** The lease's remaining TTL in seconds after renewing it (0 or less: it had lapsed). */
+  renew(leaseId: string): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      const renewal: Renewal = {
+        resolve: (ttl) => {
+          clearTimeout(timer);
+          resolve(ttl);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.remove(leaseId, renewal);
+        reject(new KeepaliveTimeout('keepalive timed out'));
+        // Silence on the stream: do not trust it with the next renewal, nor the others with this one.
+        this.reset(new KeepaliveTimeout('keepalive timed out'));
+      }, this.timeoutMs);
+      const queue = this.waiting.get(leaseId);
+      if (queue === undefined) this.waiting.set(leaseId, [renewal]);
+      else queue.push(renewal);
+      this.connected().then(
+        (stream) => {
+          if (this.waiting.get(leaseId)?.includes(renewal)) stream.write({ ID: leaseId });
+        },
+        (error: Error) => {
+          this.remove(leaseId, renewal);
+          renewal.reject(error);
+        },
+      );
     });
-    return Number(response.TTL);
-  } finally {
-    stream.end();
+  }
+
+  close(): void {
+    this.reset(new Error('the store is closing'));
+  }
+
+  private connected(): Promise<KeepAliveStream> {
+    if (this.stream !== undefined) return Promise.resolve(this.stream);
+    if (this.opening === undefined) {
+      const opening = this.open().then((stream) => {
+        if (this.opening !== opening) {
+          stream.end();
+          throw new KeepaliveTimeout('keepalive stream given up while it opened');
+        }
+        this.opening = undefined;
+        this.stream = stream;
+        this.opened += 1;
+        stream.on('data', (response) => {
+          const queue = this.waiting.get(String(response.ID));
+          const renewal = queue?.shift();
+          if (queue?.length === 0) this.waiting.delete(String(response.ID));
+          renewal?.resolve(Number(response.TTL));
+        });
+        stream.on('error', (error) => {
+          if (this.stream === stream) this.reset(error ?? new Error('keepalive stream failed'));
+        });
+        stream.on('end', () => {
+          if (this.stream === stream) this.reset(new Error('keepalive stream ended'));
+        });
+        return stream;
+      });
+      this.opening = opening;
+      opening.catch(() => {
+        if (this.opening === opening) this.opening = undefined;
+      });
+    }
+    return this.opening;
+  }
+
+  /** Drops the stream and fails every renewal waiting on it. */
+  private reset(error: Error): void {
+    const stream = this.stream;
+    this.stream = undefined;
+    this.opening = undefined;
+    stream?.end();
+    const waiting = [...this.waiting.values()].flat();
+    this.waiting.clear();
+    for (const renewal of waiting) renewal.reject(error);
+  }
+
+  private remove(leaseId: string, renewal: Renewal): void {
+    const queue = this.waiting.get(leaseId);
+    if (queue === undefined) return;
+    const index = queue.indexOf(renewal);
+    if (index >= 0) queue.splice(index, 1);
+    if (queue.length === 0) this.waiting.delete(leaseId);
   }
 }
