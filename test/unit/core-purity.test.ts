@@ -4,7 +4,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const coreDir = join(import.meta.dirname, '../../src/core');
-const sources = readdirSync(coreDir).filter((file) => file.endsWith('.ts'));
+// Every .ts file under src/core, subfolders included (routing/).
+const sources = (readdirSync(coreDir, { recursive: true }) as string[]).filter((file) =>
+  file.endsWith('.ts'),
+);
 
 describe('src/core purity', () => {
   it('has source files to check', () => {
@@ -14,7 +17,8 @@ describe('src/core purity', () => {
     it(`${file} imports only other core modules and reads no clock or global RNG`, () => {
       const text = readFileSync(join(coreDir, file), 'utf8');
       const imports = [...text.matchAll(/from\s+'([^']+)'/g)].map((match) => match[1]);
-      for (const source of imports) expect(source, `${file} imports ${source}`).toMatch(/^\.\/[a-z-]+\.js$/);
+      for (const source of imports)
+        expect(source, `${file} imports ${source}`).toMatch(/^\.\.?\/(?:[a-z-]+\/)?[a-z-]+\.js$/);
       expect(text).not.toMatch(
         /Date\.now|new Date\(|Math\.random|performance\.now|process\.|setTimeout|setInterval/,
       );
