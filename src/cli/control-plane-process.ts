@@ -168,6 +168,7 @@ export async function runControlPlane(
     reservationTtlMs: settings.reservationTtlS * 1000,
     maxExplainNodes: settings.maxExplainNodes,
     maxNodes: settings.maxNodes,
+    maxSessions: settings.maxSessions,
     connections: {
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
       idleTimeoutMs: settings.idleTimeoutMs,

@@ -15,6 +15,8 @@ export interface MetricsSources {
   readonly isLeader: () => boolean;
   /** Regions labelled by name at most; the rest are summed under region="other" (default 64). */
   readonly maxRegionLabels?: number;
+  /** Mobility sessions open (every replica's, as this one knows them). */
+  readonly sessions?: () => number;
 }
 
 export const DEFAULT_MAX_REGION_LABELS = 64;
@@ -48,6 +50,7 @@ export class ControlPlaneMetrics {
   private readonly slackSeconds: Histogram<'level'>;
   private readonly rpcs: Counter<'method' | 'code'>;
   private readonly streamMessages: Counter<'method'>;
+  private readonly handovers: Counter<'reason'>;
   private readonly storeErrors: Counter;
   private readonly authFailures: Counter<'reason'>;
   private readonly quotaAdmissions: Counter<'outcome'>;
@@ -89,6 +92,20 @@ export class ControlPlaneMetrics {
       help: 'gRPC requests handled, by method and status code',
       labelNames: ['method', 'code'],
       registers,
+    });
+    this.handovers = new Counter({
+      name: 'cpn_session_handovers_total',
+      help: 'Mobility sessions moved to another node by this replica, by reason (node_unavailable, budget_broken, predicted_break, lost_margin)',
+      labelNames: ['reason'],
+      registers,
+    });
+    new Gauge({
+      name: 'cpn_sessions',
+      help: 'Mobility sessions open',
+      registers,
+      collect() {
+        this.set(sources.sessions?.() ?? 0);
+      },
     });
     this.streamMessages = new Counter({
       name: 'cpn_rpc_stream_messages_total',
@@ -226,6 +243,10 @@ export class ControlPlaneMetrics {
 
   recordRpc(method: string, code: string): void {
     this.rpcs.inc({ method, code });
+  }
+
+  recordHandover(reason: string): void {
+    this.handovers.inc({ reason: reason.toLowerCase() });
   }
 
   recordStreamMessage(method: string): void {

@@ -40,6 +40,7 @@ import {
   type RouteRequest,
   type RoutingPolicy,
   refusedDecision,
+  type SessionRule,
 } from '../core/routing/index.js';
 import {
   type Clock,
@@ -53,6 +54,7 @@ import {
 } from '../store/store.js';
 import { Accounts } from './accounts.js';
 import { DEFAULT_LATE_RELEASE_GRACE_MS, Metering, unitPrices } from './metering.js';
+import { SessionManager, type SessionObserver } from './sessions.js';
 
 export interface ControlPlaneOptions {
   readonly store: Store;
@@ -82,6 +84,10 @@ export interface ControlPlaneOptions {
   readonly newReservationToken?: () => string;
   /** A metered reservation can still be released (and billed) this long after it expired. */
   readonly lateReleaseGraceMs?: number;
+  /** Mobility sessions: the handover rule, the most sessions held, and who hears of handovers. */
+  readonly sessionRule?: SessionRule;
+  readonly maxSessions?: number;
+  readonly sessionObserver?: SessionObserver;
 }
 
 /** The decision, and the reservation made for it (undefined when not placed or the caller left). */
@@ -173,6 +179,8 @@ function reservationSigner(secret: Buffer): (signed: string) => string {
 export class ControlPlane {
   /** Tenants and API keys. */
   readonly accounts: Accounts;
+  /** Mobility sessions. */
+  readonly sessions: SessionManager;
   private readonly metering: Metering;
   /** Signs reservation ids with the cluster's secret, so that every replica can check them. */
   private readonly sign: (signed: string) => string;
@@ -219,6 +227,24 @@ export class ControlPlane {
       regionCentroids: options.store.regionCentroids(),
       ...options.latency,
     };
+    this.sessions = new SessionManager({
+      store: options.store.sessions,
+      reservations: this.reservations,
+      context: (nowMs) => ({
+        view: this.store.view,
+        reservations: this.reservations,
+        latency: this.latency,
+        priceMultiplier: this.priceMultiplierAt(nowMs),
+        nowMs,
+        maxExplainNodes: this.maxExplainNodes,
+        node: (nodeId) => this.store.getNode(nodeId),
+      }),
+      clock: this.clock,
+      monotonicClock: this.monotonicClock,
+      rule: options.sessionRule,
+      maxSessions: options.maxSessions,
+      observer: options.sessionObserver,
+    });
     // A Release that reached another replica frees the slot here, where it was taken: unmetered
     // ones through their usage record, metered ones through the ledger's recent log.
     if (this.meterUsage) {
@@ -459,13 +485,17 @@ export class ControlPlane {
   }
 
   /** Returns false if the node was not registered. */
-  deregisterNode(nodeId: string): Promise<boolean> {
-    return this.store.deregisterNode(nodeId);
+  async deregisterNode(nodeId: string): Promise<boolean> {
+    const removed = await this.store.deregisterNode(nodeId);
+    if (removed) await this.sessions.sweep(nodeId).catch(() => 0);
+    return removed;
   }
 
   /** Sets or clears DRAINING; undefined if the node is not registered. */
   async setDraining(nodeId: string, draining: boolean): Promise<NodeView | undefined> {
     const node = await this.store.setDraining(nodeId, draining);
+    // Its sessions move at once (the leader's sweep would within a second).
+    if (node !== undefined && draining) await this.sessions.sweep(nodeId).catch(() => 0);
     return node === undefined ? undefined : this.viewOf(node);
   }
 

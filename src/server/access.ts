@@ -31,6 +31,11 @@ export const METHOD_ROLES = {
   // Scheduler
   Route: ['operator', 'client'],
   Release: ['operator', 'client', 'agent'],
+  // A client's own tenant's sessions only (tenantFor); another tenant's are NOT_FOUND.
+  OpenSession: ['operator', 'client'],
+  UpdateSession: ['operator', 'client'],
+  CloseSession: ['operator', 'client'],
+  WatchSession: ['operator', 'client'],
   // Accounts
   CreateTenant: ['operator'],
   GetTenant: ['operator', 'client'],

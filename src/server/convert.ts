@@ -10,10 +10,11 @@ import {
   type NodeStatus,
 } from '../core/model.js';
 import type { PricingPolicy, ScheduledPricing } from '../core/pricing.js';
-import type { Estimate, ExplainEntry, Placement, Verdict } from '../core/routing/index.js';
+import type { Estimate, ExplainEntry, HandoverReason, Placement, Verdict } from '../core/routing/index.js';
 import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import * as pbScheduler from '../gen/cpn/v1/scheduler.js';
 import * as pbTypes from '../gen/cpn/v1/types.js';
+import type { HandoverRecord } from '../store/sessions.js';
 
 export const levelToProto = (level: Level): pbTypes.Level => (LEVELS.indexOf(level) + 1) as pbTypes.Level;
 
@@ -120,6 +121,24 @@ export function placementToProto(placement: Placement): pbScheduler.Placement {
     level: levelToProto(placement.level),
     region: placement.region,
     estimate: estimateToProto(placement.estimate),
+  };
+}
+
+const HANDOVER_REASONS: Record<HandoverReason, pbScheduler.HandoverReason> = {
+  NODE_UNAVAILABLE: pbScheduler.HandoverReason.HANDOVER_REASON_NODE_UNAVAILABLE,
+  BUDGET_BROKEN: pbScheduler.HandoverReason.HANDOVER_REASON_BUDGET_BROKEN,
+  PREDICTED_BREAK: pbScheduler.HandoverReason.HANDOVER_REASON_PREDICTED_BREAK,
+  LOST_MARGIN: pbScheduler.HandoverReason.HANDOVER_REASON_LOST_MARGIN,
+};
+
+export function handoverToProto(handover: HandoverRecord): pbScheduler.Handover {
+  return {
+    fromNodeId: handover.from ?? '',
+    toNodeId: handover.to,
+    reason: HANDOVER_REASONS[handover.reason],
+    stayTtftMs: handover.stayTtftMs,
+    moveTtftMs: handover.moveTtftMs,
+    at: new Date(handover.atMs),
   };
 }
 

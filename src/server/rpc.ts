@@ -2,10 +2,12 @@
 // ApiErrors go to the caller with their code, an unreachable store becomes UNAVAILABLE, anything
 // else is a bug and becomes INTERNAL (logged with its stack, never its details sent to the caller).
 
+import type { PeerCertificate } from 'node:tls';
 import {
   type Metadata,
   type ServerDuplexStream,
   type ServerUnaryCall,
+  type ServerWritableStream,
   type ServiceDefinition,
   type sendUnaryData,
   status,
@@ -157,6 +159,63 @@ export type BidiHandler<Req, Res> = (
   call: ServerDuplexStream<Req, Res>,
 ) => Promise<void>;
 
+/** What a stream handler's wrapper needs of a grpc-js server stream (duplex or writable). */
+interface ServerStream<Res> {
+  readonly metadata: Metadata;
+  getAuthContext(): { sslPeerCertificate?: PeerCertificate } | undefined;
+  write(response: Res): boolean;
+  end(): void;
+  emit(event: 'error', status: { code: status; details: string }): boolean;
+  on(event: 'cancelled' | 'close', listener: () => void): unknown;
+  once(event: 'drain', listener: () => void): unknown;
+}
+
+/**
+ * The parts every streaming call shares: the gate, `send` with back-pressure, and the end — OK when
+ * the handler returns, the error's status when it throws, nothing once the client has gone.
+ */
+function runStream<Res>(
+  context: RpcContext,
+  method: MethodName,
+  call: ServerStream<Res>,
+  run: (caller: Identity, send: (response: Res) => Promise<void>, gone: Promise<void>) => Promise<void>,
+): void {
+  const observer = context.observer ?? NO_OBSERVER;
+  let cancelled = false;
+  const gone = new Promise<void>((resolve) => {
+    call.on('cancelled', () => {
+      cancelled = true;
+      resolve();
+    });
+    call.on('close', () => resolve());
+  });
+  const finish = (error?: unknown) => {
+    if (error === undefined) {
+      observer.rpcDone(method, status.OK);
+      if (!cancelled) call.end();
+      return;
+    }
+    const failure = failureStatus(context, method, error);
+    if (!cancelled) call.emit('error', failure);
+  };
+  const send = (response: Res): Promise<void> =>
+    cancelled
+      ? Promise.resolve()
+      : new Promise((resolve) => {
+          if (call.write(response)) resolve();
+          else call.once('drain', () => resolve());
+        });
+  let admitted: Identity | Promise<Identity>;
+  try {
+    admitted = context.gate.admit(method, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
+  } catch (error) {
+    finish(error);
+    return;
+  }
+  const start = (caller: Identity) => run(caller, send, gone);
+  (admitted instanceof Promise ? admitted.then(start) : start(admitted)).then(() => finish(), finish);
+}
+
 /** Builds the grpc-js handlers of bidirectional streams: `bidi('Heartbeat', handler)`. */
 export function bidiMethods(context: RpcContext) {
   const observer = context.observer ?? NO_OBSERVER;
@@ -169,15 +228,6 @@ export function bidiMethods(context: RpcContext) {
       call.on('cancelled', () => {
         cancelled = true;
       });
-      const finish = (error?: unknown) => {
-        if (error === undefined) {
-          observer.rpcDone(method, status.OK);
-          if (!cancelled) call.end();
-          return;
-        }
-        const failure = failureStatus(context, method, error);
-        if (!cancelled) call.emit('error', failure);
-      };
       async function* messages(): AsyncGenerator<Req> {
         try {
           // Breaking out of the loop must not destroy the call: its status is still to be sent.
@@ -192,22 +242,36 @@ export function bidiMethods(context: RpcContext) {
           throw error;
         }
       }
-      const send = (response: Res): Promise<void> =>
-        cancelled
-          ? Promise.resolve()
-          : new Promise((resolve) => {
-              if (call.write(response)) resolve();
-              else call.once('drain', () => resolve());
-            });
-      let admitted: Identity | Promise<Identity>;
-      try {
-        admitted = context.gate.admit(method, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
-      } catch (error) {
-        finish(error);
-        return;
-      }
-      const run = (caller: Identity) => handler(messages(), send, caller, call);
-      (admitted instanceof Promise ? admitted.then(run) : run(admitted)).then(() => finish(), finish);
+      runStream(context, method, call, (caller, send) => handler(messages(), send, caller, call));
+    };
+  };
+}
+
+/**
+ * A server-streaming handler: it answers with `send` until it returns (the stream ends with OK) or
+ * throws (it ends with the error's status). `cancelled` resolves when the client goes away; the
+ * handler must then return.
+ */
+export type ServerStreamHandler<Req, Res> = (
+  request: Req,
+  send: (response: Res) => Promise<void>,
+  caller: Identity,
+  cancelled: Promise<void>,
+) => Promise<void>;
+
+/** Builds the grpc-js handlers of server streams: `serverStream('WatchSession', handler)`. */
+export function serverStreamMethods(context: RpcContext) {
+  return function serverStream<Req, Res>(
+    method: MethodName,
+    handler: ServerStreamHandler<Req, Res>,
+  ): (call: ServerWritableStream<Req, Res>) => void {
+    return (call) => {
+      const request = call.request as Req | Malformed;
+      runStream(context, method, call, (caller, send, gone) =>
+        isMalformed(request)
+          ? Promise.reject(invalidArgument(`${method}: ${request[MALFORMED]}`))
+          : handler(request, send, caller, gone),
+      );
     };
   };
 }

@@ -53,6 +53,8 @@ export interface ServerOptions {
   readonly maxExplainNodes?: number;
   /** RegisterNode refuses new nodes once the registry holds this many (default 200,000). */
   readonly maxNodes?: number;
+  /** Mobility sessions held at once (DEFAULT_MAX_SESSIONS). */
+  readonly maxSessions?: number;
   /** Handshake and idle timeouts, connection and stream ceilings, keepalive (connections.ts). */
   readonly connections?: Partial<ConnectionLimits>;
   /** Nodes registered as permanent (operator-managed, never expiring) before serving starts. */
@@ -135,6 +137,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     latency: options.latency,
     priceMultiplier: options.priceMultiplier,
     maxExplainNodes: options.maxExplainNodes,
+    maxSessions: options.maxSessions,
+    sessionObserver: { handover: (reason) => metrics.recordHandover(reason) },
   });
   if (options.bootstrapOperatorKey !== undefined)
     await plane.accounts.installBootstrapKey(options.bootstrapOperatorKey);
@@ -154,6 +158,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     reservedOn: (nodeId) => plane.reservedOn(nodeId),
     isLeader: () => leadership?.isLeader() ?? false,
     maxRegionLabels: options.metricsMaxRegions,
+    sessions: () => plane.sessions.count(),
   });
   const context: RpcContext = {
     sink: options.logger,
@@ -222,6 +227,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           logger: options.logger,
           clock,
           downGraceMs: options.downGraceMs,
+          sweepSessions: () => plane.sessions.sweep(),
         });
   let serving = true;
   const maxStalenessS = options.maxStalenessS ?? 30;

@@ -6,12 +6,20 @@ import { BoundedQueue } from '../common/bounded-queue.js';
 import { parseReservationId } from '../core/reservations.js';
 import type { RouteDecision } from '../core/routing/index.js';
 import type { HeartbeatRequest, HeartbeatResponse, RegistryServer } from '../gen/cpn/v1/registry.js';
-import { type RouteRequest, RouteResponse, type SchedulerServer } from '../gen/cpn/v1/scheduler.js';
+import {
+  type RouteRequest,
+  RouteResponse,
+  type SchedulerServer,
+  type WatchSessionRequest,
+  type WatchSessionResponse,
+} from '../gen/cpn/v1/scheduler.js';
 import { NodeState, type NodeStatus as pbNodeStatus } from '../gen/cpn/v1/types.js';
 import type { ControlPlane, NodeView } from '../plane/control-plane.js';
+import type { SessionView } from '../plane/sessions.js';
 import { ownNode, tenantFor } from './access.js';
 import {
   explainToProto,
+  handoverToProto,
   levelToProto,
   nodeStateToProto,
   nodeToProto,
@@ -27,7 +35,7 @@ import {
   notFound,
   refusedError,
 } from './errors.js';
-import { bidiMethods, type ErrorSink, type RpcContext, unaryMethods } from './rpc.js';
+import { bidiMethods, type ErrorSink, type RpcContext, serverStreamMethods, unaryMethods } from './rpc.js';
 import {
   checkNodeId,
   LIMITS,
@@ -37,12 +45,15 @@ import {
   toNodePage,
   toNodeSpec,
   toNodeStatus,
+  toOpenSession,
   toPricingId,
   toPricingPolicy,
   toRegisterOptions,
   toReservationId,
   toRouteRequest,
   toScheduleTime,
+  toSessionId,
+  toUpdateSession,
   toUsage,
 } from './validate.js';
 
@@ -278,7 +289,11 @@ export interface SchedulerOptions {
   readonly explainLimit: number;
   /** Explained routes wait in a queue of at most this many behind the one running. */
   readonly explainQueue: number;
+  /** WatchSession streams open at once on this replica (DEFAULT_MAX_SESSION_WATCHES). */
+  readonly maxSessionWatches?: number;
 }
+
+export const DEFAULT_MAX_SESSION_WATCHES = 10_000;
 
 /**
  * Explained routes evaluate thousands of nodes each: they run one at a time, each after the event
@@ -318,6 +333,9 @@ export function schedulerService(
   quota?: QuotaObserver,
 ): SchedulerServer {
   const unary = unaryMethods(context);
+  const serverStream = serverStreamMethods(context);
+  let watching = 0;
+  const maxWatches = options.maxSessionWatches ?? DEFAULT_MAX_SESSION_WATCHES;
   const explainGate = new ExplainGate(options.explainQueue);
   const explainOf = (decision: Exclude<RouteDecision, { kind: 'refused' }>) => ({
     explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
@@ -442,5 +460,110 @@ export function schedulerService(
         awaitingTrustedMeter: result.awaitingTrustedMeter ?? false,
       };
     }),
+    openSession: unary('OpenSession', async (request, _call, caller) => {
+      const input = toOpenSession(request);
+      const opened = await plane.sessions.open({
+        ...input,
+        tenant: tenantFor(caller, 'OpenSession', input.tenant),
+      });
+      if (opened.kind === 'limit')
+        throw new ApiError(
+          status.RESOURCE_EXHAUSTED,
+          `OpenSession: ${opened.limit} sessions are open, the most this control plane holds (--max-sessions); close sessions or raise the limit`,
+        );
+      if (opened.kind === 'infeasible') {
+        if (opened.decision.kind === 'refused')
+          throw refusedError(opened.decision.refusal, opened.decision.summary, '');
+        throw infeasibleError(opened.decision.reason, opened.decision.summary);
+      }
+      const { record, placement } = opened.session;
+      return {
+        sessionId: record.id,
+        placement: placement === undefined ? undefined : placementToProto(placement),
+        expiresAt: new Date(record.expiresAtMs),
+      };
+    }),
+    updateSession: unary('UpdateSession', async (request, _call, caller) => {
+      const input = toUpdateSession(request);
+      const updated = await plane.sessions.update({
+        ...input,
+        tenant: tenantFor(caller, 'UpdateSession', input.tenant),
+      });
+      if (updated.kind === 'not_found') throw sessionNotFound(input.id);
+      const { record, placement, handover } = updated.session;
+      return {
+        placement: placement === undefined ? undefined : placementToProto(placement),
+        handover: handover === undefined ? undefined : handoverToProto(handover),
+        expiresAt: new Date(record.expiresAtMs),
+        degraded: record.degraded,
+      };
+    }),
+    closeSession: unary('CloseSession', async (request, _call, caller) => {
+      const id = toSessionId(request.sessionId);
+      if (!(await plane.sessions.close(tenantFor(caller, 'CloseSession', request.tenant), id)))
+        throw sessionNotFound(id);
+      return {};
+    }),
+    watchSession: serverStream<WatchSessionRequest, WatchSessionResponse>(
+      'WatchSession',
+      async (request, send, caller, cancelled) => {
+        const id = toSessionId(request.sessionId);
+        const tenant = tenantFor(caller, 'WatchSession', request.tenant);
+        if (watching >= maxWatches)
+          throw new ApiError(
+            status.RESOURCE_EXHAUSTED,
+            `WatchSession: ${watching} sessions are watched on this replica, the most it serves (${maxWatches}); watch fewer or use another replica`,
+          );
+        // Only the latest event waits while the client is slow to read: nothing piles up.
+        let pending: WatchSessionResponse | undefined;
+        let sending = false;
+        let ended!: () => void;
+        const over = new Promise<void>((resolve) => {
+          ended = resolve;
+        });
+        const flush = async () => {
+          if (sending) return;
+          sending = true;
+          while (pending !== undefined) {
+            const next = pending;
+            pending = undefined;
+            await send(next);
+            if (next.ended) ended();
+          }
+          sending = false;
+        };
+        const watch = await plane.sessions.watch(tenant, id, (session) => {
+          pending =
+            session === undefined
+              ? { placement: undefined, handover: undefined, degraded: false, ended: true }
+              : sessionEvent(session);
+          void flush();
+        });
+        if (watch === undefined) throw sessionNotFound(id);
+        watching += 1;
+        try {
+          pending ??= sessionEvent(watch.initial);
+          void flush();
+          await Promise.race([over, cancelled]);
+        } finally {
+          watching -= 1;
+          watch.stop();
+        }
+      },
+    ),
+  };
+}
+
+/** The same answer for unknown, expired and other tenants' sessions: an id tells nothing. */
+function sessionNotFound(id: string): ApiError {
+  return notFound(`session ${id} is unknown or has expired (a session ends ttl_s after its last update)`);
+}
+
+function sessionEvent(session: SessionView): WatchSessionResponse {
+  return {
+    placement: session.placement === undefined ? undefined : placementToProto(session.placement),
+    handover: session.handover === undefined ? undefined : handoverToProto(session.handover),
+    degraded: session.record.degraded,
+    ended: false,
   };
 }

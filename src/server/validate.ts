@@ -1,6 +1,7 @@
 // Boundary validation: proto messages in, domain values out. Every field is checked once here;
 // a failure is INVALID_ARGUMENT naming the field, the bad value and what is allowed.
 
+import type { ClientPosition } from '../core/latency.js';
 import {
   type LatLon,
   LEVELS,
@@ -17,11 +18,12 @@ import {
 } from '../core/model.js';
 import type { PriceRule, PricingPolicy } from '../core/pricing.js';
 import { MAX_RESERVATION_ID_CHARS, parseReservationId, type ReservationId } from '../core/reservations.js';
-import { MAX_FALLBACKS, type RouteRequest } from '../core/routing/index.js';
+import { MAX_FALLBACKS, type Motion, type RouteRequest } from '../core/routing/index.js';
 import type * as pbRegistry from '../gen/cpn/v1/registry.js';
 import type * as pbScheduler from '../gen/cpn/v1/scheduler.js';
 import type * as pbTypes from '../gen/cpn/v1/types.js';
 import { Level as ProtoLevel } from '../gen/cpn/v1/types.js';
+import { MAX_SESSION_TTL_S, type OpenSessionInput, type UpdateSessionInput } from '../plane/sessions.js';
 import type { LatencyReport, NodeFilter, NodePage } from '../store/store.js';
 import { invalidArgument } from './errors.js';
 
@@ -328,8 +330,7 @@ export function toLatencyReports(request: pbRegistry.ReportLatencyRequest): Late
   });
 }
 
-export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest {
-  const client = request.client;
+function toClientPosition(client: pbScheduler.ClientPosition | undefined): ClientPosition {
   const region = client?.region ? checkRegion('client.region', client.region) : '';
   const accessPoint = optionalString('client.access_point', client?.accessPoint ?? '', LIMITS.nameChars);
   const location = toLocation('client.location', client?.location);
@@ -338,6 +339,11 @@ export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest 
       'client is required: give client.region (e.g. CN-GD), client.access_point or client.location',
     );
   }
+  return { region, accessPoint, location };
+}
+
+export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest {
+  const { region, accessPoint, location } = toClientPosition(request.client);
   const inputTokens = checkInteger('input_tokens', request.inputTokens, 0, LIMITS.tokens);
   const cachedInputTokens = checkInteger('cached_input_tokens', request.cachedInputTokens, 0, LIMITS.tokens);
   if (cachedInputTokens > inputTokens) {
@@ -362,6 +368,52 @@ export function toRouteRequest(request: pbScheduler.RouteRequest): RouteRequest 
     ...(request.avoid === undefined || request.avoid.nodeIds.length === 0
       ? {}
       : { failedNodes: toAvoidNodes(request.avoid.nodeIds) }),
+  };
+}
+
+/** A session id: 32 lowercase hex digits (128 random bits). */
+export function toSessionId(value: string): string {
+  if (!/^[0-9a-f]{32}$/.test(value))
+    fail('session_id', value, '32 lowercase hex digits, as OpenSession returned');
+  return value;
+}
+
+function toMotion(headingDeg: number | undefined, speedKmh: number | undefined): Motion {
+  return {
+    ...(headingDeg === undefined ? {} : { headingDeg: checkNumber('heading_deg', headingDeg, 0, 360) }),
+    ...(speedKmh === undefined ? {} : { speedKmh: checkNumber('speed_kmh', speedKmh, 0, 500) }),
+  };
+}
+
+export function toOpenSession(request: pbScheduler.OpenSessionRequest): OpenSessionInput {
+  return {
+    tenant: optionalTenant('tenant', request.tenant),
+    model: checkModel('model', request.model),
+    client: toClientPosition(request.client),
+    latencyBudgetMs: checkNumber('latency_budget_ms', request.latencyBudgetMs, 0, LIMITS.budgetMs, true),
+    inputTokens: checkInteger('input_tokens', request.inputTokens, 0, LIMITS.tokens),
+    maxOutputTokens: checkInteger('max_output_tokens', request.maxOutputTokens, 0, LIMITS.tokens),
+    contextTokens: checkInteger('context_tokens', request.contextTokens, 0, LIMITS.tokens),
+    allowedLevels: toAllowedLevels(request.allowedLevels),
+    allowedRegions: toAllowedRegions(request.allowedRegions),
+    motion: toMotion(request.headingDeg, request.speedKmh),
+    ttlS: checkInteger('ttl_s', request.ttlS, 0, MAX_SESSION_TTL_S),
+  };
+}
+
+export function toUpdateSession(request: pbScheduler.UpdateSessionRequest): UpdateSessionInput {
+  return {
+    tenant: optionalTenant('tenant', request.tenant),
+    id: toSessionId(request.sessionId),
+    client: toClientPosition(request.client),
+    contextTokens:
+      request.contextTokens === undefined
+        ? undefined
+        : checkInteger('context_tokens', request.contextTokens, 0, LIMITS.tokens),
+    motion:
+      request.headingDeg === undefined && request.speedKmh === undefined
+        ? undefined
+        : toMotion(request.headingDeg, request.speedKmh),
   };
 }
 

@@ -10,6 +10,7 @@ import type { PricingState, ScheduledPricing } from '../core/pricing.js';
 import type { RoutingView } from '../core/routing/index.js';
 import type { AccountsStore } from './accounts.js';
 import type { LedgerStore } from './ledgers.js';
+import type { SessionStore } from './sessions.js';
 
 export interface RegisterOptions {
   /** Seconds without registration or status after which the node is DOWN. Ignored if permanent. */
@@ -131,6 +132,8 @@ export interface Store {
   readonly accounts: AccountsStore;
   /** Quota ledgers, one per tenant and period. */
   readonly ledgers: LedgerStore;
+  /** Mobility sessions. */
+  readonly sessions: SessionStore;
   /** The secret every replica signs reservation ids with (loaded when the store opens). */
   reservationSecret(): Buffer;
   /** Removes nodes that have been DOWN for longer than `graceMs` and stale latency samples. */

@@ -99,6 +99,11 @@ if (mode === 'nowork') {
         returnedPoints: 0,
         awaitingTrustedMeter: false,
       }),
+    // The no-work baseline measures Route only.
+    openSession: (_call, callback) => callback({ code: status.UNIMPLEMENTED }),
+    updateSession: (_call, callback) => callback({ code: status.UNIMPLEMENTED }),
+    closeSession: (_call, callback) => callback({ code: status.UNIMPLEMENTED }),
+    watchSession: (call) => call.emit('error', { code: status.UNIMPLEMENTED }),
   };
   server.addService(SchedulerService, service);
   port = await new Promise<number>((resolve, reject) =>

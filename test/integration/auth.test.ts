@@ -64,6 +64,27 @@ interface Clients {
 
 type Who = 'none' | 'operator' | 'agent' | 'client' | 'planner';
 
+/** A stream's first answer or its error, as an rpc() outcome; the stream is cancelled after. */
+function firstOf(
+  stream: {
+    on(event: 'data', listener: (data: unknown) => void): unknown;
+    on(event: 'error', listener: (error: ServiceError) => void): unknown;
+    on(event: 'status', listener: (s: { code: number }) => void): unknown;
+  },
+  cancel: () => void,
+): Promise<{ ok: boolean; error?: ServiceError }> {
+  return new Promise((resolve) => {
+    stream.on('data', () => {
+      resolve({ ok: true });
+      cancel();
+    });
+    stream.on('error', (error) => resolve({ ok: false, error }));
+    stream.on('status', (s) => {
+      if (s.code === status.OK) resolve({ ok: true });
+    });
+  });
+}
+
 describe('authentication and roles over gRPC', () => {
   let t: TestServer;
   const clients = new Map<Who, Clients>();
@@ -149,6 +170,53 @@ describe('authentication and roles over gRPC', () => {
           kvCacheUtilization: 0.1,
           load: [],
         }),
+    },
+    Heartbeat: {
+      allowed: ['operator', 'agent'],
+      call: (c) => {
+        const stream = c.registry.heartbeat();
+        stream.write({
+          status: { nodeId: 'a1', healthy: true, gpuUtilization: 0.1, kvCacheUtilization: 0.1, load: [] },
+        });
+        stream.end();
+        return firstOf(stream, () => stream.cancel());
+      },
+    },
+    OpenSession: {
+      allowed: ['operator', 'client'],
+      call: (c) =>
+        rpc(c.scheduler, c.scheduler.openSession, {
+          tenant: '',
+          model: 'm',
+          client: { region: 'CN-GD', accessPoint: '', location: undefined },
+          latencyBudgetMs: 60_000,
+          inputTokens: 10,
+          maxOutputTokens: 10,
+          contextTokens: 0,
+          allowedLevels: [],
+          allowedRegions: [],
+          ttlS: 0,
+        }),
+    },
+    UpdateSession: {
+      allowed: ['operator', 'client'],
+      call: (c) =>
+        rpc(c.scheduler, c.scheduler.updateSession, {
+          tenant: '',
+          sessionId: '0'.repeat(32),
+          client: { region: 'CN-GD', accessPoint: '', location: undefined },
+        }),
+    },
+    CloseSession: {
+      allowed: ['operator', 'client'],
+      call: (c) => rpc(c.scheduler, c.scheduler.closeSession, { tenant: '', sessionId: '0'.repeat(32) }),
+    },
+    WatchSession: {
+      allowed: ['operator', 'client'],
+      call: (c) => {
+        const stream = c.scheduler.watchSession({ tenant: '', sessionId: '0'.repeat(32) });
+        return firstOf(stream, () => stream.cancel());
+      },
     },
     ReportLatency: {
       allowed: ['operator', 'agent'],

@@ -188,6 +188,7 @@ describe('EtcdMirror', () => {
       ledgers: { apply: () => undefined } as unknown as EtcdLedgers,
       logger: silentLogger,
       onNodeGone: (nodeId) => gone.push(nodeId),
+      sessions: { apply: () => undefined, retain: () => undefined },
     });
     return { index, mirror, gone };
   };

@@ -149,7 +149,7 @@ function sessionRequest(state: SessionState, client: ClientPosition): RouteReque
 }
 
 /** Staying on the current node, seen from `client` (context warm); undefined if it cannot serve. */
-function stayEstimate(
+export function stayEstimate(
   state: SessionState,
   client: ClientPosition,
   ctx: SessionContext,

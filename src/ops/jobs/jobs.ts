@@ -2,6 +2,7 @@
 //  - sweep: stale latency samples (and, on the memory store, long-DOWN nodes);
 //  - pricing: fold scheduled price changes that are due into the current policy. (Every replica
 //    already applies a due change by itself at its time; this keeps the schedule short.)
+//  - sessions: hand over the mobility sessions of nodes that drained, went down or were removed.
 // Losing leadership stops the tasks at once; each run also re-checks leadership before writing.
 
 import cron, { type ScheduledTask } from 'node-cron';
@@ -19,6 +20,9 @@ export interface ClusterJobsOptions {
   readonly pricingCron?: string;
   /** How long a DOWN node stays listed before the sweep removes it (memory store). */
   readonly downGraceMs?: number;
+  /** Hands over the sessions of nodes that went away (every second); returns how many moved. */
+  readonly sweepSessions?: () => Promise<number>;
+  readonly sessionsCron?: string;
 }
 
 export interface ClusterJobs {
@@ -39,6 +43,10 @@ export function startClusterJobs(options: ClusterJobsOptions): ClusterJobs {
       const folded = await store.foldDuePricing(clock());
       if (folded > 0) logger.info('scheduled price changes applied', { folded });
     },
+    sessions: async () => {
+      const moved = (await options.sweepSessions?.()) ?? 0;
+      if (moved > 0) logger.info('sessions handed over from nodes that went away', { moved });
+    },
   };
   const guarded = (name: string) => async () => {
     if (!leadership.isLeader()) return;
@@ -55,6 +63,10 @@ export function startClusterJobs(options: ClusterJobsOptions): ClusterJobs {
     }),
     cron.createTask(options.pricingCron ?? '* * * * * *', guarded('pricing'), {
       name: 'cpn-pricing',
+      noOverlap: true,
+    }),
+    cron.createTask(options.sessionsCron ?? '* * * * * *', guarded('sessions'), {
+      name: 'cpn-sessions',
       noOverlap: true,
     }),
   ];

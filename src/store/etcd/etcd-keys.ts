@@ -13,6 +13,7 @@
 //   tenants/<name>            a tenant and its package
 //   ledgers/<tenant>/<period> a tenant's quota ledger
 //   secrets/reservation       the cluster's secret for signing reservation ids
+//   sessions/<id>             a mobility session {record, leaseId}, on its own lease
 
 export const KINDS = [
   'nodes',
@@ -26,6 +27,7 @@ export const KINDS = [
   'tenants',
   'ledgers',
   'secrets',
+  'sessions',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 

@@ -1,5 +1,6 @@
 // The watch-fed mirror of what is under the prefix: node, status and drain documents composed into
-// the routing index, latency samples, the pricing state, API keys and tenants, and quota ledgers.
+// the routing index, latency samples, the pricing state, API keys and tenants, quota ledgers and
+// mobility sessions.
 // Every change — from this replica's own writes, the watch or a relist — goes through `apply`,
 // which keeps the newest revision of each key, so a late watch event never undoes a newer write.
 // Pure bookkeeping: no etcd calls (etcd-store.ts lists, watches and writes).
@@ -18,6 +19,7 @@ import { AccountsCache, type ApiKeyRecord, type TenantRecord } from '../accounts
 import type { RegistryIndex } from '../registry-index.js';
 import type { KeyCodec, Kind } from './etcd-keys.js';
 import type { EtcdLedgers } from './etcd-ledgers.js';
+import type { SessionDoc } from './etcd-sessions.js';
 import type { LoadDoc, NodeDoc } from './node-leases.js';
 
 export interface AdminDoc {
@@ -31,6 +33,11 @@ export interface EtcdMirrorOptions {
   readonly logger: Logger;
   /** A node left the registry (its keys were deleted): forget what else is kept about it. */
   readonly onNodeGone: (nodeId: string) => void;
+  /** Session documents (etcd-sessions.ts); after a relist, the sessions still listed. */
+  readonly sessions: {
+    apply(id: string, doc: SessionDoc | undefined, revision: number): void;
+    retain(ids: ReadonlySet<string>): void;
+  };
 }
 
 export class EtcdMirror {
@@ -110,6 +117,9 @@ export class EtcdMirror {
         if (value === undefined) this.accounts.tenantsByName.delete(id);
         else this.accounts.tenantsByName.set(id, value as TenantRecord);
         return;
+      case 'sessions':
+        this.options.sessions.apply(id, value as SessionDoc | undefined, revision);
+        return;
       case 'election':
       case 'secrets':
         return;
@@ -163,6 +173,12 @@ export class EtcdMirror {
     const localLoads = new Map(this.loadDocs);
     this.loadDocs.clear();
     for (const kv of kvs) this.applyKeyValue(kv, false);
+    const sessions = new Set<string>();
+    for (const kv of kvs) {
+      const parsed = this.options.codec.parseKey(kv.key.toString());
+      if (parsed?.kind === 'sessions') sessions.add(parsed.id);
+    }
+    this.options.sessions.retain(sessions);
     for (const [nodeId, load] of localLoads) {
       const listed = this.loadDocs.get(nodeId);
       if (this.nodeDocs.has(nodeId) && (listed === undefined || listed.statusAtMs < load.statusAtMs)) {

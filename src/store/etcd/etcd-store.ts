@@ -44,6 +44,7 @@ import { KeyCodec, type Kind, prefixEnd } from './etcd-keys.js';
 import { EtcdLeadership } from './etcd-leadership.js';
 import { EtcdLedgers } from './etcd-ledgers.js';
 import { EtcdMirror } from './etcd-mirror.js';
+import { EtcdSessions } from './etcd-sessions.js';
 import { LeaseRenewer, type LoadDoc, type NodeDoc, UnrenewedLeases } from './node-leases.js';
 import { shouldFlush } from './status-flush.js';
 
@@ -94,6 +95,7 @@ export class EtcdStore implements Store {
   private readonly codec: KeyCodec;
   private readonly clock: Clock;
   private readonly callTimeoutMs: number;
+  readonly sessions: EtcdSessions;
   /** One LeaseKeepAlive stream for every node lease this replica renews. */
   private readonly renewer: LeaseRenewer;
   private readonly statusFlushMs: number;
@@ -173,7 +175,18 @@ export class EtcdStore implements Store {
         this.stats.writes += 1;
       },
     });
+    this.sessions = new EtcdSessions({
+      client: this.client,
+      key: (id) => this.key('sessions', id),
+      call: (what, run) => this.call(what, run),
+      renewer: this.renewer,
+      clock: this.clock,
+      countWrite: () => {
+        this.stats.writes += 1;
+      },
+    });
     this.mirror = new EtcdMirror({
+      sessions: this.sessions,
       index: this.index,
       codec: this.codec,
       ledgers: this.ledgers,

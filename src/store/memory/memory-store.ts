@@ -16,6 +16,7 @@ import type { RoutingView } from '../../core/routing/index.js';
 import { MemoryAccounts } from '../accounts.js';
 import { MemoryLedgers } from '../ledgers.js';
 import { RegistryIndex } from '../registry-index.js';
+import { MemorySessions } from '../sessions.js';
 import type {
   Clock,
   LatencyReport,
@@ -46,6 +47,7 @@ export class MemoryStore implements Store {
   readonly view: RoutingView;
   readonly accounts = new MemoryAccounts();
   readonly ledgers = new MemoryLedgers();
+  readonly sessions: MemorySessions;
   private readonly secret = randomBytes(32);
 
   /** This process's secret for reservation ids (one process: nobody else needs it). */
@@ -57,6 +59,7 @@ export class MemoryStore implements Store {
     this.index = new RegistryIndex(options.maxLatencySamples);
     this.view = this.index.view;
     this.centroids = options.regionCentroids ?? new Map();
+    this.sessions = new MemorySessions(() => this.options.clock());
   }
 
   async registerNode(

@@ -11,7 +11,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -24,6 +26,61 @@ import { Level, levelFromJSON, levelToJSON, Location } from "./types.js";
 export const protobufPackage = "cpn.v1";
 
 export const protobufFileName = "cpn/v1/scheduler.proto";
+
+export enum HandoverReason {
+  HANDOVER_REASON_UNSPECIFIED = 0,
+  /** HANDOVER_REASON_NODE_UNAVAILABLE - The node drained, went down or became unhealthy. */
+  HANDOVER_REASON_NODE_UNAVAILABLE = 1,
+  /** HANDOVER_REASON_BUDGET_BROKEN - Staying broke the budget where the client is. */
+  HANDOVER_REASON_BUDGET_BROKEN = 2,
+  /** HANDOVER_REASON_PREDICTED_BREAK - Staying would break the budget where the client is predicted next. */
+  HANDOVER_REASON_PREDICTED_BREAK = 3,
+  /** HANDOVER_REASON_LOST_MARGIN - Staying would keep the budget ahead, but not its margin. */
+  HANDOVER_REASON_LOST_MARGIN = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function handoverReasonFromJSON(object: any): HandoverReason {
+  switch (object) {
+    case 0:
+    case "HANDOVER_REASON_UNSPECIFIED":
+      return HandoverReason.HANDOVER_REASON_UNSPECIFIED;
+    case 1:
+    case "HANDOVER_REASON_NODE_UNAVAILABLE":
+      return HandoverReason.HANDOVER_REASON_NODE_UNAVAILABLE;
+    case 2:
+    case "HANDOVER_REASON_BUDGET_BROKEN":
+      return HandoverReason.HANDOVER_REASON_BUDGET_BROKEN;
+    case 3:
+    case "HANDOVER_REASON_PREDICTED_BREAK":
+      return HandoverReason.HANDOVER_REASON_PREDICTED_BREAK;
+    case 4:
+    case "HANDOVER_REASON_LOST_MARGIN":
+      return HandoverReason.HANDOVER_REASON_LOST_MARGIN;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return HandoverReason.UNRECOGNIZED;
+  }
+}
+
+export function handoverReasonToJSON(object: HandoverReason): string {
+  switch (object) {
+    case HandoverReason.HANDOVER_REASON_UNSPECIFIED:
+      return "HANDOVER_REASON_UNSPECIFIED";
+    case HandoverReason.HANDOVER_REASON_NODE_UNAVAILABLE:
+      return "HANDOVER_REASON_NODE_UNAVAILABLE";
+    case HandoverReason.HANDOVER_REASON_BUDGET_BROKEN:
+      return "HANDOVER_REASON_BUDGET_BROKEN";
+    case HandoverReason.HANDOVER_REASON_PREDICTED_BREAK:
+      return "HANDOVER_REASON_PREDICTED_BREAK";
+    case HandoverReason.HANDOVER_REASON_LOST_MARGIN:
+      return "HANDOVER_REASON_LOST_MARGIN";
+    case HandoverReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 export enum LatencySource {
   LATENCY_SOURCE_UNSPECIFIED = 0,
@@ -205,6 +262,105 @@ export function verdictToJSON(object: Verdict): string {
   }
 }
 
+export interface OpenSessionRequest {
+  tenant: string;
+  model: string;
+  /** Where the client is; a moving client gives location (and may give heading and speed). */
+  client?:
+    | ClientPosition
+    | undefined;
+  /** Time-to-first-token budget of each request of the session, ms, > 0. */
+  latencyBudgetMs: number;
+  /** New input tokens per request (the context is counted apart). */
+  inputTokens: number;
+  maxOutputTokens: number;
+  /** Tokens of conversation state the session's node keeps warm (prefix cache). */
+  contextTokens: number;
+  /** Empty: any level / region. */
+  allowedLevels: Level[];
+  allowedRegions: string[];
+  /**
+   * Degrees clockwise from north, 0..360, and km/h, 0..500: predict the next position before the
+   * client has sent two.
+   */
+  headingDeg?: number | undefined;
+  speedKmh?:
+    | number
+    | undefined;
+  /** The session ends this long after its last update: 0 means 300; at most 3600. */
+  ttlS: number;
+}
+
+export interface Handover {
+  fromNodeId: string;
+  toNodeId: string;
+  reason: HandoverReason;
+  /**
+   * Predicted TTFT of staying (context warm) and of moving (context prefilled again), ms; staying
+   * is absent when the node is gone.
+   */
+  stayTtftMs?: number | undefined;
+  moveTtftMs: number;
+  at?: Date | undefined;
+}
+
+export interface OpenSessionResponse {
+  sessionId: string;
+  placement?: Placement | undefined;
+  expiresAt?: Date | undefined;
+}
+
+export interface UpdateSessionRequest {
+  tenant: string;
+  sessionId: string;
+  client?:
+    | ClientPosition
+    | undefined;
+  /** The context's size now; unset: unchanged. */
+  contextTokens?: number | undefined;
+  headingDeg?: number | undefined;
+  speedKmh?: number | undefined;
+}
+
+export interface UpdateSessionResponse {
+  /** Where the next request goes. */
+  placement?:
+    | Placement
+    | undefined;
+  /** Set when the placement changed with this update. */
+  handover?: Handover | undefined;
+  expiresAt?:
+    | Date
+    | undefined;
+  /** No node meets the budget: the session keeps its node (placement may be absent when that node is gone). */
+  degraded: boolean;
+}
+
+export interface CloseSessionRequest {
+  tenant: string;
+  sessionId: string;
+}
+
+export interface CloseSessionResponse {
+}
+
+export interface WatchSessionRequest {
+  tenant: string;
+  sessionId: string;
+}
+
+/** One event of a watched session. */
+export interface WatchSessionResponse {
+  placement?:
+    | Placement
+    | undefined;
+  /** Set when this event is a handover. */
+  handover?: Handover | undefined;
+  degraded: boolean;
+  /** The session closed or expired: the stream ends after this event. */
+  ended: boolean;
+}
+
 /** Where the client is. The most precise field given wins for latency estimation. */
 export interface ClientPosition {
   region: string;
@@ -330,6 +486,1242 @@ export interface ReleaseResponse {
    */
   awaitingTrustedMeter: boolean;
 }
+
+function createBaseOpenSessionRequest(): OpenSessionRequest {
+  return {
+    tenant: "",
+    model: "",
+    client: undefined,
+    latencyBudgetMs: 0,
+    inputTokens: 0,
+    maxOutputTokens: 0,
+    contextTokens: 0,
+    allowedLevels: [],
+    allowedRegions: [],
+    headingDeg: undefined,
+    speedKmh: undefined,
+    ttlS: 0,
+  };
+}
+
+export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
+  encode(message: OpenSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.model !== "") {
+      writer.uint32(18).string(message.model);
+    }
+    if (message.client !== undefined) {
+      ClientPosition.encode(message.client, writer.uint32(26).fork()).join();
+    }
+    if (message.latencyBudgetMs !== 0) {
+      writer.uint32(33).double(message.latencyBudgetMs);
+    }
+    if (message.inputTokens !== 0) {
+      writer.uint32(40).uint64(message.inputTokens);
+    }
+    if (message.maxOutputTokens !== 0) {
+      writer.uint32(48).uint64(message.maxOutputTokens);
+    }
+    if (message.contextTokens !== 0) {
+      writer.uint32(56).uint64(message.contextTokens);
+    }
+    if (message.allowedLevels.length !== 0) {
+      writer.uint32(66).fork();
+      for (const v of message.allowedLevels) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.allowedRegions) {
+      writer.uint32(74).string(v!);
+    }
+    if (message.headingDeg !== undefined) {
+      writer.uint32(81).double(message.headingDeg);
+    }
+    if (message.speedKmh !== undefined) {
+      writer.uint32(89).double(message.speedKmh);
+    }
+    if (message.ttlS !== 0) {
+      writer.uint32(96).uint32(message.ttlS);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.client = ClientPosition.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.latencyBudgetMs = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.inputTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxOutputTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.contextTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag === 64) {
+              message.allowedLevels.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 66) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.allowedLevels.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.allowedRegions.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.headingDeg = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.speedKmh = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.ttlS = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenSessionRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      client: isSet(object.client) ? ClientPosition.fromJSON(object.client) : undefined,
+      latencyBudgetMs: isSet(object.latencyBudgetMs)
+        ? globalThis.Number(object.latencyBudgetMs)
+        : isSet(object.latency_budget_ms)
+        ? globalThis.Number(object.latency_budget_ms)
+        : 0,
+      inputTokens: isSet(object.inputTokens)
+        ? globalThis.Number(object.inputTokens)
+        : isSet(object.input_tokens)
+        ? globalThis.Number(object.input_tokens)
+        : 0,
+      maxOutputTokens: isSet(object.maxOutputTokens)
+        ? globalThis.Number(object.maxOutputTokens)
+        : isSet(object.max_output_tokens)
+        ? globalThis.Number(object.max_output_tokens)
+        : 0,
+      contextTokens: isSet(object.contextTokens)
+        ? globalThis.Number(object.contextTokens)
+        : isSet(object.context_tokens)
+        ? globalThis.Number(object.context_tokens)
+        : 0,
+      allowedLevels: globalThis.Array.isArray(object?.allowedLevels)
+        ? object.allowedLevels.map((e: any) => levelFromJSON(e))
+        : globalThis.Array.isArray(object?.allowed_levels)
+        ? object.allowed_levels.map((e: any) => levelFromJSON(e))
+        : [],
+      allowedRegions: globalThis.Array.isArray(object?.allowedRegions)
+        ? object.allowedRegions.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.allowed_regions)
+        ? object.allowed_regions.map((e: any) => globalThis.String(e))
+        : [],
+      headingDeg: isSet(object.headingDeg)
+        ? globalThis.Number(object.headingDeg)
+        : isSet(object.heading_deg)
+        ? globalThis.Number(object.heading_deg)
+        : undefined,
+      speedKmh: isSet(object.speedKmh)
+        ? globalThis.Number(object.speedKmh)
+        : isSet(object.speed_kmh)
+        ? globalThis.Number(object.speed_kmh)
+        : undefined,
+      ttlS: isSet(object.ttlS)
+        ? globalThis.Number(object.ttlS)
+        : isSet(object.ttl_s)
+        ? globalThis.Number(object.ttl_s)
+        : 0,
+    };
+  },
+
+  toJSON(message: OpenSessionRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.client !== undefined) {
+      obj.client = ClientPosition.toJSON(message.client);
+    }
+    if (message.latencyBudgetMs !== 0) {
+      obj.latencyBudgetMs = floatToJson(message.latencyBudgetMs);
+    }
+    if (message.inputTokens !== 0) {
+      obj.inputTokens = Math.round(message.inputTokens);
+    }
+    if (message.maxOutputTokens !== 0) {
+      obj.maxOutputTokens = Math.round(message.maxOutputTokens);
+    }
+    if (message.contextTokens !== 0) {
+      obj.contextTokens = Math.round(message.contextTokens);
+    }
+    if (message.allowedLevels?.length) {
+      obj.allowedLevels = message.allowedLevels.map((e) => levelToJSON(e));
+    }
+    if (message.allowedRegions?.length) {
+      obj.allowedRegions = message.allowedRegions;
+    }
+    if (message.headingDeg !== undefined) {
+      obj.headingDeg = floatToJson(message.headingDeg);
+    }
+    if (message.speedKmh !== undefined) {
+      obj.speedKmh = floatToJson(message.speedKmh);
+    }
+    if (message.ttlS !== 0) {
+      obj.ttlS = Math.round(message.ttlS);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenSessionRequest>, I>>(base?: I): OpenSessionRequest {
+    return OpenSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenSessionRequest>, I>>(object: I): OpenSessionRequest {
+    const message = createBaseOpenSessionRequest();
+    message.tenant = object.tenant ?? "";
+    message.model = object.model ?? "";
+    message.client = (object.client !== undefined && object.client !== null)
+      ? ClientPosition.fromPartial(object.client)
+      : undefined;
+    message.latencyBudgetMs = object.latencyBudgetMs ?? 0;
+    message.inputTokens = object.inputTokens ?? 0;
+    message.maxOutputTokens = object.maxOutputTokens ?? 0;
+    message.contextTokens = object.contextTokens ?? 0;
+    message.allowedLevels = object.allowedLevels?.map((e) => e) || [];
+    message.allowedRegions = object.allowedRegions?.map((e) => e) || [];
+    message.headingDeg = object.headingDeg ?? undefined;
+    message.speedKmh = object.speedKmh ?? undefined;
+    message.ttlS = object.ttlS ?? 0;
+    return message;
+  },
+};
+
+function createBaseHandover(): Handover {
+  return { fromNodeId: "", toNodeId: "", reason: 0, stayTtftMs: undefined, moveTtftMs: 0, at: undefined };
+}
+
+export const Handover: MessageFns<Handover> = {
+  encode(message: Handover, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.toNodeId !== "") {
+      writer.uint32(18).string(message.toNodeId);
+    }
+    if (message.reason !== 0) {
+      writer.uint32(24).int32(message.reason);
+    }
+    if (message.stayTtftMs !== undefined) {
+      writer.uint32(33).double(message.stayTtftMs);
+    }
+    if (message.moveTtftMs !== 0) {
+      writer.uint32(41).double(message.moveTtftMs);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Handover {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandover();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.toNodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.stayTtftMs = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.moveTtftMs = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Handover {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      toNodeId: isSet(object.toNodeId)
+        ? globalThis.String(object.toNodeId)
+        : isSet(object.to_node_id)
+        ? globalThis.String(object.to_node_id)
+        : "",
+      reason: isSet(object.reason) ? handoverReasonFromJSON(object.reason) : 0,
+      stayTtftMs: isSet(object.stayTtftMs)
+        ? globalThis.Number(object.stayTtftMs)
+        : isSet(object.stay_ttft_ms)
+        ? globalThis.Number(object.stay_ttft_ms)
+        : undefined,
+      moveTtftMs: isSet(object.moveTtftMs)
+        ? globalThis.Number(object.moveTtftMs)
+        : isSet(object.move_ttft_ms)
+        ? globalThis.Number(object.move_ttft_ms)
+        : 0,
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+    };
+  },
+
+  toJSON(message: Handover): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.toNodeId !== "") {
+      obj.toNodeId = message.toNodeId;
+    }
+    if (message.reason !== 0) {
+      obj.reason = handoverReasonToJSON(message.reason);
+    }
+    if (message.stayTtftMs !== undefined) {
+      obj.stayTtftMs = floatToJson(message.stayTtftMs);
+    }
+    if (message.moveTtftMs !== 0) {
+      obj.moveTtftMs = floatToJson(message.moveTtftMs);
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Handover>, I>>(base?: I): Handover {
+    return Handover.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Handover>, I>>(object: I): Handover {
+    const message = createBaseHandover();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.toNodeId = object.toNodeId ?? "";
+    message.reason = object.reason ?? 0;
+    message.stayTtftMs = object.stayTtftMs ?? undefined;
+    message.moveTtftMs = object.moveTtftMs ?? 0;
+    message.at = object.at ?? undefined;
+    return message;
+  },
+};
+
+function createBaseOpenSessionResponse(): OpenSessionResponse {
+  return { sessionId: "", placement: undefined, expiresAt: undefined };
+}
+
+export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
+  encode(message: OpenSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.placement !== undefined) {
+      Placement.encode(message.placement, writer.uint32(18).fork()).join();
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.placement = Placement.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenSessionResponse {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      placement: isSet(object.placement) ? Placement.fromJSON(object.placement) : undefined,
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: OpenSessionResponse): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.placement !== undefined) {
+      obj.placement = Placement.toJSON(message.placement);
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenSessionResponse>, I>>(base?: I): OpenSessionResponse {
+    return OpenSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenSessionResponse>, I>>(object: I): OpenSessionResponse {
+    const message = createBaseOpenSessionResponse();
+    message.sessionId = object.sessionId ?? "";
+    message.placement = (object.placement !== undefined && object.placement !== null)
+      ? Placement.fromPartial(object.placement)
+      : undefined;
+    message.expiresAt = object.expiresAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateSessionRequest(): UpdateSessionRequest {
+  return {
+    tenant: "",
+    sessionId: "",
+    client: undefined,
+    contextTokens: undefined,
+    headingDeg: undefined,
+    speedKmh: undefined,
+  };
+}
+
+export const UpdateSessionRequest: MessageFns<UpdateSessionRequest> = {
+  encode(message: UpdateSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    if (message.client !== undefined) {
+      ClientPosition.encode(message.client, writer.uint32(26).fork()).join();
+    }
+    if (message.contextTokens !== undefined) {
+      writer.uint32(32).uint64(message.contextTokens);
+    }
+    if (message.headingDeg !== undefined) {
+      writer.uint32(41).double(message.headingDeg);
+    }
+    if (message.speedKmh !== undefined) {
+      writer.uint32(49).double(message.speedKmh);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.client = ClientPosition.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.contextTokens = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.headingDeg = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.speedKmh = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateSessionRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      client: isSet(object.client) ? ClientPosition.fromJSON(object.client) : undefined,
+      contextTokens: isSet(object.contextTokens)
+        ? globalThis.Number(object.contextTokens)
+        : isSet(object.context_tokens)
+        ? globalThis.Number(object.context_tokens)
+        : undefined,
+      headingDeg: isSet(object.headingDeg)
+        ? globalThis.Number(object.headingDeg)
+        : isSet(object.heading_deg)
+        ? globalThis.Number(object.heading_deg)
+        : undefined,
+      speedKmh: isSet(object.speedKmh)
+        ? globalThis.Number(object.speedKmh)
+        : isSet(object.speed_kmh)
+        ? globalThis.Number(object.speed_kmh)
+        : undefined,
+    };
+  },
+
+  toJSON(message: UpdateSessionRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.client !== undefined) {
+      obj.client = ClientPosition.toJSON(message.client);
+    }
+    if (message.contextTokens !== undefined) {
+      obj.contextTokens = Math.round(message.contextTokens);
+    }
+    if (message.headingDeg !== undefined) {
+      obj.headingDeg = floatToJson(message.headingDeg);
+    }
+    if (message.speedKmh !== undefined) {
+      obj.speedKmh = floatToJson(message.speedKmh);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateSessionRequest>, I>>(base?: I): UpdateSessionRequest {
+    return UpdateSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateSessionRequest>, I>>(object: I): UpdateSessionRequest {
+    const message = createBaseUpdateSessionRequest();
+    message.tenant = object.tenant ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.client = (object.client !== undefined && object.client !== null)
+      ? ClientPosition.fromPartial(object.client)
+      : undefined;
+    message.contextTokens = object.contextTokens ?? undefined;
+    message.headingDeg = object.headingDeg ?? undefined;
+    message.speedKmh = object.speedKmh ?? undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateSessionResponse(): UpdateSessionResponse {
+  return { placement: undefined, handover: undefined, expiresAt: undefined, degraded: false };
+}
+
+export const UpdateSessionResponse: MessageFns<UpdateSessionResponse> = {
+  encode(message: UpdateSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.placement !== undefined) {
+      Placement.encode(message.placement, writer.uint32(10).fork()).join();
+    }
+    if (message.handover !== undefined) {
+      Handover.encode(message.handover, writer.uint32(18).fork()).join();
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(26).fork()).join();
+    }
+    if (message.degraded !== false) {
+      writer.uint32(32).bool(message.degraded);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.placement = Placement.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.handover = Handover.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.degraded = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateSessionResponse {
+    return {
+      placement: isSet(object.placement) ? Placement.fromJSON(object.placement) : undefined,
+      handover: isSet(object.handover) ? Handover.fromJSON(object.handover) : undefined,
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+      degraded: isSet(object.degraded) ? globalThis.Boolean(object.degraded) : false,
+    };
+  },
+
+  toJSON(message: UpdateSessionResponse): unknown {
+    const obj: any = {};
+    if (message.placement !== undefined) {
+      obj.placement = Placement.toJSON(message.placement);
+    }
+    if (message.handover !== undefined) {
+      obj.handover = Handover.toJSON(message.handover);
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    if (message.degraded !== false) {
+      obj.degraded = message.degraded;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateSessionResponse>, I>>(base?: I): UpdateSessionResponse {
+    return UpdateSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateSessionResponse>, I>>(object: I): UpdateSessionResponse {
+    const message = createBaseUpdateSessionResponse();
+    message.placement = (object.placement !== undefined && object.placement !== null)
+      ? Placement.fromPartial(object.placement)
+      : undefined;
+    message.handover = (object.handover !== undefined && object.handover !== null)
+      ? Handover.fromPartial(object.handover)
+      : undefined;
+    message.expiresAt = object.expiresAt ?? undefined;
+    message.degraded = object.degraded ?? false;
+    return message;
+  },
+};
+
+function createBaseCloseSessionRequest(): CloseSessionRequest {
+  return { tenant: "", sessionId: "" };
+}
+
+export const CloseSessionRequest: MessageFns<CloseSessionRequest> = {
+  encode(message: CloseSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloseSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloseSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CloseSessionRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CloseSessionRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CloseSessionRequest>, I>>(base?: I): CloseSessionRequest {
+    return CloseSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CloseSessionRequest>, I>>(object: I): CloseSessionRequest {
+    const message = createBaseCloseSessionRequest();
+    message.tenant = object.tenant ?? "";
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
+function createBaseCloseSessionResponse(): CloseSessionResponse {
+  return {};
+}
+
+export const CloseSessionResponse: MessageFns<CloseSessionResponse> = {
+  encode(_: CloseSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloseSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloseSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): CloseSessionResponse {
+    return {};
+  },
+
+  toJSON(_: CloseSessionResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CloseSessionResponse>, I>>(base?: I): CloseSessionResponse {
+    return CloseSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CloseSessionResponse>, I>>(_: I): CloseSessionResponse {
+    const message = createBaseCloseSessionResponse();
+    return message;
+  },
+};
+
+function createBaseWatchSessionRequest(): WatchSessionRequest {
+  return { tenant: "", sessionId: "" };
+}
+
+export const WatchSessionRequest: MessageFns<WatchSessionRequest> = {
+  encode(message: WatchSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchSessionRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+    };
+  },
+
+  toJSON(message: WatchSessionRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchSessionRequest>, I>>(base?: I): WatchSessionRequest {
+    return WatchSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchSessionRequest>, I>>(object: I): WatchSessionRequest {
+    const message = createBaseWatchSessionRequest();
+    message.tenant = object.tenant ?? "";
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
+function createBaseWatchSessionResponse(): WatchSessionResponse {
+  return { placement: undefined, handover: undefined, degraded: false, ended: false };
+}
+
+export const WatchSessionResponse: MessageFns<WatchSessionResponse> = {
+  encode(message: WatchSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.placement !== undefined) {
+      Placement.encode(message.placement, writer.uint32(10).fork()).join();
+    }
+    if (message.handover !== undefined) {
+      Handover.encode(message.handover, writer.uint32(18).fork()).join();
+    }
+    if (message.degraded !== false) {
+      writer.uint32(24).bool(message.degraded);
+    }
+    if (message.ended !== false) {
+      writer.uint32(32).bool(message.ended);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.placement = Placement.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.handover = Handover.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.degraded = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.ended = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchSessionResponse {
+    return {
+      placement: isSet(object.placement) ? Placement.fromJSON(object.placement) : undefined,
+      handover: isSet(object.handover) ? Handover.fromJSON(object.handover) : undefined,
+      degraded: isSet(object.degraded) ? globalThis.Boolean(object.degraded) : false,
+      ended: isSet(object.ended) ? globalThis.Boolean(object.ended) : false,
+    };
+  },
+
+  toJSON(message: WatchSessionResponse): unknown {
+    const obj: any = {};
+    if (message.placement !== undefined) {
+      obj.placement = Placement.toJSON(message.placement);
+    }
+    if (message.handover !== undefined) {
+      obj.handover = Handover.toJSON(message.handover);
+    }
+    if (message.degraded !== false) {
+      obj.degraded = message.degraded;
+    }
+    if (message.ended !== false) {
+      obj.ended = message.ended;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchSessionResponse>, I>>(base?: I): WatchSessionResponse {
+    return WatchSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchSessionResponse>, I>>(object: I): WatchSessionResponse {
+    const message = createBaseWatchSessionResponse();
+    message.placement = (object.placement !== undefined && object.placement !== null)
+      ? Placement.fromPartial(object.placement)
+      : undefined;
+    message.handover = (object.handover !== undefined && object.handover !== null)
+      ? Handover.fromPartial(object.handover)
+      : undefined;
+    message.degraded = object.degraded ?? false;
+    message.ended = object.ended ?? false;
+    return message;
+  },
+};
 
 function createBaseClientPosition(): ClientPosition {
   return { region: "", accessPoint: "", location: undefined };
@@ -1988,6 +3380,62 @@ export const SchedulerService = {
     responseSerialize: (value: ReleaseResponse): Buffer => Buffer.from(ReleaseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseResponse => ReleaseResponse.decode(value),
   },
+  /**
+   * Mobility sessions: one placement that follows a moving client (a car). The session keeps its
+   * node while it meets the budget — the conversation's context stays warm there, so staying
+   * prefills only new tokens while a move prefills the whole context again — and hands over before
+   * the budget breaks at the client's predicted next position, or at once when the node drains or
+   * goes down. A session holds one slot on its node while open and ends ttl_s after its last update.
+   * Another tenant's session, an unknown one and an expired one are all NOT_FOUND.
+   */
+  openSession: {
+    path: "/cpn.v1.Scheduler/OpenSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: OpenSessionRequest): Buffer => Buffer.from(OpenSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): OpenSessionRequest => OpenSessionRequest.decode(value),
+    responseSerialize: (value: OpenSessionResponse): Buffer => Buffer.from(OpenSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OpenSessionResponse => OpenSessionResponse.decode(value),
+  },
+  /**
+   * The client's new position (and context size): the placement to use now, with a handover record
+   * when it changed.
+   */
+  updateSession: {
+    path: "/cpn.v1.Scheduler/UpdateSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateSessionRequest): Buffer => Buffer.from(UpdateSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateSessionRequest => UpdateSessionRequest.decode(value),
+    responseSerialize: (value: UpdateSessionResponse): Buffer =>
+      Buffer.from(UpdateSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateSessionResponse => UpdateSessionResponse.decode(value),
+  },
+  closeSession: {
+    path: "/cpn.v1.Scheduler/CloseSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CloseSessionRequest): Buffer => Buffer.from(CloseSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CloseSessionRequest => CloseSessionRequest.decode(value),
+    responseSerialize: (value: CloseSessionResponse): Buffer =>
+      Buffer.from(CloseSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CloseSessionResponse => CloseSessionResponse.decode(value),
+  },
+  /**
+   * The session's placement now, then every change as cpn decides it (a drained node, or an update
+   * through another connection or replica), so the client can move before its next request. Ends
+   * when the session closes or expires.
+   */
+  watchSession: {
+    path: "/cpn.v1.Scheduler/WatchSession" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchSessionRequest): Buffer => Buffer.from(WatchSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchSessionRequest => WatchSessionRequest.decode(value),
+    responseSerialize: (value: WatchSessionResponse): Buffer =>
+      Buffer.from(WatchSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchSessionResponse => WatchSessionResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServer extends UntypedServiceImplementation {
@@ -2006,6 +3454,27 @@ export interface SchedulerServer extends UntypedServiceImplementation {
    * Callers: the tenant's client, the agent of the node the reservation is on, an operator.
    */
   release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
+  /**
+   * Mobility sessions: one placement that follows a moving client (a car). The session keeps its
+   * node while it meets the budget — the conversation's context stays warm there, so staying
+   * prefills only new tokens while a move prefills the whole context again — and hands over before
+   * the budget breaks at the client's predicted next position, or at once when the node drains or
+   * goes down. A session holds one slot on its node while open and ends ttl_s after its last update.
+   * Another tenant's session, an unknown one and an expired one are all NOT_FOUND.
+   */
+  openSession: handleUnaryCall<OpenSessionRequest, OpenSessionResponse>;
+  /**
+   * The client's new position (and context size): the placement to use now, with a handover record
+   * when it changed.
+   */
+  updateSession: handleUnaryCall<UpdateSessionRequest, UpdateSessionResponse>;
+  closeSession: handleUnaryCall<CloseSessionRequest, CloseSessionResponse>;
+  /**
+   * The session's placement now, then every change as cpn decides it (a drained node, or an update
+   * through another connection or replica), so the client can move before its next request. Ends
+   * when the session closes or expires.
+   */
+  watchSession: handleServerStreamingCall<WatchSessionRequest, WatchSessionResponse>;
 }
 
 export interface SchedulerClient extends Client {
@@ -2052,6 +3521,77 @@ export interface SchedulerClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Mobility sessions: one placement that follows a moving client (a car). The session keeps its
+   * node while it meets the budget — the conversation's context stays warm there, so staying
+   * prefills only new tokens while a move prefills the whole context again — and hands over before
+   * the budget breaks at the client's predicted next position, or at once when the node drains or
+   * goes down. A session holds one slot on its node while open and ends ttl_s after its last update.
+   * Another tenant's session, an unknown one and an expired one are all NOT_FOUND.
+   */
+  openSession(
+    request: OpenSessionRequest,
+    callback: (error: ServiceError | null, response: OpenSessionResponse) => void,
+  ): ClientUnaryCall;
+  openSession(
+    request: OpenSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OpenSessionResponse) => void,
+  ): ClientUnaryCall;
+  openSession(
+    request: OpenSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OpenSessionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The client's new position (and context size): the placement to use now, with a handover record
+   * when it changed.
+   */
+  updateSession(
+    request: UpdateSessionRequest,
+    callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
+  ): ClientUnaryCall;
+  updateSession(
+    request: UpdateSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
+  ): ClientUnaryCall;
+  updateSession(
+    request: UpdateSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateSessionResponse) => void,
+  ): ClientUnaryCall;
+  closeSession(
+    request: CloseSessionRequest,
+    callback: (error: ServiceError | null, response: CloseSessionResponse) => void,
+  ): ClientUnaryCall;
+  closeSession(
+    request: CloseSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CloseSessionResponse) => void,
+  ): ClientUnaryCall;
+  closeSession(
+    request: CloseSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CloseSessionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The session's placement now, then every change as cpn decides it (a drained node, or an update
+   * through another connection or replica), so the client can move before its next request. Ends
+   * when the session closes or expires.
+   */
+  watchSession(
+    request: WatchSessionRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchSessionResponse>;
+  watchSession(
+    request: WatchSessionRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchSessionResponse>;
 }
 
 export const SchedulerClient = makeGenericClientConstructor(SchedulerService, "cpn.v1.Scheduler") as unknown as {

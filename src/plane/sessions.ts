@@ -1,0 +1,366 @@
+// Mobility sessions in the control plane: open, update, close and watch, and the sweep that hands
+// over the sessions of a node that drained or went away. The rule is the core's (routing/sessions.ts);
+// here are the records (in the store, versioned, on their own TTL), the slot each session holds on
+// its node (a reservation of this replica, renewed at each update, moved at a handover) and the
+// notices to watchers. Any replica can serve any session: a record read, decided, and written back
+// only if nobody wrote it meanwhile.
+
+import { randomBytes } from 'node:crypto';
+import type { ClientPosition } from '../core/latency.js';
+import type { ReservationBook } from '../core/reservations.js';
+import {
+  DEFAULT_SESSION_RULE,
+  type Fix,
+  type Motion,
+  type Placement,
+  placeSession,
+  type RouteDecision,
+  type RouteRequest,
+  reconsider,
+  type SessionContext,
+  type SessionOutcome,
+  type SessionRule,
+  type SessionState,
+  stayEstimate,
+} from '../core/routing/index.js';
+import type { HandoverRecord, SessionRecord, SessionStore, VersionedSession } from '../store/sessions.js';
+
+export const DEFAULT_SESSION_TTL_S = 300;
+export const MAX_SESSION_TTL_S = 3600;
+export const DEFAULT_MAX_SESSIONS = 100_000;
+/** A write that lost to another replica is decided again this many times. */
+const MAX_ATTEMPTS = 8;
+
+export type OpenSessionInput = Pick<
+  SessionRecord,
+  | 'tenant'
+  | 'model'
+  | 'client'
+  | 'latencyBudgetMs'
+  | 'inputTokens'
+  | 'maxOutputTokens'
+  | 'contextTokens'
+  | 'allowedLevels'
+  | 'allowedRegions'
+  | 'motion'
+> & {
+  /** 0: DEFAULT_SESSION_TTL_S. */
+  readonly ttlS: number;
+};
+
+export interface UpdateSessionInput {
+  readonly tenant: string;
+  readonly id: string;
+  readonly client: ClientPosition;
+  readonly contextTokens: number | undefined;
+  readonly motion: Motion | undefined;
+}
+
+/** A session as callers see it: its record and the placement to use now. */
+export interface SessionView {
+  readonly record: SessionRecord;
+  /** Undefined when stranded on a node that is gone. */
+  readonly placement: Placement | undefined;
+  /** Set when this call moved it. */
+  readonly handover: HandoverRecord | undefined;
+}
+
+export type OpenResult =
+  | { readonly kind: 'opened'; readonly session: SessionView }
+  | { readonly kind: 'infeasible'; readonly decision: Exclude<RouteDecision, { kind: 'placed' }> }
+  | { readonly kind: 'limit'; readonly limit: number };
+
+export type UpdateResult =
+  | { readonly kind: 'updated'; readonly session: SessionView }
+  | { readonly kind: 'not_found' };
+
+export interface SessionObserver {
+  handover(reason: HandoverRecord['reason']): void;
+}
+
+export interface SessionManagerOptions {
+  readonly store: SessionStore;
+  readonly reservations: ReservationBook;
+  /** The routing context at `nowMs`, with the registry's nodes by id. */
+  readonly context: (nowMs: number) => SessionContext;
+  readonly clock: () => number;
+  readonly monotonicClock: () => number;
+  readonly rule?: SessionRule;
+  readonly maxSessions?: number;
+  readonly observer?: SessionObserver;
+}
+
+function fixOf(client: ClientPosition, atMs: number): Fix | undefined {
+  return client.location === undefined
+    ? undefined
+    : { lat: client.location.lat, lon: client.location.lon, atMs };
+}
+
+function routeRequestOf(record: SessionRecord): RouteRequest {
+  return {
+    requestId: record.id,
+    tenant: record.tenant,
+    model: record.model,
+    client: record.client,
+    latencyBudgetMs: record.latencyBudgetMs,
+    inputTokens: record.inputTokens,
+    cachedInputTokens: 0,
+    maxOutputTokens: record.maxOutputTokens,
+    allowedLevels: record.allowedLevels,
+    allowedRegions: record.allowedRegions,
+    allowDegraded: false,
+    explain: false,
+    maxFallbacks: 0,
+  };
+}
+
+function stateOf(record: SessionRecord): SessionState {
+  return {
+    request: routeRequestOf(record),
+    contextTokens: record.contextTokens,
+    nodeId: record.nodeId,
+    placedAtMs: record.placedAtMs,
+    track: record.track,
+    motion: record.motion,
+  };
+}
+
+export class SessionManager {
+  readonly rule: SessionRule;
+  private readonly maxSessions: number;
+  /** The slot each session holds through this replica: session id → reservation id. */
+  private readonly slots = new Map<string, { nodeId: string; reservationId: string }>();
+
+  constructor(private readonly options: SessionManagerOptions) {
+    this.rule = options.rule ?? DEFAULT_SESSION_RULE;
+    this.maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+  }
+
+  count(): number {
+    return this.options.store.count();
+  }
+
+  async open(input: OpenSessionInput): Promise<OpenResult> {
+    if (this.options.store.count() >= this.maxSessions) return { kind: 'limit', limit: this.maxSessions };
+    const nowMs = this.options.clock();
+    const ctx = this.options.context(nowMs);
+    const id = randomBytes(16).toString('hex');
+    const first = fixOf(input.client, nowMs);
+    const ttlS = input.ttlS === 0 ? DEFAULT_SESSION_TTL_S : input.ttlS;
+    const record: SessionRecord = {
+      id,
+      tenant: input.tenant,
+      model: input.model,
+      client: input.client,
+      latencyBudgetMs: input.latencyBudgetMs,
+      inputTokens: input.inputTokens,
+      maxOutputTokens: input.maxOutputTokens,
+      contextTokens: input.contextTokens,
+      allowedLevels: input.allowedLevels,
+      allowedRegions: input.allowedRegions,
+      track: first === undefined ? [] : [first],
+      motion: input.motion,
+      nodeId: undefined,
+      placedAtMs: nowMs,
+      degraded: false,
+      lastHandover: undefined,
+      handovers: 0,
+      ttlS,
+      openedAtMs: nowMs,
+      expiresAtMs: nowMs + ttlS * 1000,
+    };
+    const decision = placeSession(stateOf(record), input.client, ctx);
+    if (decision.kind !== 'placed') return { kind: 'infeasible', decision };
+    const placed = { ...record, nodeId: decision.placement.nodeId };
+    this.hold(id, decision.placement.nodeId, input.model, input.tenant, nowMs);
+    try {
+      await this.options.store.put(placed, undefined);
+    } catch (error) {
+      this.letGo(id);
+      throw error;
+    }
+    return {
+      kind: 'opened',
+      session: { record: placed, placement: decision.placement, handover: undefined },
+    };
+  }
+
+  /** The client's new position: stay or hand over, written back unless another write came first. */
+  async update(input: UpdateSessionInput): Promise<UpdateResult> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
+      const current = await this.mine(input.tenant, input.id);
+      if (current === undefined) return { kind: 'not_found' };
+      const nowMs = this.options.clock();
+      const fix = fixOf(input.client, nowMs);
+      const previous = current.record.track[current.record.track.length - 1];
+      const moved: SessionRecord = {
+        ...current.record,
+        client: input.client,
+        track: fix === undefined ? [] : previous === undefined ? [fix] : [previous, fix],
+        contextTokens: input.contextTokens ?? current.record.contextTokens,
+        motion: input.motion ?? current.record.motion,
+        expiresAtMs: nowMs + current.record.ttlS * 1000,
+      };
+      const outcome = reconsider(stateOf(moved), input.client, this.options.context(nowMs), this.rule);
+      const { record, placement, handover } = this.apply(moved, outcome, nowMs);
+      const version = await this.options.store.put(record, current.version);
+      if (version === undefined) continue;
+      this.afterWrite(record, handover, nowMs);
+      return { kind: 'updated', session: { record, placement, handover } };
+    }
+    throw new Error(`session ${input.id}: ${MAX_ATTEMPTS} writes in a row lost to other replicas`);
+  }
+
+  async close(tenant: string, id: string): Promise<boolean> {
+    const current = await this.mine(tenant, id);
+    if (current === undefined) return false;
+    this.letGo(id);
+    return this.options.store.remove(id);
+  }
+
+  /**
+   * The session now, and every later version (handovers included) until it ends; undefined when
+   * the session is not the tenant's (or unknown). Call the returned function to stop.
+   */
+  async watch(
+    tenant: string,
+    id: string,
+    listener: (session: SessionView | undefined) => void,
+  ): Promise<{ initial: SessionView; stop: () => void } | undefined> {
+    const current = await this.mine(tenant, id);
+    if (current === undefined) return undefined;
+    let lastVersion = current.version;
+    let handovers = current.record.handovers;
+    const stop = this.options.store.watch(id, (session) => {
+      if (session === undefined) {
+        listener(undefined);
+        return;
+      }
+      if (session.version <= lastVersion) return;
+      lastVersion = session.version;
+      const moved = session.record.handovers > handovers ? session.record.lastHandover : undefined;
+      handovers = session.record.handovers;
+      listener({ record: session.record, placement: this.placementOf(session.record), handover: moved });
+    });
+    return {
+      initial: { record: current.record, placement: this.placementOf(current.record), handover: undefined },
+      stop,
+    };
+  }
+
+  /**
+   * Hands over, at once, every session whose node is no longer usable (drained, down, unhealthy,
+   * gone): run every second by the leader, and after a drain on this replica. Returns how many moved.
+   */
+  async sweep(onlyNode?: string): Promise<number> {
+    const nowMs = this.options.clock();
+    const ctx = this.options.context(nowMs);
+    let moved = 0;
+    for (const session of [...this.options.store.all()]) {
+      const { record } = session;
+      if (record.expiresAtMs <= nowMs) continue;
+      if (onlyNode !== undefined && record.nodeId !== onlyNode) continue;
+      const node = record.nodeId === undefined ? undefined : ctx.node(record.nodeId);
+      const usable =
+        node !== undefined && !node.draining && node.expiresAtMs > nowMs && node.status?.healthy !== false;
+      if (usable) continue;
+      const outcome = reconsider(stateOf(record), record.client, ctx, this.rule);
+      if (outcome.kind !== 'handover') continue;
+      const next = this.apply(record, outcome, nowMs);
+      // Lost to a concurrent update: that one decided with the same node state.
+      const version = await this.options.store.put(next.record, session.version).catch(() => undefined);
+      if (version === undefined) continue;
+      this.afterWrite(next.record, next.handover, nowMs);
+      moved += 1;
+    }
+    return moved;
+  }
+
+  /** The record after the outcome, the placement to use, and the handover if it moved. */
+  private apply(
+    record: SessionRecord,
+    outcome: SessionOutcome,
+    nowMs: number,
+  ): { record: SessionRecord; placement: Placement | undefined; handover: HandoverRecord | undefined } {
+    if (outcome.kind === 'handover') {
+      const handover: HandoverRecord = {
+        from: record.nodeId,
+        to: outcome.to.nodeId,
+        reason: outcome.reason,
+        stayTtftMs: outcome.stayTtftMs,
+        moveTtftMs: outcome.moveTtftMs,
+        atMs: nowMs,
+      };
+      return {
+        record: {
+          ...record,
+          nodeId: outcome.to.nodeId,
+          placedAtMs: nowMs,
+          degraded: false,
+          lastHandover: handover,
+          handovers: record.handovers + 1,
+        },
+        placement: outcome.to,
+        handover,
+      };
+    }
+    const degraded = outcome.kind === 'stranded';
+    const next = { ...record, degraded };
+    return { record: next, placement: this.placementOf(next), handover: undefined };
+  }
+
+  /** After a successful write: the slot follows the session, and metrics hear of a handover. */
+  private afterWrite(record: SessionRecord, handover: HandoverRecord | undefined, nowMs: number): void {
+    if (handover !== undefined) this.options.observer?.handover(handover.reason);
+    if (record.nodeId === undefined) this.letGo(record.id);
+    else this.hold(record.id, record.nodeId, record.model, record.tenant, nowMs);
+  }
+
+  /** The placement on the session's node now (its estimate from the client's last position). */
+  private placementOf(record: SessionRecord): Placement | undefined {
+    if (record.nodeId === undefined) return undefined;
+    const ctx = this.options.context(this.options.clock());
+    const node = ctx.node(record.nodeId);
+    const last = record.track[record.track.length - 1];
+    const client =
+      last === undefined ? record.client : { ...record.client, location: { lat: last.lat, lon: last.lon } };
+    const estimate = stayEstimate(stateOf(record), client, ctx);
+    if (node === undefined || estimate === undefined) return undefined;
+    return {
+      nodeId: node.spec.id,
+      endpoint: node.spec.endpoint,
+      level: node.spec.level,
+      region: node.spec.region,
+      model: record.model,
+      estimate,
+    };
+  }
+
+  /** The tenant's session, or undefined (unknown, expired or another tenant's: the same answer). */
+  private async mine(tenant: string, id: string): Promise<VersionedSession | undefined> {
+    const session = await this.options.store.get(id);
+    if (session === undefined || session.record.tenant !== tenant) return undefined;
+    if (session.record.expiresAtMs <= this.options.clock()) return undefined;
+    return session;
+  }
+
+  /** Holds (or renews) the session's slot on `nodeId`, giving back one held elsewhere. */
+  private hold(id: string, nodeId: string, model: string, tenant: string, nowMs: number): void {
+    this.letGo(id);
+    const reservation = this.options.reservations.reserve(
+      nodeId,
+      model,
+      tenant,
+      nowMs,
+      this.options.monotonicClock(),
+    );
+    this.slots.set(id, { nodeId, reservationId: reservation.id });
+  }
+
+  private letGo(id: string): void {
+    const slot = this.slots.get(id);
+    if (slot === undefined) return;
+    this.options.reservations.release(slot.reservationId);
+    this.slots.delete(id);
+  }
+}

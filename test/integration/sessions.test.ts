@@ -1,0 +1,196 @@
+// Mobility sessions over real gRPC: open, update while driving from Guangzhou to Shanghai (handed
+// over before the Guangzhou node breaks the budget), watch (a drained node's session moves at once
+// and the watcher hears of it), close; unknown, expired, malformed and other tenants' sessions.
+import { type ClientReadableStream, credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  HandoverReason,
+  SchedulerClient,
+  type UpdateSessionResponse,
+  type WatchSessionResponse,
+} from '../../src/gen/cpn/v1/scheduler.js';
+import { bearer, ok, protoSpec, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
+
+const GUANGZHOU = { lat: 23.129, lon: 113.264 };
+const SHANGHAI = { lat: 31.23, lon: 121.474 };
+/** The point a fraction `f` of the way from Guangzhou to Shanghai (straight in lat/lon). */
+const along = (f: number) => ({
+  lat: GUANGZHOU.lat + (SHANGHAI.lat - GUANGZHOU.lat) * f,
+  lon: GUANGZHOU.lon + (SHANGHAI.lon - GUANGZHOU.lon) * f,
+});
+
+const openRequest = (extra: Record<string, unknown> = {}) => ({
+  tenant: '',
+  model: 'm',
+  client: { region: '', accessPoint: '', location: GUANGZHOU },
+  latencyBudgetMs: 20,
+  inputTokens: 10,
+  maxOutputTokens: 10,
+  contextTokens: 0,
+  allowedLevels: [],
+  allowedRegions: [],
+  ttlS: 0,
+  ...extra,
+});
+
+describe('mobility sessions over gRPC', () => {
+  let t: TestServer;
+  let acme: SchedulerClient;
+  let globex: SchedulerClient;
+
+  beforeAll(async () => {
+    t = await startTestServer();
+    // gz and sh at list price 1; fs, beside Guangzhou, dearer (5): where gz's sessions go when it drains.
+    for (const [id, location, region, price] of [
+      ['gz', GUANGZHOU, 'CN-GD', 1],
+      ['sh', SHANGHAI, 'CN-SH', 1],
+      ['fs', { lat: 23.021, lon: 113.121 }, 'CN-GD', 5],
+    ] as const) {
+      await ok(t.registry, t.registry.registerNode, {
+        spec: { ...protoSpec(id, { inputPerMtok: price }), location, region },
+        ttlS: 0,
+        permanent: true,
+      });
+    }
+    for (const tenant of ['acme', 'globex']) await t.server.plane.accounts.createTenant(tenant, tenant);
+    const key = async (tenant: string) => {
+      const created = await t.server.plane.accounts.createApiKey({ role: 'client', name: tenant, tenant });
+      if (created.kind !== 'created') throw new Error('no key');
+      return created.secret;
+    };
+    acme = new SchedulerClient(t.address, credentials.createInsecure(), bearer(await key('acme')));
+    globex = new SchedulerClient(t.address, credentials.createInsecure(), bearer(await key('globex')));
+  });
+  afterAll(async () => {
+    acme?.close();
+    globex?.close();
+    await t?.close();
+  });
+
+  it('follows a car from Guangzhou to Shanghai: handed over once, before the Guangzhou node breaks the budget', async () => {
+    const opened = await ok(acme, acme.openSession, openRequest());
+    expect(opened.sessionId).toMatch(/^[0-9a-f]{32}$/);
+    expect(opened.placement?.nodeId).toBe('gz');
+    const updates: UpdateSessionResponse[] = [];
+    for (let step = 1; step <= 10; step += 1) {
+      t.advance(60_000);
+      updates.push(
+        await ok(acme, acme.updateSession, {
+          tenant: '',
+          sessionId: opened.sessionId,
+          client: { region: '', accessPoint: '', location: along(step / 10) },
+        }),
+      );
+    }
+    const handovers = updates.flatMap((u, i) =>
+      u.handover === undefined ? [] : [{ step: i + 1, ...u.handover }],
+    );
+    expect(handovers).toHaveLength(1);
+    const [handover] = handovers;
+    expect(handover?.fromNodeId).toBe('gz');
+    expect(handover?.toNodeId).toBe('sh');
+    expect([
+      HandoverReason.HANDOVER_REASON_PREDICTED_BREAK,
+      HandoverReason.HANDOVER_REASON_LOST_MARGIN,
+    ]).toContain(handover?.reason);
+    expect(handover?.moveTtftMs).toBeLessThanOrEqual(20);
+    // Every answer was within budget: before the handover from gz, after it from sh.
+    for (const [i, update] of updates.entries()) {
+      expect(update.placement?.nodeId).toBe(i + 1 < (handover?.step ?? 0) ? 'gz' : 'sh');
+      expect(update.placement?.estimate?.ttftMs).toBeLessThanOrEqual(20);
+      expect(update.degraded).toBe(false);
+    }
+    await ok(acme, acme.closeSession, { tenant: '', sessionId: opened.sessionId });
+    const after = await rpc(acme, acme.updateSession, {
+      tenant: '',
+      sessionId: opened.sessionId,
+      client: { region: 'CN-SH', accessPoint: '', location: SHANGHAI },
+    });
+    expect(after.ok ? 'ok' : after.error.code).toBe(status.NOT_FOUND);
+    const text = await t.server.metrics.registry.metrics();
+    expect(text).toMatch(/cpn_session_handovers_total\{reason="(predicted_break|lost_margin)"\} 1/);
+  });
+
+  it("another tenant's session, an unknown one and an expired one are all NOT_FOUND; a malformed id is INVALID_ARGUMENT", async () => {
+    const opened = await ok(acme, acme.openSession, openRequest({ ttlS: 5 }));
+    const update = (client: SchedulerClient, sessionId: string) =>
+      rpc(client, client.updateSession, {
+        tenant: '',
+        sessionId,
+        client: { region: 'CN-GD', accessPoint: '', location: GUANGZHOU },
+      });
+    const foreign = await update(globex, opened.sessionId);
+    const unknown = await update(acme, 'f'.repeat(32));
+    expect(foreign.ok ? 'ok' : foreign.error.code).toBe(status.NOT_FOUND);
+    expect(unknown.ok ? 'ok' : unknown.error.code).toBe(status.NOT_FOUND);
+    // The same words: an id tells nothing about whose it is.
+    expect(foreign.ok ? '' : foreign.error.details.replace(opened.sessionId, 'ID')).toBe(
+      unknown.ok ? '' : unknown.error.details.replace('f'.repeat(32), 'ID'),
+    );
+    const closeForeign = await rpc(globex, globex.closeSession, { tenant: '', sessionId: opened.sessionId });
+    expect(closeForeign.ok ? 'ok' : closeForeign.error.code).toBe(status.NOT_FOUND);
+    // A client naming another tenant is refused outright.
+    const named = await rpc(acme, acme.openSession, openRequest({ tenant: 'globex' }));
+    expect(named.ok ? 'ok' : named.error.code).toBe(status.PERMISSION_DENIED);
+    // Still the owner's, and alive.
+    expect((await update(acme, opened.sessionId)).ok).toBe(true);
+    t.advance(6000);
+    const expired = await update(acme, opened.sessionId);
+    expect(expired.ok ? 'ok' : expired.error.code).toBe(status.NOT_FOUND);
+    const malformed = await update(acme, 'not-an-id');
+    expect(malformed.ok ? 'ok' : malformed.error.code).toBe(status.INVALID_ARGUMENT);
+    const badTtl = await rpc(acme, acme.openSession, openRequest({ ttlS: 7200 }));
+    expect(badTtl.ok ? '' : badTtl.error.details).toMatch(/ttl_s/);
+    const badHeading = await rpc(acme, acme.openSession, openRequest({ headingDeg: 400 }));
+    expect(badHeading.ok ? '' : badHeading.error.details).toMatch(/heading_deg/);
+  });
+
+  it('a watcher hears the placement, then a handover the moment the node drains, then the end', {
+    timeout: 15_000,
+  }, async () => {
+    const opened = await ok(acme, acme.openSession, openRequest());
+    expect(opened.placement?.nodeId).toBe('gz');
+    const metadata = new Metadata();
+    const stream: ClientReadableStream<WatchSessionResponse> = acme.watchSession(
+      { tenant: '', sessionId: opened.sessionId },
+      metadata,
+    );
+    const events: WatchSessionResponse[] = [];
+    const waiters: (() => void)[] = [];
+    stream.on('data', (event: WatchSessionResponse) => {
+      events.push(event);
+      for (const wake of waiters.splice(0)) wake();
+    });
+    const ended = new Promise<number>((resolve) => {
+      stream.on('error', (error: ServiceError) => resolve(error.code));
+      stream.on('status', (s) => {
+        if (s.code === status.OK) resolve(status.OK);
+      });
+    });
+    const nth = async (n: number) => {
+      while (events.length < n) await new Promise<void>((wake) => waiters.push(wake));
+      return events[n - 1] as WatchSessionResponse;
+    };
+    expect((await nth(1)).placement?.nodeId).toBe('gz');
+    // Drained within the dwell time: it moves at once anyway.
+    await ok(t.registry, t.registry.drainNode, { nodeId: 'gz', drain: true });
+    const moved = await nth(2);
+    expect(moved.handover?.reason).toBe(HandoverReason.HANDOVER_REASON_NODE_UNAVAILABLE);
+    expect(moved.handover?.fromNodeId).toBe('gz');
+    // The dearer node next door: Shanghai is over the 20 ms budget from Guangzhou.
+    expect(moved.placement?.nodeId).toBe('fs');
+    expect(moved.placement?.estimate?.ttftMs).toBeLessThanOrEqual(20);
+    await ok(t.registry, t.registry.drainNode, { nodeId: 'gz', drain: false });
+    await ok(acme, acme.closeSession, { tenant: '', sessionId: opened.sessionId });
+    expect((await nth(3)).ended).toBe(true);
+    expect(await ended).toBe(status.OK);
+    // Another tenant cannot watch it.
+    const other = await ok(acme, acme.openSession, openRequest());
+    const foreign = globex.watchSession({ tenant: '', sessionId: other.sessionId }, new Metadata());
+    const code = await new Promise<number>((resolve) => {
+      foreign.on('error', (error: ServiceError) => resolve(error.code));
+      foreign.on('data', () => resolve(-1));
+    });
+    expect(code).toBe(status.NOT_FOUND);
+  });
+});
