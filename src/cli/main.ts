@@ -11,6 +11,7 @@ import { pricingCommand } from './pricing.js';
 import { releaseCommand, routeCommand } from './route.js';
 import { CliError } from './rpc.js';
 import { serveCommand } from './serve.js';
+import { sessionCommand } from './session.js';
 import { simulateCommand } from './simulate.js';
 import { billCommand, packagesCommand, usageCommand } from './usage.js';
 
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
     agentCommand(),
     routeCommand(),
     releaseCommand(),
+    sessionCommand(),
     nodesCommand(),
     statusCommand(),
     pricingCommand(),

@@ -51,11 +51,13 @@ export interface Session {
   readonly registry: RegistryClient;
   readonly scheduler: SchedulerClient;
   readonly accounts: AccountsClient;
+  /** The credential, for streaming calls (which have no deadline). */
+  metadata(): Metadata;
   /** Calls a generated unary method with the deadline and the credential; failures → CliError. */
   call<Req, Res>(client: object, method: UnaryMethod<Req, Res>, request: Req): Promise<Res>;
 }
 
-function describeFailure(error: ServiceError, flags: ClientFlags): string {
+export function describeFailure(error: ServiceError, flags: ClientFlags): string {
   const name = status[error.code] ?? String(error.code);
   const hint =
     error.code === status.UNAVAILABLE
@@ -81,6 +83,7 @@ export async function withSession<T>(flags: ClientFlags, body: (session: Session
     registry,
     scheduler,
     accounts,
+    metadata: () => metadata.clone(),
     call<Req, Res>(client: object, method: UnaryMethod<Req, Res>, request: Req): Promise<Res> {
       return new Promise((resolve, reject) => {
         const deadline = new Date(Date.now() + flags.timeoutMs);
