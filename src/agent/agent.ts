@@ -11,6 +11,7 @@ import type { Logger } from '../common/logger.js';
 import { capacityOf } from '../core/status-change.js';
 import type { NodeSpec, NodeStatus } from '../gen/cpn/v1/types.js';
 import { type Engine, EngineMetricsError, type EngineReading, readEngineMetrics } from './engine-metrics.js';
+import { backoffDelay } from './heartbeat-link.js';
 import { measure, type ProbeTarget } from './probes.js';
 import { type ReportedStatus, shouldReport } from './status-damper.js';
 
@@ -75,13 +76,42 @@ export class Agent {
     });
   }
 
-  /** Registers the node and starts the loop. Rejects if the first registration fails. */
-  async start(): Promise<void> {
-    await this.options.plane.register(this.options.spec, this.options.ttlS);
+  /**
+   * Registers the node and starts the loop. While the control plane cannot be reached it tries
+   * again (backing off to 10 s; a sidecar may start before the control plane does); a refusal
+   * (bad key, bad spec) rejects at once. Resolves false if stopped before it registered.
+   */
+  async start(): Promise<boolean> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await this.options.plane.register(this.options.spec, this.options.ttlS);
+        break;
+      } catch (error) {
+        const code = (error as ServiceError).code;
+        if (code !== status.UNAVAILABLE && code !== status.DEADLINE_EXCEEDED) throw error;
+        const waitMs = backoffDelay(attempt, { baseMs: 500, maxMs: 10_000 });
+        this.options.logger.warn('control plane unreachable; registering again soon', {
+          node: this.options.spec.id,
+          attempt,
+          inMs: Math.round(waitMs),
+          err: (error as Error).message,
+        });
+        await new Promise<void>((resolve) => {
+          this.startWait = resolve;
+          setTimeout(resolve, waitMs);
+        });
+        if (this.stopping) return false;
+      }
+    }
+    if (this.stopping) return false;
     this.options.logger.info('node registered', { node: this.options.spec.id });
     this.schedule(0);
     if ((this.options.probes ?? []).length > 0) this.scheduleProbes(0);
+    return true;
   }
+
+  /** Wakes a registration retry that is waiting (stop during start). */
+  private startWait: (() => void) | undefined;
 
   private probeTimer: NodeJS.Timeout | undefined;
 
@@ -123,6 +153,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.startWait?.();
     if (this.timer) clearTimeout(this.timer);
     if (this.probeTimer) clearTimeout(this.probeTimer);
     await this.ticking;
@@ -141,6 +172,8 @@ export class Agent {
     if (!drained) await this.send(this.statusFrom(this.reading, false), true).catch(() => undefined);
     while (this.clock() < until) {
       await this.read();
+      // Still reporting while it waits: a grace longer than the TTL must not let the node expire.
+      if (drained) await this.report();
       const running = [...(this.reading?.models.values() ?? [])].reduce(
         (sum, m) => sum + m.running + m.waiting,
         0,
@@ -169,6 +202,11 @@ export class Agent {
 
   private async tick(): Promise<void> {
     await this.read();
+    await this.report();
+  }
+
+  /** Sends the status from the last read if it changed materially or the keep-alive is due. */
+  private async report(): Promise<void> {
     const unhealthy = this.failures >= (this.options.unhealthyAfter ?? 3);
     if (this.reading === undefined && !unhealthy) return; // nothing known yet
     const next = this.statusFrom(unhealthy ? undefined : this.reading, !unhealthy);

@@ -56,6 +56,8 @@ export class HeartbeatLink {
   private failures = 0;
   private notBeforeMs = 0;
   private closed = false;
+  /** The stream a goodbye went on. */
+  private farewell: HeartbeatStream | undefined;
   /** Streams opened, and streams that broke, for tests and logs. */
   readonly counts = { opened: 0, broken: 0 };
 
@@ -87,6 +89,8 @@ export class HeartbeatLink {
       this.stream = this.connect();
     }
     const stream = this.stream;
+    // After a goodbye the server ends the stream with OK: that end is expected, not a break.
+    if (message.goodbye !== undefined) this.farewell = stream;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.broke(stream, status.DEADLINE_EXCEEDED, `no response within ${this.options.timeoutMs} ms`);
@@ -117,7 +121,13 @@ export class HeartbeatLink {
     stream.on('error', (error) =>
       this.broke(stream, error.code ?? status.UNKNOWN, error.details ?? error.message),
     );
-    stream.on('end', () => this.broke(stream, status.UNAVAILABLE, 'the control plane ended the stream'));
+    stream.on('end', () => {
+      if (stream === this.farewell && stream === this.stream && this.waiting.length === 0) {
+        this.stream = undefined;
+        return;
+      }
+      this.broke(stream, status.UNAVAILABLE, 'the control plane ended the stream');
+    });
     return stream;
   }
 

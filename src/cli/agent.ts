@@ -31,9 +31,18 @@ export function grpcAgentPlane(
   timeoutMs: number,
   logger?: Logger,
   backoff?: BackoffOptions,
+  /** Ping the control plane this often (and give it as long to answer): a replica that vanished without closing its connections is noticed in about twice this. */
+  keepaliveMs = 10_000,
 ): AgentPlane & { close(): void; readonly link: HeartbeatLink } {
   if (servers.length === 0) throw new CliError('--server needs at least one address', 2);
-  const registries = servers.map((server) => new RegistryClient(server, credentials.createInsecure()));
+  const registries = servers.map(
+    (server) =>
+      new RegistryClient(server, credentials.createInsecure(), {
+        'grpc.keepalive_time_ms': keepaliveMs,
+        'grpc.keepalive_timeout_ms': keepaliveMs,
+        'grpc.keepalive_permit_without_calls': 1,
+      }),
+  );
   let current = 0;
   const metadata = new Metadata();
   if (apiKey) metadata.set('authorization', `Bearer ${apiKey}`);
@@ -91,6 +100,30 @@ export function grpcAgentPlane(
       for (const registry of registries) registry.close();
     },
   };
+}
+
+/**
+ * The agent's plane with timings that keep a node alive through a replica's loss, whatever the
+ * TTL: a report waits at most a fifth of the TTL before it is sent elsewhere, reconnecting backs
+ * off to at most a quarter of it, and a replica that vanished without closing its connections is
+ * noticed by keepalive pings within about a third of it.
+ */
+export function agentPlaneFor(
+  servers: readonly string[],
+  apiKey: string | undefined,
+  ttlS: number,
+  timeoutMs: number,
+  logger?: Logger,
+) {
+  const ttlMs = ttlS * 1000;
+  return grpcAgentPlane(
+    servers,
+    apiKey,
+    Math.min(timeoutMs, Math.max(500, ttlMs / 5)),
+    logger,
+    { maxMs: Math.min(5000, ttlMs / 4) },
+    Math.max(500, ttlMs / 6),
+  );
 }
 
 /** Every `cpn agent` setting: flag, CPN_AGENT_* variable and `--config` YAML key (settings.ts). */
@@ -249,10 +282,7 @@ export function agentCommand(): Command {
       .split(',')
       .map((server) => server.trim())
       .filter(Boolean);
-    const plane = grpcAgentPlane(servers, apiKey, settings.timeoutMs, logger, {
-      // Reconnect well within the TTL, whatever the backoff has grown to.
-      maxMs: Math.min(5000, (settings.ttlS * 1000) / 4),
-    });
+    const plane = agentPlaneFor(servers, apiKey, settings.ttlS, settings.timeoutMs, logger);
     const agent = new Agent({
       plane,
       spec: specToProto(spec),
@@ -266,27 +296,41 @@ export function agentCommand(): Command {
       probes,
       probeIntervalMs: settings.probeIntervalMs,
     });
+    let signals = 0;
+    let done: () => void = () => undefined;
+    const stopped = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const stop = () => {
+      signals += 1;
+      if (signals > 1) {
+        // A second signal: do not wait for the drain.
+        logger.warn('second signal: exiting without waiting for the drain', { node: spec.id });
+        process.exit(130);
+      }
+      agent.stop().then(done);
+      // Whatever the control plane does, the process ends within the grace and a little more.
+      setTimeout(() => {
+        logger.error('stop took too long; exiting', { node: spec.id, graceMs: settings.graceMs });
+        process.exit(1);
+      }, settings.graceMs + 15_000).unref();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    let registered: boolean;
     try {
-      await agent.start();
+      registered = await agent.start();
     } catch (error) {
       plane.close();
       throw new CliError(
         `cannot register node ${spec.id} at ${serverList}: ${(error as ServiceError).details ?? (error as Error).message}`,
       );
     }
-    process.stdout.write(
-      `cpn agent running for node ${spec.id} (engine ${settings.engine}, ${engineMetrics}) against ${serverList}\n`,
-    );
-    await new Promise<void>((resolve) => {
-      let signals = 0;
-      const stop = () => {
-        signals += 1;
-        if (signals > 1) return;
-        agent.stop().then(resolve);
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
+    if (registered)
+      process.stdout.write(
+        `cpn agent running for node ${spec.id} (engine ${settings.engine}, ${engineMetrics}) against ${serverList}\n`,
+      );
+    await stopped;
     plane.close();
   });
 }

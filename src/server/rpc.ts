@@ -71,6 +71,8 @@ export interface RpcContext {
   readonly sink: ErrorSink;
   readonly gate: CallGate;
   readonly observer?: RpcObserver;
+  /** Resolves when the server starts shutting down: long-lived streams end then (UNAVAILABLE). */
+  readonly closing?: Promise<void>;
 }
 
 export type UnaryHandler<Req, Res> = (
@@ -182,6 +184,7 @@ function runStream<Res>(
 ): void {
   const observer = context.observer ?? NO_OBSERVER;
   let cancelled = false;
+  let finished = false;
   const gone = new Promise<void>((resolve) => {
     call.on('cancelled', () => {
       cancelled = true;
@@ -190,24 +193,43 @@ function runStream<Res>(
     call.on('close', () => resolve());
   });
   const finish = (error?: unknown) => {
-    if (error === undefined) {
-      observer.rpcDone(method, status.OK);
-      if (!cancelled) call.end();
-      return;
-    }
-    const failure = failureStatus(context, method, error);
-    if (!cancelled) call.emit('error', failure);
+    if (finished) return;
+    finished = true;
+    // A client that cancels ends the incoming messages before grpc-js says 'cancelled': look after
+    // the events already queued.
+    setImmediate(() => {
+      if (cancelled) observer.rpcDone(method, status.CANCELLED);
+      else if (error === undefined) {
+        observer.rpcDone(method, status.OK);
+        call.end();
+      } else call.emit('error', failureStatus(context, method, error));
+    });
   };
-  const send = (response: Res): Promise<void> =>
-    cancelled
-      ? Promise.resolve()
-      : new Promise((resolve) => {
-          if (call.write(response)) resolve();
-          else call.once('drain', () => resolve());
-        });
+  const admit = () =>
+    context.gate.admit(method, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
+  // Every answer re-checks the credential (cached: no hashing), so a key revoked or expired while
+  // its stream is open stops working at once, as it would for a unary call.
+  const send = async (response: Res): Promise<void> => {
+    const again = admit();
+    if (again instanceof Promise) await again;
+    if (cancelled || finished) return;
+    await new Promise<void>((resolve) => {
+      if (call.write(response)) resolve();
+      else {
+        call.once('drain', () => resolve());
+        // A client that stopped reading and went away never drains.
+        gone.then(resolve);
+      }
+    });
+  };
+  context.closing?.then(() =>
+    finish(
+      new ApiError(status.UNAVAILABLE, `${method}: this replica is shutting down; reconnect to another`),
+    ),
+  );
   let admitted: Identity | Promise<Identity>;
   try {
-    admitted = context.gate.admit(method, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
+    admitted = admit();
   } catch (error) {
     finish(error);
     return;
@@ -222,6 +244,8 @@ export function bidiMethods(context: RpcContext) {
   return function bidi<Req, Res>(
     method: MethodName,
     handler: BidiHandler<Req, Res>,
+    /** A stream whose first message does not come this soon ends with DEADLINE_EXCEEDED. */
+    firstMessageWithinMs?: number,
   ): (call: ServerDuplexStream<Req, Res>) => void {
     return (call) => {
       let cancelled = false;
@@ -229,17 +253,51 @@ export function bidiMethods(context: RpcContext) {
         cancelled = true;
       });
       async function* messages(): AsyncGenerator<Req> {
+        let timer: NodeJS.Timeout | undefined;
         try {
-          // Breaking out of the loop must not destroy the call: its status is still to be sent.
-          const incoming = call.iterator({ destroyOnReturn: false }) as AsyncIterable<Req | Malformed>;
-          for await (const message of incoming) {
+          // Returning early must not destroy the call: its status is still to be sent.
+          const incoming = (call.iterator({ destroyOnReturn: false }) as AsyncIterable<Req | Malformed>)[
+            Symbol.asyncIterator
+          ]();
+          let first = firstMessageWithinMs !== undefined;
+          for (;;) {
+            const next = first
+              ? await Promise.race([
+                  incoming.next(),
+                  new Promise<never>((_, reject) => {
+                    timer = setTimeout(
+                      () =>
+                        reject(
+                          new ApiError(
+                            status.DEADLINE_EXCEEDED,
+                            `${method}: no message within ${firstMessageWithinMs} ms of opening the stream`,
+                          ),
+                        ),
+                      firstMessageWithinMs,
+                    );
+                  }),
+                ])
+              : await incoming.next();
+            clearTimeout(timer);
+            first = false;
+            if (next.done) return;
+            const message = next.value;
             if (isMalformed(message)) throw invalidArgument(`${method}: ${message[MALFORMED]}`);
+            // The credential again (cached): a key revoked while the stream is open stops here.
+            const again = context.gate.admit(
+              method,
+              call.metadata,
+              () => call.getAuthContext()?.sslPeerCertificate,
+            );
+            if (again instanceof Promise) await again;
             observer.messageReceived?.(method);
             yield message;
           }
         } catch (error) {
           if (cancelled || (error as NodeJS.ErrnoException)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return;
           throw error;
+        } finally {
+          clearTimeout(timer);
         }
       }
       runStream(context, method, call, (caller, send) => handler(messages(), send, caller, call));

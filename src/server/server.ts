@@ -29,7 +29,7 @@ import {
   guardConnections,
 } from './connections.js';
 import { type RpcContext, tolerantDecoding } from './rpc.js';
-import { registryService, schedulerService } from './services.js';
+import { type HeartbeatLimits, registryService, schedulerService } from './services.js';
 
 export const SERVICE_NAMES = ['cpn.v1.Registry', 'cpn.v1.Scheduler', 'cpn.v1.Accounts'] as const;
 /** Large enough for a node spec with hundreds of models, small enough to refuse abuse. */
@@ -53,6 +53,8 @@ export interface ServerOptions {
   readonly maxExplainNodes?: number;
   /** RegisterNode refuses new nodes once the registry holds this many (default 200,000). */
   readonly maxNodes?: number;
+  /** Limits on Heartbeat streams (DEFAULT_HEARTBEAT_LIMITS). */
+  readonly heartbeat?: Partial<HeartbeatLimits>;
   /** Mobility sessions held at once (DEFAULT_MAX_SESSIONS). */
   readonly maxSessions?: number;
   /** Handshake and idle timeouts, connection and stream ceilings, keepalive (connections.ts). */
@@ -160,7 +162,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     maxRegionLabels: options.metricsMaxRegions,
     sessions: () => plane.sessions.count(),
   });
+  let startClosing: () => void = () => undefined;
+  const closing = new Promise<void>((resolve) => {
+    startClosing = resolve;
+  });
   const context: RpcContext = {
+    closing,
     sink: options.logger,
     observer: {
       rpcDone: (method: string, code: number) => metrics.recordRpc(method, status[code] ?? String(code)),
@@ -173,7 +180,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
   server.addService(
     tolerantDecoding(RegistryService),
-    registryService(plane, options.logger, context, options.maxNodes),
+    registryService(plane, options.logger, context, options.maxNodes, options.heartbeat),
   );
   server.addService(
     tolerantDecoding(SchedulerService),
@@ -276,6 +283,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         setServing(false);
         setTimeout(() => {
           const force = setTimeout(() => server.forceShutdown(), graceMs);
+          // Long-lived streams (heartbeats, session watches) end now, so their clients move to
+          // another replica instead of holding this one for the whole grace.
+          startClosing();
           server.tryShutdown(() => {
             clearTimeout(force);
             loop?.stop();

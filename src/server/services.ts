@@ -67,6 +67,41 @@ export interface EventSink extends ErrorSink {
 
 const viewToProto = (view: NodeView) => nodeToProto(view.record, view.state, view.reserved);
 
+export interface HeartbeatLimits {
+  /** Heartbeat streams open at once on one replica. */
+  readonly maxStreams: number;
+  /** … and per node: an agent needs one; a reconnect may briefly overlap the old stream. */
+  readonly maxStreamsPerNode: number;
+  /** A stream must name its node (its first status) this soon after opening. */
+  readonly firstMessageMs: number;
+}
+
+export const DEFAULT_HEARTBEAT_LIMITS: HeartbeatLimits = {
+  maxStreams: 50_000,
+  maxStreamsPerNode: 4,
+  firstMessageMs: 10_000,
+};
+
+/** Open Heartbeat streams: how many, and per node. */
+class HeartbeatStreams {
+  open = 0;
+  private readonly perNode = new Map<string, number>();
+
+  /** Counts a stream for `nodeId`; false (nothing counted) when the node has its most. */
+  bind(nodeId: string, most: number): boolean {
+    const count = this.perNode.get(nodeId) ?? 0;
+    if (count >= most) return false;
+    this.perNode.set(nodeId, count + 1);
+    return true;
+  }
+
+  release(nodeId: string): void {
+    const count = (this.perNode.get(nodeId) ?? 1) - 1;
+    if (count <= 0) this.perNode.delete(nodeId);
+    else this.perNode.set(nodeId, count);
+  }
+}
+
 /** A registry this large refuses new nodes (re-registrations still go through). */
 export const DEFAULT_MAX_NODES = 200_000;
 
@@ -75,9 +110,12 @@ export function registryService(
   log: EventSink,
   context: RpcContext,
   maxNodes = DEFAULT_MAX_NODES,
+  heartbeatLimits: Partial<HeartbeatLimits> = {},
 ): RegistryServer {
+  const limits: HeartbeatLimits = { ...DEFAULT_HEARTBEAT_LIMITS, ...heartbeatLimits };
   const unary = unaryMethods(context);
   const bidi = bidiMethods(context);
+  const heartbeats = new HeartbeatStreams();
   /** Applies one status report (ReportStatus or a heartbeat): the node's state after it. */
   const report = async (request: pbNodeStatus, nodeId: string): Promise<NodeState> => {
     const outcome = await plane.reportStatus(toNodeStatus(request, plane.specOf(nodeId)));
@@ -118,50 +156,71 @@ export function registryService(
       ownNode(caller, 'ReportStatus', nodeId);
       return { state: await report(request, nodeId) };
     }),
-    heartbeat: bidi<HeartbeatRequest, HeartbeatResponse>('Heartbeat', async (messages, send, caller) => {
-      let nodeId: string | undefined;
-      const bound = (kind: string): string => {
-        if (nodeId === undefined)
-          throw invalidArgument(
-            `Heartbeat: the first message must be a status (it names the node), not ${kind}`,
+    heartbeat: bidi<HeartbeatRequest, HeartbeatResponse>(
+      'Heartbeat',
+      async (messages, send, caller) => {
+        if (heartbeats.open >= limits.maxStreams)
+          throw new ApiError(
+            status.RESOURCE_EXHAUSTED,
+            `Heartbeat: ${heartbeats.open} streams are open on this replica, the most it serves (${limits.maxStreams}); use another replica`,
           );
-        return nodeId;
-      };
-      for await (const message of messages) {
-        if (message.status !== undefined) {
-          const id = checkNodeId('status.node_id', message.status.nodeId);
-          if (nodeId === undefined) ownNode(caller, 'Heartbeat', id);
-          else if (id !== nodeId)
-            throw invalidArgument(
-              `Heartbeat: status.node_id ${id}, but this stream is for node ${nodeId}; open one stream per node`,
+        heartbeats.open += 1;
+        let nodeId: string | undefined;
+        try {
+          const bound = (kind: string): string => {
+            if (nodeId === undefined)
+              throw invalidArgument(
+                `Heartbeat: the first message must be a status (it names the node), not ${kind}`,
+              );
+            return nodeId;
+          };
+          for await (const message of messages) {
+            if (message.status !== undefined) {
+              const id = checkNodeId('status.node_id', message.status.nodeId);
+              if (nodeId === undefined) {
+                ownNode(caller, 'Heartbeat', id);
+                if (!heartbeats.bind(id, limits.maxStreamsPerNode))
+                  throw new ApiError(
+                    status.RESOURCE_EXHAUSTED,
+                    `Heartbeat: node ${id} already has ${limits.maxStreamsPerNode} streams open on this replica, the most it allows; close the others`,
+                  );
+              } else if (id !== nodeId)
+                throw invalidArgument(
+                  `Heartbeat: status.node_id ${id}, but this stream is for node ${nodeId}; open one stream per node`,
+                );
+              nodeId = id;
+              await send({ state: await report(message.status, id) });
+            } else if (message.drain !== undefined) {
+              const id = bound('a drain');
+              const node = await plane.setDraining(id, true);
+              if (node === undefined) throw notFound(`node ${id} is not registered`);
+              log.info('node draining', { node: id, by: 'heartbeat' });
+              await send({ state: nodeStateToProto(node.state) });
+            } else if (message.goodbye !== undefined) {
+              const id = bound('a goodbye');
+              const removed = await plane.deregisterNode(id);
+              log.info(removed ? 'node deregistered' : 'goodbye from a node already gone', {
+                node: id,
+                by: 'heartbeat',
+              });
+              await send({ state: NodeState.NODE_STATE_UNSPECIFIED });
+              return;
+            } else throw invalidArgument('Heartbeat: a message must hold a status, a drain or a goodbye');
+          }
+          if (nodeId !== undefined)
+            log.debug(
+              'heartbeat stream ended without a goodbye; the node expires after its TTL unless it reports',
+              {
+                node: nodeId,
+              },
             );
-          nodeId = id;
-          await send({ state: await report(message.status, id) });
-        } else if (message.drain !== undefined) {
-          const id = bound('a drain');
-          const node = await plane.setDraining(id, true);
-          if (node === undefined) throw notFound(`node ${id} is not registered`);
-          log.info('node draining', { node: id, by: 'heartbeat' });
-          await send({ state: nodeStateToProto(node.state) });
-        } else if (message.goodbye !== undefined) {
-          const id = bound('a goodbye');
-          const removed = await plane.deregisterNode(id);
-          log.info(removed ? 'node deregistered' : 'goodbye from a node already gone', {
-            node: id,
-            by: 'heartbeat',
-          });
-          await send({ state: NodeState.NODE_STATE_UNSPECIFIED });
-          return;
-        } else throw invalidArgument('Heartbeat: a message must hold a status, a drain or a goodbye');
-      }
-      if (nodeId !== undefined)
-        log.debug(
-          'heartbeat stream ended without a goodbye; the node expires after its TTL unless it reports',
-          {
-            node: nodeId,
-          },
-        );
-    }),
+        } finally {
+          heartbeats.open -= 1;
+          if (nodeId !== undefined) heartbeats.release(nodeId);
+        }
+      },
+      limits.firstMessageMs,
+    ),
     deregisterNode: unary('DeregisterNode', async (request, _call, caller) => {
       const nodeId = checkNodeId('node_id', request.nodeId);
       ownNode(caller, 'DeregisterNode', nodeId);

@@ -1,9 +1,9 @@
-// The agent given two replicas of one control plane on etcd: when the one it talks to is killed,
-// it reports through the other, and the node never leaves the registry or goes DOWN.
+// The agent given two replicas of one control plane on etcd: when the one it talks to is killed
+// or frozen, it reports through the other, and the node never leaves the registry or goes DOWN.
 import { credentials, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
-import { grpcAgentPlane } from '../../src/cli/agent.js';
+import { agentPlaneFor } from '../../src/cli/agent.js';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { NodeState } from '../../src/gen/cpn/v1/types.js';
 import { silentLogger } from '../../src/ops/log.js';
@@ -14,12 +14,15 @@ import { bearer, protoSpec, rpc } from '../helpers/grpc.js';
 
 const TTL_S = 3;
 
-describe('agent failover between replicas', () => {
+describe.each([
+  ['killed (SIGKILL: its connections close)', 'SIGKILL'],
+  ['frozen (SIGSTOP: its connections stay open, nothing answers)', 'SIGSTOP'],
+] as const)('agent failover when the replica it talks to is %s', (_what, signal) => {
   let etcd: EtcdServer;
   const replicas: ServeProcess[] = [];
   let metrics: Awaited<ReturnType<typeof startMetricsServer>>;
   let agent: Agent;
-  let plane: ReturnType<typeof grpcAgentPlane>;
+  let plane: ReturnType<typeof agentPlaneFor>;
   let observer: RegistryClient;
 
   beforeAll(async () => {
@@ -30,10 +33,11 @@ describe('agent failover between replicas', () => {
       );
     }
     metrics = await startMetricsServer(() => vllmMetrics('m', { running: 2, waiting: 0, kv: 0.1 }));
-    plane = grpcAgentPlane(
+    plane = agentPlaneFor(
       replicas.map((r) => r.address),
       CLI_OPERATOR_KEY,
-      2000,
+      TTL_S,
+      5000,
       silentLogger,
     );
     agent = new Agent({
@@ -59,18 +63,20 @@ describe('agent failover between replicas', () => {
     plane?.close();
     observer?.close();
     for (const r of replicas) await r.stop('SIGKILL');
+    replicas.length = 0;
     await metrics?.close();
     await etcd?.destroy();
   });
 
-  it('reports through the second replica when the first is killed; the node stays READY for two TTLs and more', async () => {
+  it('reports through the second replica; the node stays READY for three TTLs', async () => {
     const state = async () => {
       const outcome = await rpc(observer, observer.getNode, { nodeId: 'edge-1' });
       return outcome.ok ? outcome.value.node?.state : `error ${status[outcome.error.code]}`;
     };
     await eventually(async () => (await state()) === NodeState.NODE_STATE_READY, 10_000, 50);
     const reportsBefore = agent.counts.reports;
-    await replicas[0]?.stop('SIGKILL');
+    if (signal === 'SIGKILL') await replicas[0]?.stop('SIGKILL');
+    else replicas[0]?.child.kill('SIGSTOP');
     // Observe through the surviving replica for three TTLs: never gone, never DOWN.
     const seen = new Set<unknown>();
     const until = Date.now() + 3 * TTL_S * 1000;

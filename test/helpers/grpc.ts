@@ -15,6 +15,7 @@ import { Level, type NodeSpec as ProtoNodeSpec } from '../../src/gen/cpn/v1/type
 import { silentLogger } from '../../src/ops/log.js';
 import type { ConnectionLimits } from '../../src/server/connections.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
+import type { HeartbeatLimits } from '../../src/server/services.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
 
 /** The operator key every test server installs (CPN_BOOTSTRAP_OPERATOR_KEY in CLI tests). */
@@ -52,6 +53,7 @@ export async function startTestServer(
     explainQueue?: number;
     maxNodes?: number;
     connections?: Partial<ConnectionLimits>;
+    heartbeat?: Partial<HeartbeatLimits>;
   } = {},
 ): Promise<TestServer> {
   let now = Date.UTC(2026, 10, 22, 12);
@@ -69,6 +71,7 @@ export async function startTestServer(
     explainQueue: options.explainQueue,
     maxNodes: options.maxNodes,
     connections: options.connections,
+    heartbeat: options.heartbeat,
     bootstrapOperatorKey: TEST_OPERATOR_KEY,
   });
   const address = `127.0.0.1:${server.port}`;

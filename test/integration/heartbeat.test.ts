@@ -191,7 +191,7 @@ describe('Heartbeat stream cancelled by the client', () => {
         const text = await t.server.metrics.registry.metrics();
         return text
           .split('\n')
-          .filter((l) => l.startsWith('cpn_rpc_requests_total{method="Heartbeat"'))
+          .filter((l) => l.startsWith('cpn_rpc_requests_total{method="Heartbeat",code="CANCELLED"}'))
           .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
       };
       const before = await finished();
@@ -206,6 +206,84 @@ describe('Heartbeat stream cancelled by the client', () => {
     } finally {
       client.close();
       await t.close();
+    }
+  });
+});
+
+describe('Heartbeat stream limits and lifetime', () => {
+  it('a key revoked while its stream is open stops working at the next message', async () => {
+    const t = await startTestServer();
+    const client = new RegistryClient(t.address, credentials.createInsecure());
+    try {
+      await ok(t.registry, t.registry.registerNode, { spec: protoSpec('hb-r'), ttlS: 30, permanent: false });
+      const key = await t.server.plane.accounts.createApiKey({ role: 'agent', name: 'r', nodeId: 'hb-r' });
+      if (key.kind !== 'created') throw new Error('no key');
+      const s = open(client, key.secret);
+      expect((await s.send({ status: statusOf('hb-r', 1) }))?.state).toBe(NodeState.NODE_STATE_READY);
+      expect(await t.server.plane.accounts.revokeApiKey(key.record.id)).toBeTruthy();
+      expect(await s.send({ status: statusOf('hb-r', 2) })).toBeUndefined();
+      expect((await s.ended).code).toBe(status.UNAUTHENTICATED);
+      // The status after the revocation was not applied.
+      expect(
+        (await ok(t.registry, t.registry.getNode, { nodeId: 'hb-r' })).node?.status?.load[0]?.active,
+      ).toBe(1);
+    } finally {
+      client.close();
+      await t.close();
+    }
+  });
+
+  it('a stream must name its node soon; a node gets a bounded number of streams', async () => {
+    const t = await startTestServer({ heartbeat: { firstMessageMs: 200, maxStreamsPerNode: 2 } });
+    const client = new RegistryClient(t.address, credentials.createInsecure());
+    try {
+      await ok(t.registry, t.registry.registerNode, { spec: protoSpec('hb-l'), ttlS: 30, permanent: false });
+      const silent = open(client, TEST_OPERATOR_KEY);
+      const idle = await silent.ended;
+      expect(idle.code).toBe(status.DEADLINE_EXCEEDED);
+      expect(idle.details).toMatch(/no message within 200 ms/);
+      const first = open(client, TEST_OPERATOR_KEY);
+      const second = open(client, TEST_OPERATOR_KEY);
+      expect((await first.send({ status: statusOf('hb-l', 1) }))?.state).toBe(NodeState.NODE_STATE_READY);
+      expect((await second.send({ status: statusOf('hb-l', 1) }))?.state).toBe(NodeState.NODE_STATE_READY);
+      const third = open(client, TEST_OPERATOR_KEY);
+      expect(await third.send({ status: statusOf('hb-l', 1) })).toBeUndefined();
+      const refused = await third.ended;
+      expect(refused.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(refused.details).toMatch(/already has 2 streams open/);
+      // Closing one frees its place.
+      first.stream.end();
+      await first.ended;
+      const fourth = open(client, TEST_OPERATOR_KEY);
+      await eventually(
+        async () =>
+          (await fourth.send({ status: statusOf('hb-l', 1) }))?.state === NodeState.NODE_STATE_READY,
+      );
+      second.stream.end();
+      fourth.stream.end();
+    } finally {
+      client.close();
+      await t.close();
+    }
+  });
+
+  it('a replica shutting down ends its heartbeat streams at once with UNAVAILABLE', async () => {
+    const t = await startTestServer();
+    const client = new RegistryClient(t.address, credentials.createInsecure());
+    try {
+      await ok(t.registry, t.registry.registerNode, { spec: protoSpec('hb-s'), ttlS: 30, permanent: false });
+      const s = open(client, TEST_OPERATOR_KEY);
+      expect((await s.send({ status: statusOf('hb-s', 1) }))?.state).toBe(NodeState.NODE_STATE_READY);
+      // A grace far longer than the test: only the early end lets the stream close in time.
+      const stopping = t.server.shutdown(120_000);
+      const ended = await s.ended;
+      expect(ended.code).toBe(status.UNAVAILABLE);
+      expect(ended.details).toMatch(/shutting down/);
+      await stopping;
+    } finally {
+      client.close();
+      t.registry.close();
+      t.scheduler.close();
     }
   });
 });

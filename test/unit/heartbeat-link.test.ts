@@ -157,6 +157,20 @@ describe('HeartbeatLink', () => {
     expect(h.broken).toHaveLength(2);
   });
 
+  it("the server's end after a goodbye is not a break: no backoff, nobody told", async () => {
+    const h = harness();
+    const pending = h.link.send(ping);
+    h.streams[0]?.answer();
+    await pending;
+    const bye = h.link.send({ goodbye: {} });
+    h.streams[0]?.answer(NodeState.NODE_STATE_UNSPECIFIED);
+    await bye;
+    h.streams[0]?.emit('end');
+    expect(h.broken).toEqual([]);
+    expect(h.link.counts.broken).toBe(0);
+    expect(h.link.connected).toBe(false);
+  });
+
   it('after close nothing is sent and the stream is half-closed', async () => {
     const h = harness();
     const pending = h.link.send(ping);

@@ -141,7 +141,7 @@ export class LeaseRenewer {
   }
 
   close(): void {
-    this.reset(new Error('the store is closing'));
+    this.reset(new KeepaliveTimeout('keepalive given up: the store is closing'));
   }
 
   private connected(): Promise<KeepAliveStream> {
@@ -162,10 +162,10 @@ export class LeaseRenewer {
           renewal?.resolve(Number(response.TTL));
         });
         stream.on('error', (error) => {
-          if (this.stream === stream) this.reset(error ?? new Error('keepalive stream failed'));
+          if (this.stream === stream) this.reset(error ?? new KeepaliveTimeout('keepalive stream failed'));
         });
         stream.on('end', () => {
-          if (this.stream === stream) this.reset(new Error('keepalive stream ended'));
+          if (this.stream === stream) this.reset(new KeepaliveTimeout('keepalive stream ended'));
         });
         return stream;
       });
