@@ -10,7 +10,13 @@ import { RouteRequest } from '../../src/gen/cpn/v1/scheduler.js';
 import { NodeState } from '../../src/gen/cpn/v1/types.js';
 import { silentLogger } from '../../src/ops/log.js';
 import { eventually } from '../helpers/etcd.js';
-import { type EngineLoad, startMetricsServer, vllmMetrics } from '../helpers/fake-engine-metrics.js';
+import {
+  type EngineLoad,
+  sglangMetrics,
+  startMetricsServer,
+  tgiMetrics,
+  vllmMetrics,
+} from '../helpers/fake-engine-metrics.js';
 import { ok, protoSpec, rpc, startTestServer, TEST_OPERATOR_KEY, type TestServer } from '../helpers/grpc.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -186,6 +192,51 @@ describe('cpn agent whose connection to the control plane breaks', () => {
       plane.close();
       await metrics.close();
       await proxy.close();
+      await t.close();
+    }
+  });
+});
+
+describe.each([
+  ['SGLang', (load: EngineLoad) => sglangMetrics('m', load), 0.4],
+  ['TGI', (load: EngineLoad) => tgiMetrics(load), undefined],
+] as const)('cpn agent beside %s (engine auto)', (_engine, page, kv) => {
+  it('the node is READY with the engine load, follows a change, and goes UNHEALTHY when the engine does', async () => {
+    const t = await startTestServer();
+    const load: EngineLoad = { running: 2, waiting: 1, kv: 0.4 };
+    const metrics = await startMetricsServer(() => page(load));
+    const plane = grpcAgentPlane([t.address], TEST_OPERATOR_KEY, 2000, silentLogger);
+    const agent = new Agent({
+      plane,
+      spec: protoSpec('gpu-e'),
+      ttlS: 60,
+      engine: 'auto',
+      metricsUrl: metrics.url,
+      intervalMs: 50,
+      unhealthyAfter: 2,
+      graceMs: 0,
+      logger: silentLogger,
+    });
+    const node = async () => (await ok(t.registry, t.registry.getNode, { nodeId: 'gpu-e' })).node;
+    try {
+      await agent.start();
+      await eventually(async () => (await node())?.status?.load[0]?.active === 2);
+      expect((await node())?.state).toBe(NodeState.NODE_STATE_READY);
+      expect((await node())?.status?.load[0]?.queued).toBe(1);
+      // TGI has no KV-cache gauge: unknown, not zero.
+      if (kv === undefined) expect((await node())?.status?.kvCacheUtilization).toBeUndefined();
+      else expect((await node())?.status?.kvCacheUtilization).toBeCloseTo(kv);
+      load.running = 9;
+      await eventually(async () => (await node())?.status?.load[0]?.active === 9);
+      metrics.down = true;
+      await eventually(async () => (await node())?.state === NodeState.NODE_STATE_UNHEALTHY);
+      metrics.down = false;
+      await eventually(async () => (await node())?.state === NodeState.NODE_STATE_READY);
+    } finally {
+      load.running = 0;
+      await agent.stop();
+      plane.close();
+      await metrics.close();
       await t.close();
     }
   });
