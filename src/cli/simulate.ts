@@ -5,7 +5,14 @@ import { SingleBar } from 'cli-progress';
 import Table from 'cli-table3';
 import { Command } from 'commander';
 import { simulate, writeOutputs } from '../sim/run.js';
-import { loadScenario, POLICIES, type PolicyName, parseDuration, type Scenario } from '../sim/scenario.js';
+import {
+  loadScenario,
+  MOBILITY_MODES,
+  POLICIES,
+  type PolicyName,
+  parseDuration,
+  type Scenario,
+} from '../sim/scenario.js';
 import { collect, integer } from './args.js';
 import { CliError } from './rpc.js';
 
@@ -51,8 +58,10 @@ export async function runSimulate(file: string, flags: SimulateFlags): Promise<v
         stream: process.stderr,
       })
     : undefined;
+  const runs = scenario.policies.length + (scenario.demand.mobile.length > 0 ? MOBILITY_MODES.length : 0);
   const output = await simulate(scenario, (policy, index) => {
-    const label = `${policy} (${index + 1}/${scenario.policies.length})`;
+    const mode = MOBILITY_MODES[index - scenario.policies.length];
+    const label = `${mode === undefined ? policy : `vehicles: ${mode}`} (${index + 1}/${runs})`;
     const policyStart = Date.now();
     let nextTenth = 1;
     bar?.start(scenario.duration, 0, { policy: label, simTime: '0h00m', rate: 0 });
@@ -93,8 +102,35 @@ export async function runSimulate(file: string, flags: SimulateFlags): Promise<v
       String(s.cost_per_mtok_cny),
     ]);
   }
+  const mobility = output.summary.mobility as Record<string, Record<string, unknown>> | undefined;
+  let vehicles = '';
+  if (mobility !== undefined) {
+    const modes = new Table({
+      head: [
+        'vehicles served',
+        'requests',
+        'SLO met',
+        'TTFT p95 ms',
+        'handovers / vehicle-hour',
+        're-prefilled tokens',
+        'CNY',
+      ],
+      style: { head: [], border: [] },
+    });
+    for (const [mode, m] of Object.entries(mobility))
+      modes.push([
+        mode,
+        String(m.requests),
+        `${(((m.slo_attainment as number) ?? 0) * 100).toFixed(2)} %`,
+        String((m.ttft_ms as Record<string, number | null>).p95 ?? '-'),
+        String(m.handovers_per_vehicle_hour),
+        String(m.reprefilled_tokens),
+        String(m.cost_cny),
+      ]);
+    vehicles = `${modes.toString()}\n`;
+  }
   process.stdout.write(
-    `${scenario.name}: ${formatSimTime(scenario.duration)} simulated, seed ${scenario.seed}, ${((Date.now() - startedAt) / 1000).toFixed(1)} s\n${table.toString()}\nwrote ${files.join(', ')}\n`,
+    `${scenario.name}: ${formatSimTime(scenario.duration)} simulated, seed ${scenario.seed}, ${((Date.now() - startedAt) / 1000).toFixed(1)} s\n${table.toString()}\n${vehicles}wrote ${files.join(', ')}\n`,
   );
 }
 

@@ -289,6 +289,11 @@ export class ControlPlane {
     return { decision, reservation };
   }
 
+  /** Reserves a slot on a node chosen by the caller, without a decision (the simulator's sticky clients). */
+  reserveOn(nodeId: string, model: string, tenant: string): Reservation {
+    return this.reservations.reserve(nodeId, model, tenant, this.clock(), this.monotonicClock());
+  }
+
   /**
    * Routes a tenant's request: admission by its package (model, quota, throttle) before the
    * decision, the points held in the shared ledger after it. A tenant without a package is routed

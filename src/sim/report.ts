@@ -1,10 +1,13 @@
 // report.html: one self-contained page (inline SVG and CSS, no scripts, no network) that a
 // planner reads at a glance: SLO attainment and cost per policy, load and utilisation by level over
-// time with the scenario's events marked, TTFT percentiles, and the worst regions.
+// time with the scenario's events marked, TTFT percentiles, the worst regions, and — with mobile
+// classes — how vehicles fared per request, sticky and with sessions, along their route.
 
 import { LEVELS } from '../core/model.js';
+import { ROUTE_BIN_KM } from './mobility.js';
 import type { SimulationOutput } from './run.js';
 import type { Scenario } from './scenario.js';
+import type { PolicyResult } from './simulate.js';
 
 const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2'];
 const LEVEL_COLORS: Record<string, string> = {
@@ -101,6 +104,54 @@ function lineChart(
     .map((s) => `<span class="key" style="--c:${s.color}">${esc(s.name)}</span>`)
     .join(' ');
   return `<figure><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img">${ticks}${marks}${lines}${xTicks}</svg><div class="legend">${legend}</div></figure>`;
+}
+
+/**
+ * The vehicles of demand.mobile under each way of serving them: a table, and handovers and SLO
+ * misses along the route (its kilometres from the first waypoint).
+ */
+function vehiclesSection(scenario: Scenario, output: SimulationOutput, pct: (v: number) => string): string {
+  if (output.mobility.length === 0) return '';
+  const rows = output.mobility
+    .map((r) => {
+      const m = r.mobile?.summary() as
+        | {
+            requests: number;
+            slo_attainment: number;
+            ttft_ms: { p95: number | null };
+            handovers_per_vehicle_hour: number;
+            reprefilled_tokens: number;
+            cost_cny: number;
+          }
+        | undefined;
+      if (m === undefined) return '';
+      return `<tr><th>${esc(r.mobility ?? '')}</th><td>${m.requests}</td><td>${pct(m.slo_attainment)}</td><td>${m.ttft_ms.p95 ?? '-'}</td><td>${m.handovers_per_vehicle_hour}</td><td>${m.reprefilled_tokens}</td><td>${m.cost_cny}</td></tr>`;
+    })
+    .join('');
+  const bins = new Set<number>();
+  for (const r of output.mobility)
+    for (const map of [r.mobile?.handoversByKm, r.mobile?.missesByKm])
+      for (const bin of map?.keys() ?? []) bins.add(bin);
+  const maxBin = Math.max(0, ...bins);
+  const xs = Array.from({ length: maxBin + 1 }, (_, i) => (i + 0.5) * ROUTE_BIN_KM);
+  const along = (title: string, pick: (r: PolicyResult) => ReadonlyMap<number, number> | undefined) =>
+    lineChart(
+      title,
+      xs,
+      output.mobility.map((r, i) => ({
+        name: r.mobility ?? '',
+        color: COLORS[i % COLORS.length] as string,
+        values: xs.map((_, bin) => pick(r)?.get(bin) ?? 0),
+      })),
+      [],
+      (v) => v.toFixed(0),
+      (km) => `${km.toFixed(0)} km`,
+    );
+  const names = scenario.demand.mobile.map((m) => esc(m.name)).join(', ');
+  return `<h2>Vehicles (${names}): per-request routing, sticky-forever and sessions on identical trips</h2>
+<table><tr><th>served</th><th>requests</th><th>SLO met</th><th>TTFT p95 ms</th><th>handovers / vehicle-hour</th><th>context tokens prefilled again</th><th>CNY</th></tr>${rows}</table>
+${along(`Handovers along the route (per ${ROUTE_BIN_KM} km)`, (r) => r.mobile?.handoversByKm)}
+${along(`SLO misses along the route (per ${ROUTE_BIN_KM} km)`, (r) => r.mobile?.missesByKm)}`;
 }
 
 export function renderReport(scenario: Scenario, output: SimulationOutput): string {
@@ -208,6 +259,7 @@ export function renderReport(scenario: Scenario, output: SimulationOutput): stri
       return `<tr><th>${esc(name)}</th>${regions}</tr>`;
     })
     .join('');
+  const vehicles = vehiclesSection(scenario, output, pct);
   const nodes = Object.entries(summary.nodes)
     .map(([level, n]) => `${n} ${level}`)
     .join(', ');
@@ -231,6 +283,7 @@ table{border-collapse:collapse}td,th{border:1px solid #e2e8f0;padding:4px 8px;te
 <h2>Utilisation by level</h2>${utilization}
 <h2>Time to first token</h2><div class="row">${ttft}</div>
 <h2>Worst regions (lowest SLO attainment)</h2><table>${worst}</table>
+${vehicles}
 </body></html>
 `;
 }

@@ -4,9 +4,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { LEVELS, type Level } from '../core/model.js';
 import { loadTopology, type Topology } from '../ops/topology.js';
+import { ROUTE_BIN_KM } from './mobility.js';
 import { generateNational } from './national.js';
 import { renderReport } from './report.js';
-import type { PolicyName, Scenario } from './scenario.js';
+import { MOBILITY_MODES, type PolicyName, type Scenario } from './scenario.js';
 import { type PolicyResult, type Progress, runPolicy } from './simulate.js';
 import { round } from './stats.js';
 
@@ -47,6 +48,8 @@ export interface SimulationOutput {
   readonly summary: Record<string, unknown>;
   readonly results: readonly PolicyResult[];
   readonly topology: Topology;
+  /** With mobile classes: cheapest-feasible with the vehicles served each way, on identical trips. */
+  readonly mobility: readonly PolicyResult[];
 }
 
 export async function simulate(
@@ -58,7 +61,19 @@ export async function simulate(
   for (const [index, policy] of scenario.policies.entries()) {
     results.push(await runPolicy(scenario, topology, policy, onProgress?.(policy, index)));
   }
-  return { summary: summarize(scenario, topology, results), results, topology };
+  const mobility: PolicyResult[] = [];
+  if (scenario.demand.mobile.length > 0)
+    for (const [index, mode] of MOBILITY_MODES.entries())
+      mobility.push(
+        await runPolicy(
+          scenario,
+          topology,
+          'cheapest-feasible',
+          onProgress?.('cheapest-feasible', scenario.policies.length + index),
+          mode,
+        ),
+      );
+  return { summary: summarize(scenario, topology, results, mobility), results, topology, mobility };
 }
 
 function byKey(map: Map<string, { summary(): Record<string, unknown> }>): Record<string, unknown> {
@@ -70,6 +85,7 @@ export function summarize(
   scenario: Scenario,
   topology: Topology,
   results: readonly PolicyResult[],
+  mobility: readonly PolicyResult[] = [],
 ): Record<string, unknown> {
   const nodesByLevel = Object.fromEntries(
     LEVELS.map((level) => [level, topology.nodes.filter((n) => n.level === level).length]),
@@ -95,7 +111,31 @@ export function summarize(
         },
       ]),
     ),
+    ...(mobility.length === 0
+      ? {}
+      : {
+          // The vehicles of demand.mobile, under each way of serving them (the classes by cheapest-feasible).
+          mobility: Object.fromEntries(
+            mobility.map((r) => [
+              r.mobility,
+              {
+                ...r.mobile?.summary(),
+                handovers_by_km: binned(r.mobile?.handoversByKm),
+                slo_misses_by_km: binned(r.mobile?.missesByKm),
+              },
+            ]),
+          ),
+        }),
   };
+}
+
+/** A route histogram as {"0-25": n, …} in route order. */
+function binned(bins: ReadonlyMap<number, number> | undefined): Record<string, number> {
+  return Object.fromEntries(
+    [...(bins ?? new Map<number, number>()).entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([bin, count]) => [`${bin * ROUTE_BIN_KM}-${(bin + 1) * ROUTE_BIN_KM}`, count]),
+  );
 }
 
 export function timeseriesCsv(

@@ -52,6 +52,39 @@ const classSchema = z.strictObject({
   allowed_levels: z.array(z.enum(LEVELS)).optional(),
 });
 
+/**
+ * Vehicles on a route: trips start at random (Poisson, vehicles_per_hour) at a random point of the
+ * route, drive one way at speed_kmh for session_length (or to the route's end), and send
+ * requests_per_minute requests, each with new input tokens and a context that grows per request.
+ */
+const point = z.strictObject({ lat: z.number().min(-90).max(90), lon: z.number().min(-180).max(180) });
+export const MOBILITY_MODES = ['per-request', 'sticky', 'sessions'] as const;
+export type MobilityMode = (typeof MOBILITY_MODES)[number];
+const mobileSchema = z.strictObject({
+  name: z.string().min(1),
+  model: z.string().min(1),
+  latency_budget_ms: z.number().positive(),
+  /** From one region's centre to another's (the topology's coordinates), or explicit waypoints. */
+  route: z.union([
+    z.strictObject({ from: z.string().min(1), to: z.string().min(1) }),
+    z.strictObject({ waypoints: z.array(point).min(2).max(1000) }),
+  ]),
+  speed_kmh: z.number().positive().max(500),
+  session_length: positiveDuration,
+  requests_per_minute: z.number().positive().max(600),
+  vehicles_per_hour: z.number().positive().max(100_000),
+  input_tokens: tokens,
+  output_tokens: tokens,
+  context_tokens: z
+    .strictObject({
+      start: z.number().int().min(0).default(0),
+      per_request: z.number().int().min(0).default(0),
+      max: z.number().int().min(0).default(32_000),
+    })
+    .default({ start: 0, per_request: 0, max: 32_000 }),
+  allowed_levels: z.array(z.enum(LEVELS)).optional(),
+});
+
 const windowed = { at: duration, for: positiveDuration };
 const eventSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('node_down'), node: z.string().min(1), ...windowed }),
@@ -120,6 +153,8 @@ export const scenarioSchema = z.strictObject({
     daily_curve: z.array(z.number().nonnegative()).length(24).optional(),
     region_weights: z.record(z.string(), z.number().nonnegative()).optional(),
     classes: z.array(classSchema).min(1),
+    /** Moving clients, compared under per-request routing, sticky-forever and sessions. */
+    mobile: z.array(mobileSchema).default([]),
   }),
   events: z.array(eventSchema).default([]),
   policies: z
@@ -139,6 +174,7 @@ export const scenarioSchema = z.strictObject({
 export type Scenario = z.output<typeof scenarioSchema> & { readonly file: string; readonly dir: string };
 export type ScenarioEvent = Scenario['events'][number];
 export type RequestClass = Scenario['demand']['classes'][number];
+export type MobileClass = Scenario['demand']['mobile'][number];
 
 /** Loads and validates a scenario; throws ConfigError listing each problem with file and line. */
 export async function loadScenario(file: string): Promise<Scenario> {

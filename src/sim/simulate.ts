@@ -4,7 +4,8 @@
 // core pipeline and memory store as `cpn serve` (the policies differ only in ranking); a
 // request's reservation is released when it completes.
 
-import { DEFAULT_LATENCY_MODEL } from '../core/latency.js';
+import { costAt } from '../core/cost.js';
+import { DEFAULT_LATENCY_MODEL, estimateRtt } from '../core/latency.js';
 import { findOffer, LEVELS, type Level, type NodeSpec } from '../core/model.js';
 import type { PriceRule } from '../core/pricing.js';
 import type { ReservationId } from '../core/reservations.js';
@@ -28,8 +29,11 @@ import type { Topology } from '../ops/topology.js';
 import { ControlPlane } from '../plane/control-plane.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
 import { EventQueue } from './event-queue.js';
+import { drawTrips, MobileOutcomes, type MobileRequest } from './mobility.js';
 import {
   DEFAULT_DAILY_CURVE,
+  type MobileClass,
+  type MobilityMode,
   POPULATION_M,
   type PolicyName,
   type Scenario,
@@ -40,16 +44,31 @@ import { Outcomes, type RejectionReason } from './stats.js';
 
 const HOUR_MS = 3_600_000;
 const NO_USAGE = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
+/** The Arrival field of a vehicle's job (never read: `mobile` is set). */
+const NO_ARRIVAL: Arrival = {
+  index: -1,
+  atMs: 0,
+  region: '',
+  classIndex: -1,
+  inputTokens: 0,
+  cachedInputTokens: 0,
+  outputTokens: 0,
+  rttFactor: 1,
+  serviceFactor: 1,
+};
 /** Simulated time 0 is this instant plus start_hour: midnight China time, so pricing windows line up. */
 const EPOCH_MS = Date.UTC(2026, 0, 1) - 8 * HOUR_MS;
 
 interface SimJob {
   readonly serviceMs: number;
   readonly request: Arrival;
+  /** A vehicle's request (measured apart from the scenario's classes). */
+  readonly mobile?: { readonly request: MobileRequest; readonly budgetMs: number };
   readonly prefillMs: number;
   readonly rttMs: number;
   readonly level: Level;
-  readonly reservationId: ReservationId;
+  /** Undefined for a session's request: the session holds its own slot. */
+  readonly reservationId: ReservationId | undefined;
   readonly key: string;
   /** When it reached the node's station (its wait starts here). */
   readonly queuedAtMs: number;
@@ -70,6 +89,7 @@ interface Arrival {
 
 type SimEvent =
   | { readonly kind: 'arrival'; readonly arrival: Arrival }
+  | { readonly kind: 'mobile'; readonly request: MobileRequest }
   | { readonly kind: 'finish'; readonly job: SimJob }
   | { readonly kind: 'event'; readonly apply: () => void };
 
@@ -94,6 +114,9 @@ export interface PolicyResult {
   readonly utilizationByLevel: Record<Level, number>;
   readonly buckets: BucketSeries[];
   readonly simulatedRequests: number;
+  /** With a mobility mode: how the scenario's vehicles fared under it. */
+  readonly mobility?: MobilityMode;
+  readonly mobile?: MobileOutcomes;
 }
 
 export type Progress = (simulatedMs: number, requests: number) => void;
@@ -215,6 +238,8 @@ export async function runPolicy(
   topology: Topology,
   policy: PolicyName,
   progress?: Progress,
+  /** Also drive the scenario's vehicles, served this way (the classes still by `policy`). */
+  mobility?: MobilityMode,
 ): Promise<PolicyResult> {
   let now = 0;
   const clock = () => EPOCH_MS + scenario.demand.start_hour * HOUR_MS + now;
@@ -368,6 +393,15 @@ export async function runPolicy(
 
   const started = (job: SimJob, waitMs: number) => {
     busy[job.level] += 1;
+    if (job.mobile !== undefined) {
+      const { request: req, budgetMs } = job.mobile;
+      if (req.atMs < scenario.warmup || mobile === undefined) return;
+      const ttftMs = job.rttMs + waitMs + job.prefillMs;
+      mobile.ttftMs.record(ttftMs);
+      if (ttftMs <= budgetMs) mobile.sloMet += 1;
+      else mobile.missAt(req.km);
+      return;
+    }
     const { request } = job;
     if (!counted(request)) return;
     const ttftMs = job.rttMs + waitMs + job.prefillMs;
@@ -458,12 +492,161 @@ export async function runPolicy(
 
   const finish = (job: SimJob) => {
     busy[job.level] -= 1;
-    release(job.reservationId);
+    if (job.reservationId !== undefined) release(job.reservationId);
     const station = stations.get(job.key) as Station<SimJob>;
     const next = station.finish(now);
     if (next !== undefined) {
       started(next.job, now - next.job.queuedAtMs);
       queue.push(next.finishMs, { kind: 'finish', job: next.job });
+    }
+  };
+
+  // Vehicles: the same trips whatever the mode (drawn from their own seeded streams).
+  const mobile = mobility === undefined ? undefined : new MobileOutcomes();
+  const trips = new Map<number, { nodeId?: string; sessionId?: string; lastAtMs?: number }>();
+  if (mobility !== undefined)
+    for (const request of drawTrips(scenario, topology.regionCentroids))
+      queue.push(request.atMs, { kind: 'mobile', request });
+  const placeMobile = async (req: MobileRequest) => {
+    const cls = scenario.demand.mobile[req.classIndex] as MobileClass;
+    const state = trips.get(req.trip) ?? {};
+    trips.set(req.trip, state);
+    const counts = req.atMs >= scenario.warmup && mobile !== undefined;
+    if (counts) {
+      mobile.requests += 1;
+      if (state.lastAtMs !== undefined) mobile.vehicleMs += req.atMs - state.lastAtMs;
+    }
+    state.lastAtMs = req.atMs;
+    const client = { region: '', accessPoint: '', location: req.position };
+    const cold: RouteRequest = {
+      requestId: '',
+      tenant: '',
+      model: cls.model,
+      client,
+      latencyBudgetMs: cls.latency_budget_ms,
+      inputTokens: req.inputTokens + req.contextTokens,
+      cachedInputTokens: 0,
+      maxOutputTokens: req.outputTokens,
+      allowedLevels: cls.allowed_levels ?? [],
+      allowedRegions: [],
+      allowDegraded: false,
+      explain: false,
+      maxFallbacks: 0,
+    };
+    let nodeId: string | undefined;
+    let reservationId: ReservationId | undefined;
+    let warm = false;
+    /**
+     * Routed from scratch. Per request, the client declares its context as cached (as clients do
+     * for prefix caching), which holds only if the node it lands on is the one it was on; a
+     * sticky client re-pins with nothing cached.
+     */
+    const routeCold = () => {
+      const declared = mobility === 'per-request' ? { ...cold, cachedInputTokens: req.contextTokens } : cold;
+      const routed = plane.route(declared, { policy: CHEAPEST_FEASIBLE });
+      if (routed.decision.kind !== 'placed' || routed.reservation === undefined) return;
+      nodeId = routed.decision.placement.nodeId;
+      reservationId = routed.reservation.id;
+      warm = nodeId === state.nodeId;
+    };
+    const previous = state.nodeId;
+    if (mobility === 'per-request') routeCold();
+    else if (mobility === 'sticky') {
+      const pinned = state.nodeId === undefined ? undefined : store.getNode(state.nodeId);
+      if (pinned !== undefined && findOffer(pinned.spec, cls.model) !== undefined && !pinned.draining) {
+        nodeId = pinned.spec.id;
+        reservationId = plane.reserveOn(nodeId, cls.model, '').id;
+        warm = true;
+      } else routeCold();
+    } else if (state.sessionId === undefined) {
+      const opened = await plane.sessions.open({
+        tenant: '',
+        model: cls.model,
+        client,
+        latencyBudgetMs: cls.latency_budget_ms,
+        inputTokens: req.inputTokens,
+        maxOutputTokens: req.outputTokens,
+        contextTokens: req.contextTokens,
+        allowedLevels: cls.allowed_levels ?? [],
+        allowedRegions: [],
+        motion: {},
+        ttlS: 3600,
+      });
+      if (opened.kind === 'opened') {
+        state.sessionId = opened.session.record.id;
+        nodeId = opened.session.record.nodeId;
+      }
+    } else {
+      const updated = await plane.sessions.update({
+        tenant: '',
+        id: state.sessionId,
+        client,
+        contextTokens: req.contextTokens,
+        motion: undefined,
+      });
+      if (updated.kind === 'updated') {
+        nodeId = updated.session.record.nodeId;
+        warm = updated.session.handover === undefined && nodeId === state.nodeId;
+      }
+    }
+    if (mobility === 'sessions' && req.last && state.sessionId !== undefined) {
+      await plane.sessions.close('', state.sessionId);
+      state.sessionId = undefined;
+    }
+    const spec = nodeId === undefined ? undefined : specs.get(nodeId);
+    const offer = spec === undefined ? undefined : findOffer(spec, cls.model);
+    if (spec === undefined || offer === undefined || nodeId === undefined) {
+      if (counts) mobile.missAt(req.km);
+      return;
+    }
+    if (previous !== undefined && nodeId !== previous) {
+      if (counts) {
+        mobile.handoverAt(req.km);
+        mobile.reprefilledTokens += req.contextTokens;
+      }
+    }
+    state.nodeId = nodeId;
+    const rttMs =
+      estimateRtt(client, spec, latency, store.view.samplesFrom, clock()).rttMs * req.rttFactor +
+      linkPenaltyMs(spec.region, spec.region, now);
+    const prefillTokens = req.inputTokens + (warm ? 0 : req.contextTokens);
+    const prefillMs = (prefillTokens / offer.prefillTokensPerS) * 1000 * req.serviceFactor;
+    const decodeMs = (req.outputTokens / offer.decodeTokensPerS) * 1000 * req.serviceFactor;
+    const { key, station } = stationFor(nodeId, cls.model);
+    const job: SimJob = {
+      serviceMs: prefillMs + decodeMs,
+      request: NO_ARRIVAL,
+      mobile: { request: req, budgetMs: cls.latency_budget_ms },
+      prefillMs,
+      rttMs,
+      level: spec.level,
+      reservationId,
+      key,
+      queuedAtMs: now,
+    };
+    const outcome = station.arrive(job, now);
+    if (outcome.kind === 'rejected') {
+      if (reservationId !== undefined) release(reservationId);
+      if (counts) mobile.missAt(req.km);
+      return;
+    }
+    if (counts) {
+      mobile.placed += 1;
+      mobile.costCny += costAt(
+        {
+          inputTokens: req.inputTokens + req.contextTokens,
+          cachedInputTokens: warm ? req.contextTokens : 0,
+          maxOutputTokens: req.outputTokens,
+        },
+        offer.price.inputPerMtok,
+        offer.price.outputPerMtok,
+        offer.price.cachedInputPerMtok,
+        1,
+      );
+    }
+    if (outcome.kind === 'started') {
+      started(job, 0);
+      queue.push(outcome.finishMs, { kind: 'finish', job });
     }
   };
 
@@ -488,6 +671,9 @@ export async function runPolicy(
       }
       place(event.arrival);
       scheduleNextArrival(now);
+    } else if (event.kind === 'mobile') {
+      simulated += 1;
+      await placeMobile(event.request);
     } else if (event.kind === 'finish') {
       finish(event.job);
     } else {
@@ -508,5 +694,14 @@ export async function runPolicy(
       slotsByLevel[level] === 0 ? 0 : busyAfterWarmup[level] / (slotsByLevel[level] * measuredMs),
     ]),
   ) as Record<Level, number>;
-  return { policy, total, byRegion, byClass, utilizationByLevel, buckets, simulatedRequests: simulated };
+  return {
+    policy,
+    total,
+    byRegion,
+    byClass,
+    utilizationByLevel,
+    buckets,
+    simulatedRequests: simulated,
+    ...(mobility === undefined ? {} : { mobility, mobile }),
+  };
 }

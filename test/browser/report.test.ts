@@ -63,4 +63,40 @@ describe('report.html in a browser', () => {
     await page.screenshot({ path: join(artifacts, 'report.png'), fullPage: true });
     await page.close();
   }, 120_000);
+
+  it('shows how vehicles fared per request, sticky and with sessions, along their route', async () => {
+    const scenario = await loadScenario('simulations/vehicle-corridor.yaml');
+    const short = {
+      ...scenario,
+      duration: 30 * 60_000,
+      warmup: 0,
+      bucket: 5 * 60_000,
+      demand: { ...scenario.demand, rate_per_s: 5 },
+      policies: ['cheapest-feasible' as const],
+      events: [],
+    };
+    const dir = await mkdtemp(join(tmpdir(), 'cpn-report-vehicles-'));
+    await writeOutputs(dir, short, await simulate(short));
+    const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    const consoleErrors: string[] = [];
+    page.on('pageerror', (error) => consoleErrors.push(error.message));
+    page.on('console', (message) => {
+      if (message.type() === 'error') consoleErrors.push(message.text());
+    });
+    await page.goto(pathToFileURL(join(dir, 'report.html')).href);
+    const heading = page.locator('h2', { hasText: 'Vehicles' });
+    expect(await heading.count()).toBe(1);
+    // One row per way of serving them, and the two charts along the route, each with three lines.
+    const rows = await page.locator('h2:has-text("Vehicles") + table tr').count();
+    expect(rows).toBe(4);
+    const routeCharts = page.locator('figure', { hasText: 'along the route' });
+    expect(await routeCharts.count()).toBe(2);
+    expect(await routeCharts.first().locator('polyline').count()).toBe(3);
+    expect(await routeCharts.first().textContent()).toContain('km');
+    expect(consoleErrors).toEqual([]);
+    await mkdir('test-artifacts', { recursive: true });
+    await heading.scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join('test-artifacts', 'report-vehicles.png'), fullPage: true });
+    await page.close();
+  }, 120_000);
 });
