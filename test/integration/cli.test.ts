@@ -209,6 +209,73 @@ describe('cpn CLI against the demo topology', () => {
     expect(result.stdout).toMatch(/^Placed on \S+ {2}\((EDGE|PROVINCE), CN-GD\)/);
   });
 
+  it('cpn session: open, update while driving, watch, close; a closed session is gone', async () => {
+    const opened = await cli([
+      'session',
+      'open',
+      '--model',
+      'qwen3-8b',
+      '--budget-ms',
+      '120',
+      '--lat',
+      '23.13',
+      '--lon',
+      '113.26',
+      '--context-tokens',
+      '2000',
+      ...server,
+    ]);
+    expect(opened.code, opened.stderr).toBe(0);
+    const id = /^session ([0-9a-f]{32})$/m.exec(opened.stdout)?.[1] ?? '';
+    expect(id).toMatch(/^[0-9a-f]{32}$/);
+    expect(opened.stdout).toMatch(/on \S+ \(CN-[A-Z]{2}\) at \S+: TTFT [\d.]+ ms/);
+    const updated = await cli([
+      'session',
+      'update',
+      id,
+      '--lat',
+      '24.0',
+      '--lon',
+      '114.0',
+      '--json',
+      ...server,
+    ]);
+    expect(updated.code, updated.stderr).toBe(0);
+    const body = JSON.parse(updated.stdout);
+    expect(body.placement.nodeId).toMatch(/\S/);
+    // The context is warm on its node: staying prefills only the new tokens.
+    expect(body.placement.estimate.prefillMs).toBeLessThan(20);
+    // Watch: the placement first; when the session closes, the end, and exit 0.
+    const { spawn } = await import('node:child_process');
+    const watch = spawn(process.execPath, [CPN_BIN, 'session', 'watch', id, ...server], {
+      env: { ...process.env, CPN_API_KEY: demoKey },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let watchOut = '';
+    const firstEvent = new Promise<void>((resolve) =>
+      watch.stdout.on('data', (chunk: Buffer) => {
+        watchOut += chunk.toString();
+        if (watchOut.includes(' on ')) resolve();
+      }),
+    );
+    const watchExit = new Promise<number | null>((resolve) => watch.once('exit', resolve));
+    try {
+      await firstEvent;
+      const closed = await cli(['session', 'close', id, ...server]);
+      expect(closed.code).toBe(0);
+      expect(await watchExit).toBe(0);
+      expect(watchOut).toContain(`session ${id} ended`);
+    } finally {
+      watch.kill('SIGKILL');
+    }
+    const again = await cli(['session', 'update', id, '--lat', '24.0', '--lon', '114.0', ...server]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('NOT_FOUND');
+    const bad = await cli(['session', 'update', id, '--lat', '24.0', ...server]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('give --lat and --lon together');
+  });
+
   it('--explain lists every node with its verdict; --json is machine-readable', async () => {
     const explained = await routeInGuangdong('30', '--explain');
     expect(explained.code).toBe(0);

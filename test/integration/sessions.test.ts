@@ -145,6 +145,33 @@ describe('mobility sessions over gRPC', () => {
     expect(badHeading.ok ? '' : badHeading.error.details).toMatch(/heading_deg/);
   });
 
+  it("a node that goes silent past its TTL hands its sessions over at the leader's next sweep", async () => {
+    // A node with an agent (TTL 30 s) right beside Guangzhou, cheaper than gz: sessions open on it.
+    await ok(t.registry, t.registry.registerNode, {
+      spec: {
+        ...protoSpec('agent-gz', { inputPerMtok: 0.5 }),
+        location: { lat: 23.13, lon: 113.27 },
+        region: 'CN-GD',
+      },
+      ttlS: 30,
+      permanent: false,
+    });
+    const opened = await ok(acme, acme.openSession, openRequest());
+    expect(opened.placement?.nodeId).toBe('agent-gz');
+    t.advance(31_000);
+    await t.server.jobs?.runOnce();
+    const after = await ok(acme, acme.updateSession, {
+      tenant: '',
+      sessionId: opened.sessionId,
+      client: { region: '', accessPoint: '', location: GUANGZHOU },
+    });
+    // Moved by the sweep (this update found it already moved: no handover of its own).
+    expect(after.placement?.nodeId).toBe('gz');
+    expect(after.handover).toBeUndefined();
+    await ok(t.registry, t.registry.deregisterNode, { nodeId: 'agent-gz' });
+    await ok(acme, acme.closeSession, { tenant: '', sessionId: opened.sessionId });
+  });
+
   it('a watcher hears the placement, then a handover the moment the node drains, then the end', {
     timeout: 15_000,
   }, async () => {

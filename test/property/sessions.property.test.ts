@@ -236,6 +236,12 @@ describe('session rule by hand', () => {
     expect(outcome.kind === 'handover' && outcome.to.nodeId).toBe('b');
   });
 
+  it('with nowhere to go, a session whose node drained is stranded on it (degraded), not dropped', () => {
+    const outcome = reconsider(base(0), position, sessionContext([{ ...a, draining: true }], 1000), RULE);
+    expect(outcome.kind).toBe('stranded');
+    expect(outcome.kind === 'stranded' && outcome.reason).toBe('NODE_UNAVAILABLE');
+  });
+
   it('moving counts the context prefilled again; staying counts only the new tokens', () => {
     // At 350 km: staying on a costs 3.5 ms RTT + 1 ms prefill; b would cost 2.5 ms + (100 + 1500) / 100 ms.
     const state = { ...base(1500), track: [fixAt(300, 0), fixAt(350, 60_000)] };
