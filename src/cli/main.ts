@@ -8,6 +8,7 @@ import { agentCommand } from './agent.js';
 import { gatewayCommand } from './gateway.js';
 import { drainCommand, nodesCommand, statusCommand } from './nodes.js';
 import { pricingCommand } from './pricing.js';
+import { replayCommand } from './replay.js';
 import { releaseCommand, routeCommand } from './route.js';
 import { CliError } from './rpc.js';
 import { serveCommand } from './serve.js';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
     statusCommand(),
     pricingCommand(),
     simulateCommand(),
+    replayCommand(),
     drainCommand(),
     tenantsCommand(),
     keysCommand(),

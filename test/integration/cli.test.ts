@@ -209,6 +209,35 @@ describe('cpn CLI against the demo topology', () => {
     expect(result.stdout).toMatch(/^Placed on \S+ {2}\((EDGE|PROVINCE), CN-GD\)/);
   });
 
+  it('cpn replay: a measured trace through a GPU profile, deterministic; a bad trace names its line', async () => {
+    const args = [
+      'replay',
+      '--profile',
+      'simulations/profiles/h200',
+      '--trace',
+      'simulations/profiles/h200/traces/rate-6.86.csv',
+      '--json',
+    ];
+    const first = await runCli(args);
+    expect(first.code, first.stderr).toBe(0);
+    const out = JSON.parse(first.stdout);
+    expect(out.requests).toBe(428);
+    expect(out.ttft_ms.p50).toBeGreaterThan(5);
+    expect(out.tpot_ms.p50).toBeGreaterThan(1);
+    expect(out.mean_batch).toBeGreaterThan(1);
+    expect((await runCli(args)).stdout).toBe(first.stdout);
+    const table = await runCli(args.slice(0, -1));
+    expect(table.stdout).toMatch(/TTFT ms/);
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const bad = join(await mkdtemp(join(tmpdir(), 'cpn-trace-')), 'bad.csv');
+    await writeFile(bad, 'arrival_s,input_tokens,output_tokens\n0.1,100,10\n0.2,-5,10\n');
+    const refused = await runCli(['replay', '--profile', 'simulations/profiles/h200', '--trace', bad]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/bad\.csv:3: input_tokens must be a whole number >= 1, got "-5"/);
+  });
+
   it('cpn session: open, update while driving, watch, close; a closed session is gone', async () => {
     const opened = await cli([
       'session',

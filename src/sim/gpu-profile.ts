@@ -1,0 +1,164 @@
+// A GPU × model-shape profile from measured tables (simulations/profiles/<gpu>/, copied with their
+// method note from the calibration campaign): how long one prompt's prefill takes, and one decode
+// step for a batch of B sequences of C tokens each. Interpolated linearly between measured points,
+// extrapolated linearly from the nearest two beyond them.
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** The decode batch sizes the measured engine captured CUDA graphs for: a batch is padded up to one. */
+export const DECODE_BUCKETS = [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64] as const;
+/** Prompts up to this long ran as CUDA graphs padded to a multiple of 32; longer ones eagerly. */
+export const GRAPH_PREFILL_MAX = 512;
+
+export interface GpuProfile {
+  readonly name: string;
+  /** Wall-clock ms to prefill one prompt of `tokens` tokens (alone, as the measured engine did). */
+  prefillMs(tokens: number): number;
+  /** Wall-clock ms of one decode step for `batch` sequences whose contexts sum to `contextTokens`. */
+  decodeStepMs(batch: number, contextTokens: number): number;
+}
+
+type Row = Record<string, string>;
+
+function parseCsv(text: string): Row[] {
+  const [header, ...lines] = text.trim().split(/\r?\n/);
+  const names = (header ?? '').split(',');
+  return lines
+    .filter((line) => line.trim() !== '')
+    .map((line) => Object.fromEntries(line.split(',').map((value, i) => [names[i] ?? `c${i}`, value])));
+}
+
+/** y at x on the polyline (xs ascending), extended by its end segments. */
+export function interpolate(xs: readonly number[], ys: readonly number[], x: number): number {
+  if (xs.length === 0) throw new Error('no points to interpolate');
+  if (xs.length === 1) return ys[0] as number;
+  let i = 1;
+  while (i < xs.length - 1 && (xs[i] as number) < x) i += 1;
+  const x0 = xs[i - 1] as number;
+  const x1 = xs[i] as number;
+  const y0 = ys[i - 1] as number;
+  const y1 = ys[i] as number;
+  return y0 + ((y1 - y0) * (x - x0)) / (x1 - x0);
+}
+
+/** The decode bucket a batch of `n` sequences is padded to (n itself beyond the largest). */
+export function decodeBucket(n: number): number {
+  return DECODE_BUCKETS.find((b) => b >= n) ?? n;
+}
+
+/** Builds a profile from measured rows (exported for tests with hand-made tables). */
+export function profileFromTables(
+  name: string,
+  prefill: readonly { kind: 'graph' | 'eager'; tokens: number; ms: number }[],
+  decode: readonly { batch: number; context: number; ms: number }[],
+): GpuProfile {
+  const sorted = <T extends { tokens: number }>(rows: readonly T[]) =>
+    [...rows].sort((a, b) => a.tokens - b.tokens);
+  const graph = sorted(prefill.filter((r) => r.kind === 'graph'));
+  const eager = sorted(prefill.filter((r) => r.kind === 'eager' && r.tokens >= GRAPH_PREFILL_MAX));
+  if (eager.length === 0)
+    throw new Error(`${name}: no eager prefill rows of ${GRAPH_PREFILL_MAX} tokens or more`);
+  // Per batch size, the step time against context.
+  const byBatch = new Map<number, { context: number; ms: number }[]>();
+  for (const row of decode) {
+    const list = byBatch.get(row.batch) ?? [];
+    list.push(row);
+    byBatch.set(row.batch, list);
+  }
+  const batches = [...byBatch.keys()].sort((a, b) => a - b);
+  if (batches.length === 0) throw new Error(`${name}: no decode rows`);
+  for (const list of byBatch.values()) list.sort((a, b) => a.context - b.context);
+  const atBatch = (batch: number, context: number) => {
+    const list = byBatch.get(batch) as { context: number; ms: number }[];
+    return interpolate(
+      list.map((r) => r.context),
+      list.map((r) => r.ms),
+      context,
+    );
+  };
+  return {
+    name,
+    prefillMs(tokens) {
+      if (tokens <= GRAPH_PREFILL_MAX && graph.length > 0) {
+        const padded = Math.ceil(tokens / 32) * 32;
+        return interpolate(
+          graph.map((r) => r.tokens),
+          graph.map((r) => r.ms),
+          padded,
+        );
+      }
+      return interpolate(
+        eager.map((r) => r.tokens),
+        eager.map((r) => r.ms),
+        tokens,
+      );
+    },
+    decodeStepMs(batch, contextTokens) {
+      const padded = decodeBucket(batch);
+      // Padding rows attend one token: the KV read is the real rows' contexts, spread over the batch.
+      const perRow = Math.max(1, contextTokens / padded);
+      const values = batches.map((b) => atBatch(b, perRow));
+      return Math.max(0.01, interpolate(batches, values, padded));
+    },
+  };
+}
+
+/** Loads `dir`'s prefill_<shape>.csv and decode_<shape>.csv (shape: 8b or 32b). */
+export async function loadGpuProfile(dir: string, shape: string): Promise<GpuProfile> {
+  const read = async (file: string) => {
+    try {
+      return parseCsv(await readFile(join(dir, file), 'utf8'));
+    } catch (error) {
+      throw new Error(`cannot read ${join(dir, file)}: ${(error as Error).message}`);
+    }
+  };
+  const prefillRows = await read(`prefill_${shape}.csv`);
+  const decodeRows = await read(`decode_${shape}.csv`);
+  const ok = (row: Row) => row.status === 'ok';
+  const prefill = prefillRows
+    .filter((row) => ok(row) && (row.kind === 'single' || row.kind === 'single_cudagraph'))
+    .map((row) => ({
+      kind: row.kind === 'single_cudagraph' ? ('graph' as const) : ('eager' as const),
+      tokens: Number(row.prompt_len),
+      ms: Number(row.wall_ms_median),
+    }));
+  const decode = decodeRows
+    // The measured online engine's attention: rows of different lengths without padding.
+    .filter((row) => ok(row) && row.attn === 'triton_splitkv')
+    .map((row) => ({
+      batch: Number(row.batch),
+      context: Number(row.context),
+      ms: Number(row.step_ms_wall_median),
+    }));
+  const tables = profileFromTables(`${dir} (${shape})`, prefill, decode);
+  // The measured loop ran its prefills a little slower than the offline table: profile.json says
+  // by how much (fitted on the saturation probe alone, with the reason written beside it).
+  const factors = await readFile(join(dir, 'profile.json'), 'utf8').then(
+    (text) => {
+      const json = JSON.parse(text) as Record<string, unknown>;
+      const factor = (key: string) => {
+        const value = json[key] ?? 1;
+        if (typeof value !== 'number' || !(value > 0.5 && value < 2))
+          throw new Error(`${join(dir, 'profile.json')}: ${key} must be a number between 0.5 and 2`);
+        return value;
+      };
+      return { prefill: factor('prefill_time_factor'), decode: factor('decode_time_factor') };
+    },
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return { prefill: 1, decode: 1 };
+      throw error;
+    },
+  );
+  return scaled(tables, factors.prefill, factors.decode);
+}
+
+/** `profile` with its prefill times × `prefill` and its decode steps × `decode`. */
+export function scaled(profile: GpuProfile, prefill: number, decode: number): GpuProfile {
+  if (prefill === 1 && decode === 1) return profile;
+  return {
+    name: `${profile.name} (prefill ×${prefill}, decode ×${decode})`,
+    prefillMs: (tokens) => profile.prefillMs(tokens) * prefill,
+    decodeStepMs: (batch, context) => profile.decodeStepMs(batch, context) * decode,
+  };
+}
