@@ -154,6 +154,80 @@ ${along(`Handovers along the route (per ${ROUTE_BIN_KM} km)`, (r) => r.mobile?.h
 ${along(`SLO misses along the route (per ${ROUTE_BIN_KM} km)`, (r) => r.mobile?.missesByKm)}`;
 }
 
+/** Equirectangular view of China: longitude 73–136 °E, latitude 17–54 °N, x scaled by cos 35°. */
+const MAP = { west: 73, east: 136, south: 17, north: 54, width: 460 };
+const mapHeight = Math.round(
+  (MAP.width * (MAP.north - MAP.south)) / ((MAP.east - MAP.west) * Math.cos((35 * Math.PI) / 180)),
+);
+
+/** Green at or above the budget share 99 %, amber to 95 %, red below. */
+function sloColour(share: number): string {
+  return share >= 0.99 ? '#16a34a' : share >= 0.95 ? '#f59e0b' : '#dc2626';
+}
+
+/** Utilisation 0 → pale blue, 1 → deep red. */
+function utilisationColour(u: number): string {
+  const t = Math.max(0, Math.min(1, u));
+  const mix = (a: number, b: number) => Math.round(a + (b - a) * t);
+  return `rgb(${mix(147, 185)},${mix(197, 28)},${mix(253, 28)})`;
+}
+
+/**
+ * One map per policy: regions (at their centres, the topology's coordinates) coloured by SLO
+ * attainment, nodes by level (CENTER squares, others circles) sized by slots and coloured by
+ * utilisation after the warmup. Inline SVG, no network.
+ */
+function maps(scenario: Scenario, output: SimulationOutput): string {
+  const x = (lon: number) => ((lon - MAP.west) / (MAP.east - MAP.west)) * MAP.width;
+  const y = (lat: number) => ((MAP.north - lat) / (MAP.north - MAP.south)) * mapHeight;
+  const measuredMs = scenario.duration - scenario.warmup;
+  const slots = new Map(
+    output.topology.nodes.map((n) => [n.id, n.models.reduce((sum, o) => sum + o.maxConcurrency, 0)]),
+  );
+  const maxSlots = Math.max(1, ...slots.values());
+  const policies = (output.summary as { policies: Record<string, PolicySummary> }).policies;
+  const drawn = output.results.map((r) => {
+    const byRegion = policies[r.policy]?.by_region ?? {};
+    const regions = [...output.topology.regionCentroids.entries()]
+      .map(([region, at]) => {
+        const s = byRegion[region];
+        const fill = s === undefined || s.requests === 0 ? '#e2e8f0' : sloColour(s.slo_attainment);
+        const title =
+          s === undefined
+            ? `${region}: no requests`
+            : `${region}: SLO ${(s.slo_attainment * 100).toFixed(2)} % of ${s.requests}`;
+        return `<g class="region"><circle cx="${x(at.lon).toFixed(1)}" cy="${y(at.lat).toFixed(1)}" r="13" fill="${fill}" fill-opacity="0.35" stroke="${fill}"><title>${esc(title)}</title></circle><text x="${x(at.lon).toFixed(1)}" y="${(y(at.lat) + 3).toFixed(1)}" class="region-label" text-anchor="middle">${esc(region.replace(/^CN-/, ''))}</text></g>`;
+      })
+      .join('');
+    const nodes = [...output.topology.nodes]
+      .sort((a, b) => LEVELS.indexOf(b.level) - LEVELS.indexOf(a.level))
+      .flatMap((n) => {
+        // A node without coordinates has no place on the map.
+        if (n.location === undefined) return [];
+        const capacity = slots.get(n.id) ?? 0;
+        const u = capacity === 0 ? 0 : (r.busyByNode.get(n.id) ?? 0) / (capacity * measuredMs);
+        const size = 2 + 7 * Math.sqrt(capacity / maxSlots);
+        const cx = x(n.location.lon);
+        const cy = y(n.location.lat);
+        const title = `<title>${esc(`${n.id} (${n.level}): ${capacity} slots, ${(u * 100).toFixed(1)} % busy`)}</title>`;
+        return n.level === 'CENTER'
+          ? `<rect class="node" x="${(cx - size).toFixed(1)}" y="${(cy - size).toFixed(1)}" width="${(2 * size).toFixed(1)}" height="${(2 * size).toFixed(1)}" fill="${utilisationColour(u)}" stroke="#1e293b" stroke-width="0.6">${title}</rect>`
+          : `<circle class="node" cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="${size.toFixed(1)}" fill="${utilisationColour(u)}" stroke="#1e293b" stroke-width="0.4">${title}</circle>`;
+      })
+      .join('');
+    const frame = `<rect x="0" y="0" width="${MAP.width}" height="${mapHeight}" fill="#f8fafc" stroke="#cbd5e1"/>`;
+    const grid = [80, 90, 100, 110, 120, 130]
+      .map(
+        (lon) =>
+          `<line x1="${x(lon)}" x2="${x(lon)}" y1="0" y2="${mapHeight}" class="grid"/><text x="${x(lon) + 2}" y="${mapHeight - 4}" class="axis">${lon}°E</text>`,
+      )
+      .join('');
+    return `<figure class="map"><figcaption>${esc(r.policy)}</figcaption><svg viewBox="0 0 ${MAP.width} ${mapHeight}" width="${MAP.width}" height="${mapHeight}" role="img">${frame}${grid}${regions}${nodes}</svg></figure>`;
+  });
+  const legend = `<div class="legend">regions: <span class="key" style="--c:#16a34a">SLO ≥ 99 %</span><span class="key" style="--c:#f59e0b">≥ 95 %</span><span class="key" style="--c:#dc2626">below</span> · nodes (■ CENTER, ● others; size: slots): <span class="key" style="--c:${utilisationColour(0)}">idle</span><span class="key" style="--c:${utilisationColour(0.5)}">half busy</span><span class="key" style="--c:${utilisationColour(1)}">full</span></div>`;
+  return `<div class="row">${drawn.join('')}</div>${legend}`;
+}
+
 export function renderReport(scenario: Scenario, output: SimulationOutput): string {
   const summary = output.summary as {
     policies: Record<string, PolicySummary>;
@@ -272,13 +346,14 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 figure{margin:8px 0 16px} figcaption{font-weight:600;margin-bottom:4px}
 .row{display:flex;flex-wrap:wrap;gap:24px}
 .label{font-size:12px;fill:#0f172a}.value{font-size:12px;fill:#334155}.axis{font-size:11px;fill:#475569}
-.grid{stroke:#e2e8f0}.event{stroke:#f59e0b;stroke-dasharray:4 3}.event-label{font-size:11px;fill:#b45309}
+.grid{stroke:#e2e8f0}.region-label{font-size:8px;fill:#334155}.event{stroke:#f59e0b;stroke-dasharray:4 3}.event-label{font-size:11px;fill:#b45309}
 .legend{font-size:12px}.key::before{content:"";display:inline-block;width:10px;height:10px;background:var(--c);margin:0 4px 0 12px}
 table{border-collapse:collapse}td,th{border:1px solid #e2e8f0;padding:4px 8px;text-align:left}
 </style></head><body>
 <h1>${esc(scenario.name)}</h1>
 <p>${esc(scenario.description ?? '')}<br>${(scenario.duration / 3_600_000).toFixed(2)} h simulated from ${scenario.demand.start_hour}:00 (China time), seed ${scenario.seed}; ${esc(nodes)} nodes; policies compared on identical arrivals.</p>
 <h2>SLO and cost per policy</h2><div class="row">${slo}${cost}</div>
+<h2>Map: regions by SLO attainment, nodes by utilisation (province centres; hover for figures)</h2>${maps(scenario, output)}
 <h2>Load and SLO over time (China time; dashed lines mark scenario events)</h2>${load}${sloOverTime}
 <h2>Utilisation by level</h2>${utilization}
 <h2>Time to first token</h2><div class="row">${ttft}</div>

@@ -114,6 +114,8 @@ export interface PolicyResult {
   readonly utilizationByLevel: Record<Level, number>;
   readonly buckets: BucketSeries[];
   readonly simulatedRequests: number;
+  /** Busy slot-milliseconds per node after the warmup (jobs that started after it). */
+  readonly busyByNode: ReadonlyMap<string, number>;
   /** With a mobility mode: how the scenario's vehicles fared under it. */
   readonly mobility?: MobilityMode;
   readonly mobile?: MobileOutcomes;
@@ -357,6 +359,7 @@ export async function runPolicy(
   for (const spec of topology.nodes)
     for (const offer of spec.models) slotsByLevel[spec.level] += offer.maxConcurrency;
   const busy: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  const busyByNode = new Map<string, number>();
   const busyAfterWarmup: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
   let integratedTo = 0;
   const integrate = (toMs: number) => {
@@ -492,6 +495,11 @@ export async function runPolicy(
 
   const finish = (job: SimJob) => {
     busy[job.level] -= 1;
+    // Per node, for the report's map: slot-ms of jobs that started after the warmup.
+    if (now - job.serviceMs >= scenario.warmup) {
+      const nodeId = job.key.slice(0, job.key.indexOf('\u0000'));
+      busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + job.serviceMs);
+    }
     if (job.reservationId !== undefined) release(job.reservationId);
     const station = stations.get(job.key) as Station<SimJob>;
     const next = station.finish(now);
@@ -702,6 +710,7 @@ export async function runPolicy(
     utilizationByLevel,
     buckets,
     simulatedRequests: simulated,
+    busyByNode,
     ...(mobility === undefined ? {} : { mobility, mobile }),
   };
 }

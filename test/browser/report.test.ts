@@ -55,6 +55,16 @@ describe('report.html in a browser', () => {
     const box = await page.locator('svg').first().boundingBox();
     expect(box?.width ?? 0).toBeGreaterThan(100);
     expect(await page.locator('.event-label').first().textContent()).toContain('surge');
+    // A map per policy: every region at its centre, every node, coloured.
+    const maps = page.locator('figure.map');
+    expect(await maps.count()).toBe(2);
+    expect(await maps.first().locator('.region').count()).toBe(31);
+    expect(await maps.first().locator('.node').count()).toBeGreaterThan(50);
+    const mapBox = await maps.first().locator('svg').boundingBox();
+    expect(mapBox?.width ?? 0).toBeGreaterThan(300);
+    // Each node says how busy it was.
+    const busiest = await maps.first().locator('.node title').allTextContents();
+    expect(busiest.some((t) => /% busy/.test(t))).toBe(true);
     expect(consoleErrors).toEqual([]);
     expect(requests).toEqual([]);
 
