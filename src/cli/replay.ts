@@ -4,8 +4,8 @@
 import { readFile } from 'node:fs/promises';
 import Table from 'cli-table3';
 import { Command, Option } from 'commander';
+import { loadGpuProfile } from '../ops/gpu-profile.js';
 import { quantile, replaySimple, replayTrace, type TraceRequest } from '../sim/batching.js';
-import { loadGpuProfile } from '../sim/gpu-profile.js';
 import { integer } from './args.js';
 import { CliError } from './rpc.js';
 

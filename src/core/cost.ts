@@ -27,7 +27,47 @@ export const LIST_PRICE: PriceMultiplier = { at: () => 1, stableUntil: () => Num
 
 /** Only uncached input tokens are prefilled; cache hits skip prefill. */
 export function prefillMs(size: RequestSize, offer: ModelOffer): number {
-  return prefillMsAt(size, offer.prefillTokensPerS);
+  const curve = offer.engine?.curves.prefill;
+  if (curve === undefined) return prefillMsAt(size, offer.prefillTokensPerS);
+  const tokens = size.inputTokens - size.cachedInputTokens;
+  if (tokens <= 0) return 0;
+  // No shorter than the shortest prompt measured (an engine's floor: launch and graph overheads).
+  if (tokens <= (curve.tokens[0] as number)) return curve.ms[0] as number;
+  const lastTokens = curve.tokens[curve.tokens.length - 1] as number;
+  const lastMs = curve.ms[curve.ms.length - 1] as number;
+  // Beyond the longest prompt measured: its last segment, and never faster than that prompt's rate.
+  return tokens <= lastTokens
+    ? interpolate(curve.tokens, curve.ms, tokens)
+    : Math.max(interpolate(curve.tokens, curve.ms, tokens), (lastMs * tokens) / lastTokens);
+}
+
+/** y at x on the polyline (xs ascending), extended by its end segments. */
+export function interpolate(xs: readonly number[], ys: readonly number[], x: number): number {
+  if (xs.length === 0) return Number.NaN;
+  if (xs.length === 1) return ys[0] as number;
+  let i = 1;
+  while (i < xs.length - 1 && (xs[i] as number) < x) i += 1;
+  const x0 = xs[i - 1] as number;
+  const x1 = xs[i] as number;
+  const y0 = ys[i - 1] as number;
+  const y1 = ys[i] as number;
+  return y0 + ((y1 - y0) * (x - x0)) / (x1 - x0);
+}
+
+/**
+ * The fastest prefill rate a curve reaches at its points, in tokens per second. Between points
+ * tokens / time is monotone, below the first the time is floored and beyond the last it never
+ * beats the last point's rate, so tokens / this rate never exceeds prefillMs: the candidate
+ * index's rate-based bounds stay lower bounds.
+ */
+export function curveRate(curve: {
+  readonly tokens: readonly number[];
+  readonly ms: readonly number[];
+}): number {
+  let best = 0;
+  for (let i = 0; i < curve.tokens.length; i += 1)
+    best = Math.max(best, ((curve.tokens[i] as number) / (curve.ms[i] as number)) * 1000);
+  return best;
 }
 
 /** Prefill time at `tokensPerS`; never larger at a faster rate (the index's bounds rely on it). */

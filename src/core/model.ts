@@ -34,9 +34,36 @@ export interface ModelOffer {
   readonly model: string;
   readonly maxConcurrency: number;
   readonly maxQueue: number;
+  /** With `engine`: the fastest rate its prefill curve reaches (so rate-based bounds stay lower bounds). */
   readonly prefillTokensPerS: number;
   readonly decodeTokensPerS: number;
   readonly price: Price;
+  /** Served by measured engines (GPU × model shape): times come from their curves, not fixed rates. */
+  readonly engine?: EngineOffer;
+}
+
+/** `replicas` engines of one measured kind serve the offer (maxConcurrency = replicas × maxBatch). */
+export interface EngineOffer {
+  readonly curves: EngineCurves;
+  readonly replicas: number;
+}
+
+/**
+ * What a GPU × model shape measured (simulations/profiles): prefill time by prompt length, and decode
+ * step time by batch size and context per sequence. Times in ms, wall clock; axes ascending.
+ */
+export interface EngineCurves {
+  readonly name: string;
+  readonly prefill: { readonly tokens: readonly number[]; readonly ms: readonly number[] };
+  readonly decode: {
+    readonly batches: readonly number[];
+    readonly contexts: readonly number[];
+    /** ms[i][j]: batch batches[i], every sequence contexts[j] tokens long. */
+    readonly ms: readonly (readonly number[])[];
+  };
+  /** Requests one engine runs at once, and prompt tokens it admits per iteration. */
+  readonly maxBatch: number;
+  readonly prefillBudget: number;
 }
 
 export interface NodeSpec {

@@ -2,8 +2,18 @@
 // A node takes its GPUs and model offers from a profile; its prices are the model's list price
 // times the profile's (or the node's own) price factor. See simulations/topologies/*.yaml.
 
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { type LatLon, LEVELS, type ModelOffer, NODE_ID_PATTERN, type NodeSpec } from '../core/model.js';
+import { curveRate } from '../core/cost.js';
+import {
+  type EngineCurves,
+  type LatLon,
+  LEVELS,
+  type ModelOffer,
+  NODE_ID_PATTERN,
+  type NodeSpec,
+} from '../core/model.js';
+import { curvesOf, loadGpuProfileSync, profileFromCurves } from './gpu-profile.js';
 import { ConfigError, YamlSource } from './yaml-config.js';
 
 const positive = z.number().positive();
@@ -24,12 +34,36 @@ const gpuSchema = z.strictObject({
   memory_gib: positive,
 });
 
-const offerSchema = z.strictObject({
-  max_concurrency: z.number().int().positive(),
-  max_queue: z.number().int().nonnegative(),
-  prefill_tokens_per_s: positive,
-  decode_tokens_per_s: positive,
+/**
+ * Served by measured engines instead of fixed rates: `replicas` engines of a GPU profile
+ * (simulations/profiles/<gpu>, or a path relative to this file) for a model shape, each running up
+ * to max_batch requests. max_concurrency is then replicas × max_batch, and the rates are the
+ * profile's (the router's prefill estimate follows its curve).
+ */
+const engineSchema = z.strictObject({
+  gpu: z.string().min(1),
+  shape: z.enum(['8b', '32b']),
+  replicas: z.number().int().positive().max(100_000),
+  max_batch: z.number().int().positive().max(4096).default(64),
+  prefill_budget: z.number().int().positive().default(4096),
 });
+
+const offerSchema = z
+  .strictObject({
+    max_concurrency: z.number().int().positive().optional(),
+    max_queue: z.number().int().nonnegative(),
+    prefill_tokens_per_s: positive.optional(),
+    decode_tokens_per_s: positive.optional(),
+    engine: engineSchema.optional(),
+  })
+  .refine(
+    (o) =>
+      o.engine !== undefined ||
+      (o.max_concurrency !== undefined &&
+        o.prefill_tokens_per_s !== undefined &&
+        o.decode_tokens_per_s !== undefined),
+    'needs max_concurrency, prefill_tokens_per_s and decode_tokens_per_s, or an engine',
+  );
 
 const profileSchema = z.strictObject({
   price_factor: positive.default(1),
@@ -131,17 +165,53 @@ export function expandTopology(
   });
   if (problems.length > 0) throw new ConfigError(problems);
 
+  // Each engine kind is loaded once, from its profile directory.
+  const engines = new Map<string, EngineCurves>();
+  const engineOf = (
+    profileName: string,
+    model: string,
+    engine: z.output<typeof engineSchema>,
+  ): EngineCurves => {
+    const dir = engine.gpu.includes('/')
+      ? resolve(dirname(file), engine.gpu)
+      : resolve(dirname(file), '..', 'profiles', engine.gpu);
+    const key = `${dir}\u0000${engine.shape}\u0000${engine.max_batch}\u0000${engine.prefill_budget}`;
+    let curves = engines.get(key);
+    if (curves === undefined) {
+      try {
+        curves = curvesOf(loadGpuProfileSync(dir, engine.shape), {
+          maxBatch: engine.max_batch,
+          prefillBudget: engine.prefill_budget,
+        });
+      } catch (error) {
+        throw new ConfigError([
+          problem(['profiles', profileName, 'offers', model, 'engine', 'gpu'], (error as Error).message),
+        ]);
+      }
+      engines.set(key, curves);
+    }
+    return curves;
+  };
   const nodes = doc.nodes.map((node): NodeSpec => {
     const profile = doc.profiles[node.profile] as z.output<typeof profileSchema>;
     const factor = node.price_factor ?? profile.price_factor;
     const models = Object.entries(profile.offers).map(([model, offer]): ModelOffer => {
       const list = doc.models[model] as z.output<typeof priceSchema>;
+      const curves = offer.engine === undefined ? undefined : engineOf(node.profile, model, offer.engine);
+      const replicas = offer.engine?.replicas ?? 1;
       return {
         model,
-        maxConcurrency: offer.max_concurrency,
+        maxConcurrency: curves === undefined ? (offer.max_concurrency as number) : replicas * curves.maxBatch,
         maxQueue: offer.max_queue,
-        prefillTokensPerS: offer.prefill_tokens_per_s,
-        decodeTokensPerS: offer.decode_tokens_per_s,
+        prefillTokensPerS:
+          curves === undefined ? (offer.prefill_tokens_per_s as number) : curveRate(curves.prefill),
+        // Per sequence in a full batch at 1k context each: the router's queue estimate applies when
+        // every slot is taken, and then the batch is full.
+        decodeTokensPerS:
+          curves === undefined
+            ? (offer.decode_tokens_per_s as number)
+            : 1000 / profileFromCurves(curves).decodeStepMs(curves.maxBatch, curves.maxBatch * 1024),
+        ...(curves === undefined ? {} : { engine: { curves, replicas } }),
         price: {
           inputPerMtok: roundPrice(list.input_per_mtok * factor),
           outputPerMtok: roundPrice(list.output_per_mtok * factor),

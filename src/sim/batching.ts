@@ -5,7 +5,7 @@
 // its request's first token; then one decode step gives every running request a token. A request
 // leaves after its output length. Times come from a GpuProfile.
 
-import type { GpuProfile } from './gpu-profile.js';
+import type { GpuProfile } from '../ops/gpu-profile.js';
 
 export interface TraceRequest {
   readonly arrivalMs: number;

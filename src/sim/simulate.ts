@@ -28,6 +28,7 @@ import {
 import type { Topology } from '../ops/topology.js';
 import { ControlPlane } from '../plane/control-plane.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
+import { type BatchingEvents, BatchingNode, type EngineJob } from './batching-node.js';
 import { EventQueue } from './event-queue.js';
 import { drawTrips, MobileOutcomes, type MobileRequest } from './mobility.js';
 import {
@@ -59,7 +60,7 @@ const NO_ARRIVAL: Arrival = {
 /** Simulated time 0 is this instant plus start_hour: midnight China time, so pricing windows line up. */
 const EPOCH_MS = Date.UTC(2026, 0, 1) - 8 * HOUR_MS;
 
-interface SimJob {
+interface SimJob extends EngineJob {
   readonly serviceMs: number;
   readonly request: Arrival;
   /** A vehicle's request (measured apart from the scenario's classes). */
@@ -376,16 +377,53 @@ export async function runPolicy(
     }
   };
 
-  const stations = new Map<string, Station<SimJob>>();
-  const stationFor = (nodeId: string, model: string) => {
-    const key = `${nodeId}\u0000${model}`;
-    let station = stations.get(key);
-    if (station === undefined) {
+  // Each node's model: a FIFO station at fixed rates, or measured engines (ModelOffer.engine).
+  type Server =
+    | { readonly kind: 'station'; readonly station: Station<SimJob> }
+    | { readonly kind: 'engines'; readonly node: BatchingNode<SimJob> };
+  const servers = new Map<string, Server>();
+  const admittedAt = new Map<SimJob, number>();
+  const engineEvents: BatchingEvents<SimJob> = {
+    schedule: (atMs, fn) => queue.push(atMs, { kind: 'event', apply: fn }),
+    admitted: (job, atMs) => {
+      busy[job.level] += 1;
+      admittedAt.set(job, atMs);
+    },
+    firstToken: (job, atMs) => measure(job, job.rttMs + (atMs - job.queuedAtMs)),
+    done: (job, atMs) => {
+      busy[job.level] -= 1;
+      const start = admittedAt.get(job) ?? atMs;
+      admittedAt.delete(job);
+      if (start >= scenario.warmup) {
+        const nodeId = job.key.slice(0, job.key.indexOf('\u0000'));
+        busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + (atMs - start));
+      }
+      if (job.reservationId !== undefined) release(job.reservationId);
+    },
+  };
+  const keyOf = (nodeId: string, model: string) => `${nodeId}\u0000${model}`;
+  /** Hands a job to its node: true when accepted (started or queued), false when the queue is full. */
+  const submit = (job: SimJob, nodeId: string, model: string): boolean => {
+    let server = servers.get(job.key);
+    if (server === undefined) {
       const offer = findOffer(specs.get(nodeId) as NodeSpec, model);
-      station = new Station<SimJob>(offer?.maxConcurrency ?? 1, offer?.maxQueue ?? 0);
-      stations.set(key, station);
+      server =
+        offer?.engine === undefined
+          ? {
+              kind: 'station',
+              station: new Station<SimJob>(offer?.maxConcurrency ?? 1, offer?.maxQueue ?? 0),
+            }
+          : { kind: 'engines', node: new BatchingNode<SimJob>(offer.engine, offer.maxQueue, engineEvents) };
+      servers.set(job.key, server);
     }
-    return { key, station };
+    if (server.kind === 'engines') return server.node.arrive(job, now) === 'accepted';
+    const outcome = server.station.arrive(job, now);
+    if (outcome.kind === 'rejected') return false;
+    if (outcome.kind === 'started') {
+      started(job, 0);
+      queue.push(outcome.finishMs, { kind: 'finish', job });
+    }
+    return true;
   };
 
   const reject = (arrival: Arrival, reason: RejectionReason) => {
@@ -394,12 +432,17 @@ export async function runPolicy(
     bucketAt(arrival.atMs).rejected += 1;
   };
 
+  /** A fixed-rate station started the job after `waitMs`: it holds a slot, and its TTFT is known. */
   const started = (job: SimJob, waitMs: number) => {
     busy[job.level] += 1;
+    measure(job, job.rttMs + waitMs + job.prefillMs);
+  };
+
+  /** Records a request's measured TTFT. */
+  const measure = (job: SimJob, ttftMs: number) => {
     if (job.mobile !== undefined) {
       const { request: req, budgetMs } = job.mobile;
       if (req.atMs < scenario.warmup || mobile === undefined) return;
-      const ttftMs = job.rttMs + waitMs + job.prefillMs;
       mobile.ttftMs.record(ttftMs);
       if (ttftMs <= budgetMs) mobile.sloMet += 1;
       else mobile.missAt(req.km);
@@ -407,7 +450,6 @@ export async function runPolicy(
     }
     const { request } = job;
     if (!counted(request)) return;
-    const ttftMs = job.rttMs + waitMs + job.prefillMs;
     const met = ttftMs <= (scenario.demand.classes[request.classIndex]?.latency_budget_ms ?? 0);
     for (const o of outcomesFor(request)) {
       o.ttftMs.record(ttftMs);
@@ -456,7 +498,6 @@ export async function runPolicy(
       1000 *
       arrival.serviceFactor;
     const decodeMs = (arrival.outputTokens / offer.decodeTokensPerS) * 1000 * arrival.serviceFactor;
-    const { key, station } = stationFor(nodeId, cls.model);
     const job: SimJob = {
       serviceMs: prefillMs + decodeMs,
       request: arrival,
@@ -464,12 +505,14 @@ export async function runPolicy(
       rttMs,
       level: spec.level,
       reservationId,
-      key,
+      key: keyOf(nodeId, cls.model),
       queuedAtMs: now,
+      prefillTokens: arrival.inputTokens - arrival.cachedInputTokens,
+      contextTokens: arrival.inputTokens,
+      outputTokens: arrival.outputTokens,
     };
     // The request reaches the node after half a round trip; we model its queue from arrival for simplicity.
-    const outcome = station.arrive(job, now);
-    if (outcome.kind === 'rejected') {
+    if (!submit(job, nodeId, cls.model)) {
       release(reservationId);
       reject(arrival, 'NODE_QUEUE_FULL');
       return;
@@ -487,10 +530,6 @@ export async function runPolicy(
       bucket.placed += 1;
       bucket.costCny += cost;
     }
-    if (outcome.kind === 'started') {
-      started(job, 0);
-      queue.push(outcome.finishMs, { kind: 'finish', job });
-    }
   };
 
   const finish = (job: SimJob) => {
@@ -501,8 +540,8 @@ export async function runPolicy(
       busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + job.serviceMs);
     }
     if (job.reservationId !== undefined) release(job.reservationId);
-    const station = stations.get(job.key) as Station<SimJob>;
-    const next = station.finish(now);
+    const server = servers.get(job.key);
+    const next = server?.kind === 'station' ? server.station.finish(now) : undefined;
     if (next !== undefined) {
       started(next.job, now - next.job.queuedAtMs);
       queue.push(next.finishMs, { kind: 'finish', job: next.job });
@@ -620,7 +659,6 @@ export async function runPolicy(
     const prefillTokens = req.inputTokens + (warm ? 0 : req.contextTokens);
     const prefillMs = (prefillTokens / offer.prefillTokensPerS) * 1000 * req.serviceFactor;
     const decodeMs = (req.outputTokens / offer.decodeTokensPerS) * 1000 * req.serviceFactor;
-    const { key, station } = stationFor(nodeId, cls.model);
     const job: SimJob = {
       serviceMs: prefillMs + decodeMs,
       request: NO_ARRIVAL,
@@ -629,11 +667,13 @@ export async function runPolicy(
       rttMs,
       level: spec.level,
       reservationId,
-      key,
+      key: keyOf(nodeId, cls.model),
       queuedAtMs: now,
+      prefillTokens,
+      contextTokens: req.inputTokens + req.contextTokens,
+      outputTokens: req.outputTokens,
     };
-    const outcome = station.arrive(job, now);
-    if (outcome.kind === 'rejected') {
+    if (!submit(job, nodeId, cls.model)) {
       if (reservationId !== undefined) release(reservationId);
       if (counts) mobile.missAt(req.km);
       return;
@@ -651,10 +691,6 @@ export async function runPolicy(
         offer.price.cachedInputPerMtok,
         1,
       );
-    }
-    if (outcome.kind === 'started') {
-      started(job, 0);
-      queue.push(outcome.finishMs, { kind: 'finish', job });
     }
   };
 

@@ -9,8 +9,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseTrace } from '../../src/cli/replay.js';
+import { loadGpuProfile } from '../../src/ops/gpu-profile.js';
 import { quantile, type ReplayResult, replaySimple, replayTrace } from '../../src/sim/batching.js';
-import { loadGpuProfile } from '../../src/sim/gpu-profile.js';
 
 const LIMITS = { maxBatch: 64, prefillBudget: 4096 };
 

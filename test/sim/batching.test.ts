@@ -1,8 +1,17 @@
 // The continuous-batching node against hand-computed cases, with a hand-made profile:
 // prefill 10 ms + 1 ms per 100 tokens; decode step 5 ms + 0.1 ms per sequence + 0.001 ms per context token.
 import { describe, expect, it } from 'vitest';
+import {
+  curvesOf,
+  decodeBucket,
+  type GpuProfile,
+  interpolate,
+  loadGpuProfile,
+  profileFromCurves,
+} from '../../src/ops/gpu-profile.js';
 import { replaySimple, replayTrace, type TraceRequest } from '../../src/sim/batching.js';
-import { decodeBucket, type GpuProfile, interpolate, loadGpuProfile } from '../../src/sim/gpu-profile.js';
+import { BatchingNode } from '../../src/sim/batching-node.js';
+import { EventQueue } from '../../src/sim/event-queue.js';
 
 const profile: GpuProfile = {
   name: 'hand',
@@ -99,5 +108,50 @@ describe('measured profiles', () => {
     // Monotone where it matters: longer prompts and bigger batches take longer.
     expect(h100.prefillMs(4096)).toBeGreaterThan(h100.prefillMs(2048));
     expect(h100.decodeStepMs(64, 64 * 1024)).toBeGreaterThan(h100.decodeStepMs(8, 8 * 1024));
+  });
+});
+
+describe('engines inside the simulator', () => {
+  it("a node's engine, driven by events, gives exactly cpn replay's timings for the same trace", async () => {
+    const h100 = await loadGpuProfile('simulations/profiles/h100', '8b');
+    const curves = curvesOf(h100, { maxBatch: 64, prefillBudget: 4096 });
+    const trace: TraceRequest[] = [];
+    // A burst and a trickle: queueing, shared decode, prefill stalls.
+    for (let i = 0; i < 150; i += 1)
+      trace.push(req(i < 80 ? 0 : (i - 80) * 37, 50 + ((i * 997) % 3000), 5 + ((i * 131) % 200)));
+    const expected = replayTrace(trace, profileFromCurves(curves), { maxBatch: 64, prefillBudget: 4096 });
+
+    // A minimal event loop around a one-engine node.
+    const events = new EventQueue<() => void>();
+    type Job = TraceRequest & { prefillTokens: number; contextTokens: number };
+    const first = new Map<Job, number>();
+    const done = new Map<Job, number>();
+    const node = new BatchingNode<Job>({ curves, replicas: 1 }, 10_000, {
+      schedule: (atMs, fn) => events.push(atMs, fn),
+      admitted: () => undefined,
+      firstToken: (job, atMs) => first.set(job, atMs),
+      done: (job, atMs) => done.set(job, atMs),
+    });
+    const jobs = trace.map((r) => ({ ...r, prefillTokens: r.inputTokens, contextTokens: r.inputTokens }));
+    for (const job of jobs) events.push(job.arrivalMs, () => node.arrive(job, job.arrivalMs));
+    for (let item = events.pop(); item !== undefined; item = events.pop()) item.event();
+    for (const [i, job] of jobs.entries()) {
+      const t = expected.timings.find((x) => x.request === trace[i]);
+      expect(first.get(job)).toBeCloseTo((t?.ttftMs as number) + job.arrivalMs, 6);
+      expect(done.get(job)).toBeCloseTo(t?.doneMs as number, 6);
+    }
+  });
+
+  it('curves sampled from a profile reproduce it between grid points', async () => {
+    const h200 = await loadGpuProfile('simulations/profiles/h200', '8b');
+    const back = profileFromCurves(curvesOf(h200, { maxBatch: 64, prefillBudget: 4096 }));
+    for (const tokens of [64, 512, 2048, 8192])
+      expect(back.prefillMs(tokens)).toBeCloseTo(h200.prefillMs(tokens), 6);
+    for (const [b, c] of [
+      [1, 1024],
+      [16, 2048],
+      [64, 512],
+    ] as const)
+      expect(back.decodeStepMs(b, b * c)).toBeCloseTo(h200.decodeStepMs(b, b * c), 6);
   });
 });

@@ -3,8 +3,11 @@
 // step for a batch of B sequences of C tokens each. Interpolated linearly between measured points,
 // extrapolated linearly from the nearest two beyond them.
 
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { interpolate } from '../core/cost.js';
+import type { EngineCurves } from '../core/model.js';
 
 /** The decode batch sizes the measured engine captured CUDA graphs for: a batch is padded up to one. */
 export const DECODE_BUCKETS = [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64] as const;
@@ -29,18 +32,7 @@ function parseCsv(text: string): Row[] {
     .map((line) => Object.fromEntries(line.split(',').map((value, i) => [names[i] ?? `c${i}`, value])));
 }
 
-/** y at x on the polyline (xs ascending), extended by its end segments. */
-export function interpolate(xs: readonly number[], ys: readonly number[], x: number): number {
-  if (xs.length === 0) throw new Error('no points to interpolate');
-  if (xs.length === 1) return ys[0] as number;
-  let i = 1;
-  while (i < xs.length - 1 && (xs[i] as number) < x) i += 1;
-  const x0 = xs[i - 1] as number;
-  const x1 = xs[i] as number;
-  const y0 = ys[i - 1] as number;
-  const y1 = ys[i] as number;
-  return y0 + ((y1 - y0) * (x - x0)) / (x1 - x0);
-}
+export { interpolate };
 
 /** The decode bucket a batch of `n` sequences is padded to (n itself beyond the largest). */
 export function decodeBucket(n: number): number {
@@ -104,26 +96,54 @@ export function profileFromTables(
   };
 }
 
-/** Loads `dir`'s prefill_<shape>.csv and decode_<shape>.csv (shape: 8b or 32b). */
+/** Loads `dir`'s prefill_<shape>.csv and decode_<shape>.csv (shape: 8b or 32b), and profile.json. */
 export async function loadGpuProfile(dir: string, shape: string): Promise<GpuProfile> {
   const read = async (file: string) => {
     try {
-      return parseCsv(await readFile(join(dir, file), 'utf8'));
+      return await readFile(join(dir, file), 'utf8');
     } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && file === 'profile.json') return undefined;
       throw new Error(`cannot read ${join(dir, file)}: ${(error as Error).message}`);
     }
   };
-  const prefillRows = await read(`prefill_${shape}.csv`);
-  const decodeRows = await read(`decode_${shape}.csv`);
+  return profileFromFiles(dir, shape, {
+    prefill: (await read(`prefill_${shape}.csv`)) as string,
+    decode: (await read(`decode_${shape}.csv`)) as string,
+    factors: await read('profile.json'),
+  });
+}
+
+/** loadGpuProfile, synchronously (topology files are read that way). */
+export function loadGpuProfileSync(dir: string, shape: string): GpuProfile {
+  const read = (file: string) => {
+    try {
+      return readFileSync(join(dir, file), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && file === 'profile.json') return undefined;
+      throw new Error(`cannot read ${join(dir, file)}: ${(error as Error).message}`);
+    }
+  };
+  return profileFromFiles(dir, shape, {
+    prefill: read(`prefill_${shape}.csv`) as string,
+    decode: read(`decode_${shape}.csv`) as string,
+    factors: read('profile.json'),
+  });
+}
+
+function profileFromFiles(
+  dir: string,
+  shape: string,
+  text: { prefill: string; decode: string; factors: string | undefined },
+): GpuProfile {
   const ok = (row: Row) => row.status === 'ok';
-  const prefill = prefillRows
+  const prefill = parseCsv(text.prefill)
     .filter((row) => ok(row) && (row.kind === 'single' || row.kind === 'single_cudagraph'))
     .map((row) => ({
       kind: row.kind === 'single_cudagraph' ? ('graph' as const) : ('eager' as const),
       tokens: Number(row.prompt_len),
       ms: Number(row.wall_ms_median),
     }));
-  const decode = decodeRows
+  const decode = parseCsv(text.decode)
     // The measured online engine's attention: rows of different lengths without padding.
     .filter((row) => ok(row) && row.attn === 'triton_splitkv')
     .map((row) => ({
@@ -134,22 +154,17 @@ export async function loadGpuProfile(dir: string, shape: string): Promise<GpuPro
   const tables = profileFromTables(`${dir} (${shape})`, prefill, decode);
   // The measured loop ran its prefills a little slower than the offline table: profile.json says
   // by how much (fitted on the saturation probe alone, with the reason written beside it).
-  const factors = await readFile(join(dir, 'profile.json'), 'utf8').then(
-    (text) => {
-      const json = JSON.parse(text) as Record<string, unknown>;
-      const factor = (key: string) => {
-        const value = json[key] ?? 1;
-        if (typeof value !== 'number' || !(value > 0.5 && value < 2))
-          throw new Error(`${join(dir, 'profile.json')}: ${key} must be a number between 0.5 and 2`);
-        return value;
-      };
-      return { prefill: factor('prefill_time_factor'), decode: factor('decode_time_factor') };
-    },
-    (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') return { prefill: 1, decode: 1 };
-      throw error;
-    },
-  );
+  let factors = { prefill: 1, decode: 1 };
+  if (text.factors !== undefined) {
+    const json = JSON.parse(text.factors) as Record<string, unknown>;
+    const factor = (key: string) => {
+      const value = json[key] ?? 1;
+      if (typeof value !== 'number' || !(value > 0.5 && value < 2))
+        throw new Error(`${join(dir, 'profile.json')}: ${key} must be a number between 0.5 and 2`);
+      return value;
+    };
+    factors = { prefill: factor('prefill_time_factor'), decode: factor('decode_time_factor') };
+  }
   return scaled(tables, factors.prefill, factors.decode);
 }
 
@@ -160,5 +175,48 @@ export function scaled(profile: GpuProfile, prefill: number, decode: number): Gp
     name: `${profile.name} (prefill ×${prefill}, decode ×${decode})`,
     prefillMs: (tokens) => profile.prefillMs(tokens) * prefill,
     decodeStepMs: (batch, context) => profile.decodeStepMs(batch, context) * decode,
+  };
+}
+
+const CURVE_TOKENS = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16_384];
+const CURVE_BATCHES = [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 128, 256];
+const CURVE_CONTEXTS = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
+
+/**
+ * A profile sampled on fixed grids, as data the pure core can carry on an offer (ModelOffer.engine).
+ * profileFromCurves reads it back; between grid points both interpolate linearly.
+ */
+export function curvesOf(
+  profile: GpuProfile,
+  limits: { maxBatch: number; prefillBudget: number },
+): EngineCurves {
+  return {
+    name: profile.name,
+    prefill: { tokens: CURVE_TOKENS, ms: CURVE_TOKENS.map((t) => profile.prefillMs(t)) },
+    decode: {
+      batches: CURVE_BATCHES,
+      contexts: CURVE_CONTEXTS,
+      ms: CURVE_BATCHES.map((b) => CURVE_CONTEXTS.map((c) => profile.decodeStepMs(b, b * c))),
+    },
+    maxBatch: limits.maxBatch,
+    prefillBudget: limits.prefillBudget,
+  };
+}
+
+/** The profile an offer's curves describe (decode batches padded to the graph buckets, as measured). */
+export function profileFromCurves(curves: EngineCurves): GpuProfile {
+  const { batches, contexts, ms } = curves.decode;
+  return {
+    name: curves.name,
+    prefillMs: (tokens) =>
+      tokens <= (curves.prefill.tokens[0] as number)
+        ? (curves.prefill.ms[0] as number)
+        : interpolate(curves.prefill.tokens, curves.prefill.ms, tokens),
+    decodeStepMs(batch, contextTokens) {
+      const padded = decodeBucket(batch);
+      const perRow = Math.max(1, contextTokens / padded);
+      const byBatch = ms.map((row) => interpolate(contexts, row, perRow));
+      return Math.max(0.01, interpolate(batches, byBatch, padded));
+    },
   };
 }

@@ -1,0 +1,130 @@
+// A simulated node's model served by measured engines (ModelOffer.engine): `replicas` continuous-
+// batching engines, each running the loop of batching.ts (FIFO admission within its batch and
+// prompt budget, prefills one by one while decoding waits, then one decode step for all), driven
+// by the simulator's event queue: one event per iteration. A request joins the engine with the
+// least work; the node refuses it when its queue is full.
+
+import type { EngineOffer } from '../core/model.js';
+import { type GpuProfile, profileFromCurves } from '../ops/gpu-profile.js';
+
+export interface EngineJob {
+  /** Tokens to prefill (the uncached part of the prompt). */
+  readonly prefillTokens: number;
+  /** Tokens the sequence holds after its prefill (the whole prompt). */
+  readonly contextTokens: number;
+  readonly outputTokens: number;
+}
+
+interface Running<J> {
+  readonly job: J;
+  generated: number;
+  context: number;
+}
+
+export interface BatchingEvents<J> {
+  /** Runs `fn` at `atMs` on the simulator's clock. */
+  schedule(atMs: number, fn: () => void): void;
+  /** The job's prefill started (it holds a slot from now). */
+  admitted(job: J, atMs: number): void;
+  /** Its first token came at `atMs` (the end of its prefill). */
+  firstToken(job: J, atMs: number): void;
+  /** It produced its last token at `atMs` (called at that time). */
+  done(job: J, atMs: number): void;
+}
+
+class Engine<J extends EngineJob> {
+  readonly queue: J[] = [];
+  running: Running<J>[] = [];
+  private iterating = false;
+
+  constructor(
+    private readonly profile: GpuProfile,
+    private readonly maxBatch: number,
+    private readonly prefillBudget: number,
+    private readonly events: BatchingEvents<J>,
+  ) {}
+
+  get load(): number {
+    return this.queue.length + this.running.length;
+  }
+
+  /** Starts an iteration at `nowMs` unless one is running or there is nothing to do. */
+  kick(nowMs: number): void {
+    if (this.iterating || (this.queue.length === 0 && this.running.length === 0)) return;
+    this.iterating = true;
+    let t = nowMs;
+    let budget = 0;
+    let admitted = 0;
+    const finished: J[] = [];
+    // Slots: the running (those admitted now included) and the ones whose prefill was all they needed.
+    while (this.queue.length > 0 && this.running.length + finished.length < this.maxBatch) {
+      const head = this.queue[0] as J;
+      if (admitted > 0 && budget + head.prefillTokens > this.prefillBudget) break;
+      this.queue.shift();
+      budget += head.prefillTokens;
+      admitted += 1;
+      this.events.admitted(head, t);
+      t += this.profile.prefillMs(head.prefillTokens);
+      this.events.firstToken(head, t);
+      if (head.outputTokens <= 1) finished.push(head);
+      else this.running.push({ job: head, generated: 1, context: head.contextTokens });
+    }
+    if (this.running.length > 0) {
+      const contexts = this.running.reduce((sum, r) => sum + r.context + 1, 0);
+      t += this.profile.decodeStepMs(this.running.length, contexts);
+      const still: Running<J>[] = [];
+      for (const r of this.running) {
+        r.generated += 1;
+        r.context += 1;
+        if (r.generated >= r.job.outputTokens) finished.push(r.job);
+        else still.push(r);
+      }
+      this.running = still;
+    }
+    const end = t;
+    this.events.schedule(end, () => {
+      this.iterating = false;
+      for (const job of finished) this.events.done(job, end);
+      this.kick(end);
+    });
+  }
+}
+
+export class BatchingNode<J extends EngineJob> {
+  private readonly engines: Engine<J>[];
+  private readonly slots: number;
+
+  constructor(
+    offer: EngineOffer,
+    private readonly maxQueue: number,
+    private readonly events: BatchingEvents<J>,
+  ) {
+    const profile = profileFromCurves(offer.curves);
+    this.slots = offer.replicas * offer.curves.maxBatch;
+    this.engines = Array.from(
+      { length: offer.replicas },
+      () => new Engine<J>(profile, offer.curves.maxBatch, offer.curves.prefillBudget, events),
+    );
+  }
+
+  /**
+   * A job arrives at `nowMs`: to the engine with the least work. Refused when every slot is taken
+   * and the node already has `maxQueue` waiting.
+   */
+  arrive(job: J, nowMs: number): 'accepted' | 'rejected' {
+    let queued = 0;
+    let running = 0;
+    for (const engine of this.engines) {
+      queued += engine.queue.length;
+      running += engine.running.length;
+    }
+    if (running + queued >= this.slots && queued >= this.maxQueue) return 'rejected';
+    let best = this.engines[0] as Engine<J>;
+    for (const engine of this.engines) if (engine.load < best.load) best = engine;
+    best.queue.push(job);
+    // Started after everything else at this instant, so that simultaneous arrivals are admitted
+    // together at the iteration's start, as the engine does.
+    this.events.schedule(nowMs, () => best.kick(nowMs));
+    return 'accepted';
+  }
+}
