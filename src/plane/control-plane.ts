@@ -466,6 +466,8 @@ export class ControlPlane {
 
   /** This replica's housekeeping: drops reservations whose TTL has ended; returns how many. */
   expireReservations(): number {
+    // Sessions that ended without a close (their TTL ran out) give their slots back too.
+    this.sessions.pruneSlots();
     return this.reservations.expire(this.monotonicClock()).length;
   }
 

@@ -344,6 +344,27 @@ export class SessionManager {
     return session;
   }
 
+  /** Gives back the slots of sessions that are gone (expired without a close, or closed elsewhere). */
+  pruneSlots(): number {
+    if (this.slots.size === 0) return 0;
+    const live = new Set<string>();
+    const nowMs = this.options.clock();
+    for (const session of this.options.store.all())
+      if (session.record.expiresAtMs > nowMs) live.add(session.record.id);
+    let pruned = 0;
+    for (const id of [...this.slots.keys()]) {
+      if (live.has(id)) continue;
+      this.letGo(id);
+      pruned += 1;
+    }
+    return pruned;
+  }
+
+  /** Slots this replica holds for sessions. */
+  slotCount(): number {
+    return this.slots.size;
+  }
+
   /** Holds (or renews) the session's slot on `nodeId`, giving back one held elsewhere. */
   private hold(id: string, nodeId: string, model: string, tenant: string, nowMs: number): void {
     this.letGo(id);

@@ -137,6 +137,10 @@ describe('mobility sessions over gRPC', () => {
     t.advance(6000);
     const expired = await update(acme, opened.sessionId);
     expect(expired.ok ? 'ok' : expired.error.code).toBe(status.NOT_FOUND);
+    // Its slot is given back by the next sweep of reservations, though nobody closed it.
+    const held = t.server.plane.sessions.slotCount();
+    t.server.plane.expireReservations();
+    expect(t.server.plane.sessions.slotCount()).toBe(held - 1);
     const malformed = await update(acme, 'not-an-id');
     expect(malformed.ok ? 'ok' : malformed.error.code).toBe(status.INVALID_ARGUMENT);
     const badTtl = await rpc(acme, acme.openSession, openRequest({ ttlS: 7200 }));
