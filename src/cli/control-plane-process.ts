@@ -169,6 +169,7 @@ export async function runControlPlane(
     maxExplainNodes: settings.maxExplainNodes,
     maxNodes: settings.maxNodes,
     maxSessions: settings.maxSessions,
+    maxSessionsPerTenant: settings.maxSessionsPerTenant,
     connections: {
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
       idleTimeoutMs: settings.idleTimeoutMs,

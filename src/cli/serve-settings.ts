@@ -8,7 +8,7 @@
 
 import type { Command } from 'commander';
 import { DEFAULT_MAX_REGION_LABELS } from '../ops/metrics.js';
-import { DEFAULT_MAX_SESSIONS } from '../plane/sessions.js';
+import { DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_TENANT } from '../plane/sessions.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../server/connections.js';
 import { DEFAULT_MAX_NODES } from '../server/services.js';
 import { DEFAULT_MAX_LATENCY_SAMPLES } from '../store/registry-index.js';
@@ -103,6 +103,12 @@ export const SERVE_SETTINGS = {
     arg: '<n>',
     help: 'mobility sessions held at once, cluster-wide as this replica sees them; OpenSession beyond it is refused',
     default: DEFAULT_MAX_SESSIONS,
+  },
+  maxSessionsPerTenant: {
+    kind: int(1, 10_000_000),
+    arg: '<n>',
+    help: 'mobility sessions one tenant may hold at once',
+    default: DEFAULT_MAX_SESSIONS_PER_TENANT,
   },
   logLevel: {
     kind: choice('debug', 'info', 'warn', 'error', 'silent'),

@@ -87,6 +87,7 @@ export interface ControlPlaneOptions {
   /** Mobility sessions: the handover rule, the most sessions held, and who hears of handovers. */
   readonly sessionRule?: SessionRule;
   readonly maxSessions?: number;
+  readonly maxSessionsPerTenant?: number;
   readonly sessionObserver?: SessionObserver;
 }
 
@@ -243,6 +244,7 @@ export class ControlPlane {
       monotonicClock: this.monotonicClock,
       rule: options.sessionRule,
       maxSessions: options.maxSessions,
+      maxSessionsPerTenant: options.maxSessionsPerTenant,
       observer: options.sessionObserver,
     });
     // A Release that reached another replica frees the slot here, where it was taken: unmetered

@@ -28,6 +28,8 @@ import type { HandoverRecord, SessionRecord, SessionStore, VersionedSession } fr
 export const DEFAULT_SESSION_TTL_S = 300;
 export const MAX_SESSION_TTL_S = 3600;
 export const DEFAULT_MAX_SESSIONS = 100_000;
+/** One tenant's share: no tenant can take every session the cluster holds. */
+export const DEFAULT_MAX_SESSIONS_PER_TENANT = 10_000;
 /** A write that lost to another replica is decided again this many times. */
 const MAX_ATTEMPTS = 8;
 
@@ -68,7 +70,7 @@ export interface SessionView {
 export type OpenResult =
   | { readonly kind: 'opened'; readonly session: SessionView }
   | { readonly kind: 'infeasible'; readonly decision: Exclude<RouteDecision, { kind: 'placed' }> }
-  | { readonly kind: 'limit'; readonly limit: number };
+  | { readonly kind: 'limit'; readonly limit: number; readonly scope: 'cluster' | 'tenant' };
 
 export type UpdateResult =
   | { readonly kind: 'updated'; readonly session: SessionView }
@@ -87,6 +89,7 @@ export interface SessionManagerOptions {
   readonly monotonicClock: () => number;
   readonly rule?: SessionRule;
   readonly maxSessions?: number;
+  readonly maxSessionsPerTenant?: number;
   readonly observer?: SessionObserver;
 }
 
@@ -128,12 +131,14 @@ function stateOf(record: SessionRecord): SessionState {
 export class SessionManager {
   readonly rule: SessionRule;
   private readonly maxSessions: number;
+  private readonly maxPerTenant: number;
   /** The slot each session holds through this replica: session id → reservation id. */
   private readonly slots = new Map<string, { nodeId: string; reservationId: string }>();
 
   constructor(private readonly options: SessionManagerOptions) {
     this.rule = options.rule ?? DEFAULT_SESSION_RULE;
     this.maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    this.maxPerTenant = options.maxSessionsPerTenant ?? DEFAULT_MAX_SESSIONS_PER_TENANT;
   }
 
   count(): number {
@@ -141,7 +146,10 @@ export class SessionManager {
   }
 
   async open(input: OpenSessionInput): Promise<OpenResult> {
-    if (this.options.store.count() >= this.maxSessions) return { kind: 'limit', limit: this.maxSessions };
+    if (this.options.store.count() >= this.maxSessions)
+      return { kind: 'limit', limit: this.maxSessions, scope: 'cluster' };
+    if (this.options.store.countFor(input.tenant) >= this.maxPerTenant)
+      return { kind: 'limit', limit: this.maxPerTenant, scope: 'tenant' };
     const nowMs = this.options.clock();
     const ctx = this.options.context(nowMs);
     const id = randomBytes(16).toString('hex');

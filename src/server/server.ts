@@ -55,8 +55,9 @@ export interface ServerOptions {
   readonly maxNodes?: number;
   /** Limits on Heartbeat streams (DEFAULT_HEARTBEAT_LIMITS). */
   readonly heartbeat?: Partial<HeartbeatLimits>;
-  /** Mobility sessions held at once (DEFAULT_MAX_SESSIONS). */
+  /** Mobility sessions held at once (DEFAULT_MAX_SESSIONS), and by one tenant. */
   readonly maxSessions?: number;
+  readonly maxSessionsPerTenant?: number;
   /** Handshake and idle timeouts, connection and stream ceilings, keepalive (connections.ts). */
   readonly connections?: Partial<ConnectionLimits>;
   /** Nodes registered as permanent (operator-managed, never expiring) before serving starts. */
@@ -140,6 +141,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     priceMultiplier: options.priceMultiplier,
     maxExplainNodes: options.maxExplainNodes,
     maxSessions: options.maxSessions,
+    maxSessionsPerTenant: options.maxSessionsPerTenant,
     sessionObserver: { handover: (reason) => metrics.recordHandover(reason) },
   });
   if (options.bootstrapOperatorKey !== undefined)

@@ -348,7 +348,7 @@ export interface SchedulerOptions {
   readonly explainLimit: number;
   /** Explained routes wait in a queue of at most this many behind the one running. */
   readonly explainQueue: number;
-  /** WatchSession streams open at once on this replica (DEFAULT_MAX_SESSION_WATCHES). */
+  /** WatchSession streams open at once on this replica (DEFAULT_MAX_SESSION_WATCHES); a tenant gets a tenth. */
   readonly maxSessionWatches?: number;
 }
 
@@ -394,7 +394,9 @@ export function schedulerService(
   const unary = unaryMethods(context);
   const serverStream = serverStreamMethods(context);
   let watching = 0;
+  const watchingBy = new Map<string, number>();
   const maxWatches = options.maxSessionWatches ?? DEFAULT_MAX_SESSION_WATCHES;
+  const maxWatchesPerTenant = Math.max(1, Math.floor(maxWatches / 10));
   const explainGate = new ExplainGate(options.explainQueue);
   const explainOf = (decision: Exclude<RouteDecision, { kind: 'refused' }>) => ({
     explain: decision.explain.slice(0, options.explainLimit).map(explainToProto),
@@ -528,7 +530,9 @@ export function schedulerService(
       if (opened.kind === 'limit')
         throw new ApiError(
           status.RESOURCE_EXHAUSTED,
-          `OpenSession: ${opened.limit} sessions are open, the most this control plane holds (--max-sessions); close sessions or raise the limit`,
+          opened.scope === 'cluster'
+            ? `OpenSession: ${opened.limit} sessions are open, the most this control plane holds (--max-sessions); close sessions or raise the limit`
+            : `OpenSession: this tenant has ${opened.limit} sessions open, the most one tenant may hold (--max-sessions-per-tenant); close some first`,
         );
       if (opened.kind === 'infeasible') {
         if (opened.decision.kind === 'refused')
@@ -573,6 +577,12 @@ export function schedulerService(
             status.RESOURCE_EXHAUSTED,
             `WatchSession: ${watching} sessions are watched on this replica, the most it serves (${maxWatches}); watch fewer or use another replica`,
           );
+        const mine = watchingBy.get(tenant) ?? 0;
+        if (mine >= maxWatchesPerTenant)
+          throw new ApiError(
+            status.RESOURCE_EXHAUSTED,
+            `WatchSession: this tenant watches ${mine} sessions on this replica, the most one tenant may (${maxWatchesPerTenant}); close some watches first`,
+          );
         // Only the latest event waits while the client is slow to read: nothing piles up.
         let pending: WatchSessionResponse | undefined;
         let sending = false;
@@ -600,12 +610,16 @@ export function schedulerService(
         });
         if (watch === undefined) throw sessionNotFound(id);
         watching += 1;
+        watchingBy.set(tenant, (watchingBy.get(tenant) ?? 0) + 1);
         try {
           pending ??= sessionEvent(watch.initial);
           void flush();
           await Promise.race([over, cancelled]);
         } finally {
           watching -= 1;
+          const left = (watchingBy.get(tenant) ?? 1) - 1;
+          if (left <= 0) watchingBy.delete(tenant);
+          else watchingBy.set(tenant, left);
           watch.stop();
         }
       },

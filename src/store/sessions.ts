@@ -63,8 +63,29 @@ export interface SessionStore {
   /** Sessions this replica knows of (every one, kept current by the watch on etcd). */
   all(): Iterable<VersionedSession>;
   count(): number;
+  /** Sessions of one tenant (as this replica knows them). */
+  countFor(tenant: string): number;
   /** Calls `listener` with every later version of the session (undefined once it is gone). */
   watch(id: string, listener: (session: VersionedSession | undefined) => void): () => void;
+}
+
+/** Sessions per tenant, kept as records come and go. */
+export class TenantCounts {
+  private readonly counts = new Map<string, number>();
+
+  add(tenant: string): void {
+    this.counts.set(tenant, (this.counts.get(tenant) ?? 0) + 1);
+  }
+
+  remove(tenant: string): void {
+    const left = (this.counts.get(tenant) ?? 1) - 1;
+    if (left <= 0) this.counts.delete(tenant);
+    else this.counts.set(tenant, left);
+  }
+
+  of(tenant: string): number {
+    return this.counts.get(tenant) ?? 0;
+  }
 }
 
 /** Listeners per session id, for the stores. */
@@ -93,6 +114,7 @@ export class SessionListeners {
 export class MemorySessions implements SessionStore {
   private readonly sessions = new Map<string, VersionedSession>();
   private readonly listeners = new SessionListeners();
+  private readonly tenants = new TenantCounts();
   private version = 0;
 
   constructor(private readonly clock: () => number) {}
@@ -106,16 +128,19 @@ export class MemorySessions implements SessionStore {
     if ((current?.version ?? undefined) !== expected) return undefined;
     this.version += 1;
     const session = { record, version: this.version };
+    if (current === undefined) this.tenants.add(record.tenant);
     this.sessions.set(record.id, session);
     this.listeners.notify(record.id, session);
     return this.version;
   }
 
   async remove(id: string): Promise<boolean> {
-    const existed = this.live(id) !== undefined;
+    const current = this.live(id);
+    if (current === undefined) return false;
     this.sessions.delete(id);
-    if (existed) this.listeners.notify(id, undefined);
-    return existed;
+    this.tenants.remove(current.record.tenant);
+    this.listeners.notify(id, undefined);
+    return true;
   }
 
   *all(): Iterable<VersionedSession> {
@@ -129,6 +154,10 @@ export class MemorySessions implements SessionStore {
     return this.sessions.size;
   }
 
+  countFor(tenant: string): number {
+    return this.tenants.of(tenant);
+  }
+
   watch(id: string, listener: (session: VersionedSession | undefined) => void): () => void {
     return this.listeners.add(id, listener);
   }
@@ -139,6 +168,7 @@ export class MemorySessions implements SessionStore {
     if (session === undefined) return undefined;
     if (session.record.expiresAtMs > this.clock()) return session;
     this.sessions.delete(id);
+    this.tenants.remove(session.record.tenant);
     this.listeners.notify(id, undefined);
     return undefined;
   }

@@ -54,6 +54,7 @@ export async function startTestServer(
     maxNodes?: number;
     connections?: Partial<ConnectionLimits>;
     heartbeat?: Partial<HeartbeatLimits>;
+    maxSessionsPerTenant?: number;
   } = {},
 ): Promise<TestServer> {
   let now = Date.UTC(2026, 10, 22, 12);
@@ -72,6 +73,7 @@ export async function startTestServer(
     maxNodes: options.maxNodes,
     connections: options.connections,
     heartbeat: options.heartbeat,
+    maxSessionsPerTenant: options.maxSessionsPerTenant,
     bootstrapOperatorKey: TEST_OPERATOR_KEY,
   });
   const address = `127.0.0.1:${server.port}`;

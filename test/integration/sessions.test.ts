@@ -225,3 +225,32 @@ describe('mobility sessions over gRPC', () => {
     expect(code).toBe(status.NOT_FOUND);
   });
 });
+
+describe('session limits', () => {
+  it('one tenant cannot hold more than its share; others still open theirs; closing frees a place', async () => {
+    const t = await startTestServer({ maxSessionsPerTenant: 2 });
+    try {
+      await ok(t.registry, t.registry.registerNode, {
+        spec: { ...protoSpec('gz', { inputPerMtok: 1 }), location: GUANGZHOU, region: 'CN-GD' },
+        ttlS: 0,
+        permanent: true,
+      });
+      const open = (tenant: string) =>
+        rpc(t.scheduler, t.scheduler.openSession, { ...openRequest(), tenant });
+      const a1 = await open('acme');
+      const a2 = await open('acme');
+      expect(a1.ok && a2.ok).toBe(true);
+      const a3 = await open('acme');
+      expect(a3.ok ? 'ok' : a3.error.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(a3.ok ? '' : a3.error.details).toMatch(
+        /this tenant has 2 sessions open.*--max-sessions-per-tenant/,
+      );
+      expect((await open('globex')).ok).toBe(true);
+      if (!a1.ok) throw new Error('unreachable');
+      await ok(t.scheduler, t.scheduler.closeSession, { tenant: 'acme', sessionId: a1.value.sessionId });
+      expect((await open('acme')).ok).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -10,6 +10,7 @@ import {
   SessionListeners,
   type SessionRecord,
   type SessionStore,
+  TenantCounts,
   type VersionedSession,
 } from '../sessions.js';
 import type { LeaseRenewer } from './node-leases.js';
@@ -35,17 +36,23 @@ interface Cached extends VersionedSession {
 export class EtcdSessions implements SessionStore {
   private readonly cache = new Map<string, Cached>();
   private readonly listeners = new SessionListeners();
+  private readonly tenants = new TenantCounts();
 
   constructor(private readonly options: EtcdSessionsOptions) {}
 
   /** A session document from the watch, a list or a write (newer revisions only: the mirror checks). */
   apply(id: string, doc: SessionDoc | undefined, revision: number): void {
     if (doc === undefined) {
-      if (this.cache.delete(id)) this.listeners.notify(id, undefined);
+      const gone = this.cache.get(id);
+      if (gone === undefined) return;
+      this.cache.delete(id);
+      this.tenants.remove(gone.record.tenant);
+      this.listeners.notify(id, undefined);
       return;
     }
     const current = this.cache.get(id);
     if (current !== undefined && current.version >= revision) return;
+    if (current === undefined) this.tenants.add(doc.record.tenant);
     const session: Cached = { record: doc.record, version: revision, leaseId: doc.leaseId };
     this.cache.set(id, session);
     this.listeners.notify(id, { record: session.record, version: session.version });
@@ -121,6 +128,10 @@ export class EtcdSessions implements SessionStore {
 
   count(): number {
     return this.cache.size;
+  }
+
+  countFor(tenant: string): number {
+    return this.tenants.of(tenant);
   }
 
   watch(id: string, listener: (session: VersionedSession | undefined) => void): () => void {
