@@ -146,6 +146,12 @@ export async function runControlPlane(
   sources: Record<string, unknown>,
 ): Promise<void> {
   const logger = createLogger(settings.logLevel as LogLevel, 2, settings.logFormat as LogFormat);
+  // A promise nobody awaited that failed is a bug: say so loudly, but keep serving everyone else.
+  process.on('unhandledRejection', (reason) =>
+    logger.error('unhandled rejection (a bug; the server goes on)', {
+      err: String((reason as Error)?.stack ?? reason),
+    }),
+  );
   const topologyFile = settings.topology ?? (settings.demo ? DEMO_TOPOLOGY : undefined);
   const topology = topologyFile === undefined ? undefined : await loadTopology(topologyFile);
   const tls = await serverTls(settings);

@@ -583,9 +583,13 @@ export function schedulerService(
             status.RESOURCE_EXHAUSTED,
             `WatchSession: this tenant watches ${mine} sessions on this replica, the most one tenant may (${maxWatchesPerTenant}); close some watches first`,
           );
+        // Counted before the first await, so that concurrent watches cannot overshoot the caps.
+        watching += 1;
+        watchingBy.set(tenant, (watchingBy.get(tenant) ?? 0) + 1);
         // Only the latest event waits while the client is slow to read: nothing piles up.
         let pending: WatchSessionResponse | undefined;
         let sending = false;
+        let failure: unknown;
         let ended!: () => void;
         const over = new Promise<void>((resolve) => {
           ended = resolve;
@@ -593,34 +597,41 @@ export function schedulerService(
         const flush = async () => {
           if (sending) return;
           sending = true;
-          while (pending !== undefined) {
-            const next = pending;
-            pending = undefined;
-            await send(next);
-            if (next.ended) ended();
+          try {
+            while (pending !== undefined) {
+              const next = pending;
+              pending = undefined;
+              await send(next);
+              if (next.ended) ended();
+            }
+          } catch (error) {
+            // The credential no longer holds (revoked, expired): the watch ends with that.
+            failure = error;
+            ended();
+          } finally {
+            sending = false;
           }
-          sending = false;
         };
-        const watch = await plane.sessions.watch(tenant, id, (session) => {
-          pending =
-            session === undefined
-              ? { placement: undefined, handover: undefined, degraded: false, ended: true }
-              : sessionEvent(session);
-          void flush();
-        });
-        if (watch === undefined) throw sessionNotFound(id);
-        watching += 1;
-        watchingBy.set(tenant, (watchingBy.get(tenant) ?? 0) + 1);
+        let watch: Awaited<ReturnType<typeof plane.sessions.watch>>;
         try {
+          watch = await plane.sessions.watch(tenant, id, (session) => {
+            pending =
+              session === undefined
+                ? { placement: undefined, handover: undefined, degraded: false, ended: true }
+                : sessionEvent(session);
+            void flush();
+          });
+          if (watch === undefined) throw sessionNotFound(id);
           pending ??= sessionEvent(watch.initial);
           void flush();
           await Promise.race([over, cancelled]);
+          if (failure !== undefined) throw failure;
         } finally {
           watching -= 1;
           const left = (watchingBy.get(tenant) ?? 1) - 1;
           if (left <= 0) watchingBy.delete(tenant);
           else watchingBy.set(tenant, left);
-          watch.stop();
+          watch?.stop();
         }
       },
     ),

@@ -254,3 +254,40 @@ describe('session limits', () => {
     }
   });
 });
+
+describe('a watcher whose key stops working', () => {
+  it('is ended with UNAUTHENTICATED at the next event; the server goes on', async () => {
+    const t = await startTestServer();
+    try {
+      await ok(t.registry, t.registry.registerNode, {
+        spec: { ...protoSpec('gz'), location: GUANGZHOU, region: 'CN-GD' },
+        ttlS: 0,
+        permanent: true,
+      });
+      await t.server.plane.accounts.createTenant('acme', 'acme');
+      const key = await t.server.plane.accounts.createApiKey({ role: 'client', name: 'w', tenant: 'acme' });
+      if (key.kind !== 'created') throw new Error('no key');
+      const client = new SchedulerClient(t.address, credentials.createInsecure(), bearer(key.secret));
+      const opened = await ok(client, client.openSession, openRequest());
+      const stream = client.watchSession({ tenant: '', sessionId: opened.sessionId }, new Metadata());
+      const first = new Promise<void>((resolve) => stream.once('data', () => resolve()));
+      const ended = new Promise<number>((resolve) =>
+        stream.on('error', (error: ServiceError) => resolve(error.code)),
+      );
+      await first;
+      await t.server.plane.accounts.revokeApiKey(key.record.id);
+      // An event on the session: an operator's update.
+      await ok(t.scheduler, t.scheduler.updateSession, {
+        tenant: 'acme',
+        sessionId: opened.sessionId,
+        client: { region: '', accessPoint: '', location: GUANGZHOU },
+      });
+      expect(await ended).toBe(status.UNAUTHENTICATED);
+      client.close();
+      // Still serving.
+      expect((await rpc(t.registry, t.registry.getNode, { nodeId: 'gz' })).ok).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+});
