@@ -496,15 +496,15 @@ export class ControlPlane {
   /** Returns false if the node was not registered. */
   async deregisterNode(nodeId: string): Promise<boolean> {
     const removed = await this.store.deregisterNode(nodeId);
-    if (removed) await this.sessions.sweep(nodeId).catch(() => 0);
+    if (removed) void this.sessions.sweep(nodeId).catch(() => 0);
     return removed;
   }
 
   /** Sets or clears DRAINING; undefined if the node is not registered. */
   async setDraining(nodeId: string, draining: boolean): Promise<NodeView | undefined> {
     const node = await this.store.setDraining(nodeId, draining);
-    // Its sessions move at once (the leader's sweep would within a second).
-    if (node !== undefined && draining) await this.sessions.sweep(nodeId).catch(() => 0);
+    // Its sessions start moving at once, in the background (the leader's sweep goes on with them).
+    if (node !== undefined && draining) void this.sessions.sweep(nodeId).catch(() => 0);
     return node === undefined ? undefined : this.viewOf(node);
   }
 

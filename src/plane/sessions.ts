@@ -30,6 +30,11 @@ export const MAX_SESSION_TTL_S = 3600;
 export const DEFAULT_MAX_SESSIONS = 100_000;
 /** One tenant's share: no tenant can take every session the cluster holds. */
 export const DEFAULT_MAX_SESSIONS_PER_TENANT = 10_000;
+/** The sweep decides at most this many sessions per run (the next run goes on), yielding every SWEEP_BATCH. */
+const SWEEP_DECISIONS_PER_RUN = 2000;
+const SWEEP_BATCH = 50;
+/** A session with nowhere to go is looked at again by the sweep after this long (its updates still decide at once). */
+const STRANDED_RETRY_MS = 10_000;
 /** A write that lost to another replica is decided again this many times. */
 const MAX_ATTEMPTS = 8;
 
@@ -257,23 +262,61 @@ export class SessionManager {
   }
 
   /**
-   * Hands over, at once, every session whose node is no longer usable (drained, down, unhealthy,
-   * gone): run every second by the leader, and after a drain on this replica. Returns how many moved.
+   * Hands over every session whose node is no longer usable (drained, down, unhealthy, gone, or no
+   * longer serving the model): run every second by the leader, and after a drain on this replica.
+   * Bounded so that it never holds the event loop: it yields between small batches, a session left
+   * with nowhere to go is looked at again only after STRANDED_RETRY_MS, and a run that finds too
+   * much stops and is continued by the next. Returns how many moved.
    */
   async sweep(onlyNode?: string): Promise<number> {
-    const nowMs = this.options.clock();
-    const ctx = this.options.context(nowMs);
+    if (this.sweeping !== undefined)
+      return this.sweeping.then(() => (onlyNode === undefined ? 0 : this.sweep(onlyNode)));
+    this.sweeping = this.runSweep(onlyNode);
+    try {
+      return await this.sweeping;
+    } finally {
+      this.sweeping = undefined;
+    }
+  }
+
+  private sweeping: Promise<number> | undefined;
+  /** What the last sweep did: sessions it decided and sessions it moved. */
+  lastSweep = { decided: 0, moved: 0 };
+  /** Sessions found with nowhere to go: not looked at again before this time. */
+  private readonly strandedUntil = new Map<string, number>();
+
+  private async runSweep(onlyNode: string | undefined): Promise<number> {
+    let nowMs = this.options.clock();
+    let ctx = this.options.context(nowMs);
     let moved = 0;
+    let decided = 0;
+    for (const [id, until] of this.strandedUntil) if (until <= nowMs) this.strandedUntil.delete(id);
     for (const session of [...this.options.store.all()]) {
       const { record } = session;
       if (record.expiresAtMs <= nowMs) continue;
       if (onlyNode !== undefined && record.nodeId !== onlyNode) continue;
+      if (this.strandedUntil.has(record.id)) continue;
       const node = record.nodeId === undefined ? undefined : ctx.node(record.nodeId);
       const usable =
-        node !== undefined && !node.draining && node.expiresAtMs > nowMs && node.status?.healthy !== false;
+        node !== undefined &&
+        !node.draining &&
+        node.expiresAtMs > nowMs &&
+        node.status?.healthy !== false &&
+        node.spec.models.some((offer) => offer.model === record.model);
       if (usable) continue;
+      if (decided >= SWEEP_DECISIONS_PER_RUN) break;
+      decided += 1;
+      if (decided % SWEEP_BATCH === 0) {
+        // Let calls waiting on this replica run; then decide against the registry as it is now.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        nowMs = this.options.clock();
+        ctx = this.options.context(nowMs);
+      }
       const outcome = reconsider(stateOf(record), record.client, ctx, this.rule);
-      if (outcome.kind !== 'handover') continue;
+      if (outcome.kind !== 'handover') {
+        this.strandedUntil.set(record.id, nowMs + STRANDED_RETRY_MS);
+        continue;
+      }
       const next = this.apply(record, outcome, nowMs);
       // Lost to a concurrent update: that one decided with the same node state.
       const version = await this.options.store.put(next.record, session.version).catch(() => undefined);
@@ -281,6 +324,7 @@ export class SessionManager {
       this.afterWrite(next.record, next.handover, nowMs);
       moved += 1;
     }
+    this.lastSweep = { decided, moved };
     return moved;
   }
 

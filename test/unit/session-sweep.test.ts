@@ -1,0 +1,58 @@
+// The sessions sweep stays bounded in work: a drain that strands thousands of sessions is decided
+// a capped number per run, and a session found with nowhere to go is not decided again every run.
+import { describe, expect, it } from 'vitest';
+import { ControlPlane } from '../../src/plane/control-plane.js';
+import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { FLAT_LATENCY, GUANGZHOU, offer, spec } from '../helpers/fixtures.js';
+
+describe('sessions sweep', () => {
+  it('caps its decisions per run and leaves stranded sessions alone for a while', async () => {
+    let now = 1_000_000;
+    const store = new MemoryStore({ clock: () => now, latency: FLAT_LATENCY });
+    const plane = new ControlPlane({
+      store,
+      clock: () => now,
+      monotonicClock: () => now,
+      reservationTtlMs: 30_000,
+      replicaId: 'r',
+      latency: FLAT_LATENCY,
+      maxSessionsPerTenant: 10_000,
+    });
+    await plane.registerNode(spec({ id: 'only', offers: [offer({ maxConcurrency: 5000 })] }), {
+      ttlS: 0,
+      permanent: true,
+    });
+    for (let i = 0; i < 2500; i += 1) {
+      const opened = await plane.sessions.open({
+        tenant: 't',
+        model: 'm',
+        client: { region: 'CN-GD', accessPoint: '', location: GUANGZHOU },
+        latencyBudgetMs: 1000,
+        inputTokens: 10,
+        maxOutputTokens: 10,
+        contextTokens: 0,
+        allowedLevels: [],
+        allowedRegions: [],
+        motion: {},
+        ttlS: 3600,
+      });
+      expect(opened.kind).toBe('opened');
+    }
+    // Drained with nowhere else to go: every session is stranded.
+    await store.setDraining('only', true);
+    await plane.sessions.sweep();
+    expect(plane.sessions.lastSweep).toEqual({ decided: 2000, moved: 0 });
+    await plane.sessions.sweep();
+    expect(plane.sessions.lastSweep).toEqual({ decided: 500, moved: 0 });
+    await plane.sessions.sweep();
+    expect(plane.sessions.lastSweep).toEqual({ decided: 0, moved: 0 });
+    // After the retry time they are looked at again (a node may have appeared).
+    now += 11_000;
+    await plane.registerNode(spec({ id: 'other', km: 10, offers: [offer({ maxConcurrency: 5000 })] }), {
+      ttlS: 0,
+      permanent: true,
+    });
+    await plane.sessions.sweep();
+    expect(plane.sessions.lastSweep).toEqual({ decided: 2000, moved: 2000 });
+  });
+});
