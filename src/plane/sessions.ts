@@ -79,7 +79,9 @@ export type OpenResult =
 
 export type UpdateResult =
   | { readonly kind: 'updated'; readonly session: SessionView }
-  | { readonly kind: 'not_found' };
+  | { readonly kind: 'not_found' }
+  /** Other writes (other replicas) kept winning: try again. */
+  | { readonly kind: 'contended'; readonly attempts: number };
 
 export interface SessionObserver {
   handover(reason: HandoverRecord['reason']): void;
@@ -198,8 +200,25 @@ export class SessionManager {
     };
   }
 
+  /** Updates of one session on this replica run one after another (no write lost to a sibling). */
+  private readonly updating = new Map<string, Promise<unknown>>();
+
   /** The client's new position: stay or hand over, written back unless another write came first. */
-  async update(input: UpdateSessionInput): Promise<UpdateResult> {
+  update(input: UpdateSessionInput): Promise<UpdateResult> {
+    const before = this.updating.get(input.id) ?? Promise.resolve();
+    const run = before.then(
+      () => this.updateNow(input),
+      () => this.updateNow(input),
+    );
+    this.updating.set(input.id, run);
+    const cleanup = () => {
+      if (this.updating.get(input.id) === run) this.updating.delete(input.id);
+    };
+    run.then(cleanup, cleanup);
+    return run;
+  }
+
+  private async updateNow(input: UpdateSessionInput): Promise<UpdateResult> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
       const current = await this.mine(input.tenant, input.id);
       if (current === undefined) return { kind: 'not_found' };
@@ -211,7 +230,8 @@ export class SessionManager {
         client: input.client,
         track: fix === undefined ? [] : previous === undefined ? [fix] : [previous, fix],
         contextTokens: input.contextTokens ?? current.record.contextTokens,
-        motion: input.motion ?? current.record.motion,
+        // Heading and speed are each kept until the client says otherwise.
+        motion: { ...current.record.motion, ...input.motion },
         expiresAtMs: nowMs + current.record.ttlS * 1000,
       };
       const outcome = reconsider(stateOf(moved), input.client, this.options.context(nowMs), this.rule);
@@ -221,7 +241,7 @@ export class SessionManager {
       this.afterWrite(record, handover, nowMs);
       return { kind: 'updated', session: { record, placement, handover } };
     }
-    throw new Error(`session ${input.id}: ${MAX_ATTEMPTS} writes in a row lost to other replicas`);
+    return { kind: 'contended', attempts: MAX_ATTEMPTS };
   }
 
   async close(tenant: string, id: string): Promise<boolean> {

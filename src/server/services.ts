@@ -553,6 +553,11 @@ export function schedulerService(
         tenant: tenantFor(caller, 'UpdateSession', input.tenant),
       });
       if (updated.kind === 'not_found') throw sessionNotFound(input.id);
+      if (updated.kind === 'contended')
+        throw new ApiError(
+          status.ABORTED,
+          `UpdateSession: other writes to session ${input.id} won ${updated.attempts} times in a row (updates through several replicas at once); retry`,
+        );
       const { record, placement, handover } = updated.session;
       return {
         placement: placement === undefined ? undefined : placementToProto(placement),

@@ -149,6 +149,21 @@ describe('mobility sessions over gRPC', () => {
     expect(badHeading.ok ? '' : badHeading.error.details).toMatch(/heading_deg/);
   });
 
+  it('twenty updates of one session at once all go through, one after another', async () => {
+    const opened = await ok(acme, acme.openSession, openRequest());
+    const updates = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        rpc(acme, acme.updateSession, {
+          tenant: '',
+          sessionId: opened.sessionId,
+          client: { region: '', accessPoint: '', location: along(i / 200) },
+        }),
+      ),
+    );
+    expect(updates.filter((u) => !u.ok).map((u) => (u.ok ? 0 : u.error.details))).toEqual([]);
+    await ok(acme, acme.closeSession, { tenant: '', sessionId: opened.sessionId });
+  });
+
   it("a node that goes silent past its TTL hands its sessions over at the leader's next sweep", async () => {
     // A node with an agent (TTL 30 s) right beside Guangzhou, cheaper than gz: sessions open on it.
     await ok(t.registry, t.registry.registerNode, {

@@ -36,7 +36,7 @@ export interface EtcdMirrorOptions {
   /** Session documents (etcd-sessions.ts); after a relist, the sessions still listed. */
   readonly sessions: {
     apply(id: string, doc: SessionDoc | undefined, revision: number): void;
-    retain(ids: ReadonlySet<string>): void;
+    retain(ids: ReadonlySet<string>, revision: number): void;
   };
 }
 
@@ -178,7 +178,7 @@ export class EtcdMirror {
       const parsed = this.options.codec.parseKey(kv.key.toString());
       if (parsed?.kind === 'sessions') sessions.add(parsed.id);
     }
-    this.options.sessions.retain(sessions);
+    this.options.sessions.retain(sessions, revision);
     for (const [nodeId, load] of localLoads) {
       const listed = this.loadDocs.get(nodeId);
       if (this.nodeDocs.has(nodeId) && (listed === undefined || listed.statusAtMs < load.statusAtMs)) {

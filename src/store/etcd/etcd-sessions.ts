@@ -40,9 +40,14 @@ export class EtcdSessions implements SessionStore {
 
   constructor(private readonly options: EtcdSessionsOptions) {}
 
-  /** A session document from the watch, a list or a write (newer revisions only: the mirror checks). */
+  /** Revisions at which sessions were deleted here: a late watch event of an older write is ignored. */
+  private readonly deletedAt = new Map<string, number>();
+
+  /** A session document from the watch, a list or a write (newer revisions only). */
   apply(id: string, doc: SessionDoc | undefined, revision: number): void {
+    if (doc !== undefined && (this.deletedAt.get(id) ?? -1) >= revision) return;
     if (doc === undefined) {
+      if (revision > 0) this.deletedAt.set(id, Math.max(revision, this.deletedAt.get(id) ?? 0));
       const gone = this.cache.get(id);
       if (gone === undefined) return;
       this.cache.delete(id);
@@ -58,9 +63,15 @@ export class EtcdSessions implements SessionStore {
     this.listeners.notify(id, { record: session.record, version: session.version });
   }
 
-  /** After a relist: sessions not listed are gone. */
-  retain(ids: ReadonlySet<string>): void {
-    for (const id of [...this.cache.keys()]) if (!ids.has(id)) this.apply(id, undefined, 0);
+  /**
+   * After a relist at `revision`: sessions not listed are gone — unless written after the list was
+   * taken (a newer version than the list's revision), which the list could not show.
+   */
+  retain(ids: ReadonlySet<string>, revision: number): void {
+    for (const [id, cached] of [...this.cache.entries()])
+      if (!ids.has(id) && cached.version <= revision) this.apply(id, undefined, revision);
+    // Deletions older than the list are in it: their tombstones are no longer needed.
+    for (const [id, at] of [...this.deletedAt.entries()]) if (at <= revision) this.deletedAt.delete(id);
   }
 
   async get(id: string): Promise<VersionedSession | undefined> {
