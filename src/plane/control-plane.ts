@@ -246,6 +246,15 @@ export class ControlPlane {
       maxSessions: options.maxSessions,
       maxSessionsPerTenant: options.maxSessionsPerTenant,
       observer: options.sessionObserver,
+      ...(options.meterUsage === false
+        ? {}
+        : {
+            admit: (request: RouteRequest) => {
+              const admission = this.metering.admit(request, this.clock());
+              if (admission.kind === 'refused') return { refused: admission.refusal };
+              return { request: admission.kind === 'unmetered' ? request : admission.request };
+            },
+          }),
     });
     // A Release that reached another replica frees the slot here, where it was taken: unmetered
     // ones through their usage record, metered ones through the ledger's recent log.

@@ -14,6 +14,7 @@ import {
   type Motion,
   type Placement,
   placeSession,
+  type Refusal,
   type RouteDecision,
   type RouteRequest,
   reconsider,
@@ -74,6 +75,7 @@ export interface SessionView {
 
 export type OpenResult =
   | { readonly kind: 'opened'; readonly session: SessionView }
+  | { readonly kind: 'refused'; readonly refusal: Refusal }
   | { readonly kind: 'infeasible'; readonly decision: Exclude<RouteDecision, { kind: 'placed' }> }
   | { readonly kind: 'limit'; readonly limit: number; readonly scope: 'cluster' | 'tenant' };
 
@@ -98,6 +100,14 @@ export interface SessionManagerOptions {
   readonly maxSessions?: number;
   readonly maxSessionsPerTenant?: number;
   readonly observer?: SessionObserver;
+  /**
+   * The tenant's package, asked before a session opens: a refusal (a model outside the package,
+   * quota spent under REJECT) refuses the session; otherwise the request as the package allows it
+   * (its levels). Undefined: no packages (the simulator).
+   */
+  readonly admit?: (
+    request: RouteRequest,
+  ) => { readonly refused: Refusal } | { readonly request: RouteRequest };
 }
 
 function fixOf(client: ClientPosition, atMs: number): Fix | undefined {
@@ -118,6 +128,7 @@ function routeRequestOf(record: SessionRecord): RouteRequest {
     maxOutputTokens: record.maxOutputTokens,
     allowedLevels: record.allowedLevels,
     allowedRegions: record.allowedRegions,
+    ...(record.packageLevels === undefined ? {} : { packageLevels: record.packageLevels }),
     allowDegraded: false,
     explain: false,
     maxFallbacks: 0,
@@ -153,8 +164,12 @@ export class SessionManager {
   }
 
   async open(input: OpenSessionInput): Promise<OpenResult> {
-    if (this.options.store.count() >= this.maxSessions)
-      return { kind: 'limit', limit: this.maxSessions, scope: 'cluster' };
+    if (this.options.store.count() >= this.maxSessions) {
+      // Expired sessions the store has not noticed yet do not count: look, then decide.
+      void [...this.options.store.all()];
+      if (this.options.store.count() >= this.maxSessions)
+        return { kind: 'limit', limit: this.maxSessions, scope: 'cluster' };
+    }
     if (this.options.store.countFor(input.tenant) >= this.maxPerTenant)
       return { kind: 'limit', limit: this.maxPerTenant, scope: 'tenant' };
     const nowMs = this.options.clock();
@@ -162,7 +177,7 @@ export class SessionManager {
     const id = randomBytes(16).toString('hex');
     const first = fixOf(input.client, nowMs);
     const ttlS = input.ttlS === 0 ? DEFAULT_SESSION_TTL_S : input.ttlS;
-    const record: SessionRecord = {
+    let record: SessionRecord = {
       id,
       tenant: input.tenant,
       model: input.model,
@@ -184,7 +199,16 @@ export class SessionManager {
       openedAtMs: nowMs,
       expiresAtMs: nowMs + ttlS * 1000,
     };
-    const decision = placeSession(stateOf(record), input.client, ctx);
+    let state = stateOf(record);
+    const admitted = this.options.admit?.(state.request);
+    if (admitted !== undefined && 'refused' in admitted)
+      return { kind: 'refused', refusal: admitted.refused };
+    if (admitted !== undefined && (admitted.request.packageLevels ?? []).length > 0) {
+      // The package's levels hold for the whole session.
+      record = { ...record, packageLevels: admitted.request.packageLevels };
+      state = stateOf(record);
+    }
+    const decision = placeSession(state, input.client, ctx);
     if (decision.kind !== 'placed') return { kind: 'infeasible', decision };
     const placed = { ...record, nodeId: decision.placement.nodeId };
     this.hold(id, decision.placement.nodeId, input.model, input.tenant, nowMs);
@@ -419,13 +443,14 @@ export class SessionManager {
   /** Gives back the slots of sessions that are gone (expired without a close, or closed elsewhere). */
   pruneSlots(): number {
     if (this.slots.size === 0) return 0;
-    const live = new Set<string>();
+    const live = new Map<string, string | undefined>();
     const nowMs = this.options.clock();
     for (const session of this.options.store.all())
-      if (session.record.expiresAtMs > nowMs) live.add(session.record.id);
+      if (session.record.expiresAtMs > nowMs) live.set(session.record.id, session.record.nodeId);
     let pruned = 0;
-    for (const id of [...this.slots.keys()]) {
-      if (live.has(id)) continue;
+    for (const [id, slot] of [...this.slots.entries()]) {
+      // Still open, and still on the node this slot is on (another replica may have moved it).
+      if (live.has(id) && live.get(id) === slot.nodeId) continue;
       this.letGo(id);
       pruned += 1;
     }

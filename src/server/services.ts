@@ -534,6 +534,8 @@ export function schedulerService(
             ? `OpenSession: ${opened.limit} sessions are open, the most this control plane holds (--max-sessions); close sessions or raise the limit`
             : `OpenSession: this tenant has ${opened.limit} sessions open, the most one tenant may hold (--max-sessions-per-tenant); close some first`,
         );
+      if (opened.kind === 'refused')
+        throw refusedError(opened.refusal, `OpenSession refused: ${opened.refusal.message}`, '');
       if (opened.kind === 'infeasible') {
         if (opened.decision.kind === 'refused')
           throw refusedError(opened.decision.refusal, opened.decision.summary, '');

@@ -27,6 +27,8 @@ export interface SessionRecord {
   readonly contextTokens: number;
   readonly allowedLevels: readonly Level[];
   readonly allowedRegions: readonly string[];
+  /** The levels the tenant's package allows, when it limits them. */
+  readonly packageLevels?: readonly Level[];
   /** The last two fixes, oldest first. */
   readonly track: readonly Fix[];
   readonly motion: Motion;

@@ -3,13 +3,23 @@
 // and the watcher hears of it), close; unknown, expired, malformed and other tenants' sessions.
 import { type ClientReadableStream, credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AccountsClient, Meter, OverQuotaPolicy } from '../../src/gen/cpn/v1/accounts.js';
 import {
   HandoverReason,
   SchedulerClient,
   type UpdateSessionResponse,
   type WatchSessionResponse,
 } from '../../src/gen/cpn/v1/scheduler.js';
-import { bearer, ok, protoSpec, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
+import { Level } from '../../src/gen/cpn/v1/types.js';
+import {
+  bearer,
+  ok,
+  protoSpec,
+  rpc,
+  startTestServer,
+  TEST_OPERATOR_KEY,
+  type TestServer,
+} from '../helpers/grpc.js';
 
 const GUANGZHOU = { lat: 23.129, lon: 113.264 };
 const SHANGHAI = { lat: 31.23, lon: 121.474 };
@@ -302,6 +312,52 @@ describe('a watcher whose key stops working', () => {
       // Still serving.
       expect((await rpc(t.registry, t.registry.getNode, { nodeId: 'gz' })).ok).toBe(true);
     } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('sessions and token packages', () => {
+  it("a session may not use a model or a level the tenant's package leaves out", async () => {
+    const t = await startTestServer();
+    const accounts = new AccountsClient(t.address, credentials.createInsecure(), bearer(TEST_OPERATOR_KEY));
+    try {
+      await ok(t.registry, t.registry.registerNode, {
+        spec: { ...protoSpec('gz'), location: GUANGZHOU, region: 'CN-GD' },
+        ttlS: 0,
+        permanent: true,
+      });
+      await ok(accounts, accounts.createTenant, { name: 'acme', displayName: 'Acme' });
+      const pkg = {
+        name: 'p',
+        quotaPoints: 1_000_000,
+        timeZone: '',
+        periodSeconds: 0,
+        periodAnchor: undefined,
+        weights: [{ model: 'other', inputPer1k: 1, outputPer1k: 1, cachedInputPer1k: 1 }],
+        allowedLevels: [],
+        overQuota: OverQuotaPolicy.OVER_QUOTA_POLICY_REJECT,
+        throttleRequestsPerS: 0,
+        throttleBudgetMs: 0,
+        meter: Meter.METER_CLIENT,
+      };
+      await ok(accounts, accounts.setPackage, { tenant: 'acme', package: pkg });
+      const outside = await rpc(t.scheduler, t.scheduler.openSession, { ...openRequest(), tenant: 'acme' });
+      expect(outside.ok ? 'ok' : outside.error.details).toMatch(/does not include model m/);
+      // The model in the package, but only at the EDGE level: the province node is not for this session.
+      await ok(accounts, accounts.setPackage, {
+        tenant: 'acme',
+        package: {
+          ...pkg,
+          weights: [{ model: 'm', inputPer1k: 1, outputPer1k: 1, cachedInputPer1k: 1 }],
+          allowedLevels: [Level.LEVEL_EDGE],
+        },
+      });
+      const levels = await rpc(t.scheduler, t.scheduler.openSession, { ...openRequest(), tenant: 'acme' });
+      expect(levels.ok ? 'ok' : levels.error.code).toBe(status.FAILED_PRECONDITION);
+      expect(levels.ok ? '' : levels.error.details).toMatch(/package does not include/);
+    } finally {
+      accounts.close();
       await t.close();
     }
   });

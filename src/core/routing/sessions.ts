@@ -8,8 +8,8 @@
 // The rule, at each update (position P now; P' where the client will be one look-ahead later, from
 // its last two fixes or its heading and speed):
 // 1. The current node is gone, down, unhealthy or draining → hand over now (NODE_UNAVAILABLE).
-// 2. Staying breaks the budget at P → hand over now (BUDGET_BROKEN), to the cheapest node feasible at
-//    P (and, if one is, at P' too).
+// 2. Staying breaks the budget at P → hand over now (BUDGET_BROKEN), to the cheapest node that keeps
+//    the margin at P (and meets the budget at P' if one does), else the cheapest merely within it.
 // 3. A client that is not moving, or within the dwell time after the last handover, stays.
 // 4. Staying keeps the budget's margin at P' → stay.
 // 5. Otherwise move before the budget breaks (PREDICTED_BREAK when staying would break it at P',
@@ -239,8 +239,13 @@ export function reconsider(
   const forced: 'NODE_UNAVAILABLE' | 'BUDGET_BROKEN' | undefined =
     stay === undefined ? 'NODE_UNAVAILABLE' : stay.ttftMs > budget ? 'BUDGET_BROKEN' : undefined;
   if (forced !== undefined) {
-    // Now: feasible here, and ahead too if some node is.
+    // Now, to a node that keeps the margin here (so that jitter at a border does not bounce the
+    // session straight back), ahead too if one does; else one merely within the budget.
     const move =
+      (there === undefined
+        ? undefined
+        : bestMove(state, here, there, within(withMargin), ctx, within(budget))) ??
+      bestMove(state, here, undefined, within(withMargin), ctx) ??
       (there === undefined ? undefined : bestMove(state, here, there, within(budget), ctx)) ??
       bestMove(state, here, undefined, within(budget), ctx);
     if (move === undefined) {
