@@ -83,11 +83,21 @@ export function serviceMs(size: RequestSize, offer: ModelOffer): number {
 /**
  * Expected wait for a slot when `load` requests are already on the offer. Zero while a slot is
  * free; otherwise the requests ahead drain `maxConcurrency` at a time, each taking about as long
- * as this request would (its own service time is the proxy for the unknown ones ahead).
+ * as this request would (its own service time is the proxy for the unknown ones ahead). On
+ * measured engines, at the rate a full engine completes requests (see below).
  */
 export function queueMs(size: RequestSize, offer: ModelOffer, load: number): number {
   if (load < offer.maxConcurrency) return 0;
   const ahead = load - offer.maxConcurrency + 1;
+  const engine = offer.engine;
+  if (engine !== undefined) {
+    // A continuous-batching engine finishes a request every (its prefill, which stalls the whole
+    // batch, + its share of the batch's decode steps): the prefill does not divide by the batch.
+    const batch = engine.curves.maxBatch;
+    const perRequestMs =
+      prefillMs(size, offer) + (size.maxOutputTokens * 1000) / offer.decodeTokensPerS / batch;
+    return (ahead * perRequestMs) / engine.replicas;
+  }
   return (ahead / offer.maxConcurrency) * serviceMs(size, offer);
 }
 

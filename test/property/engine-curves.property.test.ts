@@ -3,7 +3,7 @@
 // prunes with it, so a decision must never skip a node it would have chosen.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { curveRate, prefillMs, prefillMsAt } from '../../src/core/cost.js';
+import { curveRate, prefillMs, prefillMsAt, queueMs } from '../../src/core/cost.js';
 import type { ModelOffer } from '../../src/core/model.js';
 import { offer } from '../helpers/fixtures.js';
 
@@ -80,5 +80,23 @@ describe('engine curves', () => {
       9,
     );
     expect(prefillMs({ inputTokens: 600, cachedInputTokens: 600, maxOutputTokens: 1 }, o)).toBe(0);
+  });
+
+  it('the queue behind full engines drains at one request per (prefill + its share of the decode steps)', () => {
+    // 2 engines of 4 slots; prefill 10 ms flat here; decode 100 tokens/s per sequence in a full batch.
+    const o: ModelOffer = {
+      ...withCurve({ tokens: [1, 10_000], ms: [10, 10] }),
+      maxConcurrency: 8,
+      decodeTokensPerS: 100,
+      engine: {
+        ...withCurve({ tokens: [1, 10_000], ms: [10, 10] }).engine!,
+        replicas: 2,
+        curves: { ...withCurve({ tokens: [1, 10_000], ms: [10, 10] }).engine!.curves, maxBatch: 4 },
+      },
+    };
+    const size = { inputTokens: 500, cachedInputTokens: 0, maxOutputTokens: 40 };
+    expect(queueMs(size, o, 7)).toBe(0);
+    // 3 ahead; each: 10 ms prefill + 40 tokens × 10 ms / 4 in the batch = 110 ms; 2 engines.
+    expect(queueMs(size, o, 10)).toBeCloseTo((3 * (10 + (40 * 10) / 4)) / 2, 9);
   });
 });
