@@ -84,15 +84,13 @@ describe('engine curves', () => {
 
   it('the queue behind full engines drains at one request per (prefill + its share of the decode steps)', () => {
     // 2 engines of 4 slots; prefill 10 ms flat here; decode 100 tokens/s per sequence in a full batch.
+    const flat = withCurve({ tokens: [1, 10_000], ms: [10, 10] });
+    const engine = flat.engine as NonNullable<ModelOffer['engine']>;
     const o: ModelOffer = {
-      ...withCurve({ tokens: [1, 10_000], ms: [10, 10] }),
+      ...flat,
       maxConcurrency: 8,
       decodeTokensPerS: 100,
-      engine: {
-        ...withCurve({ tokens: [1, 10_000], ms: [10, 10] }).engine!,
-        replicas: 2,
-        curves: { ...withCurve({ tokens: [1, 10_000], ms: [10, 10] }).engine!.curves, maxBatch: 4 },
-      },
+      engine: { replicas: 2, curves: { ...engine.curves, maxBatch: 4 } },
     };
     const size = { inputTokens: 500, cachedInputTokens: 0, maxOutputTokens: 40 };
     expect(queueMs(size, o, 7)).toBe(0);

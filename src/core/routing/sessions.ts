@@ -9,7 +9,8 @@
 // its last two fixes or its heading and speed):
 // 1. The current node is gone, down, unhealthy or draining → hand over now (NODE_UNAVAILABLE).
 // 2. Staying breaks the budget at P → hand over now (BUDGET_BROKEN), to the cheapest node that keeps
-//    the margin at P (and meets the budget at P' if one does), else the cheapest merely within it.
+//    the margin at P (and meets the budget at P' if one does), else — after the dwell time only —
+//    the cheapest merely within it.
 // 3. A client that is not moving, or within the dwell time after the last handover, stays.
 // 4. Staying keeps the budget's margin at P' → stay.
 // 5. Otherwise move before the budget breaks (PREDICTED_BREAK when staying would break it at P',
@@ -240,14 +241,19 @@ export function reconsider(
     stay === undefined ? 'NODE_UNAVAILABLE' : stay.ttftMs > budget ? 'BUDGET_BROKEN' : undefined;
   if (forced !== undefined) {
     // Now, to a node that keeps the margin here (so that jitter at a border does not bounce the
-    // session straight back), ahead too if one does; else one merely within the budget.
+    // session straight back), ahead too if one does; else one merely within the budget — except
+    // within the dwell time after a handover, when a node that only just broke the budget keeps
+    // the session (degraded) rather than bouncing it to another that only just meets it.
+    const settling = forced === 'BUDGET_BROKEN' && ctx.nowMs - state.placedAtMs < rule.dwellMs;
     const move =
       (there === undefined
         ? undefined
         : bestMove(state, here, there, within(withMargin), ctx, within(budget))) ??
       bestMove(state, here, undefined, within(withMargin), ctx) ??
-      (there === undefined ? undefined : bestMove(state, here, there, within(budget), ctx)) ??
-      bestMove(state, here, undefined, within(budget), ctx);
+      (settling
+        ? undefined
+        : ((there === undefined ? undefined : bestMove(state, here, there, within(budget), ctx)) ??
+          bestMove(state, here, undefined, within(budget), ctx)));
     if (move === undefined) {
       const node = state.nodeId === undefined ? undefined : ctx.node(state.nodeId);
       return {
