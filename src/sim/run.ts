@@ -1,48 +1,18 @@
 // Runs a scenario for each of its policies and writes summary.json, timeseries.csv and report.html.
 
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { LEVELS, type Level } from '../core/model.js';
-import { loadTopology, type Topology } from '../ops/topology.js';
+import type { Topology } from '../ops/topology.js';
+import { buildTopology } from './build-topology.js';
 import { ROUTE_BIN_KM } from './mobility.js';
-import { generateNational } from './national.js';
+import { type RunJob, runInWorkers, workersAvailable } from './policy-worker.js';
 import { renderReport } from './report.js';
 import { MOBILITY_MODES, type PolicyName, type Scenario } from './scenario.js';
 import { type PolicyResult, type Progress, runPolicy } from './simulate.js';
 import { round } from './stats.js';
 
-export async function buildTopology(scenario: Scenario): Promise<Topology> {
-  const t = scenario.topology;
-  const topology = await loadOrGenerate(scenario);
-  if (t.capacity_scale === 1) return topology;
-  const scale = (n: number, min: number) => Math.max(min, Math.round(n * t.capacity_scale));
-  return {
-    ...topology,
-    nodes: topology.nodes.map((spec) => ({
-      ...spec,
-      models: spec.models.map((offer) => ({
-        ...offer,
-        maxConcurrency: scale(offer.maxConcurrency, 1),
-        maxQueue: scale(offer.maxQueue, 0),
-      })),
-    })),
-  };
-}
-
-async function loadOrGenerate(scenario: Scenario): Promise<Topology> {
-  const t = scenario.topology;
-  // Paths in a scenario are relative to the working directory.
-  const path = (file: string) => (file.startsWith('/') ? file : resolve(file));
-  if ('file' in t) return loadTopology(path(t.file));
-  return generateNational({
-    base: path(t.base),
-    hubs: t.hubs,
-    provinces: t.provinces,
-    edgesPerProvince: t.edges_per_province,
-    terminalsPerEdge: t.terminals_per_edge,
-    priceFactors: t.price_factors,
-  });
-}
+export { buildTopology };
 
 export interface SimulationOutput {
   readonly summary: Record<string, unknown>;
@@ -55,25 +25,38 @@ export interface SimulationOutput {
 export async function simulate(
   scenario: Scenario,
   onProgress?: (policy: PolicyName, index: number) => Progress,
+  options: { readonly workers?: boolean } = {},
 ): Promise<SimulationOutput> {
   const topology = await buildTopology(scenario);
-  const results: PolicyResult[] = [];
-  for (const [index, policy] of scenario.policies.entries()) {
-    results.push(await runPolicy(scenario, topology, policy, onProgress?.(policy, index)));
-  }
-  const mobility: PolicyResult[] = [];
-  if (scenario.demand.mobile.length > 0)
-    for (const [index, mode] of MOBILITY_MODES.entries())
-      mobility.push(
-        await runPolicy(
-          scenario,
-          topology,
-          'cheapest-feasible',
-          onProgress?.('cheapest-feasible', scenario.policies.length + index),
-          mode,
-        ),
-      );
+  const jobs: RunJob[] = [
+    ...scenario.policies.map((policy) => ({ policy, mobility: undefined })),
+    // With vehicles: cheapest-feasible with them served each way, on identical trips.
+    ...(scenario.demand.mobile.length > 0
+      ? MOBILITY_MODES.map((mode) => ({ policy: 'cheapest-feasible' as const, mobility: mode }))
+      : []),
+  ];
+  const progressOf = (index: number) => onProgress?.((jobs[index] as RunJob).policy, index);
+  // Side by side on the machine's cores when running from the built code; one after another
+  // otherwise. The same results either way: every run is deterministic and independent.
+  const all =
+    (options.workers ?? true) && jobs.length > 1 && workersAvailable()
+      ? await runInWorkers(scenario, jobs, progressOf)
+      : await sequentially(scenario, topology, jobs, progressOf);
+  const results = all.slice(0, scenario.policies.length);
+  const mobility = all.slice(scenario.policies.length);
   return { summary: summarize(scenario, topology, results, mobility), results, topology, mobility };
+}
+
+async function sequentially(
+  scenario: Scenario,
+  topology: Topology,
+  jobs: readonly RunJob[],
+  progressOf: (index: number) => Progress | undefined,
+): Promise<PolicyResult[]> {
+  const results: PolicyResult[] = [];
+  for (const [index, job] of jobs.entries())
+    results.push(await runPolicy(scenario, topology, job.policy, progressOf(index), job.mobility));
+  return results;
 }
 
 function byKey(map: Map<string, { summary(): Record<string, unknown> }>): Record<string, unknown> {

@@ -92,3 +92,29 @@ describe('simulate', () => {
     expect((policies.nearest as PolicyOut).cost_per_mtok_cny).toBeGreaterThan(cheapest.cost_per_mtok_cny);
   }, 120_000);
 });
+
+describe('simulate on worker threads', () => {
+  it('`cpn simulate` runs its policies side by side and writes exactly what one thread computes', async () => {
+    const { mkdtemp, readFile, writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { runCli } = await import('../helpers/cli.js');
+    const dir = await mkdtemp(join(tmpdir(), 'cpn-sim-workers-'));
+    // province-surge, a minute of it with the surge in the middle.
+    const text = (await readFile('simulations/province-surge.yaml', 'utf8'))
+      .replace(/^duration: .*$/m, 'duration: 1m')
+      .replace(/^warmup: .*$/m, 'warmup: 0s')
+      .replace(/^bucket: .*$/m, 'bucket: 20s')
+      .replace(/at: 2h, for: 3h/, 'at: 30s, for: 30s');
+    const file = join(dir, 'small.yaml');
+    await writeFile(file, text);
+    const inThread = await simulate(await loadScenario(file), undefined, { workers: false });
+    // The CLI runs from the built code, where the runs go to worker threads.
+    const out = join(dir, 'out');
+    const cli = await runCli(['simulate', file, '--out', out], 60_000);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(await readFile(join(out, 'summary.json'), 'utf8')).toBe(
+      `${JSON.stringify(inThread.summary, null, 2)}\n`,
+    );
+  }, 120_000);
+});
