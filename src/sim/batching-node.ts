@@ -1,5 +1,5 @@
 // A simulated node's model served by measured engines (ModelOffer.engine): `replicas` continuous-
-// batching engines, each running the loop of batching.ts (FIFO admission within its batch and
+// batching engines, each running the measured engine's loop (batching.ts replays traces through it) (FIFO admission within its batch and
 // prompt budget, prefills one by one while decoding waits, then one decode step for all), driven
 // by the simulator's event queue: one event per iteration. A request joins the engine with the
 // least work; the node refuses it when its queue is full.
@@ -30,6 +30,8 @@ export interface BatchingEvents<J> {
   firstToken(job: J, atMs: number): void;
   /** It produced its last token at `atMs` (called at that time). */
   done(job: J, atMs: number): void;
+  /** An iteration ran with `decodeBatch` sequences in its decode step (0: prefills only). */
+  iteration?(decodeBatch: number): void;
 }
 
 class Engine<J extends EngineJob> {
@@ -69,6 +71,7 @@ class Engine<J extends EngineJob> {
       if (head.outputTokens <= 1) finished.push(head);
       else this.running.push({ job: head, generated: 1, context: head.contextTokens });
     }
+    this.events.iteration?.(this.running.length);
     if (this.running.length > 0) {
       const contexts = this.running.reduce((sum, r) => sum + r.context + 1, 0);
       t += this.profile.decodeStepMs(this.running.length, contexts);
@@ -95,15 +98,33 @@ export class BatchingNode<J extends EngineJob> {
   private readonly slots: number;
 
   constructor(
-    offer: EngineOffer,
+    profile: GpuProfile,
+    limits: { readonly replicas: number; readonly maxBatch: number; readonly prefillBudget: number },
     private readonly maxQueue: number,
     private readonly events: BatchingEvents<J>,
   ) {
-    const profile = profileFromCurves(offer.curves);
-    this.slots = offer.replicas * offer.curves.maxBatch;
+    this.slots = limits.replicas * limits.maxBatch;
     this.engines = Array.from(
-      { length: offer.replicas },
-      () => new Engine<J>(profile, offer.curves.maxBatch, offer.curves.prefillBudget, events),
+      { length: limits.replicas },
+      () => new Engine<J>(profile, limits.maxBatch, limits.prefillBudget, events),
+    );
+  }
+
+  /** The node an offer's measured engines make. */
+  static of<J extends EngineJob>(
+    offer: EngineOffer,
+    maxQueue: number,
+    events: BatchingEvents<J>,
+  ): BatchingNode<J> {
+    return new BatchingNode<J>(
+      profileFromCurves(offer.curves),
+      {
+        replicas: offer.replicas,
+        maxBatch: offer.curves.maxBatch,
+        prefillBudget: offer.curves.prefillBudget,
+      },
+      maxQueue,
+      events,
     );
   }
 

@@ -3,9 +3,12 @@
 // free and the iteration's prompt-token budget holds, the head of the queue is admitted (the first
 // one always); the admitted prompts are prefilled one by one while decoding waits, each giving
 // its request's first token; then one decode step gives every running request a token. A request
-// leaves after its output length. Times come from a GpuProfile.
+// leaves after its output length. Times come from a GpuProfile. The loop itself is the engine of
+// batching-node.ts, the same the simulator runs inside its nodes; here it is driven by a trace.
 
 import type { GpuProfile } from '../ops/gpu-profile.js';
+import { BatchingNode, type EngineJob } from './batching-node.js';
+import { EventQueue } from './event-queue.js';
 
 export interface TraceRequest {
   readonly arrivalMs: number;
@@ -39,78 +42,51 @@ export interface ReplayResult {
   readonly endMs: number;
 }
 
-interface Running {
-  readonly request: TraceRequest;
-  readonly startMs: number;
-  readonly firstTokenMs: number;
-  generated: number;
-  context: number;
-}
-
-/** Replays `trace` (any order; sorted by arrival here) through one node. Deterministic. */
+/** Replays `trace` (any order; sorted by arrival here) through one engine. Deterministic. */
 export function replayTrace(
   trace: readonly TraceRequest[],
   profile: GpuProfile,
   limits: EngineLimits,
 ): ReplayResult {
-  const arrivals = [...trace].sort((a, b) => a.arrivalMs - b.arrivalMs);
+  type Job = TraceRequest & EngineJob & { readonly request: TraceRequest };
+  const events = new EventQueue<() => void>();
   const timings: RequestTiming[] = [];
-  const queue: TraceRequest[] = [];
-  let running: Running[] = [];
-  let next = 0;
-  let now = 0;
+  const admittedAt = new Map<Job, number>();
+  const firstTokenAt = new Map<Job, number>();
   let iterations = 0;
   let batchTime = 0;
-  const finish = (r: Running, doneMs: number) => {
-    timings.push({
-      request: r.request,
-      queueMs: r.startMs - r.request.arrivalMs,
-      ttftMs: r.firstTokenMs - r.request.arrivalMs,
-      tpotMs:
-        r.request.outputTokens > 1 ? (doneMs - r.firstTokenMs) / (r.request.outputTokens - 1) : undefined,
-      doneMs,
-    });
-  };
-  while (next < arrivals.length || queue.length > 0 || running.length > 0) {
-    // Idle: jump to the next arrival.
-    if (queue.length === 0 && running.length === 0 && next < arrivals.length)
-      now = Math.max(now, (arrivals[next] as TraceRequest).arrivalMs);
-    while (next < arrivals.length && (arrivals[next] as TraceRequest).arrivalMs <= now)
-      queue.push(arrivals[next++] as TraceRequest);
-    // Admission: FIFO, slots and the prompt-token budget (the first admitted always fits).
-    let budget = 0;
-    const admitted: TraceRequest[] = [];
-    while (queue.length > 0 && running.length + admitted.length < limits.maxBatch) {
-      const head = queue[0] as TraceRequest;
-      if (admitted.length > 0 && budget + head.inputTokens > limits.prefillBudget) break;
-      budget += head.inputTokens;
-      admitted.push(queue.shift() as TraceRequest);
-    }
-    // Prefills, one by one; decoding waits.
-    for (const request of admitted) {
-      const startMs = now;
-      now += profile.prefillMs(request.inputTokens);
-      const r: Running = { request, startMs, firstTokenMs: now, generated: 1, context: request.inputTokens };
-      if (request.outputTokens <= 1) finish(r, now);
-      else running.push(r);
-    }
-    // One decode step for everything running.
-    if (running.length > 0) {
-      const contexts = running.reduce((sum, r) => sum + r.context + 1, 0);
-      now += profile.decodeStepMs(running.length, contexts);
-      batchTime += running.length;
-      const still: Running[] = [];
-      for (const r of running) {
-        r.generated += 1;
-        r.context += 1;
-        if (r.generated >= r.request.outputTokens) finish(r, now);
-        else still.push(r);
-      }
-      running = still;
-    }
-    iterations += 1;
+  let endMs = 0;
+  const node = new BatchingNode<Job>(profile, { replicas: 1, ...limits }, Number.POSITIVE_INFINITY, {
+    schedule: (atMs, fn) => events.push(atMs, fn),
+    admitted: (job, atMs) => admittedAt.set(job, atMs),
+    firstToken: (job, atMs) => firstTokenAt.set(job, atMs),
+    done: (job, doneMs) => {
+      const firstTokenMs = firstTokenAt.get(job) as number;
+      timings.push({
+        request: job.request,
+        queueMs: (admittedAt.get(job) as number) - job.arrivalMs,
+        ttftMs: firstTokenMs - job.arrivalMs,
+        tpotMs: job.outputTokens > 1 ? (doneMs - firstTokenMs) / (job.outputTokens - 1) : undefined,
+        doneMs,
+      });
+      endMs = Math.max(endMs, doneMs);
+    },
+    iteration: (decodeBatch) => {
+      iterations += 1;
+      batchTime += decodeBatch;
+    },
+  });
+  for (const request of [...trace].sort((a, b) => a.arrivalMs - b.arrivalMs)) {
+    const job = {
+      ...request,
+      request,
+      prefillTokens: request.inputTokens,
+      contextTokens: request.inputTokens,
+    };
+    events.push(request.arrivalMs, () => node.arrive(job, request.arrivalMs));
   }
-  return { timings, meanBatch: iterations === 0 ? 0 : batchTime / iterations, iterations, endMs: now };
+  for (let item = events.pop(); item !== undefined; item = events.pop()) item.event();
+  return { timings, meanBatch: iterations === 0 ? 0 : batchTime / iterations, iterations, endMs };
 }
 
 /** p-quantile (0..1) by nearest rank; NaN when empty. */

@@ -413,7 +413,7 @@ export async function runPolicy(
               kind: 'station',
               station: new Station<SimJob>(offer?.maxConcurrency ?? 1, offer?.maxQueue ?? 0),
             }
-          : { kind: 'engines', node: new BatchingNode<SimJob>(offer.engine, offer.maxQueue, engineEvents) };
+          : { kind: 'engines', node: BatchingNode.of<SimJob>(offer.engine, offer.maxQueue, engineEvents) };
       servers.set(job.key, server);
     }
     if (server.kind === 'engines') return server.node.arrive(job, now) === 'accepted';
