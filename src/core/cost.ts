@@ -30,12 +30,22 @@ export function prefillMs(size: RequestSize, offer: ModelOffer): number {
   const curve = offer.engine?.curves.prefill;
   if (curve === undefined) return prefillMsAt(size, offer.prefillTokensPerS);
   const tokens = size.inputTokens - size.cachedInputTokens;
-  if (tokens <= 0) return 0;
-  // No shorter than the shortest prompt measured (an engine's floor: launch and graph overheads).
+  return tokens <= 0 ? 0 : curvePrefillMs(curve, tokens);
+}
+
+/**
+ * A measured prefill curve read at `tokens` (> 0): no shorter than the shortest prompt measured (an
+ * engine's floor: launch and graph overheads); between points, linear; beyond the longest, its last
+ * segment and never faster than that prompt's rate. The router and the simulator's engines both
+ * read curves this way.
+ */
+export function curvePrefillMs(
+  curve: { readonly tokens: readonly number[]; readonly ms: readonly number[] },
+  tokens: number,
+): number {
   if (tokens <= (curve.tokens[0] as number)) return curve.ms[0] as number;
   const lastTokens = curve.tokens[curve.tokens.length - 1] as number;
   const lastMs = curve.ms[curve.ms.length - 1] as number;
-  // Beyond the longest prompt measured: its last segment, and never faster than that prompt's rate.
   return tokens <= lastTokens
     ? interpolate(curve.tokens, curve.ms, tokens)
     : Math.max(interpolate(curve.tokens, curve.ms, tokens), (lastMs * tokens) / lastTokens);

@@ -4,9 +4,8 @@
 // extrapolated linearly from the nearest two beyond them.
 
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { interpolate } from '../core/cost.js';
+import { curvePrefillMs, interpolate } from '../core/cost.js';
 import type { EngineCurves } from '../core/model.js';
 
 /** The decode batch sizes the measured engine captured CUDA graphs for: a batch is padded up to one. */
@@ -98,22 +97,10 @@ export function profileFromTables(
 
 /** Loads `dir`'s prefill_<shape>.csv and decode_<shape>.csv (shape: 8b or 32b), and profile.json. */
 export async function loadGpuProfile(dir: string, shape: string): Promise<GpuProfile> {
-  const read = async (file: string) => {
-    try {
-      return await readFile(join(dir, file), 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && file === 'profile.json') return undefined;
-      throw new Error(`cannot read ${join(dir, file)}: ${(error as Error).message}`);
-    }
-  };
-  return profileFromFiles(dir, shape, {
-    prefill: (await read(`prefill_${shape}.csv`)) as string,
-    decode: (await read(`decode_${shape}.csv`)) as string,
-    factors: await read('profile.json'),
-  });
+  return loadGpuProfileSync(dir, shape);
 }
 
-/** loadGpuProfile, synchronously (topology files are read that way). */
+/** loadGpuProfile, synchronously (topology files are read that way; the files are small). */
 export function loadGpuProfileSync(dir: string, shape: string): GpuProfile {
   const read = (file: string) => {
     try {
@@ -208,10 +195,7 @@ export function profileFromCurves(curves: EngineCurves): GpuProfile {
   const { batches, contexts, ms } = curves.decode;
   return {
     name: curves.name,
-    prefillMs: (tokens) =>
-      tokens <= (curves.prefill.tokens[0] as number)
-        ? (curves.prefill.ms[0] as number)
-        : interpolate(curves.prefill.tokens, curves.prefill.ms, tokens),
+    prefillMs: (tokens) => curvePrefillMs(curves.prefill, tokens),
     decodeStepMs(batch, contextTokens) {
       const padded = decodeBucket(batch);
       const perRow = Math.max(1, contextTokens / padded);
