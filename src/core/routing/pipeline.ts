@@ -839,7 +839,7 @@ function estimateCandidate(
 ): EstimatedCandidate {
   const { node, offer } = listed;
   const model = p.request.model;
-  const load = reportedLoad(node, model) + p.ctx.reservations.pending(node.spec.id, model, node.statusAtMs);
+  const load = offerLoad(node, model, p.ctx.reservations);
   const rtt = knownRtt ?? estimateRttFor(p.client, node.spec, p.ctx.latency, p.ctx.nowMs);
   return {
     stage: 'estimated',
@@ -870,6 +870,11 @@ function estimateWith(
     cost: requestCost(request, offer.price, multiplier),
     latencySource: rtt.source,
   };
+}
+
+/** Requests on a node's offer of `model`: its last report plus the reservations made since. */
+export function offerLoad(node: NodeRecord, model: string, reservations: PendingReservations): number {
+  return reportedLoad(node, model) + reservations.pending(node.spec.id, model, node.statusAtMs);
 }
 
 /** TTFT and cost of `request` on `offer` of `node` carrying `load` requests. */

@@ -19,8 +19,8 @@
 // With nowhere to go in 1–2 the session is stranded: it keeps its node, marked degraded.
 
 import { type ClientPosition, EARTH_RADIUS_KM, greatCircleKm } from '../latency.js';
-import { findOffer, type LatLon, type NodeRecord, nodeState, reportedLoad } from '../model.js';
-import { decideRoute, estimateOn, type RouteContext } from './pipeline.js';
+import { findOffer, type LatLon, type NodeRecord, nodeState } from '../model.js';
+import { decideRoute, estimateOn, offerLoad, type RouteContext } from './pipeline.js';
 import type { Estimate, Placement, RouteRequest } from './types.js';
 
 /** The routing context, and the registry's nodes by id. */
@@ -160,9 +160,7 @@ export function stayEstimate(
   const offer = node === undefined ? undefined : findOffer(node.spec, state.request.model);
   if (node === undefined || offer === undefined) return undefined;
   const warm = sessionRequest(state, client);
-  const load =
-    reportedLoad(node, state.request.model) +
-    ctx.reservations.pending(node.spec.id, state.request.model, node.statusAtMs);
+  const load = offerLoad(node, state.request.model, ctx.reservations);
   return estimateOn(
     { ...warm, cachedInputTokens: Math.min(warm.inputTokens, warm.cachedInputTokens + state.contextTokens) },
     node,
@@ -212,9 +210,7 @@ function bestMove(
     const node = ctx.node(placement.nodeId);
     const offer = node === undefined ? undefined : findOffer(node.spec, state.request.model);
     if (node === undefined || offer === undefined) continue;
-    const load =
-      reportedLoad(node, state.request.model) +
-      ctx.reservations.pending(node.spec.id, state.request.model, node.statusAtMs);
+    const load = offerLoad(node, state.request.model, ctx.reservations);
     const there = estimateOn(sessionRequest(state, also), node, offer, load, ctx);
     if (alsoAt(there)) return { placement, alsoTtftMs: there.ttftMs };
   }
