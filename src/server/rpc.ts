@@ -180,7 +180,18 @@ function runStream<Res>(
   context: RpcContext,
   method: MethodName,
   call: ServerStream<Res>,
-  run: (caller: Identity, send: (response: Res) => Promise<void>, gone: Promise<void>) => Promise<void>,
+  run: (
+    caller: Identity,
+    send: (response: Res) => Promise<void>,
+    gone: Promise<void>,
+    /** Checks the credential again (cached: no hashing); throws when it no longer holds. */
+    recheck: () => Identity | Promise<Identity>,
+  ) => Promise<void>,
+  /**
+   * When the credential is checked again: at every answer (server streams, which read nothing
+   * more), or never here because `run` checks at every message it reads (bidirectional streams).
+   */
+  recheckOnSend: boolean,
 ): void {
   const observer = context.observer ?? NO_OBSERVER;
   let cancelled = false;
@@ -207,11 +218,13 @@ function runStream<Res>(
   };
   const admit = () =>
     context.gate.admit(method, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
-  // Every answer re-checks the credential (cached: no hashing), so a key revoked or expired while
-  // its stream is open stops working at once, as it would for a unary call.
+  // The credential is checked again while the stream is open, so a key revoked or expired
+  // meanwhile stops working at once, as it would for a unary call.
   const send = async (response: Res): Promise<void> => {
-    const again = admit();
-    if (again instanceof Promise) await again;
+    if (recheckOnSend) {
+      const again = admit();
+      if (again instanceof Promise) await again;
+    }
     if (cancelled || finished) return;
     await new Promise<void>((resolve) => {
       if (call.write(response)) resolve();
@@ -234,7 +247,7 @@ function runStream<Res>(
     finish(error);
     return;
   }
-  const start = (caller: Identity) => run(caller, send, gone);
+  const start = (caller: Identity) => run(caller, send, gone, admit);
   (admitted instanceof Promise ? admitted.then(start) : start(admitted)).then(() => finish(), finish);
 }
 
@@ -252,7 +265,7 @@ export function bidiMethods(context: RpcContext) {
       call.on('cancelled', () => {
         cancelled = true;
       });
-      async function* messages(): AsyncGenerator<Req> {
+      async function* messages(recheck: () => Identity | Promise<Identity>): AsyncGenerator<Req> {
         let timer: NodeJS.Timeout | undefined;
         try {
           // Returning early must not destroy the call: its status is still to be sent.
@@ -283,12 +296,8 @@ export function bidiMethods(context: RpcContext) {
             if (next.done) return;
             const message = next.value;
             if (isMalformed(message)) throw invalidArgument(`${method}: ${message[MALFORMED]}`);
-            // The credential again (cached): a key revoked while the stream is open stops here.
-            const again = context.gate.admit(
-              method,
-              call.metadata,
-              () => call.getAuthContext()?.sslPeerCertificate,
-            );
+            // The credential again: a key revoked while the stream is open stops here.
+            const again = recheck();
             if (again instanceof Promise) await again;
             observer.messageReceived?.(method);
             yield message;
@@ -300,7 +309,13 @@ export function bidiMethods(context: RpcContext) {
           clearTimeout(timer);
         }
       }
-      runStream(context, method, call, (caller, send) => handler(messages(), send, caller, call));
+      runStream(
+        context,
+        method,
+        call,
+        (caller, send, _gone, recheck) => handler(messages(recheck), send, caller, call),
+        false,
+      );
     };
   };
 }
@@ -325,10 +340,15 @@ export function serverStreamMethods(context: RpcContext) {
   ): (call: ServerWritableStream<Req, Res>) => void {
     return (call) => {
       const request = call.request as Req | Malformed;
-      runStream(context, method, call, (caller, send, gone) =>
-        isMalformed(request)
-          ? Promise.reject(invalidArgument(`${method}: ${request[MALFORMED]}`))
-          : handler(request, send, caller, gone),
+      runStream(
+        context,
+        method,
+        call,
+        (caller, send, gone) =>
+          isMalformed(request)
+            ? Promise.reject(invalidArgument(`${method}: ${request[MALFORMED]}`))
+            : handler(request, send, caller, gone),
+        true,
       );
     };
   };
