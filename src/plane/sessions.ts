@@ -164,12 +164,8 @@ export class SessionManager {
   }
 
   async open(input: OpenSessionInput): Promise<OpenResult> {
-    if (this.options.store.count() >= this.maxSessions) {
-      // Expired sessions the store has not noticed yet do not count: look, then decide.
-      void [...this.options.store.all()];
-      if (this.options.store.count() >= this.maxSessions)
-        return { kind: 'limit', limit: this.maxSessions, scope: 'cluster' };
-    }
+    if (this.options.store.count() >= this.maxSessions)
+      return { kind: 'limit', limit: this.maxSessions, scope: 'cluster' };
     if (this.options.store.countFor(input.tenant) >= this.maxPerTenant)
       return { kind: 'limit', limit: this.maxPerTenant, scope: 'tenant' };
     const nowMs = this.options.clock();

@@ -152,12 +152,24 @@ export class MemorySessions implements SessionStore {
     }
   }
 
+  /** Live sessions: the expired are let go first (at most once a second: a full pass). */
   count(): number {
+    this.purge();
     return this.sessions.size;
   }
 
   countFor(tenant: string): number {
+    this.purge();
     return this.tenants.of(tenant);
+  }
+
+  private purgedAtMs = Number.NEGATIVE_INFINITY;
+
+  private purge(): void {
+    const nowMs = this.clock();
+    if (nowMs - this.purgedAtMs < 1000) return;
+    this.purgedAtMs = nowMs;
+    for (const id of [...this.sessions.keys()]) this.live(id);
   }
 
   watch(id: string, listener: (session: VersionedSession | undefined) => void): () => void {
