@@ -3,6 +3,7 @@
 
 import { Metadata, status } from '@grpc/grpc-js';
 import { BoundedQueue } from '../common/bounded-queue.js';
+import { KeyCounts } from '../common/key-counts.js';
 import { parseReservationId } from '../core/reservations.js';
 import type { RouteDecision } from '../core/routing/index.js';
 import type { HeartbeatRequest, HeartbeatResponse, RegistryServer } from '../gen/cpn/v1/registry.js';
@@ -82,26 +83,6 @@ export const DEFAULT_HEARTBEAT_LIMITS: HeartbeatLimits = {
   firstMessageMs: 10_000,
 };
 
-/** Open Heartbeat streams: how many, and per node. */
-class HeartbeatStreams {
-  open = 0;
-  private readonly perNode = new Map<string, number>();
-
-  /** Counts a stream for `nodeId`; false (nothing counted) when the node has its most. */
-  bind(nodeId: string, most: number): boolean {
-    const count = this.perNode.get(nodeId) ?? 0;
-    if (count >= most) return false;
-    this.perNode.set(nodeId, count + 1);
-    return true;
-  }
-
-  release(nodeId: string): void {
-    const count = (this.perNode.get(nodeId) ?? 1) - 1;
-    if (count <= 0) this.perNode.delete(nodeId);
-    else this.perNode.set(nodeId, count);
-  }
-}
-
 /** A registry this large refuses new nodes (re-registrations still go through). */
 export const DEFAULT_MAX_NODES = 200_000;
 
@@ -115,7 +96,8 @@ export function registryService(
   const limits: HeartbeatLimits = { ...DEFAULT_HEARTBEAT_LIMITS, ...heartbeatLimits };
   const unary = unaryMethods(context);
   const bidi = bidiMethods(context);
-  const heartbeats = new HeartbeatStreams();
+  /** Heartbeat streams open, in all and per node. */
+  const heartbeats = { open: 0, perNode: new KeyCounts() };
   /** Applies one status report (ReportStatus or a heartbeat): the node's state after it. */
   const report = async (request: pbNodeStatus, nodeId: string): Promise<NodeState> => {
     const outcome = await plane.reportStatus(toNodeStatus(request, plane.specOf(nodeId)));
@@ -179,11 +161,12 @@ export function registryService(
               const id = checkNodeId('status.node_id', message.status.nodeId);
               if (nodeId === undefined) {
                 ownNode(caller, 'Heartbeat', id);
-                if (!heartbeats.bind(id, limits.maxStreamsPerNode))
+                if (heartbeats.perNode.of(id) >= limits.maxStreamsPerNode)
                   throw new ApiError(
                     status.RESOURCE_EXHAUSTED,
                     `Heartbeat: node ${id} already has ${limits.maxStreamsPerNode} streams open on this replica, the most it allows; close the others`,
                   );
+                heartbeats.perNode.add(id);
               } else if (id !== nodeId)
                 throw invalidArgument(
                   `Heartbeat: status.node_id ${id}, but this stream is for node ${nodeId}; open one stream per node`,
@@ -216,7 +199,7 @@ export function registryService(
             );
         } finally {
           heartbeats.open -= 1;
-          if (nodeId !== undefined) heartbeats.release(nodeId);
+          if (nodeId !== undefined) heartbeats.perNode.remove(nodeId);
         }
       },
       limits.firstMessageMs,
@@ -394,7 +377,7 @@ export function schedulerService(
   const unary = unaryMethods(context);
   const serverStream = serverStreamMethods(context);
   let watching = 0;
-  const watchingBy = new Map<string, number>();
+  const watchingBy = new KeyCounts();
   const maxWatches = options.maxSessionWatches ?? DEFAULT_MAX_SESSION_WATCHES;
   const maxWatchesPerTenant = Math.max(1, Math.floor(maxWatches / 10));
   const explainGate = new ExplainGate(options.explainQueue);
@@ -584,7 +567,7 @@ export function schedulerService(
             status.RESOURCE_EXHAUSTED,
             `WatchSession: ${watching} sessions are watched on this replica, the most it serves (${maxWatches}); watch fewer or use another replica`,
           );
-        const mine = watchingBy.get(tenant) ?? 0;
+        const mine = watchingBy.of(tenant);
         if (mine >= maxWatchesPerTenant)
           throw new ApiError(
             status.RESOURCE_EXHAUSTED,
@@ -592,7 +575,7 @@ export function schedulerService(
           );
         // Counted before the first await, so that concurrent watches cannot overshoot the caps.
         watching += 1;
-        watchingBy.set(tenant, (watchingBy.get(tenant) ?? 0) + 1);
+        watchingBy.add(tenant);
         // Only the latest event waits while the client is slow to read: nothing piles up.
         let pending: WatchSessionResponse | undefined;
         let sending = false;
@@ -635,9 +618,7 @@ export function schedulerService(
           if (failure !== undefined) throw failure;
         } finally {
           watching -= 1;
-          const left = (watchingBy.get(tenant) ?? 1) - 1;
-          if (left <= 0) watchingBy.delete(tenant);
-          else watchingBy.set(tenant, left);
+          watchingBy.remove(tenant);
           watch?.stop();
         }
       },

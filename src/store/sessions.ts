@@ -2,6 +2,7 @@
 // (so that two replicas deciding a handover at once cannot both win), gone when it expires. The
 // rule that moves them is in core/routing/sessions.ts; the plane (plane/sessions.ts) drives it.
 
+import { KeyCounts } from '../common/key-counts.js';
 import type { ClientPosition } from '../core/latency.js';
 import type { Level } from '../core/model.js';
 import type { Fix, HandoverReason, Motion } from '../core/routing/index.js';
@@ -71,25 +72,6 @@ export interface SessionStore {
   watch(id: string, listener: (session: VersionedSession | undefined) => void): () => void;
 }
 
-/** Sessions per tenant, kept as records come and go. */
-export class TenantCounts {
-  private readonly counts = new Map<string, number>();
-
-  add(tenant: string): void {
-    this.counts.set(tenant, (this.counts.get(tenant) ?? 0) + 1);
-  }
-
-  remove(tenant: string): void {
-    const left = (this.counts.get(tenant) ?? 1) - 1;
-    if (left <= 0) this.counts.delete(tenant);
-    else this.counts.set(tenant, left);
-  }
-
-  of(tenant: string): number {
-    return this.counts.get(tenant) ?? 0;
-  }
-}
-
 /** Listeners per session id, for the stores. */
 export class SessionListeners {
   private readonly byId = new Map<string, Set<(session: VersionedSession | undefined) => void>>();
@@ -116,7 +98,7 @@ export class SessionListeners {
 export class MemorySessions implements SessionStore {
   private readonly sessions = new Map<string, VersionedSession>();
   private readonly listeners = new SessionListeners();
-  private readonly tenants = new TenantCounts();
+  private readonly tenants = new KeyCounts();
   private version = 0;
 
   constructor(private readonly clock: () => number) {}

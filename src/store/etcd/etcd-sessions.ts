@@ -6,11 +6,11 @@
 // away and to tell watchers of changes made by other replicas.
 
 import type { Etcd3 } from 'etcd3';
+import { KeyCounts } from '../../common/key-counts.js';
 import {
   SessionListeners,
   type SessionRecord,
   type SessionStore,
-  TenantCounts,
   type VersionedSession,
 } from '../sessions.js';
 import type { LeaseRenewer } from './node-leases.js';
@@ -36,7 +36,7 @@ interface Cached extends VersionedSession {
 export class EtcdSessions implements SessionStore {
   private readonly cache = new Map<string, Cached>();
   private readonly listeners = new SessionListeners();
-  private readonly tenants = new TenantCounts();
+  private readonly tenants = new KeyCounts();
 
   constructor(private readonly options: EtcdSessionsOptions) {}
 
