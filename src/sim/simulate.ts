@@ -4,9 +4,9 @@
 // core pipeline and memory store as `cpn serve` (the policies differ only in ranking); a
 // request's reservation is released when it completes.
 
-import { costAt } from '../core/cost.js';
+import { requestCost } from '../core/cost.js';
 import { DEFAULT_LATENCY_MODEL, estimateRtt } from '../core/latency.js';
-import { findOffer, LEVELS, type Level, type NodeSpec } from '../core/model.js';
+import { findOffer, LEVELS, type Level, type ModelOffer, type NodeSpec } from '../core/model.js';
 import type { PriceRule } from '../core/pricing.js';
 import type { ReservationId } from '../core/reservations.js';
 import {
@@ -402,6 +402,31 @@ export async function runPolicy(
     },
   };
   const keyOf = (nodeId: string, model: string) => `${nodeId}\u0000${model}`;
+  /**
+   * A request's job on a node's offer: its tokens (what measured engines use) and, for a
+   * fixed-rate station, its prefill and decode times at the offer's rates × the request's noise.
+   */
+  const jobOn = (
+    offer: ModelOffer,
+    spec: NodeSpec,
+    nodeId: string,
+    work: Pick<
+      SimJob,
+      'request' | 'mobile' | 'prefillTokens' | 'contextTokens' | 'outputTokens' | 'rttMs' | 'reservationId'
+    > & { readonly serviceFactor: number },
+  ): SimJob => {
+    const { serviceFactor, ...rest } = work;
+    const prefillMs = (work.prefillTokens / offer.prefillTokensPerS) * 1000 * serviceFactor;
+    const decodeMs = (work.outputTokens / offer.decodeTokensPerS) * 1000 * serviceFactor;
+    return {
+      ...rest,
+      serviceMs: prefillMs + decodeMs,
+      prefillMs,
+      level: spec.level,
+      key: keyOf(nodeId, offer.model),
+      queuedAtMs: now,
+    };
+  };
   /** Hands a job to its node: true when accepted (started or queued), false when the queue is full. */
   const submit = (job: SimJob, nodeId: string, model: string): boolean => {
     let server = servers.get(job.key);
@@ -493,24 +518,15 @@ export async function runPolicy(
       throw new Error(`policy ${policy} placed ${cls.model} on ${nodeId}, which does not serve it`);
     const rttMs =
       placement.estimate.networkRttMs * arrival.rttFactor + linkPenaltyMs(arrival.region, spec.region, now);
-    const prefillMs =
-      ((arrival.inputTokens - arrival.cachedInputTokens) / offer.prefillTokensPerS) *
-      1000 *
-      arrival.serviceFactor;
-    const decodeMs = (arrival.outputTokens / offer.decodeTokensPerS) * 1000 * arrival.serviceFactor;
-    const job: SimJob = {
-      serviceMs: prefillMs + decodeMs,
+    const job = jobOn(offer, spec, nodeId, {
       request: arrival,
-      prefillMs,
-      rttMs,
-      level: spec.level,
-      reservationId,
-      key: keyOf(nodeId, cls.model),
-      queuedAtMs: now,
       prefillTokens: arrival.inputTokens - arrival.cachedInputTokens,
       contextTokens: arrival.inputTokens,
       outputTokens: arrival.outputTokens,
-    };
+      serviceFactor: arrival.serviceFactor,
+      rttMs,
+      reservationId,
+    });
     // The request reaches the node after half a round trip; we model its queue from arrival for simplicity.
     if (!submit(job, nodeId, cls.model)) {
       release(reservationId);
@@ -656,23 +672,16 @@ export async function runPolicy(
     const rttMs =
       estimateRtt(client, spec, latency, store.view.samplesFrom, clock()).rttMs * req.rttFactor +
       linkPenaltyMs(spec.region, spec.region, now);
-    const prefillTokens = req.inputTokens + (warm ? 0 : req.contextTokens);
-    const prefillMs = (prefillTokens / offer.prefillTokensPerS) * 1000 * req.serviceFactor;
-    const decodeMs = (req.outputTokens / offer.decodeTokensPerS) * 1000 * req.serviceFactor;
-    const job: SimJob = {
-      serviceMs: prefillMs + decodeMs,
+    const job = jobOn(offer, spec, nodeId, {
       request: NO_ARRIVAL,
       mobile: { request: req, budgetMs: cls.latency_budget_ms },
-      prefillMs,
-      rttMs,
-      level: spec.level,
-      reservationId,
-      key: keyOf(nodeId, cls.model),
-      queuedAtMs: now,
-      prefillTokens,
+      prefillTokens: req.inputTokens + (warm ? 0 : req.contextTokens),
       contextTokens: req.inputTokens + req.contextTokens,
       outputTokens: req.outputTokens,
-    };
+      serviceFactor: req.serviceFactor,
+      rttMs,
+      reservationId,
+    });
     if (!submit(job, nodeId, cls.model)) {
       if (reservationId !== undefined) release(reservationId);
       if (counts) mobile.missAt(req.km);
@@ -680,15 +689,13 @@ export async function runPolicy(
     }
     if (counts) {
       mobile.placed += 1;
-      mobile.costCny += costAt(
+      mobile.costCny += requestCost(
         {
           inputTokens: req.inputTokens + req.contextTokens,
           cachedInputTokens: warm ? req.contextTokens : 0,
           maxOutputTokens: req.outputTokens,
         },
-        offer.price.inputPerMtok,
-        offer.price.outputPerMtok,
-        offer.price.cachedInputPerMtok,
+        offer.price,
         1,
       );
     }
