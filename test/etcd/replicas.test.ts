@@ -6,12 +6,7 @@ import { type RouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/schedul
 import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { ALL_NODES, bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
-
-interface Replica {
-  readonly serve: ServeProcess;
-  readonly registry: RegistryClient;
-  readonly scheduler: SchedulerClient;
-}
+import { type Replica, startReplica } from '../helpers/replica.js';
 
 const routeRequest: RouteRequest = {
   requestId: '',
@@ -33,21 +28,7 @@ describe('several replicas on one etcd', () => {
   let etcd: EtcdServer;
   let a: Replica;
   let b: Replica;
-  const replica = async (): Promise<Replica> => {
-    const serve = await startServe([
-      '--store',
-      'etcd',
-      '--etcd-endpoints',
-      etcd.endpoint,
-      '--etcd-timeout-ms',
-      '1000',
-    ]);
-    return {
-      serve,
-      registry: new RegistryClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
-      scheduler: new SchedulerClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
-    };
-  };
+  const replica = () => startReplica(etcd);
   const routedOn = async (r: Replica) => {
     const outcome = await rpc(r.scheduler, r.scheduler.route, routeRequest);
     return outcome.ok ? outcome.value.placement?.nodeId : `error ${outcome.error.code}`;

@@ -11,56 +11,21 @@ import {
 } from '../../src/gen/cpn/v1/scheduler.js';
 import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
-
-interface Replica {
-  readonly serve: ServeProcess;
-  readonly registry: RegistryClient;
-  readonly scheduler: SchedulerClient;
-}
-
-const GUANGZHOU = { lat: 23.129, lon: 113.264 };
-const SHANGHAI = { lat: 31.23, lon: 121.474 };
-const along = (f: number) => ({
-  lat: GUANGZHOU.lat + (SHANGHAI.lat - GUANGZHOU.lat) * f,
-  lon: GUANGZHOU.lon + (SHANGHAI.lon - GUANGZHOU.lon) * f,
-});
+import { bearer, ok, rpc } from '../helpers/grpc.js';
+import { type Replica, startReplica } from '../helpers/replica.js';
+import { along, GUANGZHOU, registerCorridor } from '../helpers/sessions.js';
 
 describe('sessions across replicas on etcd', () => {
   let etcd: EtcdServer;
   let a: Replica;
   let b: Replica;
-  const replica = async (): Promise<Replica> => {
-    const serve = await startServe([
-      '--store',
-      'etcd',
-      '--etcd-endpoints',
-      etcd.endpoint,
-      '--etcd-timeout-ms',
-      '1000',
-    ]);
-    return {
-      serve,
-      registry: new RegistryClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
-      scheduler: new SchedulerClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
-    };
-  };
+  const replica = () => startReplica(etcd);
 
   beforeAll(async () => {
     etcd = await startEtcd();
     a = await replica();
     b = await replica();
-    for (const [id, location, region, price] of [
-      ['gz', GUANGZHOU, 'CN-GD', 1],
-      ['sh', SHANGHAI, 'CN-SH', 1],
-      ['fs', { lat: 23.021, lon: 113.121 }, 'CN-GD', 5],
-    ] as const) {
-      await ok(a.registry, a.registry.registerNode, {
-        spec: { ...protoSpec(id, { inputPerMtok: price }), location, region },
-        ttlS: 0,
-        permanent: true,
-      });
-    }
+    await registerCorridor(a.registry);
     // B sees them through the watch.
     await eventually(async () => {
       const got = await rpc(b.registry, b.registry.getNode, { nodeId: 'fs' });

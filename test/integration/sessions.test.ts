@@ -20,14 +20,7 @@ import {
   TEST_OPERATOR_KEY,
   type TestServer,
 } from '../helpers/grpc.js';
-
-const GUANGZHOU = { lat: 23.129, lon: 113.264 };
-const SHANGHAI = { lat: 31.23, lon: 121.474 };
-/** The point a fraction `f` of the way from Guangzhou to Shanghai (straight in lat/lon). */
-const along = (f: number) => ({
-  lat: GUANGZHOU.lat + (SHANGHAI.lat - GUANGZHOU.lat) * f,
-  lon: GUANGZHOU.lon + (SHANGHAI.lon - GUANGZHOU.lon) * f,
-});
+import { along, GUANGZHOU, registerCorridor, SHANGHAI } from '../helpers/sessions.js';
 
 const openRequest = (extra: Record<string, unknown> = {}) => ({
   tenant: '',
@@ -50,18 +43,7 @@ describe('mobility sessions over gRPC', () => {
 
   beforeAll(async () => {
     t = await startTestServer();
-    // gz and sh at list price 1; fs, beside Guangzhou, dearer (5): where gz's sessions go when it drains.
-    for (const [id, location, region, price] of [
-      ['gz', GUANGZHOU, 'CN-GD', 1],
-      ['sh', SHANGHAI, 'CN-SH', 1],
-      ['fs', { lat: 23.021, lon: 113.121 }, 'CN-GD', 5],
-    ] as const) {
-      await ok(t.registry, t.registry.registerNode, {
-        spec: { ...protoSpec(id, { inputPerMtok: price }), location, region },
-        ttlS: 0,
-        permanent: true,
-      });
-    }
+    await registerCorridor(t.registry);
     for (const tenant of ['acme', 'globex']) await t.server.plane.accounts.createTenant(tenant, tenant);
     const key = async (tenant: string) => {
       const created = await t.server.plane.accounts.createApiKey({ role: 'client', name: tenant, tenant });

@@ -1,0 +1,30 @@
+// A `cpn serve --store etcd` replica on a real etcd, with operator clients to it.
+import { credentials } from '@grpc/grpc-js';
+import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import { SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
+import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from './cli.js';
+import type { EtcdServer } from './etcd.js';
+import { bearer } from './grpc.js';
+
+export interface Replica {
+  readonly serve: ServeProcess;
+  readonly registry: RegistryClient;
+  readonly scheduler: SchedulerClient;
+}
+
+/** Starts a replica on `etcd` (etcd calls time out after 1 s). */
+export async function startReplica(etcd: EtcdServer): Promise<Replica> {
+  const serve = await startServe([
+    '--store',
+    'etcd',
+    '--etcd-endpoints',
+    etcd.endpoint,
+    '--etcd-timeout-ms',
+    '1000',
+  ]);
+  return {
+    serve,
+    registry: new RegistryClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
+    scheduler: new SchedulerClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
+  };
+}
