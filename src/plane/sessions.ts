@@ -13,6 +13,7 @@ import {
   type Fix,
   type Motion,
   type Placement,
+  placementOn,
   placeSession,
   type Refusal,
   type RouteDecision,
@@ -418,14 +419,7 @@ export class SessionManager {
       last === undefined ? record.client : { ...record.client, location: { lat: last.lat, lon: last.lon } };
     const estimate = stayEstimate(stateOf(record), client, ctx);
     if (node === undefined || estimate === undefined) return undefined;
-    return {
-      nodeId: node.spec.id,
-      endpoint: node.spec.endpoint,
-      level: node.spec.level,
-      region: node.spec.region,
-      model: record.model,
-      estimate,
-    };
+    return placementOn(node.spec, record.model, estimate);
   }
 
   /** The tenant's session, or undefined (unknown, expired or another tenant's: the same answer). */

@@ -35,6 +35,7 @@ import {
   LEVELS,
   type ModelOffer,
   type NodeRecord,
+  type NodeSpec,
   type NodeState,
   nodeState,
   reportedLoad,
@@ -933,14 +934,18 @@ class Ranked {
 }
 
 function placementOf(candidate: EstimatedCandidate, model: string): Placement {
-  const { spec } = candidate.node;
+  return placementOn(candidate.node.spec, model, candidate.estimate);
+}
+
+/** A placement of `model` on the node of `spec`, with its estimate. */
+export function placementOn(spec: NodeSpec, model: string, estimate: Estimate): Placement {
   return {
     nodeId: spec.id,
     endpoint: spec.endpoint,
     level: spec.level,
     region: spec.region,
     model,
-    estimate: candidate.estimate,
+    estimate,
   };
 }
 
