@@ -33,6 +33,7 @@ import {
   findOffer,
   isLive,
   LEVELS,
+  type Level,
   type ModelOffer,
   type NodeRecord,
   type NodeSpec,
@@ -356,6 +357,21 @@ const LISTED: { stage: 'listed'; node: NodeRecord; offer: ModelOffer; state: Nod
 };
 const NO_NODES: readonly IndexedNode[] = [];
 
+const overheadTables = new WeakMap<Readonly<Record<Level, number>>, Float64Array>();
+
+/** By LEVEL_BIT mask (0..15): the smallest access overhead of the levels in it (+∞ for none). */
+function overheadTable(overheads: Readonly<Record<Level, number>>): Float64Array {
+  let table = overheadTables.get(overheads);
+  if (table === undefined) {
+    table = new Float64Array(16).fill(Number.POSITIVE_INFINITY);
+    for (let mask = 0; mask < 16; mask += 1)
+      for (const level of LEVELS)
+        if ((mask & LEVEL_BIT[level]) !== 0) table[mask] = Math.min(table[mask] as number, overheads[level]);
+    overheadTables.set(overheads, table);
+  }
+  return table;
+}
+
 /** One decision's searches over the index, and what they counted. */
 class Search {
   readonly ranked: Ranked;
@@ -522,12 +538,9 @@ class Search {
     return floor;
   }
 
+  /** The smallest access overhead of the levels in `levelMask` (a cell's), from a table per model. */
   private minOverhead(levelMask: number): number {
-    const overheads = this.p.ctx.latency.accessOverheadMs;
-    let value = Number.POSITIVE_INFINITY;
-    for (const level of LEVELS)
-      if ((levelMask & LEVEL_BIT[level]) !== 0) value = Math.min(value, overheads[level]);
-    return value;
+    return overheadTable(this.p.ctx.latency.accessOverheadMs)[levelMask] as number;
   }
 
   /**
