@@ -7,6 +7,7 @@ import { keysCommand, tenantsCommand } from './accounts.js';
 import { agentCommand } from './agent.js';
 import { gatewayCommand } from './gateway.js';
 import { drainCommand, nodesCommand, statusCommand } from './nodes.js';
+import { planCommand } from './plan.js';
 import { pricingCommand } from './pricing.js';
 import { replayCommand } from './replay.js';
 import { releaseCommand, routeCommand } from './route.js';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
     pricingCommand(),
     simulateCommand(),
     replayCommand(),
+    planCommand(),
     drainCommand(),
     tenantsCommand(),
     keysCommand(),

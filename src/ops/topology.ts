@@ -124,6 +124,23 @@ function buildTopology(source: YamlSource): Topology {
   );
 }
 
+/**
+ * The slots and rates of an offer served by `replicas` engines with `curves`: every engine's batch,
+ * the prefill rate of its curve, and the decode rate per sequence of a full batch at 1k context
+ * each (the router's queue estimate applies when every slot is taken, and then the batch is full).
+ */
+export function engineServed(
+  curves: EngineCurves,
+  replicas: number,
+): Pick<ModelOffer, 'maxConcurrency' | 'prefillTokensPerS' | 'decodeTokensPerS' | 'engine'> {
+  return {
+    maxConcurrency: replicas * curves.maxBatch,
+    prefillTokensPerS: curveRate(curves.prefill),
+    decodeTokensPerS: 1000 / profileFromCurves(curves).decodeStepMs(curves.maxBatch, curves.maxBatch * 1024),
+    engine: { curves, replicas },
+  };
+}
+
 /** Checks cross-references and expands every node's profile into a NodeSpec. */
 export function expandTopology(
   doc: TopologyDoc,
@@ -198,20 +215,16 @@ export function expandTopology(
     const models = Object.entries(profile.offers).map(([model, offer]): ModelOffer => {
       const list = doc.models[model] as z.output<typeof priceSchema>;
       const curves = offer.engine === undefined ? undefined : engineOf(node.profile, model, offer.engine);
-      const replicas = offer.engine?.replicas ?? 1;
       return {
         model,
-        maxConcurrency: curves === undefined ? (offer.max_concurrency as number) : replicas * curves.maxBatch,
         maxQueue: offer.max_queue,
-        prefillTokensPerS:
-          curves === undefined ? (offer.prefill_tokens_per_s as number) : curveRate(curves.prefill),
-        // Per sequence in a full batch at 1k context each: the router's queue estimate applies when
-        // every slot is taken, and then the batch is full.
-        decodeTokensPerS:
-          curves === undefined
-            ? (offer.decode_tokens_per_s as number)
-            : 1000 / profileFromCurves(curves).decodeStepMs(curves.maxBatch, curves.maxBatch * 1024),
-        ...(curves === undefined ? {} : { engine: { curves, replicas } }),
+        ...(curves === undefined
+          ? {
+              maxConcurrency: offer.max_concurrency as number,
+              prefillTokensPerS: offer.prefill_tokens_per_s as number,
+              decodeTokensPerS: offer.decode_tokens_per_s as number,
+            }
+          : engineServed(curves, offer.engine?.replicas ?? 1)),
         price: {
           inputPerMtok: roundPrice(list.input_per_mtok * factor),
           outputPerMtok: roundPrice(list.output_per_mtok * factor),

@@ -2,6 +2,7 @@
 // capacity_scale. Shared by the simulator's main thread and its worker threads.
 
 import { resolve } from 'node:path';
+import type { NodeSpec } from '../core/model.js';
 import { loadTopology, type Topology } from '../ops/topology.js';
 import { generateNational } from './national.js';
 import type { Scenario } from './scenario.js';
@@ -22,6 +23,11 @@ export async function buildTopology(scenario: Scenario): Promise<Topology> {
       })),
     })),
   };
+}
+
+/** `topology` with `nodes` added (none: the same object). */
+export function withNodes(topology: Topology, nodes: readonly NodeSpec[]): Topology {
+  return nodes.length === 0 ? topology : { ...topology, nodes: [...topology.nodes, ...nodes] };
 }
 
 async function loadOrGenerate(scenario: Scenario): Promise<Topology> {

@@ -6,7 +6,8 @@
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { buildTopology } from './build-topology.js';
+import type { NodeSpec } from '../core/model.js';
+import { buildTopology, withNodes } from './build-topology.js';
 import { MobileOutcomes } from './mobility.js';
 import type { MobilityMode, PolicyName, Scenario } from './scenario.js';
 import { type PolicyResult, type Progress, runPolicy } from './simulate.js';
@@ -15,6 +16,8 @@ import { LogHistogram, Outcomes } from './stats.js';
 export interface RunJob {
   readonly policy: PolicyName;
   readonly mobility: MobilityMode | undefined;
+  /** Nodes added to the scenario's topology for this run (`cpn plan`'s candidates). */
+  readonly additions?: readonly NodeSpec[];
 }
 
 type FromWorker =
@@ -32,6 +35,7 @@ function revive(result: PolicyResult): PolicyResult {
   outcomes(result.total);
   for (const o of result.byRegion.values()) outcomes(o);
   for (const o of result.byClass.values()) outcomes(o);
+  for (const regions of result.byClassRegion.values()) for (const o of regions.values()) outcomes(o);
   if (result.mobile !== undefined) {
     Object.setPrototypeOf(result.mobile, MobileOutcomes.prototype);
     Object.setPrototypeOf(result.mobile.ttftMs, LogHistogram.prototype);
@@ -55,6 +59,8 @@ export async function runInWorkers(
   scenario: Scenario,
   jobs: readonly RunJob[],
   progressOf: (index: number) => Progress | undefined,
+  /** Told as each job finishes (in the order they finish). */
+  onDone?: (index: number, result: PolicyResult) => void,
 ): Promise<PolicyResult[]> {
   const results: PolicyResult[] = new Array(jobs.length);
   let next = 0;
@@ -78,6 +84,7 @@ export async function runInWorkers(
           if (code !== 0) reject(new Error(`simulation worker for ${job.policy} exited with code ${code}`));
         });
       });
+      onDone?.(index, results[index] as PolicyResult);
     }
   };
   const lanes = Math.max(1, Math.min(availableParallelism(), jobs.length));
@@ -90,7 +97,7 @@ if (!isMainThread && parentPort !== null && (workerData as { job?: RunJob } | un
   const { scenario, job } = workerData as { scenario: Scenario; job: RunJob };
   void (async () => {
     try {
-      const topology = await buildTopology(scenario);
+      const topology = withNodes(await buildTopology(scenario), job.additions ?? []);
       const result = await runPolicy(
         scenario,
         topology,

@@ -4,6 +4,7 @@
 // classes — how vehicles fared per request, sticky and with sessions, along their route.
 
 import { LEVELS } from '../core/model.js';
+import { CHINA_OUTLINE } from './china-outline.js';
 import { ROUTE_BIN_KM } from './mobility.js';
 import type { SimulationOutput } from './run.js';
 import type { Scenario } from './scenario.js';
@@ -17,7 +18,7 @@ const LEVEL_COLORS: Record<string, string> = {
   TERMINAL: '#9333ea',
 };
 
-const esc = (text: string): string =>
+export const esc = (text: string): string =>
   text.replace(
     /[&<>"']/g,
     (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string,
@@ -155,13 +156,35 @@ ${along(`SLO misses along the route (per ${ROUTE_BIN_KM} km)`, (r) => r.mobile?.
 }
 
 /** Equirectangular view of China: longitude 73–136 °E, latitude 17–54 °N, x scaled by cos 35°. */
-const MAP = { west: 73, east: 136, south: 17, north: 54, width: 460 };
-const mapHeight = Math.round(
+export const MAP = { west: 73, east: 136, south: 17, north: 54, width: 460 };
+export const mapHeight = Math.round(
   (MAP.width * (MAP.north - MAP.south)) / ((MAP.east - MAP.west) * Math.cos((35 * Math.PI) / 180)),
 );
 
+/** Map coordinates of a longitude and a latitude. */
+export const mapX = (lon: number) => ((lon - MAP.west) / (MAP.east - MAP.west)) * MAP.width;
+export const mapY = (lat: number) => ((MAP.north - lat) / (MAP.north - MAP.south)) * mapHeight;
+
+/** What every map draws first: its frame, China's outline (see china-outline.ts) and meridians. */
+export function mapBackdrop(): string {
+  const frame = `<rect x="0" y="0" width="${MAP.width}" height="${mapHeight}" fill="#f8fafc" stroke="#cbd5e1"/>`;
+  const outline = CHINA_OUTLINE.map((ring) => {
+    let d = '';
+    for (let i = 0; i + 1 < ring.length; i += 2)
+      d += `${i === 0 ? 'M' : 'L'}${mapX(ring[i] as number).toFixed(1)},${mapY(ring[i + 1] as number).toFixed(1)}`;
+    return `<path class="outline" d="${d}Z"/>`;
+  }).join('');
+  const grid = [80, 90, 100, 110, 120, 130]
+    .map(
+      (lon) =>
+        `<line x1="${mapX(lon)}" x2="${mapX(lon)}" y1="0" y2="${mapHeight}" class="grid"/><text x="${mapX(lon) + 2}" y="${mapHeight - 4}" class="axis">${lon}°E</text>`,
+    )
+    .join('');
+  return `${frame}${outline}${grid}`;
+}
+
 /** Green at or above the budget share 99 %, amber to 95 %, red below. */
-function sloColour(share: number): string {
+export function sloColour(share: number): string {
   return share >= 0.99 ? '#16a34a' : share >= 0.95 ? '#f59e0b' : '#dc2626';
 }
 
@@ -178,8 +201,8 @@ function utilisationColour(u: number): string {
  * utilisation after the warmup. Inline SVG, no network.
  */
 function maps(scenario: Scenario, output: SimulationOutput): string {
-  const x = (lon: number) => ((lon - MAP.west) / (MAP.east - MAP.west)) * MAP.width;
-  const y = (lat: number) => ((MAP.north - lat) / (MAP.north - MAP.south)) * mapHeight;
+  const x = mapX;
+  const y = mapY;
   const measuredMs = scenario.duration - scenario.warmup;
   const slots = new Map(
     output.topology.nodes.map((n) => [n.id, n.models.reduce((sum, o) => sum + o.maxConcurrency, 0)]),
@@ -215,14 +238,7 @@ function maps(scenario: Scenario, output: SimulationOutput): string {
           : `<circle class="node" cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="${size.toFixed(1)}" fill="${utilisationColour(u)}" stroke="#1e293b" stroke-width="0.4">${title}</circle>`;
       })
       .join('');
-    const frame = `<rect x="0" y="0" width="${MAP.width}" height="${mapHeight}" fill="#f8fafc" stroke="#cbd5e1"/>`;
-    const grid = [80, 90, 100, 110, 120, 130]
-      .map(
-        (lon) =>
-          `<line x1="${x(lon)}" x2="${x(lon)}" y1="0" y2="${mapHeight}" class="grid"/><text x="${x(lon) + 2}" y="${mapHeight - 4}" class="axis">${lon}°E</text>`,
-      )
-      .join('');
-    return `<figure class="map"><figcaption>${esc(r.policy)}</figcaption><svg viewBox="0 0 ${MAP.width} ${mapHeight}" width="${MAP.width}" height="${mapHeight}" role="img">${frame}${grid}${regions}${nodes}</svg></figure>`;
+    return `<figure class="map"><figcaption>${esc(r.policy)}</figcaption><svg viewBox="0 0 ${MAP.width} ${mapHeight}" width="${MAP.width}" height="${mapHeight}" role="img">${mapBackdrop()}${regions}${nodes}</svg></figure>`;
   });
   const legend = `<div class="legend">regions: <span class="key" style="--c:#16a34a">SLO ≥ 99 %</span><span class="key" style="--c:#f59e0b">≥ 95 %</span><span class="key" style="--c:#dc2626">below</span> · nodes (■ CENTER, ● others; size: slots): <span class="key" style="--c:${utilisationColour(0)}">idle</span><span class="key" style="--c:${utilisationColour(0.5)}">half busy</span><span class="key" style="--c:${utilisationColour(1)}">full</span></div>`;
   return `<div class="row">${drawn.join('')}</div>${legend}`;
@@ -346,14 +362,14 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 figure{margin:8px 0 16px} figcaption{font-weight:600;margin-bottom:4px}
 .row{display:flex;flex-wrap:wrap;gap:24px}
 .label{font-size:12px;fill:#0f172a}.value{font-size:12px;fill:#334155}.axis{font-size:11px;fill:#475569}
-.grid{stroke:#e2e8f0}.region-label{font-size:8px;fill:#334155}.event{stroke:#f59e0b;stroke-dasharray:4 3}.event-label{font-size:11px;fill:#b45309}
+.grid{stroke:#e2e8f0}.outline{fill:#eef2f7;stroke:#94a3b8;stroke-width:0.8}.region-label{font-size:8px;fill:#334155}.event{stroke:#f59e0b;stroke-dasharray:4 3}.event-label{font-size:11px;fill:#b45309}
 .legend{font-size:12px}.key::before{content:"";display:inline-block;width:10px;height:10px;background:var(--c);margin:0 4px 0 12px}
 table{border-collapse:collapse}td,th{border:1px solid #e2e8f0;padding:4px 8px;text-align:left}
 </style></head><body>
 <h1>${esc(scenario.name)}</h1>
 <p>${esc(scenario.description ?? '')}<br>${(scenario.duration / 3_600_000).toFixed(2)} h simulated from ${scenario.demand.start_hour}:00 (China time), seed ${scenario.seed}; ${esc(nodes)} nodes; policies compared on identical arrivals.</p>
 <h2>SLO and cost per policy</h2><div class="row">${slo}${cost}</div>
-<h2>Map: regions by SLO attainment, nodes by utilisation (province centres; hover for figures)</h2>${maps(scenario, output)}
+<h2>Map: regions by SLO attainment (at their centres), nodes by utilisation (hover for figures)</h2>${maps(scenario, output)}
 <h2>Load and SLO over time (China time; dashed lines mark scenario events)</h2>${load}${sloOverTime}
 <h2>Utilisation by level</h2>${utilization}
 <h2>Time to first token</h2><div class="row">${ttft}</div>

@@ -111,6 +111,8 @@ export interface PolicyResult {
   readonly total: Outcomes;
   readonly byRegion: Map<string, Outcomes>;
   readonly byClass: Map<string, Outcomes>;
+  /** By class, then by the region its requests came from. */
+  readonly byClassRegion: Map<string, Map<string, Outcomes>>;
   /** Busy slot-milliseconds / available slot-milliseconds after warmup, per level. */
   readonly utilizationByLevel: Record<Level, number>;
   readonly buckets: BucketSeries[];
@@ -335,11 +337,22 @@ export async function runPolicy(
   const total = new Outcomes();
   const byRegion = new Map<string, Outcomes>();
   const byClass = new Map<string, Outcomes>();
+  const byClassRegion = new Map<string, Map<string, Outcomes>>();
   const outcomesFor = (arrival: Arrival) => {
     const cls = scenario.demand.classes[arrival.classIndex]?.name ?? '?';
     if (!byRegion.has(arrival.region)) byRegion.set(arrival.region, new Outcomes());
     if (!byClass.has(cls)) byClass.set(cls, new Outcomes());
-    return [total, byRegion.get(arrival.region) as Outcomes, byClass.get(cls) as Outcomes];
+    let regions = byClassRegion.get(cls);
+    if (regions === undefined) {
+      regions = new Map();
+      byClassRegion.set(cls, regions);
+    }
+    let classInRegion = regions.get(arrival.region);
+    if (classInRegion === undefined) {
+      classInRegion = new Outcomes();
+      regions.set(arrival.region, classInRegion);
+    }
+    return [total, byRegion.get(arrival.region) as Outcomes, byClass.get(cls) as Outcomes, classInRegion];
   };
   const counted = (arrival: Arrival) => arrival.atMs >= scenario.warmup;
   const bucketCount = Math.ceil(scenario.duration / scenario.bucket);
@@ -750,6 +763,7 @@ export async function runPolicy(
     total,
     byRegion,
     byClass,
+    byClassRegion,
     utilizationByLevel,
     buckets,
     simulatedRequests: simulated,

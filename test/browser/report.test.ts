@@ -1,10 +1,12 @@
 // Opens a real report.html in headless Chromium: charts rendered, no console errors, no network.
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadPlan, plan } from '../../src/sim/plan.js';
+import { renderPlanReport } from '../../src/sim/plan-report.js';
 import { simulate, writeOutputs } from '../../src/sim/run.js';
 import { loadScenario } from '../../src/sim/scenario.js';
 import { launchChromium } from '../helpers/browser.js';
@@ -59,6 +61,11 @@ describe('report.html in a browser', () => {
     const maps = page.locator('figure.map');
     expect(await maps.count()).toBe(2);
     expect(await maps.first().locator('.region').count()).toBe(31);
+    // China's outline (the mainland and Hainan) is drawn under them, across most of the map.
+    const outline = maps.first().locator('path.outline');
+    expect(await outline.count()).toBe(2);
+    const mainland = await outline.first().boundingBox();
+    expect(mainland?.width ?? 0).toBeGreaterThan(300);
     expect(await maps.first().locator('.node').count()).toBeGreaterThan(50);
     const mapBox = await maps.first().locator('svg').boundingBox();
     expect(mapBox?.width ?? 0).toBeGreaterThan(300);
@@ -107,6 +114,39 @@ describe('report.html in a browser', () => {
     await mkdir('test-artifacts', { recursive: true });
     await heading.scrollIntoViewIfNeeded();
     await page.screenshot({ path: join('test-artifacts', 'report-vehicles.png'), fullPage: true });
+    await page.close();
+  }, 120_000);
+
+  it('plan.html shows the plan, its cost against uniform, the targets and where the GPUs go', async () => {
+    const outcome = await plan(await loadPlan('test/sim/plan/plan.yaml'));
+    const dir = await mkdtemp(join(tmpdir(), 'cpn-plan-report-'));
+    await writeFile(join(dir, 'plan.html'), renderPlanReport(outcome));
+    const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    const consoleErrors: string[] = [];
+    const requests: string[] = [];
+    page.on('pageerror', (error) => consoleErrors.push(error.message));
+    page.on('console', (message) => {
+      if (message.type() === 'error') consoleErrors.push(message.text());
+    });
+    page.on('request', (request) => {
+      if (!request.url().startsWith('file:')) requests.push(request.url());
+    });
+    await page.goto(pathToFileURL(join(dir, 'plan.html')).href);
+    // One row per site of the plan, under its header.
+    const siteRows = await page.locator('h2:has-text("The plan") + table tr').count();
+    expect(siteRows).toBe(1 + (outcome.plan?.sites.length ?? 0));
+    expect(await page.locator('h2:has-text("Cost") + table').textContent()).toContain('uniform h100');
+    // Maps: before, with the plan, and the cheapest uniform plan; the added GPUs drawn on the last two.
+    const maps = page.locator('figure.map');
+    expect(await maps.count()).toBe(3);
+    expect(await maps.nth(0).locator('.site').count()).toBe(0);
+    expect(await maps.nth(1).locator('.site').count()).toBe(1);
+    expect(await maps.nth(1).locator('.site title').textContent()).toContain('h200');
+    expect(await page.locator('h2:has-text("Runs tried") + table tr').count()).toBe(1 + outcome.runs.length);
+    expect(consoleErrors).toEqual([]);
+    expect(requests).toEqual([]);
+    await mkdir('test-artifacts', { recursive: true });
+    await page.screenshot({ path: join('test-artifacts', 'plan.png'), fullPage: true });
     await page.close();
   }, 120_000);
 });

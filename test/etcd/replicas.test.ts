@@ -3,7 +3,7 @@ import { credentials, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RegisterNodeRequest, RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { type RouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
-import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
+import { CLI_OPERATOR_KEY, startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { ALL_NODES, bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
 import { type Replica, startReplica } from '../helpers/replica.js';

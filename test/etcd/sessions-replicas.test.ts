@@ -1,17 +1,11 @@
 // Mobility sessions on a real etcd, two `cpn serve` replicas: a session opened on A is updated on
 // B; a watcher on B hears a handover B decides; A is killed (SIGKILL) and B keeps serving the
 // session; closed on B, it is gone for both.
-import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
-import {
-  HandoverReason,
-  SchedulerClient,
-  type WatchSessionResponse,
-} from '../../src/gen/cpn/v1/scheduler.js';
-import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
+import { HandoverReason, type WatchSessionResponse } from '../../src/gen/cpn/v1/scheduler.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { bearer, ok, rpc } from '../helpers/grpc.js';
+import { ok, rpc } from '../helpers/grpc.js';
 import { type Replica, startReplica } from '../helpers/replica.js';
 import { along, GUANGZHOU, registerCorridor } from '../helpers/sessions.js';
 

@@ -238,6 +238,33 @@ describe('cpn CLI against the demo topology', () => {
     expect(refused.stderr).toMatch(/bad\.csv:3: input_tokens must be a whole number >= 1, got "-5"/);
   });
 
+  it('cpn plan: runs within its budget, prints plan.json, writes the report; a bad plan file names its line', async () => {
+    const { readFile, writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const out = await mkdtemp(join(tmpdir(), 'cpn-plan-cli-'));
+    const result = await runCli(
+      ['plan', 'test/sim/plan/plan.yaml', '--max-runs', '5', '--json', '--out', out],
+      60_000,
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const summary = JSON.parse(result.stdout);
+    expect(summary.scenario).toBe('plan-tiny');
+    expect(summary.runs.length).toBeLessThanOrEqual(5);
+    expect(summary.baseline.meets_targets).toBe(false);
+    // One progress line per run, on stderr.
+    expect(result.stderr.match(/^run \d+ \((baseline|greedy|uniform|prune)\)/gm)?.length).toBe(
+      summary.runs.length,
+    );
+    expect(JSON.parse(await readFile(join(out, 'plan.json'), 'utf8'))).toEqual(summary);
+    expect(await readFile(join(out, 'plan.html'), 'utf8')).toContain('<h2>Runs tried</h2>');
+    const bad = join(out, 'bad.yaml');
+    await writeFile(bad, 'scenario: nowhere.yaml\ntargets: []\n');
+    const refused = await runCli(['plan', bad]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/bad\.yaml:2: targets/);
+  });
+
   it('cpn session: open, update while driving, watch, close; a closed session is gone', async () => {
     const opened = await cli([
       'session',

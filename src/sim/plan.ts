@@ -1,0 +1,714 @@
+// `cpn plan`: the least-cost set of GPU additions that makes a scenario meet its SLO targets.
+//
+// A plan file names a scenario, SLO targets per class (optionally per region), a GPU catalogue
+// with prices per GPU-hour and level, and a menu of where GPUs may go. An addition is a site: a
+// number of GPUs of one type, at one (region, level), each running one continuous-batching engine
+// of the model's measured shape (simulations/profiles/<gpu>). Every candidate is judged by a full
+// simulator run of the scenario under one policy (the simulator's measured engines, the
+// production routing pipeline): no capacity formula stands between a plan and its SLO.
+//
+// The search (why this one): runs cost seconds to minutes each, so the search must spend few.
+//   1. Greedy by marginal value: from the current plan, try one step of GPUs at each (region,
+//      level, GPU type) where the unmet targets lose most requests, and keep the candidate that
+//      recovers the most missing requests per CNY. Misses are local (a latency budget binds a
+//      request to what is near it), so the worst regions are where capacity pays; the focus widens
+//      to more regions only when no nearby step helps.
+//   2. The uniform plan, for comparison and as a second start: the same number of GPUs of one type
+//      for each targeted model in every menu region, the smallest that meets the targets
+//      (doubling, then bisection).
+//   3. Prune and swap from the cheapest plan that met the targets so far: greedy steps overshoot,
+//      an early step can be made redundant by a later one, and a uniform plan puts GPUs where
+//      nothing misses. Each site is tried one step smaller, and with its GPUs (some or all) moved
+//      to a GPU type that costs less for the same place; the cheapest variant that still meets
+//      every target is kept, until none does.
+// The answer is the cheapest run that met every target, whichever phase tried it.
+// Every run is cached by its plan, and the total is bounded (`max_runs`). Deterministic for a
+// seed: runs are deterministic and candidates are tried and compared in a fixed order.
+
+import { basename, dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import { LEVELS, type Level, type NodeSpec, type Price } from '../core/model.js';
+import { curvesOf, loadGpuProfileSync } from '../ops/gpu-profile.js';
+import { engineServed, type Topology } from '../ops/topology.js';
+import { ConfigError, YamlSource } from '../ops/yaml-config.js';
+import { buildTopology, withNodes } from './build-topology.js';
+import { runInWorkers, workersAvailable } from './policy-worker.js';
+import { loadScenario, POLICIES, type PolicyName, parseDuration, type Scenario } from './scenario.js';
+import { type PolicyResult, runPolicy } from './simulate.js';
+
+const level = z.enum(LEVELS);
+const NODE_ID_MAX = 63;
+
+const planSchema = z.strictObject({
+  /** The scenario file, relative to the plan file. */
+  scenario: z.string().min(1),
+  /** Plan for growth: the scenario's demand (classes and vehicles) × this. */
+  demand_scale: z.number().positive().max(100).default(1),
+  /** Simulate only this much of the scenario (e.g. up to the end of its peak), to spend less per run. */
+  duration: z
+    .string()
+    .optional()
+    .refine(
+      (text) => text === undefined || (parseDuration(text) ?? 0) > 0,
+      'must be a duration like 90s, 30m, 5h',
+    ),
+  policy: z.enum(POLICIES).default('cheapest-feasible'),
+  targets: z
+    .array(
+      z.strictObject({
+        class: z.string().min(1),
+        /** Only this region's requests of the class (all regions when absent). */
+        region: z.string().min(1).optional(),
+        /** Share of the class's requests whose TTFT must be within the class budget. */
+        slo: z.number().gt(0).max(1),
+      }),
+    )
+    .min(1)
+    .max(200),
+  catalogue: z
+    .array(
+      z.strictObject({
+        /** A measured profile: simulations/profiles/<gpu>, or a path relative to the plan file. */
+        gpu: z.string().min(1),
+        /** The name plans show (default: the profile directory's name). */
+        name: z
+          .string()
+          .regex(/^[a-z0-9][a-z0-9.-]{0,30}$/, 'must be lowercase letters, digits, dots and dashes')
+          .optional(),
+        /** CNY per GPU-hour, one price or per level (a level left out cannot host this GPU). */
+        price_per_gpu_hour: z.union([z.number().positive(), z.partialRecord(level, z.number().positive())]),
+        memory_gib: z.number().positive().default(80),
+        max_batch: z.number().int().positive().max(4096).default(64),
+        prefill_budget: z.number().int().positive().default(4096),
+      }),
+    )
+    .min(1)
+    .max(16),
+  /** The measured model shape that serves each targeted class's model. */
+  shapes: z.record(z.string().min(1), z.enum(['8b', '32b'])),
+  menu: z
+    .strictObject({
+      /** Regions that may receive GPUs (default: every region of the topology). */
+      regions: z.array(z.string().min(1)).min(1).optional(),
+      levels: z.array(level).min(1).default(['PROVINCE', 'EDGE']),
+      /** GPUs added or removed per step. */
+      step_gpus: z.number().int().positive().max(1024).default(1),
+      max_gpus_per_site: z.number().int().positive().max(100_000).default(16),
+    })
+    .prefault({}),
+  search: z
+    .strictObject({
+      /** Simulator runs at most, all phases together. */
+      max_runs: z.number().int().positive().max(10_000).default(80),
+      /** Regions tried per greedy step (the worst first); widened when none helps. */
+      focus_regions: z.number().int().positive().max(100).default(2),
+      /** Variants tried per prune round (the dearest sites first). */
+      prune_width: z.number().int().positive().max(1000).default(8),
+      /** The level of the uniform comparison (default: the menu's first). */
+      uniform_level: level.optional(),
+    })
+    .prefault({}),
+});
+
+export type PlanDoc = z.output<typeof planSchema>;
+
+/** A plan file, its scenario and its topology, checked against each other. */
+export interface PlanInput {
+  readonly file: string;
+  readonly doc: PlanDoc;
+  readonly scenario: Scenario;
+  readonly topology: Topology;
+  /** The menu's regions (resolved). */
+  readonly regions: readonly string[];
+  readonly catalogue: readonly CatalogueGpu[];
+}
+
+export interface CatalogueGpu {
+  readonly gpu: string;
+  readonly pricePerHour: Readonly<Partial<Record<Level, number>>>;
+  readonly memoryGib: number;
+  readonly maxBatch: number;
+  readonly prefillBudget: number;
+  /** The profile directory. */
+  readonly dir: string;
+}
+
+/** Loads a plan file; every mistake is reported as `file:line: field message`. */
+export async function loadPlan(file: string): Promise<PlanInput> {
+  const source = await YamlSource.load(file);
+  const doc = source.validate(planSchema);
+  const here = dirname(resolve(file));
+  const loaded = await loadScenario(resolve(here, doc.scenario));
+  const scenario: Scenario = {
+    ...loaded,
+    duration: doc.duration === undefined ? loaded.duration : (parseDuration(doc.duration) as number),
+    demand: {
+      ...loaded.demand,
+      rate_per_s: loaded.demand.rate_per_s * doc.demand_scale,
+      mobile: loaded.demand.mobile.map((m) => ({
+        ...m,
+        vehicles_per_hour: m.vehicles_per_hour * doc.demand_scale,
+      })),
+    },
+  };
+  const topology = await buildTopology(scenario);
+  const problems: string[] = [];
+  if (scenario.duration <= scenario.warmup)
+    problems.push(
+      source.problem(
+        ['duration'],
+        `must be longer than the scenario's warmup (${scenario.warmup / 60_000} min)`,
+      ),
+    );
+  const classes = new Map(scenario.demand.classes.map((c) => [c.name, c]));
+  const regionsKnown = topology.regionCentroids;
+  doc.targets.forEach((target, index) => {
+    const cls = classes.get(target.class);
+    if (cls === undefined)
+      problems.push(
+        source.problem(
+          ['targets', index, 'class'],
+          `${target.class} is not a class of ${scenario.name} (${[...classes.keys()].join(', ')})`,
+        ),
+      );
+    else if (doc.shapes[cls.model] === undefined)
+      problems.push(
+        source.problem(['shapes'], `needs the measured shape (8b or 32b) that serves ${cls.model}`),
+      );
+    if (target.region !== undefined && !regionsKnown.has(target.region))
+      problems.push(
+        source.problem(['targets', index, 'region'], `${target.region} is not a region of the topology`),
+      );
+  });
+  const regions = doc.menu.regions ?? [...regionsKnown.keys()].sort();
+  (doc.menu.regions ?? []).forEach((region, index) => {
+    if (!regionsKnown.has(region))
+      problems.push(source.problem(['menu', 'regions', index], `${region} is not a region of the topology`));
+  });
+  const catalogue: CatalogueGpu[] = [];
+  doc.catalogue.forEach((entry, index) => {
+    const dir = entry.gpu.includes('/')
+      ? resolve(here, entry.gpu)
+      : resolve(here, '..', 'profiles', entry.gpu);
+    const prices =
+      typeof entry.price_per_gpu_hour === 'number'
+        ? Object.fromEntries(LEVELS.map((l) => [l, entry.price_per_gpu_hour as number]))
+        : entry.price_per_gpu_hour;
+    if (!doc.menu.levels.some((l) => prices[l] !== undefined))
+      problems.push(
+        source.problem(
+          ['catalogue', index, 'price_per_gpu_hour'],
+          `has no price at any menu level (${doc.menu.levels.join(', ')})`,
+        ),
+      );
+    const name = entry.name ?? basename(dir).toLowerCase();
+    if (catalogue.some((c) => c.gpu === name))
+      problems.push(source.problem(['catalogue', index, 'gpu'], `${name} is listed twice (give one a name)`));
+    catalogue.push({
+      gpu: name,
+      pricePerHour: prices,
+      memoryGib: entry.memory_gib,
+      maxBatch: entry.max_batch,
+      prefillBudget: entry.prefill_budget,
+      dir,
+    });
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { file, doc, scenario: { ...scenario, policies: [doc.policy] }, topology, regions, catalogue };
+}
+
+/** GPUs of one type at one (region, level), serving one model. */
+export interface Site {
+  readonly region: string;
+  readonly level: Level;
+  readonly gpu: string;
+  readonly model: string;
+  readonly gpus: number;
+}
+
+const siteKey = (s: Omit<Site, 'gpus'>) => `${s.region}|${s.level}|${s.gpu}|${s.model}`;
+
+/** A plan's sites in one canonical order (so that equal plans have equal keys). */
+function canonical(sites: readonly Site[]): Site[] {
+  return sites
+    .filter((s) => s.gpus > 0)
+    .sort((a, b) => (siteKey(a) < siteKey(b) ? -1 : siteKey(a) > siteKey(b) ? 1 : 0));
+}
+
+const planKey = (sites: readonly Site[]) =>
+  canonical(sites)
+    .map((s) => `${siteKey(s)}=${s.gpus}`)
+    .join(';');
+
+/** `sites` with `gpus` more (or fewer, when negative) at `at`; sites that reach 0 are dropped. */
+export function adjusted(sites: readonly Site[], at: Omit<Site, 'gpus'>, gpus: number): Site[] {
+  const key = siteKey(at);
+  const found = sites.find((s) => siteKey(s) === key);
+  const rest = sites.filter((s) => siteKey(s) !== key);
+  return canonical([...rest, { ...at, gpus: (found?.gpus ?? 0) + gpus }]);
+}
+
+export interface TargetResult {
+  readonly class: string;
+  readonly region: string | undefined;
+  readonly slo: number;
+  readonly requests: number;
+  readonly sloMet: number;
+  readonly attainment: number;
+  /** Requests short of the target (0: met). */
+  readonly shortfall: number;
+}
+
+export interface Evaluation {
+  readonly index: number;
+  readonly phase: 'baseline' | 'greedy' | 'prune' | 'uniform';
+  readonly label: string;
+  readonly sites: readonly Site[];
+  readonly gpus: number;
+  readonly costPerHour: number;
+  readonly targets: readonly TargetResult[];
+  readonly shortfall: number;
+  readonly meets: boolean;
+  /** SLO attainment by class, then region (for the report). */
+  readonly attainment: Readonly<Record<string, Readonly<Record<string, { requests: number; slo: number }>>>>;
+  /** Requests of unmet targets' classes that missed their budget, by class then region. */
+  readonly misses: ReadonlyMap<string, ReadonlyMap<string, number>>;
+}
+
+export interface PlanOptions {
+  /** Run candidates in worker threads (only from the built code; default true). */
+  readonly workers?: boolean;
+  readonly maxRuns?: number;
+  /** Told of every run as it finishes. */
+  readonly onRun?: (run: Evaluation) => void;
+}
+
+export interface PlanOutcome {
+  readonly input: PlanInput;
+  readonly baseline: Evaluation;
+  /** The least-cost plan found that meets every target (any phase's); undefined if none was found. */
+  readonly plan: Evaluation | undefined;
+  /** The best plan found when no plan met the targets (the greedy's last). */
+  readonly closest: Evaluation;
+  /** The cheapest uniform plan that meets the targets, per GPU type tried (undefined: none within the menu). */
+  readonly uniform: readonly { readonly gpu: string; readonly plan: Evaluation | undefined }[];
+  readonly runs: readonly Evaluation[];
+  /** Why the search stopped short, if it did. */
+  readonly stopped: string | undefined;
+}
+
+/** The price a new site sells tokens at: its level's in its region, else the level's median, else the model's. */
+function referencePrice(topology: Topology, region: string, level: Level, model: string): Price {
+  const offers = (filter: (spec: NodeSpec) => boolean) =>
+    topology.nodes
+      .filter(filter)
+      .flatMap((spec) => spec.models.filter((offer) => offer.model === model).map((offer) => offer.price))
+      .sort((a, b) => a.inputPerMtok - b.inputPerMtok || a.outputPerMtok - b.outputPerMtok);
+  for (const found of [
+    offers((spec) => spec.level === level && spec.region === region),
+    offers((spec) => spec.level === level),
+    offers(() => true),
+  ])
+    if (found.length > 0) return found[Math.floor((found.length - 1) / 2)] as Price;
+  return { inputPerMtok: 1, outputPerMtok: 4, cachedInputPerMtok: 0.1 };
+}
+
+/** The nodes a plan adds: one per site, at its region's centre, priced as its level sells there. */
+export function siteNodes(input: PlanInput, sites: readonly Site[]): NodeSpec[] {
+  const taken = new Set(input.topology.nodes.map((spec) => spec.id));
+  return canonical(sites).map((site) => {
+    const gpu = input.catalogue.find((c) => c.gpu === site.gpu) as CatalogueGpu;
+    const shape = input.doc.shapes[site.model] as '8b' | '32b';
+    const curves = curvesFor(gpu, shape);
+    const slug = (text: string) => text.toLowerCase().replace(/[^a-z0-9.-]+/g, '-');
+    const base = `plan-${slug(site.region)}-${slug(site.level)}-${slug(site.gpu)}-${slug(site.model)}`.slice(
+      0,
+      NODE_ID_MAX - 4,
+    );
+    let id = base;
+    for (let n = 2; taken.has(id); n += 1) id = `${base}-${n}`;
+    taken.add(id);
+    const served = engineServed(curves, site.gpus);
+    return {
+      id,
+      level: site.level,
+      region: site.region,
+      parentId: '',
+      endpoint: `https://${id}.infer.example.net`,
+      location: input.topology.regionCentroids.get(site.region),
+      gpus: [{ type: site.gpu, count: site.gpus, memoryGib: gpu.memoryGib }],
+      models: [
+        {
+          model: site.model,
+          // One batch of waiting room per engine.
+          maxQueue: served.maxConcurrency,
+          ...served,
+          price: referencePrice(input.topology, site.region, site.level, site.model),
+        },
+      ],
+      labels: { 'cpn.plan': 'added' },
+    };
+  });
+}
+
+const curvesCache = new Map<string, ReturnType<typeof curvesOf>>();
+function curvesFor(gpu: CatalogueGpu, shape: '8b' | '32b') {
+  const key = `${gpu.dir}\u0000${shape}\u0000${gpu.maxBatch}\u0000${gpu.prefillBudget}`;
+  let curves = curvesCache.get(key);
+  if (curves === undefined) {
+    curves = curvesOf(loadGpuProfileSync(gpu.dir, shape), {
+      maxBatch: gpu.maxBatch,
+      prefillBudget: gpu.prefillBudget,
+    });
+    curvesCache.set(key, curves);
+  }
+  return curves;
+}
+
+/** CNY per hour for `sites` (undefined when a GPU has no price at a site's level). */
+export function costOf(input: PlanInput, sites: readonly Site[]): number {
+  let cost = 0;
+  for (const site of sites) {
+    const price = input.catalogue.find((c) => c.gpu === site.gpu)?.pricePerHour[site.level];
+    if (price === undefined) throw new Error(`${site.gpu} has no price at ${site.level}`);
+    cost += site.gpus * price;
+  }
+  return Math.round(cost * 1e6) / 1e6;
+}
+
+/** Judges a run's result against the plan's targets. */
+function judge(
+  input: PlanInput,
+  result: PolicyResult,
+): Pick<Evaluation, 'targets' | 'shortfall' | 'meets' | 'attainment' | 'misses'> {
+  const targets = input.doc.targets.map((target): TargetResult => {
+    let requests = 0;
+    let sloMet = 0;
+    for (const [region, o] of result.byClassRegion.get(target.class) ?? []) {
+      if (target.region !== undefined && region !== target.region) continue;
+      requests += o.requests;
+      sloMet += o.sloMet;
+    }
+    const needed = Math.ceil(target.slo * requests - 1e-9);
+    return {
+      class: target.class,
+      region: target.region,
+      slo: target.slo,
+      requests,
+      sloMet,
+      attainment: requests === 0 ? 1 : sloMet / requests,
+      shortfall: Math.max(0, needed - sloMet),
+    };
+  });
+  const misses = new Map<string, Map<string, number>>();
+  for (const target of targets) {
+    if (target.shortfall === 0) continue;
+    const byRegion = misses.get(target.class) ?? new Map<string, number>();
+    misses.set(target.class, byRegion);
+    for (const [region, o] of result.byClassRegion.get(target.class) ?? []) {
+      if (target.region !== undefined && region !== target.region) continue;
+      byRegion.set(region, o.requests - o.sloMet);
+    }
+  }
+  const attainment: Record<string, Record<string, { requests: number; slo: number }>> = {};
+  for (const [cls, regions] of [...result.byClassRegion].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    attainment[cls] = Object.fromEntries(
+      [...regions]
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([region, o]) => [
+          region,
+          { requests: o.requests, slo: o.requests === 0 ? 1 : o.sloMet / o.requests },
+        ]),
+    );
+  }
+  const shortfall = targets.reduce((sum, t) => sum + t.shortfall, 0);
+  return { targets, shortfall, meets: shortfall === 0, attainment, misses };
+}
+
+interface Candidate {
+  readonly sites: readonly Site[];
+  readonly phase: Evaluation['phase'];
+  readonly label: string;
+  /** The site a greedy step grows. */
+  readonly site?: string;
+}
+
+/** Runs candidates (each once: a plan tried before answers from the cache), within the run budget. */
+class Runner {
+  private readonly cache = new Map<string, Evaluation>();
+  readonly runs: Evaluation[] = [];
+
+  constructor(
+    private readonly input: PlanInput,
+    private readonly maxRuns: number,
+    private readonly options: PlanOptions,
+  ) {}
+
+  left(): number {
+    return this.maxRuns - this.runs.length;
+  }
+
+  /** Evaluations of `candidates` in their order; those beyond the budget are left out. */
+  async evaluate(candidates: readonly Candidate[]): Promise<Evaluation[]> {
+    const fresh: Candidate[] = [];
+    const keys = new Set<string>();
+    for (const candidate of candidates) {
+      const key = planKey(candidate.sites);
+      if (this.cache.has(key) || keys.has(key)) continue;
+      if (fresh.length >= this.left()) break;
+      keys.add(key);
+      fresh.push(candidate);
+    }
+    const { input } = this;
+    const policy: PolicyName = input.doc.policy;
+    const additions = fresh.map((c) => siteNodes(input, c.sites));
+    const first = this.runs.length;
+    const record = (i: number, result: PolicyResult) => {
+      const candidate = fresh[i] as Candidate;
+      const sites = canonical(candidate.sites);
+      const evaluation: Evaluation = {
+        index: first + i,
+        phase: candidate.phase,
+        label: candidate.label,
+        sites,
+        gpus: sites.reduce((sum, s) => sum + s.gpus, 0),
+        costPerHour: costOf(input, sites),
+        ...judge(input, result),
+      };
+      this.cache.set(planKey(sites), evaluation);
+      this.options.onRun?.(evaluation);
+      return evaluation;
+    };
+    const evaluations: Evaluation[] = new Array(fresh.length);
+    if ((this.options.workers ?? true) && fresh.length > 1 && workersAvailable())
+      await runInWorkers(
+        input.scenario,
+        additions.map((nodes) => ({ policy, mobility: undefined, additions: nodes })),
+        () => undefined,
+        (i, result) => {
+          evaluations[i] = record(i, result);
+        },
+      );
+    else
+      for (const [i, nodes] of additions.entries())
+        evaluations[i] = record(i, await runPolicy(input.scenario, withNodes(input.topology, nodes), policy));
+    // Numbered in the order they were asked for, whatever order they finished in.
+    this.runs.push(...evaluations);
+    return candidates.flatMap((c) => {
+      const found = this.cache.get(planKey(c.sites));
+      return found === undefined ? [] : [found];
+    });
+  }
+}
+
+const describe = (site: Omit<Site, 'gpus'>, gpus: number) =>
+  `${gpus > 0 ? '+' : ''}${gpus} ${site.gpu} for ${site.model} at ${site.level} ${site.region}`;
+
+/** Searches for the least-cost plan (see the head of this file). */
+export async function plan(input: PlanInput, options: PlanOptions = {}): Promise<PlanOutcome> {
+  const { doc } = input;
+  const runner = new Runner(input, options.maxRuns ?? doc.search.max_runs, options);
+  const step = doc.menu.step_gpus;
+  const max = doc.menu.max_gpus_per_site;
+  const classes = new Map(input.scenario.demand.classes.map((c) => [c.name, c]));
+  const menuRegions = new Set(input.regions);
+  const priced = (gpu: CatalogueGpu, level: Level) => gpu.pricePerHour[level] !== undefined;
+  const levelsOf = (cls: string) => {
+    const allowed = classes.get(cls)?.allowed_levels;
+    return doc.menu.levels.filter(
+      (l) => allowed === undefined || allowed.length === 0 || allowed.includes(l),
+    );
+  };
+  let stopped: string | undefined;
+
+  const [baseline] = await runner.evaluate([
+    { sites: [], phase: 'baseline', label: 'the scenario as it is' },
+  ]);
+  if (baseline === undefined) throw new Error('max_runs must allow at least the baseline run');
+
+  // 1. Greedy.
+  let current = baseline;
+  let focus = doc.search.focus_regions;
+  let winner: string | undefined;
+  let streak = 0;
+  while (!current.meets) {
+    if (runner.left() === 0) {
+      stopped = `the run budget (max_runs ${runner.runs.length}) ran out before the targets were met`;
+      break;
+    }
+    const worst: { cls: string; region: string; misses: number }[] = [];
+    for (const [cls, regions] of current.misses)
+      for (const [region, misses] of regions)
+        if (misses > 0 && menuRegions.has(region)) worst.push({ cls, region, misses });
+    worst.sort(
+      (a, b) =>
+        b.misses - a.misses ||
+        (a.region < b.region ? -1 : a.region > b.region ? 1 : 0) ||
+        (a.cls < b.cls ? -1 : 1),
+    );
+    const focused: typeof worst = [];
+    for (const entry of worst) {
+      if (focused.length >= focus) break;
+      if (!focused.some((f) => f.region === entry.region)) focused.push(entry);
+    }
+    const distinctRegions = new Set(worst.map((w) => w.region)).size;
+    const candidates: Candidate[] = [];
+    for (const { cls, region } of focused) {
+      const model = (classes.get(cls) as { model: string }).model;
+      for (const lvl of levelsOf(cls))
+        for (const gpu of input.catalogue) {
+          if (!priced(gpu, lvl)) continue;
+          const at = { region, level: lvl, gpu: gpu.gpu, model };
+          const have = current.sites.find((s) => siteKey(s) === siteKey(at))?.gpus ?? 0;
+          // A site that keeps winning grows by doubling steps (pruning takes back any overshoot).
+          const size = Math.min(max - have, siteKey(at) === winner ? step * 2 ** streak : step);
+          if (size <= 0) continue;
+          candidates.push({
+            sites: adjusted(current.sites, at, size),
+            phase: 'greedy',
+            label: describe(at, size),
+            site: siteKey(at),
+          });
+        }
+    }
+    const tried = await runner.evaluate(candidates);
+    let best: Evaluation | undefined;
+    let bestValue = 0;
+    for (const e of tried) {
+      const gain = current.shortfall - e.shortfall;
+      if (gain <= 0) continue;
+      const value = gain / Math.max(1e-9, e.costPerHour - current.costPerHour);
+      if (
+        best === undefined ||
+        value > bestValue + 1e-12 ||
+        (Math.abs(value - bestValue) <= 1e-12 && e.costPerHour < best.costPerHour)
+      ) {
+        best = e;
+        bestValue = value;
+      }
+    }
+    if (best === undefined) {
+      if (focus < distinctRegions) {
+        focus = Math.min(distinctRegions, focus * 2);
+        continue;
+      }
+      stopped =
+        candidates.length === 0
+          ? 'every site where requests miss their budget is at max_gpus_per_site'
+          : 'no addition on the menu recovers any missed request';
+      break;
+    }
+    const grown = candidates.find((c) => planKey(c.sites) === planKey(best.sites))?.site;
+    streak = grown !== undefined && grown === winner ? streak + 1 : 1;
+    winner = grown;
+    current = best;
+    focus = doc.search.focus_regions;
+  }
+  const closest = current;
+
+  // 2. Uniform, for comparison: k GPUs of one type for each targeted model in every menu region.
+  const uniformLevel = doc.search.uniform_level ?? (doc.menu.levels[0] as Level);
+  const models = [
+    ...new Set(doc.targets.map((t) => (classes.get(t.class) as { model: string }).model)),
+  ].sort();
+  const uniform: { gpu: string; plan: Evaluation | undefined }[] = [];
+  for (const gpu of input.catalogue) {
+    if (!priced(gpu, uniformLevel)) continue;
+    const sitesFor = (k: number): Site[] =>
+      canonical(
+        input.regions.flatMap((region) =>
+          models.map((model) => ({ region, level: uniformLevel, gpu: gpu.gpu, model, gpus: k })),
+        ),
+      );
+    const tryK = async (k: number) =>
+      (
+        await runner.evaluate([
+          {
+            sites: sitesFor(k),
+            phase: 'uniform',
+            label: `${k} ${gpu.gpu} per model in every region at ${uniformLevel}`,
+          },
+        ])
+      )[0];
+    let low = 0;
+    let high: Evaluation | undefined;
+    let highK = 0;
+    for (let k = step; ; k = Math.min(max, k * 2)) {
+      const e = await tryK(k);
+      if (e === undefined) break;
+      if (e.meets) {
+        high = e;
+        highK = k;
+        break;
+      }
+      low = k;
+      if (k >= max) break;
+    }
+    while (high !== undefined && highK - low > step) {
+      const mid = low + Math.max(step, Math.floor((highK - low) / (2 * step)) * step);
+      const e = await tryK(mid);
+      if (e === undefined) break;
+      if (e.meets) {
+        high = e;
+        highK = mid;
+      } else low = mid;
+    }
+    uniform.push({ gpu: gpu.gpu, plan: high });
+  }
+
+  // 3. Prune and swap, from the cheapest plan that meets the targets so far.
+  const cheapestMeeting = () => {
+    let best: Evaluation | undefined;
+    for (const e of runner.runs)
+      if (e.meets && (best === undefined || e.costPerHour < best.costPerHour - 1e-9)) best = e;
+    return best;
+  };
+  let found = cheapestMeeting();
+  while (found !== undefined && runner.left() > 0) {
+    const from = found;
+    const candidates: Candidate[] = [];
+    const priceAt = (gpu: string, lvl: Level) =>
+      input.catalogue.find((c) => c.gpu === gpu)?.pricePerHour[lvl] as number;
+    for (const site of [...from.sites].sort(
+      (a, b) => costOf(input, [b]) - costOf(input, [a]) || (siteKey(a) < siteKey(b) ? -1 : 1),
+    )) {
+      if (candidates.length >= doc.search.prune_width) break;
+      // One step smaller, and half as large (a doubled greedy step can overshoot by that much).
+      const half = Math.floor(site.gpus / 2 / step) * step;
+      for (const smaller of half > step ? [half, Math.min(step, site.gpus)] : [Math.min(step, site.gpus)])
+        candidates.push({
+          sites: adjusted(from.sites, site, -smaller),
+          phase: 'prune',
+          label: describe(site, -smaller),
+        });
+      for (const other of input.catalogue) {
+        if (other.gpu === site.gpu || !priced(other, site.level)) continue;
+        const moved = { ...site, gpu: other.gpu };
+        // The fewest steps of this GPU that one step of the other replaces at a lower cost, and all of them.
+        const pSite = priceAt(site.gpu, site.level);
+        const pOther = priceAt(other.gpu, site.level);
+        const steps = Math.floor(pOther / pSite) + 1;
+        const swaps = [
+          { take: Math.min(site.gpus, steps * step), give: step },
+          { take: site.gpus, give: site.gpus },
+        ];
+        for (const { take, give } of swaps) {
+          const sites = adjusted(adjusted(from.sites, site, -take), moved, give);
+          if (costOf(input, sites) >= from.costPerHour - 1e-9) continue;
+          candidates.push({
+            sites,
+            phase: 'prune',
+            label: `${take} ${site.gpu} → ${give} ${other.gpu} for ${site.model} at ${site.level} ${site.region}`,
+          });
+        }
+      }
+    }
+    await runner.evaluate(candidates);
+    found = cheapestMeeting();
+    if (found === from) break;
+  }
+
+  if (stopped === undefined && found === undefined && runner.left() === 0)
+    stopped = `the run budget (max_runs ${runner.runs.length}) ran out`;
+  return { input, baseline, plan: found, closest, uniform, runs: runner.runs, stopped };
+}

@@ -1,0 +1,98 @@
+// `cpn plan` on a tiny scenario (test/sim/plan/): one small node in Guangdong, more chat than it
+// serves within budget, and two measured GPU types at different prices. Every plan on the menu is
+// tried by brute force here, independently of the search, and the search must find the cheapest.
+import { describe, expect, it } from 'vitest';
+import { withNodes } from '../../src/sim/build-topology.js';
+import { costOf, loadPlan, type PlanInput, plan, type Site, siteNodes } from '../../src/sim/plan.js';
+import { runPolicy } from '../../src/sim/simulate.js';
+
+const FILE = 'test/sim/plan/plan.yaml';
+
+/** SLO attainment of the class `chat` with `sites` added, by a plain simulator run. */
+async function attainment(input: PlanInput, sites: readonly Site[]): Promise<number> {
+  const topology = withNodes(input.topology, siteNodes(input, sites));
+  const result = await runPolicy(input.scenario, topology, 'cheapest-feasible');
+  const chat = result.byClass.get('chat');
+  return chat === undefined || chat.requests === 0 ? 1 : chat.sloMet / chat.requests;
+}
+
+describe('cpn plan', () => {
+  it('finds the least-cost plan that a brute force over the whole menu finds', async () => {
+    const input = await loadPlan(FILE);
+    const at = { region: 'CN-GD', level: 'PROVINCE' as const, model: 'qwen3-8b' };
+    const max = input.doc.menu.max_gpus_per_site;
+    let optimum: { cost: number; sites: Site[] } | undefined;
+    for (let h100 = 0; h100 <= max; h100 += 1)
+      for (let h200 = 0; h200 <= max; h200 += 1) {
+        const sites: Site[] = [
+          ...(h100 > 0 ? [{ ...at, gpu: 'h100', gpus: h100 }] : []),
+          ...(h200 > 0 ? [{ ...at, gpu: 'h200', gpus: h200 }] : []),
+        ];
+        const cost = costOf(input, sites);
+        if (optimum !== undefined && cost >= optimum.cost) continue;
+        if ((await attainment(input, sites)) >= 0.99) optimum = { cost, sites };
+      }
+    expect(optimum).toBeDefined();
+    // Not a corner of the menu: the optimum mixes the two GPU types.
+    expect(optimum?.sites.length).toBe(2);
+
+    const outcome = await plan(input);
+    expect(outcome.plan?.meets).toBe(true);
+    expect(outcome.plan?.costPerHour).toBe(optimum?.cost);
+    expect(outcome.plan?.sites).toEqual(optimum?.sites);
+    // Before: far short; the plan's own figure agrees with the plain run.
+    expect(outcome.baseline.meets).toBe(false);
+    expect(outcome.plan?.targets[0]?.attainment).toBeCloseTo(
+      await attainment(input, outcome.plan?.sites ?? []),
+      9,
+    );
+    // Uniform plans cost more here (one region: each is a single type).
+    for (const u of outcome.uniform)
+      expect(u.plan?.costPerHour).toBeGreaterThan(outcome.plan?.costPerHour ?? 0);
+    // Bounded: far fewer runs than the brute force's 16.
+    expect(outcome.runs.length).toBeLessThan((max + 1) ** 2);
+  });
+
+  it('is deterministic, and stops within its run budget when the targets cannot be met', async () => {
+    const input = await loadPlan(FILE);
+    const strict: PlanInput = {
+      ...input,
+      doc: {
+        ...input.doc,
+        targets: [{ class: 'chat', slo: 1 }],
+        menu: { ...input.doc.menu, max_gpus_per_site: 1 },
+      },
+    };
+    const first = await plan(strict, { maxRuns: 4 });
+    const second = await plan(strict, { maxRuns: 4 });
+    expect(first.runs.length).toBeLessThanOrEqual(4);
+    expect(first.runs.map((r) => [r.label, r.shortfall])).toEqual(
+      second.runs.map((r) => [r.label, r.shortfall]),
+    );
+    if (first.plan === undefined) expect(first.stopped).toBeDefined();
+  });
+
+  it('names the line of each mistake in a plan file', async () => {
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join, resolve } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'cpn-plan-'));
+    const file = join(dir, 'bad.yaml');
+    await writeFile(
+      file,
+      [
+        `scenario: ${resolve('test/sim/plan/scenario.yaml')}`,
+        'targets:',
+        '  - { class: nope, slo: 0.99 }',
+        'catalogue:',
+        `  - { gpu: ${resolve('simulations/profiles/h100')}, price_per_gpu_hour: 10 }`,
+        'shapes: { qwen3-8b: 8b }',
+        'menu: { regions: [CN-XX] }',
+        '',
+      ].join('\n'),
+    );
+    await expect(loadPlan(file)).rejects.toThrow(
+      /bad\.yaml:3: .*nope is not a class of plan-tiny[\s\S]*bad\.yaml:7: .*CN-XX is not a region/,
+    );
+  });
+});
