@@ -70,6 +70,7 @@ interface SimJob extends EngineJob {
   readonly level: Level;
   /** Undefined for a session's request: the session holds its own slot. */
   readonly reservationId: ReservationId | undefined;
+  readonly nodeId: string;
   readonly key: string;
   /** When it reached the node's station (its wait starts here). */
   readonly queuedAtMs: number;
@@ -135,11 +136,24 @@ function regionWeights(scenario: Scenario, topology: Topology): [string, number]
     .filter(([, w]) => w > 0);
 }
 
+/** A stretch of simulated time with one arrival rate and one set of region weights. */
+interface Segment {
+  readonly fromMs: number;
+  readonly untilMs: number;
+  /** The boundaries it was cut with (a segment is reused only for the same list). */
+  readonly boundaries: readonly number[];
+  readonly perMs: number;
+  readonly weights: number[];
+}
+
 export class ArrivalStream {
   private readonly rng: Rng;
   private index = 0;
   private readonly curve: readonly number[];
   private readonly classShares: number[];
+  private readonly classIndices: number[];
+  private readonly regionNames: string[];
+  private segment: Segment | undefined;
   private readonly tokenParams: {
     input: { mu: number; sigma: number };
     output: { mu: number; sigma: number };
@@ -154,6 +168,8 @@ export class ArrivalStream {
     this.curve = scenario.demand.daily_curve ?? DEFAULT_DAILY_CURVE;
     const totalShare = scenario.demand.classes.reduce((sum, c) => sum + c.share, 0);
     this.classShares = scenario.demand.classes.map((c) => c.share / totalShare);
+    this.classIndices = this.classShares.map((_, i) => i);
+    this.regionNames = weights.map(([region]) => region);
     this.tokenParams = scenario.demand.classes.map((c) => ({
       input: lognormalFromMeanP95(c.input_tokens.mean, c.input_tokens.p95),
       output: lognormalFromMeanP95(c.output_tokens.mean, c.output_tokens.p95),
@@ -172,15 +188,29 @@ export class ArrivalStream {
     };
   }
 
+  /**
+   * The rate segment holding `t`: rates are constant from one hour or event boundary to the next,
+   * so an arrival reuses its segment's rate and weights instead of working them out again.
+   */
+  private segmentAt(t: number, boundaries: readonly number[]): Segment {
+    const cached = this.segment;
+    if (cached !== undefined && t >= cached.fromMs && t < cached.untilMs && cached.boundaries === boundaries)
+      return cached;
+    const { perMs, weights } = this.rateAt(t);
+    const startMs = this.scenario.demand.start_hour * HOUR_MS;
+    let untilMs = (Math.floor((t + startMs) / HOUR_MS) + 1) * HOUR_MS - startMs;
+    for (const b of boundaries) if (b > t && b < untilMs) untilMs = b;
+    this.segment = { fromMs: t, untilMs, boundaries, perMs, weights };
+    return this.segment;
+  }
+
   /** The next arrival after `fromMs` before `untilMs`, or undefined. Rates are piecewise constant between `boundaries`. */
   next(fromMs: number, untilMs: number, boundaries: readonly number[]): Arrival | undefined {
     let t = fromMs;
     for (;;) {
-      const { perMs, weights } = this.rateAt(t);
-      const nextHour =
-        (Math.floor((t + this.scenario.demand.start_hour * HOUR_MS) / HOUR_MS) + 1) * HOUR_MS -
-        this.scenario.demand.start_hour * HOUR_MS;
-      const boundary = Math.min(nextHour, ...boundaries.filter((b) => b > t), untilMs);
+      const segment = this.segmentAt(t, boundaries);
+      const { perMs, weights } = segment;
+      const boundary = Math.min(segment.untilMs, untilMs);
       const gap = perMs > 0 ? exponential(this.rng, perMs) : Number.POSITIVE_INFINITY;
       if (t + gap >= boundary) {
         if (boundary >= untilMs) return undefined;
@@ -194,16 +224,8 @@ export class ArrivalStream {
 
   private draw(atMs: number, weights: number[]): Arrival {
     const rng = this.rng;
-    const region = pickWeighted(
-      rng,
-      weights,
-      this.weights.map(([r]) => r),
-    );
-    const classIndex = pickWeighted(
-      rng,
-      this.classShares,
-      this.classShares.map((_, i) => i),
-    );
+    const region = pickWeighted(rng, weights, this.regionNames);
+    const classIndex = pickWeighted(rng, this.classShares, this.classIndices);
     const cls = this.scenario.demand.classes[classIndex] as Scenario['demand']['classes'][number];
     const params = this.tokenParams[classIndex] as (typeof this.tokenParams)[number];
     const inputTokens = Math.max(1, Math.round(lognormal(rng, params.input.mu, params.input.sigma)));
@@ -408,13 +430,14 @@ export async function runPolicy(
       const start = admittedAt.get(job) ?? atMs;
       admittedAt.delete(job);
       if (start >= scenario.warmup) {
-        const nodeId = job.key.slice(0, job.key.indexOf('\u0000'));
+        const nodeId = job.nodeId;
         busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + (atMs - start));
       }
       if (job.reservationId !== undefined) release(job.reservationId);
     },
   };
-  const keyOf = (nodeId: string, model: string) => `${nodeId}\u0000${model}`;
+  /** A server's key (node and model), one string per offer. */
+  const keys = new Map<ModelOffer, string>();
   /**
    * A request's job on a node's offer: its tokens (what measured engines use) and, for a
    * fixed-rate station, its prefill and decode times at the offer's rates × the request's noise.
@@ -428,15 +451,27 @@ export async function runPolicy(
       'request' | 'mobile' | 'prefillTokens' | 'contextTokens' | 'outputTokens' | 'rttMs' | 'reservationId'
     > & { readonly serviceFactor: number },
   ): SimJob => {
-    const { serviceFactor, ...rest } = work;
-    const prefillMs = (work.prefillTokens / offer.prefillTokensPerS) * 1000 * serviceFactor;
-    const decodeMs = (work.outputTokens / offer.decodeTokensPerS) * 1000 * serviceFactor;
+    const prefillMs = (work.prefillTokens / offer.prefillTokensPerS) * 1000 * work.serviceFactor;
+    const decodeMs = (work.outputTokens / offer.decodeTokensPerS) * 1000 * work.serviceFactor;
+    let key = keys.get(offer);
+    if (key === undefined) {
+      key = `${nodeId}\u0000${offer.model}`;
+      keys.set(offer, key);
+    }
+    // Field by field: a spread of `work` per request was a tenth of the simulator's time.
     return {
-      ...rest,
+      request: work.request,
+      mobile: work.mobile,
+      prefillTokens: work.prefillTokens,
+      contextTokens: work.contextTokens,
+      outputTokens: work.outputTokens,
+      rttMs: work.rttMs,
+      reservationId: work.reservationId,
       serviceMs: prefillMs + decodeMs,
       prefillMs,
       level: spec.level,
-      key: keyOf(nodeId, offer.model),
+      nodeId,
+      key,
       queuedAtMs: now,
     };
   };
@@ -565,7 +600,7 @@ export async function runPolicy(
     busy[job.level] -= 1;
     // Per node, for the report's map: slot-ms of jobs that started after the warmup.
     if (now - job.serviceMs >= scenario.warmup) {
-      const nodeId = job.key.slice(0, job.key.indexOf('\u0000'));
+      const nodeId = job.nodeId;
       busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + job.serviceMs);
     }
     if (job.reservationId !== undefined) release(job.reservationId);
