@@ -109,9 +109,10 @@ describe('cpn agent beside a vLLM engine', () => {
     load.running = 8;
     load.waiting = 2;
     await eventually(async () => (await node())?.status?.load[0]?.active === 8);
-    // Reported from the first read that started after the change, or the next (one may have been
-    // in flight): within two heartbeat intervals.
-    expect(agent.counts.readsAtLastReport - readsBefore).toBeGreaterThanOrEqual(1);
+    // Reported from the read in flight at the change (a read is counted when it starts, and the
+    // engine may answer it after the change), the first that started after it, or the next: within
+    // two heartbeat intervals.
+    expect(agent.counts.readsAtLastReport - readsBefore).toBeGreaterThanOrEqual(0);
     expect(agent.counts.readsAtLastReport - readsBefore).toBeLessThanOrEqual(2);
     expect((await node())?.status?.load[0]?.queued).toBe(2);
     await reads(2);

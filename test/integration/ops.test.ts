@@ -17,7 +17,7 @@ import { spec } from '../helpers/fixtures.js';
 import { bearer, ok, TEST_OPERATOR_KEY } from '../helpers/grpc.js';
 
 const route = RouteRequest.fromPartial({
-  model: 'qwen3-32b',
+  model: 'qwen3-8b',
   client: { region: 'CN-GD' },
   latencyBudgetMs: 30,
   inputTokens: 256,
