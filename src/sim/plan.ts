@@ -612,7 +612,8 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
     ...new Set(doc.targets.map((t) => (classes.get(t.class) as { model: string }).model)),
   ].sort();
   const uniform: { gpu: string; plan: Evaluation | undefined }[] = [];
-  for (const gpu of input.catalogue) {
+  // Nothing to compare with when the scenario meets its targets as it is.
+  for (const gpu of baseline.meets ? [] : input.catalogue) {
     if (!priced(gpu, uniformLevel)) continue;
     const sitesFor = (k: number): Site[] =>
       canonical(

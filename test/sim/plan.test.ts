@@ -72,6 +72,16 @@ describe('cpn plan', () => {
     if (first.plan === undefined) expect(first.stopped).toBeDefined();
   });
 
+  it('adds nothing, in one run, when the scenario already meets its targets', async () => {
+    const input = await loadPlan(FILE);
+    const lax: PlanInput = { ...input, doc: { ...input.doc, targets: [{ class: 'chat', slo: 0.1 }] } };
+    const outcome = await plan(lax);
+    expect(outcome.baseline.meets).toBe(true);
+    expect(outcome.plan?.sites).toEqual([]);
+    expect(outcome.plan?.costPerHour).toBe(0);
+    expect(outcome.runs).toHaveLength(1);
+  });
+
   it('names the line of each mistake in a plan file', async () => {
     const { writeFile, mkdtemp } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
