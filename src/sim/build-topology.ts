@@ -2,8 +2,8 @@
 // capacity_scale. Shared by the simulator's main thread and its worker threads.
 
 import { resolve } from 'node:path';
-import type { NodeSpec } from '../core/model.js';
-import { loadTopology, type Topology } from '../ops/topology.js';
+import type { ModelOffer, NodeSpec } from '../core/model.js';
+import { engineServed, loadTopology, type Topology } from '../ops/topology.js';
 import { generateNational } from './national.js';
 import type { Scenario } from './scenario.js';
 
@@ -16,13 +16,30 @@ export async function buildTopology(scenario: Scenario): Promise<Topology> {
     ...topology,
     nodes: topology.nodes.map((spec) => ({
       ...spec,
-      models: spec.models.map((offer) => ({
-        ...offer,
-        maxConcurrency: scale(offer.maxConcurrency, 1),
-        maxQueue: scale(offer.maxQueue, 0),
-      })),
+      models: spec.models.map((offer) =>
+        offer.engine === undefined
+          ? { ...offer, maxConcurrency: scale(offer.maxConcurrency, 1), maxQueue: scale(offer.maxQueue, 0) }
+          : {
+              ...offer,
+              ...scaledEngines(offer.engine, t.capacity_scale),
+              maxQueue: scale(offer.maxQueue, 0),
+            },
+      ),
     })),
   };
+}
+
+/**
+ * An engine-served offer's share of a slice: whole engines while at least one is left, else one
+ * engine with that share of its batch — so that the router's slots and the simulated engines keep
+ * the same capacity, and a small site is not simulated at ten times its share. (A smaller batch
+ * runs each step faster than a full one would: such a slice is slightly optimistic per request.)
+ */
+function scaledEngines(engine: NonNullable<ModelOffer['engine']>, scale: number) {
+  const engines = engine.replicas * scale;
+  if (engines >= 1) return engineServed(engine.curves, Math.round(engines));
+  const maxBatch = Math.max(1, Math.round(engine.curves.maxBatch * engines));
+  return engineServed({ ...engine.curves, maxBatch }, 1);
 }
 
 /** `topology` with `nodes` added (none: the same object). */

@@ -3,10 +3,10 @@
 // router's own prefill estimate follows the same measured curve.
 import { describe, expect, it } from 'vitest';
 import { prefillMs } from '../../src/core/cost.js';
-import { findOffer } from '../../src/core/model.js';
+import { findOffer, type NodeSpec } from '../../src/core/model.js';
 import { loadGpuProfile } from '../../src/ops/gpu-profile.js';
 import { loadTopology } from '../../src/ops/topology.js';
-import { simulate, timeseriesCsv } from '../../src/sim/run.js';
+import { buildTopology, simulate, timeseriesCsv } from '../../src/sim/run.js';
 import { loadScenario } from '../../src/sim/scenario.js';
 
 describe('simulated nodes on measured engines', () => {
@@ -19,6 +19,27 @@ describe('simulated nodes on measured engines', () => {
     const measured = await loadGpuProfile('simulations/profiles/h100', '8b');
     const size = { inputTokens: 2048, cachedInputTokens: 0, maxOutputTokens: 1 };
     expect(prefillMs(size, offer as NonNullable<typeof offer>)).toBeCloseTo(measured.prefillMs(2048), 6);
+  });
+
+  it("capacity_scale scales an engine-served offer by whole engines, then by batch; the router's slots with them", async () => {
+    const base = await loadScenario('simulations/gpu-knee.yaml');
+    // gd-h100: 2 engines of 64.
+    for (const [scale, replicas, batch] of [
+      [2, 4, 64],
+      [0.5, 1, 64],
+      [0.25, 1, 32],
+      [0.1, 1, 13],
+      [0.001, 1, 1],
+    ] as const) {
+      const topology = await buildTopology({
+        ...base,
+        topology: { ...base.topology, capacity_scale: scale },
+      });
+      const offer = findOffer(topology.nodes.find((n) => n.id === 'gd-h100') as NodeSpec, 'qwen3-8b');
+      expect(offer?.engine?.replicas).toBe(replicas);
+      expect(offer?.engine?.curves.maxBatch).toBe(batch);
+      expect(offer?.maxConcurrency).toBe(replicas * batch);
+    }
   });
 
   it('past the engines’ saturation the TTFT climbs by an order of magnitude (the knee)', async () => {
