@@ -45,7 +45,7 @@ export function planSummary(outcome: PlanOutcome): Record<string, unknown> {
     baseline: run(outcome.baseline),
     plan: run(outcome.plan),
     closest: outcome.plan === undefined ? run(outcome.closest) : null,
-    uniform: outcome.uniform.map((u) => ({ gpu: u.gpu, plan: run(u.plan) })),
+    uniform: outcome.uniform.map((u) => ({ gpu: u.gpu, plan: run(u.plan), note: u.note ?? null })),
     attainment_by_class_and_region: (outcome.plan ?? outcome.closest).attainment,
     runs: outcome.runs.map((e) => ({
       run: e.index,
@@ -119,8 +119,8 @@ export async function runPlan(file: string, flags: PlanFlags): Promise<void> {
     targets.toString(),
     ...outcome.uniform.map((u) =>
       u.plan === undefined
-        ? `uniform ${u.gpu}: no uniform count up to max_gpus_per_site meets every target (or the run budget ran out)`
-        : `uniform ${u.gpu}: ${u.plan.gpus} GPUs, ${u.plan.costPerHour} CNY per hour${outcome.plan === undefined ? '' : ` (${(u.plan.costPerHour / Math.max(1e-9, outcome.plan.costPerHour)).toFixed(2)}× the plan)`}`,
+        ? `uniform ${u.gpu}: none (${u.note ?? 'no uniform count meets every target'})`
+        : `uniform ${u.gpu}: ${u.plan.gpus} GPUs, ${u.plan.costPerHour} CNY per hour${outcome.plan === undefined ? '' : ` (${(u.plan.costPerHour / Math.max(1e-9, outcome.plan.costPerHour)).toFixed(2)}× the plan)`}${u.note === undefined ? '' : ` — ${u.note}`}`,
     ),
     `wrote ${files.join(', ')}`,
   ];

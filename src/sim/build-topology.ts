@@ -35,7 +35,7 @@ export async function buildTopology(scenario: Scenario): Promise<Topology> {
  * the same capacity, and a small site is not simulated at ten times its share. (A smaller batch
  * runs each step faster than a full one would: such a slice is slightly optimistic per request.)
  */
-function scaledEngines(engine: NonNullable<ModelOffer['engine']>, scale: number) {
+export function scaledEngines(engine: NonNullable<ModelOffer['engine']>, scale: number) {
   const engines = engine.replicas * scale;
   if (engines >= 1) return engineServed(engine.curves, Math.round(engines));
   const maxBatch = Math.max(1, Math.round(engine.curves.maxBatch * engines));

@@ -90,7 +90,7 @@ export function renderPlanReport(outcome: PlanOutcome): string {
     `<tr><th>least-cost plan found</th><td>${outcome.plan === undefined ? 'none meets the targets' : cost(outcome.plan)}</td></tr>`,
     ...outcome.uniform.map(
       (u) =>
-        `<tr><th>uniform ${esc(u.gpu)} in every menu region</th><td>${cost(u.plan)}${u.plan !== undefined && outcome.plan !== undefined ? ` (${(u.plan.costPerHour / Math.max(1e-9, outcome.plan.costPerHour)).toFixed(2)}× the plan)` : ''}</td></tr>`,
+        `<tr><th>uniform ${esc(u.gpu)} in every menu region</th><td>${cost(u.plan)}${u.plan !== undefined && outcome.plan !== undefined ? ` (${(u.plan.costPerHour / Math.max(1e-9, outcome.plan.costPerHour)).toFixed(2)}× the plan)` : ''}${u.note === undefined ? '' : ` — ${esc(u.note)}`}</td></tr>`,
     ),
   ].join('');
   const runs = outcome.runs

@@ -26,17 +26,20 @@
 // seed: runs are deterministic and candidates are tried and compared in a fixed order.
 
 import { basename, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { LEVELS, type Level, type NodeSpec, type Price } from '../core/model.js';
 import { curvesOf, loadGpuProfileSync } from '../ops/gpu-profile.js';
-import { engineServed, type Topology } from '../ops/topology.js';
+import type { Topology } from '../ops/topology.js';
 import { ConfigError, YamlSource } from '../ops/yaml-config.js';
-import { buildTopology, withNodes } from './build-topology.js';
+import { buildTopology, scaledEngines, withNodes } from './build-topology.js';
 import { runInWorkers, workersAvailable } from './policy-worker.js';
 import { loadScenario, POLICIES, type PolicyName, parseDuration, type Scenario } from './scenario.js';
 import { type PolicyResult, runPolicy } from './simulate.js';
 
 const level = z.enum(LEVELS);
+/** The measured profiles shipped with cpn (src/sim or dist/sim → simulations/profiles). */
+const PROFILES_DIR = fileURLToPath(new URL('../../simulations/profiles', import.meta.url));
 const NODE_ID_MAX = 63;
 
 const planSchema = z.strictObject({
@@ -184,12 +187,12 @@ export async function loadPlan(file: string): Promise<PlanInput> {
   (doc.menu.regions ?? []).forEach((region, index) => {
     if (!regionsKnown.has(region))
       problems.push(source.problem(['menu', 'regions', index], `${region} is not a region of the topology`));
+    if (doc.menu.regions?.indexOf(region) !== index)
+      problems.push(source.problem(['menu', 'regions', index], `${region} is listed twice`));
   });
   const catalogue: CatalogueGpu[] = [];
   doc.catalogue.forEach((entry, index) => {
-    const dir = entry.gpu.includes('/')
-      ? resolve(here, entry.gpu)
-      : resolve(here, '..', 'profiles', entry.gpu);
+    const dir = entry.gpu.includes('/') ? resolve(here, entry.gpu) : resolve(PROFILES_DIR, entry.gpu);
     const prices =
       typeof entry.price_per_gpu_hour === 'number'
         ? Object.fromEntries(LEVELS.map((l) => [l, entry.price_per_gpu_hour as number]))
@@ -204,15 +207,32 @@ export async function loadPlan(file: string): Promise<PlanInput> {
     const name = entry.name ?? basename(dir).toLowerCase();
     if (catalogue.some((c) => c.gpu === name))
       problems.push(source.problem(['catalogue', index, 'gpu'], `${name} is listed twice (give one a name)`));
-    catalogue.push({
+    const gpu: CatalogueGpu = {
       gpu: name,
       pricePerHour: prices,
       memoryGib: entry.memory_gib,
       maxBatch: entry.max_batch,
       prefillBudget: entry.prefill_budget,
       dir,
-    });
+    };
+    catalogue.push(gpu);
+    // Every shape the targets need, measured for this GPU: read now, not minutes into the search.
+    for (const shape of new Set(Object.values(doc.shapes)))
+      try {
+        curvesFor(gpu, shape);
+      } catch (error) {
+        problems.push(
+          source.problem(['catalogue', index, 'gpu'], `${dir}: ${(error as Error).message.split('\n')[0]}`),
+        );
+      }
   });
+  if (doc.search.uniform_level !== undefined && !doc.menu.levels.includes(doc.search.uniform_level))
+    problems.push(
+      source.problem(
+        ['search', 'uniform_level'],
+        `${doc.search.uniform_level} is not a menu level (${doc.menu.levels.join(', ')})`,
+      ),
+    );
   if (problems.length > 0) throw new ConfigError(problems);
   return { file, doc, scenario: { ...scenario, policies: [doc.policy] }, topology, regions, catalogue };
 }
@@ -283,6 +303,13 @@ export interface PlanOptions {
   readonly onRun?: (run: Evaluation) => void;
 }
 
+export interface UniformResult {
+  readonly gpu: string;
+  readonly plan: Evaluation | undefined;
+  /** Why there is no plan, or why it may not be the fewest. */
+  readonly note?: string;
+}
+
 export interface PlanOutcome {
   readonly input: PlanInput;
   readonly baseline: Evaluation;
@@ -290,8 +317,8 @@ export interface PlanOutcome {
   readonly plan: Evaluation | undefined;
   /** The best plan found when no plan met the targets (the greedy's last). */
   readonly closest: Evaluation;
-  /** The cheapest uniform plan that meets the targets, per GPU type tried (undefined: none within the menu). */
-  readonly uniform: readonly { readonly gpu: string; readonly plan: Evaluation | undefined }[];
+  /** The cheapest uniform plan that meets the targets, per GPU type (undefined: none found). */
+  readonly uniform: readonly UniformResult[];
   readonly runs: readonly Evaluation[];
   /** Why the search stopped short, if it did. */
   readonly stopped: string | undefined;
@@ -328,7 +355,8 @@ export function siteNodes(input: PlanInput, sites: readonly Site[]): NodeSpec[] 
     let id = base;
     for (let n = 2; taken.has(id); n += 1) id = `${base}-${n}`;
     taken.add(id);
-    const served = engineServed(curves, site.gpus);
+    // The scenario's capacity_scale applies to added GPUs as to the rest of the slice.
+    const served = scaledEngines({ curves, replicas: site.gpus }, input.scenario.topology.capacity_scale);
     return {
       id,
       level: site.level,
@@ -547,11 +575,14 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
         (a.cls < b.cls ? -1 : 1),
     );
     const focused: typeof worst = [];
+    // Each (region, model) once: a region whose worst class gains nothing may still need another model.
+    const modelOf = (cls: string) => (classes.get(cls) as { model: string }).model;
     for (const entry of worst) {
       if (focused.length >= focus) break;
-      if (!focused.some((f) => f.region === entry.region)) focused.push(entry);
+      if (!focused.some((f) => f.region === entry.region && modelOf(f.cls) === modelOf(entry.cls)))
+        focused.push(entry);
     }
-    const distinctRegions = new Set(worst.map((w) => w.region)).size;
+    const distinctRegions = new Set(worst.map((w) => `${w.region}|${modelOf(w.cls)}`)).size;
     const candidates: Candidate[] = [];
     for (const { cls, region } of focused) {
       const model = (classes.get(cls) as { model: string }).model;
@@ -594,7 +625,7 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
       }
       stopped =
         candidates.length === 0
-          ? 'every site where requests miss their budget is at max_gpus_per_site'
+          ? 'no site on the menu can take more GPUs where requests miss their budget (max_gpus_per_site, menu regions and levels, prices per level)'
           : 'no addition on the menu recovers any missed request';
       break;
     }
@@ -611,10 +642,14 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
   const models = [
     ...new Set(doc.targets.map((t) => (classes.get(t.class) as { model: string }).model)),
   ].sort();
-  const uniform: { gpu: string; plan: Evaluation | undefined }[] = [];
+  const uniform: UniformResult[] = [];
   // Nothing to compare with when the scenario meets its targets as it is.
   for (const gpu of baseline.meets ? [] : input.catalogue) {
-    if (!priced(gpu, uniformLevel)) continue;
+    if (!priced(gpu, uniformLevel)) {
+      uniform.push({ gpu: gpu.gpu, plan: undefined, note: `${gpu.gpu} has no price at ${uniformLevel}` });
+      continue;
+    }
+    let cut = false;
     const sitesFor = (k: number): Site[] =>
       canonical(
         input.regions.flatMap((region) =>
@@ -636,7 +671,10 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
     let highK = 0;
     for (let k = step; ; k = Math.min(max, k * 2)) {
       const e = await tryK(k);
-      if (e === undefined) break;
+      if (e === undefined) {
+        cut = true;
+        break;
+      }
       if (e.meets) {
         high = e;
         highK = k;
@@ -648,13 +686,29 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
     while (high !== undefined && highK - low > step) {
       const mid = low + Math.max(step, Math.floor((highK - low) / (2 * step)) * step);
       const e = await tryK(mid);
-      if (e === undefined) break;
+      if (e === undefined) {
+        cut = true;
+        break;
+      }
       if (e.meets) {
         high = e;
         highK = mid;
       } else low = mid;
     }
-    uniform.push({ gpu: gpu.gpu, plan: high });
+    uniform.push({
+      gpu: gpu.gpu,
+      plan: high,
+      ...(cut
+        ? {
+            note:
+              high === undefined
+                ? 'the run budget ran out before a uniform count met the targets'
+                : 'the run budget ran out before the fewest was confirmed: fewer may do',
+          }
+        : high === undefined
+          ? { note: `no count up to max_gpus_per_site (${max}) meets the targets` }
+          : {}),
+    });
   }
 
   // 3. Prune and swap, from the cheapest plan that meets the targets so far.
@@ -693,7 +747,9 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
           { take: Math.min(site.gpus, steps * step), give: step },
           { take: site.gpus, give: site.gpus },
         ];
+        const there = from.sites.find((s) => siteKey(s) === siteKey(moved))?.gpus ?? 0;
         for (const { take, give } of swaps) {
+          if (there + give > max) continue;
           const sites = adjusted(adjusted(from.sites, site, -take), moved, give);
           if (costOf(input, sites) >= from.costPerHour - 1e-9) continue;
           candidates.push({

@@ -69,7 +69,8 @@ describe('cpn plan', () => {
     expect(first.runs.map((r) => [r.label, r.shortfall])).toEqual(
       second.runs.map((r) => [r.label, r.shortfall]),
     );
-    if (first.plan === undefined) expect(first.stopped).toBeDefined();
+    // Either a plan that meets the targets, or a reason for stopping short.
+    expect(first.plan === undefined ? first.stopped !== undefined : first.plan.meets).toBe(true);
   });
 
   it('adds nothing, in one run, when the scenario already meets its targets', async () => {
@@ -80,6 +81,20 @@ describe('cpn plan', () => {
     expect(outcome.plan?.sites).toEqual([]);
     expect(outcome.plan?.costPerHour).toBe(0);
     expect(outcome.runs).toHaveLength(1);
+  });
+
+  it("simulates added GPUs at the scenario's capacity_scale, as the rest of the slice", async () => {
+    const input = await loadPlan(FILE);
+    const at = { region: 'CN-GD', level: 'PROVINCE' as const, model: 'qwen3-8b', gpu: 'h100' };
+    const sliced = (scale: number): PlanInput => ({
+      ...input,
+      scenario: { ...input.scenario, topology: { ...input.scenario.topology, capacity_scale: scale } },
+    });
+    const offerOf = (p: PlanInput, gpus: number) => siteNodes(p, [{ ...at, gpus }])[0]?.models[0];
+    expect(offerOf(sliced(1), 2)?.maxConcurrency).toBe(128);
+    expect(offerOf(sliced(0.5), 4)?.engine?.replicas).toBe(2);
+    expect(offerOf(sliced(0.5), 1)?.maxConcurrency).toBe(32);
+    expect(offerOf(sliced(0.1), 1)?.engine?.curves.maxBatch).toBe(6);
   });
 
   it('names the line of each mistake in a plan file', async () => {
@@ -101,6 +116,28 @@ describe('cpn plan', () => {
         '',
       ].join('\n'),
     );
+    const twice = join(dir, 'twice.yaml');
+    await writeFile(
+      twice,
+      [
+        `scenario: ${resolve('test/sim/plan/scenario.yaml')}`,
+        'targets: [{ class: chat, slo: 0.99 }]',
+        'catalogue:',
+        `  - { gpu: ${resolve('simulations/profiles/h100')}, price_per_gpu_hour: 10 }`,
+        `  - { gpu: ${dir}/nowhere/h999, price_per_gpu_hour: 12 }`,
+        'shapes: { qwen3-8b: 8b }',
+        'menu: { regions: [CN-GD, CN-GD], levels: [PROVINCE] }',
+        'search: { uniform_level: EDGE }',
+        '',
+      ].join('\n'),
+    );
+    const problems = await loadPlan(twice).then(
+      () => '',
+      (error: Error) => error.message,
+    );
+    expect(problems).toMatch(/twice\.yaml:5: catalogue\[1\]\.gpu .*nowhere\/h999/);
+    expect(problems).toMatch(/twice\.yaml:7: menu\.regions\[1\] CN-GD is listed twice/);
+    expect(problems).toMatch(/twice\.yaml:8: search\.uniform_level EDGE is not a menu level/);
     await expect(loadPlan(file)).rejects.toThrow(
       /bad\.yaml:3: .*nope is not a class of plan-tiny[\s\S]*bad\.yaml:7: .*CN-XX is not a region/,
     );
