@@ -199,8 +199,17 @@ export function profileFromCurves(curves: EngineCurves): GpuProfile {
     decodeStepMs(batch, contextTokens) {
       const padded = decodeBucket(batch);
       const perRow = Math.max(1, contextTokens / padded);
-      const byBatch = ms.map((row) => interpolate(contexts, row, perRow));
-      return Math.max(0.01, interpolate(batches, byBatch, padded));
+      // Linear in batch between the two measured rows around it (as interpolate picks them), each
+      // read at the context: the same number as interpolating every row, for two rows' work
+      // (the simulator asks once per engine iteration).
+      if (batches.length < 2) return Math.max(0.01, interpolate(contexts, ms[0] ?? [], perRow));
+      let i = 1;
+      while (i < batches.length - 1 && (batches[i] as number) < padded) i += 1;
+      const y0 = interpolate(contexts, ms[i - 1] as readonly number[], perRow);
+      const y1 = interpolate(contexts, ms[i] as readonly number[], perRow);
+      const x0 = batches[i - 1] as number;
+      const x1 = batches[i] as number;
+      return Math.max(0.01, y0 + ((y1 - y0) * (padded - x0)) / (x1 - x0));
     },
   };
 }
