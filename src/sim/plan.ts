@@ -12,10 +12,11 @@
 //      level, GPU type) where the unmet targets lose most requests, and keep the candidate that
 //      recovers the most missing requests per CNY. Misses are local (a latency budget binds a
 //      request to what is near it), so the worst regions are where capacity pays; the focus widens
-//      to more regions only when no nearby step helps.
+//      to more regions only when no nearby step helps. A site's step doubles each time it wins, so
+//      a site that needs many GPUs gets them in a few runs.
 //   2. The uniform plan, for comparison and as a second start: the same number of GPUs of one type
 //      for each targeted model in every menu region, the smallest that meets the targets
-//      (doubling, then bisection).
+//      (doubling, then bisection; the GPU types side by side).
 //   3. Prune and swap from the cheapest plan that met the targets so far: greedy steps overshoot,
 //      an early step can be made redundant by a later one, and a uniform plan puts GPUs where
 //      nothing misses. Each site is tried one step smaller, and with its GPUs (some or all) moved
@@ -557,8 +558,8 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
   // 1. Greedy.
   let current = baseline;
   let focus = doc.search.focus_regions;
-  let winner: string | undefined;
-  let streak = 0;
+  /** Greedy steps each site has won: its next step doubles with each (pruning takes back any overshoot). */
+  const wins = new Map<string, number>();
   while (!current.meets) {
     if (runner.left() === 0) {
       stopped = `the run budget (max_runs ${runner.runs.length}) ran out before the targets were met`;
@@ -591,8 +592,7 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
           if (!priced(gpu, lvl)) continue;
           const at = { region, level: lvl, gpu: gpu.gpu, model };
           const have = current.sites.find((s) => siteKey(s) === siteKey(at))?.gpus ?? 0;
-          // A site that keeps winning grows by doubling steps (pruning takes back any overshoot).
-          const size = Math.min(max - have, siteKey(at) === winner ? step * 2 ** streak : step);
+          const size = Math.min(max - have, step * 2 ** (wins.get(siteKey(at)) ?? 0));
           if (size <= 0) continue;
           candidates.push({
             sites: adjusted(current.sites, at, size),
@@ -630,8 +630,7 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
       break;
     }
     const grown = candidates.find((c) => planKey(c.sites) === planKey(best.sites))?.site;
-    streak = grown !== undefined && grown === winner ? streak + 1 : 1;
-    winner = grown;
+    if (grown !== undefined) wins.set(grown, (wins.get(grown) ?? 0) + 1);
     current = best;
     focus = doc.search.focus_regions;
   }
@@ -643,73 +642,83 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
     ...new Set(doc.targets.map((t) => (classes.get(t.class) as { model: string }).model)),
   ].sort();
   const uniform: UniformResult[] = [];
+  /** Each GPU type's search: doubling k until the targets are met, then bisection below it. */
+  interface UniformSearch {
+    readonly gpu: string;
+    /** The largest k known to fall short, and the smallest known to meet the targets. */
+    low: number;
+    high: Evaluation | undefined;
+    highK: number;
+    /** The next k to try; undefined when the search is over. */
+    next: number | undefined;
+    cut: boolean;
+  }
+  const searches: UniformSearch[] = [];
   // Nothing to compare with when the scenario meets its targets as it is.
   for (const gpu of baseline.meets ? [] : input.catalogue) {
     if (!priced(gpu, uniformLevel)) {
       uniform.push({ gpu: gpu.gpu, plan: undefined, note: `${gpu.gpu} has no price at ${uniformLevel}` });
       continue;
     }
-    let cut = false;
-    const sitesFor = (k: number): Site[] =>
-      canonical(
-        input.regions.flatMap((region) =>
-          models.map((model) => ({ region, level: uniformLevel, gpu: gpu.gpu, model, gpus: k })),
-        ),
-      );
-    const tryK = async (k: number) =>
-      (
-        await runner.evaluate([
-          {
-            sites: sitesFor(k),
-            phase: 'uniform',
-            label: `${k} ${gpu.gpu} per model in every region at ${uniformLevel}`,
-          },
-        ])
-      )[0];
-    let low = 0;
-    let high: Evaluation | undefined;
-    let highK = 0;
-    for (let k = step; ; k = Math.min(max, k * 2)) {
-      const e = await tryK(k);
+    searches.push({ gpu: gpu.gpu, low: 0, high: undefined, highK: 0, next: step, cut: false });
+  }
+  const sitesFor = (gpu: string, k: number): Site[] =>
+    canonical(
+      input.regions.flatMap((region) =>
+        models.map((model) => ({ region, level: uniformLevel, gpu, model, gpus: k })),
+      ),
+    );
+  // All GPU types side by side, one k each per round, so that their runs share the cores.
+  for (;;) {
+    const active = searches.filter((u) => u.next !== undefined);
+    if (active.length === 0) break;
+    const tried = await runner.evaluate(
+      active.map((u) => ({
+        sites: sitesFor(u.gpu, u.next as number),
+        phase: 'uniform' as const,
+        label: `${u.next} ${u.gpu} per model in every region at ${uniformLevel}`,
+      })),
+    );
+    for (const u of active) {
+      const k = u.next as number;
+      const e = tried.find((t) => planKey(t.sites) === planKey(sitesFor(u.gpu, k)));
       if (e === undefined) {
-        cut = true;
-        break;
+        u.cut = true;
+        u.next = undefined;
+        continue;
       }
       if (e.meets) {
-        high = e;
-        highK = k;
-        break;
-      }
-      low = k;
-      if (k >= max) break;
+        u.high = e;
+        u.highK = k;
+      } else u.low = k;
+      if (u.high === undefined) u.next = k >= max ? undefined : Math.min(max, k * 2);
+      else
+        u.next =
+          u.highK - u.low > step
+            ? u.low + Math.max(step, Math.floor((u.highK - u.low) / (2 * step)) * step)
+            : undefined;
     }
-    while (high !== undefined && highK - low > step) {
-      const mid = low + Math.max(step, Math.floor((highK - low) / (2 * step)) * step);
-      const e = await tryK(mid);
-      if (e === undefined) {
-        cut = true;
-        break;
-      }
-      if (e.meets) {
-        high = e;
-        highK = mid;
-      } else low = mid;
-    }
+  }
+  for (const u of searches)
     uniform.push({
-      gpu: gpu.gpu,
-      plan: high,
-      ...(cut
+      gpu: u.gpu,
+      plan: u.high,
+      ...(u.cut
         ? {
             note:
-              high === undefined
+              u.high === undefined
                 ? 'the run budget ran out before a uniform count met the targets'
                 : 'the run budget ran out before the fewest was confirmed: fewer may do',
           }
-        : high === undefined
+        : u.high === undefined
           ? { note: `no count up to max_gpus_per_site (${max}) meets the targets` }
           : {}),
     });
-  }
+  // In catalogue order, whichever had no price.
+  uniform.sort(
+    (a, b) =>
+      input.catalogue.findIndex((c) => c.gpu === a.gpu) - input.catalogue.findIndex((c) => c.gpu === b.gpu),
+  );
 
   // 3. Prune and swap, from the cheapest plan that meets the targets so far.
   const cheapestMeeting = () => {
