@@ -302,7 +302,18 @@ export interface PlanOptions {
   readonly maxRuns?: number;
   /** Told of every run as it finishes. */
   readonly onRun?: (run: Evaluation) => void;
+  /**
+   * Judges a plan instead of a simulator run (tests of the search on a known response surface):
+   * the outcomes by class, then region.
+   */
+  readonly outcomesOf?: (sites: readonly Site[]) => ClassRegionOutcomes;
 }
+
+/** Requests and those within budget, by class, then region. */
+export type ClassRegionOutcomes = ReadonlyMap<
+  string,
+  ReadonlyMap<string, { readonly requests: number; readonly sloMet: number }>
+>;
 
 export interface UniformResult {
   readonly gpu: string;
@@ -408,7 +419,7 @@ export function costOf(input: PlanInput, sites: readonly Site[]): number {
 /** Judges a run's result against the plan's targets. */
 function judge(
   input: PlanInput,
-  result: PolicyResult,
+  result: { readonly byClassRegion: ClassRegionOutcomes },
 ): Pick<Evaluation, 'targets' | 'shortfall' | 'meets' | 'attainment' | 'misses'> {
   const targets = input.doc.targets.map((target): TargetResult => {
     let requests = 0;
@@ -492,7 +503,7 @@ class Runner {
     const policy: PolicyName = input.doc.policy;
     const additions = fresh.map((c) => siteNodes(input, c.sites));
     const first = this.runs.length;
-    const record = (i: number, result: PolicyResult) => {
+    const record = (i: number, result: { readonly byClassRegion: ClassRegionOutcomes }) => {
       const candidate = fresh[i] as Candidate;
       const sites = canonical(candidate.sites);
       const evaluation: Evaluation = {
@@ -509,7 +520,12 @@ class Runner {
       return evaluation;
     };
     const evaluations: Evaluation[] = new Array(fresh.length);
-    if ((this.options.workers ?? true) && fresh.length > 1 && workersAvailable())
+    const outcomesOf = this.options.outcomesOf;
+    if (outcomesOf !== undefined)
+      fresh.forEach((candidate, i) => {
+        evaluations[i] = record(i, { byClassRegion: outcomesOf(canonical(candidate.sites)) });
+      });
+    else if ((this.options.workers ?? true) && fresh.length > 1 && workersAvailable())
       await runInWorkers(
         input.scenario,
         additions.map((nodes) => ({ policy, mobility: undefined, additions: nodes })),

@@ -53,6 +53,71 @@ describe('cpn plan', () => {
     expect(outcome.runs.length).toBeLessThan((max + 1) ** 2);
   });
 
+  it('on a known response surface, finds the optimum a brute force finds, where greedy alone overshoots and prune takes it back', async () => {
+    // Two regions; each H100 serves 200 requests of its region, each H200 300 (prices 10 and 14).
+    // Guangdong has 700 requests, Guangxi 300; every one must be served.
+    const base = await loadPlan(FILE);
+    const input: PlanInput = {
+      ...base,
+      regions: ['CN-GD', 'CN-GX'],
+      doc: {
+        ...base.doc,
+        targets: [{ class: 'chat', slo: 1 }],
+        menu: { ...base.doc.menu, max_gpus_per_site: 4 },
+      },
+    };
+    const demand: Record<string, number> = { 'CN-GD': 700, 'CN-GX': 300 };
+    const perGpu: Record<string, number> = { h100: 200, h200: 300 };
+    const outcomesOf = (sites: readonly Site[]) =>
+      new Map([
+        [
+          'chat',
+          new Map(
+            Object.entries(demand).map(([region, requests]) => {
+              const served = sites
+                .filter((site) => site.region === region)
+                .reduce((sum, site) => sum + site.gpus * (perGpu[site.gpu] ?? 0), 0);
+              return [region, { requests, sloMet: Math.min(requests, served) }];
+            }),
+          ),
+        ],
+      ]);
+    let optimum = Number.POSITIVE_INFINITY;
+    const counts = [0, 1, 2, 3, 4];
+    for (const gd100 of counts)
+      for (const gd200 of counts)
+        for (const gx100 of counts)
+          for (const gx200 of counts) {
+            const site = (region: string, gpu: string, gpus: number): Site => ({
+              region,
+              level: 'PROVINCE',
+              gpu,
+              model: 'qwen3-8b',
+              gpus,
+            });
+            const sites = [
+              site('CN-GD', 'h100', gd100),
+              site('CN-GD', 'h200', gd200),
+              site('CN-GX', 'h100', gx100),
+              site('CN-GX', 'h200', gx200),
+            ].filter((s) => s.gpus > 0);
+            const chat = outcomesOf(sites).get('chat');
+            const met = [...(chat?.values() ?? [])].every((o) => o.sloMet === o.requests);
+            if (met) optimum = Math.min(optimum, costOf(input, sites));
+          }
+    expect(optimum).toBe(48);
+    const outcome = await plan(input, { outcomesOf });
+    expect(outcome.plan?.costPerHour).toBe(optimum);
+    // The greedy phase alone stopped dearer; pruning and swapping found the optimum.
+    const greedyBest = Math.min(
+      ...outcome.runs.filter((r) => r.phase === 'greedy' && r.meets).map((r) => r.costPerHour),
+    );
+    expect(greedyBest).toBeGreaterThan(optimum);
+    expect(outcome.plan?.phase).toBe('prune');
+    // Uniform plans put GPUs where nothing misses: dearer.
+    for (const u of outcome.uniform) expect(u.plan?.costPerHour).toBeGreaterThan(optimum);
+  });
+
   it('is deterministic, and stops within its run budget when the targets cannot be met', async () => {
     const input = await loadPlan(FILE);
     const strict: PlanInput = {
