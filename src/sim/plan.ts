@@ -36,7 +36,7 @@ import { ConfigError, YamlSource } from '../ops/yaml-config.js';
 import { buildTopology, scaledEngines, withNodes } from './build-topology.js';
 import { runInWorkers, workersAvailable } from './policy-worker.js';
 import { loadScenario, POLICIES, type PolicyName, parseDuration, type Scenario } from './scenario.js';
-import { type PolicyResult, runPolicy } from './simulate.js';
+import { runPolicy } from './simulate.js';
 
 const level = z.enum(LEVELS);
 /** The measured profiles shipped with cpn (src/sim or dist/sim → simulations/profiles). */
