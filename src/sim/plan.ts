@@ -570,6 +570,12 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
     { sites: [], phase: 'baseline', label: 'the scenario as it is' },
   ]);
   if (baseline === undefined) throw new Error('max_runs must allow at least the baseline run');
+  // A target no request falls under would count as met whatever the plan: say so instead.
+  const empty = baseline.targets.filter((t) => t.requests === 0);
+  if (empty.length > 0)
+    throw new Error(
+      `no request of the scenario falls under ${empty.map((t) => `${t.class}${t.region === undefined ? '' : ` in ${t.region}`}`).join(', ')} after its warmup: check the class, its regions' demand weights and the duration`,
+    );
 
   // 1. Greedy.
   let current = baseline;

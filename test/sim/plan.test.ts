@@ -118,6 +118,12 @@ describe('cpn plan', () => {
     for (const u of outcome.uniform) expect(u.plan?.costPerHour).toBeGreaterThan(optimum);
   });
 
+  it('refuses a target that no request falls under, rather than count it as met', async () => {
+    const input = await loadPlan(FILE);
+    const outcomesOf = () => new Map([['chat', new Map([['CN-GD', { requests: 0, sloMet: 0 }]])]]);
+    await expect(plan(input, { outcomesOf })).rejects.toThrow(/no request of the scenario falls under chat/);
+  });
+
   it('is deterministic, and stops within its run budget when the targets cannot be met', async () => {
     const input = await loadPlan(FILE);
     const strict: PlanInput = {
