@@ -4,8 +4,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Table from 'cli-table3';
 import { Command } from 'commander';
-import { type Evaluation, loadPlan, type PlanOutcome, plan } from '../sim/plan.js';
-import { renderPlanReport } from '../sim/plan-report.js';
+import { costOf, type Evaluation, loadPlan, type PlanOutcome, plan } from '../sim/plan.js';
+import { pct, renderPlanReport } from '../sim/plan-report.js';
 import { integer } from './args.js';
 
 export interface PlanFlags {
@@ -13,8 +13,6 @@ export interface PlanFlags {
   maxRuns?: number;
   json?: boolean;
 }
-
-const pct = (value: number) => `${(value * 100).toFixed(3)} %`;
 
 /** The machine-readable outcome: deterministic for a plan file and seed (no wall-clock times). */
 export function planSummary(outcome: PlanOutcome): Record<string, unknown> {
@@ -85,10 +83,15 @@ export async function runPlan(file: string, flags: PlanFlags): Promise<void> {
     head: ['region', 'level', 'GPU', 'model', 'GPUs', 'CNY / hour'],
     style: { head: [], border: [] },
   });
-  for (const site of chosen.sites) {
-    const price = input.catalogue.find((c) => c.gpu === site.gpu)?.pricePerHour[site.level] ?? 0;
-    sites.push([site.region, site.level, site.gpu, site.model, String(site.gpus), String(site.gpus * price)]);
-  }
+  for (const site of chosen.sites)
+    sites.push([
+      site.region,
+      site.level,
+      site.gpu,
+      site.model,
+      String(site.gpus),
+      String(costOf(input, [site])),
+    ]);
   const targets = new Table({
     head: [
       'target',

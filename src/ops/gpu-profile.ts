@@ -190,6 +190,26 @@ export function curvesOf(
   };
 }
 
+const engines = new Map<string, EngineCurves>();
+
+/**
+ * The curves of one engine of the profile in `dir` for `shape`, with its limits: read and sampled
+ * once per process (topologies and plans name the same few engines many times).
+ */
+export function engineCurves(
+  dir: string,
+  shape: string,
+  limits: { maxBatch: number; prefillBudget: number },
+): EngineCurves {
+  const key = `${dir}\u0000${shape}\u0000${limits.maxBatch}\u0000${limits.prefillBudget}`;
+  let curves = engines.get(key);
+  if (curves === undefined) {
+    curves = curvesOf(loadGpuProfileSync(dir, shape), limits);
+    engines.set(key, curves);
+  }
+  return curves;
+}
+
 /** The profile an offer's curves describe (decode batches padded to the graph buckets, as measured). */
 export function profileFromCurves(curves: EngineCurves): GpuProfile {
   const { batches, contexts, ms } = curves.decode;

@@ -13,7 +13,7 @@ import {
   NODE_ID_PATTERN,
   type NodeSpec,
 } from '../core/model.js';
-import { curvesOf, loadGpuProfileSync, profileFromCurves } from './gpu-profile.js';
+import { engineCurves, profileFromCurves } from './gpu-profile.js';
 import { ConfigError, YamlSource } from './yaml-config.js';
 
 const positive = z.number().positive();
@@ -182,8 +182,6 @@ export function expandTopology(
   });
   if (problems.length > 0) throw new ConfigError(problems);
 
-  // Each engine kind is loaded once, from its profile directory.
-  const engines = new Map<string, EngineCurves>();
   const engineOf = (
     profileName: string,
     model: string,
@@ -192,22 +190,16 @@ export function expandTopology(
     const dir = engine.gpu.includes('/')
       ? resolve(dirname(file), engine.gpu)
       : resolve(dirname(file), '..', 'profiles', engine.gpu);
-    const key = `${dir}\u0000${engine.shape}\u0000${engine.max_batch}\u0000${engine.prefill_budget}`;
-    let curves = engines.get(key);
-    if (curves === undefined) {
-      try {
-        curves = curvesOf(loadGpuProfileSync(dir, engine.shape), {
-          maxBatch: engine.max_batch,
-          prefillBudget: engine.prefill_budget,
-        });
-      } catch (error) {
-        throw new ConfigError([
-          problem(['profiles', profileName, 'offers', model, 'engine', 'gpu'], (error as Error).message),
-        ]);
-      }
-      engines.set(key, curves);
+    try {
+      return engineCurves(dir, engine.shape, {
+        maxBatch: engine.max_batch,
+        prefillBudget: engine.prefill_budget,
+      });
+    } catch (error) {
+      throw new ConfigError([
+        problem(['profiles', profileName, 'offers', model, 'engine', 'gpu'], (error as Error).message),
+      ]);
     }
-    return curves;
   };
   const nodes = doc.nodes.map((node): NodeSpec => {
     const profile = doc.profiles[node.profile] as z.output<typeof profileSchema>;

@@ -2,10 +2,11 @@
 // the plan, what it costs against adding GPUs uniformly, the SLO of each target before and after,
 // a map of where the GPUs go with regions coloured by the targeted classes' SLO, and every run tried.
 
-import type { Evaluation, PlanOutcome } from './plan.js';
-import { esc, MAP, mapBackdrop, mapHeight, mapX, mapY, sloColour } from './report.js';
+import { costOf, type Evaluation, type PlanOutcome } from './plan.js';
+import { esc, MAP, mapBackdrop, mapHeight, mapX, mapY, regionMark } from './report.js';
 
-const pct = (v: number) => `${(v * 100).toFixed(3)} %`;
+/** A share as a percentage with three decimals (plan targets sit close to 100 %). */
+export const pct = (v: number) => `${(v * 100).toFixed(3)} %`;
 
 /** SLO attainment of the targeted classes in each region, under `e`. */
 function regionAttainment(
@@ -33,12 +34,14 @@ function siteMap(outcome: PlanOutcome, e: Evaluation, caption: string): string {
     .map(([region, at]) => {
       const a = attained.get(region);
       const share = a === undefined || a.requests === 0 ? undefined : a.met / a.requests;
-      const fill = share === undefined ? '#e2e8f0' : sloColour(share);
-      const title =
+      return regionMark(
+        region,
+        at,
+        share,
         share === undefined
           ? `${region}: no targeted requests`
-          : `${region}: SLO ${pct(share)} of ${a?.requests}`;
-      return `<g class="region"><circle cx="${x(at.lon).toFixed(1)}" cy="${y(at.lat).toFixed(1)}" r="13" fill="${fill}" fill-opacity="0.35" stroke="${fill}"><title>${esc(title)}</title></circle><text x="${x(at.lon).toFixed(1)}" y="${(y(at.lat) + 3).toFixed(1)}" class="region-label" text-anchor="middle">${esc(region.replace(/^CN-/, ''))}</text></g>`;
+          : `${region}: SLO ${pct(share)} of ${a?.requests}`,
+      );
     })
     .join('');
   const gpusByRegion = new Map<string, number>();
@@ -64,12 +67,10 @@ function siteMap(outcome: PlanOutcome, e: Evaluation, caption: string): string {
 export function renderPlanReport(outcome: PlanOutcome): string {
   const { input, baseline } = outcome;
   const chosen = outcome.plan ?? outcome.closest;
-  const priceOf = (gpu: string, level: string) =>
-    input.catalogue.find((c) => c.gpu === gpu)?.pricePerHour[level as 'EDGE'] ?? 0;
   const sites = chosen.sites
     .map(
       (s) =>
-        `<tr><td>${esc(s.region)}</td><td>${esc(s.level)}</td><td>${esc(s.gpu)}</td><td>${esc(s.model)}</td><td>${s.gpus}</td><td>${(s.gpus * priceOf(s.gpu, s.level)).toFixed(2)}</td></tr>`,
+        `<tr><td>${esc(s.region)}</td><td>${esc(s.level)}</td><td>${esc(s.gpu)}</td><td>${esc(s.model)}</td><td>${s.gpus}</td><td>${costOf(input, [s]).toFixed(2)}</td></tr>`,
     )
     .join('');
   const uniformHead = outcome.uniform.map((u) => `<th>uniform ${esc(u.gpu)}</th>`).join('');

@@ -30,7 +30,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { LEVELS, type Level, type NodeSpec, type Price } from '../core/model.js';
-import { curvesOf, loadGpuProfileSync } from '../ops/gpu-profile.js';
+import { engineCurves } from '../ops/gpu-profile.js';
 import type { Topology } from '../ops/topology.js';
 import { ConfigError, YamlSource } from '../ops/yaml-config.js';
 import { buildTopology, scaledEngines, withNodes } from './build-topology.js';
@@ -391,25 +391,20 @@ export function siteNodes(input: PlanInput, sites: readonly Site[]): NodeSpec[] 
   });
 }
 
-const curvesCache = new Map<string, ReturnType<typeof curvesOf>>();
 function curvesFor(gpu: CatalogueGpu, shape: '8b' | '32b') {
-  const key = `${gpu.dir}\u0000${shape}\u0000${gpu.maxBatch}\u0000${gpu.prefillBudget}`;
-  let curves = curvesCache.get(key);
-  if (curves === undefined) {
-    curves = curvesOf(loadGpuProfileSync(gpu.dir, shape), {
-      maxBatch: gpu.maxBatch,
-      prefillBudget: gpu.prefillBudget,
-    });
-    curvesCache.set(key, curves);
-  }
-  return curves;
+  return engineCurves(gpu.dir, shape, { maxBatch: gpu.maxBatch, prefillBudget: gpu.prefillBudget });
 }
 
-/** CNY per hour for `sites` (undefined when a GPU has no price at a site's level). */
+/** CNY per GPU-hour of catalogue GPU `gpu` at `level`; undefined when it has no price there. */
+export function priceOf(input: PlanInput, gpu: string, level: Level): number | undefined {
+  return input.catalogue.find((c) => c.gpu === gpu)?.pricePerHour[level];
+}
+
+/** CNY per hour for `sites`; every site's GPU must have a price at its level (the search keeps to those). */
 export function costOf(input: PlanInput, sites: readonly Site[]): number {
   let cost = 0;
   for (const site of sites) {
-    const price = input.catalogue.find((c) => c.gpu === site.gpu)?.pricePerHour[site.level];
+    const price = priceOf(input, site.gpu, site.level);
     if (price === undefined) throw new Error(`${site.gpu} has no price at ${site.level}`);
     cost += site.gpus * price;
   }
@@ -501,7 +496,6 @@ class Runner {
     }
     const { input } = this;
     const policy: PolicyName = input.doc.policy;
-    const additions = fresh.map((c) => siteNodes(input, c.sites));
     const first = this.runs.length;
     const record = (i: number, result: { readonly byClassRegion: ClassRegionOutcomes }) => {
       const candidate = fresh[i] as Candidate;
@@ -528,15 +522,18 @@ class Runner {
     else if ((this.options.workers ?? true) && fresh.length > 1 && workersAvailable())
       await runInWorkers(
         input.scenario,
-        additions.map((nodes) => ({ policy, mobility: undefined, additions: nodes })),
+        fresh.map((c) => ({ policy, mobility: undefined, additions: siteNodes(input, c.sites) })),
         () => undefined,
         (i, result) => {
           evaluations[i] = record(i, result);
         },
       );
     else
-      for (const [i, nodes] of additions.entries())
-        evaluations[i] = record(i, await runPolicy(input.scenario, withNodes(input.topology, nodes), policy));
+      for (const [i, c] of fresh.entries())
+        evaluations[i] = record(
+          i,
+          await runPolicy(input.scenario, withNodes(input.topology, siteNodes(input, c.sites)), policy),
+        );
     // Numbered in the order they were asked for, whatever order they finished in.
     this.runs.push(...evaluations);
     return candidates.flatMap((c) => {
@@ -753,8 +750,6 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
   while (found !== undefined && runner.left() > 0) {
     const from = found;
     const candidates: Candidate[] = [];
-    const priceAt = (gpu: string, lvl: Level) =>
-      input.catalogue.find((c) => c.gpu === gpu)?.pricePerHour[lvl] as number;
     for (const site of [...from.sites].sort(
       (a, b) => costOf(input, [b]) - costOf(input, [a]) || (siteKey(a) < siteKey(b) ? -1 : 1),
     )) {
@@ -771,8 +766,8 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
         if (other.gpu === site.gpu || !priced(other, site.level)) continue;
         const moved = { ...site, gpu: other.gpu };
         // The fewest steps of this GPU that one step of the other replaces at a lower cost, and all of them.
-        const pSite = priceAt(site.gpu, site.level);
-        const pOther = priceAt(other.gpu, site.level);
+        const pSite = priceOf(input, site.gpu, site.level) as number;
+        const pOther = priceOf(input, other.gpu, site.level) as number;
         const steps = Math.floor(pOther / pSite) + 1;
         const swaps = [
           { take: Math.min(site.gpus, steps * step), give: step },

@@ -3,7 +3,7 @@
 // time with the scenario's events marked, TTFT percentiles, the worst regions, and — with mobile
 // classes — how vehicles fared per request, sticky and with sessions, along their route.
 
-import { LEVELS } from '../core/model.js';
+import { type LatLon, LEVELS } from '../core/model.js';
 import { CHINA_OUTLINE } from './china-outline.js';
 import { ROUTE_BIN_KM } from './mobility.js';
 import type { SimulationOutput } from './run.js';
@@ -183,6 +183,14 @@ export function mapBackdrop(): string {
   return `${frame}${outline}${grid}`;
 }
 
+/** A region at its centre, coloured by its SLO attainment (grey when it has none), labelled. */
+export function regionMark(region: string, at: LatLon, share: number | undefined, title: string): string {
+  const fill = share === undefined ? '#e2e8f0' : sloColour(share);
+  const cx = mapX(at.lon).toFixed(1);
+  const cy = mapY(at.lat);
+  return `<g class="region"><circle cx="${cx}" cy="${cy.toFixed(1)}" r="13" fill="${fill}" fill-opacity="0.35" stroke="${fill}"><title>${esc(title)}</title></circle><text x="${cx}" y="${(cy + 3).toFixed(1)}" class="region-label" text-anchor="middle">${esc(region.replace(/^CN-/, ''))}</text></g>`;
+}
+
 /** Green at or above the budget share 99 %, amber to 95 %, red below. */
 export function sloColour(share: number): string {
   return share >= 0.99 ? '#16a34a' : share >= 0.95 ? '#f59e0b' : '#dc2626';
@@ -214,12 +222,14 @@ function maps(scenario: Scenario, output: SimulationOutput): string {
     const regions = [...output.topology.regionCentroids.entries()]
       .map(([region, at]) => {
         const s = byRegion[region];
-        const fill = s === undefined || s.requests === 0 ? '#e2e8f0' : sloColour(s.slo_attainment);
-        const title =
+        return regionMark(
+          region,
+          at,
+          s === undefined || s.requests === 0 ? undefined : s.slo_attainment,
           s === undefined
             ? `${region}: no requests`
-            : `${region}: SLO ${(s.slo_attainment * 100).toFixed(2)} % of ${s.requests}`;
-        return `<g class="region"><circle cx="${x(at.lon).toFixed(1)}" cy="${y(at.lat).toFixed(1)}" r="13" fill="${fill}" fill-opacity="0.35" stroke="${fill}"><title>${esc(title)}</title></circle><text x="${x(at.lon).toFixed(1)}" y="${(y(at.lat) + 3).toFixed(1)}" class="region-label" text-anchor="middle">${esc(region.replace(/^CN-/, ''))}</text></g>`;
+            : `${region}: SLO ${(s.slo_attainment * 100).toFixed(2)} % of ${s.requests}`,
+        );
       })
       .join('');
     const nodes = [...output.topology.nodes]
