@@ -360,21 +360,29 @@ export async function runPolicy(
   const byRegion = new Map<string, Outcomes>();
   const byClass = new Map<string, Outcomes>();
   const byClassRegion = new Map<string, Map<string, Outcomes>>();
-  const outcomesFor = (arrival: Arrival) => {
+  /** Per class index, then region: the outcomes a request counts in (one array each, made once). */
+  const countedIn: Map<string, readonly Outcomes[]>[] = scenario.demand.classes.map(() => new Map());
+  const outcomesFor = (arrival: Arrival): readonly Outcomes[] => {
+    const byRegionOfClass = countedIn[arrival.classIndex] as Map<string, readonly Outcomes[]>;
+    const found = byRegionOfClass.get(arrival.region);
+    if (found !== undefined) return found;
     const cls = scenario.demand.classes[arrival.classIndex]?.name ?? '?';
-    if (!byRegion.has(arrival.region)) byRegion.set(arrival.region, new Outcomes());
-    if (!byClass.has(cls)) byClass.set(cls, new Outcomes());
+    const made = (map: Map<string, Outcomes>, key: string) => {
+      let o = map.get(key);
+      if (o === undefined) {
+        o = new Outcomes();
+        map.set(key, o);
+      }
+      return o;
+    };
     let regions = byClassRegion.get(cls);
     if (regions === undefined) {
       regions = new Map();
       byClassRegion.set(cls, regions);
     }
-    let classInRegion = regions.get(arrival.region);
-    if (classInRegion === undefined) {
-      classInRegion = new Outcomes();
-      regions.set(arrival.region, classInRegion);
-    }
-    return [total, byRegion.get(arrival.region) as Outcomes, byClass.get(cls) as Outcomes, classInRegion];
+    const counts = [total, made(byRegion, arrival.region), made(byClass, cls), made(regions, arrival.region)];
+    byRegionOfClass.set(arrival.region, counts);
+    return counts;
   };
   const counted = (arrival: Arrival) => arrival.atMs >= scenario.warmup;
   const bucketCount = Math.ceil(scenario.duration / scenario.bucket);
