@@ -82,10 +82,6 @@ class Engine<J extends EngineJob> {
     return this.running.length - finishing;
   }
 
-  loadAt(nowMs: number): number {
-    return this.queue.length + this.runningAt(nowMs);
-  }
-
   /** Starts an iteration at `nowMs` unless one is running or there is nothing to do. */
   kick(nowMs: number): void {
     if (this.iterating) {
@@ -119,14 +115,7 @@ class Engine<J extends EngineJob> {
     if (this.running.length > 0) {
       const contexts = this.running.reduce((sum, r) => sum + r.context + 1, 0);
       t += this.profile.decodeStepMs(this.running.length, contexts);
-      const still: Running<J>[] = [];
-      for (const r of this.running) {
-        r.generated += 1;
-        r.context += 1;
-        if (r.generated >= r.job.outputTokens) finished.push(r.job);
-        else still.push(r);
-      }
-      this.running = still;
+      this.decode(1, finished);
     }
     const end = t;
     this.events.schedule(end, () => {
@@ -134,6 +123,18 @@ class Engine<J extends EngineJob> {
       for (const job of finished) this.events.done(job, end);
       this.kick(end);
     });
+  }
+
+  /** Every running sequence decodes `steps` tokens; those done move to `finished`. */
+  private decode(steps: number, finished: J[]): void {
+    const still: Running<J>[] = [];
+    for (const r of this.running) {
+      r.generated += steps;
+      r.context += steps;
+      if (r.generated >= r.job.outputTokens) finished.push(r.job);
+      else still.push(r);
+    }
+    this.running = still;
   }
 
   /** Decode-only iterations from `startMs` until the first running sequence finishes (see DecodeRun). */
@@ -165,15 +166,8 @@ class Engine<J extends EngineJob> {
       if (run.version !== this.version) return;
       this.run = undefined;
       const finished: J[] = [];
-      const still: Running<J>[] = [];
       for (let i = 0; i < run.steps; i += 1) this.events.iteration?.(this.running.length);
-      for (const r of this.running) {
-        r.generated += run.steps;
-        r.context += run.steps;
-        if (r.generated >= r.job.outputTokens) finished.push(r.job);
-        else still.push(r);
-      }
-      this.running = still;
+      this.decode(run.steps, finished);
       this.iterating = false;
       for (const job of finished) this.events.done(job, end);
       this.kick(end);
@@ -235,20 +229,20 @@ export class BatchingNode<J extends EngineJob> {
   arrive(job: J, nowMs: number): 'accepted' | 'rejected' {
     let queued = 0;
     let running = 0;
-    for (const engine of this.engines) {
-      queued += engine.queue.length;
-      running += engine.runningAt(nowMs);
-    }
-    if (running + queued >= this.slots && queued >= this.maxQueue) return 'rejected';
     let best = this.engines[0] as Engine<J>;
-    let bestLoad = best.loadAt(nowMs);
+    let bestLoad = Number.POSITIVE_INFINITY;
     for (const engine of this.engines) {
-      const load = engine.loadAt(nowMs);
+      const engineRunning = engine.runningAt(nowMs);
+      queued += engine.queue.length;
+      running += engineRunning;
+      // The engine with the least work (the first of equals).
+      const load = engine.queue.length + engineRunning;
       if (load < bestLoad) {
         best = engine;
         bestLoad = load;
       }
     }
+    if (running + queued >= this.slots && queued >= this.maxQueue) return 'rejected';
     best.queue.push(job);
     // Started after everything else at this instant, so that simultaneous arrivals are admitted
     // together at the iteration's start, as the engine does.
