@@ -7,7 +7,7 @@ import { HandoverReason, type WatchSessionResponse } from '../../src/gen/cpn/v1/
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { ok, rpc } from '../helpers/grpc.js';
 import { type Replica, startReplica } from '../helpers/replica.js';
-import { along, GUANGZHOU, registerCorridor } from '../helpers/sessions.js';
+import { along, openRequest, registerCorridor } from '../helpers/sessions.js';
 
 describe('sessions across replicas on etcd', () => {
   let etcd: EtcdServer;
@@ -36,18 +36,7 @@ describe('sessions across replicas on etcd', () => {
   });
 
   it('opened on A, updated and watched on B; B keeps serving it after A is killed', async () => {
-    const opened = await ok(a.scheduler, a.scheduler.openSession, {
-      tenant: '',
-      model: 'm',
-      client: { region: '', accessPoint: '', location: GUANGZHOU },
-      latencyBudgetMs: 20,
-      inputTokens: 10,
-      maxOutputTokens: 10,
-      contextTokens: 0,
-      allowedLevels: [],
-      allowedRegions: [],
-      ttlS: 60,
-    });
+    const opened = await ok(a.scheduler, a.scheduler.openSession, openRequest({ ttlS: 60 }));
     expect(opened.placement?.nodeId).toBe('gz');
     const id = opened.sessionId;
     // Updated on B straight away (read from etcd if the watch has not brought it yet).

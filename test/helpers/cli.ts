@@ -1,9 +1,23 @@
 // Runs the built `cpn` command (bin/cpn.js → dist/) as a child process.
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const CPN_BIN = join(import.meta.dirname, '../../bin/cpn.js');
+
+/** A new temporary directory for one test. */
+export function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'cpn-test-'));
+}
+
+/** Writes `text` to a file `name` in a new temporary directory; returns its path. */
+export async function tempFile(name: string, text: string): Promise<string> {
+  const file = join(await tempDir(), name);
+  await writeFile(file, text);
+  return file;
+}
 
 export interface CliResult {
   readonly code: number;

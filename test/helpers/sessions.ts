@@ -2,9 +2,10 @@
 // nodes — gz and sh at list price 1, fs beside Guangzhou dearer (5), where gz's sessions go when it
 // drains (Shanghai is over a 20 ms budget from Guangzhou).
 import type { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
+import { GUANGZHOU } from './fixtures.js';
 import { ok, protoSpec } from './grpc.js';
 
-export const GUANGZHOU = { lat: 23.129, lon: 113.264 };
+export { GUANGZHOU };
 export const SHANGHAI = { lat: 31.23, lon: 121.474 };
 
 /** The point a fraction `f` of the way from Guangzhou to Shanghai (straight in lat/lon). */
@@ -27,3 +28,18 @@ export async function registerCorridor(registry: RegistryClient): Promise<void> 
     });
   }
 }
+
+/** An OpenSession request: a model-m client at Guangzhou with a 20 ms budget (fields in `extra` win). */
+export const openRequest = (extra: Record<string, unknown> = {}) => ({
+  tenant: '',
+  model: 'm',
+  client: { region: '', accessPoint: '', location: GUANGZHOU },
+  latencyBudgetMs: 20,
+  inputTokens: 10,
+  maxOutputTokens: 10,
+  contextTokens: 0,
+  allowedLevels: [],
+  allowedRegions: [],
+  ttlS: 0,
+  ...extra,
+});

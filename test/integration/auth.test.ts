@@ -15,8 +15,7 @@ import {
   TEST_OPERATOR_KEY,
   type TestServer,
 } from '../helpers/grpc.js';
-
-const GUANGZHOU = { lat: 23.129, lon: 113.264 };
+import { GUANGZHOU, openRequest } from '../helpers/sessions.js';
 
 const spec = (id: string, prefillTokensPerS = 16_000) => ({
   id,
@@ -185,18 +184,14 @@ describe('authentication and roles over gRPC', () => {
     OpenSession: {
       allowed: ['operator', 'client'],
       call: (c) =>
-        rpc(c.scheduler, c.scheduler.openSession, {
-          tenant: '',
-          model: 'm',
-          client: { region: 'CN-GD', accessPoint: '', location: undefined },
-          latencyBudgetMs: 60_000,
-          inputTokens: 10,
-          maxOutputTokens: 10,
-          contextTokens: 0,
-          allowedLevels: [],
-          allowedRegions: [],
-          ttlS: 0,
-        }),
+        rpc(
+          c.scheduler,
+          c.scheduler.openSession,
+          openRequest({
+            client: { region: 'CN-GD', accessPoint: '', location: undefined },
+            latencyBudgetMs: 60_000,
+          }),
+        ),
     },
     UpdateSession: {
       allowed: ['operator', 'client'],

@@ -1,11 +1,21 @@
 // The five-minute tour of the README, run for real: `cpn serve --demo` and the client commands.
 
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { credentials } from '@grpc/grpc-js';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
-import { CLI_OPERATOR_KEY, CPN_BIN, runCli, type ServeProcess, startServe } from '../helpers/cli.js';
+import {
+  CLI_OPERATOR_KEY,
+  CPN_BIN,
+  runCli,
+  type ServeProcess,
+  startServe,
+  tempDir,
+  tempFile,
+} from '../helpers/cli.js';
 import { eventually } from '../helpers/etcd.js';
 import { startMetricsServer, vllmMetrics } from '../helpers/fake-engine-metrics.js';
 import { bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
@@ -130,12 +140,8 @@ describe('cpn CLI against the demo topology', () => {
   });
 
   it('a package meters the demo tenant: route, release, usage and a bill that adds up', async () => {
-    const { writeFile, mkdtemp } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const file = join(await mkdtemp(join(tmpdir(), 'cpn-pkg-')), 'starter.yaml');
-    await writeFile(
-      file,
+    const file = await tempFile(
+      'starter.yaml',
       'name: starter\nquota_points: 1000\nweights:\n  qwen3-32b: { input: 100, output: 200 }\nover_quota: REJECT\n',
     );
     const set = await cli(['packages', 'set', 'demo', '--file', file, ...server]);
@@ -228,21 +234,14 @@ describe('cpn CLI against the demo topology', () => {
     expect((await runCli(args)).stdout).toBe(first.stdout);
     const table = await runCli(args.slice(0, -1));
     expect(table.stdout).toMatch(/TTFT ms/);
-    const { writeFile, mkdtemp } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const bad = join(await mkdtemp(join(tmpdir(), 'cpn-trace-')), 'bad.csv');
-    await writeFile(bad, 'arrival_s,input_tokens,output_tokens\n0.1,100,10\n0.2,-5,10\n');
+    const bad = await tempFile('bad.csv', 'arrival_s,input_tokens,output_tokens\n0.1,100,10\n0.2,-5,10\n');
     const refused = await runCli(['replay', '--profile', 'simulations/profiles/h200', '--trace', bad]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/bad\.csv:3: input_tokens must be a whole number >= 1, got "-5"/);
   });
 
   it('cpn plan: runs within its budget, prints plan.json, writes the report; a bad plan file names its line', async () => {
-    const { readFile, writeFile, mkdtemp } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const out = await mkdtemp(join(tmpdir(), 'cpn-plan-cli-'));
+    const out = await tempDir();
     const result = await runCli(
       ['plan', 'test/sim/plan/plan.yaml', '--max-runs', '5', '--json', '--out', out],
       60_000,
@@ -445,12 +444,8 @@ describe('cpn CLI failures and lifecycle', () => {
   });
 
   it('installs the bootstrap operator key from a file, and refuses both the file and the variable', async () => {
-    const { writeFile, mkdtemp } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const file = join(await mkdtemp(join(tmpdir(), 'cpn-key-')), 'operator-key');
     const secret = 'file-operator-key-0123456789abcdef0123456789';
-    await writeFile(file, `${secret}\n`);
+    const file = await tempFile('operator-key', `${secret}\n`);
     const both = await runCli(
       ['serve', '--port', '0', '--metrics-port', '0', '--bootstrap-operator-key-file', file],
       20_000,
@@ -489,11 +484,7 @@ describe('cpn CLI failures and lifecycle', () => {
   });
 
   it('refuses an invalid topology with file:line and exit 2', async () => {
-    const { writeFile, mkdtemp } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const file = join(await mkdtemp(join(tmpdir(), 'cpn-')), 'bad.yaml');
-    await writeFile(file, 'version: 1\nregions: {}\nmodels: {}\nprofiles: {}\nnodes: []\n');
+    const file = await tempFile('bad.yaml', 'version: 1\nregions: {}\nmodels: {}\nprofiles: {}\nnodes: []\n');
     const result = await runCli(['serve', '--port', '0', '--topology', file]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(`${file}:5: nodes`);
@@ -557,10 +548,7 @@ describe('cpn CLI failures and lifecycle', () => {
     const load = { running: 4, waiting: 1, kv: 0.5 };
     const metrics = await startMetricsServer(() => vllmMetrics('qwen3-32b', load));
     const serve = await startServe([]);
-    const { writeFile, mkdtemp } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const dir = await mkdtemp(join(tmpdir(), 'cpn-agent-'));
+    const dir = await tempDir();
     // Settings from a --config file (the server from the flag).
     const config = join(dir, 'agent.yaml');
     await writeFile(
@@ -658,12 +646,7 @@ describe('cpn CLI failures and lifecycle', () => {
   });
 
   it('reads a --config file; CPN_* variables and flags win over it; a bad file stops it with file:line', async () => {
-    const { writeFile, mkdtemp } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const dir = await mkdtemp(join(tmpdir(), 'cpn-config-'));
-    const file = join(dir, 'cpn.yaml');
-    await writeFile(file, 'demo: true\nreservation_ttl_s: 45\n');
+    const file = await tempFile('cpn.yaml', 'demo: true\nreservation_ttl_s: 45\n');
     const heldFor = async (extraArgs: string[], env: Record<string, string> = {}) => {
       const serve = await startServe(['--config', file, ...extraArgs], 20_000, env);
       try {
@@ -689,8 +672,7 @@ describe('cpn CLI failures and lifecycle', () => {
     expect(await heldFor([])).toBeCloseTo(45, -1);
     expect(await heldFor(['--reservation-ttl-s', '20'])).toBeCloseTo(20, -1);
     expect(await heldFor([], { CPN_RESERVATION_TTL_S: '25' })).toBeCloseTo(25, -1);
-    const bad = join(dir, 'bad.yaml');
-    await writeFile(bad, 'port: 0\nreservation_ttl_s: 0\nlogg: x\n');
+    const bad = await tempFile('bad.yaml', 'port: 0\nreservation_ttl_s: 0\nlogg: x\n');
     const refused = await runCli(['serve', '--config', bad]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain(`${bad}:2: reservation_ttl_s Too small`);

@@ -20,21 +20,7 @@ import {
   TEST_OPERATOR_KEY,
   type TestServer,
 } from '../helpers/grpc.js';
-import { along, GUANGZHOU, registerCorridor, SHANGHAI } from '../helpers/sessions.js';
-
-const openRequest = (extra: Record<string, unknown> = {}) => ({
-  tenant: '',
-  model: 'm',
-  client: { region: '', accessPoint: '', location: GUANGZHOU },
-  latencyBudgetMs: 20,
-  inputTokens: 10,
-  maxOutputTokens: 10,
-  contextTokens: 0,
-  allowedLevels: [],
-  allowedRegions: [],
-  ttlS: 0,
-  ...extra,
-});
+import { along, GUANGZHOU, openRequest, registerCorridor, SHANGHAI } from '../helpers/sessions.js';
 
 describe('mobility sessions over gRPC', () => {
   let t: TestServer;

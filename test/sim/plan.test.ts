@@ -1,10 +1,13 @@
 // `cpn plan` on a tiny scenario (test/sim/plan/): one small node in Guangdong, more chat than it
 // serves within budget, and two measured GPU types at different prices. Every plan on the menu is
 // tried by brute force here, independently of the search, and the search must find the cheapest.
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { withNodes } from '../../src/sim/build-topology.js';
 import { costOf, loadPlan, type PlanInput, plan, type Site, siteNodes } from '../../src/sim/plan.js';
 import { runPolicy } from '../../src/sim/simulate.js';
+import { tempDir } from '../helpers/cli.js';
 
 const FILE = 'test/sim/plan/plan.yaml';
 
@@ -169,10 +172,7 @@ describe('cpn plan', () => {
   });
 
   it('names the line of each mistake in a plan file', async () => {
-    const { writeFile, mkdtemp } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join, resolve } = await import('node:path');
-    const dir = await mkdtemp(join(tmpdir(), 'cpn-plan-'));
+    const dir = await tempDir();
     const file = join(dir, 'bad.yaml');
     await writeFile(
       file,
