@@ -1,12 +1,11 @@
 // Two `cpn serve --store etcd` processes on one real etcd, talked to over gRPC.
-import { credentials, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RegisterNodeRequest, RegistryClient } from '../../src/gen/cpn/v1/registry.js';
-import { type RouteRequest, SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
-import { CLI_OPERATOR_KEY, startServe } from '../helpers/cli.js';
+import type { RegisterNodeRequest } from '../../src/gen/cpn/v1/registry.js';
+import type { RouteRequest } from '../../src/gen/cpn/v1/scheduler.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
-import { ALL_NODES, bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
-import { type Replica, startReplica } from '../helpers/replica.js';
+import { ALL_NODES, ok, protoSpec, rpc } from '../helpers/grpc.js';
+import { type Replica, startReplica, stopReplica } from '../helpers/replica.js';
 
 const routeRequest: RouteRequest = {
   requestId: '',
@@ -40,11 +39,7 @@ describe('several replicas on one etcd', () => {
     b = await replica();
   });
   afterAll(async () => {
-    for (const r of [a, b]) {
-      r?.registry.close();
-      r?.scheduler.close();
-      await r?.serve.stop('SIGKILL');
-    }
+    for (const r of [a, b]) await stopReplica(r);
     await etcd?.destroy();
   });
 
@@ -103,24 +98,8 @@ describe('several replicas on one etcd', () => {
 describe('a replica while etcd is down', () => {
   it('routes from its cache, reports staleness, fails writes fast with UNAVAILABLE, and recovers', async () => {
     const etcd = await startEtcd();
-    const serve = await startServe([
-      '--store',
-      'etcd',
-      '--etcd-endpoints',
-      etcd.endpoint,
-      '--etcd-timeout-ms',
-      '1000',
-    ]);
-    const registry = new RegistryClient(
-      serve.address,
-      credentials.createInsecure(),
-      bearer(CLI_OPERATOR_KEY),
-    );
-    const scheduler = new SchedulerClient(
-      serve.address,
-      credentials.createInsecure(),
-      bearer(CLI_OPERATOR_KEY),
-    );
+    const replica = await startReplica(etcd);
+    const { registry, scheduler } = replica;
     try {
       await ok(registry, registry.registerNode, {
         spec: protoSpec('before', { inputPerMtok: 1 }),
@@ -167,9 +146,7 @@ describe('a replica while etcd is down', () => {
       expect(listed.nodes.map((n) => n.spec?.id)).toEqual(['after', 'before']);
       expect((await ok(registry, registry.getStoreStatus, {})).reachable).toBe(true);
     } finally {
-      registry.close();
-      scheduler.close();
-      await serve.stop('SIGKILL');
+      await stopReplica(replica);
       await etcd.destroy();
     }
   });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HandoverReason, type WatchSessionResponse } from '../../src/gen/cpn/v1/scheduler.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { ok, rpc } from '../helpers/grpc.js';
-import { type Replica, startReplica } from '../helpers/replica.js';
+import { type Replica, startReplica, stopReplica } from '../helpers/replica.js';
 import { along, openRequest, registerCorridor } from '../helpers/sessions.js';
 
 describe('sessions across replicas on etcd', () => {
@@ -27,11 +27,7 @@ describe('sessions across replicas on etcd', () => {
     });
   });
   afterAll(async () => {
-    for (const r of [a, b]) {
-      r?.registry.close();
-      r?.scheduler.close();
-      await r?.serve.stop('SIGKILL');
-    }
+    for (const r of [a, b]) await stopReplica(r);
     await etcd?.destroy();
   });
 

@@ -28,3 +28,10 @@ export async function startReplica(etcd: EtcdServer): Promise<Replica> {
     scheduler: new SchedulerClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),
   };
 }
+
+/** Closes a replica's clients and kills it (nothing when it never started). */
+export async function stopReplica(replica: Replica | undefined): Promise<void> {
+  replica?.registry.close();
+  replica?.scheduler.close();
+  await replica?.serve.stop('SIGKILL');
+}
