@@ -398,6 +398,8 @@ class Search {
   private truncated = false;
   /** Nodes with a fresh measured RTT from the client (see sampledNodes). */
   private readonly sampled: readonly IndexedNode[];
+  /** By a cell's level mask: the smallest access overhead of its levels (one table per latency model). */
+  private readonly minOverheads: Float64Array;
 
   constructor(
     private readonly p: Prepared,
@@ -429,6 +431,7 @@ class Search {
       }
     }
     this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
+    this.minOverheads = overheadTable(p.ctx.latency.accessOverheadMs);
   }
 
   visitsLeft(): number {
@@ -538,11 +541,6 @@ class Search {
     return floor;
   }
 
-  /** The smallest access overhead of the levels in `levelMask` (a cell's), from a table per model. */
-  private minOverhead(levelMask: number): number {
-    return overheadTable(this.p.ctx.latency.accessOverheadMs)[levelMask] as number;
-  }
-
   /**
    * Lower bounds of RTT, TTFT and cost over every node of cell `c`, written into
    * `this.cellBounds` (no allocation: this runs for every cell a search touches).
@@ -570,7 +568,7 @@ class Search {
       }
     } else {
       const latency = p.ctx.latency;
-      coordinateBaseMs = this.minOverhead(cells[at + C.levelMask] as number);
+      coordinateBaseMs = this.minOverheads[cells[at + C.levelMask] as number] as number;
       regionDefaultMs = coordinateBaseMs + Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs);
       multiplier = this.floorOfModel();
     }
