@@ -353,3 +353,51 @@ export function serverStreamMethods(context: RpcContext) {
     };
   };
 }
+
+/**
+ * A server stream's sender that keeps only the latest message while the client is slow to read:
+ * nothing piles up. `over` resolves once a message for which `last` holds is sent, or a send fails
+ * (the credential no longer holds); `throwIfFailed` then rethrows that failure.
+ */
+export function latestOnly<Res>(send: (response: Res) => Promise<void>, last: (response: Res) => boolean) {
+  let pending: Res | undefined;
+  let sending = false;
+  let failure: unknown;
+  let ended!: () => void;
+  const over = new Promise<void>((resolve) => {
+    ended = resolve;
+  });
+  const flush = async () => {
+    if (sending) return;
+    sending = true;
+    try {
+      while (pending !== undefined) {
+        const next = pending;
+        pending = undefined;
+        await send(next);
+        if (last(next)) ended();
+      }
+    } catch (error) {
+      failure = error;
+      ended();
+    } finally {
+      sending = false;
+    }
+  };
+  return {
+    over,
+    /** Replaces any message not sent yet with `response`, and sends when the client can take it. */
+    offer(response: Res): void {
+      pending = response;
+      void flush();
+    },
+    /** Sends `response` unless another is already waiting. */
+    offerUnlessPending(response: Res): void {
+      pending ??= response;
+      void flush();
+    },
+    throwIfFailed(): void {
+      if (failure !== undefined) throw failure;
+    },
+  };
+}

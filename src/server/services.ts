@@ -36,7 +36,14 @@ import {
   notFound,
   refusedError,
 } from './errors.js';
-import { bidiMethods, type ErrorSink, type RpcContext, serverStreamMethods, unaryMethods } from './rpc.js';
+import {
+  bidiMethods,
+  type ErrorSink,
+  latestOnly,
+  type RpcContext,
+  serverStreamMethods,
+  unaryMethods,
+} from './rpc.js';
 import {
   checkNodeId,
   LIMITS,
@@ -576,46 +583,21 @@ export function schedulerService(
         // Counted before the first await, so that concurrent watches cannot overshoot the caps.
         watching += 1;
         watchingBy.add(tenant);
-        // Only the latest event waits while the client is slow to read: nothing piles up.
-        let pending: WatchSessionResponse | undefined;
-        let sending = false;
-        let failure: unknown;
-        let ended!: () => void;
-        const over = new Promise<void>((resolve) => {
-          ended = resolve;
-        });
-        const flush = async () => {
-          if (sending) return;
-          sending = true;
-          try {
-            while (pending !== undefined) {
-              const next = pending;
-              pending = undefined;
-              await send(next);
-              if (next.ended) ended();
-            }
-          } catch (error) {
-            // The credential no longer holds (revoked, expired): the watch ends with that.
-            failure = error;
-            ended();
-          } finally {
-            sending = false;
-          }
-        };
+        const events = latestOnly(send, (event: WatchSessionResponse) => event.ended);
         let watch: Awaited<ReturnType<typeof plane.sessions.watch>>;
         try {
-          watch = await plane.sessions.watch(tenant, id, (session) => {
-            pending =
+          watch = await plane.sessions.watch(tenant, id, (session) =>
+            events.offer(
               session === undefined
                 ? { placement: undefined, handover: undefined, degraded: false, ended: true }
-                : sessionEvent(session);
-            void flush();
-          });
+                : sessionEvent(session),
+            ),
+          );
           if (watch === undefined) throw sessionNotFound(id);
-          pending ??= sessionEvent(watch.initial);
-          void flush();
-          await Promise.race([over, cancelled]);
-          if (failure !== undefined) throw failure;
+          // Unless an event came while the watch started, the session as it is comes first.
+          events.offerUnlessPending(sessionEvent(watch.initial));
+          await Promise.race([events.over, cancelled]);
+          events.throwIfFailed();
         } finally {
           watching -= 1;
           watchingBy.remove(tenant);
