@@ -16,10 +16,14 @@ import {
   decideRoute,
   type Estimate,
   estimateOn,
+  MIXED_TREE,
+  PLACE_TREE,
+  PRICE_TREE,
   type RejectionVerdict,
   type RouteContext,
   type RouteRequest,
   type RoutingView,
+  type SearchTuning,
 } from '../../src/core/routing/index.js';
 import { drawnRequest, FLAT_LATENCY, loadedRecord, book as newBook, offer } from '../helpers/fixtures.js';
 
@@ -162,6 +166,14 @@ const scenarioArb = fc
       }),
       readded: fc.array(fc.nat(count - 1), { maxLength: 10 }),
       explainCap: fc.constantFrom(3, 40, 1000),
+      // Which tree the cost search walks changes its work, never its answer: as chosen, always
+      // the price tree, never it, and the price tree given up after one cell (a fresh start).
+      tuning: fc.constantFrom<SearchTuning | undefined>(
+        undefined,
+        { priceTreeReach: 0, priceTreeMaxCells: Number.POSITIVE_INFINITY },
+        { priceTreeReach: Number.POSITIVE_INFINITY, priceTreeMaxCells: 0 },
+        { priceTreeReach: 0, priceTreeMaxCells: 1 },
+      ),
       client: fc.record({
         place: fc.option(placeArb, { freq: 4 }),
         region: fc.constantFrom('CN-GD', 'NZ-CH', 'XX-NONE'),
@@ -266,12 +278,19 @@ function fullScan(
   };
 }
 
+/** Builds every tree of a model, so that later updates land on built trees. */
+function buildTrees(candidates: ReturnType<CandidateIndex['candidates']>): void {
+  candidates?.tree(PLACE_TREE);
+  candidates?.tree(MIXED_TREE);
+  candidates?.tree(PRICE_TREE);
+}
+
 function setUp(s: Scenario) {
   // Build the index, search it once (so its trees exist), then apply updates on top.
   const index = new CandidateIndex();
   let nodes = [...s.nodes] as NodeRecord[];
   for (const node of nodes) index.put(node);
-  for (const model of MODELS) index.candidates(model)?.tree();
+  for (const model of MODELS) buildTrees(index.candidates(model));
   for (const i of s.removed) {
     const id = (s.nodes[i] as NodeRecord).spec.id;
     index.remove(id);
@@ -299,7 +318,7 @@ function setUp(s: Scenario) {
     index.put(original);
     nodes.push(original);
   }
-  for (const model of MODELS) index.candidates(model)?.tree();
+  for (const model of MODELS) buildTrees(index.candidates(model));
   const samples = new Map<string, Map<string, LatencySample>>();
   for (const sample of s.samples) {
     const nodeId = (s.nodes[sample.node] as NodeRecord).spec.id;
@@ -335,6 +354,7 @@ function setUp(s: Scenario) {
     priceMultiplier: policyMultiplier({ rules: s.rules as PriceRule[], utcOffsetHours: 8 }),
     nowMs: NOW,
     maxExplainNodes: s.explainCap,
+    searchTuning: s.tuning,
   };
   return { nodes, req, ctx, reservations };
 }

@@ -8,6 +8,13 @@
 // cheapest first and stop as soon as no cell can beat what it has, and can skip cells too far to
 // meet the budget, whatever the price list.
 //
+// Each model has up to three trees over the same nodes, each built on first use from one list.
+// The price tree splits by price only: when the budget reaches most of the country, the cheapest
+// nodes are found in a few cells wherever they are. The mixed tree alternates place and price:
+// when the budget reaches a small part of the country, a cost search stays there. The place tree
+// splits by place only, for the nearest-first searches (best TTFT, degraded) and the policies
+// that rank by distance or load. Which tree a search uses changes its work, never its answer.
+//
 // The tree lives in typed arrays (one slot per cell, one per node in leaf order): a search walks
 // contiguous memory instead of chasing objects, which is most of its cost at national scale.
 // Updates are cheap: a status report swaps the record in place; new nodes wait in a short list
@@ -112,7 +119,7 @@ export const C = {
   /** Child cell indices; -1 in a leaf. */
   left: 11,
   right: 12,
-  /** A leaf's node slots are [itemStart, itemEnd). */
+  /** The cell's node slots are [itemStart, itemEnd) (a subtree's nodes are contiguous). */
   itemStart: 13,
   itemEnd: 14,
   spatial: 15,
@@ -122,6 +129,15 @@ export const CELL_STRIDE = 16;
 /** Field offsets of a node slot in `FlatTree.slots`: unit vector (NaN when unlocated), group id. */
 export const S = { x: 0, y: 1, z: 2, group: 3 } as const;
 export const SLOT_STRIDE = 4;
+
+/**
+ * How a tree splits its cells: by price only, by place and price in turn, by place only (each
+ * falls back to the other kind of split where its own finds no spread).
+ */
+export const PRICE_TREE = 0;
+export const MIXED_TREE = 1;
+export const PLACE_TREE = 2;
+export type TreeKind = typeof PRICE_TREE | typeof MIXED_TREE | typeof PLACE_TREE;
 
 /** A built tree: cells in depth-first order, nodes in leaf order. */
 export interface FlatTree {
@@ -141,11 +157,13 @@ export class ModelCandidates {
   readonly byId = new Map<string, { entry: IndexedNode; group: IndexGroup }>();
   private readonly groupsByKey = new Map<string, IndexGroup>();
   private groupList: IndexGroup[] = [];
-  private flat: FlatTree | undefined;
+  /** The nodes the trees hold (some removed since), or undefined before the first build. */
+  private built: IndexedNode[] | undefined;
+  /** By TreeKind: built on first use after each rebuild of `built`. */
+  private readonly trees: (FlatTree | undefined)[] = [undefined, undefined, undefined];
   /** Nodes added since the last build: every search scans them one by one. */
   private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
-  private built = 0;
   /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
@@ -197,16 +215,22 @@ export class ModelCandidates {
     this.tombstones += 1;
   }
 
-  /** The built tree, rebuilt first if updates have piled up. */
-  tree(): FlatTree {
+  /** The built tree of that kind; both are rebuilt first if updates have piled up. */
+  tree(kind: TreeKind): FlatTree {
+    const built = this.built?.length ?? 0;
     if (
-      this.flat === undefined ||
-      this.recentEntries.length > 32 + Math.sqrt(this.built) ||
-      this.tombstones > Math.max(32, this.built / 4)
+      this.built === undefined ||
+      this.recentEntries.length > 32 + Math.sqrt(built) ||
+      this.tombstones > Math.max(32, built / 4)
     ) {
       this.rebuild();
     }
-    return this.flat as FlatTree;
+    let tree = this.trees[kind];
+    if (tree === undefined) {
+      tree = buildTree(this.built as IndexedNode[], kind);
+      this.trees[kind] = tree;
+    }
+    return tree;
   }
 
   /** Nodes added since the tree was built (some may be removed since): scanned by every search. */
@@ -225,7 +249,7 @@ export class ModelCandidates {
   ): { live: boolean; checkedAll: boolean } {
     const hint = this.liveHint;
     if (hint !== undefined && !hint.removed && isLive(hint.record)) return { live: true, checkedAll: true };
-    const built = this.flat?.items ?? [];
+    const built = this.built ?? [];
     const recent = this.recentEntries;
     const total = built.length + recent.length;
     const checks = Math.min(maxChecks, total);
@@ -243,12 +267,12 @@ export class ModelCandidates {
 
   private rebuild(): void {
     const live: IndexedNode[] = [];
-    for (const entry of this.flat?.items ?? []) if (!entry.removed) live.push(entry);
+    for (const entry of this.built ?? []) if (!entry.removed) live.push(entry);
     for (const entry of this.recentEntries) if (!entry.removed) live.push(entry);
-    this.flat = buildTree(live);
+    this.built = live;
+    this.trees.fill(undefined);
     this.recentEntries = [];
     this.tombstones = 0;
-    this.built = live.length;
   }
 }
 
@@ -323,19 +347,19 @@ class TreeBuilder {
    * axis of that kind is widest), so cells become both small on the map and narrow in price; a
    * kind with no spread (one site, one price) yields to the other.
    */
-  build(nodes: IndexedNode[], depth: number, spatial: number): number {
+  build(nodes: IndexedNode[], depth: number, spatial: number, kind: TreeKind): number {
     const c = this.cell(nodes, spatial);
+    this.set(c, C.itemStart, this.items.length);
     let split: { key: SplitKey; spread: number } | undefined;
     if (nodes.length > LEAF_SIZE) {
       const byPlace = spatial === CAP ? widest(nodes, SPATIAL_KEYS, false) : { key: X, spread: 0 };
       const byPrice = widest(nodes, PRICE_KEYS, true);
-      const preferPlace = depth % 2 === 0;
+      const preferPlace = kind === PLACE_TREE || (kind === MIXED_TREE && depth % 2 === 0);
       split = preferPlace ? byPlace : byPrice;
       if (split.spread <= 1e-9) split = preferPlace ? byPrice : byPlace;
       if (split.spread <= 1e-9) split = undefined;
     }
     if (split === undefined) {
-      this.set(c, C.itemStart, this.items.length);
       for (const node of nodes) this.items.push(node);
       this.set(c, C.itemEnd, this.items.length);
       return c;
@@ -343,10 +367,11 @@ class TreeBuilder {
     const key = split.key;
     nodes.sort((a, b) => key(a) - key(b));
     const middle = nodes.length >> 1;
-    const left = this.build(nodes.slice(0, middle), depth + 1, spatial);
-    const right = this.build(nodes.slice(middle), depth + 1, spatial);
+    const left = this.build(nodes.slice(0, middle), depth + 1, spatial, kind);
+    const right = this.build(nodes.slice(middle), depth + 1, spatial, kind);
     this.set(c, C.left, left);
     this.set(c, C.right, right);
+    this.set(c, C.itemEnd, this.items.length);
     return c;
   }
 
@@ -368,13 +393,13 @@ class TreeBuilder {
   }
 }
 
-function buildTree(live: readonly IndexedNode[]): FlatTree {
+function buildTree(live: readonly IndexedNode[], kind: TreeKind): FlatTree {
   const builder = new TreeBuilder();
   const roots: number[] = [];
   const located = live.filter((entry) => entry.position !== undefined);
   const unlocated = live.filter((entry) => entry.position === undefined);
-  if (located.length > 0) roots.push(builder.build(located, 0, CAP));
-  if (unlocated.length > 0) roots.push(builder.build(unlocated, 1, UNLOCATED));
+  if (located.length > 0) roots.push(builder.build(located, 0, CAP, kind));
+  if (unlocated.length > 0) roots.push(builder.build(unlocated, 1, UNLOCATED, kind));
   return builder.freeze(roots);
 }
 

@@ -52,7 +52,10 @@ import {
   type IndexedNode,
   type IndexGroup,
   LEVEL_BIT,
+  MIXED_TREE,
   type ModelCandidates,
+  PLACE_TREE,
+  PRICE_TREE,
   S,
   SLOT_STRIDE,
   UNLOCATED,
@@ -125,7 +128,22 @@ export interface RouteContext {
   readonly maxExplainNodes?: number;
   /** Work cap of one decision, in nodes examined (DEFAULT_MAX_VISITS). */
   readonly maxVisits?: number;
+  /** Which index tree a cost search walks (tests and benchmarks); DEFAULT_SEARCH_TUNING unless given. */
+  readonly searchTuning?: SearchTuning;
 }
+
+/**
+ * A cost search walks the price tree when the budget reaches at least `priceTreeReach` of the
+ * model's nodes (judged from coordinates on the place tree's top cells), and gives it up for the
+ * mixed tree, starting afresh, after `priceTreeMaxCells` cells.
+ */
+export interface SearchTuning {
+  readonly priceTreeReach: number;
+  readonly priceTreeMaxCells: number;
+}
+
+/** Measured on `npm run bench` (BENCHMARKS.md): loose budgets find their answer in 10–30 cells. */
+export const DEFAULT_SEARCH_TUNING: SearchTuning = { priceTreeReach: 0.25, priceTreeMaxCells: 48 };
 
 /** Per-request state shared by the stages. */
 interface Prepared {
@@ -150,8 +168,13 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   }
   const p = prepare(request, ctx);
   const candidates = ctx.view.candidates(request.model);
-  const search = new Search(p, candidates);
-  search.feasible();
+  let search = new Search(p, candidates);
+  if (!search.feasible(true)) {
+    // The price tree was the wrong guess (the reach is narrower than it looked): start again on
+    // the place tree, counting afresh.
+    search = new Search(p, candidates);
+    search.feasible(false);
+  }
 
   const ranked = search.ranked.sorted();
   let chosenIndex = -1;
@@ -323,8 +346,9 @@ function isSampled(p: Prepared, nodeId: string): boolean {
 }
 
 /**
- * The model's multiplier floor (the lowest factor any of its groups has now), cached on the
- * model's candidates for as long as the multiplier says its factors stay put.
+ * The model's multiplier floors by LEVEL_BIT mask (the lowest factor any of its groups at those
+ * levels has now), cached on the model's candidates for as long as the multiplier says its
+ * factors stay put. A cell holding too many groups to list bounds by its levels' floor.
  */
 interface FloorCache {
   readonly multiplier: PriceMultiplier;
@@ -332,7 +356,7 @@ interface FloorCache {
   readonly groups: number;
   readonly fromMs: number;
   readonly untilMs: number;
-  readonly floor: number;
+  readonly floors: Float64Array;
 }
 const floorCaches = new WeakMap<ModelCandidates, FloorCache>();
 
@@ -356,6 +380,9 @@ const LISTED: { stage: 'listed'; node: NodeRecord; offer: ModelOffer; state: Nod
   state: 'READY',
 };
 const NO_NODES: readonly IndexedNode[] = [];
+/** reachesMost's work list (cell, depth pairs) and how deep it looks. */
+const REACH_STACK: number[] = [];
+const REACH_DEPTH = 4;
 
 const overheadTables = new WeakMap<Readonly<Record<Level, number>>, Float64Array>();
 
@@ -388,7 +415,7 @@ class Search {
   private readonly scratch: GroupScratch | undefined;
   /** This decision's mark on the groups' scratch values. */
   private readonly stamp = ++decisionStamp;
-  private modelFloor: number | undefined;
+  private floors: Float64Array | undefined;
   private readonly cellBounds = SCRATCH_BOUNDS;
   /** The best-first frontier: cell indices keyed by a lower bound. */
   private readonly frontier = FRONTIER;
@@ -511,9 +538,9 @@ class Search {
     return (this.scratch as GroupScratch).multiplier[group.id] as number;
   }
 
-  /** The lowest multiplier of any group of the model now. */
-  private floorOfModel(): number {
-    if (this.modelFloor !== undefined) return this.modelFloor;
+  /** By LEVEL_BIT mask: the lowest multiplier of any group of the model at those levels now. */
+  private floorsByLevels(): Float64Array {
+    if (this.floors !== undefined) return this.floors;
     const candidates = this.candidates as ModelCandidates;
     const { priceMultiplier, nowMs } = this.p.ctx;
     const cached = floorCaches.get(candidates);
@@ -524,21 +551,26 @@ class Search {
       nowMs >= cached.fromMs &&
       nowMs < cached.untilMs
     ) {
-      this.modelFloor = cached.floor;
-      return cached.floor;
+      this.floors = cached.floors;
+      return cached.floors;
     }
-    let floor = Number.POSITIVE_INFINITY;
-    for (const group of candidates.groups()) floor = Math.min(floor, this.multiplierOf(group));
+    const floors = new Float64Array(16).fill(Number.POSITIVE_INFINITY);
+    for (const group of candidates.groups()) {
+      const bit = LEVEL_BIT[group.level];
+      const factor = this.multiplierOf(group);
+      for (let mask = 1; mask < 16; mask += 1)
+        if ((mask & bit) !== 0 && factor < (floors[mask] as number)) floors[mask] = factor;
+    }
     const untilMs = priceMultiplier.stableUntil?.(nowMs) ?? nowMs;
     floorCaches.set(candidates, {
       multiplier: priceMultiplier,
       groups: candidates.groups().length,
       fromMs: nowMs,
       untilMs,
-      floor,
+      floors,
     });
-    this.modelFloor = floor;
-    return floor;
+    this.floors = floors;
+    return floors;
   }
 
   /**
@@ -570,7 +602,7 @@ class Search {
       const latency = p.ctx.latency;
       coordinateBaseMs = this.minOverheads[cells[at + C.levelMask] as number] as number;
       regionDefaultMs = coordinateBaseMs + Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs);
-      multiplier = this.floorOfModel();
+      multiplier = this.floorsByLevels()[cells[at + C.levelMask] as number] as number;
     }
     let rttLowerBoundMs: number;
     const vector = p.clientVector;
@@ -688,9 +720,9 @@ class Search {
    * The feasible nodes the policy ranks best: cells in order of the policy's lower bound, skipping
    * cells that cannot meet the budget, until no cell left can beat the ranked nodes.
    */
-  feasible(): void {
+  feasible(mayUsePriceTree: boolean): boolean {
     const candidates = this.candidates;
-    if (candidates === undefined) return;
+    if (candidates === undefined) return true;
     const { p } = this;
     const budgetMs = p.request.latencyBudgetMs;
     // The OVER_BUDGET check sums RTT and prefill exactly as the node bound below does, so the
@@ -721,19 +753,25 @@ class Search {
       if (candidate !== undefined) this.judge(candidate);
     };
     for (const entry of this.sampled) {
-      if (!this.spend()) return;
+      if (!this.spend()) return true;
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined) this.judge(candidate);
     }
-    const tree = candidates.tree();
+    const byCost = p.policy.searchBy === 'cost';
+    const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
+    const byPrice =
+      byCost &&
+      mayUsePriceTree &&
+      this.reachesMost(candidates.tree(PLACE_TREE), reachMs, tuning.priceTreeReach);
+    const tree = candidates.tree(byPrice ? PRICE_TREE : byCost ? MIXED_TREE : PLACE_TREE);
     for (const entry of candidates.recent()) {
       if (!this.visits(entry)) continue;
-      if (!this.spend()) return;
+      if (!this.spend()) return true;
       visit(entry, this.entryRttLowerBound(entry));
     }
     const tieScore = p.policy.tieScore;
     const tieLowerBound = p.policy.tieLowerBound;
-    this.walk(
+    return this.walk(
       tree,
       (bounds) => {
         if (bounds.ttftLowerBoundMs > reachMs) return undefined;
@@ -755,7 +793,54 @@ class Search {
       visit,
       // Among cells that tie on the first bound (one price tier), the likeliest winners first.
       tieLowerBound,
+      byPrice ? tuning.priceTreeMaxCells : Number.POSITIVE_INFINITY,
     );
+  }
+
+  /**
+   * Whether the budget's reach (from coordinates alone) takes in at least `share` of the model's
+   * nodes, judged on the place tree's top cells: then the cheapest nodes are best found by price
+   * wherever they are; otherwise the search stays near the client.
+   */
+  private reachesMost(placeTree: FlatTree, reachMs: number, share: number): boolean {
+    if (share <= 0) return true;
+    const vector = this.p.clientVector;
+    if (vector === undefined) return share <= 1;
+    const { cells } = placeTree;
+    let total = 0;
+    let reached = 0;
+    const stack = REACH_STACK;
+    stack.length = 0;
+    for (const root of placeTree.roots) {
+      const at = root * CELL_STRIDE;
+      const size = (cells[at + C.itemEnd] as number) - (cells[at + C.itemStart] as number);
+      total += size;
+      if (cells[at + C.spatial] === UNLOCATED) reached += size;
+      else stack.push(root, 0);
+    }
+    // RTT within reach: the budget less the cell's fastest prefill and the smallest overhead.
+    const rttReachMs = reachMs - (this.minOverheads[15] as number);
+    while (stack.length > 0) {
+      const depth = stack.pop() as number;
+      const c = stack.pop() as number;
+      const at = c * CELL_STRIDE;
+      const maxPrefill = cells[at + C.maxPrefill] as number;
+      const reachRad =
+        (rttReachMs - (maxPrefill > 0 ? prefillMsAt(this.p.request, maxPrefill) : 0)) / this.p.msPerRad;
+      const size = (cells[at + C.itemEnd] as number) - (cells[at + C.itemStart] as number);
+      const dx = vector.x - (cells[at + C.cx] as number);
+      const dy = vector.y - (cells[at + C.cy] as number);
+      const dz = vector.z - (cells[at + C.cz] as number);
+      // Chords: a lower bound of the angle to the nearest node, and roughly the farthest.
+      const chord = Math.sqrt(dx * dx + dy * dy + dz * dz);
+      const radius = cells[at + C.radius] as number;
+      if (chord - radius > reachRad) continue;
+      const left = cells[at + C.left] as number;
+      if (chord + radius <= reachRad || left < 0) reached += size;
+      else if (depth >= REACH_DEPTH) reached += size / 2;
+      else stack.push(left, depth + 1, cells[at + C.right] as number, depth + 1);
+    }
+    return reached >= share * total;
   }
 
   /**
@@ -770,9 +855,11 @@ class Search {
     done: (topKey: number) => boolean,
     visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
     tieOf?: (bounds: ScratchBounds) => number,
-  ): void {
+    maxPops = Number.POSITIVE_INFINITY,
+  ): boolean {
     const frontier = this.frontier;
     frontier.clear();
+    let pops = 0;
     const push = (c: number) => {
       if (this.cellExcluded(tree, c)) return;
       const bounds = this.bound(tree, c);
@@ -781,6 +868,10 @@ class Search {
     };
     for (const root of tree.roots) push(root);
     while (frontier.size > 0 && !done(frontier.peekKey())) {
+      if (++pops > maxPops) {
+        frontier.clear();
+        return false;
+      }
       const c = frontier.pop() as number;
       const at = c * CELL_STRIDE;
       const left = tree.cells[at + C.left] as number;
@@ -795,12 +886,13 @@ class Search {
         if (!this.visits(entry)) continue;
         if (!this.spend()) {
           frontier.clear();
-          return;
+          return true;
         }
         visit(entry, this.slotRttLowerBound(tree, i));
       }
     }
     frontier.clear();
+    return true;
   }
 
   /**
@@ -829,7 +921,7 @@ class Search {
       if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) best = candidate;
     };
     for (const entry of this.sampled) if (this.spend()) visit(entry, undefined);
-    const tree = candidates.tree();
+    const tree = candidates.tree(PLACE_TREE);
     for (const entry of candidates.recent())
       if (this.visits(entry) && this.spend()) visit(entry, this.entryRttLowerBound(entry));
     this.walk(

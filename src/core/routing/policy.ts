@@ -34,6 +34,11 @@ export interface RoutingPolicy {
    * `pick` in the order the search met them — fixed by the registry's history, not by chance.
    */
   readonly collect: 'ranked' | 'all';
+  /**
+   * 'cost': the first key is a price, so when the budget reaches most nodes the search walks the
+   * index's price tree; 'place' (the default): it always walks the place tree. Work, not answers.
+   */
+  readonly searchBy?: 'cost' | 'place';
   /** Chooses from the feasible nodes, in `compare` order; the rest of the top become fallbacks. */
   readonly pick?: (ranked: readonly EstimatedCandidate[]) => number;
 }
@@ -58,6 +63,7 @@ export const CHEAPEST_FEASIBLE: RoutingPolicy = {
   tieScore: (c) => c.estimate.ttftMs,
   tieLowerBound: (bounds) => bounds.ttftLowerBoundMs,
   collect: 'ranked',
+  searchBy: 'cost',
 };
 
 /** Lowest network RTT among feasible nodes. */
