@@ -276,18 +276,49 @@ export class ModelCandidates {
   }
 }
 
+/**
+ * Per node, in one typed array (K numbers a node): what a build splits and bounds by, read once
+ * from the records, so that the build reads contiguous numbers instead of object chains.
+ */
+const K = { x: 0, y: 1, z: 2, input: 3, output: 4, cached: 5, negPrefill: 6, levelBit: 7, group: 8 } as const;
+const K_STRIDE = 9;
+const SPATIAL_KEYS: readonly number[] = [K.x, K.y, K.z];
+const PRICE_KEYS: readonly number[] = [K.input, K.output, K.cached, K.negPrefill];
+
 /** Collects cells and node slots while building; frozen into typed arrays at the end. */
 class TreeBuilder {
   private readonly cells: number[] = [];
   private readonly cellGroups: number[] = [];
   private readonly items: IndexedNode[] = [];
+  private readonly keys: Float64Array;
+  /** Node indices, reordered in place as cells are split: a subtree's nodes are one range. */
+  readonly order: Int32Array;
+
+  constructor(private readonly nodes: readonly IndexedNode[]) {
+    const keys = new Float64Array(nodes.length * K_STRIDE);
+    nodes.forEach((node, n) => {
+      const at = n * K_STRIDE;
+      keys[at + K.x] = node.position?.x ?? 0;
+      keys[at + K.y] = node.position?.y ?? 0;
+      keys[at + K.z] = node.position?.z ?? 0;
+      keys[at + K.input] = node.offer.price.inputPerMtok;
+      keys[at + K.output] = node.offer.price.outputPerMtok;
+      keys[at + K.cached] = node.offer.price.cachedInputPerMtok;
+      keys[at + K.negPrefill] = -node.offer.prefillTokensPerS;
+      keys[at + K.levelBit] = LEVEL_BIT[node.group.level];
+      keys[at + K.group] = node.group.id;
+    });
+    this.keys = keys;
+    this.order = Int32Array.from(nodes.keys());
+  }
 
   private set(c: number, field: number, value: number): void {
     this.cells[c * CELL_STRIDE + field] = value;
   }
 
-  /** Adds a cell bounding `nodes`; returns its index. Children and items are set by the caller. */
-  private cell(nodes: readonly IndexedNode[], spatial: number): number {
+  /** Adds a cell bounding the nodes of `order[lo, hi)`; returns its index. */
+  private cell(lo: number, hi: number, spatial: number): number {
+    const { keys, order } = this;
     const c = this.cells.length / CELL_STRIDE;
     for (let f = 0; f < CELL_STRIDE; f += 1) this.cells.push(0);
     let minInput = Number.POSITIVE_INFINITY;
@@ -299,30 +330,40 @@ class TreeBuilder {
     let sx = 0;
     let sy = 0;
     let sz = 0;
-    for (const { offer, position, group } of nodes) {
-      minInput = Math.min(minInput, offer.price.inputPerMtok);
-      minOutput = Math.min(minOutput, offer.price.outputPerMtok);
-      minCached = Math.min(minCached, offer.price.cachedInputPerMtok);
-      maxPrefill = Math.max(maxPrefill, offer.prefillTokensPerS);
-      levelMask |= LEVEL_BIT[group.level];
-      if (groups !== undefined && !groups.includes(group.id))
-        groups = groups.length < MAX_CELL_GROUPS ? [...groups, group.id] : undefined;
-      if (position !== undefined) {
-        sx += position.x;
-        sy += position.y;
-        sz += position.z;
-      }
+    for (let i = lo; i < hi; i += 1) {
+      const at = (order[i] as number) * K_STRIDE;
+      minInput = Math.min(minInput, keys[at + K.input] as number);
+      minOutput = Math.min(minOutput, keys[at + K.output] as number);
+      minCached = Math.min(minCached, keys[at + K.cached] as number);
+      maxPrefill = Math.max(maxPrefill, -(keys[at + K.negPrefill] as number));
+      levelMask |= keys[at + K.levelBit] as number;
+      const group = keys[at + K.group] as number;
+      if (groups !== undefined && !groups.includes(group))
+        groups = groups.length < MAX_CELL_GROUPS ? [...groups, group] : undefined;
+      sx += keys[at + K.x] as number;
+      sy += keys[at + K.y] as number;
+      sz += keys[at + K.z] as number;
     }
     let center: Vec3 = { x: 1, y: 0, z: 0 };
     let radiusRad = Math.PI;
     if (spatial === CAP) {
       const norm = Math.hypot(sx, sy, sz);
-      center = norm > 1e-9 ? { x: sx / norm, y: sy / norm, z: sz / norm } : (nodes[0]?.position ?? center);
-      radiusRad = 0;
-      for (const { position } of nodes) {
-        if (position !== undefined) radiusRad = Math.max(radiusRad, angleBetween(center, position));
+      if (norm > 1e-9) center = { x: sx / norm, y: sy / norm, z: sz / norm };
+      else {
+        const at = (order[lo] as number) * K_STRIDE;
+        center = { x: keys[at + K.x] as number, y: keys[at + K.y] as number, z: keys[at + K.z] as number };
       }
-      radiusRad += ANGLE_SLACK_RAD;
+      let maxDot = 1;
+      for (let i = lo; i < hi; i += 1) {
+        const at = (order[i] as number) * K_STRIDE;
+        const dot =
+          center.x * (keys[at + K.x] as number) +
+          center.y * (keys[at + K.y] as number) +
+          center.z * (keys[at + K.z] as number);
+        if (dot < maxDot) maxDot = dot;
+      }
+      // The widest angle is the smallest dot product: one acos per cell, not one per node.
+      radiusRad = Math.acos(maxDot >= 1 ? 1 : maxDot <= -1 ? -1 : maxDot) + ANGLE_SLACK_RAD;
     }
     this.set(c, C.cx, center.x);
     this.set(c, C.cy, center.y);
@@ -343,36 +384,90 @@ class TreeBuilder {
   }
 
   /**
-   * A median-split tree. Levels alternate between splitting by place and by price (whichever
-   * axis of that kind is widest), so cells become both small on the map and narrow in price; a
-   * kind with no spread (one site, one price) yields to the other.
+   * A median-split tree over `order[lo, hi)`. A place tree splits by place (the widest axis), a
+   * price tree by price (the widest relative spread of a token price or the prefill rate), a
+   * mixed tree by each in turn; a kind with no spread (one site, one price) yields to the other.
    */
-  build(nodes: IndexedNode[], depth: number, spatial: number, kind: TreeKind): number {
-    const c = this.cell(nodes, spatial);
+  build(lo: number, hi: number, depth: number, spatial: number, kind: TreeKind): number {
+    const c = this.cell(lo, hi, spatial);
     this.set(c, C.itemStart, this.items.length);
-    let split: { key: SplitKey; spread: number } | undefined;
-    if (nodes.length > LEAF_SIZE) {
-      const byPlace = spatial === CAP ? widest(nodes, SPATIAL_KEYS, false) : { key: X, spread: 0 };
-      const byPrice = widest(nodes, PRICE_KEYS, true);
+    let split: { key: number; spread: number } | undefined;
+    if (hi - lo > LEAF_SIZE) {
+      const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
+      const byPrice = this.widest(lo, hi, PRICE_KEYS, true);
       const preferPlace = kind === PLACE_TREE || (kind === MIXED_TREE && depth % 2 === 0);
       split = preferPlace ? byPlace : byPrice;
       if (split.spread <= 1e-9) split = preferPlace ? byPrice : byPlace;
       if (split.spread <= 1e-9) split = undefined;
     }
     if (split === undefined) {
-      for (const node of nodes) this.items.push(node);
+      for (let i = lo; i < hi; i += 1) this.items.push(this.nodes[this.order[i] as number] as IndexedNode);
       this.set(c, C.itemEnd, this.items.length);
       return c;
     }
-    const key = split.key;
-    nodes.sort((a, b) => key(a) - key(b));
-    const middle = nodes.length >> 1;
-    const left = this.build(nodes.slice(0, middle), depth + 1, spatial, kind);
-    const right = this.build(nodes.slice(middle), depth + 1, spatial, kind);
+    // The median by the split key, in place: no sort, no copies (a build is O(n log n)).
+    const middle = (lo + hi) >> 1;
+    this.selectRank(lo, hi, middle, split.key);
+    const left = this.build(lo, middle, depth + 1, spatial, kind);
+    const right = this.build(middle, hi, depth + 1, spatial, kind);
     this.set(c, C.left, left);
     this.set(c, C.right, right);
     this.set(c, C.itemEnd, this.items.length);
     return c;
+  }
+
+  private key(i: number, key: number): number {
+    return this.keys[(this.order[i] as number) * K_STRIDE + key] as number;
+  }
+
+  /** The key of `keys` whose values over `order[lo, hi)` spread widest (relative: over their scale). */
+  private widest(lo: number, hi: number, keys: readonly number[], relative: boolean) {
+    let best = { key: keys[0] as number, spread: -1 };
+    for (const key of keys) {
+      let min = Number.POSITIVE_INFINITY;
+      let max = Number.NEGATIVE_INFINITY;
+      for (let i = lo; i < hi; i += 1) {
+        const value = this.key(i, key);
+        if (value < min) min = value;
+        if (value > max) max = value;
+      }
+      const scale = Math.max(Math.abs(min), Math.abs(max));
+      const spread = !relative ? max - min : scale === 0 ? 0 : (max - min) / scale;
+      if (spread > best.spread) best = { key, spread };
+    }
+    return best;
+  }
+
+  /**
+   * Reorders `order[lo, hi)` so that `order[rank]` holds the node of that rank by `key`, none
+   * before it greater and none after it smaller (Hoare's selection, median-of-three pivots).
+   */
+  private selectRank(lo: number, hi: number, rank: number, key: number): void {
+    const order = this.order;
+    let left = lo;
+    let right = hi - 1;
+    while (right > left) {
+      const a = this.key(left, key);
+      const b = this.key((left + right) >> 1, key);
+      const c = this.key(right, key);
+      const pivot = Math.max(Math.min(a, b), Math.min(Math.max(a, b), c));
+      let i = left;
+      let j = right;
+      while (i <= j) {
+        while (this.key(i, key) < pivot) i += 1;
+        while (this.key(j, key) > pivot) j -= 1;
+        if (i <= j) {
+          const swap = order[i] as number;
+          order[i] = order[j] as number;
+          order[j] = swap;
+          i += 1;
+          j -= 1;
+        }
+      }
+      if (rank <= j) right = j;
+      else if (rank >= i) left = i;
+      else return;
+    }
   }
 
   freeze(roots: readonly number[]): FlatTree {
@@ -394,45 +489,15 @@ class TreeBuilder {
 }
 
 function buildTree(live: readonly IndexedNode[], kind: TreeKind): FlatTree {
-  const builder = new TreeBuilder();
-  const roots: number[] = [];
+  // Located nodes first: each kind of node is one range of the builder's order.
   const located = live.filter((entry) => entry.position !== undefined);
   const unlocated = live.filter((entry) => entry.position === undefined);
-  if (located.length > 0) roots.push(builder.build(located, 0, CAP, kind));
-  if (unlocated.length > 0) roots.push(builder.build(unlocated, 1, UNLOCATED, kind));
+  const builder = new TreeBuilder([...located, ...unlocated]);
+  const roots: number[] = [];
+  if (located.length > 0) roots.push(builder.build(0, located.length, 0, CAP, kind));
+  if (unlocated.length > 0)
+    roots.push(builder.build(located.length, located.length + unlocated.length, 1, UNLOCATED, kind));
   return builder.freeze(roots);
-}
-
-type SplitKey = (entry: IndexedNode) => number;
-const X: SplitKey = (e) => e.position?.x ?? 0;
-const SPATIAL_KEYS: readonly SplitKey[] = [X, (e) => e.position?.y ?? 0, (e) => e.position?.z ?? 0];
-const PRICE_KEYS: readonly SplitKey[] = [
-  (e) => e.offer.price.inputPerMtok,
-  (e) => e.offer.price.outputPerMtok,
-  (e) => e.offer.price.cachedInputPerMtok,
-  (e) => -e.offer.prefillTokensPerS,
-];
-
-function spread(items: readonly IndexedNode[], key: SplitKey, relative: boolean): number {
-  let lo = Number.POSITIVE_INFINITY;
-  let hi = Number.NEGATIVE_INFINITY;
-  for (const item of items) {
-    const value = key(item);
-    lo = Math.min(lo, value);
-    hi = Math.max(hi, value);
-  }
-  if (!relative) return hi - lo;
-  const scale = Math.max(Math.abs(lo), Math.abs(hi));
-  return scale === 0 ? 0 : (hi - lo) / scale;
-}
-
-function widest(items: readonly IndexedNode[], keys: readonly SplitKey[], relative: boolean) {
-  let best = { key: keys[0] as SplitKey, spread: -1 };
-  for (const key of keys) {
-    const value = spread(items, key, relative);
-    if (value > best.spread) best = { key, spread: value };
-  }
-  return best;
 }
 
 /** Whether two specs place a node identically in the index (same level, region, place, offers). */
