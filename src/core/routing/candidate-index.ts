@@ -1,4 +1,4 @@
-// The candidate index: for each model, the nodes that offer it in one bounding tree whose cells
+// The candidate index: for each model, the nodes that offer it in bounding trees whose cells
 // know the cheapest price of each token kind, the fastest prefill, a spherical cap holding every
 // node, and which (level, region) groups they hold — the unit at which time-of-use multipliers,
 // level/region constraints and access overheads are the same for every node.
