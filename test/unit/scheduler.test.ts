@@ -404,6 +404,30 @@ describe('decideRoute: bounded work', () => {
     expect(decision.summary).toContain('stopped at its work cap');
   });
 
+  it('the work cap holds across a search that gives up the price tree and starts again', () => {
+    const nodes = Array.from({ length: 60 }, (_, i) => full(`full-${String(i).padStart(2, '0')}`, i));
+    const base = context(nodes, { maxVisits: 10 });
+    // Every node examined is estimated (a loose budget, all live), and each estimate reads its
+    // pending reservations once: the reads count the nodes examined, in both searches.
+    let examined = 0;
+    const ctx = {
+      ...base,
+      // The first search reaches a leaf in four cells, examines it, then gives up the price tree.
+      searchTuning: { priceTreeReach: 0, priceTreeMaxCells: 4 },
+      reservations: {
+        pending: (...args: Parameters<typeof base.reservations.pending>) => {
+          examined += 1;
+          return base.reservations.pending(...args);
+        },
+      },
+    };
+    const decision = decideRoute(request({ explain: false }), ctx);
+    if (decision.kind !== 'infeasible') throw new Error(decision.summary);
+    expect(decision.counts.truncated).toBe(true);
+    expect(examined).toBeGreaterThan(0);
+    expect(examined).toBeLessThanOrEqual(10);
+  });
+
   it('under the cap the same fleet is answered exactly', () => {
     const nodes = [
       ...Array.from({ length: 60 }, (_, i) => full(`full-${i}`, i)),

@@ -171,8 +171,8 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   let search = new Search(p, candidates);
   if (!search.feasible(true)) {
     // The price tree was the wrong guess (the reach is narrower than it looked): start again on
-    // the place tree, counting afresh.
-    search = new Search(p, candidates);
+    // the mixed tree, counting afresh, with what is left of the work cap.
+    search = new Search(p, candidates, search.visitsLeft());
     search.feasible(false);
   }
 
@@ -431,13 +431,14 @@ class Search {
   constructor(
     private readonly p: Prepared,
     private readonly candidates: ModelCandidates | undefined,
+    budget = p.ctx.maxVisits ?? DEFAULT_MAX_VISITS,
   ) {
     const capacity =
       p.policy.collect === 'all'
         ? Number.POSITIVE_INFINITY
         : 1 + Math.min(p.request.maxFallbacks, MAX_FALLBACKS);
     this.ranked = new Ranked(capacity, p.policy);
-    this.budget = p.ctx.maxVisits ?? DEFAULT_MAX_VISITS;
+    this.budget = budget;
     const groups = candidates?.groups() ?? [];
     this.groups = groups;
     this.scratch = candidates?.scratch;
