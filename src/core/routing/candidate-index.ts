@@ -157,9 +157,9 @@ export class ModelCandidates {
   readonly byId = new Map<string, { entry: IndexedNode; group: IndexGroup }>();
   private readonly groupsByKey = new Map<string, IndexGroup>();
   private groupList: IndexGroup[] = [];
-  /** The nodes the trees hold (some removed since), or undefined before the first build. */
-  private built: IndexedNode[] | undefined;
-  /** By TreeKind: built on first use after each rebuild of `built`. */
+  /** The nodes the trees hold (some removed since) and their keys, or undefined before the first build. */
+  private source: TreeSource | undefined;
+  /** By TreeKind: built on first use from `source`, dropped when it is replaced. */
   private readonly trees: (FlatTree | undefined)[] = [undefined, undefined, undefined];
   /** Nodes added since the last build: every search scans them one by one. */
   private recentEntries: IndexedNode[] = [];
@@ -215,11 +215,11 @@ export class ModelCandidates {
     this.tombstones += 1;
   }
 
-  /** The built tree of that kind; both are rebuilt first if updates have piled up. */
+  /** The built tree of that kind; all are rebuilt first if updates have piled up. */
   tree(kind: TreeKind): FlatTree {
-    const built = this.built?.length ?? 0;
+    const built = this.source?.nodes.length ?? 0;
     if (
-      this.built === undefined ||
+      this.source === undefined ||
       this.recentEntries.length > 32 + Math.sqrt(built) ||
       this.tombstones > Math.max(32, built / 4)
     ) {
@@ -227,7 +227,7 @@ export class ModelCandidates {
     }
     let tree = this.trees[kind];
     if (tree === undefined) {
-      tree = buildTree(this.built as IndexedNode[], kind);
+      tree = buildTree(this.source as TreeSource, kind);
       this.trees[kind] = tree;
     }
     return tree;
@@ -249,7 +249,7 @@ export class ModelCandidates {
   ): { live: boolean; checkedAll: boolean } {
     const hint = this.liveHint;
     if (hint !== undefined && !hint.removed && isLive(hint.record)) return { live: true, checkedAll: true };
-    const built = this.built ?? [];
+    const built = this.source?.nodes ?? [];
     const recent = this.recentEntries;
     const total = built.length + recent.length;
     const checks = Math.min(maxChecks, total);
@@ -267,9 +267,9 @@ export class ModelCandidates {
 
   private rebuild(): void {
     const live: IndexedNode[] = [];
-    for (const entry of this.built ?? []) if (!entry.removed) live.push(entry);
+    for (const entry of this.source?.nodes ?? []) if (!entry.removed) live.push(entry);
     for (const entry of this.recentEntries) if (!entry.removed) live.push(entry);
-    this.built = live;
+    this.source = treeSource(live);
     this.trees.fill(undefined);
     this.recentEntries = [];
     this.tombstones = 0;
@@ -285,31 +285,47 @@ const K_STRIDE = 9;
 const SPATIAL_KEYS: readonly number[] = [K.x, K.y, K.z];
 const PRICE_KEYS: readonly number[] = [K.input, K.output, K.cached, K.negPrefill];
 
+/** What every tree of a model is built from: its live nodes, located first, and their keys. */
+interface TreeSource {
+  readonly nodes: readonly IndexedNode[];
+  readonly keys: Float64Array;
+  /** nodes[0, located) have coordinates, the rest none. */
+  readonly located: number;
+}
+
+function treeSource(live: readonly IndexedNode[]): TreeSource {
+  const located = live.filter((entry) => entry.position !== undefined);
+  const nodes = [...located, ...live.filter((entry) => entry.position === undefined)];
+  const keys = new Float64Array(nodes.length * K_STRIDE);
+  nodes.forEach((node, n) => {
+    const at = n * K_STRIDE;
+    keys[at + K.x] = node.position?.x ?? 0;
+    keys[at + K.y] = node.position?.y ?? 0;
+    keys[at + K.z] = node.position?.z ?? 0;
+    keys[at + K.input] = node.offer.price.inputPerMtok;
+    keys[at + K.output] = node.offer.price.outputPerMtok;
+    keys[at + K.cached] = node.offer.price.cachedInputPerMtok;
+    keys[at + K.negPrefill] = -node.offer.prefillTokensPerS;
+    keys[at + K.levelBit] = LEVEL_BIT[node.group.level];
+    keys[at + K.group] = node.group.id;
+  });
+  return { nodes, keys, located: located.length };
+}
+
 /** Collects cells and node slots while building; frozen into typed arrays at the end. */
 class TreeBuilder {
   private readonly cells: number[] = [];
   private readonly cellGroups: number[] = [];
   private readonly items: IndexedNode[] = [];
+  private readonly nodes: readonly IndexedNode[];
   private readonly keys: Float64Array;
-  /** Node indices, reordered in place as cells are split: a subtree's nodes are one range. */
-  readonly order: Int32Array;
+  /** Indices into `nodes`, reordered in place as cells are split: a subtree's nodes are one range. */
+  private readonly order: Int32Array;
 
-  constructor(private readonly nodes: readonly IndexedNode[]) {
-    const keys = new Float64Array(nodes.length * K_STRIDE);
-    nodes.forEach((node, n) => {
-      const at = n * K_STRIDE;
-      keys[at + K.x] = node.position?.x ?? 0;
-      keys[at + K.y] = node.position?.y ?? 0;
-      keys[at + K.z] = node.position?.z ?? 0;
-      keys[at + K.input] = node.offer.price.inputPerMtok;
-      keys[at + K.output] = node.offer.price.outputPerMtok;
-      keys[at + K.cached] = node.offer.price.cachedInputPerMtok;
-      keys[at + K.negPrefill] = -node.offer.prefillTokensPerS;
-      keys[at + K.levelBit] = LEVEL_BIT[node.group.level];
-      keys[at + K.group] = node.group.id;
-    });
-    this.keys = keys;
-    this.order = Int32Array.from(nodes.keys());
+  constructor(source: TreeSource) {
+    this.nodes = source.nodes;
+    this.keys = source.keys;
+    this.order = Int32Array.from(source.nodes.keys());
   }
 
   private set(c: number, field: number, value: number): void {
@@ -488,15 +504,13 @@ class TreeBuilder {
   }
 }
 
-function buildTree(live: readonly IndexedNode[], kind: TreeKind): FlatTree {
-  // Located nodes first: each kind of node is one range of the builder's order.
-  const located = live.filter((entry) => entry.position !== undefined);
-  const unlocated = live.filter((entry) => entry.position === undefined);
-  const builder = new TreeBuilder([...located, ...unlocated]);
+function buildTree(source: TreeSource, kind: TreeKind): FlatTree {
+  const builder = new TreeBuilder(source);
+  const { located } = source;
   const roots: number[] = [];
-  if (located.length > 0) roots.push(builder.build(0, located.length, 0, CAP, kind));
-  if (unlocated.length > 0)
-    roots.push(builder.build(located.length, located.length + unlocated.length, 1, UNLOCATED, kind));
+  if (located > 0) roots.push(builder.build(0, located, 0, CAP, kind));
+  if (located < source.nodes.length)
+    roots.push(builder.build(located, source.nodes.length, 1, UNLOCATED, kind));
   return builder.freeze(roots);
 }
 

@@ -399,6 +399,22 @@ function overheadTable(overheads: Readonly<Record<Level, number>>): Float64Array
   return table;
 }
 
+/**
+ * The chord between unit vector `v` and the unit vector at `xyz[at .. at + 2]`: never longer than
+ * the arc it spans, so a lower bound of the angle for a square root instead of an acos.
+ */
+function chordTo(v: Vec3, xyz: Float64Array, at: number): number {
+  const dx = v.x - (xyz[at] as number);
+  const dy = v.y - (xyz[at + 1] as number);
+  const dz = v.z - (xyz[at + 2] as number);
+  return Math.sqrt(dx * dx + dy * dy + dz * dz);
+}
+
+/** How many node slots the cell at offset `at` holds (its subtree's, for an inner cell). */
+function cellSize(cells: Float64Array, at: number): number {
+  return (cells[at + C.itemEnd] as number) - (cells[at + C.itemStart] as number);
+}
+
 /** One decision's searches over the index, and what they counted. */
 class Search {
   readonly ranked: Ranked;
@@ -609,12 +625,7 @@ class Search {
     const vector = p.clientVector;
     if (vector === undefined || cells[at + C.spatial] === UNLOCATED) rttLowerBoundMs = regionDefaultMs;
     else {
-      // The chord is never longer than the arc it spans: a square root instead of an acos.
-      const dx = vector.x - (cells[at + C.cx] as number);
-      const dy = vector.y - (cells[at + C.cy] as number);
-      const dz = vector.z - (cells[at + C.cz] as number);
-      const angle =
-        Math.sqrt(dx * dx + dy * dy + dz * dz) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
+      const angle = chordTo(vector, cells, at + C.cx) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
       rttLowerBoundMs = (angle > 0 ? angle * p.msPerRad : 0) + coordinateBaseMs;
     }
     const maxPrefill = cells[at + C.maxPrefill] as number;
@@ -644,10 +655,7 @@ class Search {
     const client = this.p.clientVector;
     const x = tree.slots[slot + S.x] as number;
     if (client === undefined || Number.isNaN(x)) return scratch.regionDefaultMs[g] as number;
-    const dx = client.x - x;
-    const dy = client.y - (tree.slots[slot + S.y] as number);
-    const dz = client.z - (tree.slots[slot + S.z] as number);
-    const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - ANGLE_SLACK_RAD;
+    const angle = chordTo(client, tree.slots, slot + S.x) - ANGLE_SLACK_RAD;
     return (angle > 0 ? angle * this.p.msPerRad : 0) + (scratch.coordinateBaseMs[g] as number);
   }
 
@@ -814,7 +822,7 @@ class Search {
     stack.length = 0;
     for (const root of placeTree.roots) {
       const at = root * CELL_STRIDE;
-      const size = (cells[at + C.itemEnd] as number) - (cells[at + C.itemStart] as number);
+      const size = cellSize(cells, at);
       total += size;
       if (cells[at + C.spatial] === UNLOCATED) reached += size;
       else stack.push(root, 0);
@@ -828,12 +836,9 @@ class Search {
       const maxPrefill = cells[at + C.maxPrefill] as number;
       const reachRad =
         (rttReachMs - (maxPrefill > 0 ? prefillMsAt(this.p.request, maxPrefill) : 0)) / this.p.msPerRad;
-      const size = (cells[at + C.itemEnd] as number) - (cells[at + C.itemStart] as number);
-      const dx = vector.x - (cells[at + C.cx] as number);
-      const dy = vector.y - (cells[at + C.cy] as number);
-      const dz = vector.z - (cells[at + C.cz] as number);
+      const size = cellSize(cells, at);
       // Chords: a lower bound of the angle to the nearest node, and roughly the farthest.
-      const chord = Math.sqrt(dx * dx + dy * dy + dz * dz);
+      const chord = chordTo(vector, cells, at + C.cx);
       const radius = cells[at + C.radius] as number;
       if (chord - radius > reachRad) continue;
       const left = cells[at + C.left] as number;
