@@ -7,10 +7,11 @@ import { agentPlaneFor } from '../../src/cli/agent.js';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { NodeState } from '../../src/gen/cpn/v1/types.js';
 import { silentLogger } from '../../src/ops/log.js';
-import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
+import { CLI_OPERATOR_KEY, type ServeProcess } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { startMetricsServer, vllmMetrics } from '../helpers/fake-engine-metrics.js';
 import { bearer, protoSpec, rpc } from '../helpers/grpc.js';
+import { serveOnEtcd } from '../helpers/replica.js';
 
 const TTL_S = 3;
 
@@ -28,9 +29,7 @@ describe.each([
   beforeAll(async () => {
     etcd = await startEtcd();
     for (let i = 0; i < 2; i += 1) {
-      replicas.push(
-        await startServe(['--store', 'etcd', '--etcd-endpoints', etcd.endpoint, '--etcd-timeout-ms', '1000']),
-      );
+      replicas.push(await serveOnEtcd(etcd.endpoint, 1000));
     }
     metrics = await startMetricsServer(() => vllmMetrics('m', { running: 2, waiting: 0, kv: 0.1 }));
     plane = agentPlaneFor(

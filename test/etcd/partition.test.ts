@@ -8,9 +8,10 @@ import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { Level, NodeState } from '../../src/gen/cpn/v1/types.js';
-import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
+import { CLI_OPERATOR_KEY, type ServeProcess } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { ALL_NODES, bearer, ok, protoSpec, rpc } from '../helpers/grpc.js';
+import { serveOnEtcd } from '../helpers/replica.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const TTL_S = 3;
@@ -66,14 +67,7 @@ describe('etcd partitions', () => {
     const port = Number(new URL(etcd.endpoint).port);
     for (let i = 0; i < 2; i += 1) {
       const proxy = await startTcpProxy('127.0.0.1', port);
-      const serve = await startServe([
-        '--store',
-        'etcd',
-        '--etcd-endpoints',
-        `http://${proxy.address}`,
-        '--etcd-timeout-ms',
-        '500',
-      ]);
+      const serve = await serveOnEtcd(`http://${proxy.address}`, 500);
       replicas.push({
         serve,
         proxy,

@@ -8,9 +8,10 @@ import { AccountsClient, Meter, OverQuotaPolicy, Role } from '../../src/gen/cpn/
 import { RegistryClient } from '../../src/gen/cpn/v1/registry.js';
 import { SchedulerClient } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level } from '../../src/gen/cpn/v1/types.js';
-import { CLI_OPERATOR_KEY, type ServeProcess, startServe } from '../helpers/cli.js';
+import { CLI_OPERATOR_KEY, type ServeProcess } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { bearer, ok, rpc } from '../helpers/grpc.js';
+import { serveOnEtcd } from '../helpers/replica.js';
 
 const QUOTA = 600;
 /** 100 points per 1k output tokens: a request of up to 100 output tokens holds 10 points. */
@@ -46,16 +47,7 @@ describe('quota on etcd with two replicas', () => {
   let clientKey = '';
 
   const open = async (key: string, ttlS: number): Promise<Replica> => {
-    const serve = await startServe([
-      '--store',
-      'etcd',
-      '--etcd-endpoints',
-      etcd.endpoint,
-      '--etcd-timeout-ms',
-      '2000',
-      '--reservation-ttl-s',
-      String(ttlS),
-    ]);
+    const serve = await serveOnEtcd(etcd.endpoint, 2000, '--reservation-ttl-s', String(ttlS));
     return withKey(serve, key);
   };
   const withKey = (serve: ServeProcess, key: string): Replica => {

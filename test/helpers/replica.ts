@@ -12,16 +12,26 @@ export interface Replica {
   readonly scheduler: SchedulerClient;
 }
 
-/** Starts a replica on `etcd` (etcd calls time out after 1 s). */
-export async function startReplica(etcd: EtcdServer): Promise<Replica> {
-  const serve = await startServe([
+/** `cpn serve` on the etcd at `endpoint`, its calls timing out after `etcdTimeoutMs`; `flags` after. */
+export function serveOnEtcd(
+  endpoint: string,
+  etcdTimeoutMs: number,
+  ...flags: string[]
+): Promise<ServeProcess> {
+  return startServe([
     '--store',
     'etcd',
     '--etcd-endpoints',
-    etcd.endpoint,
+    endpoint,
     '--etcd-timeout-ms',
-    '1000',
+    String(etcdTimeoutMs),
+    ...flags,
   ]);
+}
+
+/** Starts a replica on `etcd` (etcd calls time out after 1 s). */
+export async function startReplica(etcd: EtcdServer): Promise<Replica> {
+  const serve = await serveOnEtcd(etcd.endpoint, 1000);
   return {
     serve,
     registry: new RegistryClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),

@@ -1,13 +1,12 @@
 // `cpn plan` on a tiny scenario (test/sim/plan/): one small node in Guangdong, more chat than it
 // serves within budget, and two measured GPU types at different prices. Every plan on the menu is
 // tried by brute force here, independently of the search, and the search must find the cheapest.
-import { writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { withNodes } from '../../src/sim/build-topology.js';
 import { costOf, loadPlan, type PlanInput, plan, type Site, siteNodes } from '../../src/sim/plan.js';
 import { runPolicy } from '../../src/sim/simulate.js';
-import { tempDir } from '../helpers/cli.js';
+import { tempFile } from '../helpers/cli.js';
 
 const FILE = 'test/sim/plan/plan.yaml';
 
@@ -172,10 +171,8 @@ describe('cpn plan', () => {
   });
 
   it('names the line of each mistake in a plan file', async () => {
-    const dir = await tempDir();
-    const file = join(dir, 'bad.yaml');
-    await writeFile(
-      file,
+    const file = await tempFile(
+      'bad.yaml',
       [
         `scenario: ${resolve('test/sim/plan/scenario.yaml')}`,
         'targets:',
@@ -187,15 +184,14 @@ describe('cpn plan', () => {
         '',
       ].join('\n'),
     );
-    const twice = join(dir, 'twice.yaml');
-    await writeFile(
-      twice,
+    const twice = await tempFile(
+      'twice.yaml',
       [
         `scenario: ${resolve('test/sim/plan/scenario.yaml')}`,
         'targets: [{ class: chat, slo: 0.99 }]',
         'catalogue:',
         `  - { gpu: ${resolve('simulations/profiles/h100')}, price_per_gpu_hour: 10 }`,
-        `  - { gpu: ${dir}/nowhere/h999, price_per_gpu_hour: 12 }`,
+        `  - { gpu: ${resolve('test/sim/plan/nowhere/h999')}, price_per_gpu_hour: 12 }`,
         'shapes: { qwen3-8b: 8b }',
         'menu: { regions: [CN-GD, CN-GD], levels: [PROVINCE] }',
         'search: { uniform_level: EDGE }',
