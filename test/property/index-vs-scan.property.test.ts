@@ -24,6 +24,7 @@ import {
   type RouteRequest,
   type RoutingView,
   type SearchTuning,
+  type TreePricing,
 } from '../../src/core/routing/index.js';
 import { drawnRequest, FLAT_LATENCY, loadedRecord, book as newBook, offer } from '../helpers/fixtures.js';
 
@@ -166,6 +167,9 @@ const scenarioArb = fc
       }),
       readded: fc.array(fc.nat(count - 1), { maxLength: 10 }),
       explainCap: fc.constantFrom(3, 40, 1000),
+      // The trees were first built for decisions this many hours earlier: priced for another
+      // time-of-use window, sometimes, which a decision now must not trust.
+      builtHoursBefore: fc.constantFrom(0, 0, 3, 6, 9, 13),
       // Which tree the cost search walks changes its work, never its answer: as chosen, always
       // the price tree, never it, and the price tree given up after one cell (a fresh start).
       tuning: fc.constantFrom<SearchTuning | undefined>(
@@ -279,18 +283,20 @@ function fullScan(
 }
 
 /** Builds every tree of a model, so that later updates land on built trees. */
-function buildTrees(candidates: ReturnType<CandidateIndex['candidates']>): void {
+function buildTrees(candidates: ReturnType<CandidateIndex['candidates']>, pricing: TreePricing): void {
   candidates?.tree(PLACE_TREE);
-  candidates?.tree(MIXED_TREE);
-  candidates?.tree(PRICE_TREE);
+  candidates?.tree(MIXED_TREE, pricing);
+  candidates?.tree(PRICE_TREE, pricing);
 }
 
 function setUp(s: Scenario) {
   // Build the index, search it once (so its trees exist), then apply updates on top.
   const index = new CandidateIndex();
+  const multiplier = policyMultiplier({ rules: s.rules as PriceRule[], utcOffsetHours: 8 });
+  const builtFor: TreePricing = { multiplier, nowMs: NOW - s.builtHoursBefore * 3_600_000 };
   let nodes = [...s.nodes] as NodeRecord[];
   for (const node of nodes) index.put(node);
-  for (const model of MODELS) buildTrees(index.candidates(model));
+  for (const model of MODELS) buildTrees(index.candidates(model), builtFor);
   for (const i of s.removed) {
     const id = (s.nodes[i] as NodeRecord).spec.id;
     index.remove(id);
@@ -318,7 +324,7 @@ function setUp(s: Scenario) {
     index.put(original);
     nodes.push(original);
   }
-  for (const model of MODELS) buildTrees(index.candidates(model));
+  for (const model of MODELS) buildTrees(index.candidates(model), builtFor);
   const samples = new Map<string, Map<string, LatencySample>>();
   for (const sample of s.samples) {
     const nodeId = (s.nodes[sample.node] as NodeRecord).spec.id;
@@ -351,7 +357,7 @@ function setUp(s: Scenario) {
     view,
     reservations,
     latency: s.latency,
-    priceMultiplier: policyMultiplier({ rules: s.rules as PriceRule[], utcOffsetHours: 8 }),
+    priceMultiplier: multiplier,
     nowMs: NOW,
     maxExplainNodes: s.explainCap,
     searchTuning: s.tuning,

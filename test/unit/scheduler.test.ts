@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { requestCost } from '../../src/core/cost.js';
+import { policyMultiplier } from '../../src/core/pricing.js';
 import {
   CHECKS,
   decideRoute,
@@ -91,6 +92,34 @@ describe('decideRoute: cheapest feasible', () => {
     const offPeakB = { at: (node: { region: string }) => (node.region === 'CN-GX' ? 0.5 : 1) };
     const decision = decideRoute(request(), context(nodes, { priceMultiplier: offPeakB }));
     expect(placedOn(decision)).toBe('b');
+  });
+
+  it('a time-of-use window that opens after the index was searched still wins', () => {
+    // Enough nodes for cells to be pruned by price: the trees are keyed by the prices in force
+    // when a decision first searches them, and must not be trusted once a window opens.
+    const nodes = [
+      ...Array.from({ length: 64 }, (_, i) => record({ id: `gd-${i}`, price: 1, permanent: true })),
+      ...Array.from({ length: 64 }, (_, i) =>
+        record({ id: `gx-${i}`, price: 1.5, region: 'CN-GX', permanent: true }),
+      ),
+    ];
+    const dayDiscount = policyMultiplier({
+      utcOffsetHours: 8,
+      rules: [
+        {
+          level: undefined,
+          region: 'CN-GX',
+          model: undefined,
+          factor: 0.5,
+          window: { fromHour: 8, toHour: 20 },
+        },
+      ],
+    });
+    const night = context(nodes, { priceMultiplier: dayDiscount, nowMs: Date.UTC(2026, 0, 1, 19) });
+    expect(placedOn(decideRoute(request({ explain: false }), night))).toBe('gd-0');
+    const noon = { ...night, nowMs: Date.UTC(2026, 0, 2, 4) };
+    expect(placedOn(decideRoute(request({ explain: false }), noon))).toBe('gx-0');
+    expect(placedOn(decideRoute(request({ explain: false }), night))).toBe('gd-0');
   });
 });
 

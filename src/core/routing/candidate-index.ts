@@ -20,6 +20,7 @@
 // Updates are cheap: a status report swaps the record in place; new nodes wait in a short list
 // that every search scans, and removals leave tombstones, until the next lazy rebuild.
 
+import type { PriceMultiplier } from '../cost.js';
 import type { LatLon, Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 
 /** A node's offer of one model, as the index holds it. `record` is replaced on every update. */
@@ -139,8 +140,39 @@ export const MIXED_TREE = 1;
 export const PLACE_TREE = 2;
 export type TreeKind = typeof PRICE_TREE | typeof MIXED_TREE | typeof PLACE_TREE;
 
+/**
+ * The multipliers a decision prices by, and when. A price or mixed tree is keyed by the prices a
+ * decision pays — list prices times the multipliers in force — when the multiplier says how long
+ * its factors hold (see PriceMultiplier.stableUntil): a night discount in one province then
+ * splits and bounds like any other price, instead of loosening every cell's bound to the
+ * cheapest factor anywhere. The tree is rebuilt when the window ends or the multiplier changes.
+ */
+export interface TreePricing {
+  readonly multiplier: PriceMultiplier;
+  readonly nowMs: number;
+}
+
+/** Relative: far above the few ulps by which a product of prices and factors can round. */
+const PRICED_KEY_SLACK = 1 - 1e-12;
+
+/** Windows shorter than this are not worth a rebuild: such trees keep list prices. */
+const MIN_PRICED_WINDOW_MS = 60_000;
+
+/** Which prices a built tree's cells bound, and over which times that holds. */
+interface TreeValidity {
+  /** undefined: list prices (valid at any time, for any multiplier). */
+  readonly multiplier: PriceMultiplier | undefined;
+  readonly fromMs: number;
+  readonly untilMs: number;
+}
+
 /** A built tree: cells in depth-first order, nodes in leaf order. */
 export interface FlatTree {
+  /**
+   * Whether the cells' minimum prices already include the multipliers (then a cell's cost bound
+   * is its minimum prices alone); else they are list prices, to be multiplied by a floor.
+   */
+  readonly priced: boolean;
   readonly roots: Int32Array;
   readonly cells: Float64Array;
   readonly cellGroups: Int32Array;
@@ -161,6 +193,7 @@ export class ModelCandidates {
   private source: TreeSource | undefined;
   /** By TreeKind: built on first use from `source`, dropped when it is replaced. */
   private readonly trees: (FlatTree | undefined)[] = [undefined, undefined, undefined];
+  private readonly validity: (TreeValidity | undefined)[] = [undefined, undefined, undefined];
   /** Nodes added since the last build: every search scans them one by one. */
   private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
@@ -215,8 +248,12 @@ export class ModelCandidates {
     this.tombstones += 1;
   }
 
-  /** The built tree of that kind; all are rebuilt first if updates have piled up. */
-  tree(kind: TreeKind): FlatTree {
+  /**
+   * The built tree of that kind; all are rebuilt first if updates have piled up. A price or mixed
+   * tree is keyed by `pricing`'s prices when it says how long they hold (see TreePricing), and
+   * rebuilt when a decision prices by another multiplier or outside the tree's window.
+   */
+  tree(kind: TreeKind, pricing?: TreePricing): FlatTree {
     const built = this.source?.nodes.length ?? 0;
     if (
       this.source === undefined ||
@@ -225,12 +262,34 @@ export class ModelCandidates {
     ) {
       this.rebuild();
     }
+    const want = kind === PLACE_TREE ? undefined : pricedWindow(pricing);
     let tree = this.trees[kind];
+    const held = this.validity[kind];
+    if (tree !== undefined && held !== undefined) {
+      const usable =
+        held.multiplier === undefined
+          ? want === undefined
+          : held.multiplier === pricing?.multiplier &&
+            pricing.nowMs >= held.fromMs &&
+            pricing.nowMs < held.untilMs;
+      if (!usable) tree = undefined;
+    }
     if (tree === undefined) {
-      tree = buildTree(this.source as TreeSource, kind);
+      const validity = want ?? { multiplier: undefined, fromMs: 0, untilMs: Number.POSITIVE_INFINITY };
+      tree = buildTree(this.source as TreeSource, kind, this.factors(validity));
       this.trees[kind] = tree;
+      this.validity[kind] = validity;
     }
     return tree;
+  }
+
+  /** By group id: the multiplier in force over `validity`'s window, or undefined for list prices. */
+  private factors(validity: TreeValidity): Float64Array | undefined {
+    const { multiplier } = validity;
+    if (multiplier === undefined) return undefined;
+    const factors = new Float64Array(this.groupList.length);
+    for (const group of this.groupList) factors[group.id] = multiplier.at(group, this.model, validity.fromMs);
+    return factors;
   }
 
   /** Nodes added since the tree was built (some may be removed since): scanned by every search. */
@@ -271,9 +330,18 @@ export class ModelCandidates {
     for (const entry of this.recentEntries) if (!entry.removed) live.push(entry);
     this.source = treeSource(live);
     this.trees.fill(undefined);
+    this.validity.fill(undefined);
     this.recentEntries = [];
     this.tombstones = 0;
   }
+}
+
+/** The window a priced tree would hold for, or undefined when list prices serve better. */
+function pricedWindow(pricing: TreePricing | undefined): TreeValidity | undefined {
+  const until = pricing?.multiplier.stableUntil?.(pricing.nowMs);
+  if (pricing === undefined || until === undefined || !(until - pricing.nowMs >= MIN_PRICED_WINDOW_MS))
+    return undefined;
+  return { multiplier: pricing.multiplier, fromMs: pricing.nowMs, untilMs: until };
 }
 
 /**
@@ -322,10 +390,22 @@ class TreeBuilder {
   /** Indices into `nodes`, reordered in place as cells are split: a subtree's nodes are one range. */
   private readonly order: Int32Array;
 
-  constructor(source: TreeSource) {
+  constructor(source: TreeSource, factors: Float64Array | undefined) {
     this.nodes = source.nodes;
-    this.keys = source.keys;
     this.order = Int32Array.from(source.nodes.keys());
+    if (factors === undefined) this.keys = source.keys;
+    else {
+      // Prices as decisions in the window pay them: each node's by its group's factor, a hair
+      // low so that rounding never lifts a cell's bound over the cost a node works out to.
+      const keys = source.keys.slice();
+      for (let at = 0; at < keys.length; at += K_STRIDE) {
+        const factor = (factors[keys[at + K.group] as number] as number) * PRICED_KEY_SLACK;
+        keys[at + K.input] = (keys[at + K.input] as number) * factor;
+        keys[at + K.output] = (keys[at + K.output] as number) * factor;
+        keys[at + K.cached] = (keys[at + K.cached] as number) * factor;
+      }
+      this.keys = keys;
+    }
   }
 
   private set(c: number, field: number, value: number): void {
@@ -486,7 +566,7 @@ class TreeBuilder {
     }
   }
 
-  freeze(roots: readonly number[]): FlatTree {
+  freeze(roots: readonly number[], priced: boolean): FlatTree {
     const slots = new Float64Array(this.items.length * SLOT_STRIDE);
     this.items.forEach((item, i) => {
       slots[i * SLOT_STRIDE + S.x] = item.position?.x ?? Number.NaN;
@@ -495,6 +575,7 @@ class TreeBuilder {
       slots[i * SLOT_STRIDE + S.group] = item.group.id;
     });
     return {
+      priced,
       roots: Int32Array.from(roots),
       cells: Float64Array.from(this.cells),
       cellGroups: Int32Array.from(this.cellGroups),
@@ -504,14 +585,14 @@ class TreeBuilder {
   }
 }
 
-function buildTree(source: TreeSource, kind: TreeKind): FlatTree {
-  const builder = new TreeBuilder(source);
+function buildTree(source: TreeSource, kind: TreeKind, factors: Float64Array | undefined): FlatTree {
+  const builder = new TreeBuilder(source, factors);
   const { located } = source;
   const roots: number[] = [];
   if (located > 0) roots.push(builder.build(0, located, 0, CAP, kind));
   if (located < source.nodes.length)
     roots.push(builder.build(located, source.nodes.length, 1, UNLOCATED, kind));
-  return builder.freeze(roots);
+  return builder.freeze(roots, factors !== undefined);
 }
 
 /** Whether two specs place a node identically in the index (same level, region, place, offers). */

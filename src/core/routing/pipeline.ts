@@ -58,6 +58,7 @@ import {
   PRICE_TREE,
   S,
   SLOT_STRIDE,
+  type TreePricing,
   UNLOCATED,
   unitVector,
   type Vec3,
@@ -158,6 +159,8 @@ interface Prepared {
   readonly estimatedChecks: readonly EstimatedCheck[];
   /** Milliseconds of round trip per radian of great circle. */
   readonly msPerRad: number;
+  /** The multipliers this decision prices by, now: price and mixed trees are keyed by them. */
+  readonly pricing: TreePricing;
 }
 
 /** Decides where `request` goes. Never throws for expected outcomes; see RouteDecision. */
@@ -337,6 +340,7 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
     listedChecks: phases.listedChecks,
     estimatedChecks: phases.estimatedChecks,
     msPerRad: ((EARTH_RADIUS_KM * 2) / ctx.latency.fiberKmPerMs) * ctx.latency.routeStretch,
+    pricing: { multiplier: ctx.priceMultiplier, nowMs: ctx.nowMs },
   };
 }
 
@@ -602,10 +606,12 @@ class Search {
     const cells = tree.cells;
     const at = c * CELL_STRIDE;
     const count = cells[at + C.groupCount] as number;
+    // A priced tree's minimum prices already include this decision's multipliers.
+    const priced = tree.priced;
     if (count >= 0) {
       coordinateBaseMs = Number.POSITIVE_INFINITY;
       regionDefaultMs = Number.POSITIVE_INFINITY;
-      multiplier = Number.POSITIVE_INFINITY;
+      multiplier = priced ? 1 : Number.POSITIVE_INFINITY;
       const start = cells[at + C.groupStart] as number;
       const scratch = this.scratch as GroupScratch;
       for (let i = start; i < start + count; i += 1) {
@@ -613,13 +619,13 @@ class Search {
         this.fill(g);
         coordinateBaseMs = Math.min(coordinateBaseMs, scratch.coordinateBaseMs[g] as number);
         regionDefaultMs = Math.min(regionDefaultMs, scratch.regionDefaultMs[g] as number);
-        multiplier = Math.min(multiplier, scratch.multiplier[g] as number);
+        if (!priced) multiplier = Math.min(multiplier, scratch.multiplier[g] as number);
       }
     } else {
       const latency = p.ctx.latency;
       coordinateBaseMs = this.minOverheads[cells[at + C.levelMask] as number] as number;
       regionDefaultMs = coordinateBaseMs + Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs);
-      multiplier = this.floorsByLevels()[cells[at + C.levelMask] as number] as number;
+      multiplier = priced ? 1 : (this.floorsByLevels()[cells[at + C.levelMask] as number] as number);
     }
     let rttLowerBoundMs: number;
     const vector = p.clientVector;
@@ -772,7 +778,7 @@ class Search {
       byCost &&
       mayUsePriceTree &&
       this.reachesMost(candidates.tree(PLACE_TREE), reachMs, tuning.priceTreeReach);
-    const tree = candidates.tree(byPrice ? PRICE_TREE : byCost ? MIXED_TREE : PLACE_TREE);
+    const tree = candidates.tree(byPrice ? PRICE_TREE : byCost ? MIXED_TREE : PLACE_TREE, p.pricing);
     for (const entry of candidates.recent()) {
       if (!this.visits(entry)) continue;
       if (!this.spend()) return true;
