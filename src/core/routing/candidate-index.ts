@@ -351,7 +351,8 @@ function pricedWindow(pricing: TreePricing | undefined): TreeValidity | undefine
 const K = { x: 0, y: 1, z: 2, input: 3, output: 4, cached: 5, negPrefill: 6, levelBit: 7, group: 8 } as const;
 const K_STRIDE = 9;
 const SPATIAL_KEYS: readonly number[] = [K.x, K.y, K.z];
-const PRICE_KEYS: readonly number[] = [K.input, K.output, K.cached, K.negPrefill];
+const TOKEN_PRICE_KEYS: readonly number[] = [K.input, K.output, K.cached];
+const PREFILL_KEYS: readonly number[] = [K.negPrefill];
 
 /** What every tree of a model is built from: its live nodes, located first, and their keys. */
 interface TreeSource {
@@ -396,10 +397,13 @@ class TreeBuilder {
     if (factors === undefined) this.keys = source.keys;
     else {
       // Prices as decisions in the window pay them: each node's by its group's factor, a hair
-      // low so that rounding never lifts a cell's bound over the cost a node works out to.
+      // low so that rounding never lifts a cell's bound over the cost a node works out to. At
+      // list price (factor 1) the keys stay exact, so that equal prices still tie exactly.
       const keys = source.keys.slice();
       for (let at = 0; at < keys.length; at += K_STRIDE) {
-        const factor = (factors[keys[at + K.group] as number] as number) * PRICED_KEY_SLACK;
+        const listFactor = factors[keys[at + K.group] as number] as number;
+        if (listFactor === 1) continue;
+        const factor = listFactor * PRICED_KEY_SLACK;
         keys[at + K.input] = (keys[at + K.input] as number) * factor;
         keys[at + K.output] = (keys[at + K.output] as number) * factor;
         keys[at + K.cached] = (keys[at + K.cached] as number) * factor;
@@ -490,10 +494,12 @@ class TreeBuilder {
     let split: { key: number; spread: number } | undefined;
     if (hi - lo > LEAF_SIZE) {
       const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
-      const byPrice = this.widest(lo, hi, PRICE_KEYS, true);
+      let byPrice = this.widest(lo, hi, TOKEN_PRICE_KEYS, true);
+      if (byPrice.spread <= 1e-9 && depth % 2 === 1) byPrice = this.widest(lo, hi, PREFILL_KEYS, true);
       const preferPlace = kind === PLACE_TREE || (kind === MIXED_TREE && depth % 2 === 0);
       split = preferPlace ? byPlace : byPrice;
       if (split.spread <= 1e-9) split = preferPlace ? byPrice : byPlace;
+      if (split.spread <= 1e-9) split = this.widest(lo, hi, PREFILL_KEYS, true);
       if (split.spread <= 1e-9) split = undefined;
     }
     if (split === undefined) {

@@ -15,6 +15,11 @@ export class MinHeap<T> {
     return this.keys.length === 0 ? Number.POSITIVE_INFINITY : (this.keys[0] as number);
   }
 
+  /** The tie of the smallest (key, tie), or +Infinity when empty. */
+  peekTie(): number {
+    return this.ties.length === 0 ? Number.POSITIVE_INFINITY : (this.ties[0] as number);
+  }
+
   clear(): void {
     this.keys.length = 0;
     this.ties.length = 0;

@@ -745,7 +745,9 @@ class Search {
     const reachMs = budgetMs;
     const lowerBound = p.policy.lowerBound;
     const score = p.policy.score;
-    const nodeBounds = { costLowerBound: 0, rttLowerBoundMs: 0 };
+    const tieScore = p.policy.tieScore;
+    const tieLowerBound = p.policy.tieLowerBound;
+    const nodeBounds = { costLowerBound: 0, rttLowerBoundMs: 0, ttftLowerBoundMs: 0 };
     /** The node's own bounds first, from its place and price alone; then the checks. */
     const visit = (entry: IndexedNode, rttLowerBoundMs: number) => {
       const prefill = prefillMs(p.request, entry.offer);
@@ -761,7 +763,18 @@ class Search {
             this.multiplierOf(entry.group),
           );
           nodeBounds.rttLowerBoundMs = rtt.rttMs;
-          if (lowerBound(nodeBounds) > score(worst)) return;
+          nodeBounds.ttftLowerBoundMs = rtt.rttMs + prefill;
+          const key = lowerBound(nodeBounds);
+          const worstScore = score(worst);
+          if (key > worstScore) return;
+          // Equal on the first key (one price tier): it must beat the worst on the second.
+          if (
+            key === worstScore &&
+            tieScore !== undefined &&
+            tieLowerBound !== undefined &&
+            tieLowerBound(nodeBounds) > tieScore(worst)
+          )
+            return;
         }
       }
       const candidate = this.evaluate(entry, true, rtt);
@@ -784,8 +797,6 @@ class Search {
       if (!this.spend()) return true;
       visit(entry, this.entryRttLowerBound(entry));
     }
-    const tieScore = p.policy.tieScore;
-    const tieLowerBound = p.policy.tieLowerBound;
     return this.walk(
       tree,
       (bounds) => {
@@ -800,10 +811,19 @@ class Search {
         }
         return key;
       },
-      (topKey) => {
+      (topKey, topTie) => {
         if (score === undefined || lowerBound === undefined) return false;
         const worst = this.ranked.worst();
-        return worst !== undefined && topKey > score(worst);
+        if (worst === undefined) return false;
+        const worstScore = score(worst);
+        // The frontier orders equal keys by the tie bound: past the worst on both, none is left.
+        return (
+          topKey > worstScore ||
+          (topKey === worstScore &&
+            tieScore !== undefined &&
+            tieLowerBound !== undefined &&
+            topTie > tieScore(worst))
+        );
       },
       visit,
       // Among cells that tie on the first bound (one price tier), the likeliest winners first.
@@ -864,7 +884,7 @@ class Search {
   private walk(
     tree: FlatTree,
     keyOf: (bounds: ScratchBounds) => number | undefined,
-    done: (topKey: number) => boolean,
+    done: (topKey: number, topTie: number) => boolean,
     visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
     tieOf?: (bounds: ScratchBounds) => number,
     maxPops = Number.POSITIVE_INFINITY,
@@ -879,7 +899,7 @@ class Search {
       if (key !== undefined) frontier.push(key, c, tieOf === undefined ? 0 : tieOf(bounds));
     };
     for (const root of tree.roots) push(root);
-    while (frontier.size > 0 && !done(frontier.peekKey())) {
+    while (frontier.size > 0 && !done(frontier.peekKey(), frontier.peekTie())) {
       if (++pops > maxPops) {
         frontier.clear();
         return false;
