@@ -96,7 +96,7 @@ const nodeArb = (index: number, mode: PriceMode, mixed: boolean) =>
       prices: fc.tuple(priceArb(mode), priceArb(mode)),
       maxConcurrency: fc.integer({ min: 1, max: 4 }),
       maxQueue: fc.integer({ min: 0, max: 2 }),
-      prefill: fc.constantFrom(10_000, 40_000, 160_000),
+      prefill: fc.oneof(fc.constantFrom(10_000, 40_000, 160_000), fc.integer({ min: 5_000, max: 200_000 })),
       active: fc.integer({ min: 0, max: 6 }),
       draining: fc.boolean(),
       silentMs: fc.constantFrom(0, 0, 0, 0, 60_000),
@@ -170,6 +170,9 @@ const scenarioArb = fc
       // The trees were first built for decisions this many hours earlier: priced for another
       // time-of-use window, sometimes, which a decision now must not trust.
       builtHoursBefore: fc.constantFrom(0, 0, 3, 6, 9, 13),
+      // Rate tiers (the fastest half, quarter… of a model's nodes in trees of their own) split
+      // out at the default size, or at any size so that these small registries have them.
+      minTierNodes: fc.constantFrom(256, 1, 3),
       // Which tree the cost search walks changes its work, never its answer: as chosen, always
       // the price tree, never it, and the price tree given up after one cell (a fresh start).
       tuning: fc.constantFrom<SearchTuning | undefined>(
@@ -291,7 +294,7 @@ function buildTrees(candidates: ReturnType<CandidateIndex['candidates']>, pricin
 
 function setUp(s: Scenario) {
   // Build the index, search it once (so its trees exist), then apply updates on top.
-  const index = new CandidateIndex();
+  const index = new CandidateIndex(s.minTierNodes);
   const multiplier = policyMultiplier({ rules: s.rules as PriceRule[], utcOffsetHours: 8 });
   const builtFor: TreePricing = { multiplier, nowMs: NOW - s.builtHoursBefore * 3_600_000 };
   let nodes = [...s.nodes] as NodeRecord[];

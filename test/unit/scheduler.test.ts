@@ -94,6 +94,28 @@ describe('decideRoute: cheapest feasible', () => {
     expect(placedOn(decision)).toBe('b');
   });
 
+  it('a long prompt on a tight budget takes the slowest node fast enough, among many faster', () => {
+    // 1200 nodes in one place, each faster and dearer than the one before: the rate tiers (the
+    // fastest half, quarter… of the nodes in trees of their own) must not leave out the cheapest
+    // node that fits, whichever tier the budget selects.
+    const rateOf = (i: number) => 10_000 + 25 * i;
+    const idOf = (i: number) => `n-${String(i).padStart(4, '0')}`;
+    const nodes = Array.from({ length: 1200 }, (_, i) =>
+      record({
+        id: idOf(i),
+        offers: [offer({ prefillTokensPerS: rateOf(i), price: { inputPerMtok: 1 + i / 1200 } })],
+      }),
+    );
+    const ctx = context(nodes);
+    // 1000 prompt tokens, no RTT: node i fits when 1000 / rate ≤ the budget.
+    for (let k = 0; k < 40; k += 1) {
+      const budgetMs = 25.5 + 1.77 * k;
+      const want = nodes.findIndex((_, i) => (1000 / rateOf(i)) * 1000 <= budgetMs);
+      const decision = decideRoute(request({ latencyBudgetMs: budgetMs, explain: false }), ctx);
+      expect(placedOn(decision), `budget ${budgetMs} ms`).toBe(idOf(want));
+    }
+  });
+
   it('a time-of-use window that opens after the index was searched still wins', () => {
     // Enough nodes for cells to be pruned by price: the trees are keyed by the prices in force
     // when a decision first searches them, and must not be trusted once a window opens.

@@ -41,7 +41,8 @@ export interface Vec3 {
   readonly z: number;
 }
 
-const LEAF_SIZE = 8;
+/** Nodes per leaf, by TreeKind (a leaf lists its nodes fastest prefill first: see build). */
+const LEAF_SIZES: readonly number[] = (process.env.LEAFS ?? '8,8,8').split(',').map(Number);
 
 export const LEVEL_BIT: Readonly<Record<Level, number>> = { CENTER: 1, PROVINCE: 2, EDGE: 4, TERMINAL: 8 };
 /** Absorbs rounding in acos so that a bound from unit vectors never exceeds a true distance. */
@@ -127,9 +128,12 @@ export const C = {
 } as const;
 export const CELL_STRIDE = 16;
 
-/** Field offsets of a node slot in `FlatTree.slots`: unit vector (NaN when unlocated), group id. */
-export const S = { x: 0, y: 1, z: 2, group: 3 } as const;
-export const SLOT_STRIDE = 4;
+/**
+ * Field offsets of a node slot in `FlatTree.slots`: unit vector (NaN when unlocated), group id,
+ * prefill rate (what a search reads of a node before it touches the node's record).
+ */
+export const S = { x: 0, y: 1, z: 2, group: 3, rate: 4 } as const;
+export const SLOT_STRIDE = 5;
 
 /**
  * How a tree splits its cells: by price only, by place and price in turn, by place only (each
@@ -157,6 +161,12 @@ const PRICED_KEY_SLACK = 1 - 1e-12;
 
 /** Windows shorter than this are not worth a rebuild: such trees keep list prices. */
 const MIN_PRICED_WINDOW_MS = 60_000;
+
+/** Rate tiers per model: all nodes, then the fastest half, quarter, eighth and sixteenth. */
+const RATE_TIERS = 5;
+const TREE_KINDS = 3;
+/** A tier smaller than this is not split out (its tree would save little over the tier above). */
+const MIN_TIER_NODES = 256;
 
 /** Which prices a built tree's cells bound, and over which times that holds. */
 interface TreeValidity {
@@ -191,9 +201,18 @@ export class ModelCandidates {
   private groupList: IndexGroup[] = [];
   /** The nodes the trees hold (some removed since) and their keys, or undefined before the first build. */
   private source: TreeSource | undefined;
-  /** By TreeKind: built on first use from `source`, dropped when it is replaced. */
-  private readonly trees: (FlatTree | undefined)[] = [undefined, undefined, undefined];
-  private readonly validity: (TreeValidity | undefined)[] = [undefined, undefined, undefined];
+  /**
+   * By rate tier t (see rateFloors): the nodes of `source` whose prefill rate is at least
+   * `rateFloors[t]` (tier 0: all of them), split out on first use.
+   */
+  private readonly tiers: (TreeSource | undefined)[] = new Array(RATE_TIERS).fill(undefined);
+  /** By tier: the slowest prefill rate among the fastest 1/2^t of the nodes (0 for tier 0). */
+  private rateFloors = new Float64Array(RATE_TIERS);
+  /** By TREE_KINDS × tier + kind: built on first use from that tier, dropped on a rebuild. */
+  private readonly trees: (FlatTree | undefined)[] = new Array(RATE_TIERS * TREE_KINDS).fill(undefined);
+  private readonly validity: (TreeValidity | undefined)[] = new Array(RATE_TIERS * TREE_KINDS).fill(
+    undefined,
+  );
   /** Nodes added since the last build: every search scans them one by one. */
   private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
@@ -203,7 +222,10 @@ export class ModelCandidates {
   /** Per-decision values by group id (see GroupScratch); replaced, stamps cleared, as groups grow. */
   scratch: GroupScratch = scratchFor(8);
 
-  constructor(readonly model: string) {}
+  constructor(
+    readonly model: string,
+    private readonly minTierNodes = MIN_TIER_NODES,
+  ) {}
 
   get size(): number {
     return this.byId.size;
@@ -252,8 +274,12 @@ export class ModelCandidates {
    * The built tree of that kind; all are rebuilt first if updates have piled up. A price or mixed
    * tree is keyed by `pricing`'s prices when it says how long they hold (see TreePricing), and
    * rebuilt when a decision prices by another multiplier or outside the tree's window.
+   *
+   * With `minPrefillRate`, the tree may hold only the nodes at least that fast (and some slower):
+   * a long prompt on a tight budget then searches the fast nodes alone, not every node near the
+   * client. The nodes it leaves out are all slower than `minPrefillRate`.
    */
-  tree(kind: TreeKind, pricing?: TreePricing): FlatTree {
+  tree(kind: TreeKind, pricing?: TreePricing, minPrefillRate = 0): FlatTree {
     const built = this.source?.nodes.length ?? 0;
     if (
       this.source === undefined ||
@@ -262,9 +288,12 @@ export class ModelCandidates {
     ) {
       this.rebuild();
     }
+    let tier = 0;
+    for (let t = 1; t < RATE_TIERS; t += 1) if ((this.rateFloors[t] as number) <= minPrefillRate) tier = t;
+    const slot = tier * TREE_KINDS + kind;
     const want = kind === PLACE_TREE ? undefined : pricedWindow(pricing);
-    let tree = this.trees[kind];
-    const held = this.validity[kind];
+    let tree = this.trees[slot];
+    const held = this.validity[slot];
     if (tree !== undefined && held !== undefined) {
       const usable =
         held.multiplier === undefined
@@ -276,11 +305,24 @@ export class ModelCandidates {
     }
     if (tree === undefined) {
       const validity = want ?? { multiplier: undefined, fromMs: 0, untilMs: Number.POSITIVE_INFINITY };
-      tree = buildTree(this.source as TreeSource, kind, this.factors(validity));
-      this.trees[kind] = tree;
-      this.validity[kind] = validity;
+      tree = buildTree(this.tierSource(tier), kind, this.factors(validity));
+      this.trees[slot] = tree;
+      this.validity[slot] = validity;
     }
     return tree;
+  }
+
+  /** The nodes of rate tier `tier`, split out of the source on first use. */
+  private tierSource(tier: number): TreeSource {
+    const source = this.source as TreeSource;
+    if (tier === 0) return source;
+    let found = this.tiers[tier];
+    if (found === undefined) {
+      const floor = this.rateFloors[tier] as number;
+      found = treeSource(source.nodes.filter((entry) => entry.offer.prefillTokensPerS >= floor));
+      this.tiers[tier] = found;
+    }
+    return found;
   }
 
   /** By group id: the multiplier in force over `validity`'s window, or undefined for list prices. */
@@ -331,6 +373,17 @@ export class ModelCandidates {
     this.source = treeSource(live);
     this.trees.fill(undefined);
     this.validity.fill(undefined);
+    this.tiers.fill(undefined);
+    // Tier t holds the fastest 1/2^t of the nodes (and any as fast as the slowest of them);
+    // small models keep one tier, where a search is cheap anyway.
+    const rates = live.map((entry) => entry.offer.prefillTokensPerS).sort((a, b) => b - a);
+    this.rateFloors = new Float64Array(RATE_TIERS);
+    for (let t = 1; t < RATE_TIERS; t += 1) {
+      const keep = Math.ceil(rates.length / 2 ** t);
+      const floor = keep >= this.minTierNodes ? (rates[keep - 1] as number) : Number.POSITIVE_INFINITY;
+      // A floor no higher than the tier above's would hold the same nodes: not a tier of its own.
+      this.rateFloors[t] = floor > (this.rateFloors[t - 1] as number) ? floor : Number.POSITIVE_INFINITY;
+    }
     this.recentEntries = [];
     this.tombstones = 0;
   }
@@ -492,7 +545,7 @@ class TreeBuilder {
     const c = this.cell(lo, hi, spatial);
     this.set(c, C.itemStart, this.items.length);
     let split: { key: number; spread: number } | undefined;
-    if (hi - lo > LEAF_SIZE) {
+    if (hi - lo > (LEAF_SIZES[kind] as number)) {
       const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
       let byPrice = this.widest(lo, hi, TOKEN_PRICE_KEYS, true);
       if (byPrice.spread <= 1e-9 && depth % 2 === 1) byPrice = this.widest(lo, hi, PREFILL_KEYS, true);
@@ -503,6 +556,8 @@ class TreeBuilder {
       if (split.spread <= 1e-9) split = undefined;
     }
     if (split === undefined) {
+      // Fastest prefill first: a search stops reading a leaf at the first node too slow to fit.
+      this.sortBy(lo, hi, K.negPrefill);
       for (let i = lo; i < hi; i += 1) this.items.push(this.nodes[this.order[i] as number] as IndexedNode);
       this.set(c, C.itemEnd, this.items.length);
       return c;
@@ -516,6 +571,21 @@ class TreeBuilder {
     this.set(c, C.right, right);
     this.set(c, C.itemEnd, this.items.length);
     return c;
+  }
+
+  /** Sorts `order[lo, hi)` by `key` ascending (insertion sort: a leaf is small). */
+  private sortBy(lo: number, hi: number, key: number): void {
+    const order = this.order;
+    for (let i = lo + 1; i < hi; i += 1) {
+      const moving = order[i] as number;
+      const value = this.keys[moving * K_STRIDE + key] as number;
+      let j = i - 1;
+      while (j >= lo && (this.keys[(order[j] as number) * K_STRIDE + key] as number) > value) {
+        order[j + 1] = order[j] as number;
+        j -= 1;
+      }
+      order[j + 1] = moving;
+    }
   }
 
   private key(i: number, key: number): number {
@@ -579,6 +649,7 @@ class TreeBuilder {
       slots[i * SLOT_STRIDE + S.y] = item.position?.y ?? Number.NaN;
       slots[i * SLOT_STRIDE + S.z] = item.position?.z ?? Number.NaN;
       slots[i * SLOT_STRIDE + S.group] = item.group.id;
+      slots[i * SLOT_STRIDE + S.rate] = item.offer.prefillTokensPerS;
     });
     return {
       priced,
@@ -625,6 +696,9 @@ export class CandidateIndex {
   private readonly models = new Map<string, ModelCandidates>();
   private readonly indexed = new Map<string, NodeRecord>();
 
+  /** `minTierNodes`: the smallest rate tier split out (tests lower it to reach small registries). */
+  constructor(private readonly minTierNodes = MIN_TIER_NODES) {}
+
   candidates(model: string): ModelCandidates | undefined {
     return this.models.get(model);
   }
@@ -651,7 +725,7 @@ export class CandidateIndex {
       seen.add(offer.model);
       let candidates = this.models.get(offer.model);
       if (candidates === undefined) {
-        candidates = new ModelCandidates(offer.model);
+        candidates = new ModelCandidates(offer.model, this.minTierNodes);
         this.models.set(offer.model, candidates);
       }
       candidates.add(record, offer);

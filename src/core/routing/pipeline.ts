@@ -791,7 +791,11 @@ class Search {
       byCost &&
       mayUsePriceTree &&
       this.reachesMost(candidates.tree(PLACE_TREE), reachMs, tuning.priceTreeReach);
-    const tree = candidates.tree(byPrice ? PRICE_TREE : byCost ? MIXED_TREE : PLACE_TREE, p.pricing);
+    const tree = candidates.tree(
+      byPrice ? PRICE_TREE : byCost ? MIXED_TREE : PLACE_TREE,
+      p.pricing,
+      this.minPrefillRate(reachMs),
+    );
     for (const entry of candidates.recent()) {
       if (!this.visits(entry)) continue;
       if (!this.spend()) return true;
@@ -829,7 +833,20 @@ class Search {
       // Among cells that tie on the first bound (one price tier), the likeliest winners first.
       tieLowerBound,
       byPrice ? tuning.priceTreeMaxCells : Number.POSITIVE_INFINITY,
+      reachMs,
     );
+  }
+
+  /**
+   * A prefill rate below which no node in a tree can meet `reachMs` (its prefill alone, with the
+   * smallest access overhead, would exceed it), a hair low for rounding; 0 when any rate might.
+   */
+  private minPrefillRate(reachMs: number): number {
+    const tokens = this.p.request.inputTokens - this.p.request.cachedInputTokens;
+    if (tokens <= 0) return 0;
+    const slackMs = reachMs - (this.minOverheads[15] as number);
+    if (slackMs <= 0) return Number.POSITIVE_INFINITY;
+    return ((tokens * 1000) / slackMs) * (1 - 1e-9);
   }
 
   /**
@@ -888,6 +905,7 @@ class Search {
     visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
     tieOf?: (bounds: ScratchBounds) => number,
     maxPops = Number.POSITIVE_INFINITY,
+    leafReachMs = Number.POSITIVE_INFINITY,
   ): boolean {
     const frontier = this.frontier;
     frontier.clear();
@@ -913,14 +931,32 @@ class Search {
         continue;
       }
       const end = tree.cells[at + C.itemEnd] as number;
+      // A leaf lists its nodes fastest prefill first: past the first that cannot fit the reach
+      // even at the leaf's nearest, none can.
+      const prefillReachMs =
+        leafReachMs === Number.POSITIVE_INFINITY
+          ? leafReachMs
+          : leafReachMs - this.bound(tree, c).rttLowerBoundMs;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
+        let rttLowerBoundMs: number;
+        if (prefillReachMs !== Number.POSITIVE_INFINITY) {
+          // From the slot alone (contiguous memory): the node's record is not touched unless
+          // it might fit.
+          const prefillLowerBoundMs = prefillMsAt(
+            this.p.request,
+            tree.slots[i * SLOT_STRIDE + S.rate] as number,
+          );
+          if (prefillLowerBoundMs > prefillReachMs) break;
+          rttLowerBoundMs = this.slotRttLowerBound(tree, i);
+          if (rttLowerBoundMs + prefillLowerBoundMs > leafReachMs) continue;
+        } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         const entry = tree.items[i] as IndexedNode;
         if (!this.visits(entry)) continue;
         if (!this.spend()) {
           frontier.clear();
           return true;
         }
-        visit(entry, this.slotRttLowerBound(tree, i));
+        visit(entry, rttLowerBoundMs);
       }
     }
     frontier.clear();
