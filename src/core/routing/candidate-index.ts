@@ -33,6 +33,8 @@ export interface IndexedNode {
   /** Unit vector of the node's location; undefined when the node has no coordinates. */
   readonly position: Vec3 | undefined;
   removed: boolean;
+  /** The stamp of the last decision whose price-tree walk examined the node (see pipeline.ts). */
+  triedBy: number;
 }
 
 export interface Vec3 {
@@ -255,6 +257,7 @@ export class ModelCandidates {
       group,
       position: location === undefined ? undefined : unitVector(location),
       removed: false,
+      triedBy: 0,
     };
     group.size += 1;
     this.byId.set(entry.id, { entry, group });

@@ -171,13 +171,8 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   }
   const p = prepare(request, ctx);
   const candidates = ctx.view.candidates(request.model);
-  let search = new Search(p, candidates);
-  if (!search.feasible(true)) {
-    // The price tree was the wrong guess (the reach is narrower than it looked): start again on
-    // the mixed tree, counting afresh, with what is left of the work cap.
-    search = new Search(p, candidates, search.visitsLeft());
-    search.feasible(false);
-  }
+  const search = new Search(p, candidates);
+  search.feasible();
 
   const ranked = search.ranked.sorted();
   let chosenIndex = -1;
@@ -376,6 +371,9 @@ interface ScratchBounds {
  */
 const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 const FRONTIER = new MinHeap<number>();
+/** Search.tried: the price-tree walk marks the nodes it examines; the walk taking over skips them. */
+const MARK = 1;
+const SKIP = 2;
 /** The record every node is checked through before its estimate: the checks read it and keep nothing. */
 const LISTED: { stage: 'listed'; node: NodeRecord; offer: ModelOffer; state: NodeState } = {
   stage: 'listed',
@@ -440,6 +438,11 @@ class Search {
   /** The best-first frontier: cell indices keyed by a lower bound. */
   private readonly frontier = FRONTIER;
   private readonly listed = LISTED;
+  /**
+   * While a walk of the price tree may still give up, the nodes it examines are marked with this
+   * decision's stamp (IndexedNode.triedBy); a walk that takes over skips them.
+   */
+  private tried: typeof MARK | typeof SKIP | undefined;
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
   private budget: number;
   private truncated = false;
@@ -735,9 +738,9 @@ class Search {
    * The feasible nodes the policy ranks best: cells in order of the policy's lower bound, skipping
    * cells that cannot meet the budget, until no cell left can beat the ranked nodes.
    */
-  feasible(mayUsePriceTree: boolean): boolean {
+  feasible(): void {
     const candidates = this.candidates;
-    if (candidates === undefined) return true;
+    if (candidates === undefined) return;
     const { p } = this;
     const budgetMs = p.request.latencyBudgetMs;
     // The OVER_BUDGET check sums RTT and prefill exactly as the node bound below does, so the
@@ -781,60 +784,74 @@ class Search {
       if (candidate !== undefined) this.judge(candidate);
     };
     for (const entry of this.sampled) {
-      if (!this.spend()) return true;
+      if (!this.spend()) return;
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined) this.judge(candidate);
     }
-    const byCost = p.policy.searchBy === 'cost';
-    const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
-    const byPrice =
-      byCost &&
-      mayUsePriceTree &&
-      this.reachesMost(candidates.tree(PLACE_TREE), reachMs, tuning.priceTreeReach);
-    const tree = candidates.tree(
-      byPrice ? PRICE_TREE : byCost ? MIXED_TREE : PLACE_TREE,
-      p.pricing,
-      this.minPrefillRate(reachMs),
-    );
+    // First, as it folds the nodes added since the last build into the trees if they are many.
+    const placeTree = candidates.tree(PLACE_TREE);
     for (const entry of candidates.recent()) {
       if (!this.visits(entry)) continue;
-      if (!this.spend()) return true;
+      if (!this.spend()) return;
       visit(entry, this.entryRttLowerBound(entry));
     }
-    return this.walk(
-      tree,
-      (bounds) => {
-        if (bounds.ttftLowerBoundMs > reachMs) return undefined;
-        const key = lowerBound === undefined ? 0 : lowerBound(bounds);
-        if (score !== undefined && tieScore !== undefined && tieLowerBound !== undefined) {
-          // A cell that can at best tie the worst ranked node on the first key must beat it on
-          // the second to matter.
-          const worst = this.ranked.worst();
-          if (worst !== undefined && key === score(worst) && tieLowerBound(bounds) > tieScore(worst))
-            return undefined;
-        }
-        return key;
-      },
-      (topKey, topTie) => {
-        if (score === undefined || lowerBound === undefined) return false;
+    const byCost = p.policy.searchBy === 'cost';
+    const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
+    const byPrice = byCost && this.reachesMost(placeTree, reachMs, tuning.priceTreeReach);
+    const minRate = this.minPrefillRate(reachMs);
+    const keyOf = (bounds: ScratchBounds) => {
+      if (bounds.ttftLowerBoundMs > reachMs) return undefined;
+      const key = lowerBound === undefined ? 0 : lowerBound(bounds);
+      if (score !== undefined && tieScore !== undefined && tieLowerBound !== undefined) {
+        // A cell that can at best tie the worst ranked node on the first key must beat it on
+        // the second to matter.
         const worst = this.ranked.worst();
-        if (worst === undefined) return false;
-        const worstScore = score(worst);
-        // The frontier orders equal keys by the tie bound: past the worst on both, none is left.
-        return (
-          topKey > worstScore ||
-          (topKey === worstScore &&
-            tieScore !== undefined &&
-            tieLowerBound !== undefined &&
-            topTie > tieScore(worst))
-        );
-      },
-      visit,
+        if (worst !== undefined && key === score(worst) && tieLowerBound(bounds) > tieScore(worst))
+          return undefined;
+      }
+      return key;
+    };
+    const done = (topKey: number, topTie: number) => {
+      if (score === undefined || lowerBound === undefined) return false;
+      const worst = this.ranked.worst();
+      if (worst === undefined) return false;
+      const worstScore = score(worst);
+      // The frontier orders equal keys by the tie bound: past the worst on both, none is left.
+      return (
+        topKey > worstScore ||
+        (topKey === worstScore &&
+          tieScore !== undefined &&
+          tieLowerBound !== undefined &&
+          topTie > tieScore(worst))
+      );
+    };
+    if (!byPrice) {
+      const tree = candidates.tree(byCost ? MIXED_TREE : PLACE_TREE, p.pricing, minRate);
       // Among cells that tie on the first bound (one price tier), the likeliest winners first.
+      this.walk(tree, keyOf, done, visit, tieLowerBound, Number.POSITIVE_INFINITY, reachMs);
+      return;
+    }
+    // The price tree finds the cheapest nodes wherever they are, in a few cells when the budget
+    // reaches most of them. When it has not within its cells, the reach was narrower than it
+    // looked: the walk goes on in the mixed tree, keeping what it ranked and counted, and skipping
+    // the nodes it already examined.
+    this.tried = MARK;
+    const priceTree = candidates.tree(PRICE_TREE, p.pricing, minRate);
+    const finished = this.walk(
+      priceTree,
+      keyOf,
+      done,
+      visit,
       tieLowerBound,
-      byPrice ? tuning.priceTreeMaxCells : Number.POSITIVE_INFINITY,
+      tuning.priceTreeMaxCells,
       reachMs,
     );
+    if (!finished) {
+      this.tried = SKIP;
+      const mixedTree = candidates.tree(MIXED_TREE, p.pricing, minRate);
+      this.walk(mixedTree, keyOf, done, visit, tieLowerBound, Number.POSITIVE_INFINITY, reachMs);
+    }
+    this.tried = undefined;
   }
 
   /**
@@ -952,6 +969,8 @@ class Search {
         } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         const entry = tree.items[i] as IndexedNode;
         if (!this.visits(entry)) continue;
+        if (this.tried === MARK) entry.triedBy = this.stamp;
+        else if (this.tried === SKIP && entry.triedBy === this.stamp) continue;
         if (!this.spend()) {
           frontier.clear();
           return true;
