@@ -38,6 +38,9 @@ describe('MinHeap', () => {
         expect(heap.peekKey()).toBe(
           model.length === 0 ? Number.POSITIVE_INFINITY : Math.min(...model.map((m) => m.key)),
         );
+        // The tie of the smallest (key, tie): what a search compares with its worst ranked node.
+        model.sort((a, b) => a.key - b.key || a.tie - b.tie);
+        expect(heap.peekTie()).toBe(model.length === 0 ? Number.POSITIVE_INFINITY : model[0]?.tie);
       }),
       { numRuns: 300 },
     );

@@ -455,7 +455,7 @@ describe('decideRoute: bounded work', () => {
     expect(decision.summary).toContain('stopped at its work cap');
   });
 
-  it('the work cap holds across a search that gives up the price tree and starts again', () => {
+  it('the work cap holds across a search that gives up the price tree for the mixed tree', () => {
     const nodes = Array.from({ length: 60 }, (_, i) => full(`full-${String(i).padStart(2, '0')}`, i));
     const base = context(nodes, { maxVisits: 10 });
     // Every node examined is estimated (a loose budget, all live), and each estimate reads its
@@ -463,7 +463,7 @@ describe('decideRoute: bounded work', () => {
     let examined = 0;
     const ctx = {
       ...base,
-      // The first search reaches a leaf in four cells, examines it, then gives up the price tree.
+      // The price walk reaches a leaf in four cells, examines it, then gives way to the mixed tree.
       searchTuning: { priceTreeReach: 0, priceTreeMaxCells: 4 },
       reservations: {
         pending: (...args: Parameters<typeof base.reservations.pending>) => {

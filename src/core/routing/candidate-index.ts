@@ -9,11 +9,19 @@
 // meet the budget, whatever the price list.
 //
 // Each model has up to three trees over the same nodes, each built on first use from one list.
-// The price tree splits by price only: when the budget reaches most of the country, the cheapest
-// nodes are found in a few cells wherever they are. The mixed tree alternates place and price:
-// when the budget reaches a small part of the country, a cost search stays there. The place tree
-// splits by place only, for the nearest-first searches (best TTFT, degraded) and the policies
-// that rank by distance or load. Which tree a search uses changes its work, never its answer.
+// The price tree splits by token price (and a cell of one price by place and prefill in turn):
+// when the budget reaches most of the country, the cheapest nodes are found in a few cells
+// wherever they are. The mixed tree alternates place and price: when the budget reaches a small
+// part of the country, a cost search stays there. The place tree splits by place only, for the
+// nearest-first searches (best TTFT, degraded) and the policies that rank by distance or load.
+// Price and mixed trees are keyed by the prices decisions pay now (list prices times the
+// time-of-use factors in force), and rebuilt when the factors change.
+//
+// Rate tiers: the same trees again over the fastest half, quarter, eighth and sixteenth of a
+// model's nodes. A long prompt on a tight budget can only be served by nodes fast enough to
+// prefill it within the budget; it searches the smallest tier that holds all of them. Every leaf
+// lists its nodes fastest first, so a search stops reading a leaf at the first node too slow.
+// Which tree or tier a search uses changes its work, never its answer.
 //
 // The tree lives in typed arrays (one slot per cell, one per node in leaf order): a search walks
 // contiguous memory instead of chasing objects, which is most of its cost at national scale.
@@ -541,8 +549,9 @@ class TreeBuilder {
 
   /**
    * A median-split tree over `order[lo, hi)`. A place tree splits by place (the widest axis), a
-   * price tree by price (the widest relative spread of a token price or the prefill rate), a
-   * mixed tree by each in turn; a kind with no spread (one site, one price) yields to the other.
+   * price tree by price (the token price of widest relative spread; where prices tie, by place
+   * and prefill rate in turn), a mixed tree by place and price in turn; a kind with no spread
+   * (one site, one price) yields to the other, and a cell alike in both splits by prefill rate.
    */
   build(lo: number, hi: number, depth: number, spatial: number, kind: TreeKind): number {
     const c = this.cell(lo, hi, spatial);
