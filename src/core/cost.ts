@@ -117,8 +117,11 @@ export function requestCost(size: RequestSize, price: Price, multiplier: number)
 }
 
 /**
- * requestCost on prices given one by one. Never larger for smaller prices, so the candidate index
- * bounds a cell with its cheapest price of each kind through this very formula.
+ * requestCost on prices given one by one. Never larger for smaller prices or a smaller multiplier,
+ * so the candidate index bounds a cell with its cheapest price of each kind through this very
+ * formula. Each price is multiplied first: an index keyed by prices times multipliers (the prices
+ * decisions pay) then bounds a cell with exactly the cost of its cheapest node, and equal costs
+ * tie exactly.
  */
 export function costAt(
   size: RequestSize,
@@ -128,8 +131,8 @@ export function costAt(
   multiplier: number,
 ): number {
   const perMillion =
-    (size.inputTokens - size.cachedInputTokens) * inputPerMtok +
-    size.cachedInputTokens * cachedInputPerMtok +
-    size.maxOutputTokens * outputPerMtok;
-  return (perMillion / 1e6) * multiplier;
+    (size.inputTokens - size.cachedInputTokens) * (inputPerMtok * multiplier) +
+    size.cachedInputTokens * (cachedInputPerMtok * multiplier) +
+    size.maxOutputTokens * (outputPerMtok * multiplier);
+  return perMillion / 1e6;
 }

@@ -28,7 +28,7 @@
 // Updates are cheap: a status report swaps the record in place; new nodes wait in a short list
 // that every search scans, and removals leave tombstones, until the next lazy rebuild.
 
-import type { PriceMultiplier } from '../cost.js';
+import { curveRate, type PriceMultiplier } from '../cost.js';
 import type { LatLon, Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 
 /** A node's offer of one model, as the index holds it. `record` is replaced on every update. */
@@ -51,8 +51,8 @@ export interface Vec3 {
   readonly z: number;
 }
 
-/** Nodes per leaf, by TreeKind (a leaf lists its nodes fastest prefill first: see build). */
-const LEAF_SIZES: readonly number[] = (process.env.LEAFS ?? '8,8,8').split(',').map(Number);
+/** Nodes per leaf (a leaf lists its nodes fastest prefill first: see build). */
+const LEAF_SIZE = 8;
 
 export const LEVEL_BIT: Readonly<Record<Level, number>> = { CENTER: 1, PROVINCE: 2, EDGE: 4, TERMINAL: 8 };
 /** Absorbs rounding in acos so that a bound from unit vectors never exceeds a true distance. */
@@ -165,9 +165,6 @@ export interface TreePricing {
   readonly multiplier: PriceMultiplier;
   readonly nowMs: number;
 }
-
-/** Relative: far above the few ulps by which a product of prices and factors can round. */
-const PRICED_KEY_SLACK = 1 - 1e-12;
 
 /** Windows shorter than this are not worth a rebuild: such trees keep list prices. */
 const MIN_PRICED_WINDOW_MS = 60_000;
@@ -330,7 +327,7 @@ export class ModelCandidates {
     let found = this.tiers[tier];
     if (found === undefined) {
       const floor = this.rateFloors[tier] as number;
-      found = treeSource(source.nodes.filter((entry) => entry.offer.prefillTokensPerS >= floor));
+      found = treeSource(source.nodes.filter((entry) => boundRate(entry.offer) >= floor));
       this.tiers[tier] = found;
     }
     return found;
@@ -343,6 +340,11 @@ export class ModelCandidates {
     const factors = new Float64Array(this.groupList.length);
     for (const group of this.groupList) factors[group.id] = multiplier.at(group, this.model, validity.fromMs);
     return factors;
+  }
+
+  /** By rate tier, the slowest rate it holds (+Infinity: no such tier); for tests and diagnostics. */
+  tierFloors(): readonly number[] {
+    return Array.from(this.rateFloors);
   }
 
   /** Nodes added since the tree was built (some may be removed since): scanned by every search. */
@@ -387,13 +389,18 @@ export class ModelCandidates {
     this.tiers.fill(undefined);
     // Tier t holds the fastest 1/2^t of the nodes (and any as fast as the slowest of them);
     // small models keep one tier, where a search is cheap anyway.
-    const rates = live.map((entry) => entry.offer.prefillTokensPerS).sort((a, b) => b - a);
+    const rates = live.map((entry) => boundRate(entry.offer)).sort((a, b) => b - a);
     this.rateFloors = new Float64Array(RATE_TIERS);
+    // A floor no higher than the last tier's (or than the slowest node) would hold the same nodes
+    // as that tier: not a tier of its own.
+    let lastFloor = rates[rates.length - 1] ?? 0;
     for (let t = 1; t < RATE_TIERS; t += 1) {
       const keep = Math.ceil(rates.length / 2 ** t);
       const floor = keep >= this.minTierNodes ? (rates[keep - 1] as number) : Number.POSITIVE_INFINITY;
-      // A floor no higher than the tier above's would hold the same nodes: not a tier of its own.
-      this.rateFloors[t] = floor > (this.rateFloors[t - 1] as number) ? floor : Number.POSITIVE_INFINITY;
+      if (floor > lastFloor && floor !== Number.POSITIVE_INFINITY) {
+        this.rateFloors[t] = floor;
+        lastFloor = floor;
+      } else this.rateFloors[t] = Number.POSITIVE_INFINITY;
     }
     this.recentEntries = [];
     this.tombstones = 0;
@@ -426,6 +433,17 @@ interface TreeSource {
   readonly located: number;
 }
 
+/**
+ * The prefill rate the index bounds a node by: no prefill it estimates is shorter than the prompt
+ * at this rate. A measured curve's fastest rate (what `prefillTokensPerS` holds for an engine
+ * offer) is taken a hair high, since `tokens / rate` can round a hair above the curve's own time.
+ */
+export function boundRate(offer: ModelOffer): number {
+  const curve = offer.engine?.curves.prefill;
+  if (curve === undefined) return offer.prefillTokensPerS;
+  return Math.max(offer.prefillTokensPerS, curveRate(curve)) * (1 + 1e-12);
+}
+
 function treeSource(live: readonly IndexedNode[]): TreeSource {
   const located = live.filter((entry) => entry.position !== undefined);
   const nodes = [...located, ...live.filter((entry) => entry.position === undefined)];
@@ -438,7 +456,7 @@ function treeSource(live: readonly IndexedNode[]): TreeSource {
     keys[at + K.input] = node.offer.price.inputPerMtok;
     keys[at + K.output] = node.offer.price.outputPerMtok;
     keys[at + K.cached] = node.offer.price.cachedInputPerMtok;
-    keys[at + K.negPrefill] = -node.offer.prefillTokensPerS;
+    keys[at + K.negPrefill] = -boundRate(node.offer);
     keys[at + K.levelBit] = LEVEL_BIT[node.group.level];
     keys[at + K.group] = node.group.id;
   });
@@ -460,14 +478,11 @@ class TreeBuilder {
     this.order = Int32Array.from(source.nodes.keys());
     if (factors === undefined) this.keys = source.keys;
     else {
-      // Prices as decisions in the window pay them: each node's by its group's factor, a hair
-      // low so that rounding never lifts a cell's bound over the cost a node works out to. At
-      // list price (factor 1) the keys stay exact, so that equal prices still tie exactly.
+      // Prices as decisions in the window pay them: each node's by its group's factor, the very
+      // products costAt forms, so that a cell's bound is exactly its cheapest node's cost.
       const keys = source.keys.slice();
       for (let at = 0; at < keys.length; at += K_STRIDE) {
-        const listFactor = factors[keys[at + K.group] as number] as number;
-        if (listFactor === 1) continue;
-        const factor = listFactor * PRICED_KEY_SLACK;
+        const factor = factors[keys[at + K.group] as number] as number;
         keys[at + K.input] = (keys[at + K.input] as number) * factor;
         keys[at + K.output] = (keys[at + K.output] as number) * factor;
         keys[at + K.cached] = (keys[at + K.cached] as number) * factor;
@@ -557,7 +572,7 @@ class TreeBuilder {
     const c = this.cell(lo, hi, spatial);
     this.set(c, C.itemStart, this.items.length);
     let split: { key: number; spread: number } | undefined;
-    if (hi - lo > (LEAF_SIZES[kind] as number)) {
+    if (hi - lo > LEAF_SIZE) {
       const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
       let byPrice = this.widest(lo, hi, TOKEN_PRICE_KEYS, true);
       if (byPrice.spread <= 1e-9 && depth % 2 === 1) byPrice = this.widest(lo, hi, PREFILL_KEYS, true);
@@ -661,7 +676,7 @@ class TreeBuilder {
       slots[i * SLOT_STRIDE + S.y] = item.position?.y ?? Number.NaN;
       slots[i * SLOT_STRIDE + S.z] = item.position?.z ?? Number.NaN;
       slots[i * SLOT_STRIDE + S.group] = item.group.id;
-      slots[i * SLOT_STRIDE + S.rate] = item.offer.prefillTokensPerS;
+      slots[i * SLOT_STRIDE + S.rate] = boundRate(item.offer);
     });
     return {
       priced,
@@ -695,7 +710,7 @@ function sameIndexing(a: NodeSpec, b: NodeSpec): boolean {
     return (
       other !== undefined &&
       offer.model === other.model &&
-      offer.prefillTokensPerS === other.prefillTokensPerS &&
+      boundRate(offer) === boundRate(other) &&
       offer.price.inputPerMtok === other.price.inputPerMtok &&
       offer.price.outputPerMtok === other.price.outputPerMtok &&
       offer.price.cachedInputPerMtok === other.price.cachedInputPerMtok

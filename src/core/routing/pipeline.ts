@@ -949,23 +949,28 @@ class Search {
       }
       const end = tree.cells[at + C.itemEnd] as number;
       // A leaf lists its nodes fastest prefill first: past the first that cannot fit the reach
-      // even at the leaf's nearest, none can.
-      const prefillReachMs =
-        leafReachMs === Number.POSITIVE_INFINITY
-          ? leafReachMs
-          : leafReachMs - this.bound(tree, c).rttLowerBoundMs;
+      // even at the leaf's nearest, none can. (Summed as the budget check sums, so that rounding
+      // never drops a node that fits exactly.)
+      const bounded = leafReachMs !== Number.POSITIVE_INFINITY;
+      const leafRttMs = bounded ? this.bound(tree, c).rttLowerBoundMs : 0;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         let rttLowerBoundMs: number;
-        if (prefillReachMs !== Number.POSITIVE_INFINITY) {
+        if (bounded) {
           // From the slot alone (contiguous memory): the node's record is not touched unless
-          // it might fit.
+          // it might fit. A node passed over still counts against the work cap.
           const prefillLowerBoundMs = prefillMsAt(
             this.p.request,
             tree.slots[i * SLOT_STRIDE + S.rate] as number,
           );
-          if (prefillLowerBoundMs > prefillReachMs) break;
+          if (leafRttMs + prefillLowerBoundMs > leafReachMs) break;
           rttLowerBoundMs = this.slotRttLowerBound(tree, i);
-          if (rttLowerBoundMs + prefillLowerBoundMs > leafReachMs) continue;
+          if (rttLowerBoundMs + prefillLowerBoundMs > leafReachMs) {
+            if (!this.spend()) {
+              frontier.clear();
+              return true;
+            }
+            continue;
+          }
         } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         const entry = tree.items[i] as IndexedNode;
         if (!this.visits(entry)) continue;

@@ -1,0 +1,116 @@
+// Edges of the candidate index where rounding or a degenerate registry could make the search
+// differ from a full scan, or do much more work than it needs: budgets met exactly, prices that
+// tie only after a time-of-use factor, measured prefill curves, rate tiers on repeated rates.
+
+import { describe, expect, it } from 'vitest';
+import { curveRate, LIST_PRICE } from '../../src/core/cost.js';
+import type { EngineCurves } from '../../src/core/model.js';
+import { policyMultiplier } from '../../src/core/pricing.js';
+import { CandidateIndex, decideRoute, PLACE_TREE, type RouteDecision } from '../../src/core/routing/index.js';
+import { context, offer, record, request } from '../helpers/fixtures.js';
+
+/** A client the latency model only knows by region (FLAT_LATENCY: 8 ms within it, 45 ms across). */
+const BY_REGION = { region: 'CN-GD', accessPoint: '', location: undefined };
+
+function placed(decision: RouteDecision): Extract<RouteDecision, { kind: 'placed' }> {
+  if (decision.kind !== 'placed') throw new Error(`expected a placement: ${decision.summary}`);
+  return decision;
+}
+
+const placedOn = (decision: RouteDecision): string => placed(decision).placement.nodeId;
+
+describe('candidate index: a budget met exactly', () => {
+  it('a node whose RTT and prefill add up to the budget exactly is placed', () => {
+    const node = record({ id: 'exact', offers: [offer({ prefillTokensPerS: 10_021 })] });
+    const budgetMs = 8 + (100 / 10_021) * 1000;
+    const req = request({ client: BY_REGION, inputTokens: 100, latencyBudgetMs: budgetMs, explain: false });
+    expect(placedOn(decideRoute(req, context([node])))).toBe('exact');
+  });
+
+  // One measured point whose rate, turned back into a time, rounds a hair above the curve's own.
+  const curves: EngineCurves = {
+    name: 'one-point',
+    prefill: { tokens: [1807], ms: [159.606297] },
+    decode: { batches: [1], contexts: [1], ms: [[10]] },
+    maxBatch: 4,
+    prefillBudget: 8192,
+  };
+  const engine = offer({ prefillTokensPerS: curveRate(curves.prefill), engine: { curves, replicas: 1 } });
+
+  it('an engine node whose curve meets the budget exactly is placed, alone or beside others', () => {
+    const alone = record({ id: 'engine', offers: [engine] });
+    const req = (budgetMs: number) =>
+      request({ client: BY_REGION, inputTokens: 1807, latencyBudgetMs: budgetMs, explain: false });
+    expect(placedOn(decideRoute(req(8 + 159.606297), context([alone])))).toBe('engine');
+    const across = record({ id: 'engine', region: 'CN-SC', offers: [engine] });
+    const slow = record({ id: 'slow', offers: [offer({ prefillTokensPerS: 1000 })] });
+    expect(placedOn(decideRoute(req(45 + 159.606297), context([across, slow])))).toBe('engine');
+  });
+});
+
+describe('candidate index: prices that tie after a time-of-use factor', () => {
+  it('equal costs across a discount go to the lowest TTFT, as a full scan would, within the cap', () => {
+    // Far nodes at double list price, half price now; near ones at list price. Every cost is the
+    // same: the nearest node must win, and the search must not spend its cap on the far tier.
+    const far = Array.from({ length: 1500 }, (_, i) =>
+      record({
+        id: `sc-${String(i).padStart(4, '0')}`,
+        region: 'CN-SC',
+        km: 300 + ((i * 0.2) % 300),
+        permanent: true,
+        offers: [offer({ price: { inputPerMtok: 2, outputPerMtok: 8, cachedInputPerMtok: 0.2 } })],
+      }),
+    );
+    const near = Array.from({ length: 24 }, (_, i) =>
+      record({ id: i === 0 ? 'gd-near' : `gd-${String(i).padStart(2, '0')}`, km: i * 0.5, permanent: true }),
+    );
+    const halfInSichuan = policyMultiplier({
+      utcOffsetHours: 8,
+      rules: [{ level: undefined, region: 'CN-SC', model: undefined, factor: 0.5, window: undefined }],
+    });
+    const ctx = context([...far, ...near], { priceMultiplier: halfInSichuan, maxVisits: 1000 });
+    const decision = placed(decideRoute(request({ explain: false, maxFallbacks: 0 }), ctx));
+    expect(decision.placement.nodeId).toBe('gd-near');
+    expect(decision.counts.truncated).toBe(false);
+  });
+
+  it('one price tier stops at its tie whether or not a factor applies', () => {
+    const nodes = Array.from({ length: 3000 }, (_, i) =>
+      record({ id: `n-${String(i).padStart(4, '0')}`, km: (i * 0.1) % 300, price: 1, permanent: true }),
+    );
+    const halfEverywhere = policyMultiplier({
+      utcOffsetHours: 8,
+      rules: [{ level: undefined, region: undefined, model: undefined, factor: 0.5, window: undefined }],
+    });
+    for (const priceMultiplier of [LIST_PRICE, halfEverywhere]) {
+      const ctx = context(nodes, { priceMultiplier, maxVisits: 1000 });
+      const decision = placed(decideRoute(request({ explain: false }), ctx));
+      expect(decision.placement.nodeId).toBe('n-0000');
+      expect(decision.counts.truncated).toBe(false);
+    }
+  });
+});
+
+describe('candidate index: rate tiers', () => {
+  const tiersOf = (rate: (i: number) => number, count: number) => {
+    const index = new CandidateIndex(32);
+    for (let i = 0; i < count; i += 1)
+      index.put(record({ id: `n${i}`, offers: [offer({ prefillTokensPerS: rate(i) })] }));
+    const candidates = index.candidates('m');
+    candidates?.tree(PLACE_TREE);
+    return candidates?.tierFloors() ?? [];
+  };
+
+  it('a tier that would repeat the one above is skipped, not the faster tiers after it', () => {
+    // The fastest 128 at distinct high rates, the next 384 at 20k, the rest at 10k: the fastest
+    // half and quarter are the same nodes (≥ 20k); the fastest eighth is its own tier.
+    const floors = tiersOf((i) => (i < 128 ? 100_000 + i : i < 512 ? 20_000 : 10_000), 1024);
+    expect(floors[1]).toBe(20_000);
+    expect(floors[2]).toBe(Number.POSITIVE_INFINITY);
+    expect(floors[3]).toBe(100_000);
+  });
+
+  it('one rate for every node makes no tier beyond all of them', () => {
+    expect(tiersOf(() => 30_000, 1024).slice(1)).toEqual(Array(4).fill(Number.POSITIVE_INFINITY));
+  });
+});
