@@ -302,21 +302,24 @@ export class ModelCandidates {
     const want = kind === PLACE_TREE ? undefined : pricedWindow(pricing);
     let tree = this.trees[slot];
     const held = this.validity[slot];
-    if (tree !== undefined && held !== undefined) {
+    const validity = want ?? { multiplier: undefined, fromMs: 0, untilMs: Number.POSITIVE_INFINITY };
+    if (tree === undefined) {
+      tree = buildTree(this.tierSource(tier), kind, this.factors(validity));
+    } else if (held !== undefined) {
       const usable =
         held.multiplier === undefined
           ? want === undefined
           : held.multiplier === pricing?.multiplier &&
             pricing.nowMs >= held.fromMs &&
             pricing.nowMs < held.untilMs;
-      if (!usable) tree = undefined;
+      if (usable) return tree;
+      // Another window or another multiplier: the same cells, their minimum prices worked out
+      // again (one pass over the nodes), instead of a new tree. The splits follow the old prices
+      // — looser, never wrong.
+      tree = reprice(tree, this.factors(validity));
     }
-    if (tree === undefined) {
-      const validity = want ?? { multiplier: undefined, fromMs: 0, untilMs: Number.POSITIVE_INFINITY };
-      tree = buildTree(this.tierSource(tier), kind, this.factors(validity));
-      this.trees[slot] = tree;
-      this.validity[slot] = validity;
-    }
+    this.trees[slot] = tree;
+    this.validity[slot] = validity;
     return tree;
   }
 
@@ -687,6 +690,45 @@ class TreeBuilder {
       items: this.items,
     };
   }
+}
+
+/**
+ * `tree` with every cell's minimum prices worked out again at `factors` (by group id; undefined:
+ * list prices), from the leaves up: the nodes, places and splits are unchanged.
+ */
+function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
+  const cells = tree.cells.slice();
+  // Cells are in depth-first order: a parent's children come after it, so from the last cell
+  // back every child is done before its parent.
+  for (let c = cells.length / CELL_STRIDE - 1; c >= 0; c -= 1) {
+    const at = c * CELL_STRIDE;
+    const left = cells[at + C.left] as number;
+    let minInput = Number.POSITIVE_INFINITY;
+    let minOutput = Number.POSITIVE_INFINITY;
+    let minCached = Number.POSITIVE_INFINITY;
+    if (left < 0) {
+      const end = cells[at + C.itemEnd] as number;
+      for (let i = cells[at + C.itemStart] as number; i < end; i += 1) {
+        const entry = tree.items[i] as IndexedNode;
+        // The very products the builder and costAt form.
+        const factor = factors === undefined ? 1 : (factors[entry.group.id] as number);
+        const price = entry.offer.price;
+        minInput = Math.min(minInput, price.inputPerMtok * factor);
+        minOutput = Math.min(minOutput, price.outputPerMtok * factor);
+        minCached = Math.min(minCached, price.cachedInputPerMtok * factor);
+      }
+    } else {
+      const l = left * CELL_STRIDE;
+      const r = (cells[at + C.right] as number) * CELL_STRIDE;
+      minInput = Math.min(cells[l + C.minInput] as number, cells[r + C.minInput] as number);
+      minOutput = Math.min(cells[l + C.minOutput] as number, cells[r + C.minOutput] as number);
+      minCached = Math.min(cells[l + C.minCached] as number, cells[r + C.minCached] as number);
+    }
+    cells[at + C.minInput] = minInput;
+    cells[at + C.minOutput] = minOutput;
+    cells[at + C.minCached] = minCached;
+  }
+  return { ...tree, cells, priced: factors !== undefined };
 }
 
 function buildTree(source: TreeSource, kind: TreeKind, factors: Float64Array | undefined): FlatTree {
