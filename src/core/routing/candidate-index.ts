@@ -15,7 +15,7 @@
 // part of the country, a cost search stays there. The place tree splits by place only, for the
 // nearest-first searches (best TTFT, degraded) and the policies that rank by distance or load.
 // Price and mixed trees are keyed by the prices decisions pay now (list prices times the
-// time-of-use factors in force), and rebuilt when the factors change.
+// time-of-use factors in force), and repriced (cell minima worked out again, same splits) when the factors change.
 //
 // Rate tiers: the same trees again over the fastest half, quarter, eighth and sixteenth of a
 // model's nodes. A long prompt on a tight budget can only be served by nodes fast enough to
@@ -159,7 +159,7 @@ export type TreeKind = typeof PRICE_TREE | typeof MIXED_TREE | typeof PLACE_TREE
  * decision pays — list prices times the multipliers in force — when the multiplier says how long
  * its factors hold (see PriceMultiplier.stableUntil): a night discount in one province then
  * splits and bounds like any other price, instead of loosening every cell's bound to the
- * cheapest factor anywhere. The tree is rebuilt when the window ends or the multiplier changes.
+ * cheapest factor anywhere. The tree is repriced when the window ends or the multiplier changes.
  */
 export interface TreePricing {
   readonly multiplier: PriceMultiplier;
@@ -281,7 +281,7 @@ export class ModelCandidates {
   /**
    * The built tree of that kind; all are rebuilt first if updates have piled up. A price or mixed
    * tree is keyed by `pricing`'s prices when it says how long they hold (see TreePricing), and
-   * rebuilt when a decision prices by another multiplier or outside the tree's window.
+   * repriced when a decision prices by another multiplier or outside the tree's window.
    *
    * With `minPrefillRate`, the tree may hold only the nodes at least that fast (and some slower):
    * a long prompt on a tight budget then searches the fast nodes alone, not every node near the
