@@ -15,7 +15,8 @@
 // part of the country, a cost search stays there. The place tree splits by place only, for the
 // nearest-first searches (best TTFT, degraded) and the policies that rank by distance or load.
 // Price and mixed trees are keyed by the prices decisions pay now (list prices times the
-// time-of-use factors in force), and repriced (cell minima worked out again, same splits) when the factors change.
+// time-of-use factors in force), and repriced when the factors change (each cell's minima worked
+// out again; the splits stay).
 //
 // Rate tiers: the same trees again over the fastest half, quarter, eighth and sixteenth of a
 // model's nodes. A long prompt on a tight budget can only be served by nodes fast enough to
