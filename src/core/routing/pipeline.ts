@@ -699,7 +699,13 @@ class Search {
   }
 
   /** Checks a node; returns it estimated if it passed every check before the estimate. */
-  private evaluate(entry: IndexedNode, count: boolean, rtt?: RttEstimate): EstimatedCandidate | undefined {
+  /** `rtt` and `prefill`, when given, are what the estimate would work out (see estimateCandidate). */
+  private evaluate(
+    entry: IndexedNode,
+    count: boolean,
+    rtt?: RttEstimate,
+    prefill?: number,
+  ): EstimatedCandidate | undefined {
     const { p } = this;
     const node = entry.record;
     const state = nodeState(node, p.ctx.nowMs);
@@ -718,7 +724,7 @@ class Search {
         return undefined;
       }
     }
-    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rtt);
+    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rtt, prefill);
   }
 
   /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
@@ -780,7 +786,7 @@ class Search {
             return;
         }
       }
-      const candidate = this.evaluate(entry, true, rtt);
+      const candidate = this.evaluate(entry, true, rtt, prefill);
       if (candidate !== undefined) this.judge(candidate);
     };
     for (const entry of this.sampled) {
@@ -1000,15 +1006,16 @@ class Search {
     // idle is passed over before its exact RTT is worked out.
     const visit = (entry: IndexedNode, rttLowerBoundMs: number | undefined) => {
       let rtt: RttEstimate | undefined;
+      let prefill: number | undefined;
       if (best !== undefined && rttLowerBoundMs !== undefined) {
-        const prefill = prefillMs(p.request, entry.offer);
+        prefill = prefillMs(p.request, entry.offer);
         const bestMs = best.estimate.ttftMs;
         if (rttLowerBoundMs + prefill > bestMs) return;
         rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
         if (rtt.rttMs + prefill > bestMs) return;
       } else if (rttLowerBoundMs !== undefined)
         rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
-      const candidate = this.evaluate(entry, false, rtt);
+      const candidate = this.evaluate(entry, false, rtt, prefill);
       if (candidate === undefined || !accept(candidate)) return;
       if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) best = candidate;
     };
@@ -1026,12 +1033,16 @@ class Search {
   }
 }
 
-/** `rtt`, when given, must be what estimateRttFor would say (the caller knows no sample applies). */
+/**
+ * `rtt`, when given, must be what estimateRttFor would say (the caller knows no sample applies),
+ * and `prefill` what prefillMs would (the caller has worked it out already).
+ */
 function estimateCandidate(
   p: Prepared,
   listed: Extract<Candidate, { stage: 'listed' }>,
   multiplier: number,
   knownRtt?: RttEstimate,
+  knownPrefillMs?: number,
 ): EstimatedCandidate {
   const { node, offer } = listed;
   const model = p.request.model;
@@ -1042,7 +1053,7 @@ function estimateCandidate(
     node,
     offer,
     state: listed.state,
-    estimate: estimateWith(p.request, offer, load, rtt, multiplier),
+    estimate: estimateWith(p.request, offer, load, rtt, multiplier, knownPrefillMs),
     load,
     hasSlot: load < offer.maxConcurrency + offer.maxQueue,
   };
@@ -1055,8 +1066,8 @@ function estimateWith(
   load: number,
   rtt: RttEstimate,
   multiplier: number,
+  prefill = prefillMs(request, offer),
 ): Estimate {
-  const prefill = prefillMs(request, offer);
   const queue = queueMs(request, offer, load);
   return {
     networkRttMs: rtt.rttMs,
