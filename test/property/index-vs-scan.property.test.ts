@@ -16,7 +16,9 @@ import {
   decideRoute,
   type Estimate,
   estimateOn,
+  LEAST_LOADED,
   MIXED_TREE,
+  NEAREST,
   PLACE_TREE,
   PRICE_TREE,
   type RejectionVerdict,
@@ -214,6 +216,8 @@ interface Judged {
   readonly verdict: RejectionVerdict | 'FEASIBLE';
   readonly estimate: Estimate | undefined;
   readonly hasSlot: boolean;
+  /** Share of the offer's slots and queue in use (estimated nodes only). */
+  readonly share?: number;
 }
 
 /** The routing rule of DESIGN §3, one node at a time, over every node. */
@@ -259,7 +263,7 @@ function fullScan(
             : estimate.ttftMs > req.latencyBudgetMs
               ? 'QUEUE_OVER_BUDGET'
               : 'FEASIBLE';
-      judged.push({ node, verdict, estimate, hasSlot });
+      judged.push({ node, verdict, estimate, hasSlot, share: load / (o.maxConcurrency + o.maxQueue) });
     }
   }
   const id = (j: Judged) => j.node.spec.id;
@@ -276,6 +280,7 @@ function fullScan(
   for (const j of judged) if (j.verdict !== 'FEASIBLE') rejected[j.verdict] = (rejected[j.verdict] ?? 0) + 1;
   const full = (rejected.AT_CAPACITY ?? 0) + (rejected.QUEUE_OVER_BUDGET ?? 0);
   return {
+    judged,
     feasible,
     degraded,
     serving: judged.length,
@@ -368,7 +373,41 @@ function setUp(s: Scenario) {
   return { nodes, req, ctx, reservations };
 }
 
+/** A full scan's order for the simulator's ranked baselines: their key, then the node id. */
+const BASELINES = {
+  nearest: { policy: NEAREST, key: (j: Judged) => (j.estimate as Estimate).networkRttMs },
+  'least-loaded': { policy: LEAST_LOADED, key: (j: Judged) => j.share as number },
+} as const;
+
 describe('candidate index (property)', () => {
+  it("ranks as a full scan does for the simulator's nearest and least-loaded baselines", () => {
+    fc.assert(
+      fc.property(scenarioArb, fc.constantFrom('nearest', 'least-loaded' as const), (s, name) => {
+        const { nodes, req, ctx, reservations } = setUp(s);
+        const { policy, key } = BASELINES[name];
+        const decision = decideRoute(req, { ...ctx, policy });
+        const scan = fullScan(nodes, req, ctx, reservations);
+        const id = (j: Judged) => j.node.spec.id;
+        const ranked = scan.judged
+          .filter((j) => j.verdict === 'FEASIBLE')
+          .sort((a, b) => key(a) - key(b) || (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0));
+        if (decision.kind === 'refused') throw new Error('no admission rule was given');
+        if (ranked.length === 0) {
+          if (!req.allowDegraded || scan.degraded === undefined) expect(decision.kind).toBe('infeasible');
+          return;
+        }
+        expect(decision.kind).toBe('placed');
+        if (decision.kind !== 'placed') return;
+        expect(decision.placement.nodeId).toBe(id(ranked[0] as Judged));
+        expect(decision.fallbacks.map((f) => f.nodeId)).toEqual(
+          ranked.slice(1, 1 + req.maxFallbacks).map(id),
+        );
+        expect(decision.counts.feasible).toBeLessThanOrEqual(ranked.length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('decides exactly as a full scan of every node', () => {
     fc.assert(
       fc.property(scenarioArb, (s) => {

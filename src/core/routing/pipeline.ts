@@ -699,12 +699,16 @@ class Search {
   }
 
   /** Checks a node; returns it estimated if it passed every check before the estimate. */
-  /** `rtt` and `prefill`, when given, are what the estimate would work out (see estimateCandidate). */
+  /**
+   * `rtt`, `prefill` and `load`, when given, are what the estimate would work out (see
+   * estimateCandidate).
+   */
   private evaluate(
     entry: IndexedNode,
     count: boolean,
     rtt?: RttEstimate,
     prefill?: number,
+    load?: number,
   ): EstimatedCandidate | undefined {
     const { p } = this;
     const node = entry.record;
@@ -724,7 +728,7 @@ class Search {
         return undefined;
       }
     }
-    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rtt, prefill);
+    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rtt, prefill, load);
   }
 
   /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
@@ -756,9 +760,23 @@ class Search {
     const score = p.policy.score;
     const tieScore = p.policy.tieScore;
     const tieLowerBound = p.policy.tieLowerBound;
+    const loadScore = p.policy.loadScore;
     const nodeBounds = { costLowerBound: 0, rttLowerBoundMs: 0, ttftLowerBoundMs: 0 };
     /** The node's own bounds first, from its place and price alone; then the checks. */
     const visit = (entry: IndexedNode, rttLowerBoundMs: number) => {
+      // A node that cannot rank whatever its estimate (its load alone says so) is passed first.
+      let load: number | undefined;
+      if (loadScore !== undefined && score !== undefined) {
+        const worst = this.ranked.worst();
+        if (worst !== undefined) {
+          load = offerLoad(entry.record, p.request.model, p.ctx.reservations);
+          const key = loadScore(load, entry.offer);
+          const worstScore = score(worst);
+          // Equal keys are settled by the node id (see RoutingPolicy.loadScore).
+          if (key > worstScore || (key === worstScore && compareIds(entry.id, worst.node.spec.id) > 0))
+            return;
+        }
+      }
       const prefill = prefillMs(p.request, entry.offer);
       if (rttLowerBoundMs + prefill > reachMs) return;
       const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
@@ -786,7 +804,7 @@ class Search {
             return;
         }
       }
-      const candidate = this.evaluate(entry, true, rtt, prefill);
+      const candidate = this.evaluate(entry, true, rtt, prefill, load);
       if (candidate !== undefined) this.judge(candidate);
     };
     for (const entry of this.sampled) {
@@ -1035,7 +1053,7 @@ class Search {
 
 /**
  * `rtt`, when given, must be what estimateRttFor would say (the caller knows no sample applies),
- * and `prefill` what prefillMs would (the caller has worked it out already).
+ * `prefill` what prefillMs would and `load` what offerLoad would (the caller has worked them out).
  */
 function estimateCandidate(
   p: Prepared,
@@ -1043,10 +1061,11 @@ function estimateCandidate(
   multiplier: number,
   knownRtt?: RttEstimate,
   knownPrefillMs?: number,
+  knownLoad?: number,
 ): EstimatedCandidate {
   const { node, offer } = listed;
   const model = p.request.model;
-  const load = offerLoad(node, model, p.ctx.reservations);
+  const load = knownLoad ?? offerLoad(node, model, p.ctx.reservations);
   const rtt = knownRtt ?? estimateRttFor(p.client, node.spec, p.ctx.latency, p.ctx.nowMs);
   return {
     stage: 'estimated',

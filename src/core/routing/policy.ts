@@ -2,6 +2,7 @@
 // list (checks.ts) and is the same for every policy, so the simulator's baselines differ from
 // the production rule only in ranking, never in which nodes they may use.
 
+import type { ModelOffer } from '../model.js';
 import type { Rng } from '../rng.js';
 import { CHECKS, type Checks, type EstimatedCandidate } from './checks.js';
 
@@ -28,6 +29,12 @@ export interface RoutingPolicy {
    * score (a price tier), a cell whose first bound only ties the ranked nodes can still be cut.
    */
   readonly tieScore?: (candidate: EstimatedCandidate) => number;
+  /**
+   * The first key of `compare` from a node's load alone (before its estimate), for a policy whose
+   * `compare` settles equal keys by the node id: a node that already ranks after the worst ranked
+   * node is passed over without an estimate.
+   */
+  readonly loadScore?: (load: number, offer: ModelOffer) => number;
   readonly tieLowerBound?: (bounds: CellBounds & { readonly ttftLowerBoundMs: number }) => number;
   /**
    * 'ranked': the best 1 + max_fallbacks, in `compare` order. 'all': every feasible node goes to
@@ -77,13 +84,16 @@ export const NEAREST: RoutingPolicy = {
   collect: 'ranked',
 };
 
-const loadShare = (c: EstimatedCandidate): number => c.load / (c.offer.maxConcurrency + c.offer.maxQueue);
+const shareOf = (load: number, offer: ModelOffer): number => load / (offer.maxConcurrency + offer.maxQueue);
+const loadShare = (c: EstimatedCandidate): number => shareOf(c.load, c.offer);
 
 /** Lowest share of capacity in use among feasible nodes. */
 export const LEAST_LOADED: RoutingPolicy = {
   name: 'least-loaded',
   checks: CHECKS,
   compare: (a, b) => loadShare(a) - loadShare(b) || compareIds(a.node.spec.id, b.node.spec.id),
+  score: loadShare,
+  loadScore: shareOf,
   collect: 'ranked',
 };
 
