@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { requestCost } from '../../src/core/cost.js';
 import { policyMultiplier } from '../../src/core/pricing.js';
+import { seededRng } from '../../src/core/rng.js';
 import {
   CHECKS,
   decideRoute,
   PHASE_ORDER,
   type RouteDecision,
+  randomPolicy,
   VERDICT_ORDER,
   type Verdict,
 } from '../../src/core/routing/index.js';
@@ -427,6 +429,38 @@ describe('decideRoute with reservations', () => {
         2,
       ),
     ).toBeCloseTo(((1e6 * 3 + 1e6 * 0.3 + 5e5 * 12) / 1e6) * 2, 9);
+  });
+});
+
+describe('decideRoute: the random baseline', () => {
+  // Far nodes miss the budget (FLAT_LATENCY: 1 ms per 100 km, then 100 ms of prefill), CENTER
+  // ones are excluded by the request: only the near PROVINCE nodes may be drawn.
+  const near = Array.from({ length: 5 }, (_, i) => record({ id: `near-${i}`, km: 10 * i }));
+  const far = Array.from({ length: 10 }, (_, i) => record({ id: `far-${i}`, km: 6_000 + i }));
+  const center = Array.from({ length: 5 }, (_, i) => record({ id: `center-${i}`, level: 'CENTER' }));
+  const ask = request({
+    latencyBudgetMs: 150,
+    allowedLevels: ['PROVINCE'],
+    maxFallbacks: 0,
+    explain: false,
+  });
+
+  it('draws every feasible node about equally often and never another', () => {
+    const ctx = context([...far, ...center, ...near], { policy: randomPolicy(seededRng(11)) });
+    const picks = new Map<string, number>();
+    for (let i = 0; i < 5000; i += 1) {
+      const id = placedOn(decideRoute(ask, ctx));
+      picks.set(id, (picks.get(id) ?? 0) + 1);
+    }
+    expect([...picks.keys()].sort()).toEqual(near.map((n) => n.spec.id));
+    // 1,000 expected each; a binomial spread of about 28.
+    for (const count of picks.values()) expect(Math.abs(count - 1000)).toBeLessThan(150);
+  });
+
+  it('still finds the one feasible node among many that are not', () => {
+    const crowd = Array.from({ length: 300 }, (_, i) => record({ id: `far-${i}`, km: 6_000 + i }));
+    const ctx = context([...crowd, near[0] as (typeof near)[number]], { policy: randomPolicy(seededRng(3)) });
+    for (let i = 0; i < 20; i += 1) expect(placedOn(decideRoute(ask, ctx))).toBe('near-0');
   });
 });
 

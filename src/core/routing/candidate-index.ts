@@ -351,6 +351,17 @@ export class ModelCandidates {
     return Array.from(this.rateFloors);
   }
 
+  /** How many entries entryAt numbers: the built nodes, then the recent ones (some removed). */
+  entryCount(): number {
+    return (this.source?.nodes.length ?? 0) + this.recentEntries.length;
+  }
+
+  /** Entry `i` below entryCount(): every node of the model once, and tombstones. */
+  entryAt(i: number): IndexedNode | undefined {
+    const built = this.source?.nodes ?? [];
+    return i < built.length ? built[i] : this.recentEntries[i - built.length];
+  }
+
   /** Nodes added since the tree was built (some may be removed since): scanned by every search. */
   recent(): readonly IndexedNode[] {
     return this.recentEntries;

@@ -100,6 +100,8 @@ export const DEFAULT_MAX_EXPLAIN_NODES = 5_000;
  * says otherwise: a few milliseconds, whatever the registry and however full it is.
  */
 export const DEFAULT_MAX_VISITS = 8_192;
+/** Random draws a uniform policy tries before it looks at every node (RoutingPolicy.draw). */
+const UNIFORM_DRAWS = 16;
 
 /** What the core reads from a registry. Stores serve it from memory. */
 export interface RoutingView {
@@ -171,12 +173,22 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   }
   const p = prepare(request, ctx);
   const candidates = ctx.view.candidates(request.model);
-  const search = new Search(p, candidates);
-  search.feasible();
+  let search = new Search(p, candidates);
+  // A policy that takes any feasible node uniformly may draw nodes at random and take the first
+  // feasible one (the same distribution); when none of a few draws is, it looks at every node,
+  // counting afresh.
+  const draw = p.policy.draw;
+  let drawn: EstimatedCandidate | undefined;
+  if (draw !== undefined && request.maxFallbacks === 0 && !request.explain) {
+    drawn = search.drawFeasible(draw, UNIFORM_DRAWS);
+    if (drawn === undefined) search = new Search(p, candidates, search.visitsLeft());
+  }
+  if (drawn === undefined) search.feasible();
 
-  const ranked = search.ranked.sorted();
+  const ranked = drawn === undefined ? search.ranked.sorted() : [drawn];
   let chosenIndex = -1;
-  if (ranked.length > 0) chosenIndex = p.policy.pick === undefined ? 0 : p.policy.pick(ranked);
+  if (ranked.length > 0)
+    chosenIndex = p.policy.pick === undefined || drawn !== undefined ? 0 : p.policy.pick(ranked);
   const chosen = ranked[chosenIndex];
   let degraded: EstimatedCandidate | undefined;
   if (chosen === undefined && request.allowDegraded && candidates !== undefined)
@@ -733,15 +745,40 @@ class Search {
 
   /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
   private judge(candidate: EstimatedCandidate): void {
+    if (this.passes(candidate)) this.ranked.offer(candidate);
+  }
+
+  /** Whether an estimated node passes the remaining checks (counted either way). */
+  private passes(candidate: EstimatedCandidate): boolean {
     const { p } = this;
     for (const check of p.estimatedChecks) {
       if (check.rejects(candidate, p.scope)) {
         this.reject(check.verdict, 1);
-        return;
+        return false;
       }
     }
     this.feasibleCount += 1;
-    this.ranked.offer(candidate);
+    return true;
+  }
+
+  /**
+   * Up to `attempts` nodes of the model drawn uniformly at random (`draw(n)`: an index below n);
+   * the first feasible one, or undefined. Conditioned on success, uniform over the feasible nodes.
+   */
+  drawFeasible(draw: (count: number) => number, attempts: number): EstimatedCandidate | undefined {
+    const candidates = this.candidates;
+    if (candidates === undefined) return undefined;
+    const count = candidates.entryCount();
+    if (count === 0) return undefined;
+    for (let attempt = 0; attempt < attempts; attempt += 1) {
+      const entry = candidates.entryAt(draw(count));
+      // A removed node or one in an excluded group is a failed draw like any other.
+      if (entry === undefined || entry.removed || this.isExcluded(entry.group)) continue;
+      if (!this.spend()) return undefined;
+      const candidate = this.evaluate(entry, true);
+      if (candidate !== undefined && this.passes(candidate)) return candidate;
+    }
+    return undefined;
   }
 
   /**

@@ -48,6 +48,12 @@ export interface RoutingPolicy {
   readonly searchBy?: 'cost' | 'place';
   /** Chooses from the feasible nodes, in `compare` order; the rest of the top become fallbacks. */
   readonly pick?: (ranked: readonly EstimatedCandidate[]) => number;
+  /**
+   * For a policy that picks uniformly among the feasible nodes: an index below `count`, uniform.
+   * Without fallbacks or explain, the search draws nodes with it and takes the first feasible
+   * one (the same distribution), and only looks at every node when a few draws fail.
+   */
+  readonly draw?: (count: number) => number;
 }
 
 export const POLICY_NAMES = ['cheapest-feasible', 'nearest', 'least-loaded', 'random'] as const;
@@ -98,8 +104,9 @@ export const LEAST_LOADED: RoutingPolicy = {
 };
 
 /**
- * Any feasible node, uniformly at random from `rng`. The draw indexes the nodes in search order,
- * which is the same for the same registry history, so a seeded run is reproducible.
+ * Any feasible node, uniformly at random from `rng`: nodes drawn at random until one is feasible,
+ * or a draw among every feasible node in id order. Both follow from the registry's history and
+ * the seed, so a seeded run is reproducible.
  */
 export function randomPolicy(rng: Rng): RoutingPolicy {
   return {
@@ -108,5 +115,6 @@ export function randomPolicy(rng: Rng): RoutingPolicy {
     compare: (a, b) => compareIds(a.node.spec.id, b.node.spec.id),
     collect: 'all',
     pick: (ranked) => Math.floor(rng.next() * ranked.length),
+    draw: (count) => Math.floor(rng.next() * count),
   };
 }
