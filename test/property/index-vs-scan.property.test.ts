@@ -11,6 +11,7 @@ import { DEFAULT_LATENCY_MODEL, type LatencyModel, type LatencySample } from '..
 import { LEVELS, type Level, type NodeRecord } from '../../src/core/model.js';
 import { type PriceRule, policyMultiplier } from '../../src/core/pricing.js';
 import type { ReservationBook } from '../../src/core/reservations.js';
+import { seededRng } from '../../src/core/rng.js';
 import {
   CandidateIndex,
   decideRoute,
@@ -25,6 +26,7 @@ import {
   type RouteContext,
   type RouteRequest,
   type RoutingView,
+  randomPolicy,
   type SearchTuning,
   type TreePricing,
 } from '../../src/core/routing/index.js';
@@ -403,6 +405,36 @@ describe('candidate index (property)', () => {
           ranked.slice(1, 1 + req.maxFallbacks).map(id),
         );
         expect(decision.counts.feasible).toBeLessThanOrEqual(ranked.length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('the random baseline places on a node a full scan finds feasible, and counts within it', () => {
+    fc.assert(
+      fc.property(scenarioArb, fc.integer({ min: 1, max: 1000 }), (s, seed) => {
+        const { nodes, req: drawn, ctx, reservations } = setUp(s);
+        // The simulator's requests: no fallbacks, no explain (the policy then draws nodes).
+        const req = { ...drawn, maxFallbacks: 0, explain: false };
+        const decision = decideRoute(req, { ...ctx, policy: randomPolicy(seededRng(seed)) });
+        const scan = fullScan(nodes, req, ctx, reservations);
+        if (decision.kind === 'refused') throw new Error('no admission rule was given');
+        const feasible = new Set(scan.feasible.map((j) => j.node.spec.id));
+        if (feasible.size === 0) {
+          if (!req.allowDegraded || scan.degraded === undefined) expect(decision.kind).toBe('infeasible');
+        } else {
+          expect(decision.kind).toBe('placed');
+          if (decision.kind === 'placed') expect(feasible.has(decision.placement.nodeId)).toBe(true);
+        }
+        const { counts } = decision;
+        let rejectedTotal = 0;
+        for (const [verdict, count] of Object.entries(counts.rejected)) {
+          rejectedTotal += count;
+          expect(count).toBeLessThanOrEqual(scan.rejected[verdict as RejectionVerdict] ?? 0);
+        }
+        expect(counts.feasible).toBeLessThanOrEqual(feasible.size);
+        expect(counts.unevaluated).toBeGreaterThanOrEqual(0);
+        expect(counts.feasible + rejectedTotal + counts.unevaluated).toBe(scan.serving);
       }),
       { numRuns: 300 },
     );

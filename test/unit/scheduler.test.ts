@@ -457,6 +457,18 @@ describe('decideRoute: the random baseline', () => {
     for (const count of picks.values()) expect(Math.abs(count - 1000)).toBeLessThan(150);
   });
 
+  it('counts each node it draws once, however often it draws it', () => {
+    const ctx = context([record({ id: 'far', km: 6_000 }), record({ id: 'near', km: 0 })], {
+      policy: randomPolicy(seededRng(1)),
+    });
+    for (let i = 0; i < 200; i += 1) {
+      const decision = decideRoute({ ...ask, allowedLevels: [] }, ctx);
+      if (decision.kind !== 'placed') throw new Error(decision.summary);
+      expect(decision.counts.unevaluated).toBeGreaterThanOrEqual(0);
+      expect(decision.counts.rejected.OVER_BUDGET ?? 0).toBeLessThanOrEqual(1);
+    }
+  });
+
   it('still finds the one feasible node among many that are not', () => {
     const crowd = Array.from({ length: 300 }, (_, i) => record({ id: `far-${i}`, km: 6_000 + i }));
     const ctx = context([...crowd, near[0] as (typeof near)[number]], { policy: randomPolicy(seededRng(3)) });

@@ -772,8 +772,11 @@ class Search {
     if (count === 0) return undefined;
     for (let attempt = 0; attempt < attempts; attempt += 1) {
       const entry = candidates.entryAt(draw(count));
-      // A removed node or one in an excluded group is a failed draw like any other.
+      // A removed node or one in an excluded group is a failed draw like any other; so is a node
+      // drawn again (it failed before and was counted then: each node is counted once).
       if (entry === undefined || entry.removed || this.isExcluded(entry.group)) continue;
+      if (entry.triedBy === this.stamp) continue;
+      entry.triedBy = this.stamp;
       if (!this.spend()) return undefined;
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined && this.passes(candidate)) return candidate;

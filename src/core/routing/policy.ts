@@ -105,8 +105,8 @@ export const LEAST_LOADED: RoutingPolicy = {
 
 /**
  * Any feasible node, uniformly at random from `rng`: nodes drawn at random until one is feasible,
- * or a draw among every feasible node in id order. Both follow from the registry's history and
- * the seed, so a seeded run is reproducible.
+ * or a draw among every feasible node in the order the search met them. Both follow from the
+ * registry's history and the seed, so a seeded run is reproducible.
  */
 export function randomPolicy(rng: Rng): RoutingPolicy {
   return {
