@@ -273,6 +273,21 @@ export class ControlPlane {
 
   // --- Scheduling -------------------------------------------------------------------------------
 
+  /**
+   * Builds the routing index's trees for every model served now, so that the first decisions
+   * after a start do not wait for them (at 100,000 nodes they take about a second in all).
+   * Returns how many models it warmed.
+   */
+  warmIndex(): number {
+    const models = new Set<string>();
+    for (const node of this.store.view.allNodes())
+      for (const offer of node.spec.models) models.add(offer.model);
+    const nowMs = this.clock();
+    const pricing = { multiplier: this.priceMultiplierAt(nowMs), nowMs };
+    for (const model of models) this.store.view.candidates(model)?.warm(pricing);
+    return models.size;
+  }
+
   /** Decides and, if placed, reserves a slot — unless the caller has gone by then. */
   route(request: RouteRequest, options: RouteOptions = {}): RouteResult {
     const nowMs = this.clock();

@@ -105,6 +105,25 @@ describe('ControlPlane', () => {
     expect(store.usageRecords()).toHaveLength(0);
   });
 
+  it('warming the index builds the trees a first route needs, and only once', async () => {
+    const { planes: [plane] = [], store } = await planes(1);
+    if (plane === undefined) throw new Error('one plane');
+    for (let i = 0; i < 40; i += 1)
+      await plane.registerNode(
+        spec({ id: `n${i}`, km: i * 10, offers: [offer({ model: 'm' }), offer({ model: 'x' })] }),
+        { ttlS: 30, permanent: false },
+      );
+    expect(plane.warmIndex()).toBe(2);
+    const built = (model: string) => store.view.candidates(model)?.builds ?? 0;
+    const before = [built('m'), built('x')];
+    expect(before.every((count) => count > 0)).toBe(true);
+    for (const model of ['m', 'x']) {
+      const { decision } = plane.route(request({ model, explain: false }));
+      expect(decision.kind).toBe('placed');
+    }
+    expect([built('m'), built('x')]).toEqual(before);
+  });
+
   it('an admission rule refuses and reserves nothing', async () => {
     const { planes: [plane] = [] } = await planes(1, {
       admission: [

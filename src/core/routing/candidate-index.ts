@@ -224,6 +224,7 @@ export class ModelCandidates {
   /** Nodes added since the last build: every search scans them one by one. */
   private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
+  private buildCount = 0;
   /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
@@ -306,6 +307,7 @@ export class ModelCandidates {
     const validity = want ?? { multiplier: undefined, fromMs: 0, untilMs: Number.POSITIVE_INFINITY };
     if (tree === undefined) {
       tree = buildTree(this.tierSource(tier), kind, this.factors(validity));
+      this.buildCount += 1;
     } else if (held !== undefined) {
       const usable =
         held.multiplier === undefined
@@ -344,6 +346,21 @@ export class ModelCandidates {
     const factors = new Float64Array(this.groupList.length);
     for (const group of this.groupList) factors[group.id] = multiplier.at(group, this.model, validity.fromMs);
     return factors;
+  }
+
+  /**
+   * Builds the trees every decision starts from (all nodes; place, mixed and price, the last two
+   * at `pricing`), so that a first decision does not wait for them.
+   */
+  warm(pricing: TreePricing): void {
+    this.tree(PLACE_TREE);
+    this.tree(MIXED_TREE, pricing);
+    this.tree(PRICE_TREE, pricing);
+  }
+
+  /** Trees built (not repriced) since this model was first indexed; for tests and diagnostics. */
+  get builds(): number {
+    return this.buildCount;
   }
 
   /** By rate tier, the slowest rate it holds (+Infinity: no such tier); for tests and diagnostics. */
