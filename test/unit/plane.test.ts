@@ -105,20 +105,31 @@ describe('ControlPlane', () => {
     expect(store.usageRecords()).toHaveLength(0);
   });
 
-  it('warming the index builds the trees a first route needs, and only once', async () => {
+  it('warming the index builds the trees first routes need, rate tiers included, once', async () => {
     const { planes: [plane] = [], store } = await planes(1);
     if (plane === undefined) throw new Error('one plane');
-    for (let i = 0; i < 40; i += 1)
+    // Enough nodes, at rates from 10k to 40k tokens/s, for the index to split out rate tiers.
+    for (let i = 0; i < 600; i += 1)
       await plane.registerNode(
-        spec({ id: `n${i}`, km: i * 10, offers: [offer({ model: 'm' }), offer({ model: 'x' })] }),
+        spec({
+          id: `n${i}`,
+          km: i % 50,
+          offers: [offer({ model: 'm', prefillTokensPerS: 10_000 + 50 * i }), offer({ model: 'x' })],
+        }),
         { ttlS: 30, permanent: false },
       );
     expect(plane.warmIndex()).toBe(2);
     const built = (model: string) => store.view.candidates(model)?.builds ?? 0;
     const before = [built('m'), built('x')];
     expect(before.every((count) => count > 0)).toBe(true);
-    for (const model of ['m', 'x']) {
-      const { decision } = plane.route(request({ model, explain: false }));
+    // A loose route on each model, and one that only the fastest third of model m's nodes can
+    // meet (1,000 prompt tokens in 35 ms): it searches a rate tier's tree.
+    for (const ask of [
+      request({ model: 'm', explain: false }),
+      request({ model: 'x', explain: false }),
+      request({ model: 'm', latencyBudgetMs: 35, explain: false }),
+    ]) {
+      const { decision } = plane.route(ask);
       expect(decision.kind).toBe('placed');
     }
     expect([built('m'), built('x')]).toEqual(before);

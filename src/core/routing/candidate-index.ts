@@ -349,13 +349,17 @@ export class ModelCandidates {
   }
 
   /**
-   * Builds the trees every decision starts from (all nodes; place, mixed and price, the last two
-   * at `pricing`), so that a first decision does not wait for them.
+   * Builds every tree a decision may search (the place tree; the mixed and price trees of every
+   * rate tier, at `pricing`), so that no decision waits for one until the registry changes.
    */
   warm(pricing: TreePricing): void {
     this.tree(PLACE_TREE);
-    this.tree(MIXED_TREE, pricing);
-    this.tree(PRICE_TREE, pricing);
+    for (let tier = 0; tier < RATE_TIERS; tier += 1) {
+      const floor = tier === 0 ? 0 : (this.rateFloors[tier] as number);
+      if (floor === Number.POSITIVE_INFINITY) continue;
+      this.tree(MIXED_TREE, pricing, floor);
+      this.tree(PRICE_TREE, pricing, floor);
+    }
   }
 
   /** Trees built (not repriced) since this model was first indexed; for tests and diagnostics. */
