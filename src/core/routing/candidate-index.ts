@@ -372,6 +372,11 @@ export class ModelCandidates {
     return Array.from(this.rateFloors);
   }
 
+  /** The nodes the trees were built from (some removed since), in the source's order. */
+  builtEntries(): readonly IndexedNode[] {
+    return this.source?.nodes ?? [];
+  }
+
   /** How many entries entryAt numbers: the built nodes, then the recent ones (some removed). */
   entryCount(): number {
     return (this.source?.nodes.length ?? 0) + this.recentEntries.length;

@@ -143,10 +143,23 @@ export interface RouteContext {
 export interface SearchTuning {
   readonly priceTreeReach: number;
   readonly priceTreeMaxCells: number;
+  /**
+   * A policy without a cell bound (least-loaded, random) reads a model of at most this many
+   * nodes straight through instead of walking a tree: the walk's heap and cell bounds cost more
+   * than they save when nearly every node is within reach anyway.
+   */
+  readonly flatScanNodes?: number;
 }
 
-/** Measured on `npm run bench` (BENCHMARKS.md): loose budgets find their answer in 10–30 cells. */
-export const DEFAULT_SEARCH_TUNING: SearchTuning = { priceTreeReach: 0.25, priceTreeMaxCells: 48 };
+/**
+ * Measured on `npm run bench` (BENCHMARKS.md): loose budgets find their answer in 10–30 cells.
+ * The flat scan: national-day's least-loaded lane (225 nodes) on the simulator bench.
+ */
+export const DEFAULT_SEARCH_TUNING: SearchTuning = {
+  priceTreeReach: 0.25,
+  priceTreeMaxCells: 48,
+  flatScanNodes: 1024,
+};
 
 /** Per-request state shared by the stages. */
 interface Prepared {
@@ -889,6 +902,16 @@ class Search {
           topTie > tieScore(worst))
       );
     };
+    if (lowerBound === undefined && candidates.size <= (tuning.flatScanNodes ?? 0)) {
+      // Nothing bounds a cell for this policy: a small model is read as a list. (0 is a lower
+      // bound of any RTT; each node's own is worked out in visit.)
+      for (const entry of candidates.builtEntries()) {
+        if (!this.visits(entry)) continue;
+        if (!this.spend()) return;
+        visit(entry, 0);
+      }
+      return;
+    }
     if (!byPrice) {
       const tree = candidates.tree(byCost ? MIXED_TREE : PLACE_TREE, p.pricing, minRate);
       // Among cells that tie on the first bound (one price tier), the likeliest winners first.
