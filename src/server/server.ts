@@ -212,6 +212,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   );
   new ReflectionService(definitions).addToServer(server);
 
+  // The index's trees for the registry as loaded, before the port takes a route that would wait.
+  const warmStarted = performance.now();
+  const models = plane.warmIndex();
+  options.logger.info('routing index built', {
+    models,
+    ms: Math.round(performance.now() - warmStarted),
+  });
+
   const target = host.includes(':') ? `[${host}]:${options.port}` : `${host}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(target, credentialsFor(options.tls), (error, boundPort) =>
@@ -219,13 +227,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ),
   );
   guardConnections(server, connectionLimits, options.logger);
-  // The index's trees for the registry as loaded, before the first route waits for them.
-  const warmStarted = performance.now();
-  const models = plane.warmIndex();
-  options.logger.info('routing index built', {
-    models,
-    ms: Math.round(performance.now() - warmStarted),
-  });
   const setServing = (serving: boolean) => {
     for (const name of ['', ...SERVICE_NAMES]) health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');
   };

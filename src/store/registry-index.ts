@@ -176,6 +176,15 @@ export class RegistryIndex {
     this.nodes.clear();
     this.sortedIds = undefined;
     this.candidates.clear();
+    this.clearSamples();
+  }
+
+  /**
+   * Drops every latency sample and keeps the nodes: a relisting puts back the samples etcd still
+   * holds, and puts or removes node by node, so that unchanged nodes keep their place in the
+   * routing index (and its built trees) instead of all being indexed anew.
+   */
+  clearSamples(): void {
     this.samples.clear();
     this.sampleOrder.clear();
   }

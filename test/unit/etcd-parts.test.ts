@@ -4,6 +4,7 @@ import { BrokenCircuitError } from 'cockatiel';
 import { GRPCResourceExhastedError, GRPCUnavailableError } from 'etcd3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { LIST_PRICE } from '../../src/core/cost.js';
 import type { NodeSpec, NodeStatus } from '../../src/core/model.js';
 import { silentLogger } from '../../src/ops/log.js';
 import {
@@ -236,5 +237,28 @@ describe('EtcdMirror', () => {
     expect(index.get('a')?.spec.endpoint).toBe('http://a:2');
     expect(index.get('a')?.status?.gpuUtilization).toBe(0.9);
     expect(index.get('b')).toBeDefined();
+  });
+
+  it('a relist keeps the routing index of unchanged nodes (its trees) and drops unlisted nodes', () => {
+    const { index, mirror } = make();
+    const ids = Array.from({ length: 40 }, (_, i) => `n${i}`);
+    ids.forEach((id, i) => {
+      mirror.apply('nodes', id, nodeDoc(id, `http://${id}:1`), i + 1);
+    });
+    const candidates = index.view.candidates('m');
+    candidates?.warm({ multiplier: LIST_PRICE, nowMs: 0 });
+    const builds = candidates?.builds ?? 0;
+    expect(builds).toBeGreaterThan(0);
+    // The same documents, less one node, listed afresh (the periodic relist).
+    mirror.relisted(
+      ids.slice(1).map((id, i) => kv(`/p/nodes/${id}`, nodeDoc(id, `http://${id}:1`), i + 2)),
+      100,
+    );
+    expect(index.view.candidates('m')).toBe(candidates);
+    expect(index.get('n0')).toBeUndefined();
+    expect(candidates?.byId.has('n0')).toBe(false);
+    expect(index.get('n1')).toBeDefined();
+    candidates?.warm({ multiplier: LIST_PRICE, nowMs: 0 });
+    expect(candidates?.builds).toBe(builds);
   });
 });

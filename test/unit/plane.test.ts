@@ -132,6 +132,11 @@ describe('ControlPlane', () => {
       const { decision } = plane.route(ask);
       expect(decision.kind).toBe('placed');
     }
+    // The same tight request under the nearest baseline walks that tier's place tree.
+    const nearest = plane.route(request({ model: 'm', latencyBudgetMs: 35, explain: false }), {
+      policy: NEAREST,
+    });
+    expect(nearest.decision.kind).toBe('placed');
     expect([built('m'), built('x')]).toEqual(before);
   });
 

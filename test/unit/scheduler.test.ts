@@ -5,6 +5,7 @@ import { seededRng } from '../../src/core/rng.js';
 import {
   CHECKS,
   decideRoute,
+  LEAST_LOADED,
   PHASE_ORDER,
   type RouteDecision,
   randomPolicy,
@@ -499,6 +500,18 @@ describe('decideRoute: bounded work', () => {
     expect(decision.counts.evaluated).toBeLessThanOrEqual(10);
     expect(decision.counts.unevaluated).toBeGreaterThanOrEqual(50);
     expect(decision.summary).toContain('stopped at its work cap');
+  });
+
+  it('a policy that reads a small model as a list does so only when the work cap covers it', () => {
+    // Out of reach first (in the registry's order), then the nodes that fit: a list would spend
+    // the cap on the first; a walk skips their cells without spending anything.
+    const nodes = [
+      ...Array.from({ length: 250 }, (_, i) => record({ id: `far-${i}`, km: 15_000 + i })),
+      ...Array.from({ length: 50 }, (_, i) => record({ id: `near-${i}`, km: i })),
+    ];
+    const ctx = context(nodes, { policy: LEAST_LOADED, maxVisits: 100 });
+    const decision = decideRoute(request({ latencyBudgetMs: 200, explain: false }), ctx);
+    expect(decision.kind).toBe('placed');
   });
 
   it('the work cap holds across a search that gives up the price tree for the mixed tree', () => {

@@ -349,14 +349,14 @@ export class ModelCandidates {
   }
 
   /**
-   * Builds every tree a decision may search (the place tree; the mixed and price trees of every
-   * rate tier, at `pricing`), so that no decision waits for one until the registry changes.
+   * Builds every tree a decision may search (place, mixed and price, of every rate tier; the last
+   * two at `pricing`), so that no decision waits for one until the registry changes.
    */
   warm(pricing: TreePricing): void {
-    this.tree(PLACE_TREE);
     for (let tier = 0; tier < RATE_TIERS; tier += 1) {
       const floor = tier === 0 ? 0 : (this.rateFloors[tier] as number);
       if (floor === Number.POSITIVE_INFINITY) continue;
+      this.tree(PLACE_TREE, undefined, floor);
       this.tree(MIXED_TREE, pricing, floor);
       this.tree(PRICE_TREE, pricing, floor);
     }

@@ -902,9 +902,10 @@ class Search {
           topTie > tieScore(worst))
       );
     };
-    if (lowerBound === undefined && candidates.size <= (tuning.flatScanNodes ?? 0)) {
-      // Nothing bounds a cell for this policy: a small model is read as a list. (0 is a lower
-      // bound of any RTT; each node's own is worked out in visit.)
+    if (lowerBound === undefined && candidates.size <= Math.min(tuning.flatScanNodes ?? 0, this.budget)) {
+      // Nothing bounds a cell for this policy: a small model is read as a list (when the work
+      // cap covers it: the list spends a visit on every node, the walk not on unreachable cells).
+      // 0 is a lower bound of any RTT; each node's own is worked out in visit.
       for (const entry of candidates.builtEntries()) {
         if (!this.visits(entry)) continue;
         if (!this.spend()) return;

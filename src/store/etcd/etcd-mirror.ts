@@ -162,14 +162,18 @@ export class EtcdMirror {
    * but has not flushed is newer than what etcd has, and is kept.
    */
   relisted(kvs: readonly IKeyValue[], revision: number): void {
-    const before = new Set(this.nodeDocs.keys());
+    // Every node the index holds now is put again or removed below; samples are listed afresh.
+    const before = new Set([
+      ...this.nodeDocs.keys(),
+      ...[...this.options.index.values()].map((n) => n.spec.id),
+    ]);
     this.nodeDocs.clear();
     this.adminDocs.clear();
     this.revisions.clear();
     this.scheduledPricing.clear();
     this.currentPricing = LIST_PRICES;
     this.pricingState = { current: LIST_PRICES, scheduled: [] };
-    this.options.index.clear();
+    this.options.index.clearSamples();
     const localLoads = new Map(this.loadDocs);
     this.loadDocs.clear();
     for (const kv of kvs) this.applyKeyValue(kv, false);
