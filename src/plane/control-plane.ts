@@ -275,7 +275,7 @@ export class ControlPlane {
 
   /**
    * Builds the routing index's trees for every model served now, so that the first decisions
-   * after a start do not wait for them (at 100,000 nodes, about 2.4 s in all).
+   * after a start do not wait for them (at 100,000 nodes, about 2.8 s in all).
    * Returns how many models it warmed.
    */
   warmIndex(): number {
