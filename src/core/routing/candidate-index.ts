@@ -199,9 +199,9 @@ export interface FlatTree {
 }
 
 /**
- * Every node offering one model, in one tree: cells split by place and by price, and each knows
- * which (level, region) groups it holds, so level/region constraints, multipliers and access
- * overheads bound a whole cell at once.
+ * Every node offering one model, in trees of three kinds and up to five rate tiers (see the
+ * header): each cell knows which (level, region) groups it holds, so level/region constraints,
+ * multipliers and access overheads bound a whole cell at once.
  */
 export class ModelCandidates {
   readonly byId = new Map<string, { entry: IndexedNode; group: IndexGroup }>();
@@ -404,14 +404,11 @@ export class ModelCandidates {
   ): { live: boolean; checkedAll: boolean } {
     const hint = this.liveHint;
     if (hint !== undefined && !hint.removed && isLive(hint.record)) return { live: true, checkedAll: true };
-    const built = this.source?.nodes ?? [];
-    const recent = this.recentEntries;
-    const total = built.length + recent.length;
+    const total = this.entryCount();
     const checks = Math.min(maxChecks, total);
     for (let k = 0; k < checks; k += 1) {
       this.liveCursor = (this.liveCursor + 1) % total;
-      const at = this.liveCursor;
-      const entry = (at < built.length ? built[at] : recent[at - built.length]) as IndexedNode;
+      const entry = this.entryAt(this.liveCursor) as IndexedNode;
       if (!entry.removed && isLive(entry.record)) {
         this.liveHint = entry;
         return { live: true, checkedAll: true };

@@ -137,8 +137,8 @@ export interface RouteContext {
 
 /**
  * A cost search walks the price tree when the budget reaches at least `priceTreeReach` of the
- * model's nodes (judged from coordinates on the place tree's top cells), and gives it up for the
- * mixed tree, starting afresh, after `priceTreeMaxCells` cells.
+ * model's nodes (judged from coordinates on the place tree's top cells), and goes on in the
+ * mixed tree after `priceTreeMaxCells` cells.
  */
 export interface SearchTuning {
   readonly priceTreeReach: number;
@@ -723,9 +723,9 @@ class Search {
     return !entry.removed && !this.isExcluded(entry.group) && !isSampled(this.p, entry.id);
   }
 
-  /** Checks a node; returns it estimated if it passed every check before the estimate. */
   /**
-   * `rtt`, `prefill` and `load`, when given, are what the estimate would work out (see
+   * Checks a node; returns it estimated if it passed every check before the estimate. `rtt`,
+   * `prefill` and `load`, when given, are what the estimate would work out (see
    * estimateCandidate).
    */
   private evaluate(
@@ -815,6 +815,20 @@ class Search {
     const tieLowerBound = p.policy.tieLowerBound;
     const loadScore = p.policy.loadScore;
     const nodeBounds = { costLowerBound: 0, rttLowerBoundMs: 0, ttftLowerBoundMs: 0 };
+    /**
+     * Whether anything whose first key is at least `key` and second at least `tie` ranks after
+     * the worst ranked node (so cannot enter the ranking); false until the ranking is full.
+     */
+    const pastWorst = (key: number, tie: number) => {
+      if (score === undefined || lowerBound === undefined) return false;
+      const worst = this.ranked.worst();
+      if (worst === undefined) return false;
+      const worstScore = score(worst);
+      return (
+        key > worstScore ||
+        (key === worstScore && tieScore !== undefined && tieLowerBound !== undefined && tie > tieScore(worst))
+      );
+    };
     /** The node's own bounds first, from its place and price alone; then the checks. */
     const visit = (entry: IndexedNode, rttLowerBoundMs: number) => {
       // A node that cannot rank whatever its estimate (its load alone says so) is passed first.
@@ -834,28 +848,13 @@ class Search {
       if (rttLowerBoundMs + prefill > reachMs) return;
       const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
       if (rtt.rttMs + prefill > reachMs) return;
-      if (score !== undefined && lowerBound !== undefined) {
-        const worst = this.ranked.worst();
-        if (worst !== undefined) {
-          nodeBounds.costLowerBound = requestCost(
-            p.request,
-            entry.offer.price,
-            this.multiplierOf(entry.group),
-          );
-          nodeBounds.rttLowerBoundMs = rtt.rttMs;
-          nodeBounds.ttftLowerBoundMs = rtt.rttMs + prefill;
-          const key = lowerBound(nodeBounds);
-          const worstScore = score(worst);
-          if (key > worstScore) return;
-          // Equal on the first key (one price tier): it must beat the worst on the second.
-          if (
-            key === worstScore &&
-            tieScore !== undefined &&
-            tieLowerBound !== undefined &&
-            tieLowerBound(nodeBounds) > tieScore(worst)
-          )
-            return;
-        }
+      if (lowerBound !== undefined && this.ranked.worst() !== undefined) {
+        nodeBounds.costLowerBound = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
+        nodeBounds.rttLowerBoundMs = rtt.rttMs;
+        nodeBounds.ttftLowerBoundMs = rtt.rttMs + prefill;
+        // Equal on the first key (one price tier), it must beat the worst on the second.
+        const tie = tieLowerBound === undefined ? 0 : tieLowerBound(nodeBounds);
+        if (pastWorst(lowerBound(nodeBounds), tie)) return;
       }
       const candidate = this.evaluate(entry, true, rtt, prefill, load);
       if (candidate !== undefined) this.judge(candidate);
@@ -879,29 +878,11 @@ class Search {
     const keyOf = (bounds: ScratchBounds) => {
       if (bounds.ttftLowerBoundMs > reachMs) return undefined;
       const key = lowerBound === undefined ? 0 : lowerBound(bounds);
-      if (score !== undefined && tieScore !== undefined && tieLowerBound !== undefined) {
-        // A cell that can at best tie the worst ranked node on the first key must beat it on
-        // the second to matter.
-        const worst = this.ranked.worst();
-        if (worst !== undefined && key === score(worst) && tieLowerBound(bounds) > tieScore(worst))
-          return undefined;
-      }
-      return key;
+      // A cell that cannot enter the ranking is not worth a place in the frontier.
+      return pastWorst(key, tieLowerBound === undefined ? 0 : tieLowerBound(bounds)) ? undefined : key;
     };
-    const done = (topKey: number, topTie: number) => {
-      if (score === undefined || lowerBound === undefined) return false;
-      const worst = this.ranked.worst();
-      if (worst === undefined) return false;
-      const worstScore = score(worst);
-      // The frontier orders equal keys by the tie bound: past the worst on both, none is left.
-      return (
-        topKey > worstScore ||
-        (topKey === worstScore &&
-          tieScore !== undefined &&
-          tieLowerBound !== undefined &&
-          topTie > tieScore(worst))
-      );
-    };
+    // The frontier orders equal keys by the tie bound: once its top is past the worst, all are.
+    const done = (topKey: number, topTie: number) => pastWorst(topKey, topTie);
     if (lowerBound === undefined && candidates.size <= Math.min(tuning.flatScanNodes ?? 0, this.budget)) {
       // Nothing bounds a cell for this policy: a small model is read as a list (when the work
       // cap covers it: the list spends a visit on every node, the walk not on unreachable cells).
