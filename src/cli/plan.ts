@@ -4,7 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Table from 'cli-table3';
 import { Command } from 'commander';
-import { costOf, type Evaluation, loadPlan, type PlanOutcome, plan } from '../sim/plan.js';
+import { costOf, type Evaluation, loadPlan, type PlanOutcome, plan, targetLabel } from '../sim/plan.js';
 import { pct, renderPlanReport } from '../sim/plan-report.js';
 import { integer } from './args.js';
 
@@ -104,7 +104,7 @@ export async function runPlan(file: string, flags: PlanFlags): Promise<void> {
   });
   chosen.targets.forEach((t, i) => {
     targets.push([
-      `${t.class}${t.region === undefined ? '' : ` in ${t.region}`}`,
+      targetLabel(t),
       pct(t.slo),
       pct(outcome.baseline.targets[i]?.attainment ?? 0),
       pct(t.attainment),

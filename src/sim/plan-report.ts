@@ -2,7 +2,7 @@
 // the plan, what it costs against adding GPUs uniformly, the SLO of each target before and after,
 // a map of where the GPUs go with regions coloured by the targeted classes' SLO, and every run tried.
 
-import { costOf, type Evaluation, type PlanOutcome } from './plan.js';
+import { costOf, type Evaluation, type PlanOutcome, targetLabel } from './plan.js';
 import { esc, MAP, mapBackdrop, mapHeight, mapX, mapY, regionMark } from './report.js';
 
 /** A share as a percentage with three decimals (plan targets sit close to 100 %). */
@@ -82,7 +82,7 @@ export function renderPlanReport(outcome: PlanOutcome): string {
           ? '<td>-</td>'
           : `<td class="${a.shortfall === 0 ? 'ok' : 'short'}">${pct(a.attainment)}</td>`;
       };
-      return `<tr><th>${esc(t.class)}${t.region === undefined ? '' : ` in ${esc(t.region)}`}</th><td>${pct(t.slo)}</td>${cell(baseline)}${cell(chosen)}${outcome.uniform.map((u) => cell(u.plan)).join('')}</tr>`;
+      return `<tr><th>${esc(targetLabel(t))}</th><td>${pct(t.slo)}</td>${cell(baseline)}${cell(chosen)}${outcome.uniform.map((u) => cell(u.plan)).join('')}</tr>`;
     })
     .join('');
   const cost = (e: Evaluation | undefined) =>

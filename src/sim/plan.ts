@@ -280,6 +280,11 @@ export interface TargetResult {
   readonly shortfall: number;
 }
 
+/** A target as people read it: its class, and its region if it has one. */
+export function targetLabel(t: Pick<TargetResult, 'class' | 'region'>): string {
+  return `${t.class}${t.region === undefined ? '' : ` in ${t.region}`}`;
+}
+
 export interface Evaluation {
   readonly index: number;
   readonly phase: 'baseline' | 'greedy' | 'prune' | 'uniform';
@@ -571,7 +576,7 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
   const empty = baseline.targets.filter((t) => t.requests === 0);
   if (empty.length > 0)
     throw new Error(
-      `no request of the scenario falls under ${empty.map((t) => `${t.class}${t.region === undefined ? '' : ` in ${t.region}`}`).join(', ')} after its warmup: check the class, its regions' demand weights and the duration`,
+      `no request of the scenario falls under ${empty.map(targetLabel).join(', ')} after its warmup: check the class, its regions' demand weights and the duration`,
     );
 
   // 1. Greedy.
@@ -767,7 +772,7 @@ export async function plan(input: PlanInput, options: PlanOptions = {}): Promise
         const moved = { ...site, gpu: other.gpu };
         // The fewest steps of this GPU that one step of the other replaces at a lower cost, and all of them.
         const pSite = priceOf(input, site.gpu, site.level) as number;
-        const pOther = priceOf(input, other.gpu, site.level) as number;
+        const pOther = other.pricePerHour[site.level] as number;
         const steps = Math.floor(pOther / pSite) + 1;
         const swaps = [
           { take: Math.min(site.gpus, steps * step), give: step },

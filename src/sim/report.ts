@@ -192,7 +192,7 @@ export function regionMark(region: string, at: LatLon, share: number | undefined
 }
 
 /** Green at or above the budget share 99 %, amber to 95 %, red below. */
-export function sloColour(share: number): string {
+function sloColour(share: number): string {
   return share >= 0.99 ? '#16a34a' : share >= 0.95 ? '#f59e0b' : '#dc2626';
 }
 

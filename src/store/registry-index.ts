@@ -172,13 +172,6 @@ export class RegistryIndex {
     }
   }
 
-  clear(): void {
-    this.nodes.clear();
-    this.sortedIds = undefined;
-    this.candidates.clear();
-    this.clearSamples();
-  }
-
   /**
    * Drops every latency sample and keeps the nodes: a relisting puts back the samples etcd still
    * holds, and puts or removes node by node, so that unchanged nodes keep their place in the

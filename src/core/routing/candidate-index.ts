@@ -843,11 +843,6 @@ export class CandidateIndex {
     this.unindex(previous);
   }
 
-  clear(): void {
-    this.models.clear();
-    this.indexed.clear();
-  }
-
   private unindex(record: NodeRecord): void {
     for (const offer of record.spec.models) {
       const candidates = this.models.get(offer.model);

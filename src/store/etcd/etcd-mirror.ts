@@ -162,11 +162,9 @@ export class EtcdMirror {
    * but has not flushed is newer than what etcd has, and is kept.
    */
   relisted(kvs: readonly IKeyValue[], revision: number): void {
-    // Every node the index holds now is put again or removed below; samples are listed afresh.
-    const before = new Set([
-      ...this.nodeDocs.keys(),
-      ...[...this.options.index.values()].map((n) => n.spec.id),
-    ]);
+    // Every node the index holds now (it follows nodeDocs: rebuild and forget keep them equal)
+    // is put again or removed below; samples are listed afresh.
+    const before = new Set(this.nodeDocs.keys());
     this.nodeDocs.clear();
     this.adminDocs.clear();
     this.revisions.clear();
