@@ -67,6 +67,11 @@ interface Entry extends Reservation {
   pending: boolean;
 }
 
+interface OfferHolds {
+  readonly queue: Entry[];
+  pending: number;
+}
+
 /** Per node, per model: nested maps, so the hot path builds no key strings. */
 class PerOffer<T> {
   private readonly byNode = new Map<string, Map<string, T>>();
@@ -166,9 +171,11 @@ export class ReservationBook {
   private head = 0;
   /** Entries in `order` released before expiry; compacted away once they are most of it. */
   private stale = 0;
-  /** Per (node, model): reservations in creation order that may still be pending. */
-  private readonly queues = new PerOffer<Entry[]>();
-  private readonly pendingCounts = new PerOffer<number>();
+  /**
+   * Per (node, model): reservations in creation order that may still be pending, and how many
+   * are. One record, so that the hot path looks the offer up once.
+   */
+  private readonly holds = new PerOffer<OfferHolds>();
   private sequence = 0;
   private readonly replicaId: string;
   private readonly newToken: (signed: string) => string;
@@ -216,13 +223,13 @@ export class ReservationBook {
     this.byId.set(entry.id, entry);
     this.order.push(entry);
     this.compact();
-    let queue = this.queues.get(nodeId, model);
-    if (queue === undefined) {
-      queue = [];
-      this.queues.set(nodeId, model, queue);
+    let holds = this.holds.get(nodeId, model);
+    if (holds === undefined) {
+      holds = { queue: [], pending: 0 };
+      this.holds.set(nodeId, model, holds);
     }
-    queue.push(entry);
-    this.pendingCounts.set(nodeId, model, (this.pendingCounts.get(nodeId, model) ?? 0) + 1);
+    holds.queue.push(entry);
+    holds.pending += 1;
     return entry;
   }
 
@@ -236,6 +243,11 @@ export class ReservationBook {
     this.retire(entry);
     this.stale += 1;
     return entry;
+  }
+
+  /** The live reservation with exactly this id (issued here, not released, not expired), if any. */
+  held(id: string): Reservation | undefined {
+    return this.byId.get(id);
   }
 
   /** Pending reservations per model on `nodeId` (see `pending`), for display. */
@@ -279,21 +291,26 @@ export class ReservationBook {
    * `statusAtMs` (undefined: no report yet, so all count). Call `expire` first.
    */
   pending(nodeId: string, model: string, statusAtMs: number | undefined): number {
-    const queue = this.queues.get(nodeId, model);
-    if (queue === undefined) return 0;
+    const holds = this.holds.get(nodeId, model);
+    if (holds === undefined) return 0;
+    const { queue } = holds;
     let covered = 0;
     while (covered < queue.length) {
       const head = queue[covered] as Entry;
       if (head.pending && (statusAtMs === undefined || head.createdAtMs >= statusAtMs)) break;
       if (head.pending) {
         head.pending = false;
-        this.decrementPending(nodeId, model);
+        holds.pending -= 1;
       }
       covered += 1;
     }
     if (covered > 0) queue.splice(0, covered);
-    if (queue.length === 0) this.queues.delete(nodeId, model);
-    return this.pendingCounts.get(nodeId, model) ?? 0;
+    // Nothing pending left: whatever the queue still holds is retired or covered.
+    if (holds.pending === 0) {
+      this.holds.delete(nodeId, model);
+      return 0;
+    }
+    return holds.pending;
   }
 
   /** Entries the book still tracks (live ones and released ones not yet compacted away). */
@@ -315,20 +332,12 @@ export class ReservationBook {
 
   private retire(entry: Entry): void {
     this.byId.delete(entry.id);
-    if (entry.pending) {
-      entry.pending = false;
-      this.decrementPending(entry.nodeId, entry.model);
-    }
-  }
-
-  private decrementPending(nodeId: string, model: string): void {
-    const count = (this.pendingCounts.get(nodeId, model) ?? 0) - 1;
-    if (count > 0) {
-      this.pendingCounts.set(nodeId, model, count);
-      return;
-    }
+    if (!entry.pending) return;
+    entry.pending = false;
+    const holds = this.holds.get(entry.nodeId, entry.model);
+    if (holds === undefined) return;
+    holds.pending -= 1;
     // Nothing pending left: whatever the queue still holds is retired or covered.
-    this.pendingCounts.delete(nodeId, model);
-    this.queues.delete(nodeId, model);
+    if (holds.pending === 0) this.holds.delete(entry.nodeId, entry.model);
   }
 }
