@@ -19,6 +19,32 @@ export interface GpuProfile {
   prefillMs(tokens: number): number;
   /** Wall-clock ms of one decode step for `batch` sequences whose contexts sum to `contextTokens`. */
   decodeStepMs(batch: number, contextTokens: number): number;
+  /**
+   * `steps` decode steps back to back from `startMs`, the batch's contexts growing by `batch` a
+   * step: pushes each step's end onto `ends`. The same sums as calling decodeStepMs step by step,
+   * to the bit (optional: a faster form where the batch's row lookup can be done once).
+   */
+  decodeRunMs?(batch: number, contextTokens: number, steps: number, startMs: number, ends: number[]): void;
+}
+
+/** decodeRunMs from decodeStepMs, one step at a time. */
+export function decodeRunByStep(
+  profile: GpuProfile,
+  batch: number,
+  contextTokens: number,
+  steps: number,
+  startMs: number,
+  ends: number[],
+): void {
+  if (profile.decodeRunMs !== undefined) {
+    profile.decodeRunMs(batch, contextTokens, steps, startMs, ends);
+    return;
+  }
+  let t = startMs;
+  for (let i = 0; i < steps; i += 1) {
+    t += profile.decodeStepMs(batch, contextTokens + i * batch);
+    ends.push(t);
+  }
 }
 
 type Row = Record<string, string>;
@@ -35,7 +61,8 @@ export { interpolate };
 
 /** The decode bucket a batch of `n` sequences is padded to (n itself beyond the largest). */
 export function decodeBucket(n: number): number {
-  return DECODE_BUCKETS.find((b) => b >= n) ?? n;
+  for (const bucket of DECODE_BUCKETS) if (bucket >= n) return bucket;
+  return n;
 }
 
 /** Builds a profile from measured rows (exported for tests with hand-made tables). */
@@ -223,13 +250,62 @@ export function profileFromCurves(curves: EngineCurves): GpuProfile {
       // read at the context: the same number as interpolating every row, for two rows' work
       // (the simulator asks once per engine iteration).
       if (batches.length < 2) return Math.max(0.01, interpolate(contexts, ms[0] ?? [], perRow));
-      let i = 1;
-      while (i < batches.length - 1 && (batches[i] as number) < padded) i += 1;
+      const i = rowAbove(batches, padded);
       const y0 = interpolate(contexts, ms[i - 1] as readonly number[], perRow);
       const y1 = interpolate(contexts, ms[i] as readonly number[], perRow);
+      return Math.max(
+        0.01,
+        interpolateBetween(batches[i - 1] as number, batches[i] as number, y0, y1, padded),
+      );
+    },
+    decodeRunMs(batch, contextTokens, steps, startMs, ends) {
+      // decodeStepMs step by step, with the batch's bucket and rows looked up once.
+      const padded = decodeBucket(batch);
+      let t = startMs;
+      if (batches.length < 2) {
+        for (let k = 0; k < steps; k += 1) {
+          const perRow = Math.max(1, (contextTokens + k * batch) / padded);
+          t += Math.max(0.01, interpolate(contexts, ms[0] ?? [], perRow));
+          ends.push(t);
+        }
+        return;
+      }
+      const i = rowAbove(batches, padded);
+      const row0 = ms[i - 1] as readonly number[];
+      const row1 = ms[i] as readonly number[];
       const x0 = batches[i - 1] as number;
       const x1 = batches[i] as number;
-      return Math.max(0.01, y0 + ((y1 - y0) * (padded - x0)) / (x1 - x0));
+      if (contexts.length < 2) {
+        const step = Math.max(0.01, interpolateBetween(x0, x1, row0[0] as number, row1[0] as number, padded));
+        for (let k = 0; k < steps; k += 1) {
+          t += step;
+          ends.push(t);
+        }
+        return;
+      }
+      // Contexts only grow along a run: the segment interpolate would pick only moves forward.
+      let j = 1;
+      for (let k = 0; k < steps; k += 1) {
+        const perRow = Math.max(1, (contextTokens + k * batch) / padded);
+        while (j < contexts.length - 1 && (contexts[j] as number) < perRow) j += 1;
+        const c0 = contexts[j - 1] as number;
+        const c1 = contexts[j] as number;
+        const y0 = interpolateBetween(c0, c1, row0[j - 1] as number, row0[j] as number, perRow);
+        const y1 = interpolateBetween(c0, c1, row1[j - 1] as number, row1[j] as number, perRow);
+        t += Math.max(0.01, interpolateBetween(x0, x1, y0, y1, padded));
+        ends.push(t);
+      }
     },
   };
+}
+
+/** y at x on the line through (x0, y0) and (x1, y1): interpolate's arithmetic, for one segment. */
+const interpolateBetween = (x0: number, x1: number, y0: number, y1: number, x: number): number =>
+  y0 + ((y1 - y0) * (x - x0)) / (x1 - x0);
+
+/** The index of the first of `xs` at or above `x` (from 1, at most the last): as interpolate picks. */
+function rowAbove(xs: readonly number[], x: number): number {
+  let i = 1;
+  while (i < xs.length - 1 && (xs[i] as number) < x) i += 1;
+  return i;
 }

@@ -6,7 +6,7 @@
 // refuses it when its queue is full.
 
 import type { EngineOffer } from '../core/model.js';
-import { type GpuProfile, profileFromCurves } from '../ops/gpu-profile.js';
+import { decodeRunByStep, type GpuProfile, profileFromCurves } from '../ops/gpu-profile.js';
 
 export interface EngineJob {
   /** Tokens to prefill (the uncached part of the prompt). */
@@ -147,14 +147,9 @@ class Engine<J extends EngineJob> {
       steps = Math.min(steps, r.job.outputTokens - r.generated);
       contexts += r.context + 1;
     }
-    const batch = this.running.length;
     const ends: number[] = [];
-    let t = startMs;
     // The same sums, in the same order, as one iteration at a time: the same times to the bit.
-    for (let i = 0; i < steps; i += 1) {
-      t += this.profile.decodeStepMs(batch, contexts + i * batch);
-      ends.push(t);
-    }
+    decodeRunByStep(this.profile, this.running.length, contexts, steps, startMs, ends);
     this.version += 1;
     this.run = { startMs, ends, steps, version: this.version };
     this.scheduleRunEnd(this.run);
