@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { requestCost } from '../../src/core/cost.js';
 import { policyMultiplier } from '../../src/core/pricing.js';
 import { seededRng } from '../../src/core/rng.js';
+import { CandidateIndex } from '../../src/core/routing/candidate-index.js';
 import {
   CHECKS,
   decideRoute,
@@ -12,7 +13,7 @@ import {
   VERDICT_ORDER,
   type Verdict,
 } from '../../src/core/routing/index.js';
-import { context, book as newBook, offer, record, request } from '../helpers/fixtures.js';
+import { context, book as newBook, offer, record, request, view } from '../helpers/fixtures.js';
 
 function placedOn(decision: RouteDecision): string {
   if (decision.kind !== 'placed')
@@ -474,6 +475,43 @@ describe('decideRoute: the random baseline', () => {
     const crowd = Array.from({ length: 300 }, (_, i) => record({ id: `far-${i}`, km: 6_000 + i }));
     const ctx = context([...crowd, near[0] as (typeof near)[number]], { policy: randomPolicy(seededRng(3)) });
     for (let i = 0; i < 20; i += 1) expect(placedOn(decideRoute(ask, ctx))).toBe('near-0');
+  });
+});
+
+describe('decideRoute: least-loaded among equal loads', () => {
+  // Idle nodes all share load 0: the smallest id ranks first, whichever way the search met them.
+  const idle = ['n-b', 'n-d', 'n-a', 'n-c'].map((id) => record({ id, km: 10 }));
+  const ask = request({ maxFallbacks: 1, explain: false });
+  const fallbacksOf = (decision: RouteDecision) =>
+    decision.kind === 'placed' ? decision.fallbacks.map((f) => f.nodeId) : [];
+
+  it('a node with a measured sample (met first) ranks after idle nodes of smaller id', () => {
+    const sampled = record({ id: 'n-z', km: 10 });
+    const ctx = context([...idle, sampled], {
+      policy: LEAST_LOADED,
+      samples: { 'CN-GD|n-z': { rttMs: 1, updatedAtMs: 0, count: 3 } },
+    });
+    const decision = decideRoute(ask, ctx);
+    expect(placedOn(decision)).toBe('n-a');
+    expect(fallbacksOf(decision)).toEqual(['n-b']);
+  });
+
+  it('a node registered after the index was built (met first) ranks after idle nodes of smaller id', () => {
+    const index = new CandidateIndex();
+    for (const node of idle) index.put(node);
+    const later = [record({ id: 'n-0', km: 10 }), record({ id: 'n-y', km: 10 })];
+    const all = [...idle, ...later];
+    const ctx = {
+      ...context(idle, { policy: LEAST_LOADED }),
+      view: { ...view(all), candidates: (model: string) => index.candidates(model) },
+    };
+    // The first decision builds the index; the nodes put after it wait among the recent ones.
+    expect(placedOn(decideRoute(ask, ctx))).toBe('n-a');
+    for (const node of later) index.put(node);
+    expect(index.candidates('m')?.recent().length).toBe(2);
+    const decision = decideRoute(ask, ctx);
+    expect(placedOn(decision)).toBe('n-0');
+    expect(fallbacksOf(decision)).toEqual(['n-a']);
   });
 });
 

@@ -31,6 +31,7 @@
 
 import { curveRate, type PriceMultiplier } from '../cost.js';
 import type { LatLon, Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
+import { compareIds } from './policy.js';
 
 /** A node's offer of one model, as the index holds it. `record` is replaced on every update. */
 export interface IndexedNode {
@@ -209,6 +210,9 @@ export class ModelCandidates {
   private groupList: IndexGroup[] = [];
   /** The nodes the trees hold (some removed since) and their keys, or undefined before the first build. */
   private source: TreeSource | undefined;
+  /** source.nodes by id, and the source it was sorted from. */
+  private entriesById: readonly IndexedNode[] = [];
+  private byIdSource: TreeSource | undefined;
   /**
    * By rate tier t (see rateFloors): the nodes of `source` whose prefill rate is at least
    * `rateFloors[t]` (tier 0: all of them), split out on first use.
@@ -375,6 +379,20 @@ export class ModelCandidates {
   /** The nodes the trees were built from (some removed since), in the source's order. */
   builtEntries(): readonly IndexedNode[] {
     return this.source?.nodes ?? [];
+  }
+
+  /**
+   * builtEntries in ascending id order (sorted on first use after each build): a scan in this
+   * order meets equal keys in the order the routing rule settles them, without comparing ids.
+   */
+  builtEntriesById(): readonly IndexedNode[] {
+    const source = this.source;
+    if (source === undefined) return [];
+    if (this.byIdSource !== source) {
+      this.byIdSource = source;
+      this.entriesById = [...source.nodes].sort((a, b) => compareIds(a.id, b.id));
+    }
+    return this.entriesById;
   }
 
   /** How many entries entryAt numbers: the built nodes, then the recent ones (some removed). */

@@ -829,6 +829,11 @@ class Search {
         (key === worstScore && tieScore !== undefined && tieLowerBound !== undefined && tie > tieScore(worst))
       );
     };
+    /**
+     * Whether every node ranked so far was met before, in ascending id order: then a node that
+     * only ties the worst on the load key comes after it by id too (see the list scan below).
+     */
+    let idAscending = false;
     /** The node's own bounds first, from its place and price alone; then the checks. */
     const visit = (entry: IndexedNode, rttLowerBoundMs: number) => {
       // A node that cannot rank whatever its estimate (its load alone says so) is passed first.
@@ -840,7 +845,10 @@ class Search {
           const key = loadScore(load, entry.offer);
           const worstScore = score(worst);
           // Equal keys are settled by the node id (see RoutingPolicy.loadScore).
-          if (key > worstScore || (key === worstScore && compareIds(entry.id, worst.node.spec.id) > 0))
+          if (
+            key > worstScore ||
+            (key === worstScore && (idAscending || compareIds(entry.id, worst.node.spec.id) > 0))
+          )
             return;
         }
       }
@@ -886,8 +894,12 @@ class Search {
     if (lowerBound === undefined && candidates.size <= Math.min(tuning.flatScanNodes ?? 0, this.budget)) {
       // Nothing bounds a cell for this policy: a small model is read as a list (when the work
       // cap covers it: the list spends a visit on every node, the walk not on unreachable cells).
-      // 0 is a lower bound of any RTT; each node's own is worked out in visit.
-      for (const entry of candidates.builtEntries()) {
+      // 0 is a lower bound of any RTT; each node's own is worked out in visit. A policy that
+      // passes over nodes by their load reads the list by id: with nothing ranked before it (no
+      // sampled or recent node), a node whose load key only ties the worst then ranks after it.
+      const byId = loadScore !== undefined && this.sampled.length === 0 && candidates.recent().length === 0;
+      idAscending = byId;
+      for (const entry of byId ? candidates.builtEntriesById() : candidates.builtEntries()) {
         if (!this.visits(entry)) continue;
         if (!this.spend()) return;
         visit(entry, 0);
