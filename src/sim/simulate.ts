@@ -406,6 +406,7 @@ export async function runPolicy(
   const busyByNode = new Map<string, number>();
   const busyAfterWarmup: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
   let integratedTo = 0;
+  /** Adds busy slot-time up to `toMs`; called before `busy` changes (and at the end), not per event. */
   const integrate = (toMs: number) => {
     const end = Math.min(toMs, scenario.duration);
     while (integratedTo < end) {
@@ -419,6 +420,11 @@ export async function runPolicy(
       integratedTo = bucketEnd;
     }
   };
+  /** `delta` more (or fewer) slots busy at `level` from now. */
+  const busier = (level: Level, delta: number) => {
+    if (integratedTo < now) integrate(now);
+    busy[level] += delta;
+  };
 
   // Each node's model: a FIFO station at fixed rates, or measured engines (ModelOffer.engine).
   type Server =
@@ -429,12 +435,12 @@ export async function runPolicy(
   const engineEvents: BatchingEvents<SimJob> = {
     schedule: (atMs, fn) => queue.push(atMs, { kind: 'event', apply: fn }),
     admitted: (job, atMs) => {
-      busy[job.level] += 1;
+      busier(job.level, 1);
       admittedAt.set(job, atMs);
     },
     firstToken: (job, atMs) => measure(job, job.rttMs + (atMs - job.queuedAtMs)),
     done: (job, atMs) => {
-      busy[job.level] -= 1;
+      busier(job.level, -1);
       const start = admittedAt.get(job) ?? atMs;
       admittedAt.delete(job);
       if (start >= scenario.warmup) {
@@ -515,7 +521,7 @@ export async function runPolicy(
 
   /** A fixed-rate station started the job after `waitMs`: it holds a slot, and its TTFT is known. */
   const started = (job: SimJob, waitMs: number) => {
-    busy[job.level] += 1;
+    busier(job.level, 1);
     measure(job, job.rttMs + waitMs + job.prefillMs);
   };
 
@@ -605,7 +611,7 @@ export async function runPolicy(
   };
 
   const finish = (job: SimJob) => {
-    busy[job.level] -= 1;
+    busier(job.level, -1);
     // Per node, for the report's map: slot-ms of jobs that started after the warmup.
     if (now - job.serviceMs >= scenario.warmup) {
       const nodeId = job.nodeId;
@@ -767,7 +773,6 @@ export async function runPolicy(
   let simulated = 0;
   let nextProgressMs = 0;
   for (let item = queue.pop(); item !== undefined; item = queue.pop()) {
-    integrate(item.timeMs);
     now = item.timeMs;
     const event = item.event;
     if (event.kind === 'arrival') {
