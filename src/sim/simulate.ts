@@ -41,7 +41,7 @@ import {
   type ScenarioEvent,
 } from './scenario.js';
 import { Station } from './station.js';
-import { Outcomes, type RejectionReason } from './stats.js';
+import { LogHistogram, Outcomes, type RejectionReason } from './stats.js';
 
 const HOUR_MS = 3_600_000;
 const NO_USAGE = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
@@ -538,8 +538,9 @@ export async function runPolicy(
     const { request } = job;
     if (!counted(request)) return;
     const met = ttftMs <= (scenario.demand.classes[request.classIndex]?.latency_budget_ms ?? 0);
+    const bucketOfTtft = LogHistogram.bucketOf(ttftMs);
     for (const o of outcomesFor(request)) {
-      o.ttftMs.record(ttftMs);
+      o.ttftMs.recordBucket(bucketOfTtft);
       if (met) o.sloMet += 1;
     }
     const bucket = bucketAt(request.atMs);

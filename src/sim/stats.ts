@@ -3,25 +3,46 @@
 
 /** Log-bucketed histogram (HDR-style): every value is kept within 1 % relative precision. */
 export class LogHistogram {
+  /** Counts of buckets DENSE_FROM .. DENSE_FROM + DENSE_SIZE - 1 (made on first use). */
+  private dense: Float64Array | undefined;
+  /** Counts of buckets outside the dense range (values beyond ~100 days, or tiny ones). */
   private readonly counts = new Map<number, number>();
   private zeros = 0;
   total = 0;
   private static readonly base = Math.log(1.01);
 
+  /** The bucket `value` falls in; ZERO_BUCKET for values of at most 0.001. */
+  static bucketOf(value: number): number {
+    return value <= 0.001 ? ZERO_BUCKET : Math.floor(Math.log(value) / LogHistogram.base);
+  }
+
   record(value: number): void {
+    this.recordBucket(LogHistogram.bucketOf(value));
+  }
+
+  /** Records a value by its bucket (bucketOf): one logarithm for several histograms. */
+  recordBucket(index: number): void {
     this.total += 1;
-    if (value <= 0.001) {
+    if (index === ZERO_BUCKET) {
       this.zeros += 1;
       return;
     }
-    const index = Math.floor(Math.log(value) / LogHistogram.base);
-    this.counts.set(index, (this.counts.get(index) ?? 0) + 1);
+    const at = index - DENSE_FROM;
+    if (at >= 0 && at < DENSE_SIZE) {
+      this.dense ??= new Float64Array(DENSE_SIZE);
+      this.dense[at] = (this.dense[at] as number) + 1;
+    } else this.counts.set(index, (this.counts.get(index) ?? 0) + 1);
   }
 
   merge(other: LogHistogram): void {
     this.total += other.total;
     this.zeros += other.zeros;
     for (const [index, count] of other.counts) this.counts.set(index, (this.counts.get(index) ?? 0) + count);
+    if (other.dense !== undefined) {
+      this.dense ??= new Float64Array(DENSE_SIZE);
+      for (let at = 0; at < DENSE_SIZE; at += 1)
+        this.dense[at] = (this.dense[at] as number) + (other.dense[at] as number);
+    }
   }
 
   /** The value below which a share `q` (0..1) of the records fall, to within 1 %; NaN when empty. */
@@ -30,14 +51,26 @@ export class LogHistogram {
     const rank = Math.max(1, Math.ceil(q * this.total));
     if (rank <= this.zeros) return 0;
     let seen = this.zeros;
-    for (const index of [...this.counts.keys()].sort((a, b) => a - b)) {
-      seen += this.counts.get(index) ?? 0;
+    const buckets = new Map(this.counts);
+    if (this.dense !== undefined)
+      for (let at = 0; at < DENSE_SIZE; at += 1) {
+        const count = this.dense[at] as number;
+        if (count > 0) buckets.set(at + DENSE_FROM, count);
+      }
+    for (const index of [...buckets.keys()].sort((a, b) => a - b)) {
+      seen += buckets.get(index) ?? 0;
       // The bucket's midpoint in log space.
       if (seen >= rank) return Math.exp((index + 0.5) * LogHistogram.base);
     }
     return Number.NaN;
   }
 }
+
+/** bucketOf's answer for values of at most 0.001 (counted apart, as 0). */
+const ZERO_BUCKET = Number.NEGATIVE_INFINITY;
+/** Buckets kept in an array: from 0.001 ms (bucket -695) to about 100 days (bucket 2,300). */
+const DENSE_FROM = -700;
+const DENSE_SIZE = 3072;
 
 export const REJECTION_REASONS = [
   'NO_LIVE_NODE',
