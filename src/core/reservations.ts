@@ -72,25 +72,46 @@ interface OfferHolds {
   pending: number;
 }
 
-/** Per node, per model: nested maps, so the hot path builds no key strings. */
+/**
+ * Per model, per node: nested maps, so the hot path builds no key strings. A search reads many
+ * nodes of one model in a row: the last model's map is kept at hand, one lookup a node.
+ */
 class PerOffer<T> {
-  private readonly byNode = new Map<string, Map<string, T>>();
+  private readonly byModel = new Map<string, Map<string, T>>();
+  private lastModel: string | undefined;
+  private lastNodes: Map<string, T> | undefined;
+
+  private nodesOf(model: string): Map<string, T> | undefined {
+    if (model === this.lastModel) return this.lastNodes;
+    const nodes = this.byModel.get(model);
+    if (nodes !== undefined) {
+      this.lastModel = model;
+      this.lastNodes = nodes;
+    }
+    return nodes;
+  }
+
   get(nodeId: string, model: string): T | undefined {
-    return this.byNode.get(nodeId)?.get(model);
+    return this.nodesOf(model)?.get(nodeId);
   }
   set(nodeId: string, model: string, value: T): void {
-    let byModel = this.byNode.get(nodeId);
-    if (byModel === undefined) {
-      byModel = new Map();
-      this.byNode.set(nodeId, byModel);
+    let nodes = this.nodesOf(model);
+    if (nodes === undefined) {
+      nodes = new Map();
+      this.byModel.set(model, nodes);
     }
-    byModel.set(model, value);
+    nodes.set(nodeId, value);
   }
   delete(nodeId: string, model: string): void {
-    const byModel = this.byNode.get(nodeId);
-    if (byModel === undefined) return;
-    byModel.delete(model);
-    if (byModel.size === 0) this.byNode.delete(nodeId);
+    const nodes = this.nodesOf(model);
+    if (nodes === undefined) return;
+    nodes.delete(nodeId);
+    if (nodes.size > 0) return;
+    this.byModel.delete(model);
+    if (this.lastNodes === nodes) {
+      this.lastModel = undefined;
+      this.lastNodes = undefined;
+    }
   }
 }
 
