@@ -21,30 +21,95 @@ export interface GpuProfile {
   decodeStepMs(batch: number, contextTokens: number): number;
   /**
    * `steps` decode steps back to back from `startMs`, the batch's contexts growing by `batch` a
-   * step: pushes each step's end onto `ends`. The same sums as calling decodeStepMs step by step,
-   * to the bit (optional: a faster form where the batch's row lookup can be done once).
+   * step, in closed form: the step times are linear in the step number between the points of the
+   * measured grid, so each stretch is an arithmetic series. Undefined where that does not hold (the
+   * caller then steps through decodeStepMs). Optional.
    */
-  decodeRunMs?(batch: number, contextTokens: number, steps: number, startMs: number, ends: number[]): void;
+  decodeRun?(batch: number, contextTokens: number, steps: number, startMs: number): DecodeTimes | undefined;
 }
 
-/** decodeRunMs from decodeStepMs, one step at a time. */
-export function decodeRunByStep(
+/** When each step of a run of decode steps ends. */
+export interface DecodeTimes {
+  /** The end of step `k` (from 0; below the run's steps). */
+  endOf(k: number): number;
+}
+
+/** A run's step ends, worked out one step at a time. */
+class SteppedRun implements DecodeTimes {
+  constructor(private readonly ends: Float64Array) {}
+  endOf(k: number): number {
+    return this.ends[k] as number;
+  }
+}
+
+/**
+ * A run of decode steps whose step time is α + β · (C + k·B) / P on each stretch of steps
+ * (`first[s]` up to the next stretch's first): prefix sums in closed form.
+ */
+class LinearRun implements DecodeTimes {
+  constructor(
+    readonly contextTokens: number,
+    readonly batch: number,
+    readonly padded: number,
+    private readonly first: readonly number[],
+    /** The end of the step before each stretch's first (the run's start for the first stretch). */
+    private readonly before: readonly number[],
+    private readonly alpha: readonly number[],
+    private readonly beta: readonly number[],
+  ) {}
+
+  endOf(k: number): number {
+    let s = this.first.length - 1;
+    while (s > 0 && (this.first[s] as number) > k) s -= 1;
+    return (
+      (this.before[s] as number) +
+      seriesSum(this.alpha[s] as number, this.beta[s] as number, this, this.first[s] as number, k)
+    );
+  }
+}
+
+/** Σ over steps a..b (both included) of α + β · (C + k·B) / P, for a run's C, B and P. */
+function seriesSum(
+  alpha: number,
+  beta: number,
+  run: { readonly contextTokens: number; readonly batch: number; readonly padded: number },
+  a: number,
+  b: number,
+): number {
+  const n = b - a + 1;
+  const { contextTokens, batch, padded } = run;
+  return n * alpha + (beta * (n * contextTokens + (batch * (a + b) * n) / 2)) / padded;
+}
+
+/** The end of every step of a decode run: in closed form when the profile can, else step by step. */
+export function decodeTimes(
   profile: GpuProfile,
   batch: number,
   contextTokens: number,
   steps: number,
   startMs: number,
-  ends: number[],
-): void {
-  if (profile.decodeRunMs !== undefined) {
-    profile.decodeRunMs(batch, contextTokens, steps, startMs, ends);
-    return;
-  }
+): DecodeTimes {
+  return (
+    profile.decodeRun?.(batch, contextTokens, steps, startMs) ??
+    steppedDecodeTimes(profile, batch, contextTokens, steps, startMs)
+  );
+}
+
+/** The end of every step of a decode run, through decodeStepMs one step at a time. */
+export function steppedDecodeTimes(
+  profile: GpuProfile,
+  batch: number,
+  contextTokens: number,
+  steps: number,
+  startMs: number,
+): DecodeTimes {
+  const ends = new Float64Array(steps);
   let t = startMs;
   for (let i = 0; i < steps; i += 1) {
     t += profile.decodeStepMs(batch, contextTokens + i * batch);
-    ends.push(t);
+    ends[i] = t;
   }
+  return new SteppedRun(ends);
 }
 
 type Row = Record<string, string>;
@@ -258,43 +323,50 @@ export function profileFromCurves(curves: EngineCurves): GpuProfile {
         interpolateBetween(batches[i - 1] as number, batches[i] as number, y0, y1, padded),
       );
     },
-    decodeRunMs(batch, contextTokens, steps, startMs, ends) {
-      // decodeStepMs step by step, with the batch's bucket and rows looked up once.
+    decodeRun(batch, contextTokens, steps, startMs) {
+      if (batches.length < 2 || contexts.length < 2) return undefined;
       const padded = decodeBucket(batch);
-      let t = startMs;
-      if (batches.length < 2) {
-        for (let k = 0; k < steps; k += 1) {
-          const perRow = Math.max(1, (contextTokens + k * batch) / padded);
-          t += Math.max(0.01, interpolate(contexts, ms[0] ?? [], perRow));
-          ends.push(t);
-        }
-        return;
-      }
+      // Below one token a row, decodeStepMs floors the context: not linear.
+      if (contextTokens < padded) return undefined;
       const i = rowAbove(batches, padded);
       const row0 = ms[i - 1] as readonly number[];
       const row1 = ms[i] as readonly number[];
-      const x0 = batches[i - 1] as number;
-      const x1 = batches[i] as number;
-      if (contexts.length < 2) {
-        const step = Math.max(0.01, interpolateBetween(x0, x1, row0[0] as number, row1[0] as number, padded));
-        for (let k = 0; k < steps; k += 1) {
-          t += step;
-          ends.push(t);
+      // The step time is (1 - w) · row0 + w · row1 at the context a row, each row linear in it
+      // between grid points.
+      const w = (padded - (batches[i - 1] as number)) / ((batches[i] as number) - (batches[i - 1] as number));
+      const perRowAt = (k: number) => (contextTokens + k * batch) / padded;
+      const first: number[] = [];
+      const before: number[] = [];
+      const alpha: number[] = [];
+      const beta: number[] = [];
+      let j = rowAbove(contexts, perRowAt(0));
+      let t = startMs;
+      for (let k = 0; k < steps; ) {
+        // Steps on this stretch of the grid: while the context a row is at most contexts[j]
+        // (interpolate's choice of segment), or to the end on the last one.
+        let next = steps;
+        if (j < contexts.length - 1) {
+          const limit = Math.floor(((contexts[j] as number) * padded - contextTokens) / batch) + 1;
+          next = Math.min(steps, Math.max(k + 1, limit));
         }
-        return;
-      }
-      // Contexts only grow along a run: the segment interpolate would pick only moves forward.
-      let j = 1;
-      for (let k = 0; k < steps; k += 1) {
-        const perRow = Math.max(1, (contextTokens + k * batch) / padded);
-        while (j < contexts.length - 1 && (contexts[j] as number) < perRow) j += 1;
         const c0 = contexts[j - 1] as number;
         const c1 = contexts[j] as number;
-        const y0 = interpolateBetween(c0, c1, row0[j - 1] as number, row0[j] as number, perRow);
-        const y1 = interpolateBetween(c0, c1, row1[j - 1] as number, row1[j] as number, perRow);
-        t += Math.max(0.01, interpolateBetween(x0, x1, y0, y1, padded));
-        ends.push(t);
+        const slope0 = ((row0[j] as number) - (row0[j - 1] as number)) / (c1 - c0);
+        const slope1 = ((row1[j] as number) - (row1[j - 1] as number)) / (c1 - c0);
+        const a =
+          (1 - w) * ((row0[j - 1] as number) - slope0 * c0) + w * ((row1[j - 1] as number) - slope1 * c0);
+        const b = (1 - w) * slope0 + w * slope1;
+        // decodeStepMs floors a step at 0.01 ms: linear only while both ends stay above it.
+        if (a + b * perRowAt(k) < 0.01 || a + b * perRowAt(next - 1) < 0.01) return undefined;
+        first.push(k);
+        before.push(t);
+        alpha.push(a);
+        beta.push(b);
+        t += seriesSum(a, b, { contextTokens, batch, padded }, k, next - 1);
+        k = next;
+        while (j < contexts.length - 1 && (contexts[j] as number) < perRowAt(k)) j += 1;
       }
+      return new LinearRun(contextTokens, batch, padded, first, before, alpha, beta);
     },
   };
 }

@@ -6,7 +6,12 @@
 // refuses it when its queue is full.
 
 import type { EngineOffer } from '../core/model.js';
-import { decodeRunByStep, type GpuProfile, profileFromCurves } from '../ops/gpu-profile.js';
+import {
+  type DecodeTimes,
+  type GpuProfile,
+  profileFromCurves,
+  steppedDecodeTimes,
+} from '../ops/gpu-profile.js';
 
 export interface EngineJob {
   /** Tokens to prefill (the uncached part of the prompt). */
@@ -31,8 +36,8 @@ export interface BatchingEvents<J> {
   firstToken(job: J, atMs: number): void;
   /** It produced its last token at `atMs` (called at that time). */
   done(job: J, atMs: number): void;
-  /** An iteration ran with `decodeBatch` sequences in its decode step (0: prefills only). */
-  iteration?(decodeBatch: number): void;
+  /** `count` iterations (1 unless said) ran with `decodeBatch` sequences in their decode step (0: prefills only). */
+  iteration?(decodeBatch: number, count?: number): void;
 }
 
 /**
@@ -41,13 +46,19 @@ export interface BatchingEvents<J> {
  * ends them, instead of one event each; an arrival the batch has room for cuts the run short at
  * the end of the iteration it arrived in, as the engine would admit it there.
  */
-/** Iterations a decode run works out ahead, at most. */
+/**
+ * Iterations a decode run works out ahead, at most: with step times in closed form (measured
+ * curves), a run costs the same whatever its length, so it runs until a sequence finishes; worked
+ * out one step at a time, a run stays short, as an arrival often cuts it and the steps past the
+ * cut would be wasted. A run that ends with nothing finished simply starts the next.
+ */
 const RUN_STEPS = 32;
+const CLOSED_RUN_STEPS = 4096;
 
 interface DecodeRun {
   readonly startMs: number;
   /** When each iteration of the run ends. */
-  readonly ends: number[];
+  readonly ends: DecodeTimes;
   /** Iterations the pending event will account for. */
   steps: number;
   /** Tells a superseded event (the run was cut) to do nothing. */
@@ -75,7 +86,7 @@ class Engine<J extends EngineJob> {
   runningAt(nowMs: number): number {
     const run = this.run;
     if (run === undefined) return this.running.length;
-    const lastStart = run.steps === 1 ? run.startMs : (run.ends[run.steps - 2] as number);
+    const lastStart = run.steps === 1 ? run.startMs : run.ends.endOf(run.steps - 2);
     if (nowMs < lastStart) return this.running.length;
     let finishing = 0;
     for (const r of this.running) if (r.generated + run.steps >= r.job.outputTokens) finishing += 1;
@@ -139,29 +150,29 @@ class Engine<J extends EngineJob> {
 
   /** Decode-only iterations from `startMs` until the first running sequence finishes (see DecodeRun). */
   private decodeRun(startMs: number): void {
-    // At most RUN_STEPS at a time: an arrival often cuts a run short, and the iterations worked
-    // out past the cut are wasted; a run that ends with nothing finished simply starts the next.
-    let steps = RUN_STEPS;
+    let steps = Number.POSITIVE_INFINITY;
     let contexts = 0;
     for (const r of this.running) {
       steps = Math.min(steps, r.job.outputTokens - r.generated);
       contexts += r.context + 1;
     }
-    const ends: number[] = [];
-    // The same sums, in the same order, as one iteration at a time: the same times to the bit.
-    decodeRunByStep(this.profile, this.running.length, contexts, steps, startMs, ends);
+    const batch = this.running.length;
+    const closed = this.profile.decodeRun?.(batch, contexts, Math.min(steps, CLOSED_RUN_STEPS), startMs);
+    if (closed !== undefined) steps = Math.min(steps, CLOSED_RUN_STEPS);
+    else steps = Math.min(steps, RUN_STEPS);
+    const ends = closed ?? steppedDecodeTimes(this.profile, batch, contexts, steps, startMs);
     this.version += 1;
     this.run = { startMs, ends, steps, version: this.version };
     this.scheduleRunEnd(this.run);
   }
 
   private scheduleRunEnd(run: DecodeRun): void {
-    const end = run.ends[run.steps - 1] as number;
+    const end = run.ends.endOf(run.steps - 1);
     this.events.schedule(end, () => {
       if (run.version !== this.version) return;
       this.run = undefined;
       const finished: J[] = [];
-      for (let i = 0; i < run.steps; i += 1) this.events.iteration?.(this.running.length);
+      this.events.iteration?.(this.running.length, run.steps);
       this.decode(run.steps, finished);
       this.iterating = false;
       for (const job of finished) this.events.done(job, end);
@@ -173,8 +184,15 @@ class Engine<J extends EngineJob> {
   private cut(nowMs: number): void {
     const run = this.run;
     if (run === undefined || this.queue.length === 0 || this.running.length >= this.maxBatch) return;
-    let steps = 1;
-    while (steps < run.steps && (run.ends[steps - 1] as number) <= nowMs) steps += 1;
+    // The first iteration to end after nowMs (or the last): its end, then, is the run's.
+    let low = 0;
+    let high = run.steps - 1;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (run.ends.endOf(mid) > nowMs) high = mid;
+      else low = mid + 1;
+    }
+    const steps = low + 1;
     if (steps === run.steps) return;
     this.version += 1;
     this.run = { startMs: run.startMs, ends: run.ends, steps, version: this.version };

@@ -71,9 +71,9 @@ export function replayTrace(
       });
       endMs = Math.max(endMs, doneMs);
     },
-    iteration: (decodeBatch) => {
-      iterations += 1;
-      batchTime += decodeBatch;
+    iteration: (decodeBatch, count = 1) => {
+      iterations += count;
+      batchTime += decodeBatch * count;
     },
   });
   for (const request of [...trace].sort((a, b) => a.arrivalMs - b.arrivalMs)) {

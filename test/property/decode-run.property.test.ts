@@ -1,29 +1,43 @@
-// A decode run (the simulator's engines work out many decode steps at once) must give exactly the
-// times of one decode step at a time — to the bit, so that a run cut short, or not, ends the same.
+// The simulator's engines work out a run of decode steps at once, in closed form where the measured
+// curves allow (the step time is linear in the step number between grid points): every step must
+// end where one decode step at a time would, up to rounding.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeRunByStep, type GpuProfile, profileFromCurves } from '../../src/ops/gpu-profile.js';
+import { decodeBucket, decodeTimes, profileFromCurves } from '../../src/ops/gpu-profile.js';
 
 const ascending = (min: number, max: number, maxLength: number) =>
   fc
     .uniqueArray(fc.integer({ min, max }), { minLength: 1, maxLength })
     .map((xs) => [...xs].sort((a, b) => a - b));
 
-const curvesArb = fc.tuple(ascending(1, 300, 6), ascending(1, 20_000, 6)).chain(([batches, contexts]) =>
-  fc.record({
-    batches: fc.constant(batches),
-    contexts: fc.constant(contexts),
-    ms: fc.array(
-      fc.array(fc.double({ min: 0.001, max: 200, noNaN: true }), {
-        minLength: contexts.length,
-        maxLength: contexts.length,
-      }),
-      { minLength: batches.length, maxLength: batches.length },
-    ),
-  }),
-);
+/** Step times per (batch row, context column): any, or growing in both as measured ones do. */
+const curvesArb = fc
+  .tuple(ascending(1, 300, 6), fc.oneof(ascending(1, 20_000, 6), ascending(1, 1_500, 8)), fc.boolean())
+  .chain(([batches, contexts, measuredLike]) =>
+    fc
+      .array(
+        fc.array(fc.double({ min: 0.001, max: 200, noNaN: true }), {
+          minLength: contexts.length,
+          maxLength: contexts.length,
+        }),
+        { minLength: batches.length, maxLength: batches.length },
+      )
+      .map((rows) => ({
+        batches,
+        contexts,
+        ms: measuredLike
+          ? rows.map((row, b) => row.map((_, c) => 5 + b * 2 + c * 3 + (row[c] as number) / 100))
+          : rows,
+      })),
+  );
 
-function stepByStep(profile: GpuProfile, batch: number, context: number, steps: number, startMs: number) {
+function stepByStep(
+  profile: ReturnType<typeof profileFromCurves>,
+  batch: number,
+  context: number,
+  steps: number,
+  startMs: number,
+) {
   const ends: number[] = [];
   let t = startMs;
   for (let i = 0; i < steps; i += 1) {
@@ -34,15 +48,19 @@ function stepByStep(profile: GpuProfile, batch: number, context: number, steps: 
 }
 
 describe('decode runs', () => {
-  it('end each step exactly where one decode step at a time would', () => {
+  it('end each step where one decode step at a time would, in closed form or not', () => {
+    let closed = 0;
+    const runs = 400;
     fc.assert(
       fc.property(
         curvesArb,
         fc.integer({ min: 1, max: 300 }),
-        fc.integer({ min: 0, max: 50_000 }),
-        fc.integer({ min: 1, max: 40 }),
+        // The context a row at the start: often on the grid, where runs cross its points.
+        fc.oneof(fc.integer({ min: 0, max: 50_000 }), fc.integer({ min: 1, max: 1_500 })),
+        fc.integer({ min: 1, max: 600 }),
         fc.double({ min: 0, max: 1e7, noNaN: true }),
-        (decode, batch, context, steps, startMs) => {
+        (decode, batch, perRow, steps, startMs) => {
+          const context = perRow * decodeBucket(batch);
           const profile = profileFromCurves({
             name: 'drawn',
             prefill: { tokens: [1, 2], ms: [1, 2] },
@@ -50,13 +68,20 @@ describe('decode runs', () => {
             maxBatch: 64,
             prefillBudget: 4096,
           });
-          expect(profile.decodeRunMs).toBeDefined();
-          const ends: number[] = [];
-          decodeRunByStep(profile, batch, context, steps, startMs, ends);
-          expect(ends).toEqual(stepByStep(profile, batch, context, steps, startMs));
+          if (profile.decodeRun?.(batch, context, steps, startMs) !== undefined) closed += 1;
+          const times = decodeTimes(profile, batch, context, steps, startMs);
+          const expected = stepByStep(profile, batch, context, steps, startMs);
+          for (let k = 0; k < steps; k += 1) {
+            const want = expected[k] as number;
+            const tolerance = 1e-9 * Math.max(1, Math.abs(want));
+            if (Math.abs(times.endOf(k) - want) > tolerance)
+              throw new Error(`step ${k}: ${times.endOf(k)} against ${want} one step at a time`);
+          }
         },
       ),
-      { numRuns: 300 },
+      { numRuns: runs },
     );
+    // Most drawn runs take the closed form, so that it is what this checks.
+    expect(closed).toBeGreaterThan(runs / 4);
   });
 });
