@@ -68,7 +68,10 @@ interface Entry extends Reservation {
 }
 
 interface OfferHolds {
-  readonly queue: Entry[];
+  /** From `head` on: reservations in creation order, the pending ones and some retired since. */
+  queue: Entry[];
+  head: number;
+  /** How many of them are pending. */
   pending: number;
 }
 
@@ -246,7 +249,7 @@ export class ReservationBook {
     this.compact();
     let holds = this.holds.get(nodeId, model);
     if (holds === undefined) {
-      holds = { queue: [], pending: 0 };
+      holds = { queue: [], head: 0, pending: 0 };
       this.holds.set(nodeId, model, holds);
     }
     holds.queue.push(entry);
@@ -315,23 +318,34 @@ export class ReservationBook {
     const holds = this.holds.get(nodeId, model);
     if (holds === undefined) return 0;
     const { queue } = holds;
-    let covered = 0;
-    while (covered < queue.length) {
-      const head = queue[covered] as Entry;
-      if (head.pending && (statusAtMs === undefined || head.createdAtMs >= statusAtMs)) break;
-      if (head.pending) {
-        head.pending = false;
+    let at = holds.head;
+    while (at < queue.length) {
+      const first = queue[at] as Entry;
+      if (first.pending && (statusAtMs === undefined || first.createdAtMs >= statusAtMs)) break;
+      if (first.pending) {
+        first.pending = false;
         holds.pending -= 1;
       }
-      covered += 1;
+      at += 1;
     }
-    if (covered > 0) queue.splice(0, covered);
+    holds.head = at;
     // Nothing pending left: whatever the queue still holds is retired or covered.
     if (holds.pending === 0) {
       this.holds.delete(nodeId, model);
       return 0;
     }
+    // Passed entries are dropped once they are half the queue: no shift of the rest each time.
+    if (at > 32 && at * 2 > queue.length) {
+      holds.queue = queue.slice(at);
+      holds.head = 0;
+    }
     return holds.pending;
+  }
+
+  /** Entries the book keeps for one offer's pending count (pending ones and some retired); for tests. */
+  queued(nodeId: string, model: string): number {
+    const holds = this.holds.get(nodeId, model);
+    return holds === undefined ? 0 : holds.queue.length - holds.head;
   }
 
   /** Entries the book still tracks (live ones and released ones not yet compacted away). */
@@ -359,6 +373,15 @@ export class ReservationBook {
     if (holds === undefined) return;
     holds.pending -= 1;
     // Nothing pending left: whatever the queue still holds is retired or covered.
-    if (holds.pending === 0) this.holds.delete(entry.nodeId, entry.model);
+    if (holds.pending === 0) {
+      this.holds.delete(entry.nodeId, entry.model);
+      return;
+    }
+    // Retired entries behind a long-lived pending one would pile up: the queue keeps the pending
+    // ones, and not many more.
+    if (holds.queue.length - holds.head > 2 * holds.pending + 32) {
+      holds.queue = holds.queue.slice(holds.head).filter((held) => held.pending);
+      holds.head = 0;
+    }
   }
 }

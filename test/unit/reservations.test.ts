@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_MODEL_CHARS, MAX_NODE_ID_CHARS, MAX_TENANT_CHARS } from '../../src/core/model.js';
 import {
@@ -132,5 +133,64 @@ describe('ReservationBook memory', () => {
     for (let i = 0; i < 5_000; i += 1) book.release(book.reserve('x', 'm', 't', 0, 30_000).id);
     expect(book.pending('n', 'm', undefined)).toBe(1);
     expect(book.expire(30_000 + 1e12).map((r) => r.id)).toEqual([kept.id]);
+  });
+
+  it("keeps an offer's count exact and its list short behind a reservation held for long", () => {
+    const book = newBook(1e12);
+    const held = book.reserve('n', 'm', 't', 0, 0);
+    for (let i = 1; i <= 5_000; i += 1) {
+      book.release(book.reserve('n', 'm', 't', i, i).id);
+      if (i % 1000 === 0) expect(book.pending('n', 'm', undefined)).toBe(1);
+    }
+    expect(book.queued('n', 'm')).toBeLessThan(40);
+    // A status report newer than every reservation covers the held one; one made after it counts.
+    const later = book.reserve('n', 'm', 't', 6_000, 6_000);
+    expect(book.pending('n', 'm', 5_500)).toBe(1);
+    book.release(later.id);
+    expect(book.pending('n', 'm', 5_500)).toBe(0);
+    expect(book.release(held.id)?.id).toBe(held.id);
+  });
+});
+
+describe('ReservationBook pending counts (property)', () => {
+  it('equal, per offer, the live reservations made at or after the newest status report', () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('reserve' as const), node: fc.nat(2) }),
+      fc.record({ kind: fc.constant('release' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('report' as const), node: fc.nat(2), back: fc.nat(5) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const book = newBook(1e12);
+        const live: { id: string; node: string; atMs: number }[] = [];
+        const reportAt = new Map<string, number>();
+        let now = 0;
+        for (const o of ops) {
+          now += 1;
+          if (o.kind === 'reserve') {
+            const node = `n${o.node}`;
+            live.push({ id: book.reserve(node, 'm', 't', now, now).id, node, atMs: now });
+          } else if (o.kind === 'release') {
+            if (live.length === 0) continue;
+            const [gone] = live.splice(o.pick % live.length, 1);
+            book.release((gone as (typeof live)[number]).id);
+          } else {
+            const node = `n${o.node}`;
+            // Reports only move forward.
+            const at = Math.max(reportAt.get(node) ?? 0, now - o.back);
+            reportAt.set(node, at);
+            const want = live.filter((r) => r.node === node && r.atMs >= at).length;
+            expect(book.pending(node, 'm', at)).toBe(want);
+          }
+        }
+        for (const node of ['n0', 'n1', 'n2']) {
+          const at = reportAt.get(node);
+          const want = live.filter((r) => r.node === node && (at === undefined || r.atMs >= at)).length;
+          expect(book.pending(node, 'm', at)).toBe(want);
+          expect(book.queued(node, 'm')).toBeLessThanOrEqual(2 * want + 33);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });
