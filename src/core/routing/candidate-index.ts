@@ -80,6 +80,8 @@ export interface IndexGroup {
   /** Dense per model, from 0. */
   readonly id: number;
   readonly level: Level;
+  /** LEVEL_BIT of the level. */
+  readonly levelBit: number;
   readonly region: string;
   /** Live nodes in the group. */
   size: number;
@@ -254,7 +256,7 @@ export class ModelCandidates {
     const key = `${level}/${region}`;
     let group = this.groupsByKey.get(key);
     if (group === undefined) {
-      group = { id: this.groupList.length, level, region, size: 0 };
+      group = { id: this.groupList.length, level, levelBit: LEVEL_BIT[level], region, size: 0 };
       this.groupsByKey.set(key, group);
       this.groupList.push(group);
       if (this.scratch.stamp.length < this.groupList.length)
@@ -513,7 +515,7 @@ function treeSource(live: readonly IndexedNode[]): TreeSource {
     keys[at + K.output] = node.offer.price.outputPerMtok;
     keys[at + K.cached] = node.offer.price.cachedInputPerMtok;
     keys[at + K.negPrefill] = -boundRate(node.offer);
-    keys[at + K.levelBit] = LEVEL_BIT[node.group.level];
+    keys[at + K.levelBit] = node.group.levelBit;
     keys[at + K.group] = node.group.id;
   });
   return { nodes, keys, located: located.length };

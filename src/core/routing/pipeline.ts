@@ -506,8 +506,8 @@ class Search {
         if (group.size > 0) this.reject(failed.verdict, group.size);
       }
     }
-    this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
     this.minOverheads = overheadTable(p.ctx.latency.accessOverheadMs);
+    this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
   }
 
   visitsLeft(): number {
@@ -573,7 +573,8 @@ class Search {
     const group = this.groups[g] as IndexGroup;
     const latency = p.ctx.latency;
     const clientRegion = p.client.region;
-    const overheadMs = latency.accessOverheadMs[group.level];
+    // A one-level mask: that level's own overhead.
+    const overheadMs = this.minOverheads[group.levelBit] as number;
     scratch.stamp[g] = this.stamp;
     scratch.multiplier[g] = p.ctx.priceMultiplier.at(group, p.request.model, p.ctx.nowMs);
     scratch.coordinateBaseMs[g] =
@@ -605,7 +606,7 @@ class Search {
     }
     const floors = new Float64Array(16).fill(Number.POSITIVE_INFINITY);
     for (const group of candidates.groups()) {
-      const bit = LEVEL_BIT[group.level];
+      const bit = group.levelBit;
       const factor = this.multiplierOf(group);
       for (let mask = 1; mask < 16; mask += 1)
         if ((mask & bit) !== 0 && factor < (floors[mask] as number)) floors[mask] = factor;
