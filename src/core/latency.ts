@@ -105,10 +105,11 @@ export function prepareClient(
   samplesFrom: SamplesFrom,
 ): PreparedClient {
   const sampleMaps: ReadonlyMap<string, LatencySample>[] = [];
-  for (const from of [client.accessPoint, client.region]) {
-    const samples = from === '' ? undefined : samplesFrom(from);
-    if (samples !== undefined) sampleMaps.push(samples);
-  }
+  // The access point first, then the region (see freshSample).
+  const fromAccessPoint = client.accessPoint === '' ? undefined : samplesFrom(client.accessPoint);
+  if (fromAccessPoint !== undefined) sampleMaps.push(fromAccessPoint);
+  const fromRegion = client.region === '' ? undefined : samplesFrom(client.region);
+  if (fromRegion !== undefined) sampleMaps.push(fromRegion);
   return { region: client.region, location: clientLocation(client, model), sampleMaps };
 }
 

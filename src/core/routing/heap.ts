@@ -1,29 +1,31 @@
 // A binary min-heap of (key, tie, value), ordered by key then tie: the frontier of a best-first
 // search (the tie orders cells whose first bounds are equal, e.g. one price tier, by TTFT).
+//
+// Keys and ties live in typed arrays that keep their capacity across clears: a search pushes and
+// pops hundreds of cells per decision, and the heap allocates nothing once it has grown.
 
 export class MinHeap<T> {
-  private readonly keys: number[] = [];
-  private readonly ties: number[] = [];
-  private readonly values: T[] = [];
+  private keys = new Float64Array(64);
+  private ties = new Float64Array(64);
+  private values: T[] = [];
+  private count = 0;
 
   get size(): number {
-    return this.keys.length;
+    return this.count;
   }
 
   /** The smallest key, or +Infinity when empty. */
   peekKey(): number {
-    return this.keys.length === 0 ? Number.POSITIVE_INFINITY : (this.keys[0] as number);
+    return this.count === 0 ? Number.POSITIVE_INFINITY : (this.keys[0] as number);
   }
 
   /** The tie of the smallest (key, tie), or +Infinity when empty. */
   peekTie(): number {
-    return this.ties.length === 0 ? Number.POSITIVE_INFINITY : (this.ties[0] as number);
+    return this.count === 0 ? Number.POSITIVE_INFINITY : (this.ties[0] as number);
   }
 
   clear(): void {
-    this.keys.length = 0;
-    this.ties.length = 0;
-    this.values.length = 0;
+    this.count = 0;
   }
 
   /** Whether slot `i` orders strictly before (key, tie). */
@@ -46,8 +48,16 @@ export class MinHeap<T> {
   }
 
   push(key: number, value: T, tie = 0): void {
-    let index = this.keys.length;
-    this.put(index, key, tie, value);
+    if (this.count === this.keys.length) {
+      const keys = new Float64Array(this.count * 2);
+      keys.set(this.keys);
+      this.keys = keys;
+      const ties = new Float64Array(this.count * 2);
+      ties.set(this.ties);
+      this.ties = ties;
+    }
+    let index = this.count;
+    this.count += 1;
     while (index > 0) {
       const parent = (index - 1) >> 1;
       const parentKey = this.keys[parent] as number;
@@ -61,14 +71,15 @@ export class MinHeap<T> {
 
   /** Removes and returns the value with the smallest (key, tie); undefined when empty. */
   pop(): T | undefined {
+    if (this.count === 0) return undefined;
     const { keys, ties, values } = this;
-    if (keys.length === 0) return undefined;
     const top = values[0];
-    const lastKey = keys.pop() as number;
-    const lastTie = ties.pop() as number;
-    const lastValue = values.pop() as T;
-    const size = keys.length;
+    this.count -= 1;
+    const size = this.count;
     if (size === 0) return top;
+    const lastKey = keys[size] as number;
+    const lastTie = ties[size] as number;
+    const lastValue = values[size] as T;
     let index = 0;
     for (;;) {
       const left = 2 * index + 1;

@@ -32,6 +32,7 @@ import {
 import {
   findOffer,
   isLive,
+  type LatLon,
   LEVELS,
   type Level,
   type ModelOffer,
@@ -207,15 +208,14 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   if (chosen === undefined && request.allowDegraded && candidates !== undefined)
     degraded = search.nearest((c) => c.hasSlot);
 
-  let fallbacks: EstimatedCandidate[] = [];
-  if (chosen !== undefined) {
-    const k = Math.min(request.maxFallbacks, MAX_FALLBACKS);
+  let fallbacks: readonly EstimatedCandidate[] = NO_CANDIDATES;
+  const k = Math.min(request.maxFallbacks, MAX_FALLBACKS);
+  if (chosen !== undefined && k > 0 && ranked.length > 1)
     fallbacks = ranked.filter((_, index) => index !== chosenIndex).slice(0, k);
-  }
 
   let counts = search.counts(candidates?.size ?? 0);
   let live = search.live > 0;
-  let explain: ExplainEntry[] = [];
+  let explain: readonly ExplainEntry[] = NO_EXPLAIN;
   let explainOmitted = 0;
   let bestTtftMs: number | undefined;
   if (request.explain) {
@@ -239,7 +239,7 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
     return new PlacedDecision(
       request,
       placementOf(placed, request.model),
-      fallbacks.map((entry) => placementOf(entry, request.model)),
+      fallbacks.length === 0 ? NO_PLACEMENTS : fallbacks.map((entry) => placementOf(entry, request.model)),
       chosen === undefined,
       counts,
       explain,
@@ -355,13 +355,30 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
           : undefined,
     },
     client,
-    clientVector: client.location === undefined ? undefined : unitVector(client.location),
+    clientVector:
+      client.location === undefined
+        ? undefined
+        : request.client.location === undefined
+          ? centroidVector(client.location)
+          : unitVector(client.location),
     groupChecks: phases.groupChecks,
     listedChecks: phases.listedChecks,
     estimatedChecks: phases.estimatedChecks,
     msPerRad: ((EARTH_RADIUS_KM * 2) / ctx.latency.fiberKmPerMs) * ctx.latency.routeStretch,
     pricing: { multiplier: ctx.priceMultiplier, nowMs: ctx.nowMs },
   };
+}
+
+const centroidVectors = new WeakMap<LatLon, Vec3>();
+
+/** The unit vector of a region's centroid (the same object for every client of the region), once. */
+function centroidVector(centroid: LatLon): Vec3 {
+  let vector = centroidVectors.get(centroid);
+  if (vector === undefined) {
+    vector = unitVector(centroid);
+    centroidVectors.set(centroid, vector);
+  }
+  return vector;
 }
 
 /** A fresh measured sample from the client's access point or region, as estimateRttFor takes it. */
@@ -407,6 +424,10 @@ const LISTED: { stage: 'listed'; node: NodeRecord; offer: ModelOffer; state: Nod
   state: 'READY',
 };
 const NO_NODES: readonly IndexedNode[] = [];
+/** Shared empty lists: most decisions have no fallbacks and no explain. */
+const NO_CANDIDATES: readonly EstimatedCandidate[] = Object.freeze([]);
+const NO_PLACEMENTS: readonly Placement[] = Object.freeze([]);
+const NO_EXPLAIN: readonly ExplainEntry[] = Object.freeze([]);
 /** reachesMost's work list (cell, depth pairs) and how deep it looks. */
 const REACH_STACK: number[] = [];
 const REACH_DEPTH = 4;
@@ -526,7 +547,7 @@ class Search {
 
   counts(serving: number): DecisionCounts {
     let rejectedTotal = 0;
-    for (const count of Object.values(this.rejected)) rejectedTotal += count ?? 0;
+    for (const verdict in this.rejected) rejectedTotal += this.rejected[verdict as RejectionVerdict] ?? 0;
     return {
       serving,
       evaluated: this.evaluated,
@@ -1199,9 +1220,14 @@ class Ranked {
     const compare = this.policy.compare;
     if (items.length === this.capacity && compare(item, items[items.length - 1] as EstimatedCandidate) >= 0)
       return;
+    // Insertion by hand: splice would allocate the (empty) list of what it removed, every time.
     let index = items.length;
-    while (index > 0 && compare(item, items[index - 1] as EstimatedCandidate) < 0) index -= 1;
-    items.splice(index, 0, item);
+    items.push(item);
+    while (index > 0 && compare(item, items[index - 1] as EstimatedCandidate) < 0) {
+      items[index] = items[index - 1] as EstimatedCandidate;
+      index -= 1;
+    }
+    items[index] = item;
     if (items.length > this.capacity) items.pop();
   }
 
