@@ -158,16 +158,33 @@ export function unsampledRtt(
   node: Pick<NodeSpec, 'level' | 'region' | 'location'>,
   model: LatencyModel,
 ): RttEstimate {
+  return { rttMs: unsampledRttMs(client, node, model), source: unsampledSource(client, node) };
+}
+
+/** unsampledRtt's RTT alone (a search reads it for many nodes and builds no record for most). */
+export function unsampledRttMs(
+  client: Pick<PreparedClient, 'region' | 'location'>,
+  node: Pick<NodeSpec, 'level' | 'region' | 'location'>,
+  model: LatencyModel,
+): number {
   const overheadMs = model.accessOverheadMs[node.level];
   const crossRegionMs =
     client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
   if (client.location !== undefined && node.location !== undefined) {
     const distanceMs =
       ((greatCircleKm(client.location, node.location) * 2) / model.fiberKmPerMs) * model.routeStretch;
-    return { rttMs: distanceMs + overheadMs + crossRegionMs, source: 'COORDINATES' };
+    return distanceMs + overheadMs + crossRegionMs;
   }
   const baseMs = client.region === node.region ? model.sameRegionRttMs : model.crossRegionRttMs;
-  return { rttMs: baseMs + overheadMs, source: 'REGION_DEFAULT' };
+  return baseMs + overheadMs;
+}
+
+/** Where unsampledRtt's RTT comes from. */
+export function unsampledSource(
+  client: Pick<PreparedClient, 'location'>,
+  node: Pick<NodeSpec, 'location'>,
+): LatencySource {
+  return client.location !== undefined && node.location !== undefined ? 'COORDINATES' : 'REGION_DEFAULT';
 }
 
 /** One-off form of estimateRttFor. */

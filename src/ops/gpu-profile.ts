@@ -44,41 +44,45 @@ class SteppedRun implements DecodeTimes {
 
 /**
  * A run of decode steps whose step time is α + β · (C + k·B) / P on each stretch of steps
- * (`first[s]` up to the next stretch's first): prefix sums in closed form.
+ * (`first[s]` up to the next stretch's first): prefix sums in closed form. Most runs stay on one
+ * stretch of the grid; its numbers are kept as fields, further stretches in lists.
  */
 class LinearRun implements DecodeTimes {
+  /** Stretches after the first: their first step, the end of the step before it, α and β. */
+  private more: number[] | undefined;
+
   constructor(
-    readonly contextTokens: number,
-    readonly batch: number,
-    readonly padded: number,
-    private readonly first: readonly number[],
-    /** The end of the step before each stretch's first (the run's start for the first stretch). */
-    private readonly before: readonly number[],
-    private readonly alpha: readonly number[],
-    private readonly beta: readonly number[],
+    private readonly contextTokens: number,
+    private readonly batch: number,
+    private readonly padded: number,
+    private readonly startMs: number,
+    private readonly alpha: number,
+    private readonly beta: number,
   ) {}
 
-  endOf(k: number): number {
-    let s = this.first.length - 1;
-    while (s > 0 && (this.first[s] as number) > k) s -= 1;
-    return (
-      (this.before[s] as number) +
-      seriesSum(this.alpha[s] as number, this.beta[s] as number, this, this.first[s] as number, k)
-    );
+  /** Adds a stretch from step `first`, after the step that ends at `beforeMs`. */
+  add(first: number, beforeMs: number, alpha: number, beta: number): void {
+    this.more ??= [];
+    this.more.push(first, beforeMs, alpha, beta);
   }
-}
 
-/** Σ over steps a..b (both included) of α + β · (C + k·B) / P, for a run's C, B and P. */
-function seriesSum(
-  alpha: number,
-  beta: number,
-  run: { readonly contextTokens: number; readonly batch: number; readonly padded: number },
-  a: number,
-  b: number,
-): number {
-  const n = b - a + 1;
-  const { contextTokens, batch, padded } = run;
-  return n * alpha + (beta * (n * contextTokens + (batch * (a + b) * n) / 2)) / padded;
+  endOf(k: number): number {
+    const more = this.more;
+    if (more !== undefined)
+      for (let at = more.length - 4; at >= 0; at -= 4)
+        if ((more[at] as number) <= k)
+          return (
+            (more[at + 1] as number) +
+            this.sum(more[at + 2] as number, more[at + 3] as number, more[at] as number, k)
+          );
+    return this.startMs + this.sum(this.alpha, this.beta, 0, k);
+  }
+
+  /** Σ over steps a..b (both included) of α + β · (C + k·B) / P. */
+  sum(alpha: number, beta: number, a: number, b: number): number {
+    const n = b - a + 1;
+    return n * alpha + (beta * (n * this.contextTokens + (this.batch * (a + b) * n) / 2)) / this.padded;
+  }
 }
 
 /** The end of every step of a decode run: in closed form when the profile can, else step by step. */
@@ -335,10 +339,7 @@ export function profileFromCurves(curves: EngineCurves): GpuProfile {
       // between grid points.
       const w = (padded - (batches[i - 1] as number)) / ((batches[i] as number) - (batches[i - 1] as number));
       const perRowAt = (k: number) => (contextTokens + k * batch) / padded;
-      const first: number[] = [];
-      const before: number[] = [];
-      const alpha: number[] = [];
-      const beta: number[] = [];
+      let run: LinearRun | undefined;
       let j = rowAbove(contexts, perRowAt(0));
       let t = startMs;
       for (let k = 0; k < steps; ) {
@@ -358,15 +359,13 @@ export function profileFromCurves(curves: EngineCurves): GpuProfile {
         const b = (1 - w) * slope0 + w * slope1;
         // decodeStepMs floors a step at 0.01 ms: linear only while both ends stay above it.
         if (a + b * perRowAt(k) < 0.01 || a + b * perRowAt(next - 1) < 0.01) return undefined;
-        first.push(k);
-        before.push(t);
-        alpha.push(a);
-        beta.push(b);
-        t += seriesSum(a, b, { contextTokens, batch, padded }, k, next - 1);
+        if (run === undefined) run = new LinearRun(contextTokens, batch, padded, startMs, a, b);
+        else run.add(k, t, a, b);
+        t += run.sum(a, b, k, next - 1);
         k = next;
         while (j < contexts.length - 1 && (contexts[j] as number) < perRowAt(k)) j += 1;
       }
-      return new LinearRun(contextTokens, batch, padded, first, before, alpha, beta);
+      return run;
     },
   };
 }

@@ -23,11 +23,12 @@ import {
   freshSample,
   isFresh,
   type LatencyModel,
+  type LatencySource,
   type PreparedClient,
   prepareClient,
-  type RttEstimate,
   type SamplesFrom,
-  unsampledRtt,
+  unsampledRttMs,
+  unsampledSource,
 } from '../latency.js';
 import {
   findOffer,
@@ -746,14 +747,14 @@ class Search {
   }
 
   /**
-   * Checks a node; returns it estimated if it passed every check before the estimate. `rtt`,
+   * Checks a node; returns it estimated if it passed every check before the estimate. `rttMs`,
    * `prefill` and `load`, when given, are what the estimate would work out (see
    * estimateCandidate).
    */
   private evaluate(
     entry: IndexedNode,
     count: boolean,
-    rtt?: RttEstimate,
+    rttMs?: number,
     prefill?: number,
     load?: number,
   ): EstimatedCandidate | undefined {
@@ -775,7 +776,7 @@ class Search {
         return undefined;
       }
     }
-    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rtt, prefill, load);
+    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rttMs, prefill, load);
   }
 
   /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
@@ -876,17 +877,17 @@ class Search {
       }
       const prefill = prefillMs(p.request, entry.offer);
       if (rttLowerBoundMs + prefill > reachMs) return;
-      const rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
-      if (rtt.rttMs + prefill > reachMs) return;
+      const rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
+      if (rttMs + prefill > reachMs) return;
       if (lowerBound !== undefined && this.ranked.worst() !== undefined) {
         nodeBounds.costLowerBound = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
-        nodeBounds.rttLowerBoundMs = rtt.rttMs;
-        nodeBounds.ttftLowerBoundMs = rtt.rttMs + prefill;
+        nodeBounds.rttLowerBoundMs = rttMs;
+        nodeBounds.ttftLowerBoundMs = rttMs + prefill;
         // Equal on the first key (one price tier), it must beat the worst on the second.
         const tie = tieLowerBound === undefined ? 0 : tieLowerBound(nodeBounds);
         if (pastWorst(lowerBound(nodeBounds), tie)) return;
       }
-      const candidate = this.evaluate(entry, true, rtt, prefill, load);
+      const candidate = this.evaluate(entry, true, rttMs, prefill, load);
       if (candidate !== undefined) this.judge(candidate);
     };
     for (const entry of this.sampled) {
@@ -1102,17 +1103,17 @@ class Search {
     // TTFT is at least RTT + prefill (the queue only adds): a node that cannot beat the best even
     // idle is passed over before its exact RTT is worked out.
     const visit = (entry: IndexedNode, rttLowerBoundMs: number | undefined) => {
-      let rtt: RttEstimate | undefined;
+      let rttMs: number | undefined;
       let prefill: number | undefined;
       if (best !== undefined && rttLowerBoundMs !== undefined) {
         prefill = prefillMs(p.request, entry.offer);
         const bestMs = best.estimate.ttftMs;
         if (rttLowerBoundMs + prefill > bestMs) return;
-        rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
-        if (rtt.rttMs + prefill > bestMs) return;
+        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
+        if (rttMs + prefill > bestMs) return;
       } else if (rttLowerBoundMs !== undefined)
-        rtt = unsampledRtt(p.client, entry.record.spec, p.ctx.latency);
-      const candidate = this.evaluate(entry, false, rtt, prefill);
+        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
+      const candidate = this.evaluate(entry, false, rttMs, prefill);
       if (candidate === undefined || !accept(candidate)) return;
       if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) best = candidate;
     };
@@ -1131,27 +1132,36 @@ class Search {
 }
 
 /**
- * `rtt`, when given, must be what estimateRttFor would say (the caller knows no sample applies),
+ * `knownRttMs`, when given, must be what unsampledRttMs says (the caller knows no sample applies),
  * `prefill` what prefillMs would and `load` what offerLoad would (the caller has worked them out).
  */
 function estimateCandidate(
   p: Prepared,
   listed: Extract<Candidate, { stage: 'listed' }>,
   multiplier: number,
-  knownRtt?: RttEstimate,
+  knownRttMs?: number,
   knownPrefillMs?: number,
   knownLoad?: number,
 ): EstimatedCandidate {
   const { node, offer } = listed;
   const model = p.request.model;
   const load = knownLoad ?? offerLoad(node, model, p.ctx.reservations);
-  const rtt = knownRtt ?? estimateRttFor(p.client, node.spec, p.ctx.latency, p.ctx.nowMs);
+  let rttMs: number;
+  let source: LatencySource;
+  if (knownRttMs !== undefined) {
+    rttMs = knownRttMs;
+    source = unsampledSource(p.client, node.spec);
+  } else {
+    const rtt = estimateRttFor(p.client, node.spec, p.ctx.latency, p.ctx.nowMs);
+    rttMs = rtt.rttMs;
+    source = rtt.source;
+  }
   return {
     stage: 'estimated',
     node,
     offer,
     state: listed.state,
-    estimate: estimateWith(p.request, offer, load, rtt, multiplier, knownPrefillMs),
+    estimate: estimateWith(p.request, offer, load, rttMs, source, multiplier, knownPrefillMs),
     load,
     hasSlot: load < offer.maxConcurrency + offer.maxQueue,
   };
@@ -1162,18 +1172,19 @@ function estimateWith(
   request: RouteRequest,
   offer: ModelOffer,
   load: number,
-  rtt: RttEstimate,
+  rttMs: number,
+  source: LatencySource,
   multiplier: number,
   prefill = prefillMs(request, offer),
 ): Estimate {
   const queue = queueMs(request, offer, load);
   return {
-    networkRttMs: rtt.rttMs,
+    networkRttMs: rttMs,
     queueMs: queue,
     prefillMs: prefill,
-    ttftMs: rtt.rttMs + queue + prefill,
+    ttftMs: rttMs + queue + prefill,
     cost: requestCost(request, offer.price, multiplier),
-    latencySource: rtt.source,
+    latencySource: source,
   };
 }
 
@@ -1192,7 +1203,8 @@ export function estimateOn(
 ): Estimate {
   const client = prepareClient(request.client, ctx.latency, ctx.view.samplesFrom);
   const rtt = estimateRttFor(client, node.spec, ctx.latency, ctx.nowMs);
-  return estimateWith(request, offer, load, rtt, ctx.priceMultiplier.at(node.spec, request.model, ctx.nowMs));
+  const multiplier = ctx.priceMultiplier.at(node.spec, request.model, ctx.nowMs);
+  return estimateWith(request, offer, load, rtt.rttMs, rtt.source, multiplier);
 }
 
 function byTtftThenCostThenId(a: EstimatedCandidate, b: EstimatedCandidate): number {
