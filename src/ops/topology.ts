@@ -9,6 +9,8 @@ import {
   type EngineCurves,
   type LatLon,
   LEVELS,
+  MAX_MODEL_CHARS,
+  MODEL_PATTERN,
   type ModelOffer,
   NODE_ID_PATTERN,
   type NodeSpec,
@@ -17,6 +19,11 @@ import { engineCurves, profileFromCurves } from './gpu-profile.js';
 import { ConfigError, YamlSource } from './yaml-config.js';
 
 const positive = z.number().positive();
+/** A model name as the API accepts it (RouteRequest.model), so that every route to it can be released. */
+const modelName = z
+  .string()
+  .max(MAX_MODEL_CHARS, `a model name has at most ${MAX_MODEL_CHARS} characters`)
+  .regex(MODEL_PATTERN, 'a model name must match [A-Za-z0-9][A-Za-z0-9._:/@+-]*');
 const latitude = z.number().min(-90).max(90);
 const longitude = z.number().min(-180).max(180);
 
@@ -68,7 +75,7 @@ const offerSchema = z
 const profileSchema = z.strictObject({
   price_factor: positive.default(1),
   gpus: z.array(gpuSchema).min(1),
-  offers: z.record(z.string().min(1), offerSchema),
+  offers: z.record(modelName, offerSchema),
 });
 
 const nodeSchema = z.strictObject({
@@ -88,7 +95,7 @@ const nodeSchema = z.strictObject({
 export const topologySchema = z.strictObject({
   version: z.literal(1),
   regions: z.record(z.string().min(1), regionSchema),
-  models: z.record(z.string().min(1), priceSchema),
+  models: z.record(modelName, priceSchema),
   profiles: z.record(z.string().min(1), profileSchema),
   nodes: z.array(nodeSchema).min(1),
 });

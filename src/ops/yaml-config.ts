@@ -89,6 +89,11 @@ export class YamlSource {
         if (issue.code === 'unrecognized_keys') {
           return issue.keys.map((key) => this.problem([...path, key], 'is not a known key here (misspelt?)'));
         }
+        if (issue.code === 'invalid_key') {
+          // The key's own rule says what is wrong with it (zod keeps it inside).
+          const why = issue.issues.map((inner) => inner.message).join('; ') || issue.message;
+          return this.problem(path, `${why}, got ${describeValue(issue.input)}`);
+        }
         if (issue.code === 'invalid_type' && issue.input === undefined) {
           return this.problem(path, `is required (${issue.expected})`);
         }

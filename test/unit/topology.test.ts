@@ -93,6 +93,12 @@ describe('topology validation errors name file, line and field', () => {
       want: /^t\.yaml:10: profiles\.p\.offers\.zz names model zz/,
     },
     {
+      // Route would take it, and Release refuse the ids Route issues for it.
+      name: 'a model name the API would refuse',
+      edit: (l) => l.map((x) => x.replace(/^( *)m: \{/, '$1"deepseek v3": {')),
+      want: /^t\.yaml:5: models\.deepseek v3.*a model name must match/,
+    },
+    {
       name: 'a misspelt key',
       edit: (l) => [
         ...l.slice(0, 11),
