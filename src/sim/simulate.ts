@@ -410,7 +410,9 @@ export async function runPolicy(
   const integrate = (toMs: number) => {
     const end = Math.min(toMs, scenario.duration);
     while (integratedTo < end) {
-      const bucketEnd = Math.min(end, (Math.floor(integratedTo / scenario.bucket) + 1) * scenario.bucket);
+      let bucketEnd = Math.min(end, (Math.floor(integratedTo / scenario.bucket) + 1) * scenario.bucket);
+      // A stretch that crosses the end of the warm-up counts after it from there on.
+      if (integratedTo < scenario.warmup) bucketEnd = Math.min(bucketEnd, scenario.warmup);
       const dt = bucketEnd - integratedTo;
       const bucket = bucketAt(integratedTo);
       for (const level of LEVELS) {

@@ -51,6 +51,59 @@ describe('simulate', () => {
     expect(out.cost_per_mtok_cny).toBeCloseTo((256 * 2.5 + 100 * 10) / 356, 4);
   });
 
+  it('counts busy time after the warm-up exactly, whatever the reporting buckets', async () => {
+    const base = await loadScenario('simulations/national-day.yaml');
+    const fixed = { input_tokens: { mean: 256, p95: 256 }, cached_share: 0, allowed_levels: undefined };
+    const scenario: Scenario = {
+      ...base,
+      duration: 10 * 60_000,
+      topology: { file: 'simulations/topologies/demo-national.yaml', capacity_scale: 1 },
+      demand: {
+        ...base.demand,
+        rate_per_s: 0.5,
+        region_weights: { 'CN-GD': 1 },
+        classes: [
+          // Long requests: busy stretches that cross the end of the warm-up.
+          {
+            ...fixed,
+            name: 'long',
+            share: 0.1,
+            model: 'qwen3-8b',
+            latency_budget_ms: 2000,
+            output_tokens: { mean: 4000, p95: 4000 },
+          },
+          // Never placed (nothing within 1 ms): events that change no busy count.
+          {
+            ...fixed,
+            name: 'refused',
+            share: 0.9,
+            model: 'qwen3-8b',
+            latency_budget_ms: 1,
+            output_tokens: { mean: 10, p95: 10 },
+          },
+        ],
+      },
+      events: [],
+      policies: ['cheapest-feasible'],
+      network: { rtt_jitter: 0, service_noise: 0 },
+    };
+    for (const warmup of [134_000, 208_000, 393_000]) {
+      // Buckets that end at the warm-up, and buckets that straddle it: the same busy time after it.
+      const aligned = await simulate({ ...scenario, warmup, bucket: warmup }, undefined, { workers: false });
+      const straddling = await simulate({ ...scenario, warmup, bucket: 15 * 60_000 }, undefined, {
+        workers: false,
+      });
+      const [a, b] = [aligned.results[0], straddling.results[0]];
+      for (const level of ['CENTER', 'PROVINCE', 'EDGE'] as const) {
+        const want = a?.utilizationByLevel[level] as number;
+        expect(Math.abs((b?.utilizationByLevel[level] as number) - want)).toBeLessThanOrEqual(
+          1e-12 * Math.max(1, want),
+        );
+      }
+      expect(a?.utilizationByLevel.CENTER).toBeGreaterThan(0);
+    }
+  });
+
   it('gives a byte-identical summary for the same scenario and seed, and a different one for another seed', async () => {
     const base = await loadScenario('simulations/province-surge.yaml');
     const small = {
