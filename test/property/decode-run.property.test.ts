@@ -55,12 +55,23 @@ describe('decode runs', () => {
       fc.property(
         curvesArb,
         fc.integer({ min: 1, max: 300 }),
-        // The context a row at the start: often on the grid, where runs cross its points.
-        fc.oneof(fc.integer({ min: 0, max: 50_000 }), fc.integer({ min: 1, max: 1_500 })),
+        // The context a row at the start: anywhere, near the grid (where runs cross its points), or
+        // on a grid point; plus a share of a row, as the simulator's contexts (each sequence's plus
+        // one) fall between whole rows.
+        fc.oneof(
+          fc.integer({ min: 0, max: 50_000 }),
+          fc.integer({ min: 1, max: 1_500 }),
+          fc.nat().map((pick) => -1 - pick),
+        ),
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
         fc.integer({ min: 1, max: 600 }),
         fc.double({ min: 0, max: 1e7, noNaN: true }),
-        (decode, batch, perRow, steps, startMs) => {
-          const context = perRow * decodeBucket(batch);
+        (decode, batch, drawnRow, share, steps, startMs) => {
+          const padded = decodeBucket(batch);
+          // A negative draw picks a grid point.
+          const perRow =
+            drawnRow >= 0 ? drawnRow : (decode.contexts[(-1 - drawnRow) % decode.contexts.length] as number);
+          const context = perRow * padded + Math.floor(share * padded);
           const profile = profileFromCurves({
             name: 'drawn',
             prefill: { tokens: [1, 2], ms: [1, 2] },
