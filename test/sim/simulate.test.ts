@@ -11,35 +11,37 @@ type PolicyOut = {
   ttft_ms: { p50: number };
 };
 
+/** Ten minutes of sparse Guangdong demand on the demo topology, without noise, in these classes. */
+async function quietGuangdong(classes: Scenario['demand']['classes']): Promise<Scenario> {
+  const base = await loadScenario('simulations/national-day.yaml');
+  return {
+    ...base,
+    duration: 10 * 60_000,
+    topology: { file: 'simulations/topologies/demo-national.yaml', capacity_scale: 1 },
+    demand: { ...base.demand, rate_per_s: 0.5, region_weights: { 'CN-GD': 1 }, classes },
+    events: [],
+    policies: ['cheapest-feasible'],
+    network: { rtt_jitter: 0, service_noise: 0 },
+  };
+}
+
 describe('simulate', () => {
   it('measures TTFT as RTT + prefill when nothing queues (no noise, fixed sizes)', async () => {
-    const base = await loadScenario('simulations/national-day.yaml');
     const scenario: Scenario = {
-      ...base,
-      duration: 10 * 60_000,
+      ...(await quietGuangdong([
+        {
+          name: 'fixed',
+          share: 1,
+          // A model the demo serves at fixed rates everywhere (no measured engine).
+          model: 'deepseek-v3',
+          latency_budget_ms: 40,
+          input_tokens: { mean: 256, p95: 256 },
+          output_tokens: { mean: 100, p95: 100 },
+          cached_share: 0,
+          allowed_levels: undefined,
+        },
+      ])),
       warmup: 0,
-      topology: { file: 'simulations/topologies/demo-national.yaml', capacity_scale: 1 },
-      demand: {
-        ...base.demand,
-        rate_per_s: 0.5,
-        region_weights: { 'CN-GD': 1 },
-        classes: [
-          {
-            name: 'fixed',
-            share: 1,
-            // A model the demo serves at fixed rates everywhere (no measured engine).
-            model: 'deepseek-v3',
-            latency_budget_ms: 40,
-            input_tokens: { mean: 256, p95: 256 },
-            output_tokens: { mean: 100, p95: 100 },
-            cached_share: 0,
-            allowed_levels: undefined,
-          },
-        ],
-      },
-      events: [],
-      policies: ['cheapest-feasible'],
-      network: { rtt_jitter: 0, service_noise: 0 },
     };
     const { summary } = await simulate(scenario);
     const out = (summary.policies as Record<string, PolicyOut>)['cheapest-feasible'] as PolicyOut;
@@ -52,41 +54,27 @@ describe('simulate', () => {
   });
 
   it('counts busy time after the warm-up exactly, whatever the reporting buckets', async () => {
-    const base = await loadScenario('simulations/national-day.yaml');
     const fixed = { input_tokens: { mean: 256, p95: 256 }, cached_share: 0, allowed_levels: undefined };
-    const scenario: Scenario = {
-      ...base,
-      duration: 10 * 60_000,
-      topology: { file: 'simulations/topologies/demo-national.yaml', capacity_scale: 1 },
-      demand: {
-        ...base.demand,
-        rate_per_s: 0.5,
-        region_weights: { 'CN-GD': 1 },
-        classes: [
-          // Long requests: busy stretches that cross the end of the warm-up.
-          {
-            ...fixed,
-            name: 'long',
-            share: 0.1,
-            model: 'qwen3-8b',
-            latency_budget_ms: 2000,
-            output_tokens: { mean: 4000, p95: 4000 },
-          },
-          // Never placed (nothing within 1 ms): events that change no busy count.
-          {
-            ...fixed,
-            name: 'refused',
-            share: 0.9,
-            model: 'qwen3-8b',
-            latency_budget_ms: 1,
-            output_tokens: { mean: 10, p95: 10 },
-          },
-        ],
+    const scenario = await quietGuangdong([
+      // Long requests: busy stretches that cross the end of the warm-up.
+      {
+        ...fixed,
+        name: 'long',
+        share: 0.1,
+        model: 'qwen3-8b',
+        latency_budget_ms: 2000,
+        output_tokens: { mean: 4000, p95: 4000 },
       },
-      events: [],
-      policies: ['cheapest-feasible'],
-      network: { rtt_jitter: 0, service_noise: 0 },
-    };
+      // Never placed (nothing within 1 ms): events that change no busy count.
+      {
+        ...fixed,
+        name: 'refused',
+        share: 0.9,
+        model: 'qwen3-8b',
+        latency_budget_ms: 1,
+        output_tokens: { mean: 10, p95: 10 },
+      },
+    ]);
     for (const warmup of [134_000, 208_000, 393_000]) {
       // Buckets that end at the warm-up, and buckets that straddle it: the same busy time after it.
       const aligned = await simulate({ ...scenario, warmup, bucket: warmup }, undefined, { workers: false });
