@@ -413,6 +413,8 @@ interface ScratchBounds {
  * frontier and one bounds record serve them all and a decision allocates neither.
  */
 const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
+/** One node's bounds, as a search's visit works them out. */
+const NODE_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 const FRONTIER = new MinHeap<number>();
 /** Search.tried: the price-tree walk marks the nodes it examines; the walk taking over skips them. */
 const MARK = 1;
@@ -837,7 +839,7 @@ class Search {
     const tieScore = p.policy.tieScore;
     const tieLowerBound = p.policy.tieLowerBound;
     const loadScore = p.policy.loadScore;
-    const nodeBounds = { costLowerBound: 0, rttLowerBoundMs: 0, ttftLowerBoundMs: 0 };
+    const nodeBounds = NODE_BOUNDS;
     /**
      * Whether anything whose first key is at least `key` and second at least `tie` ranks after
      * the worst ranked node (so cannot enter the ranking); false until the ranking is full.
@@ -982,20 +984,26 @@ class Search {
     const { cells } = placeTree;
     let total = 0;
     let reached = 0;
+    // A work list of (cell, depth) pairs; `top` marks its end (the array keeps its capacity).
     const stack = REACH_STACK;
-    stack.length = 0;
+    let top = 0;
     for (const root of placeTree.roots) {
       const at = root * CELL_STRIDE;
       const size = cellSize(cells, at);
       total += size;
       if (cells[at + C.spatial] === UNLOCATED) reached += size;
-      else stack.push(root, 0);
+      else {
+        stack[top] = root;
+        stack[top + 1] = 0;
+        top += 2;
+      }
     }
     // RTT within reach: the budget less the cell's fastest prefill and the smallest overhead.
     const rttReachMs = reachMs - (this.minOverheads[15] as number);
-    while (stack.length > 0) {
-      const depth = stack.pop() as number;
-      const c = stack.pop() as number;
+    while (top > 0) {
+      top -= 2;
+      const c = stack[top] as number;
+      const depth = stack[top + 1] as number;
       const at = c * CELL_STRIDE;
       const maxPrefill = cells[at + C.maxPrefill] as number;
       const reachRad =
@@ -1008,7 +1016,13 @@ class Search {
       const left = cells[at + C.left] as number;
       if (chord + radius <= reachRad || left < 0) reached += size;
       else if (depth >= REACH_DEPTH) reached += size / 2;
-      else stack.push(left, depth + 1, cells[at + C.right] as number, depth + 1);
+      else {
+        stack[top] = left;
+        stack[top + 1] = depth + 1;
+        stack[top + 2] = cells[at + C.right] as number;
+        stack[top + 3] = depth + 1;
+        top += 4;
+      }
     }
     return reached >= share * total;
   }
