@@ -133,13 +133,17 @@ export function leaseExpiry(lastSeenMs: number, ttlS: number, permanent: boolean
 }
 
 export function findOffer(spec: NodeSpec, model: string): ModelOffer | undefined {
-  return spec.models.find((offer) => offer.model === model);
+  for (const offer of spec.models) if (offer.model === model) return offer;
+  return undefined;
 }
 
 /** Requests on (node, model) according to the node's last status report. */
 export function reportedLoad(node: NodeRecord, model: string): number {
-  const load = node.status?.load.find((entry) => entry.model === model);
-  return load === undefined ? 0 : load.active + load.queued;
+  const loads = node.status?.load;
+  if (loads === undefined) return 0;
+  // A loop, not find: a search reads this for many nodes, and a callback is an allocation each.
+  for (const load of loads) if (load.model === model) return load.active + load.queued;
+  return 0;
 }
 
 export interface Usage {

@@ -317,6 +317,9 @@ export class ReservationBook {
   pending(nodeId: string, model: string, statusAtMs: number | undefined): number {
     const holds = this.holds.get(nodeId, model);
     if (holds === undefined) return 0;
+    // No report yet: every pending one counts, and nothing in the queue need be read (retiring
+    // keeps it short).
+    if (statusAtMs === undefined) return holds.pending;
     const { queue } = holds;
     let at = holds.head;
     while (at < queue.length) {
