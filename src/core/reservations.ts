@@ -131,6 +131,11 @@ export interface ParsedReservationId {
   readonly signed: string;
 }
 
+/** The issue time an id carries for a reservation made at `wallMs`: whole seconds of the wall clock. */
+export function issuedSecond(wallMs: number): number {
+  return Math.max(0, Math.floor(wallMs / 1000));
+}
+
 /** What a reservation's token signs: every part of its id but the token. */
 export const signedPart = (replica: string, sequence: string, issued: string, rest: string): string =>
   `${replica}.${sequence}.${issued}~${rest}`;
@@ -229,7 +234,7 @@ export class ReservationBook {
   ): Reservation {
     this.sequence += 1;
     const sequence = this.sequence.toString(36);
-    const issued = Math.max(0, Math.floor(wallNowMs / 1000)).toString(36);
+    const issued = issuedSecond(wallNowMs).toString(36);
     const rest = `${nodeId}~${model}~${tenant}`;
     const token = this.newToken(signedPart(this.replicaId, sequence, issued, rest));
     if (!/^[0-9a-f]{16}$/.test(token))

@@ -26,6 +26,7 @@ import {
 } from '../core/pricing.js';
 import { expireLedger, type Ledger } from '../core/quota.js';
 import {
+  issuedSecond,
   parseReservationId,
   type Reservation,
   ReservationBook,
@@ -398,26 +399,26 @@ export class ControlPlane {
 
   /**
    * What a reservation id names: undefined when it does not have the format Route issues,
-   * 'not_issued' when its token is not this cluster's. An id this replica holds is read from its
-   * book — the same string Route issued here, so neither parsed nor checked again.
+   * `forged` (with the tenant it names) when its token is not this cluster's. An id this replica
+   * holds is read from its book — the same string Route issued here, so neither parsed nor checked
+   * again.
    */
   private issued(
     reservationId: ReservationId,
-  ): { nodeId: string; model: string; tenant: string; issuedAtMs: number } | 'not_issued' | undefined {
+  ): { nodeId: string; model: string; tenant: string; issuedAtMs: number; forged?: true } | undefined {
     const held = this.reservations.held(reservationId);
     if (held !== undefined)
       return {
         nodeId: held.nodeId,
         model: held.model,
         tenant: held.tenant,
-        // Ids carry whole seconds of the wall clock at issue.
-        issuedAtMs: Math.max(0, Math.floor(held.createdAtMs / 1000)) * 1000,
+        issuedAtMs: issuedSecond(held.createdAtMs) * 1000,
       };
     const where = parseReservationId(reservationId);
     if (where === undefined) return undefined;
     if (this.verifiesTokens) {
       const expected = Buffer.from(this.sign(where.signed));
-      if (!timingSafeEqual(expected, Buffer.from(where.token))) return 'not_issued';
+      if (!timingSafeEqual(expected, Buffer.from(where.token))) return { ...where, forged: true };
     }
     return where;
   }
@@ -430,7 +431,7 @@ export class ControlPlane {
   async abandon(reservationId: ReservationId): Promise<boolean | 'not_issued'> {
     const where = this.issued(reservationId);
     if (where === undefined) return false;
-    if (where === 'not_issued') return 'not_issued';
+    if (where.forged) return 'not_issued';
     const freed = this.reservations.release(reservationId) !== undefined;
     if (this.meterUsage && where.tenant !== '')
       await this.metering.abandon(where.tenant, reservationId, where.issuedAtMs);
@@ -465,8 +466,7 @@ export class ControlPlane {
   ): Promise<ReleaseResult | ReleaseRefused> {
     const where = this.issued(reservationId);
     if (where === undefined) return { released: false, nodeId: '' };
-    if (where === 'not_issued')
-      return { refused: 'not_issued', owner: parseReservationId(reservationId)?.tenant ?? '' };
+    if (where.forged) return { refused: 'not_issued', owner: where.tenant };
     // Older than any reservation can be released: refused without a lookup, so that the
     // records that make a Release count once need to be kept only for that long.
     if (this.meterUsage && this.clock() > where.issuedAtMs + this.releasableForMs)
