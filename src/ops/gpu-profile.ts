@@ -85,20 +85,6 @@ class LinearRun implements DecodeTimes {
   }
 }
 
-/** The end of every step of a decode run: in closed form when the profile can, else step by step. */
-export function decodeTimes(
-  profile: GpuProfile,
-  batch: number,
-  contextTokens: number,
-  steps: number,
-  startMs: number,
-): DecodeTimes {
-  return (
-    profile.decodeRun?.(batch, contextTokens, steps, startMs) ??
-    steppedDecodeTimes(profile, batch, contextTokens, steps, startMs)
-  );
-}
-
 /** The end of every step of a decode run, through decodeStepMs one step at a time. */
 export function steppedDecodeTimes(
   profile: GpuProfile,
