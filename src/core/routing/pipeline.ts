@@ -718,6 +718,23 @@ class Search {
     return (angle > 0 ? angle * this.p.msPerRad : 0) + (scratch.coordinateBaseMs[g] as number);
   }
 
+  /** Lower bounds of node slot `i` alone (RTT bound given), in the cells' scratch bounds. */
+  private slotBounds(tree: FlatTree, i: number, rttLowerBoundMs: number): ScratchBounds {
+    const slots = tree.slots;
+    const at = i * SLOT_STRIDE;
+    const out = this.cellBounds;
+    out.rttLowerBoundMs = rttLowerBoundMs;
+    out.costLowerBound = costAt(
+      this.p.request,
+      slots[at + S.input] as number,
+      slots[at + S.output] as number,
+      slots[at + S.cached] as number,
+      tree.priced ? 1 : this.multiplierOf(this.groups[slots[at + S.group] as number] as IndexGroup),
+    );
+    out.ttftLowerBoundMs = rttLowerBoundMs + prefillMsAt(this.p.request, slots[at + S.rate] as number);
+    return out;
+  }
+
   /** The same bound for a node not in the tree (a recent insertion). */
   private entryRttLowerBound(entry: IndexedNode): number {
     const g = entry.group.id;
@@ -1090,6 +1107,17 @@ class Search {
             continue;
           }
         } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
+        // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
+        // passed over before its record is read (as the cells above it were).
+        const slotBounds = this.slotBounds(tree, i, rttLowerBoundMs);
+        const slotKey = keyOf(slotBounds);
+        if (slotKey === undefined || done(slotKey, tieOf === undefined ? 0 : tieOf(slotBounds))) {
+          if (!this.spend()) {
+            frontier.clear();
+            return true;
+          }
+          continue;
+        }
         const entry = tree.items[i] as IndexedNode;
         if (!this.visits(entry)) continue;
         if (this.tried === MARK) entry.triedBy = this.stamp;
