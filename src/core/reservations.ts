@@ -29,6 +29,7 @@ export const REPLICA_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,23}$/;
 const MAX_REPLICA_CHARS = 24;
 /** A sequence number below 2^53 in base 36. */
 const MAX_SEQUENCE_CHARS = 11;
+const DOT = 46;
 /** Seconds since the epoch in base 36: 6 characters until the year 4000. */
 const MAX_ISSUED_CHARS = 8;
 /** 64 random bits in hex: a client cannot guess another's reservation. */
@@ -62,6 +63,8 @@ export interface Reservation {
 }
 
 interface Entry extends Reservation {
+  /** The sequence number in its id: the book's key for it. */
+  readonly sequence: number;
   readonly expiresAtMonotonicMs: number;
   /** Still counted toward load: not released, not expired, not yet covered by a status report. */
   pending: boolean;
@@ -190,7 +193,11 @@ export interface ReservationBookOptions {
 
 export class ReservationBook {
   readonly ttlMs: number;
-  private readonly byId = new Map<string, Entry>();
+  /**
+   * Live entries by the sequence number in their id: a small-integer key, so that the hot path
+   * neither flattens nor hashes the id string (a lookup then checks the whole id).
+   */
+  private readonly bySequence = new Map<number, Entry>();
   /**
    * Every reservation in creation order, which is expiry order (one TTL, a monotonic clock);
    * released ones stay until expiry passes them. A queue, not the Map: iterating a Map from its
@@ -222,7 +229,7 @@ export class ReservationBook {
 
   /** Live reservations (not released, not expired at the last sweep). */
   get size(): number {
-    return this.byId.size;
+    return this.bySequence.size;
   }
 
   reserve(
@@ -241,6 +248,7 @@ export class ReservationBook {
       throw new RangeError('reservation token must be 16 lowercase hex characters');
     const entry: Entry = {
       id: `${this.replicaId}.${sequence}.${issued}.${token}~${rest}` as ReservationId,
+      sequence: this.sequence,
       nodeId,
       model,
       tenant,
@@ -249,7 +257,7 @@ export class ReservationBook {
       expiresAtMonotonicMs: monotonicNowMs + this.ttlMs,
       pending: true,
     };
-    this.byId.set(entry.id, entry);
+    this.bySequence.set(entry.sequence, entry);
     this.order.push(entry);
     this.compact();
     let holds = this.holds.get(nodeId, model);
@@ -267,8 +275,17 @@ export class ReservationBook {
    * undefined when it is unknown, already released or expired.
    */
   release(id: string): Reservation | undefined {
-    const entry = this.byId.get(id);
+    const entry = this.entryOf(id);
     if (entry === undefined) return undefined;
+    this.retire(entry);
+    this.stale += 1;
+    return entry;
+  }
+
+  /** Frees `reservation` (as `held` returned it) as `release` would free its id, without parsing the id again. */
+  free(reservation: Reservation): Reservation | undefined {
+    const entry = reservation as Entry;
+    if (this.bySequence.get(entry.sequence) !== entry) return undefined;
     this.retire(entry);
     this.stale += 1;
     return entry;
@@ -276,7 +293,19 @@ export class ReservationBook {
 
   /** The live reservation with exactly this id (issued here, not released, not expired), if any. */
   held(id: string): Reservation | undefined {
-    return this.byId.get(id);
+    return this.entryOf(id);
+  }
+
+  /** The live entry whose id is exactly `id`: found by the sequence number after this book's replica id. */
+  private entryOf(id: string): Entry | undefined {
+    const replica = this.replicaId;
+    const from = replica.length + 1;
+    if (id.length <= from || id.charCodeAt(replica.length) !== DOT || !id.startsWith(replica))
+      return undefined;
+    const end = id.indexOf('.', from);
+    if (end < 0 || end - from > MAX_SEQUENCE_CHARS) return undefined;
+    const entry = this.bySequence.get(Number.parseInt(id.slice(from, end), 36));
+    return entry !== undefined && entry.id === id ? entry : undefined;
   }
 
   /** Pending reservations per model on `nodeId` (see `pending`), for display. */
@@ -301,7 +330,7 @@ export class ReservationBook {
       const entry = order[this.head] as Entry;
       if (entry.expiresAtMonotonicMs > monotonicNowMs) break;
       this.head += 1;
-      if (this.byId.get(entry.id) !== entry) {
+      if (this.bySequence.get(entry.sequence) !== entry) {
         this.stale = Math.max(0, this.stale - 1);
         continue;
       }
@@ -368,13 +397,13 @@ export class ReservationBook {
   private compact(): void {
     const tracked = this.order.length - this.head;
     if (this.stale < 1024 || this.stale * 2 < tracked) return;
-    this.order = this.order.slice(this.head).filter((entry) => this.byId.get(entry.id) === entry);
+    this.order = this.order.slice(this.head).filter((entry) => this.bySequence.get(entry.sequence) === entry);
     this.head = 0;
     this.stale = 0;
   }
 
   private retire(entry: Entry): void {
-    this.byId.delete(entry.id);
+    this.bySequence.delete(entry.sequence);
     if (!entry.pending) return;
     entry.pending = false;
     const holds = this.holds.get(entry.nodeId, entry.model);

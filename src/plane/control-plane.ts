@@ -403,9 +403,17 @@ export class ControlPlane {
    * holds is read from its book — the same string Route issued here, so neither parsed nor checked
    * again.
    */
-  private issued(
-    reservationId: ReservationId,
-  ): { nodeId: string; model: string; tenant: string; issuedAtMs: number; forged?: true } | undefined {
+  private issued(reservationId: ReservationId):
+    | {
+        nodeId: string;
+        model: string;
+        tenant: string;
+        issuedAtMs: number;
+        forged?: true;
+        /** This replica's live reservation with that id, if it holds one. */
+        held?: Reservation;
+      }
+    | undefined {
     const held = this.reservations.held(reservationId);
     if (held !== undefined)
       return {
@@ -413,6 +421,7 @@ export class ControlPlane {
         model: held.model,
         tenant: held.tenant,
         issuedAtMs: issuedSecond(held.createdAtMs) * 1000,
+        held,
       };
     const where = parseReservationId(reservationId);
     if (where === undefined) return undefined;
@@ -421,6 +430,14 @@ export class ControlPlane {
       if (!timingSafeEqual(expected, Buffer.from(where.token))) return { ...where, forged: true };
     }
     return where;
+  }
+
+  /** Frees the slot of `reservationId` on this replica (its entry, when `issued` found it here): whether it did. */
+  private freeSlot(reservationId: ReservationId, held: Reservation | undefined): boolean {
+    return (
+      (held === undefined ? this.reservations.release(reservationId) : this.reservations.free(held)) !==
+      undefined
+    );
   }
 
   /**
@@ -432,7 +449,7 @@ export class ControlPlane {
     const where = this.issued(reservationId);
     if (where === undefined) return false;
     if (where.forged) return 'not_issued';
-    const freed = this.reservations.release(reservationId) !== undefined;
+    const freed = this.freeSlot(reservationId, where.held);
     if (this.meterUsage && where.tenant !== '')
       await this.metering.abandon(where.tenant, reservationId, where.issuedAtMs);
     return freed;
@@ -477,11 +494,11 @@ export class ControlPlane {
     if (by?.kind === 'agent' && where.nodeId !== by.nodeId)
       return { refused: 'other_node', owner: where.tenant };
     if (by?.kind === 'client' && this.metering.packageOf(where.tenant)?.meter === 'trusted') {
-      const freed = this.reservations.release(reservationId);
-      return { released: freed !== undefined, nodeId: where.nodeId, awaitingTrustedMeter: true };
+      const freed = this.freeSlot(reservationId, where.held);
+      return { released: freed, nodeId: where.nodeId, awaitingTrustedMeter: true };
     }
-    const local = this.reservations.release(reservationId);
-    if (!this.meterUsage) return { released: local !== undefined, nodeId: where.nodeId };
+    const local = this.freeSlot(reservationId, where.held);
+    if (!this.meterUsage) return { released: local, nodeId: where.nodeId };
     const settled = await this.metering.settle(where.tenant, reservationId, where.model, usage, this.clock());
     if (settled.kind === 'settled') {
       return {

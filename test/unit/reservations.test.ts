@@ -34,6 +34,32 @@ describe('ReservationBook', () => {
     expect(book.release('never-issued')).toBeUndefined();
   });
 
+  it('finds a held id only by its exact text: same sequence with another token, replica or tail is not it', () => {
+    const book = new ReservationBook({ ttlMs: 1000, replicaId: 'ab', newToken: () => '00000000000000aa' });
+    const held = book.reserve('n', 'm', 't', 0, 0);
+    expect(held.id).toBe('ab.1.0.00000000000000aa~n~m~t');
+    for (const other of [
+      'ab.1.0.00000000000000ab~n~m~t',
+      'a.1.0.00000000000000aa~n~m~t',
+      'abc.1.0.00000000000000aa~n~m~t',
+      'ab.01.0.00000000000000aa~n~m~t',
+      'ab.1.0.00000000000000aa~n~m~u',
+      'ab.1',
+      'ab.',
+      'ab',
+    ]) {
+      expect(book.held(other), other).toBeUndefined();
+      expect(book.release(other), other).toBeUndefined();
+    }
+    // A copy of the text (as a Release from the wire carries it) finds it.
+    expect(book.held([...held.id].join(''))).toBe(held);
+    // Freed through the entry held() returned: once, as release frees it once.
+    expect(book.free(held)).toBe(held);
+    expect(book.free(held)).toBeUndefined();
+    expect(book.release(held.id)).toBeUndefined();
+    expect(book.pending('n', 'm', undefined)).toBe(0);
+  });
+
   it('expires reservations at their TTL on the monotonic clock, and an expired one cannot be released', () => {
     const book = newBook(1000);
     const early = book.reserve('n', 'm', 't', 0, 0);
