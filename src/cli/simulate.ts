@@ -8,6 +8,8 @@ import { simulate, writeOutputs } from '../sim/run.js';
 import {
   loadScenario,
   MOBILITY_MODES,
+  NODE_MODELS,
+  type NodeModel,
   POLICIES,
   type PolicyName,
   parseDuration,
@@ -21,6 +23,7 @@ export interface SimulateFlags {
   seed?: number;
   policy?: string[];
   duration?: string;
+  nodeModel?: string;
 }
 
 function formatSimTime(ms: number): string {
@@ -47,6 +50,11 @@ export async function runSimulate(file: string, flags: SimulateFlags): Promise<v
     if (duration <= scenario.warmup)
       throw new CliError(`--duration ${flags.duration} must be longer than the warmup`, 2);
     scenario = { ...scenario, duration };
+  }
+  if (flags.nodeModel !== undefined) {
+    if (!(NODE_MODELS as readonly string[]).includes(flags.nodeModel))
+      throw new CliError(`--node-model: "${flags.nodeModel}" is not one of ${NODE_MODELS.join(', ')}`, 2);
+    scenario = { ...scenario, node_model: flags.nodeModel as NodeModel };
   }
   const outDir = flags.out ?? join('sim-out', scenario.name);
   const tty = process.stderr.isTTY === true;
@@ -144,6 +152,10 @@ export function simulateCommand(): Command {
     .option('--seed <n>', 'override the scenario seed', integer(0, 2 ** 31))
     .option('--policy <name>', `run only this policy (repeatable): ${POLICIES.join(', ')}`, collect)
     .option('--duration <d>', 'override the simulated duration, e.g. 2h')
+    .option(
+      '--node-model <model>',
+      'override how nodes serve: measured (engines iteration by iteration where an offer names one) or fixed (every offer a FIFO station at fixed rates: faster, for quick studies)',
+    )
     .addHelpText(
       'after',
       '\nSame scenario and seed give a byte-identical summary.json. Exit code 2: the scenario is invalid (file:line says where).',

@@ -8,6 +8,23 @@ import { generateNational } from './national.js';
 import type { Scenario } from './scenario.js';
 
 export async function buildTopology(scenario: Scenario): Promise<Topology> {
+  const scaled = await scaledTopology(scenario);
+  return scenario.node_model === 'fixed' ? withoutEngines(scaled) : scaled;
+}
+
+/** Every offer served at its fixed rates: a measured engine's curves dropped (see Scenario node_model). */
+function withoutEngines(topology: Topology): Topology {
+  return {
+    ...topology,
+    nodes: topology.nodes.map((spec) =>
+      spec.models.every((offer) => offer.engine === undefined)
+        ? spec
+        : { ...spec, models: spec.models.map(({ engine: _engine, ...offer }) => offer) },
+    ),
+  };
+}
+
+async function scaledTopology(scenario: Scenario): Promise<Topology> {
   const t = scenario.topology;
   const topology = await loadOrGenerate(scenario);
   if (t.capacity_scale === 1) return topology;

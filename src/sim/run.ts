@@ -79,6 +79,7 @@ export function summarize(
     seed: scenario.seed,
     duration_s: scenario.duration / 1000,
     warmup_s: scenario.warmup / 1000,
+    node_model: scenario.node_model,
     nodes: nodesByLevel,
     policies: Object.fromEntries(
       results.map((r) => [

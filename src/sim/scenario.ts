@@ -139,6 +139,9 @@ const topologySchema = z.union([
   }),
 ]);
 
+export const NODE_MODELS = ['measured', 'fixed'] as const;
+export type NodeModel = (typeof NODE_MODELS)[number];
+
 export const scenarioSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'must be lowercase letters, digits and dashes'),
   description: z.string().optional(),
@@ -147,6 +150,13 @@ export const scenarioSchema = z.strictObject({
   warmup: duration.default(0),
   bucket: positiveDuration.default(15 * 60_000),
   topology: topologySchema,
+  /**
+   * How a node serves: `measured` runs an offer that names a measured engine iteration by
+   * iteration (batching-node.ts), `fixed` runs every offer as a FIFO station at its fixed
+   * per-request rates (for an engine offer, the rates the router quotes: the curve's fastest
+   * prefill and a full batch's decode step) — the quick model, also for the router's estimates.
+   */
+  node_model: z.enum(NODE_MODELS).default('measured'),
   demand: z.strictObject({
     rate_per_s: z.number().positive(),
     start_hour: z.number().min(0).max(24).default(0),

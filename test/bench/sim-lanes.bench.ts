@@ -8,10 +8,12 @@
 //   CPN_BENCH_MINUTES=30    its length, warm-up included
 //   CPN_BENCH_REPS=1        runs per policy (the best is kept)
 //   CPN_BENCH_POLICIES=…    a comma-separated subset
+//   CPN_BENCH_NODE_MODEL=…  measured (default: the scenario's engines) or fixed (#14's simple model)
 //
 // The whole day, with worker threads as users run it: `cpn simulate simulations/national-day.yaml`.
 
 import { POLICY_NAMES, type PolicyName } from '../../src/core/routing/index.js';
+import type { NodeModel } from '../../src/sim/scenario.js';
 
 // The built code, as `cpn simulate` runs it (npm run bench:sim builds first): run through the
 // TypeScript loader, the same code is ~15-20 % slower.
@@ -19,7 +21,9 @@ const built = (path: string) => import(new URL(`../../dist/${path}`, import.meta
 const { buildTopology } = (await built(
   'sim/build-topology.js',
 )) as typeof import('../../src/sim/build-topology.js');
-const { loadScenario } = (await built('sim/scenario.js')) as typeof import('../../src/sim/scenario.js');
+const { loadScenario, NODE_MODELS } = (await built(
+  'sim/scenario.js',
+)) as typeof import('../../src/sim/scenario.js');
 const { runPolicy } = (await built('sim/simulate.js')) as typeof import('../../src/sim/simulate.js');
 
 const startHour = Number(process.env.CPN_BENCH_START ?? 19);
@@ -33,14 +37,18 @@ if (!(startHour >= 0 && startHour < 24) || !(minutes > 10))
   throw new Error('CPN_BENCH_START must be an hour 0-23 and CPN_BENCH_MINUTES more than the 10 min warm-up');
 
 const base = await loadScenario('simulations/national-day.yaml');
+const nodeModel = (process.env.CPN_BENCH_NODE_MODEL ?? base.node_model) as NodeModel;
+if (!NODE_MODELS.includes(nodeModel))
+  throw new Error(`CPN_BENCH_NODE_MODEL must be one of ${NODE_MODELS.join(', ')}`);
 const scenario = {
   ...base,
+  node_model: nodeModel,
   duration: minutes * 60_000,
   demand: { ...base.demand, start_hour: startHour },
 };
 const topology = await buildTopology(scenario);
 console.log(
-  `national-day from ${startHour}:00 China time, ${minutes} min (warm-up included), ${topology.nodes.length} nodes, best of ${reps}`,
+  `national-day from ${startHour}:00 China time, ${minutes} min (warm-up included), ${topology.nodes.length} nodes, ${nodeModel} node model, best of ${reps}`,
 );
 let total = 0;
 for (const policy of policies) {

@@ -85,6 +85,12 @@ describe('scenario validation', () => {
       edit: (t: string) => t.replace('warmup: 1m', 'warmup: 2h'),
       want: /^x\.yaml:4: warmup must be shorter than duration/m,
     },
+    {
+      name: 'unknown node model',
+      edit: (t: string) =>
+        t.replace('policies: [cheapest-feasible]', 'policies: [cheapest-feasible]\nnode_model: gpu'),
+      want: /^x\.yaml:19: node_model .*measured.*fixed.*got "gpu"/m,
+    },
     { name: 'YAML syntax', edit: (t: string) => `${t}  - { kind: surge\n`, want: /^x\.yaml:2\d: /m },
   ];
   for (const c of cases) {
@@ -96,6 +102,12 @@ describe('scenario validation', () => {
       expect(result.stderr.replaceAll(file, 'x.yaml')).toMatch(c.want);
     });
   }
+
+  it('cpn simulate --node-model refuses an unknown model, naming the choices', async () => {
+    const result = await runCli(['simulate', await writeScenario(VALID), '--node-model', 'gpu']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/--node-model: "gpu" is not one of measured, fixed/);
+  });
 
   it('parses durations', () => {
     expect([

@@ -1,6 +1,6 @@
 // The simulator end to end on small runs: arithmetic, determinism, policy sanity.
 import { describe, expect, it } from 'vitest';
-import { simulate, timeseriesCsv } from '../../src/sim/run.js';
+import { buildTopology, simulate, timeseriesCsv } from '../../src/sim/run.js';
 import { loadScenario, type Scenario } from '../../src/sim/scenario.js';
 
 type PolicyOut = {
@@ -25,24 +25,24 @@ async function quietGuangdong(classes: Scenario['demand']['classes']): Promise<S
   };
 }
 
+/** One class of every request: 256 input tokens (none cached), 100 output. */
+function fixedSizes(model: string, budgetMs: number): Scenario['demand']['classes'][number] {
+  return {
+    name: 'fixed',
+    share: 1,
+    model,
+    latency_budget_ms: budgetMs,
+    input_tokens: { mean: 256, p95: 256 },
+    output_tokens: { mean: 100, p95: 100 },
+    cached_share: 0,
+    allowed_levels: undefined,
+  };
+}
+
 describe('simulate', () => {
   it('measures TTFT as RTT + prefill when nothing queues (no noise, fixed sizes)', async () => {
-    const scenario: Scenario = {
-      ...(await quietGuangdong([
-        {
-          name: 'fixed',
-          share: 1,
-          // A model the demo serves at fixed rates everywhere (no measured engine).
-          model: 'deepseek-v3',
-          latency_budget_ms: 40,
-          input_tokens: { mean: 256, p95: 256 },
-          output_tokens: { mean: 100, p95: 100 },
-          cached_share: 0,
-          allowed_levels: undefined,
-        },
-      ])),
-      warmup: 0,
-    };
+    // A model the demo serves at fixed rates everywhere (no measured engine).
+    const scenario: Scenario = { ...(await quietGuangdong([fixedSizes('deepseek-v3', 40)])), warmup: 0 };
     const { summary } = await simulate(scenario);
     const out = (summary.policies as Record<string, PolicyOut>)['cheapest-feasible'] as PolicyOut;
     expect(out.requests).toBeGreaterThan(50);
@@ -51,6 +51,36 @@ describe('simulate', () => {
     expect(Math.abs(out.ttft_ms.p50 - 35) / 35).toBeLessThan(0.01);
     // Cost: (256 × 2.5 + 100 × 10) CNY per Mtok at the province's 1.25 × list price.
     expect(out.cost_per_mtok_cny).toBeCloseTo((256 * 2.5 + 100 * 10) / 356, 4);
+  });
+
+  it('node_model fixed serves an engine offer as a station at the rates the router quotes', async () => {
+    // Served by measured engines in the demo (the Guangdong provincial node's H200s); only that
+    // node is within 10 ms and cheaper than the edges.
+    const scenario: Scenario = { ...(await quietGuangdong([fixedSizes('qwen3-8b', 10)])), warmup: 0 };
+    const fixed: Scenario = { ...scenario, node_model: 'fixed' };
+    const measuredNodes = (await buildTopology(scenario)).nodes;
+    const fixedNodes = (await buildTopology(fixed)).nodes;
+    expect(measuredNodes.some((spec) => spec.models.some((offer) => offer.engine !== undefined))).toBe(true);
+    expect(fixedNodes.every((spec) => spec.models.every((offer) => offer.engine === undefined))).toBe(true);
+    // The same slots and rates: only how they are served differs.
+    const rates = (nodes: typeof fixedNodes) =>
+      nodes.flatMap((spec) =>
+        spec.models.map((o) => [spec.id, o.model, o.maxConcurrency, o.prefillTokensPerS, o.decodeTokensPerS]),
+      );
+    expect(rates(fixedNodes)).toEqual(rates(measuredNodes));
+    const province = fixedNodes.find((spec) => spec.level === 'PROVINCE' && spec.region === 'CN-GD');
+    const rate = province?.models.find((offer) => offer.model === 'qwen3-8b')?.prefillTokensPerS ?? 0;
+    expect(rate).toBeGreaterThan(0);
+
+    const { summary } = await simulate(fixed);
+    expect(summary.node_model).toBe('fixed');
+    const out = (summary.policies as Record<string, PolicyOut>)['cheapest-feasible'] as PolicyOut;
+    expect(out.requests).toBeGreaterThan(50);
+    // A station at the offer's fixed rate: 3.0 ms RTT + 256 tokens at the curve's fastest rate.
+    const expected = 3 + (256 / rate) * 1000;
+    expect(Math.abs(out.ttft_ms.p50 - expected) / expected).toBeLessThan(0.01);
+    const measured = await simulate(scenario);
+    expect(measured.summary.node_model).toBe('measured');
   });
 
   it('counts busy time after the warm-up exactly, whatever the reporting buckets', async () => {
