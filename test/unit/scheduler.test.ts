@@ -485,6 +485,40 @@ describe('decideRoute: least-loaded among equal loads', () => {
   const fallbacksOf = (decision: RouteDecision) =>
     decision.kind === 'placed' ? decision.fallbacks.map((f) => f.nodeId) : [];
 
+  it('read by id, it stops at the first idle feasible node: nothing after it can rank', () => {
+    // n-a half full, then idle nodes: n-b wins, and the loads of the idle nodes after it are
+    // never read (a search that went on would read every one).
+    const idleAfter = Array.from({ length: 20 }, (_, i) =>
+      busyNode(`n-c${String(i).padStart(2, '0')}`, 2, 0),
+    );
+    const nodes = [busyNode('n-a', 2, 1), busyNode('n-b', 2, 0), ...idleAfter];
+    const base = context(nodes, { policy: LEAST_LOADED });
+    let reads = 0;
+    const ctx = {
+      ...base,
+      reservations: {
+        pending: (...args: Parameters<typeof base.reservations.pending>) => {
+          reads += 1;
+          return base.reservations.pending(...args);
+        },
+      },
+    };
+    expect(placedOn(decideRoute(request({ maxFallbacks: 0, explain: false }), ctx))).toBe('n-b');
+    expect(reads).toBeLessThan(idleAfter.length / 2);
+  });
+
+  it('does not stop at a node that is merely lightly loaded: an idle one later still wins', () => {
+    const nodes = [busyNode('n-a', 4, 1), busyNode('n-b', 4, 2), busyNode('n-c', 4, 0)];
+    for (const maxFallbacks of [0, 1]) {
+      const decision = decideRoute(
+        request({ maxFallbacks, explain: false }),
+        context(nodes, { policy: LEAST_LOADED }),
+      );
+      expect(placedOn(decision)).toBe('n-c');
+      expect(fallbacksOf(decision)).toEqual(maxFallbacks === 0 ? [] : ['n-a']);
+    }
+  });
+
   it('a node with a measured sample (met first) ranks after idle nodes of smaller id', () => {
     const sampled = record({ id: 'n-z', km: 10 });
     const ctx = context([...idle, sampled], {

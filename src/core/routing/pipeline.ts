@@ -941,10 +941,17 @@ class Search {
       // sampled or recent node), a node whose load key only ties the worst then ranks after it.
       const byId = loadScore !== undefined && this.sampled.length === 0 && candidates.recent().length === 0;
       idAscending = byId;
+      // Read by id, a ranking full of nodes at the policy's least load key (idle nodes) is final:
+      // every node after them has a key at least as high and a larger id.
+      const floor = byId ? p.policy.loadScoreFloor : undefined;
       for (const entry of byId ? candidates.builtEntriesById() : candidates.builtEntries()) {
         if (!this.visits(entry)) continue;
         if (!this.spend()) return;
         visit(entry, 0);
+        if (floor !== undefined && score !== undefined) {
+          const worst = this.ranked.worst();
+          if (worst !== undefined && score(worst) <= floor) return;
+        }
       }
       return;
     }

@@ -35,6 +35,11 @@ export interface RoutingPolicy {
    * node is passed over without an estimate.
    */
   readonly loadScore?: (load: number, offer: ModelOffer) => number;
+  /**
+   * The least `loadScore` can be (a node carrying nothing). Once every ranked node is at it, met
+   * in ascending id order, no node met after them can rank: the search stops there.
+   */
+  readonly loadScoreFloor?: number;
   readonly tieLowerBound?: (bounds: CellBounds & { readonly ttftLowerBoundMs: number }) => number;
   /**
    * 'ranked': the best 1 + max_fallbacks, in `compare` order. 'all': every feasible node goes to
@@ -100,6 +105,7 @@ export const LEAST_LOADED: RoutingPolicy = {
   compare: (a, b) => loadShare(a) - loadShare(b) || compareIds(a.node.spec.id, b.node.spec.id),
   score: loadShare,
   loadScore: shareOf,
+  loadScoreFloor: 0,
   collect: 'ranked',
 };
 
