@@ -7,13 +7,23 @@ import {
   CHECKS,
   decideRoute,
   LEAST_LOADED,
+  NEAREST,
   PHASE_ORDER,
   type RouteDecision,
   randomPolicy,
   VERDICT_ORDER,
   type Verdict,
 } from '../../src/core/routing/index.js';
-import { context, book as newBook, offer, record, request, view } from '../helpers/fixtures.js';
+import {
+  context,
+  FLAT_LATENCY,
+  GUANGZHOU,
+  book as newBook,
+  offer,
+  record,
+  request,
+  view,
+} from '../helpers/fixtures.js';
 
 function placedOn(decision: RouteDecision): string {
   if (decision.kind !== 'placed')
@@ -475,6 +485,55 @@ describe('decideRoute: the random baseline', () => {
     const crowd = Array.from({ length: 300 }, (_, i) => record({ id: `far-${i}`, km: 6_000 + i }));
     const ctx = context([...crowd, near[0] as (typeof near)[number]], { policy: randomPolicy(seededRng(3)) });
     for (let i = 0; i < 20; i += 1) expect(placedOn(decideRoute(ask, ctx))).toBe('near-0');
+  });
+});
+
+describe('decideRoute: nearest for a client placed by its region alone', () => {
+  // The region's centroid is Guangzhou: nodes at 0, 50, 100 … km east of it; the two nearest
+  // are full. Read from the region's RTT order, as a located client's walk finds it.
+  const latency = { ...FLAT_LATENCY, regionCentroids: new Map([['CN-GD', GUANGZHOU]]) };
+  const nodes = Array.from({ length: 8 }, (_, i) =>
+    i < 2
+      ? record({
+          id: `n-${i}`,
+          km: i * 50,
+          offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
+          status: {
+            load: [{ model: 'm', active: 1, queued: 0 }],
+            gpuUtilization: 1,
+            kvCacheUtilization: 1,
+            healthy: true,
+          },
+        })
+      : record({ id: `n-${i}`, km: i * 50 }),
+  );
+  const ask = (location: typeof GUANGZHOU | undefined, budgetMs: number) =>
+    request({
+      maxFallbacks: 2,
+      explain: false,
+      latencyBudgetMs: budgetMs,
+      client: { region: 'CN-GD', accessPoint: '', location },
+    });
+
+  it('takes the nearest node with room, then the next ones as fallbacks', () => {
+    const ctx = context(nodes, { policy: NEAREST, latency });
+    for (const location of [undefined, GUANGZHOU]) {
+      const decision = decideRoute(ask(location, 1000), ctx);
+      expect(placedOn(decision)).toBe('n-2');
+      if (decision.kind === 'placed') expect(decision.fallbacks.map((f) => f.nodeId)).toEqual(['n-3', 'n-4']);
+    }
+  });
+
+  it('honours the budget: no node past it is placed or offered as a fallback', () => {
+    const ctx = context(nodes, { policy: NEAREST, latency });
+    // RTT = km / 100 ms plus 100 ms of prefill: n-2 takes 101 ms, n-3 101.5 ms.
+    const prefilled = decideRoute(ask(undefined, 101.2), ctx);
+    expect(placedOn(prefilled)).toBe('n-2');
+    if (prefilled.kind === 'placed') expect(prefilled.fallbacks).toEqual([]);
+    // The prompt all cached (no prefill): the RTT alone against 2 ms, n-4 exactly at it.
+    const cached = decideRoute({ ...ask(undefined, 2), cachedInputTokens: 1000 }, ctx);
+    expect(placedOn(cached)).toBe('n-2');
+    if (cached.kind === 'placed') expect(cached.fallbacks.map((f) => f.nodeId)).toEqual(['n-3', 'n-4']);
   });
 });
 

@@ -175,6 +175,15 @@ export interface TreePricing {
 /** Windows shorter than this are not worth a rebuild: such trees keep list prices. */
 const MIN_PRICED_WINDOW_MS = 60_000;
 
+/** Built nodes in ascending RTT from one client region (see ModelCandidates.rttOrder). */
+export interface RttOrder {
+  readonly entries: readonly IndexedNode[];
+  readonly rtts: Float64Array;
+}
+
+/** Client regions whose RTT orders a model keeps (regions come from requests: bounded). */
+const MAX_RTT_ORDERS = 64;
+
 /** Rate tiers per model: all nodes, then the fastest half, quarter, eighth and sixteenth. */
 const RATE_TIERS = 5;
 const TREE_KINDS = 3;
@@ -229,6 +238,9 @@ export class ModelCandidates {
   private readonly validity: (TreeValidity | undefined)[] = new Array(RATE_TIERS * TREE_KINDS).fill(
     undefined,
   );
+  /** See rttOrder: by latency model, then key; for the build `rttOrderSource`. */
+  private rttOrders = new WeakMap<object, Map<string, RttOrder>>();
+  private rttOrderSource: TreeSource | undefined;
   /** Nodes added since the last build: every search scans them one by one. */
   private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
@@ -397,6 +409,41 @@ export class ModelCandidates {
       this.entriesById = [...source.nodes].sort((a, b) => compareIds(a.id, b.id));
     }
     return this.entriesById;
+  }
+
+  /**
+   * The built nodes in ascending (`rttOf`, id) order, with their `rttOf`: one list per `key` (a
+   * client's region under a latency model), worked out on first use after each build. At most
+   * MAX_RTT_ORDERS keys are kept per model; past that the lists are dropped and made again.
+   */
+  rttOrder(latency: object, key: string, rttOf: (entry: IndexedNode) => number): RttOrder {
+    const source = this.source;
+    if (this.rttOrderSource !== source) {
+      this.rttOrderSource = source;
+      this.rttOrders = new WeakMap();
+    }
+    let lists = this.rttOrders.get(latency);
+    if (lists === undefined) {
+      lists = new Map();
+      this.rttOrders.set(latency, lists);
+    }
+    let order = lists.get(key);
+    if (order === undefined) {
+      const nodes = source?.nodes ?? [];
+      const rtts = nodes.map(rttOf);
+      const at = Array.from(nodes.keys()).sort(
+        (a, b) =>
+          (rtts[a] as number) - (rtts[b] as number) ||
+          compareIds((nodes[a] as IndexedNode).id, (nodes[b] as IndexedNode).id),
+      );
+      order = {
+        entries: at.map((i) => nodes[i] as IndexedNode),
+        rtts: Float64Array.from(at, (i) => rtts[i] as number),
+      };
+      if (lists.size >= MAX_RTT_ORDERS) lists.clear();
+      lists.set(key, order);
+    }
+    return order;
   }
 
   /** How many entries entryAt numbers: the built nodes, then the recent ones (some removed). */

@@ -877,7 +877,7 @@ class Search {
      */
     let idAscending = false;
     /** The node's own bounds first, from its place and price alone; then the checks. */
-    const visit = (entry: IndexedNode, rttLowerBoundMs: number) => {
+    const visit = (entry: IndexedNode, rttLowerBoundMs: number, knownRttMs?: number) => {
       // A node that cannot rank whatever its estimate (its load alone says so) is passed first.
       let load: number | undefined;
       if (loadScore !== undefined && score !== undefined) {
@@ -896,7 +896,7 @@ class Search {
       }
       const prefill = prefillMs(p.request, entry.offer);
       if (rttLowerBoundMs + prefill > reachMs) return;
-      const rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
+      const rttMs = knownRttMs ?? unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
       if (rttMs + prefill > reachMs) return;
       if (lowerBound !== undefined && this.ranked.worst() !== undefined) {
         nodeBounds.costLowerBound = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
@@ -952,6 +952,30 @@ class Search {
           const worst = this.ranked.worst();
           if (worst !== undefined && score(worst) <= floor) return;
         }
+      }
+      return;
+    }
+    if (
+      p.policy.scoreIsRtt === true &&
+      p.request.client.location === undefined &&
+      candidates.size <= Math.min(tuning.flatScanNodes ?? 0, this.budget)
+    ) {
+      // A client placed by its region alone sees every node at one RTT, the same for each of its
+      // requests: a small model is read in that order from a list kept per region, up to the
+      // first node past the worst ranked one (its RTT is its score) or past the budget (TTFT is
+      // at least the RTT).
+      const latency = p.ctx.latency;
+      const order = candidates.rttOrder(latency, p.client.region, (entry) =>
+        unsampledRttMs(p.client, entry.record.spec, latency),
+      );
+      const { entries, rtts } = order;
+      for (let i = 0; i < entries.length; i += 1) {
+        const rttMs = rtts[i] as number;
+        if (rttMs > reachMs || pastWorst(rttMs, 0)) return;
+        const entry = entries[i] as IndexedNode;
+        if (!this.visits(entry)) continue;
+        if (!this.spend()) return;
+        visit(entry, rttMs, rttMs);
       }
       return;
     }

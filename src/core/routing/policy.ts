@@ -40,6 +40,12 @@ export interface RoutingPolicy {
    * in ascending id order, no node met after them can rank: the search stops there.
    */
   readonly loadScoreFloor?: number;
+  /**
+   * The first key is the node's network RTT (`score` is the estimate's networkRttMs, `lowerBound`
+   * its RTT bound). For a client placed by its region alone, every request from the region sees
+   * the nodes in one RTT order, and a small model is read from that order (ModelCandidates.rttOrder).
+   */
+  readonly scoreIsRtt?: boolean;
   readonly tieLowerBound?: (bounds: CellBounds & { readonly ttftLowerBoundMs: number }) => number;
   /**
    * 'ranked': the best 1 + max_fallbacks, in `compare` order. 'all': every feasible node goes to
@@ -92,6 +98,7 @@ export const NEAREST: RoutingPolicy = {
     a.estimate.networkRttMs - b.estimate.networkRttMs || compareIds(a.node.spec.id, b.node.spec.id),
   score: (c) => c.estimate.networkRttMs,
   lowerBound: (bounds) => bounds.rttLowerBoundMs,
+  scoreIsRtt: true,
   collect: 'ranked',
 };
 
