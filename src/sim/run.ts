@@ -6,7 +6,7 @@ import { LEVELS, type Level } from '../core/model.js';
 import type { Topology } from '../ops/topology.js';
 import { buildTopology } from './build-topology.js';
 import { ROUTE_BIN_KM } from './mobility.js';
-import { type RunJob, runInWorkers, workersAvailable } from './policy-worker.js';
+import { type RunJob, runInWorkers, simulationLanes, workersAvailable } from './policy-worker.js';
 import { renderReport } from './report.js';
 import { MOBILITY_MODES, type PolicyName, type Scenario } from './scenario.js';
 import { type PolicyResult, type Progress, runPolicy } from './simulate.js';
@@ -40,7 +40,7 @@ export async function simulate(
   // otherwise. The same results either way: every run is deterministic and independent.
   const all =
     (options.workers ?? true) && jobs.length > 1 && workersAvailable()
-      ? await runInWorkers(scenario, jobs, progressOf)
+      ? await runInWorkers(scenario, jobs, progressOf, undefined, simulationLanes(jobs.length))
       : await sequentially(scenario, topology, jobs, progressOf);
   const results = all.slice(0, scenario.policies.length);
   const mobility = all.slice(scenario.policies.length);

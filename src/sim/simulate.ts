@@ -44,6 +44,7 @@ import { Station } from './station.js';
 import { LogHistogram, Outcomes, type RejectionReason } from './stats.js';
 
 const HOUR_MS = 3_600_000;
+const SIM_TOKEN = '0'.repeat(16);
 const NO_USAGE = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
 /** The Arrival field of a vehicle's job (never read: `mobile` is set). */
 const NO_ARRIVAL: Arrival = {
@@ -68,6 +69,8 @@ interface SimJob extends EngineJob {
   readonly prefillMs: number;
   readonly rttMs: number;
   readonly level: Level;
+  /** `level`'s index in LEVELS (the busy-time arrays are indexed by it). */
+  readonly levelIndex: number;
   /** Undefined for a session's request: the session holds its own slot. */
   readonly reservationId: ReservationId | undefined;
   readonly nodeId: string;
@@ -273,7 +276,6 @@ export async function runPolicy(
   const latency = { ...DEFAULT_LATENCY_MODEL, regionCentroids: topology.regionCentroids };
   const store = new MemoryStore({ clock, latency, regionCentroids: topology.regionCentroids });
   const specs = new Map(topology.nodes.map((spec) => [spec.id, spec]));
-  let reservations = 0;
   // Reservations live until the request completes: the simulated load is exact. The plane's
   // clocks are the virtual clock; usage is counted here, not metered into the store.
   const plane = new ControlPlane({
@@ -284,7 +286,8 @@ export async function runPolicy(
     replicaId: 'sim',
     latency,
     meterUsage: false,
-    newReservationToken: () => (reservations++).toString(16).padStart(16, '0'),
+    // One replica that never checks tokens: the id's sequence number already makes it unique.
+    newReservationToken: () => SIM_TOKEN,
   });
   const register = async (nodes: readonly NodeSpec[]) => {
     for (const spec of nodes) await plane.registerNode(spec, { ttlS: 0, permanent: true });
@@ -402,9 +405,13 @@ export async function runPolicy(
   const slotsByLevel: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
   for (const spec of topology.nodes)
     for (const offer of spec.models) slotsByLevel[spec.level] += offer.maxConcurrency;
-  const busy: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  // Busy slots and slot-time by level index (LEVELS order), per bucket in one array: the two
+  // updates of every request touch numbers, not objects keyed by level name.
+  const levelCount = LEVELS.length;
+  const busy = new Float64Array(levelCount);
   const busyByNode = new Map<string, number>();
-  const busyAfterWarmup: Record<Level, number> = { CENTER: 0, PROVINCE: 0, EDGE: 0, TERMINAL: 0 };
+  const busyAfterWarmup = new Float64Array(levelCount);
+  const bucketBusy = new Float64Array(bucketCount * levelCount);
   let integratedTo = 0;
   /** Adds busy slot-time up to `toMs`; called before `busy` changes (and at the end), not per event. */
   const integrate = (toMs: number) => {
@@ -414,18 +421,20 @@ export async function runPolicy(
       // A stretch that crosses the end of the warm-up counts after it from there on.
       if (integratedTo < scenario.warmup) bucketEnd = Math.min(bucketEnd, scenario.warmup);
       const dt = bucketEnd - integratedTo;
-      const bucket = bucketAt(integratedTo);
-      for (const level of LEVELS) {
-        bucket.busySlotMs[level] += busy[level] * dt;
-        if (integratedTo >= scenario.warmup) busyAfterWarmup[level] += busy[level] * dt;
+      const at = Math.min(bucketCount - 1, Math.floor(integratedTo / scenario.bucket)) * levelCount;
+      const afterWarmup = integratedTo >= scenario.warmup;
+      for (let level = 0; level < levelCount; level += 1) {
+        const slotMs = (busy[level] as number) * dt;
+        bucketBusy[at + level] = (bucketBusy[at + level] as number) + slotMs;
+        if (afterWarmup) busyAfterWarmup[level] = (busyAfterWarmup[level] as number) + slotMs;
       }
       integratedTo = bucketEnd;
     }
   };
-  /** `delta` more (or fewer) slots busy at `level` from now. */
-  const busier = (level: Level, delta: number) => {
+  /** `delta` more (or fewer) slots busy at the level of index `level` from now. */
+  const busier = (level: number, delta: number) => {
     if (integratedTo < now) integrate(now);
-    busy[level] += delta;
+    busy[level] = (busy[level] as number) + delta;
   };
 
   // Each node's model: a FIFO station at fixed rates, or measured engines (ModelOffer.engine).
@@ -437,12 +446,12 @@ export async function runPolicy(
   const engineEvents: BatchingEvents<SimJob> = {
     schedule: (atMs, fn) => queue.push(atMs, { kind: 'event', apply: fn }),
     admitted: (job, atMs) => {
-      busier(job.level, 1);
+      busier(job.levelIndex, 1);
       admittedAt.set(job, atMs);
     },
     firstToken: (job, atMs) => measure(job, job.rttMs + (atMs - job.queuedAtMs)),
     done: (job, atMs) => {
-      busier(job.level, -1);
+      busier(job.levelIndex, -1);
       const start = admittedAt.get(job) ?? atMs;
       admittedAt.delete(job);
       if (start >= scenario.warmup) {
@@ -486,6 +495,7 @@ export async function runPolicy(
       serviceMs: prefillMs + decodeMs,
       prefillMs,
       level: spec.level,
+      levelIndex: LEVELS.indexOf(spec.level),
       nodeId,
       key,
       queuedAtMs: now,
@@ -523,7 +533,7 @@ export async function runPolicy(
 
   /** A fixed-rate station started the job after `waitMs`: it holds a slot, and its TTFT is known. */
   const started = (job: SimJob, waitMs: number) => {
-    busier(job.level, 1);
+    busier(job.levelIndex, 1);
     measure(job, job.rttMs + waitMs + job.prefillMs);
   };
 
@@ -614,7 +624,7 @@ export async function runPolicy(
   };
 
   const finish = (job: SimJob) => {
-    busier(job.level, -1);
+    busier(job.levelIndex, -1);
     // Per node, for the report's map: slot-ms of jobs that started after the warmup.
     if (now - job.serviceMs >= scenario.warmup) {
       const nodeId = job.nodeId;
@@ -801,12 +811,17 @@ export async function runPolicy(
   }
   integrate(scenario.duration);
   progress?.(scenario.duration, simulated);
+  for (const [b, bucket] of buckets.entries())
+    for (const [level, name] of LEVELS.entries())
+      bucket.busySlotMs[name] = bucketBusy[b * levelCount + level] as number;
 
   const measuredMs = scenario.duration - scenario.warmup;
   const utilizationByLevel = Object.fromEntries(
     LEVELS.map((level) => [
       level,
-      slotsByLevel[level] === 0 ? 0 : busyAfterWarmup[level] / (slotsByLevel[level] * measuredMs),
+      slotsByLevel[level] === 0
+        ? 0
+        : (busyAfterWarmup[LEVELS.indexOf(level)] as number) / (slotsByLevel[level] * measuredMs),
     ]),
   ) as Record<Level, number>;
   return {
