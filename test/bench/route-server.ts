@@ -10,14 +10,26 @@
 // Usage: node --import tsx test/bench/route-server.ts real|auth|nowork NODES tiers|distinct
 
 import { Server, ServerCredentials, status } from '@grpc/grpc-js';
-import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
-import { type SchedulerServer, SchedulerService } from '../../src/gen/cpn/v1/scheduler.js';
-import { silentLogger } from '../../src/ops/log.js';
-import { loadTopology } from '../../src/ops/topology.js';
-import { MAX_RECEIVE_MESSAGE_BYTES, MAX_SEND_MESSAGE_BYTES, startServer } from '../../src/server/server.js';
-import { MemoryStore } from '../../src/store/memory/memory-store.js';
-import { registerPermanent } from '../../src/store/store.js';
+import type { SchedulerServer } from '../../src/gen/cpn/v1/scheduler.js';
+import { built } from './built.js';
 import { nationalRegistry, type PriceMode } from './registry-gen.js';
+
+// The built code, as `cpn serve` runs it, for every mode alike (npm run bench builds first).
+const { DEFAULT_LATENCY_MODEL } = (await built(
+  'core/latency.js',
+)) as typeof import('../../src/core/latency.js');
+const { SchedulerService, SchedulerClient, RouteRequest } = (await built(
+  'gen/cpn/v1/scheduler.js',
+)) as typeof import('../../src/gen/cpn/v1/scheduler.js');
+const { silentLogger } = (await built('ops/log.js')) as typeof import('../../src/ops/log.js');
+const { loadTopology } = (await built('ops/topology.js')) as typeof import('../../src/ops/topology.js');
+const { MAX_RECEIVE_MESSAGE_BYTES, MAX_SEND_MESSAGE_BYTES, startServer } = (await built(
+  'server/server.js',
+)) as typeof import('../../src/server/server.js');
+const { MemoryStore } = (await built(
+  'store/memory/memory-store.js',
+)) as typeof import('../../src/store/memory/memory-store.js');
+const { registerPermanent } = (await built('store/store.js')) as typeof import('../../src/store/store.js');
 
 const [mode = 'real', nodesArg = '5000', priceMode = 'distinct'] = process.argv.slice(2);
 const topology = await loadTopology('simulations/topologies/demo-national.yaml');
@@ -59,7 +71,6 @@ let port = real.port;
 
 if (mode === 'nowork') {
   // Record one real answer, then serve it from a bare server of the same service.
-  const { SchedulerClient, RouteRequest } = await import('../../src/gen/cpn/v1/scheduler.js');
   const { credentials, Metadata } = await import('@grpc/grpc-js');
   const client = new SchedulerClient(`127.0.0.1:${real.port}`, credentials.createInsecure());
   const recorded = await new Promise<unknown>((resolve, reject) =>

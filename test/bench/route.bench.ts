@@ -14,26 +14,16 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { credentials, InterceptingCall, type Interceptor, Metadata } from '@grpc/grpc-js';
-import { LIST_PRICE, type PriceMultiplier } from '../../src/core/cost.js';
-import { DEFAULT_LATENCY_MODEL, type LatencyModel } from '../../src/core/latency.js';
-import { findOffer, type NodeRecord, nodeState, reportedLoad } from '../../src/core/model.js';
-import { policyMultiplier } from '../../src/core/pricing.js';
-import { ReservationBook } from '../../src/core/reservations.js';
-import {
-  decideRoute,
-  type Estimate,
-  estimateOn,
-  type RouteContext,
-  type RouteRequest,
-} from '../../src/core/routing/index.js';
-import {
-  RouteRequest as ProtoRouteRequest,
-  type RouteResponse as ProtoRouteResponse,
-  SchedulerClient,
+import type { PriceMultiplier } from '../../src/core/cost.js';
+import type { LatencyModel } from '../../src/core/latency.js';
+import type { NodeRecord } from '../../src/core/model.js';
+import type { Estimate, RouteContext, RouteRequest } from '../../src/core/routing/index.js';
+import type {
+  RouteRequest as ProtoRouteRequestMessage,
+  RouteResponse as ProtoRouteResponse,
+  SchedulerClient as SchedulerClientType,
 } from '../../src/gen/cpn/v1/scheduler.js';
-import { loadTopology } from '../../src/ops/topology.js';
-import { MemoryStore } from '../../src/store/memory/memory-store.js';
-import { registerPermanent } from '../../src/store/store.js';
+import { built } from './built.js';
 import {
   BENCH_MODELS,
   clientAt,
@@ -42,6 +32,30 @@ import {
   seeded,
   TIME_OF_USE,
 } from './registry-gen.js';
+
+// The built code, as `cpn serve` runs it (npm run bench builds first).
+const { LIST_PRICE } = (await built('core/cost.js')) as typeof import('../../src/core/cost.js');
+const { DEFAULT_LATENCY_MODEL } = (await built(
+  'core/latency.js',
+)) as typeof import('../../src/core/latency.js');
+const { findOffer, nodeState, reportedLoad } = (await built(
+  'core/model.js',
+)) as typeof import('../../src/core/model.js');
+const { policyMultiplier } = (await built('core/pricing.js')) as typeof import('../../src/core/pricing.js');
+const { ReservationBook } = (await built(
+  'core/reservations.js',
+)) as typeof import('../../src/core/reservations.js');
+const { decideRoute, estimateOn } = (await built(
+  'core/routing/index.js',
+)) as typeof import('../../src/core/routing/index.js');
+const { RouteRequest: ProtoRouteRequest, SchedulerClient } = (await built(
+  'gen/cpn/v1/scheduler.js',
+)) as typeof import('../../src/gen/cpn/v1/scheduler.js');
+const { loadTopology } = (await built('ops/topology.js')) as typeof import('../../src/ops/topology.js');
+const { MemoryStore } = (await built(
+  'store/memory/memory-store.js',
+)) as typeof import('../../src/store/memory/memory-store.js');
+const { registerPermanent } = (await built('store/store.js')) as typeof import('../../src/store/store.js');
 
 const SECONDS = Number(process.env.CPN_BENCH_SECONDS ?? 1);
 const MAX_SAMPLES = 200_000;
@@ -265,7 +279,7 @@ function bearerInterceptor(key: string): Interceptor {
     });
 }
 
-function protoRequests(budgets: readonly number[], seed: number): ProtoRouteRequest[] {
+function protoRequests(budgets: readonly number[], seed: number): ProtoRouteRequestMessage[] {
   const random = seeded(seed);
   return Array.from({ length: 2048 }, (_, i) => {
     const { region, location } = clientAt(random, centroids);
@@ -282,8 +296,8 @@ function protoRequests(budgets: readonly number[], seed: number): ProtoRouteRequ
 
 /** Closed loop: `inFlight` calls at a time for `seconds`; returns completed calls per second. */
 async function load(
-  client: SchedulerClient,
-  requests: readonly ProtoRouteRequest[],
+  client: SchedulerClientType,
+  requests: readonly ProtoRouteRequestMessage[],
   inFlight: number,
   seconds: number,
   stop?: { stopped: boolean },
@@ -295,7 +309,7 @@ async function load(
   const until = Date.now() + seconds * 1000;
   const worker = async () => {
     while (Date.now() < until && !stop?.stopped) {
-      const request = requests[next++ % requests.length] as ProtoRouteRequest;
+      const request = requests[next++ % requests.length] as ProtoRouteRequestMessage;
       const placed = await new Promise<ProtoRouteResponse | undefined>((resolve) =>
         client.route(request, new Metadata(), { deadline: Date.now() + 10_000 }, (error, response) => {
           if (error) failed += 1;

@@ -14,10 +14,10 @@
 
 import { POLICY_NAMES, type PolicyName } from '../../src/core/routing/index.js';
 import type { NodeModel } from '../../src/sim/scenario.js';
+import { built } from './built.js';
 
 // The built code, as `cpn simulate` runs it (npm run bench:sim builds first): run through the
 // TypeScript loader, the same code is ~15-20 % slower.
-const built = (path: string) => import(new URL(`../../dist/${path}`, import.meta.url).href);
 const { buildTopology } = (await built(
   'sim/build-topology.js',
 )) as typeof import('../../src/sim/build-topology.js');
