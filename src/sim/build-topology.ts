@@ -5,23 +5,25 @@ import { resolve } from 'node:path';
 import type { ModelOffer, NodeSpec } from '../core/model.js';
 import { engineServed, loadTopology, type Topology } from '../ops/topology.js';
 import { generateNational } from './national.js';
-import type { Scenario } from './scenario.js';
+import type { NodeModel, Scenario } from './scenario.js';
 
 export async function buildTopology(scenario: Scenario): Promise<Topology> {
   const scaled = await scaledTopology(scenario);
-  return scenario.node_model === 'fixed' ? withoutEngines(scaled) : scaled;
+  return { ...scaled, nodes: servedAs(scaled.nodes, scenario.node_model) };
 }
 
-/** Every offer served at its fixed rates: a measured engine's curves dropped (see Scenario node_model). */
-function withoutEngines(topology: Topology): Topology {
-  return {
-    ...topology,
-    nodes: topology.nodes.map((spec) =>
-      spec.models.every((offer) => offer.engine === undefined)
-        ? spec
-        : { ...spec, models: spec.models.map(({ engine: _engine, ...offer }) => offer) },
-    ),
-  };
+/**
+ * `nodes` as `model` serves them: with `fixed`, every offer at its fixed rates, a measured
+ * engine's curves dropped (see Scenario node_model); with `measured`, as they are. Nodes a plan
+ * adds go through it too.
+ */
+export function servedAs(nodes: readonly NodeSpec[], model: NodeModel): NodeSpec[] {
+  if (model === 'measured') return [...nodes];
+  return nodes.map((spec) =>
+    spec.models.every((offer) => offer.engine === undefined)
+      ? spec
+      : { ...spec, models: spec.models.map(({ engine: _engine, ...offer }) => offer) },
+  );
 }
 
 async function scaledTopology(scenario: Scenario): Promise<Topology> {

@@ -33,7 +33,7 @@ import { LEVELS, type Level, type NodeSpec, type Price } from '../core/model.js'
 import { engineCurves } from '../ops/gpu-profile.js';
 import type { Topology } from '../ops/topology.js';
 import { ConfigError, YamlSource } from '../ops/yaml-config.js';
-import { buildTopology, scaledEngines, withNodes } from './build-topology.js';
+import { buildTopology, scaledEngines, servedAs, withNodes } from './build-topology.js';
 import { runInWorkers, workersAvailable } from './policy-worker.js';
 import { loadScenario, POLICIES, type PolicyName, parseDuration, type Scenario } from './scenario.js';
 import { runPolicy } from './simulate.js';
@@ -360,7 +360,7 @@ function referencePrice(topology: Topology, region: string, level: Level, model:
 /** The nodes a plan adds: one per site, at its region's centre, priced as its level sells there. */
 export function siteNodes(input: PlanInput, sites: readonly Site[]): NodeSpec[] {
   const taken = new Set(input.topology.nodes.map((spec) => spec.id));
-  return canonical(sites).map((site) => {
+  const added = canonical(sites).map((site): NodeSpec => {
     const gpu = input.catalogue.find((c) => c.gpu === site.gpu) as CatalogueGpu;
     const shape = input.doc.shapes[site.model] as '8b' | '32b';
     const curves = curvesFor(gpu, shape);
@@ -394,6 +394,8 @@ export function siteNodes(input: PlanInput, sites: readonly Site[]): NodeSpec[] 
       labels: { 'cpn.plan': 'added' },
     };
   });
+  // Served as the scenario serves the rest: with node_model fixed, as fixed-rate stations.
+  return servedAs(added, input.scenario.node_model);
 }
 
 function curvesFor(gpu: CatalogueGpu, shape: '8b' | '32b') {

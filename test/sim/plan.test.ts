@@ -156,6 +156,21 @@ describe('cpn plan', () => {
     expect(outcome.runs).toHaveLength(1);
   });
 
+  it('serves added GPUs as the scenario serves the rest: fixed-rate stations under node_model fixed', async () => {
+    const loaded = await loadPlan(FILE);
+    const site: Site = { region: 'CN-GD', level: 'PROVINCE', model: 'qwen3-8b', gpu: 'h100', gpus: 2 };
+    const measured = siteNodes(loaded, [site]).flatMap((n) => n.models);
+    expect(measured.every((offer) => offer.engine !== undefined)).toBe(true);
+    const input: PlanInput = { ...loaded, scenario: { ...loaded.scenario, node_model: 'fixed' } };
+    const offers = withNodes(input.topology, siteNodes(input, [site])).nodes.flatMap((n) => n.models);
+    expect(offers.filter((offer) => offer.engine !== undefined)).toEqual([]);
+    // The same slots and quoted rates as the measured engines.
+    const fixed = siteNodes(input, [site]).flatMap((n) => n.models);
+    expect(fixed.map((o) => [o.maxConcurrency, o.prefillTokensPerS, o.decodeTokensPerS])).toEqual(
+      measured.map((o) => [o.maxConcurrency, o.prefillTokensPerS, o.decodeTokensPerS]),
+    );
+  });
+
   it("simulates added GPUs at the scenario's capacity_scale, as the rest of the slice", async () => {
     const input = await loadPlan(FILE);
     const at = { region: 'CN-GD', level: 'PROVINCE' as const, model: 'qwen3-8b', gpu: 'h100' };
