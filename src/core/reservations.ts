@@ -276,10 +276,7 @@ export class ReservationBook {
    */
   release(id: string): Reservation | undefined {
     const entry = this.entryOf(id);
-    if (entry === undefined) return undefined;
-    this.retire(entry);
-    this.stale += 1;
-    return entry;
+    return entry === undefined ? undefined : this.free(entry);
   }
 
   /** Frees `reservation` (as `held` returned it) as `release` would free its id, without parsing the id again. */

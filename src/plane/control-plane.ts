@@ -432,12 +432,12 @@ export class ControlPlane {
     return where;
   }
 
-  /** Frees the slot of `reservationId` on this replica (its entry, when `issued` found it here): whether it did. */
-  private freeSlot(reservationId: ReservationId, held: Reservation | undefined): boolean {
-    return (
-      (held === undefined ? this.reservations.release(reservationId) : this.reservations.free(held)) !==
-      undefined
-    );
+  /**
+   * Frees the slot `issued` found this replica holding: whether it did. Nothing held, nothing to
+   * free (this book issued no live reservation with that id).
+   */
+  private freed(held: Reservation | undefined): boolean {
+    return held !== undefined && this.reservations.free(held) !== undefined;
   }
 
   /**
@@ -449,7 +449,7 @@ export class ControlPlane {
     const where = this.issued(reservationId);
     if (where === undefined) return false;
     if (where.forged) return 'not_issued';
-    const freed = this.freeSlot(reservationId, where.held);
+    const freed = this.freed(where.held);
     if (this.meterUsage && where.tenant !== '')
       await this.metering.abandon(where.tenant, reservationId, where.issuedAtMs);
     return freed;
@@ -494,10 +494,9 @@ export class ControlPlane {
     if (by?.kind === 'agent' && where.nodeId !== by.nodeId)
       return { refused: 'other_node', owner: where.tenant };
     if (by?.kind === 'client' && this.metering.packageOf(where.tenant)?.meter === 'trusted') {
-      const freed = this.freeSlot(reservationId, where.held);
-      return { released: freed, nodeId: where.nodeId, awaitingTrustedMeter: true };
+      return { released: this.freed(where.held), nodeId: where.nodeId, awaitingTrustedMeter: true };
     }
-    const local = this.freeSlot(reservationId, where.held);
+    const local = this.freed(where.held);
     if (!this.meterUsage) return { released: local, nodeId: where.nodeId };
     const settled = await this.metering.settle(where.tenant, reservationId, where.model, usage, this.clock());
     if (settled.kind === 'settled') {

@@ -17,8 +17,8 @@ export async function buildTopology(scenario: Scenario): Promise<Topology> {
  * engine's curves dropped (see Scenario node_model); with `measured`, as they are. Nodes a plan
  * adds go through it too.
  */
-export function servedAs(nodes: readonly NodeSpec[], model: NodeModel): NodeSpec[] {
-  if (model === 'measured') return [...nodes];
+export function servedAs(nodes: readonly NodeSpec[], model: NodeModel): readonly NodeSpec[] {
+  if (model === 'measured') return nodes;
   return nodes.map((spec) =>
     spec.models.every((offer) => offer.engine === undefined)
       ? spec

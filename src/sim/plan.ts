@@ -358,7 +358,7 @@ function referencePrice(topology: Topology, region: string, level: Level, model:
 }
 
 /** The nodes a plan adds: one per site, at its region's centre, priced as its level sells there. */
-export function siteNodes(input: PlanInput, sites: readonly Site[]): NodeSpec[] {
+export function siteNodes(input: PlanInput, sites: readonly Site[]): readonly NodeSpec[] {
   const taken = new Set(input.topology.nodes.map((spec) => spec.id));
   const added = canonical(sites).map((site): NodeSpec => {
     const gpu = input.catalogue.find((c) => c.gpu === site.gpu) as CatalogueGpu;

@@ -68,8 +68,7 @@ interface SimJob extends EngineJob {
   readonly mobile?: { readonly request: MobileRequest; readonly budgetMs: number };
   readonly prefillMs: number;
   readonly rttMs: number;
-  readonly level: Level;
-  /** `level`'s index in LEVELS (the busy-time arrays are indexed by it). */
+  /** Its node's level, as an index in LEVELS (the busy-time arrays are indexed by it). */
   readonly levelIndex: number;
   /** Undefined for a session's request: the session holds its own slot. */
   readonly reservationId: ReservationId | undefined;
@@ -494,7 +493,6 @@ export async function runPolicy(
       reservationId: work.reservationId,
       serviceMs: prefillMs + decodeMs,
       prefillMs,
-      level: spec.level,
       levelIndex: LEVELS.indexOf(spec.level),
       nodeId,
       key,

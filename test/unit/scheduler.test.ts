@@ -9,6 +9,7 @@ import {
   LEAST_LOADED,
   NEAREST,
   PHASE_ORDER,
+  type RouteContext,
   type RouteDecision,
   randomPolicy,
   VERDICT_ORDER,
@@ -48,6 +49,38 @@ function busyNode(id: string, slots: number, active: number, queue = 0) {
       healthy: true,
     },
   });
+}
+
+/** A node `km` from Guangzhou whose one slot is taken and which has no queue. */
+function full(id: string, km: number) {
+  return record({
+    id,
+    km,
+    offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
+    status: {
+      load: [{ model: 'm', active: 1, queued: 0 }],
+      gpuUtilization: 1,
+      kvCacheUtilization: 1,
+      healthy: true,
+    },
+  });
+}
+
+/** `ctx` with its reservations' pending reads counted (each node a search reads the load of). */
+function countingReads(ctx: RouteContext): { ctx: RouteContext; reads: () => number } {
+  let reads = 0;
+  return {
+    ctx: {
+      ...ctx,
+      reservations: {
+        pending: (...args: Parameters<RouteContext['reservations']['pending']>) => {
+          reads += 1;
+          return ctx.reservations.pending(...args);
+        },
+      },
+    },
+    reads: () => reads,
+  };
 }
 
 describe('decideRoute: cheapest feasible', () => {
@@ -493,19 +526,7 @@ describe('decideRoute: nearest for a client placed by its region alone', () => {
   // are full. Read from the region's RTT order, as a located client's walk finds it.
   const latency = { ...FLAT_LATENCY, regionCentroids: new Map([['CN-GD', GUANGZHOU]]) };
   const nodes = Array.from({ length: 8 }, (_, i) =>
-    i < 2
-      ? record({
-          id: `n-${i}`,
-          km: i * 50,
-          offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
-          status: {
-            load: [{ model: 'm', active: 1, queued: 0 }],
-            gpuUtilization: 1,
-            kvCacheUtilization: 1,
-            healthy: true,
-          },
-        })
-      : record({ id: `n-${i}`, km: i * 50 }),
+    i < 2 ? full(`n-${i}`, i * 50) : record({ id: `n-${i}`, km: i * 50 }),
   );
   const ask = (location: typeof GUANGZHOU | undefined, budgetMs: number) =>
     request({
@@ -551,19 +572,9 @@ describe('decideRoute: least-loaded among equal loads', () => {
       busyNode(`n-c${String(i).padStart(2, '0')}`, 2, 0),
     );
     const nodes = [busyNode('n-a', 2, 1), busyNode('n-b', 2, 0), ...idleAfter];
-    const base = context(nodes, { policy: LEAST_LOADED });
-    let reads = 0;
-    const ctx = {
-      ...base,
-      reservations: {
-        pending: (...args: Parameters<typeof base.reservations.pending>) => {
-          reads += 1;
-          return base.reservations.pending(...args);
-        },
-      },
-    };
+    const { ctx, reads } = countingReads(context(nodes, { policy: LEAST_LOADED }));
     expect(placedOn(decideRoute(request({ maxFallbacks: 0, explain: false }), ctx))).toBe('n-b');
-    expect(reads).toBeLessThan(idleAfter.length / 2);
+    expect(reads()).toBeLessThan(idleAfter.length / 2);
   });
 
   it('does not stop at a node that is merely lightly loaded: an idle one later still wins', () => {
@@ -609,19 +620,6 @@ describe('decideRoute: least-loaded among equal loads', () => {
 });
 
 describe('decideRoute: bounded work', () => {
-  const full = (id: string, km: number) =>
-    record({
-      id,
-      km,
-      offers: [offer({ maxConcurrency: 1, maxQueue: 0 })],
-      status: {
-        load: [{ model: 'm', active: 1, queued: 0 }],
-        gpuUtilization: 1,
-        kvCacheUtilization: 1,
-        healthy: true,
-      },
-    });
-
   it('a saturated fleet stops at the work cap, says so, and still answers ALL_FULL', () => {
     const nodes = Array.from({ length: 60 }, (_, i) => full(`full-${String(i).padStart(2, '0')}`, i));
     const decision = decideRoute(request({ explain: false }), context(nodes, { maxVisits: 10 }));
@@ -647,26 +645,18 @@ describe('decideRoute: bounded work', () => {
 
   it('the work cap holds across a search that gives up the price tree for the mixed tree', () => {
     const nodes = Array.from({ length: 60 }, (_, i) => full(`full-${String(i).padStart(2, '0')}`, i));
-    const base = context(nodes, { maxVisits: 10 });
     // Every node examined is estimated (a loose budget, all live), and each estimate reads its
     // pending reservations once: the reads count the nodes examined, in both searches.
-    let examined = 0;
-    const ctx = {
-      ...base,
+    const { ctx, reads } = countingReads({
+      ...context(nodes, { maxVisits: 10 }),
       // The price walk reaches a leaf in four cells, examines it, then gives way to the mixed tree.
       searchTuning: { priceTreeReach: 0, priceTreeMaxCells: 4 },
-      reservations: {
-        pending: (...args: Parameters<typeof base.reservations.pending>) => {
-          examined += 1;
-          return base.reservations.pending(...args);
-        },
-      },
-    };
+    });
     const decision = decideRoute(request({ explain: false }), ctx);
     if (decision.kind !== 'infeasible') throw new Error(decision.summary);
     expect(decision.counts.truncated).toBe(true);
-    expect(examined).toBeGreaterThan(0);
-    expect(examined).toBeLessThanOrEqual(10);
+    expect(reads()).toBeGreaterThan(0);
+    expect(reads()).toBeLessThanOrEqual(10);
   });
 
   it('under the cap the same fleet is answered exactly', () => {
