@@ -62,13 +62,41 @@ export interface Reservation {
   readonly expiresAtMs: number;
 }
 
-interface Entry extends Reservation {
-  /** The sequence number in its id: the book's key for it. */
-  readonly sequence: number;
-  readonly expiresAtMonotonicMs: number;
+/**
+ * A reservation as the book keeps it. Its id is written out (and its token made) when first read:
+ * a caller that frees the reservation it holds (the simulator) never pays for the string.
+ */
+class Entry implements Reservation {
+  private written: ReservationId | undefined;
   /** Still counted toward load: not released, not expired, not yet covered by a status report. */
-  pending: boolean;
+  pending = true;
+
+  constructor(
+    private readonly book: { readonly replicaId: string; readonly newToken: (signed: string) => string },
+    /** The sequence number in its id: the book's key for it. */
+    readonly sequence: number,
+    readonly nodeId: string,
+    readonly model: string,
+    readonly tenant: string,
+    readonly createdAtMs: number,
+    readonly expiresAtMs: number,
+    readonly expiresAtMonotonicMs: number,
+  ) {}
+
+  get id(): ReservationId {
+    if (this.written !== undefined) return this.written;
+    const sequence = this.sequence.toString(36);
+    const issued = issuedSecond(this.createdAtMs).toString(36);
+    const rest = `${this.nodeId}~${this.model}~${this.tenant}`;
+    const token = this.book.newToken(signedPart(this.book.replicaId, sequence, issued, rest));
+    if (!TOKEN_PATTERN.test(token))
+      throw new RangeError('reservation token must be 16 lowercase hex characters');
+    this.written = `${this.book.replicaId}.${sequence}.${issued}.${token}~${rest}` as ReservationId;
+    return this.written;
+  }
 }
+
+const TOKEN_PATTERN = /^[0-9a-f]{16}$/;
 
 interface OfferHolds {
   /** From `head` on: reservations in creation order, the pending ones and some retired since. */
@@ -159,7 +187,7 @@ export function parseReservationId(id: string): ParsedReservationId | undefined 
     issued === undefined ||
     !/^[0-9a-z]{1,8}$/.test(issued) ||
     token === undefined ||
-    !/^[0-9a-f]{16}$/.test(token) ||
+    !TOKEN_PATTERN.test(token) ||
     !NODE_ID_PATTERN.test(nodeId) ||
     model.length > MAX_MODEL_CHARS ||
     !MODEL_PATTERN.test(model) ||
@@ -213,8 +241,9 @@ export class ReservationBook {
    */
   private readonly holds = new PerOffer<OfferHolds>();
   private sequence = 0;
+  /** What an entry writes its id with (see Entry.id). */
+  private readonly idParts: { readonly replicaId: string; readonly newToken: (signed: string) => string };
   private readonly replicaId: string;
-  private readonly newToken: (signed: string) => string;
 
   constructor(options: ReservationBookOptions) {
     if (!(options.ttlMs > 0)) throw new RangeError(`reservation TTL must be > 0 ms, got ${options.ttlMs}`);
@@ -224,7 +253,7 @@ export class ReservationBook {
       );
     this.ttlMs = options.ttlMs;
     this.replicaId = options.replicaId;
-    this.newToken = options.newToken;
+    this.idParts = { replicaId: options.replicaId, newToken: options.newToken };
   }
 
   /** Live reservations (not released, not expired at the last sweep). */
@@ -240,23 +269,16 @@ export class ReservationBook {
     monotonicNowMs: number,
   ): Reservation {
     this.sequence += 1;
-    const sequence = this.sequence.toString(36);
-    const issued = issuedSecond(wallNowMs).toString(36);
-    const rest = `${nodeId}~${model}~${tenant}`;
-    const token = this.newToken(signedPart(this.replicaId, sequence, issued, rest));
-    if (!/^[0-9a-f]{16}$/.test(token))
-      throw new RangeError('reservation token must be 16 lowercase hex characters');
-    const entry: Entry = {
-      id: `${this.replicaId}.${sequence}.${issued}.${token}~${rest}` as ReservationId,
-      sequence: this.sequence,
+    const entry = new Entry(
+      this.idParts,
+      this.sequence,
       nodeId,
       model,
       tenant,
-      createdAtMs: wallNowMs,
-      expiresAtMs: wallNowMs + this.ttlMs,
-      expiresAtMonotonicMs: monotonicNowMs + this.ttlMs,
-      pending: true,
-    };
+      wallNowMs,
+      wallNowMs + this.ttlMs,
+      monotonicNowMs + this.ttlMs,
+    );
     this.bySequence.set(entry.sequence, entry);
     this.order.push(entry);
     this.compact();

@@ -322,6 +322,18 @@ export class ControlPlane {
   }
 
   /**
+   * Frees the slot of a reservation that `route` or `reserveOn` returned, given that very object:
+   * true if this call freed it (false when released or expired before). What a Release of its id
+   * does on a plane that meters no usage — the simulator's — without writing out or reading the
+   * id. A metering plane settles usage at Release: it refuses this.
+   */
+  freeHeld(reservation: Reservation): boolean {
+    if (this.meterUsage)
+      throw new Error('freeHeld: this plane meters usage; release the reservation by its id');
+    return this.freed(reservation);
+  }
+
+  /**
    * Routes a tenant's request: admission by its package (model, quota, throttle) before the
    * decision, the points held in the shared ledger after it. A tenant without a package is routed
    * as `route` does. The slot is reserved before the (asynchronous) hold, so that concurrent

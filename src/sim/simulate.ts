@@ -8,7 +8,7 @@ import { requestCost } from '../core/cost.js';
 import { DEFAULT_LATENCY_MODEL, estimateRtt } from '../core/latency.js';
 import { findOffer, LEVELS, type Level, type ModelOffer, type NodeSpec } from '../core/model.js';
 import type { PriceRule } from '../core/pricing.js';
-import type { ReservationId } from '../core/reservations.js';
+import type { Reservation } from '../core/reservations.js';
 import {
   deriveSeed,
   exponential,
@@ -45,7 +45,6 @@ import { LogHistogram, Outcomes, type RejectionReason } from './stats.js';
 
 const HOUR_MS = 3_600_000;
 const SIM_TOKEN = '0'.repeat(16);
-const NO_USAGE = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
 /** The Arrival field of a vehicle's job (never read: `mobile` is set). */
 const NO_ARRIVAL: Arrival = {
   index: -1,
@@ -71,7 +70,7 @@ interface SimJob extends EngineJob {
   /** Its node's level, as an index in LEVELS (the busy-time arrays are indexed by it). */
   readonly levelIndex: number;
   /** Undefined for a session's request: the session holds its own slot. */
-  readonly reservationId: ReservationId | undefined;
+  readonly reservation: Reservation | undefined;
   readonly nodeId: string;
   readonly key: string;
   /** When it reached the node's station (its wait starts here). */
@@ -301,8 +300,6 @@ export async function runPolicy(
         : policy === 'least-loaded'
           ? LEAST_LOADED
           : randomPolicy(policyRng);
-  // With usage unmetered, release frees the slot before its first await: the effect is immediate.
-  const release = (id: ReservationId) => void plane.release(id, NO_USAGE, true);
 
   // Scenario events.
   const events = scenario.events;
@@ -457,7 +454,7 @@ export async function runPolicy(
         const nodeId = job.nodeId;
         busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + (atMs - start));
       }
-      if (job.reservationId !== undefined) release(job.reservationId);
+      if (job.reservation !== undefined) plane.freeHeld(job.reservation);
     },
   };
   /** A server's key (node and model), one string per offer. */
@@ -472,7 +469,7 @@ export async function runPolicy(
     nodeId: string,
     work: Pick<
       SimJob,
-      'request' | 'mobile' | 'prefillTokens' | 'contextTokens' | 'outputTokens' | 'rttMs' | 'reservationId'
+      'request' | 'mobile' | 'prefillTokens' | 'contextTokens' | 'outputTokens' | 'rttMs' | 'reservation'
     > & { readonly serviceFactor: number },
   ): SimJob => {
     const prefillMs = (work.prefillTokens / offer.prefillTokensPerS) * 1000 * work.serviceFactor;
@@ -490,7 +487,7 @@ export async function runPolicy(
       contextTokens: work.contextTokens,
       outputTokens: work.outputTokens,
       rttMs: work.rttMs,
-      reservationId: work.reservationId,
+      reservation: work.reservation,
       serviceMs: prefillMs + decodeMs,
       prefillMs,
       levelIndex: LEVELS.indexOf(spec.level),
@@ -584,7 +581,6 @@ export async function runPolicy(
     }
     const { placement } = decision;
     const nodeId = placement.nodeId;
-    const reservationId = reservation.id;
     const spec = specs.get(nodeId) as NodeSpec;
     const offer = findOffer(spec, cls.model);
     if (offer === undefined)
@@ -598,11 +594,11 @@ export async function runPolicy(
       outputTokens: arrival.outputTokens,
       serviceFactor: arrival.serviceFactor,
       rttMs,
-      reservationId,
+      reservation,
     });
     // The request reaches the node after half a round trip; we model its queue from arrival for simplicity.
     if (!submit(job, nodeId, cls.model)) {
-      release(reservationId);
+      plane.freeHeld(reservation);
       reject(arrival, 'NODE_QUEUE_FULL');
       return;
     }
@@ -628,7 +624,7 @@ export async function runPolicy(
       const nodeId = job.nodeId;
       busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + job.serviceMs);
     }
-    if (job.reservationId !== undefined) release(job.reservationId);
+    if (job.reservation !== undefined) plane.freeHeld(job.reservation);
     const server = servers.get(job.key);
     const next = server?.kind === 'station' ? server.station.finish(now) : undefined;
     if (next !== undefined) {
@@ -670,7 +666,7 @@ export async function runPolicy(
       maxFallbacks: 0,
     };
     let nodeId: string | undefined;
-    let reservationId: ReservationId | undefined;
+    let reservation: Reservation | undefined;
     let warm = false;
     /**
      * Routed from scratch. Per request, the client declares its context as cached (as clients do
@@ -682,7 +678,7 @@ export async function runPolicy(
       const routed = plane.route(declared, { policy: CHEAPEST_FEASIBLE });
       if (routed.decision.kind !== 'placed' || routed.reservation === undefined) return;
       nodeId = routed.decision.placement.nodeId;
-      reservationId = routed.reservation.id;
+      reservation = routed.reservation;
       warm = nodeId === state.nodeId;
     };
     const previous = state.nodeId;
@@ -691,7 +687,7 @@ export async function runPolicy(
       const pinned = state.nodeId === undefined ? undefined : store.getNode(state.nodeId);
       if (pinned !== undefined && findOffer(pinned.spec, cls.model) !== undefined && !pinned.draining) {
         nodeId = pinned.spec.id;
-        reservationId = plane.reserveOn(nodeId, cls.model, '').id;
+        reservation = plane.reserveOn(nodeId, cls.model, '');
         warm = true;
       } else routeCold();
     } else if (state.sessionId === undefined) {
@@ -753,10 +749,10 @@ export async function runPolicy(
       outputTokens: req.outputTokens,
       serviceFactor: req.serviceFactor,
       rttMs,
-      reservationId,
+      reservation,
     });
     if (!submit(job, nodeId, cls.model)) {
-      if (reservationId !== undefined) release(reservationId);
+      if (reservation !== undefined) plane.freeHeld(reservation);
       if (counts) mobile.missAt(req.km);
       return;
     }

@@ -29,6 +29,28 @@ async function planes(count: number, extra: Partial<ConstructorParameters<typeof
 }
 
 describe('ControlPlane', () => {
+  it('freeHeld frees what route reserved, once, as a Release of its id would; a metering plane refuses it', async () => {
+    const { planes: [sim] = [] } = await planes(1, { meterUsage: false });
+    if (sim === undefined) throw new Error('one plane');
+    await sim.registerNode(spec({ id: 'n', offers: [offer({ maxConcurrency: 1, maxQueue: 0 })] }), {
+      ttlS: 0,
+      permanent: true,
+    });
+    const held = sim.route(request({ explain: false })).reservation;
+    if (held === undefined) throw new Error('not placed');
+    // The one slot is held: the next route finds the node full.
+    expect(sim.route(request({ explain: false })).decision.kind).toBe('infeasible');
+    expect(sim.freeHeld(held)).toBe(true);
+    expect(sim.freeHeld(held)).toBe(false);
+    expect(await sim.release(held.id, usage, true)).toMatchObject({ released: false });
+    const again = sim.route(request({ explain: false })).reservation;
+    if (again === undefined) throw new Error('the freed slot was not routed to');
+    expect(await sim.release(again.id, usage, true)).toMatchObject({ released: true });
+    expect(sim.freeHeld(again)).toBe(false);
+    const { planes: [billing] = [] } = await planes(1);
+    expect(() => billing?.freeHeld(again)).toThrow(/meters usage/);
+  });
+
   it('a Release later than the TTL plus the late grace records nothing (its id says when it was issued)', async () => {
     const { planes: [a] = [], store, advance } = await planes(1, { lateReleaseGraceMs: 60_000 });
     if (a === undefined) throw new Error('one plane');
