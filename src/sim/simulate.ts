@@ -75,6 +75,8 @@ interface SimJob extends EngineJob {
   readonly key: string;
   /** When it reached the node's station (its wait starts here). */
   readonly queuedAtMs: number;
+  /** What serves it, once submitted (so that finishing it looks nothing up). */
+  server: unknown;
 }
 
 /** One simulated request, drawn identically for every policy. */
@@ -405,7 +407,16 @@ export async function runPolicy(
   // updates of every request touch numbers, not objects keyed by level name.
   const levelCount = LEVELS.length;
   const busy = new Float64Array(levelCount);
-  const busyByNode = new Map<string, number>();
+  /** Busy slot-ms per node after the warmup: one box per node, reached from its servers. */
+  const busyBoxes = new Map<string, { ms: number }>();
+  const busyBoxOf = (nodeId: string) => {
+    let box = busyBoxes.get(nodeId);
+    if (box === undefined) {
+      box = { ms: 0 };
+      busyBoxes.set(nodeId, box);
+    }
+    return box;
+  };
   const busyAfterWarmup = new Float64Array(levelCount);
   const bucketBusy = new Float64Array(bucketCount * levelCount);
   let integratedTo = 0;
@@ -434,9 +445,10 @@ export async function runPolicy(
   };
 
   // Each node's model: a FIFO station at fixed rates, or measured engines (ModelOffer.engine).
-  type Server =
+  type Server = (
     | { readonly kind: 'station'; readonly station: Station<SimJob> }
-    | { readonly kind: 'engines'; readonly node: BatchingNode<SimJob> };
+    | { readonly kind: 'engines'; readonly node: BatchingNode<SimJob> }
+  ) & { readonly busy: { ms: number } };
   const servers = new Map<string, Server>();
   const admittedAt = new Map<SimJob, number>();
   const engineEvents: BatchingEvents<SimJob> = {
@@ -450,10 +462,7 @@ export async function runPolicy(
       busier(job.levelIndex, -1);
       const start = admittedAt.get(job) ?? atMs;
       admittedAt.delete(job);
-      if (start >= scenario.warmup) {
-        const nodeId = job.nodeId;
-        busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + (atMs - start));
-      }
+      if (start >= scenario.warmup) (job.server as Server).busy.ms += atMs - start;
       if (job.reservation !== undefined) plane.freeHeld(job.reservation);
     },
   };
@@ -494,6 +503,7 @@ export async function runPolicy(
       nodeId,
       key,
       queuedAtMs: now,
+      server: undefined,
     };
   };
   /** Hands a job to its node: true when accepted (started or queued), false when the queue is full. */
@@ -506,10 +516,16 @@ export async function runPolicy(
           ? {
               kind: 'station',
               station: new Station<SimJob>(offer?.maxConcurrency ?? 1, offer?.maxQueue ?? 0),
+              busy: busyBoxOf(nodeId),
             }
-          : { kind: 'engines', node: BatchingNode.of<SimJob>(offer.engine, offer.maxQueue, engineEvents) };
+          : {
+              kind: 'engines',
+              node: BatchingNode.of<SimJob>(offer.engine, offer.maxQueue, engineEvents),
+              busy: busyBoxOf(nodeId),
+            };
       servers.set(job.key, server);
     }
+    job.server = server;
     if (server.kind === 'engines') return server.node.arrive(job, now) === 'accepted';
     const outcome = server.station.arrive(job, now);
     if (outcome.kind === 'rejected') return false;
@@ -620,13 +636,10 @@ export async function runPolicy(
   const finish = (job: SimJob) => {
     busier(job.levelIndex, -1);
     // Per node, for the report's map: slot-ms of jobs that started after the warmup.
-    if (now - job.serviceMs >= scenario.warmup) {
-      const nodeId = job.nodeId;
-      busyByNode.set(nodeId, (busyByNode.get(nodeId) ?? 0) + job.serviceMs);
-    }
+    const server = job.server as Server;
+    if (now - job.serviceMs >= scenario.warmup) server.busy.ms += job.serviceMs;
     if (job.reservation !== undefined) plane.freeHeld(job.reservation);
-    const server = servers.get(job.key);
-    const next = server?.kind === 'station' ? server.station.finish(now) : undefined;
+    const next = server.kind === 'station' ? server.station.finish(now) : undefined;
     if (next !== undefined) {
       started(next.job, now - next.job.queuedAtMs);
       queue.push(next.finishMs, { kind: 'finish', job: next.job });
@@ -827,7 +840,7 @@ export async function runPolicy(
     utilizationByLevel,
     buckets,
     simulatedRequests: simulated,
-    busyByNode,
+    busyByNode: new Map(Array.from(busyBoxes, ([nodeId, box]) => [nodeId, box.ms])),
     ...(mobility === undefined ? {} : { mobility, mobile }),
   };
 }
