@@ -113,4 +113,25 @@ describe('candidate index: rate tiers', () => {
   it('one rate for every node makes no tier beyond all of them', () => {
     expect(tiersOf(() => 30_000, 1024).slice(1)).toEqual(Array(4).fill(Number.POSITIVE_INFINITY));
   });
+
+  it('fastShare tells what share of the nodes prefill at a rate or faster, to 1/64', () => {
+    const index = new CandidateIndex(32);
+    // 1,000 nodes at 10k, 11k, … tokens/s (node i at 10k + 1k·(i mod 1000)), shuffled by id.
+    for (let i = 0; i < 1000; i += 1)
+      index.put(
+        record({ id: `n${(i * 7919) % 1000}`, offers: [offer({ prefillTokensPerS: 10_000 + i * 1000 })] }),
+      );
+    const candidates = index.candidates('m');
+    expect(candidates?.fastShare(1)).toBe(0);
+    candidates?.tree(PLACE_TREE);
+    for (const [rate, share] of [
+      [0, 1],
+      [10_000, 1],
+      [510_000, 0.49],
+      [760_000, 0.24],
+      [1_009_000, 0.001],
+      [1_009_001, 0],
+    ] as const)
+      expect(Math.abs((candidates?.fastShare(rate) ?? -1) - share)).toBeLessThanOrEqual(1 / 64);
+  });
 });

@@ -184,6 +184,9 @@ export interface RttOrder {
 /** Client regions whose RTT orders a model keeps (regions come from requests: bounded). */
 const MAX_RTT_ORDERS = 64;
 
+/** Steps of a model's rate distribution kept for fastShare. */
+const RATE_QUANTILES = 64;
+
 /** Rate tiers per model: all nodes, then the fastest half, quarter, eighth and sixteenth. */
 const RATE_TIERS = 5;
 const TREE_KINDS = 3;
@@ -233,6 +236,8 @@ export class ModelCandidates {
   private readonly tiers: (TreeSource | undefined)[] = new Array(RATE_TIERS).fill(undefined);
   /** By tier: the slowest prefill rate among the fastest 1/2^t of the nodes (0 for tier 0). */
   private rateFloors = new Float64Array(RATE_TIERS);
+  /** The built nodes' prefill rates, fastest first, sampled at RATE_QUANTILES even steps (see fastShare). */
+  private rateQuantiles = new Float64Array(0);
   /** By TREE_KINDS × tier + kind: built on first use from that tier, dropped on a rebuild. */
   private readonly trees: (FlatTree | undefined)[] = new Array(RATE_TIERS * TREE_KINDS).fill(undefined);
   private readonly validity: (TreeValidity | undefined)[] = new Array(RATE_TIERS * TREE_KINDS).fill(
@@ -382,6 +387,23 @@ export class ModelCandidates {
     }
   }
 
+  /**
+   * About what share of the built nodes prefill at `rate` or faster (to 1/RATE_QUANTILES): an
+   * estimate for choosing a search, never for an answer.
+   */
+  fastShare(rate: number): number {
+    const quantiles = this.rateQuantiles;
+    // Quantiles descend: the first below `rate` counts how many are at least as fast.
+    let lo = 0;
+    let hi = quantiles.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((quantiles[mid] as number) >= rate) lo = mid + 1;
+      else hi = mid;
+    }
+    return quantiles.length === 0 ? 0 : lo / quantiles.length;
+  }
+
   /** Trees built (not repriced) since this model was first indexed; for tests and diagnostics. */
   get builds(): number {
     return this.buildCount;
@@ -497,6 +519,10 @@ export class ModelCandidates {
     // Tier t holds the fastest 1/2^t of the nodes (and any as fast as the slowest of them);
     // small models keep one tier, where a search is cheap anyway.
     const rates = live.map((entry) => boundRate(entry.offer)).sort((a, b) => b - a);
+    this.rateQuantiles = Float64Array.from(
+      { length: rates.length === 0 ? 0 : RATE_QUANTILES },
+      (_, q) => rates[Math.floor((q * rates.length) / RATE_QUANTILES)] as number,
+    );
     this.rateFloors = new Float64Array(RATE_TIERS);
     // A floor no higher than the last tier's (or than the slowest node) would hold the same nodes
     // as that tier: not a tier of its own.

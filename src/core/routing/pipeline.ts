@@ -138,9 +138,10 @@ export interface RouteContext {
 }
 
 /**
- * A cost search walks the price tree when the budget reaches at least `priceTreeReach` of the
- * model's nodes (judged from coordinates on the place tree's top cells), and goes on in the
- * mixed tree after `priceTreeMaxCells` cells.
+ * A cost search walks the price tree when about `priceTreeReach` of the model's nodes or more
+ * could meet the budget (judged from coordinates on the place tree's top cells and the model's
+ * spread of prefill rates; a smaller share in models of more than 6,000 nodes), and goes on in
+ * the mixed tree after `priceTreeMaxCells` cells.
  */
 export interface SearchTuning {
   readonly priceTreeReach: number;
@@ -431,6 +432,8 @@ const NO_NODES: readonly IndexedNode[] = [];
 const NO_CANDIDATES: readonly EstimatedCandidate[] = Object.freeze([]);
 const NO_PLACEMENTS: readonly Placement[] = Object.freeze([]);
 const NO_EXPLAIN: readonly ExplainEntry[] = Object.freeze([]);
+/** The model size at which reachesMost takes the tuned share as it is (smaller shares above it). */
+const REACH_REFERENCE_NODES = 6_000;
 /** reachesMost's work list (cell, depth pairs) and how deep it looks. */
 const REACH_STACK: number[] = [];
 const REACH_DEPTH = 4;
@@ -492,6 +495,12 @@ class Search {
    * decision's stamp (IndexedNode.triedBy); a walk that takes over skips them.
    */
   private tried: typeof MARK | typeof SKIP | undefined;
+  /**
+   * The worst ranked node's score and tie score once the ranking is full, for a policy that
+   * bounds cells (+Infinity until then: nothing is past it). Kept by judge, read for every cell.
+   */
+  private barKey = Number.POSITIVE_INFINITY;
+  private barTie = Number.POSITIVE_INFINITY;
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
   private budget: number;
   private truncated = false;
@@ -800,7 +809,15 @@ class Search {
 
   /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
   private judge(candidate: EstimatedCandidate): void {
-    if (this.passes(candidate)) this.ranked.offer(candidate);
+    if (!this.passes(candidate)) return;
+    this.ranked.offer(candidate);
+    const { score, lowerBound, tieScore, tieLowerBound } = this.p.policy;
+    if (score === undefined || lowerBound === undefined) return;
+    const worst = this.ranked.worst();
+    if (worst === undefined) return;
+    this.barKey = score(worst);
+    this.barTie =
+      tieScore !== undefined && tieLowerBound !== undefined ? tieScore(worst) : Number.POSITIVE_INFINITY;
   }
 
   /** Whether an estimated node passes the remaining checks (counted either way). */
@@ -853,7 +870,6 @@ class Search {
     const reachMs = budgetMs;
     const lowerBound = p.policy.lowerBound;
     const score = p.policy.score;
-    const tieScore = p.policy.tieScore;
     const tieLowerBound = p.policy.tieLowerBound;
     const loadScore = p.policy.loadScore;
     const nodeBounds = NODE_BOUNDS;
@@ -861,16 +877,8 @@ class Search {
      * Whether anything whose first key is at least `key` and second at least `tie` ranks after
      * the worst ranked node (so cannot enter the ranking); false until the ranking is full.
      */
-    const pastWorst = (key: number, tie: number) => {
-      if (score === undefined || lowerBound === undefined) return false;
-      const worst = this.ranked.worst();
-      if (worst === undefined) return false;
-      const worstScore = score(worst);
-      return (
-        key > worstScore ||
-        (key === worstScore && tieScore !== undefined && tieLowerBound !== undefined && tie > tieScore(worst))
-      );
-    };
+    const pastWorst = (key: number, tie: number) =>
+      key > this.barKey || (key === this.barKey && tie > this.barTie);
     /**
      * Whether every node ranked so far was met before, in ascending id order: then a node that
      * only ties the worst on the load key comes after it by id too (see the list scan below).
@@ -923,7 +931,7 @@ class Search {
     }
     const byCost = p.policy.searchBy === 'cost';
     const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
-    const byPrice = byCost && this.reachesMost(placeTree, reachMs, tuning.priceTreeReach);
+    const byPrice = byCost && this.reachesMost(candidates, placeTree, reachMs, tuning.priceTreeReach);
     const minRate = this.minPrefillRate(reachMs);
     const keyOf = (bounds: ScratchBounds) => {
       if (bounds.ttftLowerBoundMs > reachMs) return undefined;
@@ -1021,15 +1029,31 @@ class Search {
   }
 
   /**
-   * Whether the budget's reach (from coordinates alone) takes in at least `share` of the model's
-   * nodes, judged on the place tree's top cells: then the cheapest nodes are best found by price
-   * wherever they are; otherwise the search stays near the client.
+   * Whether at least about `share` of the model's nodes could meet the budget, judged on the place
+   * tree's top cells (each by its nearest point) and the model's spread of prefill rates: then the
+   * cheapest nodes are best found by price wherever they are; otherwise the search stays near the
+   * client. A long prompt on a tight budget reaches far only on the fastest nodes: counting the
+   * whole cell for them sent such requests through the price tree, which gave up on them.
    */
-  private reachesMost(placeTree: FlatTree, reachMs: number, share: number): boolean {
+  private reachesMost(
+    candidates: ModelCandidates,
+    placeTree: FlatTree,
+    reachMs: number,
+    share: number,
+  ): boolean {
     if (share <= 0) return true;
     const vector = this.p.clientVector;
     if (vector === undefined) return share <= 1;
     const { cells } = placeTree;
+    // RTT within reach: the budget less the smallest overhead (and each node's own prefill).
+    const rttReachMs = reachMs - (this.minOverheads[15] as number);
+    const tokens = this.p.request.inputTokens - this.p.request.cachedInputTokens;
+    /** About what share of the model's nodes could meet the budget at `rttMs`. */
+    const fastEnough = (rttMs: number) => {
+      if (tokens <= 0) return rttMs <= rttReachMs ? 1 : 0;
+      const slackMs = rttReachMs - rttMs;
+      return slackMs <= 0 ? 0 : candidates.fastShare((tokens * 1000) / slackMs);
+    };
     let total = 0;
     let reached = 0;
     // A work list of (cell, depth) pairs; `top` marks its end (the array keeps its capacity).
@@ -1039,15 +1063,13 @@ class Search {
       const at = root * CELL_STRIDE;
       const size = cellSize(cells, at);
       total += size;
-      if (cells[at + C.spatial] === UNLOCATED) reached += size;
+      if (cells[at + C.spatial] === UNLOCATED) reached += size * fastEnough(0);
       else {
         stack[top] = root;
         stack[top + 1] = 0;
         top += 2;
       }
     }
-    // RTT within reach: the budget less the cell's fastest prefill and the smallest overhead.
-    const rttReachMs = reachMs - (this.minOverheads[15] as number);
     while (top > 0) {
       top -= 2;
       const c = stack[top] as number;
@@ -1056,15 +1078,18 @@ class Search {
       const maxPrefill = cells[at + C.maxPrefill] as number;
       const reachRad =
         (rttReachMs - (maxPrefill > 0 ? prefillMsAt(this.p.request, maxPrefill) : 0)) / this.p.msPerRad;
-      const size = cellSize(cells, at);
       // Chords: a lower bound of the angle to the nearest node, and roughly the farthest.
       const chord = chordTo(vector, cells, at + C.cx);
       const radius = cells[at + C.radius] as number;
       if (chord - radius > reachRad) continue;
       const left = cells[at + C.left] as number;
-      if (chord + radius <= reachRad || left < 0) reached += size;
-      else if (depth >= REACH_DEPTH) reached += size / 2;
-      else {
+      if (chord + radius <= reachRad || left < 0 || depth >= REACH_DEPTH) {
+        // The nodes fast enough to meet the budget from the cell's nearest point; half of them
+        // where the reach cuts a cell this search does not split.
+        const nearestMs = Math.max(0, chord - radius) * this.p.msPerRad;
+        const within = chord + radius <= reachRad || left < 0 ? 1 : 0.5;
+        reached += cellSize(cells, at) * within * fastEnough(nearestMs);
+      } else {
         stack[top] = left;
         stack[top + 1] = depth + 1;
         stack[top + 2] = cells[at + C.right] as number;
@@ -1072,7 +1097,10 @@ class Search {
         top += 4;
       }
     }
-    return reached >= share * total;
+    // The price tree gives up after a fixed number of cells; how likely it is to meet enough
+    // nodes that fit within them grows with how many fit (share × size), so a larger model needs
+    // a smaller share (tuned on `npm run bench` at 10⁴ and 10⁵ nodes).
+    return reached >= share * Math.min(1, Math.sqrt(REACH_REFERENCE_NODES / total)) * total;
   }
 
   /**
