@@ -62,17 +62,26 @@ export interface Reservation {
   readonly expiresAtMs: number;
 }
 
+/** What an entry needs of its book to write its id, or to give its slot back when it cannot. */
+interface IdParts {
+  readonly replicaId: string;
+  readonly newToken: (signed: string) => string;
+  readonly discard: (entry: Entry) => void;
+}
+
 /**
  * A reservation as the book keeps it. Its id is written out (and its token made) when first read:
- * a caller that frees the reservation it holds (the simulator) never pays for the string.
+ * a caller that frees the reservation it holds (the simulator) never pays for the string. `id` is
+ * an accessor, so a spread of a reservation leaves it out: copy the fields by name (JSON has it).
  */
 class Entry implements Reservation {
-  private written: ReservationId | undefined;
+  #written: ReservationId | undefined;
+  readonly #parts: IdParts;
   /** Still counted toward load: not released, not expired, not yet covered by a status report. */
   pending = true;
 
   constructor(
-    private readonly book: { readonly replicaId: string; readonly newToken: (signed: string) => string },
+    parts: IdParts,
     /** The sequence number in its id: the book's key for it. */
     readonly sequence: number,
     readonly nodeId: string,
@@ -81,18 +90,29 @@ class Entry implements Reservation {
     readonly createdAtMs: number,
     readonly expiresAtMs: number,
     readonly expiresAtMonotonicMs: number,
-  ) {}
+  ) {
+    this.#parts = parts;
+  }
 
   get id(): ReservationId {
-    if (this.written !== undefined) return this.written;
+    if (this.#written !== undefined) return this.#written;
+    const parts = this.#parts;
     const sequence = this.sequence.toString(36);
     const issued = issuedSecond(this.createdAtMs).toString(36);
     const rest = `${this.nodeId}~${this.model}~${this.tenant}`;
-    const token = this.book.newToken(signedPart(this.book.replicaId, sequence, issued, rest));
-    if (!TOKEN_PATTERN.test(token))
+    const token = parts.newToken(signedPart(parts.replicaId, sequence, issued, rest));
+    if (!TOKEN_PATTERN.test(token)) {
+      // No id can be given out: the slot is not left held by a reservation nobody can name.
+      parts.discard(this);
       throw new RangeError('reservation token must be 16 lowercase hex characters');
-    this.written = `${this.book.replicaId}.${sequence}.${issued}.${token}~${rest}` as ReservationId;
-    return this.written;
+    }
+    this.#written = `${parts.replicaId}.${sequence}.${issued}.${token}~${rest}` as ReservationId;
+    return this.#written;
+  }
+
+  toJSON(): Reservation {
+    const { id, nodeId, model, tenant, createdAtMs, expiresAtMs } = this;
+    return { id, nodeId, model, tenant, createdAtMs, expiresAtMs };
   }
 }
 
@@ -242,7 +262,7 @@ export class ReservationBook {
   private readonly holds = new PerOffer<OfferHolds>();
   private sequence = 0;
   /** What an entry writes its id with (see Entry.id). */
-  private readonly idParts: { readonly replicaId: string; readonly newToken: (signed: string) => string };
+  private readonly idParts: IdParts;
   private readonly replicaId: string;
 
   constructor(options: ReservationBookOptions) {
@@ -253,7 +273,13 @@ export class ReservationBook {
       );
     this.ttlMs = options.ttlMs;
     this.replicaId = options.replicaId;
-    this.idParts = { replicaId: options.replicaId, newToken: options.newToken };
+    this.idParts = {
+      replicaId: options.replicaId,
+      newToken: options.newToken,
+      discard: (entry) => {
+        this.free(entry);
+      },
+    };
   }
 
   /** Live reservations (not released, not expired at the last sweep). */

@@ -23,6 +23,33 @@ describe('ReservationBook', () => {
     expect(ids[0]).toBe('replica-a.1.0.00000000000000aa~n~m~t');
   });
 
+  it('writes the id when first read; a token that cannot be one gives the slot back; JSON carries the id', () => {
+    let made = 0;
+    const book = new ReservationBook({
+      ttlMs: 1000,
+      replicaId: 'r',
+      newToken: () => (made++ === 0 ? '00000000000000aa' : 'NOT-HEX'),
+    });
+    const good = book.reserve('n', 'm', 't', 0, 0);
+    expect(made).toBe(0);
+    expect(good.id).toBe('r.1.0.00000000000000aa~n~m~t');
+    expect(good.id).toBe('r.1.0.00000000000000aa~n~m~t');
+    expect(made).toBe(1);
+    expect(JSON.parse(JSON.stringify(good))).toEqual({
+      id: good.id,
+      nodeId: 'n',
+      model: 'm',
+      tenant: 't',
+      createdAtMs: 0,
+      expiresAtMs: 1000,
+    });
+    const bad = book.reserve('n', 'm', 't', 0, 0);
+    expect(book.pending('n', 'm', undefined)).toBe(2);
+    expect(() => bad.id).toThrow(/16 lowercase hex/);
+    expect(book.size).toBe(1);
+    expect(book.pending('n', 'm', undefined)).toBe(1);
+  });
+
   it('release is idempotent: releasing twice frees one slot', () => {
     const book = newBook(1000);
     const first = book.reserve('n', 'm', 't', 0, 0);
