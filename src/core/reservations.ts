@@ -263,7 +263,6 @@ export class ReservationBook {
   private sequence = 0;
   /** What an entry writes its id with (see Entry.id). */
   private readonly idParts: IdParts;
-  private readonly replicaId: string;
 
   constructor(options: ReservationBookOptions) {
     if (!(options.ttlMs > 0)) throw new RangeError(`reservation TTL must be > 0 ms, got ${options.ttlMs}`);
@@ -272,7 +271,6 @@ export class ReservationBook {
         `replica id must match ${REPLICA_ID_PATTERN}, got ${JSON.stringify(options.replicaId)}`,
       );
     this.ttlMs = options.ttlMs;
-    this.replicaId = options.replicaId;
     this.idParts = {
       replicaId: options.replicaId,
       newToken: options.newToken,
@@ -343,7 +341,7 @@ export class ReservationBook {
 
   /** The live entry whose id is exactly `id`: found by the sequence number after this book's replica id. */
   private entryOf(id: string): Entry | undefined {
-    const replica = this.replicaId;
+    const replica = this.idParts.replicaId;
     const from = replica.length + 1;
     if (id.length <= from || id.charCodeAt(replica.length) !== DOT || !id.startsWith(replica))
       return undefined;

@@ -71,13 +71,21 @@ interface SimJob extends EngineJob {
   readonly levelIndex: number;
   /** Undefined for a session's request: the session holds its own slot. */
   readonly reservation: Reservation | undefined;
-  readonly nodeId: string;
   readonly key: string;
   /** When it reached the node's station (its wait starts here). */
   readonly queuedAtMs: number;
   /** What serves it, once submitted (so that finishing it looks nothing up). */
-  server: unknown;
+  server: Server | undefined;
 }
+
+/** A node's model: a FIFO station at fixed rates, or measured engines (ModelOffer.engine). */
+type Server = (
+  | { readonly kind: 'station'; readonly station: Station<SimJob> }
+  | { readonly kind: 'engines'; readonly node: BatchingNode<SimJob> }
+) & {
+  /** Busy slot-ms of its node after the warmup, shared by the node's servers. */
+  readonly busy: { ms: number };
+};
 
 /** One simulated request, drawn identically for every policy. */
 interface Arrival {
@@ -444,11 +452,7 @@ export async function runPolicy(
     busy[level] = (busy[level] as number) + delta;
   };
 
-  // Each node's model: a FIFO station at fixed rates, or measured engines (ModelOffer.engine).
-  type Server = (
-    | { readonly kind: 'station'; readonly station: Station<SimJob> }
-    | { readonly kind: 'engines'; readonly node: BatchingNode<SimJob> }
-  ) & { readonly busy: { ms: number } };
+  // Each node's model's server, by key.
   const servers = new Map<string, Server>();
   const admittedAt = new Map<SimJob, number>();
   const engineEvents: BatchingEvents<SimJob> = {
@@ -500,7 +504,6 @@ export async function runPolicy(
       serviceMs: prefillMs + decodeMs,
       prefillMs,
       levelIndex: LEVELS.indexOf(spec.level),
-      nodeId,
       key,
       queuedAtMs: now,
       server: undefined,

@@ -932,7 +932,7 @@ class Search {
     const byCost = p.policy.searchBy === 'cost';
     const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
     const byPrice = byCost && this.reachesMost(candidates, placeTree, reachMs, tuning.priceTreeReach);
-    const minRate = this.minPrefillRate(reachMs);
+    const minRate = this.rateNeeded(reachMs, 0);
     const keyOf = (bounds: ScratchBounds) => {
       if (bounds.ttftLowerBoundMs > reachMs) return undefined;
       const key = lowerBound === undefined ? 0 : lowerBound(bounds);
@@ -1017,13 +1017,14 @@ class Search {
   }
 
   /**
-   * A prefill rate below which no node in a tree can meet `reachMs` (its prefill alone, with the
-   * smallest access overhead, would exceed it), a hair low for rounding; 0 when any rate might.
+   * A prefill rate below which no node can meet `reachMs` when `rttMs` of it go to the network
+   * (on top of the smallest access overhead), a hair low for rounding; 0 when any rate might.
+   * At `rttMs` 0: the slowest rate any node of a tree needs.
    */
-  private minPrefillRate(reachMs: number): number {
+  private rateNeeded(reachMs: number, rttMs: number): number {
     const tokens = this.p.request.inputTokens - this.p.request.cachedInputTokens;
     if (tokens <= 0) return 0;
-    const slackMs = reachMs - (this.minOverheads[15] as number);
+    const slackMs = reachMs - (this.minOverheads[15] as number) - rttMs;
     if (slackMs <= 0) return Number.POSITIVE_INFINITY;
     return ((tokens * 1000) / slackMs) * (1 - 1e-9);
   }
@@ -1047,13 +1048,6 @@ class Search {
     const { cells } = placeTree;
     // RTT within reach: the budget less the smallest overhead (and each node's own prefill).
     const rttReachMs = reachMs - (this.minOverheads[15] as number);
-    const tokens = this.p.request.inputTokens - this.p.request.cachedInputTokens;
-    /** About what share of the model's nodes could meet the budget at `rttMs`. */
-    const fastEnough = (rttMs: number) => {
-      if (tokens <= 0) return rttMs <= rttReachMs ? 1 : 0;
-      const slackMs = rttReachMs - rttMs;
-      return slackMs <= 0 ? 0 : candidates.fastShare((tokens * 1000) / slackMs);
-    };
     let total = 0;
     let reached = 0;
     // A work list of (cell, depth) pairs; `top` marks its end (the array keeps its capacity).
@@ -1063,7 +1057,8 @@ class Search {
       const at = root * CELL_STRIDE;
       const size = cellSize(cells, at);
       total += size;
-      if (cells[at + C.spatial] === UNLOCATED) reached += size * fastEnough(0);
+      if (cells[at + C.spatial] === UNLOCATED)
+        reached += size * candidates.fastShare(this.rateNeeded(reachMs, 0));
       else {
         stack[top] = root;
         stack[top + 1] = 0;
@@ -1088,7 +1083,7 @@ class Search {
         // where the reach cuts a cell this search does not split.
         const nearestMs = Math.max(0, chord - radius) * this.p.msPerRad;
         const within = chord + radius <= reachRad || left < 0 ? 1 : 0.5;
-        reached += cellSize(cells, at) * within * fastEnough(nearestMs);
+        reached += cellSize(cells, at) * within * candidates.fastShare(this.rateNeeded(reachMs, nearestMs));
       } else {
         stack[top] = left;
         stack[top + 1] = depth + 1;
