@@ -35,6 +35,11 @@ import { drawnRequest, FLAT_LATENCY, loadedRecord, book as newBook, offer } from
 const NOW = Date.UTC(2026, 5, 1, 3, 0, 0);
 const MODELS = ['m', 'n'];
 const REGIONS = ['CN-GD', 'CN-SC', 'US-AK', 'NZ-CH'];
+/**
+ * More regions than a cell has region bits for (31 of their own, the rest sharing one): the
+ * cross-region penalty a cell's bound adds must stay a lower bound for every client region.
+ */
+const MANY_REGIONS = [...REGIONS, ...Array.from({ length: 36 }, (_, i) => `R-${String(i).padStart(2, '0')}`)];
 
 const CENTROIDS: LatencyModel = {
   ...DEFAULT_LATENCY_MODEL,
@@ -88,14 +93,14 @@ const priceArb = (mode: PriceMode) =>
           cachedInputPerMtok: fc.double({ min: 0, max: 1, noNaN: true }),
         });
 
-const nodeArb = (index: number, mode: PriceMode, mixed: boolean) =>
+const nodeArb = (index: number, mode: PriceMode, mixed: boolean, regions: readonly string[]) =>
   fc
     .record({
       place: fc.option(placeArb, { freq: 6 }),
       // Mostly one level and region, so that groups are large enough to hold trees; or every
       // (level, region) mixed, so that cells hold more groups than they list.
       level: mixed ? fc.constantFrom(...LEVELS) : fc.constantFrom('EDGE', 'EDGE', 'EDGE', ...LEVELS),
-      region: mixed ? fc.constantFrom(...REGIONS) : fc.constantFrom('CN-GD', 'CN-GD', 'CN-GD', ...REGIONS),
+      region: mixed ? fc.constantFrom(...regions) : fc.constantFrom('CN-GD', 'CN-GD', 'CN-GD', ...regions),
       models: fc.subarray(MODELS, { minLength: 1 }),
       prices: fc.tuple(priceArb(mode), priceArb(mode)),
       maxConcurrency: fc.integer({ min: 1, max: 4 }),
@@ -146,10 +151,15 @@ const scenarioArb = fc
     count: fc.integer({ min: 1, max: 120 }),
     mode: fc.constantFrom<PriceMode>('flat', 'tiers', 'distinct'),
     mixed: fc.boolean(),
+    manyRegions: fc.boolean(),
   })
-  .chain(({ count, mode, mixed }) =>
+  .chain(({ count, mode, mixed, manyRegions }) =>
     fc.record({
-      nodes: fc.tuple(...Array.from({ length: count }, (_, i) => nodeArb(i, mode, mixed))),
+      nodes: fc.tuple(
+        ...Array.from({ length: count }, (_, i) =>
+          nodeArb(i, mode, mixed, manyRegions ? MANY_REGIONS : REGIONS),
+        ),
+      ),
       samples: fc.array(
         fc.record({
           node: fc.nat(count - 1),
@@ -187,7 +197,7 @@ const scenarioArb = fc
       ),
       client: fc.record({
         place: fc.option(placeArb, { freq: 4 }),
-        region: fc.constantFrom('CN-GD', 'NZ-CH', 'XX-NONE'),
+        region: fc.constantFrom('CN-GD', 'NZ-CH', 'XX-NONE', 'R-03', 'R-33', 'R-35'),
         accessPoint: fc.constantFrom('', 'ap-1'),
       }),
       request: fc.record({

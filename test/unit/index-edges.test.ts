@@ -7,7 +7,7 @@ import { curveRate, LIST_PRICE } from '../../src/core/cost.js';
 import type { EngineCurves } from '../../src/core/model.js';
 import { policyMultiplier } from '../../src/core/pricing.js';
 import { CandidateIndex, decideRoute, PLACE_TREE, type RouteDecision } from '../../src/core/routing/index.js';
-import { context, offer, record, request } from '../helpers/fixtures.js';
+import { context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
 
 /** A client the latency model only knows by region (FLAT_LATENCY: 8 ms within it, 45 ms across). */
 const BY_REGION = { region: 'CN-GD', accessPoint: '', location: undefined };
@@ -133,5 +133,50 @@ describe('candidate index: rate tiers', () => {
       [1_009_001, 0],
     ] as const)
       expect(Math.abs((candidates?.fastShare(rate) ?? -1) - share)).toBeLessThanOrEqual(1 / 64);
+  });
+});
+
+describe('candidate index: the cross-region penalty in a cell bound', () => {
+  // 40 regions of 30 far, cheap nodes each (more regions than cells have bits of their own), and
+  // one near, dear node in the client's region. Only that node meets the budget, and only because
+  // no cross-region penalty applies to it: a cell bound that added the penalty would lose it.
+  const penalty = { ...FLAT_LATENCY, crossRegionPenaltyMs: 5 };
+  const regions = Array.from({ length: 40 }, (_, i) => `R-${String(i).padStart(2, '0')}`);
+  const node = (id: string, region: string, km: number, price: number) =>
+    record({
+      id,
+      region,
+      km,
+      permanent: true,
+      offers: [
+        offer({
+          prefillTokensPerS: 1_000_000,
+          price: { inputPerMtok: price, outputPerMtok: price, cachedInputPerMtok: price },
+        }),
+      ],
+    });
+  const far = regions.flatMap((region, r) =>
+    Array.from({ length: 30 }, (_, i) => node(`far-${r}-${i}`, region, 500 + i, 1)),
+  );
+  const nearIn = (region: string) => node(`near-${region}`, region, 10, 9);
+  // RTT 0.1 ms and prefill 1 ms: within 3 ms without the penalty, past it with.
+  const req = (region: string) =>
+    request({
+      client: { region, accessPoint: '', location: { lat: 23.13, lon: 113.26 } },
+      latencyBudgetMs: 3,
+      explain: false,
+      maxFallbacks: 0,
+    });
+
+  for (const region of ['R-02', 'R-35', 'R-39']) {
+    it(`a client in ${region} (region ${regions.indexOf(region)} of the model) is placed on the node in its region`, () => {
+      const ctx = context([...far, nearIn(region)], { latency: penalty });
+      expect(placedOn(decideRoute(req(region), ctx))).toBe(`near-${region}`);
+    });
+  }
+
+  it('a client in a region with no node pays the penalty everywhere, and is refused', () => {
+    const ctx = context([...far, nearIn('R-39')], { latency: penalty });
+    expect(decideRoute(req('XX-NONE'), ctx).kind).toBe('infeasible');
   });
 });

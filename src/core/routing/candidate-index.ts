@@ -83,6 +83,8 @@ export interface IndexGroup {
   /** LEVEL_BIT of the level. */
   readonly levelBit: number;
   readonly region: string;
+  /** The region's dense index in this model (see ModelCandidates.regionIndexOf). */
+  readonly regionIndex: number;
   /** Live nodes in the group. */
   size: number;
 }
@@ -94,6 +96,8 @@ export interface IndexGroup {
  */
 export interface GroupScratch {
   stamp: Float64Array;
+  /** Where `multiplier` is this decision's (it is worked out only when asked for). */
+  multiplierStamp: Float64Array;
   multiplier: Float64Array;
   coordinateBaseMs: Float64Array;
   regionDefaultMs: Float64Array;
@@ -102,6 +106,7 @@ export interface GroupScratch {
 function scratchFor(groups: number): GroupScratch {
   return {
     stamp: new Float64Array(groups),
+    multiplierStamp: new Float64Array(groups),
     multiplier: new Float64Array(groups),
     coordinateBaseMs: new Float64Array(groups),
     regionDefaultMs: new Float64Array(groups),
@@ -129,18 +134,40 @@ export const C = {
   maxPrefill: 7,
   /** LEVEL_BIT bits of the levels present. */
   levelMask: 8,
-  /** The cell's distinct group ids are `cellGroups[groupStart .. groupStart + groupCount]`; -1: too many. */
-  groupStart: 9,
-  groupCount: 10,
+  /**
+   * The cell's distinct group ids are `cellGroups[start .. start + count]`, packed as
+   * start × GROUPS_PACK + count + 1 (count -1: too many to list; see cellGroupRange).
+   */
+  groups: 9,
   /** Child cell indices; -1 in a leaf. */
-  left: 11,
-  right: 12,
+  left: 10,
+  right: 11,
   /** The cell's node slots are [itemStart, itemEnd) (a subtree's nodes are contiguous). */
-  itemStart: 13,
-  itemEnd: 14,
-  spatial: 15,
+  itemStart: 12,
+  itemEnd: 13,
+  spatial: 14,
+  /** IndexGroup.regionBit of every region present, OR-ed (see regionBitOf). */
+  regionBits: 15,
 } as const;
 export const CELL_STRIDE = 16;
+const GROUPS_PACK = 16;
+
+/** The first index in `cellGroups` of cell `at`'s groups, and how many (-1: too many to list). */
+export function cellGroupStart(cells: Float64Array, at: number): number {
+  return Math.floor((cells[at + C.groups] as number) / GROUPS_PACK);
+}
+export function cellGroupCount(cells: Float64Array, at: number): number {
+  return ((cells[at + C.groups] as number) % GROUPS_PACK) - 1;
+}
+
+/**
+ * The bit a region sets in a cell's regionBits: one of its own for the model's first 31 regions,
+ * one shared by all the rest (a cell with that bit may hold any of them). 0 for a region the
+ * model has no node in.
+ */
+export function regionBitFor(index: number): number {
+  return index < 0 ? 0 : index < 31 ? 1 << index : 1 << 31;
+}
 
 /**
  * Field offsets of a node slot in `FlatTree.slots`: unit vector (NaN when unlocated), group id,
@@ -223,6 +250,8 @@ export interface FlatTree {
 export class ModelCandidates {
   readonly byId = new Map<string, { entry: IndexedNode; group: IndexGroup }>();
   private readonly groupsByKey = new Map<string, IndexGroup>();
+  /** Dense region indices, in the order regions first appeared (never reused: groups stay). */
+  private readonly regionIndices = new Map<string, number>();
   private groupList: IndexGroup[] = [];
   /** The nodes the trees hold (some removed since) and their keys, or undefined before the first build. */
   private source: TreeSource | undefined;
@@ -265,6 +294,11 @@ export class ModelCandidates {
     return this.byId.size;
   }
 
+  /** The region's index (IndexGroup.regionIndex), or -1 when no node of the model ever was in it. */
+  regionIndexOf(region: string): number {
+    return this.regionIndices.get(region) ?? -1;
+  }
+
   /** Every group that ever held a node of this model (some may be empty now), by id. */
   groups(): readonly IndexGroup[] {
     return this.groupList;
@@ -275,7 +309,12 @@ export class ModelCandidates {
     const key = `${level}/${region}`;
     let group = this.groupsByKey.get(key);
     if (group === undefined) {
-      group = { id: this.groupList.length, level, levelBit: LEVEL_BIT[level], region, size: 0 };
+      let regionIndex = this.regionIndices.get(region);
+      if (regionIndex === undefined) {
+        regionIndex = this.regionIndices.size;
+        this.regionIndices.set(region, regionIndex);
+      }
+      group = { id: this.groupList.length, level, levelBit: LEVEL_BIT[level], region, regionIndex, size: 0 };
       this.groupsByKey.set(key, group);
       this.groupList.push(group);
       if (this.scratch.stamp.length < this.groupList.length)
@@ -552,8 +591,19 @@ function pricedWindow(pricing: TreePricing | undefined): TreeValidity | undefine
  * Per node, in one typed array (K numbers a node): what a build splits and bounds by, read once
  * from the records, so that the build reads contiguous numbers instead of object chains.
  */
-const K = { x: 0, y: 1, z: 2, input: 3, output: 4, cached: 5, negPrefill: 6, levelBit: 7, group: 8 } as const;
-const K_STRIDE = 9;
+const K = {
+  x: 0,
+  y: 1,
+  z: 2,
+  input: 3,
+  output: 4,
+  cached: 5,
+  negPrefill: 6,
+  levelBit: 7,
+  group: 8,
+  regionBit: 9,
+} as const;
+const K_STRIDE = 10;
 const SPATIAL_KEYS: readonly number[] = [K.x, K.y, K.z];
 const TOKEN_PRICE_KEYS: readonly number[] = [K.input, K.output, K.cached];
 const PREFILL_KEYS: readonly number[] = [K.negPrefill];
@@ -592,6 +642,7 @@ function treeSource(live: readonly IndexedNode[]): TreeSource {
     keys[at + K.negPrefill] = -boundRate(node.offer);
     keys[at + K.levelBit] = node.group.levelBit;
     keys[at + K.group] = node.group.id;
+    keys[at + K.regionBit] = regionBitFor(node.group.regionIndex);
   });
   return { nodes, keys, located: located.length };
 }
@@ -638,6 +689,7 @@ class TreeBuilder {
     let minCached = Number.POSITIVE_INFINITY;
     let maxPrefill = 0;
     let levelMask = 0;
+    let regionBits = 0;
     let groups: number[] | undefined = [];
     let sx = 0;
     let sy = 0;
@@ -649,6 +701,7 @@ class TreeBuilder {
       minCached = Math.min(minCached, keys[at + K.cached] as number);
       maxPrefill = Math.max(maxPrefill, -(keys[at + K.negPrefill] as number));
       levelMask |= keys[at + K.levelBit] as number;
+      regionBits |= keys[at + K.regionBit] as number;
       const group = keys[at + K.group] as number;
       if (groups !== undefined && !groups.includes(group))
         groups = groups.length < MAX_CELL_GROUPS ? [...groups, group] : undefined;
@@ -686,8 +739,12 @@ class TreeBuilder {
     this.set(c, C.minCached, minCached);
     this.set(c, C.maxPrefill, maxPrefill);
     this.set(c, C.levelMask, levelMask);
-    this.set(c, C.groupStart, this.cellGroups.length);
-    this.set(c, C.groupCount, groups === undefined ? -1 : groups.length);
+    this.set(
+      c,
+      C.groups,
+      this.cellGroups.length * GROUPS_PACK + (groups === undefined ? 0 : groups.length + 1),
+    );
+    this.set(c, C.regionBits, regionBits);
     if (groups !== undefined) this.cellGroups.push(...groups);
     this.set(c, C.left, -1);
     this.set(c, C.right, -1);

@@ -49,6 +49,8 @@ import {
   angleBetween,
   C,
   CELL_STRIDE,
+  cellGroupCount,
+  cellGroupStart,
   type FlatTree,
   type GroupScratch,
   type IndexedNode,
@@ -58,6 +60,7 @@ import {
   type ModelCandidates,
   PLACE_TREE,
   PRICE_TREE,
+  regionBitFor,
   S,
   SLOT_STRIDE,
   type TreePricing,
@@ -508,6 +511,14 @@ class Search {
   private readonly sampled: readonly IndexedNode[];
   /** By a cell's level mask: the smallest access overhead of its levels (one table per latency model). */
   private readonly minOverheads: Float64Array;
+  /** The client's region as the model indexes regions (-1: none of its nodes is there). */
+  private readonly clientRegionIndex: number;
+  /** The bit of the client's region in a cell's regionBits (0: no cell holds it). */
+  private readonly clientRegionBit: number;
+  /** What a node outside the client's region adds to its coordinate RTT (0 for a client with no region). */
+  private readonly crossRegionPenaltyMs: number;
+  /** False while a walk keys cells by TTFT alone (bound then leaves their cost bound unpriced). */
+  private boundsCost = true;
 
   constructor(
     private readonly p: Prepared,
@@ -540,6 +551,9 @@ class Search {
       }
     }
     this.minOverheads = overheadTable(p.ctx.latency.accessOverheadMs);
+    this.clientRegionIndex = candidates === undefined ? -1 : candidates.regionIndexOf(p.client.region);
+    this.clientRegionBit = regionBitFor(this.clientRegionIndex);
+    this.crossRegionPenaltyMs = p.client.region === '' ? 0 : p.ctx.latency.crossRegionPenaltyMs;
     this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
   }
 
@@ -598,27 +612,31 @@ class Search {
     return found;
   }
 
-  /** Fills group `g`'s scratch for this decision: multiplier and RTT bases. */
+  /** Fills group `g`'s RTT bases for this decision (its multiplier is worked out on demand). */
   private fill(g: number): void {
     const scratch = this.scratch as GroupScratch;
     if (scratch.stamp[g] === this.stamp) return;
-    const { p } = this;
     const group = this.groups[g] as IndexGroup;
-    const latency = p.ctx.latency;
-    const clientRegion = p.client.region;
+    const latency = this.p.ctx.latency;
     // A one-level mask: that level's own overhead.
     const overheadMs = this.minOverheads[group.levelBit] as number;
+    const sameRegion = group.regionIndex === this.clientRegionIndex;
     scratch.stamp[g] = this.stamp;
-    scratch.multiplier[g] = p.ctx.priceMultiplier.at(group, p.request.model, p.ctx.nowMs);
-    scratch.coordinateBaseMs[g] =
-      overheadMs + (clientRegion !== '' && clientRegion !== group.region ? latency.crossRegionPenaltyMs : 0);
+    scratch.coordinateBaseMs[g] = overheadMs + (sameRegion ? 0 : this.crossRegionPenaltyMs);
     scratch.regionDefaultMs[g] =
-      overheadMs + (clientRegion === group.region ? latency.sameRegionRttMs : latency.crossRegionRttMs);
+      overheadMs +
+      (this.p.client.region === group.region ? latency.sameRegionRttMs : latency.crossRegionRttMs);
   }
 
   private multiplierOf(group: IndexGroup): number {
-    this.fill(group.id);
-    return (this.scratch as GroupScratch).multiplier[group.id] as number;
+    const scratch = this.scratch as GroupScratch;
+    const g = group.id;
+    if (scratch.multiplierStamp[g] !== this.stamp) {
+      const { p } = this;
+      scratch.multiplierStamp[g] = this.stamp;
+      scratch.multiplier[g] = p.ctx.priceMultiplier.at(group, p.request.model, p.ctx.nowMs);
+    }
+    return scratch.multiplier[g] as number;
   }
 
   /** By LEVEL_BIT mask: the lowest multiplier of any group of the model at those levels now. */
@@ -662,37 +680,22 @@ class Search {
    */
   private bound(tree: FlatTree, c: number): ScratchBounds {
     const { p } = this;
-    let coordinateBaseMs: number;
-    let regionDefaultMs: number;
-    let multiplier: number;
     const cells = tree.cells;
     const at = c * CELL_STRIDE;
-    const count = cells[at + C.groupCount] as number;
+    const mask = cells[at + C.levelMask] as number;
     // A priced tree's minimum prices already include this decision's multipliers.
-    const priced = tree.priced;
-    if (count >= 0) {
-      coordinateBaseMs = Number.POSITIVE_INFINITY;
-      regionDefaultMs = Number.POSITIVE_INFINITY;
-      multiplier = priced ? 1 : Number.POSITIVE_INFINITY;
-      const start = cells[at + C.groupStart] as number;
-      const scratch = this.scratch as GroupScratch;
-      for (let i = start; i < start + count; i += 1) {
-        const g = tree.cellGroups[i] as number;
-        this.fill(g);
-        coordinateBaseMs = Math.min(coordinateBaseMs, scratch.coordinateBaseMs[g] as number);
-        regionDefaultMs = Math.min(regionDefaultMs, scratch.regionDefaultMs[g] as number);
-        if (!priced) multiplier = Math.min(multiplier, scratch.multiplier[g] as number);
-      }
-    } else {
-      const latency = p.ctx.latency;
-      coordinateBaseMs = this.minOverheads[cells[at + C.levelMask] as number] as number;
-      regionDefaultMs = coordinateBaseMs + Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs);
-      multiplier = priced ? 1 : (this.floorsByLevels()[cells[at + C.levelMask] as number] as number);
-    }
+    // A nearest-first walk keys cells by TTFT alone: their cost bound is not worked out.
+    const multiplier = tree.priced || !this.boundsCost ? 1 : this.cellMultiplier(tree, at, mask);
     let rttLowerBoundMs: number;
     const vector = p.clientVector;
-    if (vector === undefined || cells[at + C.spatial] === UNLOCATED) rttLowerBoundMs = regionDefaultMs;
+    if (vector === undefined || cells[at + C.spatial] === UNLOCATED)
+      rttLowerBoundMs = this.cellRegionDefaultMs(tree, at);
     else {
+      // The smallest overhead of the cell's levels, and the cross-region penalty unless the cell
+      // may hold a node in the client's region.
+      const coordinateBaseMs =
+        (this.minOverheads[mask] as number) +
+        (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0);
       const angle = chordTo(vector, cells, at + C.cx) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
       rttLowerBoundMs = (angle > 0 ? angle * p.msPerRad : 0) + coordinateBaseMs;
     }
@@ -709,6 +712,42 @@ class Search {
     );
     out.ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
     return out;
+  }
+
+  /** The lowest multiplier of cell `at`'s groups (of its levels' groups when it lists none). */
+  private cellMultiplier(tree: FlatTree, at: number, mask: number): number {
+    const count = cellGroupCount(tree.cells, at);
+    if (count < 0) return this.floorsByLevels()[mask] as number;
+    let multiplier = Number.POSITIVE_INFINITY;
+    const start = cellGroupStart(tree.cells, at);
+    for (let i = start; i < start + count; i += 1)
+      multiplier = Math.min(
+        multiplier,
+        this.multiplierOf(this.groups[tree.cellGroups[i] as number] as IndexGroup),
+      );
+    return multiplier;
+  }
+
+  /** The lowest region-default RTT of cell `at`'s groups (of any group at its levels when it lists none). */
+  private cellRegionDefaultMs(tree: FlatTree, at: number): number {
+    const cells = tree.cells;
+    const count = cellGroupCount(cells, at);
+    if (count < 0) {
+      const latency = this.p.ctx.latency;
+      return (
+        (this.minOverheads[cells[at + C.levelMask] as number] as number) +
+        Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs)
+      );
+    }
+    const scratch = this.scratch as GroupScratch;
+    let regionDefaultMs = Number.POSITIVE_INFINITY;
+    const start = cellGroupStart(cells, at);
+    for (let i = start; i < start + count; i += 1) {
+      const g = tree.cellGroups[i] as number;
+      this.fill(g);
+      regionDefaultMs = Math.min(regionDefaultMs, scratch.regionDefaultMs[g] as number);
+    }
+    return regionDefaultMs;
   }
 
   /**
@@ -738,7 +777,9 @@ class Search {
       slots[at + S.input] as number,
       slots[at + S.output] as number,
       slots[at + S.cached] as number,
-      tree.priced ? 1 : this.multiplierOf(this.groups[slots[at + S.group] as number] as IndexGroup),
+      tree.priced || !this.boundsCost
+        ? 1
+        : this.multiplierOf(this.groups[slots[at + S.group] as number] as IndexGroup),
     );
     out.ttftLowerBoundMs = rttLowerBoundMs + prefillMsAt(this.p.request, slots[at + S.rate] as number);
     return out;
@@ -761,9 +802,9 @@ class Search {
     if (this.excluded === undefined) return false;
     const at = c * CELL_STRIDE;
     if (((tree.cells[at + C.levelMask] as number) & this.allowedLevelMask) === 0) return true;
-    const count = tree.cells[at + C.groupCount] as number;
+    const count = cellGroupCount(tree.cells, at);
     if (count < 0) return false;
-    const start = tree.cells[at + C.groupStart] as number;
+    const start = cellGroupStart(tree.cells, at);
     for (let i = start; i < start + count; i += 1)
       if (this.excluded[tree.cellGroups[i] as number] !== 1) return false;
     return true;
@@ -1217,12 +1258,17 @@ class Search {
     const tree = candidates.tree(PLACE_TREE);
     for (const entry of candidates.recent())
       if (this.visits(entry) && this.spend()) visit(entry, this.entryRttLowerBound(entry));
-    this.walk(
-      tree,
-      (bounds) => bounds.ttftLowerBoundMs,
-      (topKey) => topKey > (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY),
-      visit,
-    );
+    this.boundsCost = false;
+    try {
+      this.walk(
+        tree,
+        (bounds) => bounds.ttftLowerBoundMs,
+        (topKey) => topKey > (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY),
+        visit,
+      );
+    } finally {
+      this.boundsCost = true;
+    }
     return best;
   }
 }
