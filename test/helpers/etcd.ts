@@ -31,24 +31,43 @@ export function etcdBinary(): string {
   );
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
+/**
+ * `count` distinct free loopback ports: every probe stays open until all are bound (ports probed
+ * one after another can repeat once the first is closed).
+ */
+async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createServer());
+  try {
+    return await Promise.all(
+      servers.map(
+        (server) =>
+          new Promise<number>((resolve, reject) => {
+            server.once('error', reject);
+            server.listen(0, '127.0.0.1', () => {
+              const address = server.address();
+              resolve(typeof address === 'object' && address !== null ? address.port : 0);
+            });
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(
+      servers.map(
+        (server) =>
+          new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())),
+      ),
+    );
+  }
 }
+
+/** Attempts at new ports when another process takes one between the probe and etcd's bind. */
+const PORT_ATTEMPTS = 3;
 
 export async function startEtcd(): Promise<EtcdServer> {
   const binary = etcdBinary();
   const dataDir = mkdtempSync(join(tmpdir(), 'cpn-etcd-'));
-  const clientPort = await freePort();
-  const peerPort = await freePort();
-  const endpoint = `http://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
+  let endpoint = '';
+  let peer = '';
   let child: ChildProcess | undefined;
   let log = '';
 
@@ -105,7 +124,17 @@ export async function startEtcd(): Promise<EtcdServer> {
       proc.kill('SIGTERM');
     });
 
-  await start();
+  for (let attempt = 1; ; attempt += 1) {
+    const [clientPort, peerPort] = await freePorts(2);
+    endpoint = `http://127.0.0.1:${clientPort}`;
+    peer = `http://127.0.0.1:${peerPort}`;
+    try {
+      await start();
+      break;
+    } catch (error) {
+      if (attempt >= PORT_ATTEMPTS || !log.includes('address already in use')) throw error;
+    }
+  }
   return {
     endpoint,
     dataDir,
