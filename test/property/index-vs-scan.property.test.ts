@@ -24,6 +24,7 @@ import {
   PRICE_TREE,
   type RejectionVerdict,
   type RouteContext,
+  type RouteDecision,
   type RouteRequest,
   type RoutingView,
   randomPolicy,
@@ -188,12 +189,14 @@ const scenarioArb = fc
       // out at the default size, or at any size so that these small registries have them.
       minTierNodes: fc.constantFrom(256, 1, 3),
       // Which tree the cost search walks changes its work, never its answer: as chosen, always
-      // the price tree, never it, and the price tree given up after one cell (a fresh start).
+      // the price tree, never it, and the price tree given up after one cell (a fresh start), the
+      // next request of its kind then sent straight to the mixed tree (or not: no retry count).
       tuning: fc.constantFrom<SearchTuning | undefined>(
         undefined,
         { priceTreeReach: 0, priceTreeMaxCells: Number.POSITIVE_INFINITY },
         { priceTreeReach: Number.POSITIVE_INFINITY, priceTreeMaxCells: 0 },
         { priceTreeReach: 0, priceTreeMaxCells: 1 },
+        { priceTreeReach: 0, priceTreeMaxCells: 1, priceTreeRetryAfter: 4 },
       ),
       client: fc.record({
         place: fc.option(placeArb, { freq: 4 }),
@@ -385,6 +388,20 @@ function setUp(s: Scenario) {
   return { nodes, req, ctx, reservations };
 }
 
+/** What a decision answers, without the counts (which depend on the work done). */
+function answerOf(decision: RouteDecision) {
+  if (decision.kind === 'placed')
+    return {
+      kind: decision.kind,
+      degraded: decision.degraded,
+      placement: decision.placement,
+      fallbacks: decision.fallbacks,
+    };
+  if (decision.kind === 'infeasible')
+    return { kind: decision.kind, reason: decision.reason, bestTtftMs: decision.bestTtftMs };
+  return { kind: decision.kind };
+}
+
 /** A full scan's order for the simulator's ranked baselines: their key, then the node id. */
 const BASELINES = {
   nearest: { policy: NEAREST, key: (j: Judged) => (j.estimate as Estimate).networkRttMs },
@@ -455,6 +472,9 @@ describe('candidate index (property)', () => {
       fc.property(scenarioArb, (s) => {
         const { nodes, req, ctx, reservations } = setUp(s);
         const decision = decideRoute(req, ctx);
+        // Decided again: when the price tree gave up the first time, this one skips it (see
+        // SearchTuning.priceTreeRetryAfter). The work differs, the answer must not.
+        expect(answerOf(decideRoute(req, ctx))).toEqual(answerOf(decision));
         const scan = fullScan(nodes, req, ctx, reservations);
         const k = 1 + req.maxFallbacks;
         if (decision.kind === 'refused') throw new Error('no admission rule was given');

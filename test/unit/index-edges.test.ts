@@ -180,3 +180,28 @@ describe('candidate index: the cross-region penalty in a cell bound', () => {
     expect(decideRoute(req('XX-NONE'), ctx).kind).toBe('infeasible');
   });
 });
+
+describe('candidate index: the price tree remembered per kind of request', () => {
+  it('after the price tree gives up, the next requests of that kind skip it, then try it again', () => {
+    const nodes = Array.from({ length: 60 }, (_, i) =>
+      record({ id: `n-${String(i).padStart(2, '0')}`, km: i * 3, price: 1 + (i % 7) / 10, permanent: true }),
+    );
+    const ctx = {
+      ...context(nodes),
+      // The price tree judged worth it for every request, and given up after one cell.
+      searchTuning: { priceTreeReach: 0, priceTreeMaxCells: 1, priceTreeRetryAfter: 3 },
+    };
+    const skips = () => [...(ctx.view.candidates('m')?.priceTreeSkips ?? [])].filter((n) => n > 0);
+    const req = request({ explain: false });
+    const first = placedOn(decideRoute(req, ctx));
+    expect(skips()).toEqual([3]);
+    // Three requests of the kind go straight to the mixed tree, the fourth tries the price tree.
+    for (const left of [2, 1, 0, 3]) {
+      expect(placedOn(decideRoute(req, ctx))).toBe(first);
+      expect(skips()).toEqual(left === 0 ? [] : [left]);
+    }
+    // Another kind (a prompt past the next half power of two) is judged on its own.
+    decideRoute({ ...req, inputTokens: 4000 }, ctx);
+    expect(skips()).toEqual([3, 3]);
+  });
+});

@@ -211,6 +211,9 @@ export interface RttOrder {
 /** Client regions whose RTT orders a model keeps (regions come from requests: bounded). */
 const MAX_RTT_ORDERS = 64;
 
+/** Kinds of request a model remembers the price tree's outcome for (a power of two). */
+export const REQUEST_KINDS = 1024;
+
 /** Steps of a model's rate distribution kept for fastShare. */
 const RATE_QUANTILES = 64;
 
@@ -284,6 +287,12 @@ export class ModelCandidates {
   private liveCursor = -1;
   /** Per-decision values by group id (see GroupScratch); replaced, stamps cleared, as groups grow. */
   scratch: GroupScratch = scratchFor(8);
+  /**
+   * By kind of request (Search.requestKind, one of REQUEST_KINDS): how many more requests of that
+   * kind a cost search sends straight to the mixed tree, the price tree having given up on one of
+   * them lately. Work, never answers, depends on it.
+   */
+  readonly priceTreeSkips = new Uint8Array(REQUEST_KINDS);
 
   constructor(
     readonly model: string,

@@ -60,6 +60,7 @@ import {
   type ModelCandidates,
   PLACE_TREE,
   PRICE_TREE,
+  REQUEST_KINDS,
   regionBitFor,
   S,
   SLOT_STRIDE,
@@ -150,6 +151,14 @@ export interface SearchTuning {
   readonly priceTreeReach: number;
   readonly priceTreeMaxCells: number;
   /**
+   * After the price tree gives up on a request, the next this many requests of its kind (client
+   * region, budget, prompt and answer length, each on a log scale) go straight to the mixed
+   * tree, then the price tree is tried again (0: always as judged; at most 255). The share of
+   * nodes within reach does not tell where the cheap ones are: a night discount far away sends
+   * requests that look alike into the price tree, which gives up on all of them.
+   */
+  readonly priceTreeRetryAfter?: number;
+  /**
    * A policy without a cell bound (least-loaded, random) reads a model of at most this many
    * nodes straight through instead of walking a tree: the walk's heap and cell bounds cost more
    * than they save when nearly every node is within reach anyway.
@@ -164,6 +173,7 @@ export interface SearchTuning {
 export const DEFAULT_SEARCH_TUNING: SearchTuning = {
   priceTreeReach: 0.25,
   priceTreeMaxCells: 48,
+  priceTreeRetryAfter: 16,
   flatScanNodes: 1024,
 };
 
@@ -972,7 +982,13 @@ class Search {
     }
     const byCost = p.policy.searchBy === 'cost';
     const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
-    const byPrice = byCost && this.reachesMost(candidates, placeTree, reachMs, tuning.priceTreeReach);
+    let byPrice = byCost && this.reachesMost(candidates, placeTree, reachMs, tuning.priceTreeReach);
+    const retryAfter = Math.min(255, Math.max(0, Math.floor(tuning.priceTreeRetryAfter ?? 0)));
+    const kind = byPrice && retryAfter > 0 ? this.requestKind() : -1;
+    if (kind >= 0 && (candidates.priceTreeSkips[kind] as number) > 0) {
+      candidates.priceTreeSkips[kind] = (candidates.priceTreeSkips[kind] as number) - 1;
+      byPrice = false;
+    }
     const minRate = this.rateNeeded(reachMs, 0);
     const keyOf = (bounds: ScratchBounds) => {
       if (bounds.ttftLowerBoundMs > reachMs) return undefined;
@@ -1050,11 +1066,27 @@ class Search {
       reachMs,
     );
     if (!finished) {
+      if (kind >= 0) candidates.priceTreeSkips[kind] = retryAfter;
       this.tried = SKIP;
       const mixedTree = candidates.tree(MIXED_TREE, p.pricing, minRate);
       this.walk(mixedTree, keyOf, done, visit, tieLowerBound, Number.POSITIVE_INFINITY, reachMs);
     }
     this.tried = undefined;
+  }
+
+  /**
+   * The request's kind for SearchTuning.priceTreeRetryAfter: its client region, budget, uncached
+   * prompt and answer length (the last three in half or whole powers of two), hashed to one of
+   * REQUEST_KINDS (kinds that collide share what they remember: work, never answers).
+   */
+  private requestKind(): number {
+    const r = this.p.request;
+    const tokens = Math.max(0, r.inputTokens - r.cachedInputTokens);
+    let h = Math.imul(this.clientRegionIndex + 2, 0x9e3779b1);
+    h = Math.imul(h ^ Math.floor(Math.log2(r.latencyBudgetMs + 1) * 2), 0x85ebca6b);
+    h = Math.imul(h ^ Math.floor(Math.log2(tokens + 1) * 2), 0xc2b2ae35);
+    h = Math.imul(h ^ Math.floor(Math.log2(r.maxOutputTokens + 1)), 0x27d4eb2f);
+    return (h ^ (h >>> 15)) & (REQUEST_KINDS - 1);
   }
 
   /**
