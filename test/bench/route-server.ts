@@ -11,7 +11,7 @@
 
 import { Server, ServerCredentials, status } from '@grpc/grpc-js';
 import type { SchedulerServer } from '../../src/gen/cpn/v1/scheduler.js';
-import { built } from './built.js';
+import { built, stacksAsInProduction } from './built.js';
 import { nationalRegistry, type PriceMode } from './registry-gen.js';
 
 // The built code, as `cpn serve` runs it, for every mode alike (npm run bench builds first).
@@ -31,6 +31,7 @@ const { MemoryStore } = (await built(
 )) as typeof import('../../src/store/memory/memory-store.js');
 const { registerPermanent } = (await built('store/store.js')) as typeof import('../../src/store/store.js');
 
+stacksAsInProduction();
 const [mode = 'real', nodesArg = '5000', priceMode = 'distinct'] = process.argv.slice(2);
 const topology = await loadTopology('simulations/topologies/demo-national.yaml');
 const store = new MemoryStore({
