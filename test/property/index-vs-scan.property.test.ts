@@ -14,10 +14,12 @@ import type { ReservationBook } from '../../src/core/reservations.js';
 import { seededRng } from '../../src/core/rng.js';
 import {
   CandidateIndex,
+  DEFAULT_LEAF_SIZES,
   decideRoute,
   type Estimate,
   estimateOn,
   LEAST_LOADED,
+  type LeafSizes,
   MIXED_TREE,
   NEAREST,
   PLACE_TREE,
@@ -188,6 +190,9 @@ const scenarioArb = fc
       // Rate tiers (the fastest half, quarter… of a model's nodes in trees of their own) split
       // out at the default size, or at any size so that these small registries have them.
       minTierNodes: fc.constantFrom(256, 1, 3),
+      // Leaves as built (up to 32 nodes, so these registries make shallow trees), or small enough
+      // that they make deep ones.
+      leafSizes: fc.constantFrom<LeafSizes>(DEFAULT_LEAF_SIZES, [2, 2, 2], [3, 5, 2], [8, 8, 8]),
       // Which tree the cost search walks changes its work, never its answer: as chosen, always
       // the price tree, never it, and the price tree given up after one cell (a fresh start), the
       // next request of its kind then sent straight to the mixed tree (or not: no retry count).
@@ -314,7 +319,7 @@ function buildTrees(candidates: ReturnType<CandidateIndex['candidates']>, pricin
 
 function setUp(s: Scenario) {
   // Build the index, search it once (so its trees exist), then apply updates on top.
-  const index = new CandidateIndex(s.minTierNodes);
+  const index = new CandidateIndex(s.minTierNodes, s.leafSizes);
   const multiplier = policyMultiplier({ rules: s.rules as PriceRule[], utcOffsetHours: 8 });
   const builtFor: TreePricing = { multiplier, nowMs: NOW - s.builtHoursBefore * 3_600_000 };
   let nodes = [...s.nodes] as NodeRecord[];

@@ -110,6 +110,11 @@ describe('candidate index: rate tiers', () => {
     expect(floors[3]).toBe(100_000);
   });
 
+  it('a leaf size below one node is refused when the index is made', () => {
+    expect(() => new CandidateIndex(256, [16, 0, 16])).toThrow(/a leaf holds at least one node, not 0/);
+    expect(() => new CandidateIndex(256, [16, 32, 1.5])).toThrow(/not 1.5/);
+  });
+
   it('one rate for every node makes no tier beyond all of them', () => {
     expect(tiersOf(() => 30_000, 1024).slice(1)).toEqual(Array(4).fill(Number.POSITIVE_INFINITY));
   });

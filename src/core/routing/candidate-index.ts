@@ -53,8 +53,20 @@ export interface Vec3 {
   readonly z: number;
 }
 
-/** Nodes per leaf (a leaf lists its nodes fastest prefill first: see build). */
-const LEAF_SIZE = 8;
+/**
+ * Most nodes per leaf, by tree kind (price, mixed, place); a leaf lists its nodes fastest prefill
+ * first (see build). Reading a leaf's node slots costs less than a level of cells: each cell
+ * popped is a bound for both children, a heap operation and a cache miss, while a leaf's slots
+ * are contiguous and passed over at the first too slow. A tight budget walks the mixed tree to
+ * the few nodes near the client that are fast enough, through cells that tell little apart:
+ * there leaves of 32 measured about 25 % faster at the p99 than leaves of 8 (BENCHMARKS.md,
+ * session 12). A loose budget finds its answer in the price tree's first leaves, where larger
+ * leaves only add slots to read: 16 there.
+ */
+export const DEFAULT_LEAF_SIZES: LeafSizes = [16, 32, 16];
+
+/** Most nodes per leaf, indexed by TreeKind (PRICE_TREE, MIXED_TREE, PLACE_TREE). */
+export type LeafSizes = readonly [number, number, number];
 
 export const LEVEL_BIT: Readonly<Record<Level, number>> = { CENTER: 1, PROVINCE: 2, EDGE: 4, TERMINAL: 8 };
 /** Absorbs rounding in acos so that a bound from unit vectors never exceeds a true distance. */
@@ -297,6 +309,7 @@ export class ModelCandidates {
   constructor(
     readonly model: string,
     private readonly minTierNodes = MIN_TIER_NODES,
+    private readonly leafSizes: LeafSizes = DEFAULT_LEAF_SIZES,
   ) {}
 
   get size(): number {
@@ -379,7 +392,7 @@ export class ModelCandidates {
     const held = this.validity[slot];
     const validity = want ?? { multiplier: undefined, fromMs: 0, untilMs: Number.POSITIVE_INFINITY };
     if (tree === undefined) {
-      tree = buildTree(this.tierSource(tier), kind, this.factors(validity));
+      tree = buildTree(this.tierSource(tier), kind, this.factors(validity), this.leafSizes[kind]);
       this.buildCount += 1;
     } else if (held !== undefined) {
       const usable =
@@ -666,7 +679,11 @@ class TreeBuilder {
   /** Indices into `nodes`, reordered in place as cells are split: a subtree's nodes are one range. */
   private readonly order: Int32Array;
 
-  constructor(source: TreeSource, factors: Float64Array | undefined) {
+  constructor(
+    source: TreeSource,
+    factors: Float64Array | undefined,
+    private readonly leafSize: number,
+  ) {
     this.nodes = source.nodes;
     this.order = Int32Array.from(source.nodes.keys());
     if (factors === undefined) this.keys = source.keys;
@@ -771,7 +788,7 @@ class TreeBuilder {
     const c = this.cell(lo, hi, spatial);
     this.set(c, C.itemStart, this.items.length);
     let split: { key: number; spread: number } | undefined;
-    if (hi - lo > LEAF_SIZE) {
+    if (hi - lo > this.leafSize) {
       const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
       let byPrice = this.widest(lo, hi, TOKEN_PRICE_KEYS, true);
       if (byPrice.spread <= 1e-9 && depth % 2 === 1) byPrice = this.widest(lo, hi, PREFILL_KEYS, true);
@@ -942,8 +959,13 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
   return { ...tree, cells, slots, priced: factors !== undefined };
 }
 
-function buildTree(source: TreeSource, kind: TreeKind, factors: Float64Array | undefined): FlatTree {
-  const builder = new TreeBuilder(source, factors);
+function buildTree(
+  source: TreeSource,
+  kind: TreeKind,
+  factors: Float64Array | undefined,
+  leafSize: number,
+): FlatTree {
+  const builder = new TreeBuilder(source, factors, leafSize);
   const { located } = source;
   const roots: number[] = [];
   if (located > 0) roots.push(builder.build(0, located, 0, CAP, kind));
@@ -976,8 +998,18 @@ export class CandidateIndex {
   private readonly models = new Map<string, ModelCandidates>();
   private readonly indexed = new Map<string, NodeRecord>();
 
-  /** `minTierNodes`: the smallest rate tier split out (tests lower it to reach small registries). */
-  constructor(private readonly minTierNodes = MIN_TIER_NODES) {}
+  /**
+   * `minTierNodes`: the smallest rate tier split out; `leafSizes`: most nodes per leaf by tree
+   * kind (tests lower both to reach small registries).
+   */
+  constructor(
+    private readonly minTierNodes = MIN_TIER_NODES,
+    private readonly leafSizes: LeafSizes = DEFAULT_LEAF_SIZES,
+  ) {
+    for (const size of leafSizes)
+      if (!Number.isInteger(size) || size < 1)
+        throw new RangeError(`a leaf holds at least one node, not ${size}`);
+  }
 
   candidates(model: string): ModelCandidates | undefined {
     return this.models.get(model);
@@ -1005,7 +1037,7 @@ export class CandidateIndex {
       seen.add(offer.model);
       let candidates = this.models.get(offer.model);
       if (candidates === undefined) {
-        candidates = new ModelCandidates(offer.model, this.minTierNodes);
+        candidates = new ModelCandidates(offer.model, this.minTierNodes, this.leafSizes);
         this.models.set(offer.model, candidates);
       }
       candidates.add(record, offer);
