@@ -163,6 +163,8 @@ export const C = {
 } as const;
 export const CELL_STRIDE = 16;
 const GROUPS_PACK = 16;
+// A listed count (up to MAX_CELL_GROUPS) plus one must stay below GROUPS_PACK to unpack.
+if (MAX_CELL_GROUPS + 1 >= GROUPS_PACK) throw new Error('MAX_CELL_GROUPS must be below GROUPS_PACK - 1');
 
 /** The first index in `cellGroups` of cell `at`'s groups, and how many (-1: too many to list). */
 export function cellGroupStart(cells: Float64Array, at: number): number {

@@ -168,11 +168,15 @@ export interface SearchTuning {
 
 /**
  * Measured on `npm run bench` (BENCHMARKS.md): loose budgets find their answer in 10–30 cells.
+ * With leaves of 16, a price walk that will finish does so within about 96 cells at 10⁴ nodes;
+ * giving up at 48 sent time-of-use requests to the mixed tree after wasting the 48 (cells popped
+ * at the p99, 10⁴ nodes, time of use: 98 → 82 at 80 ms, 108 → 92 at 30 ms; 10⁵, distinct
+ * prices, 80 ms: 77 → 65; nothing else moved; 192 was worse at 10⁵).
  * The flat scan: national-day's least-loaded lane (225 nodes) on the simulator bench.
  */
 export const DEFAULT_SEARCH_TUNING: SearchTuning = {
   priceTreeReach: 0.25,
-  priceTreeMaxCells: 48,
+  priceTreeMaxCells: 96,
   priceTreeRetryAfter: 16,
   flatScanNodes: 1024,
 };
