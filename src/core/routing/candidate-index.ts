@@ -148,7 +148,8 @@ export const C = {
   levelMask: 8,
   /**
    * The cell's distinct group ids are `cellGroups[start .. start + count]`, packed as
-   * start × GROUPS_PACK + count + 1 (count -1: too many to list; see cellGroupRange).
+   * start × GROUPS_PACK + count + 1 (count -1: too many to list; see cellGroupStart and
+   * cellGroupCount).
    */
   groups: 9,
   /** Child cell indices; -1 in a leaf. */
@@ -158,7 +159,7 @@ export const C = {
   itemStart: 12,
   itemEnd: 13,
   spatial: 14,
-  /** IndexGroup.regionBit of every region present, OR-ed (see regionBitOf). */
+  /** regionBitFor of every region present (its IndexGroup.regionIndex), OR-ed. */
   regionBits: 15,
 } as const;
 export const CELL_STRIDE = 16;

@@ -531,8 +531,6 @@ class Search {
   private readonly clientRegionBit: number;
   /** What a node outside the client's region adds to its coordinate RTT (0 for a client with no region). */
   private readonly crossRegionPenaltyMs: number;
-  /** False while a walk keys cells by TTFT alone (bound then leaves their cost bound unpriced). */
-  private boundsCost = true;
 
   constructor(
     private readonly p: Prepared,
@@ -638,8 +636,7 @@ class Search {
     scratch.stamp[g] = this.stamp;
     scratch.coordinateBaseMs[g] = overheadMs + (sameRegion ? 0 : this.crossRegionPenaltyMs);
     scratch.regionDefaultMs[g] =
-      overheadMs +
-      (this.p.client.region === group.region ? latency.sameRegionRttMs : latency.crossRegionRttMs);
+      overheadMs + (sameRegion ? latency.sameRegionRttMs : latency.crossRegionRttMs);
   }
 
   private multiplierOf(group: IndexGroup): number {
@@ -692,14 +689,14 @@ class Search {
    * Lower bounds of RTT, TTFT and cost over every node of cell `c`, written into
    * `this.cellBounds` (no allocation: this runs for every cell a search touches).
    */
-  private bound(tree: FlatTree, c: number): ScratchBounds {
+  private bound(tree: FlatTree, c: number, costed: boolean): ScratchBounds {
     const { p } = this;
     const cells = tree.cells;
     const at = c * CELL_STRIDE;
     const mask = cells[at + C.levelMask] as number;
     // A priced tree's minimum prices already include this decision's multipliers.
-    // A nearest-first walk keys cells by TTFT alone: their cost bound is not worked out.
-    const multiplier = tree.priced || !this.boundsCost ? 1 : this.cellMultiplier(tree, at, mask);
+    // Uncosted (a walk keyed by TTFT alone), the cost bound is left unpriced.
+    const multiplier = tree.priced || !costed ? 1 : this.cellMultiplier(tree, at, mask);
     let rttLowerBoundMs: number;
     const vector = p.clientVector;
     if (vector === undefined || cells[at + C.spatial] === UNLOCATED)
@@ -781,7 +778,7 @@ class Search {
   }
 
   /** Lower bounds of node slot `i` alone (RTT bound given), in the cells' scratch bounds. */
-  private slotBounds(tree: FlatTree, i: number, rttLowerBoundMs: number): ScratchBounds {
+  private slotBounds(tree: FlatTree, i: number, rttLowerBoundMs: number, costed: boolean): ScratchBounds {
     const slots = tree.slots;
     const at = i * SLOT_STRIDE;
     const out = this.cellBounds;
@@ -791,7 +788,7 @@ class Search {
       slots[at + S.input] as number,
       slots[at + S.output] as number,
       slots[at + S.cached] as number,
-      tree.priced || !this.boundsCost
+      tree.priced || !costed
         ? 1
         : this.multiplierOf(this.groups[slots[at + S.group] as number] as IndexGroup),
     );
@@ -986,14 +983,14 @@ class Search {
     }
     const byCost = p.policy.searchBy === 'cost';
     const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
-    let byPrice = byCost && this.reachesMost(candidates, placeTree, reachMs, tuning.priceTreeReach);
+    const minRate = this.rateNeeded(reachMs, 0);
+    let byPrice = byCost && this.reachesMost(candidates, placeTree, reachMs, minRate, tuning.priceTreeReach);
     const retryAfter = Math.min(255, Math.max(0, Math.floor(tuning.priceTreeRetryAfter ?? 0)));
     const kind = byPrice && retryAfter > 0 ? this.requestKind() : -1;
     if (kind >= 0 && (candidates.priceTreeSkips[kind] as number) > 0) {
       candidates.priceTreeSkips[kind] = (candidates.priceTreeSkips[kind] as number) - 1;
       byPrice = false;
     }
-    const minRate = this.rateNeeded(reachMs, 0);
     const keyOf = (bounds: ScratchBounds) => {
       if (bounds.ttftLowerBoundMs > reachMs) return undefined;
       const key = lowerBound === undefined ? 0 : lowerBound(bounds);
@@ -1117,6 +1114,7 @@ class Search {
     candidates: ModelCandidates,
     placeTree: FlatTree,
     reachMs: number,
+    minRate: number,
     share: number,
   ): boolean {
     if (share <= 0) return true;
@@ -1134,8 +1132,7 @@ class Search {
       const at = root * CELL_STRIDE;
       const size = cellSize(cells, at);
       total += size;
-      if (cells[at + C.spatial] === UNLOCATED)
-        reached += size * candidates.fastShare(this.rateNeeded(reachMs, 0));
+      if (cells[at + C.spatial] === UNLOCATED) reached += size * candidates.fastShare(minRate);
       else {
         stack[top] = root;
         stack[top + 1] = 0;
@@ -1189,13 +1186,14 @@ class Search {
     tieOf?: (bounds: ScratchBounds) => number,
     maxPops = Number.POSITIVE_INFINITY,
     leafReachMs = Number.POSITIVE_INFINITY,
+    costed = true,
   ): boolean {
     const frontier = this.frontier;
     frontier.clear();
     let pops = 0;
     const push = (c: number) => {
       if (this.cellExcluded(tree, c)) return;
-      const bounds = this.bound(tree, c);
+      const bounds = this.bound(tree, c, costed);
       const key = keyOf(bounds);
       if (key !== undefined) frontier.push(key, c, tieOf === undefined ? 0 : tieOf(bounds));
     };
@@ -1218,7 +1216,7 @@ class Search {
       // even at the leaf's nearest, none can. (Summed as the budget check sums, so that rounding
       // never drops a node that fits exactly.)
       const bounded = leafReachMs !== Number.POSITIVE_INFINITY;
-      const leafRttMs = bounded ? this.bound(tree, c).rttLowerBoundMs : 0;
+      const leafRttMs = bounded ? this.bound(tree, c, false).rttLowerBoundMs : 0;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         let rttLowerBoundMs: number;
         if (bounded) {
@@ -1240,7 +1238,7 @@ class Search {
         } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
         // passed over before its record is read (as the cells above it were).
-        const slotBounds = this.slotBounds(tree, i, rttLowerBoundMs);
+        const slotBounds = this.slotBounds(tree, i, rttLowerBoundMs, costed);
         const slotKey = keyOf(slotBounds);
         if (slotKey === undefined || done(slotKey, tieOf === undefined ? 0 : tieOf(slotBounds))) {
           if (!this.spend()) {
@@ -1294,17 +1292,17 @@ class Search {
     const tree = candidates.tree(PLACE_TREE);
     for (const entry of candidates.recent())
       if (this.visits(entry) && this.spend()) visit(entry, this.entryRttLowerBound(entry));
-    this.boundsCost = false;
-    try {
-      this.walk(
-        tree,
-        (bounds) => bounds.ttftLowerBoundMs,
-        (topKey) => topKey > (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY),
-        visit,
-      );
-    } finally {
-      this.boundsCost = true;
-    }
+    this.walk(
+      tree,
+      (bounds) => bounds.ttftLowerBoundMs,
+      (topKey) => topKey > (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY),
+      visit,
+      undefined,
+      Number.POSITIVE_INFINITY,
+      Number.POSITIVE_INFINITY,
+      // Keyed by TTFT alone: the cells' cost bounds are left unpriced.
+      false,
+    );
     return best;
   }
 }
