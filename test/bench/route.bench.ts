@@ -269,6 +269,15 @@ async function startServerProcess(
   };
 }
 
+/** A client of `server`, sending its client key (auth mode) on every call. */
+function clientFor(server: ServerProcess): SchedulerClientType {
+  return new SchedulerClient(
+    `127.0.0.1:${server.port}`,
+    credentials.createInsecure(),
+    server.key === undefined ? {} : { interceptors: [bearerInterceptor(server.key)] },
+  );
+}
+
 /** Sends `authorization: Bearer <key>` on every call. */
 function bearerInterceptor(key: string): Interceptor {
   return (options, nextCall) =>
@@ -357,14 +366,7 @@ if (PARTS.has('grpc')) {
   // the ratio moved between 0.67 and 1.03 from one run to the next. Each round's ratio compares
   // neighbours in time; the median round is reported.
   const servers = await Promise.all(modes.map((mode) => startServerProcess(mode, 5000, 'distinct')));
-  const clients = servers.map(
-    (server) =>
-      new SchedulerClient(
-        `127.0.0.1:${server.port}`,
-        credentials.createInsecure(),
-        server.key === undefined ? {} : { interceptors: [bearerInterceptor(server.key)] },
-      ),
-  );
+  const clients = servers.map(clientFor);
   for (const client of clients) await load(client, requests, 32, 1);
   const rounds: Record<(typeof modes)[number], number>[] = [];
   const totals = modes.map(() => ({ ok: 0, failed: 0, perSecond: 0 }));
@@ -392,7 +394,7 @@ if (PARTS.has('grpc')) {
   }
   for (const client of clients) client.close();
   await Promise.all(servers.map((server) => server.stop()));
-  const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+  const median = (values: number[]) => percentile(Float64Array.from(values).sort(), 0.5);
   out(
     `  ratio cpn / no-work, median round: ${median(rounds.map((r) => r.real / r.nowork)).toFixed(2)}  (target ≥ 0.9)`,
   );
@@ -404,11 +406,7 @@ if (PARTS.has('grpc')) {
   const cycles: Record<string, number> = {};
   for (const mode of ['real', 'auth'] as const) {
     const server = await startServerProcess(mode, 5000, 'distinct');
-    const client = new SchedulerClient(
-      `127.0.0.1:${server.port}`,
-      credentials.createInsecure(),
-      server.key === undefined ? {} : { interceptors: [bearerInterceptor(server.key)] },
-    );
+    const client = clientFor(server);
     await load(client, requests, 32, 1, undefined, true);
     const cpuBefore = server.cpuSeconds();
     const result = await load(client, requests, 32, grpcSeconds, undefined, true);
