@@ -43,7 +43,7 @@ export interface IndexedNode {
   /** Unit vector of the node's location; undefined when the node has no coordinates. */
   readonly position: Vec3 | undefined;
   removed: boolean;
-  /** The stamp of the last decision whose price-tree walk examined the node (see pipeline.ts). */
+  /** The stamp of the last decision whose price-tree walk visited the node (see pipeline.ts). */
   triedBy: number;
 }
 

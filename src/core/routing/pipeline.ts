@@ -458,17 +458,25 @@ class LeafQueue {
   }
 
   /**
-   * Takes the node of least (key, tie) out of the queue: it is moved to the queue's last place,
-   * which is returned, and the queue ends before it. A selection per node visited, not a sort:
-   * a leaf of 32 usually visits a few and stops.
+   * Takes the node of least (key, tie, slot) out of the queue: it is moved to the queue's last
+   * place, which is returned, and the queue ends before it. A selection per node visited, not a
+   * sort: a leaf of 32 usually visits a few and stops. Equal bounds keep the leaf's order, which
+   * a policy that collects every feasible node in the order met (random) picks by.
    */
   takeBest(): number {
-    const { keys, ties } = this;
+    const { keys, ties, slots } = this;
     let best = 0;
     for (let i = 1; i < this.size; i += 1) {
       const key = keys[i] as number;
       const bestKey = keys[best] as number;
-      if (key < bestKey || (key === bestKey && (ties[i] as number) < (ties[best] as number))) best = i;
+      if (key > bestKey) continue;
+      if (key < bestKey) {
+        best = i;
+        continue;
+      }
+      const tie = ties[i] as number;
+      const bestTie = ties[best] as number;
+      if (tie < bestTie || (tie === bestTie && (slots[i] as number) < (slots[best] as number))) best = i;
     }
     const last = this.size - 1;
     if (best !== last) {
@@ -579,7 +587,7 @@ class Search {
   private readonly leafQueue = LEAF_QUEUE;
   private readonly listed = LISTED;
   /**
-   * While a walk of the price tree may still give up, the nodes it examines are marked with this
+   * While a walk of the price tree may still give up, the nodes it visits are marked with this
    * decision's stamp (IndexedNode.triedBy); a walk that takes over skips them.
    */
   private tried: typeof MARK | typeof SKIP | undefined;
@@ -1324,8 +1332,7 @@ class Search {
         }
         const entry = tree.items[i] as IndexedNode;
         if (!this.visits(entry)) continue;
-        if (this.tried === MARK) entry.triedBy = this.stamp;
-        else if (this.tried === SKIP && entry.triedBy === this.stamp) continue;
+        if (this.tried === SKIP && entry.triedBy === this.stamp) continue;
         if (!this.spend()) {
           capped = true;
           break;
@@ -1337,7 +1344,11 @@ class Search {
       while (queue.size > 0) {
         const q = queue.takeBest();
         if (done(queue.keys[q] as number, queue.ties[q] as number)) break;
-        visit(tree.items[queue.slots[q] as number] as IndexedNode, queue.rtts[q] as number);
+        const entry = tree.items[queue.slots[q] as number] as IndexedNode;
+        // Marked as visited (a node passed over unvisited is looked at again by a walk that takes
+        // over, as one passed over by its slot bounds is).
+        if (this.tried === MARK) entry.triedBy = this.stamp;
+        visit(entry, queue.rtts[q] as number);
       }
       if (capped) {
         frontier.clear();
