@@ -91,6 +91,19 @@ describe('candidate index: prices that tie after a time-of-use factor', () => {
   });
 });
 
+describe('candidate index: a leaf no split divides', () => {
+  it('nodes alike in place, price and rate rank by id, as a full scan would', () => {
+    // No split separates them, so they share one leaf of 2,000: its queue is read sorted.
+    const nodes = Array.from({ length: 2000 }, (_, i) =>
+      record({ id: `n-${String((i * 7919) % 2000).padStart(4, '0')}`, km: 5, permanent: true }),
+    );
+    const decision = placed(decideRoute(request({ explain: false, maxFallbacks: 2 }), context(nodes)));
+    expect(decision.placement.nodeId).toBe('n-0000');
+    expect(decision.fallbacks.map((f) => f.nodeId)).toEqual(['n-0001', 'n-0002']);
+    expect(decision.counts.truncated).toBe(false);
+  });
+});
+
 describe('candidate index: rate tiers', () => {
   const tiersOf = (rate: (i: number) => number, count: number) => {
     const index = new CandidateIndex(32);

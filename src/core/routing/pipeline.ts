@@ -440,8 +440,14 @@ const FRONTIER = new MinHeap<number>();
  * visited best bound first (see Search.walk). One set per process: decisions run one at a time
  * and a walk never runs inside another; grown when a leaf holds more nodes than it has room for.
  */
+/** Longest leaf queue read by selection rather than sorted (see LeafQueue.start). */
+const SELECTED_QUEUE = 32;
+
 class LeafQueue {
+  /** Queued nodes; the next in order is at `order[cursor]` when sorted, else selected. */
   size = 0;
+  private order: Int32Array | undefined;
+  private cursor = 0;
   slots = new Int32Array(32);
   rtts = new Float64Array(32);
   keys = new Float64Array(32);
@@ -458,12 +464,45 @@ class LeafQueue {
   }
 
   /**
-   * Takes the node of least (key, tie, slot) out of the queue: it is moved to the queue's last
-   * place, which is returned, and the queue ends before it. A selection per node visited, not a
-   * sort: a leaf of 32 usually visits a few and stops. Equal bounds keep the leaf's order, which
-   * a policy that collects every feasible node in the order met (random) picks by.
+   * Starts reading the queue in (key, tie, slot) order (see next). Equal bounds keep the leaf's
+   * order, which a policy that collects every feasible node in the order met (random) picks by.
+   * Up to SELECTED_QUEUE nodes are selected one per visit (a leaf usually visits a few and stops);
+   * a longer queue (a leaf of nodes alike in place, price and rate, which no split divides) is
+   * sorted once, so that reading it stays n log n.
    */
-  takeBest(): number {
+  start(): void {
+    this.cursor = 0;
+    if (this.size <= SELECTED_QUEUE) {
+      this.order = undefined;
+      return;
+    }
+    const { keys, ties, slots } = this;
+    const order = new Int32Array(this.size);
+    for (let i = 0; i < order.length; i += 1) order[i] = i;
+    order.sort((a, b) => {
+      const ka = keys[a] as number;
+      const kb = keys[b] as number;
+      if (ka !== kb) return ka < kb ? -1 : 1;
+      const ta = ties[a] as number;
+      const tb = ties[b] as number;
+      if (ta !== tb) return ta < tb ? -1 : 1;
+      return (slots[a] as number) - (slots[b] as number);
+    });
+    this.order = order;
+  }
+
+  /** The position of the next queued node in order (started by start), or -1 when none is left. */
+  next(): number {
+    const order = this.order;
+    if (order !== undefined) return this.cursor < order.length ? (order[this.cursor++] as number) : -1;
+    return this.size > 0 ? this.takeBest() : -1;
+  }
+
+  /**
+   * Takes the node of least (key, tie, slot) out of the queue: it is moved to the queue's last
+   * place, which is returned, and the queue ends before it.
+   */
+  private takeBest(): number {
     const { keys, ties, slots } = this;
     let best = 0;
     for (let i = 1; i < this.size; i += 1) {
@@ -1341,8 +1380,8 @@ class Search {
       }
       // In (key, tie) order, and the ranked nodes only get better: past the first node that
       // cannot rank, none can.
-      while (queue.size > 0) {
-        const q = queue.takeBest();
+      queue.start();
+      for (let q = queue.next(); q >= 0; q = queue.next()) {
         if (done(queue.keys[q] as number, queue.ties[q] as number)) break;
         const entry = tree.items[queue.slots[q] as number] as IndexedNode;
         // Marked as visited (a node passed over unvisited is looked at again by a walk that takes
