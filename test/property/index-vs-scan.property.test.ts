@@ -193,7 +193,13 @@ const scenarioArb = fc
       // Leaves as built (up to 32 nodes, so these registries make shallow trees), or small enough
       // that they make deep ones.
       // Leaves larger than a walk's first leaf queue (32 nodes) make it grow.
-      leafSizes: fc.constantFrom<LeafSizes>(DEFAULT_LEAF_SIZES, [2, 2, 2], [3, 5, 2], [8, 8, 8], [48, 64, 40]),
+      leafSizes: fc.constantFrom<LeafSizes>(
+        DEFAULT_LEAF_SIZES,
+        [2, 2, 2],
+        [3, 5, 2],
+        [8, 8, 8],
+        [48, 64, 40],
+      ),
       // Which tree the cost search walks changes its work, never its answer: as chosen, always
       // the price tree, never it, and the price tree given up after one cell (a fresh start), the
       // next request of its kind then sent straight to the mixed tree (or not: no retry count).
