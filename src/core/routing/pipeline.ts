@@ -435,23 +435,30 @@ const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, t
 const NODE_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 const FRONTIER = new MinHeap<number>();
 
+/** Longest leaf queue read by selection rather than sorted (see LeafQueue.start). */
+const SELECTED_QUEUE = 32;
+
 /**
  * The nodes of one leaf that a walk will visit, gathered before any is visited so that they are
  * visited best bound first (see Search.walk). One set per process: decisions run one at a time
  * and a walk never runs inside another; grown when a leaf holds more nodes than it has room for.
  */
-/** Longest leaf queue read by selection rather than sorted (see LeafQueue.start). */
-const SELECTED_QUEUE = 32;
-
 class LeafQueue {
-  /** Queued nodes; the next in order is at `order[cursor]` when sorted, else selected. */
+  /** Queued nodes, at positions [0, size) of the arrays below. */
   size = 0;
+  /** When sorted (see start): the positions in order, read from `cursor`. */
   private order: Int32Array | undefined;
   private cursor = 0;
+  /** By position: the node's slot in its tree, its RTT bound, and its key and tie bounds. */
   slots = new Int32Array(32);
   rtts = new Float64Array(32);
   keys = new Float64Array(32);
   ties = new Float64Array(32);
+
+  clear(): void {
+    this.size = 0;
+    this.order = undefined;
+  }
 
   add(slot: number, rttLowerBoundMs: number, key: number, tie: number): void {
     if (this.size === this.slots.length) this.grow();
@@ -551,7 +558,7 @@ class LeafQueue {
   }
 }
 const LEAF_QUEUE = new LeafQueue();
-/** Search.tried: the price-tree walk marks the nodes it examines; the walk taking over skips them. */
+/** Search.tried: the price-tree walk marks the nodes it visits; the walk taking over skips them. */
 const MARK = 1;
 const SKIP = 2;
 /** The record every node is checked through before its estimate: the checks read it and keep nothing. */
@@ -1340,7 +1347,7 @@ class Search {
       // the ranked nodes is known before it is read (in leaf order, about half of a loose
       // decision's visits were to nodes a cheaper one in the same leaf then beat).
       const queue = this.leafQueue;
-      queue.size = 0;
+      queue.clear();
       let capped = false;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         let rttLowerBoundMs: number;
