@@ -446,6 +446,8 @@ const SELECTED_QUEUE = 32;
 class LeafQueue {
   /** Queued nodes, at positions [0, size) of the arrays below. */
   size = 0;
+  /** Whether every queued node has the first one's key and tie: then they go in leaf order. */
+  private alike = true;
   /** When sorted (see start): the positions in order, read from `cursor`. */
   private order: Int32Array | undefined;
   private cursor = 0;
@@ -457,12 +459,14 @@ class LeafQueue {
 
   clear(): void {
     this.size = 0;
+    this.alike = true;
     this.order = undefined;
   }
 
   add(slot: number, rttLowerBoundMs: number, key: number, tie: number): void {
     if (this.size === this.slots.length) this.grow();
     const at = this.size;
+    if (at > 0 && (key !== this.keys[0] || tie !== this.ties[0])) this.alike = false;
     this.slots[at] = slot;
     this.rtts[at] = rttLowerBoundMs;
     this.keys[at] = key;
@@ -473,12 +477,17 @@ class LeafQueue {
   /**
    * Starts reading the queue in (key, tie, slot) order (see next). Equal bounds keep the leaf's
    * order, which a policy that collects every feasible node in the order met (random) picks by.
-   * Up to SELECTED_QUEUE nodes are selected one per visit (a leaf usually visits a few and stops);
-   * a longer queue (a leaf of nodes alike in place, price and rate, which no split divides) is
-   * sorted once, so that reading it stays n log n.
+   * Nodes whose bounds are all alike (a policy without bounds keys every node 0) are read in
+   * the order queued. Otherwise up to SELECTED_QUEUE nodes are selected one per visit (a leaf
+   * usually visits a few and stops); a longer queue (a leaf of nodes alike in place, price and
+   * rate, which no split divides) is sorted once, so that reading it stays n log n.
    */
   start(): void {
     this.cursor = 0;
+    if (this.alike) {
+      this.order = undefined;
+      return;
+    }
     if (this.size <= SELECTED_QUEUE) {
       this.order = undefined;
       return;
@@ -502,6 +511,7 @@ class LeafQueue {
   next(): number {
     const order = this.order;
     if (order !== undefined) return this.cursor < order.length ? (order[this.cursor++] as number) : -1;
+    if (this.alike) return this.cursor < this.size ? this.cursor++ : -1;
     return this.size > 0 ? this.takeBest() : -1;
   }
 
