@@ -190,9 +190,8 @@ const scenarioArb = fc
       // Rate tiers (the fastest half, quarter… of a model's nodes in trees of their own) split
       // out at the default size, or at any size so that these small registries have them.
       minTierNodes: fc.constantFrom(256, 1, 3),
-      // Leaves as built (up to 32 nodes, so these registries make shallow trees), or small enough
-      // that they make deep ones.
-      // Leaves larger than a walk's first leaf queue (32 nodes) make it grow.
+      // Leaves as built (up to 32 nodes, so these registries make shallow trees), small enough
+      // that they make deep ones, or larger than a walk's first leaf queue (32), which then grows.
       leafSizes: fc.constantFrom<LeafSizes>(
         DEFAULT_LEAF_SIZES,
         [2, 2, 2],

@@ -484,14 +484,8 @@ class LeafQueue {
    */
   start(): void {
     this.cursor = 0;
-    if (this.alike) {
-      this.order = undefined;
-      return;
-    }
-    if (this.size <= SELECTED_QUEUE) {
-      this.order = undefined;
-      return;
-    }
+    this.order = undefined;
+    if (this.alike || this.size <= SELECTED_QUEUE) return;
     const { keys, ties, slots } = this;
     const order = new Int32Array(this.size);
     for (let i = 0; i < order.length; i += 1) order[i] = i;
@@ -832,19 +826,7 @@ class Search {
     // A priced tree's minimum prices already include this decision's multipliers.
     // Uncosted (a walk keyed by TTFT alone), the cost bound is left unpriced.
     const multiplier = tree.priced || !costed ? 1 : this.cellMultiplier(tree, at, mask);
-    let rttLowerBoundMs: number;
-    const vector = p.clientVector;
-    if (vector === undefined || cells[at + C.spatial] === UNLOCATED)
-      rttLowerBoundMs = this.cellRegionDefaultMs(tree, at);
-    else {
-      // The smallest overhead of the cell's levels, and the cross-region penalty unless the cell
-      // may hold a node in the client's region.
-      const coordinateBaseMs =
-        (this.minOverheads[mask] as number) +
-        (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0);
-      const angle = chordTo(vector, cells, at + C.cx) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
-      rttLowerBoundMs = (angle > 0 ? angle * p.msPerRad : 0) + coordinateBaseMs;
-    }
+    const rttLowerBoundMs = this.cellRttLowerBound(tree, at);
     const maxPrefill = cells[at + C.maxPrefill] as number;
     const prefillLowerBoundMs = maxPrefill > 0 ? prefillMsAt(p.request, maxPrefill) : 0;
     const out = this.cellBounds;
@@ -858,6 +840,21 @@ class Search {
     );
     out.ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
     return out;
+  }
+
+  /** A lower bound of the RTT to every node of the cell at `at` (part of its bound). */
+  private cellRttLowerBound(tree: FlatTree, at: number): number {
+    const cells = tree.cells;
+    const vector = this.p.clientVector;
+    if (vector === undefined || cells[at + C.spatial] === UNLOCATED)
+      return this.cellRegionDefaultMs(tree, at);
+    // The smallest overhead of the cell's levels, and the cross-region penalty unless the cell
+    // may hold a node in the client's region.
+    const coordinateBaseMs =
+      (this.minOverheads[cells[at + C.levelMask] as number] as number) +
+      (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0);
+    const angle = chordTo(vector, cells, at + C.cx) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
+    return (angle > 0 ? angle * this.p.msPerRad : 0) + coordinateBaseMs;
   }
 
   /** The lowest multiplier of cell `at`'s groups (of its levels' groups when it lists none). */
@@ -1351,7 +1348,7 @@ class Search {
       // even at the leaf's nearest, none can. (Summed as the budget check sums, so that rounding
       // never drops a node that fits exactly.)
       const bounded = leafReachMs !== Number.POSITIVE_INFINITY;
-      const leafRttMs = bounded ? this.bound(tree, c, false).rttLowerBoundMs : 0;
+      const leafRttMs = bounded ? this.cellRttLowerBound(tree, at) : 0;
       // The nodes worth a visit are queued by their own bounds and visited best first: a node
       // visited is a record read and an estimate made, and in bound order one that cannot beat
       // the ranked nodes is known before it is read (in leaf order, about half of a loose
