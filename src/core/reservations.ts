@@ -227,6 +227,20 @@ export function parseReservationId(id: string): ParsedReservationId | undefined 
   };
 }
 
+/**
+ * Told when an offer's load falls because one of its pending reservations stopped counting
+ * (released or expired): the routing index keeps, per node, a load the node carries at least, and
+ * must forget it then (see ModelCandidates.noteLoad).
+ */
+export interface LoadWatcher {
+  loadDecreased(nodeId: string, model: string): void;
+  /** The book stopped telling this watcher (too many watch it): whatever it kept is stale. */
+  unwatched(): void;
+}
+
+/** Watchers one book tells at most (one per registry view that routes with it). */
+const MAX_LOAD_WATCHERS = 8;
+
 export interface ReservationBookOptions {
   readonly ttlMs: number;
   /** Unique per book (per replica), matching REPLICA_ID_PATTERN, so ids never collide. */
@@ -261,6 +275,8 @@ export class ReservationBook {
    */
   private readonly holds = new PerOffer<OfferHolds>();
   private sequence = 0;
+  /** Told of every fall in a pending count (see LoadWatcher), oldest first. */
+  private readonly watchers: LoadWatcher[] = [];
   /** What an entry writes its id with (see Entry.id). */
   private readonly idParts: IdParts;
 
@@ -278,6 +294,17 @@ export class ReservationBook {
         this.free(entry);
       },
     };
+  }
+
+  /**
+   * Tells `watcher` from now on whenever a pending reservation stops counting. Past
+   * MAX_LOAD_WATCHERS, the oldest is dropped and told so. Returns true (the book watches).
+   */
+  watchLoad(watcher: LoadWatcher): boolean {
+    if (this.watchers.includes(watcher)) return true;
+    if (this.watchers.length >= MAX_LOAD_WATCHERS) this.watchers.shift()?.unwatched();
+    this.watchers.push(watcher);
+    return true;
   }
 
   /** Live reservations (not released, not expired at the last sweep). */
@@ -449,6 +476,7 @@ export class ReservationBook {
     this.bySequence.delete(entry.sequence);
     if (!entry.pending) return;
     entry.pending = false;
+    for (const watcher of this.watchers) watcher.loadDecreased(entry.nodeId, entry.model);
     const holds = this.holds.get(entry.nodeId, entry.model);
     if (holds === undefined) return;
     holds.pending -= 1;

@@ -3,12 +3,14 @@
 //   1. core decisions at 10⁴ and 10⁵ nodes, for three price lists (4 tiers; one price per node;
 //      one price per node under a time-of-use policy), per budget case, p50 and p99, each against
 //      a full scan of the same registry (evaluate every serving node, keep the cheapest feasible);
+//   1b. decisions under load, each placed request holding its slot, with the index's load floors
+//      against the same decisions without them (a reservation book that cannot tell when loads fall);
 //   2. gRPC Route throughput, 5,000 nodes of distinct prices, 32 in flight, against a no-work
 //      server of the same service (Route answers a fixed recorded response), same process layout;
 //   3. a client flooding impossible requests (32 in flight) at 20,000 nodes: the share of another
 //      client's throughput that survives, against the share the no-work server keeps.
 // Run: npm run bench   (CPN_BENCH_NODES=10000,100000; CPN_BENCH_SECONDS=1 per measurement;
-// CPN_BENCH_PARTS=core,grpc,flood)
+// CPN_BENCH_PARTS=core,load,grpc,flood)
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -60,7 +62,7 @@ const { registerPermanent } = (await built('store/store.js')) as typeof import('
 stacksAsInProduction();
 const SECONDS = Number(process.env.CPN_BENCH_SECONDS ?? 1);
 const MAX_SAMPLES = 200_000;
-const PARTS = new Set((process.env.CPN_BENCH_PARTS ?? 'core,grpc,flood').split(','));
+const PARTS = new Set((process.env.CPN_BENCH_PARTS ?? 'core,load,grpc,flood').split(','));
 const topology = await loadTopology('simulations/topologies/demo-national.yaml');
 const centroids = topology.regionCentroids;
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -120,8 +122,14 @@ function fullScan(request: RouteRequest, ctx: RouteContext): string | undefined 
   return best?.id;
 }
 
-function requestsFor(budgetMs: number, extra: Partial<RouteRequest>, seed: number): RouteRequest[] {
+/** 4,096 requests from clients anywhere in China; budgets in turn when given several. */
+function requestsFor(
+  budgetMs: number | readonly number[],
+  extra: Partial<RouteRequest>,
+  seed: number,
+): RouteRequest[] {
   const random = seeded(seed);
+  const budgets = typeof budgetMs === 'number' ? [budgetMs] : budgetMs;
   return Array.from({ length: 4096 }, (_, i) => {
     const { region, location } = clientAt(random, centroids);
     return {
@@ -129,7 +137,7 @@ function requestsFor(budgetMs: number, extra: Partial<RouteRequest>, seed: numbe
       tenant: '',
       model: BENCH_MODELS[i % BENCH_MODELS.length] as string,
       client: { region, accessPoint: '', location },
-      latencyBudgetMs: budgetMs,
+      latencyBudgetMs: budgets[i % budgets.length] as number,
       inputTokens: 200 + Math.floor(random() * 4000),
       cachedInputTokens: 0,
       maxOutputTokens: 50 + Math.floor(random() * 1000),
@@ -208,6 +216,90 @@ if (PARTS.has('core')) {
         );
       }
     }
+  }
+}
+
+if (PARTS.has('load')) {
+  out(
+    '\n1b. Decisions under load: 5,000 nodes of distinct prices, budgets 30/80/300/2000 ms, 3,000 decisions per simulated second,',
+  );
+  out('    each placed request holding its slot; with load floors against the same decisions without them');
+  const latency: LatencyModel = { ...DEFAULT_LATENCY_MODEL, regionCentroids: centroids };
+  const specs = nationalRegistry(5000, 'distinct', centroids);
+  const mix = requestsFor([30, 80, 300, 2000], {}, 7);
+  const WARM = 8192;
+  const MEASURED = 8192;
+  const cases: [string, number][] = [
+    ['holds expire after 1 s (as the gRPC bench server)', 1000],
+    ['holds last 30 s (the default TTL): the cheap fill', 30_000],
+  ];
+  out(
+    `  ${'case'.padEnd(52)} ${'floors mean / p99'.padStart(22)} ${'none mean / p99'.padStart(22)}  ratio of means`,
+  );
+  for (const [label, ttlMs] of cases) {
+    // Two lanes, each its own registry and book, decided in lockstep (which goes first alternates),
+    // so that the host's drift falls on both alike.
+    const lanes = await Promise.all(
+      [true, false].map(async (floors) => {
+        const store = new MemoryStore({ clock: () => NOW, latency, regionCentroids: centroids });
+        await registerPermanent(store, specs);
+        const book = new ReservationBook({ ttlMs, replicaId: 'bench', newToken: () => '0'.repeat(16) });
+        // The same book behind an interface that cannot say when loads fall: no floors are kept.
+        const reservations = floors
+          ? book
+          : {
+              pending: (nodeId: string, model: string, at: number | undefined) =>
+                book.pending(nodeId, model, at),
+            };
+        return {
+          store,
+          book,
+          reservations,
+          times: new Float64Array(MEASURED),
+          answers: [] as string[],
+          rejectedForLoad: 0,
+        };
+      }),
+    );
+    for (let k = 0; k < WARM + MEASURED; k += 1) {
+      const nowMs = NOW + k / 3;
+      const request = mix[k % mix.length] as RouteRequest;
+      for (let l = 0; l < lanes.length; l += 1) {
+        const lane = lanes[(k + l) % lanes.length] as (typeof lanes)[number];
+        lane.book.expire(k / 3);
+        const t0 = process.hrtime.bigint();
+        const decision = decideRoute(request, {
+          view: lane.store.view,
+          reservations: lane.reservations,
+          latency,
+          priceMultiplier: LIST_PRICE,
+          nowMs,
+        });
+        const us = Number(process.hrtime.bigint() - t0) / 1e3;
+        if (decision.kind === 'placed')
+          lane.book.reserve(decision.placement.nodeId, request.model, '', nowMs, k / 3);
+        if (k < WARM) continue;
+        lane.times[k - WARM] = us;
+        lane.answers.push(decision.kind === 'placed' ? decision.placement.nodeId : decision.kind);
+        if (decision.kind !== 'refused')
+          lane.rejectedForLoad +=
+            (decision.counts.rejected.AT_CAPACITY ?? 0) + (decision.counts.rejected.QUEUE_OVER_BUDGET ?? 0);
+      }
+    }
+    const runs = lanes.map((lane) => ({
+      mean: lane.times.reduce((a, b) => a + b, 0) / MEASURED,
+      p99: percentile(lane.times.sort(), 0.99),
+      answers: lane.answers,
+      rejectedForLoad: lane.rejectedForLoad,
+    }));
+    const [withFloors, without] = runs as [(typeof runs)[number], (typeof runs)[number]];
+    const differ = withFloors.answers.filter((answer, i) => answer !== without.answers[i]).length;
+    out(
+      `  ${label.padEnd(52)} ${`${fmt(withFloors.mean)} /${fmt(withFloors.p99)}`.padStart(22)} ${`${fmt(without.mean)} /${fmt(without.p99)}`.padStart(22)}  ${(withFloors.mean / without.mean).toFixed(2)}`,
+    );
+    out(
+      `    nodes read only to be rejected for their load, per decision: ${(withFloors.rejectedForLoad / MEASURED).toFixed(1)} with floors, ${(without.rejectedForLoad / MEASURED).toFixed(1)} without; answers that differ: ${differ} (must be 0)`,
+    );
   }
 }
 

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_LATENCY_MODEL, type LatencyModel, type LatencySample } from '../../src/core/latency.js';
 import { LEVELS, type Level, type NodeRecord } from '../../src/core/model.js';
 import { type PriceRule, policyMultiplier } from '../../src/core/pricing.js';
-import type { ReservationBook } from '../../src/core/reservations.js';
+import type { Reservation, ReservationBook } from '../../src/core/reservations.js';
 import { seededRng } from '../../src/core/rng.js';
 import {
   CandidateIndex,
@@ -376,8 +376,9 @@ function setUp(s: Scenario) {
     samplesFrom: (from) => samples.get(from),
   };
   const reservations = newBook();
-  for (const r of s.reservations)
-    reservations.reserve((s.nodes[r.node] as NodeRecord).spec.id, r.model, 't', NOW, 0);
+  const held = s.reservations.map((r) =>
+    reservations.reserve((s.nodes[r.node] as NodeRecord).spec.id, r.model, 't', NOW, 0),
+  );
   const r = s.request;
   const client = s.client;
   const req = drawnRequest(
@@ -396,7 +397,56 @@ function setUp(s: Scenario) {
     maxExplainNodes: s.explainCap,
     searchTuning: s.tuning,
   };
-  return { nodes, req, ctx, reservations };
+  return { nodes, req, ctx, reservations, index, held };
+}
+
+/** Expects `decision` to be what a full scan decides: placement, fallbacks, degraded pick, reason, counts. */
+function expectAsFullScan(
+  decision: RouteDecision,
+  req: RouteRequest,
+  scan: ReturnType<typeof fullScan>,
+): void {
+  const k = 1 + req.maxFallbacks;
+  if (decision.kind === 'refused') throw new Error('no admission rule was given');
+  if (scan.feasible.length > 0) {
+    expect(decision.kind).toBe('placed');
+    if (decision.kind !== 'placed') return;
+    expect(decision.degraded).toBe(false);
+    expect(decision.placement.nodeId).toBe(scan.feasible[0]?.node.spec.id);
+    expect(decision.placement.estimate).toEqual(scan.feasible[0]?.estimate);
+    expect(decision.fallbacks.map((f) => f.nodeId)).toEqual(
+      scan.feasible.slice(1, k).map((j) => j.node.spec.id),
+    );
+  } else if (req.allowDegraded && scan.degraded !== undefined) {
+    expect(decision).toMatchObject({ kind: 'placed', degraded: true, fallbacks: [] });
+    if (decision.kind === 'placed') expect(decision.placement.nodeId).toBe(scan.degraded.node.spec.id);
+  } else {
+    expect(decision.kind).toBe('infeasible');
+    if (decision.kind !== 'infeasible') return;
+    expect(decision.reason).toBe(scan.reason);
+    expect(decision.bestTtftMs).toBe(scan.bestTtftMs);
+  }
+  const { counts } = decision;
+  expect(counts.serving).toBe(scan.serving);
+  let rejectedTotal = 0;
+  for (const [verdict, count] of Object.entries(counts.rejected)) {
+    rejectedTotal += count;
+    expect(count).toBeLessThanOrEqual(scan.rejected[verdict as RejectionVerdict] ?? 0);
+  }
+  expect(counts.feasible).toBeLessThanOrEqual(scan.feasible.length);
+  expect(counts.unevaluated).toBeGreaterThanOrEqual(0);
+  expect(counts.feasible + rejectedTotal + counts.unevaluated).toBe(scan.serving);
+  expect(counts.truncated).toBe(false);
+  // Level and region exclusions come from the index's groups: always exact.
+  expect(counts.rejected.LEVEL_EXCLUDED).toBe(scan.rejected.LEVEL_EXCLUDED);
+  expect(counts.rejected.REGION_EXCLUDED).toBe(scan.rejected.REGION_EXCLUDED);
+  if (req.explain && decision.explainOmitted === 0) {
+    // Explain evaluated every node: the counts are a full scan's.
+    expect(counts.unevaluated).toBe(0);
+    expect(counts.rejected).toEqual(scan.rejected);
+    expect(counts.feasible).toBe(scan.feasible.length);
+    expect(decision.explain.filter((e) => e.verdict !== 'MODEL_NOT_SERVED')).toHaveLength(scan.serving);
+  }
 }
 
 /** What a decision answers, without the counts (which depend on the work done). */
@@ -486,50 +536,71 @@ describe('candidate index (property)', () => {
         // Decided again: when the price tree gave up the first time, this one skips it (see
         // SearchTuning.priceTreeRetryAfter). The work differs, the answer must not.
         expect(answerOf(decideRoute(req, ctx))).toEqual(answerOf(decision));
-        const scan = fullScan(nodes, req, ctx, reservations);
-        const k = 1 + req.maxFallbacks;
-        if (decision.kind === 'refused') throw new Error('no admission rule was given');
-        if (scan.feasible.length > 0) {
-          expect(decision.kind).toBe('placed');
-          if (decision.kind !== 'placed') return;
-          expect(decision.degraded).toBe(false);
-          expect(decision.placement.nodeId).toBe(scan.feasible[0]?.node.spec.id);
-          expect(decision.placement.estimate).toEqual(scan.feasible[0]?.estimate);
-          expect(decision.fallbacks.map((f) => f.nodeId)).toEqual(
-            scan.feasible.slice(1, k).map((j) => j.node.spec.id),
-          );
-        } else if (req.allowDegraded && scan.degraded !== undefined) {
-          expect(decision).toMatchObject({ kind: 'placed', degraded: true, fallbacks: [] });
-          if (decision.kind === 'placed') expect(decision.placement.nodeId).toBe(scan.degraded.node.spec.id);
-        } else {
-          expect(decision.kind).toBe('infeasible');
-          if (decision.kind !== 'infeasible') return;
-          expect(decision.reason).toBe(scan.reason);
-          expect(decision.bestTtftMs).toBe(scan.bestTtftMs);
-        }
-        const { counts } = decision;
-        expect(counts.serving).toBe(scan.serving);
-        let rejectedTotal = 0;
-        for (const [verdict, count] of Object.entries(counts.rejected)) {
-          rejectedTotal += count;
-          expect(count).toBeLessThanOrEqual(scan.rejected[verdict as RejectionVerdict] ?? 0);
-        }
-        expect(counts.feasible).toBeLessThanOrEqual(scan.feasible.length);
-        expect(counts.unevaluated).toBeGreaterThanOrEqual(0);
-        expect(counts.feasible + rejectedTotal + counts.unevaluated).toBe(scan.serving);
-        expect(counts.truncated).toBe(false);
-        // Level and region exclusions come from the index's groups: always exact.
-        expect(counts.rejected.LEVEL_EXCLUDED).toBe(scan.rejected.LEVEL_EXCLUDED);
-        expect(counts.rejected.REGION_EXCLUDED).toBe(scan.rejected.REGION_EXCLUDED);
-        if (req.explain && decision.explainOmitted === 0) {
-          // Explain evaluated every node: the counts are a full scan's.
-          expect(counts.unevaluated).toBe(0);
-          expect(counts.rejected).toEqual(scan.rejected);
-          expect(counts.feasible).toBe(scan.feasible.length);
-          expect(decision.explain.filter((e) => e.verdict !== 'MODEL_NOT_SERVED')).toHaveLength(scan.serving);
-        }
+        expectAsFullScan(decision, req, fullScan(nodes, req, ctx, reservations));
       }),
       { numRuns: 600 },
+    );
+  });
+
+  it('decides as a full scan after loads fall: what earlier decisions learnt of loads is forgotten', () => {
+    // Earlier decisions keep, per node, the load they saw, and later ones pass over a node whose
+    // queue alone puts it past their budget (see LoadFloors). Loads then fall every way they can:
+    // a release, an expiry, a status report saying less.
+    const fallArb = fc.record({
+      // Reservations piled on a few nodes of the requested model, so that their queues count.
+      piles: fc.array(fc.record({ node: fc.nat(), count: fc.integer({ min: 1, max: 8 }) }), { maxLength: 4 }),
+      released: fc.array(fc.nat(), { maxLength: 12 }),
+      releaseAll: fc.boolean(),
+      expireAll: fc.boolean(),
+      reported: fc.array(fc.nat(), { maxLength: 8 }),
+    });
+    fc.assert(
+      fc.property(scenarioArb, fallArb, (s, fall) => {
+        const { nodes, req, ctx, reservations, index, held } = setUp(s);
+        const all = [...held];
+        for (const pile of fall.piles) {
+          const node = nodes[pile.node % Math.max(1, nodes.length)];
+          if (node === undefined) continue;
+          for (let k = 0; k < pile.count; k += 1)
+            all.push(reservations.reserve(node.spec.id, req.model, 't', NOW, 0));
+        }
+        // Loose and tight decisions first, so that floors are kept for many nodes.
+        decideRoute(
+          { ...req, latencyBudgetMs: 1e6, maxFallbacks: 3, allowedLevels: [], allowedRegions: [] },
+          ctx,
+        );
+        decideRoute(req, ctx);
+        expectAsFullScan(decideRoute(req, ctx), req, fullScan(nodes, req, ctx, reservations));
+        for (const i of fall.released)
+          if (all.length > 0) reservations.free(all[i % all.length] as Reservation);
+        if (fall.releaseAll) for (const reservation of all) reservations.free(reservation);
+        if (fall.expireAll) reservations.expire(Number.MAX_SAFE_INTEGER);
+        let now = nodes;
+        for (const i of fall.reported) {
+          const current = now[i % Math.max(1, now.length)];
+          if (current?.status === undefined) continue;
+          // The same report time: only the load it says changes (to nothing).
+          const idle = {
+            ...current,
+            status: {
+              ...current.status,
+              load: current.status.load.map((l) => ({ ...l, active: 0, queued: 0 })),
+            },
+          };
+          index.put(idle);
+          now = now.map((node) => (node === current ? idle : node));
+        }
+        // At the drawn budget and looser ones, where more queued nodes fit.
+        for (const latencyBudgetMs of [
+          req.latencyBudgetMs,
+          req.latencyBudgetMs * 3,
+          req.latencyBudgetMs * 10,
+        ]) {
+          const again = { ...req, latencyBudgetMs };
+          expectAsFullScan(decideRoute(again, ctx), again, fullScan(now, again, ctx, reservations));
+        }
+      }),
+      { numRuns: 400 },
     );
   });
 });

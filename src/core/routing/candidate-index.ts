@@ -31,6 +31,7 @@
 
 import { curveRate, type PriceMultiplier } from '../cost.js';
 import type { LatLon, Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
+import type { LoadWatcher } from '../reservations.js';
 import { compareIds } from './policy.js';
 
 /** A node's offer of one model, as the index holds it. `record` is replaced on every update. */
@@ -45,6 +46,28 @@ export interface IndexedNode {
   removed: boolean;
   /** The stamp of the last decision whose price-tree walk visited the node (see pipeline.ts). */
   triedBy: number;
+  /**
+   * Dense per model, from 0, renumbered at each rebuild: where the node's load floor is kept
+   * (ModelCandidates.loadFloors) and what FlatTree.ordinals holds for its slots.
+   */
+  ordinal: number;
+}
+
+/**
+ * What a decision may read of the loads nodes are known to carry at least, by ordinal: a node
+ * whose queue alone puts it past the budget, or that has no free slot, is passed over from its
+ * slot, before its record is read. Under load the cheapest nodes fill first, so a cost search
+ * meets the full ones first; without this, each is read and estimated only to be rejected.
+ *
+ * A node's queue on any request is at least `queuePerPrefillMs[n] ×` its prefill `+
+ * queuePerOutputToken[n] ×` its output tokens (0 and 0: nothing known; +Infinity: no free
+ * slot). Worked out from the load a decision last saw on the node, which stays a floor while
+ * load only rises: one fewer each time one of its reservations is released or expires (the
+ * reservation book tells; see LoadWatcher), forgotten when a status report replaces its record.
+ */
+export interface LoadFloors {
+  readonly queuePerPrefillMs: Float64Array;
+  readonly queuePerOutputToken: Float64Array;
 }
 
 export interface Vec3 {
@@ -258,6 +281,8 @@ export interface FlatTree {
   readonly cellGroups: Int32Array;
   readonly slots: Float64Array;
   readonly items: readonly IndexedNode[];
+  /** By node slot: the node's IndexedNode.ordinal (valid until the next rebuild drops the tree). */
+  readonly ordinals: Int32Array;
 }
 
 /**
@@ -297,6 +322,17 @@ export class ModelCandidates {
   private recentEntries: IndexedNode[] = [];
   private tombstones = 0;
   private buildCount = 0;
+  /** The next IndexedNode.ordinal to give out (rebuilds renumber from 0). */
+  private nextOrdinal = 0;
+  /** See LoadFloors: by ordinal, grown with nextOrdinal, cleared when ordinals change. */
+  private floorArrays: LoadFloors = {
+    queuePerPrefillMs: new Float64Array(64),
+    queuePerOutputToken: new Float64Array(64),
+  };
+  /** By ordinal: the load the floors were worked out from (0: none kept). */
+  private floorLoads = new Float64Array(64);
+  /** Nodes whose floors are not 0 (while none are, a search need not read them). */
+  private floorsKept = 0;
   /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
@@ -309,10 +345,15 @@ export class ModelCandidates {
    */
   readonly priceTreeSkips = new Uint8Array(REQUEST_KINDS);
 
+  /**
+   * `floors`: whose reservation book the load floors hold for (see LoadFloorKeeper); without it,
+   * decisions get no floors.
+   */
   constructor(
     readonly model: string,
     private readonly minTierNodes = MIN_TIER_NODES,
     private readonly leafSizes: LeafSizes = DEFAULT_LEAF_SIZES,
+    private readonly floors?: LoadFloorKeeper,
   ) {}
 
   get size(): number {
@@ -354,10 +395,95 @@ export class ModelCandidates {
       position: location === undefined ? undefined : unitVector(location),
       removed: false,
       triedBy: 0,
+      ordinal: this.nextOrdinal,
     };
+    this.nextOrdinal += 1;
+    if (this.nextOrdinal > this.floorArrays.queuePerPrefillMs.length) {
+      const grown = (from: Float64Array) => {
+        const to = new Float64Array(from.length * 2);
+        to.set(from);
+        return to;
+      };
+      this.floorArrays = {
+        queuePerPrefillMs: grown(this.floorArrays.queuePerPrefillMs),
+        queuePerOutputToken: grown(this.floorArrays.queuePerOutputToken),
+      };
+      this.floorLoads = grown(this.floorLoads);
+    }
     group.size += 1;
     this.byId.set(entry.id, { entry, group });
     this.recentEntries.push(entry);
+  }
+
+  /**
+   * The load floors decisions that count pending reservations with `reservations` may read and
+   * keep (see LoadFloors), or undefined when that book cannot say when loads fall.
+   */
+  loadFloors(reservations: object): LoadFloors | undefined {
+    if (this.floors === undefined || !this.floors.holdsFor(reservations)) return undefined;
+    return this.floorArrays;
+  }
+
+  /** Whether any node's floor says more than nothing (else a search need not read them). */
+  get anyLoadFloor(): boolean {
+    return this.floorsKept > 0;
+  }
+
+  /**
+   * Keeps what `load` requests on `entry`'s offer mean for every later request's queue (see
+   * LoadFloors and queueMs): a floor until the load may fall.
+   */
+  noteLoad(entry: IndexedNode, load: number): void {
+    const offer = entry.offer;
+    const n = entry.ordinal;
+    let perPrefill = 0;
+    let perOutput = 0;
+    if (load >= offer.maxConcurrency + offer.maxQueue) {
+      perPrefill = Number.POSITIVE_INFINITY;
+      perOutput = Number.POSITIVE_INFINITY;
+    } else if (load >= offer.maxConcurrency) {
+      const ahead = load - offer.maxConcurrency + 1;
+      const engine = offer.engine;
+      if (engine !== undefined) {
+        perPrefill = ahead / engine.replicas;
+        perOutput = (ahead * 1000) / offer.decodeTokensPerS / engine.curves.maxBatch / engine.replicas;
+      } else {
+        perPrefill = ahead / offer.maxConcurrency;
+        perOutput = (ahead / offer.maxConcurrency) * (1000 / offer.decodeTokensPerS);
+      }
+      // NaN or negative from a malformed offer: nothing known.
+      if (!(perPrefill >= 0 && perOutput >= 0)) {
+        perPrefill = 0;
+        perOutput = 0;
+      }
+    }
+    const kept = this.floorArrays.queuePerPrefillMs;
+    this.floorsKept += (perPrefill > 0 ? 1 : 0) - ((kept[n] as number) > 0 ? 1 : 0);
+    kept[n] = perPrefill;
+    this.floorArrays.queuePerOutputToken[n] = perOutput;
+    this.floorLoads[n] = load > 0 ? load : 0;
+  }
+
+  /** Forgets the node's load floor: its load may have fallen by any amount. */
+  forgetLoad(nodeId: string): void {
+    const found = this.byId.get(nodeId);
+    if (found !== undefined) this.noteLoad(found.entry, 0);
+  }
+
+  /** One request fewer on the node than its floor says, at least (one reservation stopped counting). */
+  lowerLoad(nodeId: string): void {
+    const found = this.byId.get(nodeId);
+    if (found === undefined) return;
+    const load = this.floorLoads[found.entry.ordinal] as number;
+    if (load > 0) this.noteLoad(found.entry, load - 1);
+  }
+
+  /** Forgets every load floor. */
+  forgetLoads(): void {
+    this.floorArrays.queuePerPrefillMs.fill(0);
+    this.floorArrays.queuePerOutputToken.fill(0);
+    this.floorLoads.fill(0);
+    this.floorsKept = 0;
   }
 
   remove(nodeId: string): void {
@@ -576,6 +702,12 @@ export class ModelCandidates {
     const live: IndexedNode[] = [];
     for (const entry of this.source?.nodes ?? []) if (!entry.removed) live.push(entry);
     for (const entry of this.recentEntries) if (!entry.removed) live.push(entry);
+    // Renumbered densely (removed nodes leave no holes): the floors kept by the old numbers go.
+    live.forEach((entry, n) => {
+      entry.ordinal = n;
+    });
+    this.nextOrdinal = live.length;
+    this.forgetLoads();
     this.source = treeSource(live);
     this.trees.fill(undefined);
     this.validity.fill(undefined);
@@ -905,6 +1037,7 @@ class TreeBuilder {
       cellGroups: Int32Array.from(this.cellGroups),
       slots,
       items: this.items,
+      ordinals: Int32Array.from(this.items, (item) => item.ordinal),
     };
   }
 }
@@ -997,9 +1130,41 @@ function sameIndexing(a: NodeSpec, b: NodeSpec): boolean {
 }
 
 /** Every model's candidates, kept current by put/remove as the registry changes. */
+/**
+ * For one CandidateIndex: which reservation book its models' load floors hold for, and the
+ * watcher that book tells when a load falls. A decision against another book (or one that cannot
+ * tell) starts the floors afresh.
+ */
+export class LoadFloorKeeper implements LoadWatcher {
+  private book: object | undefined;
+
+  constructor(private readonly models: ReadonlyMap<string, ModelCandidates>) {}
+
+  /** Whether floors may be used with `reservations` (adopting it, if it can tell when loads fall). */
+  holdsFor(reservations: object): boolean {
+    if (reservations === this.book) return true;
+    // Floors kept under the last book say nothing under this one (nothing was kept without one).
+    if (this.book !== undefined) this.unwatched();
+    const watchable = reservations as { watchLoad?: (watcher: LoadWatcher) => boolean };
+    if (typeof watchable.watchLoad !== 'function' || !watchable.watchLoad(this)) return false;
+    this.book = reservations;
+    return true;
+  }
+
+  loadDecreased(nodeId: string, model: string): void {
+    if (this.book !== undefined) this.models.get(model)?.lowerLoad(nodeId);
+  }
+
+  unwatched(): void {
+    this.book = undefined;
+    for (const candidates of this.models.values()) candidates.forgetLoads();
+  }
+}
+
 export class CandidateIndex {
   private readonly models = new Map<string, ModelCandidates>();
   private readonly indexed = new Map<string, NodeRecord>();
+  private readonly floors = new LoadFloorKeeper(this.models);
 
   /**
    * `minTierNodes`: the smallest rate tier split out; `leafSizes`: most nodes per leaf by tree
@@ -1025,10 +1190,13 @@ export class CandidateIndex {
     if (previous !== undefined && sameIndexing(previous.spec, record.spec)) {
       // A status report or a re-registration that moves nothing: swap the record in place.
       for (const offer of record.spec.models) {
-        const found = this.models.get(offer.model)?.byId.get(record.spec.id);
-        if (found === undefined || found.entry.record === record) continue;
+        const candidates = this.models.get(offer.model);
+        const found = candidates?.byId.get(record.spec.id);
+        if (candidates === undefined || found === undefined || found.entry.record === record) continue;
         found.entry.record = record;
         found.entry.offer = offer;
+        // A report may say the load fell.
+        candidates.forgetLoad(record.spec.id);
       }
       return;
     }
@@ -1040,7 +1208,7 @@ export class CandidateIndex {
       seen.add(offer.model);
       let candidates = this.models.get(offer.model);
       if (candidates === undefined) {
-        candidates = new ModelCandidates(offer.model, this.minTierNodes, this.leafSizes);
+        candidates = new ModelCandidates(offer.model, this.minTierNodes, this.leafSizes, this.floors);
         this.models.set(offer.model, candidates);
       }
       candidates.add(record, offer);

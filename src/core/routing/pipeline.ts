@@ -56,6 +56,7 @@ import {
   type IndexedNode,
   type IndexGroup,
   LEVEL_BIT,
+  type LoadFloors,
   MIXED_TREE,
   type ModelCandidates,
   PLACE_TREE,
@@ -71,6 +72,8 @@ import {
 } from './candidate-index.js';
 import {
   type Candidate,
+  CHECKS,
+  type Check,
   type CheckScope,
   type Checks,
   type EstimatedCandidate,
@@ -192,6 +195,11 @@ interface Prepared {
   readonly groupChecks: readonly GroupCheck[];
   readonly listedChecks: readonly ListedCheck[];
   readonly estimatedChecks: readonly EstimatedCheck[];
+  /**
+   * Whether the checks reject a node with no free slot and one whose queue puts it over the
+   * budget, as the built-in checks do: then a node's load floor may pass it over (see LoadFloors).
+   */
+  readonly checksLoad: boolean;
   /** Milliseconds of round trip per radian of great circle. */
   readonly msPerRad: number;
   /** The multipliers this decision prices by, now: price and mixed trees are keyed by them. */
@@ -216,7 +224,15 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
     drawn = search.drawFeasible(draw, UNIFORM_DRAWS);
     if (drawn === undefined) search = new Search(p, candidates, search.visitsLeft());
   }
-  if (drawn === undefined) search.feasible();
+  if (drawn === undefined) {
+    search.feasible();
+    if (search.ranked.sorted().length === 0 && search.passedByLoad > 0 && !search.settledByLoad()) {
+      // Nothing ranked, and some nodes went unread for their load: the reason must be a full
+      // scan's, so the search is done again reading every node it reaches.
+      search = new Search(p, candidates, undefined, false);
+      search.feasible();
+    }
+  }
 
   const ranked = drawn === undefined ? search.ranked.sorted() : [drawn];
   let chosenIndex = -1;
@@ -337,16 +353,21 @@ class InfeasibleDecision {
   }
 }
 
-const phasesOf = new WeakMap<Checks, Pick<Prepared, 'groupChecks' | 'listedChecks' | 'estimatedChecks'>>();
+type Phases = Pick<Prepared, 'groupChecks' | 'listedChecks' | 'estimatedChecks' | 'checksLoad'>;
+const phasesOf = new WeakMap<Checks, Phases>();
+const LOAD_CHECKS: readonly Check[] = CHECKS.filter(
+  (check) => check.verdict === 'AT_CAPACITY' || check.verdict === 'QUEUE_OVER_BUDGET',
+);
 
 /** A policy's checks split by phase, once per checks list. */
-function checksByPhase(checks: Checks): Pick<Prepared, 'groupChecks' | 'listedChecks' | 'estimatedChecks'> {
+function checksByPhase(checks: Checks): Phases {
   let phases = phasesOf.get(checks);
   if (phases === undefined) {
     phases = {
       groupChecks: groupChecks(checks),
       listedChecks: listedChecks(checks),
       estimatedChecks: estimatedChecks(checks),
+      checksLoad: LOAD_CHECKS.every((check) => checks.includes(check)),
     };
     phasesOf.set(checks, phases);
   }
@@ -383,6 +404,7 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
     groupChecks: phases.groupChecks,
     listedChecks: phases.listedChecks,
     estimatedChecks: phases.estimatedChecks,
+    checksLoad: phases.checksLoad,
     msPerRad: ((EARTH_RADIUS_KM * 2) / ctx.latency.fiberKmPerMs) * ctx.latency.routeStretch,
     pricing: { multiplier: ctx.priceMultiplier, nowMs: ctx.nowMs },
   };
@@ -660,11 +682,25 @@ class Search {
   private readonly clientRegionBit: number;
   /** What a node outside the client's region adds to its coordinate RTT (0 for a client with no region). */
   private readonly crossRegionPenaltyMs: number;
+  /** The loads nodes are known to carry at least (see LoadFloors), when this search may use them. */
+  private readonly loadFloors: LoadFloors | undefined;
+  /** Whether the walk passes nodes over by them (some floor was kept when the search began). */
+  private readonly readsFloors: boolean;
+  /**
+   * Nodes passed over by their load floor: unevaluated, so a search that ranks nothing after
+   * passing some may not know the decision's reason (see settledByLoad; else decideRoute searches
+   * again without floors).
+   */
+  passedByLoad = 0;
+  /** The first node passed over by its load floor (see settledByLoad). */
+  private firstPassedByLoad: IndexedNode | undefined;
 
+  /** `floors`: whether the walk may pass nodes over by their load floors (see LoadFloors). */
   constructor(
     private readonly p: Prepared,
     private readonly candidates: ModelCandidates | undefined,
     budget = p.ctx.maxVisits ?? DEFAULT_MAX_VISITS,
+    floors = true,
   ) {
     const capacity =
       p.policy.collect === 'all'
@@ -696,6 +732,12 @@ class Search {
     this.clientRegionBit = regionBitFor(this.clientRegionIndex);
     this.crossRegionPenaltyMs = p.client.region === '' ? 0 : p.ctx.latency.crossRegionPenaltyMs;
     this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
+    this.loadFloors =
+      floors && p.checksLoad && candidates !== undefined
+        ? candidates.loadFloors(p.ctx.reservations)
+        : undefined;
+    // An idle registry keeps no floors: its walks do not read them.
+    this.readsFloors = this.loadFloors !== undefined && candidates?.anyLoadFloor === true;
   }
 
   visitsLeft(): number {
@@ -988,7 +1030,29 @@ class Search {
         return undefined;
       }
     }
-    return estimateCandidate(p, listed, this.multiplierOf(entry.group), rttMs, prefill, load);
+    const candidate = estimateCandidate(p, listed, this.multiplierOf(entry.group), rttMs, prefill, load);
+    // What later decisions may know of the node's load without reading it (see LoadFloors).
+    if (this.loadFloors !== undefined) this.candidates?.noteLoad(entry, candidate.load);
+    return candidate;
+  }
+
+  /**
+   * After a search that ranked nothing but passed nodes over by their load floors: whether the
+   * decision's reason is settled all the same. The first such node is read and checked (counted
+   * like any other); once some node read was rejected for its load and some node read is live,
+   * a full scan answers ALL_FULL too, whatever the nodes passed over would say.
+   */
+  settledByLoad(): boolean {
+    const entry = this.firstPassedByLoad;
+    if (entry === undefined) return false;
+    // Not read twice: a node the price tree's walk visited (and may have counted) before the
+    // mixed tree's walk passed it over by the floor that visit kept.
+    if (entry.triedBy !== this.stamp && this.visits(entry) && this.spend()) {
+      const candidate = this.evaluate(entry, true);
+      if (candidate !== undefined) this.judge(candidate);
+    }
+    const full = (this.rejected.AT_CAPACITY ?? 0) + (this.rejected.QUEUE_OVER_BUDGET ?? 0);
+    return this.ranked.sorted().length === 0 && this.live > 0 && full > 0;
   }
 
   /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
@@ -1356,6 +1420,8 @@ class Search {
       const queue = this.leafQueue;
       queue.clear();
       let capped = false;
+      const floors = this.readsFloors ? this.loadFloors : undefined;
+      const outputTokens = this.p.request.maxOutputTokens;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         let rttLowerBoundMs: number;
         if (bounded) {
@@ -1371,6 +1437,28 @@ class Search {
             if (this.spend()) continue;
             capped = true;
             break;
+          }
+          if (floors !== undefined) {
+            const n = tree.ordinals[i] as number;
+            const perPrefill = floors.queuePerPrefillMs[n] as number;
+            // A node known to queue past the budget (or to have no free slot) is passed over
+            // from its slot. Its queue is at least this; the margin keeps rounding from passing
+            // over a node that fits exactly.
+            if (
+              perPrefill > 0 &&
+              (perPrefill === Number.POSITIVE_INFINITY ||
+                rttLowerBoundMs +
+                  prefillLowerBoundMs +
+                  perPrefill * prefillLowerBoundMs +
+                  (floors.queuePerOutputToken[n] as number) * outputTokens >
+                  leafReachMs * (1 + 1e-9) + 1e-9)
+            ) {
+              this.passedByLoad += 1;
+              this.firstPassedByLoad ??= tree.items[i];
+              if (this.spend()) continue;
+              capped = true;
+              break;
+            }
           }
         } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
