@@ -3,28 +3,42 @@
 
 import { describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../../src/core/model.js';
+import type { ReservationBook } from '../../src/core/reservations.js';
 import {
   CandidateIndex,
+  DEFAULT_SEARCH_TUNING,
   type DecisionCounts,
   decideRoute,
+  type PendingReservations,
   type RouteContext,
   type RouteDecision,
   type RouteRequest,
 } from '../../src/core/routing/index.js';
 import { book, context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
 
-/** Two nodes in one place: `cheap` (2 slots, 4 queued at most) and `dear` at twice its price. */
-function nodes(cheapActive = 0): NodeRecord[] {
+/**
+ * Two nodes in one place: `cheap` (2 slots, 4 queued at most; `active` requests on it, reported at
+ * `statusAtMs`, prefilling at `rate`) and `dear` at twice its price.
+ */
+function nodes(options: { active?: number; statusAtMs?: number; rate?: number } = {}): NodeRecord[] {
   return [
     record({
       id: 'cheap',
-      offers: [offer({ maxConcurrency: 2, maxQueue: 4, price: { inputPerMtok: 1 } })],
+      offers: [
+        offer({
+          maxConcurrency: 2,
+          maxQueue: 4,
+          prefillTokensPerS: options.rate ?? 10_000,
+          price: { inputPerMtok: 1 },
+        }),
+      ],
       status: {
-        load: [{ model: 'm', active: cheapActive, queued: 0 }],
+        load: [{ model: 'm', active: options.active ?? 0, queued: 0 }],
         gpuUtilization: 0,
         kvCacheUtilization: 0,
         healthy: true,
       },
+      statusAtMs: options.statusAtMs ?? 0,
     }),
     record({ id: 'dear', offers: [offer({ maxConcurrency: 2, maxQueue: 4, price: { inputPerMtok: 2 } })] }),
   ];
@@ -42,6 +56,11 @@ function countsOf(decision: RouteDecision): DecisionCounts {
   if (decision.kind === 'refused') throw new Error('no admission rule was given');
   return decision.counts;
 }
+
+/** The book behind an interface that cannot say when loads fall: decisions keep no floors. */
+const plain = (reservations: ReservationBook): PendingReservations => ({
+  pending: (nodeId, model, statusAtMs) => reservations.pending(nodeId, model, statusAtMs),
+});
 
 describe('load floors', () => {
   it('pass over a node known to queue past the budget, unread, until a reservation on it is released', () => {
@@ -92,7 +111,7 @@ describe('load floors', () => {
 
   it('are forgotten when a status report replaces the record, or when reservations expire', () => {
     const index = new CandidateIndex();
-    const [busy, dear] = nodes(2) as [NodeRecord, NodeRecord];
+    const [busy, dear] = nodes({ active: 2 }) as [NodeRecord, NodeRecord];
     index.put(busy);
     index.put(dear);
     const reservations = book(1000);
@@ -108,10 +127,10 @@ describe('load floors', () => {
     decideRoute(ask(1000), ctx);
     expect(countsOf(decideRoute(ask(1000), ctx)).unevaluated).toBe(1);
     // The node reports it has nothing running: it is read again, and fits.
-    index.put(nodes(0)[0] as NodeRecord);
+    index.put(nodes()[0] as NodeRecord);
     expect(placedOn(decideRoute(ask(1000), ctx))).toBe('cheap');
 
-    index.put(nodes(0)[0] as NodeRecord);
+    index.put(nodes()[0] as NodeRecord);
     reservations.reserve('cheap', 'm', '', 0, 0);
     reservations.reserve('cheap', 'm', '', 0, 0);
     expect(placedOn(decideRoute(ask(1000), ctx))).toBe('dear');
@@ -153,5 +172,102 @@ describe('load floors', () => {
     // The same registry view, another book in which `cheap` holds nothing.
     expect(placedOn(decideRoute(ask(1000), { ...ctx, reservations: book() }))).toBe('cheap');
     expect(placedOn(decideRoute(ask(1000), ctx))).toBe('dear');
+  });
+
+  it('hold when reservations were stamped out of order: a release lowers the load by one', () => {
+    // A route at 1000 reserves after the report at 900; a session's hold then reserves with the
+    // time it read (800) before awaiting its store write. Those two count until a report passes
+    // 1000 too, so releasing the first lowers the load by exactly one.
+    const reservations = book();
+    const records = nodes({ statusAtMs: 900 });
+    const ctx = context(records, { reservations, nowMs: 1000 });
+    const first = reservations.reserve('cheap', 'm', '', 1000, 0);
+    reservations.reserve('cheap', 'm', '', 800, 0);
+    reservations.reserve('cheap', 'm', '', 800, 0);
+    expect(placedOn(decideRoute(ask(1000), ctx))).toBe('dear');
+    reservations.release(first.id);
+    const withoutFloors = decideRoute(
+      ask(1000),
+      context(records, { reservations: plain(reservations), nowMs: 1000 }),
+    );
+    expect(placedOn(decideRoute(ask(1000), ctx))).toBe(placedOn(withoutFloors));
+  });
+
+  it('hold for a view whose reservations another view saw covered by a newer report', () => {
+    const reservations = book();
+    const stale = nodes({ statusAtMs: 0 });
+    const lagging = context(stale, { reservations, nowMs: 1000 });
+    const current = context(nodes({ statusAtMs: 500 }), { reservations, nowMs: 1000 });
+    for (let k = 0; k < 3; k += 1) reservations.reserve('cheap', 'm', '', 100, 0);
+    expect(placedOn(decideRoute(ask(1000), lagging))).toBe('dear');
+    // This view's report covers all three: they stop counting for every view.
+    expect(placedOn(decideRoute(ask(1000), current))).toBe('cheap');
+    expect(placedOn(decideRoute(ask(1000), lagging))).toBe('cheap');
+    expect(
+      placedOn(decideRoute(ask(1000), context(stale, { reservations: plain(reservations), nowMs: 1000 }))),
+    ).toBe('cheap');
+  });
+
+  it('cost no more of the work cap than reading the nodes would: a sampled full node', () => {
+    // `cheap` is full and has a measured RTT: it is read up front, and its slot in the walk is
+    // passed over for free, as without floors, leaving the cap's second visit for `dear`.
+    const reservations = book();
+    const records = nodes({ rate: 20_000 });
+    const samples = { 'CN-GD|cheap': { rttMs: 1, updatedAtMs: 0, count: 3 } };
+    const ctx = context(records, { reservations, maxVisits: 2, samples });
+    for (let k = 0; k < 6; k += 1) reservations.reserve('cheap', 'm', '', 0, 0);
+    for (let k = 0; k < 3; k += 1) expect(placedOn(decideRoute(ask(1000), ctx))).toBe('dear');
+    const withoutFloors = context(records, { reservations: plain(reservations), maxVisits: 2, samples });
+    expect(placedOn(decideRoute(ask(1000), withoutFloors))).toBe('dear');
+  });
+
+  it('cost no more of the work cap than reading the nodes would: the price walk handing over', () => {
+    // Two full nodes (the cheapest) and a free one, leaves of one node, a price walk that gives up
+    // after 2 cells: a node it passed over is not charged again by the mixed walk that takes over.
+    const full = (i: number) =>
+      record({
+        id: `full${i}`,
+        km: i * 50,
+        offers: [offer({ maxConcurrency: 1, price: { inputPerMtok: 1 + i / 100 } })],
+      });
+    const records = [
+      full(0),
+      full(1),
+      record({ id: 'free', km: 10, offers: [offer({ maxConcurrency: 1, price: { inputPerMtok: 3 } })] }),
+    ];
+    const late = record({
+      id: 'late',
+      km: 5,
+      offers: [offer({ maxConcurrency: 1, price: { inputPerMtok: 5 } })],
+    });
+    const reservations = book();
+    for (const id of ['full0', 'full1', 'late']) reservations.reserve(id, 'm', '', 0, 0);
+    const searchTuning = {
+      ...DEFAULT_SEARCH_TUNING,
+      priceTreeReach: 0,
+      priceTreeMaxCells: 2,
+      priceTreeRetryAfter: 0,
+    };
+    const loose = request({ latencyBudgetMs: 1e5, explain: false, maxFallbacks: 0 });
+    const setUp = (pending: PendingReservations): RouteContext => {
+      const index = new CandidateIndex(undefined, [1, 1, 1]);
+      for (const node of records) index.put(node);
+      const ctx: RouteContext = {
+        ...context(records, { reservations: pending }),
+        view: {
+          candidates: (model) => index.candidates(model),
+          allNodes: () => [...records, late],
+          nodeCount: () => 4,
+          samplesFrom: () => undefined,
+        },
+        searchTuning,
+      };
+      for (let k = 0; k < 2; k += 1) decideRoute({ ...loose, maxFallbacks: 3 }, ctx);
+      // A node registered since the trees were built: every search reads it.
+      index.put(late);
+      return { ...ctx, maxVisits: 4 };
+    };
+    expect(placedOn(decideRoute(loose, setUp(plain(reservations))))).toBe('free');
+    expect(placedOn(decideRoute(loose, setUp(reservations)))).toBe('free');
   });
 });

@@ -1045,9 +1045,10 @@ class Search {
   settledByLoad(): boolean {
     const entry = this.firstPassedByLoad;
     if (entry === undefined) return false;
-    // Not read twice: a node the price tree's walk visited (and may have counted) before the
-    // mixed tree's walk passed it over by the floor that visit kept.
-    if (entry.triedBy !== this.stamp && this.visits(entry) && this.spend()) {
+    // A node passed over is never read in the same search (it is passed over after the visits
+    // and SKIP checks, and marked tried), so this read counts it once. It was charged to the work
+    // cap when passed over, as a search without floors charges the nodes it reads.
+    if (this.visits(entry)) {
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined) this.judge(candidate);
     }
@@ -1424,6 +1425,7 @@ class Search {
       const outputTokens = this.p.request.maxOutputTokens;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         let rttLowerBoundMs: number;
+        let passByLoad = false;
         if (bounded) {
           // From the slot alone (contiguous memory): the node's record is not touched unless
           // it might fit. A node passed over still counts against the work cap.
@@ -1452,13 +1454,8 @@ class Search {
                   perPrefill * prefillLowerBoundMs +
                   (floors.queuePerOutputToken[n] as number) * outputTokens >
                   leafReachMs * (1 + 1e-9) + 1e-9)
-            ) {
-              this.passedByLoad += 1;
-              this.firstPassedByLoad ??= tree.items[i];
-              if (this.spend()) continue;
-              capped = true;
-              break;
-            }
+            )
+              passByLoad = true;
           }
         } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
@@ -1477,6 +1474,14 @@ class Search {
         if (!this.spend()) {
           capped = true;
           break;
+        }
+        if (passByLoad) {
+          // Charged as a visit, and marked as one: a walk that takes over skips it as it skips
+          // the nodes read (it would pass it over again, charged again).
+          if (this.tried === MARK) entry.triedBy = this.stamp;
+          this.passedByLoad += 1;
+          this.firstPassedByLoad ??= entry;
+          continue;
         }
         queue.add(i, rttLowerBoundMs, slotKey, slotTie);
       }
