@@ -1,7 +1,7 @@
 // Load floors: what a decision saw of a node's load lets later ones pass over a node whose queue
 // alone puts it past their budget, unread, until its load may have fallen (see LoadFloors).
 
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { NodeRecord } from '../../src/core/model.js';
 import type { ReservationBook } from '../../src/core/reservations.js';
 import {
@@ -269,5 +269,21 @@ describe('load floors', () => {
     };
     expect(placedOn(decideRoute(loose, setUp(plain(reservations))))).toBe('free');
     expect(placedOn(decideRoute(loose, setUp(reservations)))).toBe('free');
+  });
+
+  it('spare a degraded pick the nodes known to have no free slot, until one is released', () => {
+    const reservations = book();
+    const ctx = context(nodes(), { reservations });
+    const held = [0, 1, 2, 3, 4, 5].map(() => reservations.reserve('cheap', 'm', '', 0, 0));
+    // Nothing meets 1 ms: the nearest node with a free slot is taken, degraded.
+    const degraded = { ...ask(1), allowDegraded: true };
+    expect(placedOn(decideRoute(degraded, ctx))).toBe('dear');
+    const reads = vi.spyOn(reservations, 'pending');
+    const readsOfCheap = () => reads.mock.calls.filter(([nodeId]) => nodeId === 'cheap').length;
+    expect(placedOn(decideRoute(degraded, ctx))).toBe('dear');
+    expect(readsOfCheap()).toBe(0);
+    reservations.release((held[0] as (typeof held)[number]).id);
+    expect(placedOn(decideRoute(degraded, ctx))).toBe('dear');
+    expect(readsOfCheap()).toBeGreaterThan(0);
   });
 });

@@ -241,7 +241,7 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   const chosen = ranked[chosenIndex];
   let degraded: EstimatedCandidate | undefined;
   if (chosen === undefined && request.allowDegraded && candidates !== undefined)
-    degraded = search.nearest((c) => c.hasSlot);
+    degraded = search.nearest((c) => c.hasSlot, true);
 
   let fallbacks: readonly EstimatedCandidate[] = NO_CANDIDATES;
   const k = Math.min(request.maxFallbacks, MAX_FALLBACKS);
@@ -1373,7 +1373,9 @@ class Search {
    * Walks `tree` best-first: `keyOf` gives a cell its key from its bounds (undefined: skip it),
    * `tieOf` orders cells of equal key,
    * `done` ends the walk given the smallest key left, and every node of a leaf reached goes to
-   * `visit` with a lower bound of its RTT. Ends early when the work cap is spent.
+   * `visit` with a lower bound of its RTT. Ends early when the work cap is spent. With
+   * `passFull`, a node whose load floor says it has no free slot is passed over unread (a search
+   * that only takes nodes with a free slot).
    */
   private walk(
     tree: FlatTree,
@@ -1384,6 +1386,7 @@ class Search {
     maxPops = Number.POSITIVE_INFINITY,
     leafReachMs = Number.POSITIVE_INFINITY,
     costed = true,
+    passFull = false,
   ): boolean {
     const frontier = this.frontier;
     frontier.clear();
@@ -1457,7 +1460,13 @@ class Search {
             )
               passByLoad = true;
           }
-        } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
+        } else {
+          rttLowerBoundMs = this.slotRttLowerBound(tree, i);
+          passByLoad =
+            passFull &&
+            floors !== undefined &&
+            floors.queuePerPrefillMs[tree.ordinals[i] as number] === Number.POSITIVE_INFINITY;
+        }
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
         // passed over before its record is read (as the cells above it were).
         const slotBounds = this.slotBounds(tree, i, rttLowerBoundMs, costed);
@@ -1508,8 +1517,12 @@ class Search {
   /**
    * The lowest-TTFT node (then cheapest, then smallest id) that passes the checks before the
    * estimate and `accept`, searched nearest first; undefined if none does. Counts nothing.
+   * `needsSlot`: `accept` takes only nodes with a free slot (then load floors pass the full over).
    */
-  nearest(accept: (candidate: EstimatedCandidate) => boolean): EstimatedCandidate | undefined {
+  nearest(
+    accept: (candidate: EstimatedCandidate) => boolean,
+    needsSlot = false,
+  ): EstimatedCandidate | undefined {
     const candidates = this.candidates;
     if (candidates === undefined) return undefined;
     const { p } = this;
@@ -1545,6 +1558,8 @@ class Search {
       Number.POSITIVE_INFINITY,
       // Keyed by TTFT alone: the cells' cost bounds are left unpriced.
       false,
+      // Only nodes with a free slot are taken: one known to have none is not worth a read.
+      needsSlot,
     );
     return best;
   }
