@@ -2,8 +2,9 @@
 //
 // A node's load is what its last status report says plus the reservations made after that report;
 // older reservations are already inside the report (or finished). So a reservation stops counting
-// toward load once a later report arrives (later than it and every reservation queued before it on
-// the offer; see Entry.coverAtMs), but stays releasable until Release or its TTL, so that usage can
+// toward load once a later report arrives (each entry by its own stamp: an offer's queue is kept
+// in stamp order, so covered entries are a prefix and each that stops counting lowers the load by
+// exactly one, which the routing index's load floors rely on; see LoadWatcher), but stays releasable until Release or its TTL, so that usage can
 // still be recorded against it.
 //
 // Two clocks: the wall clock (what status reports are stamped with, and what a client is told)
@@ -80,14 +81,6 @@ class Entry implements Reservation {
   readonly #parts: IdParts;
   /** Still counted toward load: not released, not expired, not yet covered by a status report. */
   pending = true;
-  /**
-   * The latest createdAtMs of this entry and every one queued before it on its offer: a status
-   * report covers the entry only once it is at least this late. Covered entries are then always
-   * a prefix of the offer's queue, so each one that stops counting lowers the load by exactly one
-   * (what the routing index's load floors rely on; see LoadWatcher). An entry queued behind a
-   * later one (a session's hold stamped before an await) counts until a report passes both.
-   */
-  coverAtMs = 0;
 
   constructor(
     parts: IdParts,
@@ -128,13 +121,11 @@ class Entry implements Reservation {
 const TOKEN_PATTERN = /^[0-9a-f]{16}$/;
 
 interface OfferHolds {
-  /** From `head` on: reservations in creation order, the pending ones and some retired since. */
+  /** From `head` on: reservations in stamp (createdAtMs) order, the pending ones and some retired since. */
   queue: Entry[];
   head: number;
   /** How many of them are pending. */
   pending: number;
-  /** The latest createdAtMs queued: coverage is judged by a running maximum, so it is a prefix. */
-  coverAtMs: number;
 }
 
 /**
@@ -346,12 +337,16 @@ export class ReservationBook {
     this.compact();
     let holds = this.holds.get(nodeId, model);
     if (holds === undefined) {
-      holds = { queue: [], head: 0, pending: 0, coverAtMs: Number.NEGATIVE_INFINITY };
+      holds = { queue: [], head: 0, pending: 0 };
       this.holds.set(nodeId, model, holds);
     }
-    holds.coverAtMs = Math.max(holds.coverAtMs, wallNowMs);
-    entry.coverAtMs = holds.coverAtMs;
-    holds.queue.push(entry);
+    // Kept in stamp order (an out-of-order stamp is rare and shallow): coverage is then a prefix
+    // and each entry's own, so one that stops counting lowers the load by exactly one.
+    const { queue } = holds;
+    let at = queue.length;
+    while (at > holds.head && (queue[at - 1] as Entry).createdAtMs > wallNowMs) at -= 1;
+    if (at === queue.length) queue.push(entry);
+    else queue.splice(at, 0, entry);
     holds.pending += 1;
     return entry;
   }
@@ -441,7 +436,7 @@ export class ReservationBook {
     let at = holds.head;
     while (at < queue.length) {
       const first = queue[at] as Entry;
-      if (first.pending && (statusAtMs === undefined || first.coverAtMs >= statusAtMs)) break;
+      if (first.pending && (statusAtMs === undefined || first.createdAtMs >= statusAtMs)) break;
       if (first.pending) {
         first.pending = false;
         holds.pending -= 1;

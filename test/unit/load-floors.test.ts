@@ -174,23 +174,25 @@ describe('load floors', () => {
     expect(placedOn(decideRoute(ask(1000), ctx))).toBe('dear');
   });
 
-  it('hold when reservations were stamped out of order: a release lowers the load by one', () => {
-    // A route at 1000 reserves after the report at 900; a session's hold then reserves with the
-    // time it read (800) before awaiting its store write. Those two count until a report passes
-    // 1000 too, so releasing the first lowers the load by exactly one.
+  it('hold when reservations were stamped out of order', () => {
+    // A session's hold stamps the time it read before awaiting its store write, so stamps can
+    // reach the book out of order: those before the report (900) are in it, the rest count.
     const reservations = book();
     const records = nodes({ statusAtMs: 900 });
     const ctx = context(records, { reservations, nowMs: 1000 });
-    const first = reservations.reserve('cheap', 'm', '', 1000, 0);
-    reservations.reserve('cheap', 'm', '', 800, 0);
-    reservations.reserve('cheap', 'm', '', 800, 0);
+    const without = () =>
+      decideRoute(ask(1000), context(records, { reservations: plain(reservations), nowMs: 1000 }));
+    const held = [1000, 800, 950, 800, 920].map((atMs) => reservations.reserve('cheap', 'm', '', atMs, 0));
+    // Three count (1000, 950, 920): the queue is past the budget.
     expect(placedOn(decideRoute(ask(1000), ctx))).toBe('dear');
-    reservations.release(first.id);
-    const withoutFloors = decideRoute(
-      ask(1000),
-      context(records, { reservations: plain(reservations), nowMs: 1000 }),
-    );
-    expect(placedOn(decideRoute(ask(1000), ctx))).toBe(placedOn(withoutFloors));
+    // Released in turn: 1000 (two count), 800 (in the report: still two), 950 (one).
+    for (const i of [0, 1, 2]) {
+      reservations.release((held[i] as (typeof held)[number]).id);
+      // Decided first: a decision without floors reads the node, and may tell the book more.
+      const withFloors = decideRoute(ask(1000), ctx);
+      expect(placedOn(withFloors)).toBe(placedOn(without()));
+    }
+    expect(placedOn(decideRoute(ask(1000), ctx))).toBe('cheap');
   });
 
   it('hold for a view whose reservations another view saw covered by a newer report', () => {
@@ -285,5 +287,25 @@ describe('load floors', () => {
     reservations.release((held[0] as (typeof held)[number]).id);
     expect(placedOn(decideRoute(degraded, ctx))).toBe('dear');
     expect(readsOfCheap()).toBeGreaterThan(0);
+  });
+
+  it('are not read by walks once the only node with a floor is removed', () => {
+    const index = new CandidateIndex();
+    const [cheap, dear] = nodes({ active: 6 }) as [NodeRecord, NodeRecord];
+    index.put(cheap);
+    index.put(dear);
+    const ctx: RouteContext = {
+      ...context([cheap, dear]),
+      view: {
+        candidates: (model) => index.candidates(model),
+        allNodes: () => [cheap, dear],
+        nodeCount: () => 2,
+        samplesFrom: () => undefined,
+      },
+    };
+    expect(placedOn(decideRoute(ask(1000), ctx))).toBe('dear');
+    expect(index.candidates('m')?.anyLoadFloor).toBe(true);
+    index.remove('cheap');
+    expect(index.candidates('m')?.anyLoadFloor).toBe(false);
   });
 });

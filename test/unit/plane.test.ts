@@ -3,34 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import { seededRng } from '../../src/core/rng.js';
 import { LEAST_LOADED, NEAREST, type RoutingPolicy, randomPolicy } from '../../src/core/routing/index.js';
-import { ControlPlane } from '../../src/plane/control-plane.js';
-import { MemoryStore } from '../../src/store/memory/memory-store.js';
-import { FLAT_LATENCY, offer, request, spec } from '../helpers/fixtures.js';
+import { offer, request, spec } from '../helpers/fixtures.js';
+import { planesOnOneStore } from '../helpers/plane.js';
 
 const usage = { inputTokens: 10, cachedInputTokens: 0, outputTokens: 5 };
 
-async function planes(count: number, extra: Partial<ConstructorParameters<typeof ControlPlane>[0]> = {}) {
-  let now = 1_000_000;
-  const store = new MemoryStore({ clock: () => now, latency: FLAT_LATENCY });
-  const made = Array.from(
-    { length: count },
-    (_, i) =>
-      new ControlPlane({
-        store,
-        clock: () => now,
-        monotonicClock: () => now,
-        reservationTtlMs: 30_000,
-        replicaId: `replica-${i}`,
-        latency: FLAT_LATENCY,
-        ...extra,
-      }),
-  );
-  return { store, planes: made, advance: (ms: number) => (now += ms) };
-}
-
 describe('ControlPlane', () => {
   it('freeHeld frees what route reserved, once, as a Release of its id would; a metering plane refuses it', async () => {
-    const { planes: [sim] = [] } = await planes(1, { meterUsage: false });
+    const { planes: [sim] = [] } = planesOnOneStore(1, { meterUsage: false });
     if (sim === undefined) throw new Error('one plane');
     await sim.registerNode(spec({ id: 'n', offers: [offer({ maxConcurrency: 1, maxQueue: 0 })] }), {
       ttlS: 0,
@@ -47,12 +27,12 @@ describe('ControlPlane', () => {
     if (again === undefined) throw new Error('the freed slot was not routed to');
     expect(await sim.release(again.id, usage, true)).toMatchObject({ released: true });
     expect(sim.freeHeld(again)).toBe(false);
-    const { planes: [billing] = [] } = await planes(1);
+    const { planes: [billing] = [] } = planesOnOneStore(1);
     expect(() => billing?.freeHeld(again)).toThrow(/meters usage/);
   });
 
   it('a Release later than the TTL plus the late grace records nothing (its id says when it was issued)', async () => {
-    const { planes: [a] = [], store, advance } = await planes(1, { lateReleaseGraceMs: 60_000 });
+    const { planes: [a] = [], store, advance } = planesOnOneStore(1, { lateReleaseGraceMs: 60_000 });
     if (a === undefined) throw new Error('one plane');
     await a.registerNode(spec({ id: 'n' }), { ttlS: 0, permanent: true });
     const late = a.route(request({ explain: false })).reservation;
@@ -66,7 +46,7 @@ describe('ControlPlane', () => {
   });
 
   it("THROTTLE: the over-quota rate is the tenant's across replicas, not each replica's", async () => {
-    const { planes: [a, b] = [], advance } = await planes(2);
+    const { planes: [a, b] = [], advance } = planesOnOneStore(2);
     if (a === undefined || b === undefined) throw new Error('two planes');
     await a.registerNode(spec({ id: 'n', offers: [offer({ maxConcurrency: 100, maxQueue: 0 })] }), {
       ttlS: 0,
@@ -97,7 +77,7 @@ describe('ControlPlane', () => {
   });
 
   it('a second Release of one id answers false on either replica', async () => {
-    const { planes: [a, b] = [], store } = await planes(2);
+    const { planes: [a, b] = [], store } = planesOnOneStore(2);
     if (a === undefined || b === undefined) throw new Error('two planes');
     await a.registerNode(spec({ id: 'n' }), { ttlS: 30, permanent: false });
     const placed = a.route(request({ explain: false }));
@@ -115,7 +95,7 @@ describe('ControlPlane', () => {
   });
 
   it('without metering (simulations) Release frees the slot once and records nothing', async () => {
-    const { planes: [plane] = [], store } = await planes(1, { meterUsage: false });
+    const { planes: [plane] = [], store } = planesOnOneStore(1, { meterUsage: false });
     if (plane === undefined) throw new Error('one plane');
     await plane.registerNode(spec({ id: 'n' }), { ttlS: 30, permanent: false });
     const placed = plane.route(request({ explain: false }));
@@ -128,7 +108,7 @@ describe('ControlPlane', () => {
   });
 
   it('warming the index builds the trees first routes need, rate tiers included, once', async () => {
-    const { planes: [plane] = [], store } = await planes(1);
+    const { planes: [plane] = [], store } = planesOnOneStore(1);
     if (plane === undefined) throw new Error('one plane');
     // Enough nodes, at rates from 10k to 40k tokens/s, for the index to split out rate tiers.
     for (let i = 0; i < 600; i += 1)
@@ -163,7 +143,7 @@ describe('ControlPlane', () => {
   });
 
   it('an admission rule refuses and reserves nothing', async () => {
-    const { planes: [plane] = [] } = await planes(1, {
+    const { planes: [plane] = [] } = planesOnOneStore(1, {
       admission: [
         (req) =>
           req.tenant === 'over'
@@ -188,7 +168,7 @@ describe('ControlPlane', () => {
   ];
   for (const [name, policy] of baselines) {
     it(`the ${name} baseline honours allowed levels, regions and the budget`, async () => {
-      const { planes: [plane] = [] } = await planes(1);
+      const { planes: [plane] = [] } = planesOnOneStore(1);
       if (plane === undefined) throw new Error('one plane');
       // The nearest and least loaded nodes are the excluded ones.
       await plane.registerNode(spec({ id: 'center', level: 'CENTER', km: 0 }), {

@@ -1,23 +1,17 @@
 // The sessions sweep stays bounded in work: a drain that strands thousands of sessions is decided
 // a capped number per run, and a session found with nowhere to go is not decided again every run.
 import { describe, expect, it } from 'vitest';
-import { ControlPlane } from '../../src/plane/control-plane.js';
-import { MemoryStore } from '../../src/store/memory/memory-store.js';
-import { FLAT_LATENCY, GUANGZHOU, offer, spec } from '../helpers/fixtures.js';
+import { GUANGZHOU, offer, spec } from '../helpers/fixtures.js';
+import { planesOnOneStore } from '../helpers/plane.js';
 
 describe('sessions sweep', () => {
   it('caps its decisions per run and leaves stranded sessions alone for a while', async () => {
-    let now = 1_000_000;
-    const store = new MemoryStore({ clock: () => now, latency: FLAT_LATENCY });
-    const plane = new ControlPlane({
+    const {
+      planes: [plane],
       store,
-      clock: () => now,
-      monotonicClock: () => now,
-      reservationTtlMs: 30_000,
-      replicaId: 'r',
-      latency: FLAT_LATENCY,
-      maxSessionsPerTenant: 10_000,
-    });
+      advance,
+    } = planesOnOneStore(1, { maxSessionsPerTenant: 10_000 });
+    if (plane === undefined) throw new Error('one plane');
     await plane.registerNode(spec({ id: 'only', offers: [offer({ maxConcurrency: 5000 })] }), {
       ttlS: 0,
       permanent: true,
@@ -47,7 +41,7 @@ describe('sessions sweep', () => {
     await plane.sessions.sweep();
     expect(plane.sessions.lastSweep).toEqual({ decided: 0, moved: 0 });
     // After the retry time they are looked at again (a node may have appeared).
-    now += 11_000;
+    advance(11_000);
     await plane.registerNode(spec({ id: 'other', km: 10, offers: [offer({ maxConcurrency: 5000 })] }), {
       ttlS: 0,
       permanent: true,

@@ -62,8 +62,9 @@ export interface IndexedNode {
  * A node's queue on any request is at least `queuePerPrefillMs[n] ×` its prefill `+
  * queuePerOutputToken[n] ×` its output tokens (0 and 0: nothing known; +Infinity: no free
  * slot). Worked out from the load a decision last saw on the node, which stays a floor while
- * load only rises: one fewer each time one of its reservations is released or expires (the
- * reservation book tells; see LoadWatcher), forgotten when a status report replaces its record.
+ * load only rises: one fewer each time one of its reservations stops counting (released,
+ * expired, or covered by a report another view has seen: the reservation book tells; see
+ * LoadWatcher), forgotten when a status report replaces its record.
  */
 export interface LoadFloors {
   readonly queuePerPrefillMs: Float64Array;
@@ -329,7 +330,7 @@ export class ModelCandidates {
     queuePerPrefillMs: new Float64Array(64),
     queuePerOutputToken: new Float64Array(64),
   };
-  /** By ordinal: the load the floors were worked out from (0: none kept). */
+  /** By ordinal: the load the floors were worked out from (0: none kept, or below its slots). */
   private floorLoads = new Float64Array(64);
   /** Nodes whose floors are not 0 (while none are, a search need not read them). */
   private floorsKept = 0;
@@ -436,6 +437,9 @@ export class ModelCandidates {
   noteLoad(entry: IndexedNode, load: number): void {
     const offer = entry.offer;
     const n = entry.ordinal;
+    // Below its slots a node's load says nothing of its queue: nothing to keep (on an idle
+    // registry, nothing to write either).
+    if (load < offer.maxConcurrency && this.floorLoads[n] === 0) return;
     let perPrefill = 0;
     let perOutput = 0;
     if (load >= offer.maxConcurrency + offer.maxQueue) {
@@ -461,7 +465,7 @@ export class ModelCandidates {
     this.floorsKept += (perPrefill > 0 ? 1 : 0) - ((kept[n] as number) > 0 ? 1 : 0);
     kept[n] = perPrefill;
     this.floorArrays.queuePerOutputToken[n] = perOutput;
-    this.floorLoads[n] = load > 0 ? load : 0;
+    this.floorLoads[n] = load >= offer.maxConcurrency ? load : 0;
   }
 
   /** Forgets the node's load floor: its load may have fallen by any amount. */
@@ -489,6 +493,8 @@ export class ModelCandidates {
   remove(nodeId: string): void {
     const found = this.byId.get(nodeId);
     if (found === undefined) return;
+    // Its floor goes with it: one kept for no live node would keep every walk reading floors.
+    this.noteLoad(found.entry, 0);
     found.entry.removed = true;
     found.group.size -= 1;
     this.byId.delete(nodeId);
@@ -1129,7 +1135,6 @@ function sameIndexing(a: NodeSpec, b: NodeSpec): boolean {
   });
 }
 
-/** Every model's candidates, kept current by put/remove as the registry changes. */
 /**
  * For one CandidateIndex: which reservation book its models' load floors hold for, and the
  * watcher that book tells when a load falls. A decision against another book (or one that cannot
@@ -1161,6 +1166,7 @@ export class LoadFloorKeeper implements LoadWatcher {
   }
 }
 
+/** Every model's candidates, kept current by put/remove as the registry changes. */
 export class CandidateIndex {
   private readonly models = new Map<string, ModelCandidates>();
   private readonly indexed = new Map<string, NodeRecord>();

@@ -1,0 +1,30 @@
+// Control planes over one memory store, on a clock the test moves (wall and monotonic alike).
+
+import { ControlPlane } from '../../src/plane/control-plane.js';
+import { MemoryStore } from '../../src/store/memory/memory-store.js';
+import { FLAT_LATENCY } from './fixtures.js';
+
+export type PlaneOptions = Partial<ConstructorParameters<typeof ControlPlane>[0]>;
+
+/**
+ * `count` replicas sharing one store, their clocks at `clock.now` (from 1,000,000 ms): set it, or
+ * `advance` it.
+ */
+export function planesOnOneStore(count: number, extra: PlaneOptions = {}) {
+  const clock = { now: 1_000_000 };
+  const store = new MemoryStore({ clock: () => clock.now, latency: FLAT_LATENCY });
+  const planes = Array.from(
+    { length: count },
+    (_, i) =>
+      new ControlPlane({
+        store,
+        clock: () => clock.now,
+        monotonicClock: () => clock.now,
+        reservationTtlMs: 30_000,
+        replicaId: `replica-${i}`,
+        latency: FLAT_LATENCY,
+        ...extra,
+      }),
+  );
+  return { store, planes, clock, advance: (ms: number) => (clock.now += ms) };
+}
