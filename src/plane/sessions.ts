@@ -208,7 +208,7 @@ export class SessionManager {
     const decision = placeSession(state, input.client, ctx);
     if (decision.kind !== 'placed') return { kind: 'infeasible', decision };
     const placed = { ...record, nodeId: decision.placement.nodeId };
-    this.hold(id, decision.placement.nodeId, input.model, input.tenant, nowMs);
+    this.hold(id, decision.placement.nodeId, input.model, input.tenant);
     try {
       await this.options.store.put(placed, undefined);
     } catch (error) {
@@ -259,7 +259,7 @@ export class SessionManager {
       const { record, placement, handover } = this.apply(moved, outcome, nowMs);
       const version = await this.options.store.put(record, current.version);
       if (version === undefined) continue;
-      this.afterWrite(record, handover, nowMs);
+      this.afterWrite(record, handover);
       return { kind: 'updated', session: { record, placement, handover } };
     }
     return { kind: 'contended', attempts: MAX_ATTEMPTS };
@@ -362,7 +362,7 @@ export class SessionManager {
       // Lost to a concurrent update: that one decided with the same node state.
       const version = await this.options.store.put(next.record, session.version).catch(() => undefined);
       if (version === undefined) continue;
-      this.afterWrite(next.record, next.handover, nowMs);
+      this.afterWrite(next.record, next.handover);
       moved += 1;
     }
     this.lastSweep = { decided, moved };
@@ -403,10 +403,10 @@ export class SessionManager {
   }
 
   /** After a successful write: the slot follows the session, and metrics hear of a handover. */
-  private afterWrite(record: SessionRecord, handover: HandoverRecord | undefined, nowMs: number): void {
+  private afterWrite(record: SessionRecord, handover: HandoverRecord | undefined): void {
     if (handover !== undefined) this.options.observer?.handover(handover.reason);
     if (record.nodeId === undefined) this.letGo(record.id);
-    else this.hold(record.id, record.nodeId, record.model, record.tenant, nowMs);
+    else this.hold(record.id, record.nodeId, record.model, record.tenant);
   }
 
   /** The placement on the session's node now (its estimate from the client's last position). */
@@ -452,14 +452,18 @@ export class SessionManager {
     return this.slots.size;
   }
 
-  /** Holds (or renews) the session's slot on `nodeId`, giving back one held elsewhere. */
-  private hold(id: string, nodeId: string, model: string, tenant: string, nowMs: number): void {
+  /**
+   * Holds (or renews) the session's slot on `nodeId`, giving back one held elsewhere. Stamped when
+   * made, not when the caller began: a status report that arrived while it awaited a store write
+   * does not count this request, so it must not cover the reservation.
+   */
+  private hold(id: string, nodeId: string, model: string, tenant: string): void {
     this.letGo(id);
     const reservation = this.options.reservations.reserve(
       nodeId,
       model,
       tenant,
-      nowMs,
+      this.options.clock(),
       this.options.monotonicClock(),
     );
     this.slots.set(id, { nodeId, reservationId: reservation.id });

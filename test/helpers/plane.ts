@@ -1,8 +1,9 @@
 // Control planes over one memory store, on a clock the test moves (wall and monotonic alike).
 
 import { ControlPlane } from '../../src/plane/control-plane.js';
+import type { OpenSessionInput } from '../../src/plane/sessions.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
-import { FLAT_LATENCY } from './fixtures.js';
+import { FLAT_LATENCY, GUANGZHOU } from './fixtures.js';
 
 export type PlaneOptions = Partial<ConstructorParameters<typeof ControlPlane>[0]>;
 
@@ -28,3 +29,19 @@ export function planesOnOneStore(count: number, extra: PlaneOptions = {}) {
   );
   return { store, planes, clock, advance: (ms: number) => (clock.now += ms) };
 }
+
+/** A session to open: tenant t, model m, a client at Guangzhou, a 1 s budget, an hour's TTL. */
+export const sessionInput = (extra: Partial<OpenSessionInput> = {}): OpenSessionInput => ({
+  tenant: 't',
+  model: 'm',
+  client: { region: 'CN-GD', accessPoint: '', location: GUANGZHOU },
+  latencyBudgetMs: 1000,
+  inputTokens: 10,
+  maxOutputTokens: 10,
+  contextTokens: 0,
+  allowedLevels: [],
+  allowedRegions: [],
+  motion: {},
+  ttlS: 3600,
+  ...extra,
+});

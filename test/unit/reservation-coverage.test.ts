@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { book as newBook, offer, request, spec } from '../helpers/fixtures.js';
-import { planesOnOneStore } from '../helpers/plane.js';
+import { planesOnOneStore, sessionInput } from '../helpers/plane.js';
 
 const T = 1_000_000;
 const HOUR = 3_600_000;
@@ -54,6 +54,44 @@ describe('reservation coverage', () => {
     });
     expect(plane.reservedOn('n')).toEqual(new Map());
     expect(plane.route(request({ explain: false })).decision.kind).toBe('placed');
+  });
+
+  it("a session's renewed slot is stamped when it is held, after the store write it awaited", async () => {
+    const {
+      planes: [plane],
+      store,
+      clock,
+    } = planesOnOneStore(1, { meterUsage: false });
+    if (plane === undefined) throw new Error('one plane');
+    await plane.registerNode(spec({ id: 'n', offers: [offer({ maxConcurrency: 4 })] }), {
+      ttlS: 0,
+      permanent: true,
+    });
+    const opened = await plane.sessions.open(sessionInput());
+    if (opened.kind !== 'opened') throw new Error('the session opens');
+    // While an update awaits its store write, time passes and the node reports: that report
+    // cannot count the slot the update renews after the write.
+    const put = store.sessions.put.bind(store.sessions);
+    store.sessions.put = async (record, version) => {
+      clock.now += 1000;
+      await plane.reportStatus({
+        nodeId: 'n',
+        load: [{ model: 'm', active: 0, queued: 0 }],
+        gpuUtilization: 0,
+        kvCacheUtilization: 0,
+        healthy: true,
+      });
+      return put(record, version);
+    };
+    const updated = await plane.sessions.update({
+      tenant: 't',
+      id: opened.session.record.id,
+      client: sessionInput().client,
+      contextTokens: undefined,
+      motion: undefined,
+    });
+    expect(updated.kind).toBe('updated');
+    expect(plane.reservedOn('n')).toEqual(new Map([['m', 1]]));
   });
 
   it('counts the live reservations stamped at or after the report; each that stops counting is told once (property)', () => {

@@ -1,8 +1,8 @@
 // The sessions sweep stays bounded in work: a drain that strands thousands of sessions is decided
 // a capped number per run, and a session found with nowhere to go is not decided again every run.
 import { describe, expect, it } from 'vitest';
-import { GUANGZHOU, offer, spec } from '../helpers/fixtures.js';
-import { planesOnOneStore } from '../helpers/plane.js';
+import { offer, spec } from '../helpers/fixtures.js';
+import { planesOnOneStore, sessionInput } from '../helpers/plane.js';
 
 describe('sessions sweep', () => {
   it('caps its decisions per run and leaves stranded sessions alone for a while', async () => {
@@ -17,19 +17,7 @@ describe('sessions sweep', () => {
       permanent: true,
     });
     for (let i = 0; i < 2500; i += 1) {
-      const opened = await plane.sessions.open({
-        tenant: 't',
-        model: 'm',
-        client: { region: 'CN-GD', accessPoint: '', location: GUANGZHOU },
-        latencyBudgetMs: 1000,
-        inputTokens: 10,
-        maxOutputTokens: 10,
-        contextTokens: 0,
-        allowedLevels: [],
-        allowedRegions: [],
-        motion: {},
-        ttlS: 3600,
-      });
+      const opened = await plane.sessions.open(sessionInput());
       expect(opened.kind).toBe('opened');
     }
     // Drained with nowhere else to go: every session is stranded.
