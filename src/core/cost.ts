@@ -111,6 +111,27 @@ export function queueMs(size: RequestSize, offer: ModelOffer, load: number): num
   return (ahead / offer.maxConcurrency) * serviceMs(size, offer);
 }
 
+/**
+ * queueMs for every request at once: with `load` requests on the offer, a request's queue is
+ * `perPrefillMs ×` its prefill `+ perOutputToken ×` its output tokens (as queueMs works it out,
+ * up to rounding; change the two together). Both 0 while a slot is free.
+ */
+export function queueRates(
+  offer: ModelOffer,
+  load: number,
+): { perPrefillMs: number; perOutputToken: number } {
+  if (load < offer.maxConcurrency) return { perPrefillMs: 0, perOutputToken: 0 };
+  const ahead = load - offer.maxConcurrency + 1;
+  const engine = offer.engine;
+  if (engine !== undefined)
+    return {
+      perPrefillMs: ahead / engine.replicas,
+      perOutputToken: (ahead * 1000) / offer.decodeTokensPerS / engine.curves.maxBatch / engine.replicas,
+    };
+  const perRequest = ahead / offer.maxConcurrency;
+  return { perPrefillMs: perRequest, perOutputToken: perRequest * (1000 / offer.decodeTokensPerS) };
+}
+
 /** Cost in currency units: uncached input, cache-hit input and output, each at its own rate. */
 export function requestCost(size: RequestSize, price: Price, multiplier: number): number {
   return costAt(size, price.inputPerMtok, price.outputPerMtok, price.cachedInputPerMtok, multiplier);

@@ -2,10 +2,11 @@
 //
 // A node's load is what its last status report says plus the reservations made after that report;
 // older reservations are already inside the report (or finished). So a reservation stops counting
-// toward load once a later report arrives (each entry by its own stamp: an offer's queue is kept
-// in stamp order, so covered entries are a prefix and each that stops counting lowers the load by
-// exactly one, which the routing index's load floors rely on; see LoadWatcher), but stays releasable until Release or its TTL, so that usage can
-// still be recorded against it.
+// toward load once a later report arrives, but stays releasable until Release or its TTL, so that
+// usage can still be recorded against it. A report covers each reservation by its own stamp; an
+// offer's reservations are kept in stamp order, so the covered ones are a prefix and each that
+// stops counting lowers the load by exactly one (what the routing index's load floors rely on;
+// see LoadWatcher).
 //
 // Two clocks: the wall clock (what status reports are stamped with, and what a client is told)
 // and a monotonic one for expiry, so that stepping the wall clock back cannot keep slots held.
@@ -121,7 +122,7 @@ class Entry implements Reservation {
 const TOKEN_PATTERN = /^[0-9a-f]{16}$/;
 
 interface OfferHolds {
-  /** From `head` on: reservations in stamp (createdAtMs) order, the pending ones and some retired since. */
+  /** From `head` on: reservations in stamp (createdAtMs) order, the pending and some retired since. */
   queue: Entry[];
   head: number;
   /** How many of them are pending. */
@@ -230,9 +231,9 @@ export function parseReservationId(id: string): ParsedReservationId | undefined 
 }
 
 /**
- * Told when an offer's load falls because one of its pending reservations stopped counting
- * (released or expired): the routing index keeps, per node, a load the node carries at least, and
- * must forget it then (see ModelCandidates.noteLoad).
+ * Told when an offer's load falls by one because one of its pending reservations stopped counting
+ * (released, expired, or covered by a report): the routing index keeps, per node, a load the node
+ * carries at least, and lowers it then (see ModelCandidates.noteLoad).
  */
 export interface LoadWatcher {
   loadDecreased(nodeId: string, model: string): void;
@@ -300,13 +301,12 @@ export class ReservationBook {
 
   /**
    * Tells `watcher` from now on whenever a pending reservation stops counting. Past
-   * MAX_LOAD_WATCHERS, the oldest is dropped and told so. Returns true (the book watches).
+   * MAX_LOAD_WATCHERS, the oldest is dropped and told so.
    */
-  watchLoad(watcher: LoadWatcher): boolean {
-    if (this.watchers.includes(watcher)) return true;
+  watchLoad(watcher: LoadWatcher): void {
+    if (this.watchers.includes(watcher)) return;
     if (this.watchers.length >= MAX_LOAD_WATCHERS) this.watchers.shift()?.unwatched();
     this.watchers.push(watcher);
-    return true;
   }
 
   /** Live reservations (not released, not expired at the last sweep). */

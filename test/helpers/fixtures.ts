@@ -13,6 +13,7 @@ import {
 import { ReservationBook } from '../../src/core/reservations.js';
 import {
   CandidateIndex,
+  type PendingReservations,
   type RouteContext,
   type RouteRequest,
   type RoutingView,
@@ -165,6 +166,11 @@ export function request(overrides: Partial<RouteRequest> = {}): RouteRequest {
     ...overrides,
   };
 }
+
+/** `reservations` behind an interface that cannot say when loads fall: decisions keep no floors. */
+export const plain = (reservations: ReservationBook): PendingReservations => ({
+  pending: (nodeId, model, statusAtMs) => reservations.pending(nodeId, model, statusAtMs),
+});
 
 /** A reservation book with deterministic tokens, for tests. */
 export function book(ttlMs = 30_000, replicaId = 'test'): ReservationBook {

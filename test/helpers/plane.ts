@@ -1,5 +1,6 @@
 // Control planes over one memory store, on a clock the test moves (wall and monotonic alike).
 
+import type { NodeStatus } from '../../src/core/model.js';
 import { ControlPlane } from '../../src/plane/control-plane.js';
 import type { OpenSessionInput } from '../../src/plane/sessions.js';
 import { MemoryStore } from '../../src/store/memory/memory-store.js';
@@ -44,4 +45,13 @@ export const sessionInput = (extra: Partial<OpenSessionInput> = {}): OpenSession
   motion: {},
   ttlS: 3600,
   ...extra,
+});
+
+/** A healthy node's status report: `active` requests of `model` running, none queued. */
+export const runningReport = (nodeId: string, model: string, active: number): NodeStatus => ({
+  nodeId,
+  load: [{ model, active, queued: 0 }],
+  gpuUtilization: 0.5,
+  kvCacheUtilization: 0.1,
+  healthy: true,
 });

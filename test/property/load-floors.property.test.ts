@@ -5,18 +5,17 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../../src/core/model.js';
-import type { Reservation, ReservationBook } from '../../src/core/reservations.js';
+import type { Reservation } from '../../src/core/reservations.js';
 import {
   CHEAPEST_FEASIBLE,
   DEFAULT_SEARCH_TUNING,
   decideRoute,
   LEAST_LOADED,
   NEAREST,
-  type PendingReservations,
   type RouteDecision,
   type RoutingPolicy,
 } from '../../src/core/routing/index.js';
-import { book, context, offer, record, request } from '../helpers/fixtures.js';
+import { book, context, offer, plain, record, request } from '../helpers/fixtures.js';
 
 const answerOf = (d: RouteDecision) =>
   d.kind === 'placed'
@@ -24,11 +23,6 @@ const answerOf = (d: RouteDecision) =>
     : d.kind === 'infeasible'
       ? { reason: d.reason, bestTtftMs: d.bestTtftMs }
       : { kind: d.kind };
-
-/** The book behind an interface that cannot say when loads fall: decisions keep no floors. */
-const plain = (reservations: ReservationBook): PendingReservations => ({
-  pending: (nodeId, model, statusAtMs) => reservations.pending(nodeId, model, statusAtMs),
-});
 
 const nodeArb = fc.record({
   km: fc.integer({ min: 0, max: 3000 }),

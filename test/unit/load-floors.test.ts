@@ -3,7 +3,6 @@
 
 import { describe, expect, it, vi } from 'vitest';
 import type { NodeRecord } from '../../src/core/model.js';
-import type { ReservationBook } from '../../src/core/reservations.js';
 import {
   CandidateIndex,
   DEFAULT_SEARCH_TUNING,
@@ -14,7 +13,7 @@ import {
   type RouteDecision,
   type RouteRequest,
 } from '../../src/core/routing/index.js';
-import { book, context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
+import { book, context, FLAT_LATENCY, offer, plain, record, request } from '../helpers/fixtures.js';
 
 /**
  * Two nodes in one place: `cheap` (2 slots, 4 queued at most; `active` requests on it, reported at
@@ -56,11 +55,6 @@ function countsOf(decision: RouteDecision): DecisionCounts {
   if (decision.kind === 'refused') throw new Error('no admission rule was given');
   return decision.counts;
 }
-
-/** The book behind an interface that cannot say when loads fall: decisions keep no floors. */
-const plain = (reservations: ReservationBook): PendingReservations => ({
-  pending: (nodeId, model, statusAtMs) => reservations.pending(nodeId, model, statusAtMs),
-});
 
 describe('load floors', () => {
   it('pass over a node known to queue past the budget, unread, until a reservation on it is released', () => {

@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { book as newBook, offer, request, spec } from '../helpers/fixtures.js';
-import { planesOnOneStore, sessionInput } from '../helpers/plane.js';
+import { planesOnOneStore, runningReport, sessionInput } from '../helpers/plane.js';
 
 const T = 1_000_000;
 const HOUR = 3_600_000;
@@ -45,13 +45,7 @@ describe('reservation coverage', () => {
     expect(plane.freeHeld(future)).toBe(true);
     clock.now = T + 1000;
     // The node reports the one request it runs: one slot of two is free.
-    await plane.reportStatus({
-      nodeId: 'n',
-      load: [{ model: request().model, active: 1, queued: 0 }],
-      gpuUtilization: 0.5,
-      kvCacheUtilization: 0.1,
-      healthy: true,
-    });
+    await plane.reportStatus(runningReport('n', request().model, 1));
     expect(plane.reservedOn('n')).toEqual(new Map());
     expect(plane.route(request({ explain: false })).decision.kind).toBe('placed');
   });
@@ -74,13 +68,7 @@ describe('reservation coverage', () => {
     const put = store.sessions.put.bind(store.sessions);
     store.sessions.put = async (record, version) => {
       clock.now += 1000;
-      await plane.reportStatus({
-        nodeId: 'n',
-        load: [{ model: 'm', active: 0, queued: 0 }],
-        gpuUtilization: 0,
-        kvCacheUtilization: 0,
-        healthy: true,
-      });
+      await plane.reportStatus(runningReport('n', 'm', 0));
       return put(record, version);
     };
     const updated = await plane.sessions.update({

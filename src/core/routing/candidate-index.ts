@@ -29,7 +29,7 @@
 // Updates are cheap: a status report swaps the record in place; new nodes wait in a short list
 // that every search scans, and removals leave tombstones, until the next lazy rebuild.
 
-import { curveRate, type PriceMultiplier } from '../cost.js';
+import { curveRate, type PriceMultiplier, queueRates } from '../cost.js';
 import type { LatLon, Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 import type { LoadWatcher } from '../reservations.js';
 import { compareIds } from './policy.js';
@@ -69,6 +69,21 @@ export interface IndexedNode {
 export interface LoadFloors {
   readonly queuePerPrefillMs: Float64Array;
   readonly queuePerOutputToken: Float64Array;
+}
+
+/**
+ * The queue node `n` has at least, for a request of `prefillMs` (a lower bound of it) and
+ * `outputTokens` (see LoadFloors): 0 when nothing is known, +Infinity when it has no free slot.
+ */
+export function queueFloorMs(floors: LoadFloors, n: number, prefillMs: number, outputTokens: number): number {
+  const perPrefill = floors.queuePerPrefillMs[n] as number;
+  if (perPrefill === 0 || perPrefill === Number.POSITIVE_INFINITY) return perPrefill;
+  return perPrefill * prefillMs + (floors.queuePerOutputToken[n] as number) * outputTokens;
+}
+
+/** A reservation book a routing index can ask to be told when loads fall (see LoadWatcher). */
+export interface LoadWatched {
+  watchLoad?(watcher: LoadWatcher): void;
 }
 
 export interface Vec3 {
@@ -420,7 +435,7 @@ export class ModelCandidates {
    * The load floors decisions that count pending reservations with `reservations` may read and
    * keep (see LoadFloors), or undefined when that book cannot say when loads fall.
    */
-  loadFloors(reservations: object): LoadFloors | undefined {
+  loadFloors(reservations: LoadWatched): LoadFloors | undefined {
     if (this.floors === undefined || !this.floors.holdsFor(reservations)) return undefined;
     return this.floorArrays;
   }
@@ -440,26 +455,14 @@ export class ModelCandidates {
     // Below its slots a node's load says nothing of its queue: nothing to keep (on an idle
     // registry, nothing to write either).
     if (load < offer.maxConcurrency && this.floorLoads[n] === 0) return;
-    let perPrefill = 0;
-    let perOutput = 0;
-    if (load >= offer.maxConcurrency + offer.maxQueue) {
-      perPrefill = Number.POSITIVE_INFINITY;
-      perOutput = Number.POSITIVE_INFINITY;
-    } else if (load >= offer.maxConcurrency) {
-      const ahead = load - offer.maxConcurrency + 1;
-      const engine = offer.engine;
-      if (engine !== undefined) {
-        perPrefill = ahead / engine.replicas;
-        perOutput = (ahead * 1000) / offer.decodeTokensPerS / engine.curves.maxBatch / engine.replicas;
-      } else {
-        perPrefill = ahead / offer.maxConcurrency;
-        perOutput = (ahead / offer.maxConcurrency) * (1000 / offer.decodeTokensPerS);
-      }
+    let perPrefill = Number.POSITIVE_INFINITY;
+    let perOutput = Number.POSITIVE_INFINITY;
+    if (load < offer.maxConcurrency + offer.maxQueue) {
+      const rates = queueRates(offer, load);
       // NaN or negative from a malformed offer: nothing known.
-      if (!(perPrefill >= 0 && perOutput >= 0)) {
-        perPrefill = 0;
-        perOutput = 0;
-      }
+      const known = rates.perPrefillMs >= 0 && rates.perOutputToken >= 0;
+      perPrefill = known ? rates.perPrefillMs : 0;
+      perOutput = known ? rates.perOutputToken : 0;
     }
     const kept = this.floorArrays.queuePerPrefillMs;
     this.floorsKept += (perPrefill > 0 ? 1 : 0) - ((kept[n] as number) > 0 ? 1 : 0);
@@ -1141,17 +1144,17 @@ function sameIndexing(a: NodeSpec, b: NodeSpec): boolean {
  * tell) starts the floors afresh.
  */
 export class LoadFloorKeeper implements LoadWatcher {
-  private book: object | undefined;
+  private book: LoadWatched | undefined;
 
   constructor(private readonly models: ReadonlyMap<string, ModelCandidates>) {}
 
   /** Whether floors may be used with `reservations` (adopting it, if it can tell when loads fall). */
-  holdsFor(reservations: object): boolean {
+  holdsFor(reservations: LoadWatched): boolean {
     if (reservations === this.book) return true;
     // Floors kept under the last book say nothing under this one (nothing was kept without one).
     if (this.book !== undefined) this.unwatched();
-    const watchable = reservations as { watchLoad?: (watcher: LoadWatcher) => boolean };
-    if (typeof watchable.watchLoad !== 'function' || !watchable.watchLoad(this)) return false;
+    if (reservations.watchLoad === undefined) return false;
+    reservations.watchLoad(this);
     this.book = reservations;
     return true;
   }

@@ -57,10 +57,12 @@ import {
   type IndexGroup,
   LEVEL_BIT,
   type LoadFloors,
+  type LoadWatched,
   MIXED_TREE,
   type ModelCandidates,
   PLACE_TREE,
   PRICE_TREE,
+  queueFloorMs,
   REQUEST_KINDS,
   regionBitFor,
   S,
@@ -124,7 +126,8 @@ export interface RoutingView {
 }
 
 /** Reservations not yet covered by the node's last status report (see ReservationBook.pending). */
-export interface PendingReservations {
+/** A book that can also tell when loads fall (watchLoad) lets decisions keep load floors. */
+export interface PendingReservations extends LoadWatched {
   pending(nodeId: string, model: string, statusAtMs: number | undefined): number;
 }
 
@@ -289,13 +292,14 @@ export function decideRoute(request: RouteRequest, ctx: RouteContext): RouteDeci
   }
   if (bestTtftMs === undefined && candidates !== undefined)
     bestTtftMs = search.nearest(() => true)?.estimate.ttftMs;
-  const full = (counts.rejected.AT_CAPACITY ?? 0) + (counts.rejected.QUEUE_OVER_BUDGET ?? 0);
-  const reason: InfeasibleReason = !live
-    ? 'NO_LIVE_NODE'
-    : full > 0
-      ? 'ALL_FULL'
-      : 'NO_NODE_WITHIN_CONSTRAINTS';
-  return new InfeasibleDecision(request, reason, bestTtftMs, counts, explain, explainOmitted);
+  return new InfeasibleDecision(
+    request,
+    infeasibleReason(live, counts.rejected),
+    bestTtftMs,
+    counts,
+    explain,
+    explainOmitted,
+  );
 }
 
 /**
@@ -355,9 +359,20 @@ class InfeasibleDecision {
 
 type Phases = Pick<Prepared, 'groupChecks' | 'listedChecks' | 'estimatedChecks' | 'checksLoad'>;
 const phasesOf = new WeakMap<Checks, Phases>();
-const LOAD_CHECKS: readonly Check[] = CHECKS.filter(
-  (check) => check.verdict === 'AT_CAPACITY' || check.verdict === 'QUEUE_OVER_BUDGET',
-);
+/** The verdicts of a node rejected for its load: an infeasible decision with any is ALL_FULL. */
+const LOAD_VERDICTS: readonly RejectionVerdict[] = ['AT_CAPACITY', 'QUEUE_OVER_BUDGET'];
+const LOAD_CHECKS: readonly Check[] = CHECKS.filter((check) => LOAD_VERDICTS.includes(check.verdict));
+
+/** Why nothing was placed, from whether a live node was met and the rejections counted. */
+function infeasibleReason(
+  live: boolean,
+  rejected: Partial<Record<RejectionVerdict, number>>,
+): InfeasibleReason {
+  if (!live) return 'NO_LIVE_NODE';
+  return LOAD_VERDICTS.some((verdict) => (rejected[verdict] ?? 0) > 0)
+    ? 'ALL_FULL'
+    : 'NO_NODE_WITHIN_CONSTRAINTS';
+}
 
 /** A policy's checks split by phase, once per checks list. */
 function checksByPhase(checks: Checks): Phases {
@@ -456,6 +471,20 @@ const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, t
 /** One node's bounds, as a search's visit works them out. */
 const NODE_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 const FRONTIER = new MinHeap<number>();
+
+/** How Search.walk reads a tree beyond its keys (see there). */
+interface WalkOptions {
+  /** Orders cells of equal key. */
+  readonly tieOf?: (bounds: ScratchBounds) => number;
+  /** Cells popped at most: past them the walk gives up (returns false). */
+  readonly maxPops?: number;
+  /** The TTFT a node must fit (its RTT and prefill bounds, and its load floor, are held to it). */
+  readonly leafReachMs?: number;
+  /** Whether cells' cost bounds are priced (false: a walk keyed by TTFT alone). */
+  readonly costed?: boolean;
+  /** Whether a node whose load floor says it has no free slot is passed over unread. */
+  readonly passFull?: boolean;
+}
 
 /** Longest leaf queue read by selection rather than sorted (see LeafQueue.start). */
 const SELECTED_QUEUE = 32;
@@ -1052,8 +1081,7 @@ class Search {
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined) this.judge(candidate);
     }
-    const full = (this.rejected.AT_CAPACITY ?? 0) + (this.rejected.QUEUE_OVER_BUDGET ?? 0);
-    return this.ranked.sorted().length === 0 && this.live > 0 && full > 0;
+    return this.ranked.sorted().length === 0 && infeasibleReason(this.live > 0, this.rejected) === 'ALL_FULL';
   }
 
   /** Passes an estimated node through the remaining checks and ranks it if it is feasible. */
@@ -1245,7 +1273,7 @@ class Search {
     if (!byPrice) {
       const tree = candidates.tree(byCost ? MIXED_TREE : PLACE_TREE, p.pricing, minRate);
       // Among cells that tie on the first bound (one price tier), the likeliest winners first.
-      this.walk(tree, keyOf, done, visit, tieLowerBound, Number.POSITIVE_INFINITY, reachMs);
+      this.walk(tree, keyOf, done, visit, { tieOf: tieLowerBound, leafReachMs: reachMs });
       return;
     }
     // The price tree finds the cheapest nodes wherever they are, in a few cells when the budget
@@ -1254,20 +1282,16 @@ class Search {
     // the nodes it already examined.
     this.tried = MARK;
     const priceTree = candidates.tree(PRICE_TREE, p.pricing, minRate);
-    const finished = this.walk(
-      priceTree,
-      keyOf,
-      done,
-      visit,
-      tieLowerBound,
-      tuning.priceTreeMaxCells,
-      reachMs,
-    );
+    const finished = this.walk(priceTree, keyOf, done, visit, {
+      tieOf: tieLowerBound,
+      maxPops: tuning.priceTreeMaxCells,
+      leafReachMs: reachMs,
+    });
     if (!finished) {
       if (kind >= 0) candidates.priceTreeSkips[kind] = retryAfter;
       this.tried = SKIP;
       const mixedTree = candidates.tree(MIXED_TREE, p.pricing, minRate);
-      this.walk(mixedTree, keyOf, done, visit, tieLowerBound, Number.POSITIVE_INFINITY, reachMs);
+      this.walk(mixedTree, keyOf, done, visit, { tieOf: tieLowerBound, leafReachMs: reachMs });
     }
     this.tried = undefined;
   }
@@ -1371,23 +1395,24 @@ class Search {
 
   /**
    * Walks `tree` best-first: `keyOf` gives a cell its key from its bounds (undefined: skip it),
-   * `tieOf` orders cells of equal key,
    * `done` ends the walk given the smallest key left, and every node of a leaf reached goes to
-   * `visit` with a lower bound of its RTT. Ends early when the work cap is spent. With
-   * `passFull`, a node whose load floor says it has no free slot is passed over unread (a search
-   * that only takes nodes with a free slot).
+   * `visit` with a lower bound of its RTT (see WalkOptions for the rest). Ends early when the
+   * work cap is spent; false when it gave up after `maxPops` cells.
    */
   private walk(
     tree: FlatTree,
     keyOf: (bounds: ScratchBounds) => number | undefined,
     done: (topKey: number, topTie: number) => boolean,
     visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
-    tieOf?: (bounds: ScratchBounds) => number,
-    maxPops = Number.POSITIVE_INFINITY,
-    leafReachMs = Number.POSITIVE_INFINITY,
-    costed = true,
-    passFull = false,
+    options: WalkOptions = {},
   ): boolean {
+    const {
+      tieOf,
+      maxPops = Number.POSITIVE_INFINITY,
+      leafReachMs = Number.POSITIVE_INFINITY,
+      costed = true,
+      passFull = false,
+    } = options;
     const frontier = this.frontier;
     frontier.clear();
     let pops = 0;
@@ -1443,29 +1468,22 @@ class Search {
             capped = true;
             break;
           }
-          if (floors !== undefined) {
-            const n = tree.ordinals[i] as number;
-            const perPrefill = floors.queuePerPrefillMs[n] as number;
-            // A node known to queue past the budget (or to have no free slot) is passed over
-            // from its slot. Its queue is at least this; the margin keeps rounding from passing
-            // over a node that fits exactly.
-            if (
-              perPrefill > 0 &&
-              (perPrefill === Number.POSITIVE_INFINITY ||
-                rttLowerBoundMs +
-                  prefillLowerBoundMs +
-                  perPrefill * prefillLowerBoundMs +
-                  (floors.queuePerOutputToken[n] as number) * outputTokens >
-                  leafReachMs * (1 + 1e-9) + 1e-9)
-            )
-              passByLoad = true;
-          }
+          // A node known to queue past the budget (or to have no free slot) is passed over
+          // from its slot. Its queue is at least this; the margin keeps rounding from passing
+          // over a node that fits exactly.
+          const queueFloor =
+            floors === undefined
+              ? 0
+              : queueFloorMs(floors, tree.ordinals[i] as number, prefillLowerBoundMs, outputTokens);
+          passByLoad =
+            queueFloor > 0 &&
+            rttLowerBoundMs + prefillLowerBoundMs + queueFloor > leafReachMs * (1 + 1e-9) + 1e-9;
         } else {
           rttLowerBoundMs = this.slotRttLowerBound(tree, i);
           passByLoad =
             passFull &&
             floors !== undefined &&
-            floors.queuePerPrefillMs[tree.ordinals[i] as number] === Number.POSITIVE_INFINITY;
+            queueFloorMs(floors, tree.ordinals[i] as number, 0, 0) === Number.POSITIVE_INFINITY;
         }
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
         // passed over before its record is read (as the cells above it were).
@@ -1553,13 +1571,9 @@ class Search {
       (bounds) => bounds.ttftLowerBoundMs,
       (topKey) => topKey > (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY),
       visit,
-      undefined,
-      Number.POSITIVE_INFINITY,
-      Number.POSITIVE_INFINITY,
-      // Keyed by TTFT alone: the cells' cost bounds are left unpriced.
-      false,
-      // Only nodes with a free slot are taken: one known to have none is not worth a read.
-      needsSlot,
+      // Keyed by TTFT alone: the cells' cost bounds are left unpriced. Only nodes with a free
+      // slot taken: one known to have none is not worth a read.
+      { costed: false, passFull: needsSlot },
     );
     return best;
   }
