@@ -6,7 +6,16 @@ import { describe, expect, it } from 'vitest';
 import { curveRate, LIST_PRICE } from '../../src/core/cost.js';
 import type { EngineCurves } from '../../src/core/model.js';
 import { policyMultiplier } from '../../src/core/pricing.js';
-import { CandidateIndex, decideRoute, PLACE_TREE, type RouteDecision } from '../../src/core/routing/index.js';
+import {
+  C,
+  CandidateIndex,
+  CELL_STRIDE,
+  decideRoute,
+  MIXED_TREE,
+  PLACE_TREE,
+  PRICE_TREE,
+  type RouteDecision,
+} from '../../src/core/routing/index.js';
 import { context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
 
 /** A client the latency model only knows by region (FLAT_LATENCY: 8 ms within it, 45 ms across). */
@@ -221,5 +230,41 @@ describe('candidate index: the price tree remembered per kind of request', () =>
     // Another kind (a prompt past the next half power of two) is judged on its own.
     decideRoute({ ...req, inputTokens: 4000 }, ctx);
     expect(skips()).toEqual([3, 3]);
+  });
+});
+
+describe('candidate index: levels apart', () => {
+  it('the trees a cost search walks hold one level per cell; the nearest-first tree mixes them', () => {
+    const index = new CandidateIndex(32);
+    const levels = ['CENTER', 'PROVINCE', 'EDGE', 'TERMINAL'] as const;
+    for (let i = 0; i < 600; i += 1) {
+      const node = record({
+        id: `n${i}`,
+        level: levels[i % 4],
+        km: (i * 7) % 900,
+        offers: [offer({ price: { inputPerMtok: 1 + (i % 11) / 10 }, prefillTokensPerS: 10_000 + i * 10 })],
+      });
+      // A fifth of the nodes with no coordinates: their own roots, split by level too.
+      index.put(i % 5 === 0 ? { ...node, spec: { ...node.spec, location: undefined } } : node);
+    }
+    const candidates = index.candidates('m');
+    const masksOf = (kind: typeof PRICE_TREE | typeof MIXED_TREE | typeof PLACE_TREE) => {
+      const tree = candidates?.tree(kind);
+      if (tree === undefined) throw new Error('no tree');
+      const masks: number[] = [];
+      for (let at = 0; at < tree.cells.length; at += CELL_STRIDE)
+        masks.push(tree.cells[at + C.levelMask] as number);
+      return { masks, roots: tree.roots.length };
+    };
+    const oneBit = (mask: number) => mask > 0 && (mask & (mask - 1)) === 0;
+    for (const kind of [PRICE_TREE, MIXED_TREE] as const) {
+      const { masks, roots } = masksOf(kind);
+      expect(masks.every(oneBit)).toBe(true);
+      // Four levels, located and not.
+      expect(roots).toBe(8);
+    }
+    const place = masksOf(PLACE_TREE);
+    expect(place.roots).toBe(2);
+    expect(place.masks.some((mask) => !oneBit(mask))).toBe(true);
   });
 });

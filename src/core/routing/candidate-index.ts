@@ -14,6 +14,9 @@
 // wherever they are. The mixed tree alternates place and price: when the budget reaches a small
 // part of the country, a cost search stays there. The place tree splits by place only, for the
 // nearest-first searches (best TTFT, degraded) and the policies that rank by distance or load.
+// Price and mixed trees have a root per level: levels are priced (and discounted) apart, so a
+// cell mixing them bounds its dear nodes by the cheap level's prices and its far-reached nodes
+// by the near level's overhead; apart, a sparse cheap level is searched without the dense one.
 // Price and mixed trees are keyed by the prices decisions pay now (list prices times the
 // time-of-use factors in force), and repriced when the factors change (each cell's minima worked
 // out again; the splits stay).
@@ -960,6 +963,30 @@ class TreeBuilder {
     return c;
   }
 
+  /**
+   * Reorders `order[lo, hi)` so that each level's nodes are one range (keeping their order);
+   * returns the non-empty ranges, lowest LEVEL_BIT first.
+   */
+  levelRanges(lo: number, hi: number): (readonly [number, number])[] {
+    const { keys, order } = this;
+    const byLevel = new Map<number, number[]>();
+    for (let i = lo; i < hi; i += 1) {
+      const node = order[i] as number;
+      const bit = keys[node * K_STRIDE + K.levelBit] as number;
+      const list = byLevel.get(bit);
+      if (list === undefined) byLevel.set(bit, [node]);
+      else list.push(node);
+    }
+    const ranges: (readonly [number, number])[] = [];
+    let at = lo;
+    for (const bit of [...byLevel.keys()].sort((a, b) => a - b)) {
+      const start = at;
+      for (const node of byLevel.get(bit) as number[]) order[at++] = node;
+      ranges.push([start, at]);
+    }
+    return ranges;
+  }
+
   /** Sorts `order[lo, hi)` by `key` ascending (insertion sort: a leaf is small). */
   private sortBy(lo: number, hi: number, key: number): void {
     const order = this.order;
@@ -1113,9 +1140,13 @@ function buildTree(
   const builder = new TreeBuilder(source, factors, leafSize);
   const { located } = source;
   const roots: number[] = [];
-  if (located > 0) roots.push(builder.build(0, located, 0, CAP, kind));
-  if (located < source.nodes.length)
-    roots.push(builder.build(located, source.nodes.length, 1, UNLOCATED, kind));
+  // A root per level for the cost searches (see the header); the nearest-first searches want the
+  // node of least RTT whatever its level, and keep one tree.
+  const ranges = (lo: number, hi: number) =>
+    kind === PLACE_TREE ? [[lo, hi] as const] : builder.levelRanges(lo, hi);
+  for (const [lo, hi] of ranges(0, located)) roots.push(builder.build(lo, hi, 0, CAP, kind));
+  for (const [lo, hi] of ranges(located, source.nodes.length))
+    roots.push(builder.build(lo, hi, 1, UNLOCATED, kind));
   return builder.freeze(roots, factors);
 }
 
