@@ -267,4 +267,24 @@ describe('candidate index: levels apart', () => {
     expect(place.roots).toBe(2);
     expect(place.masks.some((mask) => !oneBit(mask))).toBe(true);
   });
+
+  it('no tree has a root for nodes it does not hold (every node located, two levels)', () => {
+    const index = new CandidateIndex(32);
+    for (let i = 0; i < 100; i += 1)
+      index.put(
+        record({ id: `n${i}`, level: i % 2 === 0 ? 'EDGE' : 'CENTER', km: i * 3, offers: [offer()] }),
+      );
+    const candidates = index.candidates('m');
+    const rootSizes = (kind: typeof PRICE_TREE | typeof MIXED_TREE | typeof PLACE_TREE) => {
+      const tree = candidates?.tree(kind);
+      if (tree === undefined) throw new Error('no tree');
+      return Array.from(tree.roots, (root) => {
+        const at = root * CELL_STRIDE;
+        return (tree.cells[at + C.itemEnd] as number) - (tree.cells[at + C.itemStart] as number);
+      });
+    };
+    expect(rootSizes(PRICE_TREE)).toEqual([50, 50]);
+    expect(rootSizes(MIXED_TREE)).toEqual([50, 50]);
+    expect(rootSizes(PLACE_TREE)).toEqual([100]);
+  });
 });

@@ -1143,7 +1143,7 @@ function buildTree(
   // A root per level for the cost searches (see the header); the nearest-first searches want the
   // node of least RTT whatever its level, and keep one tree.
   const ranges = (lo: number, hi: number) =>
-    kind === PLACE_TREE ? [[lo, hi] as const] : builder.levelRanges(lo, hi);
+    kind !== PLACE_TREE ? builder.levelRanges(lo, hi) : lo < hi ? [[lo, hi] as const] : [];
   for (const [lo, hi] of ranges(0, located)) roots.push(builder.build(lo, hi, 0, CAP, kind));
   for (const [lo, hi] of ranges(located, source.nodes.length))
     roots.push(builder.build(lo, hi, 1, UNLOCATED, kind));
