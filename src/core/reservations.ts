@@ -309,6 +309,11 @@ export class ReservationBook {
     this.watchers.push(watcher);
   }
 
+  /** Tells the watchers that a pending reservation on the offer stopped counting. */
+  private loadFell(nodeId: string, model: string): void {
+    for (const watcher of this.watchers) watcher.loadDecreased(nodeId, model);
+  }
+
   /** Live reservations (not released, not expired at the last sweep). */
   get size(): number {
     return this.bySequence.size;
@@ -441,7 +446,7 @@ export class ReservationBook {
         first.pending = false;
         holds.pending -= 1;
         // Covered here, perhaps for a view other than the one that counted it: its load fell.
-        for (const watcher of this.watchers) watcher.loadDecreased(nodeId, model);
+        this.loadFell(nodeId, model);
       }
       at += 1;
     }
@@ -486,7 +491,7 @@ export class ReservationBook {
     this.bySequence.delete(entry.sequence);
     if (!entry.pending) return;
     entry.pending = false;
-    for (const watcher of this.watchers) watcher.loadDecreased(entry.nodeId, entry.model);
+    this.loadFell(entry.nodeId, entry.model);
     const holds = this.holds.get(entry.nodeId, entry.model);
     if (holds === undefined) return;
     holds.pending -= 1;

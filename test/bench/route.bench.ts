@@ -25,6 +25,7 @@ import type {
   RouteResponse as ProtoRouteResponse,
   SchedulerClient as SchedulerClientType,
 } from '../../src/gen/cpn/v1/scheduler.js';
+import { plain } from '../helpers/fixtures.js';
 import { built, stacksAsInProduction } from './built.js';
 import {
   BENCH_MODELS,
@@ -245,12 +246,7 @@ if (PARTS.has('load')) {
         await registerPermanent(store, specs);
         const book = new ReservationBook({ ttlMs, replicaId: 'bench', newToken: () => '0'.repeat(16) });
         // The same book behind an interface that cannot say when loads fall: no floors are kept.
-        const reservations = floors
-          ? book
-          : {
-              pending: (nodeId: string, model: string, at: number | undefined) =>
-                book.pending(nodeId, model, at),
-            };
+        const reservations = floors ? book : plain(book);
         return {
           store,
           book,

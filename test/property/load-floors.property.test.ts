@@ -15,7 +15,7 @@ import {
   type RouteDecision,
   type RoutingPolicy,
 } from '../../src/core/routing/index.js';
-import { book, context, offer, plain, record, request } from '../helpers/fixtures.js';
+import { book, context, loadedRecord, offer, plain, request } from '../helpers/fixtures.js';
 
 const answerOf = (d: RouteDecision) =>
   d.kind === 'placed'
@@ -48,24 +48,23 @@ describe('load floors (property)', () => {
         (drawn, piled, released, policy, budget, allowDegraded, maxVisits, newerReport) => {
           const records = (statusAtMs: number): NodeRecord[] =>
             drawn.map((n, i) =>
-              record({
-                id: `n${i}`,
-                km: n.km,
-                offers: [
-                  offer({
-                    maxConcurrency: n.maxConcurrency,
-                    maxQueue: n.maxQueue,
-                    price: { inputPerMtok: n.price },
-                  }),
-                ],
-                status: {
-                  load: [{ model: 'm', active: n.active, queued: 0 }],
-                  gpuUtilization: 0,
-                  kvCacheUtilization: 0,
+              loadedRecord(
+                {
+                  id: `n${i}`,
+                  km: n.km,
+                  offers: [
+                    offer({
+                      maxConcurrency: n.maxConcurrency,
+                      maxQueue: n.maxQueue,
+                      price: { inputPerMtok: n.price },
+                    }),
+                  ],
+                  active: n.active,
                   healthy: true,
+                  silentMs: 0,
                 },
                 statusAtMs,
-              }),
+              ),
             );
           const reservations = book();
           const held: Reservation[] = piled.map((r) =>

@@ -11,10 +11,12 @@ import {
   CandidateIndex,
   CELL_STRIDE,
   decideRoute,
+  type FlatTree,
   MIXED_TREE,
   PLACE_TREE,
   PRICE_TREE,
   type RouteDecision,
+  type TreeKind,
 } from '../../src/core/routing/index.js';
 import { context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
 
@@ -234,6 +236,13 @@ describe('candidate index: the price tree remembered per kind of request', () =>
 });
 
 describe('candidate index: levels apart', () => {
+  /** Model m's tree of `kind`, built. */
+  const treeOf = (index: CandidateIndex, kind: TreeKind): FlatTree => {
+    const tree = index.candidates('m')?.tree(kind);
+    if (tree === undefined) throw new Error('model m is not indexed');
+    return tree;
+  };
+
   it('the trees a cost search walks hold one level per cell; the nearest-first tree mixes them', () => {
     const index = new CandidateIndex(32);
     const levels = ['CENTER', 'PROVINCE', 'EDGE', 'TERMINAL'] as const;
@@ -247,10 +256,8 @@ describe('candidate index: levels apart', () => {
       // A fifth of the nodes with no coordinates: their own roots, split by level too.
       index.put(i % 5 === 0 ? { ...node, spec: { ...node.spec, location: undefined } } : node);
     }
-    const candidates = index.candidates('m');
-    const masksOf = (kind: typeof PRICE_TREE | typeof MIXED_TREE | typeof PLACE_TREE) => {
-      const tree = candidates?.tree(kind);
-      if (tree === undefined) throw new Error('no tree');
+    const masksOf = (kind: TreeKind) => {
+      const tree = treeOf(index, kind);
       const masks: number[] = [];
       for (let at = 0; at < tree.cells.length; at += CELL_STRIDE)
         masks.push(tree.cells[at + C.levelMask] as number);
@@ -274,10 +281,8 @@ describe('candidate index: levels apart', () => {
       index.put(
         record({ id: `n${i}`, level: i % 2 === 0 ? 'EDGE' : 'CENTER', km: i * 3, offers: [offer()] }),
       );
-    const candidates = index.candidates('m');
-    const rootSizes = (kind: typeof PRICE_TREE | typeof MIXED_TREE | typeof PLACE_TREE) => {
-      const tree = candidates?.tree(kind);
-      if (tree === undefined) throw new Error('no tree');
+    const rootSizes = (kind: TreeKind) => {
+      const tree = treeOf(index, kind);
       return Array.from(tree.roots, (root) => {
         const at = root * CELL_STRIDE;
         return (tree.cells[at + C.itemEnd] as number) - (tree.cells[at + C.itemStart] as number);

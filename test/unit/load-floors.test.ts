@@ -13,7 +13,16 @@ import {
   type RouteDecision,
   type RouteRequest,
 } from '../../src/core/routing/index.js';
-import { book, context, FLAT_LATENCY, offer, plain, record, request } from '../helpers/fixtures.js';
+import {
+  book,
+  context,
+  FLAT_LATENCY,
+  loadedRecord,
+  offer,
+  plain,
+  record,
+  request,
+} from '../helpers/fixtures.js';
 
 /**
  * Two nodes in one place: `cheap` (2 slots, 4 queued at most; `active` requests on it, reported at
@@ -21,24 +30,23 @@ import { book, context, FLAT_LATENCY, offer, plain, record, request } from '../h
  */
 function nodes(options: { active?: number; statusAtMs?: number; rate?: number } = {}): NodeRecord[] {
   return [
-    record({
-      id: 'cheap',
-      offers: [
-        offer({
-          maxConcurrency: 2,
-          maxQueue: 4,
-          prefillTokensPerS: options.rate ?? 10_000,
-          price: { inputPerMtok: 1 },
-        }),
-      ],
-      status: {
-        load: [{ model: 'm', active: options.active ?? 0, queued: 0 }],
-        gpuUtilization: 0,
-        kvCacheUtilization: 0,
+    loadedRecord(
+      {
+        id: 'cheap',
+        offers: [
+          offer({
+            maxConcurrency: 2,
+            maxQueue: 4,
+            prefillTokensPerS: options.rate ?? 10_000,
+            price: { inputPerMtok: 1 },
+          }),
+        ],
+        active: options.active ?? 0,
         healthy: true,
+        silentMs: 0,
       },
-      statusAtMs: options.statusAtMs ?? 0,
-    }),
+      options.statusAtMs ?? 0,
+    ),
     record({ id: 'dear', offers: [offer({ maxConcurrency: 2, maxQueue: 4, price: { inputPerMtok: 2 } })] }),
   ];
 }

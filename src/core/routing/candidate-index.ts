@@ -475,9 +475,8 @@ export class ModelCandidates {
   }
 
   /** Forgets the node's load floor: its load may have fallen by any amount. */
-  forgetLoad(nodeId: string): void {
-    const found = this.byId.get(nodeId);
-    if (found !== undefined) this.noteLoad(found.entry, 0);
+  forgetLoad(entry: IndexedNode): void {
+    this.noteLoad(entry, 0);
   }
 
   /** One request fewer on the node than its floor says, at least (one reservation stopped counting). */
@@ -500,7 +499,7 @@ export class ModelCandidates {
     const found = this.byId.get(nodeId);
     if (found === undefined) return;
     // Its floor goes with it: one kept for no live node would keep every walk reading floors.
-    this.noteLoad(found.entry, 0);
+    this.forgetLoad(found.entry);
     found.entry.removed = true;
     found.group.size -= 1;
     this.byId.delete(nodeId);
@@ -1142,8 +1141,10 @@ function buildTree(
   const roots: number[] = [];
   // A root per level for the cost searches (see the header); the nearest-first searches want the
   // node of least RTT whatever its level, and keep one tree.
-  const ranges = (lo: number, hi: number) =>
-    kind !== PLACE_TREE ? builder.levelRanges(lo, hi) : lo < hi ? [[lo, hi] as const] : [];
+  const ranges = (lo: number, hi: number) => {
+    if (kind !== PLACE_TREE) return builder.levelRanges(lo, hi);
+    return lo < hi ? [[lo, hi] as const] : [];
+  };
   for (const [lo, hi] of ranges(0, located)) roots.push(builder.build(lo, hi, 0, CAP, kind));
   for (const [lo, hi] of ranges(located, source.nodes.length))
     roots.push(builder.build(lo, hi, 1, UNLOCATED, kind));
@@ -1236,7 +1237,7 @@ export class CandidateIndex {
         found.entry.record = record;
         found.entry.offer = offer;
         // A report may say the load fell.
-        candidates.forgetLoad(record.spec.id);
+        candidates.forgetLoad(found.entry);
       }
       return;
     }

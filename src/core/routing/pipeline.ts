@@ -125,8 +125,10 @@ export interface RoutingView {
   readonly samplesFrom: SamplesFrom;
 }
 
-/** Reservations not yet covered by the node's last status report (see ReservationBook.pending). */
-/** A book that can also tell when loads fall (watchLoad) lets decisions keep load floors. */
+/**
+ * Reservations not yet covered by the node's last status report (see ReservationBook.pending). A
+ * book that can also tell when loads fall (watchLoad) lets decisions keep load floors.
+ */
 export interface PendingReservations extends LoadWatched {
   pending(nodeId: string, model: string, statusAtMs: number | undefined): number;
 }
@@ -1411,7 +1413,6 @@ class Search {
       maxPops = Number.POSITIVE_INFINITY,
       leafReachMs = Number.POSITIVE_INFINITY,
       costed = true,
-      passFull = false,
     } = options;
     const frontier = this.frontier;
     frontier.clear();
@@ -1450,17 +1451,13 @@ class Search {
       queue.clear();
       let capped = false;
       const floors = this.readsFloors ? this.loadFloors : undefined;
-      const outputTokens = this.p.request.maxOutputTokens;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         let rttLowerBoundMs: number;
-        let passByLoad = false;
+        let prefillLowerBoundMs = 0;
         if (bounded) {
           // From the slot alone (contiguous memory): the node's record is not touched unless
           // it might fit. A node passed over still counts against the work cap.
-          const prefillLowerBoundMs = prefillMsAt(
-            this.p.request,
-            tree.slots[i * SLOT_STRIDE + S.rate] as number,
-          );
+          prefillLowerBoundMs = prefillMsAt(this.p.request, tree.slots[i * SLOT_STRIDE + S.rate] as number);
           if (leafRttMs + prefillLowerBoundMs > leafReachMs) break;
           rttLowerBoundMs = this.slotRttLowerBound(tree, i);
           if (rttLowerBoundMs + prefillLowerBoundMs > leafReachMs) {
@@ -1468,23 +1465,7 @@ class Search {
             capped = true;
             break;
           }
-          // A node known to queue past the budget (or to have no free slot) is passed over
-          // from its slot. Its queue is at least this; the margin keeps rounding from passing
-          // over a node that fits exactly.
-          const queueFloor =
-            floors === undefined
-              ? 0
-              : queueFloorMs(floors, tree.ordinals[i] as number, prefillLowerBoundMs, outputTokens);
-          passByLoad =
-            queueFloor > 0 &&
-            rttLowerBoundMs + prefillLowerBoundMs + queueFloor > leafReachMs * (1 + 1e-9) + 1e-9;
-        } else {
-          rttLowerBoundMs = this.slotRttLowerBound(tree, i);
-          passByLoad =
-            passFull &&
-            floors !== undefined &&
-            queueFloorMs(floors, tree.ordinals[i] as number, 0, 0) === Number.POSITIVE_INFINITY;
-        }
+        } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
         // passed over before its record is read (as the cells above it were).
         const slotBounds = this.slotBounds(tree, i, rttLowerBoundMs, costed);
@@ -1502,7 +1483,10 @@ class Search {
           capped = true;
           break;
         }
-        if (passByLoad) {
+        if (
+          floors !== undefined &&
+          this.passesByLoad(floors, tree.ordinals[i] as number, rttLowerBoundMs, prefillLowerBoundMs, options)
+        ) {
           // Charged as a visit, and marked as one: a walk that takes over skips it as it skips
           // the nodes read (it would pass it over again, charged again).
           if (this.tried === MARK) entry.triedBy = this.stamp;
@@ -1530,6 +1514,27 @@ class Search {
     }
     frontier.clear();
     return true;
+  }
+
+  /**
+   * Whether node `n`'s load floor passes it over, unread, in a walk with `options` (a node about
+   * to be read: it fits the walk's reach on its RTT and prefill bounds). Bounded by a reach: when
+   * its queue is known to put it past the reach, or it has no free slot (the margin keeps rounding
+   * from passing over a node that fits exactly). Unbounded: only when it has no free slot and the
+   * walk takes only nodes with one (WalkOptions.passFull).
+   */
+  private passesByLoad(
+    floors: LoadFloors,
+    n: number,
+    rttLowerBoundMs: number,
+    prefillLowerBoundMs: number,
+    options: WalkOptions,
+  ): boolean {
+    const reachMs = options.leafReachMs ?? Number.POSITIVE_INFINITY;
+    if (reachMs === Number.POSITIVE_INFINITY)
+      return options.passFull === true && queueFloorMs(floors, n, 0, 0) === Number.POSITIVE_INFINITY;
+    const queueFloor = queueFloorMs(floors, n, prefillLowerBoundMs, this.p.request.maxOutputTokens);
+    return queueFloor > 0 && rttLowerBoundMs + prefillLowerBoundMs + queueFloor > reachMs * (1 + 1e-9) + 1e-9;
   }
 
   /**
