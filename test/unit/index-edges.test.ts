@@ -10,9 +10,12 @@ import {
   C,
   CandidateIndex,
   CELL_STRIDE,
+  cellMixBound,
   decideRoute,
   type FlatTree,
   MIXED_TREE,
+  type MixWeights,
+  mixWeights,
   PLACE_TREE,
   PRICE_TREE,
   type RouteDecision,
@@ -291,5 +294,119 @@ describe('candidate index: levels apart', () => {
     expect(rootSizes(PRICE_TREE)).toEqual([50, 50]);
     expect(rootSizes(MIXED_TREE)).toEqual([50, 50]);
     expect(rootSizes(PLACE_TREE)).toEqual([100]);
+  });
+});
+
+describe('candidate index: mixes of input and output prices', () => {
+  /** A deterministic stream in [0, 1) (a test must not vary from run to run). */
+  const stream = (seed: number) => () => {
+    seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) | 0;
+    return ((seed ^ (seed >>> 13)) >>> 0) / 2 ** 32;
+  };
+  const next = stream(7);
+  // Each node prices input and output apart (±20 % around 2 and 8), five in six with coordinates.
+  const index = new CandidateIndex(32);
+  for (let i = 0; i < 600; i += 1)
+    index.put(
+      record({
+        id: `n${i}`,
+        level: i % 3 === 0 ? 'PROVINCE' : 'EDGE',
+        km: next() * 800,
+        offers: [
+          offer({
+            price: { inputPerMtok: 1.6 + 0.8 * next(), outputPerMtok: 6.4 + 3.2 * next() },
+            prefillTokensPerS: 10_000 + next() * 30_000,
+          }),
+        ],
+      }),
+    );
+  const candidates = index.candidates('m');
+  if (candidates === undefined) throw new Error('model m is not indexed');
+  const nightHalf = policyMultiplier({
+    utcOffsetHours: 8,
+    rules: [
+      { level: 'EDGE', region: undefined, model: undefined, factor: 0.5, window: { fromHour: 0, toHour: 8 } },
+    ],
+  });
+  const night = Date.UTC(2026, 10, 22, 19, 0, 0);
+  const day = Date.UTC(2026, 10, 23, 4, 0, 0);
+  // Prompt alone, answer alone, and mixes between (some on a kept mix exactly: 1000 and 0).
+  const mixes: (readonly [number, number])[] = [
+    [1000, 0],
+    [0, 1000],
+    [4000, 50],
+    [2000, 500],
+    [700, 700],
+    [200, 1050],
+    ...Array.from({ length: 20 }, () => [Math.floor(next() * 5000), Math.floor(next() * 1500)] as const),
+  ];
+
+  /** Per cell: [the mix bound less the search's hair, the kind-by-kind bound, the cheapest node's cost]. */
+  function bounds(tree: FlatTree, prompt: number, answer: number, factorOf: (node: number) => number) {
+    const weights: MixWeights = mixWeights(tree, prompt, answer, { step: -1, low: 0, high: 0 });
+    const out: [number, number, number][] = [];
+    for (let c = 0; c < tree.cells.length / CELL_STRIDE; c += 1) {
+      const at = c * CELL_STRIDE;
+      let cheapest = Number.POSITIVE_INFINITY;
+      for (
+        let i = tree.cells[at + C.itemStart] as number;
+        i < (tree.cells[at + C.itemEnd] as number);
+        i += 1
+      ) {
+        const { price } = (
+          tree.items[i] as { offer: { price: { inputPerMtok: number; outputPerMtok: number } } }
+        ).offer;
+        const factor = factorOf(i);
+        cheapest = Math.min(
+          cheapest,
+          prompt * (price.inputPerMtok * factor) + answer * (price.outputPerMtok * factor),
+        );
+      }
+      const byKind =
+        prompt * (tree.cells[at + C.minInput] as number) + answer * (tree.cells[at + C.minOutput] as number);
+      out.push([cellMixBound(tree, c, weights) * (1 - 1e-9), byKind, cheapest]);
+    }
+    return out;
+  }
+
+  it('bound every cell from below, at list prices, priced by a factor, and repriced', () => {
+    const trees: [string, FlatTree, (i: number) => number][] = [];
+    for (const kind of [PRICE_TREE, MIXED_TREE] as const) {
+      trees.push([`list ${kind}`, candidates.tree(kind), () => 1]);
+      for (const nowMs of [night, day]) {
+        // The second time is another window: the same tree, repriced.
+        const tree = candidates.tree(kind, { multiplier: nightHalf, nowMs });
+        const factorOf = (i: number) => {
+          const node = tree.items[i] as { group: { level: string; region: string } };
+          return nightHalf.at(node.group as never, 'm', nowMs);
+        };
+        expect(tree.priced).toBe(true);
+        trees.push([`${kind} at ${nowMs}`, tree, factorOf]);
+      }
+    }
+    for (const [name, tree, factorOf] of trees)
+      for (const [prompt, answer] of mixes)
+        for (const [mix, , cheapest] of bounds(tree, prompt, answer, factorOf))
+          expect(mix, `${name}, ${prompt}/${answer}`).toBeLessThanOrEqual(cheapest);
+  });
+
+  it('bound most cells tighter than the cheapest price of each kind does, and no looser where they tie', () => {
+    const tree = candidates.tree(MIXED_TREE);
+    let tighter = 0;
+    let cells = 0;
+    for (const [prompt, answer] of mixes)
+      for (const [mix, byKind, cheapest] of bounds(tree, prompt, answer, () => 1)) {
+        cells += 1;
+        // One kind alone: the mix bound is that kind's cheapest price (less the hair).
+        if (prompt === 0 || answer === 0) expect(Math.abs(mix - byKind) / byKind).toBeLessThan(1e-8);
+        else if (mix > byKind && byKind < cheapest) tighter += 1;
+      }
+    expect(tighter / cells).toBeGreaterThan(0.5);
+  });
+
+  it('a request with no uncached prompt and no answer is bounded by nothing', () => {
+    const tree = candidates.tree(MIXED_TREE);
+    expect(mixWeights(tree, 0, 0, { step: 0, low: 1, high: 1 }).step).toBe(-1);
+    expect(Number.isNaN(cellMixBound(tree, 0, { step: -1, low: 0, high: 0 }))).toBe(true);
   });
 });

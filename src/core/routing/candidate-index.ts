@@ -8,8 +8,13 @@
 // cheapest first and stop as soon as no cell can beat what it has, and can skip cells too far to
 // meet the budget, whatever the price list.
 //
+// Cells also keep their cheapest price along a few mixes of input and output prices, and price
+// splits cut by such a mix (see MIX_STEPS): where each node prices the two apart, a cell then
+// bounds a request's own mix near its cheapest node, not at the corner of its cheapest input and
+// cheapest output price, which no node charges.
+//
 // Each model has up to three trees over the same nodes, each built on first use from one list.
-// The price tree splits by token price (and a cell of one price by place and prefill in turn):
+// The price tree splits by price (and a cell of one price by place and prefill in turn):
 // when the budget reaches most of the country, the cheapest nodes are found in a few cells
 // wherever they are. The mixed tree alternates place and price: when the budget reaches a small
 // part of the country, a cost search stays there. The place tree splits by place only, for the
@@ -236,6 +241,74 @@ export const S = { x: 0, y: 1, z: 2, group: 3, rate: 4, input: 5, output: 6, cac
 export const SLOT_STRIDE = 8;
 
 /**
+ * Mixes. Where each node sets its input and output prices apart (distinct prices), a cell's
+ * cheapest input and cheapest output price belong to different nodes, and the cost bound made of
+ * them lies well below every node's cost. So a cell also keeps its least price along MIX_STEPS + 1
+ * mixes of the two: `cos θk × input / scaleInput + sin θk × output / scaleOutput` for θk = k ×
+ * 90° / MIX_STEPS (k = 0: input alone; MIX_STEPS: output alone), in `FlatTree.mixes` (MIX_STRIDE
+ * numbers a cell; the scales are the tree's mean prices). A request's uncached prompt and answer
+ * are a mix too, between two kept ones. The least price of a cell along a mix is concave in the
+ * mix (a least of linear functions), so the line between the two kept least prices bounds the
+ * request's mix from below: never above the cell's cheapest node, and near it (Search.bound).
+ * Three steps did as well as fifteen (`npm run bench`, BENCHMARKS.md, session 16).
+ */
+export const MIX_STEPS = 3;
+export const MIX_STRIDE = MIX_STEPS + 1;
+/** cos θk and sin θk of the kept mixes (exactly 1 and 0 at the ends). */
+export const MIX_COS = Float64Array.from({ length: MIX_STRIDE }, (_, k) =>
+  k === 0 ? 1 : k === MIX_STEPS ? 0 : Math.cos((k * Math.PI) / 2 / MIX_STEPS),
+);
+export const MIX_SIN = Float64Array.from({ length: MIX_STRIDE }, (_, k) =>
+  k === 0 ? 0 : k === MIX_STEPS ? 1 : Math.sin((k * Math.PI) / 2 / MIX_STEPS),
+);
+
+/**
+ * A request's uncached prompt and answer as a mix in one tree (see MIX_STEPS): `low` × kept mix
+ * `step` + `high` × kept mix `step + 1` (step -1: the request bounds nothing by mixes).
+ */
+export interface MixWeights {
+  step: number;
+  low: number;
+  high: number;
+}
+
+/** Writes into `out` the mix weights of `uncachedTokens` and `outputTokens` in `tree`. */
+export function mixWeights(
+  tree: FlatTree,
+  uncachedTokens: number,
+  outputTokens: number,
+  out: MixWeights,
+): MixWeights {
+  const x = uncachedTokens * tree.mixScaleInput;
+  const y = outputTokens * tree.mixScaleOutput;
+  out.step = -1;
+  if (!(x >= 0 && y >= 0 && x + y > 0 && x + y < Number.POSITIVE_INFINITY)) return out;
+  const step = Math.min(MIX_STEPS - 1, Math.floor(Math.atan2(y, x) / (Math.PI / 2 / MIX_STEPS)));
+  const cosLow = MIX_COS[step] as number;
+  const sinLow = MIX_SIN[step] as number;
+  const cosHigh = MIX_COS[step + 1] as number;
+  const sinHigh = MIX_SIN[step + 1] as number;
+  // (x, y) = low × (cosLow, sinLow) + high × (cosHigh, sinHigh): both ≥ 0 between the two (a
+  // hair below from rounding is taken as 0).
+  const det = cosLow * sinHigh - sinLow * cosHigh;
+  out.low = Math.max(0, (x * sinHigh - y * cosHigh) / det);
+  out.high = Math.max(0, (y * cosLow - x * sinLow) / det);
+  out.step = step;
+  return out;
+}
+
+/**
+ * A lower bound (but for rounding: take a hair off) of what any node of cell `c` charges per
+ * million for the uncached prompt and answer `mix` weighs, at the prices the cells bound: the line
+ * between the two kept mixes around the request's (see MIX_STEPS). NaN when `mix` bounds nothing.
+ */
+export function cellMixBound(tree: FlatTree, c: number, mix: MixWeights): number {
+  if (mix.step < 0) return Number.NaN;
+  const at = c * MIX_STRIDE + mix.step;
+  return mix.low * (tree.mixes[at] as number) + mix.high * (tree.mixes[at + 1] as number);
+}
+
+/**
  * How a tree splits its cells: by price only, by place and price in turn, by place only (each
  * falls back to the other kind of split where its own finds no spread).
  */
@@ -299,6 +372,11 @@ export interface FlatTree {
   readonly cells: Float64Array;
   readonly cellGroups: Int32Array;
   readonly slots: Float64Array;
+  /** By cell, MIX_STRIDE least mixed prices (see MIX_STEPS), over the prices the cells bound. */
+  readonly mixes: Float64Array;
+  /** What input and output prices are divided by in a mix (each the nodes' mean, or 1). */
+  readonly mixScaleInput: number;
+  readonly mixScaleOutput: number;
   readonly items: readonly IndexedNode[];
   /** By node slot: the node's IndexedNode.ordinal (valid until the next rebuild drops the tree). */
   readonly ordinals: Int32Array;
@@ -770,10 +848,21 @@ const K = {
   levelBit: 7,
   group: 8,
   regionBit: 9,
+  /** SPLIT_MIXES of the priced input and output prices (filled by TreeBuilder; 0 in a source). */
+  mixes: 10,
 } as const;
-const K_STRIDE = 10;
+/** Mixes a price split may cut by (see MIX_STEPS): 22.5°, 45° and 67.5°. */
+const SPLIT_MIXES = [Math.PI / 8, Math.PI / 4, (3 * Math.PI) / 8];
+const K_STRIDE = 10 + SPLIT_MIXES.length;
 const SPATIAL_KEYS: readonly number[] = [K.x, K.y, K.z];
-const TOKEN_PRICE_KEYS: readonly number[] = [K.input, K.output, K.cached];
+/**
+ * Price splits cut by a mix of input and output prices (the one spread widest): a cell then holds
+ * nodes alike in what a request of any mix pays, so its mix bounds are tight. Cut by one kind at a
+ * time, a cell cheap on input still held every output price. Cached prices only where the mixes
+ * do not spread.
+ */
+const MIX_PRICE_KEYS: readonly number[] = SPLIT_MIXES.map((_, m) => K.mixes + m);
+const CACHED_PRICE_KEYS: readonly number[] = [K.cached];
 const PREFILL_KEYS: readonly number[] = [K.negPrefill];
 
 /** What every tree of a model is built from: its live nodes, located first, and their keys. */
@@ -818,7 +907,10 @@ function treeSource(live: readonly IndexedNode[]): TreeSource {
 /** Collects cells and node slots while building; frozen into typed arrays at the end. */
 class TreeBuilder {
   private readonly cells: number[] = [];
+  private readonly mixes: number[] = [];
   private readonly cellGroups: number[] = [];
+  readonly mixScaleInput: number;
+  readonly mixScaleOutput: number;
   private readonly items: IndexedNode[] = [];
   private readonly nodes: readonly IndexedNode[];
   private readonly keys: Float64Array;
@@ -845,6 +937,25 @@ class TreeBuilder {
       }
       this.keys = keys;
     }
+    // The mixes' scales: the mean prices, so that a mix weighs both kinds alike (see MIX_STEPS).
+    const keys = this.keys === source.keys ? source.keys.slice() : this.keys;
+    let input = 0;
+    let output = 0;
+    for (let at = 0; at < keys.length; at += K_STRIDE) {
+      input += keys[at + K.input] as number;
+      output += keys[at + K.output] as number;
+    }
+    const count = keys.length / K_STRIDE;
+    this.mixScaleInput = input > 0 && input < Number.POSITIVE_INFINITY ? input / count : 1;
+    this.mixScaleOutput = output > 0 && output < Number.POSITIVE_INFINITY ? output / count : 1;
+    for (let at = 0; at < keys.length; at += K_STRIDE) {
+      const scaledInput = (keys[at + K.input] as number) / this.mixScaleInput;
+      const scaledOutput = (keys[at + K.output] as number) / this.mixScaleOutput;
+      SPLIT_MIXES.forEach((angle, m) => {
+        keys[at + K.mixes + m] = Math.cos(angle) * scaledInput + Math.sin(angle) * scaledOutput;
+      });
+    }
+    this.keys = keys;
   }
 
   private set(c: number, field: number, value: number): void {
@@ -856,6 +967,8 @@ class TreeBuilder {
     const { keys, order } = this;
     const c = this.cells.length / CELL_STRIDE;
     for (let f = 0; f < CELL_STRIDE; f += 1) this.cells.push(0);
+    const mixAt = this.mixes.length;
+    for (let k = 0; k < MIX_STRIDE; k += 1) this.mixes.push(Number.POSITIVE_INFINITY);
     let minInput = Number.POSITIVE_INFINITY;
     let minOutput = Number.POSITIVE_INFINITY;
     let minCached = Number.POSITIVE_INFINITY;
@@ -871,6 +984,12 @@ class TreeBuilder {
       minInput = Math.min(minInput, keys[at + K.input] as number);
       minOutput = Math.min(minOutput, keys[at + K.output] as number);
       minCached = Math.min(minCached, keys[at + K.cached] as number);
+      const input = (keys[at + K.input] as number) / this.mixScaleInput;
+      const output = (keys[at + K.output] as number) / this.mixScaleOutput;
+      for (let k = 0; k < MIX_STRIDE; k += 1) {
+        const mixed = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
+        if (mixed < (this.mixes[mixAt + k] as number)) this.mixes[mixAt + k] = mixed;
+      }
       maxPrefill = Math.max(maxPrefill, -(keys[at + K.negPrefill] as number));
       levelMask |= keys[at + K.levelBit] as number;
       regionBits |= keys[at + K.regionBit] as number;
@@ -936,7 +1055,8 @@ class TreeBuilder {
     let split: { key: number; spread: number } | undefined;
     if (hi - lo > this.leafSize) {
       const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
-      let byPrice = this.widest(lo, hi, TOKEN_PRICE_KEYS, true);
+      let byPrice = this.widest(lo, hi, MIX_PRICE_KEYS, true);
+      if (byPrice.spread <= 1e-9) byPrice = this.widest(lo, hi, CACHED_PRICE_KEYS, true);
       if (byPrice.spread <= 1e-9 && depth % 2 === 1) byPrice = this.widest(lo, hi, PREFILL_KEYS, true);
       const preferPlace = kind === PLACE_TREE || (kind === MIXED_TREE && depth % 2 === 0);
       split = preferPlace ? byPlace : byPrice;
@@ -1071,6 +1191,9 @@ class TreeBuilder {
       cells: Float64Array.from(this.cells),
       cellGroups: Int32Array.from(this.cellGroups),
       slots,
+      mixes: Float64Array.from(this.mixes),
+      mixScaleInput: this.mixScaleInput,
+      mixScaleOutput: this.mixScaleOutput,
       items: this.items,
       ordinals: Int32Array.from(this.items, (item) => item.ordinal),
     };
@@ -1100,6 +1223,8 @@ function priceSlots(
 function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
   const cells = tree.cells.slice();
   const slots = tree.slots.slice();
+  const mixes = new Float64Array(tree.mixes.length).fill(Number.POSITIVE_INFINITY);
+  const { mixScaleInput, mixScaleOutput } = tree;
   priceSlots(slots, tree.items, factors);
   // Cells are in depth-first order: a parent's children come after it, so from the last cell
   // back every child is done before its parent.
@@ -1115,6 +1240,12 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
         minInput = Math.min(minInput, slots[i * SLOT_STRIDE + S.input] as number);
         minOutput = Math.min(minOutput, slots[i * SLOT_STRIDE + S.output] as number);
         minCached = Math.min(minCached, slots[i * SLOT_STRIDE + S.cached] as number);
+        const input = (slots[i * SLOT_STRIDE + S.input] as number) / mixScaleInput;
+        const output = (slots[i * SLOT_STRIDE + S.output] as number) / mixScaleOutput;
+        for (let k = 0; k < MIX_STRIDE; k += 1) {
+          const mixed = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
+          if (mixed < (mixes[c * MIX_STRIDE + k] as number)) mixes[c * MIX_STRIDE + k] = mixed;
+        }
       }
     } else {
       const l = left * CELL_STRIDE;
@@ -1122,12 +1253,16 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
       minInput = Math.min(cells[l + C.minInput] as number, cells[r + C.minInput] as number);
       minOutput = Math.min(cells[l + C.minOutput] as number, cells[r + C.minOutput] as number);
       minCached = Math.min(cells[l + C.minCached] as number, cells[r + C.minCached] as number);
+      const lm = left * MIX_STRIDE;
+      const rm = (cells[at + C.right] as number) * MIX_STRIDE;
+      for (let k = 0; k < MIX_STRIDE; k += 1)
+        mixes[c * MIX_STRIDE + k] = Math.min(mixes[lm + k] as number, mixes[rm + k] as number);
     }
     cells[at + C.minInput] = minInput;
     cells[at + C.minOutput] = minOutput;
     cells[at + C.minCached] = minCached;
   }
-  return { ...tree, cells, slots, priced: factors !== undefined };
+  return { ...tree, cells, slots, mixes, priced: factors !== undefined };
 }
 
 function buildTree(

@@ -51,6 +51,7 @@ import {
   CELL_STRIDE,
   cellGroupCount,
   cellGroupStart,
+  cellMixBound,
   type FlatTree,
   type GroupScratch,
   type IndexedNode,
@@ -59,7 +60,9 @@ import {
   type LoadFloors,
   type LoadWatched,
   MIXED_TREE,
+  type MixWeights,
   type ModelCandidates,
+  mixWeights,
   PLACE_TREE,
   PRICE_TREE,
   queueFloorMs,
@@ -469,6 +472,8 @@ interface ScratchBounds {
  * Scratch shared by all decisions: they run one at a time, synchronously, to completion, so one
  * frontier and one bounds record serve them all and a decision allocates neither.
  */
+/** What a mix bound (Search.bound) is taken down by, for rounding. */
+const MIX_SLACK = 1 - 1e-9;
 const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 /** One node's bounds, as a search's visit works them out. */
 const NODE_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
@@ -700,6 +705,8 @@ class Search {
    */
   private barKey = Number.POSITIVE_INFINITY;
   private barTie = Number.POSITIVE_INFINITY;
+  /** The request's token mix in the tree being walked (see MIX_STEPS); step -1 in an uncosted walk. */
+  private readonly mix: MixWeights = { step: -1, low: 0, high: 0 };
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
   private budget: number;
   private truncated = false;
@@ -912,6 +919,17 @@ class Search {
       multiplier,
     );
     out.ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
+    if (this.mix.step >= 0) {
+      // Tighter where nodes price input and output apart (see MIX_STEPS); less a hair for
+      // rounding, so that it never passes the cell's cheapest node.
+      const mixed =
+        ((cellMixBound(tree, c, this.mix) +
+          p.request.cachedInputTokens * (cells[at + C.minCached] as number)) *
+          multiplier *
+          MIX_SLACK) /
+        1e6;
+      if (mixed > out.costLowerBound) out.costLowerBound = mixed;
+    }
     return out;
   }
 
@@ -1416,6 +1434,9 @@ class Search {
     } = options;
     const frontier = this.frontier;
     frontier.clear();
+    const request = this.p.request;
+    mixWeights(tree, request.inputTokens - request.cachedInputTokens, request.maxOutputTokens, this.mix);
+    if (!costed) this.mix.step = -1;
     let pops = 0;
     const push = (c: number) => {
       if (this.cellExcluded(tree, c)) return;
