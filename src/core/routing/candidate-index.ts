@@ -853,6 +853,8 @@ const K = {
 } as const;
 /** Mixes a price split may cut by (see MIX_STEPS): 22.5°, 45° and 67.5°. */
 const SPLIT_MIXES = [Math.PI / 8, Math.PI / 4, (3 * Math.PI) / 8];
+const SPLIT_COS = SPLIT_MIXES.map(Math.cos);
+const SPLIT_SIN = SPLIT_MIXES.map(Math.sin);
 const K_STRIDE = 10 + SPLIT_MIXES.length;
 const SPATIAL_KEYS: readonly number[] = [K.x, K.y, K.z];
 /**
@@ -951,9 +953,9 @@ class TreeBuilder {
     for (let at = 0; at < keys.length; at += K_STRIDE) {
       const scaledInput = (keys[at + K.input] as number) / this.mixScaleInput;
       const scaledOutput = (keys[at + K.output] as number) / this.mixScaleOutput;
-      SPLIT_MIXES.forEach((angle, m) => {
-        keys[at + K.mixes + m] = Math.cos(angle) * scaledInput + Math.sin(angle) * scaledOutput;
-      });
+      for (let m = 0; m < SPLIT_MIXES.length; m += 1)
+        keys[at + K.mixes + m] =
+          (SPLIT_COS[m] as number) * scaledInput + (SPLIT_SIN[m] as number) * scaledOutput;
     }
     this.keys = keys;
   }
@@ -967,7 +969,7 @@ class TreeBuilder {
     const { keys, order } = this;
     const c = this.cells.length / CELL_STRIDE;
     for (let f = 0; f < CELL_STRIDE; f += 1) this.cells.push(0);
-    const mixAt = this.mixes.length;
+    // Its mixes: from its nodes when it is a leaf, from its children otherwise (see build).
     for (let k = 0; k < MIX_STRIDE; k += 1) this.mixes.push(Number.POSITIVE_INFINITY);
     let minInput = Number.POSITIVE_INFINITY;
     let minOutput = Number.POSITIVE_INFINITY;
@@ -984,12 +986,6 @@ class TreeBuilder {
       minInput = Math.min(minInput, keys[at + K.input] as number);
       minOutput = Math.min(minOutput, keys[at + K.output] as number);
       minCached = Math.min(minCached, keys[at + K.cached] as number);
-      const input = (keys[at + K.input] as number) / this.mixScaleInput;
-      const output = (keys[at + K.output] as number) / this.mixScaleOutput;
-      for (let k = 0; k < MIX_STRIDE; k += 1) {
-        const mixed = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
-        if (mixed < (this.mixes[mixAt + k] as number)) this.mixes[mixAt + k] = mixed;
-      }
       maxPrefill = Math.max(maxPrefill, -(keys[at + K.negPrefill] as number));
       levelMask |= keys[at + K.levelBit] as number;
       regionBits |= keys[at + K.regionBit] as number;
@@ -1067,6 +1063,7 @@ class TreeBuilder {
     if (split === undefined) {
       // Fastest prefill first: a search stops reading a leaf at the first node too slow to fit.
       this.sortBy(lo, hi, K.negPrefill);
+      this.leafMixes(c, lo, hi);
       for (let i = lo; i < hi; i += 1) this.items.push(this.nodes[this.order[i] as number] as IndexedNode);
       this.set(c, C.itemEnd, this.items.length);
       return c;
@@ -1078,8 +1075,27 @@ class TreeBuilder {
     const right = this.build(middle, hi, depth + 1, spatial, kind);
     this.set(c, C.left, left);
     this.set(c, C.right, right);
+    for (let k = 0; k < MIX_STRIDE; k += 1)
+      this.mixes[c * MIX_STRIDE + k] = Math.min(
+        this.mixes[left * MIX_STRIDE + k] as number,
+        this.mixes[right * MIX_STRIDE + k] as number,
+      );
     this.set(c, C.itemEnd, this.items.length);
     return c;
+  }
+
+  /** Leaf `c`'s least mixed prices (see MIX_STEPS), over the nodes of `order[lo, hi)`. */
+  private leafMixes(c: number, lo: number, hi: number): void {
+    const { keys, order, mixes } = this;
+    for (let i = lo; i < hi; i += 1) {
+      const at = (order[i] as number) * K_STRIDE;
+      const input = (keys[at + K.input] as number) / this.mixScaleInput;
+      const output = (keys[at + K.output] as number) / this.mixScaleOutput;
+      for (let k = 0; k < MIX_STRIDE; k += 1) {
+        const mixed = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
+        if (mixed < (mixes[c * MIX_STRIDE + k] as number)) mixes[c * MIX_STRIDE + k] = mixed;
+      }
+    }
   }
 
   /**
