@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { curveRate, LIST_PRICE } from '../../src/core/cost.js';
-import type { EngineCurves } from '../../src/core/model.js';
+import type { EngineCurves, Level } from '../../src/core/model.js';
 import { policyMultiplier } from '../../src/core/pricing.js';
 import {
   C,
@@ -402,6 +402,50 @@ describe('candidate index: mixes of input and output prices', () => {
         else if (mix > byKind && byKind < cheapest) tighter += 1;
       }
     expect(tighter / cells).toBeGreaterThan(0.5);
+  });
+
+  /** A node at `km` east of Guangzhou with prices [input, output, cached] per Mtok. */
+  const pricedNode = (id: string, level: Level, km: number, [input, output, cached]: readonly number[]) =>
+    record({
+      id,
+      level,
+      km,
+      permanent: true,
+      offers: [offer({ price: { inputPerMtok: input, outputPerMtok: output, cachedInputPerMtok: cached } })],
+    });
+  const unbounded = { latencyBudgetMs: 1e6, maxFallbacks: 0, explain: false };
+
+  it('a tree priced at a tiny factor and repriced at a large one keeps its bounds finite and true', () => {
+    // Each node cheap on one kind: b is cheaper for this request. Night factor 1e-306, day 100:
+    // the night's scales, kept, would make the day's mixes overflow (review of 3107145).
+    const night = Date.UTC(2026, 5, 1, 3, 0, 0);
+    const day = Date.UTC(2026, 5, 1, 12, 0, 0);
+    const everywhere = { level: undefined, region: undefined, model: undefined };
+    const extremes = policyMultiplier({
+      utcOffsetHours: 0,
+      rules: [
+        { ...everywhere, factor: 1e-306, window: { fromHour: 0, toHour: 8 } },
+        { ...everywhere, factor: 100, window: { fromHour: 8, toHour: 0 } },
+      ],
+    });
+    const nodes = [pricedNode('a', 'EDGE', 0, [0, 10, 0]), pricedNode('b', 'CENTER', 300, [10, 0, 0])];
+    const req = request({ ...unbounded, inputTokens: 1, maxOutputTokens: 1000 });
+    const ctx = context(nodes, { priceMultiplier: extremes, nowMs: night });
+    expect(placedOn(decideRoute(req, ctx))).toBe('b');
+    expect(placedOn(decideRoute(req, { ...ctx, nowMs: day }))).toBe('b');
+  });
+
+  it('subnormal prices tie as a full scan ties them (the nearer node), not by a rounded mix', () => {
+    // a and b cost the same (2.18e-313): a is nearer. A mix of subnormal prices rounds far more
+    // than the share the search takes off for rounding (review of 3107145).
+    const tiny = 2.1838400932885e-310;
+    const nodes = [
+      pricedNode('a', 'EDGE', 0, [0, tiny, 0]),
+      pricedNode('b', 'CENTER', 300, [0, 0, tiny]),
+      pricedNode('f', 'PROVINCE', 600, [1, 1e6, 1]),
+    ];
+    const req = request({ ...unbounded, inputTokens: 1000, cachedInputTokens: 1000, maxOutputTokens: 1000 });
+    expect(placedOn(decideRoute(req, context(nodes)))).toBe('a');
   });
 
   it('a request with no uncached prompt and no answer is bounded by nothing', () => {

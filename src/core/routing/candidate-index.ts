@@ -860,11 +860,20 @@ const SPATIAL_KEYS: readonly number[] = [K.x, K.y, K.z];
 /**
  * Price splits cut by a mix of input and output prices (the one spread widest): a cell then holds
  * nodes alike in what a request of any mix pays, so its mix bounds are tight. Cut by one kind at a
- * time, a cell cheap on input still held every output price. Cached prices only where the mixes
- * do not spread.
+ * time, a cell cheap on input still held every output price. By cached prices only where they
+ * spread CACHED_SPLIT_SPREAD times wider than every mix: cached tokens are cheap, a small part
+ * of most costs, and splitting by them whenever they spread as wide cost tight decisions a fifth
+ * more work (`npm run bench`'s registries, prompts 80 % cached or none).
  */
 const MIX_PRICE_KEYS: readonly number[] = SPLIT_MIXES.map((_, m) => K.mixes + m);
 const CACHED_PRICE_KEYS: readonly number[] = [K.cached];
+const CACHED_SPLIT_SPREAD = 100;
+
+/** What prices are divided by in a mix (see MIX_STEPS): their mean, or 1 when that is 0 or not finite. */
+function mixScale(sum: number, count: number): number {
+  const mean = sum / count;
+  return mean > 0 && mean < Number.POSITIVE_INFINITY ? mean : 1;
+}
 const PREFILL_KEYS: readonly number[] = [K.negPrefill];
 
 /** What every tree of a model is built from: its live nodes, located first, and their keys. */
@@ -948,8 +957,8 @@ class TreeBuilder {
       output += keys[at + K.output] as number;
     }
     const count = keys.length / K_STRIDE;
-    this.mixScaleInput = input > 0 && input < Number.POSITIVE_INFINITY ? input / count : 1;
-    this.mixScaleOutput = output > 0 && output < Number.POSITIVE_INFINITY ? output / count : 1;
+    this.mixScaleInput = mixScale(input, count);
+    this.mixScaleOutput = mixScale(output, count);
     for (let at = 0; at < keys.length; at += K_STRIDE) {
       const scaledInput = (keys[at + K.input] as number) / this.mixScaleInput;
       const scaledOutput = (keys[at + K.output] as number) / this.mixScaleOutput;
@@ -1052,7 +1061,9 @@ class TreeBuilder {
     if (hi - lo > this.leafSize) {
       const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
       let byPrice = this.widest(lo, hi, MIX_PRICE_KEYS, true);
-      if (byPrice.spread <= 1e-9) byPrice = this.widest(lo, hi, CACHED_PRICE_KEYS, true);
+      // Cached prices where they spread far wider (those of a registry alike in the rest).
+      const byCached = this.widest(lo, hi, CACHED_PRICE_KEYS, true);
+      if (byCached.spread > CACHED_SPLIT_SPREAD * byPrice.spread) byPrice = byCached;
       if (byPrice.spread <= 1e-9 && depth % 2 === 1) byPrice = this.widest(lo, hi, PREFILL_KEYS, true);
       const preferPlace = kind === PLACE_TREE || (kind === MIXED_TREE && depth % 2 === 0);
       split = preferPlace ? byPlace : byPrice;
@@ -1240,8 +1251,17 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
   const cells = tree.cells.slice();
   const slots = tree.slots.slice();
   const mixes = new Float64Array(tree.mixes.length).fill(Number.POSITIVE_INFINITY);
-  const { mixScaleInput, mixScaleOutput } = tree;
   priceSlots(slots, tree.items, factors);
+  // The scales of the prices now (a tree first priced at a tiny factor and now at a large one
+  // would otherwise overflow its mixes).
+  let input = 0;
+  let output = 0;
+  for (let i = 0; i < tree.items.length; i += 1) {
+    input += slots[i * SLOT_STRIDE + S.input] as number;
+    output += slots[i * SLOT_STRIDE + S.output] as number;
+  }
+  const mixScaleInput = mixScale(input, tree.items.length);
+  const mixScaleOutput = mixScale(output, tree.items.length);
   // Cells are in depth-first order: a parent's children come after it, so from the last cell
   // back every child is done before its parent.
   for (let c = cells.length / CELL_STRIDE - 1; c >= 0; c -= 1) {
@@ -1278,7 +1298,7 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
     cells[at + C.minOutput] = minOutput;
     cells[at + C.minCached] = minCached;
   }
-  return { ...tree, cells, slots, mixes, priced: factors !== undefined };
+  return { ...tree, cells, slots, mixes, mixScaleInput, mixScaleOutput, priced: factors !== undefined };
 }
 
 function buildTree(

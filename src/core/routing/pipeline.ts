@@ -469,11 +469,16 @@ interface ScratchBounds {
 }
 
 /**
+ * What a mix bound (Search.bound) is taken down by, for rounding: a share (normal numbers round
+ * by about 1e-16 per step) and an amount (subnormal ones, of prices or factors below 2.2e-308,
+ * round by up to 5e-324 each, which no share covers).
+ */
+const MIX_SLACK = 1 - 1e-9;
+const MIX_SLACK_ABSOLUTE = 1e-300;
+/**
  * Scratch shared by all decisions: they run one at a time, synchronously, to completion, so one
  * frontier and one bounds record serve them all and a decision allocates neither.
  */
-/** What a mix bound (Search.bound) is taken down by, for rounding. */
-const MIX_SLACK = 1 - 1e-9;
 const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 /** One node's bounds, as a search's visit works them out. */
 const NODE_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
@@ -927,8 +932,10 @@ class Search {
           p.request.cachedInputTokens * (cells[at + C.minCached] as number)) *
           multiplier *
           MIX_SLACK) /
-        1e6;
-      if (mixed > out.costLowerBound) out.costLowerBound = mixed;
+          1e6 -
+        MIX_SLACK_ABSOLUTE;
+      // Not past any finite cost (an overflow bounds nothing).
+      if (mixed > out.costLowerBound && mixed < Number.POSITIVE_INFINITY) out.costLowerBound = mixed;
     }
     return out;
   }
