@@ -448,6 +448,18 @@ describe('candidate index: mixes of input and output prices', () => {
     expect(placedOn(decideRoute(req, context(nodes)))).toBe('a');
   });
 
+  it('are read only where they bound tighter: not where every node prices output at 4 times input', () => {
+    expect(candidates.tree(MIXED_TREE).mixesTighten).toBe(true);
+    const alike = new CandidateIndex(32);
+    for (let i = 0; i < 300; i += 1)
+      alike.put(
+        pricedNode(`n${i}`, 'EDGE', (i * 7) % 800, [1 + (i % 13) / 10, 4 * (1 + (i % 13) / 10), 0.1]),
+      );
+    const tree = alike.candidates('m')?.tree(MIXED_TREE);
+    expect(tree?.mixesTighten).toBe(false);
+    expect(mixWeights(tree as FlatTree, 1000, 1000, { step: 0, low: 1, high: 1 }).step).toBe(-1);
+  });
+
   it('a request with no uncached prompt and no answer is bounded by nothing', () => {
     const tree = candidates.tree(MIXED_TREE);
     expect(mixWeights(tree, 0, 0, { step: 0, low: 1, high: 1 }).step).toBe(-1);

@@ -282,7 +282,7 @@ export function mixWeights(
   const x = uncachedTokens * tree.mixScaleInput;
   const y = outputTokens * tree.mixScaleOutput;
   out.step = -1;
-  if (!(x >= 0 && y >= 0 && x + y > 0 && x + y < Number.POSITIVE_INFINITY)) return out;
+  if (!tree.mixesTighten || !(x >= 0 && y >= 0 && x + y > 0 && x + y < Number.POSITIVE_INFINITY)) return out;
   const step = Math.min(MIX_STEPS - 1, Math.floor(Math.atan2(y, x) / (Math.PI / 2 / MIX_STEPS)));
   const cosLow = MIX_COS[step] as number;
   const sinLow = MIX_SIN[step] as number;
@@ -306,6 +306,22 @@ export function cellMixBound(tree: FlatTree, c: number, mix: MixWeights): number
   if (mix.step < 0) return Number.NaN;
   const at = c * MIX_STRIDE + mix.step;
   return mix.low * (tree.mixes[at] as number) + mix.high * (tree.mixes[at + 1] as number);
+}
+
+/**
+ * Whether some cell's least mixed price (by cell, MIX_STRIDE a cell) lies above the line between
+ * its least input and least output price: then, and only then, mixes bound tighter.
+ */
+function mixesTighten(mixes: ArrayLike<number>): boolean {
+  for (let at = 0; at < mixes.length; at += MIX_STRIDE) {
+    const input = mixes[at] as number;
+    const output = mixes[at + MIX_STEPS] as number;
+    for (let k = 1; k < MIX_STEPS; k += 1) {
+      const corner = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
+      if ((mixes[at + k] as number) > corner * (1 + 1e-9)) return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -377,6 +393,11 @@ export interface FlatTree {
   /** What input and output prices are divided by in a mix (each the nodes' mean, or 1). */
   readonly mixScaleInput: number;
   readonly mixScaleOutput: number;
+  /**
+   * Whether some cell's mixes bound tighter than its cheapest price of each kind does (else, as
+   * where every node prices input and output alike, a search need not read them).
+   */
+  readonly mixesTighten: boolean;
   readonly items: readonly IndexedNode[];
   /** By node slot: the node's IndexedNode.ordinal (valid until the next rebuild drops the tree). */
   readonly ordinals: Int32Array;
@@ -1219,6 +1240,7 @@ class TreeBuilder {
       cellGroups: Int32Array.from(this.cellGroups),
       slots,
       mixes: Float64Array.from(this.mixes),
+      mixesTighten: mixesTighten(this.mixes),
       mixScaleInput: this.mixScaleInput,
       mixScaleOutput: this.mixScaleOutput,
       items: this.items,
@@ -1298,7 +1320,16 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
     cells[at + C.minOutput] = minOutput;
     cells[at + C.minCached] = minCached;
   }
-  return { ...tree, cells, slots, mixes, mixScaleInput, mixScaleOutput, priced: factors !== undefined };
+  return {
+    ...tree,
+    cells,
+    slots,
+    mixes,
+    mixScaleInput,
+    mixScaleOutput,
+    mixesTighten: mixesTighten(mixes),
+    priced: factors !== undefined,
+  };
 }
 
 function buildTree(
