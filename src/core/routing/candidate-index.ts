@@ -52,13 +52,22 @@ export interface IndexedNode {
   /** Unit vector of the node's location; undefined when the node has no coordinates. */
   readonly position: Vec3 | undefined;
   removed: boolean;
-  /** The stamp of the last decision whose price-tree walk visited the node (see pipeline.ts). */
-  triedBy: number;
   /**
-   * Dense per model, from 0, renumbered at each rebuild: where the node's load floor is kept
-   * (ModelCandidates.loadFloors) and what FlatTree.ordinals holds for its slots.
+   * Dense per model, from 0, renumbered at each rebuild: where the node's load floor and marks are
+   * kept (ModelCandidates.loadFloors and marks) and what FlatTree.ordinals holds for its slots.
    */
   ordinal: number;
+}
+
+/**
+ * What a search may know of a node from its slot, by ordinal, without reading the node (a walk
+ * queues far more nodes than it visits, and each node first read is a cache miss).
+ */
+export interface NodeMarks {
+  /** 1 for a node removed since the trees were built. */
+  readonly removed: Uint8Array;
+  /** The stamp of the last decision that marked the node tried (see pipeline.ts). */
+  readonly triedBy: Float64Array;
 }
 
 /**
@@ -451,6 +460,8 @@ export class ModelCandidates {
   private floorLoads = new Float64Array(64);
   /** Nodes whose floors are not 0 (while none are, a search need not read them). */
   private floorsKept = 0;
+  /** See NodeMarks: by ordinal, grown with nextOrdinal, cleared when ordinals change. */
+  private nodeMarks: NodeMarks = { removed: new Uint8Array(64), triedBy: new Float64Array(64) };
   /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
@@ -512,7 +523,6 @@ export class ModelCandidates {
       group,
       position: location === undefined ? undefined : unitVector(location),
       removed: false,
-      triedBy: 0,
       ordinal: this.nextOrdinal,
     };
     this.nextOrdinal += 1;
@@ -527,6 +537,9 @@ export class ModelCandidates {
         queuePerOutputToken: grown(this.floorArrays.queuePerOutputToken),
       };
       this.floorLoads = grown(this.floorLoads);
+      const removed = new Uint8Array(this.nodeMarks.removed.length * 2);
+      removed.set(this.nodeMarks.removed);
+      this.nodeMarks = { removed, triedBy: grown(this.nodeMarks.triedBy) };
     }
     group.size += 1;
     this.byId.set(entry.id, { entry, group });
@@ -540,6 +553,16 @@ export class ModelCandidates {
   loadFloors(reservations: LoadWatched): LoadFloors | undefined {
     if (this.floors === undefined || !this.floors.holdsFor(reservations)) return undefined;
     return this.floorArrays;
+  }
+
+  /** See NodeMarks (the arrays are replaced as nodes are added: read them afresh per decision). */
+  get marks(): NodeMarks {
+    return this.nodeMarks;
+  }
+
+  /** Whether any node was removed since the trees were built (else NodeMarks.removed is all 0). */
+  get anyRemoved(): boolean {
+    return this.tombstones > 0;
   }
 
   /** Whether any node's floor says more than nothing (else a search need not read them). */
@@ -600,6 +623,7 @@ export class ModelCandidates {
     // Its floor goes with it: one kept for no live node would keep every walk reading floors.
     this.forgetLoad(found.entry);
     found.entry.removed = true;
+    this.nodeMarks.removed[found.entry.ordinal] = 1;
     found.group.size -= 1;
     this.byId.delete(nodeId);
     this.tombstones += 1;
@@ -818,6 +842,8 @@ export class ModelCandidates {
     });
     this.nextOrdinal = live.length;
     this.forgetLoads();
+    this.nodeMarks.removed.fill(0);
+    this.nodeMarks.triedBy.fill(0);
     this.source = treeSource(live);
     this.trees.fill(undefined);
     this.validity.fill(undefined);

@@ -63,6 +63,7 @@ import {
   type MixWeights,
   type ModelCandidates,
   mixWeights,
+  type NodeMarks,
   PLACE_TREE,
   PRICE_TREE,
   queueFloorMs,
@@ -701,7 +702,7 @@ class Search {
   private readonly listed = LISTED;
   /**
    * While a walk of the price tree may still give up, the nodes it visits are marked with this
-   * decision's stamp (IndexedNode.triedBy); a walk that takes over skips them.
+   * decision's stamp (NodeMarks.triedBy); a walk that takes over skips them.
    */
   private tried: typeof MARK | typeof SKIP | undefined;
   /**
@@ -717,6 +718,10 @@ class Search {
   private truncated = false;
   /** Nodes with a fresh measured RTT from the client (see sampledNodes). */
   private readonly sampled: readonly IndexedNode[];
+  /** The model's node marks (see NodeMarks), as they are for this decision. */
+  private readonly marks: NodeMarks | undefined;
+  /** Whether some node was removed since the trees were built (else no slot's mark need be read). */
+  private readonly anyRemoved: boolean;
   /** By a cell's level mask: the smallest access overhead of its levels (one table per latency model). */
   private readonly minOverheads: Float64Array;
   /** The client's region as the model indexes regions (-1: none of its nodes is there). */
@@ -775,6 +780,8 @@ class Search {
     this.clientRegionBit = regionBitFor(this.clientRegionIndex);
     this.crossRegionPenaltyMs = p.client.region === '' ? 0 : p.ctx.latency.crossRegionPenaltyMs;
     this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
+    this.marks = candidates?.marks;
+    this.anyRemoved = candidates?.anyRemoved ?? false;
     this.loadFloors =
       floors && p.checksLoad && candidates !== undefined
         ? candidates.loadFloors(p.ctx.reservations)
@@ -1051,6 +1058,15 @@ class Search {
     return true;
   }
 
+  /** visits for the node at slot `i` of `tree` (ordinal `n`), read from the slot and the marks. */
+  private slotVisits(tree: FlatTree, i: number, n: number): boolean {
+    if (this.anyRemoved && (this.marks as NodeMarks).removed[n] === 1) return false;
+    if (this.excluded !== undefined && this.excluded[tree.slots[i * SLOT_STRIDE + S.group] as number] === 1)
+      return false;
+    // Only a node in `sampled` has a fresh sample (a sampled node of an excluded group is excluded).
+    return this.sampled.length === 0 || !isSampled(this.p, (tree.items[i] as IndexedNode).id);
+  }
+
   /** Whether a search should look at `entry` (the rest is counted or evaluated elsewhere). */
   private visits(entry: IndexedNode): boolean {
     return !entry.removed && !this.isExcluded(entry.group) && !isSampled(this.p, entry.id);
@@ -1151,8 +1167,9 @@ class Search {
       // A removed node or one in an excluded group is a failed draw like any other; so is a node
       // drawn again (it failed before and was counted then: each node is counted once).
       if (entry === undefined || entry.removed || this.isExcluded(entry.group)) continue;
-      if (entry.triedBy === this.stamp) continue;
-      entry.triedBy = this.stamp;
+      const marks = this.marks as NodeMarks;
+      if (marks.triedBy[entry.ordinal] === this.stamp) continue;
+      marks.triedBy[entry.ordinal] = this.stamp;
       if (!this.spend()) return undefined;
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined && this.passes(candidate)) return candidate;
@@ -1504,22 +1521,23 @@ class Search {
           capped = true;
           break;
         }
-        const entry = tree.items[i] as IndexedNode;
-        if (!this.visits(entry)) continue;
-        if (this.tried === SKIP && entry.triedBy === this.stamp) continue;
+        // From the slot and the marks: the node itself is read only when it is visited.
+        const n = tree.ordinals[i] as number;
+        if (!this.slotVisits(tree, i, n)) continue;
+        if (this.tried === SKIP && (this.marks as NodeMarks).triedBy[n] === this.stamp) continue;
         if (!this.spend()) {
           capped = true;
           break;
         }
         if (
           floors !== undefined &&
-          this.passesByLoad(floors, tree.ordinals[i] as number, rttLowerBoundMs, prefillLowerBoundMs, options)
+          this.passesByLoad(floors, n, rttLowerBoundMs, prefillLowerBoundMs, options)
         ) {
           // Charged as a visit, and marked as one: a walk that takes over skips it as it skips
           // the nodes read (it would pass it over again, charged again).
-          if (this.tried === MARK) entry.triedBy = this.stamp;
+          if (this.tried === MARK) (this.marks as NodeMarks).triedBy[n] = this.stamp;
           this.passedByLoad += 1;
-          this.firstPassedByLoad ??= entry;
+          this.firstPassedByLoad ??= tree.items[i] as IndexedNode;
           continue;
         }
         queue.add(i, rttLowerBoundMs, slotKey, slotTie);
@@ -1529,11 +1547,11 @@ class Search {
       queue.start();
       for (let q = queue.next(); q >= 0; q = queue.next()) {
         if (done(queue.keys[q] as number, queue.ties[q] as number)) break;
-        const entry = tree.items[queue.slots[q] as number] as IndexedNode;
+        const i = queue.slots[q] as number;
         // Marked as visited (a node passed over unvisited is looked at again by a walk that takes
         // over, as one passed over by its slot bounds is).
-        if (this.tried === MARK) entry.triedBy = this.stamp;
-        visit(entry, queue.rtts[q] as number);
+        if (this.tried === MARK) (this.marks as NodeMarks).triedBy[tree.ordinals[i] as number] = this.stamp;
+        visit(tree.items[i] as IndexedNode, queue.rtts[q] as number);
       }
       if (capped) {
         frontier.clear();
