@@ -16,6 +16,7 @@ import {
   MIXED_TREE,
   type MixWeights,
   mixWeights,
+  noMix,
   PLACE_TREE,
   PRICE_TREE,
   type RouteDecision,
@@ -343,7 +344,7 @@ describe('candidate index: mixes of input and output prices', () => {
 
   /** Per cell: [the mix bound less the search's hair, the kind-by-kind bound, the cheapest node's cost]. */
   function bounds(tree: FlatTree, prompt: number, answer: number, factorOf: (node: number) => number) {
-    const weights: MixWeights = mixWeights(tree, prompt, answer, { step: -1, low: 0, high: 0 });
+    const weights: MixWeights = mixWeights(tree, prompt, answer, noMix());
     const out: [number, number, number][] = [];
     for (let c = 0; c < tree.cells.length / CELL_STRIDE; c += 1) {
       const at = c * CELL_STRIDE;
@@ -457,12 +458,12 @@ describe('candidate index: mixes of input and output prices', () => {
       );
     const tree = alike.candidates('m')?.tree(MIXED_TREE);
     expect(tree?.mixesTighten).toBe(false);
-    expect(mixWeights(tree as FlatTree, 1000, 1000, { step: 0, low: 1, high: 1 }).step).toBe(-1);
+    expect(mixWeights(tree as FlatTree, 1000, 1000, { ...noMix(), step: 0 }).step).toBe(-1);
   });
 
   it('a request with no uncached prompt and no answer is bounded by nothing', () => {
     const tree = candidates.tree(MIXED_TREE);
-    expect(mixWeights(tree, 0, 0, { step: 0, low: 1, high: 1 }).step).toBe(-1);
-    expect(Number.isNaN(cellMixBound(tree, 0, { step: -1, low: 0, high: 0 }))).toBe(true);
+    expect(mixWeights(tree, 0, 0, { ...noMix(), step: 0 }).step).toBe(-1);
+    expect(Number.isNaN(cellMixBound(tree, 0, noMix()))).toBe(true);
   });
 });

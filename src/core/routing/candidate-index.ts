@@ -208,17 +208,33 @@ export const C = {
    * cellGroupCount).
    */
   groups: 9,
-  /** Child cell indices; -1 in a leaf. */
-  left: 10,
+  /** The least prices along the kept mixes between input alone and output alone (see MIX_STEPS). */
+  mix1: 10,
+  /**
+   * The right child's index; -1 in a leaf. The left child is the next cell (cells are in
+   * depth-first order): see leftChild.
+   */
   right: 11,
   /** The cell's node slots are [itemStart, itemEnd) (a subtree's nodes are contiguous). */
   itemStart: 12,
   itemEnd: 13,
-  spatial: 14,
+  mix2: 14,
   /** regionBitFor of every region present (its IndexGroup.regionIndex), OR-ed. */
   regionBits: 15,
 } as const;
 export const CELL_STRIDE = 16;
+/** Where a cell keeps its least price along kept mix k (see MIX_STEPS; the ends are its least prices). */
+const MIX_FIELDS = [C.minInput, C.mix1, C.mix2, C.minOutput] as const;
+
+/** The left child of the cell at offset `at` (cell `c`), or -1 for a leaf. */
+export function leftChild(cells: Float64Array, c: number): number {
+  return (cells[c * CELL_STRIDE + C.right] as number) < 0 ? -1 : c + 1;
+}
+
+/** Whether the cell at offset `at` holds nodes with no coordinates (its centre is NaN). */
+export function unlocatedCell(cells: Float64Array, at: number): boolean {
+  return Number.isNaN(cells[at + C.cx] as number);
+}
 const GROUPS_PACK = 16;
 // A listed count (up to MAX_CELL_GROUPS) plus one must stay below GROUPS_PACK to unpack.
 if (MAX_CELL_GROUPS + 1 >= GROUPS_PACK) throw new Error('MAX_CELL_GROUPS must be below GROUPS_PACK - 1');
@@ -262,6 +278,8 @@ export const SLOT_STRIDE = 8;
  * Three steps did as well as fifteen (`npm run bench`, BENCHMARKS.md, session 16).
  */
 export const MIX_STEPS = 3;
+// Cells keep the middle mixes in two fields (MIX_FIELDS).
+if (MIX_STEPS !== 3) throw new Error('a cell keeps two middle mixes: MIX_STEPS must be 3');
 export const MIX_STRIDE = MIX_STEPS + 1;
 /** cos θk and sin θk of the kept mixes (exactly 1 and 0 at the ends). */
 export const MIX_COS = Float64Array.from({ length: MIX_STRIDE }, (_, k) =>
@@ -279,6 +297,19 @@ export interface MixWeights {
   step: number;
   low: number;
   high: number;
+  /**
+   * The cell fields cellMixBound reads for kept mixes `step` and `step + 1`, and what it weighs
+   * them by: `low` and `high`, over the scale for an end mix (kept as the least price itself).
+   */
+  lowField: number;
+  lowWeight: number;
+  highField: number;
+  highWeight: number;
+}
+
+/** Mix weights that bound nothing (to be written by mixWeights). */
+export function noMix(): MixWeights {
+  return { step: -1, low: 0, high: 0, lowField: 0, lowWeight: 0, highField: 0, highWeight: 0 };
 }
 
 /** Writes into `out` the mix weights of `uncachedTokens` and `outputTokens` in `tree`. */
@@ -303,6 +334,10 @@ export function mixWeights(
   out.low = Math.max(0, (x * sinHigh - y * cosHigh) / det);
   out.high = Math.max(0, (y * cosLow - x * sinLow) / det);
   out.step = step;
+  out.lowField = MIX_FIELDS[step] as number;
+  out.lowWeight = step === 0 ? out.low / tree.mixScaleInput : out.low;
+  out.highField = MIX_FIELDS[step + 1] as number;
+  out.highWeight = step + 1 === MIX_STEPS ? out.high / tree.mixScaleOutput : out.high;
   return out;
 }
 
@@ -313,8 +348,19 @@ export function mixWeights(
  */
 export function cellMixBound(tree: FlatTree, c: number, mix: MixWeights): number {
   if (mix.step < 0) return Number.NaN;
-  const at = c * MIX_STRIDE + mix.step;
-  return mix.low * (tree.mixes[at] as number) + mix.high * (tree.mixes[at + 1] as number);
+  const at = c * CELL_STRIDE;
+  return (
+    mix.lowWeight * (tree.cells[at + mix.lowField] as number) +
+    mix.highWeight * (tree.cells[at + mix.highField] as number)
+  );
+}
+
+/** Writes each cell's middle mixes (MIX_STRIDE a cell in `mixes`) into its fields. */
+function keepMixes(cells: Float64Array, mixes: ArrayLike<number>): void {
+  for (let c = 0; c < cells.length / CELL_STRIDE; c += 1) {
+    cells[c * CELL_STRIDE + C.mix1] = mixes[c * MIX_STRIDE + 1] as number;
+    cells[c * CELL_STRIDE + C.mix2] = mixes[c * MIX_STRIDE + 2] as number;
+  }
 }
 
 /**
@@ -397,8 +443,6 @@ export interface FlatTree {
   readonly cells: Float64Array;
   readonly cellGroups: Int32Array;
   readonly slots: Float64Array;
-  /** By cell, MIX_STRIDE least mixed prices (see MIX_STEPS), over the prices the cells bound. */
-  readonly mixes: Float64Array;
   /** What input and output prices are divided by in a mix (each the nodes' mean, or 1). */
   readonly mixScaleInput: number;
   readonly mixScaleOutput: number;
@@ -1052,7 +1096,8 @@ class TreeBuilder {
       sy += keys[at + K.y] as number;
       sz += keys[at + K.z] as number;
     }
-    let center: Vec3 = { x: 1, y: 0, z: 0 };
+    // No coordinates: a NaN centre says so (see unlocatedCell).
+    let center: Vec3 = { x: Number.NaN, y: Number.NaN, z: Number.NaN };
     let radiusRad = Math.PI;
     if (spatial === CAP) {
       const norm = Math.hypot(sx, sy, sz);
@@ -1089,9 +1134,7 @@ class TreeBuilder {
     );
     this.set(c, C.regionBits, regionBits);
     if (groups !== undefined) this.cellGroups.push(...groups);
-    this.set(c, C.left, -1);
     this.set(c, C.right, -1);
-    this.set(c, C.spatial, spatial);
     return c;
   }
 
@@ -1131,7 +1174,8 @@ class TreeBuilder {
     this.selectRank(lo, hi, middle, split.key);
     const left = this.build(lo, middle, depth + 1, spatial, kind);
     const right = this.build(middle, hi, depth + 1, spatial, kind);
-    this.set(c, C.left, left);
+    // Depth first: the left child is the next cell (see leftChild).
+    if (left !== c + 1) throw new Error('cells must be in depth-first order');
     this.set(c, C.right, right);
     for (let k = 0; k < MIX_STRIDE; k += 1)
       this.mixes[c * MIX_STRIDE + k] = Math.min(
@@ -1259,13 +1303,14 @@ class TreeBuilder {
       slots[i * SLOT_STRIDE + S.rate] = boundRate(item.offer);
     });
     priceSlots(slots, this.items, factors);
+    const cells = Float64Array.from(this.cells);
+    keepMixes(cells, this.mixes);
     return {
       priced: factors !== undefined,
       roots: Int32Array.from(roots),
-      cells: Float64Array.from(this.cells),
+      cells,
       cellGroups: Int32Array.from(this.cellGroups),
       slots,
-      mixes: Float64Array.from(this.mixes),
       mixesTighten: mixesTighten(this.mixes),
       mixScaleInput: this.mixScaleInput,
       mixScaleOutput: this.mixScaleOutput,
@@ -1298,7 +1343,7 @@ function priceSlots(
 function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
   const cells = tree.cells.slice();
   const slots = tree.slots.slice();
-  const mixes = new Float64Array(tree.mixes.length).fill(Number.POSITIVE_INFINITY);
+  const mixes = new Float64Array((cells.length / CELL_STRIDE) * MIX_STRIDE).fill(Number.POSITIVE_INFINITY);
   priceSlots(slots, tree.items, factors);
   // The scales of the prices now (a tree first priced at a tiny factor and now at a large one
   // would otherwise overflow its mixes).
@@ -1314,7 +1359,7 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
   // back every child is done before its parent.
   for (let c = cells.length / CELL_STRIDE - 1; c >= 0; c -= 1) {
     const at = c * CELL_STRIDE;
-    const left = cells[at + C.left] as number;
+    const left = leftChild(cells, c);
     let minInput = Number.POSITIVE_INFINITY;
     let minOutput = Number.POSITIVE_INFINITY;
     let minCached = Number.POSITIVE_INFINITY;
@@ -1346,11 +1391,11 @@ function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
     cells[at + C.minOutput] = minOutput;
     cells[at + C.minCached] = minCached;
   }
+  keepMixes(cells, mixes);
   return {
     ...tree,
     cells,
     slots,
-    mixes,
     mixScaleInput,
     mixScaleOutput,
     mixesTighten: mixesTighten(mixes),

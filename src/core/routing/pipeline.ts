@@ -59,11 +59,13 @@ import {
   LEVEL_BIT,
   type LoadFloors,
   type LoadWatched,
+  leftChild,
   MIXED_TREE,
   type MixWeights,
   type ModelCandidates,
   mixWeights,
   type NodeMarks,
+  noMix,
   PLACE_TREE,
   PRICE_TREE,
   queueFloorMs,
@@ -72,8 +74,8 @@ import {
   S,
   SLOT_STRIDE,
   type TreePricing,
-  UNLOCATED,
   unitVector,
+  unlocatedCell,
   type Vec3,
 } from './candidate-index.js';
 import {
@@ -712,7 +714,7 @@ class Search {
   private barKey = Number.POSITIVE_INFINITY;
   private barTie = Number.POSITIVE_INFINITY;
   /** The request's token mix in the tree being walked (see MIX_STEPS); step -1 in an uncosted walk. */
-  private readonly mix: MixWeights = { step: -1, low: 0, high: 0 };
+  private readonly mix: MixWeights = noMix();
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
   private budget: number;
   private truncated = false;
@@ -951,8 +953,7 @@ class Search {
   private cellRttLowerBound(tree: FlatTree, at: number): number {
     const cells = tree.cells;
     const vector = this.p.clientVector;
-    if (vector === undefined || cells[at + C.spatial] === UNLOCATED)
-      return this.cellRegionDefaultMs(tree, at);
+    if (vector === undefined || unlocatedCell(cells, at)) return this.cellRegionDefaultMs(tree, at);
     // The smallest overhead of the cell's levels, and the cross-region penalty unless the cell
     // may hold a node in the client's region.
     const coordinateBaseMs =
@@ -1397,7 +1398,7 @@ class Search {
       const at = root * CELL_STRIDE;
       const size = cellSize(cells, at);
       total += size;
-      if (cells[at + C.spatial] === UNLOCATED) reached += size * candidates.fastShare(minRate);
+      if (unlocatedCell(cells, at)) reached += size * candidates.fastShare(minRate);
       else {
         stack[top] = root;
         stack[top + 1] = 0;
@@ -1416,7 +1417,7 @@ class Search {
       const chord = chordTo(vector, cells, at + C.cx);
       const radius = cells[at + C.radius] as number;
       if (chord - radius > reachRad) continue;
-      const left = cells[at + C.left] as number;
+      const left = leftChild(cells, c);
       if (chord + radius <= reachRad || left < 0 || depth >= REACH_DEPTH) {
         // The nodes fast enough to meet the budget from the cell's nearest point; half of them
         // where the reach cuts a cell this search does not split.
@@ -1476,7 +1477,7 @@ class Search {
       }
       const c = frontier.pop() as number;
       const at = c * CELL_STRIDE;
-      const left = tree.cells[at + C.left] as number;
+      const left = leftChild(tree.cells, c);
       if (left >= 0) {
         push(left);
         push(tree.cells[at + C.right] as number);
