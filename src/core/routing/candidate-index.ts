@@ -270,16 +270,18 @@ export const SLOT_STRIDE = 8;
  * cheapest input and cheapest output price belong to different nodes, and the cost bound made of
  * them lies well below every node's cost. So a cell also keeps its least price along MIX_STEPS + 1
  * mixes of the two: `cos θk × input / scaleInput + sin θk × output / scaleOutput` for θk = k ×
- * 90° / MIX_STEPS (k = 0: input alone; MIX_STEPS: output alone), in `FlatTree.mixes` (MIX_STRIDE
- * numbers a cell; the scales are the tree's mean prices). A request's uncached prompt and answer
- * are a mix too, between two kept ones. The least price of a cell along a mix is concave in the
- * mix (a least of linear functions), so the line between the two kept least prices bounds the
- * request's mix from below: never above the cell's cheapest node, and near it (Search.bound).
- * Three steps did as well as fifteen (`npm run bench`, BENCHMARKS.md, session 16).
+ * 90° / MIX_STEPS (k = 0: input alone; MIX_STEPS: output alone; the scales are the tree's mean
+ * prices). The two ends are the cell's least input and output prices; the middle two are cell
+ * fields of their own (C.mix1, C.mix2), so a cell bound reads no more memory. A request's
+ * uncached prompt and answer are a mix too, between two kept ones. The least price of a cell
+ * along a mix is concave in the mix (a least of linear functions), so the line between the two
+ * kept least prices bounds the request's mix from below: never above the cell's cheapest node,
+ * and near it (Search.bound). Three steps did as well as fifteen (BENCHMARKS.md, session 16).
  */
 export const MIX_STEPS = 3;
 // Cells keep the middle mixes in two fields (MIX_FIELDS).
 if (MIX_STEPS !== 3) throw new Error('a cell keeps two middle mixes: MIX_STEPS must be 3');
+/** Mixes kept per cell while a tree is built or repriced (MIX_STEPS + 1). */
 export const MIX_STRIDE = MIX_STEPS + 1;
 /** cos θk and sin θk of the kept mixes (exactly 1 and 0 at the ends). */
 export const MIX_COS = Float64Array.from({ length: MIX_STRIDE }, (_, k) =>
