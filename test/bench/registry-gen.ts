@@ -3,6 +3,7 @@
 
 import type { LatLon, Level, NodeSpec } from '../../src/core/model.js';
 import type { PricingPolicy } from '../../src/core/pricing.js';
+import type { RouteRequest } from '../../src/core/routing/index.js';
 
 export const BENCH_MODELS = ['qwen3-32b', 'deepseek-v3', 'qwen3-8b'] as const;
 
@@ -110,4 +111,34 @@ export function clientAt(
     region,
     location: { lat: centre.lat + (random() - 0.5) * 2, lon: centre.lon + (random() - 0.5) * 2 },
   };
+}
+
+/** 4,096 requests from clients anywhere in China; budgets in turn when given several. */
+export function benchRequests(
+  centroids: ReadonlyMap<string, LatLon>,
+  budgetMs: number | readonly number[],
+  extra: Partial<RouteRequest>,
+  seed: number,
+): RouteRequest[] {
+  const random = seeded(seed);
+  const budgets = typeof budgetMs === 'number' ? [budgetMs] : budgetMs;
+  return Array.from({ length: 4096 }, (_, i) => {
+    const { region, location } = clientAt(random, centroids);
+    return {
+      requestId: '',
+      tenant: '',
+      model: BENCH_MODELS[i % BENCH_MODELS.length] as string,
+      client: { region, accessPoint: '', location },
+      latencyBudgetMs: budgets[i % budgets.length] as number,
+      inputTokens: 200 + Math.floor(random() * 4000),
+      cachedInputTokens: 0,
+      maxOutputTokens: 50 + Math.floor(random() * 1000),
+      allowedLevels: [],
+      allowedRegions: [],
+      allowDegraded: false,
+      explain: false,
+      maxFallbacks: 2,
+      ...extra,
+    };
+  });
 }

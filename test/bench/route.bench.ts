@@ -29,6 +29,7 @@ import { plain } from '../helpers/fixtures.js';
 import { built, stacksAsInProduction } from './built.js';
 import {
   BENCH_MODELS,
+  benchRequests,
   clientAt,
   nationalRegistry,
   type PriceMode,
@@ -129,27 +130,7 @@ function requestsFor(
   extra: Partial<RouteRequest>,
   seed: number,
 ): RouteRequest[] {
-  const random = seeded(seed);
-  const budgets = typeof budgetMs === 'number' ? [budgetMs] : budgetMs;
-  return Array.from({ length: 4096 }, (_, i) => {
-    const { region, location } = clientAt(random, centroids);
-    return {
-      requestId: '',
-      tenant: '',
-      model: BENCH_MODELS[i % BENCH_MODELS.length] as string,
-      client: { region, accessPoint: '', location },
-      latencyBudgetMs: budgets[i % budgets.length] as number,
-      inputTokens: 200 + Math.floor(random() * 4000),
-      cachedInputTokens: 0,
-      maxOutputTokens: 50 + Math.floor(random() * 1000),
-      allowedLevels: [],
-      allowedRegions: [],
-      allowDegraded: false,
-      explain: false,
-      maxFallbacks: 2,
-      ...extra,
-    };
-  });
+  return benchRequests(centroids, budgetMs, extra, seed);
 }
 
 const fmt = (us: number) =>
