@@ -21,6 +21,7 @@ import {
   PRICE_TREE,
   type RouteDecision,
   type TreeKind,
+  unlocatedCell,
 } from '../../src/core/routing/index.js';
 import { context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
 
@@ -277,6 +278,19 @@ describe('candidate index: levels apart', () => {
     const place = masksOf(PLACE_TREE);
     expect(place.roots).toBe(2);
     expect(place.masks.some((mask) => !oneBit(mask))).toBe(true);
+  });
+
+  it('a node whose coordinates are not numbers leaves its cells located (review of 089e91e)', () => {
+    // The API refuses such coordinates; a programmatic caller may not. Only cells of nodes with
+    // no coordinates are bounded as unlocated (by region), or nearby nodes would be cut.
+    const index = new CandidateIndex(32, [4, 4, 4]);
+    const odd = record({ id: 'zz', km: 0 });
+    index.put({ ...odd, spec: { ...odd.spec, location: { lat: Number.NaN, lon: 113 } } });
+    for (let i = 0; i < 12; i += 1) index.put(record({ id: `n${i}`, km: i * 0.5 }));
+    for (const kind of [PRICE_TREE, MIXED_TREE, PLACE_TREE] as const) {
+      const { cells } = treeOf(index, kind);
+      for (let at = 0; at < cells.length; at += CELL_STRIDE) expect(unlocatedCell(cells, at)).toBe(false);
+    }
   });
 
   it('no tree has a root for nodes it does not hold (every node located, two levels)', () => {

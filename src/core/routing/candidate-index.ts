@@ -191,7 +191,7 @@ export const UNLOCATED = 1;
  * not for 1,600 scattered reads).
  */
 export const C = {
-  /** Cap centre (unit vector) and radius in radians. */
+  /** Cap centre (unit vector) and radius in radians; radius -1 for nodes with no coordinates. */
   cx: 0,
   cy: 1,
   cz: 2,
@@ -226,14 +226,14 @@ export const CELL_STRIDE = 16;
 /** Where a cell keeps its least price along kept mix k (see MIX_STEPS; the ends are its least prices). */
 const MIX_FIELDS = [C.minInput, C.mix1, C.mix2, C.minOutput] as const;
 
-/** The left child of the cell at offset `at` (cell `c`), or -1 for a leaf. */
+/** The left child of cell `c` (an index, not an offset), or -1 for a leaf. */
 export function leftChild(cells: Float64Array, c: number): number {
   return (cells[c * CELL_STRIDE + C.right] as number) < 0 ? -1 : c + 1;
 }
 
-/** Whether the cell at offset `at` holds nodes with no coordinates (its centre is NaN). */
+/** Whether the cell at offset `at` holds nodes with no coordinates (its radius is negative). */
 export function unlocatedCell(cells: Float64Array, at: number): boolean {
-  return Number.isNaN(cells[at + C.cx] as number);
+  return (cells[at + C.radius] as number) < 0;
 }
 const GROUPS_PACK = 16;
 // A listed count (up to MAX_CELL_GROUPS) plus one must stay below GROUPS_PACK to unpack.
@@ -1098,9 +1098,9 @@ class TreeBuilder {
       sy += keys[at + K.y] as number;
       sz += keys[at + K.z] as number;
     }
-    // No coordinates: a NaN centre says so (see unlocatedCell).
-    let center: Vec3 = { x: Number.NaN, y: Number.NaN, z: Number.NaN };
-    let radiusRad = Math.PI;
+    // No coordinates: a negative radius says so (see unlocatedCell).
+    let center: Vec3 = { x: 1, y: 0, z: 0 };
+    let radiusRad = -1;
     if (spatial === CAP) {
       const norm = Math.hypot(sx, sy, sz);
       if (norm > 1e-9) center = { x: sx / norm, y: sy / norm, z: sz / norm };
