@@ -225,6 +225,8 @@ export const C = {
 export const CELL_STRIDE = 16;
 /** Where a cell keeps its least price along kept mix k (see MIX_STEPS; the ends are its least prices). */
 const MIX_FIELDS = [C.minInput, C.mix1, C.mix2, C.minOutput] as const;
+/** The cell fields priceCells works out from the slots, in the order of its `least`. */
+const PRICED_FIELDS = [C.minInput, C.minOutput, C.minCached, C.mix1, C.mix2] as const;
 
 /** The left child of cell `c` (an index, not an offset), or -1 for a leaf. */
 export function leftChild(cells: Float64Array, c: number): number {
@@ -281,28 +283,22 @@ export const SLOT_STRIDE = 8;
 export const MIX_STEPS = 3;
 // Cells keep the middle mixes in two fields (MIX_FIELDS).
 if (MIX_STEPS !== 3) throw new Error('a cell keeps two middle mixes: MIX_STEPS must be 3');
-/** Mixes kept per cell while a tree is built or repriced (MIX_STEPS + 1). */
-export const MIX_STRIDE = MIX_STEPS + 1;
 /** cos θk and sin θk of the kept mixes (exactly 1 and 0 at the ends). */
-export const MIX_COS = Float64Array.from({ length: MIX_STRIDE }, (_, k) =>
+const MIX_COS = Float64Array.from({ length: MIX_STEPS + 1 }, (_, k) =>
   k === 0 ? 1 : k === MIX_STEPS ? 0 : Math.cos((k * Math.PI) / 2 / MIX_STEPS),
 );
-export const MIX_SIN = Float64Array.from({ length: MIX_STRIDE }, (_, k) =>
+const MIX_SIN = Float64Array.from({ length: MIX_STEPS + 1 }, (_, k) =>
   k === 0 ? 0 : k === MIX_STEPS ? 1 : Math.sin((k * Math.PI) / 2 / MIX_STEPS),
 );
 
 /**
- * A request's uncached prompt and answer as a mix in one tree (see MIX_STEPS): `low` × kept mix
- * `step` + `high` × kept mix `step + 1` (step -1: the request bounds nothing by mixes).
+ * A request's uncached prompt and answer as a mix in one tree (see MIX_STEPS): a weight on kept
+ * mix `step` and one on kept mix `step + 1` (step -1: the request bounds nothing by mixes), with
+ * the cell fields that keep them (an end mix is kept as the least price itself: its weight is
+ * over the scale).
  */
 export interface MixWeights {
   step: number;
-  low: number;
-  high: number;
-  /**
-   * The cell fields cellMixBound reads for kept mixes `step` and `step + 1`, and what it weighs
-   * them by: `low` and `high`, over the scale for an end mix (kept as the least price itself).
-   */
   lowField: number;
   lowWeight: number;
   highField: number;
@@ -311,7 +307,7 @@ export interface MixWeights {
 
 /** Mix weights that bound nothing (to be written by mixWeights). */
 export function noMix(): MixWeights {
-  return { step: -1, low: 0, high: 0, lowField: 0, lowWeight: 0, highField: 0, highWeight: 0 };
+  return { step: -1, lowField: 0, lowWeight: 0, highField: 0, highWeight: 0 };
 }
 
 /** Writes into `out` the mix weights of `uncachedTokens` and `outputTokens` in `tree`. */
@@ -333,13 +329,13 @@ export function mixWeights(
   // (x, y) = low × (cosLow, sinLow) + high × (cosHigh, sinHigh): both ≥ 0 between the two (a
   // hair below from rounding is taken as 0).
   const det = cosLow * sinHigh - sinLow * cosHigh;
-  out.low = Math.max(0, (x * sinHigh - y * cosHigh) / det);
-  out.high = Math.max(0, (y * cosLow - x * sinLow) / det);
+  const low = Math.max(0, (x * sinHigh - y * cosHigh) / det);
+  const high = Math.max(0, (y * cosLow - x * sinLow) / det);
   out.step = step;
   out.lowField = MIX_FIELDS[step] as number;
-  out.lowWeight = step === 0 ? out.low / tree.mixScaleInput : out.low;
+  out.lowWeight = step === 0 ? low / tree.mixScaleInput : low;
   out.highField = MIX_FIELDS[step + 1] as number;
-  out.highWeight = step + 1 === MIX_STEPS ? out.high / tree.mixScaleOutput : out.high;
+  out.highWeight = step + 1 === MIX_STEPS ? high / tree.mixScaleOutput : high;
   return out;
 }
 
@@ -355,30 +351,6 @@ export function cellMixBound(tree: FlatTree, c: number, mix: MixWeights): number
     mix.lowWeight * (tree.cells[at + mix.lowField] as number) +
     mix.highWeight * (tree.cells[at + mix.highField] as number)
   );
-}
-
-/** Writes each cell's middle mixes (MIX_STRIDE a cell in `mixes`) into its fields. */
-function keepMixes(cells: Float64Array, mixes: ArrayLike<number>): void {
-  for (let c = 0; c < cells.length / CELL_STRIDE; c += 1) {
-    cells[c * CELL_STRIDE + C.mix1] = mixes[c * MIX_STRIDE + 1] as number;
-    cells[c * CELL_STRIDE + C.mix2] = mixes[c * MIX_STRIDE + 2] as number;
-  }
-}
-
-/**
- * Whether some cell's least mixed price (by cell, MIX_STRIDE a cell) lies above the line between
- * its least input and least output price: then, and only then, mixes bound tighter.
- */
-function mixesTighten(mixes: ArrayLike<number>): boolean {
-  for (let at = 0; at < mixes.length; at += MIX_STRIDE) {
-    const input = mixes[at] as number;
-    const output = mixes[at + MIX_STEPS] as number;
-    for (let k = 1; k < MIX_STEPS; k += 1) {
-      const corner = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
-      if ((mixes[at + k] as number) > corner * (1 + 1e-9)) return true;
-    }
-  }
-  return false;
 }
 
 /**
@@ -573,8 +545,8 @@ export class ModelCandidates {
     };
     this.nextOrdinal += 1;
     if (this.nextOrdinal > this.floorArrays.queuePerPrefillMs.length) {
-      const grown = (from: Float64Array) => {
-        const to = new Float64Array(from.length * 2);
+      const grown = <T extends Float64Array | Uint8Array>(from: T): T => {
+        const to = new (from.constructor as new (length: number) => T)(from.length * 2);
         to.set(from);
         return to;
       };
@@ -583,9 +555,7 @@ export class ModelCandidates {
         queuePerOutputToken: grown(this.floorArrays.queuePerOutputToken),
       };
       this.floorLoads = grown(this.floorLoads);
-      const removed = new Uint8Array(this.nodeMarks.removed.length * 2);
-      removed.set(this.nodeMarks.removed);
-      this.nodeMarks = { removed, triedBy: grown(this.nodeMarks.triedBy) };
+      this.nodeMarks = { removed: grown(this.nodeMarks.removed), triedBy: grown(this.nodeMarks.triedBy) };
     }
     group.size += 1;
     this.byId.set(entry.id, { entry, group });
@@ -1011,10 +981,7 @@ function treeSource(live: readonly IndexedNode[]): TreeSource {
 /** Collects cells and node slots while building; frozen into typed arrays at the end. */
 class TreeBuilder {
   private readonly cells: number[] = [];
-  private readonly mixes: number[] = [];
   private readonly cellGroups: number[] = [];
-  readonly mixScaleInput: number;
-  readonly mixScaleOutput: number;
   private readonly items: IndexedNode[] = [];
   private readonly nodes: readonly IndexedNode[];
   private readonly keys: Float64Array;
@@ -1050,11 +1017,11 @@ class TreeBuilder {
       output += keys[at + K.output] as number;
     }
     const count = keys.length / K_STRIDE;
-    this.mixScaleInput = mixScale(input, count);
-    this.mixScaleOutput = mixScale(output, count);
+    const scaleInput = mixScale(input, count);
+    const scaleOutput = mixScale(output, count);
     for (let at = 0; at < keys.length; at += K_STRIDE) {
-      const scaledInput = (keys[at + K.input] as number) / this.mixScaleInput;
-      const scaledOutput = (keys[at + K.output] as number) / this.mixScaleOutput;
+      const scaledInput = (keys[at + K.input] as number) / scaleInput;
+      const scaledOutput = (keys[at + K.output] as number) / scaleOutput;
       for (let m = 0; m < SPLIT_MIXES.length; m += 1)
         keys[at + K.mixes + m] =
           (SPLIT_COS[m] as number) * scaledInput + (SPLIT_SIN[m] as number) * scaledOutput;
@@ -1071,11 +1038,7 @@ class TreeBuilder {
     const { keys, order } = this;
     const c = this.cells.length / CELL_STRIDE;
     for (let f = 0; f < CELL_STRIDE; f += 1) this.cells.push(0);
-    // Its mixes: from its nodes when it is a leaf, from its children otherwise (see build).
-    for (let k = 0; k < MIX_STRIDE; k += 1) this.mixes.push(Number.POSITIVE_INFINITY);
-    let minInput = Number.POSITIVE_INFINITY;
-    let minOutput = Number.POSITIVE_INFINITY;
-    let minCached = Number.POSITIVE_INFINITY;
+    // Its prices are worked out once the tree is built (priceCells).
     let maxPrefill = 0;
     let levelMask = 0;
     let regionBits = 0;
@@ -1085,9 +1048,6 @@ class TreeBuilder {
     let sz = 0;
     for (let i = lo; i < hi; i += 1) {
       const at = (order[i] as number) * K_STRIDE;
-      minInput = Math.min(minInput, keys[at + K.input] as number);
-      minOutput = Math.min(minOutput, keys[at + K.output] as number);
-      minCached = Math.min(minCached, keys[at + K.cached] as number);
       maxPrefill = Math.max(maxPrefill, -(keys[at + K.negPrefill] as number));
       levelMask |= keys[at + K.levelBit] as number;
       regionBits |= keys[at + K.regionBit] as number;
@@ -1124,9 +1084,6 @@ class TreeBuilder {
     this.set(c, C.cy, center.y);
     this.set(c, C.cz, center.z);
     this.set(c, C.radius, radiusRad);
-    this.set(c, C.minInput, minInput);
-    this.set(c, C.minOutput, minOutput);
-    this.set(c, C.minCached, minCached);
     this.set(c, C.maxPrefill, maxPrefill);
     this.set(c, C.levelMask, levelMask);
     this.set(
@@ -1166,7 +1123,6 @@ class TreeBuilder {
     if (split === undefined) {
       // Fastest prefill first: a search stops reading a leaf at the first node too slow to fit.
       this.sortBy(lo, hi, K.negPrefill);
-      this.leafMixes(c, lo, hi);
       for (let i = lo; i < hi; i += 1) this.items.push(this.nodes[this.order[i] as number] as IndexedNode);
       this.set(c, C.itemEnd, this.items.length);
       return c;
@@ -1179,27 +1135,8 @@ class TreeBuilder {
     // Depth first: the left child is the next cell (see leftChild).
     if (left !== c + 1) throw new Error('cells must be in depth-first order');
     this.set(c, C.right, right);
-    for (let k = 0; k < MIX_STRIDE; k += 1)
-      this.mixes[c * MIX_STRIDE + k] = Math.min(
-        this.mixes[left * MIX_STRIDE + k] as number,
-        this.mixes[right * MIX_STRIDE + k] as number,
-      );
     this.set(c, C.itemEnd, this.items.length);
     return c;
-  }
-
-  /** Leaf `c`'s least mixed prices (see MIX_STEPS), over the nodes of `order[lo, hi)`. */
-  private leafMixes(c: number, lo: number, hi: number): void {
-    const { keys, order, mixes } = this;
-    for (let i = lo; i < hi; i += 1) {
-      const at = (order[i] as number) * K_STRIDE;
-      const input = (keys[at + K.input] as number) / this.mixScaleInput;
-      const output = (keys[at + K.output] as number) / this.mixScaleOutput;
-      for (let k = 0; k < MIX_STRIDE; k += 1) {
-        const mixed = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
-        if (mixed < (mixes[c * MIX_STRIDE + k] as number)) mixes[c * MIX_STRIDE + k] = mixed;
-      }
-    }
   }
 
   /**
@@ -1306,16 +1243,13 @@ class TreeBuilder {
     });
     priceSlots(slots, this.items, factors);
     const cells = Float64Array.from(this.cells);
-    keepMixes(cells, this.mixes);
     return {
       priced: factors !== undefined,
       roots: Int32Array.from(roots),
       cells,
       cellGroups: Int32Array.from(this.cellGroups),
       slots,
-      mixesTighten: mixesTighten(this.mixes),
-      mixScaleInput: this.mixScaleInput,
-      mixScaleOutput: this.mixScaleOutput,
+      ...priceCells(cells, slots),
       items: this.items,
       ordinals: Int32Array.from(this.items, (item) => item.ordinal),
     };
@@ -1345,64 +1279,72 @@ function priceSlots(
 function reprice(tree: FlatTree, factors: Float64Array | undefined): FlatTree {
   const cells = tree.cells.slice();
   const slots = tree.slots.slice();
-  const mixes = new Float64Array((cells.length / CELL_STRIDE) * MIX_STRIDE).fill(Number.POSITIVE_INFINITY);
   priceSlots(slots, tree.items, factors);
-  // The scales of the prices now (a tree first priced at a tiny factor and now at a large one
-  // would otherwise overflow its mixes).
+  return { ...tree, cells, slots, ...priceCells(cells, slots), priced: factors !== undefined };
+}
+
+/** What priceCells works out besides the cells' own fields. */
+type CellPricing = Pick<FlatTree, 'mixScaleInput' | 'mixScaleOutput' | 'mixesTighten'>;
+
+/**
+ * Writes every cell's least prices (of each kind, and along the middle mixes: see MIX_STEPS) from
+ * the slots' prices, from the leaves up; returns the mixes' scales (the prices' means now: a tree
+ * first priced at a tiny factor and later at a large one would otherwise overflow its mixes) and
+ * whether they tighten any cell.
+ */
+function priceCells(cells: Float64Array, slots: Float64Array): CellPricing {
+  const count = slots.length / SLOT_STRIDE;
   let input = 0;
   let output = 0;
-  for (let i = 0; i < tree.items.length; i += 1) {
+  for (let i = 0; i < count; i += 1) {
     input += slots[i * SLOT_STRIDE + S.input] as number;
     output += slots[i * SLOT_STRIDE + S.output] as number;
   }
-  const mixScaleInput = mixScale(input, tree.items.length);
-  const mixScaleOutput = mixScale(output, tree.items.length);
+  const mixScaleInput = mixScale(input, count);
+  const mixScaleOutput = mixScale(output, count);
+  let tighten = false;
+  // By PRICED_FIELDS: the cell's least input, output and cached prices, and its middle mixes.
+  const least = new Float64Array(PRICED_FIELDS.length);
   // Cells are in depth-first order: a parent's children come after it, so from the last cell
   // back every child is done before its parent.
   for (let c = cells.length / CELL_STRIDE - 1; c >= 0; c -= 1) {
     const at = c * CELL_STRIDE;
     const left = leftChild(cells, c);
-    let minInput = Number.POSITIVE_INFINITY;
-    let minOutput = Number.POSITIVE_INFINITY;
-    let minCached = Number.POSITIVE_INFINITY;
+    least.fill(Number.POSITIVE_INFINITY);
     if (left < 0) {
       const end = cells[at + C.itemEnd] as number;
       for (let i = cells[at + C.itemStart] as number; i < end; i += 1) {
-        minInput = Math.min(minInput, slots[i * SLOT_STRIDE + S.input] as number);
-        minOutput = Math.min(minOutput, slots[i * SLOT_STRIDE + S.output] as number);
-        minCached = Math.min(minCached, slots[i * SLOT_STRIDE + S.cached] as number);
-        const input = (slots[i * SLOT_STRIDE + S.input] as number) / mixScaleInput;
-        const output = (slots[i * SLOT_STRIDE + S.output] as number) / mixScaleOutput;
-        for (let k = 0; k < MIX_STRIDE; k += 1) {
-          const mixed = (MIX_COS[k] as number) * input + (MIX_SIN[k] as number) * output;
-          if (mixed < (mixes[c * MIX_STRIDE + k] as number)) mixes[c * MIX_STRIDE + k] = mixed;
-        }
+        const slot = i * SLOT_STRIDE;
+        least[0] = Math.min(least[0] as number, slots[slot + S.input] as number);
+        least[1] = Math.min(least[1] as number, slots[slot + S.output] as number);
+        least[2] = Math.min(least[2] as number, slots[slot + S.cached] as number);
+        const scaledInput = (slots[slot + S.input] as number) / mixScaleInput;
+        const scaledOutput = (slots[slot + S.output] as number) / mixScaleOutput;
+        for (let k = 1; k < MIX_STEPS; k += 1)
+          least[2 + k] = Math.min(
+            least[2 + k] as number,
+            (MIX_COS[k] as number) * scaledInput + (MIX_SIN[k] as number) * scaledOutput,
+          );
       }
     } else {
-      const l = left * CELL_STRIDE;
       const r = (cells[at + C.right] as number) * CELL_STRIDE;
-      minInput = Math.min(cells[l + C.minInput] as number, cells[r + C.minInput] as number);
-      minOutput = Math.min(cells[l + C.minOutput] as number, cells[r + C.minOutput] as number);
-      minCached = Math.min(cells[l + C.minCached] as number, cells[r + C.minCached] as number);
-      const lm = left * MIX_STRIDE;
-      const rm = (cells[at + C.right] as number) * MIX_STRIDE;
-      for (let k = 0; k < MIX_STRIDE; k += 1)
-        mixes[c * MIX_STRIDE + k] = Math.min(mixes[lm + k] as number, mixes[rm + k] as number);
+      const l = left * CELL_STRIDE;
+      for (let f = 0; f < PRICED_FIELDS.length; f += 1) {
+        const field = PRICED_FIELDS[f] as number;
+        least[f] = Math.min(cells[l + field] as number, cells[r + field] as number);
+      }
     }
-    cells[at + C.minInput] = minInput;
-    cells[at + C.minOutput] = minOutput;
-    cells[at + C.minCached] = minCached;
+    for (let f = 0; f < PRICED_FIELDS.length; f += 1)
+      cells[at + (PRICED_FIELDS[f] as number)] = least[f] as number;
+    // Tighter than the line between its least input and output prices along some middle mix?
+    const scaledInput = (least[0] as number) / mixScaleInput;
+    const scaledOutput = (least[1] as number) / mixScaleOutput;
+    for (let k = 1; k < MIX_STEPS && !tighten; k += 1) {
+      const corner = (MIX_COS[k] as number) * scaledInput + (MIX_SIN[k] as number) * scaledOutput;
+      tighten = (least[2 + k] as number) > corner * (1 + 1e-9);
+    }
   }
-  keepMixes(cells, mixes);
-  return {
-    ...tree,
-    cells,
-    slots,
-    mixScaleInput,
-    mixScaleOutput,
-    mixesTighten: mixesTighten(mixes),
-    priced: factors !== undefined,
-  };
+  return { mixScaleInput, mixScaleOutput, mixesTighten: tighten };
 }
 
 function buildTree(

@@ -486,6 +486,8 @@ const SCRATCH_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, t
 /** One node's bounds, as a search's visit works them out. */
 const NODE_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttftLowerBoundMs: 0 };
 const FRONTIER = new MinHeap<number>();
+/** The marks of a search with no model to search (it reads none). */
+const NO_MARKS: NodeMarks = { removed: new Uint8Array(0), triedBy: new Float64Array(0) };
 
 /** How Search.walk reads a tree beyond its keys (see there). */
 interface WalkOptions {
@@ -721,7 +723,7 @@ class Search {
   /** Nodes with a fresh measured RTT from the client (see sampledNodes). */
   private readonly sampled: readonly IndexedNode[];
   /** The model's node marks (see NodeMarks), as they are for this decision. */
-  private readonly marks: NodeMarks | undefined;
+  private readonly marks: NodeMarks;
   /** Whether some node was removed since the trees were built (else no slot's mark need be read). */
   private readonly anyRemoved: boolean;
   /** By a cell's level mask: the smallest access overhead of its levels (one table per latency model). */
@@ -782,7 +784,7 @@ class Search {
     this.clientRegionBit = regionBitFor(this.clientRegionIndex);
     this.crossRegionPenaltyMs = p.client.region === '' ? 0 : p.ctx.latency.crossRegionPenaltyMs;
     this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
-    this.marks = candidates?.marks;
+    this.marks = candidates?.marks ?? NO_MARKS;
     this.anyRemoved = candidates?.anyRemoved ?? false;
     this.loadFloors =
       floors && p.checksLoad && candidates !== undefined
@@ -1061,7 +1063,7 @@ class Search {
 
   /** visits for the node at slot `i` of `tree` (ordinal `n`), read from the slot and the marks. */
   private slotVisits(tree: FlatTree, i: number, n: number): boolean {
-    if (this.anyRemoved && (this.marks as NodeMarks).removed[n] === 1) return false;
+    if (this.anyRemoved && this.marks.removed[n] === 1) return false;
     if (this.excluded !== undefined && this.excluded[tree.slots[i * SLOT_STRIDE + S.group] as number] === 1)
       return false;
     // Only a node in `sampled` has a fresh sample (a sampled node of an excluded group is excluded).
@@ -1168,9 +1170,8 @@ class Search {
       // A removed node or one in an excluded group is a failed draw like any other; so is a node
       // drawn again (it failed before and was counted then: each node is counted once).
       if (entry === undefined || entry.removed || this.isExcluded(entry.group)) continue;
-      const marks = this.marks as NodeMarks;
-      if (marks.triedBy[entry.ordinal] === this.stamp) continue;
-      marks.triedBy[entry.ordinal] = this.stamp;
+      if (this.marks.triedBy[entry.ordinal] === this.stamp) continue;
+      this.marks.triedBy[entry.ordinal] = this.stamp;
       if (!this.spend()) return undefined;
       const candidate = this.evaluate(entry, true);
       if (candidate !== undefined && this.passes(candidate)) return candidate;
@@ -1460,8 +1461,9 @@ class Search {
     const frontier = this.frontier;
     frontier.clear();
     const request = this.p.request;
-    mixWeights(tree, request.inputTokens - request.cachedInputTokens, request.maxOutputTokens, this.mix);
-    if (!costed) this.mix.step = -1;
+    if (costed)
+      mixWeights(tree, request.inputTokens - request.cachedInputTokens, request.maxOutputTokens, this.mix);
+    else this.mix.step = -1;
     let pops = 0;
     const push = (c: number) => {
       if (this.cellExcluded(tree, c)) return;
@@ -1525,7 +1527,7 @@ class Search {
         // From the slot and the marks: the node itself is read only when it is visited.
         const n = tree.ordinals[i] as number;
         if (!this.slotVisits(tree, i, n)) continue;
-        if (this.tried === SKIP && (this.marks as NodeMarks).triedBy[n] === this.stamp) continue;
+        if (this.tried === SKIP && this.marks.triedBy[n] === this.stamp) continue;
         if (!this.spend()) {
           capped = true;
           break;
@@ -1536,7 +1538,7 @@ class Search {
         ) {
           // Charged as a visit, and marked as one: a walk that takes over skips it as it skips
           // the nodes read (it would pass it over again, charged again).
-          if (this.tried === MARK) (this.marks as NodeMarks).triedBy[n] = this.stamp;
+          if (this.tried === MARK) this.marks.triedBy[n] = this.stamp;
           this.passedByLoad += 1;
           this.firstPassedByLoad ??= tree.items[i] as IndexedNode;
           continue;
@@ -1551,7 +1553,7 @@ class Search {
         const i = queue.slots[q] as number;
         // Marked as visited (a node passed over unvisited is looked at again by a walk that takes
         // over, as one passed over by its slot bounds is).
-        if (this.tried === MARK) (this.marks as NodeMarks).triedBy[tree.ordinals[i] as number] = this.stamp;
+        if (this.tried === MARK) this.marks.triedBy[tree.ordinals[i] as number] = this.stamp;
         visit(tree.items[i] as IndexedNode, queue.rtts[q] as number);
       }
       if (capped) {
