@@ -421,6 +421,54 @@ const grpcSeconds = Math.max(2, 3 * SECONDS);
 /** Turns each server of the throughput comparison is loaded (see there). */
 const GRPC_ROUNDS = 5;
 
+/** One server's share of a round (see inRounds). */
+interface RoundResult {
+  readonly perSecond: number;
+  readonly ok: number;
+  readonly failed: number;
+  /** Server CPU seconds per call (answered or refused). */
+  readonly cpuPerCall: number;
+}
+
+/**
+ * Starts a server of each mode (5,000 nodes of distinct prices), all up at once, and loads them
+ * one at a time in turn (32 in flight, each call followed by its Release when `releaseEach`),
+ * GRPC_ROUNDS times: a shared machine's speed drifts by tens of percent over a minute, and
+ * measured back to back once each a ratio moved between 0.67 and 1.03 from one run to the next.
+ * Each round compares neighbours in time. Returns each round's results by mode.
+ */
+async function inRounds<M extends 'nowork' | 'real' | 'auth'>(
+  modes: readonly M[],
+  requests: readonly ProtoRouteRequestMessage[],
+  releaseEach: boolean,
+): Promise<Record<M, RoundResult>[]> {
+  const servers = await Promise.all(modes.map((mode) => startServerProcess(mode, 5000, 'distinct')));
+  const clients = servers.map(clientFor);
+  for (const client of clients) await load(client, requests, 32, 1, undefined, releaseEach);
+  const rounds: Record<M, RoundResult>[] = [];
+  for (let round = 0; round < GRPC_ROUNDS; round += 1) {
+    const results = {} as Record<M, RoundResult>;
+    for (const [i, mode] of modes.entries()) {
+      const server = servers[i] as ServerProcess;
+      const cpuBefore = server.cpuSeconds();
+      const result = await load(
+        clients[i] as SchedulerClientType,
+        requests,
+        32,
+        grpcSeconds,
+        undefined,
+        releaseEach,
+      );
+      const calls = Math.max(1, result.ok + result.failed);
+      results[mode] = { ...result, cpuPerCall: (server.cpuSeconds() - cpuBefore) / calls };
+    }
+    rounds.push(results);
+  }
+  for (const client of clients) client.close();
+  await Promise.all(servers.map((server) => server.stop()));
+  return rounds;
+}
+
 if (PARTS.has('grpc')) {
   out('\n2. gRPC Route throughput: 5,000 nodes of distinct prices, 32 in flight, budgets 30/80/300/2000 ms');
   const requests = protoRequests([30, 80, 300, 2000], 7);
@@ -430,99 +478,48 @@ if (PARTS.has('grpc')) {
     auth: 'cpn Route, API key + quota',
   } as const;
   const modes = ['nowork', 'real', 'auth'] as const;
-  // All three servers up at once, loaded one at a time in turn, GRPC_ROUNDS times: a shared
-  // machine's speed drifts by tens of percent over a minute, and measured back to back once each
-  // the ratio moved between 0.67 and 1.03 from one run to the next. Each round's ratio compares
-  // neighbours in time; the median round is reported.
-  const servers = await Promise.all(modes.map((mode) => startServerProcess(mode, 5000, 'distinct')));
-  const clients = servers.map(clientFor);
-  for (const client of clients) await load(client, requests, 32, 1);
-  const rounds: Record<(typeof modes)[number], number>[] = [];
-  const totals = modes.map(() => ({ ok: 0, failed: 0, perSecond: 0 }));
-  for (let round = 0; round < GRPC_ROUNDS; round += 1) {
-    const rates = { nowork: 0, real: 0, auth: 0 };
-    for (const [i, mode] of modes.entries()) {
-      const result = await load(clients[i] as SchedulerClientType, requests, 32, grpcSeconds);
-      rates[mode] = result.perSecond;
-      const total = totals[i] as { ok: number; failed: number; perSecond: number };
-      total.ok += result.ok;
-      total.failed += result.failed;
-      total.perSecond += result.perSecond / GRPC_ROUNDS;
-    }
-    rounds.push(rates);
+  const median = (values: number[]) => percentile(Float64Array.from(values).sort(), 0.5);
+  const rounds = await inRounds(modes, requests, false);
+  for (const [round, rates] of rounds.entries())
     out(
-      `  round ${round + 1}: ${modes.map((mode) => `${mode} ${rates[mode].toFixed(0)}`).join(', ')} routes/s; ratio cpn / no-work ${(rates.real / rates.nowork).toFixed(2)}`,
+      `  round ${round + 1}: ${modes.map((mode) => `${mode} ${rates[mode].perSecond.toFixed(0)}`).join(', ')} routes/s; ratio cpn / no-work ${(rates.real.perSecond / rates.nowork.perSecond).toFixed(2)}`,
     );
-  }
-  for (const [i, mode] of modes.entries()) {
-    const total = totals[i] as { ok: number; failed: number; perSecond: number };
+  const sum = (mode: (typeof modes)[number], of: (result: RoundResult) => number) =>
+    rounds.reduce((total, rates) => total + of(rates[mode]), 0);
+  for (const mode of modes)
     out(
       `  ${names[mode]}`.padEnd(36) +
-        `${total.perSecond.toFixed(0).padStart(7)} routes/s mean  (${total.ok} ok, ${total.failed} refused)`,
+        `${(sum(mode, (r) => r.perSecond) / GRPC_ROUNDS).toFixed(0).padStart(7)} routes/s mean  (${sum(mode, (r) => r.ok)} ok, ${sum(mode, (r) => r.failed)} refused)`,
     );
-  }
-  for (const client of clients) client.close();
-  await Promise.all(servers.map((server) => server.stop()));
-  const median = (values: number[]) => percentile(Float64Array.from(values).sort(), 0.5);
   out(
-    `  ratio cpn / no-work, median round: ${median(rounds.map((r) => r.real / r.nowork)).toFixed(2)}  (target ≥ 0.9)`,
+    `  ratio cpn / no-work, median round: ${median(rounds.map((r) => r.real.perSecond / r.nowork.perSecond)).toFixed(2)}  (target ≥ 0.9)`,
   );
   // That load never releases, so with the quota the holds pile up to the tenant's cap on holds
   // (MAX_OUTSTANDING_PER_TENANT) and part of the answers are cheap refusals: the rate ratio is not
-  // the cost of admission. Route+Release cycles (below) compare like with like.
-  // Refused shares: infeasible budgets in both, holds past the cap on top with auth.
+  // the cost of admission. Route+Release cycles (below) compare like with like. Refused shares:
+  // infeasible budgets in both, holds past the cap on top with auth.
   const refused = (mode: (typeof modes)[number]) => {
-    const total = totals[modes.indexOf(mode)] as { ok: number; failed: number };
-    return `${((100 * total.failed) / Math.max(1, total.ok + total.failed)).toFixed(0)} %`;
+    const failed = sum(mode, (r) => r.failed);
+    return `${((100 * failed) / Math.max(1, failed + sum(mode, (r) => r.ok))).toFixed(0)} %`;
   };
   out(
-    `  auth-off rate / API-key + quota rate, median round = ${median(rounds.map((r) => r.real / r.auth)).toFixed(2)}  (not the cost of admission: ${refused('auth')} of Routes refused with auth, ${refused('real')} without; the difference, holds past the tenant's cap; see Route+Release)`,
+    `  auth-off rate / API-key + quota rate, median round = ${median(rounds.map((r) => r.real.perSecond / r.auth.perSecond)).toFixed(2)}  (not the cost of admission: ${refused('auth')} of Routes refused with auth, ${refused('real')} without; the difference, holds past the tenant's cap; see Route+Release)`,
   );
-  // Both servers up at once, measured in turn GRPC_ROUNDS times, as above: measured once each,
-  // back to back, the ratio read 1.29 and 1.78 in two runs of the same code.
-  const cycleModes = ['real', 'auth'] as const;
-  const cycleServers = await Promise.all(
-    cycleModes.map((mode) => startServerProcess(mode, 5000, 'distinct')),
-  );
-  const cycleClients = cycleServers.map(clientFor);
-  for (const client of cycleClients) await load(client, requests, 32, 1, undefined, true);
-  const cpuPerRoute = cycleModes.map(() => [] as number[]);
-  const placedPerSecond = cycleModes.map(() => [] as number[]);
-  for (let round = 0; round < GRPC_ROUNDS; round += 1) {
-    for (const [i, server] of cycleServers.entries()) {
-      const cpuBefore = server.cpuSeconds();
-      const result = await load(
-        cycleClients[i] as SchedulerClientType,
-        requests,
-        32,
-        grpcSeconds,
-        undefined,
-        true,
-      );
-      // Server CPU per answered Route (with its Release): what the server pays, whatever the client does.
-      (cpuPerRoute[i] as number[]).push(
-        (server.cpuSeconds() - cpuBefore) / Math.max(1, result.ok + result.failed),
-      );
-      (placedPerSecond[i] as number[]).push(
-        (result.perSecond * result.ok) / Math.max(1, result.ok + result.failed),
-      );
-    }
-  }
-  for (const [i, mode] of cycleModes.entries()) {
+  // In rounds too: measured once each, back to back, the ratio read 1.29 and 1.78 in two runs of
+  // the same code.
+  const cycles = await inRounds(['real', 'auth'] as const, requests, true);
+  for (const mode of ['real', 'auth'] as const) {
+    // Server CPU per answered Route (with its Release): what the server pays, whatever the client does.
+    const placed = median(
+      cycles.map((r) => (r[mode].perSecond * r[mode].ok) / Math.max(1, r[mode].ok + r[mode].failed)),
+    );
+    const cpu = median(cycles.map((r) => r[mode].cpuPerCall));
     out(
       `  ${names[mode]}, Route+Release cycles`.padEnd(50) +
-        `${median(placedPerSecond[i] as number[])
-          .toFixed(0)
-          .padStart(
-            7,
-          )} placed/s, server CPU ${(median(cpuPerRoute[i] as number[]) * 1e6).toFixed(0)} µs per Route (median round)`,
+        `${placed.toFixed(0).padStart(7)} placed/s, server CPU ${(cpu * 1e6).toFixed(0)} µs per Route (median round)`,
     );
   }
-  for (const client of cycleClients) client.close();
-  await Promise.all(cycleServers.map((server) => server.stop()));
-  const roundRatios = (cpuPerRoute[1] as number[]).map(
-    (auth, round) => auth / ((cpuPerRoute[0] as number[])[round] ?? 1),
-  );
+  const roundRatios = cycles.map((r) => r.auth.cpuPerCall / r.real.cpuPerCall);
   out(
     `  cost of auth and quota admission, server CPU per Route+Release, median round: ${median(roundRatios).toFixed(2)}× auth off (rounds ${roundRatios.map((r) => r.toFixed(2)).join(', ')}; target ≤ 1.2)`,
   );
