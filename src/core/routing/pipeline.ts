@@ -489,10 +489,26 @@ const FRONTIER = new MinHeap<number>();
 /** The marks of a search with no model to search (it reads none). */
 const NO_MARKS: NodeMarks = { removed: new Uint8Array(0), triedBy: new Float64Array(0) };
 
+/**
+ * What a walk keys cells and nodes by. BY_POLICY: the policy's lower bound and tie bound, held to
+ * the budget and to the worst ranked node (Search.feasible). BY_TTFT: the TTFT bound alone, held
+ * to the best TTFT found (Search.nearest).
+ */
+const BY_POLICY = 0;
+const BY_TTFT = 1;
+type WalkKey = typeof BY_POLICY | typeof BY_TTFT;
+
+/**
+ * The key, tie and RTT bound of the cell or node a walk has in hand (see Search.keyed): read from
+ * here by the frontier and the leaf queue, so that no bound is boxed on its way between them.
+ */
+const WALK_KEY = new Float64Array(3);
+const KEY = 0;
+const TIE = 1;
+const RTT = 2;
+
 /** How Search.walk reads a tree beyond its keys (see there). */
 interface WalkOptions {
-  /** Orders cells of equal key. */
-  readonly tieOf?: (bounds: ScratchBounds) => number;
   /** Cells popped at most: past them the walk gives up (returns false). */
   readonly maxPops?: number;
   /** The TTFT a node must fit (its RTT and prefill bounds, and its load floor, are held to it). */
@@ -531,12 +547,15 @@ class LeafQueue {
     this.order = undefined;
   }
 
-  add(slot: number, rttLowerBoundMs: number, key: number, tie: number): void {
+  /** Queues node slot `slot` with the key, tie and RTT bound in `keyed` (see WALK_KEY). */
+  add(slot: number, keyed: Float64Array): void {
     if (this.size === this.slots.length) this.grow();
     const at = this.size;
+    const key = keyed[KEY] as number;
+    const tie = keyed[TIE] as number;
     if (at > 0 && (key !== this.keys[0] || tie !== this.ties[0])) this.alike = false;
     this.slots[at] = slot;
-    this.rtts[at] = rttLowerBoundMs;
+    this.rtts[at] = keyed[RTT] as number;
     this.keys[at] = key;
     this.ties[at] = tie;
     this.size = at + 1;
@@ -710,11 +729,17 @@ class Search {
    */
   private tried: typeof MARK | typeof SKIP | undefined;
   /**
-   * The worst ranked node's score and tie score once the ranking is full, for a policy that
-   * bounds cells (+Infinity until then: nothing is past it). Kept by judge, read for every cell.
+   * The (key, tie) past which nothing is worth reading (see pastBar): in the feasible search, the
+   * worst ranked node's score and tie score once the ranking is full, for a policy that bounds
+   * cells (kept by judge); in the nearest search, the best TTFT found (and an infinite tie).
+   * +Infinity until then: nothing is past it. Read for every cell.
    */
   private barKey = Number.POSITIVE_INFINITY;
   private barTie = Number.POSITIVE_INFINITY;
+  /** The walk under way: what it keys by, its reach and whether its cost bounds are priced. */
+  private walkBy: WalkKey = BY_POLICY;
+  private walkReachMs = Number.POSITIVE_INFINITY;
+  private walkCosted = true;
   /** The request's token mix in the tree being walked (see MIX_STEPS); step -1 in an uncosted walk. */
   private readonly mix: MixWeights = noMix();
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
@@ -1197,12 +1222,6 @@ class Search {
     const loadScore = p.policy.loadScore;
     const nodeBounds = NODE_BOUNDS;
     /**
-     * Whether anything whose first key is at least `key` and second at least `tie` ranks after
-     * the worst ranked node (so cannot enter the ranking); false until the ranking is full.
-     */
-    const pastWorst = (key: number, tie: number) =>
-      key > this.barKey || (key === this.barKey && tie > this.barTie);
-    /**
      * Whether every node ranked so far was met before, in ascending id order: then a node that
      * only ties the worst on the load key comes after it by id too (see the list scan below).
      */
@@ -1235,7 +1254,7 @@ class Search {
         nodeBounds.ttftLowerBoundMs = rttMs + prefill;
         // Equal on the first key (one price tier), it must beat the worst on the second.
         const tie = tieLowerBound === undefined ? 0 : tieLowerBound(nodeBounds);
-        if (pastWorst(lowerBound(nodeBounds), tie)) return;
+        if (this.pastBar(lowerBound(nodeBounds), tie)) return;
       }
       const candidate = this.evaluate(entry, true, rttMs, prefill, load);
       if (candidate !== undefined) this.judge(candidate);
@@ -1262,14 +1281,6 @@ class Search {
       candidates.priceTreeSkips[kind] = (candidates.priceTreeSkips[kind] as number) - 1;
       byPrice = false;
     }
-    const keyOf = (bounds: ScratchBounds) => {
-      if (bounds.ttftLowerBoundMs > reachMs) return undefined;
-      const key = lowerBound === undefined ? 0 : lowerBound(bounds);
-      // A cell that cannot enter the ranking is not worth a place in the frontier.
-      return pastWorst(key, tieLowerBound === undefined ? 0 : tieLowerBound(bounds)) ? undefined : key;
-    };
-    // The frontier orders equal keys by the tie bound: once its top is past the worst, all are.
-    const done = (topKey: number, topTie: number) => pastWorst(topKey, topTie);
     if (lowerBound === undefined && candidates.size <= Math.min(tuning.flatScanNodes ?? 0, this.budget)) {
       // Nothing bounds a cell for this policy: a small model is read as a list (when the work
       // cap covers it: the list spends a visit on every node, the walk not on unreachable cells).
@@ -1308,7 +1319,7 @@ class Search {
       const { entries, rtts } = order;
       for (let i = 0; i < entries.length; i += 1) {
         const rttMs = rtts[i] as number;
-        if (rttMs > reachMs || pastWorst(rttMs, 0)) return;
+        if (rttMs > reachMs || this.pastBar(rttMs, 0)) return;
         const entry = entries[i] as IndexedNode;
         if (!this.visits(entry)) continue;
         if (!this.spend()) return;
@@ -1319,7 +1330,7 @@ class Search {
     if (!byPrice) {
       const tree = candidates.tree(byCost ? MIXED_TREE : PLACE_TREE, p.pricing, minRate);
       // Among cells that tie on the first bound (one price tier), the likeliest winners first.
-      this.walk(tree, keyOf, done, visit, { tieOf: tieLowerBound, leafReachMs: reachMs });
+      this.walk(tree, BY_POLICY, visit, { leafReachMs: reachMs });
       return;
     }
     // The price tree finds the cheapest nodes wherever they are, in a few cells when the budget
@@ -1328,8 +1339,7 @@ class Search {
     // the nodes it already examined.
     this.tried = MARK;
     const priceTree = candidates.tree(PRICE_TREE, p.pricing, minRate);
-    const finished = this.walk(priceTree, keyOf, done, visit, {
-      tieOf: tieLowerBound,
+    const finished = this.walk(priceTree, BY_POLICY, visit, {
       maxPops: tuning.priceTreeMaxCells,
       leafReachMs: reachMs,
     });
@@ -1337,7 +1347,7 @@ class Search {
       if (kind >= 0) candidates.priceTreeSkips[kind] = retryAfter;
       this.tried = SKIP;
       const mixedTree = candidates.tree(MIXED_TREE, p.pricing, minRate);
-      this.walk(mixedTree, keyOf, done, visit, { tieOf: tieLowerBound, leafReachMs: reachMs });
+      this.walk(mixedTree, BY_POLICY, visit, { leafReachMs: reachMs });
     }
     this.tried = undefined;
   }
@@ -1440,24 +1450,60 @@ class Search {
   }
 
   /**
-   * Walks `tree` best-first: `keyOf` gives a cell its key from its bounds (undefined: skip it),
-   * `done` ends the walk given the smallest key left, and every node of a leaf reached goes to
-   * `visit` with a lower bound of its RTT (see WalkOptions for the rest). Ends early when the
-   * work cap is spent; false when it gave up after `maxPops` cells.
+   * Whether anything whose first key is at least `key` and second at least `tie` is past the bar
+   * (see barKey): then it cannot enter the ranking, or beat the best TTFT found.
+   */
+  private pastBar(key: number, tie: number): boolean {
+    return key > this.barKey || (key === this.barKey && tie > this.barTie);
+  }
+
+  /**
+   * The key and tie of `bounds` in the walk under way, into WALK_KEY; false when whatever they
+   * bound is not worth a place: past the walk's reach or past the bar.
+   */
+  private keyed(bounds: ScratchBounds): boolean {
+    let key = bounds.ttftLowerBoundMs;
+    let tie = 0;
+    if (this.walkBy === BY_POLICY) {
+      if (key > this.walkReachMs) return false;
+      const { lowerBound, tieLowerBound } = this.p.policy;
+      key = lowerBound === undefined ? 0 : lowerBound(bounds);
+      if (tieLowerBound !== undefined) tie = tieLowerBound(bounds);
+    }
+    WALK_KEY[KEY] = key;
+    WALK_KEY[TIE] = tie;
+    return !this.pastBar(key, tie);
+  }
+
+  /** Puts cell `c` of the walk's tree on the frontier, unless it is excluded or not worth a place. */
+  private pushCell(tree: FlatTree, c: number): void {
+    if (this.cellExcluded(tree, c) || !this.keyed(this.bound(tree, c, this.walkCosted))) return;
+    this.frontier.push(WALK_KEY[KEY] as number, c, WALK_KEY[TIE] as number);
+  }
+
+  /**
+   * Walks `tree` best-first, keyed `by` (see WalkKey): a cell goes on the frontier with its key
+   * unless it is not worth a place (see keyed), the walk ends when the smallest key left is past
+   * the bar, and every node of a leaf reached goes to `visit` with a lower bound of its RTT (see
+   * WalkOptions for the rest). Ends early when the work cap is spent; false when it gave up after
+   * `maxPops` cells. Keys and bounds travel through typed arrays and fields, never as numbers
+   * passed between calls: a number passed to or returned from a call not inlined is boxed, and
+   * a decision allocated several kilobytes of them.
    */
   private walk(
     tree: FlatTree,
-    keyOf: (bounds: ScratchBounds) => number | undefined,
-    done: (topKey: number, topTie: number) => boolean,
+    by: WalkKey,
     visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
     options: WalkOptions = {},
   ): boolean {
     const {
-      tieOf,
       maxPops = Number.POSITIVE_INFINITY,
       leafReachMs = Number.POSITIVE_INFINITY,
       costed = true,
     } = options;
+    this.walkBy = by;
+    this.walkReachMs = leafReachMs;
+    this.walkCosted = costed;
     const frontier = this.frontier;
     frontier.clear();
     const request = this.p.request;
@@ -1465,14 +1511,8 @@ class Search {
       mixWeights(tree, request.inputTokens - request.cachedInputTokens, request.maxOutputTokens, this.mix);
     else this.mix.step = -1;
     let pops = 0;
-    const push = (c: number) => {
-      if (this.cellExcluded(tree, c)) return;
-      const bounds = this.bound(tree, c, costed);
-      const key = keyOf(bounds);
-      if (key !== undefined) frontier.push(key, c, tieOf === undefined ? 0 : tieOf(bounds));
-    };
-    for (const root of tree.roots) push(root);
-    while (frontier.size > 0 && !done(frontier.peekKey(), frontier.peekTie())) {
+    for (const root of tree.roots) this.pushCell(tree, root);
+    while (frontier.size > 0 && !this.pastBar(frontier.peekKey(), frontier.peekTie())) {
       if (++pops > maxPops) {
         frontier.clear();
         return false;
@@ -1481,8 +1521,8 @@ class Search {
       const at = c * CELL_STRIDE;
       const left = leftChild(tree.cells, c);
       if (left >= 0) {
-        push(left);
-        push(tree.cells[at + C.right] as number);
+        this.pushCell(tree, left);
+        this.pushCell(tree, tree.cells[at + C.right] as number);
         continue;
       }
       const end = tree.cells[at + C.itemEnd] as number;
@@ -1500,26 +1540,19 @@ class Search {
       let capped = false;
       const floors = this.readsFloors ? this.loadFloors : undefined;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
-        let rttLowerBoundMs: number;
-        let prefillLowerBoundMs = 0;
-        if (bounded) {
-          // From the slot alone (contiguous memory): the node's record is not touched unless
-          // it might fit. A node passed over still counts against the work cap.
-          prefillLowerBoundMs = prefillMsAt(this.p.request, tree.slots[i * SLOT_STRIDE + S.rate] as number);
-          if (leafRttMs + prefillLowerBoundMs > leafReachMs) break;
-          rttLowerBoundMs = this.slotRttLowerBound(tree, i);
-          if (rttLowerBoundMs + prefillLowerBoundMs > leafReachMs) {
-            if (this.spend()) continue;
-            capped = true;
-            break;
-          }
-        } else rttLowerBoundMs = this.slotRttLowerBound(tree, i);
+        // From the slot alone (contiguous memory): the node's record is not touched unless it
+        // might fit. A node passed over still counts against the work cap.
+        const prefillLowerBoundMs = bounded
+          ? prefillMsAt(this.p.request, tree.slots[i * SLOT_STRIDE + S.rate] as number)
+          : 0;
+        if (leafRttMs + prefillLowerBoundMs > leafReachMs) break;
+        const rttLowerBoundMs = this.slotRttLowerBound(tree, i);
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
         // passed over before its record is read (as the cells above it were).
-        const slotBounds = this.slotBounds(tree, i, rttLowerBoundMs, costed);
-        const slotKey = keyOf(slotBounds);
-        const slotTie = tieOf === undefined ? 0 : tieOf(slotBounds);
-        if (slotKey === undefined || done(slotKey, slotTie)) {
+        if (
+          rttLowerBoundMs + prefillLowerBoundMs > leafReachMs ||
+          !this.keyed(this.slotBounds(tree, i, rttLowerBoundMs, costed))
+        ) {
           if (this.spend()) continue;
           capped = true;
           break;
@@ -1543,13 +1576,14 @@ class Search {
           this.firstPassedByLoad ??= tree.items[i] as IndexedNode;
           continue;
         }
-        queue.add(i, rttLowerBoundMs, slotKey, slotTie);
+        WALK_KEY[RTT] = rttLowerBoundMs;
+        queue.add(i, WALK_KEY);
       }
       // In (key, tie) order, and the ranked nodes only get better: past the first node that
       // cannot rank, none can.
       queue.start();
       for (let q = queue.next(); q >= 0; q = queue.next()) {
-        if (done(queue.keys[q] as number, queue.ties[q] as number)) break;
+        if (this.pastBar(queue.keys[q] as number, queue.ties[q] as number)) break;
         const i = queue.slots[q] as number;
         // Marked as visited (a node passed over unvisited is looked at again by a walk that takes
         // over, as one passed over by its slot bounds is).
@@ -1614,21 +1648,24 @@ class Search {
         rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
       const candidate = this.evaluate(entry, false, rttMs, prefill);
       if (candidate === undefined || !accept(candidate)) return;
-      if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) best = candidate;
+      if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) {
+        best = candidate;
+        this.barKey = candidate.estimate.ttftMs;
+      }
     };
+    // The walk's bar is the best TTFT found (ties never past it); the ranking's is put back after.
+    const { barKey, barTie } = this;
+    this.barKey = Number.POSITIVE_INFINITY;
+    this.barTie = Number.POSITIVE_INFINITY;
     for (const entry of this.sampled) if (this.spend()) visit(entry, undefined);
     const tree = candidates.tree(PLACE_TREE);
     for (const entry of candidates.recent())
       if (this.visits(entry) && this.spend()) visit(entry, this.entryRttLowerBound(entry));
-    this.walk(
-      tree,
-      (bounds) => bounds.ttftLowerBoundMs,
-      (topKey) => topKey > (best?.estimate.ttftMs ?? Number.POSITIVE_INFINITY),
-      visit,
-      // Keyed by TTFT alone: the cells' cost bounds are left unpriced. Only nodes with a free
-      // slot taken: one known to have none is not worth a read.
-      { costed: false, passFull: needsSlot },
-    );
+    // Keyed by TTFT alone: the cells' cost bounds are left unpriced. Only nodes with a free slot
+    // taken: one known to have none is not worth a read.
+    this.walk(tree, BY_TTFT, visit, { costed: false, passFull: needsSlot });
+    this.barKey = barKey;
+    this.barTie = barTie;
     return best;
   }
 }
