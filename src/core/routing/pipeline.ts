@@ -1510,14 +1510,35 @@ class Search {
     if (costed)
       mixWeights(tree, request.inputTokens - request.cachedInputTokens, request.maxOutputTokens, this.mix);
     else this.mix.step = -1;
+    // The nodes worth a visit wait on the frontier beside the cells, keyed by their own bounds,
+    // and are visited when theirs is the least left: a node visited is a record read and an
+    // estimate made, and one that cannot beat the nodes ranked by then is never read (in leaf
+    // order, about half of a loose decision's visits were to nodes a cheaper one then beat; in
+    // bound order within a leaf, a tight decision still read twice the nodes it ranked). That
+    // takes a policy that ranks by its bounds in a total order; a policy without bounds visits
+    // each leaf's nodes in leaf order (see LeafQueue), which a policy that collects every node in
+    // the order met picks by.
+    const deferred = this.walkBy === BY_TTFT || this.p.policy.lowerBound !== undefined;
     let pops = 0;
+    let capped = false;
     for (const root of tree.roots) this.pushCell(tree, root);
     while (frontier.size > 0 && !this.pastBar(frontier.peekKey(), frontier.peekTie())) {
+      const top = frontier.pop() as number;
+      if (top < 0) {
+        // A node (its slot i as -1 - i). Marked as visited: a node passed over unvisited is
+        // looked at again by a walk that takes over, as one passed over by its slot bounds is.
+        const i = -1 - top;
+        if (this.tried === MARK) this.marks.triedBy[tree.ordinals[i] as number] = this.stamp;
+        visit(tree.items[i] as IndexedNode, this.slotRttLowerBound(tree, i));
+        continue;
+      }
+      // Once the work cap is spent, only the nodes already charged to it are visited.
+      if (capped) continue;
       if (++pops > maxPops) {
         frontier.clear();
         return false;
       }
-      const c = frontier.pop() as number;
+      const c = top;
       const at = c * CELL_STRIDE;
       const left = leftChild(tree.cells, c);
       if (left >= 0) {
@@ -1531,13 +1552,8 @@ class Search {
       // never drops a node that fits exactly.)
       const bounded = leafReachMs !== Number.POSITIVE_INFINITY;
       const leafRttMs = bounded ? this.cellRttLowerBound(tree, at) : 0;
-      // The nodes worth a visit are queued by their own bounds and visited best first: a node
-      // visited is a record read and an estimate made, and in bound order one that cannot beat
-      // the ranked nodes is known before it is read (in leaf order, about half of a loose
-      // decision's visits were to nodes a cheaper one in the same leaf then beat).
       const queue = this.leafQueue;
       queue.clear();
-      let capped = false;
       const floors = this.readsFloors ? this.loadFloors : undefined;
       for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
         // From the slot alone (contiguous memory): the node's record is not touched unless it
@@ -1576,9 +1592,14 @@ class Search {
           this.firstPassedByLoad ??= tree.items[i] as IndexedNode;
           continue;
         }
+        if (deferred) {
+          frontier.push(WALK_KEY[KEY] as number, -1 - i, WALK_KEY[TIE] as number);
+          continue;
+        }
         WALK_KEY[RTT] = rttLowerBoundMs;
         queue.add(i, WALK_KEY);
       }
+      if (deferred) continue;
       // In (key, tie) order, and the ranked nodes only get better: past the first node that
       // cannot rank, none can.
       queue.start();
