@@ -56,6 +56,7 @@ import {
 import { Accounts } from './accounts.js';
 import { DEFAULT_LATE_RELEASE_GRACE_MS, Metering, unitPrices } from './metering.js';
 import { SessionManager, type SessionObserver } from './sessions.js';
+import { sipHash24Hex, sipHashKey } from './siphash.js';
 
 export interface ControlPlaneOptions {
   readonly store: Store;
@@ -173,9 +174,16 @@ export interface PricingView {
 
 const performanceClock: Clock = () => performance.now();
 
-/** A reservation token: the first 64 bits of an HMAC-SHA256 of the rest of the id. */
-function reservationSigner(secret: Buffer): (signed: string) => string {
-  return (signed) => createHmac('sha256', secret).update(signed).digest('hex').slice(0, 16);
+/**
+ * A reservation token: a SipHash-2-4 of the rest of the id (64 bits), keyed by 128 bits derived
+ * from the cluster's secret (so every replica signs and checks alike). A keyed PRF made for short
+ * inputs: an HMAC-SHA256 cost a tenth of the server's extra work per Route over a no-work server.
+ */
+export function reservationSigner(secret: Buffer): (signed: string) => string {
+  const key = sipHashKey(
+    createHmac('sha256', secret).update('cpn reservation token: SipHash-2-4 key').digest().subarray(0, 16),
+  );
+  return (signed) => sipHash24Hex(key, signed);
 }
 
 export class ControlPlane {

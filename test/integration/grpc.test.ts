@@ -1,5 +1,4 @@
 // Every RPC and every status code over real gRPC on loopback.
-import { createHmac } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { type Client, credentials, loadPackageDefinition, status } from '@grpc/grpc-js';
@@ -9,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { RegisterNodeRequest } from '../../src/gen/cpn/v1/registry.js';
 import { LatencySource, type RouteRequest, RouteResponse, Verdict } from '../../src/gen/cpn/v1/scheduler.js';
 import { Level, type NodeSpec, NodeState } from '../../src/gen/cpn/v1/types.js';
+import { reservationSigner } from '../../src/plane/control-plane.js';
 import { ROUTE_RESPONSE_TRAILER } from '../../src/server/services.js';
 import { LIMITS } from '../../src/server/validate.js';
 import { ALL_NODES, ok, rpc, startTestServer, type TestServer } from '../helpers/grpc.js';
@@ -355,10 +355,7 @@ describe('gRPC control plane', () => {
       const usage = { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 };
       // Signed as another replica of this cluster signs: with the cluster's secret.
       const issued = Math.floor(t.server.plane.now() / 1000).toString(36);
-      const token = createHmac('sha256', t.store.reservationSecret())
-        .update(`peer9.1f.${issued}~only~qwen3-32b~acme`)
-        .digest('hex')
-        .slice(0, 16);
+      const token = reservationSigner(t.store.reservationSecret())(`peer9.1f.${issued}~only~qwen3-32b~acme`);
       const foreign = {
         reservationId: `peer9.1f.${issued}.${token}~only~qwen3-32b~acme`,
         usage,
