@@ -10,7 +10,8 @@
 //   3. a client flooding impossible requests (32 in flight) at 20,000 nodes: the share of another
 //      client's throughput that survives, against the share the no-work server keeps.
 // Run: npm run bench   (CPN_BENCH_NODES=10000,100000; CPN_BENCH_SECONDS=1 per measurement;
-// CPN_BENCH_PARTS=core,load,grpc,flood)
+// CPN_BENCH_PARTS=core,load,grpc,flood; CPN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=DIR" adds
+// node flags to the gRPC parts' server processes, e.g. to profile them)
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -296,7 +297,16 @@ async function startServerProcess(
 ): Promise<ServerProcess> {
   const child: ChildProcessWithoutNullStreams = spawn(
     process.execPath,
-    ['--import', 'tsx', 'test/bench/route-server.ts', mode, String(nodes), prices],
+    [
+      // Extra flags for the server processes alone (e.g. --cpu-prof to profile them).
+      ...(process.env.CPN_BENCH_SERVER_FLAGS ?? '').split(' ').filter((flag) => flag !== ''),
+      '--import',
+      'tsx',
+      'test/bench/route-server.ts',
+      mode,
+      String(nodes),
+      prices,
+    ],
     { stdio: ['pipe', 'pipe', 'pipe'] },
   );
   let stderr = '';
