@@ -350,7 +350,11 @@ export class ControlPlane {
   async routeMetered(request: RouteRequest, options: RouteOptions = {}): Promise<MeteredRouteResult> {
     const unmetered = { throttled: false, overQuota: false, reservedPoints: 0, metered: false };
     const admission = this.metering.admit(request, this.clock());
-    if (admission.kind === 'unmetered') return { ...this.route(request, options), ...unmetered };
+    if (admission.kind === 'unmetered') {
+      // Written out, not spread: this is every untenanted Route's path.
+      const { decision, reservation } = this.route(request, options);
+      return { decision, reservation, throttled: false, overQuota: false, reservedPoints: 0, metered: false };
+    }
     if (admission.kind === 'refused') {
       // An explained request for a model outside the package still lists the nodes, each with
       // the package as its verdict (no node can be reserved: every one is refused).
