@@ -1482,6 +1482,42 @@ class Search {
   }
 
   /**
+   * Puts the children of a cell on the frontier (those worth a place), except one whose key is
+   * the least left, anywhere: that one is returned, for the walk to take next without a push and
+   * a pop. -1 when there is none.
+   */
+  private pushChildren(tree: FlatTree, left: number, right: number): number {
+    const frontier = this.frontier;
+    const leftKept = !this.cellExcluded(tree, left) && this.keyed(this.bound(tree, left, this.walkCosted));
+    const leftKey = WALK_KEY[KEY] as number;
+    const leftTie = WALK_KEY[TIE] as number;
+    const rightKept = !this.cellExcluded(tree, right) && this.keyed(this.bound(tree, right, this.walkCosted));
+    const rightKey = WALK_KEY[KEY] as number;
+    const rightTie = WALK_KEY[TIE] as number;
+    let best = -1;
+    let bestKey = Number.POSITIVE_INFINITY;
+    let bestTie = Number.POSITIVE_INFINITY;
+    if (leftKept) {
+      best = left;
+      bestKey = leftKey;
+      bestTie = leftTie;
+    }
+    if (rightKept) {
+      if (best < 0 || rightKey < bestKey || (rightKey === bestKey && rightTie < bestTie)) {
+        if (best >= 0) frontier.push(bestKey, best, bestTie);
+        best = right;
+        bestKey = rightKey;
+        bestTie = rightTie;
+      } else frontier.push(rightKey, right, rightTie);
+    }
+    if (best < 0) return -1;
+    const topKey = frontier.peekKey();
+    if (bestKey < topKey || (bestKey === topKey && bestTie <= frontier.peekTie())) return best;
+    frontier.push(bestKey, best, bestTie);
+    return -1;
+  }
+
+  /**
    * Walks `tree` best-first, keyed `by` (see WalkKey): a cell goes on the frontier with its key
    * unless it is not worth a place (see keyed), the walk ends when the smallest key left is past
    * the bar, and every node of a leaf reached goes to `visit` with a lower bound of its RTT (see
@@ -1522,8 +1558,12 @@ class Search {
     let pops = 0;
     let capped = false;
     for (const root of tree.roots) this.pushCell(tree, root);
-    while (frontier.size > 0 && !this.pastBar(frontier.peekKey(), frontier.peekTie())) {
-      const top = frontier.pop() as number;
+    // A child whose key is the least left, taken without the frontier (see pushChildren).
+    let next = -1;
+    while (next >= 0 || (frontier.size > 0 && !this.pastBar(frontier.peekKey(), frontier.peekTie()))) {
+      let top = next;
+      if (top >= 0) next = -1;
+      else top = frontier.pop() as number;
       if (top < 0) {
         // A node (its slot i as -1 - i). Marked as visited: a node passed over unvisited is
         // looked at again by a walk that takes over, as one passed over by its slot bounds is.
@@ -1542,8 +1582,7 @@ class Search {
       const at = c * CELL_STRIDE;
       const left = leftChild(tree.cells, c);
       if (left >= 0) {
-        this.pushCell(tree, left);
-        this.pushCell(tree, tree.cells[at + C.right] as number);
+        next = this.pushChildren(tree, left, tree.cells[at + C.right] as number);
         continue;
       }
       const end = tree.cells[at + C.itemEnd] as number;
