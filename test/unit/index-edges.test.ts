@@ -107,6 +107,35 @@ describe('candidate index: prices that tie after a time-of-use factor', () => {
   });
 });
 
+describe('candidate index: the work cap', () => {
+  it('every node charged to the cap before it ran out is still read, best bound first', () => {
+    // Prices spread within each cell: the first leaf read charges its first nodes to the cap, and
+    // cells whose bound is below some of those nodes' wait beside them on the frontier when the
+    // cap runs out. Nothing bounds a node out (a ranking with room for every node charged, a
+    // budget every node meets): every node charged is read.
+    const nodes = Array.from({ length: 3000 }, (_, i) =>
+      record({
+        id: `n-${String(i).padStart(4, '0')}`,
+        km: (i * 7.3) % 900,
+        price: 1 + ((i * 37) % 100) / 100,
+        permanent: true,
+      }),
+    );
+    for (const maxVisits of [4, 6, 9]) {
+      const decision = decideRoute(
+        request({ explain: false, maxFallbacks: 16 }),
+        context(nodes, { maxVisits }),
+      );
+      const chosen = placed(decision);
+      expect(chosen.counts.truncated).toBe(true);
+      expect(chosen.counts.evaluated).toBe(maxVisits);
+      expect(chosen.fallbacks).toHaveLength(maxVisits - 1);
+      const costs = [chosen.placement, ...chosen.fallbacks].map((p) => p.estimate.cost);
+      expect(costs).toEqual([...costs].sort((x, y) => x - y));
+    }
+  });
+});
+
 describe('candidate index: a leaf no split divides', () => {
   it('nodes alike in place, price and rate rank by id, as a full scan would', () => {
     // No split separates them, so they share one leaf of 2,000: its queue is read sorted.
