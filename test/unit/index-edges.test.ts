@@ -19,6 +19,7 @@ import {
   noMix,
   PLACE_TREE,
   PRICE_TREE,
+  type RouteContext,
   type RouteDecision,
   type TreeKind,
   unlocatedCell,
@@ -133,6 +134,76 @@ describe('candidate index: the work cap', () => {
       const costs = [chosen.placement, ...chosen.fallbacks].map((p) => p.estimate.cost);
       expect(costs).toEqual([...costs].sort((x, y) => x - y));
     }
+  });
+});
+
+describe('candidate index: the price tree giving up', () => {
+  // A helper's review found these: the price tree gave up with nodes it had charged to the work cap
+  // still waiting on its frontier, and dropped them unread; the mixed tree charged them again.
+  const PRICE_TREE_FIRST = { priceTreeReach: 0 };
+
+  it('reads the nodes it charged before handing over: a cap of one visit a node is enough', () => {
+    const count = 8;
+    const nodes = Array.from({ length: count }, (_, i) =>
+      record({
+        id: `n-${i}`,
+        km: (i * 37) % 50,
+        permanent: true,
+        offers: [
+          offer({
+            price: {
+              inputPerMtok: 1 + ((i * 7) % count),
+              outputPerMtok: 1 + ((i * 5) % count) * 3,
+              cachedInputPerMtok: 0.1,
+            },
+          }),
+        ],
+      }),
+    );
+    const index = new CandidateIndex(256, [2, 2, 2]);
+    for (const node of nodes) index.put(node);
+    const ctx: RouteContext = {
+      ...context(nodes),
+      view: {
+        candidates: (model) => index.candidates(model),
+        allNodes: () => nodes,
+        nodeCount: () => nodes.length,
+        samplesFrom: () => undefined,
+      },
+      maxVisits: count,
+      searchTuning: { ...PRICE_TREE_FIRST, priceTreeMaxCells: 4 },
+    };
+    const decision = placed(
+      decideRoute(request({ explain: false, maxFallbacks: 16, latencyBudgetMs: 100_000 }), ctx),
+    );
+    expect(decision.counts.truncated).toBe(false);
+    expect(decision.fallbacks).toHaveLength(count - 1);
+  });
+
+  it('on a large registry too: every node charged is read once', () => {
+    const nodes = Array.from({ length: 3000 }, (_, i) =>
+      record({
+        id: `n-${String(i).padStart(4, '0')}`,
+        km: (i * 7.3) % 900,
+        permanent: true,
+        offers: [
+          offer({
+            price: {
+              inputPerMtok: 1 + ((i * 37) % 100) / 100,
+              outputPerMtok: 1 + ((i * 53) % 100) / 25,
+              cachedInputPerMtok: 0.1,
+            },
+          }),
+        ],
+      }),
+    );
+    const ctx = {
+      ...context(nodes, { maxVisits: 17 }),
+      searchTuning: { ...PRICE_TREE_FIRST, priceTreeMaxCells: 9 },
+    };
+    const decision = placed(decideRoute(request({ explain: false, maxFallbacks: 16 }), ctx));
+    expect(decision.counts.evaluated).toBe(17);
+    expect(decision.fallbacks).toHaveLength(16);
   });
 });
 

@@ -1554,9 +1554,12 @@ class Search {
     // takes a policy that ranks by its bounds in a total order; a policy without bounds visits
     // each leaf's nodes in leaf order (see LeafQueue), which a policy that collects every node in
     // the order met picks by.
-    const deferred = this.walkBy === BY_TTFT || this.p.policy.lowerBound !== undefined;
+    const { policy } = this.p;
+    const deferred =
+      this.walkBy === BY_TTFT || (policy.lowerBound !== undefined && policy.collect === 'ranked');
     let pops = 0;
     let capped = false;
+    let gaveUp = false;
     for (const root of tree.roots) this.pushCell(tree, root);
     // A child whose key is the least left, taken without the frontier (see pushChildren).
     let next = -1;
@@ -1572,11 +1575,17 @@ class Search {
         visit(tree.items[i] as IndexedNode, this.slotRttLowerBound(tree, i));
         continue;
       }
-      // Once the work cap is spent, only the nodes already charged to it are visited.
+      // Once the work cap is spent (or the walk gives up), only the nodes already charged to the
+      // cap are visited: each node is charged once, and a walk that takes over skips them as read.
       if (capped) continue;
       if (++pops > maxPops) {
-        frontier.clear();
-        return false;
+        if (!deferred) {
+          frontier.clear();
+          return false;
+        }
+        gaveUp = true;
+        capped = true;
+        continue;
       }
       const c = top;
       const at = c * CELL_STRIDE;
@@ -1656,7 +1665,7 @@ class Search {
       }
     }
     frontier.clear();
-    return true;
+    return !gaveUp;
   }
 
   /**
