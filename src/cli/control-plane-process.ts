@@ -126,6 +126,7 @@ export async function openStore(
       prefix: flags.etcdPrefix,
       tls,
       callTimeoutMs: flags.etcdTimeoutMs,
+      startupWaitMs: flags.etcdStartupWaitMs,
       statusFlushMs: flags.statusFlushMs,
       latency: DEFAULT_LATENCY_MODEL,
       regionCentroids,

@@ -49,6 +49,12 @@ export const SERVE_SETTINGS = {
     help: 'deadline of every etcd call; writes fail with UNAVAILABLE after it',
     default: 2000,
   },
+  etcdStartupWaitMs: {
+    kind: int(0, 600_000),
+    arg: '<ms>',
+    help: 'at start-up, how long to wait for etcd to answer (trying again, pauses growing to 4 s) before giving up; 0: one try',
+    default: 30_000,
+  },
   statusFlushMs: {
     kind: int(0, 600_000),
     arg: '<ms>',

@@ -3,9 +3,10 @@ import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RegisterNodeRequest } from '../../src/gen/cpn/v1/registry.js';
 import type { RouteRequest } from '../../src/gen/cpn/v1/scheduler.js';
+import { startServe } from '../helpers/cli.js';
 import { type EtcdServer, eventually, startEtcd } from '../helpers/etcd.js';
 import { ALL_NODES, ok, protoSpec, rpc } from '../helpers/grpc.js';
-import { type Replica, startReplica, stopReplica } from '../helpers/replica.js';
+import { type Replica, replicaOf, startReplica, stopReplica } from '../helpers/replica.js';
 
 const routeRequest: RouteRequest = {
   requestId: '',
@@ -145,6 +146,68 @@ describe('a replica while etcd is down', () => {
       const listed = await ok(registry, registry.listNodes, ALL_NODES);
       expect(listed.nodes.map((n) => n.spec?.id)).toEqual(['after', 'before']);
       expect((await ok(registry, registry.getStoreStatus, {})).reachable).toBe(true);
+    } finally {
+      await stopReplica(replica);
+      await etcd.destroy();
+    }
+  });
+});
+
+describe('a replica started while etcd is down', () => {
+  it('waits for etcd, trying again, then serves; it gives up after --etcd-startup-wait-ms, saying so', async () => {
+    const etcd = await startEtcd();
+    let replica: Replica | undefined;
+    try {
+      await etcd.stop();
+      // Given up: a short wait, and the message says how long it waited and which setting to raise.
+      const gaveUp = await startServe([
+        '--store',
+        'etcd',
+        '--etcd-endpoints',
+        etcd.endpoint,
+        '--etcd-timeout-ms',
+        '300',
+        '--etcd-startup-wait-ms',
+        '800',
+      ]).then(
+        () => 'started',
+        (error: Error) => error.message,
+      );
+      expect(gaveUp).toMatch(/exited with 1 before listening/);
+      expect(gaveUp).toMatch(
+        /etcd is unreachable .*\(waited \d+\.\d s at start-up; --etcd-startup-wait-ms\)/,
+      );
+
+      // Waited for: etcd starts once the replica has said it is trying again.
+      let retrying: () => void = () => undefined;
+      const retried = new Promise<void>((resolve) => {
+        retrying = resolve;
+      });
+      const starting = startServe(
+        ['--store', 'etcd', '--etcd-endpoints', etcd.endpoint, '--etcd-timeout-ms', '300'],
+        60_000,
+        {},
+        (chunk) => {
+          if (chunk.includes('etcd not answering at start-up')) retrying();
+        },
+      );
+      // (A replica that gave up instead fails here at once.)
+      await Promise.race([
+        retried,
+        starting.then(() => {
+          throw new Error('listening while etcd was down');
+        }),
+      ]);
+      await etcd.start();
+      const serve = await starting;
+      replica = replicaOf(serve);
+      const { registry, scheduler } = replica;
+      await ok(registry, registry.registerNode, {
+        spec: protoSpec('late', { inputPerMtok: 1 }),
+        ttlS: 60,
+        permanent: false,
+      });
+      expect((await ok(scheduler, scheduler.route, routeRequest)).placement?.nodeId).toBe('late');
     } finally {
       await stopReplica(replica);
       await etcd.destroy();

@@ -65,11 +65,15 @@ export interface ServeProcess {
   exited(): Promise<number | null>;
 }
 
-/** Starts `cpn serve` with `args` on a free port; resolves once it prints where it listens. */
+/**
+ * Starts `cpn serve` with `args` on a free port; resolves once it prints where it listens.
+ * `onStderr` sees its standard error as it comes (e.g. to act on a log line before it listens).
+ */
 export function startServe(
   args: readonly string[],
   timeoutMs = 20_000,
   env: Record<string, string> = {},
+  onStderr?: (chunk: string) => void,
 ): Promise<ServeProcess> {
   const child = spawn(
     process.execPath,
@@ -101,6 +105,7 @@ export function startServe(
     }, timeoutMs);
     child.stderr?.on('data', (chunk: Buffer) => {
       err += chunk.toString();
+      onStderr?.(chunk.toString());
     });
     child.stdout?.on('data', (chunk: Buffer) => {
       out += chunk.toString();

@@ -31,7 +31,11 @@ export function serveOnEtcd(
 
 /** Starts a replica on `etcd` (etcd calls time out after 1 s). */
 export async function startReplica(etcd: EtcdServer): Promise<Replica> {
-  const serve = await serveOnEtcd(etcd.endpoint, 1000);
+  return replicaOf(await serveOnEtcd(etcd.endpoint, 1000));
+}
+
+/** Operator clients to a `cpn serve` already started. */
+export function replicaOf(serve: ServeProcess): Replica {
   return {
     serve,
     registry: new RegistryClient(serve.address, credentials.createInsecure(), bearer(CLI_OPERATOR_KEY)),

@@ -72,8 +72,18 @@ export interface EtcdStoreOptions {
   readonly regionCentroids?: ReadonlyMap<string, LatLon>;
   /** Latency samples kept at most; past it the least recently updated go, here and in etcd. */
   readonly maxLatencySamples?: number;
+  /**
+   * How long open waits for etcd to answer (trying again with a growing pause) before it gives
+   * up: a replica may start while etcd is starting too, or busy. 0: one try.
+   */
+  readonly startupWaitMs?: number;
   readonly logger: Logger;
 }
+
+export const DEFAULT_ETCD_STARTUP_WAIT_MS = 30_000;
+/** The pause before open's first retry, and its longest (doubling in between). */
+const STARTUP_RETRY_FIRST_MS = 250;
+const STARTUP_RETRY_MAX_MS = 4000;
 
 export interface EtcdStoreStats {
   /** Puts, deletes and transactions sent to etcd. */
@@ -198,12 +208,33 @@ export class EtcdStore implements Store {
   /** Connects, loads the registry and starts watching. Fails if etcd cannot be reached. */
   static async open(options: EtcdStoreOptions): Promise<EtcdStore> {
     const store = new EtcdStore(options);
-    try {
-      await store.resync();
-      store.secret = await store.loadSecret();
-    } catch (error) {
-      store.client.close();
-      throw error;
+    const waitMs = options.startupWaitMs ?? DEFAULT_ETCD_STARTUP_WAIT_MS;
+    const started = performance.now();
+    for (let pauseMs = STARTUP_RETRY_FIRST_MS; ; pauseMs = Math.min(pauseMs * 2, STARTUP_RETRY_MAX_MS)) {
+      try {
+        await store.resync();
+        store.secret = await store.loadSecret();
+        break;
+      } catch (error) {
+        const waitedMs = performance.now() - started;
+        const unreachable = error instanceof StoreUnavailableError || isUnreachable(error);
+        if (unreachable && waitedMs + pauseMs <= waitMs) {
+          options.logger.warn('etcd not answering at start-up; trying again', {
+            err: (error as Error).message,
+            retryInMs: pauseMs,
+            waitedMs: Math.round(waitedMs),
+          });
+          await new Promise((resolve) => setTimeout(resolve, pauseMs));
+          continue;
+        }
+        store.client.close();
+        if (unreachable && waitMs > 0)
+          throw new StoreUnavailableError(
+            `${(error as Error).message} (waited ${(waitedMs / 1000).toFixed(1)} s at start-up; --etcd-startup-wait-ms)`,
+            error instanceof StoreUnavailableError ? error.sinceMs : undefined,
+          );
+        throw error;
+      }
     }
     store.every(options.probeIntervalMs ?? 2000, () => store.probeWatch());
     store.every(options.relistIntervalMs ?? 60_000, () => store.resync());
