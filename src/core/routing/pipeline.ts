@@ -1520,8 +1520,8 @@ class Search {
   /**
    * Walks `tree` best-first, keyed `by` (see WalkKey): a cell goes on the frontier with its key
    * unless it is not worth a place (see keyed), the walk ends when the smallest key left is past
-   * the bar, and every node of a leaf reached goes to `visit` with a lower bound of its RTT (see
-   * WalkOptions for the rest). Ends early when the work cap is spent; false when it gave up after
+   * the bar, and each node of a leaf reached that may rank goes to `visit`, with a lower bound of
+   * its RTT, when its turn comes (see below; WalkOptions for the rest). Ends early when the work cap is spent; false when it gave up after
    * `maxPops` cells. Keys and bounds travel through typed arrays and fields, never as numbers
    * passed between calls: a number passed to or returned from a call not inlined is boxed, and
    * a decision allocated several kilobytes of them.
