@@ -1475,10 +1475,28 @@ class Search {
     return !this.pastBar(key, tie);
   }
 
-  /** Puts cell `c` of the walk's tree on the frontier, unless it is excluded or not worth a place. */
+  /** Whether cell `c` of the walk's tree is worth a place (not excluded, see keyed); its key in WALK_KEY. */
+  private cellKeyed(tree: FlatTree, c: number): boolean {
+    return !this.cellExcluded(tree, c) && this.keyed(this.bound(tree, c, this.walkCosted));
+  }
+
+  /** Puts cell `c` of the walk's tree on the frontier, if it is worth a place. */
   private pushCell(tree: FlatTree, c: number): void {
-    if (this.cellExcluded(tree, c) || !this.keyed(this.bound(tree, c, this.walkCosted))) return;
-    this.frontier.push(WALK_KEY[KEY] as number, c, WALK_KEY[TIE] as number);
+    if (this.cellKeyed(tree, c)) this.frontier.push(WALK_KEY[KEY] as number, c, WALK_KEY[TIE] as number);
+  }
+
+  /**
+   * Visits node slot `i` of the walk's tree, marked as visited first: a node passed over unvisited
+   * is looked at again by a walk that takes over, as one passed over by its slot bounds is.
+   */
+  private visitSlot(
+    tree: FlatTree,
+    i: number,
+    rttLowerBoundMs: number,
+    visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
+  ): void {
+    if (this.tried === MARK) this.marks.triedBy[tree.ordinals[i] as number] = this.stamp;
+    visit(tree.items[i] as IndexedNode, rttLowerBoundMs);
   }
 
   /**
@@ -1488,10 +1506,10 @@ class Search {
    */
   private pushChildren(tree: FlatTree, left: number, right: number): number {
     const frontier = this.frontier;
-    const leftKept = !this.cellExcluded(tree, left) && this.keyed(this.bound(tree, left, this.walkCosted));
+    const leftKept = this.cellKeyed(tree, left);
     const leftKey = WALK_KEY[KEY] as number;
     const leftTie = WALK_KEY[TIE] as number;
-    const rightKept = !this.cellExcluded(tree, right) && this.keyed(this.bound(tree, right, this.walkCosted));
+    const rightKept = this.cellKeyed(tree, right);
     const rightKey = WALK_KEY[KEY] as number;
     const rightTie = WALK_KEY[TIE] as number;
     let best = -1;
@@ -1568,11 +1586,9 @@ class Search {
       if (top >= 0) next = -1;
       else top = frontier.pop() as number;
       if (top < 0) {
-        // A node (its slot i as -1 - i). Marked as visited: a node passed over unvisited is
-        // looked at again by a walk that takes over, as one passed over by its slot bounds is.
+        // A node, its slot i as -1 - i.
         const i = -1 - top;
-        if (this.tried === MARK) this.marks.triedBy[tree.ordinals[i] as number] = this.stamp;
-        visit(tree.items[i] as IndexedNode, this.slotRttLowerBound(tree, i));
+        this.visitSlot(tree, i, this.slotRttLowerBound(tree, i), visit);
         continue;
       }
       // Once the work cap is spent (or the walk gives up), only the nodes already charged to the
@@ -1653,11 +1669,7 @@ class Search {
       queue.start();
       for (let q = queue.next(); q >= 0; q = queue.next()) {
         if (this.pastBar(queue.keys[q] as number, queue.ties[q] as number)) break;
-        const i = queue.slots[q] as number;
-        // Marked as visited (a node passed over unvisited is looked at again by a walk that takes
-        // over, as one passed over by its slot bounds is).
-        if (this.tried === MARK) this.marks.triedBy[tree.ordinals[i] as number] = this.stamp;
-        visit(tree.items[i] as IndexedNode, queue.rtts[q] as number);
+        this.visitSlot(tree, queue.slots[q] as number, queue.rtts[q] as number, visit);
       }
       if (capped) {
         frontier.clear();
