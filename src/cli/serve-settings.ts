@@ -11,6 +11,7 @@ import { DEFAULT_MAX_REGION_LABELS } from '../ops/metrics.js';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_TENANT } from '../plane/sessions.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../server/connections.js';
 import { DEFAULT_MAX_NODES } from '../server/services.js';
+import { DEFAULT_ETCD_STARTUP_WAIT_MS } from '../store/etcd/etcd-store.js';
 import { DEFAULT_MAX_LATENCY_SAMPLES } from '../store/registry-index.js';
 import { choice, int, list, type Setting, SettingsTable, type SettingValues, text } from './settings.js';
 
@@ -53,7 +54,7 @@ export const SERVE_SETTINGS = {
     kind: int(0, 600_000),
     arg: '<ms>',
     help: 'at start-up, how long to wait for etcd to answer (trying again, pauses growing to 4 s) before giving up; 0: one try',
-    default: 30_000,
+    default: DEFAULT_ETCD_STARTUP_WAIT_MS,
   },
   statusFlushMs: {
     kind: int(0, 600_000),

@@ -174,6 +174,9 @@ export interface PricingView {
 
 const performanceClock: Clock = () => performance.now();
 
+/** What a Route that no package admitted (or one refused or cancelled) says of its metering. */
+const UNMETERED = { throttled: false, overQuota: false, reservedPoints: 0, metered: false } as const;
+
 /**
  * A reservation token: a SipHash-2-4 of the rest of the id (64 bits), keyed by 128 bits derived
  * from the cluster's secret (so every replica signs and checks alike). A keyed PRF made for short
@@ -348,12 +351,11 @@ export class ControlPlane {
    * requests see it; it is given back if the hold is refused.
    */
   async routeMetered(request: RouteRequest, options: RouteOptions = {}): Promise<MeteredRouteResult> {
-    const unmetered = { throttled: false, overQuota: false, reservedPoints: 0, metered: false };
     const admission = this.metering.admit(request, this.clock());
     if (admission.kind === 'unmetered') {
-      // Written out, not spread: this is every untenanted Route's path.
+      // Not spread from the route's result: this is every untenanted Route's path.
       const { decision, reservation } = this.route(request, options);
-      return { decision, reservation, throttled: false, overQuota: false, reservedPoints: 0, metered: false };
+      return { decision, reservation, ...UNMETERED };
     }
     if (admission.kind === 'refused') {
       // An explained request for a model outside the package still lists the nodes, each with
@@ -365,14 +367,14 @@ export class ControlPlane {
       return {
         decision: refusedDecision(request, admission.refusal),
         reservation: undefined,
-        ...unmetered,
+        ...UNMETERED,
         ...(explained?.kind === 'infeasible' ? { explained } : {}),
       };
     }
     const routed = this.route(admission.request, options);
     const reservation = routed.reservation;
     if (reservation === undefined || routed.decision.kind !== 'placed')
-      return { ...routed, ...unmetered, throttled: admission.throttled };
+      return { ...routed, ...UNMETERED, throttled: admission.throttled };
     const placement = routed.decision.placement;
     const offer = this.store.getNode(placement.nodeId)?.spec.models.find((o) => o.model === request.model);
     let held: Awaited<ReturnType<Metering['hold']>>;
@@ -394,12 +396,12 @@ export class ControlPlane {
     }
     if (held.kind === 'refused') {
       this.reservations.release(reservation.id);
-      return { decision: refusedDecision(request, held.refusal), reservation: undefined, ...unmetered };
+      return { decision: refusedDecision(request, held.refusal), reservation: undefined, ...UNMETERED };
     }
     if (options.isCancelled?.() === true) {
       this.reservations.release(reservation.id);
       await this.metering.cancel(admission, reservation.id);
-      return { decision: routed.decision, reservation: undefined, ...unmetered };
+      return { decision: routed.decision, reservation: undefined, ...UNMETERED };
     }
     return {
       ...routed,
