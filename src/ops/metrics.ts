@@ -83,17 +83,21 @@ const INFEASIBLE_OUTCOME: Readonly<Record<InfeasibleReason, string>> = {
 /** The outcome and level labels of cpn_route_decisions_total, by index. */
 const OUTCOMES = ['placed', 'degraded', 'refused', ...Object.values(INFEASIBLE_OUTCOME)];
 const LEVEL_LABELS = [...LEVELS, 'none'];
-const NO_LEVEL = LEVELS.length;
 /**
  * Series of the decision batch: outcome × level (each a count of decisions), then the decision
  * time, then the slack at each level.
  */
+const outcomeSeries = (outcome: string, level: string): number =>
+  OUTCOMES.indexOf(outcome) * LEVEL_LABELS.length + LEVEL_LABELS.indexOf(level);
 const DECISION_SECONDS = OUTCOMES.length * LEVEL_LABELS.length;
 const SLACK_SERIES = DECISION_SECONDS + 1;
-
-function outcomeSeries(outcome: string, level: number): number {
-  return OUTCOMES.indexOf(outcome) * LEVEL_LABELS.length + level;
-}
+/** The series a decision counts in, worked out once rather than per Route. */
+const PLACED_AT = LEVELS.map((level) => outcomeSeries('placed', level));
+const DEGRADED_AT = LEVELS.map((level) => outcomeSeries('degraded', level));
+const REFUSED = outcomeSeries('refused', 'none');
+const INFEASIBLE = Object.fromEntries(
+  Object.entries(INFEASIBLE_OUTCOME).map(([reason, outcome]) => [reason, outcomeSeries(outcome, 'none')]),
+) as Readonly<Record<InfeasibleReason, number>>;
 
 export class ControlPlaneMetrics {
   readonly registry = new Registry();
@@ -292,15 +296,15 @@ export class ControlPlaneMetrics {
     const batch = this.decisionBatch;
     batch.add(DECISION_SECONDS, seconds);
     if (decision.kind === 'refused') {
-      batch.add(outcomeSeries('refused', NO_LEVEL), 1);
+      batch.add(REFUSED, 1);
       return;
     }
     if (decision.kind === 'infeasible') {
-      batch.add(outcomeSeries(INFEASIBLE_OUTCOME[decision.reason], NO_LEVEL), 1);
+      batch.add(INFEASIBLE[decision.reason], 1);
       return;
     }
     const level = LEVELS.indexOf(decision.placement.level);
-    batch.add(outcomeSeries(decision.degraded ? 'degraded' : 'placed', level), 1);
+    batch.add((decision.degraded ? DEGRADED_AT : PLACED_AT)[level] as number, 1);
     batch.add(SLACK_SERIES + level, (budgetMs - decision.placement.estimate.ttftMs) / 1000);
   }
 
