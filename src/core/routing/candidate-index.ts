@@ -211,10 +211,10 @@ export const C = {
   /** The least prices along the kept mixes between input alone and output alone (see MIX_STEPS). */
   mix1: 10,
   /**
-   * The right child's index; -1 in a leaf. The left child is the next cell (cells are in
-   * depth-first order): see leftChild.
+   * The first child's index; -1 in a leaf. The second child is the cell after it: a cell's
+   * children are read together, from one run of memory (see leftChild).
    */
-  right: 11,
+  child: 11,
   /** The cell's node slots are [itemStart, itemEnd) (a subtree's nodes are contiguous). */
   itemStart: 12,
   itemEnd: 13,
@@ -228,9 +228,9 @@ const MIX_FIELDS = [C.minInput, C.mix1, C.mix2, C.minOutput] as const;
 /** The cell fields priceCells works out from the slots, in the order of its `least`. */
 const PRICED_FIELDS = [C.minInput, C.minOutput, C.minCached, C.mix1, C.mix2] as const;
 
-/** The left child of cell `c` (an index, not an offset), or -1 for a leaf. */
+/** The first child of cell `c` (an index, not an offset), or -1 for a leaf; the second is the next cell. */
 export function leftChild(cells: Float64Array, c: number): number {
-  return (cells[c * CELL_STRIDE + C.right] as number) < 0 ? -1 : c + 1;
+  return cells[c * CELL_STRIDE + C.child] as number;
 }
 
 /** Whether the cell at offset `at` holds nodes with no coordinates (its radius is negative). */
@@ -406,7 +406,7 @@ interface TreeValidity {
   readonly untilMs: number;
 }
 
-/** A built tree: cells in depth-first order, nodes in leaf order. */
+/** A built tree: each cell before its children, a cell's two children side by side, nodes in leaf order. */
 export interface FlatTree {
   /**
    * Whether the cells' minimum prices already include the multipliers (then a cell's cost bound
@@ -1033,11 +1033,16 @@ class TreeBuilder {
     this.cells[c * CELL_STRIDE + field] = value;
   }
 
-  /** Adds a cell bounding the nodes of `order[lo, hi)`; returns its index. */
-  private cell(lo: number, hi: number, spatial: number): number {
-    const { keys, order } = this;
+  /** Adds an empty cell; returns its index. */
+  private alloc(): number {
     const c = this.cells.length / CELL_STRIDE;
     for (let f = 0; f < CELL_STRIDE; f += 1) this.cells.push(0);
+    return c;
+  }
+
+  /** Makes cell `c` bound the nodes of `order[lo, hi)`. */
+  private cell(c: number, lo: number, hi: number, spatial: number): void {
+    const { keys, order } = this;
     // Its prices are worked out once the tree is built (priceCells).
     let maxPrefill = 0;
     let levelMask = 0;
@@ -1093,8 +1098,7 @@ class TreeBuilder {
     );
     this.set(c, C.regionBits, regionBits);
     if (groups !== undefined) this.cellGroups.push(...groups);
-    this.set(c, C.right, -1);
-    return c;
+    this.set(c, C.child, -1);
   }
 
   /**
@@ -1104,7 +1108,14 @@ class TreeBuilder {
    * (one site, one price) yields to the other, and a cell alike in both splits by prefill rate.
    */
   build(lo: number, hi: number, depth: number, spatial: number, kind: TreeKind): number {
-    const c = this.cell(lo, hi, spatial);
+    const c = this.alloc();
+    this.grow(c, lo, hi, depth, spatial, kind);
+    return c;
+  }
+
+  /** Makes cell `c` the root of build's tree over `order[lo, hi)`. */
+  private grow(c: number, lo: number, hi: number, depth: number, spatial: number, kind: TreeKind): void {
+    this.cell(c, lo, hi, spatial);
     this.set(c, C.itemStart, this.items.length);
     let split: { key: number; spread: number } | undefined;
     if (hi - lo > this.leafSize) {
@@ -1125,18 +1136,18 @@ class TreeBuilder {
       this.sortBy(lo, hi, K.negPrefill);
       for (let i = lo; i < hi; i += 1) this.items.push(this.nodes[this.order[i] as number] as IndexedNode);
       this.set(c, C.itemEnd, this.items.length);
-      return c;
+      return;
     }
     // The median by the split key, in place: no sort, no copies (a build is O(n log n)).
     const middle = (lo + hi) >> 1;
     this.selectRank(lo, hi, middle, split.key);
-    const left = this.build(lo, middle, depth + 1, spatial, kind);
-    const right = this.build(middle, hi, depth + 1, spatial, kind);
-    // Depth first: the left child is the next cell (see leftChild).
-    if (left !== c + 1) throw new Error('cells must be in depth-first order');
-    this.set(c, C.right, right);
+    // The two children side by side, each after its parent (see priceCells).
+    const left = this.alloc();
+    this.alloc();
+    this.grow(left, lo, middle, depth + 1, spatial, kind);
+    this.grow(left + 1, middle, hi, depth + 1, spatial, kind);
+    this.set(c, C.child, left);
     this.set(c, C.itemEnd, this.items.length);
-    return c;
   }
 
   /**
@@ -1305,8 +1316,8 @@ function priceCells(cells: Float64Array, slots: Float64Array): CellPricing {
   let tighten = false;
   // By PRICED_FIELDS: the cell's least input, output and cached prices, and its middle mixes.
   const least = new Float64Array(PRICED_FIELDS.length);
-  // Cells are in depth-first order: a parent's children come after it, so from the last cell
-  // back every child is done before its parent.
+  // A parent's children come after it, so from the last cell back every child is done before
+  // its parent.
   for (let c = cells.length / CELL_STRIDE - 1; c >= 0; c -= 1) {
     const at = c * CELL_STRIDE;
     const left = leftChild(cells, c);
@@ -1327,8 +1338,8 @@ function priceCells(cells: Float64Array, slots: Float64Array): CellPricing {
           );
       }
     } else {
-      const r = (cells[at + C.right] as number) * CELL_STRIDE;
       const l = left * CELL_STRIDE;
+      const r = l + CELL_STRIDE;
       for (let f = 0; f < PRICED_FIELDS.length; f += 1) {
         const field = PRICED_FIELDS[f] as number;
         least[f] = Math.min(cells[l + field] as number, cells[r + field] as number);

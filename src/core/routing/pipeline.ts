@@ -1438,7 +1438,7 @@ class Search {
       } else {
         stack[top] = left;
         stack[top + 1] = depth + 1;
-        stack[top + 2] = cells[at + C.right] as number;
+        stack[top + 2] = left + 1;
         stack[top + 3] = depth + 1;
         top += 4;
       }
@@ -1607,7 +1607,7 @@ class Search {
       const at = c * CELL_STRIDE;
       const left = leftChild(tree.cells, c);
       if (left >= 0) {
-        next = this.pushChildren(tree, left, tree.cells[at + C.right] as number);
+        next = this.pushChildren(tree, left, left + 1);
         continue;
       }
       const end = tree.cells[at + C.itemEnd] as number;
