@@ -542,6 +542,27 @@ describe('candidate index (property)', () => {
     );
   });
 
+  it("decides as a full scan when the budget is exactly some node's RTT plus prefill (its reach's very edge)", () => {
+    // Random budgets seldom fall within a hair of a node: these put one node on the edge of the
+    // reach, where a bound a little too tight (a cell's distance, a node's, its prefill) loses it.
+    fc.assert(
+      fc.property(scenarioArb, fc.nat(5), (s, k) => {
+        const { nodes, req: drawn, ctx, reservations } = setUp(s);
+        const open = { ...drawn, latencyBudgetMs: Number.MAX_VALUE };
+        const reach = (j: Judged) =>
+          (j.estimate as Estimate).networkRttMs + (j.estimate as Estimate).prefillMs;
+        const edges = fullScan(nodes, open, ctx, reservations)
+          .judged.filter((j) => j.estimate !== undefined)
+          .map(reach)
+          .sort((a, b) => a - b);
+        if (edges.length === 0) return;
+        const req = { ...drawn, latencyBudgetMs: edges[Math.min(k, edges.length - 1)] as number };
+        expectAsFullScan(decideRoute(req, ctx), req, fullScan(nodes, req, ctx, reservations));
+      }),
+      { numRuns: 600 },
+    );
+  });
+
   it('decides as a full scan after loads fall: what earlier decisions learnt of loads is forgotten', () => {
     // Earlier decisions keep, per node, the load they saw, and later ones pass over a node whose
     // queue alone puts it past their budget (see LoadFloors). Loads then fall every way they can:

@@ -10,7 +10,10 @@ import {
   C,
   CandidateIndex,
   CELL_STRIDE,
+  cellItemStart,
+  cellLevelMask,
   cellMixBound,
+  cellSize,
   decideRoute,
   type FlatTree,
   MIXED_TREE,
@@ -364,8 +367,7 @@ describe('candidate index: levels apart', () => {
     const masksOf = (kind: TreeKind) => {
       const tree = treeOf(index, kind);
       const masks: number[] = [];
-      for (let at = 0; at < tree.cells.length; at += CELL_STRIDE)
-        masks.push(tree.cells[at + C.levelMask] as number);
+      for (let at = 0; at < tree.cells.length; at += CELL_STRIDE) masks.push(cellLevelMask(tree.cells, at));
       return { masks, roots: tree.roots.length };
     };
     const oneBit = (mask: number) => mask > 0 && (mask & (mask - 1)) === 0;
@@ -403,7 +405,7 @@ describe('candidate index: levels apart', () => {
       const tree = treeOf(index, kind);
       return Array.from(tree.roots, (root) => {
         const at = root * CELL_STRIDE;
-        return (tree.cells[at + C.itemEnd] as number) - (tree.cells[at + C.itemStart] as number);
+        return cellSize(tree.cells, at);
       });
     };
     expect(rootSizes(PRICE_TREE)).toEqual([50, 50]);
@@ -463,11 +465,8 @@ describe('candidate index: mixes of input and output prices', () => {
     for (let c = 0; c < tree.cells.length / CELL_STRIDE; c += 1) {
       const at = c * CELL_STRIDE;
       let cheapest = Number.POSITIVE_INFINITY;
-      for (
-        let i = tree.cells[at + C.itemStart] as number;
-        i < (tree.cells[at + C.itemEnd] as number);
-        i += 1
-      ) {
+      const start = cellItemStart(tree.cells, at);
+      for (let i = start; i < start + cellSize(tree.cells, at); i += 1) {
         const { price } = (
           tree.items[i] as { offer: { price: { inputPerMtok: number; outputPerMtok: number } } }
         ).offer;

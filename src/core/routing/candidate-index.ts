@@ -191,36 +191,43 @@ export const UNLOCATED = 1;
  * not for 1,600 scattered reads).
  */
 export const C = {
-  /** Cap centre (unit vector) and radius in radians; radius -1 for nodes with no coordinates. */
-  cx: 0,
-  cy: 1,
-  cz: 2,
-  radius: 3,
-  minInput: 4,
-  minOutput: 5,
-  minCached: 6,
-  maxPrefill: 7,
-  /** LEVEL_BIT bits of the levels present. */
-  levelMask: 8,
+  /**
+   * The box (in unit-vector space) of the cell's nodes: least and greatest x, y and z. NaN in
+   * loX for nodes with no coordinates (see unlocatedCell). Tighter than a cap round the nodes'
+   * centre: a kd cell is a box, and a reach-bound search pops a fifth fewer cells by it.
+   */
+  loX: 0,
+  loY: 1,
+  loZ: 2,
+  hiX: 3,
+  hiY: 4,
+  hiZ: 5,
+  minInput: 6,
+  minOutput: 7,
+  minCached: 8,
+  /** The least prices along the kept mixes between input alone and output alone (see MIX_STEPS). */
+  mix1: 9,
+  mix2: 10,
+  maxPrefill: 11,
+  /** regionBitFor of every region present (its IndexGroup.regionIndex), OR-ed. */
+  regionBits: 12,
   /**
    * The cell's distinct group ids are `cellGroups[start .. start + count]`, packed as
    * start × GROUPS_PACK + count + 1 (count -1: too many to list; see cellGroupStart and
    * cellGroupCount).
    */
-  groups: 9,
-  /** The least prices along the kept mixes between input alone and output alone (see MIX_STEPS). */
-  mix1: 10,
+  groups: 13,
   /**
-   * The first child's index; -1 in a leaf. The second child is the cell after it: a cell's
-   * children are read together, from one run of memory (see leftChild).
+   * An inner cell's first child (an index): the second is the cell after it, so that a cell's
+   * children are read together, from one run of memory (see leftChild). A leaf's nodes are the
+   * slots from -1 - child (see cellItemStart).
    */
-  child: 11,
-  /** The cell's node slots are [itemStart, itemEnd) (a subtree's nodes are contiguous). */
-  itemStart: 12,
-  itemEnd: 13,
-  mix2: 14,
-  /** regionBitFor of every region present (its IndexGroup.regionIndex), OR-ed. */
-  regionBits: 15,
+  child: 14,
+  /**
+   * How many node slots the cell holds (its subtree's) times LEVELS_PACK, plus the LEVEL_BIT bits
+   * of the levels present (see cellSize and cellLevelMask): packed, so that a cell is 16 numbers.
+   */
+  sizeLevels: 15,
 } as const;
 export const CELL_STRIDE = 16;
 /** Where a cell keeps its least price along kept mix k (see MIX_STEPS; the ends are its least prices). */
@@ -230,13 +237,35 @@ const PRICED_FIELDS = [C.minInput, C.minOutput, C.minCached, C.mix1, C.mix2] as 
 
 /** The first child of cell `c` (an index, not an offset), or -1 for a leaf; the second is the next cell. */
 export function leftChild(cells: Float64Array, c: number): number {
-  return cells[c * CELL_STRIDE + C.child] as number;
+  const child = cells[c * CELL_STRIDE + C.child] as number;
+  return child < 0 ? -1 : child;
 }
 
-/** Whether the cell at offset `at` holds nodes with no coordinates (its radius is negative). */
-export function unlocatedCell(cells: Float64Array, at: number): boolean {
-  return (cells[at + C.radius] as number) < 0;
+/** The first node slot of the cell at offset `at` (its subtree's first, for an inner cell). */
+export function cellItemStart(cells: Float64Array, at: number): number {
+  let child = cells[at + C.child] as number;
+  while (child >= 0) child = cells[child * CELL_STRIDE + C.child] as number;
+  return -1 - child;
 }
+
+/** How many node slots the cell at offset `at` holds (its subtree's, for an inner cell). */
+export function cellSize(cells: Float64Array, at: number): number {
+  return Math.floor((cells[at + C.sizeLevels] as number) / LEVELS_PACK);
+}
+
+/** The LEVEL_BIT bits of the levels the cell at offset `at` holds. */
+export function cellLevelMask(cells: Float64Array, at: number): number {
+  const packed = cells[at + C.sizeLevels] as number;
+  return packed - Math.floor(packed / LEVELS_PACK) * LEVELS_PACK;
+}
+const LEVELS_PACK = 16;
+
+/** Whether the cell at offset `at` holds nodes with no coordinates (its box is NaN). */
+export function unlocatedCell(cells: Float64Array, at: number): boolean {
+  return Number.isNaN(cells[at + C.loX] as number);
+}
+/** The box a build is working out (see C.loX). */
+const BOX = new Float64Array(6);
 const GROUPS_PACK = 16;
 // A listed count (up to MAX_CELL_GROUPS) plus one must stay below GROUPS_PACK to unpack.
 if (MAX_CELL_GROUPS + 1 >= GROUPS_PACK) throw new Error('MAX_CELL_GROUPS must be below GROUPS_PACK - 1');
@@ -1048,9 +1077,12 @@ class TreeBuilder {
     let levelMask = 0;
     let regionBits = 0;
     let groups: number[] | undefined = [];
-    let sx = 0;
-    let sy = 0;
-    let sz = 0;
+    // No coordinates: a NaN box says so (see unlocatedCell).
+    const box = BOX.fill(Number.NaN);
+    if (spatial === CAP) {
+      box.fill(Number.POSITIVE_INFINITY, 0, 3);
+      box.fill(Number.NEGATIVE_INFINITY, 3, 6);
+    }
     for (let i = lo; i < hi; i += 1) {
       const at = (order[i] as number) * K_STRIDE;
       maxPrefill = Math.max(maxPrefill, -(keys[at + K.negPrefill] as number));
@@ -1059,38 +1091,16 @@ class TreeBuilder {
       const group = keys[at + K.group] as number;
       if (groups !== undefined && !groups.includes(group))
         groups = groups.length < MAX_CELL_GROUPS ? [...groups, group] : undefined;
-      sx += keys[at + K.x] as number;
-      sy += keys[at + K.y] as number;
-      sz += keys[at + K.z] as number;
-    }
-    // No coordinates: a negative radius says so (see unlocatedCell).
-    let center: Vec3 = { x: 1, y: 0, z: 0 };
-    let radiusRad = -1;
-    if (spatial === CAP) {
-      const norm = Math.hypot(sx, sy, sz);
-      if (norm > 1e-9) center = { x: sx / norm, y: sy / norm, z: sz / norm };
-      else {
-        const at = (order[lo] as number) * K_STRIDE;
-        center = { x: keys[at + K.x] as number, y: keys[at + K.y] as number, z: keys[at + K.z] as number };
+      if (spatial !== CAP) continue;
+      for (let axis = 0; axis < 3; axis += 1) {
+        const value = keys[at + K.x + axis] as number;
+        if (value < (box[axis] as number)) box[axis] = value;
+        if (value > (box[3 + axis] as number)) box[3 + axis] = value;
       }
-      let maxDot = 1;
-      for (let i = lo; i < hi; i += 1) {
-        const at = (order[i] as number) * K_STRIDE;
-        const dot =
-          center.x * (keys[at + K.x] as number) +
-          center.y * (keys[at + K.y] as number) +
-          center.z * (keys[at + K.z] as number);
-        if (dot < maxDot) maxDot = dot;
-      }
-      // The widest angle is the smallest dot product: one acos per cell, not one per node.
-      radiusRad = Math.acos(maxDot >= 1 ? 1 : maxDot <= -1 ? -1 : maxDot) + ANGLE_SLACK_RAD;
     }
-    this.set(c, C.cx, center.x);
-    this.set(c, C.cy, center.y);
-    this.set(c, C.cz, center.z);
-    this.set(c, C.radius, radiusRad);
+    for (let k = 0; k < 6; k += 1) this.set(c, C.loX + k, box[k] as number);
     this.set(c, C.maxPrefill, maxPrefill);
-    this.set(c, C.levelMask, levelMask);
+    this.set(c, C.sizeLevels, (hi - lo) * LEVELS_PACK + levelMask);
     this.set(
       c,
       C.groups,
@@ -1098,7 +1108,6 @@ class TreeBuilder {
     );
     this.set(c, C.regionBits, regionBits);
     if (groups !== undefined) this.cellGroups.push(...groups);
-    this.set(c, C.child, -1);
   }
 
   /**
@@ -1116,7 +1125,6 @@ class TreeBuilder {
   /** Makes cell `c` the root of build's tree over `order[lo, hi)`. */
   private grow(c: number, lo: number, hi: number, depth: number, spatial: number, kind: TreeKind): void {
     this.cell(c, lo, hi, spatial);
-    this.set(c, C.itemStart, this.items.length);
     let split: { key: number; spread: number } | undefined;
     if (hi - lo > this.leafSize) {
       const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
@@ -1134,8 +1142,8 @@ class TreeBuilder {
     if (split === undefined) {
       // Fastest prefill first: a search stops reading a leaf at the first node too slow to fit.
       this.sortBy(lo, hi, K.negPrefill);
+      this.set(c, C.child, -1 - this.items.length);
       for (let i = lo; i < hi; i += 1) this.items.push(this.nodes[this.order[i] as number] as IndexedNode);
-      this.set(c, C.itemEnd, this.items.length);
       return;
     }
     // The median by the split key, in place: no sort, no copies (a build is O(n log n)).
@@ -1147,7 +1155,6 @@ class TreeBuilder {
     this.grow(left, lo, middle, depth + 1, spatial, kind);
     this.grow(left + 1, middle, hi, depth + 1, spatial, kind);
     this.set(c, C.child, left);
-    this.set(c, C.itemEnd, this.items.length);
   }
 
   /**
@@ -1323,8 +1330,9 @@ function priceCells(cells: Float64Array, slots: Float64Array): CellPricing {
     const left = leftChild(cells, c);
     least.fill(Number.POSITIVE_INFINITY);
     if (left < 0) {
-      const end = cells[at + C.itemEnd] as number;
-      for (let i = cells[at + C.itemStart] as number; i < end; i += 1) {
+      const start = cellItemStart(cells, at);
+      const end = start + cellSize(cells, at);
+      for (let i = start; i < end; i += 1) {
         const slot = i * SLOT_STRIDE;
         least[0] = Math.min(least[0] as number, slots[slot + S.input] as number);
         least[1] = Math.min(least[1] as number, slots[slot + S.output] as number);

@@ -51,7 +51,9 @@ import {
   CELL_STRIDE,
   cellGroupCount,
   cellGroupStart,
+  cellLevelMask,
   cellMixBound,
+  cellSize,
   type FlatTree,
   type GroupScratch,
   type IndexedNode,
@@ -696,9 +698,38 @@ function chordTo(v: Vec3, xyz: Float64Array, at: number): number {
   return Math.sqrt(dx * dx + dy * dy + dz * dz);
 }
 
-/** How many node slots the cell at offset `at` holds (its subtree's, for an inner cell). */
-function cellSize(cells: Float64Array, at: number): number {
-  return (cells[at + C.itemEnd] as number) - (cells[at + C.itemStart] as number);
+/**
+ * The chord between unit vector `v` and the nearest point of the box of the cell at offset `at`
+ * (see C.loX): never longer than the chord to any of its nodes, so a lower bound of the angle.
+ */
+function boxChordTo(v: Vec3, cells: Float64Array, at: number): number {
+  const loX = cells[at + C.loX] as number;
+  const hiX = cells[at + C.hiX] as number;
+  const loY = cells[at + C.loY] as number;
+  const hiY = cells[at + C.hiY] as number;
+  const loZ = cells[at + C.loZ] as number;
+  const hiZ = cells[at + C.hiZ] as number;
+  const dx = v.x < loX ? loX - v.x : v.x > hiX ? v.x - hiX : 0;
+  const dy = v.y < loY ? loY - v.y : v.y > hiY ? v.y - hiY : 0;
+  const dz = v.z < loZ ? loZ - v.z : v.z > hiZ ? v.z - hiZ : 0;
+  return Math.sqrt(dx * dx + dy * dy + dz * dz);
+}
+
+/** The chord between unit vector `v` and the farthest corner of the box of the cell at offset `at`. */
+function farChordTo(v: Vec3, cells: Float64Array, at: number): number {
+  const dx = Math.max(
+    Math.abs(v.x - (cells[at + C.loX] as number)),
+    Math.abs(v.x - (cells[at + C.hiX] as number)),
+  );
+  const dy = Math.max(
+    Math.abs(v.y - (cells[at + C.loY] as number)),
+    Math.abs(v.y - (cells[at + C.hiY] as number)),
+  );
+  const dz = Math.max(
+    Math.abs(v.z - (cells[at + C.loZ] as number)),
+    Math.abs(v.z - (cells[at + C.hiZ] as number)),
+  );
+  return Math.sqrt(dx * dx + dy * dy + dz * dz);
 }
 
 /** One decision's searches over the index, and what they counted. */
@@ -943,7 +974,7 @@ class Search {
     const { p } = this;
     const cells = tree.cells;
     const at = c * CELL_STRIDE;
-    const mask = cells[at + C.levelMask] as number;
+    const mask = cellLevelMask(cells, at);
     // A priced tree's minimum prices already include this decision's multipliers.
     // Uncosted (a walk keyed by TTFT alone), the cost bound is left unpriced.
     const multiplier = tree.priced || !costed ? 1 : this.cellMultiplier(tree, at, mask);
@@ -984,9 +1015,9 @@ class Search {
     // The smallest overhead of the cell's levels, and the cross-region penalty unless the cell
     // may hold a node in the client's region.
     const coordinateBaseMs =
-      (this.minOverheads[cells[at + C.levelMask] as number] as number) +
+      (this.minOverheads[cellLevelMask(cells, at)] as number) +
       (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0);
-    const angle = chordTo(vector, cells, at + C.cx) - (cells[at + C.radius] as number) - ANGLE_SLACK_RAD;
+    const angle = boxChordTo(vector, cells, at) - ANGLE_SLACK_RAD;
     return (angle > 0 ? angle * this.p.msPerRad : 0) + coordinateBaseMs;
   }
 
@@ -1011,7 +1042,7 @@ class Search {
     if (count < 0) {
       const latency = this.p.ctx.latency;
       return (
-        (this.minOverheads[cells[at + C.levelMask] as number] as number) +
+        (this.minOverheads[cellLevelMask(cells, at)] as number) +
         Math.min(latency.sameRegionRttMs, latency.crossRegionRttMs)
       );
     }
@@ -1077,7 +1108,7 @@ class Search {
   private cellExcluded(tree: FlatTree, c: number): boolean {
     if (this.excluded === undefined) return false;
     const at = c * CELL_STRIDE;
-    if (((tree.cells[at + C.levelMask] as number) & this.allowedLevelMask) === 0) return true;
+    if ((cellLevelMask(tree.cells, at) & this.allowedLevelMask) === 0) return true;
     const count = cellGroupCount(tree.cells, at);
     if (count < 0) return false;
     const start = cellGroupStart(tree.cells, at);
@@ -1425,15 +1456,15 @@ class Search {
       const reachRad =
         (rttReachMs - (maxPrefill > 0 ? prefillMsAt(this.p.request, maxPrefill) : 0)) / this.p.msPerRad;
       // Chords: a lower bound of the angle to the nearest node, and roughly the farthest.
-      const chord = chordTo(vector, cells, at + C.cx);
-      const radius = cells[at + C.radius] as number;
-      if (chord - radius > reachRad) continue;
+      const near = boxChordTo(vector, cells, at);
+      if (near > reachRad) continue;
+      const far = farChordTo(vector, cells, at);
       const left = leftChild(cells, c);
-      if (chord + radius <= reachRad || left < 0 || depth >= REACH_DEPTH) {
+      if (far <= reachRad || left < 0 || depth >= REACH_DEPTH) {
         // The nodes fast enough to meet the budget from the cell's nearest point; half of them
         // where the reach cuts a cell this search does not split.
-        const nearestMs = Math.max(0, chord - radius) * this.p.msPerRad;
-        const within = chord + radius <= reachRad || left < 0 ? 1 : 0.5;
+        const nearestMs = near * this.p.msPerRad;
+        const within = far <= reachRad || left < 0 ? 1 : 0.5;
         reached += cellSize(cells, at) * within * candidates.fastShare(this.rateNeeded(reachMs, nearestMs));
       } else {
         stack[top] = left;
@@ -1610,7 +1641,8 @@ class Search {
         next = this.pushChildren(tree, left, left + 1);
         continue;
       }
-      const end = tree.cells[at + C.itemEnd] as number;
+      const start = -1 - (tree.cells[at + C.child] as number);
+      const end = start + cellSize(tree.cells, at);
       // A leaf lists its nodes fastest prefill first: past the first that cannot fit the reach
       // even at the leaf's nearest, none can. (Summed as the budget check sums, so that rounding
       // never drops a node that fits exactly.)
@@ -1619,7 +1651,7 @@ class Search {
       const queue = this.leafQueue;
       queue.clear();
       const floors = this.readsFloors ? this.loadFloors : undefined;
-      for (let i = tree.cells[at + C.itemStart] as number; i < end; i += 1) {
+      for (let i = start; i < end; i += 1) {
         // From the slot alone (contiguous memory): the node's record is not touched unless it
         // might fit. A node passed over still counts against the work cap.
         const prefillLowerBoundMs = bounded
