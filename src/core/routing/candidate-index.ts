@@ -288,13 +288,35 @@ export function regionBitFor(index: number): number {
 }
 
 /**
- * Field offsets of a node slot in `FlatTree.slots`: unit vector (NaN when unlocated), group id,
- * prefill rate and per-million token prices (times the tree's factors in a priced tree): what a
- * search reads of a node to bound it before it touches the node's record. Eight numbers, one
- * cache line.
+ * Field offsets of a node's place in `FlatTree.places`: its unit vector (NaN when unlocated) and
+ * prefill rate, in 32-bit floats (the rate rounded up, so that a prefill bound from it stays one;
+ * the vector within PLACE_SLACK_RAD of the node's). A search bounding a leaf's nodes by their
+ * reach reads their places first and a node's slot only when its place lets it fit: most nodes of
+ * a leaf a tight budget reaches are too far, and four places share a cache line.
  */
-export const S = { x: 0, y: 1, z: 2, group: 3, rate: 4, input: 5, output: 6, cached: 7 } as const;
-export const SLOT_STRIDE = 8;
+export const P = { x: 0, y: 1, z: 2, rate: 3 } as const;
+export const PLACE_STRIDE = 4;
+/** How far a place's 32-bit unit vector may lie from the node's own (2^-24 a component, and some). */
+export const PLACE_SLACK_RAD = 2e-7;
+
+/**
+ * Field offsets of a node slot in `FlatTree.slots`: group id and per-million token prices (times
+ * the tree's factors in a priced tree): with its place, what a search reads of a node to bound it
+ * before it touches the node's record.
+ */
+export const S = { group: 0, input: 1, output: 2, cached: 3 } as const;
+export const SLOT_STRIDE = 4;
+
+/** The least 32-bit float at least `value` (a positive finite number, or +Infinity). */
+function float32AtLeast(value: number): number {
+  const rounded = Math.fround(value);
+  if (rounded >= value) return rounded;
+  FLOAT32[0] = rounded;
+  UINT32[0] = (UINT32[0] as number) + 1;
+  return FLOAT32[0] as number;
+}
+const FLOAT32 = new Float32Array(1);
+const UINT32 = new Uint32Array(FLOAT32.buffer);
 
 /**
  * Mixes. Where each node sets its input and output prices apart (distinct prices), a cell's
@@ -446,6 +468,8 @@ export interface FlatTree {
   readonly cells: Float64Array;
   readonly cellGroups: Int32Array;
   readonly slots: Float64Array;
+  /** Each node slot's place (see P), in slot order. */
+  readonly places: Float32Array;
   /** What input and output prices are divided by in a mix (each the nodes' mean, or 1). */
   readonly mixScaleInput: number;
   readonly mixScaleOutput: number;
@@ -1252,12 +1276,13 @@ class TreeBuilder {
 
   freeze(roots: readonly number[], factors: Float64Array | undefined): FlatTree {
     const slots = new Float64Array(this.items.length * SLOT_STRIDE);
+    const places = new Float32Array(this.items.length * PLACE_STRIDE);
     this.items.forEach((item, i) => {
-      slots[i * SLOT_STRIDE + S.x] = item.position?.x ?? Number.NaN;
-      slots[i * SLOT_STRIDE + S.y] = item.position?.y ?? Number.NaN;
-      slots[i * SLOT_STRIDE + S.z] = item.position?.z ?? Number.NaN;
+      places[i * PLACE_STRIDE + P.x] = item.position?.x ?? Number.NaN;
+      places[i * PLACE_STRIDE + P.y] = item.position?.y ?? Number.NaN;
+      places[i * PLACE_STRIDE + P.z] = item.position?.z ?? Number.NaN;
+      places[i * PLACE_STRIDE + P.rate] = float32AtLeast(boundRate(item.offer));
       slots[i * SLOT_STRIDE + S.group] = item.group.id;
-      slots[i * SLOT_STRIDE + S.rate] = boundRate(item.offer);
     });
     priceSlots(slots, this.items, factors);
     const cells = Float64Array.from(this.cells);
@@ -1267,6 +1292,7 @@ class TreeBuilder {
       cells,
       cellGroups: Int32Array.from(this.cellGroups),
       slots,
+      places,
       ...priceCells(cells, slots),
       items: this.items,
       ordinals: Int32Array.from(this.items, (item) => item.ordinal),

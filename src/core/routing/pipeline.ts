@@ -68,6 +68,9 @@ import {
   mixWeights,
   type NodeMarks,
   noMix,
+  P,
+  PLACE_SLACK_RAD,
+  PLACE_STRIDE,
   PLACE_TREE,
   PRICE_TREE,
   queueFloorMs,
@@ -688,17 +691,6 @@ function overheadTable(overheads: Readonly<Record<Level, number>>): Float64Array
 }
 
 /**
- * The chord between unit vector `v` and the unit vector at `xyz[at .. at + 2]`: never longer than
- * the arc it spans, so a lower bound of the angle for a square root instead of an acos.
- */
-function chordTo(v: Vec3, xyz: Float64Array, at: number): number {
-  const dx = v.x - (xyz[at] as number);
-  const dy = v.y - (xyz[at + 1] as number);
-  const dz = v.z - (xyz[at + 2] as number);
-  return Math.sqrt(dx * dx + dy * dy + dz * dz);
-}
-
-/**
  * The chord between unit vector `v` and the nearest point of the box of the cell at offset `at`
  * (see C.loX): never longer than the chord to any of its nodes, so a lower bound of the angle.
  */
@@ -771,6 +763,8 @@ class Search {
   private walkBy: WalkKey = BY_POLICY;
   private walkReachMs = Number.POSITIVE_INFINITY;
   private walkCosted = true;
+  /** What placeAngle worked out last. */
+  private placeAngleMs = 0;
   /** The request's token mix in the tree being walked (see MIX_STEPS); step -1 in an uncosted walk. */
   private readonly mix: MixWeights = noMix();
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
@@ -1014,11 +1008,20 @@ class Search {
     if (vector === undefined || unlocatedCell(cells, at)) return this.cellRegionDefaultMs(tree, at);
     // The smallest overhead of the cell's levels, and the cross-region penalty unless the cell
     // may hold a node in the client's region.
-    const coordinateBaseMs =
-      (this.minOverheads[cellLevelMask(cells, at)] as number) +
-      (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0);
     const angle = boxChordTo(vector, cells, at) - ANGLE_SLACK_RAD;
-    return (angle > 0 ? angle * this.p.msPerRad : 0) + coordinateBaseMs;
+    return (angle > 0 ? angle * this.p.msPerRad : 0) + this.cellCoordinateBaseMs(cells, at);
+  }
+
+  /**
+   * What every located node of the cell at `at` adds to the RTT of its distance at least: the
+   * smallest overhead of the cell's levels, and the cross-region penalty unless the cell may hold
+   * a node in the client's region.
+   */
+  private cellCoordinateBaseMs(cells: Float64Array, at: number): number {
+    return (
+      (this.minOverheads[cellLevelMask(cells, at)] as number) +
+      (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0)
+    );
   }
 
   /** The lowest multiplier of cell `at`'s groups (of its levels' groups when it lists none). */
@@ -1062,15 +1065,39 @@ class Search {
    * unit vectors (never longer than the arc; less a hair for rounding) instead of the haversine.
    */
   private slotRttLowerBound(tree: FlatTree, i: number): number {
-    const slot = i * SLOT_STRIDE;
-    const g = tree.slots[slot + S.group] as number;
+    this.placeAngle(tree, i);
+    return this.rttFromPlace(tree, i);
+  }
+
+  /**
+   * The part of slot `i`'s RTT bound its place gives, from the place alone: the angle to it, in
+   * ms, into placeAngleMs; NaN when the client or the node has no coordinates.
+   */
+  private placeAngle(tree: FlatTree, i: number): void {
+    const client = this.p.clientVector;
+    const at = i * PLACE_STRIDE;
+    const places = tree.places;
+    const x = places[at + P.x] as number;
+    if (client === undefined || Number.isNaN(x)) {
+      this.placeAngleMs = Number.NaN;
+      return;
+    }
+    const dx = client.x - x;
+    const dy = client.y - (places[at + P.y] as number);
+    const dz = client.z - (places[at + P.z] as number);
+    // The chord: never longer than the arc it spans, a lower bound of the angle for a square root.
+    const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - PLACE_SLACK_RAD - ANGLE_SLACK_RAD;
+    this.placeAngleMs = angle > 0 ? angle * this.p.msPerRad : 0;
+  }
+
+  /** slotRttLowerBound, its place's part already in placeAngleMs (see placeAngle). */
+  private rttFromPlace(tree: FlatTree, i: number): number {
+    const g = tree.slots[i * SLOT_STRIDE + S.group] as number;
     this.fill(g);
     const scratch = this.scratch as GroupScratch;
-    const client = this.p.clientVector;
-    const x = tree.slots[slot + S.x] as number;
-    if (client === undefined || Number.isNaN(x)) return scratch.regionDefaultMs[g] as number;
-    const angle = chordTo(client, tree.slots, slot + S.x) - ANGLE_SLACK_RAD;
-    return (angle > 0 ? angle * this.p.msPerRad : 0) + (scratch.coordinateBaseMs[g] as number);
+    const angleMs = this.placeAngleMs;
+    if (Number.isNaN(angleMs)) return scratch.regionDefaultMs[g] as number;
+    return angleMs + (scratch.coordinateBaseMs[g] as number);
   }
 
   /** Lower bounds of node slot `i` alone (RTT bound given), in the cells' scratch bounds. */
@@ -1088,7 +1115,8 @@ class Search {
         ? 1
         : this.multiplierOf(this.groups[slots[at + S.group] as number] as IndexGroup),
     );
-    out.ttftLowerBoundMs = rttLowerBoundMs + prefillMsAt(this.p.request, slots[at + S.rate] as number);
+    out.ttftLowerBoundMs =
+      rttLowerBoundMs + prefillMsAt(this.p.request, tree.places[i * PLACE_STRIDE + P.rate] as number);
     return out;
   }
 
@@ -1648,17 +1676,27 @@ class Search {
       // never drops a node that fits exactly.)
       const bounded = leafReachMs !== Number.POSITIVE_INFINITY;
       const leafRttMs = bounded ? this.cellRttLowerBound(tree, at) : 0;
+      const leafBaseMs = bounded ? this.cellCoordinateBaseMs(tree.cells, at) : 0;
       const queue = this.leafQueue;
       queue.clear();
       const floors = this.readsFloors ? this.loadFloors : undefined;
       for (let i = start; i < end; i += 1) {
-        // From the slot alone (contiguous memory): the node's record is not touched unless it
-        // might fit. A node passed over still counts against the work cap.
+        // From the place and slot alone (contiguous memory): the node's record is not touched
+        // unless it might fit. A node passed over still counts against the work cap.
         const prefillLowerBoundMs = bounded
-          ? prefillMsAt(this.p.request, tree.slots[i * SLOT_STRIDE + S.rate] as number)
+          ? prefillMsAt(this.p.request, tree.places[i * PLACE_STRIDE + P.rate] as number)
           : 0;
         if (leafRttMs + prefillLowerBoundMs > leafReachMs) break;
-        const rttLowerBoundMs = this.slotRttLowerBound(tree, i);
+        this.placeAngle(tree, i);
+        // First by its place and the leaf's least base: a node too far even so is passed over
+        // before its slot is read (most nodes of the leaves a tight budget reaches; NaN, for a
+        // node or client with no coordinates, passes nothing over).
+        if (bounded && this.placeAngleMs + leafBaseMs + prefillLowerBoundMs > leafReachMs) {
+          if (this.spend()) continue;
+          capped = true;
+          break;
+        }
+        const rttLowerBoundMs = this.rttFromPlace(tree, i);
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
         // passed over before its record is read (as the cells above it were).
         if (
