@@ -1459,23 +1459,35 @@ class Search {
     const { cells } = placeTree;
     // RTT within reach: the budget less the smallest overhead (and each node's own prefill).
     const rttReachMs = reachMs - (this.minOverheads[15] as number);
+    const { roots } = placeTree;
     let total = 0;
+    for (let r = 0; r < roots.length; r += 1) total += cellSize(cells, (roots[r] as number) * CELL_STRIDE);
+    // The price tree gives up after a fixed number of cells; how likely it is to meet enough
+    // nodes that fit within them grows with how many fit (share × size), so a larger model needs
+    // a smaller share (tuned on `npm run bench` at 10⁴ and 10⁵ nodes).
+    const need = share * Math.min(1, Math.sqrt(REACH_REFERENCE_NODES / total)) * total;
+    // What the cells judged so far count, and what they and the rest could count at most: the
+    // answer is known once the one reaches `need` or the other falls below it.
     let reached = 0;
+    let possible = total;
     // A work list of (cell, depth) pairs; `top` marks its end (the array keeps its capacity).
     const stack = REACH_STACK;
     let top = 0;
-    for (const root of placeTree.roots) {
+    for (let r = 0; r < roots.length; r += 1) {
+      const root = roots[r] as number;
       const at = root * CELL_STRIDE;
-      const size = cellSize(cells, at);
-      total += size;
-      if (unlocatedCell(cells, at)) reached += size * candidates.fastShare(minRate);
-      else {
+      if (unlocatedCell(cells, at)) {
+        const size = cellSize(cells, at);
+        const counted = size * candidates.fastShare(minRate);
+        reached += counted;
+        possible -= size - counted;
+      } else {
         stack[top] = root;
         stack[top + 1] = 0;
         top += 2;
       }
     }
-    while (top > 0) {
+    while (top > 0 && reached < need && possible >= need) {
       top -= 2;
       const c = stack[top] as number;
       const depth = stack[top + 1] as number;
@@ -1485,7 +1497,10 @@ class Search {
         (rttReachMs - (maxPrefill > 0 ? prefillMsAt(this.p.request, maxPrefill) : 0)) / this.p.msPerRad;
       // Chords: a lower bound of the angle to the nearest node, and roughly the farthest.
       const near = boxChordTo(vector, cells, at);
-      if (near > reachRad) continue;
+      if (near > reachRad) {
+        possible -= cellSize(cells, at);
+        continue;
+      }
       const far = farChordTo(vector, cells, at);
       const left = leftChild(cells, c);
       if (far <= reachRad || left < 0 || depth >= REACH_DEPTH) {
@@ -1493,7 +1508,10 @@ class Search {
         // where the reach cuts a cell this search does not split.
         const nearestMs = near * this.p.msPerRad;
         const within = far <= reachRad || left < 0 ? 1 : 0.5;
-        reached += cellSize(cells, at) * within * candidates.fastShare(this.rateNeeded(reachMs, nearestMs));
+        const size = cellSize(cells, at);
+        const counted = size * within * candidates.fastShare(this.rateNeeded(reachMs, nearestMs));
+        reached += counted;
+        possible -= size - counted;
       } else {
         stack[top] = left;
         stack[top + 1] = depth + 1;
@@ -1502,10 +1520,7 @@ class Search {
         top += 4;
       }
     }
-    // The price tree gives up after a fixed number of cells; how likely it is to meet enough
-    // nodes that fit within them grows with how many fit (share × size), so a larger model needs
-    // a smaller share (tuned on `npm run bench` at 10⁴ and 10⁵ nodes).
-    return reached >= share * Math.min(1, Math.sqrt(REACH_REFERENCE_NODES / total)) * total;
+    return reached >= need;
   }
 
   /**
