@@ -1,7 +1,7 @@
 // The candidate index: for each model, the nodes that offer it in bounding trees whose cells
-// know the cheapest price of each token kind, the fastest prefill, a spherical cap holding every
-// node, and which (level, region) groups they hold — the unit at which time-of-use multipliers,
-// level/region constraints and access overheads are the same for every node.
+// know the cheapest price of each token kind, the fastest prefill, the box (in unit-vector space)
+// holding every node, and which (level, region) groups they hold — the unit at which time-of-use
+// multipliers, level/region constraints and access overheads are the same for every node.
 //
 // Nothing here assumes few prices: a cell's cost bound for a request is its per-kind minimum
 // prices weighted by the request's own token mix, so the search (pipeline.ts) can visit cells
@@ -181,7 +181,7 @@ function scratchFor(groups: number): GroupScratch {
   };
 }
 
-/** Spatial kind of a cell: every node has coordinates (a cap bounds them), or none has. */
+/** Spatial kind of a cell: every node has coordinates (a box bounds them), or none has. */
 export const CAP = 0;
 export const UNLOCATED = 1;
 
