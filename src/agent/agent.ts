@@ -7,11 +7,11 @@
 
 import { type ServiceError, status } from '@grpc/grpc-js';
 import { request } from 'undici';
+import { backoffDelay } from '../common/backoff.js';
 import type { Logger } from '../common/logger.js';
 import { capacityOf } from '../core/status-change.js';
 import type { NodeSpec, NodeStatus } from '../gen/cpn/v1/types.js';
 import { type Engine, EngineMetricsError, type EngineReading, readEngineMetrics } from './engine-metrics.js';
-import { backoffDelay } from './heartbeat-link.js';
 import { measure, type ProbeTarget } from './probes.js';
 import { type ReportedStatus, shouldReport } from './status-damper.js';
 

@@ -5,6 +5,7 @@
 // agents does not reconnect in step after a control-plane restart; a success resets the delay.
 
 import { type ServiceError, status } from '@grpc/grpc-js';
+import { type BackoffOptions, backoffDelay } from '../common/backoff.js';
 import type { HeartbeatRequest, HeartbeatResponse } from '../gen/cpn/v1/registry.js';
 
 /** What the link needs of a grpc-js client duplex stream. */
@@ -15,22 +16,6 @@ export interface HeartbeatStream {
   on(event: 'data', listener: (response: HeartbeatResponse) => void): unknown;
   on(event: 'error', listener: (error: ServiceError) => void): unknown;
   on(event: 'end', listener: () => void): unknown;
-}
-
-export interface BackoffOptions {
-  /** The delay after the first failure (default 250 ms); it doubles per failure in a row. */
-  readonly baseMs?: number;
-  /** The longest delay (default 5 s). */
-  readonly maxMs?: number;
-  readonly random?: () => number;
-  readonly clock?: () => number;
-}
-
-/** The delay before attempt `failures + 1`: base·2^(failures−1), at most max, times [0.5, 1). */
-export function backoffDelay(failures: number, options: BackoffOptions): number {
-  if (failures <= 0) return 0;
-  const ceiling = Math.min(options.maxMs ?? 5000, (options.baseMs ?? 250) * 2 ** Math.min(failures - 1, 30));
-  return ceiling * (0.5 + (options.random ?? Math.random)() / 2);
 }
 
 /** Codes that say the server could not be reached (try another replica), not that it refused. */

@@ -5,8 +5,9 @@ import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js'
 import { Command } from 'commander';
 import { Agent, type AgentPlane } from '../agent/agent.js';
 import { ENGINES, type Engine } from '../agent/engine-metrics.js';
-import { type BackoffOptions, HeartbeatLink, UNREACHABLE_CODES } from '../agent/heartbeat-link.js';
+import { HeartbeatLink, UNREACHABLE_CODES } from '../agent/heartbeat-link.js';
 import { type ProbeTarget, parseProbe } from '../agent/probes.js';
+import type { BackoffOptions } from '../common/backoff.js';
 import { callUnary, type UnaryMethod } from '../common/grpc-unary.js';
 import type { Logger } from '../common/logger.js';
 import { RegistryClient } from '../gen/cpn/v1/registry.js';

@@ -6,11 +6,11 @@ import { status } from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  backoffDelay,
   HeartbeatLink,
   type HeartbeatStream,
   HeartbeatUnavailableError,
 } from '../../src/agent/heartbeat-link.js';
+import { backoffDelay } from '../../src/common/backoff.js';
 import type { HeartbeatRequest } from '../../src/gen/cpn/v1/registry.js';
 import { NodeState } from '../../src/gen/cpn/v1/types.js';
 

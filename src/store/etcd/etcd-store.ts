@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, type Watcher } from 'etcd3';
+import { backoffDelay } from '../../common/backoff.js';
 import type { Leadership } from '../../common/leadership.js';
 import type { Logger } from '../../common/logger.js';
 import { type LatencyModel, type LatencySample, smoothSample } from '../../core/latency.js';
@@ -81,9 +82,8 @@ export interface EtcdStoreOptions {
 }
 
 export const DEFAULT_ETCD_STARTUP_WAIT_MS = 30_000;
-/** The pause before open's first retry, and its longest (doubling in between). */
-const STARTUP_RETRY_FIRST_MS = 250;
-const STARTUP_RETRY_MAX_MS = 4000;
+/** open's pauses between tries (see backoffDelay): from 250 ms, growing to 4 s. */
+const STARTUP_BACKOFF = { baseMs: 250, maxMs: 4000 } as const;
 
 export interface EtcdStoreStats {
   /** Puts, deletes and transactions sent to etcd. */
@@ -210,18 +210,19 @@ export class EtcdStore implements Store {
     const store = new EtcdStore(options);
     const waitMs = options.startupWaitMs ?? DEFAULT_ETCD_STARTUP_WAIT_MS;
     const started = performance.now();
-    for (let pauseMs = STARTUP_RETRY_FIRST_MS; ; pauseMs = Math.min(pauseMs * 2, STARTUP_RETRY_MAX_MS)) {
+    for (let failures = 1; ; failures += 1) {
       try {
         await store.resync();
         store.secret = await store.loadSecret();
         break;
       } catch (error) {
         const waitedMs = performance.now() - started;
+        const pauseMs = backoffDelay(failures, STARTUP_BACKOFF);
         const unreachable = error instanceof StoreUnavailableError || isUnreachable(error);
         if (unreachable && waitedMs + pauseMs <= waitMs) {
           options.logger.warn('etcd not answering at start-up; trying again', {
             err: (error as Error).message,
-            retryInMs: pauseMs,
+            retryInMs: Math.round(pauseMs),
             waitedMs: Math.round(waitedMs),
           });
           await new Promise((resolve) => setTimeout(resolve, pauseMs));
