@@ -182,8 +182,8 @@ function scratchFor(groups: number): GroupScratch {
 }
 
 /** Spatial kind of a cell: every node has coordinates (a box bounds them), or none has. */
-export const CAP = 0;
-export const UNLOCATED = 1;
+const LOCATED = 0;
+const UNLOCATED = 1;
 
 /**
  * Field offsets of a cell in `FlatTree.cells` (CELL_STRIDE numbers a cell, in one run, so that
@@ -1103,7 +1103,7 @@ class TreeBuilder {
     let groups: number[] | undefined = [];
     // No coordinates: a NaN box says so (see unlocatedCell).
     const box = BOX.fill(Number.NaN);
-    if (spatial === CAP) {
+    if (spatial === LOCATED) {
       box.fill(Number.POSITIVE_INFINITY, 0, 3);
       box.fill(Number.NEGATIVE_INFINITY, 3, 6);
     }
@@ -1115,7 +1115,7 @@ class TreeBuilder {
       const group = keys[at + K.group] as number;
       if (groups !== undefined && !groups.includes(group))
         groups = groups.length < MAX_CELL_GROUPS ? [...groups, group] : undefined;
-      if (spatial !== CAP) continue;
+      if (spatial !== LOCATED) continue;
       for (let axis = 0; axis < 3; axis += 1) {
         const value = keys[at + K.x + axis] as number;
         if (value < (box[axis] as number)) box[axis] = value;
@@ -1151,7 +1151,8 @@ class TreeBuilder {
     this.cell(c, lo, hi, spatial);
     let split: { key: number; spread: number } | undefined;
     if (hi - lo > this.leafSize) {
-      const byPlace = spatial === CAP ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
+      const byPlace =
+        spatial === LOCATED ? this.widest(lo, hi, SPATIAL_KEYS, false) : { key: K.x, spread: 0 };
       let byPrice = this.widest(lo, hi, MIX_PRICE_KEYS, true);
       // Cached prices where they spread far wider (those of a registry alike in the rest).
       const byCached = this.widest(lo, hi, CACHED_PRICE_KEYS, true);
@@ -1407,7 +1408,7 @@ function buildTree(
     if (kind !== PLACE_TREE) return builder.levelRanges(lo, hi);
     return lo < hi ? [[lo, hi] as const] : [];
   };
-  for (const [lo, hi] of ranges(0, located)) roots.push(builder.build(lo, hi, 0, CAP, kind));
+  for (const [lo, hi] of ranges(0, located)) roots.push(builder.build(lo, hi, 0, LOCATED, kind));
   for (const [lo, hi] of ranges(located, source.nodes.length))
     roots.push(builder.build(lo, hi, 1, UNLOCATED, kind));
   return builder.freeze(roots, factors);

@@ -51,6 +51,7 @@ import {
   CELL_STRIDE,
   cellGroupCount,
   cellGroupStart,
+  cellItemStart,
   cellLevelMask,
   cellMixBound,
   cellSize,
@@ -968,10 +969,9 @@ class Search {
     const { p } = this;
     const cells = tree.cells;
     const at = c * CELL_STRIDE;
-    const mask = cellLevelMask(cells, at);
     // A priced tree's minimum prices already include this decision's multipliers.
     // Uncosted (a walk keyed by TTFT alone), the cost bound is left unpriced.
-    const multiplier = tree.priced || !costed ? 1 : this.cellMultiplier(tree, at, mask);
+    const multiplier = tree.priced || !costed ? 1 : this.cellMultiplier(tree, at);
     const rttLowerBoundMs = this.cellRttLowerBound(tree, at);
     const maxPrefill = cells[at + C.maxPrefill] as number;
     const prefillLowerBoundMs = maxPrefill > 0 ? prefillMsAt(p.request, maxPrefill) : 0;
@@ -1025,9 +1025,9 @@ class Search {
   }
 
   /** The lowest multiplier of cell `at`'s groups (of its levels' groups when it lists none). */
-  private cellMultiplier(tree: FlatTree, at: number, mask: number): number {
+  private cellMultiplier(tree: FlatTree, at: number): number {
     const count = cellGroupCount(tree.cells, at);
-    if (count < 0) return this.floorsByLevels()[mask] as number;
+    if (count < 0) return this.floorsByLevels()[cellLevelMask(tree.cells, at)] as number;
     let multiplier = Number.POSITIVE_INFINITY;
     const start = cellGroupStart(tree.cells, at);
     for (let i = start; i < start + count; i += 1)
@@ -1613,10 +1613,10 @@ class Search {
    * Walks `tree` best-first, keyed `by` (see WalkKey): a cell goes on the frontier with its key
    * unless it is not worth a place (see keyed), the walk ends when the smallest key left is past
    * the bar, and each node of a leaf reached that may rank goes to `visit`, with a lower bound of
-   * its RTT, when its turn comes (see below; WalkOptions for the rest). Ends early when the work cap is spent; false when it gave up after
-   * `maxPops` cells. Keys and bounds travel through typed arrays and fields, never as numbers
-   * passed between calls: a number passed to or returned from a call not inlined is boxed, and
-   * a decision allocated several kilobytes of them.
+   * its RTT, when its turn comes (see below; WalkOptions for the rest). Ends early when the work
+   * cap is spent; false when it gave up after `maxPops` cells. Keys and bounds travel through
+   * typed arrays and fields, never as numbers passed between calls: a number passed to or
+   * returned from a call not inlined is boxed, and a decision allocated several kilobytes of them.
    */
   private walk(
     tree: FlatTree,
@@ -1684,7 +1684,7 @@ class Search {
         next = this.pushChildren(tree, left, left + 1);
         continue;
       }
-      const start = -1 - (tree.cells[at + C.child] as number);
+      const start = cellItemStart(tree.cells, at);
       const end = start + cellSize(tree.cells, at);
       // A leaf lists its nodes fastest prefill first: past the first that cannot fit the reach
       // even at the leaf's nearest, none can. (Summed as the budget check sums, so that rounding
