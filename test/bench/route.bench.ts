@@ -82,8 +82,7 @@ function percentile(sorted: Float64Array, p: number): number {
 const CORE_ROUNDS = 5;
 
 function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] as number;
+  return percentile(Float64Array.from(values).sort(), 0.5);
 }
 
 /**
@@ -95,13 +94,14 @@ function median(values: readonly number[]): number {
 function measure(requests: readonly RouteRequest[], op: (request: RouteRequest) => boolean) {
   for (let i = 0; i < Math.min(500, requests.length); i += 1) op(requests[i] as RouteRequest);
   // Preallocated: the measurement itself must not make garbage that pauses the measured calls.
-  const all = new Float64Array(MAX_SAMPLES);
-  const placed = new Float64Array(MAX_SAMPLES);
-  const rounds = {
-    p50: [] as number[],
-    p99: [] as number[],
-    placedP50: [] as number[],
-    placedP99: [] as number[],
+  const times = new Float64Array(MAX_SAMPLES);
+  const placedTimes = new Float64Array(MAX_SAMPLES);
+  /** Each round's p50 and p99, over all calls and over the placed ones (rounds that placed any). */
+  const all: { p50: number; p99: number }[] = [];
+  const placedRounds: { p50: number; p99: number }[] = [];
+  const summary = (samples: Float64Array) => {
+    const sorted = samples.sort();
+    return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
   };
   let total = 0;
   let totalPlaced = 0;
@@ -116,29 +116,22 @@ function measure(requests: readonly RouteRequest[], op: (request: RouteRequest) 
       const t0 = process.hrtime.bigint();
       const ok = op(request);
       const us = Number(process.hrtime.bigint() - t0) / 1e3;
-      all[count++] = us;
-      if (ok) placed[placedCount++] = us;
+      times[count++] = us;
+      if (ok) placedTimes[placedCount++] = us;
     }
-    const sortedAll = all.subarray(0, count).sort();
-    rounds.p50.push(percentile(sortedAll, 0.5));
-    rounds.p99.push(percentile(sortedAll, 0.99));
-    if (placedCount > 0) {
-      const sortedPlaced = placed.subarray(0, placedCount).sort();
-      rounds.placedP50.push(percentile(sortedPlaced, 0.5));
-      rounds.placedP99.push(percentile(sortedPlaced, 0.99));
-    }
+    all.push(summary(times.subarray(0, count)));
+    if (placedCount > 0) placedRounds.push(summary(placedTimes.subarray(0, placedCount)));
     total += count;
     totalPlaced += placedCount;
   }
+  const medians = (rounds: readonly { p50: number; p99: number }[]) =>
+    rounds.length === 0
+      ? { p50: Number.NaN, p99: Number.NaN }
+      : { p50: median(rounds.map((r) => r.p50)), p99: median(rounds.map((r) => r.p99)) };
   return {
-    p50: median(rounds.p50),
-    p99: median(rounds.p99),
+    ...medians(all),
     count: total,
-    placed: {
-      p50: rounds.placedP50.length > 0 ? median(rounds.placedP50) : Number.NaN,
-      p99: rounds.placedP99.length > 0 ? median(rounds.placedP99) : Number.NaN,
-      count: totalPlaced,
-    },
+    placed: { ...medians(placedRounds), count: totalPlaced },
     share: totalPlaced / Math.max(1, total),
   };
 }
