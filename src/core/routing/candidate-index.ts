@@ -440,6 +440,21 @@ const MAX_RTT_ORDERS = 64;
 /** Kinds of request a model remembers the price tree's outcome for (a power of two). */
 export const REQUEST_KINDS = 1024;
 
+/** Slots in which a model remembers reach estimates, by the low bits of a request's kind (a power of two). */
+export const REACH_KINDS = 4096;
+
+/**
+ * A reach estimate's answers by kind of request (see ModelCandidates.reachMemo), each in the slot
+ * of the kind's low bits: the kind, its answer (1 few nodes within reach, 2 most) and how many
+ * more requests of the kind take it (0: none, whatever the slot held).
+ */
+export interface ReachMemo {
+  /** By slot (a kind's low bits): the whole kind whose answer the slot holds. */
+  readonly kinds: Int32Array;
+  readonly answers: Uint8Array;
+  readonly uses: Uint8Array;
+}
+
 /** Steps of a model's rate distribution kept for fastShare. */
 const RATE_QUANTILES = 64;
 
@@ -544,6 +559,8 @@ export class ModelCandidates {
    * them lately. Work, never answers, depends on it.
    */
   readonly priceTreeSkips = new Uint8Array(REQUEST_KINDS);
+  /** What reach estimates on `reachMemo`'s place tree remember (see reachMemo). */
+  private reachMemoFor: { tree: FlatTree; share: number; memo: ReachMemo } | undefined;
 
   /**
    * `floors`: whose reservation book the load floors hold for (see LoadFloorKeeper); without it,
@@ -555,6 +572,23 @@ export class ModelCandidates {
     private readonly leafSizes: LeafSizes = DEFAULT_LEAF_SIZES,
     private readonly floors?: LoadFloorKeeper,
   ) {}
+
+  /**
+   * By kind of request (Search.requestKind): what the reach estimate on place tree `tree` with
+   * share `share` last answered, and for how many more requests of that kind it stands. Work,
+   * never answers, depends on it; forgotten when the tree or the share changes.
+   */
+  reachMemo(tree: FlatTree, share: number): ReachMemo {
+    const held = this.reachMemoFor;
+    if (held !== undefined && held.tree === tree && held.share === share) return held.memo;
+    const memo = {
+      kinds: new Int32Array(REACH_KINDS),
+      answers: new Uint8Array(REACH_KINDS),
+      uses: new Uint8Array(REACH_KINDS),
+    };
+    this.reachMemoFor = { tree, share, memo };
+    return memo;
+  }
 
   get size(): number {
     return this.byId.size;

@@ -75,6 +75,7 @@ import {
   PLACE_TREE,
   PRICE_TREE,
   queueFloorMs,
+  REACH_KINDS,
   REQUEST_KINDS,
   regionBitFor,
   S,
@@ -675,6 +676,10 @@ const REACH_REFERENCE_NODES = 6_000;
 /** reachesMost's work list (cell, depth pairs) and how deep it looks. */
 const REACH_STACK: number[] = [];
 const REACH_DEPTH = 4;
+/** ReachMemo answers, and how many requests of a kind take one before it is worked out again. */
+const REACHES_FEW = 1;
+const REACHES_MOST = 2;
+const REACH_REUSES = 15;
 
 const overheadTables = new WeakMap<Readonly<Record<Level, number>>, Float64Array>();
 
@@ -1333,10 +1338,11 @@ class Search {
     const byCost = p.policy.searchBy === 'cost';
     const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
     const minRate = this.rateNeeded(reachMs, 0);
-    let byPrice = byCost && this.reachesMost(candidates, placeTree, reachMs, minRate, tuning.priceTreeReach);
+    const kind = byCost ? this.requestKind() : -1;
+    let byPrice =
+      byCost && this.reachesMostOfKind(candidates, placeTree, reachMs, minRate, tuning.priceTreeReach);
     const retryAfter = Math.min(255, Math.max(0, Math.floor(tuning.priceTreeRetryAfter ?? 0)));
-    const kind = byPrice && retryAfter > 0 ? this.requestKind() : -1;
-    if (kind >= 0 && (candidates.priceTreeSkips[kind] as number) > 0) {
+    if (byPrice && retryAfter > 0 && (candidates.priceTreeSkips[kind] as number) > 0) {
       candidates.priceTreeSkips[kind] = (candidates.priceTreeSkips[kind] as number) - 1;
       byPrice = false;
     }
@@ -1403,7 +1409,7 @@ class Search {
       leafReachMs: reachMs,
     });
     if (!finished) {
-      if (kind >= 0) candidates.priceTreeSkips[kind] = retryAfter;
+      if (retryAfter > 0) candidates.priceTreeSkips[kind] = retryAfter;
       this.tried = SKIP;
       const mixedTree = candidates.tree(MIXED_TREE, p.pricing, minRate);
       this.walk(mixedTree, BY_POLICY, visit, { leafReachMs: reachMs });
@@ -1427,6 +1433,20 @@ class Search {
   }
 
   /**
+   * The request's kind for reachesMostOfKind: where the client is (on a grid of whole degrees),
+   * its budget and its uncached prompt (in half powers of two), hashed to 32 bits.
+   */
+  private reachKind(location: LatLon): number {
+    const r = this.p.request;
+    const tokens = Math.max(0, r.inputTokens - r.cachedInputTokens);
+    let h = Math.imul(Math.floor(location.lat) + 1000, 0x9e3779b1);
+    h = Math.imul(h ^ (Math.floor(location.lon) + 1000), 0x85ebca6b);
+    h = Math.imul(h ^ Math.floor(Math.log2(r.latencyBudgetMs + 1) * 2), 0xc2b2ae35);
+    h = Math.imul(h ^ Math.floor(Math.log2(tokens + 1) * 2), 0x27d4eb2f);
+    return h ^ (h >>> 15);
+  }
+
+  /**
    * A prefill rate below which no node can meet `reachMs` when `rttMs` of it go to the network
    * (on top of the smallest access overhead), a hair low for rounding; 0 when any rate might.
    * At `rttMs` 0: the slowest rate any node of a tree needs.
@@ -1437,6 +1457,38 @@ class Search {
     const slackMs = reachMs - (this.minOverheads[15] as number) - rttMs;
     if (slackMs <= 0) return Number.POSITIVE_INFINITY;
     return ((tokens * 1000) / slackMs) * (1 - 1e-9);
+  }
+
+  /**
+   * reachesMost, as last answered for a request of kind `kind` (see requestKind), for the next
+   * REACH_REUSES requests of the kind: requests alike reach alike, and the estimate walks the
+   * place tree's top cells (about a tenth of a tight decision). Which tree a search walks changes
+   * its work, never its answer.
+   */
+  private reachesMostOfKind(
+    candidates: ModelCandidates,
+    placeTree: FlatTree,
+    reachMs: number,
+    minRate: number,
+    share: number,
+  ): boolean {
+    // Located (the client's own place or its region's centroid) exactly when it has a vector.
+    const location = this.p.client.location;
+    if (share <= 0 || location === undefined)
+      return this.reachesMost(candidates, placeTree, reachMs, minRate, share);
+    const memo = candidates.reachMemo(placeTree, share);
+    const kind = this.reachKind(location);
+    const slot = kind & (REACH_KINDS - 1);
+    const uses = memo.uses[slot] as number;
+    if (uses > 0 && memo.kinds[slot] === kind) {
+      memo.uses[slot] = uses - 1;
+      return memo.answers[slot] === REACHES_MOST;
+    }
+    const answer = this.reachesMost(candidates, placeTree, reachMs, minRate, share);
+    memo.kinds[slot] = kind;
+    memo.answers[slot] = answer ? REACHES_MOST : REACHES_FEW;
+    memo.uses[slot] = REACH_REUSES;
+    return answer;
   }
 
   /**
