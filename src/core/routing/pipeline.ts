@@ -676,6 +676,12 @@ const REACH_REFERENCE_NODES = 6_000;
 /** reachesMost's work list (cell, depth pairs) and how deep it looks. */
 const REACH_STACK: number[] = [];
 const REACH_DEPTH = 4;
+/** What Search.cellKeyedFast says of a cell: worth a place, not, or not keyed there. */
+const KEPT = 1;
+const DROPPED = 0;
+const UNKEYED = -1;
+/** The level bits of a cell's sizeLevels (LEVELS_PACK is 16). */
+const LEVEL_MASK_BITS = 15;
 /** ReachMemo answers, and how many requests of a kind take one before it is worked out again. */
 const REACHES_FEW = 1;
 const REACHES_MOST = 2;
@@ -771,6 +777,16 @@ class Search {
   private walkCosted = true;
   /** What placeAngle worked out last. */
   private placeAngleMs = 0;
+  /** Whether the walk under way keys its cells by cellKeyedFast (see there); set by walk. */
+  private fastKeys = false;
+  /** The client's unit vector and the request's numbers, as cellKeyedFast reads them. */
+  private clientX = 0;
+  private clientY = 0;
+  private clientZ = 0;
+  private msPerRad = 0;
+  private uncachedTokens = 0;
+  private cachedTokens = 0;
+  private outputTokens = 0;
   /** The request's token mix in the tree being walked (see MIX_STEPS); step -1 in an uncosted walk. */
   private readonly mix: MixWeights = noMix();
   /** Nodes this decision may still examine (see DEFAULT_MAX_VISITS). */
@@ -1603,7 +1619,62 @@ class Search {
 
   /** Whether cell `c` of the walk's tree is worth a place (not excluded, see keyed); its key in WALK_KEY. */
   private cellKeyed(tree: FlatTree, c: number): boolean {
+    if (this.fastKeys) {
+      const keyed = this.cellKeyedFast(tree.cells, c * CELL_STRIDE);
+      if (keyed !== UNKEYED) return keyed === KEPT;
+    }
     return !this.cellExcluded(tree, c) && this.keyed(this.bound(tree, c, this.walkCosted));
+  }
+
+  /**
+   * cellKeyed for the common walk, in one pass over the cell with the request's numbers at hand:
+   * a cost search by the routing rule's bounds (cost, then TTFT) over a priced tree, for a
+   * located client, nothing excluded (see fastKeys). The same bounds, worked out exactly as
+   * bound() and keyed() work them out; UNKEYED for a cell with no coordinates (keyed the long way).
+   */
+  private cellKeyedFast(cells: Float64Array, at: number): number {
+    const loX = cells[at + C.loX] as number;
+    if (Number.isNaN(loX)) return UNKEYED;
+    const hiX = cells[at + C.hiX] as number;
+    const loY = cells[at + C.loY] as number;
+    const hiY = cells[at + C.hiY] as number;
+    const loZ = cells[at + C.loZ] as number;
+    const hiZ = cells[at + C.hiZ] as number;
+    const vx = this.clientX;
+    const vy = this.clientY;
+    const vz = this.clientZ;
+    const dx = vx < loX ? loX - vx : vx > hiX ? vx - hiX : 0;
+    const dy = vy < loY ? loY - vy : vy > hiY ? vy - hiY : 0;
+    const dz = vz < loZ ? loZ - vz : vz > hiZ ? vz - hiZ : 0;
+    const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - ANGLE_SLACK_RAD;
+    const baseMs =
+      (this.minOverheads[(cells[at + C.sizeLevels] as number) & LEVEL_MASK_BITS] as number) +
+      (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0);
+    const rttLowerBoundMs = (angle > 0 ? angle * this.msPerRad : 0) + baseMs;
+    const maxPrefill = cells[at + C.maxPrefill] as number;
+    const ttftLowerBoundMs =
+      rttLowerBoundMs + (maxPrefill > 0 ? (this.uncachedTokens / maxPrefill) * 1000 : 0);
+    if (ttftLowerBoundMs > this.walkReachMs) return DROPPED;
+    const minCached = cells[at + C.minCached] as number;
+    let cost =
+      (this.uncachedTokens * (cells[at + C.minInput] as number) +
+        this.cachedTokens * minCached +
+        this.outputTokens * (cells[at + C.minOutput] as number)) /
+      1e6;
+    const mix = this.mix;
+    if (mix.step >= 0) {
+      const mixed =
+        ((mix.lowWeight * (cells[at + mix.lowField] as number) +
+          mix.highWeight * (cells[at + mix.highField] as number) +
+          this.cachedTokens * minCached) *
+          MIX_SLACK) /
+          1e6 -
+        MIX_SLACK_ABSOLUTE;
+      if (mixed > cost && mixed < Number.POSITIVE_INFINITY) cost = mixed;
+    }
+    WALK_KEY[KEY] = cost;
+    WALK_KEY[TIE] = ttftLowerBoundMs;
+    return cost > this.barKey || (cost === this.barKey && ttftLowerBoundMs > this.barTie) ? DROPPED : KEPT;
   }
 
   /** Puts cell `c` of the walk's tree on the frontier, if it is worth a place. */
@@ -1690,6 +1761,24 @@ class Search {
     if (costed)
       mixWeights(tree, request.inputTokens - request.cachedInputTokens, request.maxOutputTokens, this.mix);
     else this.mix.step = -1;
+    const vector = this.p.clientVector;
+    this.fastKeys =
+      by === BY_POLICY &&
+      costed &&
+      tree.priced &&
+      vector !== undefined &&
+      this.excluded === undefined &&
+      this.p.policy.lowerBound === CHEAPEST_FEASIBLE.lowerBound &&
+      this.p.policy.tieLowerBound === CHEAPEST_FEASIBLE.tieLowerBound;
+    if (this.fastKeys && vector !== undefined) {
+      this.clientX = vector.x;
+      this.clientY = vector.y;
+      this.clientZ = vector.z;
+      this.msPerRad = this.p.msPerRad;
+      this.uncachedTokens = request.inputTokens - request.cachedInputTokens;
+      this.cachedTokens = request.cachedInputTokens;
+      this.outputTokens = request.maxOutputTokens;
+    }
     // The nodes worth a visit wait on the frontier beside the cells, keyed by their own bounds,
     // and are visited when theirs is the least left: a node visited is a record read and an
     // estimate made, and one that cannot beat the nodes ranked by then is never read (in leaf
