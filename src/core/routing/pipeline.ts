@@ -676,6 +676,13 @@ const REACH_REFERENCE_NODES = 6_000;
 /** reachesMost's work list (cell, depth pairs) and how deep it looks. */
 const REACH_STACK: number[] = [];
 const REACH_DEPTH = 4;
+/**
+ * Margins of the walk's leaf thresholds (see Search.leafThresholds): a share far beyond the
+ * rounding of the few operations between a threshold and the exact check, and a chord (in
+ * radians) for where the reach left is near zero.
+ */
+const THRESHOLD_MARGIN = 1e-9;
+const CHORD_MARGIN = 1e-12;
 /** What Search.cellKeyedFast says of a cell: worth a place, not, or not keyed there. */
 const KEPT = 1;
 const DROPPED = 0;
@@ -1836,7 +1843,32 @@ class Search {
       const queue = this.leafQueue;
       queue.clear();
       const floors = this.readsFloors ? this.loadFloors : undefined;
+      // Most nodes of a leaf a tight budget reaches are too far or too slow: both are told first
+      // from the place alone, by thresholds worked out once for the leaf (a rate, a squared
+      // chord), so that such a node costs no division and no square root. Each threshold leaves a
+      // margin, and a node between a threshold and its margin is judged exactly, below: the
+      // thresholds pass over and stop at exactly the nodes the exact checks would.
+      this.leafThresholds(tree, start, end, bounded ? leafReachMs : Number.NaN, leafRttMs, leafBaseMs);
+      const { slowRate, fastRate, farChord2 } = this;
+      const places = tree.places;
+      const client = this.p.clientVector;
+      const clientX = client?.x ?? 0;
+      const clientY = client?.y ?? 0;
+      const clientZ = client?.z ?? 0;
       for (let i = start; i < end; i += 1) {
+        const place = i * PLACE_STRIDE;
+        const rate = places[place + P.rate] as number;
+        if (rate < slowRate) break;
+        if (rate >= fastRate) {
+          const dx = clientX - (places[place + P.x] as number);
+          const dy = clientY - (places[place + P.y] as number);
+          const dz = clientZ - (places[place + P.z] as number);
+          if (dx * dx + dy * dy + dz * dz > farChord2) {
+            if (this.spend()) continue;
+            capped = true;
+            break;
+          }
+        }
         // From the place and slot alone (contiguous memory): the node's record is not touched
         // unless it might fit. A node passed over still counts against the work cap.
         const prefillLowerBoundMs = bounded
@@ -1905,6 +1937,45 @@ class Search {
     frontier.clear();
     return !gaveUp;
   }
+
+  /**
+   * The thresholds the walk reads leaf `[start, end)`'s nodes by (see walk), into slowRate,
+   * fastRate and farChord2, for a leaf reach of `reachMs` (NaN: none) and the leaf's RTT bound and
+   * coordinate base. A node slower than slowRate fails the leaf's reach on its prefill alone (the
+   * walk stops there: the leaf lists its nodes fastest first); one at least fastRate fast does
+   * not, and when it is farther than farChord2 (a squared chord from the client) it fails the
+   * reach on its place and the fastest prefill of the leaf. Each is worked out with a margin, so
+   * that it only ever decides what the exact check would; where the margins cannot be trusted (no
+   * reach, no prompt, no room left, no coordinates) nothing is decided by them.
+   */
+  private leafThresholds(
+    tree: FlatTree,
+    start: number,
+    end: number,
+    reachMs: number,
+    leafRttMs: number,
+    leafBaseMs: number,
+  ): void {
+    this.slowRate = 0;
+    this.fastRate = Number.POSITIVE_INFINITY;
+    this.farChord2 = Number.POSITIVE_INFINITY;
+    const tokens = this.p.request.inputTokens - this.p.request.cachedInputTokens;
+    const roomMs = reachMs - leafRttMs;
+    if (!(tokens > 0 && roomMs > 0 && start < end)) return;
+    const rate = (tokens * 1000) / roomMs;
+    this.slowRate = rate * (1 - THRESHOLD_MARGIN);
+    this.fastRate = rate * (1 + THRESHOLD_MARGIN);
+    if (this.p.clientVector === undefined) return;
+    const fastestMs = prefillMsAt(this.p.request, tree.places[start * PLACE_STRIDE + P.rate] as number);
+    const chord =
+      (reachMs - leafBaseMs - fastestMs) / this.p.msPerRad + PLACE_SLACK_RAD + ANGLE_SLACK_RAD + CHORD_MARGIN;
+    // Too far by so much that even at the client no node would fit: every located node is.
+    this.farChord2 = chord > 0 ? chord * chord * (1 + THRESHOLD_MARGIN) : -1;
+  }
+  /** What leafThresholds worked out last. */
+  private slowRate = 0;
+  private fastRate = Number.POSITIVE_INFINITY;
+  private farChord2 = Number.POSITIVE_INFINITY;
 
   /**
    * Whether node `n`'s load floor passes it over, unread, in a walk with `options` (a node about
