@@ -57,6 +57,45 @@ export const DEFAULT_LATENCY_MODEL: LatencyModel = {
 
 export const EARTH_RADIUS_KM = 6371.0088;
 
+/** A point on the unit sphere (see unitVector). */
+export interface Vec3 {
+  readonly x: number;
+  readonly y: number;
+  readonly z: number;
+}
+
+export function unitVector(location: LatLon): Vec3 {
+  const rad = Math.PI / 180;
+  const lat = location.lat * rad;
+  const lon = location.lon * rad;
+  return { x: Math.cos(lat) * Math.cos(lon), y: Math.cos(lat) * Math.sin(lon), z: Math.sin(lat) };
+}
+
+/**
+ * The great-circle distance between two points given by their unit vectors, in km: the arc over
+ * their chord. The distance coordinate RTTs are worked out from (see unsampledRttMs): a search
+ * that holds the vectors already pays one arc sine for it, not the haversine's five trigonometric
+ * functions.
+ */
+export function arcKm(a: Vec3, b: Vec3): number {
+  const dx = a.x - b.x;
+  const dy = a.y - b.y;
+  const dz = a.z - b.z;
+  return 2 * EARTH_RADIUS_KM * Math.asin(Math.min(1, Math.sqrt(dx * dx + dy * dy + dz * dz) / 2));
+}
+
+/** Unit vectors of node locations, once per location object (a node's spec keeps its own). */
+const locationVectors = new WeakMap<LatLon, Vec3>();
+
+function locationVector(location: LatLon): Vec3 {
+  let vector = locationVectors.get(location);
+  if (vector === undefined) {
+    vector = unitVector(location);
+    locationVectors.set(location, vector);
+  }
+  return vector;
+}
+
 export function greatCircleKm(a: LatLon, b: LatLon): number {
   const rad = Math.PI / 180;
   const dLat = (b.lat - a.lat) * rad;
@@ -161,18 +200,27 @@ export function unsampledRtt(
   return { rttMs: unsampledRttMs(client, node, model), source: unsampledSource(client, node) };
 }
 
-/** unsampledRtt's RTT alone (a search reads it for many nodes and builds no record for most). */
+/**
+ * unsampledRtt's RTT alone (a search reads it for many nodes and builds no record for most).
+ * `clientVector` and `nodeVector`, when given, must be unitVector of the client's and the node's
+ * locations (a caller that holds them spares working them out).
+ */
 export function unsampledRttMs(
   client: Pick<PreparedClient, 'region' | 'location'>,
   node: Pick<NodeSpec, 'level' | 'region' | 'location'>,
   model: LatencyModel,
+  clientVector?: Vec3,
+  nodeVector?: Vec3,
 ): number {
   const overheadMs = model.accessOverheadMs[node.level];
   const crossRegionMs =
     client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
   if (client.location !== undefined && node.location !== undefined) {
-    const distanceMs =
-      ((greatCircleKm(client.location, node.location) * 2) / model.fiberKmPerMs) * model.routeStretch;
+    const km = arcKm(
+      clientVector ?? unitVector(client.location),
+      nodeVector ?? locationVector(node.location),
+    );
+    const distanceMs = ((km * 2) / model.fiberKmPerMs) * model.routeStretch;
     return distanceMs + overheadMs + crossRegionMs;
   }
   const baseMs = client.region === node.region ? model.sameRegionRttMs : model.crossRegionRttMs;

@@ -38,8 +38,12 @@
 // that every search scans, and removals leave tombstones, until the next lazy rebuild.
 
 import { curveRate, type PriceMultiplier, queueRates } from '../cost.js';
-import type { LatLon, Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
+import { unitVector, type Vec3 } from '../latency.js';
+import type { Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 import type { LoadWatcher } from '../reservations.js';
+
+export { unitVector, type Vec3 };
+
 import { compareIds } from './policy.js';
 
 /** A node's offer of one model, as the index holds it. `record` is replaced on every update. */
@@ -103,12 +107,6 @@ export interface LoadWatched {
   watchLoad?(watcher: LoadWatcher): void;
 }
 
-export interface Vec3 {
-  readonly x: number;
-  readonly y: number;
-  readonly z: number;
-}
-
 /**
  * Most nodes per leaf, by tree kind (price, mixed, place); a leaf lists its nodes fastest prefill
  * first (see build). Reading a leaf's node slots costs less than a level of cells: each cell
@@ -129,13 +127,6 @@ export const LEVEL_BIT: Readonly<Record<Level, number>> = { CENTER: 1, PROVINCE:
 export const ANGLE_SLACK_RAD = 1e-7;
 /** A cell lists its distinct groups only up to this many; a more mixed cell bounds by the model's. */
 const MAX_CELL_GROUPS = 8;
-
-export function unitVector(location: LatLon): Vec3 {
-  const rad = Math.PI / 180;
-  const lat = location.lat * rad;
-  const lon = location.lon * rad;
-  return { x: Math.cos(lat) * Math.cos(lon), y: Math.cos(lat) * Math.sin(lon), z: Math.sin(lat) };
-}
 
 /** Angle between two unit vectors, in radians. */
 export function angleBetween(a: Vec3, b: Vec3): number {

@@ -1333,7 +1333,9 @@ class Search {
       }
       const prefill = prefillMs(p.request, entry.offer);
       if (rttLowerBoundMs + prefill > reachMs) return;
-      const rttMs = knownRttMs ?? unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
+      const rttMs =
+        knownRttMs ??
+        unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, p.clientVector, entry.position);
       if (rttMs + prefill > reachMs) return;
       if (lowerBound !== undefined && this.ranked.worst() !== undefined) {
         nodeBounds.costLowerBound = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
@@ -1402,7 +1404,7 @@ class Search {
       // at least the RTT).
       const latency = p.ctx.latency;
       const order = candidates.rttOrder(latency, p.client.region, (entry) =>
-        unsampledRttMs(p.client, entry.record.spec, latency),
+        unsampledRttMs(p.client, entry.record.spec, latency, p.clientVector, entry.position),
       );
       const { entries, rtts } = order;
       for (let i = 0; i < entries.length; i += 1) {
@@ -2020,10 +2022,10 @@ class Search {
         prefill = prefillMs(p.request, entry.offer);
         const bestMs = best.estimate.ttftMs;
         if (rttLowerBoundMs + prefill > bestMs) return;
-        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
+        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, p.clientVector, entry.position);
         if (rttMs + prefill > bestMs) return;
       } else if (rttLowerBoundMs !== undefined)
-        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency);
+        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, p.clientVector, entry.position);
       const candidate = this.evaluate(entry, false, rttMs, prefill);
       if (candidate === undefined || !accept(candidate)) return;
       if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) {
