@@ -154,6 +154,13 @@ export interface IndexGroup {
  * and a decision allocates nothing per group.
  */
 export interface GroupScratch {
+  /**
+   * Each group's LEVEL_BIT and region index (IndexGroup.levelBit and regionIndex): what a search
+   * reads of a group for every node slot, kept here so that it reads one array, not an object per
+   * group. Set when the group is made; these two are not per decision.
+   */
+  levelBit: Uint8Array;
+  regionIndex: Int32Array;
   stamp: Float64Array;
   /** Where `multiplier` is this decision's (it is worked out only when asked for). */
   multiplierStamp: Float64Array;
@@ -162,13 +169,21 @@ export interface GroupScratch {
   regionDefaultMs: Float64Array;
 }
 
-function scratchFor(groups: number): GroupScratch {
+function scratchFor(groups: readonly IndexGroup[], size: number): GroupScratch {
+  const levelBit = new Uint8Array(size);
+  const regionIndex = new Int32Array(size);
+  for (const group of groups) {
+    levelBit[group.id] = group.levelBit;
+    regionIndex[group.id] = group.regionIndex;
+  }
   return {
-    stamp: new Float64Array(groups),
-    multiplierStamp: new Float64Array(groups),
-    multiplier: new Float64Array(groups),
-    coordinateBaseMs: new Float64Array(groups),
-    regionDefaultMs: new Float64Array(groups),
+    levelBit,
+    regionIndex,
+    stamp: new Float64Array(size),
+    multiplierStamp: new Float64Array(size),
+    multiplier: new Float64Array(size),
+    coordinateBaseMs: new Float64Array(size),
+    regionDefaultMs: new Float64Array(size),
   };
 }
 
@@ -543,7 +558,7 @@ export class ModelCandidates {
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
   /** Per-decision values by group id (see GroupScratch); replaced, stamps cleared, as groups grow. */
-  scratch: GroupScratch = scratchFor(8);
+  scratch: GroupScratch = scratchFor([], 8);
   /**
    * By kind of request (Search.requestKind, one of REQUEST_KINDS): how many more requests of that
    * kind a cost search sends straight to the mixed tree, the price tree having given up on one of
@@ -609,7 +624,11 @@ export class ModelCandidates {
       this.groupsByKey.set(key, group);
       this.groupList.push(group);
       if (this.scratch.stamp.length < this.groupList.length)
-        this.scratch = scratchFor(this.groupList.length * 2);
+        this.scratch = scratchFor(this.groupList, this.groupList.length * 2);
+      else {
+        this.scratch.levelBit[group.id] = group.levelBit;
+        this.scratch.regionIndex[group.id] = group.regionIndex;
+      }
     }
     const location = record.spec.location;
     const entry: IndexedNode = {

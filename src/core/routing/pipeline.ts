@@ -932,11 +932,10 @@ class Search {
   private fill(g: number): void {
     const scratch = this.scratch as GroupScratch;
     if (scratch.stamp[g] === this.stamp) return;
-    const group = this.groups[g] as IndexGroup;
     const latency = this.p.ctx.latency;
     // A one-level mask: that level's own overhead.
-    const overheadMs = this.minOverheads[group.levelBit] as number;
-    const sameRegion = group.regionIndex === this.clientRegionIndex;
+    const overheadMs = this.minOverheads[scratch.levelBit[g] as number] as number;
+    const sameRegion = scratch.regionIndex[g] === this.clientRegionIndex;
     scratch.stamp[g] = this.stamp;
     scratch.coordinateBaseMs[g] = overheadMs + (sameRegion ? 0 : this.crossRegionPenaltyMs);
     scratch.regionDefaultMs[g] =
@@ -1090,7 +1089,7 @@ class Search {
 
   /**
    * A cheap lower bound of the RTT of node slot `i` when no sample applies: the chord between the
-   * unit vectors (never longer than the arc; less a hair for rounding) instead of the haversine.
+   * unit vectors (never longer than the arc; less a hair for rounding) instead of the arc itself.
    */
   private slotRttLowerBound(tree: FlatTree, i: number): number {
     this.placeAngle(tree, i);
