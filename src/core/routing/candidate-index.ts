@@ -763,9 +763,19 @@ export class ModelCandidates {
     let tier = 0;
     for (let t = 1; t < RATE_TIERS; t += 1) if ((this.rateFloors[t] as number) <= minPrefillRate) tier = t;
     const slot = tier * TREE_KINDS + kind;
-    const want = kind === PLACE_TREE ? undefined : pricedWindow(pricing);
     let tree = this.trees[slot];
     const held = this.validity[slot];
+    // Priced by this multiplier over a window that holds now: the tree as it is (without asking
+    // the multiplier how long its factors hold, as every decision would).
+    if (
+      tree !== undefined &&
+      held?.multiplier !== undefined &&
+      held.multiplier === pricing?.multiplier &&
+      pricing.nowMs >= held.fromMs &&
+      pricing.nowMs < held.untilMs
+    )
+      return tree;
+    const want = kind === PLACE_TREE ? undefined : pricedWindow(pricing);
     const validity = want ?? { multiplier: undefined, fromMs: 0, untilMs: Number.POSITIVE_INFINITY };
     if (tree === undefined) {
       tree = buildTree(this.tierSource(tier), kind, this.factors(validity), this.leafSizes[kind]);

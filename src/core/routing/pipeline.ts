@@ -694,6 +694,16 @@ const REACHES_FEW = 1;
 const REACHES_MOST = 2;
 const REACH_REUSES = 15;
 
+/**
+ * Which half power of two `value + 1` lies in (value ≥ 0; fractions count down to the whole):
+ * twice its binary logarithm, rounded down (from 2^31 on, all alike). A bucket for request kinds.
+ */
+function halfLog2(value: number): number {
+  const whole = Math.min(0x7fffffff, Math.floor(value) + 1);
+  const log = 31 - Math.clz32(whole);
+  return 2 * log + (whole >= (1 << log) * Math.SQRT2 ? 1 : 0);
+}
+
 const overheadTables = new WeakMap<Readonly<Record<Level, number>>, Float64Array>();
 
 /** By LEVEL_BIT mask (0..15): the smallest access overhead of the levels in it (+∞ for none). */
@@ -1443,16 +1453,16 @@ class Search {
 
   /**
    * The request's kind for SearchTuning.priceTreeRetryAfter: its client region, budget, uncached
-   * prompt and answer length (the last three in half or whole powers of two), hashed to one of
+   * prompt and answer length (the last three in half or whole powers of two: halfLog2), hashed to one of
    * REQUEST_KINDS (kinds that collide share what they remember: work, never answers).
    */
   private requestKind(): number {
     const r = this.p.request;
     const tokens = Math.max(0, r.inputTokens - r.cachedInputTokens);
     let h = Math.imul(this.clientRegionIndex + 2, 0x9e3779b1);
-    h = Math.imul(h ^ Math.floor(Math.log2(r.latencyBudgetMs + 1) * 2), 0x85ebca6b);
-    h = Math.imul(h ^ Math.floor(Math.log2(tokens + 1) * 2), 0xc2b2ae35);
-    h = Math.imul(h ^ Math.floor(Math.log2(r.maxOutputTokens + 1)), 0x27d4eb2f);
+    h = Math.imul(h ^ halfLog2(r.latencyBudgetMs), 0x85ebca6b);
+    h = Math.imul(h ^ halfLog2(tokens), 0xc2b2ae35);
+    h = Math.imul(h ^ (31 - Math.clz32(r.maxOutputTokens + 1)), 0x27d4eb2f);
     return (h ^ (h >>> 15)) & (REQUEST_KINDS - 1);
   }
 
@@ -1465,8 +1475,8 @@ class Search {
     const tokens = Math.max(0, r.inputTokens - r.cachedInputTokens);
     let h = Math.imul(Math.floor(location.lat) + 1000, 0x9e3779b1);
     h = Math.imul(h ^ (Math.floor(location.lon) + 1000), 0x85ebca6b);
-    h = Math.imul(h ^ Math.floor(Math.log2(r.latencyBudgetMs + 1) * 2), 0xc2b2ae35);
-    h = Math.imul(h ^ Math.floor(Math.log2(tokens + 1) * 2), 0x27d4eb2f);
+    h = Math.imul(h ^ halfLog2(r.latencyBudgetMs), 0xc2b2ae35);
+    h = Math.imul(h ^ halfLog2(tokens), 0x27d4eb2f);
     return h ^ (h >>> 15);
   }
 
