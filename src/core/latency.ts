@@ -133,9 +133,20 @@ export interface PreparedClient {
   readonly sampleMaps: readonly ReadonlyMap<string, LatencySample>[];
 }
 
+/**
+ * `location` when a distance can be worked out from it (both coordinates finite numbers), else
+ * undefined: a place whose coordinates are not numbers counts as no place, for the estimate and
+ * for the index alike. The API refuses such coordinates; a programmatic caller may not.
+ */
+export function coordinatesOf(location: LatLon | undefined): LatLon | undefined {
+  return location !== undefined && Number.isFinite(location.lat) && Number.isFinite(location.lon)
+    ? location
+    : undefined;
+}
+
 /** Where the client is on the map: its own coordinates, else its region's centroid. */
 export function clientLocation(client: ClientPosition, model: LatencyModel): LatLon | undefined {
-  return client.location ?? model.regionCentroids.get(client.region);
+  return coordinatesOf(client.location) ?? coordinatesOf(model.regionCentroids.get(client.region));
 }
 
 export function prepareClient(
@@ -215,11 +226,10 @@ export function unsampledRttMs(
   const overheadMs = model.accessOverheadMs[node.level];
   const crossRegionMs =
     client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
-  if (client.location !== undefined && node.location !== undefined) {
-    const km = arcKm(
-      clientVector ?? unitVector(client.location),
-      nodeVector ?? locationVector(node.location),
-    );
+  const clientAt = coordinatesOf(client.location);
+  const nodeAt = coordinatesOf(node.location);
+  if (clientAt !== undefined && nodeAt !== undefined) {
+    const km = arcKm(clientVector ?? unitVector(clientAt), nodeVector ?? locationVector(nodeAt));
     const distanceMs = ((km * 2) / model.fiberKmPerMs) * model.routeStretch;
     return distanceMs + overheadMs + crossRegionMs;
   }
@@ -232,7 +242,9 @@ export function unsampledSource(
   client: Pick<PreparedClient, 'location'>,
   node: Pick<NodeSpec, 'location'>,
 ): LatencySource {
-  return client.location !== undefined && node.location !== undefined ? 'COORDINATES' : 'REGION_DEFAULT';
+  return coordinatesOf(client.location) !== undefined && coordinatesOf(node.location) !== undefined
+    ? 'COORDINATES'
+    : 'REGION_DEFAULT';
 }
 
 /** One-off form of estimateRttFor. */

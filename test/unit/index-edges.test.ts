@@ -382,17 +382,60 @@ describe('candidate index: levels apart', () => {
     expect(place.masks.some((mask) => !oneBit(mask))).toBe(true);
   });
 
-  it('a node whose coordinates are not numbers leaves its cells located (review of 089e91e)', () => {
-    // The API refuses such coordinates; a programmatic caller may not. Only cells of nodes with
-    // no coordinates are bounded as unlocated (by region), or nearby nodes would be cut.
+  it('a node whose coordinates are not numbers counts as one with none: its cells alone are unlocated', () => {
+    // The API refuses such coordinates; a programmatic caller may not. The estimate reads them as
+    // no place (region defaults), so the index files such a node with the nodes that have none:
+    // cells of located nodes keep their box, and nearby nodes are never cut.
     const index = new CandidateIndex(32, [4, 4, 4]);
     const odd = record({ id: 'zz', km: 0 });
     index.put({ ...odd, spec: { ...odd.spec, location: { lat: Number.NaN, lon: 113 } } });
+    const far = record({ id: 'zy', km: 0 });
+    index.put({ ...far, spec: { ...far.spec, location: { lat: 23, lon: Number.POSITIVE_INFINITY } } });
     for (let i = 0; i < 12; i += 1) index.put(record({ id: `n${i}`, km: i * 0.5 }));
     for (const kind of [PRICE_TREE, MIXED_TREE, PLACE_TREE] as const) {
-      const { cells } = treeOf(index, kind);
-      for (let at = 0; at < cells.length; at += CELL_STRIDE) expect(unlocatedCell(cells, at)).toBe(false);
+      const tree = treeOf(index, kind);
+      const { cells } = tree;
+      for (let at = 0; at < cells.length; at += CELL_STRIDE) {
+        const start = cellItemStart(cells, at);
+        const ids = tree.items.slice(start, start + cellSize(cells, at)).map((entry) => entry.id);
+        // A cell is unlocated exactly when it holds the two odd nodes and nothing else.
+        expect(unlocatedCell(cells, at)).toBe(ids.every((id) => id === 'zz' || id === 'zy'));
+      }
     }
+  });
+
+  it('a node whose coordinates are not numbers is decided by its region, as a full scan decides', () => {
+    // FLAT_LATENCY: 8 ms to a node of the client's region known by region alone; nodes in
+    // Guangzhou at 0 ms; prefill 1 ms. The odd node is the cheapest.
+    const near = record({ id: 'near', km: 0, price: 2 });
+    const oddRecord = record({ id: 'odd', km: 0, price: 1 });
+    const odd = { ...oddRecord, spec: { ...oddRecord.spec, location: { lat: Number.NaN, lon: 113 } } };
+    const nodes = [
+      near,
+      odd,
+      ...Array.from({ length: 40 }, (_, i) => record({ id: `n${i}`, km: i, price: 3 })),
+    ];
+    const small = { inputTokens: 10, maxOutputTokens: 10, explain: true };
+    // Within 5 ms only the located nodes fit: the odd node is 8 ms away by its region.
+    const tight = placed(decideRoute(request({ ...small, latencyBudgetMs: 5 }), context(nodes)));
+    expect(tight.placement.nodeId).toBe('near');
+    const oddEntry = tight.explain.find((entry) => entry.nodeId === 'odd');
+    expect(oddEntry?.verdict).toBe('OVER_BUDGET');
+    expect(oddEntry?.estimate?.latencySource).toBe('REGION_DEFAULT');
+    expect(oddEntry?.estimate?.networkRttMs).toBe(8);
+    // Within 20 ms it fits, and it is the cheapest.
+    const loose = placed(decideRoute(request({ ...small, latencyBudgetMs: 20 }), context(nodes)));
+    expect(loose.placement.nodeId).toBe('odd');
+    expect(loose.placement.estimate.networkRttMs).toBe(8);
+    expect(loose.placement.estimate.latencySource).toBe('REGION_DEFAULT');
+    // A client whose own coordinates are not numbers is placed at its region's centroid (none
+    // here: by region), as if it gave none.
+    const lost = { region: 'CN-GD', accessPoint: '', location: { lat: 23, lon: Number.NaN } };
+    const byRegion = placed(
+      decideRoute(request({ ...small, latencyBudgetMs: 20, client: lost }), context(nodes)),
+    );
+    expect(byRegion.placement.estimate.latencySource).toBe('REGION_DEFAULT');
+    expect(byRegion.placement.nodeId).toBe('odd');
   });
 
   it('no tree has a root for nodes it does not hold (every node located, two levels)', () => {

@@ -38,7 +38,7 @@
 // that every search scans, and removals leave tombstones, until the next lazy rebuild.
 
 import { curveRate, type PriceMultiplier, queueRates } from '../cost.js';
-import { unitVector, type Vec3 } from '../latency.js';
+import { coordinatesOf, unitVector, type Vec3 } from '../latency.js';
 import type { Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 import type { LoadWatcher } from '../reservations.js';
 
@@ -630,7 +630,7 @@ export class ModelCandidates {
         this.scratch.regionIndex[group.id] = group.regionIndex;
       }
     }
-    const location = record.spec.location;
+    const location = coordinatesOf(record.spec.location);
     const entry: IndexedNode = {
       id: record.spec.id,
       record,
