@@ -5,8 +5,12 @@
 // pops hundreds of cells per decision, and the heap allocates nothing once it has grown.
 
 export class MinHeap<T> {
-  private keys = new Float64Array(64);
-  private ties = new Float64Array(64);
+  /**
+   * Keys and ties by slot, the least at 0 when not empty: callers may read them (a peek that is
+   * no call: a number returned from a call not inlined is boxed), never write them.
+   */
+  keys = new Float64Array(64);
+  ties = new Float64Array(64);
   private values: T[] = [];
   private count = 0;
 
@@ -45,6 +49,11 @@ export class MinHeap<T> {
     this.keys[index] = key;
     this.ties[index] = tie;
     this.values[index] = value;
+  }
+
+  /** push, with the key and tie read from `keyed[0]` and `keyed[1]` (no number passed: see keys). */
+  pushKeyed(value: T, keyed: Float64Array): void {
+    this.push(keyed[0] as number, value, keyed[1] as number);
   }
 
   push(key: number, value: T, tie = 0): void {

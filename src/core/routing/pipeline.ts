@@ -792,8 +792,9 @@ class Search {
   private walkBy: WalkKey = BY_POLICY;
   private walkReachMs = Number.POSITIVE_INFINITY;
   private walkCosted = true;
-  /** What placeAngle worked out last. */
+  /** What placeAngle and rttFromPlace worked out last. */
   private placeAngleMs = 0;
+  private placeRttMs = 0;
   /** Whether the walk under way keys its cells by cellKeyedFast (see there); set by walk. */
   private fastKeys = false;
   /** The client's unit vector and the request's numbers, as cellKeyedFast reads them. */
@@ -1103,7 +1104,8 @@ class Search {
    */
   private slotRttLowerBound(tree: FlatTree, i: number): number {
     this.placeAngle(tree, i);
-    return this.rttFromPlace(tree, i);
+    this.rttFromPlace(tree, i);
+    return this.placeRttMs;
   }
 
   /**
@@ -1127,14 +1129,18 @@ class Search {
     this.placeAngleMs = angle > 0 ? angle * this.p.msPerRad : 0;
   }
 
-  /** slotRttLowerBound, its place's part already in placeAngleMs (see placeAngle). */
-  private rttFromPlace(tree: FlatTree, i: number): number {
+  /**
+   * slotRttLowerBound, its place's part already in placeAngleMs (see placeAngle), into
+   * placeRttMs (a field, not a return: a number returned from a call not inlined is boxed).
+   */
+  private rttFromPlace(tree: FlatTree, i: number): void {
     const g = tree.slots[i * SLOT_STRIDE + S.group] as number;
     this.fill(g);
     const scratch = this.scratch as GroupScratch;
     const angleMs = this.placeAngleMs;
-    if (Number.isNaN(angleMs)) return scratch.regionDefaultMs[g] as number;
-    return angleMs + (scratch.coordinateBaseMs[g] as number);
+    this.placeRttMs = Number.isNaN(angleMs)
+      ? (scratch.regionDefaultMs[g] as number)
+      : angleMs + (scratch.coordinateBaseMs[g] as number);
   }
 
   /** Lower bounds of node slot `i` alone (RTT bound given), in the cells' scratch bounds. */
@@ -1609,6 +1615,12 @@ class Search {
     return reached >= need;
   }
 
+  /** pastBar for the least (key, tie) on the (non-empty) frontier, read where it lies. */
+  private frontierPastBar(): boolean {
+    const key = this.frontier.keys[0] as number;
+    return key > this.barKey || (key === this.barKey && (this.frontier.ties[0] as number) > this.barTie);
+  }
+
   /**
    * Whether anything whose first key is at least `key` and second at least `tie` is past the bar
    * (see barKey): then it cannot enter the ranking, or beat the best TTFT found.
@@ -1697,7 +1709,7 @@ class Search {
 
   /** Puts cell `c` of the walk's tree on the frontier, if it is worth a place. */
   private pushCell(tree: FlatTree, c: number): void {
-    if (this.cellKeyed(tree, c)) this.frontier.push(WALK_KEY[KEY] as number, c, WALK_KEY[TIE] as number);
+    if (this.cellKeyed(tree, c)) this.frontier.pushKeyed(c, WALK_KEY);
   }
 
   /**
@@ -1737,16 +1749,27 @@ class Search {
     }
     if (rightKept) {
       if (best < 0 || rightKey < bestKey || (rightKey === bestKey && rightTie < bestTie)) {
-        if (best >= 0) frontier.push(bestKey, best, bestTie);
+        if (best >= 0) {
+          WALK_KEY[KEY] = bestKey;
+          WALK_KEY[TIE] = bestTie;
+          frontier.pushKeyed(best, WALK_KEY);
+        }
         best = right;
         bestKey = rightKey;
         bestTie = rightTie;
-      } else frontier.push(rightKey, right, rightTie);
+      } else {
+        WALK_KEY[KEY] = rightKey;
+        WALK_KEY[TIE] = rightTie;
+        frontier.pushKeyed(right, WALK_KEY);
+      }
     }
     if (best < 0) return -1;
-    const topKey = frontier.peekKey();
-    if (bestKey < topKey || (bestKey === topKey && bestTie <= frontier.peekTie())) return best;
-    frontier.push(bestKey, best, bestTie);
+    if (frontier.size === 0) return best;
+    const topKey = frontier.keys[0] as number;
+    if (bestKey < topKey || (bestKey === topKey && bestTie <= (frontier.ties[0] as number))) return best;
+    WALK_KEY[KEY] = bestKey;
+    WALK_KEY[TIE] = bestTie;
+    frontier.pushKeyed(best, WALK_KEY);
     return -1;
   }
 
@@ -1814,7 +1837,7 @@ class Search {
     for (const root of tree.roots) this.pushCell(tree, root);
     // A child whose key is the least left, taken without the frontier (see pushChildren).
     let next = -1;
-    while (next >= 0 || (frontier.size > 0 && !this.pastBar(frontier.peekKey(), frontier.peekTie()))) {
+    while (next >= 0 || (frontier.size > 0 && !this.frontierPastBar())) {
       let top = next;
       if (top >= 0) next = -1;
       else top = frontier.pop() as number;
@@ -1849,8 +1872,6 @@ class Search {
       // even at the leaf's nearest, none can. (Summed as the budget check sums, so that rounding
       // never drops a node that fits exactly.)
       const bounded = leafReachMs !== Number.POSITIVE_INFINITY;
-      const leafRttMs = bounded ? this.cellRttLowerBound(tree, at) : 0;
-      const leafBaseMs = bounded ? this.cellCoordinateBaseMs(tree.cells, at) : 0;
       const queue = this.leafQueue;
       queue.clear();
       const floors = this.readsFloors ? this.loadFloors : undefined;
@@ -1859,8 +1880,8 @@ class Search {
       // chord), so that such a node costs no division and no square root. Each threshold leaves a
       // margin, and a node between a threshold and its margin is judged exactly, below: the
       // thresholds pass over and stop at exactly the nodes the exact checks would.
-      this.leafThresholds(tree, start, end, bounded ? leafReachMs : Number.NaN, leafRttMs, leafBaseMs);
-      const { slowRate, fastRate, farChord2 } = this;
+      this.leafThresholds(tree, at, start, end, bounded);
+      const { leafRttMs, leafBaseMs, slowRate, fastRate, farChord2 } = this;
       const places = tree.places;
       const client = this.p.clientVector;
       const clientX = client?.x ?? 0;
@@ -1895,7 +1916,8 @@ class Search {
           capped = true;
           break;
         }
-        const rttLowerBoundMs = this.rttFromPlace(tree, i);
+        this.rttFromPlace(tree, i);
+        const rttLowerBoundMs = this.placeRttMs;
         // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
         // passed over before its record is read (as the cells above it were).
         if (
@@ -1926,7 +1948,7 @@ class Search {
           continue;
         }
         if (deferred) {
-          frontier.push(WALK_KEY[KEY] as number, -1 - i, WALK_KEY[TIE] as number);
+          frontier.pushKeyed(-1 - i, WALK_KEY);
           continue;
         }
         WALK_KEY[RTT] = rttLowerBoundMs;
@@ -1950,23 +1972,22 @@ class Search {
   }
 
   /**
-   * The thresholds the walk reads leaf `[start, end)`'s nodes by (see walk), into slowRate,
-   * fastRate and farChord2, for a leaf reach of `reachMs` (NaN: none) and the leaf's RTT bound and
-   * coordinate base. A node slower than slowRate fails the leaf's reach on its prefill alone (the
+   * The leaf at offset `at` of `tree` (node slots `[start, end)`) as the walk reads it, into
+   * fields (numbers passed to or returned from a call not inlined are boxed): its RTT bound and
+   * coordinate base (leafRttMs, leafBaseMs; 0 unless `bounded` by the walk's reach), and the
+   * thresholds slowRate, fastRate and farChord2 its nodes are first read by. A node slower than slowRate fails the leaf's reach on its prefill alone (the
    * walk stops there: the leaf lists its nodes fastest first); one at least fastRate fast does
    * not, and when it is farther than farChord2 (a squared chord from the client) it fails the
    * reach on its place and the fastest prefill of the leaf. Each is worked out with a margin, so
    * that it only ever decides what the exact check would; where the margins cannot be trusted (no
    * reach, no prompt, no room left, no coordinates) nothing is decided by them.
    */
-  private leafThresholds(
-    tree: FlatTree,
-    start: number,
-    end: number,
-    reachMs: number,
-    leafRttMs: number,
-    leafBaseMs: number,
-  ): void {
+  private leafThresholds(tree: FlatTree, at: number, start: number, end: number, bounded: boolean): void {
+    const reachMs = bounded ? this.walkReachMs : Number.NaN;
+    const leafRttMs = bounded ? this.cellRttLowerBound(tree, at) : 0;
+    const leafBaseMs = bounded ? this.cellCoordinateBaseMs(tree.cells, at) : 0;
+    this.leafRttMs = leafRttMs;
+    this.leafBaseMs = leafBaseMs;
     this.slowRate = 0;
     this.fastRate = Number.POSITIVE_INFINITY;
     this.farChord2 = Number.POSITIVE_INFINITY;
@@ -1984,6 +2005,8 @@ class Search {
     this.farChord2 = chord > 0 ? chord * chord * (1 + THRESHOLD_MARGIN) : -1;
   }
   /** What leafThresholds worked out last. */
+  private leafRttMs = 0;
+  private leafBaseMs = 0;
   private slowRate = 0;
   private fastRate = Number.POSITIVE_INFINITY;
   private farChord2 = Number.POSITIVE_INFINITY;
