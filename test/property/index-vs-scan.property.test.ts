@@ -52,8 +52,26 @@ const CENTROIDS: LatencyModel = {
   ]),
 };
 
-/** Where nodes and clients are: China, around the antimeridian, near either pole. */
+/**
+ * Overheads and region defaults far larger than real ones: a reach that ends a hair past a large
+ * RTT, where a margin relative to what is left of the reach would be smaller than the rounding.
+ */
+const BIG: LatencyModel = {
+  ...CENTROIDS,
+  accessOverheadMs: { CENTER: 300.1, PROVINCE: 100.3, EDGE: 7.7, TERMINAL: 0.1 },
+  crossRegionPenaltyMs: 17.3,
+  sameRegionRttMs: 1000.7,
+  crossRegionRttMs: 4567.1,
+};
+
+/**
+ * Where nodes and clients are: China, around the antimeridian, near either pole, at a region's
+ * very centroid, and (as a programmatic caller may give them) coordinates that are not numbers.
+ */
 const placeArb = fc.oneof(
+  fc.constant({ lat: 23.1, lon: 113.3 }),
+  fc.constant({ lat: Number.NaN, lon: 113.3 }),
+  fc.constant({ lat: 23.1, lon: Number.POSITIVE_INFINITY }),
   // A province: dense enough that cells split and a budget's reach cuts through them.
   fc.record({
     lat: fc.double({ min: 21, max: 25, noNaN: true }),
@@ -113,6 +131,9 @@ const nodeArb = (index: number, mode: PriceMode, mixed: boolean, regions: readon
         fc.constantFrom(10_000, 40_000, 160_000),
         fc.integer({ min: 5_000, max: 200_000 }),
         fc.double({ min: 5_000, max: 200_000, noNaN: true }),
+        // Far faster and far slower than any engine: prefills that round to nothing or to ages.
+        fc.double({ min: 1e6, max: 1e18, noNaN: true }),
+        fc.double({ min: 1, max: 100, noNaN: true }),
       ),
       active: fc.integer({ min: 0, max: 6 }),
       draining: fc.boolean(),
@@ -227,7 +248,12 @@ const scenarioArb = fc
           fc.integer({ min: 400, max: 3000 }),
           fc.double({ min: 0.5, max: 500, noNaN: true }),
         ),
-        input: fc.oneof(fc.integer({ min: 0, max: 400 }), fc.integer({ min: 0, max: 8000 })),
+        input: fc.oneof(
+          fc.integer({ min: 0, max: 400 }),
+          fc.integer({ min: 0, max: 8000 }),
+          fc.integer({ min: 1, max: 3 }),
+          fc.integer({ min: 1_000_000, max: 100_000_000 }),
+        ),
         cachedShare: fc.double({ min: 0, max: 1, noNaN: true }),
         output: fc.integer({ min: 0, max: 2000 }),
         levels: fc.subarray([...LEVELS]),
@@ -236,7 +262,7 @@ const scenarioArb = fc
         fallbacks: fc.integer({ min: 0, max: 4 }),
         explain: fc.boolean(),
       }),
-      latency: fc.constantFrom(FLAT_LATENCY, DEFAULT_LATENCY_MODEL, CENTROIDS),
+      latency: fc.constantFrom(FLAT_LATENCY, DEFAULT_LATENCY_MODEL, CENTROIDS, BIG),
     }),
   );
 

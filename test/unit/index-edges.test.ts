@@ -4,6 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { curveRate, LIST_PRICE } from '../../src/core/cost.js';
+import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
 import type { EngineCurves, Level } from '../../src/core/model.js';
 import { policyMultiplier } from '../../src/core/pricing.js';
 import {
@@ -65,6 +66,50 @@ describe('candidate index: a budget met exactly', () => {
     const across = record({ id: 'engine', region: 'CN-SC', offers: [engine] });
     const slow = record({ id: 'slow', offers: [offer({ prefillTokensPerS: 1000 })] });
     expect(placedOn(decideRoute(req(45 + 159.606297), context([across, slow])))).toBe('engine');
+  });
+});
+
+describe('candidate index: a leaf read by thresholds (review of ec7008f)', () => {
+  it('a reach a hair past a large RTT still takes the node that fits it', () => {
+    // 45 ms across regions by region default and 6 ms at the centre; one token at the API's
+    // fastest rate prefills in a millionth of a millisecond: the node fits 51.000001 ms, with room
+    // far below the rounding of a sum at 51 ms.
+    const node = record({
+      id: 'sc-center',
+      level: 'CENTER',
+      region: 'CN-SC',
+      offers: [offer({ prefillTokensPerS: 1e9 })],
+    });
+    for (const explain of [false, true]) {
+      const decision = decideRoute(
+        request({ client: BY_REGION, inputTokens: 1, latencyBudgetMs: 51.000001, explain }),
+        context([node], { latency: DEFAULT_LATENCY_MODEL }),
+      );
+      expect(placedOn(decision)).toBe('sc-center');
+    }
+  });
+
+  it('a node whose rate is not a number, first in its leaf, hides none of the others', () => {
+    // The API refuses such a rate; a programmatic caller may not.
+    const nodes = [
+      record({
+        id: 'a-nan',
+        km: 50,
+        offers: [offer({ prefillTokensPerS: Number.NaN, price: { inputPerMtok: 5 } })],
+      }),
+      record({ id: 'b-ok', km: 1, offers: [offer({ prefillTokensPerS: 10_000 })] }),
+      record({
+        id: 'c-ok',
+        km: 2,
+        offers: [offer({ prefillTokensPerS: 20_000, price: { inputPerMtok: 2 } })],
+      }),
+    ];
+    for (const budget of [30, 200, 1000]) {
+      const req = request({ inputTokens: 100, latencyBudgetMs: budget, explain: false, maxFallbacks: 2 });
+      const decision = placed(decideRoute(req, context(nodes)));
+      const ranked = [decision.placement, ...decision.fallbacks].map((p) => p.nodeId);
+      expect(ranked.slice(0, 2)).toEqual(['b-ok', 'c-ok']);
+    }
   });
 });
 

@@ -683,6 +683,12 @@ const REACH_DEPTH = 4;
  */
 const THRESHOLD_MARGIN = 1e-9;
 const CHORD_MARGIN = 1e-12;
+/**
+ * The least share of the reach (its size) that the room a threshold is relative to must be: far
+ * above the rounding of a sum at the reach's scale (2^-52 of it a step), so that THRESHOLD_MARGIN
+ * of the room covers it.
+ */
+const ROOM_SHARE = 1e-6;
 /** What Search.cellKeyedFast says of a cell: worth a place, not, or not keyed there. */
 const KEPT = 1;
 const DROPPED = 0;
@@ -1992,16 +1998,26 @@ class Search {
     this.fastRate = Number.POSITIVE_INFINITY;
     this.farChord2 = Number.POSITIVE_INFINITY;
     const tokens = this.p.request.inputTokens - this.p.request.cachedInputTokens;
+    // The exact checks sum at the scale of the reach: what is left of it must be far above
+    // their rounding for a margin relative to it to cover that rounding.
     const roomMs = reachMs - leafRttMs;
-    if (!(tokens > 0 && roomMs > 0 && start < end)) return;
+    if (!(tokens > 0 && roomMs > Math.abs(reachMs) * ROOM_SHARE && start < end)) return;
     const rate = (tokens * 1000) / roomMs;
     this.slowRate = rate * (1 - THRESHOLD_MARGIN);
     this.fastRate = rate * (1 + THRESHOLD_MARGIN);
-    if (this.p.clientVector === undefined) return;
+    // The place checks leave a slack of their own (in ms), which must be far above that rounding.
+    const msPerRad = this.p.msPerRad;
+    if (
+      this.p.clientVector === undefined ||
+      !((PLACE_SLACK_RAD + ANGLE_SLACK_RAD) * msPerRad > Math.abs(reachMs) * ROOM_SHARE)
+    )
+      return;
     const fastestMs = prefillMsAt(this.p.request, tree.places[start * PLACE_STRIDE + P.rate] as number);
     const chord =
-      (reachMs - leafBaseMs - fastestMs) / this.p.msPerRad + PLACE_SLACK_RAD + ANGLE_SLACK_RAD + CHORD_MARGIN;
-    // Too far by so much that even at the client no node would fit: every located node is.
+      (reachMs - leafBaseMs - fastestMs) / msPerRad + PLACE_SLACK_RAD + ANGLE_SLACK_RAD + CHORD_MARGIN;
+    // Too far by so much that even at the client no node would fit: every located node is. A
+    // rate that is not a number (a programmatic caller's) decides nothing.
+    if (Number.isNaN(chord)) return;
     this.farChord2 = chord > 0 ? chord * chord * (1 + THRESHOLD_MARGIN) : -1;
   }
   /** What leafThresholds worked out last. */
