@@ -84,10 +84,14 @@ export function arcKm(a: Vec3, b: Vec3): number {
   return 2 * EARTH_RADIUS_KM * Math.asin(Math.min(1, Math.sqrt(dx * dx + dy * dy + dz * dz) / 2));
 }
 
-/** Unit vectors of node locations, once per location object (a node's spec keeps its own). */
+/**
+ * Unit vectors of long-lived locations (a node's, a region's centroid), once per location object.
+ * The object must not change in place.
+ */
 const locationVectors = new WeakMap<LatLon, Vec3>();
 
-function locationVector(location: LatLon): Vec3 {
+/** unitVector of `location`, worked out once per location object (see locationVectors). */
+export function locationVector(location: LatLon): Vec3 {
   let vector = locationVectors.get(location);
   if (vector === undefined) {
     vector = unitVector(location);

@@ -24,6 +24,7 @@ import {
   isFresh,
   type LatencyModel,
   type LatencySource,
+  locationVector,
   type PreparedClient,
   prepareClient,
   type SamplesFrom,
@@ -425,12 +426,14 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
           : undefined,
     },
     client,
+    // The client's own place is new with each request; a region's centroid is kept, and so is
+    // its vector.
     clientVector:
       client.location === undefined
         ? undefined
-        : request.client.location === undefined
-          ? centroidVector(client.location)
-          : unitVector(client.location),
+        : client.location === request.client.location
+          ? unitVector(client.location)
+          : locationVector(client.location),
     groupChecks: phases.groupChecks,
     listedChecks: phases.listedChecks,
     estimatedChecks: phases.estimatedChecks,
@@ -438,18 +441,6 @@ function prepare(request: RouteRequest, ctx: RouteContext): Prepared {
     msPerRad: ((EARTH_RADIUS_KM * 2) / ctx.latency.fiberKmPerMs) * ctx.latency.routeStretch,
     pricing: { multiplier: ctx.priceMultiplier, nowMs: ctx.nowMs },
   };
-}
-
-const centroidVectors = new WeakMap<LatLon, Vec3>();
-
-/** The unit vector of a region's centroid (the same object for every client of the region), once. */
-function centroidVector(centroid: LatLon): Vec3 {
-  let vector = centroidVectors.get(centroid);
-  if (vector === undefined) {
-    vector = unitVector(centroid);
-    centroidVectors.set(centroid, vector);
-  }
-  return vector;
 }
 
 /** A fresh measured sample from the client's access point or region, as estimateRttFor takes it. */
