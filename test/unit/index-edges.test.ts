@@ -28,7 +28,7 @@ import {
   type TreeKind,
   unlocatedCell,
 } from '../../src/core/routing/index.js';
-import { context, FLAT_LATENCY, offer, record, request } from '../helpers/fixtures.js';
+import { context, FLAT_LATENCY, GUANGZHOU, offer, record, request } from '../helpers/fixtures.js';
 
 /** A client the latency model only knows by region (FLAT_LATENCY: 8 ms within it, 45 ms across). */
 const BY_REGION = { region: 'CN-GD', accessPoint: '', location: undefined };
@@ -385,6 +385,36 @@ describe('candidate index: the price tree remembered per kind of request', () =>
     // Another kind (a prompt past the next half power of two) is judged on its own.
     decideRoute({ ...req, inputTokens: 4000 }, ctx);
     expect(skips()).toEqual([3, 3]);
+  });
+});
+
+describe('candidate index: the reach estimate remembered per kind of request', () => {
+  it('is worked out once for the next requests of a kind, per place tree and share, and answers alike', () => {
+    const nodes = Array.from({ length: 60 }, (_, i) =>
+      record({ id: `n-${String(i).padStart(2, '0')}`, km: i * 3, price: 1 + (i % 7) / 10, permanent: true }),
+    );
+    const ctx = context(nodes);
+    const candidates = ctx.view.candidates('m');
+    if (candidates === undefined) throw new Error('model m is not indexed');
+    const req = request({ explain: false, latencyBudgetMs: 300 });
+    const first = placedOn(decideRoute(req, ctx));
+    const memo = candidates.reachMemo(candidates.tree(PLACE_TREE), 0.25);
+    const held = () => [...memo.uses.keys()].filter((slot) => (memo.answers[slot] as number) > 0);
+    expect(held()).toHaveLength(1);
+    const slot = held()[0] as number;
+    expect(memo.uses[slot]).toBe(15);
+    // The next requests of the kind take the answer (and decide the same), counting down.
+    for (const left of [14, 13, 12]) {
+      expect(placedOn(decideRoute(req, ctx))).toBe(first);
+      expect(memo.uses[slot]).toBe(left);
+    }
+    // Another kind (a client a degree away) is judged on its own, in a slot of its own.
+    const moved = { ...req.client, location: { lat: GUANGZHOU.lat + 1, lon: GUANGZHOU.lon } };
+    decideRoute({ ...req, client: moved }, ctx);
+    expect(held()).toHaveLength(2);
+    // Another share, or another place tree, starts afresh.
+    expect(candidates.reachMemo(candidates.tree(PLACE_TREE), 0.5)).not.toBe(memo);
+    expect(candidates.reachMemo(candidates.tree(PLACE_TREE), 0.25)).not.toBe(memo);
   });
 });
 
