@@ -1456,8 +1456,8 @@ class Search {
 
   /**
    * The request's kind for SearchTuning.priceTreeRetryAfter: its client region, budget, uncached
-   * prompt and answer length (the last three in half or whole powers of two: halfLog2), hashed to one of
-   * REQUEST_KINDS (kinds that collide share what they remember: work, never answers).
+   * prompt and answer length (the last three in half or whole powers of two: halfLog2), hashed to
+   * one of REQUEST_KINDS (kinds that collide share what they remember: work, never answers).
    */
   private requestKind(): number {
     const r = this.p.request;
@@ -1972,12 +1972,15 @@ class Search {
    * The leaf at offset `at` of `tree` (node slots `[start, end)`) as the walk reads it, into
    * fields (numbers passed to or returned from a call not inlined are boxed): its RTT bound and
    * coordinate base (leafRttMs, leafBaseMs; 0 unless `bounded` by the walk's reach), and the
-   * thresholds slowRate, fastRate and farChord2 its nodes are first read by. A node slower than slowRate fails the leaf's reach on its prefill alone (the
-   * walk stops there: the leaf lists its nodes fastest first); one at least fastRate fast does
-   * not, and when it is farther than farChord2 (a squared chord from the client) it fails the
-   * reach on its place and the fastest prefill of the leaf. Each is worked out with a margin, so
-   * that it only ever decides what the exact check would; where the margins cannot be trusted (no
-   * reach, no prompt, no room left, no coordinates) nothing is decided by them.
+   * thresholds slowRate, fastRate and farChord2 its nodes are first read by.
+   *
+   * A node slower than slowRate fails the leaf's reach on its prefill alone (the walk stops
+   * there: the leaf lists its nodes fastest first); one at least fastRate fast does not, and when
+   * it is farther than farChord2 (a squared chord from the client) it fails the reach on its place
+   * and the fastest prefill of the leaf. Each is worked out with a margin, so that it only ever
+   * decides what the exact check would; where the margins cannot be trusted (no reach, no prompt,
+   * too little room left for the rounding at the reach's scale, no coordinates, a rate that is
+   * not a number) nothing is decided by them.
    */
   private leafThresholds(tree: FlatTree, at: number, start: number, end: number, bounded: boolean): void {
     const reachMs = bounded ? this.walkReachMs : Number.NaN;
