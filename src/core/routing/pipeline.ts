@@ -1900,9 +1900,7 @@ class Search {
         }
         // From the place and slot alone (contiguous memory): the node's record is not touched
         // unless it might fit. A node passed over still counts against the work cap.
-        const prefillLowerBoundMs = bounded
-          ? prefillMsAt(this.p.request, tree.places[i * PLACE_STRIDE + P.rate] as number)
-          : 0;
+        const prefillLowerBoundMs = bounded ? prefillMsAt(this.p.request, rate) : 0;
         if (leafRttMs + prefillLowerBoundMs > leafReachMs) break;
         this.placeAngle(tree, i);
         // First by its place and the leaf's least base: a node too far even so is passed over
