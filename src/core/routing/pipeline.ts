@@ -680,6 +680,8 @@ const CHORD_MARGIN = 1e-12;
  * of the room covers it.
  */
 const ROOM_SHARE = 1e-6;
+/** The far threshold's margin, as a share of the reach: far above the rounding at its scale. */
+const REACH_MARGIN = 1e-12;
 /** What Search.cellKeyedFast says of a cell: worth a place, not, or not keyed there. */
 const KEPT = 1;
 const DROPPED = 0;
@@ -1997,16 +1999,17 @@ class Search {
     const rate = (tokens * 1000) / roomMs;
     this.slowRate = rate * (1 - THRESHOLD_MARGIN);
     this.fastRate = rate * (1 + THRESHOLD_MARGIN);
-    // The place checks leave a slack of their own (in ms), which must be far above that rounding.
+    if (this.p.clientVector === undefined) return;
+    // The exact check subtracts the slacks placeAngle takes off; the margin on top is a share of
+    // the reach (far above the rounding of the exact sum at its scale), and a chord for a reach
+    // near zero.
     const msPerRad = this.p.msPerRad;
-    if (
-      this.p.clientVector === undefined ||
-      !((PLACE_SLACK_RAD + ANGLE_SLACK_RAD) * msPerRad > Math.abs(reachMs) * ROOM_SHARE)
-    )
-      return;
     const fastestMs = prefillMsAt(this.p.request, tree.places[start * PLACE_STRIDE + P.rate] as number);
     const chord =
-      (reachMs - leafBaseMs - fastestMs) / msPerRad + PLACE_SLACK_RAD + ANGLE_SLACK_RAD + CHORD_MARGIN;
+      (reachMs - leafBaseMs - fastestMs + Math.abs(reachMs) * REACH_MARGIN) / msPerRad +
+      PLACE_SLACK_RAD +
+      ANGLE_SLACK_RAD +
+      CHORD_MARGIN;
     // Too far by so much that even at the client no node would fit: every located node is. A
     // rate that is not a number (a programmatic caller's) decides nothing.
     if (Number.isNaN(chord)) return;
