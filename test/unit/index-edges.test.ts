@@ -89,6 +89,21 @@ describe('candidate index: a leaf read by thresholds (review of ec7008f)', () =>
     }
   });
 
+  it('a node whose rate is not a number, among others, hides none of them (review of 0778ae8)', () => {
+    // A full scan finds such a node feasible (its TTFT is not a number, which no check refuses).
+    const nodes = [
+      record({ id: 'a-slow', km: 1, offers: [offer({ prefillTokensPerS: 10_000 })] }),
+      record({ id: 'b-nan', km: 2, region: 'CN-SC', offers: [offer({ prefillTokensPerS: Number.NaN })] }),
+      record({ id: 'c-fast', km: 3, offers: [offer({ prefillTokensPerS: 1e6 })] }),
+    ];
+    const req = request({ inputTokens: 1000, latencyBudgetMs: 30, allowedRegions: ['CN-GD'], explain: true });
+    const decision = placed(decideRoute(req, context(nodes)));
+    expect(decision.placement.nodeId).toBe('c-fast');
+    // Without the region constraint the node with no rate is a candidate too, as a full scan has it.
+    const all = placed(decideRoute({ ...req, allowedRegions: [] }, context(nodes)));
+    expect([all.placement, ...all.fallbacks].map((p) => p.nodeId).sort()).toEqual(['b-nan', 'c-fast']);
+  });
+
   it('a node whose rate is not a number, first in its leaf, hides none of the others', () => {
     // The API refuses such a rate; a programmatic caller may not.
     const nodes = [

@@ -1061,8 +1061,14 @@ interface TreeSource {
  */
 export function boundRate(offer: ModelOffer): number {
   const curve = offer.engine?.curves.prefill;
-  if (curve === undefined) return offer.prefillTokensPerS;
-  return Math.max(offer.prefillTokensPerS, curveRate(curve)) * (1 + 1e-12);
+  const rate =
+    curve === undefined
+      ? offer.prefillTokensPerS
+      : Math.max(offer.prefillTokensPerS, curveRate(curve)) * (1 + 1e-12);
+  // A rate that is not a number (the API refuses one; a programmatic caller may not) gives a
+  // prefill that is not a number, which no budget check refuses: it bounds as the fastest, so
+  // that a leaf's fastest-first order, and a cell's bound, hold for the rest.
+  return Number.isNaN(rate) ? Number.POSITIVE_INFINITY : rate;
 }
 
 function treeSource(live: readonly IndexedNode[]): TreeSource {
