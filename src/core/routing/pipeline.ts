@@ -1142,11 +1142,15 @@ class Search {
       : angleMs + (scratch.coordinateBaseMs[g] as number);
   }
 
-  /** Lower bounds of node slot `i` alone (RTT bound given), in the cells' scratch bounds. */
-  private slotBounds(tree: FlatTree, i: number, rttLowerBoundMs: number, costed: boolean): ScratchBounds {
+  /**
+   * Lower bounds of node slot `i` alone, in the cells' scratch bounds, its RTT bound the one
+   * rttFromPlace left in placeRttMs (a field: see there).
+   */
+  private slotBounds(tree: FlatTree, i: number, costed: boolean): ScratchBounds {
     const slots = tree.slots;
     const at = i * SLOT_STRIDE;
     const out = this.cellBounds;
+    const rttLowerBoundMs = this.placeRttMs;
     out.rttLowerBoundMs = rttLowerBoundMs;
     out.costLowerBound = costAt(
       this.p.request,
@@ -1919,7 +1923,7 @@ class Search {
         // passed over before its record is read (as the cells above it were).
         if (
           rttLowerBoundMs + prefillLowerBoundMs > leafReachMs ||
-          !this.keyed(this.slotBounds(tree, i, rttLowerBoundMs, costed))
+          !this.keyed(this.slotBounds(tree, i, costed))
         ) {
           if (this.spend()) continue;
           capped = true;
