@@ -703,6 +703,15 @@ function halfLog2(value: number): number {
   return 2 * log + (whole >= (1 << log) * Math.SQRT2 ? 1 : 0);
 }
 
+/** Four small integers that describe a kind of request, mixed into 32 bits. */
+function kindHash(a: number, b: number, c: number, d: number): number {
+  let h = Math.imul(a, 0x9e3779b1);
+  h = Math.imul(h ^ b, 0x85ebca6b);
+  h = Math.imul(h ^ c, 0xc2b2ae35);
+  h = Math.imul(h ^ d, 0x27d4eb2f);
+  return h ^ (h >>> 15);
+}
+
 const overheadTables = new WeakMap<Readonly<Record<Level, number>>, Float64Array>();
 
 /** By LEVEL_BIT mask (0..15): the smallest access overhead of the levels in it (+∞ for none). */
@@ -1381,11 +1390,11 @@ class Search {
     const byCost = p.policy.searchBy === 'cost';
     const tuning = p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING;
     const minRate = this.rateNeeded(reachMs, 0);
-    const kind = byCost ? this.requestKind() : -1;
     let byPrice =
       byCost && this.reachesMostOfKind(candidates, placeTree, reachMs, minRate, tuning.priceTreeReach);
     const retryAfter = Math.min(255, Math.max(0, Math.floor(tuning.priceTreeRetryAfter ?? 0)));
-    if (byPrice && retryAfter > 0 && (candidates.priceTreeSkips[kind] as number) > 0) {
+    const kind = byPrice && retryAfter > 0 ? this.requestKind() : -1;
+    if (kind >= 0 && (candidates.priceTreeSkips[kind] as number) > 0) {
       candidates.priceTreeSkips[kind] = (candidates.priceTreeSkips[kind] as number) - 1;
       byPrice = false;
     }
@@ -1452,7 +1461,7 @@ class Search {
       leafReachMs: reachMs,
     });
     if (!finished) {
-      if (retryAfter > 0) candidates.priceTreeSkips[kind] = retryAfter;
+      if (kind >= 0) candidates.priceTreeSkips[kind] = retryAfter;
       this.tried = SKIP;
       const mixedTree = candidates.tree(MIXED_TREE, p.pricing, minRate);
       this.walk(mixedTree, BY_POLICY, visit, { leafReachMs: reachMs });
@@ -1468,11 +1477,13 @@ class Search {
   private requestKind(): number {
     const r = this.p.request;
     const tokens = Math.max(0, r.inputTokens - r.cachedInputTokens);
-    let h = Math.imul(this.clientRegionIndex + 2, 0x9e3779b1);
-    h = Math.imul(h ^ halfLog2(r.latencyBudgetMs), 0x85ebca6b);
-    h = Math.imul(h ^ halfLog2(tokens), 0xc2b2ae35);
-    h = Math.imul(h ^ (31 - Math.clz32(r.maxOutputTokens + 1)), 0x27d4eb2f);
-    return (h ^ (h >>> 15)) & (REQUEST_KINDS - 1);
+    const kind = kindHash(
+      this.clientRegionIndex + 2,
+      halfLog2(r.latencyBudgetMs),
+      halfLog2(tokens),
+      31 - Math.clz32(r.maxOutputTokens + 1),
+    );
+    return kind & (REQUEST_KINDS - 1);
   }
 
   /**
@@ -1482,11 +1493,12 @@ class Search {
   private reachKind(location: LatLon): number {
     const r = this.p.request;
     const tokens = Math.max(0, r.inputTokens - r.cachedInputTokens);
-    let h = Math.imul(Math.floor(location.lat) + 1000, 0x9e3779b1);
-    h = Math.imul(h ^ (Math.floor(location.lon) + 1000), 0x85ebca6b);
-    h = Math.imul(h ^ halfLog2(r.latencyBudgetMs), 0xc2b2ae35);
-    h = Math.imul(h ^ halfLog2(tokens), 0x27d4eb2f);
-    return h ^ (h >>> 15);
+    return kindHash(
+      Math.floor(location.lat) + 1000,
+      Math.floor(location.lon) + 1000,
+      halfLog2(r.latencyBudgetMs),
+      halfLog2(tokens),
+    );
   }
 
   /**
