@@ -261,9 +261,9 @@ export function cellSize(cells: Float64Array, at: number): number {
 
 /** The LEVEL_BIT bits of the levels the cell at offset `at` holds. */
 export function cellLevelMask(cells: Float64Array, at: number): number {
-  const packed = cells[at + C.sizeLevels] as number;
-  return packed - Math.floor(packed / LEVELS_PACK) * LEVELS_PACK;
+  return (cells[at + C.sizeLevels] as number) & (LEVELS_PACK - 1);
 }
+/** A power of two, so that the level bits are the packed number's low bits. */
 const LEVELS_PACK = 16;
 
 /** Whether the cell at offset `at` holds nodes with no coordinates (its box is NaN). */

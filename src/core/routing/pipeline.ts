@@ -686,8 +686,6 @@ const REACH_MARGIN = 1e-12;
 const KEPT = 1;
 const DROPPED = 0;
 const UNKEYED = -1;
-/** The level bits of a cell's sizeLevels (LEVELS_PACK is 16). */
-const LEVEL_MASK_BITS = 15;
 /** ReachMemo answers, and how many requests of a kind take one before it is worked out again. */
 const REACHES_FEW = 1;
 const REACHES_MOST = 2;
@@ -805,10 +803,7 @@ class Search {
   private placeRttMs = 0;
   /** Whether the walk under way keys its cells by cellKeyedFast (see there); set by walk. */
   private fastKeys = false;
-  /** The client's unit vector and the request's numbers, as cellKeyedFast reads them. */
-  private clientX = 0;
-  private clientY = 0;
-  private clientZ = 0;
+  /** The request's numbers, as cellKeyedFast reads them. */
   private msPerRad = 0;
   private uncachedTokens = 0;
   private cachedTokens = 0;
@@ -1017,12 +1012,19 @@ class Search {
     const at = c * CELL_STRIDE;
     // A priced tree's minimum prices already include this decision's multipliers.
     // Uncosted (a walk keyed by TTFT alone), the cost bound is left unpriced.
-    const multiplier = tree.priced || !costed ? 1 : this.cellMultiplier(tree, at);
     const rttLowerBoundMs = this.cellRttLowerBound(tree, at);
     const maxPrefill = cells[at + C.maxPrefill] as number;
     const prefillLowerBoundMs = maxPrefill > 0 ? prefillMsAt(p.request, maxPrefill) : 0;
     const out = this.cellBounds;
     out.rttLowerBoundMs = rttLowerBoundMs;
+    out.ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
+    // Past the reach of a walk keyed by the policy, a cell is not worth a place whatever it
+    // costs (see keyed): its cost bound is not worked out.
+    if (this.walkBy === BY_POLICY && out.ttftLowerBoundMs > this.walkReachMs) {
+      out.costLowerBound = Number.POSITIVE_INFINITY;
+      return out;
+    }
+    const multiplier = tree.priced || !costed ? 1 : this.cellMultiplier(tree, at);
     out.costLowerBound = costAt(
       p.request,
       cells[at + C.minInput] as number,
@@ -1030,7 +1032,6 @@ class Search {
       cells[at + C.minCached] as number,
       multiplier,
     );
-    out.ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
     if (this.mix.step >= 0) {
       // Tighter where nodes price input and output apart (see MIX_STEPS); less a hair for
       // rounding, so that it never passes the cell's cheapest node.
@@ -1678,28 +1679,15 @@ class Search {
    * bound() and keyed() work them out; UNKEYED for a cell with no coordinates (keyed the long way).
    */
   private cellKeyedFast(cells: Float64Array, at: number): number {
-    const loX = cells[at + C.loX] as number;
-    if (Number.isNaN(loX)) return UNKEYED;
-    const hiX = cells[at + C.hiX] as number;
-    const loY = cells[at + C.loY] as number;
-    const hiY = cells[at + C.hiY] as number;
-    const loZ = cells[at + C.loZ] as number;
-    const hiZ = cells[at + C.hiZ] as number;
-    const vx = this.clientX;
-    const vy = this.clientY;
-    const vz = this.clientZ;
-    const dx = vx < loX ? loX - vx : vx > hiX ? vx - hiX : 0;
-    const dy = vy < loY ? loY - vy : vy > hiY ? vy - hiY : 0;
-    const dz = vz < loZ ? loZ - vz : vz > hiZ ? vz - hiZ : 0;
-    const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - ANGLE_SLACK_RAD;
-    const baseMs =
-      (this.minOverheads[(cells[at + C.sizeLevels] as number) & LEVEL_MASK_BITS] as number) +
-      (((cells[at + C.regionBits] as number) & this.clientRegionBit) === 0 ? this.crossRegionPenaltyMs : 0);
-    const rttLowerBoundMs = (angle > 0 ? angle * this.msPerRad : 0) + baseMs;
+    if (unlocatedCell(cells, at)) return UNKEYED;
+    // As cellRttLowerBound works it out for a located cell.
+    const angle = boxChordTo(this.p.clientVector as Vec3, cells, at) - ANGLE_SLACK_RAD;
+    const rttLowerBoundMs = (angle > 0 ? angle * this.msPerRad : 0) + this.cellCoordinateBaseMs(cells, at);
     const maxPrefill = cells[at + C.maxPrefill] as number;
     const ttftLowerBoundMs =
       rttLowerBoundMs + (maxPrefill > 0 ? (this.uncachedTokens / maxPrefill) * 1000 : 0);
     if (ttftLowerBoundMs > this.walkReachMs) return DROPPED;
+    // As costAt and bound's mix bound work them out at a multiplier of 1 (a priced tree's).
     const minCached = cells[at + C.minCached] as number;
     let cost =
       (this.uncachedTokens * (cells[at + C.minInput] as number) +
@@ -1826,10 +1814,7 @@ class Search {
       this.excluded === undefined &&
       this.p.policy.lowerBound === CHEAPEST_FEASIBLE.lowerBound &&
       this.p.policy.tieLowerBound === CHEAPEST_FEASIBLE.tieLowerBound;
-    if (this.fastKeys && vector !== undefined) {
-      this.clientX = vector.x;
-      this.clientY = vector.y;
-      this.clientZ = vector.z;
+    if (this.fastKeys) {
       this.msPerRad = this.p.msPerRad;
       this.uncachedTokens = request.inputTokens - request.cachedInputTokens;
       this.cachedTokens = request.cachedInputTokens;
