@@ -227,18 +227,35 @@ export function unsampledRttMs(
   clientVector?: Vec3,
   nodeVector?: Vec3,
 ): number {
-  const overheadMs = model.accessOverheadMs[node.level];
-  const crossRegionMs =
-    client.region !== '' && client.region !== node.region ? model.crossRegionPenaltyMs : 0;
   const clientAt = coordinatesOf(client.location);
   const nodeAt = coordinatesOf(node.location);
-  if (clientAt !== undefined && nodeAt !== undefined) {
-    const km = arcKm(clientVector ?? unitVector(clientAt), nodeVector ?? locationVector(nodeAt));
-    const distanceMs = ((km * 2) / model.fiberKmPerMs) * model.routeStretch;
-    return distanceMs + overheadMs + crossRegionMs;
-  }
+  if (clientAt !== undefined && nodeAt !== undefined)
+    return locatedRttMs(
+      client.region,
+      node,
+      model,
+      clientVector ?? unitVector(clientAt),
+      nodeVector ?? locationVector(nodeAt),
+    );
   const baseMs = client.region === node.region ? model.sameRegionRttMs : model.crossRegionRttMs;
-  return baseMs + overheadMs;
+  return baseMs + model.accessOverheadMs[node.level];
+}
+
+/**
+ * unsampledRttMs of a client and a node that both have coordinates, from their unit vectors and
+ * the node's level and region alone: a search that holds them (the index keeps each node's vector,
+ * level and region) works out a node's RTT without reading the node's record or location.
+ */
+export function locatedRttMs(
+  clientRegion: string,
+  node: { readonly level: Level; readonly region: string },
+  model: LatencyModel,
+  clientVector: Vec3,
+  nodeVector: Vec3,
+): number {
+  const distanceMs = ((arcKm(clientVector, nodeVector) * 2) / model.fiberKmPerMs) * model.routeStretch;
+  const crossRegionMs = clientRegion !== '' && clientRegion !== node.region ? model.crossRegionPenaltyMs : 0;
+  return distanceMs + model.accessOverheadMs[node.level] + crossRegionMs;
 }
 
 /** Where unsampledRtt's RTT comes from. */

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_LATENCY_MODEL, estimateRtt, greatCircleKm, smoothSample } from '../../src/core/latency.js';
+import {
+  DEFAULT_LATENCY_MODEL,
+  estimateRtt,
+  greatCircleKm,
+  locatedRttMs,
+  smoothSample,
+  unitVector,
+  unsampledRttMs,
+} from '../../src/core/latency.js';
+import type { Level } from '../../src/core/model.js';
 import { spec } from '../helpers/fixtures.js';
 
 const BEIJING = { lat: 39.904, lon: 116.407 };
@@ -19,6 +28,38 @@ describe('latency estimates', () => {
     const km = greatCircleKm(BEIJING, SHANGHAI);
     expect(estimate.source).toBe('COORDINATES');
     expect(estimate.rttMs).toBeCloseTo(((km * 2) / 200) * 2 + 1 + 5, 9);
+  });
+
+  it('a located RTT from vectors, level and region is the coordinate RTT to the bit', () => {
+    // The search works out a ranked node's RTT this way, without reading its record; the full
+    // scan and every other caller by unsampledRttMs from the node's spec.
+    const places = [
+      BEIJING,
+      SHANGHAI,
+      { lat: 0.1, lon: 179.99 },
+      { lat: -89.5, lon: -180 },
+      { lat: 23, lon: 113 },
+    ];
+    const levels: Level[] = ['CENTER', 'PROVINCE', 'EDGE', 'TERMINAL'];
+    let compared = 0;
+    for (const [c, clientAt] of places.entries())
+      for (const [n, nodeAt] of places.entries())
+        for (const level of levels)
+          for (const clientRegion of ['', 'R0', 'R1']) {
+            const node = { level, region: `R${n % 2}`, location: nodeAt };
+            const client = { region: clientRegion, location: clientAt };
+            const expected = unsampledRttMs(client, node, DEFAULT_LATENCY_MODEL);
+            const got = locatedRttMs(
+              clientRegion,
+              node,
+              DEFAULT_LATENCY_MODEL,
+              unitVector(clientAt),
+              unitVector(nodeAt),
+            );
+            expect(Object.is(got, expected), `client ${c} node ${n} ${level} '${clientRegion}'`).toBe(true);
+            compared += 1;
+          }
+    expect(compared).toBe(places.length * places.length * levels.length * 3);
   });
 
   it('uses the region centroid when the client gives only its region', () => {

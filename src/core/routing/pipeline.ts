@@ -24,6 +24,7 @@ import {
   isFresh,
   type LatencyModel,
   type LatencySource,
+  locatedRttMs,
   locationVector,
   type PreparedClient,
   prepareClient,
@@ -1211,6 +1212,27 @@ class Search {
   }
 
   /** Whether a search should look at `entry` (the rest is counted or evaluated elsewhere). */
+  /**
+   * unsampledRttMs of the node of `entry`: for a located client and node, from the vectors and
+   * the node's group alone (a node ranked is often the first read of its record, its spec and its
+   * location: three objects apart, each a cache miss, and about a fifth of a tight decision).
+   */
+  private entryRttMs(entry: IndexedNode): number {
+    const { p } = this;
+    const vector = p.clientVector;
+    const position = entry.position;
+    if (vector !== undefined && position !== undefined)
+      return locatedRttMs(p.client.region, entry.group, p.ctx.latency, vector, position);
+    return unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, vector, position);
+  }
+
+  /** unsampledSource of the node of `entry`, as entryRttMs knows it. */
+  private entrySource(entry: IndexedNode): LatencySource {
+    return this.p.clientVector !== undefined && entry.position !== undefined
+      ? 'COORDINATES'
+      : unsampledSource(this.p.client, entry.record.spec);
+  }
+
   private visits(entry: IndexedNode): boolean {
     return !entry.removed && !this.isExcluded(entry.group) && !isSampled(this.p, entry.id);
   }
@@ -1245,7 +1267,15 @@ class Search {
         return undefined;
       }
     }
-    const candidate = estimateCandidate(p, listed, this.multiplierOf(entry.group), rttMs, prefill, load);
+    const candidate = estimateCandidate(
+      p,
+      listed,
+      this.multiplierOf(entry.group),
+      rttMs,
+      rttMs === undefined ? undefined : this.entrySource(entry),
+      prefill,
+      load ?? offerLoad(node, p.request.model, p.ctx.reservations, entry.id),
+    );
     // What later decisions may know of the node's load without reading it (see LoadFloors).
     if (this.loadFloors !== undefined) this.candidates?.noteLoad(entry, candidate.load);
     return candidate;
@@ -1348,7 +1378,7 @@ class Search {
       if (loadScore !== undefined && score !== undefined) {
         const worst = this.ranked.worst();
         if (worst !== undefined) {
-          load = offerLoad(entry.record, p.request.model, p.ctx.reservations);
+          load = offerLoad(entry.record, p.request.model, p.ctx.reservations, entry.id);
           const key = loadScore(load, entry.offer);
           const worstScore = score(worst);
           // Equal keys are settled by the node id (see RoutingPolicy.loadScore).
@@ -1361,9 +1391,7 @@ class Search {
       }
       const prefill = prefillMs(p.request, entry.offer);
       if (rttLowerBoundMs + prefill > reachMs) return;
-      const rttMs =
-        knownRttMs ??
-        unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, p.clientVector, entry.position);
+      const rttMs = knownRttMs ?? this.entryRttMs(entry);
       if (rttMs + prefill > reachMs) return;
       if (lowerBound !== undefined && this.ranked.worst() !== undefined) {
         nodeBounds.costLowerBound = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
@@ -2066,10 +2094,9 @@ class Search {
         prefill = prefillMs(p.request, entry.offer);
         const bestMs = best.estimate.ttftMs;
         if (rttLowerBoundMs + prefill > bestMs) return;
-        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, p.clientVector, entry.position);
+        rttMs = this.entryRttMs(entry);
         if (rttMs + prefill > bestMs) return;
-      } else if (rttLowerBoundMs !== undefined)
-        rttMs = unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, p.clientVector, entry.position);
+      } else if (rttLowerBoundMs !== undefined) rttMs = this.entryRttMs(entry);
       const candidate = this.evaluate(entry, false, rttMs, prefill);
       if (candidate === undefined || !accept(candidate)) return;
       if (best === undefined || byTtftThenCostThenId(candidate, best) < 0) {
@@ -2096,13 +2123,15 @@ class Search {
 
 /**
  * `knownRttMs`, when given, must be what unsampledRttMs says (the caller knows no sample applies),
- * `prefill` what prefillMs would and `load` what offerLoad would (the caller has worked them out).
+ * `knownSource` what unsampledSource says, `prefill` what prefillMs would and `load` what
+ * offerLoad would (the caller has worked them out).
  */
 function estimateCandidate(
   p: Prepared,
   listed: Extract<Candidate, { stage: 'listed' }>,
   multiplier: number,
   knownRttMs?: number,
+  knownSource?: LatencySource,
   knownPrefillMs?: number,
   knownLoad?: number,
 ): EstimatedCandidate {
@@ -2113,7 +2142,7 @@ function estimateCandidate(
   let source: LatencySource;
   if (knownRttMs !== undefined) {
     rttMs = knownRttMs;
-    source = unsampledSource(p.client, node.spec);
+    source = knownSource ?? unsampledSource(p.client, node.spec);
   } else {
     const rtt = estimateRttFor(p.client, node.spec, p.ctx.latency, p.ctx.nowMs);
     rttMs = rtt.rttMs;
@@ -2151,9 +2180,18 @@ function estimateWith(
   };
 }
 
-/** Requests on a node's offer of `model`: its last report plus the reservations made since. */
-export function offerLoad(node: NodeRecord, model: string, reservations: PendingReservations): number {
-  return reportedLoad(node, model) + reservations.pending(node.spec.id, model, node.statusAtMs);
+/**
+ * Requests on a node's offer of `model`: its last report plus the reservations made since.
+ * `nodeId`: the node's id, when the caller holds it elsewhere than in the record's spec (a search
+ * reads it from the index: a spec first read is a cache miss).
+ */
+export function offerLoad(
+  node: NodeRecord,
+  model: string,
+  reservations: PendingReservations,
+  nodeId = node.spec.id,
+): number {
+  return reportedLoad(node, model) + reservations.pending(nodeId, model, node.statusAtMs);
 }
 
 /** TTFT and cost of `request` on `offer` of `node` carrying `load` requests. */
