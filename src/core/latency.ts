@@ -78,9 +78,14 @@ export function unitVector(location: LatLon): Vec3 {
  * functions.
  */
 export function arcKm(a: Vec3, b: Vec3): number {
-  const dx = a.x - b.x;
-  const dy = a.y - b.y;
-  const dz = a.z - b.z;
+  return arcKmTo(a, b.x, b.y, b.z);
+}
+
+/** arcKm to the point of unit vector (x, y, z). */
+function arcKmTo(a: Vec3, x: number, y: number, z: number): number {
+  const dx = a.x - x;
+  const dy = a.y - y;
+  const dz = a.z - z;
   return 2 * EARTH_RADIUS_KM * Math.asin(Math.min(1, Math.sqrt(dx * dx + dy * dy + dz * dz) / 2));
 }
 
@@ -253,7 +258,20 @@ export function locatedRttMs(
   clientVector: Vec3,
   nodeVector: Vec3,
 ): number {
-  const distanceMs = ((arcKm(clientVector, nodeVector) * 2) / model.fiberKmPerMs) * model.routeStretch;
+  return locatedRttMsAt(clientRegion, node, model, clientVector, nodeVector.x, nodeVector.y, nodeVector.z);
+}
+
+/** locatedRttMs with the node's unit vector as three numbers (as the index keeps it: see F). */
+export function locatedRttMsAt(
+  clientRegion: string,
+  node: { readonly level: Level; readonly region: string },
+  model: LatencyModel,
+  clientVector: Vec3,
+  x: number,
+  y: number,
+  z: number,
+): number {
+  const distanceMs = ((arcKmTo(clientVector, x, y, z) * 2) / model.fiberKmPerMs) * model.routeStretch;
   const crossRegionMs = clientRegion !== '' && clientRegion !== node.region ? model.crossRegionPenaltyMs : 0;
   return distanceMs + model.accessOverheadMs[node.level] + crossRegionMs;
 }

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { curveRate, LIST_PRICE } from '../../src/core/cost.js';
 import { DEFAULT_LATENCY_MODEL } from '../../src/core/latency.js';
-import type { EngineCurves, Level } from '../../src/core/model.js';
+import type { EngineCurves, Level, ModelOffer, NodeRecord } from '../../src/core/model.js';
 import { policyMultiplier } from '../../src/core/pricing.js';
 import {
   C,
@@ -16,6 +16,7 @@ import {
   cellMixBound,
   cellSize,
   decideRoute,
+  estimateOn,
   type FlatTree,
   MIXED_TREE,
   type MixWeights,
@@ -711,5 +712,102 @@ describe('candidate index: mixes of input and output prices', () => {
     const tree = candidates.tree(MIXED_TREE);
     expect(mixWeights(tree, 0, 0, { ...noMix(), step: 0 }).step).toBe(-1);
     expect(Number.isNaN(cellMixBound(tree, 0, noMix()))).toBe(true);
+  });
+});
+
+describe('candidate index: node facts', () => {
+  // A node the search ranks is estimated from facts the index keeps by ordinal (its rate, prices,
+  // place and room: see F), not from its offer: they must say what the record in force says,
+  // through every report that swaps the record in place.
+  const CHEAP = { inputPerMtok: 0.25, outputPerMtok: 1 };
+  const idle = { load: [], gpuUtilization: 0, kvCacheUtilization: 0, healthy: true };
+  const others = Array.from({ length: 40 }, (_, i) =>
+    record({
+      id: `n${String(i).padStart(2, '0')}`,
+      km: 2 + i,
+      permanent: true,
+      offers: [offer({ price: { inputPerMtok: 2 + i } })],
+    }),
+  );
+  /** An index over `nodes` with its trees built (no node waits in the list of recent ones). */
+  const indexed = (nodes: readonly NodeRecord[]) => {
+    const index = new CandidateIndex();
+    for (const node of nodes) index.put(node);
+    index.candidates('m')?.tree(PLACE_TREE);
+    const ctx: RouteContext = {
+      ...context([]),
+      view: {
+        candidates: (model) => index.candidates(model),
+        allNodes: () => nodes,
+        nodeCount: () => nodes.length,
+        samplesFrom: () => undefined,
+      },
+    };
+    return { index, ctx };
+  };
+  const req = request({ explain: false });
+
+  it('a report that takes away the room of the cheapest node is heeded, and one that gives it back', () => {
+    const cheap = (maxConcurrency: number, maxQueue: number, active: number) =>
+      record({
+        id: 'cheap',
+        km: 1,
+        permanent: true,
+        offers: [offer({ maxConcurrency, maxQueue, price: CHEAP })],
+        status: { ...idle, load: [{ model: 'm', active, queued: 0 }] },
+      });
+    const { index, ctx } = indexed([cheap(4, 0, 0), ...others]);
+    expect(placedOn(decideRoute(req, ctx))).toBe('cheap');
+    // One slot, which the report fills (nothing the index sorts by moved: swapped in place).
+    index.put(cheap(1, 0, 1));
+    const full = placed(decideRoute(req, ctx));
+    expect(full.placement.nodeId).toBe('n00');
+    expect(full.counts.rejected.AT_CAPACITY).toBe(1);
+    // Room in its queue again: placed, with the wait the queue means (2.1 s: a budget to match).
+    index.put(cheap(1, 2, 1));
+    const queued = placed(decideRoute({ ...req, latencyBudgetMs: 10_000 }, ctx));
+    expect(queued.placement.nodeId).toBe('cheap');
+    expect(queued.placement.estimate.queueMs).toBeGreaterThan(0);
+    // A queue of minus its slots (only a programmatic caller can send one) leaves no room at all.
+    index.put(cheap(2, -2, 0));
+    expect(placedOn(decideRoute(req, ctx))).toBe('n00');
+  });
+
+  it('a report that swaps a rate for an engine curve of the same bound rate is estimated by the curve', () => {
+    const curves: EngineCurves = {
+      name: 'two-points',
+      prefill: { tokens: [500, 2000], ms: [40, 130] },
+      decode: { batches: [1], contexts: [1], ms: [[10]] },
+      maxBatch: 4,
+      prefillBudget: 8192,
+    };
+    // The rate the index bounds an engine's prefill by (see boundRate): the swap moves nothing.
+    const rate = curveRate(curves.prefill) * (1 + 1e-12);
+    const byRate = record({
+      id: 'cheap',
+      km: 1,
+      permanent: true,
+      offers: [offer({ prefillTokensPerS: rate, price: CHEAP })],
+      status: idle,
+    });
+    const { index, ctx } = indexed([byRate, ...others]);
+    const first = placed(decideRoute(req, ctx));
+    expect(first.placement.nodeId).toBe('cheap');
+    expect(first.placement.estimate).toEqual(
+      estimateOn(req, byRate, byRate.spec.models[0] as ModelOffer, 0, ctx),
+    );
+    const byCurve = {
+      ...byRate,
+      spec: {
+        ...byRate.spec,
+        models: [offer({ prefillTokensPerS: 1000, engine: { curves, replicas: 1 }, price: CHEAP })],
+      },
+    };
+    index.put(byCurve);
+    const second = placed(decideRoute(req, ctx));
+    expect(second.placement.estimate).toEqual(
+      estimateOn(req, byCurve, byCurve.spec.models[0] as ModelOffer, 0, ctx),
+    );
+    expect(second.placement.estimate.prefillMs).not.toBe(first.placement.estimate.prefillMs);
   });
 });

@@ -187,6 +187,44 @@ function scratchFor(groups: readonly IndexGroup[], size: number): GroupScratch {
   };
 }
 
+/**
+ * Field offsets of a node's facts in `ModelCandidates.facts` (FACT_STRIDE numbers by ordinal, one
+ * cache line): what a search needs of a node it ranks to work out its prefill, RTT and cost, and
+ * whether it has room, exactly as from its offer and place, without reading the node's objects
+ * (each a cache miss: a tight decision read about ten for its three winners). Prices, rate and
+ * place never change in place (see sameIndexing); `free` does with the record (see swap).
+ */
+export const F = {
+  /** The offer's prefillTokensPerS; NaN when its prefill comes from an engine curve (read the offer). */
+  rate: 0,
+  input: 1,
+  output: 2,
+  cached: 3,
+  /** The unit vector of the node's place; NaN in x for a node with no coordinates. */
+  x: 4,
+  y: 5,
+  z: 6,
+  /**
+   * The least of the offer's maxConcurrency and maxConcurrency + maxQueue: below it a load queues
+   * nothing and leaves room (NaN compares false: then read the offer).
+   */
+  free: 7,
+} as const;
+export const FACT_STRIDE = 8;
+
+/** Writes the facts (see F) of `offer` at `position` into `facts` at ordinal `n`. */
+function writeFacts(facts: Float64Array, n: number, offer: ModelOffer, position: Vec3 | undefined): void {
+  const at = n * FACT_STRIDE;
+  facts[at + F.rate] = offer.engine?.curves.prefill === undefined ? offer.prefillTokensPerS : Number.NaN;
+  facts[at + F.input] = offer.price.inputPerMtok;
+  facts[at + F.output] = offer.price.outputPerMtok;
+  facts[at + F.cached] = offer.price.cachedInputPerMtok;
+  facts[at + F.x] = position?.x ?? Number.NaN;
+  facts[at + F.y] = position?.y ?? Number.NaN;
+  facts[at + F.z] = position?.z ?? Number.NaN;
+  facts[at + F.free] = Math.min(offer.maxConcurrency, offer.maxConcurrency + offer.maxQueue);
+}
+
 /** Spatial kind of a cell: every node has coordinates (a box bounds them), or none has. */
 const LOCATED = 0;
 const UNLOCATED = 1;
@@ -554,6 +592,8 @@ export class ModelCandidates {
   private floorsKept = 0;
   /** See NodeMarks: by ordinal, grown with nextOrdinal, cleared when ordinals change. */
   private nodeMarks: NodeMarks = { removed: new Uint8Array(64), triedBy: new Float64Array(64) };
+  /** See F: by ordinal, grown with nextOrdinal, rewritten when ordinals change. */
+  private nodeFacts = new Float64Array(64 * FACT_STRIDE);
   /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
@@ -653,7 +693,9 @@ export class ModelCandidates {
       };
       this.floorLoads = grown(this.floorLoads);
       this.nodeMarks = { removed: grown(this.nodeMarks.removed), triedBy: grown(this.nodeMarks.triedBy) };
+      this.nodeFacts = grown(this.nodeFacts);
     }
+    writeFacts(this.nodeFacts, entry.ordinal, offer, entry.position);
     group.size += 1;
     this.byId.set(entry.id, { entry, group });
     this.recentEntries.push(entry);
@@ -673,6 +715,21 @@ export class ModelCandidates {
     return this.nodeMarks;
   }
 
+  /** See F (the array is replaced as nodes are added: read it afresh per decision). */
+  get facts(): Float64Array {
+    return this.nodeFacts;
+  }
+
+  /**
+   * Puts `record` and its `offer` in place of the entry's (a report or re-registration that moves
+   * nothing the index sorts by: see sameIndexing), and its facts with them.
+   */
+  swap(entry: IndexedNode, record: NodeRecord, offer: ModelOffer): void {
+    entry.record = record;
+    entry.offer = offer;
+    writeFacts(this.nodeFacts, entry.ordinal, offer, entry.position);
+  }
+
   /** Whether any node was removed since the trees were built (else NodeMarks.removed is all 0). */
   get anyRemoved(): boolean {
     return this.tombstones > 0;
@@ -688,11 +745,16 @@ export class ModelCandidates {
    * LoadFloors and queueMs): a floor until the load may fall.
    */
   noteLoad(entry: IndexedNode, load: number): void {
-    const offer = entry.offer;
     const n = entry.ordinal;
+    const offer = entry.offer;
     // Below its slots a node's load says nothing of its queue: nothing to keep (on an idle
     // registry, nothing to write either).
-    if (load < offer.maxConcurrency && this.floorLoads[n] === 0) return;
+    // (Below the facts' F.free a load is below maxConcurrency too: the offer is not read.)
+    if (
+      this.floorLoads[n] === 0 &&
+      (load < (this.nodeFacts[n * FACT_STRIDE + F.free] as number) || load < offer.maxConcurrency)
+    )
+      return;
     let perPrefill = Number.POSITIVE_INFINITY;
     let perOutput = Number.POSITIVE_INFINITY;
     if (load < offer.maxConcurrency + offer.maxQueue) {
@@ -962,6 +1024,7 @@ export class ModelCandidates {
     // Renumbered densely (removed nodes leave no holes): the floors kept by the old numbers go.
     live.forEach((entry, n) => {
       entry.ordinal = n;
+      writeFacts(this.nodeFacts, n, entry.offer, entry.position);
     });
     this.nextOrdinal = live.length;
     this.forgetLoads();
@@ -1557,8 +1620,7 @@ export class CandidateIndex {
         const candidates = this.models.get(offer.model);
         const found = candidates?.byId.get(record.spec.id);
         if (candidates === undefined || found === undefined || found.entry.record === record) continue;
-        found.entry.record = record;
-        found.entry.offer = offer;
+        candidates.swap(found.entry, record, offer);
         // A report may say the load fell.
         candidates.forgetLoad(found.entry);
       }

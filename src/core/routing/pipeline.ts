@@ -25,6 +25,7 @@ import {
   type LatencyModel,
   type LatencySource,
   locatedRttMs,
+  locatedRttMsAt,
   locationVector,
   type PreparedClient,
   prepareClient,
@@ -57,6 +58,8 @@ import {
   cellLevelMask,
   cellMixBound,
   cellSize,
+  F,
+  FACT_STRIDE,
   type FlatTree,
   type GroupScratch,
   type IndexedNode,
@@ -487,6 +490,7 @@ const NODE_BOUNDS: ScratchBounds = { rttLowerBoundMs: 0, costLowerBound: 0, ttft
 const FRONTIER = new MinHeap<number>();
 /** The marks of a search with no model to search (it reads none). */
 const NO_MARKS: NodeMarks = { removed: new Uint8Array(0), triedBy: new Float64Array(0) };
+const NO_FACTS = new Float64Array(0);
 
 /**
  * What a walk keys cells and nodes by. BY_POLICY: the policy's lower bound and tie bound, held to
@@ -818,6 +822,14 @@ class Search {
   private readonly sampled: readonly IndexedNode[];
   /** The model's node marks (see NodeMarks), as they are for this decision. */
   private readonly marks: NodeMarks;
+  /** The model's node facts (see F), as they are for this decision. */
+  private readonly facts: Float64Array;
+  /**
+   * The ordinal and group of the node visitSlot is visiting, whose facts stand for its offer and
+   * place (see F); -1 while a node met otherwise (sampled, recent, listed) is.
+   */
+  private slotOrdinal = -1;
+  private slotGroup: IndexGroup | undefined;
   /** Whether some node was removed since the trees were built (else no slot's mark need be read). */
   private readonly anyRemoved: boolean;
   /** By a cell's level mask: the smallest access overhead of its levels (one table per latency model). */
@@ -879,6 +891,7 @@ class Search {
     this.crossRegionPenaltyMs = p.client.region === '' ? 0 : p.ctx.latency.crossRegionPenaltyMs;
     this.sampled = candidates === undefined ? [] : this.sampledNodes(candidates);
     this.marks = candidates?.marks ?? NO_MARKS;
+    this.facts = candidates?.facts ?? NO_FACTS;
     this.anyRemoved = candidates?.anyRemoved ?? false;
     this.loadFloors =
       floors && p.checksLoad && candidates !== undefined
@@ -1220,10 +1233,54 @@ class Search {
   private entryRttMs(entry: IndexedNode): number {
     const { p } = this;
     const vector = p.clientVector;
+    const n = this.slotOrdinal;
+    const group = this.slotGroup;
+    if (n >= 0 && group !== undefined && vector !== undefined) {
+      // From the slot's facts: the entry is not read.
+      const at = n * FACT_STRIDE;
+      const x = this.facts[at + F.x] as number;
+      if (!Number.isNaN(x))
+        return locatedRttMsAt(
+          p.client.region,
+          group,
+          p.ctx.latency,
+          vector,
+          x,
+          this.facts[at + F.y] as number,
+          this.facts[at + F.z] as number,
+        );
+    }
     const position = entry.position;
     if (vector !== undefined && position !== undefined)
       return locatedRttMs(p.client.region, entry.group, p.ctx.latency, vector, position);
     return unsampledRttMs(p.client, entry.record.spec, p.ctx.latency, vector, position);
+  }
+
+  /** prefillMs of the request on the node of `entry`, from the slot's facts when visitSlot is visiting it. */
+  private entryPrefillMs(entry: IndexedNode): number {
+    const n = this.slotOrdinal;
+    if (n >= 0) {
+      const rate = this.facts[n * FACT_STRIDE + F.rate] as number;
+      if (!Number.isNaN(rate)) return prefillMsAt(this.p.request, rate);
+    }
+    return prefillMs(this.p.request, entry.offer);
+  }
+
+  /** requestCost of the request on the node of `entry`, from the slot's facts when visitSlot is visiting it. */
+  private entryCost(entry: IndexedNode): number {
+    const n = this.slotOrdinal;
+    const group = this.slotGroup;
+    if (n >= 0 && group !== undefined) {
+      const at = n * FACT_STRIDE;
+      return costAt(
+        this.p.request,
+        this.facts[at + F.input] as number,
+        this.facts[at + F.output] as number,
+        this.facts[at + F.cached] as number,
+        this.multiplierOf(group),
+      );
+    }
+    return requestCost(this.p.request, entry.offer.price, this.multiplierOf(entry.group));
   }
 
   /** unsampledSource of the node of `entry`, as entryRttMs knows it. */
@@ -1267,6 +1324,9 @@ class Search {
         return undefined;
       }
     }
+    // For a node visitSlot is visiting, the cost and whether a load leaves room come from its
+    // facts (see F): a ranked node's offer and prices are not read.
+    const n = this.slotOrdinal;
     const candidate = estimateCandidate(
       p,
       listed,
@@ -1275,6 +1335,8 @@ class Search {
       rttMs === undefined ? undefined : this.entrySource(entry),
       prefill,
       load ?? offerLoad(node, p.request.model, p.ctx.reservations, entry.id),
+      n >= 0 ? this.entryCost(entry) : undefined,
+      n >= 0 ? (this.facts[n * FACT_STRIDE + F.free] as number) : Number.NaN,
     );
     // What later decisions may know of the node's load without reading it (see LoadFloors).
     if (this.loadFloors !== undefined) this.candidates?.noteLoad(entry, candidate.load);
@@ -1389,12 +1451,12 @@ class Search {
             return;
         }
       }
-      const prefill = prefillMs(p.request, entry.offer);
+      const prefill = this.entryPrefillMs(entry);
       if (rttLowerBoundMs + prefill > reachMs) return;
       const rttMs = knownRttMs ?? this.entryRttMs(entry);
       if (rttMs + prefill > reachMs) return;
       if (lowerBound !== undefined && this.ranked.worst() !== undefined) {
-        nodeBounds.costLowerBound = requestCost(p.request, entry.offer.price, this.multiplierOf(entry.group));
+        nodeBounds.costLowerBound = this.entryCost(entry);
         nodeBounds.rttLowerBoundMs = rttMs;
         nodeBounds.ttftLowerBoundMs = rttMs + prefill;
         // Equal on the first key (one price tier), it must beat the worst on the second.
@@ -1753,8 +1815,13 @@ class Search {
     rttLowerBoundMs: number,
     visit: (entry: IndexedNode, rttLowerBoundMs: number) => void,
   ): void {
-    if (this.tried === MARK) this.marks.triedBy[tree.ordinals[i] as number] = this.stamp;
+    const n = tree.ordinals[i] as number;
+    if (this.tried === MARK) this.marks.triedBy[n] = this.stamp;
+    this.slotOrdinal = n;
+    this.slotGroup = this.groups[tree.slots[i * SLOT_STRIDE + S.group] as number];
     visit(tree.items[i] as IndexedNode, rttLowerBoundMs);
+    this.slotOrdinal = -1;
+    this.slotGroup = undefined;
   }
 
   /**
@@ -2083,7 +2150,6 @@ class Search {
   ): EstimatedCandidate | undefined {
     const candidates = this.candidates;
     if (candidates === undefined) return undefined;
-    const { p } = this;
     let best: EstimatedCandidate | undefined;
     // TTFT is at least RTT + prefill (the queue only adds): a node that cannot beat the best even
     // idle is passed over before its exact RTT is worked out.
@@ -2091,7 +2157,7 @@ class Search {
       let rttMs: number | undefined;
       let prefill: number | undefined;
       if (best !== undefined && rttLowerBoundMs !== undefined) {
-        prefill = prefillMs(p.request, entry.offer);
+        prefill = this.entryPrefillMs(entry);
         const bestMs = best.estimate.ttftMs;
         if (rttLowerBoundMs + prefill > bestMs) return;
         rttMs = this.entryRttMs(entry);
@@ -2123,8 +2189,10 @@ class Search {
 
 /**
  * `knownRttMs`, when given, must be what unsampledRttMs says (the caller knows no sample applies),
- * `knownSource` what unsampledSource says, `prefill` what prefillMs would and `load` what
- * offerLoad would (the caller has worked them out).
+ * `knownSource` what unsampledSource says, `prefill` what prefillMs would, `load` what offerLoad
+ * would and `knownCost` what requestCost would (the caller has worked them out). Below
+ * `roomBelow` (F.free of the node's facts) a load queues nothing and leaves room: then the offer
+ * is not read for either.
  */
 function estimateCandidate(
   p: Prepared,
@@ -2134,6 +2202,8 @@ function estimateCandidate(
   knownSource?: LatencySource,
   knownPrefillMs?: number,
   knownLoad?: number,
+  knownCost?: number,
+  roomBelow = Number.NaN,
 ): EstimatedCandidate {
   const { node, offer } = listed;
   const model = p.request.model;
@@ -2148,14 +2218,25 @@ function estimateCandidate(
     rttMs = rtt.rttMs;
     source = rtt.source;
   }
+  const roomy = load < roomBelow;
   return {
     stage: 'estimated',
     node,
     offer,
     state: listed.state,
-    estimate: estimateWith(p.request, offer, load, rttMs, source, multiplier, knownPrefillMs),
+    estimate: estimateWith(
+      p.request,
+      offer,
+      load,
+      rttMs,
+      source,
+      multiplier,
+      knownPrefillMs,
+      roomy ? 0 : undefined,
+      knownCost,
+    ),
     load,
-    hasSlot: load < offer.maxConcurrency + offer.maxQueue,
+    hasSlot: roomy || load < offer.maxConcurrency + offer.maxQueue,
   };
 }
 
@@ -2168,14 +2249,15 @@ function estimateWith(
   source: LatencySource,
   multiplier: number,
   prefill = prefillMs(request, offer),
+  queue = queueMs(request, offer, load),
+  cost = requestCost(request, offer.price, multiplier),
 ): Estimate {
-  const queue = queueMs(request, offer, load);
   return {
     networkRttMs: rttMs,
     queueMs: queue,
     prefillMs: prefill,
     ttftMs: rttMs + queue + prefill,
-    cost: requestCost(request, offer.price, multiplier),
+    cost,
     latencySource: source,
   };
 }
