@@ -189,6 +189,28 @@ describe('decideRoute: cheapest feasible', () => {
     const noon = { ...night, nowMs: Date.UTC(2026, 0, 2, 4) };
     expect(placedOn(decideRoute(request({ explain: false }), noon))).toBe('gx-0');
     expect(placedOn(decideRoute(request({ explain: false }), night))).toBe('gd-0');
+    // Decisions keep each group's factor while the policy says it holds: up to the millisecond
+    // of the window's edges, both ways, and the cost is the factor's of that millisecond.
+    const at = (nowMs: number) => {
+      const decision = decideRoute(request({ explain: false }), { ...night, nowMs });
+      if (decision.kind !== 'placed') throw new Error(decision.summary);
+      return decision;
+    };
+    for (const [nowMs, node, factor] of [
+      [Date.UTC(2026, 0, 2, 0) - 1, 'gd-0', 1],
+      [Date.UTC(2026, 0, 2, 0), 'gx-0', 0.5],
+      [Date.UTC(2026, 0, 2, 12) - 1, 'gx-0', 0.5],
+      [Date.UTC(2026, 0, 2, 12), 'gd-0', 1],
+      [Date.UTC(2026, 0, 2, 0) - 1, 'gd-0', 1],
+    ] as const) {
+      const decision = at(nowMs);
+      expect(decision.placement.nodeId, new Date(nowMs).toISOString()).toBe(node);
+      const price = node === 'gd-0' ? 1 : 1.5;
+      expect(decision.placement.estimate.cost).toBeCloseTo(
+        (1000 * price * factor + 100 * 4 * factor) / 1e6,
+        12,
+      );
+    }
   });
 });
 

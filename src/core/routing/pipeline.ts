@@ -464,6 +464,8 @@ interface FloorCache {
   readonly fromMs: number;
   readonly untilMs: number;
   readonly floors: Float64Array;
+  /** Each group's factor, by group id (what the floors were worked out from). */
+  readonly factors: Float64Array;
 }
 const floorCaches = new WeakMap<ModelCandidates, FloorCache>();
 
@@ -781,6 +783,9 @@ class Search {
   /** This decision's mark on the groups' scratch values. */
   private readonly stamp = ++decisionStamp;
   private floors: Float64Array | undefined;
+  /** Whether floorCache looked for the model's kept floors yet, and what it found. */
+  private floorCacheRead = false;
+  private floorCacheFound: FloorCache | undefined;
   private readonly cellBounds = SCRATCH_BOUNDS;
   /** The best-first frontier: cell indices keyed by a lower bound. */
   private readonly frontier = FRONTIER;
@@ -974,9 +979,18 @@ class Search {
     const scratch = this.scratch as GroupScratch;
     const g = group.id;
     if (scratch.multiplierStamp[g] !== this.stamp) {
-      const { p } = this;
       scratch.multiplierStamp[g] = this.stamp;
-      scratch.multiplier[g] = p.ctx.priceMultiplier.at(group, p.request.model, p.ctx.nowMs);
+      // Kept per model while the factors hold (see floorCache): a time-of-use policy's rules are
+      // otherwise matched again for each group of each decision. A multiplier that cannot say how
+      // long its factors hold is asked each time.
+      const factors = (
+        this.floorCache() ??
+        (this.p.ctx.priceMultiplier.stableUntil === undefined ? undefined : this.keepFloors())
+      )?.factors;
+      scratch.multiplier[g] =
+        factors !== undefined && g < factors.length
+          ? (factors[g] as number)
+          : this.p.ctx.priceMultiplier.at(group, this.p.request.model, this.p.ctx.nowMs);
     }
     return scratch.multiplier[g] as number;
   }
@@ -984,7 +998,21 @@ class Search {
   /** By LEVEL_BIT mask: the lowest multiplier of any group of the model at those levels now. */
   private floorsByLevels(): Float64Array {
     if (this.floors !== undefined) return this.floors;
-    const candidates = this.candidates as ModelCandidates;
+    const cache = this.floorCache() ?? this.keepFloors();
+    this.floors = cache.floors;
+    return cache.floors;
+  }
+
+  /**
+   * The model's floors and factors, kept while the multiplier says its factors stay put (and no
+   * group has appeared since); undefined when none is kept for now, or the multiplier cannot say.
+   * Looked up once per decision.
+   */
+  private floorCache(): FloorCache | undefined {
+    if (this.floorCacheRead) return this.floorCacheFound;
+    this.floorCacheRead = true;
+    const candidates = this.candidates;
+    if (candidates === undefined) return undefined;
     const { priceMultiplier, nowMs } = this.p.ctx;
     const cached = floorCaches.get(candidates);
     if (
@@ -993,27 +1021,37 @@ class Search {
       cached.groups === candidates.groups().length &&
       nowMs >= cached.fromMs &&
       nowMs < cached.untilMs
-    ) {
-      this.floors = cached.floors;
-      return cached.floors;
-    }
+    )
+      this.floorCacheFound = cached;
+    return this.floorCacheFound;
+  }
+
+  /** Works out the model's floors and factors now, kept for later decisions (see floorCache). */
+  private keepFloors(): FloorCache {
+    const candidates = this.candidates as ModelCandidates;
+    const { priceMultiplier, nowMs } = this.p.ctx;
+    const groups = candidates.groups();
     const floors = new Float64Array(16).fill(Number.POSITIVE_INFINITY);
-    for (const group of candidates.groups()) {
+    const factors = new Float64Array(groups.length);
+    for (const group of groups) {
       const bit = group.levelBit;
-      const factor = this.multiplierOf(group);
+      const factor = priceMultiplier.at(group, this.p.request.model, nowMs);
+      factors[group.id] = factor;
       for (let mask = 1; mask < 16; mask += 1)
         if ((mask & bit) !== 0 && factor < (floors[mask] as number)) floors[mask] = factor;
     }
     const untilMs = priceMultiplier.stableUntil?.(nowMs) ?? nowMs;
-    floorCaches.set(candidates, {
+    const cache = {
       multiplier: priceMultiplier,
-      groups: candidates.groups().length,
+      groups: groups.length,
       fromMs: nowMs,
       untilMs,
       floors,
-    });
-    this.floors = floors;
-    return floors;
+      factors,
+    };
+    floorCaches.set(candidates, cache);
+    this.floorCacheFound = cache;
+    return cache;
   }
 
   /**
