@@ -303,7 +303,7 @@ if (PARTS.has('core')) {
       }
       const probe = hostProbe(15);
       out(
-        `  host probe: the same 15 µs of work every call reads p50 ${fmt(probe.p50).trim()} / p99 ${fmt(probe.p99).trim()} (p99/p50 ${(probe.p99 / probe.p50).toFixed(2)}) in this run`,
+        `  host probe: the same work every call (about 15 µs) reads p50 ${fmt(probe.p50).trim()} / p99 ${fmt(probe.p99).trim()} (p99/p50 ${(probe.p99 / probe.p50).toFixed(2)}) in this run`,
       );
     }
   }
