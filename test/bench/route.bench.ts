@@ -8,12 +8,13 @@
 //   2. gRPC Route throughput, 5,000 nodes of distinct prices, 32 in flight, against a no-work
 //      server of the same service (Route answers a fixed recorded response), same process layout;
 //   3. a client flooding impossible requests (32 in flight) at 20,000 nodes: the share of another
-//      client's throughput that survives, against the share the no-work server keeps.
+//      client's throughput that survives, against the share the no-work server keeps (median of
+//      FLOOD_ROUNDS rounds, both servers measured in turn in each).
 // Core figures are the median of five rounds' p50 and p99 (see measure). Placed decisions also get
 // the p99 of each request's median time (perRequestP99), and each table ends with a host probe:
 // constant work timed the same way, whose p99 is what this host adds to any p99 of single timings.
 // Run: npm run bench   (CPN_BENCH_NODES=10000,100000; CPN_BENCH_SECONDS=1 per measurement;
-// CPN_BENCH_PARTS=core,load,grpc,flood; CPN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=DIR" adds
+// CPN_BENCH_PARTS=core,load,grpc,flood; CPN_FLOOD_ROUNDS=5; CPN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=DIR" adds
 // node flags to the gRPC parts' server processes, e.g. to profile them)
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
@@ -641,36 +642,55 @@ if (PARTS.has('grpc')) {
   );
 }
 
+/** Rounds of the flood part (CPN_FLOOD_ROUNDS, 5): each measures both servers in turn, first one then the other. */
+const FLOOD_ROUNDS = Math.max(1, Math.floor(Number(process.env.CPN_FLOOD_ROUNDS ?? 5)) || 5);
+
 if (PARTS.has('flood')) {
   out('\n3. Flood of impossible requests (budget 1 ms, 32 in flight) at 20,000 nodes; victim: 8 in flight');
   const victimRequests = protoRequests([30, 80, 300, 2000], 11);
   const floodRequests = protoRequests([1], 13);
-  const shares: Record<string, number> = {};
-  for (const mode of ['nowork', 'real'] as const) {
-    const server = await startServerProcess(mode, 20_000, 'distinct');
-    const victim = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
-    const flooder = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure(), {
-      'grpc.use_local_subchannel_pool': 1,
-    });
-    await load(victim, victimRequests, 8, 1);
-    const alone = await load(victim, victimRequests, 8, grpcSeconds);
-    const stop = { stopped: false };
-    const flood = load(flooder, floodRequests, 32, grpcSeconds + 2, stop);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const flooded = await load(victim, victimRequests, 8, grpcSeconds);
-    stop.stopped = true;
-    const floodResult = await flood;
-    shares[mode] = flooded.perSecond / alone.perSecond;
-    out(
-      `  ${mode === 'real' ? 'cpn' : 'no-work server'}`.padEnd(18) +
-        `victim alone ${alone.perSecond.toFixed(0).padStart(6)}/s, under flood ${flooded.perSecond.toFixed(0).padStart(6)}/s` +
-        ` (share kept ${(shares[mode] ?? 0).toFixed(2)}); flood served ${floodResult.perSecond.toFixed(0)}/s`,
-    );
-    victim.close();
-    flooder.close();
-    await server.stop();
+  // Both servers up for the whole part, measured in turn in each round (as the gRPC part's
+  // rounds): measured once each, one after the other, the ratio read the host's drift between them.
+  const modes = ['nowork', 'real'] as const;
+  const servers = {
+    nowork: await startServerProcess('nowork', 20_000, 'distinct'),
+    real: await startServerProcess('real', 20_000, 'distinct'),
+  };
+  const ratios: number[] = [];
+  try {
+    for (let round = 0; round < FLOOD_ROUNDS; round += 1) {
+      const shares: Record<string, number> = {};
+      for (let k = 0; k < modes.length; k += 1) {
+        const mode = modes[(k + round) % modes.length] as (typeof modes)[number];
+        const server = servers[mode];
+        const victim = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+        const flooder = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure(), {
+          'grpc.use_local_subchannel_pool': 1,
+        });
+        await load(victim, victimRequests, 8, 1);
+        const alone = await load(victim, victimRequests, 8, grpcSeconds);
+        const stop = { stopped: false };
+        const flood = load(flooder, floodRequests, 32, grpcSeconds + 2, stop);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const flooded = await load(victim, victimRequests, 8, grpcSeconds);
+        stop.stopped = true;
+        const floodResult = await flood;
+        shares[mode] = flooded.perSecond / alone.perSecond;
+        out(
+          `  round ${round + 1}: ${mode === 'real' ? 'cpn' : 'no-work server'}`.padEnd(28) +
+            `victim alone ${alone.perSecond.toFixed(0).padStart(6)}/s, under flood ${flooded.perSecond.toFixed(0).padStart(6)}/s` +
+            ` (share kept ${(shares[mode] ?? 0).toFixed(2)}); flood served ${floodResult.perSecond.toFixed(0)}/s`,
+        );
+        victim.close();
+        flooder.close();
+      }
+      ratios.push((shares.real ?? 0) / (shares.nowork ?? 1));
+    }
+  } finally {
+    await servers.nowork.stop();
+    await servers.real.stop();
   }
   out(
-    `  share kept by cpn / share kept by the no-work server: ${((shares.real ?? 0) / (shares.nowork ?? 1)).toFixed(2)}  (target ≥ 0.8)`,
+    `  share kept by cpn / share kept by the no-work server, median round: ${median(ratios).toFixed(2)}  (rounds ${ratios.map((r) => r.toFixed(2)).join(', ')}; target ≥ 0.8)`,
   );
 }
