@@ -982,11 +982,8 @@ class Search {
       scratch.multiplierStamp[g] = this.stamp;
       // Kept per model while the factors hold (see floorCache): a time-of-use policy's rules are
       // otherwise matched again for each group of each decision. A multiplier that cannot say how
-      // long its factors hold is asked each time.
-      const factors = (
-        this.floorCache() ??
-        (this.p.ctx.priceMultiplier.stableUntil === undefined ? undefined : this.keepFloors())
-      )?.factors;
+      // long its factors hold, or says not past now, is asked each time.
+      const factors = (this.floorCache() ?? this.keepFloors(false))?.factors;
       scratch.multiplier[g] =
         factors !== undefined && g < factors.length
           ? (factors[g] as number)
@@ -998,7 +995,7 @@ class Search {
   /** By LEVEL_BIT mask: the lowest multiplier of any group of the model at those levels now. */
   private floorsByLevels(): Float64Array {
     if (this.floors !== undefined) return this.floors;
-    const cache = this.floorCache() ?? this.keepFloors();
+    const cache = this.floorCache() ?? (this.keepFloors(true) as FloorCache);
     this.floors = cache.floors;
     return cache.floors;
   }
@@ -1026,10 +1023,17 @@ class Search {
     return this.floorCacheFound;
   }
 
-  /** Works out the model's floors and factors now, kept for later decisions (see floorCache). */
-  private keepFloors(): FloorCache {
-    const candidates = this.candidates as ModelCandidates;
+  /**
+   * Works out the model's floors and factors now, kept for later decisions (see floorCache); when
+   * the multiplier cannot say that they hold past now, only if `always` (else undefined: the
+   * factors a decision needs are cheaper asked one group at a time).
+   */
+  private keepFloors(always: boolean): FloorCache | undefined {
+    const candidates = this.candidates;
+    if (candidates === undefined) return undefined;
     const { priceMultiplier, nowMs } = this.p.ctx;
+    const untilMs = priceMultiplier.stableUntil?.(nowMs) ?? nowMs;
+    if (!always && !(untilMs > nowMs)) return undefined;
     const groups = candidates.groups();
     const floors = new Float64Array(16).fill(Number.POSITIVE_INFINITY);
     const factors = new Float64Array(groups.length);
@@ -1040,7 +1044,6 @@ class Search {
       for (let mask = 1; mask < 16; mask += 1)
         if ((mask & bit) !== 0 && factor < (floors[mask] as number)) floors[mask] = factor;
     }
-    const untilMs = priceMultiplier.stableUntil?.(nowMs) ?? nowMs;
     const cache = {
       multiplier: priceMultiplier,
       groups: groups.length,
@@ -1262,7 +1265,6 @@ class Search {
     return this.sampled.length === 0 || !isSampled(this.p, (tree.items[i] as IndexedNode).id);
   }
 
-  /** Whether a search should look at `entry` (the rest is counted or evaluated elsewhere). */
   /**
    * unsampledRttMs of the node of `entry`: for a located client and node, from the vectors and
    * the node's group alone (a node ranked is often the first read of its record, its spec and its
@@ -1328,6 +1330,7 @@ class Search {
       : unsampledSource(this.p.client, entry.record.spec);
   }
 
+  /** Whether a search should look at `entry` (the rest is counted or evaluated elsewhere). */
   private visits(entry: IndexedNode): boolean {
     return !entry.removed && !this.isExcluded(entry.group) && !isSampled(this.p, entry.id);
   }
