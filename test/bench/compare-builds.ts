@@ -8,7 +8,7 @@
 //   npm run bench:compare -- /tmp/before .     (builds this checkout first)
 //
 // Environment: CPN_COMPARE_NODES (10000), CPN_COMPARE_PRICES (tiers,distinct,tou),
-// CPN_COMPARE_BUDGETS (2000,80,30,1 ms), CPN_COMPARE_ROUNDS (4). Prints p50 and p99 per build:
+// CPN_COMPARE_BUDGETS (2000,80,30,1 ms), CPN_COMPARE_ROUNDS (5; odd, so that a request's median is one of its times). Prints p50 and p99 per build:
 // placed decisions only, except for budgets no node can meet (there, every decision). Then the same
 // over each request's median time across the rounds ("per request"): a host's interrupts and
 // neighbours slow about one decision in a hundred to two hundred by tens of microseconds, which a
@@ -40,7 +40,7 @@ for (const prices of PRICES)
   if (!['tiers', 'distinct', 'tou'].includes(prices))
     throw new Error(`CPN_COMPARE_PRICES: tiers, distinct or tou, not ${prices}`);
 const BUDGETS = (process.env.CPN_COMPARE_BUDGETS ?? '2000,80,30,1').split(',').map(Number);
-const ROUNDS = Number(process.env.CPN_COMPARE_ROUNDS ?? 4);
+const ROUNDS = Number(process.env.CPN_COMPARE_ROUNDS ?? 5);
 const NOW = Date.UTC(2026, 10, 22, 19, 0, 0);
 
 async function load(root: string): Promise<Build> {
@@ -96,9 +96,10 @@ for (const prices of PRICES) {
     });
     const placed = builds.map(() => [] as number[]);
     const all = builds.map(() => [] as number[]);
-    /** By build, by request: its time in each round. */
-    const byRequest = builds.map(() => requests.map(() => [] as number[]));
-    const wasPlaced = requests.map(() => false);
+    /** By build: each request's time in each round, at request × ROUNDS + round (preallocated). */
+    const byRequest = builds.map(() => new Float64Array(requests.length * ROUNDS));
+    /** By build: the requests it placed. */
+    const wasPlaced = builds.map(() => new Uint8Array(requests.length));
     for (let round = 0; round < ROUNDS; round += 1) {
       for (let k = 0; k < builds.length; k += 1) {
         const b = (k + round) % builds.length;
@@ -109,10 +110,10 @@ for (const prices of PRICES) {
           const decision = build.decideRoute(request, ctx);
           const us = Number(process.hrtime.bigint() - started) / 1000;
           (all[b] as number[]).push(us);
-          ((byRequest[b] as number[][])[i] as number[]).push(us);
+          (byRequest[b] as Float64Array)[i * ROUNDS + round] = us;
           if (decision.kind === 'placed') {
             (placed[b] as number[]).push(us);
-            wasPlaced[i] = true;
+            (wasPlaced[b] as Uint8Array)[i] = 1;
           }
         }
       }
@@ -126,9 +127,12 @@ for (const prices of PRICES) {
       `  ${prices.padEnd(9)} ${String(budgetMs).padStart(5)} ms (${which.padEnd(6)}) p50 / p99: ${line.join('   ')}`,
     );
     const medians = builds.map((_, b) =>
-      (byRequest[b] as number[][])
-        .filter((_, i) => which === 'all' || wasPlaced[i])
-        .map((times) => percentile(times, 0.5)),
+      requests
+        .map((_, i) => i)
+        .filter((i) => which === 'all' || (wasPlaced[b] as Uint8Array)[i] === 1)
+        .map((i) =>
+          percentile([...(byRequest[b] as Float64Array).subarray(i * ROUNDS, (i + 1) * ROUNDS)], 0.5),
+        ),
     );
     const perRequest = medians.map(
       (times, b) =>

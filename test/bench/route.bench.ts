@@ -237,7 +237,7 @@ function requestsFor(
 }
 
 const fmt = (us: number) =>
-  (us >= 1000 ? `${(us / 1000).toFixed(1)} ms` : `${us.toFixed(1)} µs`).padStart(10);
+  (Number.isNaN(us) ? '-' : us >= 1000 ? `${(us / 1000).toFixed(1)} ms` : `${us.toFixed(1)} µs`).padStart(10);
 
 if (PARTS.has('core')) {
   out('1. Route decisions in process: p50 / p99 per decision, and as a ratio to a full scan');
@@ -295,9 +295,7 @@ if (PARTS.has('core')) {
             ? `  (${(m.p50 / feasibleP50).toFixed(1)}× a feasible loose decision)`
             : '';
         const placedOnly =
-          m.placed.count > 0 && m.share < 1
-            ? `${fmt(m.placed.p50)} /${fmt(m.placed.p99)} /${fmt(m.placedMedianP99)}`
-            : '';
+          m.placed.count > 0 ? `${fmt(m.placed.p50)} /${fmt(m.placed.p99)} /${fmt(m.placedMedianP99)}` : '';
         out(
           `  ${label.padEnd(34)} ${fmt(m.p50)} ${fmt(m.p99)}   ${(m.p50 / scan.p50).toFixed(4).padStart(7)} / ${(m.p99 / scan.p99).toFixed(4).padEnd(7)}  ${(100 * m.share).toFixed(0).padStart(5)} %  ${placedOnly}${versus}`,
         );
@@ -652,17 +650,16 @@ if (PARTS.has('flood')) {
   // Both servers up for the whole part, measured in turn in each round (as the gRPC part's
   // rounds): measured once each, one after the other, the ratio read the host's drift between them.
   const modes = ['nowork', 'real'] as const;
-  const servers = {
-    nowork: await startServerProcess('nowork', 20_000, 'distinct'),
-    real: await startServerProcess('real', 20_000, 'distinct'),
-  };
+  const servers: Partial<Record<(typeof modes)[number], Awaited<ReturnType<typeof startServerProcess>>>> = {};
   const ratios: number[] = [];
   try {
+    servers.nowork = await startServerProcess('nowork', 20_000, 'distinct');
+    servers.real = await startServerProcess('real', 20_000, 'distinct');
     for (let round = 0; round < FLOOD_ROUNDS; round += 1) {
       const shares: Record<string, number> = {};
       for (let k = 0; k < modes.length; k += 1) {
         const mode = modes[(k + round) % modes.length] as (typeof modes)[number];
-        const server = servers[mode];
+        const server = servers[mode] as Awaited<ReturnType<typeof startServerProcess>>;
         const victim = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
         const flooder = new SchedulerClient(`127.0.0.1:${server.port}`, credentials.createInsecure(), {
           'grpc.use_local_subchannel_pool': 1,
@@ -687,8 +684,8 @@ if (PARTS.has('flood')) {
       ratios.push((shares.real ?? 0) / (shares.nowork ?? 1));
     }
   } finally {
-    await servers.nowork.stop();
-    await servers.real.stop();
+    // Both, whichever started and whatever the other's stop does.
+    await Promise.allSettled(Object.values(servers).map((server) => server.stop()));
   }
   out(
     `  share kept by cpn / share kept by the no-work server, median round: ${median(ratios).toFixed(2)}  (rounds ${ratios.map((r) => r.toFixed(2)).join(', ')}; target ≥ 0.8)`,

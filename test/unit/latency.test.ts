@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  arcKm,
   DEFAULT_LATENCY_MODEL,
   estimateRtt,
   greatCircleKm,
@@ -48,15 +49,21 @@ describe('latency estimates', () => {
           for (const clientRegion of ['', 'R0', 'R1']) {
             const node = { level, region: `R${n % 2}`, location: nodeAt };
             const client = { region: clientRegion, location: clientAt };
-            const expected = unsampledRttMs(client, node, DEFAULT_LATENCY_MODEL);
-            const got = locatedRttMs(
-              clientRegion,
-              node,
-              DEFAULT_LATENCY_MODEL,
-              unitVector(clientAt),
-              unitVector(nodeAt),
-            );
-            expect(Object.is(got, expected), `client ${c} node ${n} ${level} '${clientRegion}'`).toBe(true);
+            // The coordinate RTT as written before locatedRttMs existed (session 19): the arc over
+            // the chord, twice, over the fibre speed, stretched, plus the level's overhead and the
+            // cross-region penalty.
+            const model = DEFAULT_LATENCY_MODEL;
+            const km = arcKm(unitVector(clientAt), unitVector(nodeAt));
+            const expected =
+              ((km * 2) / model.fiberKmPerMs) * model.routeStretch +
+              model.accessOverheadMs[level] +
+              (clientRegion !== '' && clientRegion !== node.region ? model.crossRegionPenaltyMs : 0);
+            const where = `client ${c} node ${n} ${level} '${clientRegion}'`;
+            expect(Object.is(unsampledRttMs(client, node, model), expected), where).toBe(true);
+            // From a group's level and region, as a search reads them, and the vectors it holds.
+            const group = { level, region: node.region };
+            const got = locatedRttMs(clientRegion, group, model, unitVector(clientAt), unitVector(nodeAt));
+            expect(Object.is(got, expected), where).toBe(true);
             compared += 1;
           }
     expect(compared).toBe(places.length * places.length * levels.length * 3);

@@ -37,7 +37,7 @@
 // Updates are cheap: a status report swaps the record in place; new nodes wait in a short list
 // that every search scans, and removals leave tombstones, until the next lazy rebuild.
 
-import { curveRate, type PriceMultiplier, queueRates } from '../cost.js';
+import { curveRate, flatPrefillRate, type PriceMultiplier, queueRates, roomBelow } from '../cost.js';
 import { coordinatesOf, unitVector, type Vec3 } from '../latency.js';
 import type { Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 import type { LoadWatcher } from '../reservations.js';
@@ -50,7 +50,10 @@ import { compareIds } from './policy.js';
 export interface IndexedNode {
   readonly id: string;
   record: NodeRecord;
-  /** Replaced with the record; its prices and prefill rate never change in place (see sameIndexing). */
+  /**
+   * Replaced with the record; its prices and bound rate (see boundRate) never change in place (see
+   * sameIndexing). Its room and how it prefills may: see F and swap.
+   */
   offer: ModelOffer;
   readonly group: IndexGroup;
   /** Unit vector of the node's location; undefined when the node has no coordinates. */
@@ -188,14 +191,15 @@ function scratchFor(groups: readonly IndexGroup[], size: number): GroupScratch {
 }
 
 /**
- * Field offsets of a node's facts in `ModelCandidates.facts` (FACT_STRIDE numbers by ordinal, one
- * cache line): what a search needs of a node it ranks to work out its prefill, RTT and cost, and
- * whether it has room, exactly as from its offer and place, without reading the node's objects
- * (each a cache miss: a tight decision read about ten for its three winners). Prices, rate and
- * place never change in place (see sameIndexing); `free` does with the record (see swap).
+ * Field offsets of a node's facts in `ModelCandidates.facts` (FACT_STRIDE numbers by ordinal, 64
+ * bytes together): what a search needs of a node it ranks to work out its prefill, RTT and cost,
+ * and whether it has room, exactly as from its offer and place, without reading the node's objects
+ * (each a cache miss: a tight decision read about ten for its three winners). Prices and place
+ * never change in place (see sameIndexing); the rate (an engine curve may replace a flat rate of the
+ * same bound) and the room may, with the record: swap writes them all again.
  */
 export const F = {
-  /** The offer's prefillTokensPerS; NaN when its prefill comes from an engine curve (read the offer). */
+  /** flatPrefillRate of the offer: NaN when its prefill comes from an engine curve (read the offer). */
   rate: 0,
   input: 1,
   output: 2,
@@ -204,10 +208,7 @@ export const F = {
   x: 4,
   y: 5,
   z: 6,
-  /**
-   * The least of the offer's maxConcurrency and maxConcurrency + maxQueue: below it a load queues
-   * nothing and leaves room (NaN compares false: then read the offer).
-   */
+  /** roomBelow of the offer: below it a load queues nothing and leaves room (else read the offer). */
   free: 7,
 } as const;
 export const FACT_STRIDE = 8;
@@ -215,14 +216,14 @@ export const FACT_STRIDE = 8;
 /** Writes the facts (see F) of `offer` at `position` into `facts` at ordinal `n`. */
 function writeFacts(facts: Float64Array, n: number, offer: ModelOffer, position: Vec3 | undefined): void {
   const at = n * FACT_STRIDE;
-  facts[at + F.rate] = offer.engine?.curves.prefill === undefined ? offer.prefillTokensPerS : Number.NaN;
+  facts[at + F.rate] = flatPrefillRate(offer);
   facts[at + F.input] = offer.price.inputPerMtok;
   facts[at + F.output] = offer.price.outputPerMtok;
   facts[at + F.cached] = offer.price.cachedInputPerMtok;
   facts[at + F.x] = position?.x ?? Number.NaN;
   facts[at + F.y] = position?.y ?? Number.NaN;
   facts[at + F.z] = position?.z ?? Number.NaN;
-  facts[at + F.free] = Math.min(offer.maxConcurrency, offer.maxConcurrency + offer.maxQueue);
+  facts[at + F.free] = roomBelow(offer);
 }
 
 /** Spatial kind of a cell: every node has coordinates (a box bounds them), or none has. */

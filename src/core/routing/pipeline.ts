@@ -453,9 +453,10 @@ function isSampled(p: Prepared, nodeId: string): boolean {
 }
 
 /**
- * The model's multiplier floors by LEVEL_BIT mask (the lowest factor any of its groups at those
- * levels has now), cached on the model's candidates for as long as the multiplier says its
- * factors stay put. A cell holding too many groups to list bounds by its levels' floor.
+ * The model's price factors now: each group's, and their floors by LEVEL_BIT mask (the lowest
+ * factor any of its groups at those levels has), cached on the model's candidates for as long as
+ * the multiplier says its factors stay put. A cell holding too many groups to list bounds by its
+ * levels' floor; a decision reads a group's factor from here rather than match the rules again.
  */
 interface FloorCache {
   readonly multiplier: PriceMultiplier;
@@ -984,8 +985,9 @@ class Search {
       // otherwise matched again for each group of each decision. A multiplier that cannot say how
       // long its factors hold, or says not past now, is asked each time.
       const factors = (this.floorCache() ?? this.keepFloors(false))?.factors;
+      // (A kept cache holds every group: it is dropped when a group appears.)
       scratch.multiplier[g] =
-        factors !== undefined && g < factors.length
+        factors !== undefined
           ? (factors[g] as number)
           : this.p.ctx.priceMultiplier.at(group, this.p.request.model, this.p.ctx.nowMs);
     }
