@@ -470,6 +470,23 @@ export interface TreePricing {
   readonly nowMs: number;
 }
 
+/**
+ * Each group's price factor under one multiplier, and their floors, over the window the multiplier
+ * says they hold (see ModelCandidates.groupFactors): what priced trees are built from, and what a
+ * decision reads a group's factor from rather than match a time-of-use policy's rules again.
+ */
+export interface GroupFactors {
+  readonly multiplier: PriceMultiplier;
+  /** How many groups there were: groups are never dropped, so a new one makes these stale. */
+  readonly groups: number;
+  readonly fromMs: number;
+  readonly untilMs: number;
+  /** By group id. */
+  readonly factors: Float64Array;
+  /** By LEVEL_BIT mask (0..15): the lowest factor of any group at those levels (+∞ for none). */
+  readonly floors: Float64Array;
+}
+
 /** Windows shorter than this are not worth a rebuild: such trees keep list prices. */
 const MIN_PRICED_WINDOW_MS = 60_000;
 
@@ -595,6 +612,8 @@ export class ModelCandidates {
   private nodeMarks: NodeMarks = { removed: new Uint8Array(64), triedBy: new Float64Array(64) };
   /** See F: by ordinal, grown with nextOrdinal, rewritten when ordinals change. */
   private nodeFacts = new Float64Array(64 * FACT_STRIDE);
+  /** The last groupFactors kept (see there). */
+  private keptFactors: GroupFactors | undefined;
   /** A node recently found live, checked first by hasLiveNode, and where its scan goes on. */
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
@@ -877,10 +896,54 @@ export class ModelCandidates {
   /** By group id: the multiplier in force over `validity`'s window, or undefined for list prices. */
   private factors(validity: TreeValidity): Float64Array | undefined {
     const { multiplier } = validity;
-    if (multiplier === undefined) return undefined;
+    return multiplier === undefined ? undefined : this.groupFactors(multiplier, validity.fromMs).factors;
+  }
+
+  /**
+   * Each group's factor under `multiplier` at `nowMs`, and their floors: the ones kept from an
+   * earlier call while the multiplier says they hold (and no group has appeared since), else
+   * worked out now, and kept when the multiplier says they hold past now.
+   */
+  groupFactors(multiplier: PriceMultiplier, nowMs: number): GroupFactors {
+    return this.heldFactors(multiplier, nowMs) ?? this.workOutFactors(multiplier, nowMs);
+  }
+
+  /**
+   * groupFactors, only when they are kept or the multiplier says they hold past `nowMs` (else
+   * undefined: a decision asks for the few groups it meets, not for every group).
+   */
+  heldFactors(multiplier: PriceMultiplier, nowMs: number): GroupFactors | undefined {
+    const kept = this.keptFactors;
+    if (
+      kept !== undefined &&
+      kept.multiplier === multiplier &&
+      kept.groups === this.groupList.length &&
+      nowMs >= kept.fromMs &&
+      nowMs < kept.untilMs
+    )
+      return kept;
+    const untilMs = multiplier.stableUntil?.(nowMs);
+    return untilMs !== undefined && untilMs > nowMs
+      ? this.workOutFactors(multiplier, nowMs, untilMs)
+      : undefined;
+  }
+
+  private workOutFactors(
+    multiplier: PriceMultiplier,
+    nowMs: number,
+    untilMs = multiplier.stableUntil?.(nowMs) ?? nowMs,
+  ): GroupFactors {
     const factors = new Float64Array(this.groupList.length);
-    for (const group of this.groupList) factors[group.id] = multiplier.at(group, this.model, validity.fromMs);
-    return factors;
+    const floors = new Float64Array(16).fill(Number.POSITIVE_INFINITY);
+    for (const group of this.groupList) {
+      const factor = multiplier.at(group, this.model, nowMs);
+      factors[group.id] = factor;
+      for (let mask = 1; mask < 16; mask += 1)
+        if ((mask & group.levelBit) !== 0 && factor < (floors[mask] as number)) floors[mask] = factor;
+    }
+    const worked = { multiplier, groups: this.groupList.length, fromMs: nowMs, untilMs, factors, floors };
+    if (untilMs > nowMs) this.keptFactors = worked;
+    return worked;
   }
 
   /**

@@ -61,6 +61,7 @@ import {
   F,
   FACT_STRIDE,
   type FlatTree,
+  type GroupFactors,
   type GroupScratch,
   type IndexedNode,
   type IndexGroup,
@@ -452,24 +453,6 @@ function isSampled(p: Prepared, nodeId: string): boolean {
   return freshSample(p.client, nodeId, p.ctx.latency, p.ctx.nowMs) !== undefined;
 }
 
-/**
- * The model's price factors now: each group's, and their floors by LEVEL_BIT mask (the lowest
- * factor any of its groups at those levels has), cached on the model's candidates for as long as
- * the multiplier says its factors stay put. A cell holding too many groups to list bounds by its
- * levels' floor; a decision reads a group's factor from here rather than match the rules again.
- */
-interface FloorCache {
-  readonly multiplier: PriceMultiplier;
-  /** Groups are never dropped, so their count tells whether one has appeared since. */
-  readonly groups: number;
-  readonly fromMs: number;
-  readonly untilMs: number;
-  readonly floors: Float64Array;
-  /** Each group's factor, by group id (what the floors were worked out from). */
-  readonly factors: Float64Array;
-}
-const floorCaches = new WeakMap<ModelCandidates, FloorCache>();
-
 interface ScratchBounds {
   rttLowerBoundMs: number;
   costLowerBound: number;
@@ -784,9 +767,9 @@ class Search {
   /** This decision's mark on the groups' scratch values. */
   private readonly stamp = ++decisionStamp;
   private floors: Float64Array | undefined;
-  /** Whether floorCache looked for the model's kept floors yet, and what it found. */
-  private floorCacheRead = false;
-  private floorCacheFound: FloorCache | undefined;
+  /** Whether heldFactors looked for the model's kept group factors yet, and what it found. */
+  private factorsLooked = false;
+  private factorsFound: GroupFactors | undefined;
   private readonly cellBounds = SCRATCH_BOUNDS;
   /** The best-first frontier: cell indices keyed by a lower bound. */
   private readonly frontier = FRONTIER;
@@ -981,14 +964,13 @@ class Search {
     const g = group.id;
     if (scratch.multiplierStamp[g] !== this.stamp) {
       scratch.multiplierStamp[g] = this.stamp;
-      // Kept per model while the factors hold (see floorCache): a time-of-use policy's rules are
-      // otherwise matched again for each group of each decision. A multiplier that cannot say how
-      // long its factors hold, or says not past now, is asked each time.
-      const factors = (this.floorCache() ?? this.keepFloors(false))?.factors;
-      // (A kept cache holds every group: it is dropped when a group appears.)
+      // Kept per model while the factors hold (see ModelCandidates.groupFactors): a time-of-use
+      // policy's rules are otherwise matched again for each group of each decision. A multiplier
+      // that cannot say how long its factors hold, or says not past now, is asked each time.
+      const held = this.heldFactors();
       scratch.multiplier[g] =
-        factors !== undefined
-          ? (factors[g] as number)
+        held !== undefined
+          ? (held.factors[g] as number)
           : this.p.ctx.priceMultiplier.at(group, this.p.request.model, this.p.ctx.nowMs);
     }
     return scratch.multiplier[g] as number;
@@ -996,67 +978,22 @@ class Search {
 
   /** By LEVEL_BIT mask: the lowest multiplier of any group of the model at those levels now. */
   private floorsByLevels(): Float64Array {
-    if (this.floors !== undefined) return this.floors;
-    const cache = this.floorCache() ?? (this.keepFloors(true) as FloorCache);
-    this.floors = cache.floors;
-    return cache.floors;
-  }
-
-  /**
-   * The model's floors and factors, kept while the multiplier says its factors stay put (and no
-   * group has appeared since); undefined when none is kept for now, or the multiplier cannot say.
-   * Looked up once per decision.
-   */
-  private floorCache(): FloorCache | undefined {
-    if (this.floorCacheRead) return this.floorCacheFound;
-    this.floorCacheRead = true;
-    const candidates = this.candidates;
-    if (candidates === undefined) return undefined;
-    const { priceMultiplier, nowMs } = this.p.ctx;
-    const cached = floorCaches.get(candidates);
-    if (
-      cached !== undefined &&
-      cached.multiplier === priceMultiplier &&
-      cached.groups === candidates.groups().length &&
-      nowMs >= cached.fromMs &&
-      nowMs < cached.untilMs
-    )
-      this.floorCacheFound = cached;
-    return this.floorCacheFound;
-  }
-
-  /**
-   * Works out the model's floors and factors now, kept for later decisions (see floorCache); when
-   * the multiplier cannot say that they hold past now, only if `always` (else undefined: the
-   * factors a decision needs are cheaper asked one group at a time).
-   */
-  private keepFloors(always: boolean): FloorCache | undefined {
-    const candidates = this.candidates;
-    if (candidates === undefined) return undefined;
-    const { priceMultiplier, nowMs } = this.p.ctx;
-    const untilMs = priceMultiplier.stableUntil?.(nowMs) ?? nowMs;
-    if (!always && !(untilMs > nowMs)) return undefined;
-    const groups = candidates.groups();
-    const floors = new Float64Array(16).fill(Number.POSITIVE_INFINITY);
-    const factors = new Float64Array(groups.length);
-    for (const group of groups) {
-      const bit = group.levelBit;
-      const factor = priceMultiplier.at(group, this.p.request.model, nowMs);
-      factors[group.id] = factor;
-      for (let mask = 1; mask < 16; mask += 1)
-        if ((mask & bit) !== 0 && factor < (floors[mask] as number)) floors[mask] = factor;
+    if (this.floors === undefined) {
+      const { priceMultiplier, nowMs } = this.p.ctx;
+      this.floors = (
+        this.heldFactors() ?? (this.candidates as ModelCandidates).groupFactors(priceMultiplier, nowMs)
+      ).floors;
     }
-    const cache = {
-      multiplier: priceMultiplier,
-      groups: groups.length,
-      fromMs: nowMs,
-      untilMs,
-      floors,
-      factors,
-    };
-    floorCaches.set(candidates, cache);
-    this.floorCacheFound = cache;
-    return cache;
+    return this.floors;
+  }
+
+  /** ModelCandidates.heldFactors for this decision, looked up once. */
+  private heldFactors(): GroupFactors | undefined {
+    if (!this.factorsLooked) {
+      this.factorsLooked = true;
+      this.factorsFound = this.candidates?.heldFactors(this.p.ctx.priceMultiplier, this.p.ctx.nowMs);
+    }
+    return this.factorsFound;
   }
 
   /**
