@@ -25,7 +25,6 @@ export interface PriceMultiplier {
 
 export const LIST_PRICE: PriceMultiplier = { at: () => 1, stableUntil: () => Number.POSITIVE_INFINITY };
 
-/** Only uncached input tokens are prefilled; cache hits skip prefill. */
 /**
  * The rate prefillMs divides by, or NaN when the offer prefills by an engine curve (then the curve
  * decides). What the index keeps of an offer to work out its prefill without reading it.
@@ -34,6 +33,7 @@ export function flatPrefillRate(offer: ModelOffer): number {
   return offer.engine?.curves.prefill === undefined ? offer.prefillTokensPerS : Number.NaN;
 }
 
+/** Only uncached input tokens are prefilled; cache hits skip prefill. */
 export function prefillMs(size: RequestSize, offer: ModelOffer): number {
   const curve = offer.engine?.curves.prefill;
   if (curve === undefined) return prefillMsAt(size, offer.prefillTokensPerS);
@@ -99,12 +99,6 @@ export function serviceMs(size: RequestSize, offer: ModelOffer): number {
 }
 
 /**
- * Expected wait for a slot when `load` requests are already on the offer. Zero while a slot is
- * free; otherwise the requests ahead drain `maxConcurrency` at a time, each taking about as long
- * as this request would (its own service time is the proxy for the unknown ones ahead). On
- * measured engines, at the rate a full engine completes requests (see below).
- */
-/**
  * The load below which `offer` queues nothing (queueMs is 0) and has room (a load under its slots
  * and queue): the least of the two; NaN, below which no load is, when either is not a number.
  * What the index keeps of an offer to estimate an idle node without reading it.
@@ -113,7 +107,12 @@ export function roomBelow(offer: ModelOffer): number {
   return Math.min(offer.maxConcurrency, offer.maxConcurrency + offer.maxQueue);
 }
 
-/** How long `size` waits behind `load` requests on `offer` (0 below its slots: see roomBelow). */
+/**
+ * Expected wait for a slot when `load` requests are already on the offer. Zero while a slot is
+ * free (see roomBelow); otherwise the requests ahead drain `maxConcurrency` at a time, each taking
+ * about as long as this request would (its own service time is the proxy for the unknown ones
+ * ahead). On measured engines, at the rate a full engine completes requests (see below).
+ */
 export function queueMs(size: RequestSize, offer: ModelOffer, load: number): number {
   if (load < offer.maxConcurrency) return 0;
   const ahead = load - offer.maxConcurrency + 1;

@@ -41,9 +41,6 @@ import { curveRate, flatPrefillRate, type PriceMultiplier, queueRates, roomBelow
 import { coordinatesOf, unitVector, type Vec3 } from '../latency.js';
 import type { Level, ModelOffer, NodeRecord, NodeSpec } from '../model.js';
 import type { LoadWatcher } from '../reservations.js';
-
-export { unitVector, type Vec3 };
-
 import { compareIds } from './policy.js';
 
 /** A node's offer of one model, as the index holds it. `record` is replaced on every update. */
@@ -172,12 +169,13 @@ export interface GroupScratch {
   regionDefaultMs: Float64Array;
 }
 
-function scratchFor(groups: readonly IndexGroup[], size: number): GroupScratch {
+/** Scratch for `size` groups, keeping the groups' levels and regions `previous` holds. */
+function scratchFor(size: number, previous?: GroupScratch): GroupScratch {
   const levelBit = new Uint8Array(size);
   const regionIndex = new Int32Array(size);
-  for (const group of groups) {
-    levelBit[group.id] = group.levelBit;
-    regionIndex[group.id] = group.regionIndex;
+  if (previous !== undefined) {
+    levelBit.set(previous.levelBit);
+    regionIndex.set(previous.regionIndex);
   }
   return {
     levelBit,
@@ -618,7 +616,7 @@ export class ModelCandidates {
   private liveHint: IndexedNode | undefined;
   private liveCursor = -1;
   /** Per-decision values by group id (see GroupScratch); replaced, stamps cleared, as groups grow. */
-  scratch: GroupScratch = scratchFor([], 8);
+  scratch: GroupScratch = scratchFor(8);
   /**
    * By kind of request (Search.requestKind, one of REQUEST_KINDS): how many more requests of that
    * kind a cost search sends straight to the mixed tree, the price tree having given up on one of
@@ -684,11 +682,9 @@ export class ModelCandidates {
       this.groupsByKey.set(key, group);
       this.groupList.push(group);
       if (this.scratch.stamp.length < this.groupList.length)
-        this.scratch = scratchFor(this.groupList, this.groupList.length * 2);
-      else {
-        this.scratch.levelBit[group.id] = group.levelBit;
-        this.scratch.regionIndex[group.id] = group.regionIndex;
-      }
+        this.scratch = scratchFor(this.groupList.length * 2, this.scratch);
+      this.scratch.levelBit[group.id] = group.levelBit;
+      this.scratch.regionIndex[group.id] = group.regionIndex;
     }
     const location = coordinatesOf(record.spec.location);
     const entry: IndexedNode = {
@@ -863,13 +859,8 @@ export class ModelCandidates {
       tree = buildTree(this.tierSource(tier), kind, this.factors(validity), this.leafSizes[kind]);
       this.buildCount += 1;
     } else if (held !== undefined) {
-      const usable =
-        held.multiplier === undefined
-          ? want === undefined
-          : held.multiplier === pricing?.multiplier &&
-            pricing.nowMs >= held.fromMs &&
-            pricing.nowMs < held.untilMs;
-      if (usable) return tree;
+      // (A priced tree whose window holds was taken above.)
+      if (held.multiplier === undefined && want === undefined) return tree;
       // Another window or another multiplier: the same cells, their minimum prices worked out
       // again (one pass over the nodes), instead of a new tree. The splits follow the old prices
       // — looser, never wrong.

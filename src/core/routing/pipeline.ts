@@ -30,8 +30,10 @@ import {
   type PreparedClient,
   prepareClient,
   type SamplesFrom,
+  unitVector,
   unsampledRttMs,
   unsampledSource,
+  type Vec3,
 } from '../latency.js';
 import {
   findOffer,
@@ -87,9 +89,7 @@ import {
   S,
   SLOT_STRIDE,
   type TreePricing,
-  unitVector,
   unlocatedCell,
-  type Vec3,
 } from './candidate-index.js';
 import {
   type Candidate,
