@@ -20,6 +20,7 @@ import { pathToFileURL } from 'node:url';
 import type { LatLon } from '../../src/core/model.js';
 import type { RouteContext, RouteDecision, RouteRequest } from '../../src/core/routing/index.js';
 import { benchRequests, nationalRegistry, TIME_OF_USE } from './registry-gen.js';
+import { median, percentileOf } from './stats.js';
 
 interface Build {
   readonly name: string;
@@ -79,10 +80,6 @@ async function load(root: string): Promise<Build> {
 
 const builds = [await load(roots[0] as string), await load(roots[1] as string)];
 const regionCentroids = (builds[1] as Build).centroids;
-const percentile = (values: number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? Number.NaN;
-};
 
 console.log(`${NODES} nodes; A = ${builds[0]?.name}, B = ${builds[1]?.name}; µs per decision`);
 for (const prices of PRICES) {
@@ -120,7 +117,7 @@ for (const prices of PRICES) {
     }
     const line = builds.map((_, b) => {
       const times = (placed[b] as number[]).length > 0 ? (placed[b] as number[]) : (all[b] as number[]);
-      return `${b === 0 ? 'A' : 'B'} ${percentile(times, 0.5).toFixed(1).padStart(6)} / ${percentile(times, 0.99).toFixed(1).padStart(6)}`;
+      return `${b === 0 ? 'A' : 'B'} ${percentileOf(times, 0.5).toFixed(1).padStart(6)} / ${percentileOf(times, 0.99).toFixed(1).padStart(6)}`;
     });
     const which = (placed[0] as number[]).length > 0 ? 'placed' : 'all';
     console.log(
@@ -130,13 +127,11 @@ for (const prices of PRICES) {
       requests
         .map((_, i) => i)
         .filter((i) => which === 'all' || (wasPlaced[b] as Uint8Array)[i] === 1)
-        .map((i) =>
-          percentile([...(byRequest[b] as Float64Array).subarray(i * ROUNDS, (i + 1) * ROUNDS)], 0.5),
-        ),
+        .map((i) => median((byRequest[b] as Float64Array).subarray(i * ROUNDS, (i + 1) * ROUNDS))),
     );
     const perRequest = medians.map(
       (times, b) =>
-        `${b === 0 ? 'A' : 'B'} ${percentile(times, 0.5).toFixed(1).padStart(6)} / ${percentile(times, 0.99).toFixed(1).padStart(6)}`,
+        `${b === 0 ? 'A' : 'B'} ${percentileOf(times, 0.5).toFixed(1).padStart(6)} / ${percentileOf(times, 0.99).toFixed(1).padStart(6)}`,
     );
     console.log(`  ${''.padEnd(25)} per request p50 / p99: ${perRequest.join('   ')}`);
   }

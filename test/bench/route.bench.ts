@@ -41,6 +41,7 @@ import {
   seeded,
   TIME_OF_USE,
 } from './registry-gen.js';
+import { median, percentile, percentileOf } from './stats.js';
 
 // The built code, as `cpn serve` runs it (npm run bench builds first).
 const { LIST_PRICE } = (await built('core/cost.js')) as typeof import('../../src/core/cost.js');
@@ -77,16 +78,8 @@ const out = (line: string) => process.stdout.write(`${line}\n`);
 /** 03:00 China time: the night windows of the time-of-use policy are in force. */
 const NOW = Date.UTC(2026, 10, 22, 19, 0, 0);
 
-function percentile(sorted: Float64Array, p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
-}
-
 /** Rounds a core measurement is split into (see measure). */
 const CORE_ROUNDS = 5;
-
-function median(values: readonly number[]): number {
-  return percentile(Float64Array.from(values).sort(), 0.5);
-}
 
 /**
  * Runs `op` over `requests` (round robin) for SECONDS, in CORE_ROUNDS rounds of equal time;
@@ -170,15 +163,15 @@ function perRequestP99(
     if (among[callRequest[c] as number] === 1)
       (byRequest[callRequest[c] as number] as number[]).push(callTimes[c] as number);
   const medians = byRequest.filter((times) => times.length >= 3).map((times) => median(times));
-  return medians.length === 0 ? Number.NaN : percentile(Float64Array.from(medians).sort(), 0.99);
+  return percentileOf(medians, 0.99);
 }
 
 /**
- * The host's own spread, timed as measure times a decision: a loop that does the same work every
- * call (about `us` µs of it), in CORE_ROUNDS rounds; the median round's p50 and p99. A p99 of
- * single timings cannot read lower than this host lets constant work read.
+ * The host's own spread: a loop that does the same work every call (about `us` µs of it), timed
+ * by measure as a decision is; the median round's p50 and p99. A p99 of single timings cannot
+ * read lower than this host lets constant work read.
  */
-function hostProbe(us: number) {
+function hostProbe(us: number, request: RouteRequest) {
   const data = Float64Array.from({ length: 4096 }, (_, i) => Math.sin(i));
   let sink = 0;
   const work = (passes: number) => {
@@ -197,19 +190,12 @@ function hostProbe(us: number) {
     const callUs = Number(process.hrtime.bigint() - t0) / 1e3 / 500;
     passes = Math.max(1, Math.round((passes * us) / callUs));
   }
-  const rounds: { p50: number; p99: number }[] = [];
-  const times = new Float64Array(Math.max(1000, Math.round(((SECONDS / CORE_ROUNDS) * 1e6) / us)));
-  for (let round = 0; round < CORE_ROUNDS; round += 1) {
-    for (let c = 0; c < times.length; c += 1) {
-      const started = process.hrtime.bigint();
-      sink += work(passes);
-      times[c] = Number(process.hrtime.bigint() - started) / 1e3;
-    }
-    const sorted = times.slice().sort();
-    rounds.push({ p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) });
-  }
+  const probe = measure([request], () => {
+    sink += work(passes);
+    return false;
+  });
   if (sink === 42) out('');
-  return { p50: median(rounds.map((r) => r.p50)), p99: median(rounds.map((r) => r.p99)) };
+  return probe;
 }
 
 /** The plain rule over every node: what a router without an index does. */
@@ -300,7 +286,7 @@ if (PARTS.has('core')) {
           `  ${label.padEnd(34)} ${fmt(m.p50)} ${fmt(m.p99)}   ${(m.p50 / scan.p50).toFixed(4).padStart(7)} / ${(m.p99 / scan.p99).toFixed(4).padEnd(7)}  ${(100 * m.share).toFixed(0).padStart(5)} %  ${placedOnly}${versus}`,
         );
       }
-      const probe = hostProbe(15);
+      const probe = hostProbe(15, loose[0] as RouteRequest);
       out(
         `  host probe: the same work every call (about 15 µs) reads p50 ${fmt(probe.p50).trim()} / p99 ${fmt(probe.p99).trim()} (p99/p50 ${(probe.p99 / probe.p50).toFixed(2)}) in this run`,
       );

@@ -1276,7 +1276,7 @@ class Search {
 
   /**
    * Checks a node; returns it estimated if it passed every check before the estimate. `rttMs`,
-   * `prefill` and `load`, when given, are what the estimate would work out (see
+   * `prefill`, `load` and `cost`, when given, are what the estimate would work out (see
    * estimateCandidate).
    */
   private evaluate(
@@ -1285,6 +1285,7 @@ class Search {
     rttMs?: number,
     prefill?: number,
     load?: number,
+    cost?: number,
   ): EstimatedCandidate | undefined {
     const { p } = this;
     const node = entry.record;
@@ -1315,7 +1316,7 @@ class Search {
       rttMs === undefined ? undefined : this.entrySource(entry),
       prefill,
       load ?? offerLoad(node, p.request.model, p.ctx.reservations, entry.id),
-      n >= 0 ? this.entryCost(entry) : undefined,
+      cost ?? (n >= 0 ? this.entryCost(entry) : undefined),
       n >= 0 ? (this.facts[n * FACT_STRIDE + F.free] as number) : Number.NaN,
     );
     // What later decisions may know of the node's load without reading it (see LoadFloors).
@@ -1435,15 +1436,17 @@ class Search {
       if (rttLowerBoundMs + prefill > reachMs) return;
       const rttMs = knownRttMs ?? this.entryRttMs(entry);
       if (rttMs + prefill > reachMs) return;
+      let cost: number | undefined;
       if (lowerBound !== undefined && this.ranked.worst() !== undefined) {
-        nodeBounds.costLowerBound = this.entryCost(entry);
+        cost = this.entryCost(entry);
+        nodeBounds.costLowerBound = cost;
         nodeBounds.rttLowerBoundMs = rttMs;
         nodeBounds.ttftLowerBoundMs = rttMs + prefill;
         // Equal on the first key (one price tier), it must beat the worst on the second.
         const tie = tieLowerBound === undefined ? 0 : tieLowerBound(nodeBounds);
         if (this.pastBar(lowerBound(nodeBounds), tie)) return;
       }
-      const candidate = this.evaluate(entry, true, rttMs, prefill, load);
+      const candidate = this.evaluate(entry, true, rttMs, prefill, load, cost);
       if (candidate !== undefined) this.judge(candidate);
     };
     for (const entry of this.sampled) {
