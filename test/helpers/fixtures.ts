@@ -191,11 +191,20 @@ export function view(nodes: readonly NodeRecord[], samples: Record<string, Laten
   }
   const index = new CandidateIndex();
   for (const node of nodes) index.put(node);
+  return indexView(index, nodes, (from) => sampleMaps.get(from));
+}
+
+/** The routing view of `index`, which holds `nodes` (a test that puts into the index itself). */
+export function indexView(
+  index: CandidateIndex,
+  nodes: readonly NodeRecord[],
+  samplesFrom: RoutingView['samplesFrom'] = () => undefined,
+): RoutingView {
   return {
     candidates: (model) => index.candidates(model),
     allNodes: () => nodes,
     nodeCount: () => nodes.length,
-    samplesFrom: (from) => sampleMaps.get(from),
+    samplesFrom,
   };
 }
 

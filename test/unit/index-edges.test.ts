@@ -29,7 +29,7 @@ import {
   type TreeKind,
   unlocatedCell,
 } from '../../src/core/routing/index.js';
-import { context, FLAT_LATENCY, GUANGZHOU, offer, record, request } from '../helpers/fixtures.js';
+import { context, FLAT_LATENCY, GUANGZHOU, indexView, offer, record, request } from '../helpers/fixtures.js';
 
 /** A client the latency model only knows by region (FLAT_LATENCY: 8 ms within it, 45 ms across). */
 const BY_REGION = { region: 'CN-GD', accessPoint: '', location: undefined };
@@ -228,12 +228,7 @@ describe('candidate index: the price tree giving up', () => {
     for (const node of nodes) index.put(node);
     const ctx: RouteContext = {
       ...context(nodes),
-      view: {
-        candidates: (model) => index.candidates(model),
-        allNodes: () => nodes,
-        nodeCount: () => nodes.length,
-        samplesFrom: () => undefined,
-      },
+      view: indexView(index, nodes),
       maxVisits: count,
       searchTuning: { ...PRICE_TREE_FIRST, priceTreeMaxCells: 4 },
     };
@@ -734,15 +729,7 @@ describe('candidate index: node facts', () => {
     const index = new CandidateIndex();
     for (const node of nodes) index.put(node);
     index.candidates('m')?.tree(PLACE_TREE);
-    const ctx: RouteContext = {
-      ...context([]),
-      view: {
-        candidates: (model) => index.candidates(model),
-        allNodes: () => nodes,
-        nodeCount: () => nodes.length,
-        samplesFrom: () => undefined,
-      },
-    };
+    const ctx: RouteContext = { ...context([]), view: indexView(index, nodes) };
     return { index, ctx };
   };
   const req = request({ explain: false });
