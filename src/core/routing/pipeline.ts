@@ -1965,6 +1965,13 @@ class Search {
       const clientX = client?.x ?? 0;
       const clientY = client?.y ?? 0;
       const clientZ = client?.z ?? 0;
+      const fastSlots = this.fastKeys && bounded && this.walkReachMs === leafReachMs;
+      const slots = tree.slots;
+      const scratch = this.scratch as GroupScratch;
+      const msPerRad = this.msPerRad;
+      const uncached = this.uncachedTokens;
+      const cachedTokens = this.cachedTokens;
+      const outputTokens = this.outputTokens;
       for (let i = start; i < end; i += 1) {
         const place = i * PLACE_STRIDE;
         const rate = places[place + P.rate] as number;
@@ -1983,26 +1990,70 @@ class Search {
         // unless it might fit. A node passed over still counts against the work cap.
         const prefillLowerBoundMs = bounded ? prefillMsAt(this.p.request, rate) : 0;
         if (leafRttMs + prefillLowerBoundMs > leafReachMs) break;
-        this.placeAngle(tree, i);
-        // First by its place and the leaf's least base: a node too far even so is passed over
-        // before its slot is read (most nodes of the leaves a tight budget reaches; NaN, for a
-        // node or client with no coordinates, passes nothing over).
-        if (bounded && this.placeAngleMs + leafBaseMs + prefillLowerBoundMs > leafReachMs) {
-          if (this.spend()) continue;
-          capped = true;
-          break;
-        }
-        this.rttFromPlace(tree, i);
-        const rttLowerBoundMs = this.placeRttMs;
-        // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
-        // passed over before its record is read (as the cells above it were).
-        if (
-          rttLowerBoundMs + prefillLowerBoundMs > leafReachMs ||
-          !this.keyed(this.slotBounds(tree, i, costed))
-        ) {
-          if (this.spend()) continue;
-          capped = true;
-          break;
+        let rttLowerBoundMs: number;
+        if (fastSlots) {
+          // The common walk (see fastKeys), in one pass with the request's numbers at hand: the
+          // same bounds placeAngle, rttFromPlace, slotBounds and keyed work out, in the same
+          // order and by the same operations (so the same numbers to the bit), without the calls.
+          const x = places[place + P.x] as number;
+          let angleMs = Number.NaN;
+          if (!Number.isNaN(x)) {
+            const dx = clientX - x;
+            const dy = clientY - (places[place + P.y] as number);
+            const dz = clientZ - (places[place + P.z] as number);
+            const angle = Math.sqrt(dx * dx + dy * dy + dz * dz) - PLACE_SLACK_RAD - ANGLE_SLACK_RAD;
+            angleMs = angle > 0 ? angle * msPerRad : 0;
+            if (angleMs + leafBaseMs + prefillLowerBoundMs > leafReachMs) {
+              if (this.spend()) continue;
+              capped = true;
+              break;
+            }
+          }
+          const slot = i * SLOT_STRIDE;
+          const g = slots[slot + S.group] as number;
+          if (scratch.stamp[g] !== this.stamp) this.fill(g);
+          rttLowerBoundMs = Number.isNaN(angleMs)
+            ? (scratch.regionDefaultMs[g] as number)
+            : angleMs + (scratch.coordinateBaseMs[g] as number);
+          const ttftLowerBoundMs = rttLowerBoundMs + prefillLowerBoundMs;
+          const cost =
+            (uncached * (slots[slot + S.input] as number) +
+              cachedTokens * (slots[slot + S.cached] as number) +
+              outputTokens * (slots[slot + S.output] as number)) /
+            1e6;
+          if (
+            ttftLowerBoundMs > leafReachMs ||
+            cost > this.barKey ||
+            (cost === this.barKey && ttftLowerBoundMs > this.barTie)
+          ) {
+            if (this.spend()) continue;
+            capped = true;
+            break;
+          }
+          WALK_KEY[KEY] = cost;
+          WALK_KEY[TIE] = ttftLowerBoundMs;
+        } else {
+          this.placeAngle(tree, i);
+          // First by its place and the leaf's least base: a node too far even so is passed over
+          // before its slot is read (most nodes of the leaves a tight budget reaches; NaN, for a
+          // node or client with no coordinates, passes nothing over).
+          if (bounded && this.placeAngleMs + leafBaseMs + prefillLowerBoundMs > leafReachMs) {
+            if (this.spend()) continue;
+            capped = true;
+            break;
+          }
+          this.rttFromPlace(tree, i);
+          rttLowerBoundMs = this.placeRttMs;
+          // The slot's own bounds, cost included, from the slot alone: a node that cannot rank is
+          // passed over before its record is read (as the cells above it were).
+          if (
+            rttLowerBoundMs + prefillLowerBoundMs > leafReachMs ||
+            !this.keyed(this.slotBounds(tree, i, costed))
+          ) {
+            if (this.spend()) continue;
+            capped = true;
+            break;
+          }
         }
         // From the slot and the marks: the node itself is read only when it is visited.
         const n = tree.ordinals[i] as number;
