@@ -15,6 +15,7 @@ import { seededRng } from '../../src/core/rng.js';
 import {
   CandidateIndex,
   DEFAULT_LEAF_SIZES,
+  DEFAULT_SEARCH_TUNING,
   decideRoute,
   type Estimate,
   estimateOn,
@@ -577,6 +578,42 @@ describe('candidate index (property)', () => {
         expectAsFullScan(decision, req, fullScan(nodes, req, ctx, reservations));
       }),
       { numRuns: 600 },
+    );
+  });
+
+  it('decides and counts the same whether a walk bounds cells and nodes in one pass or through the general calls', () => {
+    // The one-pass bounds (SearchTuning.onePassBounds) copy what the general calls work out; a
+    // difference in a rounding or a tie rule shows here as a different walk, hence different counts,
+    // long before it changes an answer a full scan would catch. Half the budgets sit on a node's
+    // reach, where a bound a hair off moves a node across it.
+    fc.assert(
+      fc.property(scenarioArb, fc.nat(5), fc.boolean(), (drawn, k, onEdge) => {
+        // Without allowed levels or regions: a walk with exclusions never takes the one-pass path.
+        const s = { ...drawn, request: { ...drawn.request, levels: [], regions: [] } };
+        const onePass = setUp(s);
+        let req = onePass.req;
+        if (onEdge) {
+          const open = { ...req, latencyBudgetMs: Number.MAX_VALUE };
+          const edges = fullScan(onePass.nodes, open, onePass.ctx, onePass.reservations)
+            .judged.filter((j) => j.estimate !== undefined)
+            .map((j) => (j.estimate as Estimate).networkRttMs + (j.estimate as Estimate).prefillMs)
+            .sort((a, b) => a - b);
+          if (edges.length > 0)
+            req = { ...req, latencyBudgetMs: edges[Math.min(k, edges.length - 1)] as number };
+        }
+        const general = setUp(s);
+        const generalCtx = {
+          ...general.ctx,
+          searchTuning: { ...(s.tuning ?? DEFAULT_SEARCH_TUNING), onePassBounds: false },
+        };
+        const a = decideRoute(req, onePass.ctx);
+        const b = decideRoute(req, generalCtx);
+        expect(answerOf(a)).toEqual(answerOf(b));
+        expect(a.kind === 'refused' ? undefined : a.counts).toEqual(
+          b.kind === 'refused' ? undefined : b.counts,
+        );
+      }),
+      { numRuns: 400 },
     );
   });
 

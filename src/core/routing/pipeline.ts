@@ -191,6 +191,12 @@ export interface SearchTuning {
    * than they save when nearly every node is within reach anyway.
    */
   readonly flatScanNodes?: number;
+  /**
+   * false: the common walk bounds its cells and a leaf's nodes through the general calls (bound,
+   * keyed, placeAngle, rttFromPlace, slotBounds) rather than in one pass each (cellKeyedFast and
+   * the leaf loop), which must work out the same numbers. For tests that hold the two paths equal.
+   */
+  readonly onePassBounds?: boolean;
 }
 
 /**
@@ -1885,6 +1891,7 @@ class Search {
     else this.mix.step = -1;
     const vector = this.p.clientVector;
     this.fastKeys =
+      (this.p.ctx.searchTuning ?? DEFAULT_SEARCH_TUNING).onePassBounds !== false &&
       by === BY_POLICY &&
       costed &&
       tree.priced &&
@@ -1965,7 +1972,7 @@ class Search {
       const clientX = client?.x ?? 0;
       const clientY = client?.y ?? 0;
       const clientZ = client?.z ?? 0;
-      const fastSlots = this.fastKeys && bounded && this.walkReachMs === leafReachMs;
+      const fastSlots = this.fastKeys && bounded;
       const slots = tree.slots;
       const scratch = this.scratch as GroupScratch;
       const msPerRad = this.msPerRad;
